@@ -1,0 +1,400 @@
+//! Actors: state owned by the runtime, changed only by its method calls.
+//!
+//! # Ordering
+//! Calls on one actor run one at a time, in the order they enter the
+//! [`Mailbox`] (whose single-drainer token makes the "one at a time"
+//! hold). A call whose argument refs are pending first waits in its
+//! *caller's* queue: calls from one handle enter the mailbox in submission
+//! order (a waiting call holds back later calls from the same handle), while
+//! other handles' calls go ahead. Each clone of a handle is its own caller.
+//!
+//! # Failures
+//! A method that panics fails its own call with [`Error::TaskPanicked`].
+//! The actor then restarts from its factory if it has restarts left (later
+//! calls run on the fresh state), or dies: every later call fails with
+//! [`Error::ActorDead`]. An actor spawned from a plain value has no factory
+//! and so no restarts.
+//!
+//! # Lifetime
+//! The actor's state is dropped when its last handle is gone and every
+//! queued call has run. The state lives in a mutex that only the mailbox's
+//! drainer ever locks, so it is never contended: it is an ownership cell, not
+//! a point where threads wait.
+
+use crate::args::TaskArgs;
+use crate::countdown::Countdown;
+use crate::error::{panic_message, Error, Text};
+use crate::mailbox::Mailbox;
+use crate::notify::Waiter;
+use crate::object::{ObjectCell, ObjectRef};
+use crate::resources::Request;
+use crate::runtime::Runtime;
+use crate::scheduler::{Go, Job, Scheduler};
+use crate::slot::Value;
+use crate::sync::lock;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+/// Calls a drainer runs before giving its thread back to other work.
+const DRAIN_BATCH: usize = 256;
+
+type Invoke<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// One queued method call.
+struct Call<S> {
+    out: Arc<ObjectCell>,
+    name: &'static str,
+    invoke: Invoke<S>,
+    /// Set when an input failed: the call completes with this, unrun.
+    failed: Option<Error>,
+}
+
+enum Life<S> {
+    Unborn,
+    Live(S),
+    Dead(Text),
+}
+
+type Factory<S> = Box<dyn Fn() -> S + Send + Sync>;
+
+struct ActorInner<S> {
+    name: Text,
+    life: crate::sync::Mutex<Life<S>>,
+    mailbox: Mailbox<Call<S>>,
+    factory: Option<Factory<S>>,
+    max_restarts: u32,
+    restarts: std::sync::atomic::AtomicU32,
+    sched: Arc<Scheduler>,
+    req: Request,
+}
+
+/// A queue of calls from one handle that wait for their inputs.
+struct Caller<S> {
+    queue: Mutex<VecDeque<Arc<PendingCall<S>>>>,
+}
+
+struct PendingCall<S> {
+    countdown: Countdown,
+    ready: std::sync::atomic::AtomicBool,
+    call: Mutex<Option<Call<S>>>,
+}
+
+/// A handle to an actor. Cloning gives another caller of the same actor.
+pub struct ActorHandle<S> {
+    inner: Arc<ActorInner<S>>,
+    caller: Arc<Caller<S>>,
+}
+
+impl<S> Clone for ActorHandle<S> {
+    fn clone(&self) -> Self {
+        ActorHandle { inner: self.inner.clone(), caller: Arc::new(Caller { queue: Mutex::new(VecDeque::new()) }) }
+    }
+}
+
+impl<S> std::fmt::Debug for ActorHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorHandle({})", self.inner.name)
+    }
+}
+
+/// Configures an actor: `rt.actor_builder(Counter::default).max_restarts(2).spawn()`.
+#[must_use = "an ActorBuilder does nothing until spawned"]
+pub struct ActorBuilder<'rt, S> {
+    rt: &'rt Runtime,
+    factory: Option<Factory<S>>,
+    initial: Option<S>,
+    name: Option<Text>,
+    max_restarts: u32,
+    cpus: f64,
+    resources: Vec<(Text, f64)>,
+}
+
+impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
+    pub(crate) fn from_factory(rt: &'rt Runtime, factory: Factory<S>) -> Self {
+        ActorBuilder {
+            rt,
+            factory: Some(factory),
+            initial: None,
+            name: None,
+            max_restarts: 0,
+            cpus: 0.0,
+            resources: vec![],
+        }
+    }
+
+    pub(crate) fn from_state(rt: &'rt Runtime, state: S) -> Self {
+        ActorBuilder {
+            rt,
+            factory: None,
+            initial: Some(state),
+            name: None,
+            max_restarts: 0,
+            cpus: 0.0,
+            resources: vec![],
+        }
+    }
+
+    /// Names the actor (used in errors). Default: the state's type name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How many times the actor is rebuilt from its factory after a method
+    /// panics. Default 0. Needs a factory ([`Runtime::actor_builder`]).
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+
+    /// CPUs the actor holds while it runs calls. Default 0 (as in Ray).
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// A custom resource the actor holds while it runs calls.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.push((name.into(), amount));
+        self
+    }
+
+    /// Starts the actor. An infeasible resource request gives an actor whose
+    /// every call fails with [`Error::Infeasible`].
+    pub fn spawn(self) -> ActorHandle<S> {
+        let name: Text = self.name.unwrap_or_else(|| std::any::type_name::<S>().into());
+        let sched = self.rt.scheduler().clone();
+        let (life, req) = match sched.with_pool(|p| p.request(&name, self.cpus, &self.resources)) {
+            Ok(req) => (self.initial.map_or(Life::Unborn, Life::Live), req),
+            Err(e) => (Life::Dead(e.to_string().into()), Request::default()),
+        };
+        let max_restarts = if self.factory.is_some() { self.max_restarts } else { 0 };
+        let inner = Arc::new(ActorInner {
+            name,
+            life: crate::sync::Mutex::new(life),
+            mailbox: Mailbox::new(),
+            factory: self.factory,
+            max_restarts,
+            restarts: std::sync::atomic::AtomicU32::new(0),
+            sched,
+            req,
+        });
+        ActorHandle { inner, caller: Arc::new(Caller { queue: Mutex::new(VecDeque::new()) }) }
+    }
+}
+
+impl<S: Send + 'static> ActorHandle<S> {
+    /// Calls a method: `f` runs on the actor's state, after every call made
+    /// before it through this handle. Returns at once.
+    pub fn call<R, F>(&self, f: F) -> ObjectRef<R>
+    where
+        R: Any + Send + Sync,
+        F: FnOnce(&mut S) -> R + Send + 'static,
+    {
+        self.call_with((), move |s, ()| f(s))
+    }
+
+    /// Calls a method with arguments that may be refs; the call waits for
+    /// them (holding back later calls from this handle only).
+    pub fn call_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
+    {
+        let out = ObjectCell::pending(None);
+        let name = std::any::type_name::<F>();
+        let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
+        args.for_each_dep(&mut |c| {
+            if !c.slot.is_done() || c.slot.is_failed() {
+                pending.push(c.clone())
+            }
+        });
+        let result = out.clone();
+        let invoke: Invoke<S> = Box::new(move |state: &mut S| {
+            let v = match args.resolve() {
+                Ok(input) => Ok(Value::new(f(state, input))),
+                Err(cause) => Err(Error::DependencyFailed { task: name.into(), cause: Box::new(cause) }),
+            };
+            result.slot.complete(v);
+        });
+        let call = Call { out: out.clone(), name, invoke, failed: None };
+        {
+            let q = lock_std(&self.caller.queue);
+            if q.is_empty() && pending.is_empty() {
+                self.inner.deliver(call);
+                return ObjectRef::from_cell(out);
+            }
+        }
+        self.enqueue_waiting(call, pending);
+        ObjectRef::from_cell(out)
+    }
+
+    fn enqueue_waiting(&self, call: Call<S>, pending: Vec<Arc<ObjectCell>>) {
+        let pc = Arc::new(PendingCall {
+            countdown: Countdown::new(pending.len() + 1),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            call: Mutex::new(Some(call)),
+        });
+        lock_std(&self.caller.queue).push_back(pc.clone());
+        for cell in pending {
+            let (pc2, caller, inner, c) = (pc.clone(), self.caller.clone(), self.inner.clone(), cell.clone());
+            let cb = move |ok: bool| {
+                let release = if ok {
+                    pc2.countdown.arrive()
+                } else {
+                    let fire = pc2.countdown.fail();
+                    if fire {
+                        if let (Some(call), Some(Err(e))) = (lock_std(&pc2.call).as_mut(), c.slot.read()) {
+                            call.failed = Some(e);
+                        }
+                    }
+                    fire
+                };
+                if release {
+                    pc2.ready.store(true, std::sync::atomic::Ordering::Release);
+                    flush(&caller, &inner);
+                }
+            };
+            if let Err(w) = cell.slot.register(Waiter::Callback(Box::new(cb))) {
+                w.notify(!cell.slot.is_failed());
+            }
+        }
+        if pc.countdown.arrive() {
+            pc.ready.store(true, std::sync::atomic::Ordering::Release);
+            flush(&self.caller, &self.inner);
+        }
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Calls queued in the mailbox (not counting ones waiting for inputs).
+    pub fn queued_calls(&self) -> usize {
+        self.inner.mailbox.len()
+    }
+}
+
+fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Moves the ready calls at the head of a caller's queue into the mailbox.
+fn flush<S: Send + 'static>(caller: &Caller<S>, inner: &Arc<ActorInner<S>>) {
+    let mut q = lock_std(&caller.queue);
+    while q.front().is_some_and(|pc| pc.ready.load(std::sync::atomic::Ordering::Acquire)) {
+        if let Some(pc) = q.pop_front() {
+            if let Some(call) = lock_std(&pc.call).take() {
+                inner.deliver(call);
+            }
+        }
+    }
+}
+
+impl<S: Send + 'static> ActorInner<S> {
+    /// Puts a ready call in the mailbox, scheduling a drain if none is on.
+    fn deliver(self: &Arc<Self>, call: Call<S>) {
+        if self.mailbox.push(call) {
+            self.schedule_drain();
+        }
+    }
+
+    fn schedule_drain(self: &Arc<Self>) {
+        let me = self.clone();
+        let run = move |go: Go| match go {
+            Go::Run => me.drain(),
+            Go::Shutdown | Go::InputFailed(_) => me.fail_all(Error::RuntimeShutdown),
+        };
+        self.sched.submit(Job { req: self.req.clone(), run: Box::new(run) });
+    }
+
+    fn fail_all(&self, e: Error) {
+        while let Some(call) = self.mailbox.pop() {
+            call.out.slot.complete(Err(e.clone()));
+        }
+    }
+
+    fn drain(self: Arc<Self>) {
+        let mut life = lock(&self.life);
+        for _ in 0..DRAIN_BATCH {
+            let Some(call) = self.mailbox.pop() else { return };
+            if let Some(cause) = call.failed {
+                let task = call.name.into();
+                call.out.slot.complete(Err(Error::DependencyFailed { task, cause: Box::new(cause) }));
+                continue;
+            }
+            if matches!(*life, Life::Unborn) {
+                *life = self.construct();
+            }
+            let state = match &mut *life {
+                Life::Live(s) => s,
+                Life::Dead(reason) => {
+                    let e = Error::ActorDead { actor: self.name.clone(), reason: reason.clone() };
+                    call.out.slot.complete(Err(e));
+                    continue;
+                }
+                Life::Unborn => continue,
+            };
+            let Call { out, name, invoke, .. } = call;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| invoke(state))) {
+                let message = panic_message(payload.as_ref());
+                let task: Text = format!("{}::{}", self.name, name).into();
+                out.slot.complete(Err(Error::TaskPanicked { task, message: message.clone() }));
+                *life = self.after_panic(name, &message);
+            }
+        }
+        drop(life);
+        // Batch used up with the token still held: yield the thread, go on later.
+        self.schedule_drain();
+    }
+
+    fn construct(&self) -> Life<S> {
+        let Some(factory) = &self.factory else {
+            return Life::Dead("the actor has no state and no factory".into());
+        };
+        match catch_unwind(AssertUnwindSafe(factory)) {
+            Ok(s) => Life::Live(s),
+            Err(p) => Life::Dead(format!("its constructor panicked: {}", panic_message(p.as_ref())).into()),
+        }
+    }
+
+    fn after_panic(&self, method: &str, message: &str) -> Life<S> {
+        use std::sync::atomic::Ordering;
+        let used = self.restarts.load(Ordering::Relaxed);
+        if self.factory.is_some() && used < self.max_restarts {
+            self.restarts.store(used + 1, Ordering::Relaxed);
+            tracing::warn!(actor = %self.name, method, message, restart = used + 1, "actor panicked; restarting");
+            return self.construct();
+        }
+        let reason = if self.max_restarts > 0 {
+            format!("method `{method}` panicked ({message}) after {used} restarts")
+        } else {
+            format!("method `{method}` panicked ({message}) and the actor has no restarts")
+        };
+        Life::Dead(reason.into())
+    }
+}
+
+impl Runtime {
+    /// Starts an actor from its initial state (no restarts).
+    pub fn actor<S: Send + 'static>(&self, state: S) -> ActorHandle<S> {
+        ActorBuilder::from_state(self, state).spawn()
+    }
+
+    /// Configures an actor built (and rebuilt after a panic) by `factory`.
+    pub fn actor_builder<S: Send + 'static>(
+        &self,
+        factory: impl Fn() -> S + Send + Sync + 'static,
+    ) -> ActorBuilder<'_, S> {
+        ActorBuilder::from_factory(self, Box::new(factory))
+    }
+
+    /// Configures an actor from its initial state (name, resources).
+    pub fn actor_with<S: Send + 'static>(&self, state: S) -> ActorBuilder<'_, S> {
+        ActorBuilder::from_state(self, state)
+    }
+}

@@ -1,0 +1,99 @@
+//! # manta
+//!
+//! Ray's programming model — tasks that return object refs, an object store,
+//! actors, `wait` — as an embedded Rust library on a work-stealing pool.
+//!
+//! ```
+//! use manta::Runtime;
+//!
+//! let rt = Runtime::builder().num_cpus(2).build()?;
+//! let a = rt.put(10)?;                                   // ray.put
+//! let b = rt.spawn(|| 20);                               // f.remote()
+//! let c = rt.spawn_with((a, b), |(a, b)| *a + *b);       // C.remote(a, b)
+//! assert_eq!(*c.get()?, 30);                             // ray.get
+//!
+//! let counter = rt.actor(0);                             // Counter.remote()
+//! let refs: Vec<_> = (0..4).map(|_| counter.call(|n| { *n += 1; *n })).collect();
+//! let values: Vec<i32> = rt.get_all(&refs)?.iter().map(|v| **v).collect();
+//! assert_eq!(values, [1, 2, 3, 4]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Objects: `put` and `get`
+//! [`Runtime::put`] moves a value into the store and returns an
+//! [`ObjectRef<T>`]. [`ObjectRef::get`] blocks until the object is done and
+//! returns an `Arc<T>` to the stored value: no copy, constant time for any
+//! size. Errors are values ([`Error`]): a failed or cancelled producer, a
+//! timeout, or reading a ref as the wrong type — never a panic.
+//!
+//! ## Tasks
+//! [`Runtime::spawn`] and [`Runtime::spawn_with`] submit closures and return
+//! a ref at once. Arguments may be refs (the task waits for them in the
+//! scheduler, using no thread) or plain values. [`Runtime::task`] sets
+//! options: CPUs (fractional), custom resources, retries on panic, a name,
+//! several return values. A task starts only when its resources are free;
+//! one that asks for more than the runtime has fails at once
+//! ([`Error::Infeasible`]). A panic becomes the task's error, and tasks that
+//! depend on it fail with [`Error::DependencyFailed`] without running.
+//!
+//! ## Blocking inside tasks
+//! `get` and `wait` inside a task never deadlock: the waiting worker gives its
+//! CPUs back and runs other queued tasks until its object is ready, so
+//! recursive task trees finish even on one thread.
+//!
+//! ## Actors
+//! [`Runtime::actor`] starts an actor from its state; [`ActorHandle::call`]
+//! runs a closure on `&mut State` and returns a ref. Calls on one actor run
+//! one at a time in submission order; different actors run in parallel.
+//! [`Runtime::actor_builder`] adds restarts from a factory after a panic.
+//!
+//! ## `wait`
+//! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
+//! done or the timeout passes, without spinning.
+//!
+//! ## async and callbacks
+//! `ObjectRef` implements `IntoFuture` (any executor) and
+//! [`ObjectRef::on_ready`] runs a callback when the object is done.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod actor;
+mod args;
+mod countdown;
+mod error;
+mod id;
+mod mailbox;
+mod notify;
+mod object;
+mod resources;
+mod runtime;
+mod scheduler;
+mod slot;
+mod sync;
+mod task;
+mod wait;
+
+pub use actor::{ActorBuilder, ActorHandle};
+pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
+pub use error::{BuildError, Error, StoreFull, Text};
+pub use id::ObjectId;
+pub use object::{AnyRef, ObjectRef, RefFuture, Waitable};
+pub use runtime::{init, try_init, Runtime, RuntimeBuilder};
+pub use task::{is_cancelled, TaskBuilder, TaskOptions};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::object::ObjectCell;
+}
+
+/// The concurrency protocols, exposed only to the loom models in
+/// `tests/loom_*.rs` (built with `--cfg loom`). Not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod protocols {
+    pub use crate::countdown::Countdown;
+    pub use crate::mailbox::Mailbox;
+    pub use crate::notify::{Parker, WaitGroup, Waiter};
+    pub use crate::slot::{Slot, Value};
+}

@@ -1,0 +1,162 @@
+//! Resources: CPUs and named custom resources, in fixed-point units.
+//!
+//! Amounts are stored as integers of 1/10,000 (as Ray does), so fractional
+//! requests (`0.5` CPU, `0.25` GPU) add up exactly and never drift.
+//! Availability is signed: a task blocked in `get` gives its CPUs back and
+//! takes them again when it resumes even if that briefly oversubscribes
+//! (Ray's rule), so `available.cpu` may dip below zero; new tasks then wait.
+
+use crate::error::{Error, Text};
+
+/// Fixed-point units per 1.0 of a resource.
+pub(crate) const UNIT: f64 = 10_000.0;
+
+pub(crate) fn to_units(x: f64) -> u64 {
+    (x * UNIT).round().max(0.0) as u64
+}
+
+fn from_units(u: u64) -> f64 {
+    u as f64 / UNIT
+}
+
+/// What one task needs while it runs. Custom resources are indices into the
+/// runtime's table of names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Request {
+    pub cpu: u64,
+    pub custom: Option<Box<[(usize, u64)]>>,
+}
+
+impl Request {
+    pub fn cpus(cpu: u64) -> Request {
+        Request { cpu, custom: None }
+    }
+
+    fn custom(&self) -> &[(usize, u64)] {
+        self.custom.as_deref().unwrap_or(&[])
+    }
+}
+
+/// The runtime's resources: names, totals and what is free now.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    names: Vec<Text>,
+    total_cpu: u64,
+    total: Vec<u64>,
+    cpu: i64,
+    free: Vec<i64>,
+}
+
+impl Pool {
+    pub fn new(cpus: f64, custom: &[(Text, f64)]) -> Pool {
+        let total: Vec<u64> = custom.iter().map(|(_, a)| to_units(*a)).collect();
+        Pool {
+            names: custom.iter().map(|(n, _)| n.clone()).collect(),
+            total_cpu: to_units(cpus),
+            cpu: to_units(cpus) as i64,
+            free: total.iter().map(|&t| t as i64).collect(),
+            total,
+        }
+    }
+
+    /// Turns named amounts into a request, or the `Infeasible` error of a
+    /// request this runtime can never satisfy.
+    pub fn request(&self, task: &Text, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
+        let infeasible = |resource: &str, requested: f64, total: f64| Error::Infeasible {
+            task: task.clone(),
+            resource: resource.into(),
+            requested,
+            total,
+        };
+        if !(cpus >= 0.0 && cpus.is_finite()) {
+            return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
+        }
+        let cpu = to_units(cpus);
+        if cpu > self.total_cpu {
+            return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
+        }
+        if custom.is_empty() {
+            return Ok(Request::cpus(cpu));
+        }
+        let mut out = Vec::with_capacity(custom.len());
+        for (name, amount) in custom {
+            let idx = self.names.iter().position(|n| n == name);
+            let total = idx.map(|i| self.total[i]).unwrap_or(0);
+            let want = to_units(*amount);
+            if !(*amount >= 0.0 && amount.is_finite()) || want > total || idx.is_none() {
+                return Err(infeasible(name, *amount, from_units(total)));
+            }
+            if want > 0 {
+                if let Some(i) = idx {
+                    out.push((i, want));
+                }
+            }
+        }
+        Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(out.into()) } })
+    }
+
+    pub fn fits(&self, r: &Request) -> bool {
+        self.cpu >= r.cpu as i64 && r.custom().iter().all(|&(i, a)| self.free[i] >= a as i64)
+    }
+
+    pub fn acquire(&mut self, r: &Request) {
+        self.cpu -= r.cpu as i64;
+        for &(i, a) in r.custom() {
+            self.free[i] -= a as i64;
+        }
+    }
+
+    pub fn release(&mut self, r: &Request) {
+        self.cpu += r.cpu as i64;
+        for &(i, a) in r.custom() {
+            self.free[i] += a as i64;
+        }
+    }
+
+    /// CPUs given back by a task blocked in `get` (or taken again after).
+    pub fn adjust_cpu(&mut self, delta: i64) {
+        self.cpu += delta;
+    }
+
+    /// `(name, total, free)` for every resource, CPU first.
+    pub fn snapshot(&self) -> Vec<(Text, f64, f64)> {
+        let mut v = vec![("CPU".into(), from_units(self.total_cpu), self.cpu as f64 / UNIT)];
+        for (i, n) in self.names.iter().enumerate() {
+            v.push((n.clone(), from_units(self.total[i]), self.free[i] as f64 / UNIT));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractional_requests_add_up_exactly() {
+        let mut p = Pool::new(1.0, &[("GPU".into(), 1.0)]);
+        let t: Text = "t".into();
+        let r = p.request(&t, 0.1, &[("GPU".into(), 0.25)]).unwrap();
+        for _ in 0..4 {
+            assert!(p.fits(&r));
+            p.acquire(&r);
+        }
+        assert!(!p.fits(&r), "GPU exhausted after 4 x 0.25");
+        for _ in 0..4 {
+            p.release(&r);
+        }
+        assert_eq!(p.snapshot()[1].2, 1.0);
+    }
+
+    #[test]
+    fn infeasible_names_the_resource() {
+        let p = Pool::new(2.0, &[]);
+        let t: Text = "t".into();
+        match p.request(&t, 1.0, &[("GPU".into(), 1.0)]) {
+            Err(Error::Infeasible { resource, .. }) => assert_eq!(&*resource, "GPU"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(p.request(&t, 3.0, &[]), Err(Error::Infeasible { .. })));
+        assert!(matches!(p.request(&t, f64::NAN, &[]), Err(Error::Infeasible { .. })));
+    }
+}

@@ -1,0 +1,307 @@
+//! The runtime: its builder, its worker threads, and the entry points of the
+//! API (`put`, `get`, tasks, actors, `wait`).
+//!
+//! # Lifetime
+//! A [`Runtime`] built by [`RuntimeBuilder::build`] owns its worker threads.
+//! Clones share them; when the last owning clone is dropped the runtime shuts
+//! down: queued tasks complete with [`Error::RuntimeShutdown`], running ones
+//! finish, and every worker thread is joined before `drop` returns (unless
+//! the last owner is dropped on one of the runtime's own workers, where
+//! joining would deadlock: then the threads exit on their own right after).
+//! Refs outlive the runtime: a finished object can still be read.
+//!
+//! Handles obtained inside a task with [`Runtime::current`] do not own the
+//! runtime (they cannot keep it alive, so a task holding one never delays
+//! shutdown).
+
+use crate::error::{BuildError, Error, StoreFull, Text};
+use crate::object::{ObjectCell, ObjectRef};
+use crate::resources::Pool;
+use crate::scheduler::Scheduler;
+use crate::slot::Value;
+use crate::task::TaskBuilder;
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// State shared by everything that belongs to one runtime.
+pub(crate) struct Shared {
+    pub sched: Arc<Scheduler>,
+}
+
+/// Owns the worker threads; dropping it shuts the runtime down.
+struct Owner {
+    shared: Arc<Shared>,
+    pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.sched.shutdown();
+        let pool = self.pool.lock().map(|mut p| p.take()).unwrap_or(None);
+        drop(pool); // last strong ref: rayon starts terminating its threads
+        let me = std::thread::current().id();
+        let handles = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        if handles.iter().any(|h| h.thread().id() == me) {
+            return; // dropped on our own worker: cannot join ourselves
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A manta runtime: a work-stealing pool, a scheduler with resources, and an
+/// object store. Cheap to clone; see the module docs for its lifetime.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    _owner: Option<Arc<Owner>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("threads", &self.shared.sched.threads()).finish()
+    }
+}
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RuntimeBuilder {
+    cpus: Option<usize>,
+    resources: Vec<(Text, f64)>,
+    thread_name: String,
+    stack_size: usize,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder { cpus: None, resources: Vec::new(), thread_name: "manta".into(), stack_size: 8 << 20 }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Number of CPUs, which is also the number of worker threads.
+    /// Default: the machine's available parallelism.
+    pub fn num_cpus(mut self, n: usize) -> Self {
+        self.cpus = Some(n);
+        self
+    }
+
+    /// Adds a custom resource (e.g. `("GPU", 1.0)`); amounts may be
+    /// fractional. Default: none.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.retain(|(n, _)| &**n != name);
+        self.resources.push((name.into(), amount));
+        self
+    }
+
+    /// Prefix of worker thread names. Default `"manta"`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Stack size of each worker (tasks blocked in `get` run other tasks on
+    /// the same stack). Default 8 MiB (virtual memory; only touched pages
+    /// are resident).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Starts the runtime. Takes tens of microseconds (one thread spawn per
+    /// CPU).
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        let cpus = self.cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if cpus == 0 {
+            return Err(BuildError::Config("num_cpus must be at least 1".into()));
+        }
+        for (name, amount) in &self.resources {
+            if !(amount.is_finite() && *amount >= 0.0) {
+                return Err(BuildError::Config(format!("resource `{name}` has invalid amount {amount}")));
+            }
+            if &**name == "CPU" {
+                return Err(BuildError::Config("use num_cpus to set CPUs, not resource(\"CPU\")".into()));
+            }
+        }
+        let sched = Scheduler::new(Pool::new(cpus as f64, &self.resources), cpus);
+        let shared = Arc::new(Shared { sched: sched.clone() });
+        let handles = Arc::new(Mutex::new(Vec::with_capacity(cpus)));
+        let spawned = handles.clone();
+        let weak_sched = Arc::downgrade(&sched);
+        let weak_shared = Arc::downgrade(&shared);
+        let name = self.thread_name.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus)
+            .stack_size(self.stack_size)
+            .thread_name(move |i| format!("{name}-{i}"))
+            .start_handler(move |_| {
+                Scheduler::register_worker(&weak_sched);
+                CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone());
+            })
+            .spawn_handler(move |thread| {
+                let mut b = std::thread::Builder::new();
+                if let Some(n) = thread.name() {
+                    b = b.name(n.to_owned());
+                }
+                if let Some(s) = thread.stack_size() {
+                    b = b.stack_size(s);
+                }
+                let h = b.spawn(|| thread.run())?;
+                if let Ok(mut v) = spawned.lock() {
+                    v.push(h);
+                }
+                Ok(())
+            })
+            .build()?;
+        let pool = Arc::new(pool);
+        sched.attach(&pool);
+        let owner = Owner {
+            shared: shared.clone(),
+            pool: Mutex::new(Some(pool)),
+            threads: Mutex::new(std::mem::take(
+                &mut *handles.lock().map_err(|_| BuildError::Config("poisoned".into()))?,
+            )),
+        };
+        Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
+}
+
+static DEFAULT: OnceLock<Runtime> = OnceLock::new();
+
+/// The process-wide runtime for scripts (like `ray.init()`): built with the
+/// defaults on first call, the same one afterwards. Panics only if the OS
+/// refuses to start threads; [`try_init`] returns that error instead.
+pub fn init() -> &'static Runtime {
+    match try_init() {
+        Ok(rt) => rt,
+        Err(e) => panic!("manta::init: {e}"),
+    }
+}
+
+/// Like [`init`], returning the build error instead of panicking.
+pub fn try_init() -> Result<&'static Runtime, BuildError> {
+    if let Some(rt) = DEFAULT.get() {
+        return Ok(rt);
+    }
+    let rt = Runtime::builder().build()?;
+    Ok(DEFAULT.get_or_init(|| rt))
+}
+
+impl Runtime {
+    /// A builder with every default (see [`RuntimeBuilder`]'s methods).
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// A runtime with every default.
+    pub fn new() -> Result<Runtime, BuildError> {
+        Runtime::builder().build()
+    }
+
+    /// The runtime whose worker is running the calling code (inside a task
+    /// or actor call), as a non-owning handle. `None` outside workers.
+    pub fn current() -> Option<Runtime> {
+        CURRENT.with(|c| c.borrow().upgrade()).map(|shared| Runtime { shared, _owner: None })
+    }
+
+    pub(crate) fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.shared.sched
+    }
+
+    /// Stores a value and returns its ref. The value is moved, never copied.
+    ///
+    /// Fails only with [`StoreFull`], which hands the value back, when the
+    /// store is at its cap and nothing can be moved out of it.
+    pub fn put<T: Any + Send + Sync>(&self, value: T) -> Result<ObjectRef<T>, StoreFull<T>> {
+        Ok(ObjectRef::from_cell(ObjectCell::done(Ok(Value::new(value)))))
+    }
+
+    /// Waits for an object and returns its value (see [`ObjectRef::get`]).
+    pub fn get<T: Any + Send + Sync>(&self, r: &ObjectRef<T>) -> Result<Arc<T>, Error> {
+        r.get()
+    }
+
+    /// Like [`Runtime::get`] with a timeout.
+    pub fn get_timeout<T: Any + Send + Sync>(&self, r: &ObjectRef<T>, timeout: Duration) -> Result<Arc<T>, Error> {
+        r.get_timeout(timeout)
+    }
+
+    /// Gets many objects: values in input order (duplicates allowed); fails
+    /// as soon as any of them fails, even if earlier ones are still pending.
+    pub fn get_all<T: Any + Send + Sync>(&self, refs: &[ObjectRef<T>]) -> Result<Vec<Arc<T>>, Error> {
+        crate::wait::get_all(refs, None)
+    }
+
+    /// Like [`Runtime::get_all`], giving up after `timeout`.
+    pub fn get_all_timeout<T: Any + Send + Sync>(
+        &self,
+        refs: &[ObjectRef<T>],
+        timeout: Duration,
+    ) -> Result<Vec<Arc<T>>, Error> {
+        crate::wait::get_all(refs, Some((Instant::now() + timeout, timeout)))
+    }
+
+    /// Waits until `num_returns` of `refs` are done or `timeout` passes
+    /// (`None`: no timeout; zero: a poll). Returns `(ready, pending)`, both in
+    /// input order, `ready` holding at most `num_returns` refs. A failed
+    /// object counts as ready. Duplicate refs, an empty `num_returns` or one
+    /// larger than the list are [`Error::InvalidArgument`].
+    #[allow(clippy::type_complexity)]
+    pub fn wait<R: crate::object::Waitable>(
+        &self,
+        refs: &[R],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<R>, Vec<R>), Error> {
+        crate::wait::wait(refs, num_returns, timeout)
+    }
+
+    /// Submits a one-shot task with default options (1 CPU). Returns at once.
+    pub fn spawn<R, F>(&self, f: F) -> ObjectRef<R>
+    where
+        R: Any + Send + Sync,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.task().spawn_once(f)
+    }
+
+    /// Submits a one-shot task that runs when all `args` are ready; the
+    /// closure receives the resolved tuple (`ObjectRef<T>` becomes `Arc<T>`).
+    pub fn spawn_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
+    where
+        A: crate::TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(A::Output) -> R + Send + 'static,
+    {
+        self.task().spawn_once_with(args, f)
+    }
+
+    /// A task with options (CPUs, resources, retries, name).
+    pub fn task(&self) -> TaskBuilder<'_> {
+        TaskBuilder::new(self)
+    }
+
+    /// Number of worker threads.
+    pub fn num_threads(&self) -> usize {
+        self.shared.sched.threads()
+    }
+
+    /// `(name, total, free)` for every resource, CPU first.
+    pub fn resources(&self) -> Vec<(Text, f64, f64)> {
+        self.shared.sched.resources()
+    }
+
+    /// Tasks waiting for resources or a free worker.
+    pub fn queued_tasks(&self) -> usize {
+        self.shared.sched.queued()
+    }
+}

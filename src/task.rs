@@ -1,0 +1,389 @@
+//! Tasks: submission, dependency tracking, execution, retries and errors.
+//!
+//! Submitting a task creates its output cell(s) and returns refs at once.
+//! Inputs that are still pending are counted by a [`Countdown`]: the task
+//! becomes a scheduler job when the last one is ready, or fails at once
+//! (without running) when one fails. A running task's panic is caught and
+//! stored as its result; with `retries(n)` a re-runnable task is run again up
+//! to `n` times first. Cancellation wins over completion or loses to it
+//! atomically in the output slot (see `slot`).
+//!
+//! Failure propagation is trampolined: an input's failure completes its
+//! dependants from a thread-local work list instead of recursing, so a
+//! failed chain of any length never overflows the stack.
+
+use crate::args::{MultiReturn, TaskArgs};
+use crate::countdown::Countdown;
+use crate::error::{panic_message, Error};
+use crate::notify::Waiter;
+use crate::object::{ObjectCell, ObjectRef, TaskCtl};
+use crate::runtime::Runtime;
+use crate::scheduler::{Go, Job};
+use crate::slot::Value;
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Options of one task. Defaults: 1 CPU, no custom resources, no retries,
+/// named after the closure's type.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) cpus: f64,
+    pub(crate) resources: Vec<(crate::error::Text, f64)>,
+    pub(crate) retries: u32,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions { name: None, cpus: 1.0, resources: Vec::new(), retries: 0 }
+    }
+}
+
+/// Builds a task with options: `rt.task().cpus(0.5).retries(2).spawn(f)`.
+///
+/// `spawn`/`spawn_with` take re-runnable closures (`Fn`): they can be retried
+/// after a panic and rebuilt from lineage. `spawn_once`/`spawn_once_with`
+/// take one-shot closures (`FnOnce`) that may move their captures; those
+/// cannot be retried.
+#[must_use = "a TaskBuilder does nothing until spawned"]
+pub struct TaskBuilder<'rt> {
+    rt: &'rt Runtime,
+    opts: TaskOptions,
+}
+
+impl<'rt> TaskBuilder<'rt> {
+    pub(crate) fn new(rt: &'rt Runtime) -> Self {
+        TaskBuilder { rt, opts: TaskOptions::default() }
+    }
+
+    /// Names the task (used in errors). Default: the closure's type name.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.opts.name = Some(name.into());
+        self
+    }
+
+    /// CPUs the task holds while it runs (fractional allowed). Default 1.
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.opts.cpus = cpus;
+        self
+    }
+
+    /// An amount of a custom resource the task holds while it runs.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.opts.resources.push((name.into(), amount));
+        self
+    }
+
+    /// How many times to run the task again after a panic. Default 0.
+    /// A cancelled task is never retried.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.opts.retries = n;
+        self
+    }
+
+    /// Submits a re-runnable task with no arguments.
+    pub fn spawn<R, F>(self, f: F) -> ObjectRef<R>
+    where
+        R: Any + Send + Sync,
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        self.spawn_with((), move |()| f())
+    }
+
+    /// Submits a re-runnable task that runs when all `args` are ready.
+    pub fn spawn_with<A, R, F>(self, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: Fn(A::Output) -> R + Send + Sync + 'static,
+    {
+        let name = type_name_of(&f);
+        let (cells, ctl) = outputs(1, &self.opts, name);
+        submit(self.rt, &self.opts, ctl, args, ManyFn(f), Single(cells[0].clone()));
+        ObjectRef::from_cell(cells.into_iter().next().expect("one output"))
+    }
+
+    /// Submits a one-shot task with no arguments.
+    pub fn spawn_once<R, F>(self, f: F) -> ObjectRef<R>
+    where
+        R: Any + Send + Sync,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.spawn_once_with((), move |()| f())
+    }
+
+    /// Submits a one-shot task that runs when all `args` are ready.
+    pub fn spawn_once_with<A, R, F>(self, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(A::Output) -> R + Send + 'static,
+    {
+        let name = type_name_of(&f);
+        let (cells, ctl) = outputs(1, &self.opts, name);
+        let body = OnceFn(Some(f));
+        submit(self.rt, &self.opts, ctl, args, body, Single(cells[0].clone()));
+        ObjectRef::from_cell(cells.into_iter().next().expect("one output"))
+    }
+
+    /// Submits a re-runnable task returning a tuple; each element becomes its
+    /// own object: `let (a, b) = rt.task().spawn_multi((), |()| (1, "x"));`
+    pub fn spawn_multi<A, R, F>(self, args: A, f: F) -> R::Refs
+    where
+        A: TaskArgs,
+        R: MultiReturn,
+        F: Fn(A::Output) -> R + Send + Sync + 'static,
+    {
+        let name = type_name_of(&f);
+        let (cells, ctl) = outputs(R::N, &self.opts, name);
+        let refs = R::refs(&cells);
+        submit(self.rt, &self.opts, ctl, args, ManyFn(f), Multi(cells));
+        refs
+    }
+}
+
+fn type_name_of<F>(_: &F) -> &'static str {
+    std::any::type_name::<F>()
+}
+
+fn outputs(n: usize, opts: &TaskOptions, default_name: &'static str) -> (Vec<Arc<ObjectCell>>, Arc<TaskCtl>) {
+    let name = opts.name.clone().unwrap_or(Cow::Borrowed(default_name));
+    let ctl = TaskCtl::new(name);
+    let cells = (0..n).map(|_| ObjectCell::pending(Some(ctl.clone()))).collect();
+    (cells, ctl)
+}
+
+/// Where a task's result goes.
+trait Emit<R>: Send + 'static {
+    fn ok(&self, r: R);
+    fn err(&self, e: Error);
+}
+
+struct Single(Arc<ObjectCell>);
+impl<R: Any + Send + Sync> Emit<R> for Single {
+    fn ok(&self, r: R) {
+        self.0.slot.complete(Ok(Value::new(r)));
+    }
+    fn err(&self, e: Error) {
+        self.0.slot.complete(Err(e));
+    }
+}
+
+struct Multi(Vec<Arc<ObjectCell>>);
+impl<R: MultiReturn> Emit<R> for Multi {
+    fn ok(&self, r: R) {
+        for (c, v) in self.0.iter().zip(r.into_values()) {
+            c.slot.complete(Ok(v));
+        }
+    }
+    fn err(&self, e: Error) {
+        for c in &self.0 {
+            c.slot.complete(Err(e.clone()));
+        }
+    }
+}
+
+/// Work postponed by [`trampoline`].
+type Deferred = Box<dyn FnOnce()>;
+
+thread_local! {
+    static CURRENT_TASK: RefCell<Option<Arc<TaskCtl>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Vec<Deferred>>> = const { RefCell::new(None) };
+}
+
+/// True inside a task whose cancellation was requested; long-running tasks
+/// poll it and return early. False outside tasks.
+pub fn is_cancelled() -> bool {
+    CURRENT_TASK.with(|c| c.borrow().as_ref().is_some_and(|t| t.cancelled.load(Ordering::Acquire)))
+}
+
+/// Runs `f` now, or after the enclosing deferred work if called from inside
+/// it (turns recursive failure propagation into a loop).
+fn trampoline(f: Box<dyn FnOnce()>) {
+    let nested = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut() {
+            Some(list) => {
+                list.push(f);
+                None
+            }
+            None => {
+                *d = Some(Vec::new());
+                Some(f)
+            }
+        }
+    });
+    let Some(first) = nested else { return };
+    first();
+    while let Some(next) = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(Vec::pop)) {
+        next();
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = None);
+}
+
+fn submit<A, R, F, E>(rt: &Runtime, opts: &TaskOptions, ctl: Arc<TaskCtl>, args: A, body: F, out: E)
+where
+    A: TaskArgs,
+    R: Send + 'static,
+    F: TaskFn<A::Output, R>,
+    E: Emit<R>,
+{
+    let sched = rt.scheduler();
+    let req = match sched.with_pool(|p| p.request(&ctl.name_text(), opts.cpus, &opts.resources)) {
+        Ok(r) => r,
+        Err(e) => return out.err(e),
+    };
+    if opts.retries > 0 && !body.rerunnable() {
+        return out.err(Error::invalid("retries need a re-runnable task: use spawn/spawn_with (Fn), not spawn_once"));
+    }
+    // Inputs: collect the pending ones; fail at once on a failed one.
+    let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
+    let mut failed: Option<Error> = None;
+    args.for_each_dep(&mut |c| {
+        if !c.slot.is_done() {
+            pending.push(c.clone());
+        } else if failed.is_none() {
+            if let Some(Err(e)) = c.slot.read() {
+                failed = Some(e);
+            }
+        }
+    });
+    let retries = opts.retries;
+    let task_ctl = ctl;
+    let mut body = body;
+    let run = move |go: Go| match go {
+        Go::Shutdown => out.err(Error::RuntimeShutdown),
+        Go::InputFailed(cause) => {
+            out.err(Error::DependencyFailed { task: task_ctl.name_text(), cause: Box::new(cause) })
+        }
+        Go::Run => run_task(&task_ctl, &args, &mut body, retries, &out),
+    };
+    let job = Job { req, run: Box::new(run) };
+    if let Some(cause) = failed {
+        return (job.run)(Go::InputFailed(cause));
+    }
+    if pending.is_empty() {
+        return sched.submit(job);
+    }
+    let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
+    for cell in pending {
+        let w = waiting.clone();
+        let sched = sched.clone();
+        let c = cell.clone();
+        let cb = move |ok: bool| w.input_done(ok, &c, &sched);
+        if let Err(waiter) = cell.slot.register(Waiter::Callback(Box::new(cb))) {
+            waiter.notify(!cell.slot.is_failed());
+        }
+    }
+    if waiting.countdown.arrive() {
+        waiting.release(sched);
+    }
+}
+
+fn run_task<A, R, F, E>(ctl: &Arc<TaskCtl>, args: &A, body: &mut F, retries: u32, out: &E)
+where
+    A: TaskArgs,
+    F: TaskFn<A::Output, R>,
+    E: Emit<R>,
+{
+    let mut attempt = 0;
+    loop {
+        if ctl.cancelled.load(Ordering::Acquire) {
+            return out.err(Error::Cancelled { task: ctl.name_text() });
+        }
+        let input = match args.resolve() {
+            Ok(i) => i,
+            Err(cause) => return out.err(Error::DependencyFailed { task: ctl.name_text(), cause: Box::new(cause) }),
+        };
+        let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
+        let r = catch_unwind(AssertUnwindSafe(|| body.call(input)));
+        CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
+        match r {
+            Ok(Ok(v)) => return out.ok(v),
+            Ok(Err(e)) => return out.err(e),
+            Err(payload) => {
+                if attempt < retries && !ctl.cancelled.load(Ordering::Acquire) {
+                    attempt += 1;
+                    tracing::debug!(task = %ctl.name, attempt, "task panicked; retrying");
+                    continue;
+                }
+                let message = panic_message(payload.as_ref());
+                return out.err(Error::TaskPanicked { task: ctl.name_text(), message });
+            }
+        }
+    }
+}
+
+/// A task waiting for its inputs.
+struct Waiting {
+    countdown: Countdown,
+    job: Mutex<Option<Job>>,
+}
+
+impl Waiting {
+    fn take(&self) -> Option<Job> {
+        match self.job.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+
+    fn release(&self, sched: &Arc<crate::scheduler::Scheduler>) {
+        if let Some(job) = self.take() {
+            sched.submit(job);
+        }
+    }
+
+    fn input_done(self: Arc<Self>, ok: bool, cell: &Arc<ObjectCell>, sched: &Arc<crate::scheduler::Scheduler>) {
+        if ok {
+            if self.countdown.arrive() {
+                self.release(sched);
+            }
+        } else if self.countdown.fail() {
+            let cause = match cell.slot.read() {
+                Some(Err(e)) => e,
+                _ => Error::invalid("input failed"),
+            };
+            if let Some(job) = self.take() {
+                trampoline(Box::new(move || (job.run)(Go::InputFailed(cause))));
+            }
+        }
+    }
+}
+
+/// A task body: calls the user's closure once per run.
+pub(crate) trait TaskFn<I, R>: Send + 'static {
+    /// Runs the closure (panics propagate to the caller's `catch_unwind`).
+    fn call(&mut self, input: I) -> Result<R, Error>;
+    /// Whether the body can run more than once.
+    fn rerunnable(&self) -> bool;
+}
+
+/// A re-runnable body (`Fn`).
+pub(crate) struct ManyFn<F>(pub F);
+impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
+    fn call(&mut self, input: I) -> Result<R, Error> {
+        Ok((self.0)(input))
+    }
+    fn rerunnable(&self) -> bool {
+        true
+    }
+}
+
+/// A one-shot body (`FnOnce`).
+pub(crate) struct OnceFn<F>(pub Option<F>);
+impl<I, R, F: FnOnce(I) -> R + Send + 'static> TaskFn<I, R> for OnceFn<F> {
+    fn call(&mut self, input: I) -> Result<R, Error> {
+        match self.0.take() {
+            Some(f) => Ok(f(input)),
+            None => Err(Error::invalid("a one-shot task cannot run twice")),
+        }
+    }
+    fn rerunnable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,122 @@
+//! `wait` and `get_all`: waiting on many objects at once, without spinning.
+//!
+//! Both register one [`WaitGroup`] on every pending object; each completion
+//! bumps its counter and wakes the caller only when the target is reached
+//! (or, for `get_all`, when any object fails). After waking, the caller
+//! re-scans the objects' states, which are monotone (a done object stays
+//! done), so the result never depends on the order of notifications.
+//! Registrations still pending at the end (timeout) are removed.
+
+use crate::error::Error;
+use crate::notify::{WaitGroup, Waiter};
+use crate::object::{thread_parker, ObjectCell, ObjectRef, Waitable};
+use crate::scheduler::{block_until, spin_until};
+use crate::slot::Value;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Registers a group on every pending cell and blocks until `stop()`.
+/// Returns whether `stop()` held at the end.
+fn wait_cells(
+    cells: &[&Arc<ObjectCell>],
+    target: usize,
+    deadline: Option<Instant>,
+    stop: &mut dyn FnMut() -> bool,
+) -> bool {
+    if spin_until(stop) {
+        return true;
+    }
+    let parker = thread_parker();
+    let already = cells.iter().filter(|c| c.slot.is_done()).count();
+    let group = WaitGroup::new(target, already, parker.clone());
+    let mut tokens = Vec::new();
+    for (i, c) in cells.iter().enumerate() {
+        if c.slot.is_done() {
+            continue;
+        }
+        match c.slot.register(Waiter::Group(group.clone())) {
+            Ok(t) => tokens.push((i, t)),
+            // Done between the scan and the registration: `stop` re-scans.
+            Err(_) => parker.unpark(),
+        }
+    }
+    let done = block_until(&parker, deadline, stop);
+    for (i, t) in tokens {
+        if !cells[i].slot.is_done() {
+            cells[i].slot.deregister(t);
+        }
+    }
+    done
+}
+
+pub(crate) fn wait<R: Waitable>(
+    refs: &[R],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<R>, Vec<R>), Error> {
+    if num_returns == 0 {
+        return Err(Error::invalid("wait: num_returns must be at least 1"));
+    }
+    if num_returns > refs.len() {
+        return Err(Error::invalid(format!(
+            "wait: num_returns ({num_returns}) is larger than the number of refs ({})",
+            refs.len()
+        )));
+    }
+    let mut ids: Vec<_> = refs.iter().map(|r| r.cell().id).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid("wait: the list of refs contains duplicates"));
+    }
+    let cells: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| r.cell()).collect();
+    let count = |cells: &[&Arc<ObjectCell>]| cells.iter().filter(|c| c.slot.is_done()).count();
+    let poll = timeout == Some(Duration::ZERO);
+    if !poll && count(&cells) < num_returns {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        wait_cells(&cells, num_returns, deadline, &mut || count(&cells) >= num_returns);
+    }
+    let mut ready = Vec::with_capacity(num_returns);
+    let mut pending = Vec::with_capacity(refs.len());
+    for r in refs {
+        if ready.len() < num_returns && r.cell().slot.is_done() {
+            ready.push(r.clone());
+        } else {
+            pending.push(r.clone());
+        }
+    }
+    Ok((ready, pending))
+}
+
+pub(crate) fn get_all<T: Any + Send + Sync>(
+    refs: &[ObjectRef<T>],
+    deadline: Option<(Instant, Duration)>,
+) -> Result<Vec<Arc<T>>, Error> {
+    let mut unique: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| &r.cell).collect();
+    unique.sort_unstable_by_key(|c| c.id);
+    unique.dedup_by_key(|c| c.id);
+    let first_error = |cells: &[&Arc<ObjectCell>]| {
+        refs.iter()
+            .find_map(|r| if r.cell.slot.is_done() { r.cell.slot.read()?.err() } else { None })
+            .or_else(|| cells.iter().find_map(|c| c.slot.read()?.err()))
+    };
+    let all_done = |cells: &[&Arc<ObjectCell>]| cells.iter().all(|c| c.slot.is_done());
+    if !all_done(&unique) {
+        let target = unique.len();
+        let finished = wait_cells(&unique, target, deadline.map(|d| d.0), &mut || {
+            all_done(&unique) || unique.iter().any(|c| c.slot.is_failed())
+        });
+        if !finished {
+            return Err(Error::Timeout(deadline.map_or(Duration::MAX, |d| d.1)));
+        }
+    }
+    if let Some(e) = first_error(&unique) {
+        return Err(e);
+    }
+    refs.iter()
+        .map(|r| match r.cell.slot.read() {
+            Some(o) => o.and_then(Value::downcast::<T>),
+            None => Err(Error::invalid("object not done")),
+        })
+        .collect()
+}
