@@ -216,7 +216,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         let invoke: Invoke<S> = Box::new(move |state: &mut S| {
             let v = match args.resolve() {
                 Ok(input) => Ok(Value::new(f(state, input))),
-                Err(cause) => Err(Error::DependencyFailed { task: name.into(), cause: Box::new(cause) }),
+                Err(cause) => Err(Error::dependency(name.into(), cause)),
             };
             result.slot.complete(v);
         });
@@ -309,7 +309,7 @@ impl<S: Send + 'static> ActorInner<S> {
             Go::Run => me.drain(),
             Go::Shutdown | Go::InputFailed(_) => me.fail_all(Error::RuntimeShutdown),
         };
-        self.sched.submit(Job { req: self.req.clone(), run: Box::new(run) });
+        self.sched.submit(Job::new(self.req.clone(), Box::new(run)));
     }
 
     fn fail_all(&self, e: Error) {
@@ -324,7 +324,7 @@ impl<S: Send + 'static> ActorInner<S> {
             let Some(call) = self.mailbox.pop() else { return };
             if let Some(cause) = call.failed {
                 let task = call.name.into();
-                call.out.slot.complete(Err(Error::DependencyFailed { task, cause: Box::new(cause) }));
+                call.out.slot.complete(Err(Error::dependency(task, cause)));
                 continue;
             }
             if matches!(*life, Life::Unborn) {

@@ -9,7 +9,8 @@
 
 use crate::error::Error;
 use crate::object::{ObjectCell, ObjectRef};
-use crate::slot::Value;
+use crate::slot::{Meta, Value};
+use crate::store::Store;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -35,8 +36,8 @@ pub trait TaskArgs: Send + Sync + 'static {
     fn resolve(&self) -> Result<Self::Output, Error>;
 }
 
-fn read_done<T: Any + Send + Sync>(cell: &ObjectCell) -> Result<Arc<T>, Error> {
-    match cell.slot.read() {
+fn read_done<T: Any + Send + Sync>(cell: &Arc<ObjectCell>) -> Result<Arc<T>, Error> {
+    match cell.read_value() {
         Some(o) => o.and_then(Value::downcast::<T>),
         None => Err(Error::invalid("task input is not ready")),
     }
@@ -128,7 +129,7 @@ pub trait MultiReturn: Send + 'static {
     #[doc(hidden)]
     const N: usize;
     #[doc(hidden)]
-    fn into_values(self) -> Vec<Value>;
+    fn admit(self, store: &Store) -> Vec<Result<(Value, Meta), Error>>;
     #[doc(hidden)]
     fn refs(cells: &[Arc<ObjectCell>]) -> Self::Refs;
 }
@@ -138,8 +139,11 @@ macro_rules! multi {
         impl<$($name: Any + Send + Sync),*> MultiReturn for ($($name,)*) {
             type Refs = ($(ObjectRef<$name>,)*);
             const N: usize = $n;
-            fn into_values(self) -> Vec<Value> {
-                vec![$(Value::new(self.$i)),*]
+            fn admit(self, store: &Store) -> Vec<Result<(Value, Meta), Error>> {
+                vec![$(store.admit(self.$i, true).map_err(|(_, needed)| Error::StoreFull {
+                    needed,
+                    capacity: store.capacity(),
+                })),*]
             }
             fn refs(cells: &[Arc<ObjectCell>]) -> Self::Refs {
                 ($(ObjectRef::from_cell(cells[$i].clone()),)*)

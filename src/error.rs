@@ -25,12 +25,12 @@ pub enum Error {
         message: Text,
     },
     /// The task did not run because one of its inputs failed.
-    #[error("task `{task}` did not run because an input failed: {cause}")]
+    #[error("task `{task}` did not run because an input failed: {}", DisplayRoot(cause))]
     DependencyFailed {
         /// Name of the task that did not run.
         task: Text,
         /// The input's error (itself possibly a `DependencyFailed`).
-        cause: Box<Error>,
+        cause: Cause,
     },
     /// The task was cancelled before it finished.
     #[error("task `{task}` was cancelled")]
@@ -77,6 +77,15 @@ pub enum Error {
         /// Why it cannot be recovered.
         reason: Text,
     },
+    /// A task's result could not be stored: the store is at its cap and
+    /// nothing could be moved out in time.
+    #[error("object store is full: {needed} bytes needed, {capacity} bytes capacity")]
+    StoreFull {
+        /// Bytes the result needs.
+        needed: usize,
+        /// The store's capacity.
+        capacity: usize,
+    },
     /// A call was made with invalid arguments (e.g. `wait` with duplicates).
     #[error("invalid argument: {0}")]
     InvalidArgument(Text),
@@ -85,7 +94,87 @@ pub enum Error {
     RuntimeShutdown,
 }
 
+/// The error of a failed input, shared by every dependant (cloning is O(1),
+/// however long the chain of failed tasks behind it). Dereferences to
+/// [`Error`]; dropping, formatting and comparing never recurse, so chains of
+/// any length are safe.
+#[derive(Clone)]
+pub struct Cause(Arc<Error>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(e: Error) -> Cause {
+        Cause(Arc::new(e))
+    }
+}
+
+impl std::ops::Deref for Cause {
+    type Target = Error;
+    fn deref(&self) -> &Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chain = self.0.task_chain();
+        write!(f, "Cause {{ chain: {} tasks, root: {:?} }}", chain.len(), DebugRoot(self.0.root_cause()))
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.task_chain() == other.0.task_chain() && self.0.root_cause() == other.0.root_cause())
+    }
+}
+
+fn leaf() -> Arc<Error> {
+    static LEAF: std::sync::OnceLock<Arc<Error>> = std::sync::OnceLock::new();
+    LEAF.get_or_init(|| Arc::new(Error::RuntimeShutdown)).clone()
+}
+
+impl Drop for Cause {
+    fn drop(&mut self) {
+        // Unlink the chain iteratively instead of recursively.
+        let mut next = std::mem::replace(&mut self.0, leaf());
+        while let Ok(err) = Arc::try_unwrap(next) {
+            match err {
+                Error::DependencyFailed { mut cause, .. } => next = std::mem::replace(&mut cause.0, leaf()),
+                _ => break,
+            }
+        }
+    }
+}
+
+struct DisplayRoot<'a>(&'a Cause);
+impl std::fmt::Display for DisplayRoot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chain = self.0.task_chain();
+        let root = self.0.root_cause();
+        match chain.first() {
+            Some(first) if chain.len() > 1 => {
+                write!(f, "input `{first}` failed ({} failed tasks back to the root): {root}", chain.len())
+            }
+            _ => write!(f, "{root}"),
+        }
+    }
+}
+
+/// Debug of a root cause (never a `DependencyFailed`, so never recursive).
+struct DebugRoot<'a>(&'a Error);
+impl std::fmt::Debug for DebugRoot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
 impl Error {
+    /// Wraps `cause` as the input failure of `task`.
+    pub(crate) fn dependency(task: Text, cause: Error) -> Error {
+        Error::DependencyFailed { task, cause: Cause::new(cause) }
+    }
+
     /// The original failure at the end of a chain of `DependencyFailed`.
     pub fn root_cause(&self) -> &Error {
         let mut e = self;
@@ -184,15 +273,26 @@ mod tests {
     #[test]
     fn chain_and_root() {
         let root = Error::TaskPanicked { task: "a".into(), message: "boom".into() };
-        let e = Error::DependencyFailed {
-            task: "c".into(),
-            cause: Box::new(Error::DependencyFailed { task: "b".into(), cause: Box::new(root.clone()) }),
-        };
+        let e = Error::dependency("c".into(), Error::dependency("b".into(), root.clone()));
         assert_eq!(e.root_cause(), &root);
         assert!(e.is_panic());
         assert!(!e.is_cancelled());
         let names: Vec<String> = e.task_chain().iter().map(|s| s.to_string()).collect();
         assert_eq!(names, ["c", "b", "a"]);
         assert!(e.to_string().contains("boom"));
+    }
+
+    #[test]
+    fn long_chains_clone_drop_and_print_without_recursion() {
+        let mut e = Error::TaskPanicked { task: "root".into(), message: "boom".into() };
+        for _ in 0..200_000 {
+            e = Error::dependency("link".into(), e);
+        }
+        let copy = e.clone();
+        assert_eq!(copy, e);
+        assert!(format!("{e}").contains("200000 failed tasks"));
+        assert!(format!("{e:?}").contains("boom"));
+        drop(copy);
+        drop(e);
     }
 }

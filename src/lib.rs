@@ -62,6 +62,7 @@ mod actor;
 mod args;
 mod countdown;
 mod error;
+mod heap_size;
 mod id;
 mod mailbox;
 mod notify;
@@ -70,21 +71,46 @@ mod resources;
 mod runtime;
 mod scheduler;
 mod slot;
+mod spill;
+mod store;
 mod sync;
 mod task;
 mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
-pub use error::{BuildError, Error, StoreFull, Text};
+pub use error::{BuildError, Cause, Error, StoreFull, Text};
+pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
 pub use object::{AnyRef, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, Runtime, RuntimeBuilder};
+pub use spill::SpillError;
+pub use store::StoreStats;
 pub use task::{is_cancelled, TaskBuilder, TaskOptions};
 
 #[doc(hidden)]
 pub mod __private {
     pub use crate::object::ObjectCell;
+    pub use crate::slot::{Meta, Value};
+    pub use crate::store::Store;
+
+    /// Decodes a spill file held in memory as a `T` (the fuzz target's
+    /// entry point): any bytes give a value or a `SpillError`, never a panic.
+    pub fn decode_spill<T: 'static>(bytes: &[u8]) -> Option<Result<(), crate::SpillError>> {
+        let info = crate::heap_size::lookup(std::any::TypeId::of::<T>())?;
+        let (_, decode) = info.codec?;
+        Some(crate::spill::decode_bytes(bytes, std::any::type_name::<T>(), decode).map(|_| ()))
+    }
+
+    /// Encodes a `T` as a spill file (to build fuzz corpora).
+    pub fn encode_spill<T: std::any::Any + Send + Sync>(value: T) -> Option<Vec<u8>> {
+        let info = crate::heap_size::lookup(std::any::TypeId::of::<T>())?;
+        let (encode, _) = info.codec?;
+        let mut out = Vec::new();
+        let v = crate::slot::Value::new(value);
+        crate::spill::encode_to(&mut out, std::any::type_name::<T>(), encode, &v).ok()?;
+        Some(out)
+    }
 }
 
 /// The concurrency protocols, exposed only to the loom models in

@@ -15,27 +15,35 @@
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::notify::{Parker, Waiter};
-use crate::scheduler::{block_until, spin_until};
-use crate::slot::{Outcome, Slot, Value};
+use crate::scheduler::{block_until, spin_until, Job};
+use crate::slot::{Meta, Outcome, Read, Slot, Value};
+use crate::store::{Rebuild, SpillHandle, Store};
 use std::any::Any;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Control block of one task: its name and cancellation flag.
+/// Control block of one task: its name, cancellation flag, and its job
+/// once queued (so a worker blocked on the task's result can run it).
 #[derive(Debug)]
 pub(crate) struct TaskCtl {
     pub name: std::borrow::Cow<'static, str>,
     pub cancelled: AtomicBool,
+    pub job: OnceLock<std::sync::Weak<Job>>,
 }
 
 impl TaskCtl {
     pub fn new(name: std::borrow::Cow<'static, str>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false) })
+        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: OnceLock::new() })
+    }
+
+    /// The task's job if it is queued and not started.
+    pub fn queued_job(&self) -> Option<Arc<Job>> {
+        self.job.get()?.upgrade()
     }
 
     pub fn name_text(&self) -> crate::error::Text {
@@ -43,23 +51,127 @@ impl TaskCtl {
     }
 }
 
-/// One object: its id, its slot, and the task that produces it.
+/// One object: its id, its slot, the task that produces it, and what the
+/// store needs (set once, when a charged value is stored).
 /// (Public only so the argument traits can name it; not part of the API.)
 #[doc(hidden)]
-#[derive(Debug)]
 pub struct ObjectCell {
     pub(crate) id: ObjectId,
-    pub(crate) slot: Slot,
+    pub(crate) slot: Slot<SpillHandle>,
     pub(crate) producer: Option<Arc<TaskCtl>>,
+    /// The store that charged this object's bytes (set before completion).
+    pub(crate) store: OnceLock<Arc<Store>>,
+    /// How to rebuild the value (set at completion for re-runnable tasks
+    /// whose value may be evicted; dropped with the object).
+    pub(crate) lineage: OnceLock<Arc<dyn Rebuild>>,
+    /// Set by reads, cleared by the evictor (second chance).
+    pub(crate) accessed: AtomicBool,
+}
+
+impl std::fmt::Debug for ObjectCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectCell").field("id", &self.id).field("slot", &self.slot).finish()
+    }
+}
+
+impl Drop for ObjectCell {
+    fn drop(&mut self) {
+        let (charged, spill) = self.slot.take_final();
+        drop(spill); // removes the spill file, if any
+        if let Some(store) = self.store.get() {
+            store.untrack(self.id);
+            if charged > 0 {
+                store.release(charged);
+            }
+        }
+    }
 }
 
 impl ObjectCell {
-    pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
-        Arc::new(ObjectCell { id: ObjectId::fresh(), slot: Slot::pending(), producer })
+    fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+        ObjectCell {
+            id: ObjectId::fresh(),
+            slot,
+            producer,
+            store: OnceLock::new(),
+            lineage: OnceLock::new(),
+            accessed: AtomicBool::new(false),
+        }
     }
 
-    pub(crate) fn done(outcome: Outcome) -> Arc<ObjectCell> {
-        Arc::new(ObjectCell { id: ObjectId::fresh(), slot: Slot::done(outcome), producer: None })
+    pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+        Arc::new(ObjectCell::new(Slot::pending(), producer))
+    }
+
+    /// Stores a charged value (from `Store::admit`) in a new cell.
+    pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
+        let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
+        if meta.charged > 0 {
+            let _ = cell.store.set(store.clone());
+            if meta.codec.is_some() && store.has_spill_dir() {
+                store.track(&cell, meta.charged);
+            }
+        }
+        cell
+    }
+
+    /// Completes a pending cell with a stored value; releases the charge if
+    /// the cell was already done (cancelled). Returns whether it completed.
+    pub(crate) fn complete_stored(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        value: Value,
+        meta: Meta,
+        lineage: Option<Arc<dyn Rebuild>>,
+    ) -> bool {
+        if meta.charged > 0 {
+            let _ = self.store.set(store.clone());
+            if let Some(l) = lineage {
+                let _ = self.lineage.set(l);
+            }
+        }
+        if !self.slot.complete_with(Ok(value), meta) {
+            if meta.charged > 0 {
+                store.release(meta.charged);
+            }
+            return false;
+        }
+        let evictable = self.lineage.get().is_some() || (meta.codec.is_some() && store.has_spill_dir());
+        if meta.charged > 0 && evictable {
+            store.track(self, meta.charged);
+        }
+        true
+    }
+
+    /// The value or error if done, bringing a moved-out value back (from
+    /// its spill file or by re-running its task) first. `None` if pending.
+    pub(crate) fn read_value(self: &Arc<Self>) -> Option<Outcome> {
+        loop {
+            match self.slot.read_state() {
+                Read::Pending => return None,
+                Read::Value(v) => {
+                    self.accessed.store(true, Ordering::Relaxed);
+                    return Some(Ok(v));
+                }
+                Read::Failed(e) => return Some(Err(e)),
+                Read::Out(_) => {
+                    let Some(moved) = self.slot.begin_rebuild() else { continue };
+                    let Some(store) = self.store.get() else {
+                        let e = Error::ObjectLost { id: self.id, reason: "moved out without a store".into() };
+                        self.slot.finish_rebuild(Err(Err(e.clone())));
+                        return Some(Err(e));
+                    };
+                    return Some(store.bring_back(self, moved));
+                }
+                Read::Rebuilding => {
+                    let parker = thread_parker();
+                    if self.slot.register(Waiter::Parker(parker.clone())).is_ok() {
+                        let ready = &mut || !matches!(self.slot.read_state(), Read::Rebuilding);
+                        block_until(&parker, None, &mut || None, ready);
+                    }
+                }
+            }
+        }
     }
 
     /// Blocks until done or `deadline`; returns whether it is done.
@@ -71,7 +183,8 @@ impl ObjectCell {
         match self.slot.register(Waiter::Parker(parker.clone())) {
             Err(_) => true,
             Ok(token) => {
-                let done = block_until(&parker, deadline, &mut || self.slot.is_done());
+                let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                let done = block_until(&parker, deadline, &mut target, &mut || self.slot.is_done());
                 if !done {
                     self.slot.deregister(token);
                 }
@@ -201,7 +314,7 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
 
     /// The value if the object is done, without blocking.
     pub fn try_get(&self) -> Option<Result<Arc<T>, Error>> {
-        self.cell.slot.read().map(|o| o.and_then(Value::downcast::<T>))
+        self.cell.read_value().map(|o| o.and_then(Value::downcast::<T>))
     }
 
     /// Runs `f` with the result once the object is done: at once on this
@@ -210,8 +323,14 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
     pub fn on_ready(&self, f: impl FnOnce(Result<Arc<T>, Error>) + Send + 'static) {
         let cell = self.cell.clone();
         let cb = move |_ok: bool| {
-            let r = cell.slot.read().unwrap_or(Err(Error::invalid("object not done")));
-            f(r.and_then(Value::downcast::<T>))
+            let r = cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
+            let r = r.and_then(Value::downcast::<T>);
+            // A callback runs on whichever thread completes the object: its
+            // panic must not unwind into that thread's work.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r))) {
+                let message = crate::error::panic_message(p.as_ref());
+                tracing::error!(object = %cell.id, %message, "an on_ready callback panicked");
+            }
         };
         if let Err(w) = self.cell.slot.register(Waiter::Callback(Box::new(cb))) {
             w.notify(true);
@@ -280,7 +399,8 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(o) = this.cell.slot.read() {
+        if this.cell.slot.is_done() {
+            let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
             this.token = None;
             return Poll::Ready(o.and_then(Value::downcast::<T>));
         }
@@ -300,7 +420,7 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
         } else {
             // Completed between the read and the registration.
             this.token = None;
-            let o = this.cell.slot.read().unwrap_or(Err(Error::invalid("object not done")));
+            let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
             Poll::Ready(o.and_then(Value::downcast::<T>))
         }
     }

@@ -18,7 +18,7 @@ use crate::error::{BuildError, Error, StoreFull, Text};
 use crate::object::{ObjectCell, ObjectRef};
 use crate::resources::Pool;
 use crate::scheduler::Scheduler;
-use crate::slot::Value;
+use crate::store::{Store, StoreConfig, StoreStats};
 use crate::task::TaskBuilder;
 use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 /// State shared by everything that belongs to one runtime.
 pub(crate) struct Shared {
     pub sched: Arc<Scheduler>,
+    pub store: Arc<Store>,
 }
 
 /// Owns the worker threads; dropping it shuts the runtime down.
@@ -75,11 +76,18 @@ pub struct RuntimeBuilder {
     resources: Vec<(Text, f64)>,
     thread_name: String,
     stack_size: usize,
+    store: StoreConfig,
 }
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        RuntimeBuilder { cpus: None, resources: Vec::new(), thread_name: "manta".into(), stack_size: 8 << 20 }
+        RuntimeBuilder {
+            cpus: None,
+            resources: Vec::new(),
+            thread_name: "manta".into(),
+            stack_size: 8 << 20,
+            store: StoreConfig::default(),
+        }
     }
 }
 
@@ -113,6 +121,35 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The object store's memory cap in bytes. Default: 30% of the
+    /// machine's memory (Ray's default), or 1 GiB where that is unknown.
+    pub fn store_capacity(mut self, bytes: usize) -> Self {
+        self.store.capacity = bytes;
+        self
+    }
+
+    /// A directory for spill files; the runtime makes its own subdirectory
+    /// there and removes it on drop. Default: none (objects made by
+    /// re-runnable tasks are dropped and rebuilt instead; others stay).
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.store.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// How long `put` waits for memory when nothing can be moved out before
+    /// returning [`StoreFull`]. Default 1 s.
+    pub fn put_timeout(mut self, timeout: Duration) -> Self {
+        self.store.put_timeout = timeout;
+        self
+    }
+
+    /// Objects smaller than this are not charged against the cap and never
+    /// moved out (like Ray's inline objects). Default 256 bytes.
+    pub fn small_object_bytes(mut self, bytes: usize) -> Self {
+        self.store.small_object = bytes;
+        self
+    }
+
     /// Starts the runtime. Takes tens of microseconds (one thread spawn per
     /// CPU).
     pub fn build(self) -> Result<Runtime, BuildError> {
@@ -129,19 +166,28 @@ impl RuntimeBuilder {
             }
         }
         let sched = Scheduler::new(Pool::new(cpus as f64, &self.resources), cpus);
-        let shared = Arc::new(Shared { sched: sched.clone() });
+        let store = Arc::new(Store::new(&self.store)?);
+        let shared = Arc::new(Shared { sched: sched.clone(), store });
         let handles = Arc::new(Mutex::new(Vec::with_capacity(cpus)));
         let spawned = handles.clone();
         let weak_sched = Arc::downgrade(&sched);
         let weak_shared = Arc::downgrade(&shared);
+        sched.set_start_hook(move || CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone()));
         let name = self.thread_name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cpus)
             .stack_size(self.stack_size)
             .thread_name(move |i| format!("{name}-{i}"))
+            // Task panics are caught where tasks run; anything else that
+            // escapes is logged, never allowed to abort the process.
+            .panic_handler(|p| {
+                let message = crate::error::panic_message(p.as_ref());
+                tracing::error!(%message, "a panic escaped a manta job");
+            })
             .start_handler(move |_| {
-                Scheduler::register_worker(&weak_sched);
-                CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone());
+                if let Some(s) = weak_sched.upgrade() {
+                    s.start_worker();
+                }
             })
             .spawn_handler(move |thread| {
                 let mut b = std::thread::Builder::new();
@@ -222,7 +268,25 @@ impl Runtime {
     /// Fails only with [`StoreFull`], which hands the value back, when the
     /// store is at its cap and nothing can be moved out of it.
     pub fn put<T: Any + Send + Sync>(&self, value: T) -> Result<ObjectRef<T>, StoreFull<T>> {
-        Ok(ObjectRef::from_cell(ObjectCell::done(Ok(Value::new(value)))))
+        let store = &self.shared.store;
+        match store.admit(value, true) {
+            Ok((v, meta)) => Ok(ObjectRef::from_cell(ObjectCell::stored(store, v, meta))),
+            Err((value, needed)) => Err(StoreFull { value, needed, capacity: store.capacity() }),
+        }
+    }
+
+    /// The object store's counters and memory use.
+    pub fn store_stats(&self) -> StoreStats {
+        self.shared.store.stats()
+    }
+
+    /// The runtime's spill directory, if one is set.
+    pub fn spill_dir(&self) -> Option<&std::path::Path> {
+        self.shared.store.spill_dir()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.shared.store
     }
 
     /// Waits for an object and returns its value (see [`ObjectRef::get`]).

@@ -48,15 +48,42 @@ pub(crate) enum Go {
     InputFailed(crate::error::Error),
 }
 
-/// A runnable unit of work with the resources it needs.
+/// What a job runs.
+pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
+
+/// A runnable unit of work with the resources it needs. Shared: the queue
+/// holds it, and a task's control block may hold it too so that a worker
+/// blocked on that task's result can run it directly ("targeted helping").
+/// Whoever takes `run` out of the mutex runs it; the other finds it empty.
 pub(crate) struct Job {
     pub req: Request,
-    pub run: Box<dyn FnOnce(Go) + Send>,
+    run: std::sync::Mutex<Option<JobFn>>,
+}
+
+impl Job {
+    pub fn new(req: Request, run: JobFn) -> Arc<Job> {
+        Arc::new(Job { req, run: std::sync::Mutex::new(Some(run)) })
+    }
+
+    fn take(&self) -> Option<JobFn> {
+        match self.run.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+
+    /// Runs the job now with `go` (used outside the scheduler: shutdown,
+    /// failed inputs). Does nothing if it already ran.
+    pub fn finish(&self, go: Go) {
+        if let Some(run) = self.take() {
+            run(go)
+        }
+    }
 }
 
 struct Class {
     req: Request,
-    queue: VecDeque<(u64, Job)>,
+    queue: VecDeque<(u64, Arc<Job>)>,
 }
 
 struct State {
@@ -65,12 +92,13 @@ struct State {
     seq: u64,
     queued: usize,
     runners: usize,
+    rescuers: usize,
     helpers: Vec<ShimArc<Parker>>,
     shutdown: bool,
 }
 
 impl State {
-    fn push(&mut self, job: Job) {
+    fn push(&mut self, job: Arc<Job>) {
         self.seq += 1;
         self.queued += 1;
         let seq = self.seq;
@@ -85,18 +113,22 @@ impl State {
         }
     }
 
-    /// Takes the oldest job whose resources are free, acquiring them.
-    fn pop_fitting(&mut self) -> Option<Job> {
+    /// Takes the oldest job (or, for a helper, the newest: `lifo`) whose
+    /// resources are free, acquiring them.
+    fn pop_fitting(&mut self, lifo: bool) -> Option<Arc<Job>> {
         let mut best: Option<(usize, u64)> = None;
         for (i, c) in self.classes.iter().enumerate() {
-            if let Some((seq, _)) = c.queue.front() {
-                if best.is_none_or(|(_, s)| *seq < s) && self.pool.fits(&c.req) {
+            let end = if lifo { c.queue.back() } else { c.queue.front() };
+            if let Some((seq, _)) = end {
+                let better = best.is_none_or(|(_, s)| if lifo { *seq > s } else { *seq < s });
+                if better && self.pool.fits(&c.req) {
                     best = Some((i, *seq));
                 }
             }
         }
         let (i, _) = best?;
-        let (_, job) = self.classes[i].queue.pop_front()?;
+        let q = &mut self.classes[i].queue;
+        let (_, job) = if lifo { q.pop_back()? } else { q.pop_front()? };
         if self.classes[i].queue.is_empty() && self.classes.len() > 1 {
             self.classes.swap_remove(i);
         }
@@ -105,7 +137,7 @@ impl State {
         Some(job)
     }
 
-    fn drain(&mut self) -> Vec<Job> {
+    fn drain(&mut self) -> Vec<Arc<Job>> {
         self.queued = 0;
         self.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
     }
@@ -116,6 +148,8 @@ pub(crate) struct Scheduler {
     state: Mutex<State>,
     threads: usize,
     pool: OnceLock<Weak<rayon::ThreadPool>>,
+    /// Run at the start of every thread that runs jobs (sets thread-locals).
+    start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 thread_local! {
@@ -134,11 +168,13 @@ impl Scheduler {
                 seq: 0,
                 queued: 0,
                 runners: 0,
+                rescuers: 0,
                 helpers: Vec::new(),
                 shutdown: false,
             }),
             threads: threads.max(1),
             pool: OnceLock::new(),
+            start_hook: OnceLock::new(),
         })
     }
 
@@ -147,9 +183,21 @@ impl Scheduler {
         let _ = self.pool.set(Arc::downgrade(pool));
     }
 
-    /// Marks the calling thread as a worker of `this` (the pool's start hook).
-    pub fn register_worker(this: &Weak<Scheduler>) {
-        WORKER_OF.with(|w| *w.borrow_mut() = this.clone());
+    /// Sets what every worker thread runs first (besides registering as a
+    /// worker of this scheduler).
+    pub fn set_start_hook(self: &Arc<Self>, hook: impl Fn() + Send + Sync + 'static) {
+        let me = Arc::downgrade(self);
+        let _ = self.start_hook.set(Box::new(move || {
+            WORKER_OF.with(|w| *w.borrow_mut() = me.clone());
+            hook();
+        }));
+    }
+
+    /// Runs the start hook on the calling thread (the pool's start handler).
+    pub fn start_worker(&self) {
+        if let Some(hook) = self.start_hook.get() {
+            hook();
+        }
     }
 
     /// The scheduler of the pool the calling thread belongs to, if any.
@@ -163,11 +211,11 @@ impl Scheduler {
     }
 
     /// Queues a runnable job and makes sure someone will run it.
-    pub fn submit(self: &Arc<Self>, job: Job) {
+    pub fn submit(self: &Arc<Self>, job: Arc<Job>) {
         let mut st = lock(&self.state);
         if st.shutdown {
             drop(st);
-            (job.run)(Go::Shutdown);
+            job.finish(Go::Shutdown);
             return;
         }
         let fits = st.pool.fits(&job.req);
@@ -202,27 +250,77 @@ impl Scheduler {
     fn run_loop(self: Arc<Self>) {
         let mut st = lock(&self.state);
         loop {
-            let Some(job) = st.pop_fitting() else {
+            let Some(job) = st.pop_fitting(false) else {
                 st.runners -= 1;
                 return;
             };
             drop(st);
-            let req = execute(job);
+            execute(&job);
             st = lock(&self.state);
-            st.pool.release(&req);
+            st.pool.release(&job.req);
         }
     }
 
-    /// Runs one queued job on the calling thread if one fits. Used by helpers.
+    /// Runs one queued job on the calling thread if one fits. Used by
+    /// helpers, which take the newest job: like rayon's local LIFO pops, that
+    /// is most often the helper's own child, so the helper's stack grows with
+    /// the depth of the task tree, not with the length of the queue.
     fn help_once(&self) -> bool {
-        let job = lock(&self.state).pop_fitting();
+        let job = lock(&self.state).pop_fitting(true);
         match job {
             Some(job) => {
-                let req = execute(job);
-                lock(&self.state).pool.release(&req);
+                execute(&job);
+                lock(&self.state).pool.release(&job.req);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Runs a specific job that the caller is blocked on, if nobody has
+    /// started it yet. Its resources are taken even if that oversubscribes
+    /// for a moment (the caller gave its CPUs back), as Ray lends a blocked
+    /// task's CPUs to the tasks it waits for. The job stays in its queue as
+    /// an empty entry that a runner will skip.
+    fn run_targeted(&self, job: &Job) -> bool {
+        let Some(run) = job.take() else { return false };
+        lock(&self.state).pool.acquire(&job.req);
+        let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
+        run(Go::Run);
+        TASK_CPU.with(|c| c.set(prev));
+        lock(&self.state).pool.release(&job.req);
+        true
+    }
+
+    /// Starts a plain thread that runs queued jobs until none fits, for a
+    /// worker that has nested too deep to help (so the queue still drains
+    /// when every worker is blocked at its depth limit). The thread counts
+    /// as a worker of this scheduler and exits by itself.
+    fn rescue(self: &Arc<Self>) {
+        {
+            let mut st = lock(&self.state);
+            if st.queued == 0 || st.rescuers > 0 || st.helpers.len() < self.threads {
+                return;
+            }
+            st.rescuers += 1;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("manta-rescue".into()).spawn(move || {
+            if let Some(hook) = me.start_hook.get() {
+                hook();
+            }
+            let mut st = lock(&me.state);
+            loop {
+                let Some(job) = st.pop_fitting(false) else { break };
+                drop(st);
+                execute(&job);
+                st = lock(&me.state);
+                st.pool.release(&job.req);
+            }
+            st.rescuers -= 1;
+        });
+        if spawned.is_err() {
+            lock(&self.state).rescuers -= 1;
         }
     }
 
@@ -234,7 +332,7 @@ impl Scheduler {
             st.drain()
         };
         for j in jobs {
-            (j.run)(Go::Shutdown);
+            j.finish(Go::Shutdown);
         }
     }
 
@@ -254,14 +352,22 @@ impl Scheduler {
     }
 }
 
-/// Runs a job with its CPU amount recorded for nested blocking; returns its
-/// request so the caller can release it.
-fn execute(job: Job) -> Request {
-    let Job { req, run } = job;
-    let prev = TASK_CPU.with(|c| c.replace(req.cpu));
+/// Runs a job (if nobody ran it yet) with its CPU amount recorded for
+/// nested blocking. The caller holds the job's resources and releases them.
+fn execute(job: &Job) {
+    let Some(run) = job.take() else { return };
+    let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
     run(Go::Run);
     TASK_CPU.with(|c| c.set(prev));
-    req
+}
+
+/// How deep blocked gets may nest by running *unrelated* queued tasks on
+/// one stack; past it a waiter only runs the jobs it waits for, parks, and
+/// (if every worker is blocked) a rescue thread runs the queue instead.
+const MAX_HELP_DEPTH: u32 = 16;
+
+thread_local! {
+    static HELP_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
 /// How many times a waiter re-checks before registering and parking (a short
@@ -292,6 +398,7 @@ pub(crate) fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
 pub(crate) fn block_until(
     parker: &ShimArc<Parker>,
     deadline: Option<Instant>,
+    targets: &mut dyn FnMut() -> Option<Arc<Job>>,
     ready: &mut dyn FnMut() -> bool,
 ) -> bool {
     let Some(sched) = Scheduler::current() else {
@@ -310,12 +417,27 @@ pub(crate) fn block_until(
         st.pool.adjust_cpu(cpu);
         st.helpers.push(parker.clone());
     }
+    let depth = HELP_DEPTH.with(|d| d.get());
     let done = loop {
         if ready() {
             break true;
         }
-        if sched.help_once() {
-            continue;
+        // First the job that makes what we wait for: nesting it follows the
+        // task graph downwards, so its depth is bounded by the graph's.
+        if let Some(job) = targets() {
+            if sched.run_targeted(&job) {
+                continue;
+            }
+        }
+        if depth < MAX_HELP_DEPTH {
+            HELP_DEPTH.with(|d| d.set(depth + 1));
+            let helped = sched.help_once();
+            HELP_DEPTH.with(|d| d.set(depth));
+            if helped {
+                continue;
+            }
+        } else {
+            sched.rescue();
         }
         if !parker.park_until(deadline) {
             break ready();

@@ -2,12 +2,12 @@
 //!
 //! # States
 //! ```text
-//!            complete(Ok)             (store, later issue: evict / spill / restore)
-//! Pending ─────────────────▶ Ready(value)
-//!    │      complete(Err)
-//!    ├────────────────────▶ Failed(error)     (panics, failed inputs, shutdown)
-//!    │      cancel
-//!    └────────────────────▶ Failed(Cancelled)
+//!            complete(Ok)                 evict (no reader)
+//! Pending ─────────────────▶ Ready(v) ───────────────────▶ Spilled(file) / Evicted
+//!    │      complete(Err)       ▲                                │
+//!    ├────────────────────▶ Failed(e)      finish_rebuild(Ok)    │ begin_rebuild
+//!    │      cancel               ▲    ◀─────────── Rebuilding ◀──┘
+//!    └────────────────────▶ Failed(Cancelled)   (Err: Failed(e), or back to Spilled)
 //! ```
 //! `Pending` is left exactly once: [`Slot::complete`] and cancellation are the
 //! same transition, so whichever comes first wins and the loser gets `false`.
@@ -16,11 +16,21 @@
 //! transition is refused ([`Slot::register`] returns the waiter back) so the
 //! caller handles the completed case itself: no wake-up is ever lost.
 //!
+//! After completion the value may move out of memory and back (the object
+//! store's business): [`Slot::evict_with`] moves `Ready` to `Spilled` or
+//! `Evicted` only while no reader holds the value (the value's `Arc` count is
+//! one, checked under the lock, and readers clone it under the same lock), so
+//! a value is never moved out from under a reader. A reader that finds it
+//! moved out claims the rebuild with [`Slot::begin_rebuild`] (`Rebuilding`;
+//! later readers register and wait as for `Pending`) and ends it with
+//! [`Slot::finish_rebuild`], which wakes them.
+//!
 //! # Memory ordering
 //! The state lives under the slot's mutex. `done` is a lock-free hint for the
 //! fast path: it is stored with `Release` after the state is written (still
 //! inside the critical section), and a reader that sees `done == true` with
-//! `Acquire` then takes the lock to read the state, which is final.
+//! `Acquire` then takes the lock to read the state. `done` never goes back to
+//! false: an evicted object is still done (for `wait`), only not in memory.
 
 use crate::error::Error;
 use crate::notify::Waiter;
@@ -63,39 +73,82 @@ impl std::fmt::Debug for Value {
 /// The outcome a completed slot holds.
 pub type Outcome = Result<Value, Error>;
 
-#[derive(Debug)]
-enum State {
-    Pending,
-    Done(Outcome),
+/// What the store knows about an in-memory value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta {
+    /// Bytes charged to the store (0 if not charged).
+    pub charged: usize,
+    /// How to spill it, if its type is spillable.
+    pub codec: Option<(crate::heap_size::Encode, crate::heap_size::Decode)>,
+}
+
+/// Where a moved-out value went.
+#[derive(Debug, Clone)]
+pub enum Moved<S> {
+    /// Written to a spill file.
+    Spilled(S),
+    /// Dropped; to be rebuilt from lineage.
+    Evicted,
 }
 
 #[derive(Debug)]
-struct Inner {
-    state: State,
+enum State<S> {
+    Pending,
+    Ready(Value, Meta),
+    Failed(Error),
+    Out(Moved<S>),
+    Rebuilding,
+}
+
+/// A consistent view of a completed or pending slot.
+#[derive(Debug)]
+pub enum Read<S> {
+    /// Not completed yet.
+    Pending,
+    /// The value, in memory.
+    Value(Value),
+    /// The error.
+    Failed(Error),
+    /// Moved out of memory.
+    Out(Moved<S>),
+    /// Another reader is bringing it back; register and wait.
+    Rebuilding,
+}
+
+#[derive(Debug)]
+struct Inner<S> {
+    state: State<S>,
     waiters: Vec<(u64, Waiter)>,
     next_token: u64,
 }
 
-/// One object's state and its waiters.
+/// One object's state and its waiters. `S` is the store's spill handle.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Slot<S = ()> {
     done: AtomicBool,
     error_read: AtomicBool,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<S>>,
 }
 
-impl Slot {
+impl<S: Clone> Slot<S> {
     /// A slot waiting for its value.
-    pub fn pending() -> Slot {
+    pub fn pending() -> Slot<S> {
         Slot::with_state(State::Pending, false)
     }
 
     /// A slot that already holds an outcome.
-    pub fn done(outcome: Outcome) -> Slot {
-        Slot::with_state(State::Done(outcome), true)
+    pub fn done(outcome: Outcome, meta: Meta) -> Slot<S> {
+        Slot::with_state(Self::state_of(outcome, meta), true)
     }
 
-    fn with_state(state: State, done: bool) -> Slot {
+    fn state_of(outcome: Outcome, meta: Meta) -> State<S> {
+        match outcome {
+            Ok(v) => State::Ready(v, meta),
+            Err(e) => State::Failed(e),
+        }
+    }
+
+    fn with_state(state: State<S>, done: bool) -> Slot<S> {
         Slot {
             done: AtomicBool::new(done),
             error_read: AtomicBool::new(false),
@@ -111,13 +164,18 @@ impl Slot {
     /// Moves `Pending` to `Done(outcome)` and notifies every waiter.
     /// Returns false (and drops `outcome`) if the slot was already done.
     pub fn complete(&self, outcome: Outcome) -> bool {
+        self.complete_with(outcome, Meta::default())
+    }
+
+    /// [`Slot::complete`] with the store's accounting for the value.
+    pub fn complete_with(&self, outcome: Outcome, meta: Meta) -> bool {
         let ok = outcome.is_ok();
         let waiters = {
             let mut g = lock(&self.inner);
             if !matches!(g.state, State::Pending) {
                 return false;
             }
-            g.state = State::Done(outcome);
+            g.state = Self::state_of(outcome, meta);
             self.done.store(true, Ordering::Release);
             std::mem::take(&mut g.waiters)
         };
@@ -129,16 +187,18 @@ impl Slot {
 
     /// Registers a waiter while pending and returns its token, or gives the
     /// waiter back if the slot is already done.
+    /// Registers a waiter while pending (or while a rebuild is in progress)
+    /// and returns its token, or gives the waiter back otherwise.
     pub fn register(&self, w: Waiter) -> Result<u64, Waiter> {
         let mut g = lock(&self.inner);
         match g.state {
-            State::Pending => {
+            State::Pending | State::Rebuilding => {
                 let t = g.next_token;
                 g.next_token += 1;
                 g.waiters.push((t, w));
                 Ok(t)
             }
-            State::Done(_) => Err(w),
+            _ => Err(w),
         }
     }
 
@@ -161,25 +221,113 @@ impl Slot {
         g.waiters.retain(|(t, _)| *t != token);
     }
 
-    /// The outcome, if done. Reading an error marks it as seen.
+    /// The outcome, if done and in memory (`None` while pending or while
+    /// the value is out of memory). Reading an error marks it as seen.
     pub fn read(&self) -> Option<Outcome> {
+        match self.read_state() {
+            Read::Value(v) => Some(Ok(v)),
+            Read::Failed(e) => Some(Err(e)),
+            _ => None,
+        }
+    }
+
+    /// The slot's state as seen by a reader; a `Value` is a new reference
+    /// to the stored value (taken under the lock, so eviction sees it).
+    pub fn read_state(&self) -> Read<S> {
         if !self.is_done() {
-            return None;
+            return Read::Pending;
         }
         let g = lock(&self.inner);
         match &g.state {
-            State::Pending => None,
-            State::Done(Ok(v)) => Some(Ok(v.clone())),
-            State::Done(Err(e)) => {
+            State::Pending => Read::Pending,
+            State::Ready(v, _) => Read::Value(v.clone()),
+            State::Failed(e) => {
                 self.error_read.store(true, Ordering::Relaxed);
-                Some(Err(e.clone()))
+                Read::Failed(e.clone())
             }
+            State::Out(m) => Read::Out(m.clone()),
+            State::Rebuilding => Read::Rebuilding,
         }
+    }
+
+    /// True if the value is in memory (done, not failed, not moved out).
+    pub fn in_memory(&self) -> bool {
+        self.is_done() && matches!(lock(&self.inner).state, State::Ready(..))
     }
 
     /// True if done with an error (lock-free hint followed by a read).
     pub fn is_failed(&self) -> bool {
-        self.is_done() && matches!(lock(&self.inner).state, State::Done(Err(_)))
+        self.is_done() && matches!(lock(&self.inner).state, State::Failed(_))
+    }
+
+    /// Moves an in-memory value out if no reader holds it: `decide` sees the
+    /// value and its accounting and returns where it went (it may write a
+    /// spill file; it runs under this slot's lock, so readers of this object
+    /// wait for it, and nobody else does). Returns the bytes freed from
+    /// memory, or `None` if the value is being read, not in memory, or
+    /// `decide` kept it.
+    pub fn evict_with(&self, decide: impl FnOnce(&Value, Meta) -> Option<Moved<S>>) -> Option<usize> {
+        let mut g = lock(&self.inner);
+        let State::Ready(v, meta) = &g.state else { return None };
+        if std::sync::Arc::strong_count(&v.data) != 1 {
+            return None; // a reader holds it
+        }
+        let meta = *meta;
+        let moved = decide(v, meta)?;
+        g.state = State::Out(moved);
+        Some(meta.charged)
+    }
+
+    /// Claims the rebuild of a moved-out value: `Out` becomes `Rebuilding`
+    /// and the caller gets where it went. `None` if it is not out (another
+    /// reader claimed it, or it is back).
+    pub fn begin_rebuild(&self) -> Option<Moved<S>> {
+        let mut g = lock(&self.inner);
+        if !matches!(g.state, State::Out(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut g.state, State::Rebuilding) {
+            State::Out(m) => Some(m),
+            other => {
+                g.state = other;
+                None
+            }
+        }
+    }
+
+    /// Ends a rebuild claimed with [`Slot::begin_rebuild`]: the value is back
+    /// (`Ok`), the object is lost (`Err`), or it stays out (`Out`, e.g. read
+    /// through without room in memory). Wakes readers waiting for it.
+    pub fn finish_rebuild(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) {
+        let waiters = {
+            let mut g = lock(&self.inner);
+            g.state = match result {
+                Ok((v, meta)) => State::Ready(v, meta),
+                Err(Ok(moved)) => State::Out(moved),
+                Err(Err(e)) => State::Failed(e),
+            };
+            std::mem::take(&mut g.waiters)
+        };
+        for (_, w) in waiters {
+            w.notify(true);
+        }
+    }
+
+    /// Takes the final state apart when the object is freed: the bytes it
+    /// still charged to memory and its spill handle, if any.
+    pub fn take_final(&mut self) -> (usize, Option<S>) {
+        let inner = match self.inner.get_mut() {
+            Ok(i) => i,
+            Err(p) => p.into_inner(),
+        };
+        match std::mem::replace(&mut inner.state, State::Rebuilding) {
+            State::Ready(_, meta) => (meta.charged, None),
+            State::Out(Moved::Spilled(s)) => (0, Some(s)),
+            other => {
+                inner.state = other;
+                (0, None)
+            }
+        }
     }
 
     /// Number of registered waiters (for tests and stats).
@@ -189,7 +337,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
         if self.error_read.load(Ordering::Relaxed) {
             return;
@@ -198,7 +346,7 @@ impl Drop for Slot {
             Ok(i) => i,
             Err(p) => p.into_inner(),
         };
-        if let State::Done(Err(e)) = &inner.state {
+        if let State::Failed(e) = &inner.state {
             // Errors nobody read are logged once, when the object goes away.
             // Cancellations, shutdowns and failures inherited from an input
             // are not root failures and stay quiet.

@@ -19,10 +19,12 @@ use crate::notify::Waiter;
 use crate::object::{ObjectCell, ObjectRef, TaskCtl};
 use crate::runtime::Runtime;
 use crate::scheduler::{Go, Job};
-use crate::slot::Value;
+use crate::slot::{Meta, Value};
+use crate::store::{Rebuild, Store};
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -91,7 +93,14 @@ impl<'rt> TaskBuilder<'rt> {
         R: Any + Send + Sync,
         F: Fn() -> R + Send + Sync + 'static,
     {
-        self.spawn_with((), move |()| f())
+        self.named_after(&f).spawn_with((), move |()| f())
+    }
+
+    fn named_after<F>(mut self, f: &F) -> Self {
+        if self.opts.name.is_none() {
+            self.opts.name = Some(Cow::Borrowed(type_name_of(f)));
+        }
+        self
     }
 
     /// Submits a re-runnable task that runs when all `args` are ready.
@@ -101,10 +110,12 @@ impl<'rt> TaskBuilder<'rt> {
         R: Any + Send + Sync,
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
-        let name = type_name_of(&f);
-        let (cells, ctl) = outputs(1, &self.opts, name);
-        submit(self.rt, &self.opts, ctl, args, ManyFn(f), Single(cells[0].clone()));
-        ObjectRef::from_cell(cells.into_iter().next().expect("one output"))
+        let (cell, ctl) = output(&self.opts, type_name_of(&f));
+        let spec = Spec::new(args, ManyFn(f), ctl);
+        let lineage: Arc<dyn Rebuild> = spec.clone();
+        let out = Single { cell: cell.clone(), store: self.rt.store().clone() };
+        submit(self.rt, &self.opts, spec, out, Some(lineage));
+        ObjectRef::from_cell(cell)
     }
 
     /// Submits a one-shot task with no arguments.
@@ -113,7 +124,7 @@ impl<'rt> TaskBuilder<'rt> {
         R: Any + Send + Sync,
         F: FnOnce() -> R + Send + 'static,
     {
-        self.spawn_once_with((), move |()| f())
+        self.named_after(&f).spawn_once_with((), move |()| f())
     }
 
     /// Submits a one-shot task that runs when all `args` are ready.
@@ -123,11 +134,11 @@ impl<'rt> TaskBuilder<'rt> {
         R: Any + Send + Sync,
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
-        let name = type_name_of(&f);
-        let (cells, ctl) = outputs(1, &self.opts, name);
-        let body = OnceFn(Some(f));
-        submit(self.rt, &self.opts, ctl, args, body, Single(cells[0].clone()));
-        ObjectRef::from_cell(cells.into_iter().next().expect("one output"))
+        let (cell, ctl) = output(&self.opts, type_name_of(&f));
+        let spec = Spec::new(args, OnceFn(Mutex::new(Some(f))), ctl);
+        let out = Single { cell: cell.clone(), store: self.rt.store().clone() };
+        submit(self.rt, &self.opts, spec, out, None);
+        ObjectRef::from_cell(cell)
     }
 
     /// Submits a re-runnable task returning a tuple; each element becomes its
@@ -138,10 +149,12 @@ impl<'rt> TaskBuilder<'rt> {
         R: MultiReturn,
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
-        let name = type_name_of(&f);
-        let (cells, ctl) = outputs(R::N, &self.opts, name);
+        let (first, ctl) = output(&self.opts, type_name_of(&f));
+        let mut cells = vec![first];
+        cells.extend((1..R::N).map(|_| ObjectCell::pending(Some(ctl.clone()))));
         let refs = R::refs(&cells);
-        submit(self.rt, &self.opts, ctl, args, ManyFn(f), Multi(cells));
+        let spec = Spec::new(args, ManyFn(f), ctl);
+        submit(self.rt, &self.opts, spec, Multi { cells, store: self.rt.store().clone() }, None);
         refs
     }
 }
@@ -150,38 +163,90 @@ fn type_name_of<F>(_: &F) -> &'static str {
     std::any::type_name::<F>()
 }
 
-fn outputs(n: usize, opts: &TaskOptions, default_name: &'static str) -> (Vec<Arc<ObjectCell>>, Arc<TaskCtl>) {
+fn output(opts: &TaskOptions, default_name: &'static str) -> (Arc<ObjectCell>, Arc<TaskCtl>) {
     let name = opts.name.clone().unwrap_or(Cow::Borrowed(default_name));
     let ctl = TaskCtl::new(name);
-    let cells = (0..n).map(|_| ObjectCell::pending(Some(ctl.clone()))).collect();
-    (cells, ctl)
+    (ObjectCell::pending(Some(ctl.clone())), ctl)
+}
+
+/// What a task runs: its arguments and body, shared between the queued job
+/// and (for re-runnable tasks) its output's lineage.
+pub(crate) struct Spec<A, F, R> {
+    args: A,
+    body: F,
+    ctl: Arc<TaskCtl>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<A, F, R> Spec<A, F, R> {
+    fn new(args: A, body: F, ctl: Arc<TaskCtl>) -> Arc<Self> {
+        Arc::new(Spec { args, body, ctl, _r: PhantomData })
+    }
+}
+
+impl<A, R, F> Rebuild for Spec<A, ManyFn<F>, R>
+where
+    A: TaskArgs,
+    R: Any + Send + Sync,
+    F: Fn(A::Output) -> R + Send + Sync + 'static,
+{
+    fn rebuild(&self, store: &Store) -> Result<(Value, Meta), Error> {
+        let task = || self.ctl.name_text();
+        let input = self.args.resolve().map_err(|cause| Error::dependency(task(), cause))?;
+        match catch_unwind(AssertUnwindSafe(|| (self.body.0)(input))) {
+            Ok(r) => Ok(store.measure(r)),
+            Err(p) => Err(Error::TaskPanicked { task: task(), message: panic_message(p.as_ref()) }),
+        }
+    }
 }
 
 /// Where a task's result goes.
 trait Emit<R>: Send + 'static {
-    fn ok(&self, r: R);
+    fn ok(&self, r: R, lineage: &Option<Arc<dyn Rebuild>>);
     fn err(&self, e: Error);
 }
 
-struct Single(Arc<ObjectCell>);
-impl<R: Any + Send + Sync> Emit<R> for Single {
-    fn ok(&self, r: R) {
-        self.0.slot.complete(Ok(Value::new(r)));
-    }
-    fn err(&self, e: Error) {
-        self.0.slot.complete(Err(e));
-    }
+struct Single {
+    cell: Arc<ObjectCell>,
+    store: Arc<Store>,
 }
 
-struct Multi(Vec<Arc<ObjectCell>>);
-impl<R: MultiReturn> Emit<R> for Multi {
-    fn ok(&self, r: R) {
-        for (c, v) in self.0.iter().zip(r.into_values()) {
-            c.slot.complete(Ok(v));
+impl<R: Any + Send + Sync> Emit<R> for Single {
+    fn ok(&self, r: R, lineage: &Option<Arc<dyn Rebuild>>) {
+        match self.store.admit(r, true) {
+            Ok((v, meta)) => {
+                self.cell.complete_stored(&self.store, v, meta, lineage.clone());
+            }
+            Err((_, needed)) => {
+                self.cell.slot.complete(Err(Error::StoreFull { needed, capacity: self.store.capacity() }));
+            }
         }
     }
     fn err(&self, e: Error) {
-        for c in &self.0 {
+        self.cell.slot.complete(Err(e));
+    }
+}
+
+struct Multi {
+    cells: Vec<Arc<ObjectCell>>,
+    store: Arc<Store>,
+}
+
+impl<R: MultiReturn> Emit<R> for Multi {
+    fn ok(&self, r: R, _: &Option<Arc<dyn Rebuild>>) {
+        for (c, v) in self.cells.iter().zip(r.admit(&self.store)) {
+            match v {
+                Ok((v, meta)) => {
+                    c.complete_stored(&self.store, v, meta, None);
+                }
+                Err(e) => {
+                    c.slot.complete(Err(e));
+                }
+            }
+        }
+    }
+    fn err(&self, e: Error) {
+        for c in &self.cells {
             c.slot.complete(Err(e.clone()));
         }
     }
@@ -225,25 +290,31 @@ fn trampoline(f: Box<dyn FnOnce()>) {
     DEFERRED.with(|d| *d.borrow_mut() = None);
 }
 
-fn submit<A, R, F, E>(rt: &Runtime, opts: &TaskOptions, ctl: Arc<TaskCtl>, args: A, body: F, out: E)
-where
+fn submit<A, R, F, E>(
+    rt: &Runtime,
+    opts: &TaskOptions,
+    spec: Arc<Spec<A, F, R>>,
+    out: E,
+    lineage: Option<Arc<dyn Rebuild>>,
+) where
     A: TaskArgs,
     R: Send + 'static,
     F: TaskFn<A::Output, R>,
     E: Emit<R>,
 {
     let sched = rt.scheduler();
-    let req = match sched.with_pool(|p| p.request(&ctl.name_text(), opts.cpus, &opts.resources)) {
+    let ctl = spec.ctl.clone();
+    let req = match sched.with_pool(|p| p.request(&spec.ctl.name_text(), opts.cpus, &opts.resources)) {
         Ok(r) => r,
         Err(e) => return out.err(e),
     };
-    if opts.retries > 0 && !body.rerunnable() {
+    if opts.retries > 0 && !spec.body.rerunnable() {
         return out.err(Error::invalid("retries need a re-runnable task: use spawn/spawn_with (Fn), not spawn_once"));
     }
     // Inputs: collect the pending ones; fail at once on a failed one.
     let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
     let mut failed: Option<Error> = None;
-    args.for_each_dep(&mut |c| {
+    spec.args.for_each_dep(&mut |c| {
         if !c.slot.is_done() {
             pending.push(c.clone());
         } else if failed.is_none() {
@@ -253,18 +324,15 @@ where
         }
     });
     let retries = opts.retries;
-    let task_ctl = ctl;
-    let mut body = body;
     let run = move |go: Go| match go {
         Go::Shutdown => out.err(Error::RuntimeShutdown),
-        Go::InputFailed(cause) => {
-            out.err(Error::DependencyFailed { task: task_ctl.name_text(), cause: Box::new(cause) })
-        }
-        Go::Run => run_task(&task_ctl, &args, &mut body, retries, &out),
+        Go::InputFailed(cause) => out.err(Error::dependency(spec.ctl.name_text(), cause)),
+        Go::Run => run_task(&spec, retries, &out, &lineage),
     };
-    let job = Job { req, run: Box::new(run) };
+    let job = Job::new(req, Box::new(run));
+    let _ = ctl.job.set(Arc::downgrade(&job));
     if let Some(cause) = failed {
-        return (job.run)(Go::InputFailed(cause));
+        return job.finish(Go::InputFailed(cause));
     }
     if pending.is_empty() {
         return sched.submit(job);
@@ -284,26 +352,27 @@ where
     }
 }
 
-fn run_task<A, R, F, E>(ctl: &Arc<TaskCtl>, args: &A, body: &mut F, retries: u32, out: &E)
+fn run_task<A, R, F, E>(spec: &Spec<A, F, R>, retries: u32, out: &E, lineage: &Option<Arc<dyn Rebuild>>)
 where
     A: TaskArgs,
     F: TaskFn<A::Output, R>,
     E: Emit<R>,
 {
+    let ctl = &spec.ctl;
     let mut attempt = 0;
     loop {
         if ctl.cancelled.load(Ordering::Acquire) {
             return out.err(Error::Cancelled { task: ctl.name_text() });
         }
-        let input = match args.resolve() {
+        let input = match spec.args.resolve() {
             Ok(i) => i,
-            Err(cause) => return out.err(Error::DependencyFailed { task: ctl.name_text(), cause: Box::new(cause) }),
+            Err(cause) => return out.err(Error::dependency(ctl.name_text(), cause)),
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
-        let r = catch_unwind(AssertUnwindSafe(|| body.call(input)));
+        let r = catch_unwind(AssertUnwindSafe(|| spec.body.call(input)));
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         match r {
-            Ok(Ok(v)) => return out.ok(v),
+            Ok(Ok(v)) => return out.ok(v, lineage),
             Ok(Err(e)) => return out.err(e),
             Err(payload) => {
                 if attempt < retries && !ctl.cancelled.load(Ordering::Acquire) {
@@ -321,11 +390,11 @@ where
 /// A task waiting for its inputs.
 struct Waiting {
     countdown: Countdown,
-    job: Mutex<Option<Job>>,
+    job: Mutex<Option<Arc<Job>>>,
 }
 
 impl Waiting {
-    fn take(&self) -> Option<Job> {
+    fn take(&self) -> Option<Arc<Job>> {
         match self.job.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -349,16 +418,16 @@ impl Waiting {
                 _ => Error::invalid("input failed"),
             };
             if let Some(job) = self.take() {
-                trampoline(Box::new(move || (job.run)(Go::InputFailed(cause))));
+                trampoline(Box::new(move || job.finish(Go::InputFailed(cause))));
             }
         }
     }
 }
 
 /// A task body: calls the user's closure once per run.
-pub(crate) trait TaskFn<I, R>: Send + 'static {
+pub(crate) trait TaskFn<I, R>: Send + Sync + 'static {
     /// Runs the closure (panics propagate to the caller's `catch_unwind`).
-    fn call(&mut self, input: I) -> Result<R, Error>;
+    fn call(&self, input: I) -> Result<R, Error>;
     /// Whether the body can run more than once.
     fn rerunnable(&self) -> bool;
 }
@@ -366,7 +435,7 @@ pub(crate) trait TaskFn<I, R>: Send + 'static {
 /// A re-runnable body (`Fn`).
 pub(crate) struct ManyFn<F>(pub F);
 impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
-    fn call(&mut self, input: I) -> Result<R, Error> {
+    fn call(&self, input: I) -> Result<R, Error> {
         Ok((self.0)(input))
     }
     fn rerunnable(&self) -> bool {
@@ -374,11 +443,16 @@ impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
     }
 }
 
-/// A one-shot body (`FnOnce`).
-pub(crate) struct OnceFn<F>(pub Option<F>);
+/// A one-shot body (`FnOnce`); the mutex is only ever taken once, by the
+/// one run, so it is never contended.
+pub(crate) struct OnceFn<F>(pub Mutex<Option<F>>);
 impl<I, R, F: FnOnce(I) -> R + Send + 'static> TaskFn<I, R> for OnceFn<F> {
-    fn call(&mut self, input: I) -> Result<R, Error> {
-        match self.0.take() {
+    fn call(&self, input: I) -> Result<R, Error> {
+        let f = match self.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        match f {
             Some(f) => Ok(f(input)),
             None => Err(Error::invalid("a one-shot task cannot run twice")),
         }

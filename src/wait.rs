@@ -41,7 +41,21 @@ fn wait_cells(
             Err(_) => parker.unpark(),
         }
     }
-    let done = block_until(&parker, deadline, stop);
+    let mut next = 0;
+    let mut target = || {
+        // Round-robin over the pending objects' queued jobs.
+        for _ in 0..cells.len() {
+            let c = cells[next % cells.len()];
+            next += 1;
+            if !c.slot.is_done() {
+                if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                    return Some(job);
+                }
+            }
+        }
+        None
+    };
+    let done = block_until(&parker, deadline, &mut target, stop);
     for (i, t) in tokens {
         if !cells[i].slot.is_done() {
             cells[i].slot.deregister(t);
@@ -95,11 +109,7 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
     let mut unique: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| &r.cell).collect();
     unique.sort_unstable_by_key(|c| c.id);
     unique.dedup_by_key(|c| c.id);
-    let first_error = |cells: &[&Arc<ObjectCell>]| {
-        refs.iter()
-            .find_map(|r| if r.cell.slot.is_done() { r.cell.slot.read()?.err() } else { None })
-            .or_else(|| cells.iter().find_map(|c| c.slot.read()?.err()))
-    };
+    let first_error = || refs.iter().find(|r| r.cell.slot.is_failed()).and_then(|r| r.cell.slot.read()?.err());
     let all_done = |cells: &[&Arc<ObjectCell>]| cells.iter().all(|c| c.slot.is_done());
     if !all_done(&unique) {
         let target = unique.len();
@@ -110,11 +120,11 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
             return Err(Error::Timeout(deadline.map_or(Duration::MAX, |d| d.1)));
         }
     }
-    if let Some(e) = first_error(&unique) {
+    if let Some(e) = first_error() {
         return Err(e);
     }
     refs.iter()
-        .map(|r| match r.cell.slot.read() {
+        .map(|r| match r.cell.read_value() {
             Some(o) => o.and_then(Value::downcast::<T>),
             None => Err(Error::invalid("object not done")),
         })

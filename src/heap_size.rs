@@ -1,0 +1,291 @@
+//! Object sizes: how many bytes an object really occupies, and which types
+//! can be spilled to disk.
+//!
+//! The store charges each object `size_of::<T>()` plus its heap use. Heap
+//! use comes from [`HeapSize`], implemented for the standard types
+//! (`Vec`, `String`, `Box`, `HashMap`, `BTreeMap`, tuples, ...), and for your
+//! own types by one small `impl`. Because Rust has no specialisation, the
+//! store learns a type's `HeapSize` (and whether it can be spilled) from a
+//! process-wide registry keyed by `TypeId`:
+//!
+//! - common std types (`Vec<u8>`, `String`, `Vec<String>`, vectors of
+//!   numbers, `HashMap<String, _>` of numbers and strings, ...) are
+//!   registered already, as spillable;
+//! - [`register`] adds a type with its `HeapSize`;
+//! - [`register_spillable`] adds one that can also be spilled (it needs
+//!   `Serialize + DeserializeOwned`).
+//!
+//! A type that is not registered counts as `size_of::<T>()` (its heap part
+//! is invisible to the store) and is never spilled: when memory is short it
+//! is dropped and rebuilt from lineage if its task can be re-run, and
+//! otherwise stays in memory. Register every large type you store.
+
+use crate::slot::Value;
+use serde::{de::DeserializeOwned, Serialize};
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+/// Bytes a value owns on the heap (not counting `size_of::<Self>()`).
+///
+/// Implement it for your large types; the default counts no heap at all:
+/// ```
+/// struct Image { pixels: Vec<u8>, name: String }
+/// impl manta::HeapSize for Image {
+///     fn heap_size(&self) -> usize {
+///         self.pixels.heap_size() + self.name.heap_size()
+///     }
+/// }
+/// manta::register::<Image>();
+/// ```
+pub trait HeapSize {
+    /// Heap bytes owned by `self`.
+    fn heap_size(&self) -> usize {
+        0
+    }
+}
+
+macro_rules! no_heap {
+    ($($t:ty),*) => {$(impl HeapSize for $t {})*};
+}
+no_heap!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, (), &'static str);
+
+impl HeapSize for String {
+    fn heap_size(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl<T: HeapSize> HeapSize for Vec<T> {
+    fn heap_size(&self) -> usize {
+        self.capacity() * std::mem::size_of::<T>() + self.iter().map(HeapSize::heap_size).sum::<usize>()
+    }
+}
+
+impl<T: HeapSize> HeapSize for VecDeque<T> {
+    fn heap_size(&self) -> usize {
+        self.capacity() * std::mem::size_of::<T>() + self.iter().map(HeapSize::heap_size).sum::<usize>()
+    }
+}
+
+impl<T: HeapSize> HeapSize for Box<T> {
+    fn heap_size(&self) -> usize {
+        std::mem::size_of::<T>() + (**self).heap_size()
+    }
+}
+
+impl<T: HeapSize> HeapSize for Box<[T]> {
+    fn heap_size(&self) -> usize {
+        std::mem::size_of_val(&**self) + self.iter().map(HeapSize::heap_size).sum::<usize>()
+    }
+}
+
+impl<T: HeapSize> HeapSize for Option<T> {
+    fn heap_size(&self) -> usize {
+        self.as_ref().map_or(0, HeapSize::heap_size)
+    }
+}
+
+/// Per-entry overhead of hashbrown tables: one control byte per bucket.
+impl<K: HeapSize, V: HeapSize, S> HeapSize for HashMap<K, V, S> {
+    fn heap_size(&self) -> usize {
+        let buckets = self.capacity().checked_next_power_of_two().map_or(0, |b| b * 8 / 7 + 1);
+        buckets * (std::mem::size_of::<(K, V)>() + 1)
+            + self.iter().map(|(k, v)| k.heap_size() + v.heap_size()).sum::<usize>()
+    }
+}
+
+impl<K: HeapSize, S> HeapSize for HashSet<K, S> {
+    fn heap_size(&self) -> usize {
+        let buckets = self.capacity().checked_next_power_of_two().map_or(0, |b| b * 8 / 7 + 1);
+        buckets * (std::mem::size_of::<K>() + 1) + self.iter().map(HeapSize::heap_size).sum::<usize>()
+    }
+}
+
+/// B-tree nodes hold up to 11 entries plus child pointers; count ~1.5x the
+/// entries (nodes are at least half full) and 8 bytes of links per entry.
+impl<K: HeapSize, V: HeapSize> HeapSize for BTreeMap<K, V> {
+    fn heap_size(&self) -> usize {
+        self.len() * (std::mem::size_of::<(K, V)>() * 3 / 2 + 8)
+            + self.iter().map(|(k, v)| k.heap_size() + v.heap_size()).sum::<usize>()
+    }
+}
+
+macro_rules! tuple_heap {
+    ($($n:ident $i:tt),*) => {
+        impl<$($n: HeapSize),*> HeapSize for ($($n,)*) {
+            fn heap_size(&self) -> usize {
+                0 $(+ self.$i.heap_size())*
+            }
+        }
+    };
+}
+tuple_heap!(A 0);
+tuple_heap!(A 0, B 1);
+tuple_heap!(A 0, B 1, C 2);
+tuple_heap!(A 0, B 1, C 2, D 3);
+
+/// Encodes a value of one type into a spill file's payload.
+pub(crate) type Encode = fn(&(dyn Any + Send + Sync), &mut dyn Write) -> Result<(), String>;
+/// Decodes a payload back into a value.
+pub(crate) type Decode = fn(&mut dyn Read) -> Result<Value, String>;
+
+/// What the store knows about one type.
+#[derive(Clone, Copy)]
+pub(crate) struct TypeInfo {
+    pub heap_size: fn(&(dyn Any + Send + Sync)) -> usize,
+    pub codec: Option<(Encode, Decode)>,
+}
+
+fn heap_of<T: HeapSize + Any>(v: &(dyn Any + Send + Sync)) -> usize {
+    v.downcast_ref::<T>().map_or(0, HeapSize::heap_size)
+}
+
+fn encode_cbor<T: Serialize + Any>(v: &(dyn Any + Send + Sync), w: &mut dyn Write) -> Result<(), String> {
+    let v = v.downcast_ref::<T>().ok_or("value of the wrong type")?;
+    ciborium::into_writer(v, w).map_err(|e| e.to_string())
+}
+
+fn decode_cbor<T: DeserializeOwned + Any + Send + Sync>(r: &mut dyn Read) -> Result<Value, String> {
+    let v: T = ciborium::from_reader(r).map_err(|e| e.to_string())?;
+    Ok(Value::new(v))
+}
+
+/// `Vec<u8>` is written as one CBOR byte string (not an array of numbers),
+/// so spilling it is a single large write.
+fn encode_bytes(v: &(dyn Any + Send + Sync), w: &mut dyn Write) -> Result<(), String> {
+    let v = v.downcast_ref::<Vec<u8>>().ok_or("value of the wrong type")?;
+    ciborium::into_writer(serde_bytes::Bytes::new(v), w).map_err(|e| e.to_string())
+}
+
+fn decode_bytes(r: &mut dyn Read) -> Result<Value, String> {
+    let v: serde_bytes::ByteBuf = ciborium::from_reader(r).map_err(|e| e.to_string())?;
+    Ok(Value::new(v.into_vec()))
+}
+
+type Registry = RwLock<HashMap<TypeId, TypeInfo>>;
+
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let mut m = HashMap::new();
+        m.insert(
+            TypeId::of::<Vec<u8>>(),
+            TypeInfo { heap_size: heap_of::<Vec<u8>>, codec: Some((encode_bytes, decode_bytes)) },
+        );
+        macro_rules! std_types {
+            ($($t:ty),*) => {$(
+                m.insert(TypeId::of::<$t>(), info::<$t>());
+            )*};
+        }
+        std_types!(
+            String,
+            Vec<String>,
+            Vec<i8>, Vec<i16>, Vec<i32>, Vec<i64>, Vec<u16>, Vec<u32>, Vec<u64>, Vec<usize>, Vec<isize>,
+            Vec<f32>, Vec<f64>, Vec<bool>, Vec<char>, Vec<Vec<u8>>, Vec<Vec<f64>>, Vec<Vec<i64>>,
+            Vec<(String, u64)>, Vec<(String, i64)>, Vec<(String, usize)>,
+            HashMap<String, String>, HashMap<String, u64>, HashMap<String, i64>, HashMap<String, usize>,
+            HashMap<String, f64>, HashMap<String, Vec<u8>>, HashMap<u64, u64>, HashMap<i64, i64>,
+            BTreeMap<String, String>, BTreeMap<String, u64>, BTreeMap<String, i64>, BTreeMap<String, usize>,
+            BTreeMap<String, f64>
+        );
+        RwLock::new(m)
+    })
+}
+
+fn info<T: HeapSize + Serialize + DeserializeOwned + Any + Send + Sync>() -> TypeInfo {
+    TypeInfo { heap_size: heap_of::<T>, codec: Some((encode_cbor::<T>, decode_cbor::<T>)) }
+}
+
+/// Bumped by every registration; thread-local caches older than it are
+/// dropped, so a type registered on one thread is seen by all.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+type Cache = (u64, HashMap<TypeId, Option<TypeInfo>>);
+
+thread_local! {
+    static CACHE: std::cell::RefCell<Cache> = std::cell::RefCell::new((0, HashMap::new()));
+}
+
+/// Registers `T`'s heap size with the store (not spillable).
+pub fn register<T: HeapSize + Any + Send + Sync>() {
+    insert(TypeId::of::<T>(), TypeInfo { heap_size: heap_of::<T>, codec: None });
+}
+
+/// Registers `T`'s heap size and makes it spillable (CBOR on disk).
+pub fn register_spillable<T: HeapSize + Serialize + DeserializeOwned + Any + Send + Sync>() {
+    insert(TypeId::of::<T>(), info::<T>());
+}
+
+fn insert(id: TypeId, info: TypeInfo) {
+    match registry().write() {
+        Ok(mut m) => m.insert(id, info),
+        Err(p) => p.into_inner().insert(id, info),
+    };
+    GENERATION.fetch_add(1, Ordering::Release);
+}
+
+/// What the registry knows about `T` (thread-locally cached).
+pub(crate) fn lookup(id: TypeId) -> Option<TypeInfo> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let hit = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            *c = (generation, HashMap::new());
+        }
+        c.1.get(&id).copied()
+    });
+    if let Some(hit) = hit {
+        return hit;
+    }
+    let found = match registry().read() {
+        Ok(m) => m.get(&id).copied(),
+        Err(p) => p.into_inner().get(&id).copied(),
+    };
+    CACHE.with(|c| c.borrow_mut().1.insert(id, found));
+    found
+}
+
+/// The bytes a stored value is charged: its inline size plus its heap use.
+pub(crate) fn charged_size<T: Any + Send + Sync>(v: &T) -> (usize, Option<TypeInfo>) {
+    let info = lookup(TypeId::of::<T>());
+    let heap = info.map_or(0, |i| (i.heap_size)(v));
+    (std::mem::size_of::<T>() + heap, info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec_u8_counts_its_bytes() {
+        let v = vec![0u8; 1 << 20];
+        let (n, info) = charged_size(&v);
+        assert!(info.is_some_and(|i| i.codec.is_some()));
+        assert!((1 << 20..(1 << 20) + 64).contains(&n));
+    }
+
+    #[test]
+    fn unregistered_type_counts_inline_size() {
+        struct Opaque(#[allow(dead_code)] Vec<u8>);
+        let (n, info) = charged_size(&Opaque(vec![0; 1000]));
+        assert!(info.is_none());
+        assert_eq!(n, std::mem::size_of::<Opaque>());
+    }
+
+    #[test]
+    fn registered_type_counts_heap() {
+        struct Big(Vec<u64>);
+        impl HeapSize for Big {
+            fn heap_size(&self) -> usize {
+                self.0.heap_size()
+            }
+        }
+        register::<Big>();
+        let (n, info) = charged_size(&Big(vec![0; 1000]));
+        assert!(info.is_some_and(|i| i.codec.is_none()));
+        assert_eq!(n, 8000 + std::mem::size_of::<Big>());
+    }
+}

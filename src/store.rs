@@ -1,0 +1,401 @@
+//! The object store's memory: a byte cap, LRU eviction, spilling, restoring.
+//!
+//! # What is counted
+//! Every object of at least `small_object_bytes` (default 256) is charged
+//! its real size (see `heap_size`) against the cap when it is stored.
+//! Smaller objects are not charged and never moved out, like Ray's inline
+//! objects: bookkeeping them would cost more than they hold.
+//!
+//! # Reserving memory
+//! [`Store::reserve`] adds an object's bytes only if the total stays within
+//! the cap. Otherwise it moves least-recently-used objects out until it fits:
+//! spilled to disk (CBOR) when the type is spillable and a spill directory is
+//! set, else dropped when the object can be rebuilt from lineage. Objects
+//! that are neither are *pinned*: charged, never moved. An object being read
+//! (a live `Arc` from `get`) is skipped (see `Slot::evict_with`). When
+//! nothing can be moved, `reserve` waits (bounded) for drops to free memory.
+//! Victims are chosen under the store lock but moved out (file I/O) after
+//! it is released, so spilling never blocks other objects' puts and gets.
+//!
+//! Recency is kept with the `lru` crate plus a per-object `accessed` bit set
+//! by `get` without any lock (a CLOCK-style second chance): a victim whose
+//! bit is set gets the bit cleared and goes back to the young end instead of
+//! out. Reads therefore never touch the store lock.
+//!
+//! # Accounting invariant
+//! `bytes` = sum of the charged sizes of objects whose slot is `Ready`.
+//! Charged bytes leave the count exactly once: when the value is moved out
+//! (`evict_with` returns them) or when the object is freed in `Ready` state
+//! (`Slot::take_final` returns them); both read the state under the slot's
+//! lock (or with `&mut`), so they cannot both see `Ready`.
+
+use crate::error::Error;
+use crate::heap_size::{charged_size, Decode};
+use crate::id::ObjectId;
+use crate::object::ObjectCell;
+use crate::slot::{Meta, Moved, Value};
+use crate::spill::SpillDir;
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// Store settings (see `RuntimeBuilder`).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreConfig {
+    pub capacity: usize,
+    pub spill_dir: Option<PathBuf>,
+    pub put_timeout: Duration,
+    pub small_object: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            capacity: default_capacity(),
+            spill_dir: None,
+            put_timeout: Duration::from_secs(1),
+            small_object: 256,
+        }
+    }
+}
+
+/// 30% of the machine's memory (as Ray's default), or 1 GiB if unknown.
+pub(crate) fn default_capacity() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        kb.checked_mul(1024)
+    });
+    total.map_or(1 << 30, |t| t / 10 * 3)
+}
+
+/// A spilled object's file; removed from disk when the last handle goes.
+#[derive(Debug)]
+pub(crate) struct SpillFile {
+    pub path: PathBuf,
+    pub type_name: &'static str,
+    pub decode: Decode,
+    pub meta: Meta,
+    stats: Arc<Counters>,
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        self.stats.spilled_bytes.fetch_sub(self.meta.charged, Ordering::Relaxed);
+        self.stats.spilled_objects.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %self.path.display(), error = %e, "could not remove spill file");
+            }
+        }
+    }
+}
+
+/// The handle a moved-out slot keeps.
+pub(crate) type SpillHandle = Arc<SpillFile>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    evictions: AtomicU64,
+    spills: AtomicU64,
+    spill_failures: AtomicU64,
+    restores: AtomicU64,
+    pub reconstructions: AtomicU64,
+    spilled_bytes: AtomicUsize,
+    spilled_objects: AtomicUsize,
+}
+
+/// A snapshot of the store's counters ([`Runtime::store_stats`](crate::Runtime::store_stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// The cap on bytes in memory.
+    pub capacity: usize,
+    /// Bytes of charged objects in memory.
+    pub bytes_in_memory: usize,
+    /// Charged objects in memory.
+    pub objects_in_memory: usize,
+    /// Bytes of objects in spill files.
+    pub bytes_spilled: usize,
+    /// Objects in spill files.
+    pub objects_spilled: usize,
+    /// Objects dropped from memory to be rebuilt from lineage.
+    pub evictions: u64,
+    /// Objects written to spill files.
+    pub spills: u64,
+    /// Spill attempts that failed (the object stayed in memory or was
+    /// dropped for lineage instead).
+    pub spill_failures: u64,
+    /// Objects read back from spill files.
+    pub restores: u64,
+    /// Objects rebuilt by re-running their task.
+    pub reconstructions: u64,
+}
+
+struct Inner {
+    bytes: usize,
+    objects: usize,
+    lru: lru::LruCache<ObjectId, (Weak<ObjectCell>, usize)>,
+}
+
+/// One runtime's object store. (Public only so `MultiReturn` can name it;
+/// not part of the API.)
+#[doc(hidden)]
+pub struct Store {
+    cap: usize,
+    small: usize,
+    put_timeout: Duration,
+    spill: Option<SpillDir>,
+    inner: Mutex<Inner>,
+    freed: Condvar,
+    stats: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("cap", &self.cap).field("spill", &self.spill).finish()
+    }
+}
+
+/// How long a reservation waits between retries when every candidate is
+/// being read (readers release values without telling the store).
+const RETRY: Duration = Duration::from_millis(2);
+
+impl Store {
+    pub(crate) fn new(cfg: &StoreConfig) -> std::io::Result<Store> {
+        let spill = cfg.spill_dir.as_deref().map(SpillDir::create).transpose()?;
+        Ok(Store {
+            cap: cfg.capacity,
+            small: cfg.small_object,
+            put_timeout: cfg.put_timeout,
+            spill,
+            inner: Mutex::new(Inner { bytes: 0, objects: 0, lru: lru::LruCache::unbounded() }),
+            freed: Condvar::new(),
+            stats: Arc::new(Counters::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    pub(crate) fn spill_dir(&self) -> Option<&std::path::Path> {
+        self.spill.as_ref().map(SpillDir::path)
+    }
+
+    /// Sizes a value and reserves its bytes (waiting up to the put timeout
+    /// if `wait`). Gives the value back if it cannot be stored.
+    pub(crate) fn admit<T: Any + Send + Sync>(&self, value: T, wait: bool) -> Result<(Value, Meta), (T, usize)> {
+        let (size, info) = charged_size(&value);
+        let codec = info.and_then(|i| i.codec);
+        if size < self.small {
+            return Ok((Value::new(value), Meta { charged: 0, codec }));
+        }
+        if !self.reserve(size, wait) {
+            return Err((value, size));
+        }
+        Ok((Value::new(value), Meta { charged: size, codec }))
+    }
+
+    /// Adds `size` bytes to memory if they fit under the cap, moving LRU
+    /// objects out as needed. See the module docs.
+    pub(crate) fn reserve(&self, size: usize, wait: bool) -> bool {
+        if size > self.cap {
+            return false;
+        }
+        let deadline = Instant::now() + if wait { self.put_timeout } else { Duration::ZERO };
+        loop {
+            let victims = {
+                let mut g = self.lock();
+                if g.bytes + size <= self.cap {
+                    g.bytes += size;
+                    g.objects += 1;
+                    return true;
+                }
+                let need = g.bytes + size - self.cap;
+                let mut found = 0;
+                let mut victims = Vec::new();
+                while found < need {
+                    let Some((id, (cell, bytes))) = g.lru.pop_lru() else { break };
+                    found += bytes;
+                    victims.push((id, cell, bytes));
+                }
+                victims
+            };
+            let mut moved = false;
+            for (id, weak, bytes) in victims {
+                // A cell that cannot be upgraded is being freed: its drop
+                // returns its bytes and signals `freed`.
+                let Some(cell) = weak.upgrade() else { continue };
+                if cell.accessed.swap(false, Ordering::Relaxed) {
+                    self.lock().lru.push(id, (weak, bytes));
+                    continue;
+                }
+                match self.move_out(&cell) {
+                    Some(n) => {
+                        self.release(n);
+                        moved = true;
+                    }
+                    // Being read, or its spill failed: still a candidate.
+                    // (If it is out or coming back, `bring_back` re-tracks it.)
+                    None if cell.slot.in_memory() => {
+                        self.lock().lru.push(id, (weak, bytes));
+                    }
+                    None => {}
+                }
+            }
+            if moved {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let g = self.lock();
+            if g.bytes + size <= self.cap {
+                continue;
+            }
+            let _ = self.freed.wait_timeout(g, (deadline - now).min(RETRY));
+        }
+    }
+
+    /// Returns one object's bytes (it left memory or was freed).
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut g = self.lock();
+        g.bytes -= bytes.min(g.bytes);
+        g.objects = g.objects.saturating_sub(1);
+        drop(g);
+        self.freed.notify_all();
+    }
+
+    /// Makes a stored object a candidate for moving out.
+    pub(crate) fn track(&self, cell: &Arc<ObjectCell>, bytes: usize) {
+        self.lock().lru.push(cell.id, (Arc::downgrade(cell), bytes));
+    }
+
+    /// Forgets a freed object.
+    pub(crate) fn untrack(&self, id: ObjectId) {
+        self.lock().lru.pop(&id);
+    }
+
+    /// Moves one object out of memory; returns the bytes freed.
+    fn move_out(&self, cell: &ObjectCell) -> Option<usize> {
+        let spill = self.spill.as_ref();
+        let has_lineage = cell.lineage.get().is_some();
+        let freed = cell.slot.evict_with(|v, meta| {
+            if let (Some(dir), Some((encode, decode))) = (spill, meta.codec) {
+                match dir.write(cell.id, v.type_name, encode, v) {
+                    Ok(path) => {
+                        self.stats.spills.fetch_add(1, Ordering::Relaxed);
+                        self.stats.spilled_bytes.fetch_add(meta.charged, Ordering::Relaxed);
+                        self.stats.spilled_objects.fetch_add(1, Ordering::Relaxed);
+                        let file = SpillFile { path, type_name: v.type_name, decode, meta, stats: self.stats.clone() };
+                        return Some(Moved::Spilled(Arc::new(file)));
+                    }
+                    Err(e) => {
+                        self.stats.spill_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(object = %cell.id, error = %e, "spill failed");
+                    }
+                }
+            }
+            if has_lineage {
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                return Some(Moved::Evicted);
+            }
+            None
+        });
+        freed
+    }
+
+    /// Brings a moved-out value back for a reader: from its spill file, or
+    /// by re-running its task. The value goes back into memory if it fits
+    /// (without waiting); otherwise this reader gets it and the object stays
+    /// out.
+    pub(crate) fn bring_back(&self, cell: &Arc<ObjectCell>, moved: Moved<SpillHandle>) -> Result<Value, Error> {
+        let restored = match &moved {
+            Moved::Spilled(file) => match crate::spill::read_file(&file.path, file.type_name, file.decode) {
+                Ok(v) => {
+                    self.stats.restores.fetch_add(1, Ordering::Relaxed);
+                    Ok((v, file.meta))
+                }
+                Err(e) => {
+                    tracing::warn!(object = %cell.id, error = %e, "spill file unreadable; trying lineage");
+                    self.rebuild(cell, Some(e.to_string()))
+                }
+            },
+            Moved::Evicted => self.rebuild(cell, None),
+        };
+        let (value, meta) = match restored {
+            Ok(x) => x,
+            Err(e) => {
+                cell.slot.finish_rebuild(Err(Err(e.clone())));
+                return Err(e);
+            }
+        };
+        if meta.charged == 0 || self.reserve(meta.charged, false) {
+            cell.slot.finish_rebuild(Ok((value.clone(), meta)));
+            if meta.charged > 0 {
+                self.track(cell, meta.charged);
+            }
+        } else {
+            // No room: this reader gets the value; the object stays out.
+            match moved {
+                Moved::Spilled(f) if f.path.exists() => cell.slot.finish_rebuild(Err(Ok(Moved::Spilled(f)))),
+                _ => cell.slot.finish_rebuild(Err(Ok(Moved::Evicted))),
+            }
+        }
+        Ok(value)
+    }
+
+    fn rebuild(&self, cell: &ObjectCell, spill_error: Option<String>) -> Result<(Value, Meta), Error> {
+        let Some(lineage) = cell.lineage.get() else {
+            let reason = match spill_error {
+                Some(e) => format!("its spill file is unreadable ({e}) and it was not made by a re-runnable task"),
+                None => "it was moved out of memory and cannot be rebuilt".into(),
+            };
+            return Err(Error::ObjectLost { id: cell.id, reason: reason.into() });
+        };
+        let out = lineage.rebuild(self)?;
+        self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Sizes a rebuilt value without reserving it.
+    pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
+        let (size, info) = charged_size(&value);
+        let charged = if size < self.small { 0 } else { size };
+        (Value::new(value), Meta { charged, codec: info.and_then(|i| i.codec) })
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        let g = self.lock();
+        let s = &self.stats;
+        StoreStats {
+            capacity: self.cap,
+            bytes_in_memory: g.bytes,
+            objects_in_memory: g.objects,
+            bytes_spilled: s.spilled_bytes.load(Ordering::Relaxed),
+            objects_spilled: s.spilled_objects.load(Ordering::Relaxed),
+            evictions: s.evictions.load(Ordering::Relaxed),
+            spills: s.spills.load(Ordering::Relaxed),
+            spill_failures: s.spill_failures.load(Ordering::Relaxed),
+            restores: s.restores.load(Ordering::Relaxed),
+            reconstructions: s.reconstructions.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn has_spill_dir(&self) -> bool {
+        self.spill.is_some()
+    }
+}
+
+/// Re-runs the task that made an object (its lineage).
+pub(crate) trait Rebuild: Send + Sync {
+    /// Runs the task again and sizes its result (without reserving it).
+    fn rebuild(&self, store: &Store) -> Result<(Value, Meta), Error>;
+}
