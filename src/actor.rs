@@ -166,7 +166,7 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
     pub fn spawn(self) -> ActorHandle<S> {
         let name: Text = self.name.unwrap_or_else(|| std::any::type_name::<S>().into());
         let sched = self.rt.scheduler().clone();
-        let (life, req) = match sched.with_pool(|p| p.request(&name, self.cpus, &self.resources)) {
+        let (life, req) = match sched.totals().request(&name, self.cpus, &self.resources) {
             Ok(req) => (self.initial.map_or(Life::Unborn, Life::Live), req),
             Err(e) => (Life::Dead(e.to_string().into()), Request::default()),
         };
@@ -307,7 +307,7 @@ impl<S: Send + 'static> ActorInner<S> {
         let me = self.clone();
         let run = move |go: Go| match go {
             Go::Run => me.drain(),
-            Go::Shutdown | Go::InputFailed(_) => me.fail_all(Error::RuntimeShutdown),
+            Go::Shutdown | Go::InputFailed(_) | Go::Cancelled => me.fail_all(Error::RuntimeShutdown),
         };
         self.sched.submit(Job::new(self.req.clone(), Box::new(run)));
     }

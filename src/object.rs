@@ -216,7 +216,15 @@ impl ObjectCell {
     pub(crate) fn cancel(&self) -> bool {
         let Some(ctl) = &self.producer else { return false };
         ctl.cancelled.store(true, Ordering::Release);
-        self.slot.complete(Err(Error::Cancelled { task: ctl.name_text() }))
+        let won = self.slot.complete(Err(Error::Cancelled { task: ctl.name_text() }));
+        if won {
+            // Not started yet: drop its closure (and the refs it holds) now;
+            // its queue entry stays behind, empty, and is skipped.
+            if let Some(job) = ctl.queued_job() {
+                job.finish(crate::scheduler::Go::Cancelled);
+            }
+        }
+        won
     }
 }
 

@@ -37,37 +37,43 @@ impl Request {
     }
 }
 
-/// The runtime's resources: names, totals and what is free now.
+/// The runtime's resources: names and totals (fixed at build time).
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub(crate) struct Totals {
     names: Vec<Text>,
     total_cpu: u64,
     total: Vec<u64>,
+}
+
+/// What is free now (changes under the scheduler's lock).
+#[derive(Debug)]
+pub(crate) struct Pool {
+    totals: std::sync::Arc<Totals>,
     cpu: i64,
     free: Vec<i64>,
 }
 
-impl Pool {
-    pub fn new(cpus: f64, custom: &[(Text, f64)]) -> Pool {
-        let total: Vec<u64> = custom.iter().map(|(_, a)| to_units(*a)).collect();
-        Pool {
+impl Totals {
+    pub fn new(cpus: f64, custom: &[(Text, f64)]) -> std::sync::Arc<Totals> {
+        std::sync::Arc::new(Totals {
             names: custom.iter().map(|(n, _)| n.clone()).collect(),
             total_cpu: to_units(cpus),
-            cpu: to_units(cpus) as i64,
-            free: total.iter().map(|&t| t as i64).collect(),
-            total,
-        }
+            total: custom.iter().map(|(_, a)| to_units(*a)).collect(),
+        })
     }
 
     /// Turns named amounts into a request, or the `Infeasible` error of a
     /// request this runtime can never satisfy.
-    pub fn request(&self, task: &Text, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
+    pub fn request(&self, task: &str, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
         let infeasible = |resource: &str, requested: f64, total: f64| Error::Infeasible {
-            task: task.clone(),
+            task: task.into(),
             resource: resource.into(),
             requested,
             total,
         };
+        if cpus == 1.0 && custom.is_empty() && self.total_cpu >= UNIT as u64 {
+            return Ok(Request::cpus(UNIT as u64)); // the common case, no float work
+        }
         if !(cpus >= 0.0 && cpus.is_finite()) {
             return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
         }
@@ -93,6 +99,13 @@ impl Pool {
             }
         }
         Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(out.into()) } })
+    }
+}
+
+impl Pool {
+    pub fn new(totals: std::sync::Arc<Totals>) -> Pool {
+        let free = totals.total.iter().map(|&t| t as i64).collect();
+        Pool { cpu: totals.total_cpu as i64, free, totals }
     }
 
     pub fn fits(&self, r: &Request) -> bool {
@@ -120,9 +133,10 @@ impl Pool {
 
     /// `(name, total, free)` for every resource, CPU first.
     pub fn snapshot(&self) -> Vec<(Text, f64, f64)> {
-        let mut v = vec![("CPU".into(), from_units(self.total_cpu), self.cpu as f64 / UNIT)];
-        for (i, n) in self.names.iter().enumerate() {
-            v.push((n.clone(), from_units(self.total[i]), self.free[i] as f64 / UNIT));
+        let t = &self.totals;
+        let mut v = vec![("CPU".into(), from_units(t.total_cpu), self.cpu as f64 / UNIT)];
+        for (i, n) in t.names.iter().enumerate() {
+            v.push((n.clone(), from_units(t.total[i]), self.free[i] as f64 / UNIT));
         }
         v
     }
@@ -134,9 +148,9 @@ mod tests {
 
     #[test]
     fn fractional_requests_add_up_exactly() {
-        let mut p = Pool::new(1.0, &[("GPU".into(), 1.0)]);
-        let t: Text = "t".into();
-        let r = p.request(&t, 0.1, &[("GPU".into(), 0.25)]).unwrap();
+        let totals = Totals::new(1.0, &[("GPU".into(), 1.0)]);
+        let mut p = Pool::new(totals.clone());
+        let r = totals.request("t", 0.1, &[("GPU".into(), 0.25)]).unwrap();
         for _ in 0..4 {
             assert!(p.fits(&r));
             p.acquire(&r);
@@ -150,13 +164,13 @@ mod tests {
 
     #[test]
     fn infeasible_names_the_resource() {
-        let p = Pool::new(2.0, &[]);
-        let t: Text = "t".into();
-        match p.request(&t, 1.0, &[("GPU".into(), 1.0)]) {
+        let p = Totals::new(2.0, &[]);
+        match p.request("t", 1.0, &[("GPU".into(), 1.0)]) {
             Err(Error::Infeasible { resource, .. }) => assert_eq!(&*resource, "GPU"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(p.request(&t, 3.0, &[]), Err(Error::Infeasible { .. })));
-        assert!(matches!(p.request(&t, f64::NAN, &[]), Err(Error::Infeasible { .. })));
+        assert!(matches!(p.request("t", 3.0, &[]), Err(Error::Infeasible { .. })));
+        assert!(matches!(p.request("t", f64::NAN, &[]), Err(Error::Infeasible { .. })));
+        assert!(Totals::new(0.5, &[]).request("t", 1.0, &[]).is_err());
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::error::{BuildError, Error, StoreFull, Text};
 use crate::object::{ObjectCell, ObjectRef};
-use crate::resources::Pool;
+use crate::resources::Totals;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreConfig, StoreStats};
 use crate::task::TaskBuilder;
@@ -165,7 +165,7 @@ impl RuntimeBuilder {
                 return Err(BuildError::Config("use num_cpus to set CPUs, not resource(\"CPU\")".into()));
             }
         }
-        let sched = Scheduler::new(Pool::new(cpus as f64, &self.resources), cpus);
+        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), cpus);
         let store = Arc::new(Store::new(&self.store)?);
         let shared = Arc::new(Shared { sched: sched.clone(), store });
         let handles = Arc::new(Mutex::new(Vec::with_capacity(cpus)));

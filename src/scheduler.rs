@@ -30,7 +30,7 @@
 //! parker (leaf).
 
 use crate::notify::Parker;
-use crate::resources::{Pool, Request};
+use crate::resources::{Pool, Request, Totals};
 use crate::sync::{lock, Arc as ShimArc, Mutex};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -46,6 +46,8 @@ pub(crate) enum Go {
     Shutdown,
     /// An input failed: complete your outputs with this cause.
     InputFailed(crate::error::Error),
+    /// The task was cancelled before it ran.
+    Cancelled,
 }
 
 /// What a job runs.
@@ -145,6 +147,7 @@ impl State {
 
 /// The admission queue and runner bookkeeping of one runtime.
 pub(crate) struct Scheduler {
+    totals: Arc<Totals>,
     state: Mutex<State>,
     threads: usize,
     pool: OnceLock<Weak<rayon::ThreadPool>>,
@@ -160,10 +163,11 @@ thread_local! {
 }
 
 impl Scheduler {
-    pub fn new(pool: Pool, threads: usize) -> Arc<Scheduler> {
+    pub fn new(totals: Arc<Totals>, threads: usize) -> Arc<Scheduler> {
         Arc::new(Scheduler {
+            totals: totals.clone(),
             state: Mutex::new(State {
-                pool,
+                pool: Pool::new(totals),
                 classes: Vec::new(),
                 seq: 0,
                 queued: 0,
@@ -205,9 +209,9 @@ impl Scheduler {
         WORKER_OF.with(|w| w.borrow().upgrade())
     }
 
-    /// Validates a request against the runtime's totals.
-    pub fn with_pool<R>(&self, f: impl FnOnce(&Pool) -> R) -> R {
-        f(&lock(&self.state).pool)
+    /// The runtime's resource totals (validates requests without a lock).
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     /// Queues a runnable job and makes sure someone will run it.

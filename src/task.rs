@@ -304,7 +304,7 @@ fn submit<A, R, F, E>(
 {
     let sched = rt.scheduler();
     let ctl = spec.ctl.clone();
-    let req = match sched.with_pool(|p| p.request(&spec.ctl.name_text(), opts.cpus, &opts.resources)) {
+    let req = match sched.totals().request(&spec.ctl.name, opts.cpus, &opts.resources) {
         Ok(r) => r,
         Err(e) => return out.err(e),
     };
@@ -327,6 +327,7 @@ fn submit<A, R, F, E>(
     let run = move |go: Go| match go {
         Go::Shutdown => out.err(Error::RuntimeShutdown),
         Go::InputFailed(cause) => out.err(Error::dependency(spec.ctl.name_text(), cause)),
+        Go::Cancelled => out.err(Error::Cancelled { task: spec.ctl.name_text() }),
         Go::Run => run_task(&spec, retries, &out, &lineage),
     };
     let job = Job::new(req, Box::new(run));
