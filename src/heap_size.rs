@@ -88,10 +88,20 @@ impl<T: HeapSize> HeapSize for Option<T> {
     }
 }
 
-/// Per-entry overhead of hashbrown tables: one control byte per bucket.
+/// Buckets of a hashbrown table with the given usable capacity: a power of
+/// two, 7/8 full at most (tables under 8 buckets hold one less than that).
+fn hash_buckets(capacity: usize) -> usize {
+    match capacity {
+        0 => 0,
+        c if c < 8 => (c + 1).next_power_of_two(),
+        c => (c * 8 / 7).next_power_of_two(),
+    }
+}
+
+/// hashbrown tables: each bucket holds an entry plus one control byte.
 impl<K: HeapSize, V: HeapSize, S> HeapSize for HashMap<K, V, S> {
     fn heap_size(&self) -> usize {
-        let buckets = self.capacity().checked_next_power_of_two().map_or(0, |b| b * 8 / 7 + 1);
+        let buckets = hash_buckets(self.capacity());
         buckets * (std::mem::size_of::<(K, V)>() + 1)
             + self.iter().map(|(k, v)| k.heap_size() + v.heap_size()).sum::<usize>()
     }
@@ -99,7 +109,7 @@ impl<K: HeapSize, V: HeapSize, S> HeapSize for HashMap<K, V, S> {
 
 impl<K: HeapSize, S> HeapSize for HashSet<K, S> {
     fn heap_size(&self) -> usize {
-        let buckets = self.capacity().checked_next_power_of_two().map_or(0, |b| b * 8 / 7 + 1);
+        let buckets = hash_buckets(self.capacity());
         buckets * (std::mem::size_of::<K>() + 1) + self.iter().map(HeapSize::heap_size).sum::<usize>()
     }
 }

@@ -64,8 +64,6 @@ pub struct ObjectCell {
     /// How to rebuild the value (set at completion for re-runnable tasks
     /// whose value may be evicted; dropped with the object).
     pub(crate) lineage: OnceLock<Arc<dyn Rebuild>>,
-    /// Set by reads, cleared by the evictor (second chance).
-    pub(crate) accessed: AtomicBool,
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -89,14 +87,7 @@ impl Drop for ObjectCell {
 
 impl ObjectCell {
     fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
-        ObjectCell {
-            id: ObjectId::fresh(),
-            slot,
-            producer,
-            store: OnceLock::new(),
-            lineage: OnceLock::new(),
-            accessed: AtomicBool::new(false),
-        }
+        ObjectCell { id: ObjectId::fresh(), slot, producer, store: OnceLock::new(), lineage: OnceLock::new() }
     }
 
     pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
@@ -150,7 +141,9 @@ impl ObjectCell {
             match self.slot.read_state() {
                 Read::Pending => return None,
                 Read::Value(v) => {
-                    self.accessed.store(true, Ordering::Relaxed);
+                    if let Some(store) = self.store.get() {
+                        store.touch(self.id);
+                    }
                     return Some(Ok(v));
                 }
                 Read::Failed(e) => return Some(Err(e)),
@@ -164,10 +157,18 @@ impl ObjectCell {
                     return Some(store.bring_back(self, moved));
                 }
                 Read::Rebuilding => {
+                    // Wait for *this* rebuild to end: one registration per
+                    // round, with its own flag (the state may become
+                    // `Rebuilding` again, by another reader, before we look).
                     let parker = thread_parker();
-                    if self.slot.register(Waiter::Parker(parker.clone())).is_ok() {
-                        let ready = &mut || !matches!(self.slot.read_state(), Read::Rebuilding);
-                        block_until(&parker, None, &mut || None, ready);
+                    let ended = Arc::new(AtomicBool::new(false));
+                    let (flag, p) = (ended.clone(), parker.clone());
+                    let waiter = Waiter::Callback(Box::new(move |_| {
+                        flag.store(true, Ordering::Release);
+                        p.unpark();
+                    }));
+                    if self.slot.register(waiter).is_ok() {
+                        block_until(&parker, None, &mut || None, &mut || ended.load(Ordering::Acquire));
                     }
                 }
             }
@@ -176,7 +177,10 @@ impl ObjectCell {
 
     /// Blocks until done or `deadline`; returns whether it is done.
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
-        if spin_until(&mut || self.slot.is_done()) {
+        // Spinning only pays when someone else is about to finish the object;
+        // if its job is still queued, go straight to running it ourselves.
+        let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some());
+        if !queued && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
         let parker = thread_parker();
@@ -195,17 +199,17 @@ impl ObjectCell {
 
     /// Reads the value as `T`, blocking until done or `deadline`.
     pub(crate) fn get<T: Any + Send + Sync>(
-        &self,
+        self: &Arc<Self>,
         deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<Arc<T>, Error> {
-        if let Some(o) = self.slot.read() {
+        if let Some(o) = self.read_value() {
             return o.and_then(Value::downcast::<T>);
         }
         if !self.wait_done(deadline) {
             return Err(Error::Timeout(timeout));
         }
-        match self.slot.read() {
+        match self.read_value() {
             Some(o) => o.and_then(Value::downcast::<T>),
             None => Err(Error::Timeout(timeout)),
         }

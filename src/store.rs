@@ -17,10 +17,10 @@
 //! Victims are chosen under the store lock but moved out (file I/O) after
 //! it is released, so spilling never blocks other objects' puts and gets.
 //!
-//! Recency is kept with the `lru` crate plus a per-object `accessed` bit set
-//! by `get` without any lock (a CLOCK-style second chance): a victim whose
-//! bit is set gets the bit cleared and goes back to the young end instead of
-//! out. Reads therefore never touch the store lock.
+//! Recency is kept exactly with the `lru` crate: a `get` of a charged object
+//! promotes it (one short critical section; charged objects are at least
+//! `small_object_bytes`, so this is small next to what they hold, and
+//! uncharged objects never touch the store).
 //!
 //! # Accounting invariant
 //! `bytes` = sum of the charged sizes of objects whose slot is `Ready`.
@@ -232,10 +232,6 @@ impl Store {
                 // A cell that cannot be upgraded is being freed: its drop
                 // returns its bytes and signals `freed`.
                 let Some(cell) = weak.upgrade() else { continue };
-                if cell.accessed.swap(false, Ordering::Relaxed) {
-                    self.lock().lru.push(id, (weak, bytes));
-                    continue;
-                }
                 match self.move_out(&cell) {
                     Some(n) => {
                         self.release(n);
@@ -276,6 +272,11 @@ impl Store {
     /// Makes a stored object a candidate for moving out.
     pub(crate) fn track(&self, cell: &Arc<ObjectCell>, bytes: usize) {
         self.lock().lru.push(cell.id, (Arc::downgrade(cell), bytes));
+    }
+
+    /// Marks a tracked object as just used.
+    pub(crate) fn touch(&self, id: ObjectId) {
+        self.lock().lru.promote(&id);
     }
 
     /// Forgets a freed object.
@@ -354,9 +355,13 @@ impl Store {
 
     fn rebuild(&self, cell: &ObjectCell, spill_error: Option<String>) -> Result<(Value, Meta), Error> {
         let Some(lineage) = cell.lineage.get() else {
+            let made_by = match &cell.producer {
+                Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
+                None => "stored by put, so it has no lineage".into(),
+            };
             let reason = match spill_error {
-                Some(e) => format!("its spill file is unreadable ({e}) and it was not made by a re-runnable task"),
-                None => "it was moved out of memory and cannot be rebuilt".into(),
+                Some(e) => format!("its spill file is unreadable ({e}); it was {made_by}"),
+                None => format!("it was moved out of memory; it was {made_by}"),
             };
             return Err(Error::ObjectLost { id: cell.id, reason: reason.into() });
         };
