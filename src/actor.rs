@@ -15,6 +15,14 @@
 //! [`Error::ActorDead`]. An actor spawned from a plain value has no factory
 //! and so no restarts.
 //!
+//! # Read-only calls
+//! [`ActorHandle::call_ref`] runs a closure on `&S`. With
+//! [`ActorBuilder::max_concurrency`] above 1, a run of consecutive read-only
+//! calls at the head of the mailbox (up to that many) runs at once, in a
+//! rayon scope on the drainer's pool, and the next call starts after all of
+//! them: mutating calls still see every earlier call finished and no later
+//! one started.
+//!
 //! # Lifetime
 //! The actor's state is dropped when its last handle is gone and every
 //! queued call has run. The state lives in a mutex that only the mailbox's
@@ -40,7 +48,36 @@ use std::sync::{Arc, Mutex};
 /// Calls a drainer runs before giving its thread back to other work.
 const DRAIN_BATCH: usize = 256;
 
-type Invoke<S> = Box<dyn FnOnce(&mut S) + Send>;
+/// A read-only call's body.
+type RefCall<S> = Box<dyn FnOnce(&S) + Send>;
+
+/// Runs read-only calls at once on `&S`; returns each one's panic message.
+/// A plain function pointer, made where `S: Sync` is known (`call_ref`).
+type RunBatch<S> = fn(&S, Vec<RefCall<S>>) -> Vec<Option<Text>>;
+
+/// What a call runs.
+enum Invoke<S> {
+    Mut(Box<dyn FnOnce(&mut S) + Send>),
+    Ref(RefCall<S>, RunBatch<S>),
+}
+
+fn run_batch<S: Sync>(state: &S, calls: Vec<RefCall<S>>) -> Vec<Option<Text>> {
+    let run = |call: RefCall<S>| catch_unwind(AssertUnwindSafe(|| call(state))).err().map(|p| panic_message(&*p));
+    let mut panics: Vec<Option<Text>> = vec![None; calls.len()];
+    if calls.len() == 1 || rayon::current_thread_index().is_none() {
+        // One call, or not on a pool thread (a rescue thread): run in place.
+        for (call, slot) in calls.into_iter().zip(panics.iter_mut()) {
+            *slot = run(call);
+        }
+        return panics;
+    }
+    rayon::scope(|sc| {
+        for (call, slot) in calls.into_iter().zip(panics.iter_mut()) {
+            sc.spawn(move |_| *slot = run(call));
+        }
+    });
+    panics
+}
 
 /// One queued method call.
 struct Call<S> {
@@ -65,6 +102,7 @@ struct ActorInner<S> {
     mailbox: Mailbox<Call<S>>,
     factory: Option<Factory<S>>,
     max_restarts: u32,
+    max_concurrency: usize,
     restarts: std::sync::atomic::AtomicU32,
     sched: Arc<Scheduler>,
     req: Request,
@@ -107,6 +145,7 @@ pub struct ActorBuilder<'rt, S> {
     initial: Option<S>,
     name: Option<Text>,
     max_restarts: u32,
+    max_concurrency: usize,
     cpus: f64,
     resources: Vec<(Text, f64)>,
 }
@@ -119,6 +158,7 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
             initial: None,
             name: None,
             max_restarts: 0,
+            max_concurrency: 1,
             cpus: 0.0,
             resources: vec![],
         }
@@ -131,6 +171,7 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
             initial: Some(state),
             name: None,
             max_restarts: 0,
+            max_concurrency: 1,
             cpus: 0.0,
             resources: vec![],
         }
@@ -146,6 +187,13 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
     /// panics. Default 0. Needs a factory ([`Runtime::actor_builder`]).
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.max_restarts = n;
+        self
+    }
+
+    /// How many read-only calls ([`ActorHandle::call_ref`]) may run at once.
+    /// Default 1 (every call runs alone).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n.max(1);
         self
     }
 
@@ -177,6 +225,7 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
             mailbox: Mailbox::new(),
             factory: self.factory,
             max_restarts,
+            max_concurrency: self.max_concurrency,
             restarts: std::sync::atomic::AtomicU32::new(0),
             sched,
             req,
@@ -213,23 +262,26 @@ impl<S: Send + 'static> ActorHandle<S> {
             }
         });
         let result = out.clone();
-        let invoke: Invoke<S> = Box::new(move |state: &mut S| {
+        let invoke = Invoke::Mut(Box::new(move |state: &mut S| {
             let v = match args.resolve() {
                 Ok(input) => Ok(Value::new(f(state, input))),
                 Err(cause) => Err(Error::dependency(name.into(), cause)),
             };
             result.slot.complete(v);
-        });
-        let call = Call { out: out.clone(), name, invoke, failed: None };
+        }));
+        self.submit_call(Call { out: out.clone(), name, invoke, failed: None }, pending);
+        ObjectRef::from_cell(out)
+    }
+
+    fn submit_call(&self, call: Call<S>, pending: Vec<Arc<ObjectCell>>) {
         {
             let q = lock_std(&self.caller.queue);
             if q.is_empty() && pending.is_empty() {
                 self.inner.deliver(call);
-                return ObjectRef::from_cell(out);
+                return;
             }
         }
         self.enqueue_waiting(call, pending);
-        ObjectRef::from_cell(out)
     }
 
     fn enqueue_waiting(&self, call: Call<S>, pending: Vec<Arc<ObjectCell>>) {
@@ -320,8 +372,10 @@ impl<S: Send + 'static> ActorInner<S> {
 
     fn drain(self: Arc<Self>) {
         let mut life = lock(&self.life);
-        for _ in 0..DRAIN_BATCH {
+        let mut ran = 0;
+        while ran < DRAIN_BATCH {
             let Some(call) = self.mailbox.pop() else { return };
+            ran += 1;
             if let Some(cause) = call.failed {
                 let task = call.name.into();
                 call.out.slot.complete(Err(Error::dependency(task, cause)));
@@ -340,11 +394,37 @@ impl<S: Send + 'static> ActorInner<S> {
                 Life::Unborn => continue,
             };
             let Call { out, name, invoke, .. } = call;
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| invoke(state))) {
-                let message = panic_message(payload.as_ref());
+            let panics: Vec<(Arc<ObjectCell>, &'static str, Text)> = match invoke {
+                Invoke::Mut(f) => match catch_unwind(AssertUnwindSafe(|| f(state))) {
+                    Ok(()) => vec![],
+                    Err(p) => vec![(out, name, panic_message(p.as_ref()))],
+                },
+                Invoke::Ref(f, run) => {
+                    let mut batch = vec![(out, name, f)];
+                    while batch.len() < self.max_concurrency {
+                        match self.mailbox.pop() {
+                            Some(Call { out, name, invoke: Invoke::Ref(f, _), failed: None }) => {
+                                batch.push((out, name, f));
+                                ran += 1;
+                            }
+                            Some(other) => {
+                                self.mailbox.unpop(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let (outs, fs): (Vec<_>, Vec<_>) = batch.into_iter().map(|(o, n, f)| ((o, n), f)).unzip();
+                    let results = run(state, fs);
+                    outs.into_iter().zip(results).filter_map(|((o, n), p)| Some((o, n, p?))).collect()
+                }
+            };
+            for (out, name, message) in panics {
                 let task: Text = format!("{}::{}", self.name, name).into();
                 out.slot.complete(Err(Error::TaskPanicked { task, message: message.clone() }));
-                *life = self.after_panic(name, &message);
+                if matches!(*life, Life::Live(_)) {
+                    *life = self.after_panic(name, &message);
+                }
             }
         }
         drop(life);
@@ -376,6 +456,47 @@ impl<S: Send + 'static> ActorInner<S> {
             format!("method `{method}` panicked ({message}) and the actor has no restarts")
         };
         Life::Dead(reason.into())
+    }
+}
+
+impl<S: Send + Sync + 'static> ActorHandle<S> {
+    /// Calls a read-only method: `f` gets `&S`. Ordered like [`ActorHandle::call`];
+    /// with [`ActorBuilder::max_concurrency`] above 1, consecutive read-only
+    /// calls run at once.
+    pub fn call_ref<R, F>(&self, f: F) -> ObjectRef<R>
+    where
+        R: Any + Send + Sync,
+        F: FnOnce(&S) -> R + Send + 'static,
+    {
+        self.call_ref_with((), move |s, ()| f(s))
+    }
+
+    /// [`ActorHandle::call_ref`] with arguments that may be refs.
+    pub fn call_ref_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(&S, A::Output) -> R + Send + 'static,
+    {
+        let out = ObjectCell::pending(None);
+        let name = std::any::type_name::<F>();
+        let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
+        args.for_each_dep(&mut |c| {
+            if !c.slot.is_done() || c.slot.is_failed() {
+                pending.push(c.clone())
+            }
+        });
+        let result = out.clone();
+        let body: RefCall<S> = Box::new(move |state: &S| {
+            let v = match args.resolve() {
+                Ok(input) => Ok(Value::new(f(state, input))),
+                Err(cause) => Err(Error::dependency(name.into(), cause)),
+            };
+            result.slot.complete(v);
+        });
+        let invoke = Invoke::Ref(body, run_batch::<S>);
+        self.submit_call(Call { out: out.clone(), name, invoke, failed: None }, pending);
+        ObjectRef::from_cell(out)
     }
 }
 

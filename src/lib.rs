@@ -121,5 +121,5 @@ pub mod protocols {
     pub use crate::countdown::Countdown;
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};
-    pub use crate::slot::{Slot, Value};
+    pub use crate::slot::{Meta, Moved, Read, Slot, Value};
 }

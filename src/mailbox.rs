@@ -61,6 +61,12 @@ impl<M> Mailbox<M> {
         m
     }
 
+    /// Puts a call the drainer took back at the front (it keeps the token
+    /// and must go on draining or schedule another drain).
+    pub fn unpop(&self, m: M) {
+        lock(&self.inner).queue.push_front(m);
+    }
+
     /// Number of queued calls.
     pub fn len(&self) -> usize {
         lock(&self.inner).queue.len()
