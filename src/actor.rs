@@ -43,7 +43,7 @@ use crate::sync::lock;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Calls a drainer runs before giving its thread back to other work.
 const DRAIN_BATCH: usize = 256;
@@ -267,7 +267,7 @@ impl<S: Send + 'static> ActorHandle<S> {
                 Ok(input) => Ok(Value::new(f(state, input))),
                 Err(cause) => Err(Error::dependency(name.into(), cause)),
             };
-            result.slot.complete(v);
+            finish(result, v, args);
         }));
         self.submit_call(Call { out: out.clone(), name, invoke, failed: None }, pending);
         ObjectRef::from_cell(out)
@@ -331,6 +331,25 @@ impl<S: Send + 'static> ActorHandle<S> {
     }
 }
 
+/// Completes a call's output after letting go of its arguments and of the
+/// output itself, so a woken `get` finds the actor holding nothing of it.
+fn finish<A>(out: Arc<ObjectCell>, v: crate::slot::Outcome, args: A) {
+    let wake = out.slot.complete_deferred(v, crate::slot::Meta::default());
+    drop((out, args));
+    if let Some(w) = wake {
+        w.send();
+    }
+}
+
+/// Completes a call that will not run, then drops it, then wakes.
+fn fail_call<S>(call: Call<S>, e: Error) {
+    let wake = call.out.slot.complete_deferred(Err(e), crate::slot::Meta::default());
+    drop(call);
+    if let Some(w) = wake {
+        w.send();
+    }
+}
+
 fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -366,7 +385,7 @@ impl<S: Send + 'static> ActorInner<S> {
 
     fn fail_all(&self, e: Error) {
         while let Some(call) = self.mailbox.pop() {
-            call.out.slot.complete(Err(e.clone()));
+            fail_call(call, e.clone());
         }
     }
 
@@ -374,11 +393,11 @@ impl<S: Send + 'static> ActorInner<S> {
         let mut life = lock(&self.life);
         let mut ran = 0;
         while ran < DRAIN_BATCH {
-            let Some(call) = self.mailbox.pop() else { return };
+            let Some(mut call) = self.mailbox.pop() else { return };
             ran += 1;
-            if let Some(cause) = call.failed {
-                let task = call.name.into();
-                call.out.slot.complete(Err(Error::dependency(task, cause)));
+            if let Some(cause) = call.failed.take() {
+                let e = Error::dependency(call.name.into(), cause);
+                fail_call(call, e);
                 continue;
             }
             if matches!(*life, Life::Unborn) {
@@ -388,13 +407,17 @@ impl<S: Send + 'static> ActorInner<S> {
                 Life::Live(s) => s,
                 Life::Dead(reason) => {
                     let e = Error::ActorDead { actor: self.name.clone(), reason: reason.clone() };
-                    call.out.slot.complete(Err(e));
+                    fail_call(call, e);
                     continue;
                 }
                 Life::Unborn => continue,
             };
+            // The drain keeps only weak references to outputs: the call's
+            // closure holds the strong one and lets go of it before waking
+            // anyone; a panic's error goes to whoever still holds a ref.
             let Call { out, name, invoke, .. } = call;
-            let panics: Vec<(Arc<ObjectCell>, &'static str, Text)> = match invoke {
+            let out = Arc::downgrade(&out);
+            let panics: Vec<(Weak<ObjectCell>, &'static str, Text)> = match invoke {
                 Invoke::Mut(f) => match catch_unwind(AssertUnwindSafe(|| f(state))) {
                     Ok(()) => vec![],
                     Err(p) => vec![(out, name, panic_message(p.as_ref()))],
@@ -404,7 +427,7 @@ impl<S: Send + 'static> ActorInner<S> {
                     while batch.len() < self.max_concurrency {
                         match self.mailbox.pop() {
                             Some(Call { out, name, invoke: Invoke::Ref(f, _), failed: None }) => {
-                                batch.push((out, name, f));
+                                batch.push((Arc::downgrade(&out), name, f));
                                 ran += 1;
                             }
                             Some(other) => {
@@ -421,7 +444,9 @@ impl<S: Send + 'static> ActorInner<S> {
             };
             for (out, name, message) in panics {
                 let task: Text = format!("{}::{}", self.name, name).into();
-                out.slot.complete(Err(Error::TaskPanicked { task, message: message.clone() }));
+                if let Some(out) = out.upgrade() {
+                    out.slot.complete(Err(Error::TaskPanicked { task, message: message.clone() }));
+                }
                 if matches!(*life, Life::Live(_)) {
                     *life = self.after_panic(name, &message);
                 }
@@ -492,7 +517,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
                 Ok(input) => Ok(Value::new(f(state, input))),
                 Err(cause) => Err(Error::dependency(name.into(), cause)),
             };
-            result.slot.complete(v);
+            finish(result, v, args);
         });
         let invoke = Invoke::Ref(body, run_batch::<S>);
         self.submit_call(Call { out: out.clone(), name, invoke, failed: None }, pending);

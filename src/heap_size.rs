@@ -41,6 +41,10 @@ use std::sync::{OnceLock, RwLock};
 /// manta::register::<Image>();
 /// ```
 pub trait HeapSize {
+    /// False for types that never own heap memory (numbers, `bool`, ...):
+    /// containers of them are then sized in O(1), without visiting elements.
+    const HAS_HEAP: bool = true;
+
     /// Heap bytes owned by `self`.
     fn heap_size(&self) -> usize {
         0
@@ -48,7 +52,16 @@ pub trait HeapSize {
 }
 
 macro_rules! no_heap {
-    ($($t:ty),*) => {$(impl HeapSize for $t {})*};
+    ($($t:ty),*) => {$(impl HeapSize for $t { const HAS_HEAP: bool = false; })*};
+}
+
+/// Heap bytes owned by the elements of a collection (O(1) for plain data).
+fn elements<'a, T: HeapSize + 'a>(items: impl Iterator<Item = &'a T>) -> usize {
+    if T::HAS_HEAP {
+        items.map(HeapSize::heap_size).sum()
+    } else {
+        0
+    }
 }
 no_heap!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, (), &'static str);
 
@@ -60,13 +73,13 @@ impl HeapSize for String {
 
 impl<T: HeapSize> HeapSize for Vec<T> {
     fn heap_size(&self) -> usize {
-        self.capacity() * std::mem::size_of::<T>() + self.iter().map(HeapSize::heap_size).sum::<usize>()
+        self.capacity() * std::mem::size_of::<T>() + elements(self.iter())
     }
 }
 
 impl<T: HeapSize> HeapSize for VecDeque<T> {
     fn heap_size(&self) -> usize {
-        self.capacity() * std::mem::size_of::<T>() + self.iter().map(HeapSize::heap_size).sum::<usize>()
+        self.capacity() * std::mem::size_of::<T>() + elements(self.iter())
     }
 }
 
@@ -78,7 +91,7 @@ impl<T: HeapSize> HeapSize for Box<T> {
 
 impl<T: HeapSize> HeapSize for Box<[T]> {
     fn heap_size(&self) -> usize {
-        std::mem::size_of_val(&**self) + self.iter().map(HeapSize::heap_size).sum::<usize>()
+        std::mem::size_of_val(&**self) + elements(self.iter())
     }
 }
 
@@ -110,7 +123,7 @@ impl<K: HeapSize, V: HeapSize, S> HeapSize for HashMap<K, V, S> {
 impl<K: HeapSize, S> HeapSize for HashSet<K, S> {
     fn heap_size(&self) -> usize {
         let buckets = hash_buckets(self.capacity());
-        buckets * (std::mem::size_of::<K>() + 1) + self.iter().map(HeapSize::heap_size).sum::<usize>()
+        buckets * (std::mem::size_of::<K>() + 1) + elements(self.iter())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::id::ObjectId;
 use crate::notify::{Parker, Waiter};
 use crate::scheduler::{block_until, spin_until, Job};
-use crate::slot::{Meta, Outcome, Read, Slot, Value};
+use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
 use crate::store::{Rebuild, SpillHandle, Store};
 use std::any::Any;
 use std::future::{Future, IntoFuture};
@@ -107,31 +107,32 @@ impl ObjectCell {
     }
 
     /// Completes a pending cell with a stored value; releases the charge if
-    /// the cell was already done (cancelled). Returns whether it completed.
+    /// the cell was already done (cancelled). Returns the wake-ups to send
+    /// (see `Slot::complete_deferred`), `None` if it was already done.
     pub(crate) fn complete_stored(
         self: &Arc<Self>,
         store: &Arc<Store>,
         value: Value,
         meta: Meta,
         lineage: Option<Arc<dyn Rebuild>>,
-    ) -> bool {
+    ) -> Option<Wake> {
         if meta.charged > 0 {
             let _ = self.store.set(store.clone());
             if let Some(l) = lineage {
                 let _ = self.lineage.set(l);
             }
         }
-        if !self.slot.complete_with(Ok(value), meta) {
+        let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
                 store.release(meta.charged);
             }
-            return false;
-        }
+            return None;
+        };
         let evictable = self.lineage.get().is_some() || (meta.codec.is_some() && store.has_spill_dir());
         if meta.charged > 0 && evictable {
             store.track(self, meta.charged);
         }
-        true
+        Some(wake)
     }
 
     /// The value or error if done, bringing a moved-out value back (from

@@ -129,7 +129,9 @@ impl RuntimeBuilder {
     }
 
     /// A directory for spill files; the runtime makes its own subdirectory
-    /// there and removes it on drop. Default: none (objects made by
+    /// there and removes it when the runtime is dropped and no object that
+    /// lives in it is referenced any more (refs may outlive the runtime and
+    /// still read their spilled values; each file goes with its object). Default: none (objects made by
     /// re-runnable tasks are dropped and rebuilt instead; others stay).
     pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.store.spill_dir = Some(dir.into());

@@ -100,6 +100,22 @@ enum State<S> {
     Rebuilding,
 }
 
+/// The wake-ups of a completion, to be sent once the completer is ready.
+#[derive(Debug)]
+pub struct Wake {
+    waiters: Vec<(u64, Waiter)>,
+    ok: bool,
+}
+
+impl Wake {
+    /// Notifies every waiter (each exactly once).
+    pub fn send(self) {
+        for (_, w) in self.waiters {
+            w.notify(self.ok);
+        }
+    }
+}
+
 /// A consistent view of a completed or pending slot.
 #[derive(Debug)]
 pub enum Read<S> {
@@ -169,20 +185,24 @@ impl<S: Clone> Slot<S> {
 
     /// [`Slot::complete`] with the store's accounting for the value.
     pub fn complete_with(&self, outcome: Outcome, meta: Meta) -> bool {
+        self.complete_deferred(outcome, meta).map(Wake::send).is_some()
+    }
+
+    /// Completes like [`Slot::complete_with`] but hands back the wake-ups
+    /// instead of sending them, so the completer can first let go of what
+    /// it holds (the task's inputs, its own reference to this object):
+    /// whoever is woken then sees the runtime holding nothing more.
+    /// `None` if the slot was already done.
+    #[must_use = "the waiters must be woken with Wake::send"]
+    pub fn complete_deferred(&self, outcome: Outcome, meta: Meta) -> Option<Wake> {
         let ok = outcome.is_ok();
-        let waiters = {
-            let mut g = lock(&self.inner);
-            if !matches!(g.state, State::Pending) {
-                return false;
-            }
-            g.state = Self::state_of(outcome, meta);
-            self.done.store(true, Ordering::Release);
-            std::mem::take(&mut g.waiters)
-        };
-        for (_, w) in waiters {
-            w.notify(ok);
+        let mut g = lock(&self.inner);
+        if !matches!(g.state, State::Pending) {
+            return None;
         }
-        true
+        g.state = Self::state_of(outcome, meta);
+        self.done.store(true, Ordering::Release);
+        Some(Wake { waiters: std::mem::take(&mut g.waiters), ok })
     }
 
     /// Registers a waiter while pending and returns its token, or gives the

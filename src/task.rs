@@ -19,7 +19,7 @@ use crate::notify::Waiter;
 use crate::object::{ObjectCell, ObjectRef, TaskCtl};
 use crate::runtime::Runtime;
 use crate::scheduler::{Go, Job};
-use crate::slot::{Meta, Value};
+use crate::slot::{Meta, Value, Wake};
 use crate::store::{Rebuild, Store};
 use std::any::Any;
 use std::borrow::Cow;
@@ -200,10 +200,16 @@ where
     }
 }
 
-/// Where a task's result goes.
+/// Where a task's result goes. Both methods consume the emitter: they
+/// complete the output(s), drop their references, and only then wake the
+/// waiters, so a woken `get` finds the runtime holding nothing of the task.
 trait Emit<R>: Send + 'static {
-    fn ok(&self, r: R, lineage: &Option<Arc<dyn Rebuild>>);
-    fn err(&self, e: Error);
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>);
+    fn err(self, e: Error);
+}
+
+fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
+    wakes.into_iter().flatten().for_each(Wake::send);
 }
 
 struct Single {
@@ -212,18 +218,22 @@ struct Single {
 }
 
 impl<R: Any + Send + Sync> Emit<R> for Single {
-    fn ok(&self, r: R, lineage: &Option<Arc<dyn Rebuild>>) {
-        match self.store.admit(r, true) {
-            Ok((v, meta)) => {
-                self.cell.complete_stored(&self.store, v, meta, lineage.clone());
-            }
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>) {
+        let Single { cell, store } = self;
+        let wake = match store.admit(r, true) {
+            Ok((v, meta)) => cell.complete_stored(&store, v, meta, lineage),
             Err((_, needed)) => {
-                self.cell.slot.complete(Err(Error::StoreFull { needed, capacity: self.store.capacity() }));
+                let e = Error::StoreFull { needed, capacity: store.capacity() };
+                cell.slot.complete_deferred(Err(e), Meta::default())
             }
-        }
+        };
+        drop((cell, store));
+        send_all([wake]);
     }
-    fn err(&self, e: Error) {
-        self.cell.slot.complete(Err(e));
+    fn err(self, e: Error) {
+        let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
+        drop(self);
+        send_all([wake]);
     }
 }
 
@@ -233,22 +243,22 @@ struct Multi {
 }
 
 impl<R: MultiReturn> Emit<R> for Multi {
-    fn ok(&self, r: R, _: &Option<Arc<dyn Rebuild>>) {
-        for (c, v) in self.cells.iter().zip(r.admit(&self.store)) {
-            match v {
-                Ok((v, meta)) => {
-                    c.complete_stored(&self.store, v, meta, None);
-                }
-                Err(e) => {
-                    c.slot.complete(Err(e));
-                }
-            }
-        }
+    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>) {
+        let values = r.admit(&self.store);
+        let wakes: Vec<_> = (self.cells.iter().zip(values))
+            .map(|(c, v)| match v {
+                Ok((v, meta)) => c.complete_stored(&self.store, v, meta, None),
+                Err(e) => c.slot.complete_deferred(Err(e), Meta::default()),
+            })
+            .collect();
+        drop(self);
+        send_all(wakes);
     }
-    fn err(&self, e: Error) {
-        for c in &self.cells {
-            c.slot.complete(Err(e.clone()));
-        }
+    fn err(self, e: Error) {
+        let wakes: Vec<_> =
+            self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
+        drop(self);
+        send_all(wakes);
     }
 }
 
@@ -324,11 +334,20 @@ fn submit<A, R, F, E>(
         }
     });
     let retries = opts.retries;
-    let run = move |go: Go| match go {
-        Go::Shutdown => out.err(Error::RuntimeShutdown),
-        Go::InputFailed(cause) => out.err(Error::dependency(spec.ctl.name_text(), cause)),
-        Go::Cancelled => out.err(Error::Cancelled { task: spec.ctl.name_text() }),
-        Go::Run => run_task(&spec, retries, &out, &lineage),
+    let run = move |go: Go| {
+        let outcome = match go {
+            Go::Shutdown => Err(Error::RuntimeShutdown),
+            Go::InputFailed(cause) => Err(Error::dependency(spec.ctl.name_text(), cause)),
+            Go::Cancelled => Err(Error::Cancelled { task: spec.ctl.name_text() }),
+            Go::Run => run_task(&spec, retries),
+        };
+        // The closure and its inputs go before anyone is woken (lineage keeps
+        // its own reference when the output may need rebuilding).
+        drop(spec);
+        match outcome {
+            Ok(v) => out.ok(v, lineage),
+            Err(e) => out.err(e),
+        }
     };
     let job = Job::new(req, Box::new(run));
     let _ = ctl.job.set(Arc::downgrade(&job));
@@ -353,28 +372,27 @@ fn submit<A, R, F, E>(
     }
 }
 
-fn run_task<A, R, F, E>(spec: &Spec<A, F, R>, retries: u32, out: &E, lineage: &Option<Arc<dyn Rebuild>>)
+/// Runs a task's body (with retries); the caller emits the outcome.
+fn run_task<A, R, F>(spec: &Spec<A, F, R>, retries: u32) -> Result<R, Error>
 where
     A: TaskArgs,
     F: TaskFn<A::Output, R>,
-    E: Emit<R>,
 {
     let ctl = &spec.ctl;
     let mut attempt = 0;
     loop {
         if ctl.cancelled.load(Ordering::Acquire) {
-            return out.err(Error::Cancelled { task: ctl.name_text() });
+            return Err(Error::Cancelled { task: ctl.name_text() });
         }
         let input = match spec.args.resolve() {
             Ok(i) => i,
-            Err(cause) => return out.err(Error::dependency(ctl.name_text(), cause)),
+            Err(cause) => return Err(Error::dependency(ctl.name_text(), cause)),
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
         let r = catch_unwind(AssertUnwindSafe(|| spec.body.call(input)));
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         match r {
-            Ok(Ok(v)) => return out.ok(v, lineage),
-            Ok(Err(e)) => return out.err(e),
+            Ok(result) => return result,
             Err(payload) => {
                 if attempt < retries && !ctl.cancelled.load(Ordering::Acquire) {
                     attempt += 1;
@@ -382,7 +400,7 @@ where
                     continue;
                 }
                 let message = panic_message(payload.as_ref());
-                return out.err(Error::TaskPanicked { task: ctl.name_text(), message });
+                return Err(Error::TaskPanicked { task: ctl.name_text(), message });
             }
         }
     }
