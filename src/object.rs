@@ -180,7 +180,8 @@ impl ObjectCell {
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         // Spinning only pays when someone else is about to finish the object;
         // if its job is still queued, go straight to running it ourselves.
-        let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some());
+        let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some())
+            && crate::scheduler::Scheduler::on_worker();
         if !queued && spin_until(&mut || self.slot.is_done()) {
             return true;
         }

@@ -149,6 +149,8 @@ impl State {
 pub(crate) struct Scheduler {
     totals: Arc<Totals>,
     state: Mutex<State>,
+    /// `state.queued`, readable without the lock (a hint for lingering runners).
+    queued_hint: std::sync::atomic::AtomicUsize,
     threads: usize,
     pool: OnceLock<Weak<rayon::ThreadPool>>,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
@@ -166,6 +168,7 @@ impl Scheduler {
     pub fn new(totals: Arc<Totals>, threads: usize) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             totals: totals.clone(),
+            queued_hint: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
                 pool: Pool::new(totals),
                 classes: Vec::new(),
@@ -204,6 +207,11 @@ impl Scheduler {
         }
     }
 
+    /// True on a thread of some runtime's pool (cheap: no upgrade).
+    pub fn on_worker() -> bool {
+        WORKER_OF.with(|w| w.borrow().strong_count() > 0)
+    }
+
     /// The scheduler of the pool the calling thread belongs to, if any.
     pub fn current() -> Option<Arc<Scheduler>> {
         WORKER_OF.with(|w| w.borrow().upgrade())
@@ -224,6 +232,7 @@ impl Scheduler {
         }
         let fits = st.pool.fits(&job.req);
         st.push(job);
+        self.queued_hint.store(st.queued, std::sync::atomic::Ordering::Relaxed);
         if !fits {
             // A runner (or a helper) that frees resources will take it.
             return;
@@ -253,15 +262,56 @@ impl Scheduler {
 
     fn run_loop(self: Arc<Self>) {
         let mut st = lock(&self.state);
+        let mut lingered = false;
         loop {
-            let Some(job) = st.pop_fitting(false) else {
-                st.runners -= 1;
-                return;
+            let Some(job) = self.pop(&mut st, false) else {
+                if lingered {
+                    st.runners -= 1;
+                    return;
+                }
+                // Linger a few microseconds before giving the thread back:
+                // a synchronous caller's next task, or the next link of a
+                // chain, then starts without a spawn and an OS wake-up (rayon
+                // workers spin before sleeping for the same reason). The exit
+                // decision is taken under the lock, so a submit never misses
+                // a runner that is leaving.
+                // One linger per idle spell: if what arrived does not fit
+                // (it waits for resources), the runner leaves.
+                drop(st);
+                self.linger();
+                lingered = true;
+                st = lock(&self.state);
+                continue;
             };
+            lingered = false;
             drop(st);
             execute(&job);
             st = lock(&self.state);
             st.pool.release(&job.req);
+        }
+    }
+
+    /// Pops a fitting job (see `State::pop_fitting`), keeping the lock-free
+    /// hint of the queue length in step.
+    fn pop(&self, st: &mut State, lifo: bool) -> Option<Arc<Job>> {
+        let job = st.pop_fitting(lifo);
+        self.queued_hint.store(st.queued, std::sync::atomic::Ordering::Relaxed);
+        job
+    }
+
+    /// Spins up to [`LINGER`] for work to arrive; true if some did.
+    fn linger(&self) -> bool {
+        let start = Instant::now();
+        let mut i = 0u32;
+        loop {
+            if self.queued_hint.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                return true;
+            }
+            i += 1;
+            if i.is_multiple_of(64) && start.elapsed() >= LINGER {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -270,7 +320,7 @@ impl Scheduler {
     /// is most often the helper's own child, so the helper's stack grows with
     /// the depth of the task tree, not with the length of the queue.
     fn help_once(&self) -> bool {
-        let job = lock(&self.state).pop_fitting(true);
+        let job = self.pop(&mut lock(&self.state), true);
         match job {
             Some(job) => {
                 execute(&job);
@@ -315,7 +365,7 @@ impl Scheduler {
             }
             let mut st = lock(&me.state);
             loop {
-                let Some(job) = st.pop_fitting(false) else { break };
+                let Some(job) = me.pop(&mut st, false) else { break };
                 drop(st);
                 execute(&job);
                 st = lock(&me.state);
@@ -333,6 +383,7 @@ impl Scheduler {
         let jobs = {
             let mut st = lock(&self.state);
             st.shutdown = true;
+            self.queued_hint.store(0, std::sync::atomic::Ordering::Relaxed);
             st.drain()
         };
         for j in jobs {
@@ -364,6 +415,9 @@ fn execute(job: &Job) {
     run(Go::Run);
     TASK_CPU.with(|c| c.set(prev));
 }
+
+/// How long a runner with nothing to do spins before giving its thread back.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// How deep blocked gets may nest by running *unrelated* queued tasks on
 /// one stack; past it a waiter only runs the jobs it waits for, parks, and

@@ -191,6 +191,11 @@ impl Store {
     /// Sizes a value and reserves its bytes (waiting up to the put timeout
     /// if `wait`). Gives the value back if it cannot be stored.
     pub(crate) fn admit<T: Any + Send + Sync>(&self, value: T, wait: bool) -> Result<(Value, Meta), (T, usize)> {
+        if !std::mem::needs_drop::<T>() && std::mem::size_of::<T>() < self.small {
+            // No drop glue means no heap: a small plain value is never charged
+            // (and so never spilled), whatever the registry says.
+            return Ok((Value::new(value), Meta::default()));
+        }
         let (size, info) = charged_size(&value);
         let codec = info.and_then(|i| i.codec);
         if size < self.small {
