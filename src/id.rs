@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The identity of one object in the store (and, clustered, in the cluster).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectId(u128);
+pub struct ObjectId(u64, u64);
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -33,17 +33,22 @@ impl ObjectId {
     /// A fresh id, never returned before in this process.
     pub fn fresh() -> ObjectId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        ObjectId(((prefix() as u128) << 64) | n as u128)
+        ObjectId(prefix(), n)
     }
 
     /// The id as 16 big-endian bytes (its wire and DHT-key form).
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.0.to_be_bytes());
+        b[8..].copy_from_slice(&self.1.to_be_bytes());
+        b
     }
 
     /// Rebuilds an id from [`ObjectId::to_bytes`].
     pub fn from_bytes(b: [u8; 16]) -> ObjectId {
-        ObjectId(u128::from_be_bytes(b))
+        let (hi, lo) = b.split_at(8);
+        let word = |s: &[u8]| s.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64);
+        ObjectId(word(hi), word(lo))
     }
 }
 
@@ -55,7 +60,7 @@ impl fmt::Debug for ObjectId {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{:x}", (self.0 >> 64) as u64, self.0 as u64)
+        write!(f, "{:016x}-{:x}", self.0, self.1)
     }
 }
 

@@ -59,11 +59,16 @@ pub struct ObjectCell {
     pub(crate) id: ObjectId,
     pub(crate) slot: Slot<SpillHandle>,
     pub(crate) producer: Option<Arc<TaskCtl>>,
-    /// The store that charged this object's bytes (set before completion).
-    pub(crate) store: OnceLock<Arc<Store>>,
-    /// How to rebuild the value (set at completion for re-runnable tasks
-    /// whose value may be evicted; dropped with the object).
-    pub(crate) lineage: OnceLock<Arc<dyn Rebuild>>,
+    /// Set once, before completion, for objects whose bytes are charged to
+    /// the store (boxed: most objects are small and never charged).
+    charged: OnceLock<Box<Charged>>,
+}
+
+/// What a charged object keeps: its store, and how to rebuild its value
+/// (for re-runnable tasks; dropped with the object).
+struct Charged {
+    store: Arc<Store>,
+    lineage: Option<Arc<dyn Rebuild>>,
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -76,7 +81,7 @@ impl Drop for ObjectCell {
     fn drop(&mut self) {
         let (charged, spill) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
-        if let Some(store) = self.store.get() {
+        if let Some(store) = self.store() {
             store.untrack(self.id);
             if charged > 0 {
                 store.release(charged);
@@ -87,7 +92,17 @@ impl Drop for ObjectCell {
 
 impl ObjectCell {
     fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
-        ObjectCell { id: ObjectId::fresh(), slot, producer, store: OnceLock::new(), lineage: OnceLock::new() }
+        ObjectCell { id: ObjectId::fresh(), slot, producer, charged: OnceLock::new() }
+    }
+
+    /// The store that charged this object, if it is charged.
+    pub(crate) fn store(&self) -> Option<&Arc<Store>> {
+        self.charged.get().map(|c| &c.store)
+    }
+
+    /// How to rebuild this object's value, if it can be.
+    pub(crate) fn lineage(&self) -> Option<&Arc<dyn Rebuild>> {
+        self.charged.get().and_then(|c| c.lineage.as_ref())
     }
 
     pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
@@ -96,10 +111,11 @@ impl ObjectCell {
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
     pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
+        let spillable = meta.charged > 0 && store.has_spill_dir() && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.store.set(store.clone());
-            if meta.codec.is_some() && store.has_spill_dir() {
+            let _ = cell.charged.set(Box::new(Charged { store: store.clone(), lineage: None }));
+            if spillable {
                 store.track(&cell, meta.charged);
             }
         }
@@ -116,11 +132,9 @@ impl ObjectCell {
         meta: Meta,
         lineage: Option<Arc<dyn Rebuild>>,
     ) -> Option<Wake> {
+        let evictable = lineage.is_some() || (store.has_spill_dir() && value.codec().is_some());
         if meta.charged > 0 {
-            let _ = self.store.set(store.clone());
-            if let Some(l) = lineage {
-                let _ = self.lineage.set(l);
-            }
+            let _ = self.charged.set(Box::new(Charged { store: store.clone(), lineage }));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -128,7 +142,6 @@ impl ObjectCell {
             }
             return None;
         };
-        let evictable = self.lineage.get().is_some() || (meta.codec.is_some() && store.has_spill_dir());
         if meta.charged > 0 && evictable {
             store.track(self, meta.charged);
         }
@@ -142,7 +155,7 @@ impl ObjectCell {
             match self.slot.read_state() {
                 Read::Pending => return None,
                 Read::Value(v) => {
-                    if let Some(store) = self.store.get() {
+                    if let Some(store) = self.store() {
                         store.touch(self.id);
                     }
                     return Some(Ok(v));
@@ -150,7 +163,7 @@ impl ObjectCell {
                 Read::Failed(e) => return Some(Err(e)),
                 Read::Out(_) => {
                     let Some(moved) = self.slot.begin_rebuild() else { continue };
-                    let Some(store) = self.store.get() else {
+                    let Some(store) = self.store() else {
                         let e = Error::ObjectLost { id: self.id, reason: "moved out without a store".into() };
                         self.slot.finish_rebuild(Err(Err(e.clone())));
                         return Some(Err(e));

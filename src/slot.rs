@@ -47,6 +47,11 @@ pub struct Value {
 }
 
 impl Value {
+    /// How to spill this value, if its type is registered as spillable.
+    pub fn codec(&self) -> Option<(crate::heap_size::Encode, crate::heap_size::Decode)> {
+        crate::heap_size::lookup((*self.data).type_id()).and_then(|i| i.codec)
+    }
+
     /// Wraps a value.
     pub fn new<T: Any + Send + Sync>(v: T) -> Value {
         Value { data: std::sync::Arc::new(v), type_name: std::any::type_name::<T>() }
@@ -78,8 +83,6 @@ pub type Outcome = Result<Value, Error>;
 pub struct Meta {
     /// Bytes charged to the store (0 if not charged).
     pub charged: usize,
-    /// How to spill it, if its type is spillable.
-    pub codec: Option<(crate::heap_size::Encode, crate::heap_size::Decode)>,
 }
 
 /// Where a moved-out value went.
@@ -95,7 +98,7 @@ pub enum Moved<S> {
 enum State<S> {
     Pending,
     Ready(Value, Meta),
-    Failed(Error),
+    Failed(Box<Error>),
     Out(Moved<S>),
     Rebuilding,
 }
@@ -160,7 +163,7 @@ impl<S: Clone> Slot<S> {
     fn state_of(outcome: Outcome, meta: Meta) -> State<S> {
         match outcome {
             Ok(v) => State::Ready(v, meta),
-            Err(e) => State::Failed(e),
+            Err(e) => State::Failed(Box::new(e)),
         }
     }
 
@@ -263,7 +266,7 @@ impl<S: Clone> Slot<S> {
             State::Ready(v, _) => Read::Value(v.clone()),
             State::Failed(e) => {
                 self.error_read.store(true, Ordering::Relaxed);
-                Read::Failed(e.clone())
+                Read::Failed((**e).clone())
             }
             State::Out(m) => Read::Out(m.clone()),
             State::Rebuilding => Read::Rebuilding,
@@ -324,7 +327,7 @@ impl<S: Clone> Slot<S> {
             g.state = match result {
                 Ok((v, meta)) => State::Ready(v, meta),
                 Err(Ok(moved)) => State::Out(moved),
-                Err(Err(e)) => State::Failed(e),
+                Err(Err(e)) => State::Failed(Box::new(e)),
             };
             std::mem::take(&mut g.waiters)
         };
@@ -370,7 +373,7 @@ impl<S> Drop for Slot<S> {
             // Errors nobody read are logged once, when the object goes away.
             // Cancellations, shutdowns and failures inherited from an input
             // are not root failures and stay quiet.
-            if matches!(e, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
+            if matches!(**e, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
                 tracing::warn!(error = %e, "an object's error was never read");
             }
         }

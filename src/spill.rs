@@ -15,8 +15,10 @@
 //! the expected one, the trailer's length against the file's, the CBOR
 //! payload, that the payload was consumed exactly, and the CRC. Any mismatch
 //! is a [`SpillError`]; nothing in a file (truncated, corrupted, foreign,
-//! hostile) can make the decoder panic or allocate more than the payload
-//! itself needs. The decoder is fuzzed (`fuzz/`).
+//! hostile) can make the decoder panic. Lengths in the payload are never
+//! trusted for allocation beyond serde's capped size hints (about 1 MiB per
+//! collection), so a hostile length costs at most that before the read
+//! fails. The decoder is fuzzed (`fuzz/`).
 //!
 //! A [`SpillDir`] is one directory per runtime, removed with everything in
 //! it when the runtime drops; each file is removed when its object is freed.
@@ -133,16 +135,19 @@ pub fn decode_from(r: &mut dyn Read, total: u64, type_name: &str, decode: Decode
     }
     let payload = total.checked_sub(12 + n as u64 + TRAILER).ok_or(SpillError::Truncated)?;
     let mut body = Crc { inner: r.take(payload), crc: crc32fast::Hasher::new(), len: 0 };
-    let value =
-        decode(&mut body).map_err(
-            |e| {
-                if body.len < payload {
-                    SpillError::Corrupt(e)
-                } else {
-                    SpillError::Truncated
-                }
-            },
-        )?;
+    let value = match decode(&mut body) {
+        Ok(v) => v,
+        // Stopped inside the payload: the bytes are wrong, not missing.
+        Err(e) if body.len < payload => return Err(SpillError::Corrupt(e)),
+        // Ran to the end of the payload: a whole file (its trailer agrees
+        // on the length) holds a bad payload; otherwise it was cut short.
+        Err(e) => {
+            let mut trailer = [0u8; 12];
+            let whole = r.read_exact(&mut trailer).is_ok()
+                && trailer[..8].try_into().map(u64::from_le_bytes).is_ok_and(|n| n == payload);
+            return Err(if whole { SpillError::Corrupt(e) } else { SpillError::Truncated });
+        }
+    };
     // The decoder may stop early on a valid prefix: the rest must be empty.
     let mut rest = [0u8; 1];
     if body.read(&mut rest)? != 0 {

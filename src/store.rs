@@ -197,14 +197,14 @@ impl Store {
             return Ok((Value::new(value), Meta::default()));
         }
         let (size, info) = charged_size(&value);
-        let codec = info.and_then(|i| i.codec);
+        let _ = info;
         if size < self.small {
-            return Ok((Value::new(value), Meta { charged: 0, codec }));
+            return Ok((Value::new(value), Meta { charged: 0 }));
         }
         if !self.reserve(size, wait) {
             return Err((value, size));
         }
-        Ok((Value::new(value), Meta { charged: size, codec }))
+        Ok((Value::new(value), Meta { charged: size }))
     }
 
     /// Adds `size` bytes to memory if they fit under the cap, moving LRU
@@ -292,9 +292,9 @@ impl Store {
     /// Moves one object out of memory; returns the bytes freed.
     fn move_out(&self, cell: &ObjectCell) -> Option<usize> {
         let spill = self.spill.as_ref();
-        let has_lineage = cell.lineage.get().is_some();
+        let has_lineage = cell.lineage().is_some();
         let freed = cell.slot.evict_with(|v, meta| {
-            if let (Some(dir), Some((encode, decode))) = (spill, meta.codec) {
+            if let (Some(dir), Some((encode, decode))) = (spill, v.codec()) {
                 match dir.write(cell.id, v.type_name, encode, v) {
                     Ok(path) => {
                         self.stats.spills.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +359,7 @@ impl Store {
     }
 
     fn rebuild(&self, cell: &ObjectCell, spill_error: Option<String>) -> Result<(Value, Meta), Error> {
-        let Some(lineage) = cell.lineage.get() else {
+        let Some(lineage) = cell.lineage() else {
             let made_by = match &cell.producer {
                 Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
                 None => "stored by put, so it has no lineage".into(),
@@ -379,7 +379,8 @@ impl Store {
     pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
         let (size, info) = charged_size(&value);
         let charged = if size < self.small { 0 } else { size };
-        (Value::new(value), Meta { charged, codec: info.and_then(|i| i.codec) })
+        let _ = info;
+        (Value::new(value), Meta { charged })
     }
 
     pub(crate) fn stats(&self) -> StoreStats {

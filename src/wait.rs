@@ -27,18 +27,18 @@ fn wait_cells(
     if spin_until(stop) {
         return true;
     }
+    // Every cell counts exactly once towards the group's target: through
+    // its registration's notification, or at once if it is already done
+    // (the registration is refused). Counting done cells in a separate scan
+    // first would miss the ones that complete between the scan and the
+    // registration loop, and the group would never reach its target.
     let parker = thread_parker();
-    let already = cells.iter().filter(|c| c.slot.is_done()).count();
-    let group = WaitGroup::new(target, already, parker.clone());
+    let group = WaitGroup::new(target, 0, parker.clone());
     let mut tokens = Vec::new();
     for (i, c) in cells.iter().enumerate() {
-        if c.slot.is_done() {
-            continue;
-        }
         match c.slot.register(Waiter::Group(group.clone())) {
             Ok(t) => tokens.push((i, t)),
-            // Done between the scan and the registration: `stop` re-scans.
-            Err(_) => parker.unpark(),
+            Err(_) => group.arrive(!c.slot.is_failed()),
         }
     }
     let mut next = 0;

@@ -180,35 +180,52 @@ fn wait_inside_a_task_does_not_deadlock_on_one_cpu() {
     assert_eq!(*r.get_timeout(LONG).unwrap(), 28 + 1);
 }
 
+/// Spins for `us` microseconds (a task body made long on purpose).
+fn busy(us: u64) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_micros(us) {
+        std::hint::spin_loop();
+    }
+}
+
 #[test]
 fn completions_racing_with_get_all_and_wait_never_lose_a_wake_up() {
-    // Many short rounds: the refs complete while get_all/wait scans and
-    // registers on them. An untimed call that misses a completion never
-    // returns, so it runs on a helper thread watched with a generous bound.
-    const ROUNDS: usize = 3_000;
+    // Refs complete while get_all/wait scans and registers on them. An
+    // untimed call that misses one completion never returns, so the calls
+    // run on a helper thread watched with a generous bound per round. The
+    // race is timing-dependent: big rounds (completions streaming during a
+    // long scan) and many small ones both give it chances.
+    const BIG: usize = 6;
+    const SMALL: usize = 3_000;
     let rt = rt(2);
     let (progress, rounds) = mpsc::channel::<usize>();
     let worker_rt = rt.clone();
     std::thread::spawn(move || {
-        for round in 0..ROUNDS {
-            let refs: Vec<_> = (0..16u32).map(|i| worker_rt.spawn(move || i)).collect();
-            if round % 2 == 0 {
-                assert_eq!(worker_rt.get_all(&refs).unwrap().len(), 16);
+        for round in 0..BIG + SMALL {
+            let (n, spin) = if round < BIG { (20_000, 5) } else { (16, 0) };
+            let refs: Vec<_> = (0..n as u32)
+                .map(|i| {
+                    worker_rt.spawn(move || {
+                        busy(spin);
+                        i
+                    })
+                })
+                .collect();
+            if round < BIG || round % 2 == 0 {
+                let (ready, pending) = worker_rt.wait(&refs, n, None).unwrap();
+                assert_eq!((ready.len(), pending.len()), (n, 0));
             } else {
-                let (ready, pending) = worker_rt.wait(&refs, 16, None).unwrap();
-                assert_eq!((ready.len(), pending.len()), (16, 0));
+                assert_eq!(worker_rt.get_all(&refs).unwrap().len(), n);
             }
             if progress.send(round).is_err() {
                 return;
             }
         }
     });
-    for round in 0..ROUNDS {
+    for round in 0..BIG + SMALL {
         match rounds.recv_timeout(LONG) {
             Ok(r) => assert_eq!(r, round),
-            Err(_) => {
-                panic!("round {round}: get_all/wait did not return although its tasks are trivial (lost wake-up)")
-            }
+            Err(_) => panic!("round {round}: get_all/wait never returned although every task finished (lost wake-up)"),
         }
     }
 }
