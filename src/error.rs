@@ -77,6 +77,15 @@ pub enum Error {
         /// Why it cannot be recovered.
         reason: Text,
     },
+    /// The object was dropped from memory to be rebuilt, and its lineage
+    /// was then dropped by the lineage cap: it cannot be rebuilt any more.
+    #[error("object {id} cannot be rebuilt: the lineage of task `{task}` was evicted by the lineage cap")]
+    LineageEvicted {
+        /// The lost object.
+        id: ObjectId,
+        /// The task that made it.
+        task: Text,
+    },
     /// A task's result could not be stored: the store is at its cap and
     /// nothing could be moved out in time.
     #[error("object store is full: {needed} bytes needed, {capacity} bytes capacity")]

@@ -65,10 +65,27 @@ pub struct ObjectCell {
 }
 
 /// What a charged object keeps: its store, and how to rebuild its value
-/// (for re-runnable tasks; dropped with the object).
+/// (for re-runnable tasks; dropped with the object, or earlier when the
+/// store's lineage cap evicts it).
 struct Charged {
     store: Arc<Store>,
-    lineage: Option<Arc<dyn Rebuild>>,
+    lineage: std::sync::Mutex<Option<Arc<dyn Rebuild>>>,
+    /// Bytes the lineage record counts against the lineage cap; whoever
+    /// swaps it to zero (the cap's evictor or the object's drop) returns them.
+    lineage_bytes: std::sync::atomic::AtomicUsize,
+    had_lineage: bool,
+}
+
+impl Charged {
+    fn new(store: &Arc<Store>, lineage: Option<Arc<dyn Rebuild>>) -> Box<Charged> {
+        let bytes = lineage.as_ref().map_or(0, |l| l.record_bytes());
+        Box::new(Charged {
+            store: store.clone(),
+            had_lineage: lineage.is_some(),
+            lineage: std::sync::Mutex::new(lineage),
+            lineage_bytes: std::sync::atomic::AtomicUsize::new(bytes),
+        })
+    }
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -82,6 +99,7 @@ impl Drop for ObjectCell {
         let (charged, spill) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
         if let Some(store) = self.store() {
+            store.lineage_freed(self.take_lineage_bytes());
             store.untrack(self.id);
             if charged > 0 {
                 store.release(charged);
@@ -101,8 +119,27 @@ impl ObjectCell {
     }
 
     /// How to rebuild this object's value, if it can be.
-    pub(crate) fn lineage(&self) -> Option<&Arc<dyn Rebuild>> {
-        self.charged.get().and_then(|c| c.lineage.as_ref())
+    pub(crate) fn lineage(&self) -> Option<Arc<dyn Rebuild>> {
+        let c = self.charged.get()?;
+        c.lineage.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True if the object had lineage and the lineage cap evicted it.
+    pub(crate) fn lineage_evicted(&self) -> bool {
+        self.charged.get().is_some_and(|c| c.had_lineage) && self.lineage().is_none()
+    }
+
+    /// Takes the lineage record's bytes (once): for the lineage cap.
+    pub(crate) fn take_lineage_bytes(&self) -> usize {
+        self.charged.get().map_or(0, |c| c.lineage_bytes.swap(0, std::sync::atomic::Ordering::AcqRel))
+    }
+
+    /// Drops the lineage record (after `take_lineage_bytes`).
+    pub(crate) fn drop_lineage(&self) {
+        if let Some(c) = self.charged.get() {
+            let old = c.lineage.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(old); // outside the lock: may free inputs
+        }
     }
 
     pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
@@ -114,7 +151,7 @@ impl ObjectCell {
         let spillable = meta.charged > 0 && store.has_spill_dir() && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.charged.set(Box::new(Charged { store: store.clone(), lineage: None }));
+            let _ = cell.charged.set(Charged::new(store, None));
             if spillable {
                 store.track(&cell, meta.charged);
             }
@@ -133,8 +170,9 @@ impl ObjectCell {
         lineage: Option<Arc<dyn Rebuild>>,
     ) -> Option<Wake> {
         let evictable = lineage.is_some() || (store.has_spill_dir() && value.codec().is_some());
+        let has_lineage = lineage.is_some();
         if meta.charged > 0 {
-            let _ = self.charged.set(Box::new(Charged { store: store.clone(), lineage }));
+            let _ = self.charged.set(Charged::new(store, lineage));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -142,6 +180,9 @@ impl ObjectCell {
             }
             return None;
         };
+        if meta.charged > 0 && has_lineage {
+            store.add_lineage(self);
+        }
         if meta.charged > 0 && evictable {
             store.track(self, meta.charged);
         }

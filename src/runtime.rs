@@ -145,6 +145,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// A cap on the bytes of lineage records (the tasks kept to rebuild
+    /// evicted objects); past it the oldest records go, and an object that
+    /// can then not be rebuilt fails with [`Error::LineageEvicted`].
+    /// Default 1 GiB (Ray's default).
+    pub fn lineage_capacity(mut self, bytes: usize) -> Self {
+        self.store.lineage_capacity = bytes;
+        self
+    }
+
     /// Objects smaller than this are not charged against the cap and never
     /// moved out (like Ray's inline objects). Default 256 bytes.
     pub fn small_object_bytes(mut self, bytes: usize) -> Self {

@@ -48,6 +48,7 @@ pub(crate) struct StoreConfig {
     pub spill_dir: Option<PathBuf>,
     pub put_timeout: Duration,
     pub small_object: usize,
+    pub lineage_capacity: usize,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +58,7 @@ impl Default for StoreConfig {
             spill_dir: None,
             put_timeout: Duration::from_secs(1),
             small_object: 256,
+            lineage_capacity: 1 << 30,
         }
     }
 }
@@ -103,6 +105,7 @@ pub(crate) struct Counters {
     spill_failures: AtomicU64,
     restores: AtomicU64,
     pub reconstructions: AtomicU64,
+    lineage_evictions: AtomicU64,
     spilled_bytes: AtomicUsize,
     spilled_objects: AtomicUsize,
 }
@@ -131,6 +134,10 @@ pub struct StoreStats {
     pub restores: u64,
     /// Objects rebuilt by re-running their task.
     pub reconstructions: u64,
+    /// Bytes of lineage records kept for rebuilding.
+    pub lineage_bytes: usize,
+    /// Lineage records dropped by the lineage cap.
+    pub lineage_evictions: u64,
 }
 
 struct Inner {
@@ -150,6 +157,18 @@ pub struct Store {
     inner: Mutex<Inner>,
     freed: Condvar,
     stats: Arc<Counters>,
+    lineage_cap: usize,
+    lineage: Mutex<LineageLog>,
+}
+
+/// Lineage records in the order they were kept (oldest first), and the
+/// bytes of the live ones. Entries of freed objects stay until they reach
+/// the front or the log is compacted.
+#[derive(Default)]
+struct LineageLog {
+    order: std::collections::VecDeque<Weak<ObjectCell>>,
+    bytes: usize,
+    live: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +192,8 @@ impl Store {
             inner: Mutex::new(Inner { bytes: 0, objects: 0, lru: lru::LruCache::unbounded() }),
             freed: Condvar::new(),
             stats: Arc::new(Counters::default()),
+            lineage_cap: cfg.lineage_capacity,
+            lineage: Mutex::new(LineageLog::default()),
         })
     }
 
@@ -279,6 +300,49 @@ impl Store {
         self.lock().lru.push(cell.id, (Arc::downgrade(cell), bytes));
     }
 
+    /// Keeps an object's lineage record, evicting the oldest records while
+    /// the total is over the lineage cap. An evicted record's object can no
+    /// longer be rebuilt (it stays in memory or on disk while it can, and
+    /// fails with `LineageEvicted` if it was already dropped).
+    pub(crate) fn add_lineage(&self, cell: &Arc<ObjectCell>) {
+        let mut victims = Vec::new();
+        {
+            let mut log = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
+            log.order.push_back(Arc::downgrade(cell));
+            log.live += 1;
+            log.bytes += cell.lineage().map_or(0, |l| l.record_bytes());
+            if log.order.len() > 2 * log.live + 64 {
+                log.order.retain(|w| w.strong_count() > 0);
+            }
+            while log.bytes > self.lineage_cap {
+                let Some(w) = log.order.pop_front() else { break };
+                if let Some(c) = w.upgrade() {
+                    let bytes = c.take_lineage_bytes();
+                    if bytes > 0 {
+                        log.bytes -= bytes.min(log.bytes);
+                        log.live = log.live.saturating_sub(1);
+                        victims.push(c);
+                    }
+                }
+            }
+        }
+        // Outside the lock: dropping a record may free its inputs, whose
+        // own drops come back here.
+        for c in victims {
+            self.stats.lineage_evictions.fetch_add(1, Ordering::Relaxed);
+            c.drop_lineage();
+        }
+    }
+
+    /// A freed object returns its lineage record's bytes.
+    pub(crate) fn lineage_freed(&self, bytes: usize) {
+        if bytes > 0 {
+            let mut log = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
+            log.bytes -= bytes.min(log.bytes);
+            log.live = log.live.saturating_sub(1);
+        }
+    }
+
     /// Marks a tracked object as just used.
     pub(crate) fn touch(&self, id: ObjectId) {
         self.lock().lru.promote(&id);
@@ -359,6 +423,10 @@ impl Store {
     }
 
     fn rebuild(&self, cell: &ObjectCell, spill_error: Option<String>) -> Result<(Value, Meta), Error> {
+        if cell.lineage_evicted() {
+            let task = cell.producer.as_ref().map_or_else(|| "?".into(), |t| t.name_text());
+            return Err(Error::LineageEvicted { id: cell.id, task });
+        }
         let Some(lineage) = cell.lineage() else {
             let made_by = match &cell.producer {
                 Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
@@ -397,6 +465,8 @@ impl Store {
             spill_failures: s.spill_failures.load(Ordering::Relaxed),
             restores: s.restores.load(Ordering::Relaxed),
             reconstructions: s.reconstructions.load(Ordering::Relaxed),
+            lineage_bytes: self.lineage.lock().map_or(0, |l| l.bytes),
+            lineage_evictions: s.lineage_evictions.load(Ordering::Relaxed),
         }
     }
 
@@ -409,4 +479,6 @@ impl Store {
 pub(crate) trait Rebuild: Send + Sync {
     /// Runs the task again and sizes its result (without reserving it).
     fn rebuild(&self, store: &Store) -> Result<(Value, Meta), Error>;
+    /// What the record counts against the lineage cap.
+    fn record_bytes(&self) -> usize;
 }

@@ -198,6 +198,12 @@ where
             Err(p) => Err(Error::TaskPanicked { task: task(), message: panic_message(p.as_ref()) }),
         }
     }
+
+    /// The record inline (arguments and captures) plus its allocations'
+    /// bookkeeping; heap owned by captured values is not seen.
+    fn record_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 64
+    }
 }
 
 /// Where a task's result goes. Both methods consume the emitter: they
