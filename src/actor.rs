@@ -255,12 +255,7 @@ impl<S: Send + 'static> ActorHandle<S> {
     {
         let out = ObjectCell::pending(None);
         let name = std::any::type_name::<F>();
-        let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
-        args.for_each_dep(&mut |c| {
-            if !c.slot.is_done() || c.slot.is_failed() {
-                pending.push(c.clone())
-            }
-        });
+        let pending = inputs_to_wait_for(&args);
         let result = out.clone();
         let invoke = Invoke::Mut(Box::new(move |state: &mut S| {
             let v = match args.resolve() {
@@ -329,6 +324,18 @@ impl<S: Send + 'static> ActorHandle<S> {
     pub fn queued_calls(&self) -> usize {
         self.inner.mailbox.len()
     }
+}
+
+/// The inputs a call must go through its caller's queue for: pending ones,
+/// and failed ones (the call then fails in its place in the order).
+fn inputs_to_wait_for<A: TaskArgs>(args: &A) -> Vec<Arc<ObjectCell>> {
+    let mut pending = Vec::new();
+    args.for_each_dep(&mut |c| {
+        if !c.slot.is_done() || c.slot.is_failed() {
+            pending.push(c.clone())
+        }
+    });
+    pending
 }
 
 /// Completes a call's output after letting go of its arguments and of the
@@ -505,12 +512,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
     {
         let out = ObjectCell::pending(None);
         let name = std::any::type_name::<F>();
-        let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
-        args.for_each_dep(&mut |c| {
-            if !c.slot.is_done() || c.slot.is_failed() {
-                pending.push(c.clone())
-            }
-        });
+        let pending = inputs_to_wait_for(&args);
         let result = out.clone();
         let body: RefCall<S> = Box::new(move |state: &S| {
             let v = match args.resolve() {

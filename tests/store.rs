@@ -6,6 +6,9 @@
 //! Spill files, corruption and cleanup are in `store_spill.rs`; lineage
 //! rebuilds in `store_lineage.rs`.
 
+mod common;
+use common::*;
+
 use manta::{Error, HeapSize, ObjectRef, Runtime, StoreFull};
 use std::collections::HashMap;
 use std::mem::size_of;
@@ -13,26 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
-
-const MB: usize = 1 << 20;
-
-/// What the store charges for a `Vec<u8>` of `len` bytes made by `make`
-/// (its inline size plus its capacity, which `vec!` makes exactly `len`).
-const fn charged(len: usize) -> usize {
-    len + size_of::<Vec<u8>>()
-}
-
-/// Object `i`: `len` bytes, `i` in the first 8, the rest filled with `i % 251`.
-fn make(i: usize, len: usize) -> Vec<u8> {
-    let mut v = vec![(i % 251) as u8; len];
-    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    v
-}
-
-fn check(i: usize, len: usize, v: &[u8]) {
-    assert_eq!(v.len(), len, "object {i}: wrong length");
-    assert!(v == make(i, len).as_slice(), "object {i}: wrong bytes (header says {:?})", &v[..8.min(v.len())]);
-}
 
 /// A small deterministic PRNG (xorshift64*), so "random" orders repeat.
 struct Rng(u64);
@@ -53,23 +36,6 @@ impl Rng {
         for i in (1..v.len()).rev() {
             v.swap(i, self.below(i + 1));
         }
-    }
-}
-
-/// A unique base directory for one test's spill directory, removed on drop
-/// (declare it before the runtime so it is dropped after it).
-struct TempBase(PathBuf);
-impl TempBase {
-    fn new(name: &str) -> TempBase {
-        let p = std::env::temp_dir().join(format!("manta-test-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp base");
-        TempBase(p)
-    }
-}
-impl Drop for TempBase {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

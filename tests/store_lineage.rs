@@ -4,29 +4,14 @@
 //! evicted; lineage goes when the object is freed; objects that cannot be
 //! rebuilt give an error, never a wrong value.
 
+mod common;
+use common::*;
+
 use manta::{Error, Runtime};
-use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const MB: usize = 1 << 20;
-
-const fn charged(len: usize) -> usize {
-    len + size_of::<Vec<u8>>()
-}
-
-fn make(i: usize, len: usize) -> Vec<u8> {
-    let mut v = vec![(i % 251) as u8; len];
-    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    v
-}
-
-fn check(i: usize, len: usize, v: &[u8]) {
-    assert_eq!(v.len(), len, "object {i}: wrong length");
-    assert!(v == make(i, len).as_slice(), "object {i}: wrong bytes (header says {:?})", &v[..8.min(v.len())]);
-}
 
 /// The next object in a chain: checks the input and derives `10 * i + k`.
 fn derive(input: &[u8], k: usize) -> Vec<u8> {

@@ -4,44 +4,14 @@
 //! and the directory removed with the runtime; `store_stats()` agrees with
 //! what is on disk.
 
+mod common;
+use common::*;
+
 use manta::{Error, ObjectId, ObjectRef, Runtime};
-use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const MB: usize = 1 << 20;
-
-const fn charged(len: usize) -> usize {
-    len + size_of::<Vec<u8>>()
-}
-
-fn make(i: usize, len: usize) -> Vec<u8> {
-    let mut v = vec![(i % 251) as u8; len];
-    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    v
-}
-
-fn check(i: usize, len: usize, v: &[u8]) {
-    assert_eq!(v.len(), len, "object {i}: wrong length");
-    assert!(v == make(i, len).as_slice(), "object {i}: wrong bytes (header says {:?})", &v[..8.min(v.len())]);
-}
-
-struct TempBase(PathBuf);
-impl TempBase {
-    fn new(name: &str) -> TempBase {
-        let p = std::env::temp_dir().join(format!("manta-test-spill-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp base");
-        TempBase(p)
-    }
-}
-impl Drop for TempBase {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A runtime with a spill directory under `base` and room for `fits`
 /// objects of 1 MB.
