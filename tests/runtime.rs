@@ -6,6 +6,7 @@
 //! `None` outside workers and a non-owning handle inside; builder checks.
 
 use manta::{BuildError, Error, Runtime};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,14 +22,44 @@ fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
+/// The number of threads named `prefix`, polled (generous bound) until it
+/// is `n`: a listing of /proc/self/task can miss entries while other tests
+/// start and end threads, and a joined thread can stay listed for a moment
+/// (the kernel wakes the joiner before it removes the task).
+fn threads_named_eventually(prefix: &str, n: usize) -> usize {
+    let t = Instant::now();
+    loop {
+        let now = threads_named(prefix);
+        if now == n || t.elapsed() > LONG {
+            return now;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Counts, in its destructor, a worker thread's exit: thread-local
+/// destructors run before the thread ends, so before a join returns.
+struct ExitCounter(Arc<AtomicUsize>);
+impl Drop for ExitCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static EXIT: std::cell::RefCell<Option<ExitCounter>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Makes `n` tasks meet (each waits, bounded, until all `n` have started),
-/// so `n` workers are known to be running and named. Returns whether they met.
-fn occupy_all_workers(rt: &Runtime, n: usize) -> bool {
+/// so `n` distinct workers are known to be running and named; each gets an
+/// `ExitCounter` on `exits`. Returns whether they met.
+fn occupy_all_workers(rt: &Runtime, n: usize, exits: &Arc<AtomicUsize>) -> bool {
     let meet = Arc::new((Mutex::new(0usize), Condvar::new()));
     let refs: Vec<_> = (0..n)
         .map(|_| {
-            let meet = meet.clone();
+            let (meet, exits) = (meet.clone(), exits.clone());
             rt.spawn(move || {
+                EXIT.with(|e| *e.borrow_mut() = Some(ExitCounter(exits)));
                 let (count, cv) = &*meet;
                 let mut c = count.lock().unwrap();
                 *c += 1;
@@ -47,7 +78,7 @@ fn build_and_drop_a_hundred_runtimes() {
         let rt = Runtime::builder().num_cpus(2).thread_name("rt100").build().unwrap();
         assert_eq!(*rt.spawn(move || i * 2).get().unwrap(), i * 2);
     }
-    assert_eq!(threads_named("rt100-"), 0, "every runtime's threads were joined");
+    assert_eq!(threads_named_eventually("rt100-", 0), 0, "every runtime's threads are gone");
     assert!(start.elapsed() < LONG, "took {:?}", start.elapsed());
 }
 
@@ -56,15 +87,18 @@ fn dropping_the_last_owner_joins_the_threads() {
     let rt = Runtime::builder().num_cpus(4).thread_name("rtjoin").build().unwrap();
     let refs: Vec<_> = (0..100).map(|i| rt.spawn(move || i)).collect();
     assert_eq!(rt.get_all(&refs).unwrap().len(), 100);
-    assert!(occupy_all_workers(&rt, 4), "four tasks ran at once");
-    assert_eq!(threads_named("rtjoin-"), 4);
+    let exits = Arc::new(AtomicUsize::new(0));
+    assert!(occupy_all_workers(&rt, 4, &exits), "four tasks ran at once");
+    assert_eq!(threads_named_eventually("rtjoin-", 4), 4);
     assert_eq!(rt.num_threads(), 4);
     let clone = rt.clone();
     drop(rt);
-    assert_eq!(threads_named("rtjoin-"), 4, "a clone still owns the runtime");
+    assert_eq!(threads_named_eventually("rtjoin-", 4), 4, "a clone still owns the runtime");
+    assert_eq!(exits.load(Ordering::SeqCst), 0);
     assert_eq!(*clone.spawn(|| 5).get().unwrap(), 5);
     drop(clone);
-    assert_eq!(threads_named("rtjoin-"), 0, "drop returned after joining every worker");
+    assert_eq!(exits.load(Ordering::SeqCst), 4, "drop returned after every worker ended (joined)");
+    assert_eq!(threads_named_eventually("rtjoin-", 0), 0, "no worker thread is left");
     // Refs outlive the runtime.
     assert_eq!(*refs[99].get().unwrap(), 99);
 }
@@ -104,7 +138,7 @@ fn tasks_queued_at_shutdown_complete_with_runtime_shutdown() {
     release.send(()).unwrap();
     dropped.recv_timeout(LONG).expect("drop returned once the running task finished");
     dropper.join().unwrap();
-    assert_eq!(threads_named("rtshut-"), 0);
+    assert_eq!(threads_named_eventually("rtshut-", 0), 0);
 
     assert_eq!(*running.get().unwrap(), 7, "a running task finishes");
     assert_eq!(waiting.get_timeout(LONG).unwrap_err(), Error::RuntimeShutdown);

@@ -193,36 +193,45 @@ fn completions_racing_with_get_all_and_wait_never_lose_a_wake_up() {
     // Refs complete while get_all/wait scans and registers on them. An
     // untimed call that misses one completion never returns, so the calls
     // run on a helper thread watched with a generous bound per round. The
-    // race is timing-dependent: big rounds (completions streaming during a
-    // long scan) and many small ones both give it chances.
+    // race is timing-dependent, so three shapes give it chances: big rounds
+    // (completions streaming during a long scan), many small rounds, and
+    // small rounds on freshly built runtimes (workers still starting).
     const BIG: usize = 6;
     const SMALL: usize = 3_000;
+    const FRESH: usize = 300;
     let rt = rt(2);
     let (progress, rounds) = mpsc::channel::<usize>();
-    let worker_rt = rt.clone();
+    let shared = rt.clone();
     std::thread::spawn(move || {
-        for round in 0..BIG + SMALL {
+        for round in 0..BIG + SMALL + FRESH {
+            let fresh;
+            let rt = if round >= BIG + SMALL {
+                fresh = Runtime::builder().num_cpus(2).build().unwrap();
+                &fresh
+            } else {
+                &shared
+            };
             let (n, spin) = if round < BIG { (20_000, 5) } else { (16, 0) };
             let refs: Vec<_> = (0..n as u32)
                 .map(|i| {
-                    worker_rt.spawn(move || {
+                    rt.spawn(move || {
                         busy(spin);
                         i
                     })
                 })
                 .collect();
             if round < BIG || round % 2 == 0 {
-                let (ready, pending) = worker_rt.wait(&refs, n, None).unwrap();
+                let (ready, pending) = rt.wait(&refs, n, None).unwrap();
                 assert_eq!((ready.len(), pending.len()), (n, 0));
             } else {
-                assert_eq!(worker_rt.get_all(&refs).unwrap().len(), n);
+                assert_eq!(rt.get_all(&refs).unwrap().len(), n);
             }
             if progress.send(round).is_err() {
                 return;
             }
         }
     });
-    for round in 0..BIG + SMALL {
+    for round in 0..BIG + SMALL + FRESH {
         match rounds.recv_timeout(LONG) {
             Ok(r) => assert_eq!(r, round),
             Err(_) => panic!("round {round}: get_all/wait never returned although every task finished (lost wake-up)"),
