@@ -217,8 +217,7 @@ impl Store {
             // (and so never spilled), whatever the registry says.
             return Ok((Value::new(value), Meta::default()));
         }
-        let (size, info) = charged_size(&value);
-        let _ = info;
+        let (size, _) = charged_size(&value);
         if size < self.small {
             return Ok((Value::new(value), Meta { charged: 0 }));
         }
@@ -445,9 +444,8 @@ impl Store {
 
     /// Sizes a rebuilt value without reserving it.
     pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
-        let (size, info) = charged_size(&value);
+        let (size, _) = charged_size(&value);
         let charged = if size < self.small { 0 } else { size };
-        let _ = info;
         (Value::new(value), Meta { charged })
     }
 

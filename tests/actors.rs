@@ -5,6 +5,9 @@
 //! actors; the state is dropped once the last handle is gone and every
 //! queued call has run.
 
+mod common;
+use common::Gauge;
+
 use manta::{Error, Runtime};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -14,22 +17,6 @@ const LONG: Duration = Duration::from_secs(10);
 
 fn rt(cpus: usize) -> Runtime {
     Runtime::builder().num_cpus(cpus).build().expect("runtime")
-}
-
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-    }
-    fn exit(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[test]
@@ -55,7 +42,7 @@ fn calls_on_one_actor_run_in_order_one_at_a_time() {
     assert_eq!(lens, (1..=1_000).collect::<Vec<_>>());
     let log = actor.call(|log: &mut Vec<usize>| log.clone()).get().unwrap();
     assert_eq!(*log, (0..1_000).collect::<Vec<_>>());
-    assert_eq!(gauge.max.load(Ordering::SeqCst), 1);
+    assert_eq!(gauge.max(), 1);
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! `WrongType`; `get_timeout` gives `Timeout`; user panics never abort the
 //! process (checked in a child process).
 
+mod common;
+use common::isolated;
+
 use manta::{Error, Runtime};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -262,25 +265,6 @@ fn many_panics_leave_the_runtime_working() {
     let a = rt.actor(0);
     assert!(a.call(|_: &mut i32| -> i32 { panic!("actor panic") }).get().unwrap_err().is_panic());
     assert_eq!(*rt.spawn(|| 1).get().unwrap(), 1);
-}
-
-/// Runs `body` in a child process (this test binary, filtered to `test`) and
-/// checks that it exited normally: an abort fails this one test instead of
-/// killing the whole file.
-fn isolated(test: &str, body: impl FnOnce()) {
-    if std::env::var("MANTA_ISOLATED").as_deref() == Ok(test) {
-        body();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("MANTA_ISOLATED", test)
-        .output()
-        .expect("run the test in a child process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child process failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
 }
 
 #[test]

@@ -5,32 +5,15 @@
 //! resource; a task blocked in `get` gives its CPUs back (recursive fib via
 //! tasks on one and two CPUs) but keeps its other resources.
 
+mod common;
+use common::{isolated, Gauge};
+
 use manta::{Error, Runtime};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(10);
-
-/// Max-in-flight counter.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-    }
-    fn exit(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
-    fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-}
 
 /// Groups of `size` tasks wait for each other: the k-th task to start waits
 /// until `size * ceil(k / size)` have started (bounded by `LONG`). With a
@@ -192,25 +175,6 @@ fn fib(n: u64) -> u64 {
     let a = rt.spawn(move || fib(n - 1));
     let b = rt.spawn(move || fib(n - 2));
     *a.get().unwrap() + *b.get().unwrap()
-}
-
-/// Runs the calling test's `body` in a child process (this test binary,
-/// filtered to `test`), so that a stack overflow, which aborts, fails this
-/// one test instead of killing every test in the file.
-fn isolated(test: &str, body: impl FnOnce()) {
-    if std::env::var("MANTA_ISOLATED").as_deref() == Ok(test) {
-        body();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("MANTA_ISOLATED", test)
-        .output()
-        .expect("run the test in a child process");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child process failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
 }
 
 #[test]

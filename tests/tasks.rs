@@ -4,8 +4,10 @@
 //! `Runtime::current()`, one-shot closures that move their captures, a
 //! 10,000-level dependency chain and 100,000 trivial tasks.
 
+mod common;
+use common::Gauge;
+
 use manta::{Error, ObjectRef, Runtime, Val};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -146,23 +148,7 @@ fn fractional_cpus() {
         })
         .collect();
     rt.get_all(&refs).unwrap();
-    assert_eq!(gauge.max.load(Ordering::SeqCst), 1);
-}
-
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-    }
-    fn exit(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
+    assert_eq!(gauge.max(), 1);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Helpers shared by the store tests (`mod common;` in each file).
+//! Helpers shared by the integration tests (`mod common;` in each file).
 #![allow(dead_code)]
 
 use std::mem::size_of;
@@ -39,4 +39,44 @@ impl Drop for TempBase {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Max-in-flight counter: how many ran at once, at most.
+#[derive(Default)]
+pub struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    pub fn enter(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+    }
+    pub fn exit(&self) {
+        self.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Runs the calling test's `body` in a child process (this test binary,
+/// filtered to `test`), so that an abort (stack overflow, a panic that
+/// escapes) fails this one test instead of killing every test in the file.
+pub fn isolated(test: &str, body: impl FnOnce()) {
+    if std::env::var("MANTA_ISOLATED").as_deref() == Ok(test) {
+        body();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("MANTA_ISOLATED", test)
+        .output()
+        .expect("run the test in a child process");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child process failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
 }
