@@ -101,6 +101,15 @@ pub enum Error {
     /// The runtime shut down before the task could run.
     #[error("the runtime has shut down")]
     RuntimeShutdown,
+    /// A remote object could not be fetched: no node that holds it could
+    /// be reached (clustered runtimes only).
+    #[error("object {id}: peer unreachable: {reason}")]
+    PeerUnreachable {
+        /// The object that was being fetched.
+        id: ObjectId,
+        /// What failed (the peers tried and their errors).
+        reason: Text,
+    },
 }
 
 /// The error of a failed input, shared by every dependant (cloning is O(1),

@@ -188,6 +188,23 @@ fn decode_bytes(r: &mut dyn Read) -> Result<Value, String> {
     Ok(Value::new(v.into_vec()))
 }
 
+/// How to write a `T` as CBOR: its registered codec (so `Vec<u8>` is one
+/// byte string) or plain serde.
+pub(crate) fn encoder_of<T: Serialize + Any>() -> Encode {
+    match lookup(TypeId::of::<T>()).and_then(|i| i.codec) {
+        Some((encode, _)) => encode,
+        None => encode_cbor::<T>,
+    }
+}
+
+/// How to read a `T` back: the counterpart of [`encoder_of`].
+pub(crate) fn decoder_of<T: DeserializeOwned + Any + Send + Sync>() -> Decode {
+    match lookup(TypeId::of::<T>()).and_then(|i| i.codec) {
+        Some((_, decode)) => decode,
+        None => decode_cbor::<T>,
+    }
+}
+
 type Registry = RwLock<HashMap<TypeId, TypeInfo>>;
 
 fn registry() -> &'static Registry {

@@ -62,6 +62,8 @@ pub struct ObjectCell {
     /// Set once, before completion, for objects whose bytes are charged to
     /// the store (boxed: most objects are small and never charged).
     charged: OnceLock<Box<Charged>>,
+    /// Set once the object is exported to, or imported from, a cluster.
+    pub(crate) link: OnceLock<Box<crate::remote::CellLink>>,
 }
 
 /// What a charged object keeps: its store, and how to rebuild its value
@@ -96,6 +98,9 @@ impl std::fmt::Debug for ObjectCell {
 
 impl Drop for ObjectCell {
     fn drop(&mut self) {
+        if let Some(link) = self.link.get() {
+            link.dropped(self.id, self);
+        }
         let (charged, spill) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
         if let Some(store) = self.store() {
@@ -110,7 +115,22 @@ impl Drop for ObjectCell {
 
 impl ObjectCell {
     fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
-        ObjectCell { id: ObjectId::fresh(), slot, producer, charged: OnceLock::new() }
+        ObjectCell { id: ObjectId::fresh(), slot, producer, charged: OnceLock::new(), link: OnceLock::new() }
+    }
+
+    /// A pending cell for a remote object (see `remote`).
+    pub(crate) fn remote(id: ObjectId, link: Box<crate::remote::CellLink>) -> Arc<ObjectCell> {
+        let cell =
+            ObjectCell { id, slot: Slot::pending(), producer: None, charged: OnceLock::new(), link: OnceLock::new() };
+        let _ = cell.link.set(link);
+        Arc::new(cell)
+    }
+
+    /// Starts fetching a remote object's value (once; no-op for local ones).
+    pub(crate) fn demand(self: &Arc<Self>) {
+        if let Some(link) = self.link.get() {
+            link.demand(self);
+        }
     }
 
     /// The store that charged this object, if it is charged.
@@ -194,7 +214,10 @@ impl ObjectCell {
     pub(crate) fn read_value(self: &Arc<Self>) -> Option<Outcome> {
         loop {
             match self.slot.read_state() {
-                Read::Pending => return None,
+                Read::Pending => {
+                    self.demand();
+                    return None;
+                }
                 Read::Value(v) => {
                     if let Some(store) = self.store() {
                         store.touch(self.id);
@@ -400,6 +423,7 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
                 tracing::error!(object = %cell.id, %message, "an on_ready callback panicked");
             }
         };
+        self.cell.demand();
         if let Err(w) = self.cell.slot.register(Waiter::Callback(Box::new(cb))) {
             w.notify(true);
         }
@@ -472,6 +496,7 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
             this.token = None;
             return Poll::Ready(o.and_then(Value::downcast::<T>));
         }
+        this.cell.demand();
         let w = Waiter::Waker(cx.waker().clone());
         let registered = match this.token {
             Some(t) => this.cell.slot.replace(t, w),

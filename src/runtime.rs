@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Shared {
     pub sched: Arc<Scheduler>,
     pub store: Arc<Store>,
+    pub cluster: Arc<crate::remote::Cluster>,
 }
 
 /// Owns the worker threads; dropping it shuts the runtime down.
@@ -178,7 +179,8 @@ impl RuntimeBuilder {
         }
         let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), cpus);
         let store = Arc::new(Store::new(&self.store)?);
-        let shared = Arc::new(Shared { sched: sched.clone(), store });
+        let cluster = crate::remote::Cluster::new(store.clone());
+        let shared = Arc::new(Shared { sched: sched.clone(), store, cluster });
         let handles = Arc::new(Mutex::new(Vec::with_capacity(cpus)));
         let spawned = handles.clone();
         let weak_sched = Arc::downgrade(&sched);
@@ -234,6 +236,46 @@ thread_local! {
 
 static DEFAULT: OnceLock<Runtime> = OnceLock::new();
 
+thread_local! {
+    static ENTERED: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
+}
+
+static LAST_ATTACHED: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+
+/// Remembers the runtime a backend was last attached to (a context fallback).
+pub(crate) fn set_last_attached(rt: &Runtime) {
+    *LAST_ATTACHED.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&rt.shared);
+}
+
+/// Runs `f` with `rt` entered on this thread (see `Runtime::enter`).
+pub(crate) fn with_entered<R>(rt: &Runtime, f: impl FnOnce() -> R) -> R {
+    struct Restore(Weak<Shared>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let old = std::mem::take(&mut self.0);
+            ENTERED.with(|e| *e.borrow_mut() = old);
+        }
+    }
+    let old = ENTERED.with(|e| std::mem::replace(&mut *e.borrow_mut(), Arc::downgrade(&rt.shared)));
+    let _restore = Restore(old);
+    f()
+}
+
+/// The runtime refs bind to on this thread (see the `remote` module docs).
+pub(crate) fn context() -> Option<Runtime> {
+    let handle = |shared| Runtime { shared, _owner: None };
+    if let Some(s) = ENTERED.with(|e| e.borrow().upgrade()) {
+        return Some(handle(s));
+    }
+    if let Some(rt) = Runtime::current() {
+        return Some(rt);
+    }
+    if let Some(s) = LAST_ATTACHED.lock().unwrap_or_else(|p| p.into_inner()).upgrade() {
+        return Some(handle(s));
+    }
+    DEFAULT.get().map(|rt| handle(rt.shared.clone()))
+}
+
 /// The process-wide runtime for scripts (like `ray.init()`): built with the
 /// defaults on first call, the same one afterwards. Panics only if the OS
 /// refuses to start threads; [`try_init`] returns that error instead.
@@ -268,6 +310,10 @@ impl Runtime {
     /// or actor call), as a non-owning handle. `None` outside workers.
     pub fn current() -> Option<Runtime> {
         CURRENT.with(|c| c.borrow().upgrade()).map(|shared| Runtime { shared, _owner: None })
+    }
+
+    pub(crate) fn cluster(&self) -> &Arc<crate::remote::Cluster> {
+        &self.shared.cluster
     }
 
     pub(crate) fn scheduler(&self) -> &Arc<Scheduler> {

@@ -449,6 +449,15 @@ impl Store {
         (Value::new(value), Meta { charged })
     }
 
+    /// Sizes a decoded value of type `T` (held as a [`Value`]) without
+    /// reserving it.
+    pub(crate) fn measure_value<T: Any + Send + Sync>(&self, value: Value) -> (Value, Meta) {
+        let heap = crate::heap_size::lookup(std::any::TypeId::of::<T>()).map_or(0, |i| (i.heap_size)(&*value.data));
+        let size = std::mem::size_of::<T>() + heap;
+        let charged = if size < self.small { 0 } else { size };
+        (value, Meta { charged })
+    }
+
     pub(crate) fn stats(&self) -> StoreStats {
         let g = self.lock();
         let s = &self.stats;

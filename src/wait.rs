@@ -36,6 +36,7 @@ fn wait_cells(
     let group = WaitGroup::new(target, 0, parker.clone());
     let mut tokens = Vec::new();
     for (i, c) in cells.iter().enumerate() {
+        c.demand();
         match c.slot.register(Waiter::Group(group.clone())) {
             Ok(t) => tokens.push((i, t)),
             Err(_) => group.arrive(!c.slot.is_failed()),

@@ -1,0 +1,445 @@
+//! The cluster hook: how a node (crate `manta-p2p`) plugs into a runtime,
+//! and how object refs cross process boundaries. The core has no network
+//! code: a node implements [`RemoteBackend`] and attaches it with
+//! [`Runtime::attach_remote`].
+//!
+//! # Refs on the wire
+//! - Serializing an `ObjectRef<T>` (serde, `T: Serialize`) writes its id and
+//!   an opaque *owner hint* (the backend's [`RemoteBackend::owner_hint`]: for
+//!   a p2p node, its peer id and addresses) and *exports* the object: the
+//!   runtime's export table maps the id to the cell (weakly: exporting does
+//!   not keep the object alive) and to `T`'s CBOR encoder, so the node can
+//!   serve its bytes ([`Runtime::serve_object`]). The backend is told once
+//!   ([`RemoteBackend::exported`]) so it can announce the object.
+//! - Deserializing an `ObjectRef<T>` binds it to a runtime (see *Context*):
+//!   if that runtime's table has the id, the ref is that object; otherwise
+//!   it is a new *remote cell*, pending, registered in the table so later
+//!   deserializations of the same id share it. Nothing moves until a reader
+//!   demands the value (get, wait, on_ready, await, a task taking it): the
+//!   first demand calls [`RemoteBackend::fetch`], once. The backend decodes
+//!   the bytes as they arrive ([`Fetch::decode`], streaming: no copy of the
+//!   encoded object is needed) and ends with [`Fetch::complete`], which
+//!   charges the replica to the store like any object and exports it, so
+//!   this runtime serves it too.
+//! - When an exported object is freed here, its table entry goes and the
+//!   backend is told ([`RemoteBackend::freed`]) to withdraw it.
+//!
+//! # Context
+//! serde cannot pass a runtime to `Deserialize`, so a ref binds to, in
+//! order: the runtime entered with [`Runtime::enter`] on this thread, the
+//! runtime whose worker runs the code, the runtime a backend was most
+//! recently attached to, the [`crate::init`] runtime. With none, the
+//! deserialization fails with a serde error.
+//!
+//! # Invariants
+//! - At most one live cell per id per runtime table; an entry is removed
+//!   only by the drop of the cell it points to (pointer-checked), so a stale
+//!   drop never removes a newer cell's entry.
+//! - A remote cell's fetch starts at most once; a [`Fetch`] dropped without
+//!   completing completes the cell with [`Error::PeerUnreachable`], so no
+//!   reader waits forever.
+
+use crate::error::Error;
+use crate::heap_size::{decoder_of, encoder_of, Encode};
+use crate::id::ObjectId;
+use crate::object::{ObjectCell, ObjectRef};
+use crate::runtime::Runtime;
+use crate::slot::{Meta, Value};
+use crate::store::Store;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::any::Any;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+/// Largest owner hint a deserialized ref may carry.
+pub const MAX_HINT_BYTES: usize = 4096;
+
+/// What a cluster node provides to a runtime. Implemented by `manta-p2p`;
+/// every method must return quickly (hand work to the node's own threads).
+pub trait RemoteBackend: Send + Sync + 'static {
+    /// The hint written into refs this runtime serializes: how to reach the
+    /// owner (opaque to the core, at most [`MAX_HINT_BYTES`]).
+    fn owner_hint(&self) -> Arc<[u8]>;
+    /// An object of this runtime may now be read by other nodes (a ref to it
+    /// was serialized, or a replica was stored). Called once per object.
+    fn exported(&self, id: ObjectId);
+    /// An exported object was freed here.
+    fn freed(&self, id: ObjectId);
+    /// Fetch a remote object's value; see [`Fetch`].
+    fn fetch(&self, fetch: Fetch);
+}
+
+type DecodeFn = fn(&mut dyn Read, &Store) -> Result<(Value, Meta), String>;
+
+fn decode_as<T: DeserializeOwned + Any + Send + Sync>(
+    r: &mut dyn Read,
+    store: &Store,
+) -> Result<(Value, Meta), String> {
+    let value = decoder_of::<T>()(r)?;
+    Ok(store.measure_value::<T>(value))
+}
+
+/// One runtime's side of the cluster: the attached backend and the table of
+/// exported and remote objects.
+pub(crate) struct Cluster {
+    backend: RwLock<Option<Arc<dyn RemoteBackend>>>,
+    table: Mutex<HashMap<ObjectId, Entry>>,
+    store: Arc<Store>,
+}
+
+struct Entry {
+    cell: Weak<ObjectCell>,
+    encode: Encode,
+}
+
+/// What links a cell to the table it is registered in.
+pub(crate) struct CellLink {
+    cluster: Weak<Cluster>,
+    /// Set for cells made by deserializing a ref to a remote object.
+    origin: Option<Origin>,
+    /// The backend was told about this object (so it must hear of its drop).
+    announced: AtomicBool,
+}
+
+struct Origin {
+    hint: Arc<[u8]>,
+    decode: DecodeFn,
+    started: AtomicBool,
+}
+
+impl Cluster {
+    pub(crate) fn new(store: Arc<Store>) -> Arc<Cluster> {
+        Arc::new(Cluster { backend: RwLock::new(None), table: Mutex::new(HashMap::new()), store })
+    }
+
+    fn backend(&self) -> Option<Arc<dyn RemoteBackend>> {
+        self.backend.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Entry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, id: ObjectId) -> Option<(Arc<ObjectCell>, Encode)> {
+        let t = self.table();
+        let e = t.get(&id)?;
+        Some((e.cell.upgrade()?, e.encode))
+    }
+
+    /// Registers a local cell (idempotent) and tells the backend once.
+    fn export(self: &Arc<Self>, cell: &Arc<ObjectCell>, encode: Encode) -> Arc<[u8]> {
+        let link = cell.link.get_or_init(|| {
+            Box::new(CellLink { cluster: Arc::downgrade(self), origin: None, announced: AtomicBool::new(false) })
+        });
+        let cluster = link.cluster.upgrade();
+        let cluster = cluster.as_ref().unwrap_or(self);
+        {
+            let mut t = cluster.table();
+            // `strong_count`, not `upgrade`: a temporary strong ref dropped
+            // here could be the last one, and its drop takes this lock.
+            let fresh = t.get(&cell.id).is_none_or(|e| e.cell.strong_count() == 0);
+            if fresh {
+                t.insert(cell.id, Entry { cell: Arc::downgrade(cell), encode });
+            }
+        }
+        if let Some(origin) = &link.origin {
+            return origin.hint.clone(); // a replica: the owner stays the owner
+        }
+        let backend = cluster.backend();
+        if let Some(b) = &backend {
+            if !link.announced.swap(true, Ordering::AcqRel) {
+                b.exported(cell.id);
+            }
+        }
+        backend.map_or_else(|| Arc::from(&[][..]), |b| b.owner_hint())
+    }
+
+    /// The cell for a deserialized ref: the local one, or a new remote cell.
+    fn import<T: DeserializeOwned + Serialize + Any + Send + Sync>(
+        self: &Arc<Self>,
+        id: ObjectId,
+        hint: Vec<u8>,
+    ) -> Arc<ObjectCell> {
+        let mut t = self.table();
+        if let Some(cell) = t.get(&id).and_then(|e| e.cell.upgrade()) {
+            return cell;
+        }
+        let link = CellLink {
+            cluster: Arc::downgrade(self),
+            origin: Some(Origin { hint: hint.into(), decode: decode_as::<T>, started: AtomicBool::new(false) }),
+            announced: AtomicBool::new(false),
+        };
+        let cell = ObjectCell::remote(id, Box::new(link));
+        t.insert(id, Entry { cell: Arc::downgrade(&cell), encode: encoder_of::<T>() });
+        cell
+    }
+}
+
+impl CellLink {
+    /// Starts the fetch of a remote cell, once (see `ObjectCell::demand`).
+    pub(crate) fn demand(&self, cell: &Arc<ObjectCell>) {
+        let Some(origin) = &self.origin else { return };
+        if origin.started.load(Ordering::Acquire) || origin.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cluster = self.cluster.upgrade();
+        let Some(backend) = cluster.as_ref().and_then(|c| c.backend()) else {
+            let reason = "no cluster node is attached to the runtime that holds this ref".into();
+            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id, reason }));
+            return;
+        };
+        let Some(cluster) = cluster else { return };
+        backend.fetch(Fetch {
+            id: cell.id,
+            cell: Some(cell.clone()),
+            cluster,
+            decode: origin.decode,
+            hint: origin.hint.clone(),
+        });
+    }
+
+    /// Called from the cell's drop: unregisters it and tells the backend.
+    pub(crate) fn dropped(&self, id: ObjectId, cell: *const ObjectCell) {
+        let Some(cluster) = self.cluster.upgrade() else { return };
+        {
+            let mut t = cluster.table();
+            if t.get(&id).is_some_and(|e| std::ptr::eq(e.cell.as_ptr(), cell)) {
+                t.remove(&id);
+            }
+        }
+        if self.announced.load(Ordering::Acquire) {
+            if let Some(b) = cluster.backend() {
+                b.freed(id);
+            }
+        }
+    }
+}
+
+/// A fetch of a remote object, handed to [`RemoteBackend::fetch`]. The
+/// backend reads the bytes from wherever the object lives, decodes them with
+/// [`Fetch::decode`] (which may be called again, with a fresh reader, after a
+/// failed attempt) and ends with [`Fetch::complete`]. Dropping it without
+/// completing fails the object with [`Error::PeerUnreachable`].
+pub struct Fetch {
+    id: ObjectId,
+    cell: Option<Arc<ObjectCell>>,
+    cluster: Arc<Cluster>,
+    decode: DecodeFn,
+    hint: Arc<[u8]>,
+}
+
+/// A decoded object value, ready for [`Fetch::complete`].
+pub struct Decoded(Value, Meta);
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Decoded({:?}, {} bytes)", self.0, self.1.charged)
+    }
+}
+
+impl std::fmt::Debug for Fetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetch").field("id", &self.id()).finish()
+    }
+}
+
+impl Fetch {
+    /// The object to fetch.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The owner hint the ref carried (empty if it had none).
+    pub fn owner_hint(&self) -> &[u8] {
+        &self.hint
+    }
+
+    /// Decodes the object's CBOR encoding from `r` as the ref's type. The
+    /// error is a message (malformed bytes, wrong type, short input).
+    pub fn decode(&self, r: &mut dyn Read) -> Result<Decoded, String> {
+        let (v, m) = (self.decode)(r, &self.cluster.store)?;
+        Ok(Decoded(v, m))
+    }
+
+    /// Ends the fetch: stores the replica (charged to the store, waiting up
+    /// to the put timeout for room; [`Error::StoreFull`] otherwise) and
+    /// exports it, or fails the object with `result`'s error.
+    pub fn complete(mut self, result: Result<Decoded, Error>) {
+        let Some(cell) = self.cell.take() else { return };
+        let store = &self.cluster.store;
+        let outcome = result.and_then(|Decoded(v, meta)| {
+            if meta.charged == 0 || store.reserve(meta.charged, true) {
+                Ok((v, meta))
+            } else {
+                Err(Error::StoreFull { needed: meta.charged, capacity: store.capacity() })
+            }
+        });
+        match outcome {
+            Ok((v, meta)) => {
+                if let Some(wake) = cell.complete_stored(store, v, meta, None) {
+                    wake.send();
+                }
+                if let (Some(link), Some(b)) = (cell.link.get(), self.cluster.backend()) {
+                    if !link.announced.swap(true, Ordering::AcqRel) {
+                        b.exported(cell.id);
+                    }
+                }
+            }
+            Err(e) => {
+                cell.slot.complete(Err(e));
+            }
+        }
+    }
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        if let Some(cell) = self.cell.take() {
+            let reason = "the fetch was abandoned (the node shut down)".into();
+            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id, reason }));
+        }
+    }
+}
+
+/// What [`Runtime::serve_object`] found.
+#[derive(Debug)]
+pub enum Served {
+    /// Bytes `[offset, offset + data.len())` of the object's CBOR encoding,
+    /// which is `total` bytes long.
+    Chunk {
+        /// Length of the whole encoding.
+        total: u64,
+        /// The requested window (shorter at the end).
+        data: Vec<u8>,
+    },
+    /// This runtime does not hold the object (or not yet: still pending).
+    NotFound,
+    /// The object failed: its error.
+    Failed(Error),
+}
+
+/// A writer that keeps only the window `[start, end)` of what passes
+/// through it and counts the rest.
+struct Window<'a> {
+    pos: u64,
+    start: u64,
+    end: u64,
+    out: &'a mut Vec<u8>,
+}
+
+impl Write for Window<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (b0, b1) = (self.pos, self.pos + buf.len() as u64);
+        let (lo, hi) = (b0.max(self.start), b1.min(self.end));
+        if lo < hi {
+            self.out.extend_from_slice(&buf[(lo - b0) as usize..(hi - b0) as usize]);
+        }
+        self.pos = b1;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Attaches a cluster node: refs serialized from now on carry its hint,
+    /// and remote refs are fetched through it. Replaces any earlier backend.
+    pub fn attach_remote(&self, backend: Arc<dyn RemoteBackend>) {
+        let c = self.cluster();
+        *c.backend.write().unwrap_or_else(|p| p.into_inner()) = Some(backend);
+        crate::runtime::set_last_attached(self);
+    }
+
+    /// Detaches the cluster node (fetches not yet started then fail with
+    /// [`Error::PeerUnreachable`]).
+    pub fn detach_remote(&self) {
+        *self.cluster().backend.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Runs `f` with this runtime as the one refs deserialized on this
+    /// thread bind to (see the `remote` module docs); restores the previous
+    /// one afterwards, also if `f` panics.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        crate::runtime::with_entered(self, f)
+    }
+
+    /// True if this runtime holds `id` (exported or a fetched replica, and
+    /// done).
+    pub fn holds_object(&self, id: ObjectId) -> bool {
+        self.cluster().lookup(id).is_some_and(|(c, _)| c.slot.is_done() && !c.slot.is_failed())
+    }
+
+    /// Serves up to `max_len` bytes of exported object `id`'s CBOR encoding
+    /// from `offset` (for a node answering a peer's fetch). Each call encodes
+    /// the object again but copies only the window: for `Vec<u8>` and other
+    /// byte-string types that is one copy of the window.
+    pub fn serve_object(&self, id: ObjectId, offset: u64, max_len: usize) -> Served {
+        let Some((cell, encode)) = self.cluster().lookup(id) else { return Served::NotFound };
+        if !cell.slot.is_done() {
+            return Served::NotFound;
+        }
+        let value = match cell.read_value() {
+            None => return Served::NotFound,
+            Some(Err(e)) => return Served::Failed(e),
+            Some(Ok(v)) => v,
+        };
+        let mut data = Vec::new();
+        let end = offset.saturating_add(max_len as u64);
+        let mut w = Window { pos: 0, start: offset, end, out: &mut data };
+        if let Err(message) = encode(&*value.data, &mut w) {
+            return Served::Failed(Error::ObjectLost { id, reason: format!("cannot encode: {message}").into() });
+        }
+        let total = w.pos;
+        Served::Chunk { total, data }
+    }
+
+    /// Number of objects in the export table (exported, remote or replica).
+    pub fn exported_objects(&self) -> usize {
+        self.cluster().table().values().filter(|e| e.cell.strong_count() > 0).count()
+    }
+}
+
+/// A ref as it travels: its id and its owner's hint.
+#[derive(Serialize, Deserialize)]
+struct WireRef {
+    id: ObjectId,
+    #[serde(with = "serde_bytes")]
+    owner: Vec<u8>,
+}
+
+impl<T: Serialize + Any + Send + Sync> Serialize for ObjectRef<T> {
+    /// Writes the id and owner hint, and exports the object (module docs).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let cluster = match self.cell.link.get().and_then(|l| l.cluster.upgrade()) {
+            Some(c) => Some(c),
+            None => crate::runtime::context().map(|rt| rt.cluster().clone()),
+        };
+        let owner = match cluster {
+            Some(c) => c.export(&self.cell, encoder_of::<T>()).to_vec(),
+            None => Vec::new(),
+        };
+        WireRef { id: self.cell.id, owner }.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + Any + Send + Sync> Deserialize<'de> for ObjectRef<T> {
+    /// Binds the ref to the context runtime (module docs).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let w = WireRef::deserialize(d)?;
+        if w.owner.len() > MAX_HINT_BYTES {
+            return Err(D::Error::custom(format!("owner hint of {} bytes (max {MAX_HINT_BYTES})", w.owner.len())));
+        }
+        let Some(rt) = crate::runtime::context() else {
+            return Err(D::Error::custom(
+                "an ObjectRef can only be deserialized inside a runtime (Runtime::enter, a task, or a node)",
+            ));
+        };
+        Ok(ObjectRef::from_cell(rt.cluster().import::<T>(w.id, w.owner)))
+    }
+}

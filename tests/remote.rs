@@ -1,0 +1,222 @@
+//! The cluster hook without a network: a backend that fetches from another
+//! runtime in the same process through `serve_object`, in small chunks, as a
+//! node does over the wire.
+
+use manta::{Error, Fetch, ObjectRef, RemoteBackend, Runtime, Served};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Serves fetches from `source`, `chunk` bytes at a time.
+struct Loopback {
+    source: Mutex<Option<Runtime>>,
+    chunk: usize,
+    fetches: AtomicUsize,
+    exported: Mutex<Vec<manta::ObjectId>>,
+    freed: Mutex<Vec<manta::ObjectId>>,
+}
+
+impl Loopback {
+    fn new(source: Option<Runtime>, chunk: usize) -> Arc<Loopback> {
+        Arc::new(Loopback {
+            source: Mutex::new(source),
+            chunk,
+            fetches: AtomicUsize::new(0),
+            exported: Mutex::new(Vec::new()),
+            freed: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// Reads an object from a runtime window by window.
+struct ChunkReader {
+    rt: Runtime,
+    id: manta::ObjectId,
+    chunk: usize,
+    offset: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rt.serve_object(self.id, self.offset, self.chunk) {
+                Served::Chunk { data, .. } => {
+                    self.offset += data.len() as u64;
+                    self.buf = data;
+                    self.pos = 0;
+                }
+                other => return Err(std::io::Error::other(format!("{other:?}"))),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl RemoteBackend for Loopback {
+    fn owner_hint(&self) -> Arc<[u8]> {
+        Arc::from(&b"loopback"[..])
+    }
+    fn exported(&self, id: manta::ObjectId) {
+        self.exported.lock().unwrap().push(id);
+    }
+    fn freed(&self, id: manta::ObjectId) {
+        self.freed.lock().unwrap().push(id);
+    }
+    fn fetch(&self, fetch: Fetch) {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(fetch.owner_hint(), b"loopback");
+        let Some(rt) = self.source.lock().unwrap().clone() else {
+            let id = fetch.id();
+            return fetch.complete(Err(Error::ObjectLost { id, reason: "no source".into() }));
+        };
+        let chunk = self.chunk;
+        std::thread::spawn(move || {
+            let mut r = ChunkReader { rt, id: fetch.id(), chunk, offset: 0, buf: Vec::new(), pos: 0 };
+            let decoded = fetch.decode(&mut r).map_err(|e| Error::ObjectLost { id: fetch.id(), reason: e.into() });
+            fetch.complete(decoded);
+        });
+    }
+}
+
+fn pair(chunk: usize) -> (Runtime, Runtime, Arc<Loopback>, Arc<Loopback>) {
+    let a = Runtime::builder().num_cpus(1).build().unwrap();
+    let b = Runtime::builder().num_cpus(1).build().unwrap();
+    let la = Loopback::new(None, chunk);
+    let lb = Loopback::new(Some(a.clone()), chunk);
+    a.attach_remote(la.clone());
+    b.attach_remote(lb.clone());
+    (a, b, la, lb)
+}
+
+fn to_bytes<T: serde::Serialize>(rt: &Runtime, v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    rt.enter(|| ciborium::into_writer(v, &mut out)).unwrap();
+    out
+}
+
+fn from_bytes<T: serde::de::DeserializeOwned>(rt: &Runtime, b: &[u8]) -> T {
+    rt.enter(|| ciborium::from_reader(b)).unwrap()
+}
+
+#[test]
+fn a_ref_crosses_runtimes_and_is_fetched_in_chunks_once() {
+    let (a, b, la, lb) = pair(1000);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let r = a.put(data.clone()).unwrap();
+    let wire = to_bytes(&a, &r);
+    assert_eq!(la.exported.lock().unwrap().as_slice(), &[r.id()]);
+    let rb: ObjectRef<Vec<u8>> = from_bytes(&b, &wire);
+    assert_eq!(rb.id(), r.id());
+    assert!(!rb.is_ready(), "nothing moves before a reader asks");
+    assert_eq!(lb.fetches.load(Ordering::SeqCst), 0);
+    assert_eq!(*rb.get().unwrap(), data);
+    // A second deserialization shares the replica; no second fetch.
+    let rb2: ObjectRef<Vec<u8>> = from_bytes(&b, &wire);
+    assert_eq!(*rb2.get().unwrap(), data);
+    assert_eq!(lb.fetches.load(Ordering::SeqCst), 1);
+    assert!(b.holds_object(r.id()), "the replica is served by b too");
+    assert_eq!(lb.exported.lock().unwrap().as_slice(), &[r.id()]);
+    assert!(b.store_stats().bytes_in_memory >= 100_000, "the replica is charged");
+    drop((rb, rb2));
+    assert_eq!(lb.freed.lock().unwrap().as_slice(), &[r.id()], "freeing the replica withdraws it");
+    assert!(!b.holds_object(r.id()));
+    assert_eq!(b.store_stats().bytes_in_memory, 0);
+    drop(r);
+    assert_eq!(la.freed.lock().unwrap().as_slice(), &[wire_id(&a, &wire)]);
+}
+
+fn wire_id(rt: &Runtime, wire: &[u8]) -> manta::ObjectId {
+    // Deserializing in the owner's runtime after the object is gone makes a
+    // fresh remote cell; only its id is used here.
+    let r: ObjectRef<Vec<u8>> = from_bytes(rt, wire);
+    r.id()
+}
+
+#[test]
+fn a_ref_deserialized_where_it_lives_is_the_same_object() {
+    let (a, _b, _la, _lb) = pair(64);
+    let r = a.put(String::from("here")).unwrap();
+    let again: ObjectRef<String> = from_bytes(&a, &to_bytes(&a, &r));
+    assert!(again.is_ready());
+    assert_eq!(*again.get().unwrap(), "here");
+}
+
+#[test]
+fn structured_values_and_task_results_cross() {
+    let (a, b, _la, _lb) = pair(7);
+    let t = a.spawn(|| (0..1000u64).map(|i| (i.to_string(), i)).collect::<Vec<(String, u64)>>());
+    let wire = to_bytes(&a, &t);
+    let rb: ObjectRef<Vec<(String, u64)>> = from_bytes(&b, &wire);
+    let v = rb.get().unwrap();
+    assert_eq!(v.len(), 1000);
+    assert_eq!(v[999], ("999".to_string(), 999));
+    // A remote ref as a task argument is fetched before the task runs.
+    let n = b.spawn_with((rb.clone(),), |(v,)| v.iter().map(|x| x.1).sum::<u64>());
+    assert_eq!(*n.get().unwrap(), 999 * 1000 / 2);
+}
+
+#[test]
+fn wait_and_async_demand_the_fetch() {
+    let (a, b, _la, _lb) = pair(16);
+    let wire = to_bytes(&a, &a.put(vec![1u64, 2, 3]).unwrap());
+    let keep = a.put(0u8).unwrap();
+    let r1: ObjectRef<Vec<u64>> = from_bytes(&b, &wire);
+    let (ready, rest) = b.wait(std::slice::from_ref(&r1), 1, None).unwrap();
+    assert_eq!((ready.len(), rest.len()), (1, 0));
+    drop(keep);
+    let r2: ObjectRef<Vec<u64>> = from_bytes(&b, &to_bytes(&a, &a.put(vec![4u64]).unwrap()));
+    // The source object was freed already: the fetch fails cleanly.
+    let e = futures_executor::block_on(r2.into_future_compat()).unwrap_err();
+    assert!(matches!(e, Error::ObjectLost { .. }), "{e}");
+}
+
+trait Compat<T> {
+    fn into_future_compat(self) -> manta::RefFuture<T>;
+}
+impl<T: Send + Sync + 'static> Compat<T> for ObjectRef<T> {
+    fn into_future_compat(self) -> manta::RefFuture<T> {
+        std::future::IntoFuture::into_future(self)
+    }
+}
+
+#[test]
+fn wrong_type_fails_the_fetch_with_a_clear_error() {
+    let (a, b, _la, _lb) = pair(64);
+    let r = a.put(String::from("text")).unwrap();
+    let wire = to_bytes(&a, &r);
+    let wrong: ObjectRef<Vec<u64>> = from_bytes(&b, &wire);
+    let e = wrong.get().unwrap_err();
+    assert!(matches!(e, Error::ObjectLost { .. }), "{e}");
+}
+
+#[test]
+fn without_a_backend_a_remote_ref_fails_instead_of_hanging() {
+    let a = Runtime::builder().num_cpus(1).build().unwrap();
+    let b = Runtime::builder().num_cpus(1).build().unwrap();
+    let wire = to_bytes(&a, &a.put(5u64).unwrap());
+    let r: ObjectRef<u64> = from_bytes(&b, &wire);
+    assert!(matches!(r.get(), Err(Error::PeerUnreachable { .. })));
+}
+
+#[test]
+fn malformed_refs_are_serde_errors() {
+    let b = Runtime::builder().num_cpus(1).build().unwrap();
+    for bad in [&b"\xff\x00"[..], b"", b"\xa2\x62id\x01"] {
+        let r: Result<ObjectRef<u64>, _> = b.enter(|| ciborium::from_reader(bad));
+        assert!(r.is_err());
+    }
+    #[derive(serde::Serialize)]
+    struct Big {
+        id: (u64, u64),
+        #[serde(with = "serde_bytes")]
+        owner: Vec<u8>,
+    }
+    let mut wire = Vec::new();
+    ciborium::into_writer(&Big { id: (1, 2), owner: vec![0; 5000] }, &mut wire).unwrap();
+    let r: Result<ObjectRef<u64>, _> = b.enter(|| ciborium::from_reader(&wire[..]));
+    assert!(r.is_err(), "an oversized hint is refused");
+}
