@@ -1,0 +1,70 @@
+//! The libp2p behaviours a node runs, combined into one `NetworkBehaviour`,
+//! and how they are configured.
+//!
+//! - `objects`: request-response on `/manta/object/1` with manta's own
+//!   ciborium codec (chunked object transfer).
+//! - `gossip`: gossipsub, signed messages, for heartbeats.
+//! - `kad`: Kademlia in server mode (forced: small clusters never confirm an
+//!   external address), provider records only.
+//! - `identify`: tells peers our listen addresses (fed to Kademlia).
+//! - `ping`: keeps connections alive and measures them.
+//! - `mdns`: LAN discovery, present only when enabled.
+
+use crate::codec::{object_protocol, ObjectCodec};
+use crate::config::NodeConfig;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol};
+use std::time::Duration;
+
+/// Kademlia protocol name (a private DHT, not the public IPFS one).
+pub const KAD_PROTOCOL: &str = "/manta/kad/1";
+/// The gossip topic of heartbeats.
+pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub objects: request_response::Behaviour<ObjectCodec>,
+    pub gossip: gossipsub::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+impl Behaviour {
+    pub fn new(key: &identity::Keypair, cfg: &NodeConfig) -> Result<Behaviour, String> {
+        let me = key.public().to_peer_id();
+        let objects = request_response::Behaviour::with_codec(
+            ObjectCodec,
+            [(object_protocol(), request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(cfg.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+        let gossip_cfg = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(cfg.heartbeat.min(Duration::from_secs(1)))
+            .heartbeat_initial_delay(Duration::from_millis(10))
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .max_transmit_size(crate::wire::MAX_HEARTBEAT_BYTES + 4096)
+            .build()
+            .map_err(|e| format!("gossipsub config: {e}"))?;
+        let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+            .map_err(|e| format!("gossipsub: {e}"))?;
+        gossip.subscribe(&gossipsub::IdentTopic::new(HEARTBEAT_TOPIC)).map_err(|e| format!("gossipsub: {e}"))?;
+        let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_cfg.set_query_timeout(cfg.request_timeout);
+        let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), kad_cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        let identify = identify::Behaviour::new(
+            identify::Config::new("/manta/id/1".into(), key.public()).with_push_listen_addr_updates(true),
+        );
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
+        let mdns = if cfg.mdns {
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me).map_err(|e| format!("mdns: {e}"))?)
+        } else {
+            None
+        };
+        Ok(Behaviour { objects, gossip, kad, identify, ping, mdns: Toggle::from(mdns) })
+    }
+}

@@ -1,0 +1,502 @@
+//! The event loop: the one task that owns the `Swarm`.
+//!
+//! It selects over swarm events, commands (from `Node` handles, the manta
+//! runtime's backend and the node's own blocking helpers) and the heartbeat
+//! timer. Nothing in it blocks: serving a chunk (encoding a window of an
+//! object) and decoding fetched bytes run on tokio's blocking threads and
+//! report back as commands.
+//!
+//! Discovery: bootstrap addresses are dialled at start (and re-dialled each
+//! heartbeat, at most `MAX_REDIALS` times, until some peer is connected);
+//! mDNS discoveries are dialled; every address learnt (identify, mDNS, the
+//! endpoint of a connection we dialled, heartbeats) is given to Kademlia,
+//! which does not learn addresses itself.
+
+use crate::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC};
+use crate::codec::Incoming;
+use crate::config::NodeConfig;
+use crate::membership::{Member, Membership, MembershipEvent};
+use crate::node::{Backend, NodeError};
+use crate::transfer::{Inflight, Step, Transfer};
+use crate::wire::{self, Heartbeat, Request, Resource, Response};
+use futures::StreamExt;
+use libp2p::request_response::{self as rr, ResponseChannel};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
+use manta::{Fetch, ObjectId, Runtime, Served};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most times the bootstrap addresses are re-dialled while no peer is
+/// connected (one try per heartbeat).
+const MAX_REDIALS: u32 = 120;
+
+/// Everything the loop can be asked to do.
+pub(crate) enum Command {
+    Status(oneshot::Sender<Vec<Member>>),
+    Subscribe(crossbeam_channel::Sender<MembershipEvent>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Provide(ObjectId),
+    Unprovide(ObjectId),
+    Fetch(Fetch),
+    /// A served chunk is ready to send.
+    Respond(ResponseChannel<Response>, Response),
+    /// A decoder took a chunk.
+    Consumed {
+        key: u64,
+        attempt_no: u64,
+    },
+    /// A decoder ended: success (`fetch` is `None`) or a failed attempt.
+    AttemptDone {
+        key: u64,
+        attempt_no: u64,
+        fetch: Option<Fetch>,
+        error: Option<String>,
+    },
+    Shutdown,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    cfg: NodeConfig,
+    rt: Runtime,
+    rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+    members: Membership,
+    addrs: Vec<Multiaddr>,
+    hint_sink: Option<Arc<Backend>>,
+    seq: u64,
+    redials: u32,
+    transfers: HashMap<u64, Transfer>,
+    next_key: u64,
+    inflight: Inflight,
+    dht: HashMap<kad::QueryId, u64>,
+}
+
+impl EventLoop {
+    pub fn new(
+        key: identity::Keypair,
+        cfg: NodeConfig,
+        rt: Runtime,
+        rx: mpsc::UnboundedReceiver<Command>,
+        tx: mpsc::UnboundedSender<Command>,
+    ) -> Result<EventLoop, NodeError> {
+        let me = key.public().to_peer_id();
+        let start = |e: String| NodeError::Start(e);
+        let behaviour = Behaviour::new(&key, &cfg).map_err(start)?;
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .map_err(|e| start(format!("tcp: {e}")))?
+            .with_behaviour(|_| behaviour)
+            .map_err(|e| start(format!("behaviour: {e}")))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+            .build();
+        let members = Membership::new(me, cfg.failure_timeout);
+        Ok(EventLoop {
+            swarm,
+            cfg,
+            rt,
+            rx,
+            tx,
+            members,
+            addrs: Vec::new(),
+            hint_sink: None,
+            seq: 0,
+            redials: 0,
+            transfers: HashMap::new(),
+            next_key: 0,
+            inflight: HashMap::new(),
+            dht: HashMap::new(),
+        })
+    }
+
+    /// Binds every listen address; returns once each has an address (at
+    /// most 10 s), with the addresses bound so far.
+    pub async fn bind(mut self) -> Result<(EventLoop, Vec<Multiaddr>), NodeError> {
+        let mut waiting = std::collections::HashSet::new();
+        for addr in self.cfg.listen.clone() {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+            waiting.insert(id);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !waiting.is_empty() {
+            let ev = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| NodeError::Start("no listen address bound within 10 s".into()))?;
+            match ev {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    waiting.remove(&listener_id);
+                    self.addrs.push(address);
+                }
+                SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                    let reason = reason.err().map_or("closed".to_string(), |e| e.to_string());
+                    return Err(NodeError::Listen { addr: format!("{addresses:?}"), reason });
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(NodeError::Listen { addr: "?".into(), reason: error.to_string() });
+                }
+                other => self.on_swarm(other),
+            }
+        }
+        for addr in self.cfg.bootstrap.clone() {
+            self.dial(addr);
+        }
+        let addrs = self.addrs.clone();
+        Ok((self, addrs))
+    }
+
+    pub fn set_hint_sink(&mut self, b: Arc<Backend>) {
+        self.hint_sink = Some(b);
+    }
+
+    pub async fn run(mut self) {
+        let mut timer = tokio::time::interval(self.cfg.heartbeat);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = self.rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(c) => self.on_command(c),
+                },
+                _ = timer.tick() => self.on_tick(),
+            }
+        }
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "node event loop stopped");
+        // Dropping the transfers drops their fetches: those objects fail
+        // with `PeerUnreachable` instead of hanging.
+    }
+
+    fn dial(&mut self, addr: Multiaddr) {
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            tracing::debug!(%addr, error = %e, "dial failed");
+        }
+    }
+
+    fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        self.swarm.add_peer_address(peer, addr.clone());
+        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+    }
+
+    fn me(&self) -> Member {
+        let stats = self.rt.store_stats();
+        Member {
+            peer: *self.swarm.local_peer_id(),
+            addrs: self.addrs.clone(),
+            resources: self.resources(),
+            queue_len: self.rt.queued_tasks() as u64,
+            store_bytes: stats.bytes_in_memory as u64,
+            store_capacity: stats.capacity as u64,
+            fn_hash: self.cfg.fn_hash,
+            alive: true,
+            is_self: true,
+            last_heartbeat_age: Duration::ZERO,
+        }
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        self.rt
+            .resources()
+            .into_iter()
+            .take(wire::MAX_RESOURCES)
+            .map(|(name, total, free)| Resource { name: name.to_string(), total, free: free.min(total) })
+            .filter(|r| r.name.len() <= wire::MAX_RESOURCE_NAME_BYTES)
+            .collect()
+    }
+
+    fn publish_heartbeat(&mut self) {
+        let me = self.me();
+        self.seq += 1;
+        let hb = Heartbeat {
+            peer: me.peer.to_bytes(),
+            addrs: me.addrs.iter().take(wire::MAX_ADDRS).map(|a| a.to_vec()).collect(),
+            seq: self.seq,
+            resources: me.resources,
+            queue_len: me.queue_len,
+            store_bytes: me.store_bytes,
+            store_capacity: me.store_capacity,
+            fn_hash: me.fn_hash,
+        };
+        let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {
+            // `NoPeersSubscribedToTopic` until a peer's subscription arrives.
+            tracing::trace!(error = %e, "heartbeat not published");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.publish_heartbeat();
+        self.members.tick(Instant::now());
+        if self.swarm.connected_peers().next().is_none() && self.redials < MAX_REDIALS {
+            self.redials += 1;
+            for addr in self.cfg.bootstrap.clone() {
+                self.dial(addr);
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Status(tx) => {
+                let _ = tx.send(self.members.snapshot(self.me(), Instant::now()));
+            }
+            Command::Subscribe(tx) => self.members.subscribe(tx),
+            Command::Dial(addr, tx) => {
+                let r = self.swarm.dial(addr).map_err(|e: DialError| e.to_string());
+                let _ = tx.send(r);
+            }
+            Command::Provide(id) => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {
+                    tracing::warn!(object = %id, error = %e, "cannot announce object in the DHT");
+                }
+            }
+            Command::Unprovide(id) => {
+                self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&id.to_bytes()))
+            }
+            Command::Fetch(fetch) => self.start_fetch(fetch),
+            Command::Respond(channel, resp) => {
+                if self.swarm.behaviour_mut().objects.send_response(channel, resp).is_err() {
+                    tracing::debug!("a chunk reply could not be sent (the requester went away)");
+                }
+            }
+            Command::Consumed { key, attempt_no } => {
+                let (window, chunk) = (self.cfg.window, self.cfg.chunk_bytes);
+                if let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) {
+                    let step = t.on_consumed(window, chunk);
+                    self.do_step(key, step);
+                }
+            }
+            Command::AttemptDone { key, attempt_no, fetch, error } => {
+                self.on_attempt_done(key, attempt_no, fetch, error)
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn start_fetch(&mut self, fetch: Fetch) {
+        let hint = crate::hint::decode(fetch.owner_hint());
+        let me = *self.swarm.local_peer_id();
+        let owner = match hint {
+            Some((peer, addrs)) if peer != me => {
+                for a in addrs {
+                    self.learn(peer, a);
+                }
+                Some(peer)
+            }
+            _ => None,
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        self.transfers.insert(key, Transfer::new(fetch, owner));
+        self.advance(key);
+    }
+
+    /// Starts the next attempt of an idle transfer, asks the DHT, or fails.
+    fn advance(&mut self, key: u64) {
+        let chunk = self.cfg.chunk_bytes;
+        let Some(t) = self.transfers.get_mut(&key) else { return };
+        if !t.idle() {
+            return;
+        }
+        if let Some(step) = t.begin(key, chunk, &self.tx) {
+            self.do_step(key, step);
+            return;
+        }
+        match t.dht {
+            None => {
+                t.dht = Some(true);
+                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&t.id.to_bytes()));
+                self.dht.insert(q, key);
+            }
+            Some(true) => {} // wait for the query
+            Some(false) => {
+                if let Some(mut t) = self.transfers.remove(&key) {
+                    let e = t.final_error();
+                    if let Some(f) = t.fetch.take() {
+                        f.complete(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn do_step(&mut self, key: u64, step: Step) {
+        let Step::Request(peer, reqs) = step else { return };
+        let attempt_no = self.transfers.get(&key).map_or(0, |t| t.attempt_no);
+        for req in reqs {
+            let Request::Fetch { offset, .. } = &req;
+            let offset = *offset;
+            let id = self.swarm.behaviour_mut().objects.send_request(&peer, Incoming::Valid(req));
+            self.inflight.insert(id, (key, attempt_no, offset));
+        }
+    }
+
+    fn on_attempt_done(&mut self, key: u64, attempt_no: u64, fetch: Option<Fetch>, error: Option<String>) {
+        let Some(t) = self.transfers.get_mut(&key) else { return };
+        match fetch {
+            None => {
+                self.transfers.remove(&key);
+            }
+            Some(f) => {
+                if t.attempt_no == attempt_no && t.attempt.is_some() {
+                    // The decoder failed first (bad bytes): end the attempt.
+                    t.abort(format!("its bytes did not decode: {}", error.unwrap_or_default()), false);
+                }
+                t.attempt = None;
+                t.fetch = Some(f);
+                self.advance(key);
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Objects(e)) => self.on_objects(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.on_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                for a in info.listen_addrs {
+                    self.learn(peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.learn(peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        self.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if !self.addrs.contains(&address) => {
+                self.addrs.push(address);
+                if let Some(b) = &self.hint_sink {
+                    b.set_hint(crate::hint::encode(self.swarm.local_peer_id(), &self.addrs));
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => {
+                self.learn(peer_id, endpoint.get_remote_address().clone());
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, e: gossipsub::Event) {
+        match e {
+            gossipsub::Event::Message { message, .. } => {
+                let Some(source) = message.source else { return };
+                let hb = match wire::decode_heartbeat(&message.data) {
+                    Ok(hb) => hb,
+                    Err(err) => {
+                        tracing::warn!(%source, error = %err, "malformed heartbeat dropped");
+                        return;
+                    }
+                };
+                match self.members.on_heartbeat(source, hb, Instant::now()) {
+                    Ok(addrs) => {
+                        for a in addrs {
+                            self.swarm.behaviour_mut().kad.add_address(&source, a);
+                        }
+                    }
+                    Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
+                }
+            }
+            gossipsub::Event::Subscribed { .. } => self.publish_heartbeat(),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, e: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, .. } = e else {
+            return;
+        };
+        let Some(&key) = self.dht.get(&id) else { return };
+        let me = *self.swarm.local_peer_id();
+        let mut finished = step.last;
+        match r {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                if let Some(t) = self.transfers.get_mut(&key) {
+                    t.add_candidates(providers.into_iter().filter(|p| *p != me));
+                }
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+            Err(e) => {
+                tracing::debug!(error = %e, "provider lookup failed");
+                finished = true;
+            }
+        }
+        if finished {
+            self.dht.remove(&id);
+            if let Some(t) = self.transfers.get_mut(&key) {
+                t.dht = Some(false);
+            }
+        }
+        self.advance(key);
+    }
+
+    fn on_objects(&mut self, e: rr::Event<Incoming, Response>) {
+        match e {
+            rr::Event::Message { peer, message: rr::Message::Request { request, channel, .. }, .. } => {
+                self.serve(peer, request, channel)
+            }
+            rr::Event::Message { message: rr::Message::Response { request_id, response }, .. } => {
+                let Some((key, attempt_no, offset)) = self.inflight.remove(&request_id) else { return };
+                let (window, chunk) = (self.cfg.window, self.cfg.chunk_bytes);
+                let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) else { return };
+                let step = t.on_response(offset, response, window, chunk);
+                self.do_step(key, step);
+            }
+            rr::Event::OutboundFailure { peer, request_id, error, .. } => {
+                let Some((key, attempt_no, _)) = self.inflight.remove(&request_id) else { return };
+                if let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) {
+                    tracing::debug!(%peer, %error, "chunk request failed");
+                    t.abort(error.to_string(), true);
+                }
+            }
+            rr::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound object request failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn serve(&mut self, peer: PeerId, request: Incoming, channel: ResponseChannel<Response>) {
+        let (id, offset, len) = match request {
+            Incoming::Valid(Request::Fetch { id, offset, len }) => (ObjectId::from_bytes(id), offset, len as usize),
+            Incoming::Invalid(e) => {
+                tracing::warn!(%peer, error = %e, "invalid object request");
+                let reason = e.to_string();
+                let _ = self.swarm.behaviour_mut().objects.send_response(channel, Response::Invalid { reason });
+                return;
+            }
+        };
+        let rt = self.rt.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let resp = match rt.serve_object(id, offset, len) {
+                Served::Chunk { total, .. } if offset > total => {
+                    Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
+                }
+                Served::Chunk { total, data } => Response::Chunk { total, offset, data },
+                Served::NotFound => Response::NotFound,
+                Served::Failed(e) => Response::Failed { message: e.to_string() },
+            };
+            let _ = tx.send(Command::Respond(channel, resp));
+        });
+    }
+}

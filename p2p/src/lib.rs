@@ -1,0 +1,51 @@
+//! manta clusters over libp2p: several processes running manta join into
+//! one cluster with no head node.
+//!
+//! - **Discovery**: by mDNS on a LAN (off unless asked for) and by bootstrap
+//!   addresses anywhere.
+//! - **Membership**: each node gossips a heartbeat (addresses, resources,
+//!   queue length, store use, function-table hash); [`Node::cluster_status`]
+//!   is the member table, and silent peers are marked dead.
+//! - **Objects**: an `ObjectRef` serializes (serde) to its id and its
+//!   owner's address; on another node `get` pulls the bytes in chunks from
+//!   the owner, or from a replica found in the Kademlia DHT, and keeps a
+//!   replica that is announced in turn.
+//! - **Safety**: connections are authenticated and encrypted (Noise); every
+//!   wire message is versioned and size-capped; malformed bytes from a peer
+//!   get an error reply and a log line.
+//!
+//! ```
+//! use manta::{ObjectRef, Runtime};
+//! use manta_p2p::Node;
+//! use std::time::Duration;
+//!
+//! let local = || "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+//! let a = Node::builder(Runtime::builder().num_cpus(1).build()?).listen(local()).start()?;
+//! let b = Node::builder(Runtime::builder().num_cpus(1).build()?)
+//!     .listen(local())
+//!     .bootstrap(a.listen_addrs()[0].clone())
+//!     .start()?;
+//! b.wait_for_peers(1, Duration::from_secs(10))?;
+//!
+//! let r = a.runtime().put(vec![1u8, 2, 3]).unwrap();
+//! let wire = a.encode_ref(&r); // send these bytes anywhere
+//! let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire)?;
+//! assert_eq!(*there.get()?, vec![1, 2, 3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod behaviour;
+pub mod codec;
+mod config;
+mod event_loop;
+pub mod hint;
+mod membership;
+mod node;
+mod transfer;
+pub mod wire;
+
+pub use behaviour::{HEARTBEAT_TOPIC, KAD_PROTOCOL};
+pub use config::{DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use libp2p::{Multiaddr, PeerId};
+pub use membership::{Member, MembershipEvent};
+pub use node::{Node, NodeBuilder, NodeError};

@@ -1,0 +1,322 @@
+//! The `Node` handle and its builder.
+//!
+//! A node owns a tokio runtime on its own threads and one event-loop task
+//! that owns the libp2p `Swarm` (see `event_loop`). The handle is cheap to
+//! clone and talks to the loop by commands with one-shot replies, so a
+//! synchronous program needs no async code; `*_async` methods exist for
+//! async callers. When the last handle is dropped (or [`Node::shutdown`] is
+//! called) the node detaches from the manta runtime, stops its loop and
+//! joins its threads; fetches in flight then fail with `PeerUnreachable`.
+
+use crate::config::NodeConfig;
+use crate::event_loop::{Command, EventLoop};
+use crate::membership::{Member, MembershipEvent};
+use libp2p::{identity, Multiaddr, PeerId};
+use manta::{Fetch, ObjectId, ObjectRef, RemoteBackend, Runtime};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::any::Any;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// What can go wrong starting or using a node.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node could not be built (transport, behaviours, tokio).
+    #[error("cannot start the node: {0}")]
+    Start(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    Shutdown,
+    /// A wait gave up.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Bytes that should hold a ref did not.
+    #[error("cannot decode: {0}")]
+    Decode(String),
+}
+
+/// Configures and starts a [`Node`].
+#[must_use]
+pub struct NodeBuilder {
+    rt: Runtime,
+    cfg: NodeConfig,
+    key: Option<identity::Keypair>,
+}
+
+impl NodeBuilder {
+    /// Adds a listen address (default, if none is added: every interface,
+    /// one OS-chosen TCP port, `/ip4/0.0.0.0/tcp/0`).
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.cfg.listen.push(addr);
+        self
+    }
+
+    /// Adds a bootstrap address (`/ip4/.../tcp/PORT[/p2p/PEER]`) to join by.
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.cfg.bootstrap.push(addr);
+        self
+    }
+
+    /// Turns LAN discovery by mDNS on or off (default off: a library
+    /// announces itself on a network only when asked). mDNS skips loopback
+    /// interfaces, so nodes listening only on 127.0.0.1 are not found by it.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.cfg.mdns = on;
+        self
+    }
+
+    /// Heartbeat period (default 1 s).
+    pub fn heartbeat(mut self, period: Duration) -> Self {
+        self.cfg.heartbeat = period.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a peer may be silent before it is marked dead (default 5 s).
+    pub fn failure_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.failure_timeout = timeout;
+        self
+    }
+
+    /// How long an unused connection stays open (default 60 s).
+    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.idle_timeout = timeout;
+        self
+    }
+
+    /// Timeout of one request, e.g. one chunk of a transfer (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.request_timeout = timeout;
+        self
+    }
+
+    /// Chunk size of object transfers (default 4 MiB, at most
+    /// `wire::MAX_FETCH_LEN`).
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.chunk_bytes = bytes.clamp(1, crate::wire::MAX_FETCH_LEN as usize);
+        self
+    }
+
+    /// Uses this identity instead of a fresh Ed25519 one.
+    pub fn keypair(mut self, key: identity::Keypair) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Starts the node: binds its listen addresses (returns once they are
+    /// bound), dials the bootstrap addresses and attaches to the runtime.
+    pub fn start(self) -> Result<Node, NodeError> {
+        let key = self.key.unwrap_or_else(identity::Keypair::generate_ed25519);
+        let peer_id = key.public().to_peer_id();
+        let mut cfg = self.cfg;
+        if cfg.listen.is_empty() {
+            cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().map_err(|e| NodeError::Start(format!("{e}")))?);
+        }
+        let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("manta-p2p")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Start(format!("tokio: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backend = Arc::new(Backend { tx: tx.clone(), hint: RwLock::new(Arc::from(&[][..])) });
+        let (mut event_loop, addrs) = {
+            let _guard = tokio_rt.enter();
+            let el = EventLoop::new(key, cfg, self.rt.clone(), rx, tx.clone())?;
+            tokio_rt.block_on(el.bind())?
+        };
+        *backend.hint.write().unwrap_or_else(|p| p.into_inner()) = crate::hint::encode(&peer_id, &addrs).into();
+        event_loop.set_hint_sink(backend.clone());
+        let thread = std::thread::Builder::new()
+            .name("manta-p2p-loop".into())
+            .spawn(move || {
+                tokio_rt.block_on(event_loop.run());
+                tokio_rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| NodeError::Start(format!("thread: {e}")))?;
+        self.rt.attach_remote(backend);
+        Ok(Node { inner: Arc::new(Inner { tx, peer_id, rt: self.rt, addrs, thread: Mutex::new(Some(thread)) }) })
+    }
+}
+
+/// What the manta runtime calls: forwards to the event loop.
+pub(crate) struct Backend {
+    tx: mpsc::UnboundedSender<Command>,
+    hint: RwLock<Arc<[u8]>>,
+}
+
+impl Backend {
+    /// Replaces the hint (when the listen addresses change).
+    pub(crate) fn set_hint(&self, hint: Vec<u8>) {
+        *self.hint.write().unwrap_or_else(|p| p.into_inner()) = hint.into();
+    }
+}
+
+impl RemoteBackend for Backend {
+    fn owner_hint(&self) -> Arc<[u8]> {
+        self.hint.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn exported(&self, id: ObjectId) {
+        let _ = self.tx.send(Command::Provide(id));
+    }
+    fn freed(&self, id: ObjectId) {
+        let _ = self.tx.send(Command::Unprovide(id));
+    }
+    fn fetch(&self, fetch: Fetch) {
+        // If the loop is gone the command (and the fetch in it) is dropped,
+        // which fails the object with `PeerUnreachable`.
+        let _ = self.tx.send(Command::Fetch(fetch));
+    }
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<Command>,
+    peer_id: PeerId,
+    rt: Runtime,
+    addrs: Vec<Multiaddr>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn stop(&self) {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        self.rt.detach_remote();
+        let _ = self.tx.send(Command::Shutdown);
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A manta runtime's membership in a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.inner.peer_id).field("addrs", &self.inner.addrs).finish()
+    }
+}
+
+impl Node {
+    /// A builder for a node attached to `rt`.
+    pub fn builder(rt: Runtime) -> NodeBuilder {
+        NodeBuilder { rt, cfg: NodeConfig::default(), key: None }
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The addresses bound at start, each ending in `/p2p/<peer id>` (ready
+    /// to give other nodes as bootstrap addresses).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let p2p = libp2p::multiaddr::Protocol::P2p(self.inner.peer_id);
+        self.inner.addrs.iter().map(|a| a.clone().with(p2p.clone())).collect()
+    }
+
+    /// The runtime this node serves.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.rt
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.tx.send(make(tx)).map_err(|_| NodeError::Shutdown)?;
+        rx.await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// The member table: this node first, then every peer heard from (dead
+    /// ones included, marked `alive: false`).
+    pub async fn cluster_status_async(&self) -> Result<Vec<Member>, NodeError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Blocking form of [`Node::cluster_status_async`].
+    pub fn cluster_status(&self) -> Result<Vec<Member>, NodeError> {
+        futures::executor::block_on(self.cluster_status_async())
+    }
+
+    /// Membership changes from now on (joined, died, revived).
+    pub fn subscribe(&self) -> Result<crossbeam_channel::Receiver<MembershipEvent>, NodeError> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.inner.tx.send(Command::Subscribe(tx)).map_err(|_| NodeError::Shutdown)?;
+        Ok(rx)
+    }
+
+    /// Blocks until at least `n` live peers (besides this node) are members,
+    /// or `timeout` passes. Event-driven: wakes on membership changes.
+    pub fn wait_for_peers(&self, n: usize, timeout: Duration) -> Result<Vec<Member>, NodeError> {
+        let deadline = Instant::now() + timeout;
+        let events = self.subscribe()?;
+        loop {
+            let status = self.cluster_status()?;
+            if status.iter().filter(|m| m.alive && !m.is_self).count() >= n {
+                return Ok(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(_) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    return Err(NodeError::Timeout(format!("{n} live peers not seen within {timeout:?}")));
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(NodeError::Shutdown),
+            }
+        }
+    }
+
+    /// Dials an address (e.g. another node's listen address).
+    pub async fn dial_async(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?.map_err(NodeError::Start)
+    }
+
+    /// Blocking form of [`Node::dial_async`].
+    pub fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        futures::executor::block_on(self.dial_async(addr))
+    }
+
+    /// Serializes a ref (CBOR) for another node: its id and this node's
+    /// address; the object is announced in the DHT.
+    pub fn encode_ref<T: Serialize + Any + Send + Sync>(&self, r: &ObjectRef<T>) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing to a Vec fails only if serialization does, which for a
+        // ref it does not.
+        let _ = self.inner.rt.enter(|| ciborium::into_writer(r, &mut out));
+        out
+    }
+
+    /// Deserializes a ref made by [`Node::encode_ref`] on any node, bound to
+    /// this node's runtime: `get` fetches the value from the owner or, if
+    /// the owner is gone, from a replica found in the DHT.
+    pub fn decode_ref<T: Serialize + DeserializeOwned + Any + Send + Sync>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<ObjectRef<T>, NodeError> {
+        self.inner.rt.enter(|| ciborium::from_reader(bytes)).map_err(|e| NodeError::Decode(e.to_string()))
+    }
+
+    /// Stops the node now (also done when the last handle is dropped).
+    pub fn shutdown(&self) {
+        self.inner.stop();
+    }
+}

@@ -1,0 +1,122 @@
+//! Three nodes in one process on 127.0.0.1, joined by bootstrap (mDNS off):
+//! membership, objects crossing nodes by serialized ref, and the DHT
+//! finding a replica when the owner is gone.
+
+use manta::{Error, ObjectRef, Runtime};
+use manta_p2p::{MembershipEvent, Node};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn node(bootstrap: Option<&Node>) -> Node {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let mut b = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .failure_timeout(Duration::from_millis(1500));
+    if let Some(n) = bootstrap {
+        b = b.bootstrap(n.listen_addrs()[0].clone());
+    }
+    b.start().unwrap()
+}
+
+fn three() -> (Node, Node, Node) {
+    let a = node(None);
+    let b = node(Some(&a));
+    let c = node(Some(&a));
+    for n in [&a, &b, &c] {
+        n.wait_for_peers(2, WAIT).unwrap();
+    }
+    (a, b, c)
+}
+
+#[test]
+fn membership_converges_and_reports_each_node() {
+    let (a, b, c) = three();
+    for n in [&a, &b, &c] {
+        let status = n.cluster_status().unwrap();
+        assert_eq!(status.len(), 3);
+        assert!(status[0].is_self && status[0].peer == n.peer_id());
+        let mut peers: Vec<_> = status.iter().map(|m| m.peer).collect();
+        peers.sort();
+        let mut want = vec![a.peer_id(), b.peer_id(), c.peer_id()];
+        want.sort();
+        assert_eq!(peers, want);
+        for m in &status {
+            assert!(m.alive);
+            assert!(!m.addrs.is_empty());
+            let cpu = m.resources.iter().find(|r| r.name == "CPU").expect("CPU is reported");
+            assert_eq!(cpu.total, 1.0);
+        }
+    }
+}
+
+#[test]
+fn an_object_put_on_a_is_got_on_c_by_its_serialized_ref() {
+    let (a, _b, c) = three();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let r = a.runtime().put(data.clone()).unwrap();
+    let wire = a.encode_ref(&r);
+    let there: ObjectRef<Vec<u8>> = c.decode_ref(&wire).unwrap();
+    assert_eq!(there.id(), r.id());
+    assert_eq!(*there.get().unwrap(), data);
+    assert!(c.runtime().holds_object(r.id()), "c keeps a replica");
+    // Structured values and task results cross too.
+    let t = a.runtime().spawn(|| (0..500u64).map(|i| (i.to_string(), i)).collect::<Vec<(String, u64)>>());
+    let t_c: ObjectRef<Vec<(String, u64)>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    assert_eq!(t_c.get().unwrap()[499], ("499".to_string(), 499));
+}
+
+#[test]
+fn the_dht_finds_a_replica_when_the_owner_is_gone() {
+    let (a, b, c) = three();
+    let events = c.subscribe().unwrap();
+    let r = a.runtime().put(vec![9u64; 10_000]).unwrap();
+    let id = r.id();
+    let wire = a.encode_ref(&r);
+    // b takes a replica (and announces it)...
+    let on_b: ObjectRef<Vec<u64>> = b.decode_ref(&wire).unwrap();
+    assert_eq!(on_b.get().unwrap().len(), 10_000);
+    // ...then the owner leaves.
+    let a_peer = a.peer_id();
+    drop(r);
+    a.shutdown();
+    drop(a);
+    // c has never seen the object; the hint points at a dead node.
+    let on_c: ObjectRef<Vec<u64>> = c.decode_ref(&wire).unwrap();
+    assert_eq!(*on_c.get().unwrap(), vec![9u64; 10_000]);
+    assert_eq!(on_c.id(), id);
+    // And membership marks the owner dead.
+    loop {
+        match events.recv_timeout(WAIT) {
+            Ok(MembershipEvent::Died(p)) if p == a_peer => break,
+            Ok(_) => {}
+            Err(e) => panic!("a was never marked dead: {e}"),
+        }
+    }
+    let status = c.cluster_status().unwrap();
+    assert!(!status.iter().find(|m| m.peer == a_peer).unwrap().alive);
+}
+
+#[test]
+fn an_object_nobody_holds_fails_with_a_clear_error() {
+    let (a, _b, c) = three();
+    let r = a.runtime().put(vec![1u64; 1000]).unwrap();
+    let wire = a.encode_ref(&r);
+    drop(r); // freed on its only holder
+    let lost: ObjectRef<Vec<u64>> = c.decode_ref(&wire).unwrap();
+    match lost.get() {
+        Err(Error::ObjectLost { .. }) | Err(Error::PeerUnreachable { .. }) => {}
+        other => panic!("expected ObjectLost/PeerUnreachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_object_reports_its_error_remotely() {
+    let (a, _b, c) = three();
+    let t = a.runtime().spawn(|| -> Vec<u8> { panic!("boom") });
+    let _ = t.get();
+    let remote: ObjectRef<Vec<u8>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    let e = remote.get().unwrap_err().to_string();
+    assert!(e.contains("boom"), "{e}");
+}
