@@ -28,6 +28,7 @@ pub(crate) struct NodeConfig {
     pub chunk_bytes: usize,
     pub window: usize,
     pub fn_hash: u64,
+    pub secret: Option<[u8; 32]>,
 }
 
 impl Default for NodeConfig {
@@ -43,6 +44,7 @@ impl Default for NodeConfig {
             chunk_bytes: crate::wire::CHUNK_BYTES,
             window: DEFAULT_WINDOW,
             fn_hash: 0,
+            secret: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::transfer::{Inflight, Step, Transfer};
 use crate::wire::{self, Heartbeat, Request, Resource, Response};
 use futures::StreamExt;
 use libp2p::request_response::{self as rr, ResponseChannel};
-use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
 use manta::{Fetch, ObjectId, Runtime, Served};
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ const MAX_REDIALS: u32 = 120;
 pub(crate) enum Command {
     Status(oneshot::Sender<Vec<Member>>),
     Subscribe(crossbeam_channel::Sender<MembershipEvent>),
-    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     Provide(ObjectId),
     Unprovide(ObjectId),
     Fetch(Fetch),
@@ -73,6 +73,7 @@ pub(crate) struct EventLoop {
     next_key: u64,
     inflight: Inflight,
     dht: HashMap<kad::QueryId, u64>,
+    dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
 }
 
 impl EventLoop {
@@ -86,18 +87,42 @@ impl EventLoop {
         let me = key.public().to_peer_id();
         let start = |e: String| NodeError::Start(e);
         let behaviour = Behaviour::new(&key, &cfg).map_err(start)?;
-        let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .map_err(|e| start(format!("tcp: {e}")))?
-            .with_behaviour(|_| behaviour)
-            .map_err(|e| start(format!("behaviour: {e}")))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-            .build();
+        let (idle, handshake) = (cfg.idle_timeout, cfg.request_timeout);
+        let tcp = || libp2p::tcp::Config::default().nodelay(true);
+        let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
+        let swarm = match cfg.secret {
+            None => builder
+                .with_tcp(tcp(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+                .map_err(|e| start(format!("tcp: {e}")))?
+                .with_behaviour(|_| behaviour)
+                .map_err(|e| start(format!("behaviour: {e}")))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build(),
+            // A private network: every TCP connection first runs the
+            // pre-shared-key handshake; without the key, Noise then fails.
+            Some(psk) => builder
+                .with_other_transport(|key| {
+                    use libp2p::core::upgrade::Version;
+                    use libp2p::Transport;
+                    let noise = libp2p::noise::Config::new(key)?;
+                    let psk = libp2p::pnet::PreSharedKey::new(psk);
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                        libp2p::tcp::tokio::Transport::new(tcp())
+                            .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                            .upgrade(Version::V1)
+                            .authenticate(noise)
+                            .multiplex(libp2p::yamux::Config::default())
+                            // With another key the handshake reads garbage and
+                            // could wait forever for a frame: bound it.
+                            .timeout(handshake),
+                    )
+                })
+                .map_err(|e| start(format!("transport: {e}")))?
+                .with_behaviour(|_| behaviour)
+                .map_err(|e| start(format!("behaviour: {e}")))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build(),
+        };
         let members = Membership::new(me, cfg.failure_timeout);
         Ok(EventLoop {
             swarm,
@@ -114,6 +139,7 @@ impl EventLoop {
             next_key: 0,
             inflight: HashMap::new(),
             dht: HashMap::new(),
+            dials: HashMap::new(),
         })
     }
 
@@ -255,8 +281,16 @@ impl EventLoop {
             }
             Command::Subscribe(tx) => self.members.subscribe(tx),
             Command::Dial(addr, tx) => {
-                let r = self.swarm.dial(addr).map_err(|e: DialError| e.to_string());
-                let _ = tx.send(r);
+                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, tx);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
             }
             Command::Provide(id) => {
                 if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {
@@ -386,8 +420,19 @@ impl EventLoop {
                     b.set_hint(crate::hint::encode(self.swarm.local_peer_id(), &self.addrs));
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => {
-                self.learn(peer_id, endpoint.get_remote_address().clone());
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if endpoint.is_dialer() {
+                    self.learn(peer_id, endpoint.get_remote_address().clone());
+                }
+                if let Some(tx) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                tracing::debug!(%error, "outgoing connection failed");
+                if let Some(tx) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");

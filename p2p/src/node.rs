@@ -36,6 +36,10 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// A dial failed (unreachable, refused, or a handshake failed, e.g. a
+    /// different cluster secret).
+    #[error("dial failed: {0}")]
+    Dial(String),
     /// The node has shut down.
     #[error("the node has shut down")]
     Shutdown,
@@ -108,6 +112,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes the cluster private: only nodes holding the same 32-byte key
+    /// can connect (libp2p's pre-shared-key private network, under Noise).
+    /// A node without it cannot connect, gossip, read objects or run code.
+    pub fn secret(mut self, key: [u8; 32]) -> Self {
+        self.cfg.secret = Some(key);
+        self
+    }
+
     /// Uses this identity instead of a fresh Ed25519 one.
     pub fn keypair(mut self, key: identity::Keypair) -> Self {
         self.key = Some(key);
@@ -123,28 +135,61 @@ impl NodeBuilder {
         if cfg.listen.is_empty() {
             cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().map_err(|e| NodeError::Start(format!("{e}")))?);
         }
-        let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("manta-p2p")
-            .enable_all()
-            .build()
-            .map_err(|e| NodeError::Start(format!("tokio: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let backend = Arc::new(Backend { tx: tx.clone(), hint: RwLock::new(Arc::from(&[][..])) });
-        let (mut event_loop, addrs) = {
-            let _guard = tokio_rt.enter();
-            let el = EventLoop::new(key, cfg, self.rt.clone(), rx, tx.clone())?;
-            tokio_rt.block_on(el.bind())?
-        };
-        *backend.hint.write().unwrap_or_else(|p| p.into_inner()) = crate::hint::encode(&peer_id, &addrs).into();
-        event_loop.set_hint_sink(backend.clone());
+        // Everything tokio lives on the node's own thread, so `start` works
+        // the same from synchronous code and from inside another runtime.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (loop_tx, loop_backend, rt) = (tx.clone(), backend.clone(), self.rt.clone());
         let thread = std::thread::Builder::new()
             .name("manta-p2p-loop".into())
             .spawn(move || {
+                let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("manta-p2p")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(NodeError::Start(format!("tokio: {e}"))));
+                        return;
+                    }
+                };
+                let bound = {
+                    let _guard = tokio_rt.enter();
+                    match EventLoop::new(key, cfg, rt, rx, loop_tx) {
+                        Ok(el) => tokio_rt.block_on(el.bind()),
+                        Err(e) => Err(e),
+                    }
+                };
+                let mut event_loop = match bound {
+                    Ok((el, addrs)) => {
+                        loop_backend.set_hint(crate::hint::encode(&peer_id, &addrs));
+                        let _ = ready_tx.send(Ok(addrs));
+                        el
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                event_loop.set_hint_sink(loop_backend);
                 tokio_rt.block_on(event_loop.run());
                 tokio_rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| NodeError::Start(format!("thread: {e}")))?;
+        let addrs = match ready_rx.recv() {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(NodeError::Start("the node thread exited during start".into()));
+            }
+        };
         self.rt.attach_remote(backend);
         Ok(Node { inner: Arc::new(Inner { tx, peer_id, rt: self.rt, addrs, thread: Mutex::new(Some(thread)) }) })
     }
@@ -285,13 +330,15 @@ impl Node {
         }
     }
 
-    /// Dials an address (e.g. another node's listen address).
-    pub async fn dial_async(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.ask(|tx| Command::Dial(addr, tx)).await?.map_err(NodeError::Start)
+    /// Dials an address (e.g. another node's listen address) and waits for
+    /// the outcome: the peer's id once the connection is up (handshakes
+    /// done), or why it failed.
+    pub async fn dial_async(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?.map_err(NodeError::Dial)
     }
 
     /// Blocking form of [`Node::dial_async`].
-    pub fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+    pub fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
         futures::executor::block_on(self.dial_async(addr))
     }
 

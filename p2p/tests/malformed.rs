@@ -1,0 +1,142 @@
+//! A raw client sends a node garbage, truncated, oversized and
+//! wrong-version requests on the object protocol (after a real Noise +
+//! yamux handshake, so the bytes reach manta's codec), and plain TCP
+//! garbage to its port. Each bad request gets an `Invalid` reply; the node
+//! stays up and answers the next good request.
+
+use futures::StreamExt;
+use libp2p::request_response::{self as rr, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use manta::Runtime;
+use manta_p2p::codec::{object_protocol, RawCodec};
+use manta_p2p::wire::{self, Request, Response};
+use manta_p2p::Node;
+use std::io::Write;
+use std::time::Duration;
+
+type Raw = rr::Behaviour<RawCodec>;
+
+fn raw_client() -> Swarm<Raw> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            rr::Behaviour::with_codec(
+                RawCodec,
+                [(object_protocol(), ProtocolSupport::Outbound)],
+                rr::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
+/// Sends raw bytes and returns the decoded reply.
+async fn ask(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Response {
+    let id = client.behaviour_mut().send_request(&peer, bytes);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, client.select_next_some()).await.expect("no reply within 20 s");
+        match ev {
+            SwarmEvent::Behaviour(rr::Event::Message {
+                message: rr::Message::Response { request_id, response },
+                ..
+            }) if request_id == id => return wire::decode_response(&response).expect("the reply decodes"),
+            SwarmEvent::Behaviour(rr::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
+                panic!("request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn wrong_version(req: &Request) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        v: u16,
+        body: &'a Request,
+    }
+    let mut out = Vec::new();
+    ciborium::into_writer(&Envelope { v: wire::VERSION + 98, body: req }, &mut out).unwrap();
+    out
+}
+
+fn assert_invalid(r: Response, what: &str) {
+    match r {
+        Response::Invalid { reason } => eprintln!("{what}: Invalid({reason})"),
+        other => panic!("{what}: expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let node = Node::builder(rt).listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).start().unwrap();
+    let addr: Multiaddr = node.listen_addrs()[0].clone();
+    let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let obj = node.runtime().put(data.clone()).unwrap();
+    let _wire = node.encode_ref(&obj); // exports it: the node now serves it
+    let good = Request::Fetch { id: obj.id().to_bytes(), offset: 0, len: 1 << 20 };
+
+    // Plain TCP garbage first: not even a libp2p handshake.
+    let tcp_port = addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+        _ => None,
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp_port.unwrap())).unwrap();
+    let _ = s.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1000));
+    drop(s);
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    tokio_rt.block_on(async {
+        let mut client = raw_client();
+        let peer = node.peer_id();
+        client.dial(addr.clone()).unwrap();
+
+        // Garbage inside a valid frame.
+        assert_invalid(ask(&mut client, peer, framed(b"\xff\x00garbage\x13\x37")).await, "garbage");
+        // A frame that claims more bytes than follow.
+        let mut truncated = framed(&wire::encode_request(&good));
+        truncated.truncate(truncated.len() - 3);
+        assert_invalid(ask(&mut client, peer, truncated).await, "truncated");
+        // Only part of the length prefix.
+        assert_invalid(ask(&mut client, peer, vec![0, 0]).await, "short prefix");
+        // A frame over the request cap (its body is never read).
+        let mut oversized = (u32::MAX).to_be_bytes().to_vec();
+        oversized.extend_from_slice(&[0u8; 1024]);
+        assert_invalid(ask(&mut client, peer, oversized).await, "oversized");
+        // Another wire version.
+        assert_invalid(ask(&mut client, peer, framed(&wrong_version(&good))).await, "wrong version");
+        // A well-formed request with an out-of-range field.
+        let zero = Request::Fetch { id: obj.id().to_bytes(), offset: 0, len: 0 };
+        assert_invalid(ask(&mut client, peer, framed(&wire::encode_request(&zero))).await, "len 0");
+        // An offset past the end of the object.
+        let past = Request::Fetch { id: obj.id().to_bytes(), offset: 1 << 40, len: 10 };
+        assert_invalid(ask(&mut client, peer, framed(&wire::encode_request(&past))).await, "offset past end");
+        // An object the node does not have.
+        let unknown = Request::Fetch { id: [7; 16], offset: 0, len: 10 };
+        assert_eq!(ask(&mut client, peer, framed(&wire::encode_request(&unknown))).await, Response::NotFound);
+
+        // After all that, a good request is answered.
+        match ask(&mut client, peer, framed(&wire::encode_request(&good))).await {
+            Response::Chunk { total, offset, data: chunk } => {
+                assert_eq!(offset, 0);
+                assert_eq!(total as usize, chunk.len());
+                let back: serde_bytes::ByteBuf = ciborium::from_reader(&chunk[..]).unwrap();
+                assert_eq!(back.into_vec(), data);
+            }
+            other => panic!("good request: {other:?}"),
+        }
+    });
+    let status = node.cluster_status().unwrap();
+    assert_eq!(status.len(), 1, "the node is up and alone");
+}
