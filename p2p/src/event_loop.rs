@@ -91,9 +91,21 @@ impl EventLoop {
         let tcp = || libp2p::tcp::Config::default().nodelay(true);
         let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
         let swarm = match cfg.secret {
+            #[cfg(not(feature = "quic"))]
             None => builder
                 .with_tcp(tcp(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
                 .map_err(|e| start(format!("tcp: {e}")))?
+                .with_behaviour(|_| behaviour)
+                .map_err(|e| start(format!("behaviour: {e}")))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build(),
+            // TCP and QUIC side by side: listen on `/ip4/.../udp/0/quic-v1`
+            // as well to use it (not with a cluster secret: pnet is TCP-only).
+            #[cfg(feature = "quic")]
+            None => builder
+                .with_tcp(tcp(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+                .map_err(|e| start(format!("tcp: {e}")))?
+                .with_quic()
                 .with_behaviour(|_| behaviour)
                 .map_err(|e| start(format!("behaviour: {e}")))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -522,7 +534,11 @@ impl EventLoop {
 
     fn serve(&mut self, peer: PeerId, request: Incoming, channel: ResponseChannel<Response>) {
         let (id, offset, len) = match request {
-            Incoming::Valid(Request::Fetch { id, offset, len }) => (ObjectId::from_bytes(id), offset, len as usize),
+            // At most one chunk per reply, whatever was asked: a bigger reply
+            // would exceed the response cap.
+            Incoming::Valid(Request::Fetch { id, offset, len }) => {
+                (ObjectId::from_bytes(id), offset, (len as usize).min(wire::CHUNK_BYTES))
+            }
             Incoming::Invalid(e) => {
                 tracing::warn!(%peer, error = %e, "invalid object request");
                 let reason = e.to_string();

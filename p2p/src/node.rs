@@ -105,10 +105,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Chunk size of object transfers (default 4 MiB, at most
-    /// `wire::MAX_FETCH_LEN`).
+    /// Chunk size of object transfers (default and maximum
+    /// `wire::CHUNK_BYTES`, 4 MiB).
     pub fn chunk_bytes(mut self, bytes: usize) -> Self {
-        self.cfg.chunk_bytes = bytes.clamp(1, crate::wire::MAX_FETCH_LEN as usize);
+        self.cfg.chunk_bytes = bytes.clamp(1, crate::wire::CHUNK_BYTES);
         self
     }
 

@@ -1,0 +1,16 @@
+//! manta-p2p wire decoder for a `Request` (`decode_request`): any bytes must give a
+//! value or a `WireError`, never a panic, and a decoded value must
+//! re-encode to bytes that decode to the same value.
+//! The same call runs over `fuzz/corpus/p2p_request/` in
+//! `p2p/tests/fuzz_corpus.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use manta_p2p::wire::{decode_request, encode_request};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = decode_request(data) {
+        let again = decode_request(&encode_request(&value));
+        assert_eq!(again.as_ref(), Ok(&value), "request round trip");
+    }
+});

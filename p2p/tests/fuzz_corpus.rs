@@ -1,0 +1,326 @@
+//! The wire fuzz targets' seed corpora (`fuzz/corpus/p2p_*/`), run as normal
+//! tests: every file goes through the same call as its target in
+//! `fuzz/fuzz_targets/p2p_*.rs` (decode; if that succeeds, re-encode and
+//! check the bytes decode to the same value), so `cargo test` exercises them
+//! without the fuzzer.
+//!
+//! File names say what is expected:
+//! - `valid-*` must decode to `Ok`;
+//! - `bad-*` must be a `WireError`;
+//! - anything else (e.g. a minimised crash `crash-*`, or an input the fuzzer
+//!   found) must only not panic.
+//!
+//! Files starting with `.` are skipped.
+//!
+//! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
+//! ```text
+//! MANTA_REGEN_FUZZ_CORPUS=1 cargo test -p manta-p2p --test fuzz_corpus regenerate
+//! ```
+
+use manta_p2p::wire::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+type Target = fn(&[u8]) -> Result<(), WireError>;
+
+/// The fuzz targets: name (= `fuzz/fuzz_targets/<name>.rs` and
+/// `fuzz/corpus/<name>/`) and the call the target makes.
+const TARGETS: [(&str, Target); 3] = [
+    ("p2p_request", |b| {
+        let req = decode_request(b)?;
+        assert_eq!(decode_request(&encode_request(&req)).as_ref(), Ok(&req), "request round trip");
+        Ok(())
+    }),
+    ("p2p_response", |b| {
+        let res = decode_response(b)?;
+        assert_eq!(decode_response(&encode_response(&res)).as_ref(), Ok(&res), "response round trip");
+        Ok(())
+    }),
+    ("p2p_heartbeat", |b| {
+        let hb = decode_heartbeat(b)?;
+        assert_eq!(decode_heartbeat(&encode_heartbeat(&hb)).as_ref(), Ok(&hb), "heartbeat round trip");
+        Ok(())
+    }),
+];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz").join("corpus").join(target)
+}
+
+/// What a file's name says about its decoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Ok,
+    Err,
+    NoPanic,
+}
+
+fn expectation(name: &str) -> Expect {
+    if name.starts_with("valid-") {
+        Expect::Ok
+    } else if name.starts_with("bad-") {
+        Expect::Err
+    } else {
+        Expect::NoPanic
+    }
+}
+
+/// Runs `target` on `bytes`; `Err(why)` if the result contradicts `expect`
+/// or the target panicked.
+fn check(target: Target, bytes: &[u8], expect: Expect) -> Result<(), String> {
+    match catch_unwind(AssertUnwindSafe(|| target(bytes))) {
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("target panicked: {msg}"))
+        }
+        Ok(Ok(())) if expect == Expect::Err => Err("decoded Ok, expected a WireError".into()),
+        Ok(Err(e)) if expect == Expect::Ok => Err(format!("expected Ok, got {e:?}")),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[test]
+fn corpora_decode_without_panicking() {
+    let mut failures = Vec::new();
+    for (target, decode) in TARGETS {
+        let dir = corpus_dir(target);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (mut files, mut valid, mut bad) = (0, 0, 0);
+        for entry in entries {
+            let path = entry.expect("corpus entry").path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') || !path.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let expect = expectation(&name);
+            files += 1;
+            valid += usize::from(expect == Expect::Ok);
+            bad += usize::from(expect == Expect::Err);
+            if let Err(why) = check(decode, &bytes, expect) {
+                failures.push(format!("{target}/{name}: {why}"));
+            }
+        }
+        assert!(valid > 0 && bad > 0, "{}: {valid} valid-* and {bad} bad-* among {files} files", dir.display());
+    }
+    assert!(failures.is_empty(), "{} corpus file(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Checks the seed generator's own expectations in memory; with
+/// `MANTA_REGEN_FUZZ_CORPUS` set, also (re)writes the seeds to the corpora.
+#[test]
+fn regenerate_seed_corpus() {
+    let write = std::env::var_os("MANTA_REGEN_FUZZ_CORPUS").is_some();
+    let mut failures = Vec::new();
+    for (target, decode) in TARGETS {
+        let dir = corpus_dir(target);
+        if write {
+            std::fs::create_dir_all(&dir).expect("create corpus dir");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (name, bytes) in seeds(target) {
+            assert!(names.insert(name.clone()), "{target}: seed {name} made twice");
+            assert!(bytes.len() <= 4096, "{target}/{name}: {} bytes, keep seeds small", bytes.len());
+            if let Err(why) = check(decode, &bytes, expectation(&name)) {
+                failures.push(format!("{target}/{name}: {why}"));
+            }
+            if write {
+                std::fs::write(dir.join(&name), &bytes).expect("write seed");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+// ---- the seed generator ----
+
+/// Replaces the first occurrence of `from` in `bytes` with `to`.
+fn patch(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("pattern present");
+    [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+}
+
+/// `bytes` with the envelope's version (the 4th byte, a small integer) set to `v`.
+fn with_version(bytes: &[u8], v: u8) -> Vec<u8> {
+    assert_eq!(&bytes[..4], &[0xa2, 0x61, b'v', 0x01], "envelope start");
+    [&bytes[..3], &[v], &bytes[4..]].concat()
+}
+
+/// Seeds every target gets, made from one valid encoding `base`.
+fn damaged(base: &[u8]) -> Named {
+    vec![
+        ("empty", vec![]),
+        ("truncated-envelope", base[..3].to_vec()),
+        ("truncated-half", base[..base.len() / 2].to_vec()),
+        ("truncated-last-byte", base[..base.len() - 1].to_vec()),
+        ("trailing-zero", [base, &[0x00]].concat()),
+        ("twice", [base, base].concat()),
+        ("version-0", with_version(base, 0)),
+        ("version-2", with_version(base, 2)),
+        ("version-2-no-body", vec![0xa1, 0x61, b'v', 0x02]),
+        ("version-huge", [&[0xa2, 0x61, b'v', 0x1a, 0, 1, 0, 0][..], &base[4..]].concat()),
+        ("body-before-v", [&[0xa2][..], &base[4..], &base[1..4]].concat()),
+        ("envelope-array", [&[0x82, 0x01][..], &base[9..]].concat()),
+        ("garbage", b"\xde\xad\xbe\xef not cbor".to_vec()),
+        // 200 nested arrays where the body should be.
+        ("body-nested-arrays", [&base[..9], &[0x81; 200], &[0x00]].concat()),
+    ]
+}
+
+fn resource(name: &str, total: f64, free: f64) -> Resource {
+    Resource { name: name.into(), total, free }
+}
+
+fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        peer: vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20, 0xaa, 0xbb],
+        addrs: vec![vec![4, 127, 0, 0, 1, 6, 0x1f, 0x90], vec![4, 10, 0, 0, 7, 6, 0x1f, 0x91]],
+        seq: 42,
+        resources: vec![resource("cpu", 8.0, 2.5), resource("mem", 17179869184.0, 1e9)],
+        queue_len: 3,
+        store_bytes: 1 << 30,
+        store_capacity: 4 << 30,
+        fn_hash: 0xdead_beef_cafe_f00d,
+    }
+}
+
+/// Named inputs (names without the `valid-` / `bad-` prefix).
+type Named = Vec<(&'static str, Vec<u8>)>;
+
+/// Valid encodings per target and the damaged inputs made from them.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let big32 = [0x1a, 0xff, 0xff, 0xff, 0xff];
+    let big64 = [0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    // A major type's "4-byte length follows" header byte plus `big32`'s length.
+    let huge = |major: u8| [&[major | 0x1a][..], &big32[1..]].concat();
+    let (valid, base, odd): (Named, Vec<u8>, Named) = match target {
+        "p2p_request" => {
+            let fetch = |id: [u8; 16], offset, len| encode_request(&Request::Fetch { id, offset, len });
+            let base = fetch(std::array::from_fn(|i| i as u8), 5, 4096);
+            let id = std::array::from_fn(|i| i as u8);
+            (
+                vec![
+                    ("fetch-min", fetch([0; 16], 0, 1)),
+                    ("fetch-typical", base.clone()),
+                    ("fetch-max", fetch([0xff; 16], u64::MAX, MAX_FETCH_LEN)),
+                    // Indefinite-length envelope and field maps.
+                    ("indefinite-maps", {
+                        let b = patch(&base, &[0xa2, 0x61, b'v'], &[0xbf, 0x61, b'v']);
+                        let b = patch(&b, &[0xa3, 0x62], &[0xbf, 0x62]);
+                        [&b[..], &[0xff, 0xff]].concat()
+                    }),
+                    // serde_bytes also takes the id as an array of 16 small integers.
+                    ("id-as-array", patch(&base, &[0x50, 0, 1], &[0x90, 0, 1])),
+                    // An unknown field in the body is skipped.
+                    (
+                        "unknown-field",
+                        patch(&base, &[0xa3, 0x62], &[&[0xa4, 0x63][..], b"new", &[0xf6, 0x62]].concat()),
+                    ),
+                ],
+                base.clone(),
+                vec![
+                    ("len-zero", fetch(id, 0, 0)),
+                    ("len-too-big", fetch(id, 0, MAX_FETCH_LEN + 1)),
+                    ("id-15-bytes", patch(&base, &[0x50, 0, 1], &[0x4f, 1])),
+                    ("id-4g-header", patch(&base, &[0x50], &huge(0x40))),
+                    ("offset-negative", patch(&base, &[b't', 0x05], &[b't', 0x24])),
+                    ("unknown-variant", patch(&base, b"eFetch", b"eFetcx")),
+                    ("body-null", patch(&base, &base[9..], &[0xf6])),
+                ],
+            )
+        }
+        "p2p_response" => {
+            let chunk =
+                |total, offset, data: &[u8]| encode_response(&Response::Chunk { total, offset, data: data.to_vec() });
+            let base = chunk(100, 10, &[1, 2, 3]);
+            let failed = encode_response(&Response::Failed { message: "abc".into() });
+            (
+                vec![
+                    ("chunk-empty", chunk(0, 0, &[])),
+                    ("chunk-small", base.clone()),
+                    ("chunk-end", chunk(u64::MAX, u64::MAX - 200, &[0x5a; 200])),
+                    ("not-found", encode_response(&Response::NotFound)),
+                    ("failed", failed.clone()),
+                    ("invalid", encode_response(&Response::Invalid { reason: "message truncated".into() })),
+                    ("busy", encode_response(&Response::Busy)),
+                ],
+                base.clone(),
+                vec![
+                    ("chunk-past-total", chunk(10, 8, &[1, 2, 3])),
+                    ("chunk-offset-overflow", chunk(u64::MAX, u64::MAX, &[1])),
+                    ("data-4g-header", patch(&base, &[0x43, 1, 2, 3], &[&huge(0x40)[..], &[1, 2, 3]].concat())),
+                    (
+                        "data-2e64-header",
+                        patch(&base, &[0x43, 1, 2, 3], &[&[0x5b][..], &big64[1..], &[1, 2, 3]].concat()),
+                    ),
+                    ("text-4g-header", patch(&failed, &[0x63, b'a'], &[&huge(0x60)[..], b"a"].concat())),
+                    ("unit-variant-unknown", patch(&encode_response(&Response::Busy), b"Busy", b"Bosy")),
+                    ("data-as-text", patch(&base, &[0x43, 1, 2, 3], &[0x63, b'a', b'b', b'c'])),
+                ],
+            )
+        }
+        "p2p_heartbeat" => {
+            let hb = heartbeat();
+            let base = encode_heartbeat(&hb);
+            let with = |f: &dyn Fn(&mut Heartbeat)| {
+                let mut h = heartbeat();
+                f(&mut h);
+                encode_heartbeat(&h)
+            };
+            (
+                vec![
+                    ("typical", base.clone()),
+                    (
+                        "empty",
+                        encode_heartbeat(&Heartbeat {
+                            peer: vec![],
+                            addrs: vec![],
+                            seq: 0,
+                            resources: vec![],
+                            queue_len: 0,
+                            store_bytes: 0,
+                            store_capacity: 0,
+                            fn_hash: 0,
+                        }),
+                    ),
+                    ("free-within-epsilon", with(&|h| h.resources = vec![resource("gpu", 1.0, 1.0 + 1e-7)])),
+                    ("name-64-bytes", with(&|h| h.resources = vec![resource(&"é".repeat(32), 2.0, 1.0)])),
+                    (
+                        "max-lists",
+                        with(&|h| {
+                            h.addrs = vec![vec![1, 2]; MAX_ADDRS];
+                            h.resources = (0..MAX_RESOURCES).map(|i| resource(&format!("r{i}"), 1.0, 0.5)).collect();
+                        }),
+                    ),
+                ],
+                base.clone(),
+                vec![
+                    ("total-nan", with(&|h| h.resources[1].total = f64::NAN)),
+                    ("free-infinite", with(&|h| h.resources[0].free = f64::INFINITY)),
+                    ("total-negative", with(&|h| h.resources[0].total = -1.0)),
+                    ("free-over-total", with(&|h| h.resources[0].free = 8.001)),
+                    ("name-65-bytes", with(&|h| h.resources[0].name = "n".repeat(65))),
+                    ("addrs-65", with(&|h| h.addrs = vec![vec![1]; MAX_ADDRS + 1])),
+                    ("resources-65", with(&|h| h.resources = vec![resource("r", 1.0, 1.0); MAX_RESOURCES + 1])),
+                    ("addrs-2e64-header", patch(&base, &[0x82, 0x48], &[&[0x9b][..], &big64[1..], &[0x48]].concat())),
+                    ("addr-4g-header", patch(&base, &[0x82, 0x48], &[&[0x82][..], &huge(0x40)].concat())),
+                    ("resources-4g-header", patch(&base, &[0x82, 0xa3], &[&huge(0x80)[..], &[0xa3]].concat())),
+                    ("name-4g-header", patch(&base, &[0x63, b'c', b'p', b'u'], &[&huge(0x60)[..], b"cpu"].concat())),
+                    ("missing-seq", patch(&base, &[0xa8], &[0xa7])),
+                    ("peer-as-text", patch(&base, &[0x48, 0x00, 0x24], &[0x68, 0x00, 0x24])),
+                ],
+            )
+        }
+        other => panic!("unknown target {other}"),
+    };
+
+    let mut out: Vec<(String, Vec<u8>)> = valid.into_iter().map(|(n, b)| (format!("valid-{n}"), b)).collect();
+    for (name, bytes) in damaged(&base).into_iter().chain(odd) {
+        out.push((format!("bad-{name}"), bytes));
+    }
+    out
+}
