@@ -58,6 +58,15 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// A transport error's text including its cause (libp2p's `Display` of
+/// `TransportError::Other` prints nothing of the io error inside).
+fn transport_error(e: &libp2p::TransportError<std::io::Error>) -> String {
+    match e {
+        libp2p::TransportError::Other(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     cfg: NodeConfig,
@@ -163,7 +172,7 @@ impl EventLoop {
             let id = self
                 .swarm
                 .listen_on(addr.clone())
-                .map_err(|e| NodeError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+                .map_err(|e| NodeError::Listen { addr: addr.to_string(), reason: transport_error(&e) })?;
             waiting.insert(id);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -429,7 +438,7 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } if !self.addrs.contains(&address) => {
                 self.addrs.push(address);
                 if let Some(b) = &self.hint_sink {
-                    b.set_hint(crate::hint::encode(self.swarm.local_peer_id(), &self.addrs));
+                    b.set_addrs(self.swarm.local_peer_id(), &self.addrs);
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {

@@ -136,7 +136,8 @@ impl NodeBuilder {
             cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().map_err(|e| NodeError::Start(format!("{e}")))?);
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let backend = Arc::new(Backend { tx: tx.clone(), hint: RwLock::new(Arc::from(&[][..])) });
+        let backend =
+            Arc::new(Backend { tx: tx.clone(), hint: RwLock::new(Arc::from(&[][..])), addrs: RwLock::new(Vec::new()) });
         // Everything tokio lives on the node's own thread, so `start` works
         // the same from synchronous code and from inside another runtime.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -165,7 +166,7 @@ impl NodeBuilder {
                 };
                 let mut event_loop = match bound {
                     Ok((el, addrs)) => {
-                        loop_backend.set_hint(crate::hint::encode(&peer_id, &addrs));
+                        loop_backend.set_addrs(&peer_id, &addrs);
                         let _ = ready_tx.send(Ok(addrs));
                         el
                     }
@@ -179,8 +180,8 @@ impl NodeBuilder {
                 tokio_rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| NodeError::Start(format!("thread: {e}")))?;
-        let addrs = match ready_rx.recv() {
-            Ok(Ok(addrs)) => addrs,
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -189,9 +190,9 @@ impl NodeBuilder {
                 let _ = thread.join();
                 return Err(NodeError::Start("the node thread exited during start".into()));
             }
-        };
-        self.rt.attach_remote(backend);
-        Ok(Node { inner: Arc::new(Inner { tx, peer_id, rt: self.rt, addrs, thread: Mutex::new(Some(thread)) }) })
+        }
+        self.rt.attach_remote(backend.clone());
+        Ok(Node { inner: Arc::new(Inner { tx, peer_id, rt: self.rt, backend, thread: Mutex::new(Some(thread)) }) })
     }
 }
 
@@ -199,13 +200,26 @@ impl NodeBuilder {
 pub(crate) struct Backend {
     tx: mpsc::UnboundedSender<Command>,
     hint: RwLock<Arc<[u8]>>,
+    addrs: RwLock<Vec<Multiaddr>>,
 }
 
 impl Backend {
-    /// Replaces the hint (when the listen addresses change).
-    pub(crate) fn set_hint(&self, hint: Vec<u8>) {
-        *self.hint.write().unwrap_or_else(|p| p.into_inner()) = hint.into();
+    /// Records the listen addresses (non-loopback first, so other hosts
+    /// try a reachable one first) and rebuilds the owner hint from them.
+    pub(crate) fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
+        let mut sorted = addrs.to_vec();
+        sorted.sort_by_key(is_loopback);
+        *self.hint.write().unwrap_or_else(|p| p.into_inner()) = crate::hint::encode(peer, &sorted).into();
+        *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = sorted;
     }
+}
+
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 impl RemoteBackend for Backend {
@@ -229,7 +243,7 @@ struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     peer_id: PeerId,
     rt: Runtime,
-    addrs: Vec<Multiaddr>,
+    backend: Arc<Backend>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -258,7 +272,7 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("peer_id", &self.inner.peer_id).field("addrs", &self.inner.addrs).finish()
+        f.debug_struct("Node").field("peer_id", &self.inner.peer_id).field("addrs", &self.listen_addrs()).finish()
     }
 }
 
@@ -273,11 +287,13 @@ impl Node {
         self.inner.peer_id
     }
 
-    /// The addresses bound at start, each ending in `/p2p/<peer id>` (ready
-    /// to give other nodes as bootstrap addresses).
+    /// The addresses the node listens on, non-loopback ones first, each
+    /// ending in `/p2p/<peer id>` (ready to give other nodes as bootstrap
+    /// addresses). Listening on `0.0.0.0` gives one per interface.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         let p2p = libp2p::multiaddr::Protocol::P2p(self.inner.peer_id);
-        self.inner.addrs.iter().map(|a| a.clone().with(p2p.clone())).collect()
+        let addrs = self.inner.backend.addrs.read().unwrap_or_else(|p| p.into_inner());
+        addrs.iter().map(|a| a.clone().with(p2p.clone())).collect()
     }
 
     /// The runtime this node serves.

@@ -1,0 +1,219 @@
+//! Three `manta-node` processes form a cluster and fetch each other's
+//! objects, driven by the binary's line protocol (see
+//! `src/bin/manta-node.rs`):
+//!
+//! - by bootstrap on 127.0.0.1 (mDNS off): runs everywhere;
+//! - by mDNS discovery alone, each process in its own network namespace
+//!   (names in `MANTA_NETNS`, made by `tests/netns_mdns.sh` as root). Without
+//!   `MANTA_NETNS` that test returns at once: nothing multicasts in the host
+//!   namespace.
+//!
+//! Invariants: every read from a process has a bounded timeout that fails the
+//! test naming the process and the line awaited; a process that prints `ERR`
+//! fails the test with its message; each process is killed and reaped on
+//! drop, so a failing test leaves no process behind. No sleeps: reads block
+//! on a channel fed by one reader thread per process.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bound of each protocol step as seen by the harness; larger than the
+/// nodes' own `--timeout`, so a node's `ERR` arrives before the harness gives up.
+const STEP: Duration = Duration::from_secs(45);
+/// The nodes' `--timeout` (peer wait, each get).
+const NODE_TIMEOUT_SECS: &str = "30";
+const BIN: &str = env!("CARGO_BIN_EXE_manta-node");
+
+/// One child process: stdin to write lines to, stdout lines on a channel.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: cannot spawn {cmd:?}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("{name}: no stdout pipe"));
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let tag = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("{name}-stdout"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{tag}] {line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+                // Dropping `tx` closes the channel: stdout is at EOF.
+            })
+            .unwrap_or_else(|e| panic!("{name}: cannot start reader thread: {e}"));
+        Proc { name: name.to_string(), child, stdin, lines }
+    }
+
+    /// The next line, which must start with `word `; returns the rest.
+    fn expect(&self, word: &str) -> String {
+        let line = match self.lines.recv_timeout(STEP) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("{}: no `{word}` line within {STEP:?}", self.name),
+            Err(RecvTimeoutError::Disconnected) => panic!("{}: exited before printing `{word}`", self.name),
+        };
+        if let Some(err) = line.strip_prefix("ERR ") {
+            panic!("{}: failed while `{word}` was awaited: {err}", self.name);
+        }
+        match line.strip_prefix(word).and_then(|r| r.strip_prefix(' ')) {
+            Some(rest) => rest.to_string(),
+            None => panic!("{}: expected `{word} ...`, got `{line}`", self.name),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let name = &self.name;
+        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{name}: stdin already closed"));
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).unwrap_or_else(|e| panic!("{name}: cannot write: {e}"));
+    }
+
+    /// Waits (bounded) for stdout to close, then reaps the process; panics
+    /// unless it printed nothing more and exited with status 0.
+    fn wait_success(&mut self) {
+        match self.lines.recv_timeout(STEP) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            Ok(line) => panic!("{}: unexpected line before exit: `{line}`", self.name),
+            Err(RecvTimeoutError::Timeout) => panic!("{}: did not exit within {STEP:?}", self.name),
+        }
+        // Stdout is at EOF only once the process (the one holder of the
+        // pipe's write end) has exited, so this wait does not block long.
+        let status = self.child.wait().unwrap_or_else(|e| panic!("{}: wait failed: {e}", self.name));
+        assert!(status.success(), "{}: exited with {status}", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What each process reported after joining.
+struct Joined {
+    reference: String,
+    sum: String,
+    bytes: usize,
+}
+
+/// The common node arguments of process `i`: 2 peers, its own seed and size.
+fn node_args(cmd: &mut Command, i: usize) -> usize {
+    let bytes = 1_000_000 + 4096 * i + i; // distinct lengths, not chunk-aligned
+    cmd.args(["--peers", "2", "--timeout", NODE_TIMEOUT_SECS, "--seed"])
+        .arg((i as u64 + 1).to_string())
+        .arg("--bytes")
+        .arg(bytes.to_string());
+    bytes
+}
+
+/// Reads PEERS/REF/SUM from each, has every process fetch the other two
+/// objects, checks each GOT against the owner's SUM, then EXITs all.
+fn exchange(procs: &mut [Proc], sizes: &[usize]) {
+    let joined: Vec<Joined> = procs
+        .iter()
+        .zip(sizes)
+        .map(|(p, &bytes)| {
+            let peers: usize = p.expect("PEERS").parse().unwrap_or_else(|e| panic!("{}: bad PEERS: {e}", p.name));
+            assert!(peers >= 2, "{}: only {peers} peers", p.name);
+            let reference = p.expect("REF");
+            let sum = p.expect("SUM");
+            Joined { reference, sum, bytes }
+        })
+        .collect();
+    for (i, p) in procs.iter_mut().enumerate() {
+        for (j, other) in joined.iter().enumerate() {
+            if i != j {
+                p.send(&format!("REF {}", other.reference));
+            }
+        }
+    }
+    // Each process handles its stdin in order, so its GOT lines follow the
+    // order of the REF lines it was sent.
+    let mut ids: Vec<Option<String>> = vec![None; procs.len()];
+    for (i, p) in procs.iter().enumerate() {
+        for (j, owner) in joined.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let got = p.expect("GOT");
+            let [id, len, sum] = got.split(' ').collect::<Vec<_>>()[..] else {
+                panic!("{}: malformed GOT `{got}`", p.name);
+            };
+            assert_eq!(len, owner.bytes.to_string(), "{}: length of process {j}'s object", p.name);
+            assert_eq!(sum, owner.sum, "{}: checksum of process {j}'s object", p.name);
+            match &ids[j] {
+                Some(seen) => assert_eq!(seen, id, "process {j}'s object has one id everywhere"),
+                None => ids[j] = Some(id.to_string()),
+            }
+        }
+    }
+    for p in procs.iter_mut() {
+        p.send("EXIT");
+    }
+    for p in procs.iter_mut() {
+        p.wait_success();
+    }
+}
+
+#[test]
+fn three_processes_join_by_bootstrap_and_exchange_objects() {
+    let started = Instant::now();
+    let mut procs = Vec::new();
+    let mut sizes = Vec::new();
+    let mut first_addr = None::<String>;
+    for i in 0..3 {
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("MANTA_ALLOW_MDNS").args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        if let Some(addr) = &first_addr {
+            cmd.args(["--bootstrap", addr]);
+        }
+        sizes.push(node_args(&mut cmd, i));
+        let p = Proc::spawn(&format!("node{i}"), cmd);
+        let addr = p.expect("ADDR");
+        assert!(addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.contains("/p2p/"), "{}: ADDR {addr}", p.name);
+        first_addr.get_or_insert(addr);
+        procs.push(p);
+    }
+    exchange(&mut procs, &sizes);
+    eprintln!("bootstrap cluster: done in {:?}", started.elapsed());
+}
+
+#[test]
+fn lan_discovery_by_mdns_in_network_namespaces() {
+    let Ok(spec) = std::env::var("MANTA_NETNS") else {
+        eprintln!("skipped: run p2p/tests/netns_mdns.sh as root");
+        return;
+    };
+    let names: Vec<&str> = spec.split_whitespace().collect();
+    assert_eq!(names.len(), 3, "MANTA_NETNS must name three network namespaces, got `{spec}`");
+    let started = Instant::now();
+    let mut procs = Vec::new();
+    let mut sizes = Vec::new();
+    for (i, ns) in names.iter().enumerate() {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN, "--listen", "/ip4/0.0.0.0/tcp/0", "--mdns"]).env("MANTA_ALLOW_MDNS", "1");
+        sizes.push(node_args(&mut cmd, i));
+        let p = Proc::spawn(&format!("node{i}@{ns}"), cmd);
+        let addr = p.expect("ADDR");
+        assert!(addr.contains("/p2p/"), "{}: ADDR {addr}", p.name);
+        procs.push(p);
+    }
+    exchange(&mut procs, &sizes);
+    eprintln!("mDNS cluster in namespaces {names:?}: done in {:?}", started.elapsed());
+}
