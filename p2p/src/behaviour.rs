@@ -1,8 +1,9 @@
 //! The libp2p behaviours a node runs, combined into one `NetworkBehaviour`,
 //! and how they are configured.
 //!
-//! - `objects`: request-response on `/manta/object/1` with manta's own
-//!   ciborium codec (chunked object transfer).
+//! - `stream`: raw streams (libp2p-stream) on `/manta/object/1`, where
+//!   `rpc` runs chunked object transfer over long-lived streams with
+//!   manta's own framing and ciborium codec.
 //! - `gossip`: gossipsub, signed messages, for heartbeats.
 //! - `kad`: Kademlia in server mode (forced: small clusters never confirm an
 //!   external address), provider records only.
@@ -10,11 +11,10 @@
 //! - `ping`: keeps connections alive and measures them.
 //! - `mdns`: LAN discovery, present only when enabled.
 
-use crate::codec::{object_protocol, ObjectCodec};
 use crate::config::NodeConfig;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{gossipsub, identify, identity, kad, mdns, ping, StreamProtocol};
 use std::time::Duration;
 
 /// Kademlia protocol name (a private DHT, not the public IPFS one).
@@ -24,7 +24,7 @@ pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    pub objects: request_response::Behaviour<ObjectCodec>,
+    pub stream: libp2p_stream::Behaviour,
     pub gossip: gossipsub::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
@@ -35,13 +35,6 @@ pub(crate) struct Behaviour {
 impl Behaviour {
     pub fn new(key: &identity::Keypair, cfg: &NodeConfig) -> Result<Behaviour, String> {
         let me = key.public().to_peer_id();
-        let objects = request_response::Behaviour::with_codec(
-            ObjectCodec,
-            [(object_protocol(), request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(cfg.request_timeout)
-                .with_max_concurrent_streams(256),
-        );
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(cfg.heartbeat.min(Duration::from_secs(1)))
             .heartbeat_initial_delay(Duration::from_millis(10))
@@ -65,6 +58,6 @@ impl Behaviour {
         } else {
             None
         };
-        Ok(Behaviour { objects, gossip, kad, identify, ping, mdns: Toggle::from(mdns) })
+        Ok(Behaviour { stream: libp2p_stream::Behaviour::new(), gossip, kad, identify, ping, mdns: Toggle::from(mdns) })
     }
 }

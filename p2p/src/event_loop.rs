@@ -13,17 +13,14 @@
 //! which does not learn addresses itself.
 
 use crate::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC};
-use crate::codec::Incoming;
 use crate::config::NodeConfig;
 use crate::membership::{Member, Membership, MembershipEvent};
 use crate::node::{Backend, NodeError};
-use crate::transfer::{Inflight, Step, Transfer};
-use crate::wire::{self, Heartbeat, Request, Resource, Response};
+use crate::wire::{self, Heartbeat, Resource};
 use futures::StreamExt;
-use libp2p::request_response::{self as rr, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
-use manta::{Fetch, ObjectId, Runtime, Served};
+use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,21 +37,11 @@ pub(crate) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     Provide(ObjectId),
     Unprovide(ObjectId),
-    Fetch(Fetch),
-    /// A served chunk is ready to send.
-    Respond(ResponseChannel<Response>, Response),
-    /// A decoder took a chunk.
-    Consumed {
-        key: u64,
-        attempt_no: u64,
-    },
-    /// A decoder ended: success (`fetch` is `None`) or a failed attempt.
-    AttemptDone {
-        key: u64,
-        attempt_no: u64,
-        fetch: Option<Fetch>,
-        error: Option<String>,
-    },
+    /// Record a peer's addresses (from a ref's hint); acknowledged so the
+    /// fetch dials only once the swarm knows them.
+    Learn(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
+    /// The providers of an object in the DHT (all found, when the query ends).
+    Providers(ObjectId, oneshot::Sender<Vec<PeerId>>),
     Shutdown,
 }
 
@@ -72,16 +59,12 @@ pub(crate) struct EventLoop {
     cfg: NodeConfig,
     rt: Runtime,
     rx: mpsc::UnboundedReceiver<Command>,
-    tx: mpsc::UnboundedSender<Command>,
     members: Membership,
     addrs: Vec<Multiaddr>,
     hint_sink: Option<Arc<Backend>>,
     seq: u64,
     redials: u32,
-    transfers: HashMap<u64, Transfer>,
-    next_key: u64,
-    inflight: Inflight,
-    dht: HashMap<kad::QueryId, u64>,
+    dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
 }
 
@@ -91,7 +74,6 @@ impl EventLoop {
         cfg: NodeConfig,
         rt: Runtime,
         rx: mpsc::UnboundedReceiver<Command>,
-        tx: mpsc::UnboundedSender<Command>,
     ) -> Result<EventLoop, NodeError> {
         let me = key.public().to_peer_id();
         let start = |e: String| NodeError::Start(e);
@@ -150,15 +132,11 @@ impl EventLoop {
             cfg,
             rt,
             rx,
-            tx,
             members,
             addrs: Vec::new(),
             hint_sink: None,
             seq: 0,
             redials: 0,
-            transfers: HashMap::new(),
-            next_key: 0,
-            inflight: HashMap::new(),
             dht: HashMap::new(),
             dials: HashMap::new(),
         })
@@ -202,6 +180,11 @@ impl EventLoop {
         Ok((self, addrs))
     }
 
+    /// A handle to open and accept streams.
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().stream.new_control()
+    }
+
     pub fn set_hint_sink(&mut self, b: Arc<Backend>) {
         self.hint_sink = Some(b);
     }
@@ -220,8 +203,8 @@ impl EventLoop {
             }
         }
         tracing::debug!(peer = %self.swarm.local_peer_id(), "node event loop stopped");
-        // Dropping the transfers drops their fetches: those objects fail
-        // with `PeerUnreachable` instead of hanging.
+        // Fetch tasks still running are dropped with the tokio runtime;
+        // their fetches then fail with `PeerUnreachable`, never hang.
     }
 
     fn dial(&mut self, addr: Multiaddr) {
@@ -321,105 +304,22 @@ impl EventLoop {
             Command::Unprovide(id) => {
                 self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&id.to_bytes()))
             }
-            Command::Fetch(fetch) => self.start_fetch(fetch),
-            Command::Respond(channel, resp) => {
-                if self.swarm.behaviour_mut().objects.send_response(channel, resp).is_err() {
-                    tracing::debug!("a chunk reply could not be sent (the requester went away)");
+            Command::Learn(peer, addrs, done) => {
+                for a in addrs {
+                    self.learn(peer, a);
                 }
+                let _ = done.send(());
             }
-            Command::Consumed { key, attempt_no } => {
-                let (window, chunk) = (self.cfg.window, self.cfg.chunk_bytes);
-                if let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) {
-                    let step = t.on_consumed(window, chunk);
-                    self.do_step(key, step);
-                }
-            }
-            Command::AttemptDone { key, attempt_no, fetch, error } => {
-                self.on_attempt_done(key, attempt_no, fetch, error)
+            Command::Providers(id, tx) => {
+                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.to_bytes()));
+                self.dht.insert(q, (tx, Vec::new()));
             }
             Command::Shutdown => {}
         }
     }
 
-    fn start_fetch(&mut self, fetch: Fetch) {
-        let hint = crate::hint::decode(fetch.owner_hint());
-        let me = *self.swarm.local_peer_id();
-        let owner = match hint {
-            Some((peer, addrs)) if peer != me => {
-                for a in addrs {
-                    self.learn(peer, a);
-                }
-                Some(peer)
-            }
-            _ => None,
-        };
-        let key = self.next_key;
-        self.next_key += 1;
-        self.transfers.insert(key, Transfer::new(fetch, owner));
-        self.advance(key);
-    }
-
-    /// Starts the next attempt of an idle transfer, asks the DHT, or fails.
-    fn advance(&mut self, key: u64) {
-        let chunk = self.cfg.chunk_bytes;
-        let Some(t) = self.transfers.get_mut(&key) else { return };
-        if !t.idle() {
-            return;
-        }
-        if let Some(step) = t.begin(key, chunk, &self.tx) {
-            self.do_step(key, step);
-            return;
-        }
-        match t.dht {
-            None => {
-                t.dht = Some(true);
-                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&t.id.to_bytes()));
-                self.dht.insert(q, key);
-            }
-            Some(true) => {} // wait for the query
-            Some(false) => {
-                if let Some(mut t) = self.transfers.remove(&key) {
-                    let e = t.final_error();
-                    if let Some(f) = t.fetch.take() {
-                        f.complete(Err(e));
-                    }
-                }
-            }
-        }
-    }
-
-    fn do_step(&mut self, key: u64, step: Step) {
-        let Step::Request(peer, reqs) = step else { return };
-        let attempt_no = self.transfers.get(&key).map_or(0, |t| t.attempt_no);
-        for req in reqs {
-            let Request::Fetch { offset, .. } = &req;
-            let offset = *offset;
-            let id = self.swarm.behaviour_mut().objects.send_request(&peer, Incoming::Valid(req));
-            self.inflight.insert(id, (key, attempt_no, offset));
-        }
-    }
-
-    fn on_attempt_done(&mut self, key: u64, attempt_no: u64, fetch: Option<Fetch>, error: Option<String>) {
-        let Some(t) = self.transfers.get_mut(&key) else { return };
-        match fetch {
-            None => {
-                self.transfers.remove(&key);
-            }
-            Some(f) => {
-                if t.attempt_no == attempt_no && t.attempt.is_some() {
-                    // The decoder failed first (bad bytes): end the attempt.
-                    t.abort(format!("its bytes did not decode: {}", error.unwrap_or_default()), false);
-                }
-                t.attempt = None;
-                t.fetch = Some(f);
-                self.advance(key);
-            }
-        }
-    }
-
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
-            SwarmEvent::Behaviour(BehaviourEvent::Objects(e)) => self.on_objects(e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.on_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
@@ -491,15 +391,10 @@ impl EventLoop {
         let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, .. } = e else {
             return;
         };
-        let Some(&key) = self.dht.get(&id) else { return };
-        let me = *self.swarm.local_peer_id();
+        let Some((_, found)) = self.dht.get_mut(&id) else { return };
         let mut finished = step.last;
         match r {
-            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                if let Some(t) = self.transfers.get_mut(&key) {
-                    t.add_candidates(providers.into_iter().filter(|p| *p != me));
-                }
-            }
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
             Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
             Err(e) => {
                 tracing::debug!(error = %e, "provider lookup failed");
@@ -507,66 +402,9 @@ impl EventLoop {
             }
         }
         if finished {
-            self.dht.remove(&id);
-            if let Some(t) = self.transfers.get_mut(&key) {
-                t.dht = Some(false);
+            if let Some((tx, found)) = self.dht.remove(&id) {
+                let _ = tx.send(found);
             }
         }
-        self.advance(key);
-    }
-
-    fn on_objects(&mut self, e: rr::Event<Incoming, Response>) {
-        match e {
-            rr::Event::Message { peer, message: rr::Message::Request { request, channel, .. }, .. } => {
-                self.serve(peer, request, channel)
-            }
-            rr::Event::Message { message: rr::Message::Response { request_id, response }, .. } => {
-                let Some((key, attempt_no, offset)) = self.inflight.remove(&request_id) else { return };
-                let (window, chunk) = (self.cfg.window, self.cfg.chunk_bytes);
-                let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) else { return };
-                let step = t.on_response(offset, response, window, chunk);
-                self.do_step(key, step);
-            }
-            rr::Event::OutboundFailure { peer, request_id, error, .. } => {
-                let Some((key, attempt_no, _)) = self.inflight.remove(&request_id) else { return };
-                if let Some(t) = self.transfers.get_mut(&key).filter(|t| t.attempt_no == attempt_no) {
-                    tracing::debug!(%peer, %error, "chunk request failed");
-                    t.abort(error.to_string(), true);
-                }
-            }
-            rr::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound object request failed");
-            }
-            _ => {}
-        }
-    }
-
-    fn serve(&mut self, peer: PeerId, request: Incoming, channel: ResponseChannel<Response>) {
-        let (id, offset, len) = match request {
-            // At most one chunk per reply, whatever was asked: a bigger reply
-            // would exceed the response cap.
-            Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                (ObjectId::from_bytes(id), offset, (len as usize).min(wire::CHUNK_BYTES))
-            }
-            Incoming::Invalid(e) => {
-                tracing::warn!(%peer, error = %e, "invalid object request");
-                let reason = e.to_string();
-                let _ = self.swarm.behaviour_mut().objects.send_response(channel, Response::Invalid { reason });
-                return;
-            }
-        };
-        let rt = self.rt.clone();
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let resp = match rt.serve_object(id, offset, len) {
-                Served::Chunk { total, .. } if offset > total => {
-                    Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
-                }
-                Served::Chunk { total, data } => Response::Chunk { total, offset, data },
-                Served::NotFound => Response::NotFound,
-                Served::Failed(e) => Response::Failed { message: e.to_string() },
-            };
-            let _ = tx.send(Command::Respond(channel, resp));
-        });
     }
 }

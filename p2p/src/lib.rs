@@ -38,10 +38,11 @@ mod behaviour;
 pub mod codec;
 mod config;
 mod event_loop;
+mod fetch;
 pub mod hint;
 mod membership;
 mod node;
-mod transfer;
+mod rpc;
 pub mod wire;
 
 pub use behaviour::{HEARTBEAT_TOPIC, KAD_PROTOCOL};

@@ -136,12 +136,18 @@ impl NodeBuilder {
             cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().map_err(|e| NodeError::Start(format!("{e}")))?);
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let backend =
-            Arc::new(Backend { tx: tx.clone(), hint: RwLock::new(Arc::from(&[][..])), addrs: RwLock::new(Vec::new()) });
+        let backend = Arc::new(Backend {
+            tx: tx.clone(),
+            hint: RwLock::new(Arc::from(&[][..])),
+            addrs: RwLock::new(Vec::new()),
+            announce: Mutex::new(Announce::default()),
+            fetcher: std::sync::OnceLock::new(),
+        });
         // Everything tokio lives on the node's own thread, so `start` works
         // the same from synchronous code and from inside another runtime.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (loop_tx, loop_backend, rt) = (tx.clone(), backend.clone(), self.rt.clone());
+        let (loop_backend, rt, serve_rt) = (backend.clone(), self.rt.clone(), self.rt.clone());
+        let (request_timeout, chunk, window) = (cfg.request_timeout, cfg.chunk_bytes, cfg.window);
         let thread = std::thread::Builder::new()
             .name("manta-p2p-loop".into())
             .spawn(move || {
@@ -159,7 +165,7 @@ impl NodeBuilder {
                 };
                 let bound = {
                     let _guard = tokio_rt.enter();
-                    match EventLoop::new(key, cfg, rt, rx, loop_tx) {
+                    match EventLoop::new(key, cfg, rt, rx) {
                         Ok(el) => tokio_rt.block_on(el.bind()),
                         Err(e) => Err(e),
                     }
@@ -175,6 +181,17 @@ impl NodeBuilder {
                         return;
                     }
                 };
+                let control = event_loop.control();
+                let ctx = Arc::new(crate::fetch::Ctx {
+                    backend: loop_backend.clone(),
+                    pool: crate::rpc::Pool::new(control.clone(), request_timeout),
+                    me: peer_id,
+                    loop_tx: loop_backend.tx.clone(),
+                    chunk,
+                    window,
+                });
+                let _ = loop_backend.fetcher.set((tokio_rt.handle().clone(), ctx));
+                tokio_rt.spawn(crate::rpc::serve(control, serve_rt, loop_backend.clone()));
                 event_loop.set_hint_sink(loop_backend);
                 tokio_rt.block_on(event_loop.run());
                 tokio_rt.shutdown_timeout(Duration::from_secs(1));
@@ -201,9 +218,31 @@ pub(crate) struct Backend {
     tx: mpsc::UnboundedSender<Command>,
     hint: RwLock<Arc<[u8]>>,
     addrs: RwLock<Vec<Multiaddr>>,
+    /// Exported objects not announced in the DHT yet, and announced ones.
+    announce: Mutex<Announce>,
+    /// Where fetch tasks run (set once the node's tokio runtime is up).
+    fetcher: std::sync::OnceLock<(tokio::runtime::Handle, Arc<crate::fetch::Ctx>)>,
+}
+
+/// Which exported objects are announced as provided in the DHT.
+#[derive(Default)]
+struct Announce {
+    waiting: std::collections::HashSet<ObjectId>,
+    done: std::collections::HashSet<ObjectId>,
 }
 
 impl Backend {
+    /// Announces an exported object in the DHT (once): called when a peer
+    /// first reads it from us, and for every replica we store. An owner's
+    /// object that nobody fetched needs no record: refs carry the owner's
+    /// address, so the DHT only matters once copies exist elsewhere.
+    pub(crate) fn announce(&self, id: ObjectId) {
+        let mut a = self.announce.lock().unwrap_or_else(|p| p.into_inner());
+        if a.waiting.remove(&id) && a.done.insert(id) {
+            let _ = self.tx.send(Command::Provide(id));
+        }
+    }
+
     /// Records the listen addresses (non-loopback first, so other hosts
     /// try a reachable one first) and rebuilds the owner hint from them.
     pub(crate) fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
@@ -227,15 +266,21 @@ impl RemoteBackend for Backend {
         self.hint.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
     fn exported(&self, id: ObjectId) {
-        let _ = self.tx.send(Command::Provide(id));
+        self.announce.lock().unwrap_or_else(|p| p.into_inner()).waiting.insert(id);
     }
     fn freed(&self, id: ObjectId) {
-        let _ = self.tx.send(Command::Unprovide(id));
+        let mut a = self.announce.lock().unwrap_or_else(|p| p.into_inner());
+        a.waiting.remove(&id);
+        if a.done.remove(&id) {
+            let _ = self.tx.send(Command::Unprovide(id));
+        }
     }
     fn fetch(&self, fetch: Fetch) {
-        // If the loop is gone the command (and the fetch in it) is dropped,
-        // which fails the object with `PeerUnreachable`.
-        let _ = self.tx.send(Command::Fetch(fetch));
+        // If the node is not up, or its runtime has shut down, the fetch is
+        // dropped, which fails the object with `PeerUnreachable`.
+        if let Some((handle, ctx)) = self.fetcher.get() {
+            handle.spawn(crate::fetch::run(fetch, ctx.clone()));
+        }
     }
 }
 

@@ -1,0 +1,245 @@
+//! Client side of a remote `get`: one async task per fetched object.
+//!
+//! The task tries holders in order: the ref's owner hint first, then the
+//! providers Kademlia returns for the object's id. From one holder it pulls
+//! the object's CBOR encoding in chunks (`Request::Fetch` with an offset)
+//! over the stream pool (`rpc`), with up to `window` chunk requests in
+//! flight. An object that fits in the first chunk is decoded right away; a
+//! bigger one is decoded on a blocking thread as its chunks arrive, in order,
+//! through a channel of `window` chunks, straight into the replica: memory
+//! beyond the replica stays under `2 * window * chunk` bytes whatever the
+//! object's size. If the holder fails (an error reply, a timeout, a lost
+//! connection, bytes that do not decode) the next holder is tried from the
+//! start (a replica's encoding need not be byte-identical to the owner's).
+//! With no holder left the object fails with `PeerUnreachable` if some
+//! holder could not be reached, else `ObjectLost`.
+//!
+//! Invariant: the `Fetch` is owned by exactly one place at a time (this
+//! task, or the decoder thread of the current attempt, which hands it back
+//! on failure) and is completed exactly once; if the task is dropped (node
+//! shutdown) the `Fetch`'s drop fails the object instead of leaving it
+//! pending.
+
+use crate::event_loop::Command;
+use crate::rpc::Pool;
+use crate::wire::{Request, Response};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use libp2p::PeerId;
+use manta::{Error, Fetch, ObjectId};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What every fetch task shares.
+pub(crate) struct Ctx {
+    pub backend: Arc<crate::node::Backend>,
+    pub pool: Pool,
+    pub me: PeerId,
+    pub loop_tx: mpsc::UnboundedSender<Command>,
+    pub chunk: usize,
+    pub window: usize,
+}
+
+/// Why one holder could not give the object.
+struct Failure {
+    reason: String,
+    unreachable: bool,
+}
+
+/// Runs one fetch to its end.
+pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
+    let id = fetch.id();
+    let mut candidates = VecDeque::new();
+    if let Some((peer, addrs)) = crate::hint::decode(fetch.owner_hint()) {
+        if peer != ctx.me {
+            // The swarm must know the owner's addresses before we dial it.
+            let (tx, rx) = oneshot::channel();
+            if ctx.loop_tx.send(Command::Learn(peer, addrs, tx)).is_ok() {
+                let _ = rx.await;
+            }
+            candidates.push_back(peer);
+        }
+    }
+    let mut tried = HashSet::new();
+    let mut asked_dht = false;
+    let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
+    let mut fetch = fetch;
+    loop {
+        let Some(peer) = candidates.pop_front() else {
+            if asked_dht {
+                break;
+            }
+            asked_dht = true;
+            let (tx, rx) = oneshot::channel();
+            if ctx.loop_tx.send(Command::Providers(id, tx)).is_err() {
+                break;
+            }
+            let found = rx.await.unwrap_or_default();
+            candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains(p)));
+            continue;
+        };
+        if !tried.insert(peer) {
+            continue;
+        }
+        match pull(fetch, peer, &ctx).await {
+            Ok(()) => {
+                // The replica is stored: others can now find it here.
+                ctx.backend.announce(id);
+                return;
+            }
+            Err((f, failure)) => {
+                fetch = f;
+                let msg = format!("{peer}: {}", failure.reason);
+                tracing::debug!(object = %id, "{msg}");
+                if failure.unreachable {
+                    unreachable.push(msg);
+                } else {
+                    refused.push(msg);
+                }
+            }
+        }
+    }
+    fetch.complete(Err(final_error(id, unreachable, refused)));
+}
+
+fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {
+    if !unreachable.is_empty() {
+        let all: Vec<String> = unreachable.into_iter().chain(refused).collect();
+        Error::PeerUnreachable { id, reason: all.join("; ").into() }
+    } else if refused.is_empty() {
+        Error::ObjectLost { id, reason: "no node holds it (its owner is unknown and the DHT has no provider)".into() }
+    } else {
+        Error::ObjectLost { id, reason: format!("no holder could serve it: {}", refused.join("; ")).into() }
+    }
+}
+
+fn chunk_request(id: ObjectId, offset: u64, chunk: usize) -> Request {
+    Request::Fetch { id: id.to_bytes(), offset, len: chunk as u32 }
+}
+
+/// Checks a reply to the chunk request at `offset` of an object of `total`
+/// bytes (`None` until the first reply).
+fn chunk_of(resp: Response, offset: u64, total: Option<u64>) -> Result<(u64, Vec<u8>), Failure> {
+    let refused = |reason: String| Failure { reason, unreachable: false };
+    match resp {
+        Response::Chunk { total: t, offset: got, data } => {
+            let fits = got == offset
+                && total.is_none_or(|x| x == t)
+                && got.saturating_add(data.len() as u64) <= t
+                && (!data.is_empty() || got == t);
+            if fits {
+                Ok((t, data))
+            } else {
+                Err(refused("sent a chunk that does not fit the object".into()))
+            }
+        }
+        Response::NotFound => Err(refused("does not hold it".into())),
+        Response::Failed { message } => Err(refused(format!("holds it but failed to serve it: {message}"))),
+        Response::Invalid { reason } => Err(refused(format!("refused our request: {reason}"))),
+        Response::Busy => Err(Failure { reason: "busy".into(), unreachable: true }),
+    }
+}
+
+/// Pulls the whole object from `peer` and completes the fetch, or hands the
+/// fetch back with why it failed.
+async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failure)> {
+    let id = fetch.id();
+    let first = match ctx.pool.call(peer, &chunk_request(id, 0, ctx.chunk)).await {
+        Ok(r) => r,
+        Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
+    };
+    let (total, data) = match chunk_of(first, 0, None) {
+        Ok(x) => x,
+        Err(f) => return Err((fetch, f)),
+    };
+    if data.len() as u64 == total {
+        // The whole object in one reply: decode it here.
+        return match fetch.decode(&mut &data[..]) {
+            Ok(decoded) => {
+                tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                Ok(())
+            }
+            Err(e) => Err((fetch, Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false })),
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>(ctx.window);
+    let decoder = tokio::task::spawn_blocking(move || {
+        let mut reader = ChunkReader { rx, buf: Vec::new(), pos: 0 };
+        match fetch.decode(&mut reader) {
+            Ok(decoded) => {
+                fetch.complete(Ok(decoded));
+                None
+            }
+            Err(e) => Some((fetch, e)),
+        }
+    });
+    let mut network_failure = None;
+    let mut next = data.len() as u64;
+    if tx.send(Ok(data)).await.is_ok() {
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            while inflight.len() < ctx.window && next < total {
+                let offset = next;
+                let req = chunk_request(id, offset, ctx.chunk);
+                inflight.push_back(async move { (offset, ctx.pool.call(peer, &req).await) });
+                next = next.saturating_add(ctx.chunk as u64);
+            }
+            let Some((offset, reply)) = inflight.next().await else { break };
+            let checked = match reply {
+                Ok(resp) => chunk_of(resp, offset, Some(total)),
+                Err(reason) => Err(Failure { reason, unreachable: true }),
+            };
+            match checked {
+                Ok((_, data)) => {
+                    if tx.send(Ok(data)).await.is_err() {
+                        break; // the decoder stopped early: it reports why
+                    }
+                }
+                Err(f) => {
+                    let _ = tx.send(Err(f.reason.clone())).await;
+                    network_failure = Some(f);
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx); // end of input
+    match decoder.await {
+        Ok(None) => Ok(()),
+        Ok(Some((fetch, e))) => {
+            let f = network_failure
+                .unwrap_or(Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false });
+            Err((fetch, f))
+        }
+        // The decoder panicked: the fetch was dropped, which failed the
+        // object; nothing is left to do.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Reads the chunks of one pull, in order, on the decoder thread.
+struct ChunkReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(data)) => {
+                    self.buf = data;
+                    self.pos = 0;
+                }
+                Some(Err(reason)) => return Err(std::io::Error::other(reason)),
+                None => return Ok(0), // every byte was sent
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,171 @@
+//! Object requests over long-lived streams.
+//!
+//! libp2p's request-response opens a new yamux substream and negotiates its
+//! protocol for every request (0.3-0.5 ms here); a chunked transfer and a
+//! small remote `get` pay that on every round trip. Instead, each node keeps
+//! a pool of open streams per peer on [`OBJECT_PROTOCOL`] (through
+//! `libp2p-stream`) and runs one request after another on each: a request
+//! frame out, a response frame back, with manta's framing and caps
+//! (`codec`: a 4-byte length prefix, then the versioned CBOR envelope).
+//! Several requests to one peer run at once on separate streams.
+//!
+//! Server side: every accepted stream gets a task that answers requests in
+//! order until the stream ends. A malformed, wrong-version or out-of-range
+//! request gets an `Invalid` reply and the stream goes on; an oversized one
+//! (whose body is never read, so the stream cannot be resynchronised) or a
+//! truncated one gets an `Invalid` reply and the stream is closed.
+//!
+//! Invariants: a stream goes back to the pool only after a complete
+//! request/response exchange (so it is never mid-frame); a call that fails
+//! on a pooled stream (the peer may have closed it while idle) is retried
+//! once on a fresh stream; every call is bounded by the request timeout.
+
+use crate::codec::{object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
+use crate::node::Backend;
+use crate::wire::{self, Request, Response, WireError};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::request_response::Codec;
+use libp2p::PeerId;
+use libp2p::Stream;
+use libp2p_stream::Control;
+use manta::{ObjectId, Runtime, Served};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Idle streams kept per peer.
+const MAX_IDLE: usize = 16;
+
+/// The client side: a pool of open streams per peer.
+pub(crate) struct Pool {
+    control: Control,
+    idle: Mutex<HashMap<PeerId, Vec<Stream>>>,
+    timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(control: Control, timeout: Duration) -> Pool {
+        Pool { control, idle: Mutex::new(HashMap::new()), timeout }
+    }
+
+    fn take(&self, peer: PeerId) -> Option<Stream> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&peer)?.pop()
+    }
+
+    fn give_back(&self, peer: PeerId, s: Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = idle.entry(peer).or_default();
+        if v.len() < MAX_IDLE {
+            v.push(s);
+        }
+    }
+
+    /// Sends one request and waits for its response. The error says why
+    /// (unreachable, timed out, stream failed).
+    pub async fn call(&self, peer: PeerId, req: &Request) -> Result<Response, String> {
+        if let Some(s) = self.take(peer) {
+            if let Ok(resp) = self.exchange(peer, s, req).await {
+                return Ok(resp);
+            }
+            // The pooled stream was stale: try once more on a fresh one.
+        }
+        let open = async {
+            let mut control = self.control.clone();
+            control.open_stream(peer, object_protocol()).await.map_err(|e| e.to_string())
+        };
+        let s = match tokio::time::timeout(self.timeout, open).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(format!("no stream within {:?}", self.timeout)),
+        };
+        self.exchange(peer, s, req).await
+    }
+
+    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Response, String> {
+        let proto = object_protocol();
+        let io = async {
+            let mut codec = ObjectCodec;
+            codec.write_request(&proto, &mut s, Incoming::Valid(req.clone())).await?;
+            s.flush().await?;
+            codec.read_response(&proto, &mut s).await
+        };
+        match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(resp)) => {
+                self.give_back(peer, s);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(format!("stream failed: {e}")),
+            Err(_) => Err(format!("no response within {:?}", self.timeout)),
+        }
+    }
+}
+
+/// Accepts object streams and answers them until the control is dropped.
+pub(crate) async fn serve(mut control: Control, rt: Runtime, backend: Arc<Backend>) {
+    let mut incoming = match control.accept(object_protocol()) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot accept {OBJECT_PROTOCOL} streams");
+            return;
+        }
+    };
+    while let Some((peer, stream)) = incoming.next().await {
+        tokio::spawn(serve_stream(peer, stream, rt.clone(), backend.clone()));
+    }
+}
+
+async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Backend>) {
+    let proto = object_protocol();
+    let mut codec = ObjectCodec;
+    loop {
+        let req = match codec.read_request(&proto, &mut s).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "object stream failed");
+                return;
+            }
+        };
+        let (resp, close) = match req {
+            Incoming::Valid(Request::Fetch { id, offset, len }) => {
+                // Encoding a window (or restoring a spilled object) blocks.
+                let id = ObjectId::from_bytes(id);
+                let resp = tokio::task::block_in_place(|| fetch(&rt, id, offset, len));
+                if offset == 0 && matches!(resp, Response::Chunk { .. }) {
+                    backend.announce(id); // a peer needs it: now it is worth a DHT record
+                }
+                (resp, false)
+            }
+            Incoming::Invalid(WireError::Truncated) => {
+                // The peer closed its side, cleanly between requests or in
+                // the middle of one: answer the latter, then stop.
+                (Response::Invalid { reason: WireError::Truncated.to_string() }, true)
+            }
+            Incoming::Invalid(e) => {
+                tracing::warn!(%peer, error = %e, "invalid object request");
+                let close = matches!(e, WireError::TooLarge { .. });
+                (Response::Invalid { reason: e.to_string() }, close)
+            }
+        };
+        let written = async {
+            codec.write_response(&proto, &mut s, resp).await?;
+            s.flush().await
+        };
+        if written.await.is_err() || close {
+            let _ = s.close().await;
+            return;
+        }
+    }
+}
+
+/// Answers one chunk request (at most one chunk, whatever was asked: a
+/// bigger reply would exceed the response cap).
+fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Response {
+    match rt.serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
+        Served::Chunk { total, .. } if offset > total => {
+            Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
+        }
+        Served::Chunk { total, data } => Response::Chunk { total, offset, data },
+        Served::NotFound => Response::NotFound,
+        Served::Failed(e) => Response::Failed { message: e.to_string() },
+    }
+}
