@@ -83,7 +83,7 @@ pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
 pub use error::{BuildError, Cause, Error, StoreFull, Text};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
-pub use object::{AnyRef, ObjectRef, RefFuture, Waitable};
+pub use object::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use remote::{Decoded, Fetch, RemoteBackend, Served, MAX_HINT_BYTES};
 pub use runtime::{init, try_init, Runtime, RuntimeBuilder};
 pub use spill::SpillError;

@@ -478,6 +478,57 @@ impl Waitable for AnyRef {
     }
 }
 
+/// Resolves once an object is done (value or error), without reading it;
+/// see [`Runtime::object_done`](crate::Runtime::object_done).
+pub struct Done {
+    cell: Option<Arc<ObjectCell>>,
+    token: Option<u64>,
+}
+
+impl Done {
+    pub(crate) fn new(cell: Option<Arc<ObjectCell>>) -> Done {
+        Done { cell, token: None }
+    }
+}
+
+impl Future for Done {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(cell) = &this.cell else { return Poll::Ready(()) };
+        if cell.slot.is_done() {
+            this.token = None;
+            return Poll::Ready(());
+        }
+        let w = Waiter::Waker(cx.waker().clone());
+        let registered = match this.token {
+            Some(t) => cell.slot.replace(t, w),
+            None => match cell.slot.register(w) {
+                Ok(t) => {
+                    this.token = Some(t);
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        if registered {
+            Poll::Pending
+        } else {
+            this.token = None;
+            Poll::Ready(())
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let (Some(cell), Some(t)) = (&self.cell, self.token) {
+            cell.slot.deregister(t);
+        }
+    }
+}
+
 /// The future of an [`ObjectRef`]: resolves to what `get` returns. Works on
 /// any async runtime (it only uses the `Waker` it is polled with).
 pub struct RefFuture<T> {

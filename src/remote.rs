@@ -63,9 +63,11 @@ pub trait RemoteBackend: Send + Sync + 'static {
     /// The hint written into refs this runtime serializes: how to reach the
     /// owner (opaque to the core, at most [`MAX_HINT_BYTES`]).
     fn owner_hint(&self) -> Arc<[u8]>;
-    /// An object of this runtime may now be read by other nodes (a ref to it
-    /// was serialized, or a replica was stored). Called once per object.
-    fn exported(&self, id: ObjectId);
+    /// An object of this runtime may now be read by other nodes: a ref to
+    /// it was serialized (`replica` false), or a fetched replica was stored
+    /// (`replica` true; called before the fetch's readers wake). Called once
+    /// per object.
+    fn exported(&self, id: ObjectId, replica: bool);
     /// An exported object was freed here.
     fn freed(&self, id: ObjectId);
     /// Fetch a remote object's value; see [`Fetch`].
@@ -151,7 +153,7 @@ impl Cluster {
         let backend = cluster.backend();
         if let Some(b) = &backend {
             if !link.announced.swap(true, Ordering::AcqRel) {
-                b.exported(cell.id);
+                b.exported(cell.id, false);
             }
         }
         backend.map_or_else(|| Arc::from(&[][..]), |b| b.owner_hint())
@@ -179,6 +181,11 @@ impl Cluster {
 }
 
 impl CellLink {
+    /// True for a cell made by deserializing a ref to a remote object.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.origin.is_some()
+    }
+
     /// Starts the fetch of a remote cell, once (see `ObjectCell::demand`).
     pub(crate) fn demand(&self, cell: &Arc<ObjectCell>) {
         let Some(origin) = &self.origin else { return };
@@ -279,13 +286,16 @@ impl Fetch {
         });
         match outcome {
             Ok((v, meta)) => {
-                if let Some(wake) = cell.complete_stored(store, v, meta, None) {
-                    wake.send();
-                }
+                let wake = cell.complete_stored(store, v, meta, None);
+                // Tell the backend before waking readers: once `get`
+                // returns, the replica is already on its way to the DHT.
                 if let (Some(link), Some(b)) = (cell.link.get(), self.cluster.backend()) {
                     if !link.announced.swap(true, Ordering::AcqRel) {
-                        b.exported(cell.id);
+                        b.exported(cell.id, true);
                     }
+                }
+                if let Some(wake) = wake {
+                    wake.send();
                 }
             }
             Err(e) => {
@@ -315,8 +325,11 @@ pub enum Served {
         /// The requested window (shorter at the end).
         data: Vec<u8>,
     },
-    /// This runtime does not hold the object (or not yet: still pending).
+    /// This runtime does not hold the object.
     NotFound,
+    /// The object is here but not done yet (its task is running): wait
+    /// with [`Runtime::object_done`] and ask again.
+    Pending,
     /// The object failed: its error.
     Failed(Error),
 }
@@ -374,6 +387,13 @@ impl Runtime {
         self.cluster().lookup(id).is_some_and(|(c, _)| c.slot.is_done() && !c.slot.is_failed())
     }
 
+    /// True if `id` is exported here and its value (or error) is in memory,
+    /// so [`Runtime::serve_object`] answers without blocking on disk or on
+    /// a rebuild (only the window's encoding is left to do).
+    pub fn object_in_memory(&self, id: ObjectId) -> bool {
+        self.cluster().lookup(id).is_some_and(|(c, _)| c.slot.in_memory() || c.slot.is_failed())
+    }
+
     /// Serves up to `max_len` bytes of exported object `id`'s CBOR encoding
     /// from `offset` (for a node answering a peer's fetch). Each call encodes
     /// the object again but copies only the window: for `Vec<u8>` and other
@@ -381,10 +401,10 @@ impl Runtime {
     pub fn serve_object(&self, id: ObjectId, offset: u64, max_len: usize) -> Served {
         let Some((cell, encode)) = self.cluster().lookup(id) else { return Served::NotFound };
         if !cell.slot.is_done() {
-            return Served::NotFound;
+            return if cell.link.get().is_some_and(|l| l.is_remote()) { Served::NotFound } else { Served::Pending };
         }
         let value = match cell.read_value() {
-            None => return Served::NotFound,
+            None => return Served::Pending,
             Some(Err(e)) => return Served::Failed(e),
             Some(Ok(v)) => v,
         };
@@ -396,6 +416,12 @@ impl Runtime {
         }
         let total = w.pos;
         Served::Chunk { total, data }
+    }
+
+    /// A future that resolves once exported object `id` is done (at once
+    /// if it is, or if it is not exported here). Works on any executor.
+    pub fn object_done(&self, id: ObjectId) -> crate::object::Done {
+        crate::object::Done::new(self.cluster().lookup(id).map(|(c, _)| c))
     }
 
     /// Number of objects in the export table (exported, remote or replica).

@@ -60,7 +60,7 @@ impl RemoteBackend for Loopback {
     fn owner_hint(&self) -> Arc<[u8]> {
         Arc::from(&b"loopback"[..])
     }
-    fn exported(&self, id: manta::ObjectId) {
+    fn exported(&self, id: manta::ObjectId, _replica: bool) {
         self.exported.lock().unwrap().push(id);
     }
     fn freed(&self, id: manta::ObjectId) {

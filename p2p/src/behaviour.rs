@@ -19,6 +19,9 @@ use std::time::Duration;
 
 /// Kademlia protocol name (a private DHT, not the public IPFS one).
 pub const KAD_PROTOCOL: &str = "/manta/kad/1";
+/// Most provider keys (objects) one node announces, and most records it
+/// keeps for others, in the DHT (each is a small in-memory entry).
+pub const MAX_DHT_KEYS: usize = 1 << 18;
 /// The gossip topic of heartbeats.
 pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
 
@@ -47,7 +50,15 @@ impl Behaviour {
         gossip.subscribe(&gossipsub::IdentTopic::new(HEARTBEAT_TOPIC)).map_err(|e| format!("gossipsub: {e}"))?;
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_query_timeout(cfg.request_timeout);
-        let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), kad_cfg);
+        // Every object held here may be a provided key (the default store
+        // stops at 1,024), and provider records of others count as records.
+        let store_cfg = kad::store::MemoryStoreConfig {
+            max_records: MAX_DHT_KEYS,
+            max_provided_keys: MAX_DHT_KEYS,
+            ..Default::default()
+        };
+        let store = kad::store::MemoryStore::with_config(me, store_cfg);
+        let mut kad = kad::Behaviour::with_config(me, store, kad_cfg);
         kad.set_mode(Some(kad::Mode::Server));
         let identify = identify::Behaviour::new(
             identify::Config::new("/manta/id/1".into(), key.public()).with_push_listen_addr_updates(true),

@@ -30,13 +30,17 @@ use tokio::sync::{mpsc, oneshot};
 /// connected (one try per heartbeat).
 const MAX_REDIALS: u32 = 120;
 
+/// How often queued DHT announcements go out (see `Backend::announce`).
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+
 /// Everything the loop can be asked to do.
 pub(crate) enum Command {
     Status(oneshot::Sender<Vec<Member>>),
     Subscribe(crossbeam_channel::Sender<MembershipEvent>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
-    Provide(ObjectId),
     Unprovide(ObjectId),
+    /// Send the queued announcements now.
+    Flush(oneshot::Sender<()>),
     /// Record a peer's addresses (from a ref's hint); acknowledged so the
     /// fetch dials only once the swarm knows them.
     Learn(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
@@ -192,6 +196,8 @@ impl EventLoop {
     pub async fn run(mut self) {
         let mut timer = tokio::time::interval(self.cfg.heartbeat);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
@@ -200,6 +206,7 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                 },
                 _ = timer.tick() => self.on_tick(),
+                _ = announce.tick() => self.announce(),
             }
         }
         tracing::debug!(peer = %self.swarm.local_peer_id(), "node event loop stopped");
@@ -267,6 +274,19 @@ impl EventLoop {
         }
     }
 
+    /// Announces the queued objects in the DHT.
+    fn announce(&mut self) {
+        let Some(b) = self.hint_sink.clone() else { return };
+        for id in b.take_queued() {
+            if !self.rt.holds_object(id) {
+                continue; // freed (or failed) before its turn
+            }
+            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {
+                tracing::warn!(object = %id, error = %e, "cannot announce object in the DHT");
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         self.publish_heartbeat();
         self.members.tick(Instant::now());
@@ -296,10 +316,9 @@ impl EventLoop {
                     }
                 }
             }
-            Command::Provide(id) => {
-                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {
-                    tracing::warn!(object = %id, error = %e, "cannot announce object in the DHT");
-                }
+            Command::Flush(done) => {
+                self.announce();
+                let _ = done.send(());
             }
             Command::Unprovide(id) => {
                 self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&id.to_bytes()))

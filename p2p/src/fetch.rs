@@ -33,13 +33,17 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What every fetch task shares.
 pub(crate) struct Ctx {
-    pub backend: Arc<crate::node::Backend>,
     pub pool: Pool,
     pub me: PeerId,
     pub loop_tx: mpsc::UnboundedSender<Command>,
     pub chunk: usize,
     pub window: usize,
+    /// Owners whose hint addresses the swarm already has.
+    pub known: std::sync::Mutex<HashSet<PeerId>>,
 }
+
+/// Bound of `Ctx::known` (cleared when full: it is only a cache).
+const MAX_KNOWN: usize = 4096;
 
 /// Why one holder could not give the object.
 struct Failure {
@@ -53,10 +57,18 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
     let mut candidates = VecDeque::new();
     if let Some((peer, addrs)) = crate::hint::decode(fetch.owner_hint()) {
         if peer != ctx.me {
-            // The swarm must know the owner's addresses before we dial it.
-            let (tx, rx) = oneshot::channel();
-            if ctx.loop_tx.send(Command::Learn(peer, addrs, tx)).is_ok() {
-                let _ = rx.await;
+            // The swarm must know the owner's addresses before we dial it
+            // (once per owner: later refs of the same owner skip the trip).
+            let known = ctx.known.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer);
+            if !known {
+                let (tx, rx) = oneshot::channel();
+                if ctx.loop_tx.send(Command::Learn(peer, addrs, tx)).is_ok() && rx.await.is_ok() {
+                    let mut known = ctx.known.lock().unwrap_or_else(|p| p.into_inner());
+                    if known.len() >= MAX_KNOWN {
+                        known.clear();
+                    }
+                    known.insert(peer);
+                }
             }
             candidates.push_back(peer);
         }
@@ -83,11 +95,7 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
             continue;
         }
         match pull(fetch, peer, &ctx).await {
-            Ok(()) => {
-                // The replica is stored: others can now find it here.
-                ctx.backend.announce(id);
-                return;
-            }
+            Ok(()) => return, // stored; `exported` queued its announcement
             Err((f, failure)) => {
                 fetch = f;
                 let msg = format!("{peer}: {}", failure.reason);
@@ -145,9 +153,15 @@ fn chunk_of(resp: Response, offset: u64, total: Option<u64>) -> Result<(u64, Vec
 /// fetch back with why it failed.
 async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
-    let first = match ctx.pool.call(peer, &chunk_request(id, 0, ctx.chunk)).await {
-        Ok(r) => r,
-        Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
+    // `Busy` means the object's task is still running there (the holder
+    // waited a while before saying so): ask again, as `get` blocks until
+    // the task ends. A holder that dies meanwhile ends this with an error.
+    let first = loop {
+        match ctx.pool.call(peer, &chunk_request(id, 0, ctx.chunk)).await {
+            Ok(Response::Busy) => continue,
+            Ok(r) => break r,
+            Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
+        }
     };
     let (total, data) = match chunk_of(first, 0, None) {
         Ok(x) => x,

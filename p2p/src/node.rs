@@ -183,12 +183,12 @@ impl NodeBuilder {
                 };
                 let control = event_loop.control();
                 let ctx = Arc::new(crate::fetch::Ctx {
-                    backend: loop_backend.clone(),
                     pool: crate::rpc::Pool::new(control.clone(), request_timeout),
                     me: peer_id,
                     loop_tx: loop_backend.tx.clone(),
                     chunk,
                     window,
+                    known: Mutex::new(std::collections::HashSet::new()),
                 });
                 let _ = loop_backend.fetcher.set((tokio_rt.handle().clone(), ctx));
                 tokio_rt.spawn(crate::rpc::serve(control, serve_rt, loop_backend.clone()));
@@ -227,20 +227,35 @@ pub(crate) struct Backend {
 /// Which exported objects are announced as provided in the DHT.
 #[derive(Default)]
 struct Announce {
+    /// Exported, not needed by anyone yet.
     waiting: std::collections::HashSet<ObjectId>,
+    /// To announce at the loop's next announce tick.
+    queued: Vec<ObjectId>,
+    /// Announced (or queued): withdrawn when freed.
     done: std::collections::HashSet<ObjectId>,
 }
 
 impl Backend {
-    /// Announces an exported object in the DHT (once): called when a peer
-    /// first reads it from us, and for every replica we store. An owner's
-    /// object that nobody fetched needs no record: refs carry the owner's
-    /// address, so the DHT only matters once copies exist elsewhere.
+    /// Queues an exported object for a DHT announcement (once): when a peer
+    /// first reads it from us, and for every replica we store. An
+    /// owner's object that nobody fetched needs no record (refs carry the
+    /// owner's address; the DHT matters once copies exist elsewhere).
+    /// Announcements go out in batches every `ANNOUNCE_EVERY`, so objects
+    /// freed before then (most replicas of small objects) cost no DHT
+    /// traffic at all; [`Node::flush_announcements`] sends them at once.
     pub(crate) fn announce(&self, id: ObjectId) {
         let mut a = self.announce.lock().unwrap_or_else(|p| p.into_inner());
-        if a.waiting.remove(&id) && a.done.insert(id) {
-            let _ = self.tx.send(Command::Provide(id));
+        a.waiting.remove(&id);
+        if a.done.insert(id) {
+            a.queued.push(id);
         }
+    }
+
+    /// The queued announcements of objects still held (for the loop).
+    pub(crate) fn take_queued(&self) -> Vec<ObjectId> {
+        let mut a = self.announce.lock().unwrap_or_else(|p| p.into_inner());
+        let queued = std::mem::take(&mut a.queued);
+        queued.into_iter().filter(|id| a.done.contains(id)).collect()
     }
 
     /// Records the listen addresses (non-loopback first, so other hosts
@@ -265,13 +280,19 @@ impl RemoteBackend for Backend {
     fn owner_hint(&self) -> Arc<[u8]> {
         self.hint.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn exported(&self, id: ObjectId) {
-        self.announce.lock().unwrap_or_else(|p| p.into_inner()).waiting.insert(id);
+    fn exported(&self, id: ObjectId, replica: bool) {
+        if replica {
+            self.announce(id);
+        } else {
+            self.announce.lock().unwrap_or_else(|p| p.into_inner()).waiting.insert(id);
+        }
     }
     fn freed(&self, id: ObjectId) {
         let mut a = self.announce.lock().unwrap_or_else(|p| p.into_inner());
         a.waiting.remove(&id);
         if a.done.remove(&id) {
+            // If it was still queued, `take_queued` skips it; withdrawing a
+            // record never made is a no-op.
             let _ = self.tx.send(Command::Unprovide(id));
         }
     }
@@ -421,6 +442,13 @@ impl Node {
         bytes: &[u8],
     ) -> Result<ObjectRef<T>, NodeError> {
         self.inner.rt.enter(|| ciborium::from_reader(bytes)).map_err(|e| NodeError::Decode(e.to_string()))
+    }
+
+    /// Sends the queued DHT announcements now and returns once they are in
+    /// this node's provider store (where other nodes' lookups find them).
+    /// Announcements otherwise go out every 100 ms, in batches.
+    pub fn flush_announcements(&self) -> Result<(), NodeError> {
+        futures::executor::block_on(self.ask(Command::Flush))
     }
 
     /// Stops the node now (also done when the last handle is dropped).

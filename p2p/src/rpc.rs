@@ -33,6 +33,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Largest window served inline on the async thread (bigger ones, and
+/// objects not in memory, are served with `block_in_place`).
+const INLINE_SERVE_BYTES: usize = 256 << 10;
+
+/// How long a request for a pending object waits for it on the server
+/// before the answer is `Busy` (and the requester asks again).
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+
 /// Idle streams kept per peer.
 const MAX_IDLE: usize = 16;
 
@@ -129,7 +137,14 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
                 // Encoding a window (or restoring a spilled object) blocks.
                 let id = ObjectId::from_bytes(id);
-                let resp = tokio::task::block_in_place(|| fetch(&rt, id, offset, len));
+                let mut resp = serve_fetch(&rt, id, offset, len);
+                if resp.is_none() {
+                    // Its task is still running: wait (bounded) for it, then
+                    // answer, or say `Busy` so the requester asks again.
+                    let _ = tokio::time::timeout(PENDING_WAIT, rt.object_done(id)).await;
+                    resp = serve_fetch(&rt, id, offset, len);
+                }
+                let resp = resp.unwrap_or(Response::Busy);
                 if offset == 0 && matches!(resp, Response::Chunk { .. }) {
                     backend.announce(id); // a peer needs it: now it is worth a DHT record
                 }
@@ -157,15 +172,27 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
     }
 }
 
+/// Answers one chunk request; `None` while the object is pending. Small
+/// in-memory windows are answered inline; a spilled object (disk) or a big
+/// window may block for a while, so those run with `block_in_place`.
+fn serve_fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
+    if rt.object_in_memory(id) && len as usize <= INLINE_SERVE_BYTES {
+        fetch(rt, id, offset, len)
+    } else {
+        tokio::task::block_in_place(|| fetch(rt, id, offset, len))
+    }
+}
+
 /// Answers one chunk request (at most one chunk, whatever was asked: a
 /// bigger reply would exceed the response cap).
-fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Response {
-    match rt.serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
+fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
+    Some(match rt.serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
         Served::Chunk { total, .. } if offset > total => {
             Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
         }
         Served::Chunk { total, data } => Response::Chunk { total, offset, data },
         Served::NotFound => Response::NotFound,
         Served::Failed(e) => Response::Failed { message: e.to_string() },
-    }
+        Served::Pending => return None,
+    })
 }

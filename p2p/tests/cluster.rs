@@ -77,6 +77,8 @@ fn the_dht_finds_a_replica_when_the_owner_is_gone() {
     // b takes a replica (and announces it)...
     let on_b: ObjectRef<Vec<u64>> = b.decode_ref(&wire).unwrap();
     assert_eq!(on_b.get().unwrap().len(), 10_000);
+    // (its announcement is batched: make sure it is out)...
+    b.flush_announcements().unwrap();
     // ...then the owner leaves.
     let a_peer = a.peer_id();
     drop(r);
@@ -119,4 +121,20 @@ fn a_failed_object_reports_its_error_remotely() {
     let remote: ObjectRef<Vec<u8>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
     let e = remote.get().unwrap_err().to_string();
     assert!(e.contains("boom"), "{e}");
+}
+
+#[test]
+fn a_remote_get_waits_for_a_task_still_running_on_its_owner() {
+    let (a, _b, c) = three();
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(1);
+    let t = a.runtime().spawn(move || {
+        let _ = gate_rx.recv();
+        vec![3u16; 50_000]
+    });
+    let on_c: ObjectRef<Vec<u16>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    // The fetch starts and finds the task still running on a...
+    assert!(matches!(on_c.get_timeout(Duration::from_millis(300)), Err(Error::Timeout(_))));
+    gate_tx.send(()).unwrap();
+    // ...and the get completes once it finishes.
+    assert_eq!(*on_c.get().unwrap(), vec![3u16; 50_000]);
 }
