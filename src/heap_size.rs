@@ -183,9 +183,39 @@ fn encode_bytes(v: &(dyn Any + Send + Sync), w: &mut dyn Write) -> Result<(), St
     ciborium::into_writer(serde_bytes::Bytes::new(v), w).map_err(|e| e.to_string())
 }
 
+/// Reads a definite-length byte string straight into its `Vec` (one copy,
+/// no 4 KiB bounce buffer); anything else (an indefinite-length string, a
+/// wrong type) goes through ciborium, which reports the error.
 fn decode_bytes(r: &mut dyn Read) -> Result<Value, String> {
-    let v: serde_bytes::ByteBuf = ciborium::from_reader(r).map_err(|e| e.to_string())?;
-    Ok(Value::new(v.into_vec()))
+    let mut head = [0u8; 1];
+    r.read_exact(&mut head).map_err(|e| format!("byte string header: {e}"))?;
+    let extra = match head[0] {
+        0x40..=0x57 => Some((head[0] - 0x40) as u64),
+        0x58 => Some(read_be(r, 1)?),
+        0x59 => Some(read_be(r, 2)?),
+        0x5a => Some(read_be(r, 4)?),
+        0x5b => Some(read_be(r, 8)?),
+        _ => None,
+    };
+    let Some(len) = extra else {
+        let mut chained = std::io::Read::chain(&head[..], r);
+        let v: serde_bytes::ByteBuf = ciborium::from_reader(&mut chained).map_err(|e| e.to_string())?;
+        return Ok(Value::new(v.into_vec()));
+    };
+    // Grow as bytes arrive: a header claiming more than the input holds
+    // costs at most the first step, not its claimed length.
+    let mut v = Vec::with_capacity(len.min(64 << 20) as usize);
+    let got = r.take(len).read_to_end(&mut v).map_err(|e| e.to_string())?;
+    if (got as u64) < len {
+        return Err(format!("byte string truncated: {got} of {len} bytes"));
+    }
+    Ok(Value::new(v))
+}
+
+fn read_be(r: &mut dyn Read, n: usize) -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b[8 - n..]).map_err(|e| format!("byte string length: {e}"))?;
+    Ok(u64::from_be_bytes(b))
 }
 
 /// How to write a `T` as CBOR: its registered codec (so `Vec<u8>` is one

@@ -39,13 +39,16 @@ struct ChunkReader {
 
 impl std::io::Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
+        while self.pos == self.buf.len() {
             match self.rt.serve_object(self.id, self.offset, self.chunk) {
+                Served::Chunk { data, .. } if data.is_empty() => return Ok(0), // past the end
                 Served::Chunk { data, .. } => {
                     self.offset += data.len() as u64;
                     self.buf = data;
                     self.pos = 0;
                 }
+                // Its task is still running on the source: wait for it.
+                Served::Pending => futures_executor::block_on(self.rt.object_done(self.id)),
                 other => return Err(std::io::Error::other(format!("{other:?}"))),
             }
         }

@@ -82,12 +82,13 @@ async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<
     if len > max {
         return Ok(Frame::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    match io.read_exact(&mut body).await {
-        Ok(()) => Ok(Frame::Body(body)),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Frame::Truncated),
-        Err(e) => Err(e),
+    // `take` + `read_to_end` fills the buffer without zeroing it first.
+    let mut body = Vec::with_capacity(len);
+    let got = io.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Ok(Frame::Truncated);
     }
+    Ok(Frame::Body(body))
 }
 
 /// Reads a response frame: any failure is an `io::Error`.

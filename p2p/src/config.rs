@@ -14,6 +14,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Chunk requests kept in flight per transfer.
 pub const DEFAULT_WINDOW: usize = 4;
+/// Bytes asked for per chunk request.
+pub const DEFAULT_CHUNK: usize = crate::wire::CHUNK_BYTES;
 
 /// Everything a node is configured with (see `NodeBuilder`).
 #[derive(Debug, Clone)]
@@ -41,7 +43,7 @@ impl Default for NodeConfig {
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            chunk_bytes: crate::wire::CHUNK_BYTES,
+            chunk_bytes: DEFAULT_CHUNK,
             window: DEFAULT_WINDOW,
             fn_hash: 0,
             secret: None,

@@ -374,6 +374,9 @@ impl EventLoop {
                     let _ = tx.send(Err(error.to_string()));
                 }
             }
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+                tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
+            }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");
             }

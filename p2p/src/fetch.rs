@@ -27,7 +27,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use libp2p::PeerId;
 use manta::{Error, Fetch, ObjectId};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,7 +73,7 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
             candidates.push_back(peer);
         }
     }
-    let mut tried = HashSet::new();
+    let mut tried: HashMap<PeerId, u32> = HashMap::new();
     let mut asked_dht = false;
     let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
     let mut fetch = fetch;
@@ -88,12 +88,14 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
                 break;
             }
             let found = rx.await.unwrap_or_default();
-            candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains(p)));
+            candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains_key(p)));
             continue;
         };
-        if !tried.insert(peer) {
+        let attempt = tried.get(&peer).copied().unwrap_or(0);
+        if attempt >= 2 {
             continue;
         }
+        tried.insert(peer, attempt + 1);
         match pull(fetch, peer, &ctx).await {
             Ok(()) => return, // stored; `exported` queued its announcement
             Err((f, failure)) => {
@@ -101,6 +103,11 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
                 let msg = format!("{peer}: {}", failure.reason);
                 tracing::debug!(object = %id, "{msg}");
                 if failure.unreachable {
+                    if attempt == 0 {
+                        // A lost connection may be transient: one more try
+                        // (on a fresh connection) before the next holder.
+                        candidates.push_front(peer);
+                    }
                     unreachable.push(msg);
                 } else {
                     refused.push(msg);
