@@ -62,6 +62,7 @@ mod actor;
 mod args;
 mod countdown;
 mod error;
+mod export;
 mod heap_size;
 mod id;
 mod mailbox;
@@ -121,6 +122,7 @@ pub mod __private {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
+    pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};
     pub use crate::slot::{Meta, Moved, Read, Slot, Value};

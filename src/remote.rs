@@ -34,12 +34,14 @@
 //! # Invariants
 //! - At most one live cell per id per runtime table; an entry is removed
 //!   only by the drop of the cell it points to (pointer-checked), so a stale
-//!   drop never removes a newer cell's entry.
+//!   drop never removes a newer cell's entry (the table protocol is in
+//!   `export`, model-checked with loom).
 //! - A remote cell's fetch starts at most once; a [`Fetch`] dropped without
 //!   completing completes the cell with [`Error::PeerUnreachable`], so no
 //!   reader waits forever.
 
 use crate::error::Error;
+use crate::export::{Claim, Table};
 use crate::heap_size::{decoder_of, encoder_of, Encode};
 use crate::id::ObjectId;
 use crate::object::{ObjectCell, ObjectRef};
@@ -49,10 +51,9 @@ use crate::store::Store;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::any::Any;
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 /// Largest owner hint a deserialized ref may carry.
 pub const MAX_HINT_BYTES: usize = 4096;
@@ -88,13 +89,9 @@ fn decode_as<T: DeserializeOwned + Any + Send + Sync>(
 /// exported and remote objects.
 pub(crate) struct Cluster {
     backend: RwLock<Option<Arc<dyn RemoteBackend>>>,
-    table: Mutex<HashMap<ObjectId, Entry>>,
+    /// Exported and remote objects (protocol and invariants: `export`).
+    table: Table<ObjectId, ObjectCell, Encode>,
     store: Arc<Store>,
-}
-
-struct Entry {
-    cell: Weak<ObjectCell>,
-    encode: Encode,
 }
 
 /// What links a cell to the table it is registered in.
@@ -109,26 +106,20 @@ pub(crate) struct CellLink {
 struct Origin {
     hint: Arc<[u8]>,
     decode: DecodeFn,
-    started: AtomicBool,
+    started: Claim,
 }
 
 impl Cluster {
     pub(crate) fn new(store: Arc<Store>) -> Arc<Cluster> {
-        Arc::new(Cluster { backend: RwLock::new(None), table: Mutex::new(HashMap::new()), store })
+        Arc::new(Cluster { backend: RwLock::new(None), table: Table::new(), store })
     }
 
     fn backend(&self) -> Option<Arc<dyn RemoteBackend>> {
         self.backend.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Entry>> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn lookup(&self, id: ObjectId) -> Option<(Arc<ObjectCell>, Encode)> {
-        let t = self.table();
-        let e = t.get(&id)?;
-        Some((e.cell.upgrade()?, e.encode))
+        self.table.lookup(id)
     }
 
     /// Registers a local cell (idempotent) and tells the backend once.
@@ -138,15 +129,7 @@ impl Cluster {
         });
         let cluster = link.cluster.upgrade();
         let cluster = cluster.as_ref().unwrap_or(self);
-        {
-            let mut t = cluster.table();
-            // `strong_count`, not `upgrade`: a temporary strong ref dropped
-            // here could be the last one, and its drop takes this lock.
-            let fresh = t.get(&cell.id).is_none_or(|e| e.cell.strong_count() == 0);
-            if fresh {
-                t.insert(cell.id, Entry { cell: Arc::downgrade(cell), encode });
-            }
-        }
+        cluster.table.insert_if_vacant(cell.id, cell, encode);
         if let Some(origin) = &link.origin {
             return origin.hint.clone(); // a replica: the owner stays the owner
         }
@@ -165,18 +148,14 @@ impl Cluster {
         id: ObjectId,
         hint: Vec<u8>,
     ) -> Arc<ObjectCell> {
-        let mut t = self.table();
-        if let Some(cell) = t.get(&id).and_then(|e| e.cell.upgrade()) {
-            return cell;
-        }
-        let link = CellLink {
-            cluster: Arc::downgrade(self),
-            origin: Some(Origin { hint: hint.into(), decode: decode_as::<T>, started: AtomicBool::new(false) }),
-            announced: AtomicBool::new(false),
-        };
-        let cell = ObjectCell::remote(id, Box::new(link));
-        t.insert(id, Entry { cell: Arc::downgrade(&cell), encode: encoder_of::<T>() });
-        cell
+        self.table.get_or_insert_with(id, || {
+            let link = CellLink {
+                cluster: Arc::downgrade(self),
+                origin: Some(Origin { hint: hint.into(), decode: decode_as::<T>, started: Claim::new() }),
+                announced: AtomicBool::new(false),
+            };
+            (ObjectCell::remote(id, Box::new(link)), encoder_of::<T>())
+        })
     }
 }
 
@@ -189,7 +168,7 @@ impl CellLink {
     /// Starts the fetch of a remote cell, once (see `ObjectCell::demand`).
     pub(crate) fn demand(&self, cell: &Arc<ObjectCell>) {
         let Some(origin) = &self.origin else { return };
-        if origin.started.load(Ordering::Acquire) || origin.started.swap(true, Ordering::AcqRel) {
+        if !origin.started.claim() {
             return;
         }
         let cluster = self.cluster.upgrade();
@@ -211,12 +190,7 @@ impl CellLink {
     /// Called from the cell's drop: unregisters it and tells the backend.
     pub(crate) fn dropped(&self, id: ObjectId, cell: *const ObjectCell) {
         let Some(cluster) = self.cluster.upgrade() else { return };
-        {
-            let mut t = cluster.table();
-            if t.get(&id).is_some_and(|e| std::ptr::eq(e.cell.as_ptr(), cell)) {
-                t.remove(&id);
-            }
-        }
+        cluster.table.remove_if_same(id, cell);
         if self.announced.load(Ordering::Acquire) {
             if let Some(b) = cluster.backend() {
                 b.freed(id);
@@ -426,7 +400,7 @@ impl Runtime {
 
     /// Number of objects in the export table (exported, remote or replica).
     pub fn exported_objects(&self) -> usize {
-        self.cluster().table().values().filter(|e| e.cell.strong_count() > 0).count()
+        self.cluster().table.live()
     }
 }
 
