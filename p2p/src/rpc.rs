@@ -41,6 +41,17 @@ const INLINE_SERVE_BYTES: usize = 256 << 10;
 /// before the answer is `Busy` (and the requester asks again).
 const PENDING_WAIT: Duration = Duration::from_secs(1);
 
+/// Fresh streams tried per call (see `Pool::call`).
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// Why one exchange failed.
+enum Failed {
+    /// The stream broke (reset, closed): another stream may work.
+    Stream(String),
+    /// No answer in time: the peer is stuck or gone.
+    Timeout(String),
+}
+
 /// Idle streams kept per peer.
 const MAX_IDLE: usize = 16;
 
@@ -77,19 +88,34 @@ impl Pool {
             }
             // The pooled stream was stale: try once more on a fresh one.
         }
-        let open = async {
-            let mut control = self.control.clone();
-            control.open_stream(peer, object_protocol()).await.map_err(|e| e.to_string())
-        };
-        let s = match tokio::time::timeout(self.timeout, open).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(format!("no stream within {:?}", self.timeout)),
-        };
-        self.exchange(peer, s, req).await
+        // libp2p-stream hands inbound streams to the accepting task through
+        // a one-slot channel and drops (resets) a new stream that finds it
+        // full: under load a fresh stream can fail at once. That is its
+        // back-pressure, so try again, a few times, after a short pause.
+        let mut last = String::new();
+        for attempt in 0..OPEN_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
+            }
+            let open = async {
+                let mut control = self.control.clone();
+                control.open_stream(peer, object_protocol()).await.map_err(|e| e.to_string())
+            };
+            let s = match tokio::time::timeout(self.timeout, open).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(e), // no connection, or no such protocol
+                Err(_) => return Err(format!("no stream within {:?}", self.timeout)),
+            };
+            match self.exchange(peer, s, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failed::Timeout(e)) => return Err(e),
+                Err(Failed::Stream(e)) => last = e,
+            }
+        }
+        Err(last)
     }
 
-    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Response, String> {
+    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Response, Failed> {
         let proto = object_protocol();
         let io = async {
             let mut codec = ObjectCodec;
@@ -102,8 +128,8 @@ impl Pool {
                 self.give_back(peer, s);
                 Ok(resp)
             }
-            Ok(Err(e)) => Err(format!("stream failed: {e}")),
-            Err(_) => Err(format!("no response within {:?}", self.timeout)),
+            Ok(Err(e)) => Err(Failed::Stream(format!("stream failed: {e}"))),
+            Err(_) => Err(Failed::Timeout(format!("no response within {:?}", self.timeout))),
         }
     }
 }
@@ -151,9 +177,10 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
                 (resp, false)
             }
             Incoming::Invalid(WireError::Truncated) => {
-                // The peer closed its side, cleanly between requests or in
-                // the middle of one: answer the latter, then stop.
-                (Response::Invalid { reason: WireError::Truncated.to_string() }, true)
+                // The peer closed its side (between requests, or in the
+                // middle of one): nobody is left to answer.
+                tracing::debug!(%peer, "object stream ended");
+                return;
             }
             Incoming::Invalid(e) => {
                 tracing::warn!(%peer, error = %e, "invalid object request");

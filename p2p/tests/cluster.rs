@@ -138,3 +138,29 @@ fn a_remote_get_waits_for_a_task_still_running_on_its_owner() {
     // ...and the get completes once it finishes.
     assert_eq!(*on_c.get().unwrap(), vec![3u16; 50_000]);
 }
+
+#[test]
+fn objects_larger_than_a_chunk_stream_across_in_order() {
+    let small_chunks = |bootstrap: Option<&Node>| {
+        let rt = Runtime::builder().num_cpus(1).build().unwrap();
+        let mut b = Node::builder(rt)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .chunk_bytes(64 << 10)
+            .heartbeat(Duration::from_millis(100));
+        if let Some(n) = bootstrap {
+            b = b.bootstrap(n.listen_addrs()[0].clone());
+        }
+        b.start().unwrap()
+    };
+    let a = small_chunks(None);
+    let b = small_chunks(Some(&a));
+    b.wait_for_peers(1, WAIT).unwrap();
+    let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let r = a.runtime().put(bytes.clone()).unwrap();
+    let on_b: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
+    assert_eq!(*on_b.get().unwrap(), bytes, "79 chunks, reassembled in order");
+    let words: Vec<(String, u64)> = (0..100_000u64).map(|i| (format!("w{i}"), i)).collect();
+    let r = a.runtime().put(words.clone()).unwrap();
+    let on_b: ObjectRef<Vec<(String, u64)>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
+    assert_eq!(*on_b.get().unwrap(), words);
+}
