@@ -31,6 +31,7 @@ pub(crate) struct NodeConfig {
     pub window: usize,
     pub fn_hash: u64,
     pub secret: Option<[u8; 32]>,
+    pub observer: bool,
 }
 
 impl Default for NodeConfig {
@@ -47,6 +48,7 @@ impl Default for NodeConfig {
             window: DEFAULT_WINDOW,
             fn_hash: 0,
             secret: None,
+            observer: false,
         }
     }
 }

@@ -255,6 +255,9 @@ impl EventLoop {
     }
 
     fn publish_heartbeat(&mut self) {
+        if self.cfg.observer {
+            return;
+        }
         let me = self.me();
         self.seq += 1;
         let hb = Heartbeat {

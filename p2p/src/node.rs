@@ -120,6 +120,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Joins as an observer: hears the cluster's heartbeats (so
+    /// `cluster_status` works) but publishes none, so it never appears in
+    /// other nodes' member tables (the `manta status` command uses this).
+    pub fn observer(mut self, on: bool) -> Self {
+        self.cfg.observer = on;
+        self
+    }
+
     /// Uses this identity instead of a fresh Ed25519 one.
     pub fn keypair(mut self, key: identity::Keypair) -> Self {
         self.key = Some(key);

@@ -217,3 +217,23 @@ fn lan_discovery_by_mdns_in_network_namespaces() {
     exchange(&mut procs, &sizes);
     eprintln!("mDNS cluster in namespaces {names:?}: done in {:?}", started.elapsed());
 }
+
+#[test]
+fn manta_status_prints_the_member_table_as_an_observer() {
+    let rt = manta::Runtime::builder().num_cpus(2).build().unwrap();
+    let node = manta_p2p::Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(std::time::Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_manta"))
+        .args(["status", "--bootstrap", &node.listen_addrs()[0].to_string(), "--peers", "1", "--timeout", "30"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "manta status failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("1 member(s), 1 live"), "{text}");
+    assert!(text.contains(&node.peer_id().to_string()) && text.contains("CPU 2/2"), "{text}");
+    // The observer is in nobody's table.
+    assert_eq!(node.cluster_status().unwrap().len(), 1);
+}

@@ -1,0 +1,144 @@
+//! `manta`: the cluster command line.
+//!
+//! `manta status --bootstrap MULTIADDR [--peers N] [--timeout SECS]
+//! [--secret HEX64]` joins the cluster as an observer (it hears heartbeats
+//! but publishes none, so it is in nobody's member table), waits until at
+//! least `N` live members (default 1) are known or `--timeout` (default 10 s)
+//! passes, prints the member table (peer, state, address, resources, queue,
+//! store use, last heartbeat) and exits: 0 if `N` members were seen, 1
+//! otherwise. It listens on 127.0.0.1 only and never uses mDNS.
+
+use manta::Runtime;
+use manta_p2p::{Member, Multiaddr, Node};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: manta status --bootstrap MULTIADDR [--bootstrap ...] [--peers N] [--timeout SECS] \
+                     [--secret HEX64]";
+
+struct Args {
+    bootstrap: Vec<Multiaddr>,
+    peers: usize,
+    timeout: Duration,
+    secret: Option<[u8; 32]>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    match it.next().as_deref() {
+        Some("status") => {}
+        Some(other) => return Err(format!("unknown command `{other}`; {USAGE}")),
+        None => return Err(USAGE.into()),
+    }
+    let mut args = Args { bootstrap: Vec::new(), peers: 1, timeout: Duration::from_secs(10), secret: None };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
+        match flag.as_str() {
+            "--bootstrap" => args.bootstrap.push(value()?.parse().map_err(|e| format!("--bootstrap: {e}"))?),
+            "--peers" => args.peers = value()?.parse().map_err(|e| format!("--peers: {e}"))?,
+            "--timeout" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--timeout: {e}"))?;
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err("--timeout must be a non-negative number of seconds".into());
+                }
+                args.timeout = Duration::from_secs_f64(secs);
+            }
+            "--secret" => args.secret = Some(parse_secret(&value()?)?),
+            other => return Err(format!("unknown flag `{other}`; {USAGE}")),
+        }
+    }
+    if args.bootstrap.is_empty() {
+        return Err(format!("status needs --bootstrap; {USAGE}"));
+    }
+    Ok(args)
+}
+
+fn parse_secret(hex: &str) -> Result<[u8; 32], String> {
+    let bad = || "--secret must be 64 hex digits".to_string();
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(key)
+}
+
+fn row(m: &Member) -> String {
+    let res: Vec<String> = m.resources.iter().map(|r| format!("{} {}/{}", r.name, r.free, r.total)).collect();
+    let addr = m.addrs.first().map_or_else(|| "-".to_string(), |a| a.to_string());
+    format!(
+        "{}  {:<5} {:<28} {:<24} queue {:<5} store {}/{} MB  {:.1}s ago",
+        m.peer,
+        if m.alive { "live" } else { "dead" },
+        addr,
+        res.join(", "),
+        m.queue_len,
+        m.store_bytes / 1_000_000,
+        m.store_capacity / 1_000_000,
+        m.last_heartbeat_age.as_secs_f64()
+    )
+}
+
+fn run(args: Args) -> Result<bool, String> {
+    let rt = Runtime::builder().num_cpus(1).build().map_err(|e| e.to_string())?;
+    let mut b = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("{e}"))?)
+        .observer(true)
+        .mdns(false);
+    for a in args.bootstrap {
+        b = b.bootstrap(a);
+    }
+    if let Some(k) = args.secret {
+        b = b.secret(k);
+    }
+    let node = b.start().map_err(|e| e.to_string())?;
+    let (members, complete) = match node.wait_for_peers(args.peers, args.timeout) {
+        Ok(m) => (m, true),
+        Err(_) => (node.cluster_status().map_err(|e| e.to_string())?, false),
+    };
+    let others: Vec<&Member> = members.iter().filter(|m| !m.is_self).collect();
+    println!("{} member(s), {} live", others.len(), others.iter().filter(|m| m.alive).count());
+    for m in others {
+        println!("{}", row(m));
+    }
+    node.shutdown();
+    Ok(complete)
+}
+
+fn main() -> ExitCode {
+    match parse_args(std::env::args().skip(1)).and_then(run) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("fewer live members than asked for within the timeout");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("manta: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse_args(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn parses_status_and_refuses_bad_input() {
+        let a = args("status --bootstrap /ip4/127.0.0.1/tcp/1 --peers 2 --timeout 1.5").unwrap();
+        assert_eq!((a.peers, a.timeout), (2, Duration::from_millis(1500)));
+        assert!(args("").is_err());
+        assert!(args("launch").is_err());
+        assert!(args("status").is_err(), "needs a bootstrap address");
+        assert!(args("status --bootstrap nonsense").is_err());
+        assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --timeout -1").is_err());
+        assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret abc").is_err());
+        let k = args(&format!("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret {}", "0f".repeat(32))).unwrap();
+        assert_eq!(k.secret, Some([15u8; 32]));
+    }
+}
