@@ -92,7 +92,7 @@ async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<
 }
 
 /// Reads a response frame: any failure is an `io::Error`.
-async fn read_response_frame<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_response_frame<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Vec<u8>> {
     match read_frame(io, MAX_RESPONSE_BYTES).await? {
         Frame::Body(body) => Ok(body),
         Frame::TooLarge(len) => Err(invalid_data(WireError::TooLarge { len, max: MAX_RESPONSE_BYTES })),
@@ -111,7 +111,7 @@ async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize)
     io.write_all(body).await
 }
 
-fn invalid_data(e: WireError) -> io::Error {
+pub(crate) fn invalid_data(e: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 

@@ -21,7 +21,7 @@
 //! pending.
 
 use crate::event_loop::Command;
-use crate::rpc::Pool;
+use crate::rpc::{Data, Pool, Reply};
 use crate::wire::{Request, Response};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -135,24 +135,26 @@ fn chunk_request(id: ObjectId, offset: u64, chunk: usize) -> Request {
 
 /// Checks a reply to the chunk request at `offset` of an object of `total`
 /// bytes (`None` until the first reply).
-fn chunk_of(resp: Response, offset: u64, total: Option<u64>) -> Result<(u64, Vec<u8>), Failure> {
+fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Data), Failure> {
     let refused = |reason: String| Failure { reason, unreachable: false };
-    match resp {
-        Response::Chunk { total: t, offset: got, data } => {
-            let fits = got == offset
-                && total.is_none_or(|x| x == t)
-                && got.saturating_add(data.len() as u64) <= t
-                && (!data.is_empty() || got == t);
+    match reply {
+        Reply::Chunk { total: t, offset: got, data } => {
+            let n = data.bytes().len() as u64;
+            let fits =
+                got == offset && total.is_none_or(|x| x == t) && got.saturating_add(n) <= t && (n > 0 || got == t);
             if fits {
                 Ok((t, data))
             } else {
                 Err(refused("sent a chunk that does not fit the object".into()))
             }
         }
-        Response::NotFound => Err(refused("does not hold it".into())),
-        Response::Failed { message } => Err(refused(format!("holds it but failed to serve it: {message}"))),
-        Response::Invalid { reason } => Err(refused(format!("refused our request: {reason}"))),
-        Response::Busy => Err(Failure { reason: "busy".into(), unreachable: true }),
+        Reply::Other(Response::NotFound) => Err(refused("does not hold it".into())),
+        Reply::Other(Response::Failed { message }) => {
+            Err(refused(format!("holds it but failed to serve it: {message}")))
+        }
+        Reply::Other(Response::Invalid { reason }) => Err(refused(format!("refused our request: {reason}"))),
+        Reply::Other(Response::Busy) => Err(Failure { reason: "busy".into(), unreachable: true }),
+        Reply::Other(Response::Chunk { .. }) => Err(refused("an unexpected reply".into())),
     }
 }
 
@@ -165,7 +167,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
     // the task ends. A holder that dies meanwhile ends this with an error.
     let first = loop {
         match ctx.pool.call(peer, &chunk_request(id, 0, ctx.chunk)).await {
-            Ok(Response::Busy) => continue,
+            Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
             Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
         }
@@ -174,9 +176,9 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
         Ok(x) => x,
         Err(f) => return Err((fetch, f)),
     };
-    if data.len() as u64 == total {
+    if data.bytes().len() as u64 == total {
         // The whole object in one reply: decode it here.
-        return match fetch.decode(&mut &data[..]) {
+        return match fetch.decode(&mut data.bytes()) {
             Ok(decoded) => {
                 tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
                 Ok(())
@@ -184,9 +186,9 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
             Err(e) => Err((fetch, Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false })),
         };
     }
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>(ctx.window);
+    let (tx, rx) = mpsc::channel::<Result<Data, String>>(ctx.window);
     let decoder = tokio::task::spawn_blocking(move || {
-        let mut reader = ChunkReader { rx, buf: Vec::new(), pos: 0 };
+        let mut reader = ChunkReader { rx, data: Data { buf: Vec::new(), start: 0 }, pos: 0 };
         match fetch.decode(&mut reader) {
             Ok(decoded) => {
                 fetch.complete(Ok(decoded));
@@ -196,7 +198,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
         }
     });
     let mut network_failure = None;
-    let mut next = data.len() as u64;
+    let mut next = data.bytes().len() as u64;
     if tx.send(Ok(data)).await.is_ok() {
         let mut inflight = FuturesOrdered::new();
         loop {
@@ -241,25 +243,26 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
 
 /// Reads the chunks of one pull, in order, on the decoder thread.
 struct ChunkReader {
-    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
-    buf: Vec<u8>,
+    rx: mpsc::Receiver<Result<Data, String>>,
+    data: Data,
     pos: usize,
 }
 
 impl std::io::Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
+        while self.pos == self.data.bytes().len() {
             match self.rx.blocking_recv() {
                 Some(Ok(data)) => {
-                    self.buf = data;
+                    self.data = data;
                     self.pos = 0;
                 }
                 Some(Err(reason)) => return Err(std::io::Error::other(reason)),
                 None => return Ok(0), // every byte was sent
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        let src = &self.data.bytes()[self.pos..];
+        let n = out.len().min(src.len());
+        out[..n].copy_from_slice(&src[..n]);
         self.pos += n;
         Ok(n)
     }

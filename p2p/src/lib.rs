@@ -35,6 +35,7 @@
 //! ```
 
 mod behaviour;
+pub mod chunk;
 pub mod codec;
 mod config;
 mod event_loop;

@@ -41,6 +41,24 @@ const INLINE_SERVE_BYTES: usize = 256 << 10;
 /// before the answer is `Busy` (and the requester asks again).
 const PENDING_WAIT: Duration = Duration::from_secs(1);
 
+/// Bytes `buf[start..]`: a chunk's data, left where it was read.
+pub(crate) struct Data {
+    pub buf: Vec<u8>,
+    pub start: usize,
+}
+
+impl Data {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// A reply as the client sees it: chunk data is not copied out of its frame.
+pub(crate) enum Reply {
+    Chunk { total: u64, offset: u64, data: Data },
+    Other(Response),
+}
+
 /// Fresh streams tried per call (see `Pool::call`).
 const OPEN_ATTEMPTS: u32 = 5;
 
@@ -81,7 +99,7 @@ impl Pool {
 
     /// Sends one request and waits for its response. The error says why
     /// (unreachable, timed out, stream failed).
-    pub async fn call(&self, peer: PeerId, req: &Request) -> Result<Response, String> {
+    pub async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, String> {
         if let Some(s) = self.take(peer) {
             if let Ok(resp) = self.exchange(peer, s, req).await {
                 return Ok(resp);
@@ -115,13 +133,22 @@ impl Pool {
         Err(last)
     }
 
-    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Response, Failed> {
+    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Reply, Failed> {
         let proto = object_protocol();
         let io = async {
             let mut codec = ObjectCodec;
             codec.write_request(&proto, &mut s, Incoming::Valid(req.clone())).await?;
             s.flush().await?;
-            codec.read_response(&proto, &mut s).await
+            let body = crate::codec::read_response_frame(&mut s).await?;
+            Ok::<_, std::io::Error>(match crate::chunk::split_chunk(&body) {
+                Some((total, offset, start)) => Reply::Chunk { total, offset, data: Data { buf: body, start } },
+                None => match wire::decode_response(&body).map_err(crate::codec::invalid_data)? {
+                    Response::Chunk { total, offset, data } => {
+                        Reply::Chunk { total, offset, data: Data { buf: data, start: 0 } }
+                    }
+                    other => Reply::Other(other),
+                },
+            })
         };
         match tokio::time::timeout(self.timeout, io).await {
             Ok(Ok(resp)) => {
@@ -189,7 +216,20 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
             }
         };
         let written = async {
-            codec.write_response(&proto, &mut s, resp).await?;
+            match resp {
+                Response::Chunk { total, offset, data } => {
+                    // The prefix, then the data as it is: no second copy.
+                    let prefix = crate::chunk::chunk_prefix(total, offset, data.len());
+                    let len = prefix.len() + data.len();
+                    if len > wire::MAX_RESPONSE_BYTES {
+                        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk over the cap"));
+                    }
+                    s.write_all(&(len as u32).to_be_bytes()).await?;
+                    s.write_all(&prefix).await?;
+                    s.write_all(&data).await?;
+                }
+                other => codec.write_response(&proto, &mut s, other).await?,
+            }
             s.flush().await
         };
         if written.await.is_err() || close {
