@@ -82,13 +82,14 @@ async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<
     if len > max {
         return Ok(Frame::TooLarge(len));
     }
-    // `take` + `read_to_end` fills the buffer without zeroing it first.
-    let mut body = Vec::with_capacity(len);
-    let got = io.take(len as u64).read_to_end(&mut body).await?;
-    if got < len {
-        return Ok(Frame::Truncated);
+    // (futures' `read_to_end` would zero the buffer piecewise as it grows:
+    // one zeroed allocation of the exact size is cheaper.)
+    let mut body = vec![0u8; len];
+    match io.read_exact(&mut body).await {
+        Ok(()) => Ok(Frame::Body(body)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Frame::Truncated),
+        Err(e) => Err(e),
     }
-    Ok(Frame::Body(body))
 }
 
 /// Reads a response frame: any failure is an `io::Error`.
