@@ -79,8 +79,8 @@ pub fn split_chunk(body: &[u8]) -> Option<(u64, u64, usize)> {
         return None;
     }
     let SkeletonBody::Chunk { total, offset, .. } = s.body;
+    let base = chunk_prefix(total, offset, 0).len() - 1; // the prefix without its data header
     for header in [1usize, 2, 3, 5, 9] {
-        let base = chunk_prefix(total, offset, 0).len() - 1; // prefix without the data header
         let Some(len) = body.len().checked_sub(base + header) else { continue };
         let prefix = chunk_prefix(total, offset, len);
         if prefix.len() == base + header && body.starts_with(&prefix) {
