@@ -496,29 +496,37 @@ impl Future for Done {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(cell) = &this.cell else { return Poll::Ready(()) };
-        if cell.slot.is_done() {
-            this.token = None;
-            return Poll::Ready(());
-        }
-        let w = Waiter::Waker(cx.waker().clone());
-        let registered = match this.token {
-            Some(t) => cell.slot.replace(t, w),
-            None => match cell.slot.register(w) {
-                Ok(t) => {
-                    this.token = Some(t);
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        if registered {
-            Poll::Pending
-        } else {
-            this.token = None;
-            Poll::Ready(())
+        match &this.cell {
+            Some(cell) if !poll_done(cell, &mut this.token, cx) => Poll::Pending,
+            _ => Poll::Ready(()),
         }
     }
+}
+
+/// The waiting half of every object future: true once `cell` is done;
+/// otherwise registers (or refreshes) the task's waker under `token` and
+/// returns false. A registration refused because the object completed in
+/// between counts as done, so no wake-up is lost.
+fn poll_done(cell: &ObjectCell, token: &mut Option<u64>, cx: &mut Context<'_>) -> bool {
+    if cell.slot.is_done() {
+        *token = None;
+        return true;
+    }
+    let w = Waiter::Waker(cx.waker().clone());
+    let registered = match *token {
+        Some(t) => cell.slot.replace(t, w),
+        None => match cell.slot.register(w) {
+            Ok(t) => {
+                *token = Some(t);
+                true
+            }
+            Err(_) => false,
+        },
+    };
+    if !registered {
+        *token = None;
+    }
+    !registered
 }
 
 impl Drop for Done {
@@ -542,31 +550,14 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.cell.slot.is_done() {
-            let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
-            this.token = None;
-            return Poll::Ready(o.and_then(Value::downcast::<T>));
+        if !this.cell.slot.is_done() {
+            this.cell.demand();
         }
-        this.cell.demand();
-        let w = Waiter::Waker(cx.waker().clone());
-        let registered = match this.token {
-            Some(t) => this.cell.slot.replace(t, w),
-            None => match this.cell.slot.register(w) {
-                Ok(t) => {
-                    this.token = Some(t);
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        if registered {
-            Poll::Pending
-        } else {
-            // Completed between the read and the registration.
-            this.token = None;
-            let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
-            Poll::Ready(o.and_then(Value::downcast::<T>))
+        if !poll_done(&this.cell, &mut this.token, cx) {
+            return Poll::Pending;
         }
+        let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
+        Poll::Ready(o.and_then(Value::downcast::<T>))
     }
 }
 
