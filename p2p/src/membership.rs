@@ -163,16 +163,7 @@ mod tests {
     use super::*;
 
     fn hb(peer: PeerId, seq: u64) -> Heartbeat {
-        Heartbeat {
-            peer: peer.to_bytes(),
-            addrs: vec![],
-            seq,
-            resources: vec![],
-            queue_len: 0,
-            store_bytes: 0,
-            store_capacity: 0,
-            fn_hash: 0,
-        }
+        Heartbeat { peer: peer.to_bytes(), seq, ..Default::default() }
     }
 
     #[test]

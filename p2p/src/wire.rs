@@ -158,8 +158,9 @@ pub struct Resource {
     pub free: f64,
 }
 
-/// A node's periodic state announcement on gossip.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A node's periodic state announcement on gossip (`Default` is the empty
+/// one: no peer id, no addresses, zero counters).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The sender's `PeerId`, as bytes.
     #[serde(with = "serde_bytes")]

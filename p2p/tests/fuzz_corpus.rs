@@ -274,19 +274,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             (
                 vec![
                     ("typical", base.clone()),
-                    (
-                        "empty",
-                        encode_heartbeat(&Heartbeat {
-                            peer: vec![],
-                            addrs: vec![],
-                            seq: 0,
-                            resources: vec![],
-                            queue_len: 0,
-                            store_bytes: 0,
-                            store_capacity: 0,
-                            fn_hash: 0,
-                        }),
-                    ),
+                    ("empty", encode_heartbeat(&Heartbeat::default())),
                     ("free-within-epsilon", with(&|h| h.resources = vec![resource("gpu", 1.0, 1.0 + 1e-7)])),
                     ("name-64-bytes", with(&|h| h.resources = vec![resource(&"é".repeat(32), 2.0, 1.0)])),
                     (

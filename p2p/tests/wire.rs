@@ -96,16 +96,7 @@ fn heartbeat() -> Heartbeat {
 }
 
 fn heartbeats() -> Vec<Heartbeat> {
-    let empty = Heartbeat {
-        peer: vec![],
-        addrs: vec![],
-        seq: 0,
-        resources: vec![],
-        queue_len: 0,
-        store_bytes: 0,
-        store_capacity: 0,
-        fn_hash: 0,
-    };
+    let empty = Heartbeat::default();
     let full = Heartbeat {
         addrs: (0..MAX_ADDRS).map(|i| vec![i as u8; 40]).collect(),
         resources: (0..MAX_RESOURCES).map(|i| resource(&format!("{i:0>64}"), i as f64, i as f64 / 2.0)).collect(),
