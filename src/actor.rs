@@ -253,7 +253,19 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        let out = ObjectCell::pending(None);
+        self.call_with_id(None, args, f)
+    }
+
+    /// [`ActorHandle::call_with`] whose result gets id `id` (fresh if
+    /// `None`). For cluster nodes running a call made elsewhere: the caller
+    /// chose the id. The id must not be in use in this runtime.
+    pub fn call_with_id<A, R, F>(&self, id: Option<crate::ObjectId>, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
+    {
+        let out = ObjectCell::pending_as(id, None);
         let name = std::any::type_name::<F>();
         let pending = inputs_to_wait_for(&args);
         let result = out.clone();
@@ -332,6 +344,7 @@ fn inputs_to_wait_for<A: TaskArgs>(args: &A) -> Vec<Arc<ObjectCell>> {
     let mut pending = Vec::new();
     args.for_each_dep(&mut |c| {
         if !c.slot.is_done() || c.slot.is_failed() {
+            c.demand(); // a remote input starts its fetch now
             pending.push(c.clone())
         }
     });

@@ -110,6 +110,15 @@ pub enum Error {
         /// What failed (the peers tried and their errors).
         reason: Text,
     },
+    /// A cluster task, actor or method named a function no node that could
+    /// run it has registered (clustered runtimes only).
+    #[error("function `{name}` is not registered: {reason}")]
+    UnknownFunction {
+        /// The registered name that was called.
+        name: Text,
+        /// Which node refused it, or why no node could take it.
+        reason: Text,
+    },
 }
 
 /// The error of a failed input, shared by every dependant (cloning is O(1),

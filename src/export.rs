@@ -55,6 +55,20 @@ impl<K: Eq + Hash + Copy, V, P: Copy> Table<K, V, P> {
         }
     }
 
+    /// Registers `v` under `k` unless a live value is there that `keep`
+    /// accepts (a live value `keep` rejects is replaced; its own drop then
+    /// leaves the new entry alone, see `remove_if_same`).
+    pub fn insert_unless(&self, k: K, v: &Arc<V>, p: P, keep: impl FnOnce(&V) -> bool) {
+        let mut m = lock(&self.map);
+        if let Some(old) = m.get(&k).and_then(|(w, _)| w.upgrade()) {
+            if std::ptr::eq(Arc::as_ptr(&old), Arc::as_ptr(v)) || keep(&old) {
+                drop(m);
+                return;
+            }
+        }
+        m.insert(k, (Arc::downgrade(v), p));
+    }
+
     /// The live value of `k`, or `make()`'s, registered.
     pub fn get_or_insert_with(&self, k: K, make: impl FnOnce() -> (Arc<V>, P)) -> Arc<V> {
         let mut m = lock(&self.map);

@@ -115,13 +115,16 @@ impl Drop for ObjectCell {
 
 impl ObjectCell {
     fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
-        ObjectCell { id: ObjectId::fresh(), slot, producer, charged: OnceLock::new(), link: OnceLock::new() }
+        ObjectCell::with_id(ObjectId::fresh(), slot, producer)
+    }
+
+    fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+        ObjectCell { id, slot, producer, charged: OnceLock::new(), link: OnceLock::new() }
     }
 
     /// A pending cell for a remote object (see `remote`).
     pub(crate) fn remote(id: ObjectId, link: Box<crate::remote::CellLink>) -> Arc<ObjectCell> {
-        let cell =
-            ObjectCell { id, slot: Slot::pending(), producer: None, charged: OnceLock::new(), link: OnceLock::new() };
+        let cell = ObjectCell::with_id(id, Slot::pending(), None);
         let _ = cell.link.set(link);
         Arc::new(cell)
     }
@@ -164,6 +167,11 @@ impl ObjectCell {
 
     pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::new(Slot::pending(), producer))
+    }
+
+    /// A pending cell with a given id (`None`: a fresh one).
+    pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+        Arc::new(ObjectCell::with_id(id.unwrap_or_else(ObjectId::fresh), Slot::pending(), producer))
     }
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
@@ -452,6 +460,18 @@ impl AnyRef {
     /// True once done.
     pub fn is_ready(&self) -> bool {
         self.cell.slot.is_done()
+    }
+
+    /// Starts fetching the value now if it lives on another node (what
+    /// `get`, `wait` and `on_ready` do first); no-op for local objects.
+    pub fn prefetch(&self) {
+        self.cell.demand();
+    }
+
+    /// Bytes the value occupies in this runtime's store, if it is done and
+    /// in memory here (`None` for pending, failed, spilled or remote ones).
+    pub fn stored_bytes(&self) -> Option<usize> {
+        self.cell.slot.charged_in_memory()
     }
 
     /// A typed view; the type is checked when the value is read.

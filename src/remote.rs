@@ -73,6 +73,21 @@ pub trait RemoteBackend: Send + Sync + 'static {
     fn freed(&self, id: ObjectId);
     /// Fetch a remote object's value; see [`Fetch`].
     fn fetch(&self, fetch: Fetch);
+    /// A ref to a remote object was deserialized here and made a new
+    /// remote cell: this runtime now borrows `id` from the owner `hint`
+    /// names (the borrower protocol of cluster-wide reference counting).
+    /// Balanced by exactly one [`RemoteBackend::released`].
+    fn borrowed(&self, id: ObjectId, owner_hint: &[u8]) {
+        let _ = (id, owner_hint);
+    }
+    /// The last ref to remote cell `id` here was dropped (a cell made by
+    /// deserialization or by [`Runtime::remote_promise`]).
+    fn released(&self, id: ObjectId, owner_hint: &[u8]) {
+        let _ = (id, owner_hint);
+    }
+    /// The backend as `Any`, so its implementor can find itself again
+    /// through [`Runtime::remote_backend`].
+    fn as_any(&self) -> &dyn Any;
 }
 
 type DecodeFn = fn(&mut dyn Read, &Store) -> Result<(Value, Meta), String>;
@@ -129,10 +144,15 @@ impl Cluster {
         });
         let cluster = link.cluster.upgrade();
         let cluster = cluster.as_ref().unwrap_or(self);
-        cluster.table.insert_if_vacant(cell.id, cell, encode);
         if let Some(origin) = &link.origin {
+            cluster.table.insert_if_vacant(cell.id, cell, encode);
             return origin.hint.clone(); // a replica: the owner stays the owner
         }
+        // A local object displaces a remote cell of the same id (a task
+        // run here for another node, whose ref arrived before it started):
+        // from now on this runtime serves and imports the real one.
+        let remote = |old: &ObjectCell| old.link.get().is_some_and(|l| l.origin.is_some());
+        cluster.table.insert_unless(cell.id, cell, encode, |old| !remote(old));
         let backend = cluster.backend();
         if let Some(b) = &backend {
             if !link.announced.swap(true, Ordering::AcqRel) {
@@ -142,20 +162,36 @@ impl Cluster {
         backend.map_or_else(|| Arc::from(&[][..]), |b| b.owner_hint())
     }
 
-    /// The cell for a deserialized ref: the local one, or a new remote cell.
+    /// The cell for a deserialized ref: the local one, or a new remote cell
+    /// (whose owner the backend is told about: a new borrow).
     fn import<T: DeserializeOwned + Serialize + Any + Send + Sync>(
         self: &Arc<Self>,
         id: ObjectId,
         hint: Vec<u8>,
     ) -> Arc<ObjectCell> {
-        self.table.get_or_insert_with(id, || {
-            let link = CellLink {
-                cluster: Arc::downgrade(self),
-                origin: Some(Origin { hint: hint.into(), decode: decode_as::<T>, started: Claim::new() }),
-                announced: AtomicBool::new(false),
-            };
-            (ObjectCell::remote(id, Box::new(link)), encoder_of::<T>())
-        })
+        let mut made: Option<Arc<[u8]>> = None;
+        let cell = self.table.get_or_insert_with(id, || {
+            let hint: Arc<[u8]> = hint.into();
+            made = Some(hint.clone());
+            (self.remote_cell::<T>(id, hint), encoder_of::<T>())
+        });
+        if let (Some(hint), Some(b)) = (made, self.backend()) {
+            b.borrowed(id, &hint);
+        }
+        cell
+    }
+
+    fn remote_cell<T: DeserializeOwned + Serialize + Any + Send + Sync>(
+        self: &Arc<Self>,
+        id: ObjectId,
+        hint: Arc<[u8]>,
+    ) -> Arc<ObjectCell> {
+        let link = CellLink {
+            cluster: Arc::downgrade(self),
+            origin: Some(Origin { hint, decode: decode_as::<T>, started: Claim::new() }),
+            announced: AtomicBool::new(false),
+        };
+        ObjectCell::remote(id, Box::new(link))
     }
 }
 
@@ -191,10 +227,12 @@ impl CellLink {
     pub(crate) fn dropped(&self, id: ObjectId, cell: *const ObjectCell) {
         let Some(cluster) = self.cluster.upgrade() else { return };
         cluster.table.remove_if_same(id, cell);
+        let Some(b) = cluster.backend() else { return };
         if self.announced.load(Ordering::Acquire) {
-            if let Some(b) = cluster.backend() {
-                b.freed(id);
-            }
+            b.freed(id);
+        }
+        if let Some(origin) = &self.origin {
+            b.released(id, &origin.hint);
         }
     }
 }
@@ -396,6 +434,37 @@ impl Runtime {
     /// if it is, or if it is not exported here). Works on any executor.
     pub fn object_done(&self, id: ObjectId) -> crate::object::Done {
         crate::object::Done::new(self.cluster().lookup(id).map(|(c, _)| c))
+    }
+
+    /// The attached backend, if any (see [`RemoteBackend::as_any`]).
+    pub fn remote_backend(&self) -> Option<Arc<dyn RemoteBackend>> {
+        self.cluster().backend()
+    }
+
+    /// A ref to a value another node will produce (a remote task's result):
+    /// a new pending remote cell with a fresh id, registered in the export
+    /// table, whose owner hint is `hint`. Like a deserialized ref, it is
+    /// fetched through [`RemoteBackend::fetch`] on first demand (the backend
+    /// knows the id and completes the fetch when the result arrives), and
+    /// its drop calls [`RemoteBackend::released`]. No `borrowed` call is made.
+    pub fn remote_promise<T: Serialize + DeserializeOwned + Any + Send + Sync>(&self, hint: Arc<[u8]>) -> ObjectRef<T> {
+        let c = self.cluster();
+        let id = ObjectId::fresh();
+        let cell = c.table.get_or_insert_with(id, || (c.remote_cell::<T>(id, hint), encoder_of::<T>()));
+        ObjectRef::from_cell(cell)
+    }
+
+    /// A ref to exported (or remote) object `id`, if it is alive here: the
+    /// node holds it to keep the object alive for a borrower elsewhere.
+    pub fn pin_object(&self, id: ObjectId) -> Option<crate::object::AnyRef> {
+        self.cluster().lookup(id).map(|(c, _)| ObjectRef::<()>::from_cell(c).untyped())
+    }
+
+    /// Exports a local object (as serializing a ref to it would) so peers
+    /// can read it by id, e.g. a task's result whose id a remote submitter
+    /// chose.
+    pub fn export_object<T: Serialize + Any + Send + Sync>(&self, r: &ObjectRef<T>) {
+        let _ = self.cluster().export(&r.cell, encoder_of::<T>());
     }
 
     /// Number of objects in the export table (exported, remote or replica).

@@ -312,6 +312,14 @@ impl Runtime {
         CURRENT.with(|c| c.borrow().upgrade()).map(|shared| Runtime { shared, _owner: None })
     }
 
+    /// The runtime that refs deserialized on this thread bind to: the one
+    /// entered with [`Runtime::enter`], else [`Runtime::current`], else the
+    /// one a cluster node was most recently attached to, else the
+    /// [`init`] runtime if it was built.
+    pub fn context() -> Option<Runtime> {
+        context()
+    }
+
     pub(crate) fn cluster(&self) -> &Arc<crate::remote::Cluster> {
         &self.shared.cluster
     }

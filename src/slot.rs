@@ -278,6 +278,14 @@ impl<S: Clone> Slot<S> {
         self.is_done() && matches!(lock(&self.inner).state, State::Ready(..))
     }
 
+    /// Bytes charged for the value if it is in memory.
+    pub fn charged_in_memory(&self) -> Option<usize> {
+        match &lock(&self.inner).state {
+            State::Ready(_, meta) if self.is_done() => Some(meta.charged),
+            _ => None,
+        }
+    }
+
     /// True if done with an error (lock-free hint followed by a read).
     pub fn is_failed(&self) -> bool {
         self.is_done() && matches!(lock(&self.inner).state, State::Failed(_))

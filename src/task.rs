@@ -37,11 +37,12 @@ pub struct TaskOptions {
     pub(crate) cpus: f64,
     pub(crate) resources: Vec<(crate::error::Text, f64)>,
     pub(crate) retries: u32,
+    pub(crate) object_id: Option<crate::id::ObjectId>,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions { name: None, cpus: 1.0, resources: Vec::new(), retries: 0 }
+        TaskOptions { name: None, cpus: 1.0, resources: Vec::new(), retries: 0, object_id: None }
     }
 }
 
@@ -84,6 +85,15 @@ impl<'rt> TaskBuilder<'rt> {
     /// A cancelled task is never retried.
     pub fn retries(mut self, n: u32) -> Self {
         self.opts.retries = n;
+        self
+    }
+
+    /// Gives the task's (first) output this id instead of a fresh one. For
+    /// cluster nodes running a task submitted elsewhere: the submitter
+    /// chose the id, so its ref and this object match. The id must not be
+    /// in use in this runtime.
+    pub fn object_id(mut self, id: crate::id::ObjectId) -> Self {
+        self.opts.object_id = Some(id);
         self
     }
 
@@ -166,7 +176,7 @@ fn type_name_of<F>(_: &F) -> &'static str {
 fn output(opts: &TaskOptions, default_name: &'static str) -> (Arc<ObjectCell>, Arc<TaskCtl>) {
     let name = opts.name.clone().unwrap_or(Cow::Borrowed(default_name));
     let ctl = TaskCtl::new(name);
-    (ObjectCell::pending(Some(ctl.clone())), ctl)
+    (ObjectCell::pending_as(opts.object_id, Some(ctl.clone())), ctl)
 }
 
 /// What a task runs: its arguments and body, shared between the queued job
@@ -332,6 +342,7 @@ fn submit<A, R, F, E>(
     let mut failed: Option<Error> = None;
     spec.args.for_each_dep(&mut |c| {
         if !c.slot.is_done() {
+            c.demand(); // a remote input starts its fetch now
             pending.push(c.clone());
         } else if failed.is_none() {
             if let Some(Err(e)) = c.slot.read() {

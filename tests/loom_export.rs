@@ -10,6 +10,8 @@
 //!   import replaces it (same id) leaves the new cell findable.
 //! - **Imports agree**: two concurrent imports of one id get the same cell.
 //! - **A fetch is claimed once**: of two racing `claim`s exactly one wins.
+//! - **A local export displaces a remote cell**: even while the remote
+//!   cell is being dropped, the id ends up finding the local cell.
 //!
 //! The values are `std::sync::Arc`s (loom has no `Weak`); the table's lock
 //! is loom's, which is where the interleavings that matter happen.
@@ -112,5 +114,29 @@ fn a_fetch_is_claimed_once() {
             h.join().unwrap();
         }
         assert_eq!(wins.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn a_local_export_displaces_a_remote_cell_even_while_it_drops() {
+    loom::model(|| {
+        let table = loom::sync::Arc::new(T::new());
+        let drops = loom::sync::Arc::new(AtomicUsize::new(0));
+        let remote = cell(&table, &drops);
+        table.insert_if_vacant(1, &remote, ());
+        let local = cell(&table, &drops);
+
+        // The remote cell's last ref drops while the local one is exported
+        // over it (`keep` rejects the remote cell, as `Cluster::export` does).
+        let dropper = thread::spawn(move || drop(remote));
+        table.insert_unless(1, &local, (), |_| false);
+        dropper.join().unwrap();
+
+        // Whatever the order, the local cell is what the id finds now.
+        let found = table.lookup(1).expect("the local cell is registered");
+        assert!(Arc::ptr_eq(&found.0, &local));
+        drop(found);
+        drop(local);
+        assert!(table.lookup(1).is_none());
     });
 }

@@ -60,6 +60,9 @@ impl std::io::Read for ChunkReader {
 }
 
 impl RemoteBackend for Loopback {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn owner_hint(&self) -> Arc<[u8]> {
         Arc::from(&b"loopback"[..])
     }
@@ -222,4 +225,22 @@ fn malformed_refs_are_serde_errors() {
     ciborium::into_writer(&Big { id: (1, 2), owner: vec![0; 5000] }, &mut wire).unwrap();
     let r: Result<ObjectRef<u64>, _> = b.enter(|| ciborium::from_reader(&wire[..]));
     assert!(r.is_err(), "an oversized hint is refused");
+}
+
+#[test]
+fn tasks_and_actor_calls_taking_a_remote_ref_fetch_it() {
+    let (a, b, _la, _lb) = pair(64);
+    let (five, one) = (a.put(vec![5u32; 1000]).unwrap(), a.put(vec![1u32; 10]).unwrap());
+    let wire = to_bytes(&a, &five);
+    // Nothing reads the ref but a task: the task's input demands it.
+    let there: ObjectRef<Vec<u32>> = from_bytes(&b, &wire);
+    let sum = b.spawn_with((there,), |(v,)| v.iter().sum::<u32>());
+    assert_eq!(*sum.get().unwrap(), 5000);
+    let there: ObjectRef<Vec<u32>> = from_bytes(&b, &to_bytes(&a, &one));
+    let counter = b.actor(0u32);
+    let n = counter.call_with((there,), |n, (v,)| {
+        *n += v.len() as u32;
+        *n
+    });
+    assert_eq!(*n.get().unwrap(), 10);
 }
