@@ -63,7 +63,7 @@ impl From<Request> for Incoming {
 pub struct ObjectCodec;
 
 /// A frame as read: its body, or why there is none.
-enum Frame {
+pub(crate) enum Frame {
     Body(Vec<u8>),
     TooLarge(usize),
     Truncated,
@@ -71,7 +71,7 @@ enum Frame {
 
 /// Reads one frame of at most `max` body bytes. A length over `max` is
 /// reported without reading further; an early end of stream is `Truncated`.
-async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Frame> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Frame> {
     let mut prefix = [0u8; 4];
     match io.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -102,7 +102,7 @@ pub(crate) async fn read_response_frame<T: AsyncRead + Unpin>(io: &mut T) -> io:
 }
 
 /// Writes `body` as one frame, refusing bodies over `max`.
-async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
     if body.len() > max {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, WireError::TooLarge { len: body.len(), max }));
     }

@@ -46,6 +46,10 @@ pub(crate) enum Command {
     Learn(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
     /// The providers of an object in the DHT (all found, when the query ends).
     Providers(ObjectId, oneshot::Sender<Vec<PeerId>>),
+    /// Store a record in the DHT (a named actor).
+    PutRecord(Vec<u8>, Vec<u8>),
+    /// A record from the DHT (the first found), or `None`.
+    GetRecord(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     Shutdown,
 }
 
@@ -70,6 +74,9 @@ pub(crate) struct EventLoop {
     redials: u32,
     dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
+    /// Membership changes, for the remote-work state (dead peers).
+    changes: crossbeam_channel::Receiver<MembershipEvent>,
 }
 
 impl EventLoop {
@@ -130,7 +137,9 @@ impl EventLoop {
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build(),
         };
-        let members = Membership::new(me, cfg.failure_timeout);
+        let mut members = Membership::new(me, cfg.failure_timeout);
+        let (changes_tx, changes) = crossbeam_channel::unbounded();
+        members.subscribe(changes_tx);
         Ok(EventLoop {
             swarm,
             cfg,
@@ -143,6 +152,8 @@ impl EventLoop {
             redials: 0,
             dht: HashMap::new(),
             dials: HashMap::new(),
+            records: HashMap::new(),
+            changes,
         })
     }
 
@@ -290,9 +301,24 @@ impl EventLoop {
         }
     }
 
+    /// Gives the remote-work state the member table and the peers that
+    /// died since the last call.
+    fn share_members(&mut self) {
+        let Some(b) = self.hint_sink.clone() else { return };
+        let table: Vec<Member> =
+            self.members.snapshot(self.me(), Instant::now()).into_iter().filter(|m| !m.is_self).collect();
+        *b.work.members.write().unwrap_or_else(|p| p.into_inner()) = table;
+        for ev in self.changes.try_iter().collect::<Vec<_>>() {
+            if let MembershipEvent::Died(peer) = ev {
+                b.work.peer_died(peer);
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         self.publish_heartbeat();
         self.members.tick(Instant::now());
+        self.share_members();
         if self.swarm.connected_peers().next().is_none() && self.redials < MAX_REDIALS {
             self.redials += 1;
             for addr in self.cfg.bootstrap.clone() {
@@ -335,6 +361,23 @@ impl EventLoop {
             Command::Providers(id, tx) => {
                 let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.to_bytes()));
                 self.dht.insert(q, (tx, Vec::new()));
+            }
+            Command::PutRecord(key, value) => {
+                let record = kad::Record::new(kad::RecordKey::new(&key), value);
+                if let Err(e) = self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    tracing::warn!(error = %e, "cannot store a DHT record");
+                }
+            }
+            Command::GetRecord(key, tx) => {
+                use kad::store::RecordStore;
+                let key = kad::RecordKey::new(&key);
+                let local = self.swarm.behaviour_mut().kad.store_mut().get(&key).map(|r| r.into_owned().value);
+                if let Some(v) = local {
+                    let _ = tx.send(Some(v));
+                } else {
+                    let q = self.swarm.behaviour_mut().kad.get_record(key);
+                    self.records.insert(q, tx);
+                }
             }
             Command::Shutdown => {}
         }
@@ -401,8 +444,9 @@ impl EventLoop {
                 match self.members.on_heartbeat(source, hb, Instant::now()) {
                     Ok(addrs) => {
                         for a in addrs {
-                            self.swarm.behaviour_mut().kad.add_address(&source, a);
+                            self.learn(source, a);
                         }
+                        self.share_members();
                     }
                     Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
                 }
@@ -413,6 +457,16 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, e: kad::Event) {
+        if let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetRecord(r), .. } = &e {
+            let found = match r {
+                Ok(kad::GetRecordOk::FoundRecord(rec)) => Some(rec.record.value.clone()),
+                Ok(_) | Err(_) => None,
+            };
+            if let Some(tx) = self.records.remove(id) {
+                let _ = tx.send(found);
+            }
+            return;
+        }
         let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, .. } = e else {
             return;
         };

@@ -52,9 +52,11 @@ struct Failure {
 }
 
 /// Runs one fetch to its end.
-pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>) {
+/// `first`, if given, is asked before the owner hint (a task's executor,
+/// which holds its result).
+pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>, first: Option<PeerId>) {
     let id = fetch.id();
-    let mut candidates = VecDeque::new();
+    let mut candidates: VecDeque<PeerId> = first.into_iter().filter(|p| *p != ctx.me).collect();
     if let Some((peer, addrs)) = crate::hint::decode(fetch.owner_hint()) {
         if peer != ctx.me {
             // The swarm must know the owner's addresses before we dial it

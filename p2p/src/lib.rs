@@ -34,20 +34,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod actor;
+mod args;
 mod behaviour;
 pub mod chunk;
 pub mod codec;
 mod config;
 mod event_loop;
+mod exec;
 mod fetch;
 pub mod hint;
+pub mod mail;
 mod membership;
 mod node;
+pub mod outbox;
+mod placement;
+mod registry;
 mod rpc;
+mod task;
 pub mod wire;
+mod work;
 
+pub use actor::{RemoteActor, RemoteActorBuilder};
+pub use args::{Arg, Args, Data, IntoArg, IntoArgs};
 pub use behaviour::{HEARTBEAT_TOPIC, KAD_PROTOCOL};
 pub use config::{DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use libp2p::{Multiaddr, PeerId};
 pub use membership::{Member, MembershipEvent};
 pub use node::{Node, NodeBuilder, NodeError};
+pub use placement::LOCALITY_MIN_BYTES;
+pub use registry::{ActorClass, Method, Registry, RemoteFn, INLINE_RESULT_BYTES};
+pub use task::RemoteTask;

@@ -8,15 +8,18 @@
 //! called) the node detaches from the manta runtime, stops its loop and
 //! joins its threads; fetches in flight then fail with `PeerUnreachable`.
 
+use crate::args::{Args, Data, IntoArgs};
 use crate::config::NodeConfig;
 use crate::event_loop::{Command, EventLoop};
 use crate::membership::{Member, MembershipEvent};
+use crate::registry::{ActorClass, Registry, RemoteFn};
+use crate::work::{Work, WorkConfig};
 use libp2p::{identity, Multiaddr, PeerId};
 use manta::{Fetch, ObjectId, ObjectRef, RemoteBackend, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -57,6 +60,8 @@ pub struct NodeBuilder {
     rt: Runtime,
     cfg: NodeConfig,
     key: Option<identity::Keypair>,
+    registry: Registry,
+    work: WorkConfig,
 }
 
 impl NodeBuilder {
@@ -128,6 +133,29 @@ impl NodeBuilder {
         self
     }
 
+    /// The functions and actor types this node can run for others (every
+    /// node of a cluster should register the same table: tasks go only to
+    /// nodes whose table hash matches).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Local queue length (tasks waiting for a CPU) from which new tasks
+    /// spill to less loaded peers (default 4).
+    pub fn queue_threshold(mut self, n: usize) -> Self {
+        self.work.threshold = n;
+        self
+    }
+
+    /// Most tasks from peers this node holds at once (queued or running,
+    /// default 16384); beyond it peers are told it is busy and place
+    /// their tasks elsewhere, or keep them.
+    pub fn max_accepted_tasks(mut self, n: usize) -> Self {
+        self.work.max_accepted = n.max(1);
+        self
+    }
+
     /// Uses this identity instead of a fresh Ed25519 one.
     pub fn keypair(mut self, key: identity::Keypair) -> Self {
         self.key = Some(key);
@@ -140,16 +168,21 @@ impl NodeBuilder {
         let key = self.key.unwrap_or_else(identity::Keypair::generate_ed25519);
         let peer_id = key.public().to_peer_id();
         let mut cfg = self.cfg;
+        cfg.fn_hash = self.registry.hash();
         if cfg.listen.is_empty() {
             cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().map_err(|e| NodeError::Start(format!("{e}")))?);
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let work = Arc::new(Work::new(peer_id, self.rt.clone(), self.registry, self.work, tx.clone()));
+        let handler: Arc<dyn crate::outbox::Handler> = Arc::new(work.clone());
         let backend = Arc::new(Backend {
             tx: tx.clone(),
-            hint: RwLock::new(Arc::from(&[][..])),
             addrs: RwLock::new(Vec::new()),
             announce: Mutex::new(Announce::default()),
-            fetcher: std::sync::OnceLock::new(),
+            fetcher: OnceLock::new(),
+            work,
+            handler,
+            node: OnceLock::new(),
         });
         // Everything tokio lives on the node's own thread, so `start` works
         // the same from synchronous code and from inside another runtime.
@@ -199,6 +232,16 @@ impl NodeBuilder {
                     known: Mutex::new(std::collections::HashSet::new()),
                 });
                 let _ = loop_backend.fetcher.set((tokio_rt.handle().clone(), ctx));
+                let handler = Arc::downgrade(&loop_backend.handler);
+                let boxes = crate::outbox::Outboxes::new(
+                    control.clone(),
+                    tokio_rt.handle().clone(),
+                    request_timeout,
+                    handler.clone(),
+                );
+                let _ = loop_backend.work.boxes.set(boxes);
+                let _ = loop_backend.work.handle.set(tokio_rt.handle().clone());
+                tokio_rt.spawn(crate::outbox::serve(control.clone(), handler));
                 tokio_rt.spawn(crate::rpc::serve(control, serve_rt, loop_backend.clone()));
                 event_loop.set_hint_sink(loop_backend);
                 tokio_rt.block_on(event_loop.run());
@@ -217,19 +260,27 @@ impl NodeBuilder {
             }
         }
         self.rt.attach_remote(backend.clone());
-        Ok(Node { inner: Arc::new(Inner { tx, peer_id, rt: self.rt, backend, thread: Mutex::new(Some(thread)) }) })
+        let inner =
+            Arc::new(Inner { tx, peer_id, rt: self.rt, backend: backend.clone(), thread: Mutex::new(Some(thread)) });
+        let _ = backend.node.set(Arc::downgrade(&inner));
+        Ok(Node { inner })
     }
 }
 
 /// What the manta runtime calls: forwards to the event loop.
 pub(crate) struct Backend {
     tx: mpsc::UnboundedSender<Command>,
-    hint: RwLock<Arc<[u8]>>,
     addrs: RwLock<Vec<Multiaddr>>,
     /// Exported objects not announced in the DHT yet, and announced ones.
     announce: Mutex<Announce>,
     /// Where fetch tasks run (set once the node's tokio runtime is up).
-    fetcher: std::sync::OnceLock<(tokio::runtime::Handle, Arc<crate::fetch::Ctx>)>,
+    fetcher: OnceLock<(tokio::runtime::Handle, Arc<crate::fetch::Ctx>)>,
+    /// Remote tasks and actors.
+    pub(crate) work: Arc<Work>,
+    /// `work` as the outboxes' mail handler (they hold it weakly).
+    handler: Arc<dyn crate::outbox::Handler>,
+    /// The node handle (weak: the runtime holds the backend).
+    node: OnceLock<Weak<Inner>>,
 }
 
 /// Which exported objects are announced as provided in the DHT.
@@ -271,7 +322,7 @@ impl Backend {
     pub(crate) fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
         let mut sorted = addrs.to_vec();
         sorted.sort_by_key(is_loopback);
-        *self.hint.write().unwrap_or_else(|p| p.into_inner()) = crate::hint::encode(peer, &sorted).into();
+        *self.work.hint.write().unwrap_or_else(|p| p.into_inner()) = crate::hint::encode(peer, &sorted).into();
         *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = sorted;
     }
 }
@@ -285,8 +336,11 @@ fn is_loopback(a: &Multiaddr) -> bool {
 }
 
 impl RemoteBackend for Backend {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn owner_hint(&self) -> Arc<[u8]> {
-        self.hint.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.work.hint()
     }
     fn exported(&self, id: ObjectId, replica: bool) {
         if replica {
@@ -305,10 +359,37 @@ impl RemoteBackend for Backend {
         }
     }
     fn fetch(&self, fetch: Fetch) {
-        // If the node is not up, or its runtime has shut down, the fetch is
-        // dropped, which fails the object with `PeerUnreachable`.
+        // A result of our remote work is filled from its completion.
+        if let Some((fetch, first)) = self.work.intercept(fetch) {
+            self.start_fetch(fetch, first);
+        }
+    }
+    fn borrowed(&self, id: ObjectId, owner_hint: &[u8]) {
+        if let Some((peer, _)) = crate::hint::decode(owner_hint) {
+            if peer != self.work.me {
+                self.work.send(peer, crate::mail::Mail::Borrow(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
+            }
+        }
+    }
+    fn released(&self, id: ObjectId, owner_hint: &[u8]) {
+        if self.work.promise_dropped(id) {
+            return;
+        }
+        if let Some((peer, _)) = crate::hint::decode(owner_hint) {
+            if peer != self.work.me {
+                self.work.send(peer, crate::mail::Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// Runs a fetch, asking `first` before the owner hint and the DHT. If
+    /// the node is not up, or its runtime has shut down, the fetch is
+    /// dropped, which fails the object with `PeerUnreachable`.
+    pub(crate) fn start_fetch(&self, fetch: Fetch, first: Option<PeerId>) {
         if let Some((handle, ctx)) = self.fetcher.get() {
-            handle.spawn(crate::fetch::run(fetch, ctx.clone()));
+            handle.spawn(crate::fetch::run(fetch, ctx.clone(), first));
         }
     }
 }
@@ -353,7 +434,105 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A builder for a node attached to `rt`.
     pub fn builder(rt: Runtime) -> NodeBuilder {
-        NodeBuilder { rt, cfg: NodeConfig::default(), key: None }
+        NodeBuilder {
+            rt,
+            cfg: NodeConfig::default(),
+            key: None,
+            registry: Registry::new(),
+            work: WorkConfig::default(),
+        }
+    }
+
+    /// The node attached to the runtime running the calling code (inside
+    /// a task or actor call on a node's runtime), or to the runtime entered
+    /// with `Runtime::enter`. This is how a task submits more cluster tasks.
+    pub fn current() -> Option<Node> {
+        let rt = Runtime::context()?;
+        let b = rt.remote_backend()?;
+        let inner = b.as_any().downcast_ref::<Backend>()?.node.get()?.upgrade()?;
+        Some(Node { inner })
+    }
+
+    /// The remote-work state of the context runtime's node.
+    pub(crate) fn context_work() -> Option<Arc<Work>> {
+        let b = Runtime::context()?.remote_backend()?;
+        Some(b.as_any().downcast_ref::<Backend>()?.work.clone())
+    }
+
+    pub(crate) fn work(&self) -> &Arc<Work> {
+        &self.inner.backend.work
+    }
+
+    /// Submits a registered function as a task with default options; see
+    /// [`Node::task`].
+    pub fn spawn<A: Args, R: Data>(&self, f: &RemoteFn<A, R>, args: impl IntoArgs<A>) -> ObjectRef<R> {
+        self.task(f).spawn(args)
+    }
+
+    /// A cluster task of a registered function, to configure and spawn:
+    /// it runs here unless its resources exist only elsewhere, this node's
+    /// queue is saturated, or a peer holds much more of its argument bytes
+    /// (see the `placement` rules in the crate docs).
+    pub fn task<'n, A: Args, R: Data>(&'n self, f: &'n RemoteFn<A, R>) -> crate::task::RemoteTask<'n, A, R> {
+        crate::task::RemoteTask::new(self, f)
+    }
+
+    /// A cluster actor of a registered type, to configure and spawn.
+    pub fn actor<'n, A: Data, S: Send + 'static>(
+        &'n self,
+        class: &'n ActorClass<A, S>,
+    ) -> crate::actor::RemoteActorBuilder<'n, A, S> {
+        crate::actor::RemoteActorBuilder::new(self, class)
+    }
+
+    /// Finds the actor named `name` (created with `.name(name)` on any
+    /// node) in the DHT, retrying until `timeout`.
+    pub fn get_actor<A, S: 'static>(
+        &self,
+        class: &ActorClass<A, S>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<crate::actor::RemoteActor<S>, NodeError> {
+        crate::actor::lookup(self, class, name, timeout)
+    }
+
+    /// Serializes any serde value (refs, actor handles, or data holding
+    /// them) as CBOR for another node of the cluster.
+    pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, NodeError> {
+        let mut out = Vec::new();
+        self.inner.rt.enter(|| ciborium::into_writer(value, &mut out)).map_err(|e| NodeError::Decode(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Deserializes what [`Node::encode`] made on any node, binding refs
+    /// and actor handles to this node.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, NodeError> {
+        self.inner.rt.enter(|| ciborium::from_reader(bytes)).map_err(|e| NodeError::Decode(e.to_string()))
+    }
+
+    /// Waits until `r` is done wherever it is made, without fetching its
+    /// value here (Ray's `wait(fetch_local=False)`), if it is the result of
+    /// a task or call this node sent elsewhere; any other ref is waited for
+    /// as `get` would. True if it is done (or failed) within `timeout`.
+    pub fn wait_done_remotely<T: std::any::Any + Send + Sync>(&self, r: &ObjectRef<T>, timeout: Duration) -> bool {
+        if self.work().is_result(r.id()) {
+            return self.work().wait_settled(r.id(), timeout);
+        }
+        let _ = r.get_timeout(timeout);
+        r.is_ready()
+    }
+
+    /// Blocks until every message this node has queued for peers (task
+    /// submissions, completions, borrow and release counts) has been
+    /// applied by its receiver, or `timeout` passes. True if all were.
+    pub fn flush_mail(&self, timeout: Duration) -> bool {
+        self.work().boxes.get().is_none_or(|b| b.flush(timeout))
+    }
+
+    /// Objects this node keeps alive for other nodes (borrowed refs and
+    /// results of their tasks).
+    pub fn pinned_objects(&self) -> usize {
+        self.work().pinned()
     }
 
     /// This node's peer id.

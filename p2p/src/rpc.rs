@@ -191,6 +191,11 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
                 // Encoding a window (or restoring a spilled object) blocks.
                 let id = ObjectId::from_bytes(id);
                 let mut resp = serve_fetch(&rt, id, offset, len);
+                if matches!(resp, Some(Response::NotFound)) && backend.work.prefetch_result(id) {
+                    // One of our task results, not here yet: fetch it from
+                    // its executor (or fill it), then serve it.
+                    resp = None;
+                }
                 if resp.is_none() {
                     // Its task is still running: wait (bounded) for it, then
                     // answer, or say `Busy` so the requester asks again.

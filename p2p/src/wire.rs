@@ -299,7 +299,7 @@ struct Envelope<'a, T> {
     body: &'a T,
 }
 
-fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail, and none of the message types has a
     // Serialize impl that reports errors.
@@ -360,7 +360,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
 }
 
 /// Cap, envelope, version and trailing-bytes checks shared by the decoders.
-fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
     if bytes.len() > max {
         return Err(WireError::TooLarge { len: bytes.len(), max });
     }

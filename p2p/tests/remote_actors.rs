@@ -1,0 +1,136 @@
+//! Remote actors and cluster-wide reference counting on three in-process
+//! nodes: the seed's Counter created on one node and driven from another,
+//! named actors found through the DHT, resource placement of actors, and
+//! every node's store back at its baseline after a distributed job.
+
+use manta::{Error, ObjectRef, Runtime};
+use manta_p2p::{ActorClass, Method, Node, Registry, RemoteActor, RemoteFn};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The seed's `Counter`: `value` starts at 0, `increment` returns it + 1.
+struct Counter {
+    value: i64,
+}
+
+static COUNTER: ActorClass<(), Counter> = ActorClass::new("Counter", |()| Counter { value: 0 });
+static INCREMENT: Method<Counter, (), i64> = Method::new("Counter.increment", |c, ()| {
+    c.value += 1;
+    c.value
+});
+static ADD_TO: Method<Counter, (i64,), i64> = Method::new("Counter.add", |c, (n,)| {
+    c.value += n;
+    c.value
+});
+static WHERE: Method<Counter, (), String> =
+    Method::new("Counter.where", |_, ()| Node::current().expect("on a node").peer_id().to_string());
+
+static MAKE: RemoteFn<(usize,), Vec<u8>> = RemoteFn::new("make", |(n,)| vec![7; n]);
+static LEN2: RemoteFn<(Vec<u8>, Vec<u8>), usize> = RemoteFn::new("len2", |(a, b)| a.len() + b.len());
+
+fn registry() -> Registry {
+    Registry::new().actor(&COUNTER).method(&INCREMENT).method(&ADD_TO).method(&WHERE).function(&MAKE).function(&LEN2)
+}
+
+fn node(bootstrap: Option<&Node>, gpu: bool) -> Node {
+    let mut rt = Runtime::builder().num_cpus(1);
+    if gpu {
+        rt = rt.resource("GPU", 1.0);
+    }
+    let mut b = Node::builder(rt.build().unwrap())
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .registry(registry());
+    if let Some(n) = bootstrap {
+        b = b.bootstrap(n.listen_addrs()[0].clone());
+    }
+    b.start().unwrap()
+}
+
+fn three() -> (Node, Node, Node) {
+    let a = node(None, false);
+    let b = node(Some(&a), false);
+    let c = node(Some(&a), true);
+    for n in [&a, &b, &c] {
+        n.wait_for_peers(2, WAIT).unwrap();
+    }
+    (a, b, c)
+}
+
+#[test]
+fn the_seed_counter_created_remotely_counts_from_another_node() {
+    let (a, b, c) = three();
+    // B creates it on C; A drives it through a handle it received.
+    let on_c: RemoteActor<Counter> = b.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
+    assert_eq!(on_c.host(), c.peer_id());
+    let from_a: RemoteActor<Counter> = a.decode(&b.encode(&on_c).unwrap()).unwrap();
+    let id1 = from_a.call(&INCREMENT, ());
+    let id2 = from_a.call(&INCREMENT, ());
+    assert_eq!((*id1.get().unwrap(), *id2.get().unwrap()), (1, 2));
+    let refs: Vec<ObjectRef<i64>> = (0..4).map(|_| from_a.call(&INCREMENT, ())).collect();
+    let values: Vec<i64> = a.runtime().get_all(&refs).unwrap().iter().map(|v| **v).collect();
+    assert_eq!(values, [3, 4, 5, 6]);
+    // Arguments may be refs made anywhere; calls still run in order.
+    let ten = a.runtime().put(10i64).unwrap();
+    assert_eq!(*from_a.call(&ADD_TO, (&ten,)).get().unwrap(), 16);
+    assert_eq!(*from_a.call(&WHERE, ()).get().unwrap(), c.peer_id().to_string());
+}
+
+#[test]
+fn actors_are_placed_by_resources_and_named_ones_are_found_anywhere() {
+    let (a, b, c) = three();
+    let gpu = a.actor(&COUNTER).resource("GPU", 1.0).name("gpu-counter").spawn(()).unwrap();
+    assert_eq!(gpu.host(), c.peer_id());
+    assert_eq!(*gpu.call(&INCREMENT, ()).get().unwrap(), 1);
+    let found = b.get_actor(&COUNTER, "gpu-counter", WAIT).unwrap();
+    assert_eq!(found.id(), gpu.id());
+    assert_eq!(*found.call(&INCREMENT, ()).get().unwrap(), 2);
+    assert!(matches!(a.actor(&COUNTER).resource("TPU", 1.0).spawn(()), Err(Error::Infeasible { .. })));
+    let local = a.actor(&COUNTER).spawn(()).unwrap();
+    assert_eq!(local.host(), a.peer_id(), "with room here, an actor stays here");
+    assert_eq!(*local.call(&INCREMENT, ()).get().unwrap(), 1);
+}
+
+#[test]
+fn an_actor_ends_with_its_creators_handle() {
+    let (a, b, c) = three();
+    let made = b.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
+    let other: RemoteActor<Counter> = a.decode(&b.encode(&made).unwrap()).unwrap();
+    assert_eq!(*other.call(&INCREMENT, ()).get().unwrap(), 1);
+    drop(made);
+    assert!(b.flush_mail(WAIT));
+    assert!(matches!(other.call(&INCREMENT, ()).get(), Err(Error::ActorDead { .. })));
+}
+
+#[test]
+fn after_a_distributed_job_every_store_is_back_at_its_baseline() {
+    let (a, b, c) = three();
+    let nodes = [&a, &b, &c];
+    let baseline: Vec<usize> = nodes.iter().map(|n| n.runtime().store_stats().bytes_in_memory).collect();
+    {
+        let small = a.runtime().put(vec![1u8; 2 << 20]).unwrap();
+        let big = a.task(&MAKE).on(b.peer_id()).spawn((3 << 20,));
+        let sum = a.task(&LEN2).on(c.peer_id()).spawn((&small, &big));
+        assert_eq!(*sum.get().unwrap(), 5 << 20);
+        // B's result read on A too (a replica here) and by a task on B.
+        assert_eq!(big.get().unwrap().len(), 3 << 20);
+        let again = a.task(&LEN2).on(b.peer_id()).spawn((&big, &big));
+        assert_eq!(*again.get().unwrap(), 6 << 20);
+        let counter = a.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
+        assert_eq!(*counter.call(&ADD_TO, (5,)).get().unwrap(), 5);
+        let used: usize = nodes.iter().map(|n| n.runtime().store_stats().bytes_in_memory).sum();
+        assert!(used >= baseline.iter().sum::<usize>() + (5 << 20), "the job used memory on the nodes");
+    }
+    // Every ref is gone on A: the releases reach B and C, which drop
+    // their pins; anything they release in turn is flushed next.
+    for _ in 0..2 {
+        for n in nodes {
+            assert!(n.flush_mail(WAIT));
+        }
+    }
+    for (n, base) in nodes.iter().zip(&baseline) {
+        assert_eq!(n.runtime().store_stats().bytes_in_memory, *base, "store of {} back to baseline", n.peer_id());
+        assert_eq!(n.pinned_objects(), 0, "nothing pinned on {}", n.peer_id());
+    }
+}

@@ -1,0 +1,178 @@
+//! Remote tasks on three in-process nodes (127.0.0.1, joined by bootstrap):
+//! resource placement, spreading when saturated, locality, recursive
+//! tasks with nested gets across nodes, errors, unknown functions and
+//! back-pressure.
+
+use manta::{Error, ObjectRef, Runtime};
+use manta_p2p::{Node, Registry, RemoteFn};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The node a task ran on.
+fn here() -> String {
+    Node::current().expect("tasks run on a node's runtime").peer_id().to_string()
+}
+
+static WHO: RemoteFn<(), String> = RemoteFn::new("who", |()| here());
+static NAP: RemoteFn<(u64,), String> = RemoteFn::new("nap", |(ms,)| {
+    std::thread::sleep(Duration::from_millis(ms)); // work, not synchronisation
+    here()
+});
+static MAKE: RemoteFn<(usize,), Vec<u8>> = RemoteFn::new("make", |(n,)| (0..n).map(|i| (i % 251) as u8).collect());
+static ADD: RemoteFn<(Vec<u8>, Vec<u8>), (String, usize)> = RemoteFn::new("add", |(a, b)| (here(), a.len() + b.len()));
+static FIB: RemoteFn<(u64,), u64> = RemoteFn::new("fib", |(n,)| {
+    if n < 2 {
+        return n;
+    }
+    let node = Node::current().expect("on a node");
+    let a = node.spawn(&FIB, (n - 1,));
+    let b = node.spawn(&FIB, (n - 2,));
+    *a.get().expect("fib(n-1)") + *b.get().expect("fib(n-2)")
+});
+static BOOM: RemoteFn<(u32,), u32> = RemoteFn::new("boom", |(x,)| if x > 0 { panic!("boom {x}") } else { x });
+static DOUBLE: RemoteFn<(u32,), u32> = RemoteFn::new("double", |(x,)| 2 * x);
+static ONLY_ON_A: RemoteFn<(), u8> = RemoteFn::new("only_on_a", |()| 1);
+
+fn registry() -> Registry {
+    Registry::new()
+        .function(&WHO)
+        .function(&NAP)
+        .function(&MAKE)
+        .function(&ADD)
+        .function(&FIB)
+        .function(&BOOM)
+        .function(&DOUBLE)
+}
+
+fn node(bootstrap: Option<&Node>, gpu: bool, registry: Registry, max_accepted: usize) -> Node {
+    let mut rt = Runtime::builder().num_cpus(1);
+    if gpu {
+        rt = rt.resource("GPU", 1.0);
+    }
+    let mut b = Node::builder(rt.build().unwrap())
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .failure_timeout(Duration::from_secs(5))
+        .queue_threshold(1)
+        .max_accepted_tasks(max_accepted)
+        .registry(registry);
+    if let Some(n) = bootstrap {
+        b = b.bootstrap(n.listen_addrs()[0].clone());
+    }
+    b.start().unwrap()
+}
+
+/// A, B and C; only C has a GPU.
+fn three() -> (Node, Node, Node) {
+    let a = node(None, false, registry(), 1 << 14);
+    let b = node(Some(&a), false, registry(), 1 << 14);
+    let c = node(Some(&a), true, registry(), 1 << 14);
+    for n in [&a, &b, &c] {
+        n.wait_for_peers(2, WAIT).unwrap();
+    }
+    (a, b, c)
+}
+
+#[test]
+fn gpu_tasks_run_where_the_gpu_is_and_impossible_ones_fail_at_once() {
+    let (a, b, c) = three();
+    for n in [&a, &b, &c] {
+        let ran = n.task(&WHO).resource("GPU", 1.0).spawn(());
+        assert_eq!(*ran.get().unwrap(), c.peer_id().to_string());
+    }
+    let never = a.task(&WHO).resource("TPU", 1.0).spawn(());
+    match never.get() {
+        Err(Error::Infeasible { resource, .. }) => assert_eq!(&*resource, "TPU"),
+        other => panic!("expected Infeasible naming TPU, got {other:?}"),
+    }
+    let too_many = a.task(&WHO).resource("GPU", 2.0).spawn(());
+    assert!(matches!(too_many.get(), Err(Error::Infeasible { .. })));
+}
+
+#[test]
+fn cpu_tasks_spread_when_the_submitting_node_is_saturated() {
+    let (a, b, c) = three();
+    let refs: Vec<ObjectRef<String>> = (0..12).map(|_| a.spawn(&NAP, (30,))).collect();
+    let ran: Vec<String> = refs.iter().map(|r| (*r.get().unwrap()).clone()).collect();
+    let on = |n: &Node| ran.iter().filter(|p| **p == n.peer_id().to_string()).count();
+    assert_eq!(on(&a) + on(&b) + on(&c), 12);
+    assert!(on(&a) >= 1, "the first tasks run where submitted: {ran:?}");
+    assert!(on(&b) + on(&c) >= 4, "a saturated node spills: {ran:?}");
+}
+
+#[test]
+fn add_runs_where_its_larger_argument_lives() {
+    let (a, b, _c) = three();
+    let small = a.runtime().put(vec![1u8; 10]).unwrap();
+    let big = a.task(&MAKE).on(b.peer_id()).spawn((4 << 20,));
+    assert!(a.wait_done_remotely(&big, WAIT), "the big result is made on B");
+    let sum = a.spawn(&ADD, (&small, &big));
+    let (ran, len) = (*sum.get().unwrap()).clone();
+    assert_eq!(len, 10 + (4 << 20));
+    assert_eq!(ran, b.peer_id().to_string(), "add ran where the 4 MiB argument lives");
+    // The big value never had to come to A for that; reading it now does.
+    assert_eq!(big.get().unwrap().len(), 4 << 20);
+}
+
+#[test]
+fn recursive_fib_with_nested_gets_across_nodes() {
+    let (a, b, c) = three();
+    assert_eq!(*a.spawn(&FIB, (13,)).get().unwrap(), 233);
+    // Started on B, and with the root pinned to C: same answer.
+    assert_eq!(*b.spawn(&FIB, (10,)).get().unwrap(), 55);
+    assert_eq!(*a.task(&FIB).on(c.peer_id()).spawn((11,)).get().unwrap(), 89);
+}
+
+#[test]
+fn errors_flow_through_the_graph_across_nodes() {
+    let (a, b, _c) = three();
+    let bad = a.task(&BOOM).on(b.peer_id()).name("exploder").spawn((7,));
+    match bad.get() {
+        Err(Error::TaskPanicked { task, message }) => {
+            assert_eq!(&*task, "exploder");
+            assert!(message.contains("boom 7"), "{message}");
+        }
+        other => panic!("expected the remote panic, got {other:?}"),
+    }
+    // A task taking the failed ref fails without running, wherever it runs.
+    let next = a.task(&DOUBLE).on(b.peer_id()).spawn((&bad,));
+    let e = next.get().unwrap_err();
+    assert!(matches!(e, Error::DependencyFailed { .. }), "{e:?}");
+    assert!(matches!(e.root_cause(), Error::TaskPanicked { .. }));
+    // And a good value passed by ref crosses nodes both ways.
+    let four = a.task(&DOUBLE).on(b.peer_id()).spawn((2,));
+    let eight = b.spawn(&DOUBLE, (b.decode::<ObjectRef<u32>>(&a.encode(&four).unwrap()).unwrap(),));
+    assert_eq!(*eight.get().unwrap(), 8);
+}
+
+#[test]
+fn a_function_a_node_lacks_is_an_error_naming_it() {
+    let a = node(None, false, registry().function(&ONLY_ON_A), 1 << 14);
+    let b = node(Some(&a), false, registry(), 1 << 14);
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let status = a.cluster_status().unwrap();
+    assert_ne!(status[0].fn_hash, status[1].fn_hash, "the tables differ, and the hashes say so");
+    let r = a.task(&ONLY_ON_A).on(b.peer_id()).spawn(());
+    match r.get() {
+        Err(Error::UnknownFunction { name, reason }) => {
+            assert_eq!(&*name, "only_on_a");
+            assert!(reason.contains(&b.peer_id().to_string()), "{reason}");
+        }
+        other => panic!("expected UnknownFunction, got {other:?}"),
+    }
+    // Unpinned, it is never sent to B (different table): it runs on A.
+    assert_eq!(*a.spawn(&ONLY_ON_A, ()).get().unwrap(), 1);
+}
+
+#[test]
+fn a_busy_node_pushes_back_and_every_task_still_runs() {
+    let a = node(None, false, registry(), 1 << 14);
+    let b = node(Some(&a), false, registry(), 2);
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let refs: Vec<_> = (0..10u32).map(|i| a.task(&DOUBLE).on(b.peer_id()).spawn((i,))).collect();
+    let got: Vec<u32> = refs.iter().map(|r| *r.get().unwrap()).collect();
+    assert_eq!(got, (0..10).map(|i| 2 * i).collect::<Vec<_>>());
+}
