@@ -349,11 +349,14 @@ impl Scheduler {
     /// Starts a plain thread that runs queued jobs until none fits, for a
     /// worker that has nested too deep to help (so the queue still drains
     /// when every worker is blocked at its depth limit). The thread counts
-    /// as a worker of this scheduler and exits by itself.
+    /// as a worker of this scheduler and exits by itself. Another one starts
+    /// only when every worker and every rescuer is blocked (rescuers block
+    /// too, in the tasks they run: with remote work, results may come from
+    /// other nodes, so what unblocks them need not be in this queue).
     fn rescue(self: &Arc<Self>) {
         {
             let mut st = lock(&self.state);
-            if st.queued == 0 || st.rescuers > 0 || st.helpers.len() < self.threads {
+            if st.queued == 0 || st.helpers.len() < self.threads + st.rescuers {
                 return;
             }
             st.rescuers += 1;
