@@ -12,11 +12,13 @@
 //! recurses more than the envelope's depth cap allows.
 //!
 //! Invariant: `decode_batch` / `decode_ack` never panic and allocate at most
-//! a small multiple of their (capped) input.
+//! a small multiple of their (capped) input: every list is capped while it
+//! is parsed (`CappedSeq`), not after; every decoded value passes its
+//! `validate` (finite amounts, so a decoded message always equals itself).
 
-use crate::wire::{self, WireError};
+use crate::wire::{self, CappedSeq, WireError};
 use manta::{Cause, Error, ObjectId};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Cap on an encoded [`Batch`].
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
@@ -28,6 +30,32 @@ pub const MAX_ARGS_BYTES: usize = 8 << 20;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Most tasks of a dependency chain an error carries.
 pub const MAX_CHAIN: usize = 64;
+/// Most messages in a batch (and refusals in an ack).
+pub const MAX_BATCH_MAIL: usize = 2048;
+/// Most ids in one `Borrow` or `Release`.
+pub const MAX_IDS: usize = 4096;
+/// Longest text in an error (messages, reasons, names).
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
+
+fn de_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(wire::MAX_RESOURCES, "resources"))
+}
+
+fn de_chain<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_CHAIN, "tasks in an error chain"))
+}
+
+fn de_mail<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mail>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_BATCH_MAIL, "messages"))
+}
+
+fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<16>>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_IDS, "ids"))
+}
+
+fn de_refused<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, Refusal)>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_BATCH_MAIL, "refusals"))
+}
 
 /// A 16-byte object (or actor) id as a CBOR byte string.
 pub type WireId = [u8; 16];
@@ -38,6 +66,7 @@ pub struct Opts {
     /// CPUs the task holds while running.
     pub cpus: f64,
     /// Custom resources: name and amount.
+    #[serde(deserialize_with = "de_resources")]
     pub resources: Vec<(String, f64)>,
     /// Retries after a panic.
     pub retries: u32,
@@ -83,9 +112,9 @@ pub enum Mail {
     },
     /// The sender now holds refs to these objects owned by the receiver
     /// (one count each).
-    Borrow(Vec<serde_bytes::ByteArray<16>>),
+    Borrow(#[serde(deserialize_with = "de_ids")] Vec<serde_bytes::ByteArray<16>>),
     /// The sender dropped its refs to these objects (one count each).
-    Release(Vec<serde_bytes::ByteArray<16>>),
+    Release(#[serde(deserialize_with = "de_ids")] Vec<serde_bytes::ByteArray<16>>),
     /// Create an actor of registered type `class` from `args` (plain values).
     NewActor {
         /// The actor's id (chosen by the creator).
@@ -119,7 +148,7 @@ pub enum Mail {
 
 /// A batch of messages, delivered and applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Mail>);
+pub struct Batch(#[serde(deserialize_with = "de_mail")] pub Vec<Mail>);
 
 /// Why a submission in a batch was not taken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +163,7 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Ack {
     /// `(index in the batch, why)`.
+    #[serde(deserialize_with = "de_refused")]
     pub refused: Vec<(u32, Refusal)>,
     /// Set if the whole batch was rejected as malformed (nothing applied).
     pub invalid: Option<String>,
@@ -143,6 +173,7 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteError {
     /// Tasks that did not run because of the root failure, outermost first.
+    #[serde(deserialize_with = "de_chain")]
     pub chain: Vec<String>,
     /// The failure itself.
     pub root: Root,
@@ -260,6 +291,36 @@ fn check_name(what: &str, s: &str) -> Result<(), WireError> {
     Ok(())
 }
 
+impl RemoteError {
+    /// Checks text lengths and amounts (the decoders enforce this).
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.chain.len() > MAX_CHAIN {
+            return Err(WireError::Malformed(format!("error chain of {} tasks exceeds {MAX_CHAIN}", self.chain.len())));
+        }
+        let texts: Vec<&str> = match &self.root {
+            Root::Panicked { task, message } => vec![task, message],
+            Root::Cancelled { task } => vec![task],
+            Root::Infeasible { task, resource, requested, total } => {
+                if !requested.is_finite() || !total.is_finite() {
+                    return Err(WireError::Malformed("Infeasible amounts must be finite".into()));
+                }
+                vec![task, resource]
+            }
+            Root::ActorDead { actor, reason } => vec![actor, reason],
+            Root::ObjectLost { reason, .. } | Root::PeerUnreachable { reason, .. } => vec![reason],
+            Root::StoreFull { .. } => vec![],
+            Root::UnknownFunction { name, reason } => vec![name, reason],
+            Root::Other(text) => vec![text],
+        };
+        for t in texts.into_iter().chain(self.chain.iter().map(String::as_str)) {
+            if t.len() > MAX_TEXT_BYTES {
+                return Err(too_long("error text", t.len(), MAX_TEXT_BYTES));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Opts {
     fn validate(&self) -> Result<(), WireError> {
         if !self.cpus.is_finite() || self.cpus < 0.0 {
@@ -310,9 +371,7 @@ impl Mail {
             Mail::Done { outcome: Outcome::Inline(b), .. } if b.len() > MAX_ARGS_BYTES => {
                 Err(too_long("inline result", b.len(), MAX_ARGS_BYTES))
             }
-            Mail::Done { outcome: Outcome::Failed(e), .. } if e.chain.len() > MAX_CHAIN => {
-                Err(WireError::Malformed(format!("error chain of {} tasks exceeds {MAX_CHAIN}", e.chain.len())))
-            }
+            Mail::Done { outcome: Outcome::Failed(e), .. } => e.validate(),
             _ => Ok(()),
         }
     }
@@ -336,9 +395,19 @@ pub fn encode_ack(a: &Ack) -> Vec<u8> {
     wire::encode(a)
 }
 
-/// Decodes an ack: cap, envelope, version, trailing bytes.
+/// Decodes an ack: cap, envelope, version, trailing bytes, and the
+/// errors of its refusals ([`RemoteError::validate`]).
 pub fn decode_ack(bytes: &[u8]) -> Result<Ack, WireError> {
-    wire::decode(bytes, MAX_ACK_BYTES)
+    let a: Ack = wire::decode(bytes, MAX_ACK_BYTES)?;
+    for (_, r) in &a.refused {
+        if let Refusal::Refused(e) = r {
+            e.validate()?;
+        }
+    }
+    if a.invalid.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+        return Err(too_long("ack reason", a.invalid.as_ref().map_or(0, String::len), MAX_TEXT_BYTES));
+    }
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ impl NodeBuilder {
             .name("manta-p2p-loop".into())
             .spawn(move || {
                 let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(1)
                     .thread_name("manta-p2p")
                     .enable_all()
                     .build()
@@ -343,7 +343,9 @@ impl RemoteBackend for Backend {
         self.work.hint()
     }
     fn exported(&self, id: ObjectId, replica: bool) {
-        if replica {
+        // The value of one of our task results arrived: we own it and refs
+        // to it name us, so it is announced only once a peer reads it.
+        if replica && !self.work.is_result(id) {
             self.announce(id);
         } else {
             self.announce.lock().unwrap_or_else(|p| p.into_inner()).waiting.insert(id);

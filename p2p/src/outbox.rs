@@ -33,8 +33,7 @@ use tokio::sync::Notify;
 /// The stream protocol of node-to-node work.
 pub const MAIL_PROTOCOL: &str = "/manta/mail/1";
 
-/// Most messages per batch.
-pub const MAX_BATCH_MAIL: usize = 2048;
+pub use crate::mail::MAX_BATCH_MAIL;
 
 /// Streams tried for one batch before it is undeliverable.
 pub const SEND_ATTEMPTS: u32 = 4;

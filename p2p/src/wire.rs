@@ -406,14 +406,14 @@ fn de_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Resource>, D::Err
 /// Reads an array of at most `max` elements, failing as soon as one more
 /// appears and never reserving room for more than `max`, whatever length
 /// the CBOR header claims.
-struct CappedSeq<T> {
+pub(crate) struct CappedSeq<T> {
     max: usize,
     what: &'static str,
     item: PhantomData<T>,
 }
 
 impl<T> CappedSeq<T> {
-    fn new(max: usize, what: &'static str) -> Self {
+    pub(crate) fn new(max: usize, what: &'static str) -> Self {
         CappedSeq { max, what, item: PhantomData }
     }
 }

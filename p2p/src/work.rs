@@ -18,6 +18,8 @@
 //!   kept until `Done`, so objects the task reads stay alive meanwhile;
 //! - a parked `Fetch` is completed exactly once, always outside the lock
 //!   (completing wakes readers, which may call back into `Work`);
+//! - refs and actor handles are never dropped under a lock of `Work`: the
+//!   last drop of a promise calls back into `Work::promise_dropped`;
 //! - every submission in flight is counted in `sent[E]` until its `Done`,
 //!   refusal or its peer's death, and placement avoids peers at the bound.
 
@@ -282,21 +284,23 @@ impl Work {
             opts: retry.opts.clone(),
         };
         *lock(&self.sent).entry(peer).or_default() += 1;
-        {
+        let old = {
             let mut results = lock(&self.results);
             match results.get_mut(&id) {
                 // Placed again: a reader's parked fetch stays parked.
                 Some(p) => {
                     p.peer = peer;
                     p.retry = Some(retry);
-                    p.keep = keep;
+                    Some(std::mem::replace(&mut p.keep, keep))
                 }
                 None => {
                     let p = Pending { peer, st: St::Waiting(None), retry: Some(retry), actor: None, keep, local: None };
                     results.insert(id, p);
+                    None
                 }
             }
-        }
+        };
+        drop(old); // after the lock (see `on_done`)
         self.send(peer, m);
     }
 
@@ -310,6 +314,7 @@ impl Work {
     /// fetch, or keeps the outcome for the first reader.
     pub fn on_done(&self, from: PeerId, id: ObjectId, outcome: Outcome) {
         tracing::trace!(%from, %id, "done");
+        let keep;
         let parked = {
             let mut results = lock(&self.results);
             let Some(p) = results.get_mut(&id) else {
@@ -323,13 +328,16 @@ impl Work {
             if p.peer != from || !matches!(p.st, St::Waiting(_)) {
                 return;
             }
-            p.keep.clear();
+            // Dropped after the lock: the last ref to an argument may be a
+            // promise whose drop comes back here (`promise_dropped`).
+            keep = std::mem::take(&mut p.keep);
             p.retry = None;
             match std::mem::replace(&mut p.st, St::Done(outcome.clone())) {
                 St::Waiting(f) => f,
                 St::Done(_) => None,
             }
         };
+        drop(keep);
         self.settled.notify_all();
         if from != self.me {
             self.unsent(from);
@@ -344,19 +352,22 @@ impl Work {
     /// Completes a result with an error (no retry left).
     pub fn fail(&self, id: ObjectId, e: Error) {
         let outcome = Outcome::Failed((&e).into());
+        let keep;
         let (peer, parked) = {
             let mut results = lock(&self.results);
             let Some(p) = results.get_mut(&id) else { return };
-            p.keep.clear();
+            keep = std::mem::take(&mut p.keep); // dropped after the lock (see `on_done`)
             p.retry = None;
             match std::mem::replace(&mut p.st, St::Done(outcome.clone())) {
                 St::Waiting(f) => (p.peer, f),
                 St::Done(prev) => {
                     p.st = St::Done(prev);
+                    drop(results);
                     return;
                 }
             }
         };
+        drop(keep);
         self.settled.notify_all();
         if peer != self.me {
             self.unsent(peer);
@@ -488,12 +499,13 @@ impl Work {
     /// Runs a task placed elsewhere here after all; its outcome fills the
     /// promise like a `Done` from ourselves.
     fn run_here(self: &Arc<Self>, id: ObjectId, retry: Retry, keep: Vec<AnyRef>) {
-        {
+        let old = {
             let mut results = lock(&self.results);
             let Some(p) = results.get_mut(&id) else { return };
             p.peer = self.me;
-            p.keep = keep;
-        }
+            std::mem::replace(&mut p.keep, keep)
+        };
+        drop(old); // after the lock (see `on_done`)
         let Some((_, run)) = self.registry.functions.get(retry.func.as_str()) else {
             let reason = format!("not registered on node {}", self.me);
             return self.fail(id, Error::UnknownFunction { name: retry.func.as_str().into(), reason: reason.into() });
@@ -521,8 +533,24 @@ impl Work {
     /// A peer died: its pins and actors go; work sent to it is placed
     /// again (tasks) or fails (actor calls).
     pub fn peer_died(self: &Arc<Self>, peer: PeerId) {
-        lock(&self.pins).retain(|(p, _), _| *p != peer);
-        lock(&self.actors).retain(|_, h| !matches!(h, Hosted::Live { owner, .. } if *owner == peer));
+        // What goes is dropped after the locks: dropping a ref or an actor
+        // may call back into the node.
+        let pins: Vec<Pin> = {
+            let mut all = lock(&self.pins);
+            let keys: Vec<_> = all.keys().filter(|(p, _)| *p == peer).copied().collect();
+            keys.iter().filter_map(|k| all.remove(k)).collect()
+        };
+        drop(pins);
+        let actors: Vec<Hosted> = {
+            let mut all = lock(&self.actors);
+            let keys: Vec<_> = all
+                .iter()
+                .filter(|(_, h)| matches!(h, Hosted::Live { owner, .. } if *owner == peer))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| all.remove(k)).collect()
+        };
+        drop(actors);
         if let Some(b) = self.boxes.get() {
             b.forget(peer);
         }

@@ -12,11 +12,20 @@
 //!
 //! Files starting with `.` are skipped.
 //!
+//! `p2p_mail` runs both `decode_batch` and `decode_ack` on every input, so
+//! there `valid-*` means one of them accepts it (`valid-batch-*` the batch
+//! decoder, `valid-ack-*` the ack decoder: see
+//! [`mail_seeds_decode_as_their_kind`]) and `bad-*` that both refuse it.
+//!
 //! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
 //! ```text
 //! MANTA_REGEN_FUZZ_CORPUS=1 cargo test -p manta-p2p --test fuzz_corpus regenerate
 //! ```
 
+use manta_p2p::mail::{
+    decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Mail, Opts, Outcome, Refusal, RemoteError, Root,
+    WireId, MAX_CHAIN, MAX_NAME_BYTES,
+};
 use manta_p2p::wire::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -25,7 +34,7 @@ type Target = fn(&[u8]) -> Result<(), WireError>;
 
 /// The fuzz targets: name (= `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/`) and the call the target makes.
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("p2p_request", |b| {
         let req = decode_request(b)?;
         assert_eq!(decode_request(&encode_request(&req)).as_ref(), Ok(&req), "request round trip");
@@ -40,6 +49,16 @@ const TARGETS: [(&str, Target); 3] = [
         let hb = decode_heartbeat(b)?;
         assert_eq!(decode_heartbeat(&encode_heartbeat(&hb)).as_ref(), Ok(&hb), "heartbeat round trip");
         Ok(())
+    }),
+    // Both decoders on every input: `Ok` if either accepts it.
+    ("p2p_mail", |b| {
+        let batch = decode_batch(b).map(|batch| {
+            assert_eq!(decode_batch(&encode_batch(&batch)).as_ref(), Ok(&batch), "batch round trip");
+        });
+        let ack = decode_ack(b).map(|ack| {
+            assert_eq!(decode_ack(&encode_ack(&ack)).as_ref(), Ok(&ack), "ack round trip");
+        });
+        batch.or(ack)
     }),
 ];
 
@@ -108,6 +127,27 @@ fn corpora_decode_without_panicking() {
         assert!(valid > 0 && bad > 0, "{}: {valid} valid-* and {bad} bad-* among {files} files", dir.display());
     }
     assert!(failures.is_empty(), "{} corpus file(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The `p2p_mail` seeds named `valid-batch-*` / `valid-ack-*` decode as
+/// that message (not merely as one of the two).
+#[test]
+fn mail_seeds_decode_as_their_kind() {
+    let dir = corpus_dir("p2p_mail");
+    let (mut batches, mut acks) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("corpus entry").path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = || std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if name.starts_with("valid-batch-") {
+            batches += 1;
+            assert!(decode_batch(&bytes()).is_ok(), "{name}: not a batch");
+        } else if name.starts_with("valid-ack-") {
+            acks += 1;
+            assert!(decode_ack(&bytes()).is_ok(), "{name}: not an ack");
+        }
+    }
+    assert!(batches > 0 && acks > 0, "{}: {batches} valid-batch-* and {acks} valid-ack-*", dir.display());
 }
 
 /// Checks the seed generator's own expectations in memory; with
@@ -186,6 +226,61 @@ fn heartbeat() -> Heartbeat {
         store_capacity: 4 << 30,
         fn_hash: 0xdead_beef_cafe_f00d,
     }
+}
+
+fn wire_id(first: u8) -> WireId {
+    std::array::from_fn(|i| first.wrapping_add(i as u8))
+}
+
+fn opts() -> Opts {
+    Opts {
+        cpus: 1.5,
+        resources: vec![("gpu".into(), 1.0), ("mem".into(), 2e9)],
+        retries: 3,
+        name: Some("train".into()),
+    }
+}
+
+/// Every [`Mail`] variant once, every [`Outcome`] once.
+fn every_mail() -> Batch {
+    let failed = RemoteError {
+        chain: vec!["top".into(), "mid".into()],
+        root: Root::Panicked { task: "leaf".into(), message: "boom".into() },
+    };
+    Batch(vec![
+        Mail::Submit { id: [1; 16], func: "add".into(), args: vec![0x82, 0x01, 0x02], opts: opts() },
+        Mail::Done { id: wire_id(0x10), outcome: Outcome::Inline(vec![0x18, 0x2a]) },
+        Mail::Done { id: wire_id(0x20), outcome: Outcome::Stays(1 << 20) },
+        Mail::Done { id: wire_id(0x30), outcome: Outcome::Failed(failed) },
+        Mail::Borrow(vec![serde_bytes::ByteArray::new(wire_id(0x40)), serde_bytes::ByteArray::new(wire_id(0x50))]),
+        Mail::Release(vec![serde_bytes::ByteArray::new(wire_id(0x60))]),
+        Mail::NewActor { actor: wire_id(0x70), class: "Counter".into(), args: vec![0x81, 0x00], opts: Opts::default() },
+        Mail::Call { actor: wire_id(0x70), method: "incr".into(), args: vec![0x80], id: wire_id(0x80) },
+        Mail::DropActor(wire_id(0x70)),
+    ])
+}
+
+/// Every [`Root`] variant once.
+fn every_root() -> Vec<Root> {
+    vec![
+        Root::Panicked { task: "t".into(), message: "index out of bounds".into() },
+        Root::Cancelled { task: "t".into() },
+        Root::Infeasible { task: "t".into(), resource: "gpu".into(), requested: 4.0, total: 2.0 },
+        Root::ActorDead { actor: "Counter".into(), reason: "node left".into() },
+        Root::ObjectLost { id: wire_id(0x90), reason: "owner died".into() },
+        Root::StoreFull { needed: 1 << 30, capacity: 1 << 29 },
+        Root::PeerUnreachable { id: wire_id(0xa0), reason: "timeout".into() },
+        Root::UnknownFunction { name: "nope".into(), reason: "not registered".into() },
+        Root::Other("something else".into()),
+    ]
+}
+
+fn ack() -> Ack {
+    let unknown = RemoteError {
+        chain: vec!["caller".into()],
+        root: Root::UnknownFunction { name: "nope".into(), reason: "not registered".into() },
+    };
+    Ack { refused: vec![(0, Refusal::Busy), (3, Refusal::Refused(unknown))], invalid: None }
 }
 
 /// Named inputs (names without the `valid-` / `bad-` prefix).
@@ -300,6 +395,122 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("name-4g-header", patch(&base, &[0x63, b'c', b'p', b'u'], &[&huge(0x60)[..], b"cpu"].concat())),
                     ("missing-seq", patch(&base, &[0xa8], &[0xa7])),
                     ("peer-as-text", patch(&base, &[0x48, 0x00, 0x24], &[0x68, 0x00, 0x24])),
+                ],
+            )
+        }
+        "p2p_mail" => {
+            let base = encode_batch(&every_mail());
+            let with = |f: &dyn Fn(&mut Vec<Mail>)| {
+                let mut b = every_mail();
+                f(&mut b.0);
+                encode_batch(&b)
+            };
+            let submit_opts = |f: &dyn Fn(&mut Opts)| {
+                with(&|m| {
+                    if let Mail::Submit { opts, .. } = &mut m[0] {
+                        f(opts)
+                    }
+                })
+            };
+            let name = |n| "n".repeat(n);
+            let at_limits = Batch(vec![
+                Mail::Submit {
+                    id: [0xff; 16],
+                    func: name(MAX_NAME_BYTES),
+                    args: vec![],
+                    opts: Opts {
+                        cpus: 0.0,
+                        resources: (0..MAX_RESOURCES)
+                            .map(|i| (if i == 0 { name(MAX_NAME_BYTES) } else { format!("r{i}") }, 0.0))
+                            .collect(),
+                        retries: u32::MAX,
+                        name: Some(name(MAX_NAME_BYTES)),
+                    },
+                },
+                Mail::Done {
+                    id: [0; 16],
+                    outcome: Outcome::Failed(RemoteError {
+                        chain: (0..MAX_CHAIN).map(|i| format!("t{i}")).collect(),
+                        root: Root::Cancelled { task: "t".into() },
+                    }),
+                },
+                Mail::Done { id: [0; 16], outcome: Outcome::Stays(u64::MAX) },
+            ]);
+            let every_root = Batch(
+                every_root()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, root)| Mail::Done {
+                        id: wire_id(i as u8),
+                        outcome: Outcome::Failed(RemoteError { chain: vec![format!("c{i}"); i], root }),
+                    })
+                    .collect(),
+            );
+            let ack_base = encode_ack(&ack());
+            (
+                vec![
+                    ("batch-empty", encode_batch(&Batch(vec![]))),
+                    ("batch-every-mail", base.clone()),
+                    ("batch-every-root", encode_batch(&every_root)),
+                    ("batch-at-limits", encode_batch(&at_limits)),
+                    // An unknown field in a message is skipped.
+                    (
+                        "batch-unknown-field",
+                        patch(
+                            &base,
+                            &[0xa4, 0x62, b'i', b'd'],
+                            &[&[0xa5, 0x63][..], b"new", &[0xf6, 0x62, b'i', b'd']].concat(),
+                        ),
+                    ),
+                    // serde_bytes also takes an id as an array of 16 small integers.
+                    ("batch-id-as-array", patch(&base, &[0x50, 1, 1], &[0x90, 1, 1])),
+                    ("ack-empty", encode_ack(&Ack::default())),
+                    ("ack-refused", ack_base.clone()),
+                    ("ack-invalid", encode_ack(&Ack { refused: vec![], invalid: Some("message truncated".into()) })),
+                ],
+                base.clone(),
+                vec![
+                    (
+                        "batch-func-257-bytes",
+                        with(&|m| {
+                            m[0] = Mail::Submit {
+                                id: [1; 16],
+                                func: name(MAX_NAME_BYTES + 1),
+                                args: vec![],
+                                opts: Opts::default(),
+                            }
+                        }),
+                    ),
+                    (
+                        "batch-method-257-bytes",
+                        with(&|m| {
+                            if let Mail::Call { method, .. } = &mut m[7] {
+                                *method = name(MAX_NAME_BYTES + 1)
+                            }
+                        }),
+                    ),
+                    ("batch-cpus-negative", submit_opts(&|o| o.cpus = -1.0)),
+                    ("batch-resource-infinite", submit_opts(&|o| o.resources[1].1 = f64::INFINITY)),
+                    ("batch-resources-65", submit_opts(&|o| o.resources = vec![("r".into(), 1.0); MAX_RESOURCES + 1])),
+                    (
+                        "batch-chain-65",
+                        with(&|m| {
+                            if let Mail::Done { outcome: Outcome::Failed(e), .. } = &mut m[3] {
+                                e.chain = vec!["t".into(); MAX_CHAIN + 1]
+                            }
+                        }),
+                    ),
+                    (
+                        "batch-args-4g-header",
+                        patch(&base, &[0x43, 0x82, 0x01, 0x02], &[&huge(0x40)[..], &[0x82]].concat()),
+                    ),
+                    ("batch-unknown-variant", patch(&base, b"fSubmit", b"fSubmix")),
+                    ("batch-id-15-bytes", patch(&base, &[0x50, 1, 1], &[0x4f, 1])),
+                    ("ack-trailing-zero", [&ack_base[..], &[0x00]].concat()),
+                    ("ack-version-2", with_version(&ack_base, 2)),
+                    ("ack-truncated-last-byte", ack_base[..ack_base.len() - 1].to_vec()),
+                    ("ack-unknown-refusal", patch(&ack_base, b"dBusy", b"dBosy")),
+                    ("ack-index-negative", patch(&ack_base, &[0x82, 0x00, 0x64], &[0x82, 0x20, 0x64])),
                 ],
             )
         }

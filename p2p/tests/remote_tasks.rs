@@ -33,6 +33,7 @@ static FIB: RemoteFn<(u64,), u64> = RemoteFn::new("fib", |(n,)| {
 static BOOM: RemoteFn<(u32,), u32> = RemoteFn::new("boom", |(x,)| if x > 0 { panic!("boom {x}") } else { x });
 static DOUBLE: RemoteFn<(u32,), u32> = RemoteFn::new("double", |(x,)| 2 * x);
 static ONLY_ON_A: RemoteFn<(), u8> = RemoteFn::new("only_on_a", |()| 1);
+static SUM2: RemoteFn<(u32, u32), u32> = RemoteFn::new("sum2", |(a, b)| a + b);
 
 fn registry() -> Registry {
     Registry::new()
@@ -43,6 +44,7 @@ fn registry() -> Registry {
         .function(&FIB)
         .function(&BOOM)
         .function(&DOUBLE)
+        .function(&SUM2)
 }
 
 fn node(bootstrap: Option<&Node>, gpu: bool, registry: Registry, max_accepted: usize) -> Node {
@@ -175,4 +177,21 @@ fn a_busy_node_pushes_back_and_every_task_still_runs() {
     let refs: Vec<_> = (0..10u32).map(|i| a.task(&DOUBLE).on(b.peer_id()).spawn((i,))).collect();
     let got: Vec<u32> = refs.iter().map(|r| *r.get().unwrap()).collect();
     assert_eq!(got, (0..10).map(|i| 2 * i).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_reduction_tree_that_moves_its_refs_into_tasks_finishes() {
+    // Regression: the last ref to a promise, dropped when its dependant's
+    // `Done` arrived, deadlocked the node (it was dropped under a lock).
+    let (a, _b, _c) = three();
+    let mut level: Vec<ObjectRef<u32>> = (0..16u32).map(|i| a.spawn(&DOUBLE, (i,))).collect();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        let mut it = level.into_iter();
+        while let (Some(x), Some(y)) = (it.next(), it.next()) {
+            next.push(a.spawn(&SUM2, (x, y)));
+        }
+        level = next;
+    }
+    assert_eq!(*level[0].get().unwrap(), 240);
 }
