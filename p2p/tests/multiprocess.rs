@@ -3,6 +3,9 @@
 //! `src/bin/manta-node.rs`):
 //!
 //! - by bootstrap on 127.0.0.1 (mDNS off): runs everywhere;
+//! - by bootstrap on 127.0.0.1, then all three drive the same word-count
+//!   map/reduce job at once: tasks cross between the processes both ways,
+//!   and the three must agree on the result;
 //! - by mDNS discovery alone, each process in its own network namespace
 //!   (names in `MANTA_NETNS`, made by `tests/netns_mdns.sh` as root). Without
 //!   `MANTA_NETNS` that test returns at once: nothing multicasts in the host
@@ -171,11 +174,11 @@ fn exchange(procs: &mut [Proc], sizes: &[usize]) {
     }
 }
 
-#[test]
-fn three_processes_join_by_bootstrap_and_exchange_objects() {
-    let started = Instant::now();
+/// Starts three processes on 127.0.0.1 (mDNS off), the second and third
+/// bootstrapping from the first; `args(cmd, i)` adds process `i`'s
+/// arguments. Checks each `ADDR` line.
+fn bootstrap_three(mut args: impl FnMut(&mut Command, usize)) -> Vec<Proc> {
     let mut procs = Vec::new();
-    let mut sizes = Vec::new();
     let mut first_addr = None::<String>;
     for i in 0..3 {
         let mut cmd = Command::new(BIN);
@@ -183,15 +186,78 @@ fn three_processes_join_by_bootstrap_and_exchange_objects() {
         if let Some(addr) = &first_addr {
             cmd.args(["--bootstrap", addr]);
         }
-        sizes.push(node_args(&mut cmd, i));
+        args(&mut cmd, i);
         let p = Proc::spawn(&format!("node{i}"), cmd);
         let addr = p.expect("ADDR");
         assert!(addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.contains("/p2p/"), "{}: ADDR {addr}", p.name);
         first_addr.get_or_insert(addr);
         procs.push(p);
     }
+    procs
+}
+
+#[test]
+fn three_processes_join_by_bootstrap_and_exchange_objects() {
+    let started = Instant::now();
+    let mut sizes = Vec::new();
+    let mut procs = bootstrap_three(|cmd, i| sizes.push(node_args(cmd, i)));
     exchange(&mut procs, &sizes);
     eprintln!("bootstrap cluster: done in {:?}", started.elapsed());
+}
+
+/// Words per `WORDCOUNT` chunk, and the vocabulary's size (both fixed by
+/// the binary's protocol).
+const WORDS_PER_CHUNK: u64 = 2000;
+const VOCABULARY: u64 = 50;
+
+#[test]
+fn three_processes_share_a_word_count_job() {
+    const CHUNKS: u64 = 24;
+    let started = Instant::now();
+    let mut procs = bootstrap_three(|cmd, i| {
+        cmd.args(["--peers", "2", "--timeout", NODE_TIMEOUT_SECS, "--threshold", "1", "--bytes", "64", "--seed"])
+            .arg((i as u64 + 1).to_string());
+    });
+    for p in &procs {
+        let peers: usize = p.expect("PEERS").parse().unwrap_or_else(|e| panic!("{}: bad PEERS: {e}", p.name));
+        assert!(peers >= 2, "{}: only {peers} peers", p.name);
+        p.expect("REF");
+        p.expect("SUM");
+    }
+    // All three submit the same job at once, so each also runs the others'
+    // tasks.
+    for p in procs.iter_mut() {
+        p.send(&format!("WORDCOUNT {CHUNKS} 20240601"));
+    }
+    let reports: Vec<(String, u64)> = procs
+        .iter()
+        .map(|p| {
+            let wc = p.expect("WC");
+            let [total, distinct, hash, nodes] = wc.split(' ').collect::<Vec<_>>()[..] else {
+                panic!("{}: malformed WC `{wc}`", p.name);
+            };
+            let num =
+                |s: &str| -> u64 { s.parse().unwrap_or_else(|e| panic!("{}: bad number in WC `{wc}`: {e}", p.name)) };
+            assert_eq!(num(total), CHUNKS * WORDS_PER_CHUNK, "{}: total words", p.name);
+            assert_eq!(num(distinct), VOCABULARY, "{}: distinct words", p.name);
+            assert!(hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{}: hash `{hash}`", p.name);
+            let nodes = num(nodes);
+            assert!((1..=3).contains(&nodes), "{}: map tasks ran on {nodes} nodes", p.name);
+            (format!("{total} {distinct} {hash}"), nodes)
+        })
+        .collect();
+    for (p, (result, _)) in procs.iter().zip(&reports).skip(1) {
+        assert_eq!(result, &reports[0].0, "{} and {} disagree on the word count", p.name, procs[0].name);
+    }
+    let spread = reports.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    assert!(spread >= 2, "no job's map tasks left its submitting node: {reports:?}");
+    for p in procs.iter_mut() {
+        p.send("EXIT");
+    }
+    for p in procs.iter_mut() {
+        p.wait_success();
+    }
+    eprintln!("word count on three processes: {reports:?} in {:?}", started.elapsed());
 }
 
 #[test]

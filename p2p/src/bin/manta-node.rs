@@ -5,25 +5,48 @@
 //! Arguments: `--listen MULTIADDR` (default `/ip4/127.0.0.1/tcp/0`),
 //! `--bootstrap MULTIADDR` (repeatable), `--mdns`, `--peers N` (default 0),
 //! `--timeout SECS` (default 30), `--seed S` (u64, default 0), `--bytes B`
-//! (default 1 MB).
+//! (default 1 MB), `--threshold N` (the node's `queue_threshold`: local
+//! queue length from which tasks spill to peers; default 1). The node's
+//! runtime has one CPU.
 //!
 //! Protocol (one line each, flushed at once):
 //! 1. `ADDR <first listen address, ending in /p2p/<peer id>>`
 //! 2. `PEERS <n>` once at least `--peers` live peers are members (gossip).
 //! 3. `REF <hex of the encoded ref>` of a `Vec<u8>` of `--bytes` bytes made
 //!    from `--seed` (splitmix64), then `SUM <checksum>` of those bytes.
-//! 4. For each stdin line `REF <hex>`: decode, get (within `--timeout`) and
-//!    print `GOT <object id> <len> <checksum>`. On `EXIT`: shut down, exit 0.
+//! 4. Then, for each stdin line, in order:
+//!    - `REF <hex>`: decode, get (within `--timeout`) and print
+//!      `GOT <object id> <len> <checksum>`;
+//!    - `WORDCOUNT <chunks> <seed>` (chunks at most 4096): a map/reduce
+//!      job on the cluster. Makes `chunks` text chunks of exactly 2000
+//!      words each (splitmix64 from `seed` and the chunk's index, over a
+//!      fixed vocabulary of 50 words), submits one `count_words` task per
+//!      chunk, then reduces the partial counts with `merge` tasks in a
+//!      binary tree, each taking its two inputs as refs (so partial counts
+//!      move between nodes), and gets the root (within `--timeout`). Prints
+//!      `WC <total words> <distinct words> <checksum of the canonical form>
+//!      <distinct nodes that ran count_words tasks>`. The canonical form is
+//!      one `<word> <count>\n` line per word in byte order of the words.
+//!      The counts are also computed here without any task; if they differ
+//!      it is an error;
+//!    - `EXIT`: shut down, exit 0.
+//!
+//! Every manta-node registers the same function table (`count_words`,
+//! `merge`), so any of them runs the others' tasks; with `--threshold 1`
+//! and one CPU a node spills as soon as one task waits locally.
 //!
 //! Invariants: the checksum is 64-bit FNV-1a as 16 lowercase hex digits; the
 //! node's own object stays alive until `EXIT` (others fetch from it); any
-//! error (bad argument, start failure, timeout, bad input line, stdin closed
-//! before `EXIT`) prints `ERR <message>` and exits with status 1. `--mdns` is
-//! refused unless `MANTA_ALLOW_MDNS=1`, a guard against multicasting from
-//! the host network namespace. Nothing is logged.
+//! error (bad argument, start failure, timeout, bad input line, a failed or
+//! wrong word count, stdin closed before `EXIT`) prints `ERR <message>` and
+//! exits with status 1. `--mdns` is refused unless `MANTA_ALLOW_MDNS=1`, a
+//! guard against multicasting from the host network namespace. Nothing is
+//! logged.
 
 use manta::{ObjectRef, Runtime};
-use manta_p2p::{Multiaddr, Node};
+use manta_p2p::{Multiaddr, Node, Registry, RemoteFn};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,10 +60,11 @@ struct Args {
     timeout: Duration,
     seed: u64,
     bytes: usize,
+    threshold: usize,
 }
 
 const USAGE: &str = "usage: manta-node [--listen MULTIADDR] [--bootstrap MULTIADDR]... [--mdns] [--peers N] \
-                     [--timeout SECS] [--seed S] [--bytes B]";
+                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
@@ -51,6 +75,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         timeout: Duration::from_secs(30),
         seed: 0,
         bytes: 1_000_000,
+        threshold: 1,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
@@ -62,6 +87,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--timeout" => args.timeout = Duration::from_secs(parse(&flag, &value()?)?),
             "--seed" => args.seed = parse(&flag, &value()?)?,
             "--bytes" => args.bytes = parse(&flag, &value()?)?,
+            "--threshold" => args.threshold = parse(&flag, &value()?)?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -81,19 +107,105 @@ where
     s.parse().map_err(|e| format!("bad value `{s}` for {flag}: {e}"))
 }
 
-/// The deterministic object of a seed: splitmix64 output, little endian.
-fn object_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
+/// The splitmix64 generator.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        z ^ (z >> 31)
+    }
+}
+
+/// The deterministic object of a seed: splitmix64 output, little endian.
+fn object_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = SplitMix64(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(len);
     out
+}
+
+/// The vocabulary of `WORDCOUNT` texts.
+const VOCABULARY: [&str; 50] = [
+    "actor", "batch", "cache", "delta", "epoch", "fetch", "graph", "heap", "index", "join", "kernel", "lease", "map",
+    "node", "object", "peer", "queue", "ref", "store", "task", "unit", "value", "worker", "yield", "zone", "alpha",
+    "bravo", "charlie", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november",
+    "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu",
+];
+/// Words in each `WORDCOUNT` chunk.
+const WORDS_PER_CHUNK: usize = 2000;
+/// Most chunks one `WORDCOUNT` may ask for.
+const MAX_CHUNKS: usize = 4096;
+
+/// Chunk `index` of the text of `seed`: `WORDS_PER_CHUNK` words separated
+/// by spaces, with a newline after every 16th.
+fn text_chunk(seed: u64, index: usize) -> String {
+    let mut rng = SplitMix64(seed ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
+    let mut out = String::with_capacity(WORDS_PER_CHUNK * 8);
+    for i in 0..WORDS_PER_CHUNK {
+        if i > 0 {
+            out.push(if i % 16 == 0 { '\n' } else { ' ' });
+        }
+        out.push_str(VOCABULARY[(rng.next() % VOCABULARY.len() as u64) as usize]);
+    }
+    out
+}
+
+/// Word counts of part of a text, and the nodes that counted them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Partial {
+    words: BTreeMap<String, u64>,
+    /// Peer ids of the nodes that ran the `count_words` tasks.
+    ran_on: BTreeSet<String>,
+}
+
+fn count_into(words: &mut BTreeMap<String, u64>, text: &str) {
+    for w in text.split_whitespace() {
+        match words.get_mut(w) {
+            Some(n) => *n += 1,
+            None => {
+                words.insert(w.to_string(), 1);
+            }
+        }
+    }
+}
+
+fn merge_into(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (w, n) in from {
+        *into.entry(w).or_default() += n;
+    }
+}
+
+/// Map: counts one chunk, recording the node it ran on.
+static COUNT_WORDS: RemoteFn<(String,), Partial> = RemoteFn::new("count_words", |(text,)| {
+    let node = Node::current().expect("cluster tasks run on a node's runtime");
+    let mut words = BTreeMap::new();
+    count_into(&mut words, &text);
+    Partial { words, ran_on: BTreeSet::from([node.peer_id().to_string()]) }
+});
+
+/// Reduce: adds two partial counts.
+static MERGE: RemoteFn<(Partial, Partial), Partial> = RemoteFn::new("merge", |(mut a, b)| {
+    merge_into(&mut a.words, b.words);
+    a.ran_on.extend(b.ran_on);
+    a
+});
+
+/// The function table every manta-node registers.
+fn registry() -> Registry {
+    Registry::new().function(&COUNT_WORDS).function(&MERGE)
+}
+
+/// The canonical form of counts: one `<word> <count>\n` line per word, in
+/// the map's (byte) order.
+fn canonical(words: &BTreeMap<String, u64>) -> String {
+    words.iter().map(|(w, n)| format!("{w} {n}\n")).collect()
 }
 
 /// 64-bit FNV-1a, as 16 hex digits.
@@ -132,7 +244,11 @@ fn say(line: &str) -> Result<(), String> {
 fn run() -> Result<(), String> {
     let args = parse_args(std::env::args().skip(1))?;
     let rt = Runtime::builder().num_cpus(1).build().map_err(|e| e.to_string())?;
-    let mut builder = Node::builder(rt).listen(args.listen.clone()).mdns(args.mdns);
+    let mut builder = Node::builder(rt)
+        .listen(args.listen.clone())
+        .mdns(args.mdns)
+        .registry(registry())
+        .queue_threshold(args.threshold);
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
     }
@@ -166,6 +282,10 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
             drop(mine);
             return Ok(());
         }
+        if let Some(job) = line.strip_prefix("WORDCOUNT ") {
+            say(&word_count(node, job, args.timeout)?)?;
+            continue;
+        }
         let Some(hex) = line.strip_prefix("REF ") else {
             return Err(format!("unexpected input line `{}`", line.escape_debug()));
         };
@@ -175,6 +295,58 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
         say(&format!("GOT {} {} {}", r.id(), value.len(), checksum(&value)))?;
     }
     Err("stdin closed before EXIT".to_string())
+}
+
+/// Runs `WORDCOUNT <chunks> <seed>` (`job` is what follows the command) on
+/// the cluster and returns its `WC` line.
+fn word_count(node: &Node, job: &str, timeout: Duration) -> Result<String, String> {
+    let [chunks, seed] = job.split_whitespace().collect::<Vec<_>>()[..] else {
+        return Err(format!("WORDCOUNT needs `<chunks> <seed>`, got `{}`", job.escape_debug()));
+    };
+    let chunks: usize = parse("WORDCOUNT chunks", chunks)?;
+    let seed: u64 = parse("WORDCOUNT seed", seed)?;
+    if chunks > MAX_CHUNKS {
+        return Err(format!("WORDCOUNT: at most {MAX_CHUNKS} chunks, not {chunks}"));
+    }
+    let texts: Vec<String> = (0..chunks).map(|i| text_chunk(seed, i)).collect();
+
+    // Map: one task per chunk; reduce: a binary tree of merges over refs.
+    let mut level: Vec<ObjectRef<Partial>> = texts.iter().map(|t| node.spawn(&COUNT_WORDS, (t.clone(),))).collect();
+    // Merges take their argument refs by value: each partial count is freed
+    // (everywhere) as soon as the merge that reads it is done.
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        let mut it = level.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => node.spawn(&MERGE, (a, b)),
+                None => a,
+            });
+        }
+        level = next;
+    }
+
+    // The same counts without any task, while the cluster works.
+    let mut expected = BTreeMap::new();
+    for t in &texts {
+        count_into(&mut expected, t);
+    }
+
+    let got = match level.pop() {
+        Some(root) => (*root.get_timeout(timeout).map_err(|e| format!("word count of {chunks} chunks: {e}"))?).clone(),
+        None => Partial::default(),
+    };
+    if got.words != expected {
+        return Err(format!(
+            "word count differs from the local count: cluster {} words in {} kinds, local {} in {}",
+            got.words.values().sum::<u64>(),
+            got.words.len(),
+            expected.values().sum::<u64>(),
+            expected.len()
+        ));
+    }
+    let total: u64 = got.words.values().sum();
+    Ok(format!("WC {total} {} {} {}", got.words.len(), checksum(canonical(&got.words).as_bytes()), got.ran_on.len()))
 }
 
 fn main() -> ExitCode {
@@ -212,6 +384,39 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_deterministic_and_sized() {
+        let a = text_chunk(3, 5);
+        assert_eq!(a, text_chunk(3, 5));
+        assert_ne!(a, text_chunk(3, 6));
+        assert_ne!(a, text_chunk(4, 5));
+        assert_eq!(a.split_whitespace().count(), WORDS_PER_CHUNK);
+        assert!(a.split_whitespace().all(|w| VOCABULARY.contains(&w)));
+    }
+
+    #[test]
+    fn map_and_merge_agree_with_one_count() {
+        let texts: Vec<String> = (0..3).map(|i| text_chunk(9, i)).collect();
+        let parts: Vec<Partial> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut words = BTreeMap::new();
+                count_into(&mut words, t);
+                Partial { words, ran_on: BTreeSet::from([format!("n{}", i % 2)]) }
+            })
+            .collect();
+        let merged = parts.into_iter().reduce(|a, b| (MERGE.func())((a, b))).unwrap();
+        let mut direct = BTreeMap::new();
+        for t in &texts {
+            count_into(&mut direct, t);
+        }
+        assert_eq!(merged.words, direct);
+        assert_eq!(merged.words.values().sum::<u64>(), 3 * WORDS_PER_CHUNK as u64);
+        assert_eq!(merged.ran_on, BTreeSet::from(["n0".to_string(), "n1".to_string()]));
+        assert_eq!(canonical(&BTreeMap::from([("b".to_string(), 2), ("a".to_string(), 10)])), "a 10\nb 2\n");
+    }
+
+    #[test]
     fn mdns_needs_the_env_guard() {
         let args = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
         if std::env::var("MANTA_ALLOW_MDNS").as_deref() != Ok("1") {
@@ -220,5 +425,7 @@ mod tests {
         assert!(args(&["--peers"]).is_err());
         assert!(args(&["--bogus"]).is_err());
         assert_eq!(args(&["--peers", "2", "--seed", "5"]).unwrap().peers, 2);
+        assert_eq!(args(&[]).unwrap().threshold, 1);
+        assert_eq!(args(&["--threshold", "3"]).unwrap().threshold, 3);
     }
 }
