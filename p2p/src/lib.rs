@@ -10,6 +10,17 @@
 //!   owner's address; on another node `get` pulls the bytes in chunks from
 //!   the owner, or from a replica found in the Kademlia DHT, and keeps a
 //!   replica that is announced in turn.
+//! - **Remote tasks and actors**: functions and actor types registered by
+//!   name ([`RemoteFn`], [`ActorClass`], [`Method`] in a [`Registry`]) run on
+//!   whichever node placement picks: here, unless their resources exist only
+//!   elsewhere, this node's queue is saturated, or a peer holds much more of
+//!   their argument bytes (see [`Node::task`]). Results are ordinary
+//!   `ObjectRef`s owned by the submitter; small ones come back with the
+//!   completion, large ones stay where they were made.
+//! - **Reference counting**: a node that deserializes a ref tells the
+//!   owner, which keeps the object alive until every borrower has dropped
+//!   it; task results stay pinned on their executor until the submitter
+//!   drops its ref. A job leaves every store as it found it.
 //! - **Safety**: connections are authenticated and encrypted (Noise); every
 //!   wire message is versioned and size-capped; malformed bytes from a peer
 //!   get an error reply and a log line.
@@ -31,6 +42,35 @@
 //! let wire = a.encode_ref(&r); // send these bytes anywhere
 //! let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire)?;
 //! assert_eq!(*there.get()?, vec![1, 2, 3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Remote tasks: register functions (every node the same table), then
+//! submit them like local tasks; `.on(peer)` pins one to a node.
+//!
+//! ```
+//! use manta::Runtime;
+//! use manta_p2p::{Node, Registry, RemoteFn};
+//! use std::time::Duration;
+//!
+//! static ADD: RemoteFn<(i64, i64), i64> = RemoteFn::new("add", |(a, b)| a + b);
+//!
+//! let start = |boot: Option<&Node>| {
+//!     let mut b = Node::builder(Runtime::builder().num_cpus(1).build().unwrap())
+//!         .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+//!         .registry(Registry::new().function(&ADD));
+//!     if let Some(n) = boot {
+//!         b = b.bootstrap(n.listen_addrs()[0].clone());
+//!     }
+//!     b.start()
+//! };
+//! let a = start(None)?;
+//! let b = start(Some(&a))?;
+//! a.wait_for_peers(1, Duration::from_secs(10))?;
+//!
+//! let x = a.runtime().put(40i64).unwrap();
+//! let sum = a.task(&ADD).on(b.peer_id()).spawn((&x, 2)); // runs on b, reads x from a
+//! assert_eq!(*sum.get()?, 42);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -51,12 +51,17 @@
 //! - `transfer_vs_tcp`: `tcp_loopback_gbps / transfer_gbps` (how many times
 //!   slower than the socket the transfer is).
 //! - `remote_get_vs_tcp_rtt`: `remote_get_small_us / tcp_rtt_us`.
+//! - `remote_task_rtt_us`, `remote_tasks_per_s`, `remote_actor_calls_per_s`,
+//!   `spillback_speedup`: remote work, on fresh nodes (see `remote.rs`).
+//! - `remote_task_vs_tcp_rtt`: `remote_task_rtt_us / tcp_rtt_us`.
 //!
 //! The floors run first, before any node exists, so no node thread competes
 //! with them.
 
+mod remote;
+
 use manta::{ObjectRef, Runtime};
-use manta_p2p::Node;
+use manta_p2p::{Node, Registry};
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -106,6 +111,11 @@ const METRICS: &[&str] = &[
     "discovery_ms",
     "transfer_vs_tcp",
     "remote_get_vs_tcp_rtt",
+    "remote_task_rtt_us",
+    "remote_tasks_per_s",
+    "remote_actor_calls_per_s",
+    "spillback_speedup",
+    "remote_task_vs_tcp_rtt",
 ];
 
 struct Bench {
@@ -308,6 +318,16 @@ fn start_node(rt: Runtime, bootstrap: Option<&Node>) -> Res<Node> {
     Ok(b.start()?)
 }
 
+/// [`start_node`] on a fresh one-CPU runtime with `registry`.
+fn start_with(registry: Registry, bootstrap: Option<&Node>) -> Res<Node> {
+    let mut b =
+        Node::builder(one_cpu()?).listen("/ip4/127.0.0.1/tcp/0".parse()?).heartbeat(HEARTBEAT).registry(registry);
+    if let Some(n) = bootstrap {
+        b = b.bootstrap(n.listen_addrs()[0].clone());
+    }
+    Ok(b.start()?)
+}
+
 fn one_cpu() -> Res<Runtime> {
     Ok(Runtime::builder().num_cpus(1).build()?)
 }
@@ -458,7 +478,8 @@ fn main() -> Res<()> {
 
     // What to measure: a ratio needs both of its sides.
     let want_tcp_bw = bench.wants(&["tcp_loopback_gbps", "transfer_vs_tcp"]);
-    let want_tcp_rtt = bench.wants(&["tcp_rtt_us", "tcp_rtt_p99_us", "remote_get_vs_tcp_rtt"]);
+    let want_tcp_rtt =
+        bench.wants(&["tcp_rtt_us", "tcp_rtt_p99_us", "remote_get_vs_tcp_rtt", "remote_task_vs_tcp_rtt"]);
     let want_transfer = bench.wants(&["transfer_gbps", "transfer_best_gbps", "transfer_vs_tcp"]);
     let want_small = bench.wants(&["remote_get_small_us", "remote_get_small_p99_us", "remote_get_vs_tcp_rtt"]);
     let want_discovery = bench.wants(&["discovery_ms"]);
@@ -521,6 +542,11 @@ fn main() -> Res<()> {
         }
         b.shutdown();
         a.shutdown();
+    }
+
+    let task_rtt = remote::run(&bench)?;
+    if let (Some(task), Some(tcp)) = (task_rtt, tcp_rtt_us) {
+        bench.report("remote_task_vs_tcp_rtt", task / tcp, "x");
     }
 
     if let (Some(tcp), Some(p2p)) = (tcp_bw, transfer_gbps) {
