@@ -195,3 +195,54 @@ fn a_reduction_tree_that_moves_its_refs_into_tasks_finishes() {
     }
     assert_eq!(*level[0].get().unwrap(), 240);
 }
+
+static SLOW_ON_X: RemoteFn<(u64,), String> = RemoteFn::new("slow_on_x", |(ms,)| {
+    std::thread::sleep(Duration::from_millis(ms)); // work, not synchronisation
+    here()
+});
+
+#[test]
+fn a_task_whose_node_dies_runs_again_elsewhere() {
+    let reg = || registry().function(&SLOW_ON_X);
+    let start = |boot: Option<&Node>| {
+        let rt = Runtime::builder().num_cpus(1).resource("X", 1.0).build().unwrap();
+        let mut b = Node::builder(rt)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .heartbeat(Duration::from_millis(100))
+            .failure_timeout(Duration::from_millis(800))
+            .registry(reg());
+        if let Some(n) = boot {
+            b = b.bootstrap(n.listen_addrs()[0].clone());
+        }
+        b.start().unwrap()
+    };
+    // A has no X: the task goes to B or C, whichever is less loaded.
+    let a = node(None, false, reg(), 1 << 14);
+    let b = start(Some(&a));
+    let c = start(Some(&a));
+    for n in [&a, &b, &c] {
+        n.wait_for_peers(2, WAIT).unwrap();
+    }
+    let r = a.task(&SLOW_ON_X).resource("X", 1.0).spawn((1500,));
+    // Wait until one of them runs it (its X is taken), then stop that node.
+    let events = a.subscribe().unwrap();
+    let running = |n: &Node| n.runtime().resources().iter().any(|(name, _, free)| &**name == "X" && *free < 1.0);
+    let deadline = std::time::Instant::now() + WAIT;
+    let first = loop {
+        if let Some(n) = [&b, &c].into_iter().find(|n| running(n)) {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "the task never started");
+        std::thread::yield_now();
+    };
+    let survivor = if first.peer_id() == b.peer_id() { &c } else { &b };
+    first.shutdown();
+    // A hears nothing more from it, declares it dead and places the task again.
+    loop {
+        match events.recv_timeout(WAIT).unwrap() {
+            manta_p2p::MembershipEvent::Died(p) if p == first.peer_id() => break,
+            _ => {}
+        }
+    }
+    assert_eq!(*r.get_timeout(WAIT).unwrap(), survivor.peer_id().to_string());
+}
