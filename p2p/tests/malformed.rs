@@ -3,7 +3,9 @@
 //! yamux handshake, so the bytes reach manta's codec), and plain TCP
 //! garbage to its port. Each bad request gets an `Invalid` reply (a
 //! truncated one, whose sender has closed the stream, gets none); the node
-//! stays up and answers the next good request.
+//! stays up and answers the next good request. The same on the mail
+//! protocol (remote work): bad batches get an `invalid` ack, unknown
+//! functions are refused by name.
 
 use futures::StreamExt;
 use libp2p::request_response::{self as rr, ProtocolSupport};
@@ -149,4 +151,87 @@ fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
     });
     let status = node.cluster_status().unwrap();
     assert_eq!(status.len(), 1, "the node is up and alone");
+}
+
+/// A raw client on the mail protocol (`outbox::MAIL_PROTOCOL`).
+fn raw_mail_client() -> Swarm<Raw> {
+    let proto = libp2p::StreamProtocol::new(manta_p2p::outbox::MAIL_PROTOCOL);
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            rr::Behaviour::with_codec(
+                RawCodec,
+                [(proto, ProtocolSupport::Outbound)],
+                rr::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
+/// Sends raw bytes on the mail protocol; the decoded ack.
+async fn ask_mail(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> manta_p2p::mail::Ack {
+    let id = client.behaviour_mut().send_request(&peer, bytes);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, client.select_next_some()).await.expect("no ack within 20 s");
+        match ev {
+            SwarmEvent::Behaviour(rr::Event::Message {
+                message: rr::Message::Response { request_id, response },
+                ..
+            }) if request_id == id => return manta_p2p::mail::decode_ack(&response).expect("the ack decodes"),
+            SwarmEvent::Behaviour(rr::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
+                panic!("mail request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn bad_mail_gets_invalid_acks_and_unknown_work_is_refused() {
+    use manta_p2p::mail::{encode_batch, Batch, Mail, Opts, Refusal, Root};
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let node = Node::builder(rt).listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).start().unwrap();
+    let addr: Multiaddr = node.listen_addrs()[0].clone();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    tokio_rt.block_on(async {
+        let mut client = raw_mail_client();
+        let peer = node.peer_id();
+        client.dial(addr.clone()).unwrap();
+        let invalid = |a: manta_p2p::mail::Ack, what: &str| {
+            let why = a.invalid.unwrap_or_else(|| panic!("{what}: expected an invalid ack"));
+            eprintln!("{what}: invalid ({why})");
+        };
+        invalid(ask_mail(&mut client, peer, framed(b"\xff\x00garbage")).await, "garbage");
+        let negative = Batch(vec![Mail::Submit {
+            id: [1; 16],
+            func: "f".into(),
+            args: vec![],
+            opts: Opts { cpus: -1.0, ..Opts::default() },
+        }]);
+        invalid(ask_mail(&mut client, peer, framed(&encode_batch(&negative))).await, "negative cpus");
+        let mut oversized = (u32::MAX).to_be_bytes().to_vec();
+        oversized.extend_from_slice(&[0u8; 64]);
+        invalid(ask_mail(&mut client, peer, oversized).await, "oversized");
+
+        // A well-formed batch: an empty borrow is fine, an unknown function
+        // is refused by name.
+        let batch = Batch(vec![
+            Mail::Borrow(vec![]),
+            Mail::Submit { id: [2; 16], func: "nope".into(), args: vec![0x80], opts: Opts::default() },
+        ]);
+        let ack = ask_mail(&mut client, peer, framed(&encode_batch(&batch))).await;
+        assert_eq!(ack.invalid, None);
+        match &ack.refused[..] {
+            [(1, Refusal::Refused(e))] => {
+                assert!(matches!(&e.root, Root::UnknownFunction { name, .. } if name == "nope"), "{e:?}")
+            }
+            other => panic!("expected the submission refused, got {other:?}"),
+        }
+    });
+    assert_eq!(node.cluster_status().unwrap().len(), 1, "the node is up");
 }
