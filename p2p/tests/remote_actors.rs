@@ -26,11 +26,27 @@ static ADD_TO: Method<Counter, (i64,), i64> = Method::new("Counter.add", |c, (n,
 static WHERE: Method<Counter, (), String> =
     Method::new("Counter.where", |_, ()| Node::current().expect("on a node").peer_id().to_string());
 
+static FRAGILE: ActorClass<(i64,), Counter> = ActorClass::new("Fragile", |(start,)| {
+    assert!(start >= 0, "a counter cannot start below zero");
+    Counter { value: start }
+});
+/// Registered on no node.
+static GHOST: ActorClass<(), Counter> = ActorClass::new("Ghost", |()| Counter { value: 0 });
+/// Registered on no node.
+static NOWHERE: Method<Counter, (), i64> = Method::new("Counter.nowhere", |c, ()| c.value);
+
 static MAKE: RemoteFn<(usize,), Vec<u8>> = RemoteFn::new("make", |(n,)| vec![7; n]);
 static LEN2: RemoteFn<(Vec<u8>, Vec<u8>), usize> = RemoteFn::new("len2", |(a, b)| a.len() + b.len());
 
 fn registry() -> Registry {
-    Registry::new().actor(&COUNTER).method(&INCREMENT).method(&ADD_TO).method(&WHERE).function(&MAKE).function(&LEN2)
+    Registry::new()
+        .actor(&COUNTER)
+        .actor(&FRAGILE)
+        .method(&INCREMENT)
+        .method(&ADD_TO)
+        .method(&WHERE)
+        .function(&MAKE)
+        .function(&LEN2)
 }
 
 fn node(bootstrap: Option<&Node>, gpu: bool) -> Node {
@@ -132,5 +148,26 @@ fn after_a_distributed_job_every_store_is_back_at_its_baseline() {
     for (n, base) in nodes.iter().zip(&baseline) {
         assert_eq!(n.runtime().store_stats().bytes_in_memory, *base, "store of {} back to baseline", n.peer_id());
         assert_eq!(n.pinned_objects(), 0, "nothing pinned on {}", n.peer_id());
+    }
+}
+
+#[test]
+fn a_failed_constructor_or_an_unknown_method_is_an_error_not_a_hang() {
+    let (a, b, _c) = three();
+    let broken: RemoteActor<Counter> = a.actor(&FRAGILE).on(b.peer_id()).spawn((-1,)).unwrap();
+    match broken.call(&INCREMENT, ()).get() {
+        Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("below zero"), "{reason}"),
+        other => panic!("expected ActorDead from the constructor's panic, got {other:?}"),
+    }
+    let fine: RemoteActor<Counter> = a.actor(&FRAGILE).on(b.peer_id()).spawn((41,)).unwrap();
+    match fine.call(&NOWHERE, ()).get() {
+        Err(Error::UnknownFunction { name, .. }) => assert_eq!(&*name, "Counter.nowhere"),
+        other => panic!("expected UnknownFunction, got {other:?}"),
+    }
+    assert_eq!(*fine.call(&INCREMENT, ()).get().unwrap(), 42, "the actor still works");
+    let ghost: RemoteActor<Counter> = a.actor(&GHOST).on(b.peer_id()).spawn(()).unwrap();
+    match ghost.call(&INCREMENT, ()).get() {
+        Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("`Ghost` is not registered"), "{reason}"),
+        other => panic!("expected ActorDead naming the type, got {other:?}"),
     }
 }
