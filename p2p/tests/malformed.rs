@@ -20,7 +20,8 @@ use std::time::Duration;
 
 type Raw = rr::Behaviour<RawCodec>;
 
-fn raw_client() -> Swarm<Raw> {
+/// A raw client speaking `proto` (the object or the mail protocol).
+fn raw_client(proto: libp2p::StreamProtocol) -> Swarm<Raw> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
@@ -28,7 +29,7 @@ fn raw_client() -> Swarm<Raw> {
         .with_behaviour(|_| {
             rr::Behaviour::with_codec(
                 RawCodec,
-                [(object_protocol(), ProtocolSupport::Outbound)],
+                [(proto, ProtocolSupport::Outbound)],
                 rr::Config::default().with_request_timeout(Duration::from_secs(10)),
             )
         })
@@ -47,6 +48,12 @@ async fn ask(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Response 
 
 /// Sends raw bytes; the decoded reply, or why there was none.
 async fn try_ask(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Result<Response, String> {
+    let reply = exchange(client, peer, bytes).await?;
+    Ok(wire::decode_response(&reply).expect("the reply decodes"))
+}
+
+/// Sends raw bytes; the raw reply, or why there was none.
+async fn exchange(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     let id = client.behaviour_mut().send_request(&peer, bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -55,7 +62,7 @@ async fn try_ask(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Resul
             SwarmEvent::Behaviour(rr::Event::Message {
                 message: rr::Message::Response { request_id, response },
                 ..
-            }) if request_id == id => return Ok(wire::decode_response(&response).expect("the reply decodes")),
+            }) if request_id == id => return Ok(response),
             SwarmEvent::Behaviour(rr::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
                 return Err(error.to_string())
             }
@@ -109,7 +116,7 @@ fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
 
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     tokio_rt.block_on(async {
-        let mut client = raw_client();
+        let mut client = raw_client(object_protocol());
         let peer = node.peer_id();
         client.dial(addr.clone()).unwrap();
 
@@ -153,42 +160,10 @@ fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
     assert_eq!(status.len(), 1, "the node is up and alone");
 }
 
-/// A raw client on the mail protocol (`outbox::MAIL_PROTOCOL`).
-fn raw_mail_client() -> Swarm<Raw> {
-    let proto = libp2p::StreamProtocol::new(manta_p2p::outbox::MAIL_PROTOCOL);
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_| {
-            rr::Behaviour::with_codec(
-                RawCodec,
-                [(proto, ProtocolSupport::Outbound)],
-                rr::Config::default().with_request_timeout(Duration::from_secs(10)),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
-
 /// Sends raw bytes on the mail protocol; the decoded ack.
 async fn ask_mail(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> manta_p2p::mail::Ack {
-    let id = client.behaviour_mut().send_request(&peer, bytes);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let ev = tokio::time::timeout_at(deadline, client.select_next_some()).await.expect("no ack within 20 s");
-        match ev {
-            SwarmEvent::Behaviour(rr::Event::Message {
-                message: rr::Message::Response { request_id, response },
-                ..
-            }) if request_id == id => return manta_p2p::mail::decode_ack(&response).expect("the ack decodes"),
-            SwarmEvent::Behaviour(rr::Event::OutboundFailure { request_id, error, .. }) if request_id == id => {
-                panic!("mail request failed: {error}")
-            }
-            _ => {}
-        }
-    }
+    let reply = exchange(client, peer, bytes).await.unwrap_or_else(|e| panic!("mail request failed: {e}"));
+    manta_p2p::mail::decode_ack(&reply).expect("the ack decodes")
 }
 
 #[test]
@@ -199,7 +174,7 @@ fn bad_mail_gets_invalid_acks_and_unknown_work_is_refused() {
     let addr: Multiaddr = node.listen_addrs()[0].clone();
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     tokio_rt.block_on(async {
-        let mut client = raw_mail_client();
+        let mut client = raw_client(libp2p::StreamProtocol::new(manta_p2p::outbox::MAIL_PROTOCOL));
         let peer = node.peer_id();
         client.dial(addr.clone()).unwrap();
         let invalid = |a: manta_p2p::mail::Ack, what: &str| {
