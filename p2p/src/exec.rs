@@ -62,8 +62,12 @@ impl Work {
                     }
                 }
                 Mail::Done { id, outcome } => self.on_done(from, ObjectId::from_bytes(id), outcome),
-                Mail::Borrow(ids) => ids.iter().for_each(|id| self.pin_delta(from, ObjectId::from_bytes(**id), 1)),
-                Mail::Release(ids) => ids.iter().for_each(|id| self.pin_delta(from, ObjectId::from_bytes(**id), -1)),
+                Mail::Borrow(ids) => {
+                    ids.iter().for_each(|id| self.pin_delta(from, ObjectId::from_bytes(**id), 1, None))
+                }
+                Mail::Release(ids) => {
+                    ids.iter().for_each(|id| self.pin_delta(from, ObjectId::from_bytes(**id), -1, None))
+                }
                 Mail::NewActor { actor, class, args, opts } => {
                     self.host_actor(from, ObjectId::from_bytes(actor), &class, &args, &opts)
                 }
@@ -102,20 +106,9 @@ impl Work {
         lock(&self.pins).get(&(from, id)).is_some_and(|p| p.held.is_some())
     }
 
+    /// Pins a result made here for `from` (one count, as a borrow).
     fn pin_result(&self, from: PeerId, out: AnyRef) {
-        if from == self.me {
-            return; // our own work: the caller holds the ref
-        }
-        let mut pins = lock(&self.pins);
-        let e = pins.entry((from, out.id())).or_default();
-        e.count += 1;
-        if e.count > 0 && e.held.is_none() {
-            e.held = Some(out);
-        } else if e.count == 0 {
-            let gone = pins.remove(&(from, out.id()));
-            drop(pins);
-            drop(gone);
-        }
+        self.pin_delta(from, out.id(), 1, Some(out));
     }
 
     fn accept_task(
@@ -291,8 +284,10 @@ impl Work {
         }
     }
 
-    /// Applies a borrow (+1) or release (-1) of `id` by `from`.
-    fn pin_delta(&self, from: PeerId, id: ObjectId, delta: i64) {
+    /// Applies a borrow (+1) or release (-1) of `id` by `from`; `known` is
+    /// the object if the caller has it (else it is looked up to pin it).
+    /// Counts from this node itself are not kept (the caller holds its ref).
+    fn pin_delta(&self, from: PeerId, id: ObjectId, delta: i64, known: Option<AnyRef>) {
         if from == self.me {
             return;
         }
@@ -301,7 +296,7 @@ impl Work {
             let e: &mut Pin = pins.entry((from, id)).or_default();
             e.count += delta;
             if e.count > 0 && e.held.is_none() {
-                e.held = self.rt.pin_object(id);
+                e.held = known.or_else(|| self.rt.pin_object(id));
             }
             if e.count <= 0 {
                 let held = e.held.take();
