@@ -615,12 +615,10 @@ impl Node {
 
     /// Serializes a ref (CBOR) for another node: its id and this node's
     /// address; the object is announced in the DHT.
+    /// (The typed, infallible form of [`Node::encode`].)
     pub fn encode_ref<T: Serialize + Any + Send + Sync>(&self, r: &ObjectRef<T>) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Writing to a Vec fails only if serialization does, which for a
-        // ref it does not.
-        let _ = self.inner.rt.enter(|| ciborium::into_writer(r, &mut out));
-        out
+        // Serializing a ref into a Vec does not fail.
+        self.encode(r).unwrap_or_default()
     }
 
     /// Deserializes a ref made by [`Node::encode_ref`] on any node, bound to
@@ -630,7 +628,7 @@ impl Node {
         &self,
         bytes: &[u8],
     ) -> Result<ObjectRef<T>, NodeError> {
-        self.inner.rt.enter(|| ciborium::from_reader(bytes)).map_err(|e| NodeError::Decode(e.to_string()))
+        self.decode(bytes)
     }
 
     /// Sends the queued DHT announcements now and returns once they are in
