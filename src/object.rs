@@ -306,8 +306,11 @@ impl ObjectCell {
     /// outcome (the object was still pending).
     pub(crate) fn cancel(&self) -> bool {
         let Some(ctl) = &self.producer else { return false };
-        ctl.cancelled.store(true, Ordering::Release);
         let won = self.slot.complete(Err(Error::Cancelled { task: ctl.name_text() }));
+        // Only now tell a running task: had the flag come first, a task
+        // polling `is_cancelled` could see it and complete the slot before
+        // this cancel did (which then reported failure).
+        ctl.cancelled.store(true, Ordering::Release);
         if won {
             // Not started yet: drop its closure (and the refs it holds) now;
             // its queue entry stays behind, empty, and is skipped.
