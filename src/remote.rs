@@ -346,28 +346,28 @@ pub enum Served {
     Failed(Error),
 }
 
-/// A writer that keeps only the window `[start, end)` of what passes
-/// through it and counts the rest.
-struct Window<'a> {
+/// A writer that passes on only the window `[start, end)` of what goes
+/// through it and counts the rest (`pos` ends as the encoding's length).
+struct Window<W: Write> {
     pos: u64,
     start: u64,
     end: u64,
-    out: &'a mut Vec<u8>,
+    out: W,
 }
 
-impl Write for Window<'_> {
+impl<W: Write> Write for Window<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let (b0, b1) = (self.pos, self.pos + buf.len() as u64);
         let (lo, hi) = (b0.max(self.start), b1.min(self.end));
         if lo < hi {
-            self.out.extend_from_slice(&buf[(lo - b0) as usize..(hi - b0) as usize]);
+            self.out.write_all(&buf[(lo - b0) as usize..(hi - b0) as usize])?;
         }
         self.pos = b1;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.out.flush()
     }
 }
 
@@ -411,23 +411,40 @@ impl Runtime {
     /// the object again but copies only the window: for `Vec<u8>` and other
     /// byte-string types that is one copy of the window.
     pub fn serve_object(&self, id: ObjectId, offset: u64, max_len: usize) -> Served {
-        let Some((cell, encode)) = self.cluster().lookup(id) else { return Served::NotFound };
-        if !cell.slot.is_done() {
-            return if cell.link.get().is_some_and(|l| l.is_remote()) { Served::NotFound } else { Served::Pending };
-        }
-        let value = match cell.read_value() {
-            None => return Served::Pending,
-            Some(Err(e)) => return Served::Failed(e),
-            Some(Ok(v)) => v,
-        };
         let mut data = Vec::new();
         let end = offset.saturating_add(max_len as u64);
         let mut w = Window { pos: 0, start: offset, end, out: &mut data };
-        if let Err(message) = encode(&*value.data, &mut w) {
-            return Served::Failed(Error::ObjectLost { id, reason: format!("cannot encode: {message}").into() });
+        match self.write_object(id, 0, &mut w) {
+            Ok(total) => Served::Chunk { total, data },
+            Err(why) => why,
         }
-        let total = w.pos;
-        Served::Chunk { total, data }
+    }
+
+    /// Writes exported object `id`'s CBOR encoding, from byte `skip` on, to
+    /// `out` in one encoding pass (for a node streaming a large object to a
+    /// peer: unlike [`Runtime::serve_object`], the object is encoded once
+    /// whatever its size). Returns the encoding's total length, or why
+    /// nothing (or not everything) was written: `NotFound`, `Pending`, or
+    /// `Failed` (the object failed, cannot be encoded, or `out` failed).
+    pub fn write_object(&self, id: ObjectId, skip: u64, out: &mut dyn Write) -> Result<u64, Served> {
+        let Some((cell, encode)) = self.cluster().lookup(id) else { return Err(Served::NotFound) };
+        if !cell.slot.is_done() {
+            return Err(if cell.link.get().is_some_and(|l| l.is_remote()) {
+                Served::NotFound
+            } else {
+                Served::Pending
+            });
+        }
+        let value = match cell.read_value() {
+            None => return Err(Served::Pending),
+            Some(Err(e)) => return Err(Served::Failed(e)),
+            Some(Ok(v)) => v,
+        };
+        let mut w = Window { pos: 0, start: skip, end: u64::MAX, out };
+        if let Err(message) = encode(&*value.data, &mut w).and_then(|()| w.flush().map_err(|e| e.to_string())) {
+            return Err(Served::Failed(Error::ObjectLost { id, reason: format!("cannot encode: {message}").into() }));
+        }
+        Ok(w.pos)
     }
 
     /// A future that resolves once exported object `id` is done (at once
