@@ -32,6 +32,7 @@ pub(crate) struct NodeConfig {
     pub fn_hash: u64,
     pub secret: Option<[u8; 32]>,
     pub observer: bool,
+    pub bulk: bool,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +50,7 @@ impl Default for NodeConfig {
             fn_hash: 0,
             secret: None,
             observer: false,
+            bulk: true,
         }
     }
 }

@@ -77,6 +77,8 @@ pub(crate) struct EventLoop {
     records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
     /// Membership changes, for the remote-work state (dead peers).
     changes: crossbeam_channel::Receiver<MembershipEvent>,
+    /// The IP each connected peer has on its connection (for the bulk lane).
+    peer_ips: crate::bulk::PeerIps,
 }
 
 impl EventLoop {
@@ -154,7 +156,13 @@ impl EventLoop {
             dials: HashMap::new(),
             records: HashMap::new(),
             changes,
+            peer_ips: Default::default(),
         })
+    }
+
+    /// Shares the table of connected peers' IPs (kept up to date here).
+    pub fn set_peer_ips(&mut self, ips: crate::bulk::PeerIps) {
+        self.peer_ips = ips;
     }
 
     /// Binds every listen address; returns once each has an address (at
@@ -407,6 +415,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Some(ip) = crate::bulk::ip_of(endpoint.get_remote_address()) {
+                    self.peer_ips.lock().unwrap_or_else(|p| p.into_inner()).insert(peer_id, ip);
+                }
                 if endpoint.is_dialer() {
                     self.learn(peer_id, endpoint.get_remote_address().clone());
                 }
@@ -422,6 +433,9 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
+                if num_established == 0 {
+                    self.peer_ips.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer_id);
+                }
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");

@@ -2,15 +2,21 @@
 //!
 //! The task tries holders in order: the ref's owner hint first, then the
 //! providers Kademlia returns for the object's id. From one holder it pulls
-//! the object's CBOR encoding in chunks (`Request::Fetch` with an offset)
-//! over the stream pool (`rpc`), with up to `window` chunk requests in
-//! flight. An object that fits in the first chunk is decoded right away; a
-//! bigger one is decoded on a blocking thread as its chunks arrive, in order,
-//! through a channel of `window` chunks, straight into the replica: memory
-//! beyond the replica stays under `2 * window * chunk` bytes whatever the
-//! object's size. If the holder fails (an error reply, a timeout, a lost
-//! connection, bytes that do not decode) the next holder is tried from the
-//! start (a replica's encoding need not be byte-identical to the owner's).
+//! the object's CBOR encoding: the first `BULK_FROM` bytes (a chunk, if the
+//! lane is off) by `Request::Fetch` over the stream pool (`rpc`). An object
+//! that fits is decoded right away. For a bigger one the holder is asked
+//! for a bulk-lane ticket (`bulk`) and the rest streams over its own TCP
+//! connection, decoded on a blocking thread as it arrives. Without a lane
+//! (either side, or the lane is unreachable) the rest comes in chunks, with
+//! up to `window` requests in flight, decoded on a blocking thread through
+//! a channel of `window` chunks. Either way it goes straight into the
+//! replica: memory beyond the replica stays under `2 * window * chunk`
+//! bytes (one record on the lane) whatever the object's size. If the holder
+//! fails (an error reply, a timeout, a lost connection, bytes that do not
+//! decode or authenticate) the next holder is tried from the start (a
+//! replica's encoding need not be byte-identical to the owner's); one that
+//! could not be reached, or whose stream broke, first gets one more try,
+//! in chunks.
 //! With no holder left the object fails with `PeerUnreachable` if some
 //! holder could not be reached, else `ObjectLost`.
 //!
@@ -40,10 +46,20 @@ pub(crate) struct Ctx {
     pub window: usize,
     /// Owners whose hint addresses the swarm already has.
     pub known: std::sync::Mutex<HashSet<PeerId>>,
+    /// Whether to ask holders for their bulk lane.
+    pub bulk: bool,
+    /// Where connected peers are (their lanes listen there).
+    pub peer_ips: crate::bulk::PeerIps,
+    /// Objects received over peers' bulk lanes.
+    pub bulk_received: std::sync::atomic::AtomicU64,
 }
 
 /// Bound of `Ctx::known` (cleared when full: it is only a cache).
 const MAX_KNOWN: usize = 4096;
+
+/// Objects whose encoding is longer than this come over the bulk lane
+/// (when both sides have one); shorter ones in one reply.
+const BULK_FROM: usize = 256 << 10;
 
 /// Why one holder could not give the object.
 struct Failure {
@@ -98,7 +114,9 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>, first: Option<PeerId>) {
             continue;
         }
         tried.insert(peer, attempt + 1);
-        match pull(fetch, peer, &ctx).await {
+        // A second try of a holder comes in chunks, in case its lane (or
+        // something between us and it) is what failed.
+        match pull(fetch, peer, &ctx, attempt == 0).await {
             Ok(()) => return, // stored; `exported` queued its announcement
             Err((f, failure)) => {
                 fetch = f;
@@ -156,19 +174,22 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Data)
         }
         Reply::Other(Response::Invalid { reason }) => Err(refused(format!("refused our request: {reason}"))),
         Reply::Other(Response::Busy) => Err(Failure { reason: "busy".into(), unreachable: true }),
-        Reply::Other(Response::Chunk { .. }) => Err(refused("an unexpected reply".into())),
+        Reply::Other(Response::Chunk { .. } | Response::Ticket { .. }) => Err(refused("an unexpected reply".into())),
     }
 }
 
 /// Pulls the whole object from `peer` and completes the fetch, or hands the
 /// fetch back with why it failed.
-async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failure)> {
+async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx, lane: bool) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
+    // With a bulk lane, anything past the first reply streams over it.
+    let lane = lane && ctx.bulk;
+    let first_len = if lane { ctx.chunk.min(BULK_FROM) } else { ctx.chunk };
     // `Busy` means the object's task is still running there (the holder
     // waited a while before saying so): ask again, as `get` blocks until
     // the task ends. A holder that dies meanwhile ends this with an error.
     let first = loop {
-        match ctx.pool.call(peer, &chunk_request(id, 0, ctx.chunk)).await {
+        match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
             Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
             Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
@@ -187,6 +208,20 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
             }
             Err(e) => Err((fetch, Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false })),
         };
+    }
+    let head = data.bytes().len() as u64;
+    if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
+        match crate::bulk::connect(&pass, ctx.pool.timeout()).await {
+            Ok(stream) => {
+                let pulled = pull_bulk(fetch, data, stream, pass.key, total - head).await;
+                if pulled.is_ok() {
+                    ctx.bulk_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return pulled;
+            }
+            // The lane is out of reach (a firewall?): chunks still work.
+            Err(e) => tracing::debug!(object = %id, %peer, "{e}; fetching in chunks"),
+        }
     }
     let (tx, rx) = mpsc::channel::<Result<Data, String>>(ctx.window);
     let decoder = tokio::task::spawn_blocking(move || {
@@ -239,6 +274,45 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx) -> Result<(), (Fetch, Failu
         }
         // The decoder panicked: the fetch was dropped, which failed the
         // object; nothing is left to do.
+        Err(_) => Ok(()),
+    }
+}
+
+/// A ticket for the rest of the object from `offset` on, if the peer's
+/// connection address is known and it gives one.
+async fn bulk_pass(ctx: &Ctx, peer: PeerId, id: ObjectId, offset: u64) -> Option<crate::bulk::Pass> {
+    let ip = *ctx.peer_ips.lock().unwrap_or_else(|p| p.into_inner()).get(&peer)?;
+    match ctx.pool.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
+        Ok(Reply::Other(Response::Ticket { port, token, key })) => {
+            Some(crate::bulk::Pass { addr: std::net::SocketAddr::new(ip, port), token, key })
+        }
+        _ => None, // no lane there, or busy: chunks
+    }
+}
+
+/// Decodes the object from its first chunk and the rest from a bulk-lane
+/// stream, on a blocking thread.
+async fn pull_bulk(
+    fetch: Fetch,
+    head: Data,
+    stream: std::net::TcpStream,
+    key: crate::seal::Secret,
+    rest: u64,
+) -> Result<(), (Fetch, Failure)> {
+    let decoder =
+        tokio::task::spawn_blocking(move || match crate::bulk::receive(&fetch, head.bytes(), stream, &key, rest) {
+            Ok(decoded) => {
+                fetch.complete(Ok(decoded));
+                None
+            }
+            Err(e) => Some((fetch, e)),
+        });
+    match decoder.await {
+        Ok(None) => Ok(()),
+        // A stream cut short or not authentic: unreachable, so the holder
+        // gets one more try before the next one.
+        Ok(Some((fetch, e))) => Err((fetch, Failure { reason: format!("bulk lane: {e}"), unreachable: true })),
+        // The decoder panicked: the fetch was dropped, which failed the object.
         Err(_) => Ok(()),
     }
 }

@@ -117,6 +117,17 @@ impl NodeBuilder {
         self
     }
 
+    /// Turns the bulk lane on or off (default on). With it, objects bigger
+    /// than one chunk are streamed from a holder over their own TCP
+    /// connection, sealed with AES-256-GCM under a one-use key obtained
+    /// over libp2p, on a port next to the first listen address's IP;
+    /// without it (or with a peer that has none) they come in chunks over
+    /// the libp2p connection.
+    pub fn bulk_lane(mut self, on: bool) -> Self {
+        self.cfg.bulk = on;
+        self
+    }
+
     /// Makes the cluster private: only nodes holding the same 32-byte key
     /// can connect (libp2p's pre-shared-key private network, under Noise).
     /// A node without it cannot connect, gossip, read objects or run code.
@@ -183,12 +194,16 @@ impl NodeBuilder {
             work,
             handler,
             node: OnceLock::new(),
+            lane: OnceLock::new(),
         });
         // Everything tokio lives on the node's own thread, so `start` works
         // the same from synchronous code and from inside another runtime.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (loop_backend, rt, serve_rt) = (backend.clone(), self.rt.clone(), self.rt.clone());
         let (request_timeout, chunk, window) = (cfg.request_timeout, cfg.chunk_bytes, cfg.window);
+        let lane_ip = if cfg.bulk { cfg.listen.first().and_then(crate::bulk::ip_of) } else { None };
+        let peer_ips = crate::bulk::PeerIps::default();
+        let loop_ips = peer_ips.clone();
         let thread = std::thread::Builder::new()
             .name("manta-p2p-loop".into())
             .spawn(move || {
@@ -207,7 +222,10 @@ impl NodeBuilder {
                 let bound = {
                     let _guard = tokio_rt.enter();
                     match EventLoop::new(key, cfg, rt, rx) {
-                        Ok(el) => tokio_rt.block_on(el.bind()),
+                        Ok(mut el) => {
+                            el.set_peer_ips(loop_ips);
+                            tokio_rt.block_on(el.bind())
+                        }
                         Err(e) => Err(e),
                     }
                 };
@@ -223,6 +241,16 @@ impl NodeBuilder {
                     }
                 };
                 let control = event_loop.control();
+                if let Some(ip) = lane_ip {
+                    match tokio_rt.block_on(crate::bulk::Lane::bind(ip, request_timeout)) {
+                        Ok((lane, listener)) => {
+                            let _ = loop_backend.lane.set(lane.clone());
+                            tokio_rt.spawn(crate::bulk::serve(lane, listener, serve_rt.clone()));
+                        }
+                        // Peers then fetch from this node in chunks.
+                        Err(e) => tracing::warn!(%ip, error = %e, "bulk lane not started"),
+                    }
+                }
                 let ctx = Arc::new(crate::fetch::Ctx {
                     pool: crate::rpc::Pool::new(control.clone(), request_timeout),
                     me: peer_id,
@@ -230,6 +258,9 @@ impl NodeBuilder {
                     chunk,
                     window,
                     known: Mutex::new(std::collections::HashSet::new()),
+                    bulk: lane_ip.is_some(),
+                    peer_ips,
+                    bulk_received: 0.into(),
                 });
                 let _ = loop_backend.fetcher.set((tokio_rt.handle().clone(), ctx));
                 let handler = Arc::downgrade(&loop_backend.handler);
@@ -281,6 +312,8 @@ pub(crate) struct Backend {
     handler: Arc<dyn crate::outbox::Handler>,
     /// The node handle (weak: the runtime holds the backend).
     node: OnceLock<Weak<Inner>>,
+    /// The bulk lane, if it is on and bound.
+    pub(crate) lane: OnceLock<Arc<crate::bulk::Lane>>,
 }
 
 /// Which exported objects are announced as provided in the DHT.
@@ -535,6 +568,16 @@ impl Node {
     /// results of their tasks).
     pub fn pinned_objects(&self) -> usize {
         self.work().pinned()
+    }
+
+    /// What this node's bulk lane has done: its port, objects streamed to
+    /// peers, objects received from theirs (see [`NodeBuilder::bulk_lane`]).
+    pub fn lane_stats(&self) -> crate::LaneStats {
+        let b = &self.inner.backend;
+        let lane = b.lane.get();
+        let received =
+            b.fetcher.get().map_or(0, |(_, ctx)| ctx.bulk_received.load(std::sync::atomic::Ordering::Relaxed));
+        crate::LaneStats { port: lane.map(|l| l.port()), served: lane.map_or(0, |l| l.served()), received }
     }
 
     /// This node's peer id.

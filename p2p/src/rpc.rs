@@ -85,6 +85,11 @@ impl Pool {
         Pool { control, idle: Mutex::new(HashMap::new()), timeout }
     }
 
+    /// The timeout of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn take(&self, peer: PeerId) -> Option<Stream> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&peer)?.pop()
     }
@@ -206,6 +211,15 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
                 if offset == 0 && matches!(resp, Response::Chunk { .. }) {
                     backend.announce(id); // a peer needs it: now it is worth a DHT record
                 }
+                (resp, false)
+            }
+            Incoming::Valid(Request::Bulk { id, offset }) => {
+                let id = ObjectId::from_bytes(id);
+                let resp = match backend.lane.get() {
+                    None => Response::Invalid { reason: "this node has no bulk lane".into() },
+                    Some(_) if !rt.holds_object(id) => Response::NotFound,
+                    Some(lane) => lane.issue(id, offset),
+                };
                 (resp, false)
             }
             Incoming::Invalid(WireError::Truncated) => {

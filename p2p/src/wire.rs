@@ -114,6 +114,17 @@ pub enum Request {
         /// Most bytes wanted.
         len: u32,
     },
+    /// "Send me object `id`'s CBOR encoding from byte `offset` on over your
+    /// bulk lane" (see [`Response::Ticket`]). A peer without a lane, or
+    /// one that does not hold the object, says so and the requester goes
+    /// on with [`Request::Fetch`].
+    Bulk {
+        /// The object's id (a CBOR byte string of exactly 16 bytes).
+        #[serde(with = "serde_bytes")]
+        id: [u8; 16],
+        /// First byte wanted.
+        offset: u64,
+    },
 }
 
 /// A reply on the object-transfer protocol.
@@ -144,6 +155,20 @@ pub enum Response {
     },
     /// The peer is overloaded; retry later or elsewhere.
     Busy,
+    /// The answer to [`Request::Bulk`]: connect over TCP to `port` at the
+    /// address this connection's peer has, send `token`, and read the
+    /// encoding sealed under `key` (AES-256-GCM, see `seal`). Both secrets
+    /// are fresh per ticket; the ticket is good for one connection, soon.
+    Ticket {
+        /// The peer's bulk-lane TCP port (not 0).
+        port: u16,
+        /// What to send to redeem the ticket.
+        #[serde(with = "serde_bytes")]
+        token: [u8; 32],
+        /// The stream's one-use key.
+        #[serde(with = "serde_bytes")]
+        key: [u8; 32],
+    },
 }
 
 /// One resource kind in a [`Heartbeat`] (e.g. `"cpu"`), in the units the
@@ -192,15 +217,19 @@ impl Request {
             Request::Fetch { len, .. } if *len == 0 || *len > MAX_FETCH_LEN => {
                 Err(malformed(format!("Fetch len {len} is outside 1..={MAX_FETCH_LEN}")))
             }
-            Request::Fetch { .. } => Ok(()),
+            Request::Fetch { .. } | Request::Bulk { .. } => Ok(()),
         }
     }
 }
 
 impl Response {
     /// Checks the field ranges the decoder enforces: a chunk's data is at
-    /// most [`MAX_RESPONSE_BYTES`] and lies within `0..total`.
+    /// most [`MAX_RESPONSE_BYTES`] and lies within `0..total`; a ticket's
+    /// port is not 0.
     pub fn validate(&self) -> Result<(), WireError> {
+        if let Response::Ticket { port: 0, .. } = self {
+            return Err(malformed("Ticket port 0"));
+        }
         let Response::Chunk { total, offset, data } = self else { return Ok(()) };
         if data.len() > MAX_RESPONSE_BYTES {
             return Err(malformed(format!("Chunk of {} bytes exceeds {MAX_RESPONSE_BYTES}", data.len())));

@@ -139,28 +139,62 @@ fn a_remote_get_waits_for_a_task_still_running_on_its_owner() {
     assert_eq!(*on_c.get().unwrap(), vec![3u16; 50_000]);
 }
 
-#[test]
-fn objects_larger_than_a_chunk_stream_across_in_order() {
-    let small_chunks = |bootstrap: Option<&Node>| {
+/// Two nodes with 64 KiB chunks; `lanes` says which have a bulk lane.
+fn small_chunk_pair(lanes: [bool; 2]) -> (Node, Node) {
+    let start = |bootstrap: Option<&Node>, lane: bool| {
         let rt = Runtime::builder().num_cpus(1).build().unwrap();
         let mut b = Node::builder(rt)
             .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .chunk_bytes(64 << 10)
+            .bulk_lane(lane)
             .heartbeat(Duration::from_millis(100));
         if let Some(n) = bootstrap {
             b = b.bootstrap(n.listen_addrs()[0].clone());
         }
         b.start().unwrap()
     };
-    let a = small_chunks(None);
-    let b = small_chunks(Some(&a));
+    let a = start(None, lanes[0]);
+    let b = start(Some(&a), lanes[1]);
     b.wait_for_peers(1, WAIT).unwrap();
+    (a, b)
+}
+
+/// A 5 MB byte string and 100,000 structured entries from `a` to `b`.
+fn send_large_objects(a: &Node, b: &Node) {
     let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     let r = a.runtime().put(bytes.clone()).unwrap();
     let on_b: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
-    assert_eq!(*on_b.get().unwrap(), bytes, "79 chunks, reassembled in order");
+    assert_eq!(*on_b.get().unwrap(), bytes, "reassembled in order");
     let words: Vec<(String, u64)> = (0..100_000u64).map(|i| (format!("w{i}"), i)).collect();
     let r = a.runtime().put(words.clone()).unwrap();
     let on_b: ObjectRef<Vec<(String, u64)>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
     assert_eq!(*on_b.get().unwrap(), words);
+}
+
+#[test]
+fn objects_larger_than_a_chunk_stream_across_in_order() {
+    // No lanes: 79 chunks of 64 KiB for the bytes, in order.
+    let (a, b) = small_chunk_pair([false, false]);
+    send_large_objects(&a, &b);
+    assert_eq!(a.lane_stats().port, None);
+    assert_eq!((a.lane_stats().served, b.lane_stats().received), (0, 0));
+}
+
+#[test]
+fn large_objects_come_over_the_bulk_lane() {
+    let (a, b) = small_chunk_pair([true, true]);
+    send_large_objects(&a, &b);
+    assert!(a.lane_stats().port.is_some());
+    assert_eq!((a.lane_stats().served, b.lane_stats().received), (2, 2), "both came over a's lane");
+}
+
+#[test]
+fn a_holder_without_a_lane_still_serves_in_chunks() {
+    let (a, b) = small_chunk_pair([false, true]);
+    send_large_objects(&a, &b);
+    assert_eq!(b.lane_stats().received, 0);
+    // And a requester without one never asks for it.
+    let (a, b) = small_chunk_pair([true, false]);
+    send_large_objects(&a, &b);
+    assert_eq!(a.lane_stats().served, 0);
 }

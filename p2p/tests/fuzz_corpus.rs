@@ -1,4 +1,4 @@
-//! The wire fuzz targets' seed corpora (`fuzz/corpus/p2p_*/`), run as normal
+//! The p2p fuzz targets' seed corpora (`fuzz/corpus/p2p_*/`), run as normal
 //! tests: every file goes through the same call as its target in
 //! `fuzz/fuzz_targets/p2p_*.rs` (decode; if that succeeds, re-encode and
 //! check the bytes decode to the same value), so `cargo test` exercises them
@@ -6,7 +6,7 @@
 //!
 //! File names say what is expected:
 //! - `valid-*` must decode to `Ok`;
-//! - `bad-*` must be a `WireError`;
+//! - `bad-*` must be an error (a `WireError`; for `p2p_bulk` an `io::Error`);
 //! - anything else (e.g. a minimised crash `crash-*`, or an input the fuzzer
 //!   found) must only not panic.
 //!
@@ -17,6 +17,12 @@
 //! decoder, `valid-ack-*` the ack decoder: see
 //! [`mail_seeds_decode_as_their_kind`]) and `bad-*` that both refuse it.
 //!
+//! `p2p_bulk` likewise parses a `Hello` from the first `HELLO_BYTES` bytes
+//! and opens the whole input as a sealed record stream under [`BULK_KEY`]:
+//! `valid-hello` is a hello, the other `valid-*` are streams, and `bad-*`
+//! is neither (a stream never starts with the hello's magic: as a header it
+//! is a record over the size cap).
+//!
 //! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
 //! ```text
 //! MANTA_REGEN_FUZZ_CORPUS=1 cargo test -p manta-p2p --test fuzz_corpus regenerate
@@ -26,40 +32,92 @@ use manta_p2p::mail::{
     decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Mail, Opts, Outcome, Refusal, RemoteError, Root,
     WireId, MAX_CHAIN, MAX_NAME_BYTES,
 };
+use manta_p2p::seal::{self, Hello, Secret, HELLO_BYTES, LAST, RECORD_BYTES, TAG_BYTES};
 use manta_p2p::wire::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-type Target = fn(&[u8]) -> Result<(), WireError>;
+/// The call a fuzz target makes, by the error its decoder gives.
+#[derive(Clone, Copy)]
+enum Target {
+    Wire(fn(&[u8]) -> Result<(), WireError>),
+    Io(fn(&[u8]) -> std::io::Result<()>),
+}
+
+impl Target {
+    /// Runs the call; its error as text.
+    fn run(self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            Target::Wire(call) => call(bytes).map_err(|e| format!("{e:?}")),
+            Target::Io(call) => call(bytes).map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+/// `fuzz/fuzz_targets/p2p_bulk.rs`'s key: its seeds are sealed with it.
+const BULK_KEY: Secret = [0x42; 32];
+
+/// `fuzz/fuzz_targets/p2p_bulk.rs`'s plaintext limit.
+const BULK_LIMIT: u64 = 4 << 20;
 
 /// The fuzz targets: name (= `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/`) and the call the target makes.
-const TARGETS: [(&str, Target); 4] = [
-    ("p2p_request", |b| {
-        let req = decode_request(b)?;
-        assert_eq!(decode_request(&encode_request(&req)).as_ref(), Ok(&req), "request round trip");
-        Ok(())
-    }),
-    ("p2p_response", |b| {
-        let res = decode_response(b)?;
-        assert_eq!(decode_response(&encode_response(&res)).as_ref(), Ok(&res), "response round trip");
-        Ok(())
-    }),
-    ("p2p_heartbeat", |b| {
-        let hb = decode_heartbeat(b)?;
-        assert_eq!(decode_heartbeat(&encode_heartbeat(&hb)).as_ref(), Ok(&hb), "heartbeat round trip");
-        Ok(())
-    }),
+const TARGETS: [(&str, Target); 5] = [
+    (
+        "p2p_request",
+        Target::Wire(|b| {
+            let req = decode_request(b)?;
+            assert_eq!(decode_request(&encode_request(&req)).as_ref(), Ok(&req), "request round trip");
+            Ok(())
+        }),
+    ),
+    (
+        "p2p_response",
+        Target::Wire(|b| {
+            let res = decode_response(b)?;
+            assert_eq!(decode_response(&encode_response(&res)).as_ref(), Ok(&res), "response round trip");
+            Ok(())
+        }),
+    ),
+    (
+        "p2p_heartbeat",
+        Target::Wire(|b| {
+            let hb = decode_heartbeat(b)?;
+            assert_eq!(decode_heartbeat(&encode_heartbeat(&hb)).as_ref(), Ok(&hb), "heartbeat round trip");
+            Ok(())
+        }),
+    ),
     // Both decoders on every input: `Ok` if either accepts it.
-    ("p2p_mail", |b| {
-        let batch = decode_batch(b).map(|batch| {
-            assert_eq!(decode_batch(&encode_batch(&batch)).as_ref(), Ok(&batch), "batch round trip");
-        });
-        let ack = decode_ack(b).map(|ack| {
-            assert_eq!(decode_ack(&encode_ack(&ack)).as_ref(), Ok(&ack), "ack round trip");
-        });
-        batch.or(ack)
-    }),
+    (
+        "p2p_mail",
+        Target::Wire(|b| {
+            let batch = decode_batch(b).map(|batch| {
+                assert_eq!(decode_batch(&encode_batch(&batch)).as_ref(), Ok(&batch), "batch round trip");
+            });
+            let ack = decode_ack(b).map(|ack| {
+                assert_eq!(decode_ack(&encode_ack(&ack)).as_ref(), Ok(&ack), "ack round trip");
+            });
+            batch.or(ack)
+        }),
+    ),
+    // The hello parser and the stream opener on every input: `Ok` if either
+    // accepts it.
+    (
+        "p2p_bulk",
+        Target::Io(|b| {
+            let hello = match b.first_chunk::<HELLO_BYTES>() {
+                Some(first) => Hello::from_bytes(first).map(|hello| {
+                    assert_eq!(&hello.to_bytes(), first, "hello round trip");
+                }),
+                None => Err("shorter than a hello".into()),
+            };
+            let stream = seal::open_all(b, &BULK_KEY, BULK_LIMIT).map(|plain| {
+                let again = seal::open_all(&seal::seal_all(&plain, &BULK_KEY), &BULK_KEY, BULK_LIMIT);
+                assert_eq!(again.ok().as_ref(), Some(&plain), "seal round trip");
+            });
+            stream.or_else(|e| hello.map_err(|_| e))
+        }),
+    ),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -87,7 +145,7 @@ fn expectation(name: &str) -> Expect {
 /// Runs `target` on `bytes`; `Err(why)` if the result contradicts `expect`
 /// or the target panicked.
 fn check(target: Target, bytes: &[u8], expect: Expect) -> Result<(), String> {
-    match catch_unwind(AssertUnwindSafe(|| target(bytes))) {
+    match catch_unwind(AssertUnwindSafe(|| target.run(bytes))) {
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
@@ -96,8 +154,8 @@ fn check(target: Target, bytes: &[u8], expect: Expect) -> Result<(), String> {
                 .unwrap_or_default();
             Err(format!("target panicked: {msg}"))
         }
-        Ok(Ok(())) if expect == Expect::Err => Err("decoded Ok, expected a WireError".into()),
-        Ok(Err(e)) if expect == Expect::Ok => Err(format!("expected Ok, got {e:?}")),
+        Ok(Ok(())) if expect == Expect::Err => Err("decoded Ok, expected an error".into()),
+        Ok(Err(e)) if expect == Expect::Ok => Err(format!("expected Ok, got {e}")),
         Ok(_) => Ok(()),
     }
 }
@@ -302,6 +360,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("fetch-min", fetch([0; 16], 0, 1)),
                     ("fetch-typical", base.clone()),
                     ("fetch-max", fetch([0xff; 16], u64::MAX, MAX_FETCH_LEN)),
+                    ("bulk", encode_request(&Request::Bulk { id, offset: 1 << 40 })),
                     // Indefinite-length envelope and field maps.
                     ("indefinite-maps", {
                         let b = patch(&base, &[0xa2, 0x61, b'v'], &[0xbf, 0x61, b'v']);
@@ -333,6 +392,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 |total, offset, data: &[u8]| encode_response(&Response::Chunk { total, offset, data: data.to_vec() });
             let base = chunk(100, 10, &[1, 2, 3]);
             let failed = encode_response(&Response::Failed { message: "abc".into() });
+            let ticket = |port| encode_response(&Response::Ticket { port, token: [0x11; 32], key: [0x22; 32] });
             (
                 vec![
                     ("chunk-empty", chunk(0, 0, &[])),
@@ -342,6 +402,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("failed", failed.clone()),
                     ("invalid", encode_response(&Response::Invalid { reason: "message truncated".into() })),
                     ("busy", encode_response(&Response::Busy)),
+                    ("ticket", ticket(40123)),
                 ],
                 base.clone(),
                 vec![
@@ -355,6 +416,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("text-4g-header", patch(&failed, &[0x63, b'a'], &[&huge(0x60)[..], b"a"].concat())),
                     ("unit-variant-unknown", patch(&encode_response(&Response::Busy), b"Busy", b"Bosy")),
                     ("data-as-text", patch(&base, &[0x43, 1, 2, 3], &[0x63, b'a', b'b', b'c'])),
+                    ("ticket-port-0", ticket(0)),
                 ],
             )
         }
@@ -514,12 +576,73 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 ],
             )
         }
+        "p2p_bulk" => {
+            let (valid, bad) = bulk_seeds();
+            return prefixed(valid, bad);
+        }
         other => panic!("unknown target {other}"),
     };
+    prefixed(valid, damaged(&base).into_iter().chain(odd).collect())
+}
 
-    let mut out: Vec<(String, Vec<u8>)> = valid.into_iter().map(|(n, b)| (format!("valid-{n}"), b)).collect();
-    for (name, bytes) in damaged(&base).into_iter().chain(odd) {
-        out.push((format!("bad-{name}"), bytes));
-    }
-    out
+/// The seeds named: `valid-` before each of `valid`, `bad-` before each of `bad`.
+fn prefixed(valid: Named, bad: Named) -> Vec<(String, Vec<u8>)> {
+    let valid = valid.into_iter().map(|(n, b)| (format!("valid-{n}"), b));
+    valid.chain(bad.into_iter().map(|(n, b)| (format!("bad-{n}"), b))).collect()
+}
+
+/// The `p2p_bulk` seeds (valid, bad): hellos, and record streams sealed
+/// under [`BULK_KEY`] in short records, whole or damaged every way the
+/// reader must refuse. (Bytes after the `LAST` record are not refused:
+/// `open_all` stops reading there.)
+fn bulk_seeds() -> (Named, Named) {
+    let seal = |records: &[&[u8]]| seal::seal_records(records, &BULK_KEY);
+    let one = seal(&[b"one short record"]);
+    let records: [&[u8]; 3] = [b"first", b"the second record", b"3"];
+    let three = seal(&records);
+    // Where each of `three`'s records starts, then its end.
+    let at: Vec<usize> = std::iter::once(0)
+        .chain(records.iter().scan(0, |end, r| {
+            *end += 4 + r.len() + TAG_BYTES;
+            Some(*end)
+        }))
+        .collect();
+    assert_eq!(at[3], three.len());
+    let record = |i: usize| &three[at[i]..at[i + 1]];
+    let flip = |bytes: &[u8], at: usize, bits: u8| {
+        let mut b = bytes.to_vec();
+        b[at] ^= bits;
+        b
+    };
+    let hello = Hello { token: std::array::from_fn(|i| i as u8) }.to_bytes();
+    (
+        vec![
+            ("empty", seal(&[])),
+            ("one-record", one.clone()),
+            ("three-records", three.clone()),
+            ("hello", hello.to_vec()),
+        ],
+        vec![
+            ("no-bytes", vec![]),
+            ("truncated-header", three[..at[1] + 2].to_vec()),
+            ("truncated-record", three[..at[1] + 10].to_vec()),
+            ("truncated-tag", one[..one.len() - 1].to_vec()),
+            ("no-last-record", three[..at[2]].to_vec()),
+            ("flipped-ciphertext-bit", flip(&one, 4 + 3, 0x10)),
+            ("flipped-tag-bit", flip(&one, one.len() - 1, 0x01)),
+            // The header is associated data: its length and `LAST` bit are authenticated.
+            ("flipped-length-bit", flip(&three, 3, 0x01)),
+            ("last-bit-cleared", flip(&three, at[2], 0x80)),
+            ("last-bit-set-early", flip(&three, 0, 0x80)),
+            ("swapped-records", [record(1), record(0), record(2)].concat()),
+            ("dropped-record", [record(0), record(2)].concat()),
+            ("replayed-record", [record(0), record(0), record(1), record(2)].concat()),
+            ("oversized-length", [&((RECORD_BYTES as u32 + 1) | LAST).to_be_bytes()[..], &[0; 32]].concat()),
+            ("oversized-length-max", [&[0x7f, 0xff, 0xff, 0xff][..], &[0; 32]].concat()),
+            ("empty-non-last-record", seal(&[b"", b"after an empty record"])),
+            ("other-key", seal::seal_records(&[b"sealed under another key"], &[0x24; 32])),
+            ("hello-version-2", flip(&hello, 8, 0x03)),
+            ("hello-wrong-magic", flip(&hello, 0, 0x20)),
+        ],
+    )
 }

@@ -21,9 +21,10 @@
 //!
 //! - `transfer_gbps`: a fresh 100 MB `Vec<u8>` is put on A and its ref
 //!   encoded there (`a.encode_ref`, untimed); the timer runs from
-//!   `b.decode_ref::<Vec<u8>>` until `get` on B returns the value (pulled in
-//!   chunks from A). Median of 5 rounds; each round's object is new and both
-//!   refs are dropped after it, so no replica is reused. The value is checked
+//!   `b.decode_ref::<Vec<u8>>` until `get` on B returns the value (the
+//!   first 256 KiB over libp2p, the rest over A's bulk lane). Median of 5
+//!   rounds; each round's object is new and both refs are dropped after
+//!   it, so no replica is reused. The value is checked
 //!   against the source afterwards (untimed). stderr shows, per round, the
 //!   process's CPU time during the timed part (`/proc/self/stat`): CPU
 //!   nanoseconds per byte, and how many cores were busy on average.
@@ -45,6 +46,10 @@
 //!   byte when it has it all; timed on the writer from the first write to
 //!   that byte. Median of 5 (after one warm-up, round 0 on stderr). stderr
 //!   shows CPU per byte as for `transfer_gbps`.
+//! - `fresh_write_gbps`: the other floor of `transfer_gbps`: copying 100 MB
+//!   into a newly allocated `Vec` in 1 MiB steps (the page faults and
+//!   zeroing every new replica costs; the TCP floor reads into one reused
+//!   buffer and pays none). Median of 5.
 //! - `tcp_rtt_us`: the floor of `remote_get_small_us`: a 64-byte ping-pong
 //!   round trip over one such connection (an echo thread); median of 2,000
 //!   (after 100 warm-ups). `tcp_rtt_p99_us`: their 99th percentile.
@@ -102,6 +107,7 @@ const SECTION_BUDGET: Duration = Duration::from_secs(120);
 /// Every metric this program prints, in order.
 const METRICS: &[&str] = &[
     "tcp_loopback_gbps",
+    "fresh_write_gbps",
     "tcp_rtt_us",
     "tcp_rtt_p99_us",
     "transfer_gbps",
@@ -199,6 +205,25 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
 
 // ---------------------------------------------------------------------------
 // Floors: plain std sockets.
+
+/// Copies 100 MB into a freshly allocated `Vec` per round (what a replica
+/// costs before any byte crosses a socket: the OS faults in and zeroes
+/// every new page); returns GB/s per round.
+fn fresh_write() -> Vec<f64> {
+    let src: Vec<u8> = (0..LARGE_BYTES).map(|i| (i % 251) as u8).collect();
+    (0..LARGE_ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            let mut v: Vec<u8> = Vec::with_capacity(LARGE_BYTES);
+            for c in src.chunks(TCP_WRITE) {
+                v.extend_from_slice(c);
+            }
+            let d = t.elapsed();
+            assert_eq!(std::hint::black_box(&v).len(), LARGE_BYTES);
+            gbps(LARGE_BYTES, d)
+        })
+        .collect()
+}
 
 /// A connected pair of loopback sockets, `TCP_NODELAY` and timeouts set.
 fn tcp_pair() -> Res<(TcpStream, TcpStream)> {
@@ -491,6 +516,12 @@ fn main() -> Res<()> {
         if let Some(s) = summarize("tcp_loopback_gbps", tcp_loopback()?) {
             bench.report("tcp_loopback_gbps", median(&s), "GB/s");
             tcp_bw = Some(median(&s));
+        }
+    }
+    if bench.wants(&["fresh_write_gbps"]) {
+        eprintln!("# fresh write: {LARGE_ROUNDS} x 100 MB copied into a new Vec, {TCP_WRITE}-byte steps");
+        if let Some(s) = summarize("fresh_write_gbps", fresh_write()) {
+            bench.report("fresh_write_gbps", median(&s), "GB/s");
         }
     }
     let mut tcp_rtt_us = None;
