@@ -50,6 +50,8 @@ pub(crate) struct Ctx {
     pub bulk: bool,
     /// Where connected peers are (their lanes listen there).
     pub peer_ips: crate::bulk::PeerIps,
+    /// The node's remote work (results it can rebuild).
+    pub work: std::sync::Weak<crate::work::Work>,
     /// Objects received over peers' bulk lanes.
     pub bulk_received: std::sync::atomic::AtomicU64,
 }
@@ -135,7 +137,16 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>, first: Option<PeerId>) {
             }
         }
     }
-    fetch.complete(Err(final_error(id, unreachable, refused)));
+    let err = final_error(id, unreachable, refused);
+    // One of this node's task results, lost with its executor: rebuilt.
+    let fetch = match ctx.work.upgrade() {
+        Some(work) => match work.rebuild(fetch, &err) {
+            Some(f) => f,
+            None => return,
+        },
+        None => fetch,
+    };
+    fetch.complete(Err(err));
 }
 
 fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {

@@ -261,6 +261,7 @@ impl NodeBuilder {
                     bulk: lane_ip.is_some(),
                     peer_ips,
                     bulk_received: 0.into(),
+                    work: Arc::downgrade(&loop_backend.work),
                 });
                 let _ = loop_backend.fetcher.set((tokio_rt.handle().clone(), ctx));
                 let handler = Arc::downgrade(&loop_backend.handler);

@@ -15,7 +15,10 @@
 //! Invariants:
 //! - an entry of `results` lives from submission until the promise is
 //!   dropped (then `E` is told to release its pin); its argument refs are
-//!   kept until `Done`, so objects the task reads stay alive meanwhile;
+//!   kept until `Done`, so objects the task reads stay alive meanwhile, and
+//!   after it for a result that stays on `E` (its lineage): if `E` is lost
+//!   before the value is read, a reader's failed fetch places the task
+//!   again under the same id (`rebuild`), as Ray reconstructs objects;
 //! - a parked `Fetch` is completed exactly once, always outside the lock
 //!   (completing wakes readers, which may call back into `Work`);
 //! - refs and actor handles are never dropped under a lock of `Work`: the
@@ -34,6 +37,10 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
+
+/// Largest encoded argument tuple a result that stays on its executor
+/// keeps as lineage (bigger ones cannot be rebuilt if that node is lost).
+pub(crate) const MAX_LINEAGE_ARGS: usize = 1 << 20;
 
 /// Spillback and back-pressure settings.
 #[derive(Debug, Clone)]
@@ -328,10 +335,17 @@ impl Work {
             if p.peer != from || !matches!(p.st, St::Waiting(_)) {
                 return;
             }
+            // A result that stays on its executor keeps its lineage (how to
+            // run the task again, and its arguments alive) while the promise
+            // lives, to rebuild it if that node is lost (`rebuild`).
+            let lineage = matches!(outcome, Outcome::Stays(_))
+                && p.retry.as_ref().is_some_and(|r| r.args.len() <= MAX_LINEAGE_ARGS);
             // Dropped after the lock: the last ref to an argument may be a
             // promise whose drop comes back here (`promise_dropped`).
-            keep = std::mem::take(&mut p.keep);
-            p.retry = None;
+            keep = if lineage { Vec::new() } else { std::mem::take(&mut p.keep) };
+            if !lineage {
+                p.retry = None;
+            }
             match std::mem::replace(&mut p.st, St::Done(outcome.clone())) {
                 St::Waiting(f) => f,
                 St::Done(_) => None,
@@ -406,6 +420,31 @@ impl Work {
             return None;
         }
         deliver(fetch, &outcome, from).map(|(f, p)| (f, Some(p)))
+    }
+
+    /// A fetch of `fetch.id()` found no holder (`why`). If it is one of our
+    /// task results that stayed on its executor and kept its lineage, the
+    /// task is placed again under the same id (not on that executor), the
+    /// fetch waits for the new `Done`, and `None` is returned (Ray's object
+    /// reconstruction). Otherwise the fetch is handed back to fail.
+    pub fn rebuild(self: &Arc<Self>, fetch: Fetch, why: &Error) -> Option<Fetch> {
+        let id = fetch.id();
+        let lost = {
+            let mut results = lock(&self.results);
+            let Some(p) = results.get_mut(&id) else { return Some(fetch) };
+            let rebuildable = matches!(p.st, St::Done(Outcome::Stays(_))) && p.local.is_none();
+            let Some(retry) = p.retry.as_mut().filter(|_| rebuildable) else { return Some(fetch) };
+            retry.excluded.push(p.peer);
+            p.st = St::Waiting(Some(fetch));
+            p.peer
+        };
+        tracing::info!(object = %id, executor = %lost, %why, "result lost: running its task again");
+        if self.is_live_peer(lost) {
+            // It may still hold a copy we cannot reach: let it go.
+            self.send(lost, Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
+        }
+        self.replace(id, None);
+        None
     }
 
     /// Starts a fetch from `peer` on the node's runtime.

@@ -201,31 +201,76 @@ static SLOW_ON_X: RemoteFn<(u64,), String> = RemoteFn::new("slow_on_x", |(ms,)| 
     here()
 });
 
-#[test]
-fn a_task_whose_node_dies_runs_again_elsewhere() {
-    let reg = || registry().function(&SLOW_ON_X);
+static BIG_ON_X: RemoteFn<(u64,), Vec<u8>> = RemoteFn::new("big_on_x", |(seed,)| {
+    BIG_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    (0..1_000_000u64).map(|i| ((i * seed) % 251) as u8).collect()
+});
+static BIG_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn x_registry() -> Registry {
+    registry().function(&SLOW_ON_X).function(&BIG_ON_X)
+}
+
+/// A without the resource "X", then B and C with one each (fast failure
+/// detection), all joined.
+fn a_and_two_with_x() -> (Node, Node, Node) {
     let start = |boot: Option<&Node>| {
         let rt = Runtime::builder().num_cpus(1).resource("X", 1.0).build().unwrap();
         let mut b = Node::builder(rt)
             .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .heartbeat(Duration::from_millis(100))
             .failure_timeout(Duration::from_millis(800))
-            .registry(reg());
+            .registry(x_registry());
         if let Some(n) = boot {
             b = b.bootstrap(n.listen_addrs()[0].clone());
         }
         b.start().unwrap()
     };
-    // A has no X: the task goes to B or C, whichever is less loaded.
-    let a = node(None, false, reg(), 1 << 14);
+    let a = node(None, false, x_registry(), 1 << 14);
     let b = start(Some(&a));
     let c = start(Some(&a));
     for n in [&a, &b, &c] {
         n.wait_for_peers(2, WAIT).unwrap();
     }
+    (a, b, c)
+}
+
+/// Stops `n` and waits until `observer` declares it dead.
+fn stop_and_see_die(n: &Node, observer: &Node) {
+    let events = observer.subscribe().unwrap();
+    n.shutdown();
+    loop {
+        match events.recv_timeout(WAIT).unwrap() {
+            manta_p2p::MembershipEvent::Died(p) if p == n.peer_id() => break,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_large_result_lost_with_its_node_is_rebuilt_from_lineage() {
+    let (a, b, c) = a_and_two_with_x();
+    // A has no X: the task runs on B or C; its 1 MB result stays there.
+    let r = a.task(&BIG_ON_X).resource("X", 1.0).spawn((7,));
+    assert!(a.wait_done_remotely(&r, WAIT), "the task never finished");
+    let runs = BIG_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+    let (executor, survivor) = if b.pinned_objects() > 0 { (&b, &c) } else { (&c, &b) };
+    assert_eq!(executor.pinned_objects(), 1, "the executor keeps the result for A");
+    executor.shutdown();
+    // Reading it now finds no holder (A need not know the node is dead):
+    // A runs the task again, not on the node it lost it with.
+    let expected: Vec<u8> = (0..1_000_000u64).map(|i| ((i * 7) % 251) as u8).collect();
+    assert_eq!(*r.get_timeout(WAIT).unwrap(), expected);
+    assert_eq!(BIG_RUNS.load(std::sync::atomic::Ordering::SeqCst), runs + 1, "run once more");
+    assert_eq!(survivor.pinned_objects(), 1, "the survivor made it this time");
+}
+
+#[test]
+fn a_task_whose_node_dies_runs_again_elsewhere() {
+    // A has no X: the task goes to B or C, whichever is less loaded.
+    let (a, b, c) = a_and_two_with_x();
     let r = a.task(&SLOW_ON_X).resource("X", 1.0).spawn((1500,));
     // Wait until one of them runs it (its X is taken), then stop that node.
-    let events = a.subscribe().unwrap();
     let running = |n: &Node| n.runtime().resources().iter().any(|(name, _, free)| &**name == "X" && *free < 1.0);
     let deadline = std::time::Instant::now() + WAIT;
     let first = loop {
@@ -236,13 +281,7 @@ fn a_task_whose_node_dies_runs_again_elsewhere() {
         std::thread::yield_now();
     };
     let survivor = if first.peer_id() == b.peer_id() { &c } else { &b };
-    first.shutdown();
     // A hears nothing more from it, declares it dead and places the task again.
-    loop {
-        match events.recv_timeout(WAIT).unwrap() {
-            manta_p2p::MembershipEvent::Died(p) if p == first.peer_id() => break,
-            _ => {}
-        }
-    }
+    stop_and_see_die(first, &a);
     assert_eq!(*r.get_timeout(WAIT).unwrap(), survivor.peer_id().to_string());
 }
