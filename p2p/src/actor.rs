@@ -6,7 +6,9 @@
 //! order made; each returns an `ObjectRef` like a local call. The handle
 //! is serde (`Data`): pass it in task arguments or results, or encode it
 //! with [`Node::encode`]. An actor lives until its creator's handle (and
-//! every clone of it) is dropped, or its creator's node dies. A named
+//! every clone of it) is dropped, or its creator's node dies. If its host
+//! dies, the creator restarts it on another node from its constructor
+//! when it has restarts left (`max_restarts`). A named
 //! actor (`.name("x")`) is also published in the DHT by its host, so any
 //! node finds it with [`Node::get_actor`].
 
@@ -21,7 +23,7 @@ use libp2p::PeerId;
 use manta::{Error, ObjectId, ObjectRef};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// An actor as it travels (and as its DHT record holds it).
@@ -48,14 +50,26 @@ pub(crate) fn publish_name(work: &Work, name: &str, actor: ObjectId, class: &str
     }
 }
 
-struct Inner {
+/// Where an actor is: its host and the host's owner hint.
+struct Host {
+    peer: PeerId,
+    hint: Vec<u8>,
+}
+
+pub(crate) struct Inner {
     id: ObjectId,
     class: String,
-    host: PeerId,
-    hint: Vec<u8>,
+    /// Changes when the creator restarts the actor on another node.
+    host: RwLock<Host>,
     work: Weak<Work>,
     /// The creator's handle: dropping its last clone ends the actor.
     creator: bool,
+}
+
+impl Inner {
+    fn host(&self) -> PeerId {
+        self.host.read().unwrap_or_else(|p| p.into_inner()).peer
+    }
 }
 
 impl Drop for Inner {
@@ -64,10 +78,66 @@ impl Drop for Inner {
             return;
         }
         let Some(w) = self.work.upgrade() else { return };
-        if self.host == w.me {
+        lock(&w.owned).remove(&self.id);
+        let host = self.host();
+        if host == w.me {
             w.drop_actor(self.id);
         } else {
-            w.send(self.host, Mail::DropActor(self.id.to_bytes()));
+            w.send(host, Mail::DropActor(self.id.to_bytes()));
+        }
+    }
+}
+
+/// What the creator keeps to restart an actor whose host dies.
+pub(crate) struct Owned {
+    class: String,
+    args: Vec<u8>,
+    opts: Opts,
+    /// Restarts left (each host death uses one).
+    restarts: u32,
+    handle: Weak<Inner>,
+}
+
+/// Restarts, from their constructors, the actors this node created that
+/// were hosted on `dead` and have restarts left: each is placed again (not
+/// on `dead`) under the same id, and the creator's handles call the new
+/// host from now on. Calls in flight to `dead` have failed already. Other
+/// nodes' handles still name the old host (a named actor is published
+/// again by its new host, so `get_actor` finds it).
+pub(crate) fn restart_lost(work: &Arc<Work>, dead: PeerId) {
+    // Handles are dropped after the lock: dropping the last one locks it.
+    let mut held: Vec<Arc<Inner>> = Vec::new();
+    let mut restart = Vec::new();
+    {
+        let mut owned = lock(&work.owned);
+        for (id, o) in owned.iter_mut() {
+            let Some(inner) = o.handle.upgrade() else { continue };
+            if inner.host() == dead && o.restarts > 0 {
+                o.restarts -= 1;
+                let opts = Opts { retries: o.restarts, ..o.opts.clone() };
+                restart.push((*id, inner.clone(), o.class.clone(), o.args.clone(), opts));
+            }
+            held.push(inner);
+        }
+    }
+    drop(held);
+    for (id, inner, class, args, opts) in restart {
+        let need = Need { cpus: opts.cpus, resources: opts.resources.clone() };
+        let host = match work.place(&need, &[], &[dead]) {
+            Place::Local => work.me,
+            Place::Peer(p) => p,
+            Place::Infeasible { resource, .. } => {
+                tracing::warn!(actor = %id, %class, %resource, "actor lost with its node and cannot be placed again");
+                continue;
+            }
+        };
+        tracing::info!(actor = %id, %class, from = %dead, to = %host, "restarting an actor lost with its node");
+        let hint = if host == work.me { work.hint().to_vec() } else { host_hint(work, host) };
+        *inner.host.write().unwrap_or_else(|p| p.into_inner()) = Host { peer: host, hint };
+        if host == work.me {
+            work.host_actor(work.me, id, &class, &args, &opts);
+        } else {
+            work.send(host, Mail::NewActor { actor: id.to_bytes(), class, args, opts });
         }
     }
 }
@@ -89,7 +159,7 @@ impl<S> std::fmt::Debug for RemoteActor<S> {
         f.debug_struct("RemoteActor")
             .field("id", &self.inner.id)
             .field("class", &self.inner.class)
-            .field("host", &self.inner.host)
+            .field("host", &self.inner.host())
             .finish()
     }
 }
@@ -100,9 +170,10 @@ impl<S: 'static> RemoteActor<S> {
         self.inner.id
     }
 
-    /// The node that hosts it.
+    /// The node that hosts it (for the creator's handles, the node it was
+    /// restarted on if its first host died).
     pub fn host(&self) -> PeerId {
-        self.inner.host
+        self.inner.host()
     }
 
     /// Calls a registered method; returns its result's ref at once. Calls
@@ -115,15 +186,23 @@ impl<S: 'static> RemoteActor<S> {
         if let Err(e) = work.rt.enter(|| ciborium::into_writer(&wire, &mut bytes)) {
             return crate::task::failed(&work, Error::InvalidArgument(format!("cannot encode arguments: {e}").into()));
         }
-        if self.inner.host == work.me {
+        let host = self.inner.host();
+        if host == work.me {
             return match work.try_call(self.inner.id, m.name(), &bytes, ObjectId::fresh(), None) {
                 Ok(out) => out.typed(),
                 Err(e) => crate::task::failed(&work, e),
             };
         }
+        if work.is_dead_peer(host) {
+            let reason = format!("its node {host} died");
+            return crate::task::failed(
+                &work,
+                Error::ActorDead { actor: self.inner.class.as_str().into(), reason: reason.into() },
+            );
+        }
         let r = work.rt.remote_promise::<R>(work.hint());
         let p = Pending {
-            peer: self.inner.host,
+            peer: host,
             st: St::Waiting(None),
             retry: None,
             actor: Some(self.inner.class.clone()),
@@ -137,7 +216,7 @@ impl<S: 'static> RemoteActor<S> {
             args: bytes,
             id: r.id().to_bytes(),
         };
-        work.send(self.inner.host, call);
+        work.send(host, call);
         r
     }
 }
@@ -151,8 +230,8 @@ fn failed_local<R: Data>() -> ObjectRef<R> {
 
 impl<S> Serialize for RemoteActor<S> {
     fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
-        ActorRecord { actor: self.inner.id.to_bytes(), class: self.inner.class.clone(), host: self.inner.hint.clone() }
-            .serialize(s)
+        let host = self.inner.host.read().unwrap_or_else(|p| p.into_inner()).hint.clone();
+        ActorRecord { actor: self.inner.id.to_bytes(), class: self.inner.class.clone(), host }.serialize(s)
     }
 }
 
@@ -176,8 +255,7 @@ fn from_record<S>(work: &Arc<Work>, rec: ActorRecord) -> Result<RemoteActor<S>, 
     let inner = Inner {
         id: ObjectId::from_bytes(rec.actor),
         class: rec.class,
-        host,
-        hint: rec.host,
+        host: RwLock::new(Host { peer: host, hint: rec.host }),
         work: Arc::downgrade(work),
         creator: false,
     };
@@ -210,8 +288,11 @@ impl<'n, A: Data, S: Send + 'static> RemoteActorBuilder<'n, A, S> {
         self
     }
 
-    /// Restarts (from the constructor, with the same arguments) after a
-    /// panicking call (default 0).
+    /// Restarts (from the constructor, with the same arguments, so with
+    /// fresh state) after a panicking call, or on another node after its
+    /// host dies (default 0). Calls in flight when it died fail with
+    /// `ActorDead`; later calls through the creator's handles go to the
+    /// new host. Each restart uses one.
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.opts.retries = n;
         self
@@ -257,6 +338,24 @@ impl<'n, A: Data, S: Send + 'static> RemoteActorBuilder<'n, A, S> {
             .map_err(|e| Error::InvalidArgument(format!("cannot encode constructor arguments: {e}").into()))?;
         let id = ObjectId::fresh();
         let class = self.class.name();
+        let hint = if host == work.me { work.hint().to_vec() } else { host_hint(work, host) };
+        let inner = Arc::new(Inner {
+            id,
+            class: class.to_string(),
+            host: RwLock::new(Host { peer: host, hint }),
+            work: Arc::downgrade(work),
+            creator: true,
+        });
+        if self.opts.retries > 0 && host != work.me {
+            let owned = Owned {
+                class: class.to_string(),
+                args: args_bytes.clone(),
+                opts: self.opts.clone(),
+                restarts: self.opts.retries,
+                handle: Arc::downgrade(&inner),
+            };
+            lock(&work.owned).insert(id, owned);
+        }
         if host == work.me {
             work.host_actor(work.me, id, class, &args_bytes, &self.opts);
         } else {
@@ -264,9 +363,7 @@ impl<'n, A: Data, S: Send + 'static> RemoteActorBuilder<'n, A, S> {
                 Mail::NewActor { actor: id.to_bytes(), class: class.to_string(), args: args_bytes, opts: self.opts };
             work.send(host, m);
         }
-        let hint = if host == work.me { work.hint().to_vec() } else { host_hint(work, host) };
-        let inner = Inner { id, class: class.to_string(), host, hint, work: Arc::downgrade(work), creator: true };
-        Ok(RemoteActor { inner: Arc::new(inner), _s: PhantomData })
+        Ok(RemoteActor { inner, _s: PhantomData })
     }
 }
 

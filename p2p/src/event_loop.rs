@@ -75,8 +75,10 @@ pub(crate) struct EventLoop {
     dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
-    /// Membership changes, for the remote-work state (dead peers).
+    /// Membership changes, for the remote-work state (dead peers) and then
+    /// the subscribers.
     changes: crossbeam_channel::Receiver<MembershipEvent>,
+    subs: Vec<crossbeam_channel::Sender<MembershipEvent>>,
     /// The IP each connected peer has on its connection (for the bulk lane).
     peer_ips: crate::bulk::PeerIps,
 }
@@ -156,6 +158,7 @@ impl EventLoop {
             dials: HashMap::new(),
             records: HashMap::new(),
             changes,
+            subs: Vec::new(),
             peer_ips: Default::default(),
         })
     }
@@ -310,7 +313,7 @@ impl EventLoop {
     }
 
     /// Gives the remote-work state the member table and the peers that
-    /// died since the last call.
+    /// died since the last call, then passes the changes to subscribers.
     fn share_members(&mut self) {
         let Some(b) = self.hint_sink.clone() else { return };
         let table: Vec<Member> =
@@ -320,6 +323,8 @@ impl EventLoop {
             if let MembershipEvent::Died(peer) = ev {
                 b.work.peer_died(peer);
             }
+            // Subscribers hear of a change once the node has acted on it.
+            self.subs.retain(|s| s.send(ev.clone()).is_ok());
         }
     }
 
@@ -340,7 +345,7 @@ impl EventLoop {
             Command::Status(tx) => {
                 let _ = tx.send(self.members.snapshot(self.me(), Instant::now()));
             }
-            Command::Subscribe(tx) => self.members.subscribe(tx),
+            Command::Subscribe(tx) => self.subs.push(tx),
             Command::Dial(addr, tx) => {
                 let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
                 let id = opts.connection_id();

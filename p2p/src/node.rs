@@ -617,7 +617,10 @@ impl Node {
         futures::executor::block_on(self.cluster_status_async())
     }
 
-    /// Membership changes from now on (joined, died, revived).
+    /// Membership changes from now on (joined, died, revived). A change is
+    /// sent once the node has acted on it: when `Died(p)` arrives, work sent
+    /// to `p` has been placed again and actors this node created there
+    /// restarted.
     pub fn subscribe(&self) -> Result<crossbeam_channel::Receiver<MembershipEvent>, NodeError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.inner.tx.send(Command::Subscribe(tx)).map_err(|_| NodeError::Shutdown)?;

@@ -148,6 +148,8 @@ pub(crate) struct Work {
     pub accepted: AtomicUsize,
     /// Tasks sent per peer and not done (placement).
     pub sent: Mutex<HashMap<PeerId, usize>>,
+    /// Actors this node created elsewhere that may be restarted.
+    pub owned: Mutex<HashMap<ObjectId, crate::actor::Owned>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,6 +202,7 @@ impl Work {
             gone: Mutex::new(std::collections::VecDeque::new()),
             accepted: AtomicUsize::new(0),
             sent: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -222,6 +225,11 @@ impl Work {
     /// True if `peer` is a live member.
     pub fn is_live_peer(&self, peer: PeerId) -> bool {
         self.members.read().unwrap_or_else(|p| p.into_inner()).iter().any(|m| m.peer == peer && m.alive)
+    }
+
+    /// True if `peer` is in the member table and marked dead.
+    pub fn is_dead_peer(&self, peer: PeerId) -> bool {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).iter().any(|m| m.peer == peer && !m.alive)
     }
 
     /// True if `id` is the result of work this node sent elsewhere.
@@ -570,7 +578,8 @@ impl Work {
     }
 
     /// A peer died: its pins and actors go; work sent to it is placed
-    /// again (tasks) or fails (actor calls).
+    /// again (tasks) or fails (actor calls); actors we created there are
+    /// restarted elsewhere if they have restarts left.
     pub fn peer_died(self: &Arc<Self>, peer: PeerId) {
         // What goes is dropped after the locks: dropping a ref or an actor
         // may call back into the node.
@@ -608,6 +617,7 @@ impl Work {
                 None => self.replace(id, Some(peer)),
             }
         }
+        crate::actor::restart_lost(self, peer);
     }
 }
 

@@ -49,7 +49,7 @@ fn registry() -> Registry {
         .function(&LEN2)
 }
 
-fn node(bootstrap: Option<&Node>, gpu: bool) -> Node {
+fn builder(bootstrap: Option<&Node>, gpu: bool) -> manta_p2p::NodeBuilder {
     let mut rt = Runtime::builder().num_cpus(1);
     if gpu {
         rt = rt.resource("GPU", 1.0);
@@ -61,7 +61,11 @@ fn node(bootstrap: Option<&Node>, gpu: bool) -> Node {
     if let Some(n) = bootstrap {
         b = b.bootstrap(n.listen_addrs()[0].clone());
     }
-    b.start().unwrap()
+    b
+}
+
+fn node(bootstrap: Option<&Node>, gpu: bool) -> Node {
+    builder(bootstrap, gpu).start().unwrap()
 }
 
 fn three() -> (Node, Node, Node) {
@@ -170,4 +174,46 @@ fn a_failed_constructor_or_an_unknown_method_is_an_error_not_a_hang() {
         Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("`Ghost` is not registered"), "{reason}"),
         other => panic!("expected ActorDead naming the type, got {other:?}"),
     }
+}
+
+/// Stops `n` and waits until `observer` declares it dead.
+fn stop_and_see_die(n: &Node, observer: &Node) {
+    let events = observer.subscribe().unwrap();
+    n.shutdown();
+    loop {
+        match events.recv_timeout(WAIT).unwrap() {
+            manta_p2p::MembershipEvent::Died(p) if p == n.peer_id() => break,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
+    // A declares a silent peer dead after 800 ms; B and C have a GPU.
+    let a = builder(None, false).failure_timeout(Duration::from_millis(800)).start().unwrap();
+    let b = node(Some(&a), true);
+    let c = node(Some(&a), true);
+    for n in [&a, &b, &c] {
+        n.wait_for_peers(2, WAIT).unwrap();
+    }
+    let on_b =
+        |restarts| a.actor(&COUNTER).resource("GPU", 1.0).max_restarts(restarts).on(b.peer_id()).spawn(()).unwrap();
+    let (restartable, plain) = (on_b(1), on_b(0));
+    assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
+    assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 2);
+    assert_eq!(*plain.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
+    stop_and_see_die(&b, &a);
+    // Restarted on the other node with a GPU, with fresh state.
+    assert_eq!(restartable.host(), c.peer_id());
+    assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
+    assert_eq!(*restartable.call(&WHERE, ()).get_timeout(WAIT).unwrap(), c.peer_id().to_string());
+    // Without restarts it is dead, and says so at once.
+    match plain.call(&INCREMENT, ()).get_timeout(WAIT).map(|v| *v) {
+        Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("died"), "{reason}"),
+        other => panic!("expected ActorDead, got {other:?}"),
+    }
+    // Its restart is used up: C dying too ends it.
+    stop_and_see_die(&c, &a);
+    assert!(matches!(restartable.call(&INCREMENT, ()).get_timeout(WAIT), Err(Error::ActorDead { .. })));
 }
