@@ -8,7 +8,10 @@
 //!   until it releases it. Its `Done` goes back when it finishes.
 //! - `NewActor` / `Call` / `DropActor`: actors hosted here, one mailbox
 //!   each; calls from one peer arrive in the order sent (one stream per
-//!   peer, applied in order), so they run in that order.
+//!   peer, applied in order), so they run in that order. Calls count with
+//!   tasks against `max_accepted` until done; over it a call is refused
+//!   `Busy`, and so is every later call of the batch to the same actor,
+//!   so the caller resends them, in order, before anything newer.
 //! - `Borrow` / `Release`: signed per-(peer, object) counts; while a count
 //!   is positive the object is pinned. Counts may go negative when a
 //!   release overtakes its borrow; they meet at zero either way.
@@ -54,6 +57,9 @@ impl Work {
     /// Applies a batch from `from`, in order.
     pub fn apply(self: &Arc<Self>, from: PeerId, mail: Vec<Mail>) -> Ack {
         let mut ack = Ack::default();
+        // Actors a call of this batch found this node full for: their
+        // later calls are refused too, so the caller resends them in order.
+        let mut full: Vec<[u8; 16]> = Vec::new();
         for (i, m) in mail.into_iter().enumerate() {
             match m {
                 Mail::Submit { id, func, args, opts } => {
@@ -72,6 +78,14 @@ impl Work {
                     self.host_actor(from, ObjectId::from_bytes(actor), &class, &args, &opts)
                 }
                 Mail::Call { actor, method, args, id } => {
+                    let known = self.duplicate(from, ObjectId::from_bytes(id));
+                    if !known
+                        && (full.contains(&actor) || self.accepted.load(Ordering::Acquire) >= self.cfg.max_accepted)
+                    {
+                        full.push(actor);
+                        ack.refused.push((i as u32, Refusal::Busy));
+                        continue;
+                    }
                     self.call_hosted(from, ObjectId::from_bytes(actor), &method, &args, ObjectId::from_bytes(id));
                 }
                 Mail::DropActor(actor) => self.drop_actor(ObjectId::from_bytes(actor)),
@@ -89,13 +103,13 @@ impl Work {
         }
     }
 
-    fn on_done_to(self: &Arc<Self>, to: PeerId, id: ObjectId, task: bool) -> OnDone {
+    /// Sends the result's `Done` to `to` when it finishes; the work (a task
+    /// or call from a peer) leaves the accepted count then.
+    fn on_done_to(self: &Arc<Self>, to: PeerId, id: ObjectId) -> OnDone {
         let w = Arc::downgrade(self);
         Box::new(move |res| {
             let Some(w) = w.upgrade() else { return };
-            if task {
-                w.accepted.fetch_sub(1, Ordering::AcqRel);
-            }
+            w.accepted.fetch_sub(1, Ordering::AcqRel);
             w.send_done(to, id, outcome_of(res));
         })
     }
@@ -131,7 +145,7 @@ impl Work {
             self.accepted.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Busy);
         }
-        match run(&self.rt, args, &run_opts(opts), id, Some(self.on_done_to(from, id, true))) {
+        match run(&self.rt, args, &run_opts(opts), id, Some(self.on_done_to(from, id))) {
             Ok(out) => {
                 self.pin_result(from, out);
                 Ok(())
@@ -252,9 +266,14 @@ impl Work {
                 Some(_) => {} // created meanwhile: call it now
             }
         }
-        match self.try_call(actor, method, args, id, Some(self.on_done_to(from, id, false))) {
+        // Counted like a task from a peer until it is done.
+        self.accepted.fetch_add(1, Ordering::AcqRel);
+        match self.try_call(actor, method, args, id, Some(self.on_done_to(from, id))) {
             Ok(out) => self.pin_result(from, out),
-            Err(e) => self.send_done(from, id, Outcome::Failed((&e).into())),
+            Err(e) => {
+                self.accepted.fetch_sub(1, Ordering::AcqRel);
+                self.send_done(from, id, Outcome::Failed((&e).into()))
+            }
         }
     }
 

@@ -159,9 +159,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Most tasks from peers this node holds at once (queued or running,
-    /// default 16384); beyond it peers are told it is busy and place
-    /// their tasks elsewhere, or keep them.
+    /// Most tasks and actor calls from peers this node holds at once
+    /// (queued or running, default 16384); beyond it peers are told it is
+    /// busy: they place their tasks elsewhere, or keep them, and send
+    /// their actor calls again shortly, in order.
     pub fn max_accepted_tasks(mut self, n: usize) -> Self {
         self.work.max_accepted = n.max(1);
         self
@@ -563,6 +564,12 @@ impl Node {
     /// applied by its receiver, or `timeout` passes. True if all were.
     pub fn flush_mail(&self, timeout: Duration) -> bool {
         self.work().boxes.get().is_none_or(|b| b.flush(timeout))
+    }
+
+    /// Tasks and actor calls from peers this node holds now (queued or
+    /// running; bounded by [`NodeBuilder::max_accepted_tasks`]).
+    pub fn accepted_work(&self) -> usize {
+        self.work().accepted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Objects this node keeps alive for other nodes (borrowed refs and

@@ -59,6 +59,8 @@ struct Outbox {
     /// Messages queued, and messages acknowledged (or given up), ever.
     counts: Mutex<(u64, u64)>,
     settled: std::sync::Condvar,
+    /// No batch goes out before this (after the peer said it is busy).
+    hold: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Every outbox of a node.
@@ -101,6 +103,7 @@ impl Outboxes {
                         closed: false.into(),
                         counts: Mutex::new((0, 0)),
                         settled: std::sync::Condvar::new(),
+                        hold: Mutex::new(None),
                     });
                     let (control, handler, timeout) = (self.control.clone(), self.handler.clone(), self.timeout);
                     self.handle.spawn(sender(peer, ob.clone(), control, handler, timeout));
@@ -114,6 +117,22 @@ impl Outboxes {
             q.extend(ms);
             ob.counts.lock().unwrap_or_else(|p| p.into_inner()).0 += (q.len() - before) as u64;
         }
+        ob.notify.notify_one();
+    }
+
+    /// Puts `ms` back at the front of `peer`'s queue, in order, to go out
+    /// again after `pause` and before anything queued since (the peer
+    /// refused them as busy; resending keeps their order).
+    pub fn retry_front(&self, peer: PeerId, ms: Vec<Mail>, pause: Duration) {
+        let Some(ob) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).cloned() else { return };
+        {
+            let mut q = ob.q.lock().unwrap_or_else(|p| p.into_inner());
+            ob.counts.lock().unwrap_or_else(|p| p.into_inner()).0 += ms.len() as u64;
+            for m in ms.into_iter().rev() {
+                q.push_front(m);
+            }
+        }
+        *ob.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + pause);
         ob.notify.notify_one();
     }
 
@@ -180,6 +199,10 @@ async fn exchange(s: &mut Stream, bytes: &[u8], timeout: Duration) -> Result<Ack
 
 /// Takes the next batch off the queue (waiting for one); `None` once closed.
 async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
+    let hold = ob.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(until) = hold {
+        tokio::time::sleep_until(until).await;
+    }
     loop {
         {
             let mut q = ob.q.lock().unwrap_or_else(|p| p.into_inner());

@@ -42,6 +42,9 @@ use std::time::Duration;
 /// keeps as lineage (bigger ones cannot be rebuilt if that node is lost).
 pub(crate) const MAX_LINEAGE_ARGS: usize = 1 << 20;
 
+/// How long actor calls refused as busy wait before they are sent again.
+pub(crate) const CALL_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
 /// Spillback and back-pressure settings.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkConfig {
@@ -631,7 +634,12 @@ impl Handler for Arc<Work> {
             tracing::error!(peer = %to, %why, "a peer refused our mail batch as invalid");
             return self.on_undeliverable(to, sent, why.clone());
         }
+        let mut busy_calls = Vec::new();
         for (i, refusal) in ack.refused {
+            if let (Some(m @ Mail::Call { .. }), mail::Refusal::Busy) = (sent.get(i as usize), &refusal) {
+                busy_calls.push(m.clone());
+                continue;
+            }
             let Some(Mail::Submit { id, func, .. }) = sent.get(i as usize) else { continue };
             let id = ObjectId::from_bytes(*id);
             match refusal {
@@ -649,6 +657,12 @@ impl Handler for Arc<Work> {
                     }
                     self.fail_unsent(id, e);
                 }
+            }
+        }
+        if !busy_calls.is_empty() {
+            // The actor's node is full: the calls go again, in order, soon.
+            if let Some(b) = self.boxes.get() {
+                b.retry_front(to, busy_calls, CALL_RETRY_PAUSE);
             }
         }
     }

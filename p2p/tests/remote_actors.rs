@@ -38,9 +38,26 @@ static NOWHERE: Method<Counter, (), i64> = Method::new("Counter.nowhere", |c, ()
 static MAKE: RemoteFn<(usize,), Vec<u8>> = RemoteFn::new("make", |(n,)| vec![7; n]);
 static LEN2: RemoteFn<(Vec<u8>, Vec<u8>), usize> = RemoteFn::new("len2", |(a, b)| a.len() + b.len());
 
+/// Blocks while `GATE` is closed; records the most peer work its node held
+/// when a call started.
+static GATED: Method<Counter, (), i64> = Method::new("Counter.gated", |c, ()| {
+    let held = Node::current().expect("on a node").accepted_work();
+    MOST_HELD.fetch_max(held, std::sync::atomic::Ordering::SeqCst);
+    let (open, cv) = &GATE;
+    let mut g = open.lock().unwrap();
+    while !*g {
+        g = cv.wait(g).unwrap();
+    }
+    c.value += 1;
+    c.value
+});
+static GATE: (std::sync::Mutex<bool>, std::sync::Condvar) = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+static MOST_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn registry() -> Registry {
     Registry::new()
         .actor(&COUNTER)
+        .method(&GATED)
         .actor(&FRAGILE)
         .method(&INCREMENT)
         .method(&ADD_TO)
@@ -216,4 +233,27 @@ fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
     // Its restart is used up: C dying too ends it.
     stop_and_see_die(&c, &a);
     assert!(matches!(restartable.call(&INCREMENT, ()).get_timeout(WAIT), Err(Error::ActorDead { .. })));
+}
+
+#[test]
+fn actor_calls_from_peers_are_bounded_and_resent_in_order_when_busy() {
+    let a = node(None, false);
+    let b = builder(Some(&a), true).max_accepted_tasks(4).start().unwrap();
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let counter = a.actor(&COUNTER).on(b.peer_id()).spawn(()).unwrap();
+    // 20 calls while the first blocks: B holds at most 4 and refuses the
+    // rest as busy; A sends those again until they fit.
+    let calls: Vec<ObjectRef<i64>> = (0..20).map(|_| counter.call(&GATED, ())).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.accepted_work() < 4 {
+        assert!(std::time::Instant::now() < deadline, "B never filled up");
+        std::thread::yield_now();
+    }
+    assert_eq!(b.accepted_work(), 4);
+    *GATE.0.lock().unwrap() = true;
+    GATE.1.notify_all();
+    let got: Vec<i64> = calls.iter().map(|r| *r.get_timeout(WAIT).unwrap()).collect();
+    assert_eq!(got, (1..=20).collect::<Vec<_>>(), "every call ran once, in order");
+    assert!(MOST_HELD.load(std::sync::atomic::Ordering::SeqCst) <= 4, "B held more than its bound");
 }
