@@ -29,6 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Most times the bootstrap addresses are re-dialled while no peer is
 /// connected (one try per heartbeat).
 const MAX_REDIALS: u32 = 120;
+/// How long a node that shuts down keeps its swarm running to send the
+/// heartbeat that says it is leaving.
+const LEAVE_GRACE: Duration = Duration::from_millis(50);
 
 /// How often queued DHT announcements go out (see `Backend::announce`).
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
@@ -71,6 +74,8 @@ pub(crate) struct EventLoop {
     addrs: Vec<Multiaddr>,
     hint_sink: Option<Arc<Backend>>,
     seq: u64,
+    /// Set once shutting down (the last heartbeat says so).
+    leaving: bool,
     redials: u32,
     dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
@@ -152,7 +157,10 @@ impl EventLoop {
             members,
             addrs: Vec::new(),
             hint_sink: None,
-            seq: 0,
+            // From the clock, so a restarted node's heartbeats are newer
+            // than its old ones (peers drop stale sequence numbers).
+            seq: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64),
+            leaving: false,
             redials: 0,
             dht: HashMap::new(),
             dials: HashMap::new(),
@@ -224,7 +232,11 @@ impl EventLoop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 cmd = self.rx.recv() => match cmd {
-                    None | Some(Command::Shutdown) => break,
+                    None => break,
+                    Some(Command::Shutdown) => {
+                        self.leave().await;
+                        break;
+                    }
                     Some(c) => self.on_command(c),
                 },
                 _ = timer.tick() => self.on_tick(),
@@ -276,6 +288,23 @@ impl EventLoop {
             .collect()
     }
 
+    /// Tells peers this node is leaving (a last heartbeat, `leaving` set)
+    /// and gives the swarm up to [`LEAVE_GRACE`] to send it.
+    async fn leave(&mut self) {
+        if self.cfg.observer || self.swarm.connected_peers().next().is_none() {
+            return;
+        }
+        self.leaving = true;
+        self.publish_heartbeat();
+        let _ = tokio::time::timeout(LEAVE_GRACE, async {
+            loop {
+                let ev = self.swarm.select_next_some().await;
+                self.on_swarm(ev);
+            }
+        })
+        .await;
+    }
+
     fn publish_heartbeat(&mut self) {
         if self.cfg.observer {
             return;
@@ -291,6 +320,7 @@ impl EventLoop {
             store_bytes: me.store_bytes,
             store_capacity: me.store_capacity,
             fn_hash: me.fn_hash,
+            leaving: self.leaving,
         };
         let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
         if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {

@@ -55,6 +55,8 @@ struct Entry {
     member: Member,
     seen: Instant,
     seq: u64,
+    /// Dead because it said it was leaving (not because it went silent).
+    left: bool,
 }
 
 /// The table (owned by the event loop).
@@ -90,6 +92,16 @@ impl Membership {
         if peer == self.me {
             return Err("own heartbeat".into());
         }
+        if hb.leaving {
+            // Its last heartbeat: dead now, not after the failure timeout.
+            if let Some(e) = self.members.get_mut(&peer).filter(|e| e.member.alive && hb.seq > e.seq) {
+                e.member.alive = false;
+                e.seq = hb.seq;
+                e.left = true;
+                self.emit(MembershipEvent::Died(peer));
+            }
+            return Ok(Vec::new());
+        }
         let addrs: Vec<Multiaddr> = hb.addrs.iter().filter_map(|a| Multiaddr::try_from(a.clone()).ok()).collect();
         let member = Member {
             peer,
@@ -104,14 +116,19 @@ impl Membership {
             last_heartbeat_age: Duration::ZERO,
         };
         let event = match self.members.get_mut(&peer) {
-            Some(e) if e.member.alive && hb.seq <= e.seq => return Ok(addrs), // stale or duplicate
+            // Stale or duplicate. A peer that went silent revives with any
+            // heartbeat (a restarted one may count from anywhere); one that
+            // left only with a newer one (a heartbeat sent before its leave
+            // may arrive after it; sequence numbers start from the sender's
+            // clock, so a restarted sender's are newer).
+            Some(e) if (e.member.alive || e.left) && hb.seq <= e.seq => return Ok(addrs),
             Some(e) => {
                 let was_alive = e.member.alive;
-                *e = Entry { member, seen: now, seq: hb.seq };
+                *e = Entry { member, seen: now, seq: hb.seq, left: false };
                 (!was_alive).then_some(MembershipEvent::Revived(peer))
             }
             None => {
-                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq });
+                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq, left: false });
                 Some(MembershipEvent::Joined(peer))
             }
         };
@@ -183,6 +200,29 @@ mod tests {
         m.tick(t0 + Duration::from_secs(7));
         assert_eq!(m.live_peers().count(), 0);
         m.on_heartbeat(p, hb(p, 1), t0 + Duration::from_secs(8)).unwrap(); // restarted: seq reset
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(events, vec![MembershipEvent::Joined(p), MembershipEvent::Died(p), MembershipEvent::Revived(p)]);
+    }
+
+    #[test]
+    fn a_leaving_heartbeat_kills_at_once_and_stale_ones_do_not_revive() {
+        let me = PeerId::random();
+        let p = PeerId::random();
+        let mut m = Membership::new(me, Duration::from_secs(5));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        m.subscribe(tx);
+        let t0 = Instant::now();
+        m.on_heartbeat(p, hb(p, 10), t0).unwrap();
+        let leave = Heartbeat { leaving: true, ..hb(p, 12) };
+        m.on_heartbeat(p, leave.clone(), t0).unwrap();
+        assert_eq!(m.live_peers().count(), 0, "dead before any failure timeout");
+        m.on_heartbeat(p, hb(p, 11), t0).unwrap(); // sent before the leave, arrived after
+        m.on_heartbeat(p, leave, t0).unwrap(); // duplicate
+        assert_eq!(m.live_peers().count(), 0);
+        // An unknown peer's leave is ignored; a restart (newer seq) revives.
+        let q = PeerId::random();
+        m.on_heartbeat(q, Heartbeat { leaving: true, ..hb(q, 1) }, t0).unwrap();
+        m.on_heartbeat(p, hb(p, 20), t0).unwrap();
         let events: Vec<_> = rx.try_iter().collect();
         assert_eq!(events, vec![MembershipEvent::Joined(p), MembershipEvent::Died(p), MembershipEvent::Revived(p)]);
     }

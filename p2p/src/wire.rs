@@ -208,6 +208,11 @@ pub struct Heartbeat {
     /// Hash of the sender's registered-function table (peers with different
     /// tables cannot run each other's tasks).
     pub fn_hash: u64,
+    /// Set in the last heartbeat of a node that is shutting down: peers
+    /// mark it dead at once instead of after the failure timeout. (Absent
+    /// in older heartbeats: `false`.)
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 impl Request {

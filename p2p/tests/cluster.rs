@@ -52,6 +52,33 @@ fn membership_converges_and_reports_each_node() {
 }
 
 #[test]
+fn a_node_that_shuts_down_is_dead_at_once_for_its_peers() {
+    // A failure timeout far past the test's wait: only the leave message
+    // can make A see B die in time.
+    let start = |boot: Option<&Node>| {
+        let rt = Runtime::builder().num_cpus(1).build().unwrap();
+        let mut b = Node::builder(rt)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .heartbeat(Duration::from_millis(100))
+            .failure_timeout(Duration::from_secs(600));
+        if let Some(n) = boot {
+            b = b.bootstrap(n.listen_addrs()[0].clone());
+        }
+        b.start().unwrap()
+    };
+    let a = start(None);
+    let b = start(Some(&a));
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let events = a.subscribe().unwrap();
+    b.shutdown();
+    let died = events.recv_timeout(WAIT).expect("A hears B leave");
+    assert_eq!(died, MembershipEvent::Died(b.peer_id()));
+    let status = a.cluster_status().unwrap();
+    assert!(status.iter().any(|m| m.peer == b.peer_id() && !m.alive));
+}
+
+#[test]
 fn an_object_put_on_a_is_got_on_c_by_its_serialized_ref() {
     let (a, _b, c) = three();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();

@@ -283,6 +283,7 @@ fn heartbeat() -> Heartbeat {
         store_bytes: 1 << 30,
         store_capacity: 4 << 30,
         fn_hash: 0xdead_beef_cafe_f00d,
+        leaving: false,
     }
 }
 
@@ -432,6 +433,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 vec![
                     ("typical", base.clone()),
                     ("empty", encode_heartbeat(&Heartbeat::default())),
+                    ("leaving", with(&|h| h.leaving = true)),
                     ("free-within-epsilon", with(&|h| h.resources = vec![resource("gpu", 1.0, 1.0 + 1e-7)])),
                     ("name-64-bytes", with(&|h| h.resources = vec![resource(&"é".repeat(32), 2.0, 1.0)])),
                     (
@@ -455,7 +457,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("addr-4g-header", patch(&base, &[0x82, 0x48], &[&[0x82][..], &huge(0x40)].concat())),
                     ("resources-4g-header", patch(&base, &[0x82, 0xa3], &[&huge(0x80)[..], &[0xa3]].concat())),
                     ("name-4g-header", patch(&base, &[0x63, b'c', b'p', b'u'], &[&huge(0x60)[..], b"cpu"].concat())),
-                    ("missing-seq", patch(&base, &[0xa8], &[0xa7])),
+                    ("missing-seq", patch(&base, &[0xa9], &[0xa8])),
                     ("peer-as-text", patch(&base, &[0x48, 0x00, 0x24], &[0x68, 0x00, 0x24])),
                 ],
             )

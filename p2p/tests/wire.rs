@@ -92,6 +92,7 @@ fn heartbeat() -> Heartbeat {
         store_bytes: 1 << 30,
         store_capacity: 4 << 30,
         fn_hash: 0xdead_beef_cafe_f00d,
+        leaving: false,
     }
 }
 
@@ -107,7 +108,8 @@ fn heartbeats() -> Vec<Heartbeat> {
         resources: vec![resource("é".repeat(32).as_str(), 1.0, 1.0 + 1e-7), resource("z", 0.1, -0.0)],
         ..heartbeat()
     };
-    vec![heartbeat(), empty, full, edge]
+    let leaving = Heartbeat { leaving: true, ..heartbeat() };
+    vec![heartbeat(), empty, full, edge, leaving]
 }
 
 /// A decoder with the value dropped.
