@@ -5,10 +5,13 @@
 //!   addresses anywhere.
 //! - **Membership**: each node gossips a heartbeat (addresses, resources,
 //!   queue length, store use, function-table hash); [`Node::cluster_status`]
-//!   is the member table, and silent peers are marked dead.
+//!   is the member table; silent peers are marked dead, and a node that
+//!   shuts down says so.
 //! - **Objects**: an `ObjectRef` serializes (serde) to its id and its
-//!   owner's address; on another node `get` pulls the bytes in chunks from
-//!   the owner, or from a replica found in the Kademlia DHT, and keeps a
+//!   owner's address; on another node `get` pulls the bytes from the owner,
+//!   or from a replica found in the Kademlia DHT (large objects over the
+//!   holder's bulk lane, a TCP connection of their own sealed with
+//!   AES-256-GCM under a one-use key obtained over libp2p), and keeps a
 //!   replica that is announced in turn.
 //! - **Remote tasks and actors**: functions and actor types registered by
 //!   name ([`RemoteFn`], [`ActorClass`], [`Method`] in a [`Registry`]) run on
@@ -16,7 +19,9 @@
 //!   elsewhere, this node's queue is saturated, or a peer holds much more of
 //!   their argument bytes (see [`Node::task`]). Results are ordinary
 //!   `ObjectRef`s owned by the submitter; small ones come back with the
-//!   completion, large ones stay where they were made.
+//!   completion, large ones stay where they were made (and are run again
+//!   from lineage if that node is lost). Actors with `max_restarts` are
+//!   restarted on another node when theirs dies.
 //! - **Reference counting**: a node that deserializes a ref tells the
 //!   owner, which keeps the object alive until every borrower has dropped
 //!   it; task results stay pinned on their executor until the submitter

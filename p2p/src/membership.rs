@@ -183,14 +183,17 @@ mod tests {
         Heartbeat { peer: peer.to_bytes(), seq, ..Default::default() }
     }
 
-    #[test]
-    fn join_die_revive_once_each() {
-        let me = PeerId::random();
-        let p = PeerId::random();
-        let mut m = Membership::new(me, Duration::from_secs(5));
+    /// A table (5 s failure timeout) with a subscriber, and a peer.
+    fn table() -> (Membership, crossbeam_channel::Receiver<MembershipEvent>, PeerId, Instant) {
+        let mut m = Membership::new(PeerId::random(), Duration::from_secs(5));
         let (tx, rx) = crossbeam_channel::unbounded();
         m.subscribe(tx);
-        let t0 = Instant::now();
+        (m, rx, PeerId::random(), Instant::now())
+    }
+
+    #[test]
+    fn join_die_revive_once_each() {
+        let (mut m, rx, p, t0) = table();
         m.on_heartbeat(p, hb(p, 1), t0).unwrap();
         m.on_heartbeat(p, hb(p, 1), t0).unwrap(); // duplicate
         m.on_heartbeat(p, hb(p, 2), t0 + Duration::from_secs(1)).unwrap();
@@ -206,12 +209,7 @@ mod tests {
 
     #[test]
     fn a_leaving_heartbeat_kills_at_once_and_stale_ones_do_not_revive() {
-        let me = PeerId::random();
-        let p = PeerId::random();
-        let mut m = Membership::new(me, Duration::from_secs(5));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        m.subscribe(tx);
-        let t0 = Instant::now();
+        let (mut m, rx, p, t0) = table();
         m.on_heartbeat(p, hb(p, 10), t0).unwrap();
         let leave = Heartbeat { leaving: true, ..hb(p, 12) };
         m.on_heartbeat(p, leave.clone(), t0).unwrap();

@@ -9,11 +9,15 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn node(bootstrap: Option<&Node>) -> Node {
+    node_with(bootstrap, Duration::from_millis(1500))
+}
+
+fn node_with(bootstrap: Option<&Node>, failure_timeout: Duration) -> Node {
     let rt = Runtime::builder().num_cpus(1).build().unwrap();
     let mut b = Node::builder(rt)
         .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .heartbeat(Duration::from_millis(100))
-        .failure_timeout(Duration::from_millis(1500));
+        .failure_timeout(failure_timeout);
     if let Some(n) = bootstrap {
         b = b.bootstrap(n.listen_addrs()[0].clone());
     }
@@ -55,19 +59,8 @@ fn membership_converges_and_reports_each_node() {
 fn a_node_that_shuts_down_is_dead_at_once_for_its_peers() {
     // A failure timeout far past the test's wait: only the leave message
     // can make A see B die in time.
-    let start = |boot: Option<&Node>| {
-        let rt = Runtime::builder().num_cpus(1).build().unwrap();
-        let mut b = Node::builder(rt)
-            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .heartbeat(Duration::from_millis(100))
-            .failure_timeout(Duration::from_secs(600));
-        if let Some(n) = boot {
-            b = b.bootstrap(n.listen_addrs()[0].clone());
-        }
-        b.start().unwrap()
-    };
-    let a = start(None);
-    let b = start(Some(&a));
+    let a = node_with(None, Duration::from_secs(600));
+    let b = node_with(Some(&a), Duration::from_secs(600));
     a.wait_for_peers(1, WAIT).unwrap();
     b.wait_for_peers(1, WAIT).unwrap();
     let events = a.subscribe().unwrap();

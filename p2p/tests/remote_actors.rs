@@ -1,11 +1,15 @@
 //! Remote actors and cluster-wide reference counting on three in-process
 //! nodes: the seed's Counter created on one node and driven from another,
-//! named actors found through the DHT, resource placement of actors, and
-//! every node's store back at its baseline after a distributed job.
+//! named actors found through the DHT, resource placement of actors,
+//! every node's store back at its baseline after a distributed job, actors
+//! restarted elsewhere when their node dies, and actor calls bounded by a
+//! host's back-pressure.
 
 use manta::{Error, ObjectRef, Runtime};
 use manta_p2p::{ActorClass, Method, Node, Registry, RemoteActor, RemoteFn};
 use std::time::Duration;
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -193,18 +197,6 @@ fn a_failed_constructor_or_an_unknown_method_is_an_error_not_a_hang() {
     }
 }
 
-/// Stops `n` and waits until `observer` declares it dead.
-fn stop_and_see_die(n: &Node, observer: &Node) {
-    let events = observer.subscribe().unwrap();
-    n.shutdown();
-    loop {
-        match events.recv_timeout(WAIT).unwrap() {
-            manta_p2p::MembershipEvent::Died(p) if p == n.peer_id() => break,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
     // A declares a silent peer dead after 800 ms; B and C have a GPU.
@@ -220,7 +212,7 @@ fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
     assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
     assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 2);
     assert_eq!(*plain.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
-    stop_and_see_die(&b, &a);
+    common::stop_and_see_die(&b, &a, WAIT);
     // Restarted on the other node with a GPU, with fresh state.
     assert_eq!(restartable.host(), c.peer_id());
     assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
@@ -231,7 +223,7 @@ fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
         other => panic!("expected ActorDead, got {other:?}"),
     }
     // Its restart is used up: C dying too ends it.
-    stop_and_see_die(&c, &a);
+    common::stop_and_see_die(&c, &a, WAIT);
     assert!(matches!(restartable.call(&INCREMENT, ()).get_timeout(WAIT), Err(Error::ActorDead { .. })));
 }
 

@@ -1,11 +1,14 @@
 //! Remote tasks on three in-process nodes (127.0.0.1, joined by bootstrap):
 //! resource placement, spreading when saturated, locality, recursive
-//! tasks with nested gets across nodes, errors, unknown functions and
-//! back-pressure.
+//! tasks with nested gets across nodes, errors, unknown functions,
+//! back-pressure, a task placed again when its node dies, and a large
+//! result lost with its node rebuilt from lineage.
 
 use manta::{Error, ObjectRef, Runtime};
 use manta_p2p::{Node, Registry, RemoteFn};
 use std::time::Duration;
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -235,18 +238,6 @@ fn a_and_two_with_x() -> (Node, Node, Node) {
     (a, b, c)
 }
 
-/// Stops `n` and waits until `observer` declares it dead.
-fn stop_and_see_die(n: &Node, observer: &Node) {
-    let events = observer.subscribe().unwrap();
-    n.shutdown();
-    loop {
-        match events.recv_timeout(WAIT).unwrap() {
-            manta_p2p::MembershipEvent::Died(p) if p == n.peer_id() => break,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn a_large_result_lost_with_its_node_is_rebuilt_from_lineage() {
     let (a, b, c) = a_and_two_with_x();
@@ -282,6 +273,6 @@ fn a_task_whose_node_dies_runs_again_elsewhere() {
     };
     let survivor = if first.peer_id() == b.peer_id() { &c } else { &b };
     // A hears nothing more from it, declares it dead and places the task again.
-    stop_and_see_die(first, &a);
+    common::stop_and_see_die(first, &a, WAIT);
     assert_eq!(*r.get_timeout(WAIT).unwrap(), survivor.peer_id().to_string());
 }
