@@ -9,7 +9,7 @@
 //! - a bad inbound request is not a stream error: [`ObjectCodec::read_request`]
 //!   returns [`Incoming::Invalid`] for an oversized, truncated, malformed or
 //!   foreign-version request so the node can still answer
-//!   [`Response::Invalid`](crate::wire::Response::Invalid); only real I/O
+//!   [`Response::Invalid`]; only real I/O
 //!   errors are `Err`;
 //! - a bad response is an `io::Error` of kind `InvalidData`;
 //! - writers refuse (`InvalidInput`) to send a message over its cap, so a
@@ -40,7 +40,7 @@ pub fn object_protocol() -> StreamProtocol {
 /// `Incoming::Invalid` is an `io::Error` of kind `InvalidInput`. Servers
 /// receive `Valid` for a well-formed request and `Invalid` with the reason
 /// otherwise, and should answer the latter with
-/// [`Response::Invalid`](crate::wire::Response::Invalid).
+/// [`Response::Invalid`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// A well-formed request.

@@ -9,7 +9,7 @@
 //! costs one round trip per batch, not per task.
 //!
 //! The receiver reads a frame, decodes it (caps and validation in `mail`),
-//! hands the messages to the [`Handler`] in order and writes the ack. A
+//! hands the messages to the `Handler` in order and writes the ack. A
 //! malformed batch is answered with `Ack::invalid` and nothing in it is
 //! applied; an oversized one also closes the stream.
 //!
