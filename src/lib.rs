@@ -85,7 +85,7 @@ pub use error::{BuildError, Cause, Error, StoreFull, Text};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
 pub use object::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
-pub use remote::{Decoded, Fetch, RemoteBackend, Served, MAX_HINT_BYTES};
+pub use remote::{collect_serialized, Decoded, Fetch, RemoteBackend, Served, MAX_HINT_BYTES};
 pub use runtime::{init, try_init, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;

@@ -498,9 +498,40 @@ struct WireRef {
     owner: Vec<u8>,
 }
 
+thread_local! {
+    /// Refs serialized on this thread inside [`collect_serialized`].
+    static COLLECTED: std::cell::RefCell<Option<Vec<crate::object::AnyRef>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, a handle to every `ObjectRef`
+/// serialized on this thread meanwhile (a node sending refs out of band
+/// keeps these alive until the receiver has registered its borrow).
+/// Nested calls each see their own refs; the collection ends also if `f`
+/// panics.
+pub fn collect_serialized<R>(f: impl FnOnce() -> R) -> (R, Vec<crate::object::AnyRef>) {
+    struct Restore(Option<Vec<crate::object::AnyRef>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            COLLECTED.with(|c| *c.borrow_mut() = outer);
+        }
+    }
+    let outer = COLLECTED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let restore = Restore(outer);
+    let r = f();
+    let mine = COLLECTED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    drop(restore);
+    (r, mine)
+}
+
 impl<T: Serialize + Any + Send + Sync> Serialize for ObjectRef<T> {
     /// Writes the id and owner hint, and exports the object (module docs).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        COLLECTED.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.push(ObjectRef::<()>::from_cell(self.cell.clone()).untyped());
+            }
+        });
         let cluster = match self.cell.link.get().and_then(|l| l.cluster.upgrade()) {
             Some(c) => Some(c),
             None => crate::runtime::context().map(|rt| rt.cluster().clone()),

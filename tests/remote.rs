@@ -244,3 +244,27 @@ fn tasks_and_actor_calls_taking_a_remote_ref_fetch_it() {
     });
     assert_eq!(*n.get().unwrap(), 10);
 }
+
+#[test]
+fn collect_serialized_sees_the_refs_serialized_inside_it_only() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let (x, y) = (rt.put(1u32).unwrap(), rt.put(2u32).unwrap());
+    let (bytes, outer) = manta::collect_serialized(|| {
+        let first = to_bytes(&rt, &x);
+        // A nested collection gets its own refs, and the outer one resumes.
+        let ((), inner) = manta::collect_serialized(|| drop(to_bytes(&rt, &y)));
+        assert_eq!(inner.iter().map(|r| r.id()).collect::<Vec<_>>(), vec![y.id()]);
+        first
+    });
+    assert!(!bytes.is_empty());
+    assert_eq!(outer.iter().map(|r| r.id()).collect::<Vec<_>>(), vec![x.id()]);
+    // Outside any collection nothing is kept, also after a panic inside one.
+    let caught = std::panic::catch_unwind(|| manta::collect_serialized(|| panic!("inside")));
+    assert!(caught.is_err());
+    let ((), after) = manta::collect_serialized(|| ());
+    assert!(after.is_empty());
+    // The handles keep the objects alive.
+    let id = x.id();
+    drop(x);
+    assert!(outer[0].id() == id && outer[0].is_ready());
+}

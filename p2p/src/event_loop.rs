@@ -359,6 +359,9 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
+        if let Some(b) = &self.hint_sink {
+            b.work.sweep_sent();
+        }
         self.publish_heartbeat();
         self.members.tick(Instant::now());
         self.share_members();

@@ -310,6 +310,9 @@ impl Work {
         if from == self.me {
             return;
         }
+        // A borrow takes over from the pin of a ref sent out of band
+        // (dropped after this borrow's pin is in place, below).
+        let sent = if delta > 0 { lock(&self.oob).remove(&id) } else { None };
         let gone = {
             let mut pins = lock(&self.pins);
             let e: &mut Pin = pins.entry((from, id)).or_default();
@@ -328,6 +331,7 @@ impl Work {
             }
         };
         drop(gone);
+        drop(sent);
     }
 
     /// Objects pinned here for peers (for tests and `manta status`).

@@ -534,10 +534,18 @@ impl Node {
     }
 
     /// Serializes any serde value (refs, actor handles, or data holding
-    /// them) as CBOR for another node of the cluster.
+    /// them) as CBOR for another node of the cluster. The bytes may travel
+    /// by any channel: every ref in them is kept alive here until a node
+    /// that decodes it registers its borrow with the object's owner (this
+    /// node), or for at most 5 minutes (a ref owned elsewhere: 5 minutes).
     pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, NodeError> {
         let mut out = Vec::new();
-        self.inner.rt.enter(|| ciborium::into_writer(value, &mut out)).map_err(|e| NodeError::Decode(e.to_string()))?;
+        let (written, refs) =
+            manta::collect_serialized(|| self.inner.rt.enter(|| ciborium::into_writer(value, &mut out)));
+        written.map_err(|e| NodeError::Decode(e.to_string()))?;
+        // The bytes may travel by any channel: keep what they refer to
+        // alive until the receiver's borrow reaches the owner.
+        self.work().pin_sent(refs);
         Ok(out)
     }
 

@@ -42,6 +42,9 @@ use std::time::Duration;
 /// keeps as lineage (bigger ones cannot be rebuilt if that node is lost).
 pub(crate) const MAX_LINEAGE_ARGS: usize = 1 << 20;
 
+/// Longest a ref encoded out of band stays pinned waiting for a borrower.
+pub(crate) const OOB_PIN_TTL: Duration = Duration::from_secs(300);
+
 /// How long actor calls refused as busy wait before they are sent again.
 pub(crate) const CALL_RETRY_PAUSE: Duration = Duration::from_millis(5);
 
@@ -153,6 +156,9 @@ pub(crate) struct Work {
     pub sent: Mutex<HashMap<PeerId, usize>>,
     /// Actors this node created elsewhere that may be restarted.
     pub owned: Mutex<HashMap<ObjectId, crate::actor::Owned>>,
+    /// Refs this node encoded out of band (`Node::encode`), kept alive
+    /// until a peer registers a borrow of them or [`OOB_PIN_TTL`] passes.
+    pub oob: Mutex<HashMap<ObjectId, (std::time::Instant, AnyRef)>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,7 +212,31 @@ impl Work {
             accepted: AtomicUsize::new(0),
             sent: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
+            oob: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps refs this node encoded out of band alive until a peer
+    /// borrows them (see `oob`), and drops expired ones.
+    pub fn pin_sent(&self, refs: Vec<AnyRef>) {
+        let until = std::time::Instant::now() + OOB_PIN_TTL;
+        let replaced: Vec<_> = {
+            let mut oob = lock(&self.oob);
+            refs.into_iter().filter_map(|r| oob.insert(r.id(), (until, r))).collect()
+        };
+        drop(replaced); // after the lock: a last ref's drop calls back into the node
+        self.sweep_sent();
+    }
+
+    /// Drops out-of-band pins whose time is up.
+    pub fn sweep_sent(&self) {
+        let now = std::time::Instant::now();
+        let expired: Vec<_> = {
+            let mut oob = lock(&self.oob);
+            let ids: Vec<ObjectId> = oob.iter().filter(|(_, (t, _))| *t <= now).map(|(id, _)| *id).collect();
+            ids.iter().filter_map(|id| oob.remove(id)).collect()
+        };
+        drop(expired);
     }
 
     /// This node's owner hint.
