@@ -22,6 +22,13 @@
 //!
 //! A [`SpillDir`] is one directory per runtime, removed with everything in
 //! it when the runtime drops; each file is removed when its object is freed.
+//!
+//! Invariant: every spill writes a new file (`<id>.<n>.cbor`, `n` never
+//! reused), and a file is removed only when the last handle of the spill
+//! that wrote it drops. A reader still holding the handle of an earlier
+//! spill of an object that was restored and spilled again therefore never
+//! removes the later file. (With one name per object it did: a concurrent
+//! stress test lost objects to "spill file unreadable" once under load.)
 
 use crate::heap_size::{Decode, Encode};
 use crate::id::ObjectId;
@@ -183,6 +190,9 @@ pub fn decode_bytes(bytes: &[u8], type_name: &str, decode: Decode) -> Result<Val
 #[derive(Debug)]
 pub struct SpillDir {
     path: PathBuf,
+    /// Numbers the files: an object spilled again gets a new file, so the
+    /// handle of its previous spill, dropped late, cannot remove it.
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl SpillDir {
@@ -192,7 +202,7 @@ impl SpillDir {
         let id = ObjectId::fresh();
         let path = base.join(format!("manta-{}-{}", std::process::id(), id));
         std::fs::create_dir(&path)?;
-        Ok(SpillDir { path })
+        Ok(SpillDir { path, next: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// The directory.
@@ -200,14 +210,16 @@ impl SpillDir {
         &self.path
     }
 
-    /// The file of one object.
-    pub fn file_of(&self, id: ObjectId) -> PathBuf {
-        self.path.join(format!("{id}.cbor"))
+    /// A new file for one spill of an object: `<id>.<n>.cbor`, `n` never
+    /// reused in this directory.
+    fn new_file_of(&self, id: ObjectId) -> PathBuf {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.path.join(format!("{id}.{n}.cbor"))
     }
 
     /// Writes a value to its file; on failure no file is left behind.
     pub fn write(&self, id: ObjectId, type_name: &str, encode: Encode, value: &Value) -> Result<PathBuf, SpillError> {
-        let path = self.file_of(id);
+        let path = self.new_file_of(id);
         let result = (|| {
             let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
             encode_to(&mut w, type_name, encode, value)?;

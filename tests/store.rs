@@ -12,7 +12,7 @@ use common::*;
 use manta::{Error, HeapSize, ObjectRef, Runtime, StoreFull};
 use std::collections::HashMap;
 use std::mem::size_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -45,10 +45,6 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
     }
-}
-
-fn spill_file(rt: &Runtime, id: manta::ObjectId) -> PathBuf {
-    rt.spill_dir().expect("spill dir").join(format!("{id}.cbor"))
 }
 
 /// Waits (bounded, yielding) for a condition that another thread makes true

@@ -189,7 +189,7 @@ fn a_lost_one_shot_input_fails_the_rebuild_of_its_dependant() {
     std::fs::create_dir_all(&base).expect("base");
     let rt =
         Runtime::builder().num_cpus(2).store_capacity(charged(MB) + MB / 2).spill_dir(&base).build().expect("runtime");
-    let file = |id: manta::ObjectId| -> PathBuf { rt.spill_dir().expect("dir").join(format!("{id}.cbor")) };
+    let file = |id: manta::ObjectId| -> PathBuf { spill_file(&rt, id) };
     let source = rt.task().name("source").spawn_once(|| make(1, MB));
     let derived = rt.task().name("derived").spawn_with((source.clone(),), |(s,)| derive(&s, 2));
     check(12, MB, &derived.get().expect("derived"));

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use manta::{Error, ObjectId, ObjectRef, Runtime};
+use manta::{Error, ObjectRef, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,10 +23,6 @@ fn spilling_rt(base: &TempBase, fits: usize) -> Runtime {
         .put_timeout(Duration::from_millis(200))
         .build()
         .expect("runtime")
-}
-
-fn spill_file(rt: &Runtime, id: ObjectId) -> PathBuf {
-    rt.spill_dir().expect("spill dir").join(format!("{id}.cbor"))
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {

@@ -80,3 +80,16 @@ pub fn isolated(test: &str, body: impl FnOnce()) {
     assert!(out.status.success(), "child process failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
 }
+
+/// The current spill file of object `id` in `rt`'s spill directory
+/// (`<id>.<n>.cbor`: each spill of an object gets a new file), or a path
+/// that does not exist if it has none.
+pub fn spill_file(rt: &manta::Runtime, id: manta::ObjectId) -> PathBuf {
+    let dir = rt.spill_dir().expect("spill dir");
+    let prefix = format!("{id}.");
+    std::fs::read_dir(dir)
+        .expect("read spill dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
+        .unwrap_or_else(|| dir.join(format!("{id}.none.cbor")))
+}
