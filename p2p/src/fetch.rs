@@ -15,8 +15,8 @@
 //! fails (an error reply, a timeout, a lost connection, bytes that do not
 //! decode or authenticate) the next holder is tried from the start (a
 //! replica's encoding need not be byte-identical to the owner's); one that
-//! could not be reached, or whose stream broke, first gets one more try,
-//! in chunks.
+//! could not be reached, or whose stream broke, first gets one more try
+//! (in chunks if it was its lane that broke).
 //! With no holder left the object fails with `PeerUnreachable` if some
 //! holder could not be reached, else `ObjectLost`.
 //!
@@ -67,6 +67,8 @@ const BULK_FROM: usize = 256 << 10;
 struct Failure {
     reason: String,
     unreachable: bool,
+    /// The holder's bulk lane broke (its next try comes in chunks).
+    lane: bool,
 }
 
 /// Runs one fetch to its end.
@@ -94,6 +96,7 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>, first: Option<PeerId>) {
         }
     }
     let mut tried: HashMap<PeerId, u32> = HashMap::new();
+    let mut lane_broken: HashSet<PeerId> = HashSet::new();
     let mut asked_dht = false;
     let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
     let mut fetch = fetch;
@@ -116,12 +119,14 @@ pub(crate) async fn run(fetch: Fetch, ctx: Arc<Ctx>, first: Option<PeerId>) {
             continue;
         }
         tried.insert(peer, attempt + 1);
-        // A second try of a holder comes in chunks, in case its lane (or
-        // something between us and it) is what failed.
-        match pull(fetch, peer, &ctx, attempt == 0).await {
+        // After its lane broke, a holder's next try comes in chunks.
+        match pull(fetch, peer, &ctx, !lane_broken.contains(&peer)).await {
             Ok(()) => return, // stored; `exported` queued its announcement
             Err((f, failure)) => {
                 fetch = f;
+                if failure.lane {
+                    lane_broken.insert(peer);
+                }
                 let msg = format!("{peer}: {}", failure.reason);
                 tracing::debug!(object = %id, "{msg}");
                 if failure.unreachable {
@@ -167,7 +172,7 @@ fn chunk_request(id: ObjectId, offset: u64, chunk: usize) -> Request {
 /// Checks a reply to the chunk request at `offset` of an object of `total`
 /// bytes (`None` until the first reply).
 fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Data), Failure> {
-    let refused = |reason: String| Failure { reason, unreachable: false };
+    let refused = |reason: String| Failure { reason, unreachable: false, lane: false };
     match reply {
         Reply::Chunk { total: t, offset: got, data } => {
             let n = data.bytes().len() as u64;
@@ -184,7 +189,7 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Data)
             Err(refused(format!("holds it but failed to serve it: {message}")))
         }
         Reply::Other(Response::Invalid { reason }) => Err(refused(format!("refused our request: {reason}"))),
-        Reply::Other(Response::Busy) => Err(Failure { reason: "busy".into(), unreachable: true }),
+        Reply::Other(Response::Busy) => Err(Failure { reason: "busy".into(), unreachable: true, lane: false }),
         Reply::Other(Response::Chunk { .. } | Response::Ticket { .. }) => Err(refused("an unexpected reply".into())),
     }
 }
@@ -203,7 +208,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx, lane: bool) -> Result<(), (
         match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
             Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
-            Err(reason) => return Err((fetch, Failure { reason, unreachable: true })),
+            Err(reason) => return Err((fetch, Failure { reason, unreachable: true, lane: false })),
         }
     };
     let (total, data) = match chunk_of(first, 0, None) {
@@ -217,7 +222,10 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx, lane: bool) -> Result<(), (
                 tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
                 Ok(())
             }
-            Err(e) => Err((fetch, Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false })),
+            Err(e) => Err((
+                fetch,
+                Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false, lane: false },
+            )),
         };
     }
     let head = data.bytes().len() as u64;
@@ -259,7 +267,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx, lane: bool) -> Result<(), (
             let Some((offset, reply)) = inflight.next().await else { break };
             let checked = match reply {
                 Ok(resp) => chunk_of(resp, offset, Some(total)),
-                Err(reason) => Err(Failure { reason, unreachable: true }),
+                Err(reason) => Err(Failure { reason, unreachable: true, lane: false }),
             };
             match checked {
                 Ok((_, data)) => {
@@ -279,8 +287,11 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Ctx, lane: bool) -> Result<(), (
     match decoder.await {
         Ok(None) => Ok(()),
         Ok(Some((fetch, e))) => {
-            let f = network_failure
-                .unwrap_or(Failure { reason: format!("its bytes did not decode: {e}"), unreachable: false });
+            let f = network_failure.unwrap_or(Failure {
+                reason: format!("its bytes did not decode: {e}"),
+                unreachable: false,
+                lane: false,
+            });
             Err((fetch, f))
         }
         // The decoder panicked: the fetch was dropped, which failed the
@@ -322,7 +333,9 @@ async fn pull_bulk(
         Ok(None) => Ok(()),
         // A stream cut short or not authentic: unreachable, so the holder
         // gets one more try before the next one.
-        Ok(Some((fetch, e))) => Err((fetch, Failure { reason: format!("bulk lane: {e}"), unreachable: true })),
+        Ok(Some((fetch, e))) => {
+            Err((fetch, Failure { reason: format!("bulk lane: {e}"), unreachable: true, lane: true }))
+        }
         // The decoder panicked: the fetch was dropped, which failed the object.
         Err(_) => Ok(()),
     }
