@@ -128,6 +128,13 @@ fn a_ref_crosses_runtimes_and_is_fetched_in_chunks_once() {
     assert_eq!(lb.exported.lock().unwrap().as_slice(), &[r.id()]);
     assert!(b.store_stats().bytes_in_memory >= 100_000, "the replica is charged");
     drop((rb, rb2));
+    // The thread that completed the fetch may hold the object a moment
+    // longer than the reader that it woke.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lb.freed.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the replica was never freed");
+        std::thread::yield_now();
+    }
     assert_eq!(lb.freed.lock().unwrap().as_slice(), &[r.id()], "freeing the replica withdraws it");
     assert!(!b.holds_object(r.id()));
     assert_eq!(b.store_stats().bytes_in_memory, 0);
