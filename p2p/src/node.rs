@@ -363,11 +363,7 @@ impl Backend {
 }
 
 fn is_loopback(a: &Multiaddr) -> bool {
-    a.iter().any(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
-        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
+    crate::bulk::ip_of(a).is_some_and(|ip| ip.is_loopback())
 }
 
 impl RemoteBackend for Backend {

@@ -257,12 +257,17 @@ impl Work {
 
     /// True if `peer` is a live member.
     pub fn is_live_peer(&self, peer: PeerId) -> bool {
-        self.members.read().unwrap_or_else(|p| p.into_inner()).iter().any(|m| m.peer == peer && m.alive)
+        self.peer_alive(peer) == Some(true)
     }
 
     /// True if `peer` is in the member table and marked dead.
     pub fn is_dead_peer(&self, peer: PeerId) -> bool {
-        self.members.read().unwrap_or_else(|p| p.into_inner()).iter().any(|m| m.peer == peer && !m.alive)
+        self.peer_alive(peer) == Some(false)
+    }
+
+    /// Whether `peer` is alive, if it is in the member table.
+    fn peer_alive(&self, peer: PeerId) -> Option<bool> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).iter().find(|m| m.peer == peer).map(|m| m.alive)
     }
 
     /// True if `id` is the result of work this node sent elsewhere.
