@@ -187,6 +187,18 @@ fn encode_bytes(v: &(dyn Any + Send + Sync), w: &mut dyn Write) -> Result<(), St
 /// no 4 KiB bounce buffer); anything else (an indefinite-length string, a
 /// wrong type) goes through ciborium, which reports the error.
 fn decode_bytes(r: &mut dyn Read) -> Result<Value, String> {
+    decode_bytes_reusing(r, &|_| None)
+}
+
+/// Decodes a `Vec<u8>` written by `encode_bytes` (or any CBOR byte string).
+/// A definite length of at least `RECYCLE_MIN` is read into `reuse(len)`'s
+/// buffer when it gives one (a recycled replica's, already faulted in);
+/// otherwise the vector grows as bytes arrive, so a header claiming more
+/// than the input holds costs at most one step, not its claimed length.
+pub(crate) fn decode_bytes_reusing(
+    r: &mut dyn Read,
+    reuse: &dyn Fn(usize) -> Option<Vec<u8>>,
+) -> Result<Value, String> {
     let mut head = [0u8; 1];
     r.read_exact(&mut head).map_err(|e| format!("byte string header: {e}"))?;
     let extra = match head[0] {
@@ -202,12 +214,27 @@ fn decode_bytes(r: &mut dyn Read) -> Result<Value, String> {
         let v: serde_bytes::ByteBuf = ciborium::from_reader(&mut chained).map_err(|e| e.to_string())?;
         return Ok(Value::new(v.into_vec()));
     };
-    // Grow as bytes arrive: a header claiming more than the input holds
-    // costs at most the first step, not its claimed length.
-    let mut v = Vec::with_capacity(len.min(64 << 20) as usize);
-    let got = r.take(len).read_to_end(&mut v).map_err(|e| e.to_string())?;
-    if (got as u64) < len {
-        return Err(format!("byte string truncated: {got} of {len} bytes"));
+    if let Some(mut v) = usize::try_from(len).ok().and_then(reuse) {
+        // Its old bytes are initialized: only a longer tail is zeroed.
+        v.resize(len as usize, 0);
+        return match r.read_exact(&mut v) {
+            Ok(()) => Ok(Value::new(v)),
+            Err(e) => Err(format!("byte string of {len} bytes truncated: {e}")),
+        };
+    }
+    // Grow in bounded steps, each reserved exactly (no doubling past the
+    // claimed length).
+    const STEP: u64 = 64 << 20;
+    let mut v = Vec::new();
+    let mut got = 0u64;
+    while got < len {
+        let step = (len - got).min(STEP);
+        v.try_reserve_exact(step as usize).map_err(|e| format!("byte string of {len} bytes: {e}"))?;
+        let n = r.take(step).read_to_end(&mut v).map_err(|e| e.to_string())? as u64;
+        got += n;
+        if n < step {
+            return Err(format!("byte string truncated: {got} of {len} bytes"));
+        }
     }
     Ok(Value::new(v))
 }

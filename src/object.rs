@@ -101,13 +101,15 @@ impl Drop for ObjectCell {
         if let Some(link) = self.link.get() {
             link.dropped(self.id, self);
         }
-        let (charged, spill) = self.slot.take_final();
+        let (charged, spill, value) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
         if let Some(store) = self.store() {
             store.lineage_freed(self.take_lineage_bytes());
             store.untrack(self.id);
             if charged > 0 {
-                store.release(charged);
+                // Only replicas' buffers are recycled (for the next replica).
+                let replica = self.link.get().is_some_and(|l| l.is_remote());
+                store.release_freed(charged, value.filter(|_| replica));
             }
         }
     }

@@ -50,7 +50,7 @@ use crate::slot::{Meta, Value};
 use crate::store::Store;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -96,7 +96,12 @@ fn decode_as<T: DeserializeOwned + Any + Send + Sync>(
     r: &mut dyn Read,
     store: &Store,
 ) -> Result<(Value, Meta), String> {
-    let value = decoder_of::<T>()(r)?;
+    let value = if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        // Large byte strings reuse a freed replica's buffer (see `store`).
+        crate::heap_size::decode_bytes_reusing(r, &|len| store.recycled(len))?
+    } else {
+        decoder_of::<T>()(r)?
+    };
     Ok(store.measure_value::<T>(value))
 }
 

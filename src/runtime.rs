@@ -139,6 +139,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// A cap on the bytes of freed replicas' `Vec<u8>` buffers (of at least
+    /// 1 MiB) kept for reuse by the next replicas fetched from peers (only
+    /// with a cluster backend attached), so a large transfer
+    /// writes into memory that is already mapped instead of faulting in
+    /// fresh pages. Pooled buffers only use room no object needs: they are
+    /// dropped before anything is evicted, and never take the store past
+    /// its capacity. `0` turns recycling off. Default: a quarter of the
+    /// store's capacity, at most 1 GiB. See [`StoreStats::bytes_recycled`](crate::StoreStats::bytes_recycled).
+    pub fn recycle_capacity(mut self, bytes: usize) -> Self {
+        self.store.recycle_capacity = Some(bytes);
+        self
+    }
+
     /// How long `put` waits for memory when nothing can be moved out before
     /// returning [`StoreFull`]. Default 1 s.
     pub fn put_timeout(mut self, timeout: Duration) -> Self {

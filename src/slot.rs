@@ -345,18 +345,19 @@ impl<S: Clone> Slot<S> {
     }
 
     /// Takes the final state apart when the object is freed: the bytes it
-    /// still charged to memory and its spill handle, if any.
-    pub fn take_final(&mut self) -> (usize, Option<S>) {
+    /// still charged to memory, its spill handle, if any, and its value if
+    /// it was in memory (so the store may recycle its buffer).
+    pub fn take_final(&mut self) -> (usize, Option<S>, Option<Value>) {
         let inner = match self.inner.get_mut() {
             Ok(i) => i,
             Err(p) => p.into_inner(),
         };
         match std::mem::replace(&mut inner.state, State::Rebuilding) {
-            State::Ready(_, meta) => (meta.charged, None),
-            State::Out(Moved::Spilled(s)) => (0, Some(s)),
+            State::Ready(v, meta) => (meta.charged, None, Some(v)),
+            State::Out(Moved::Spilled(s)) => (0, Some(s), None),
             other => {
                 inner.state = other;
-                (0, None)
+                (0, None, None)
             }
         }
     }

@@ -28,6 +28,19 @@
 //! (`evict_with` returns them) or when the object is freed in `Ready` state
 //! (`Slot::take_final` returns them); both read the state under the slot's
 //! lock (or with `&mut`), so they cannot both see `Ready`.
+//!
+//! # Recycling byte buffers
+//! A freed replica (an object fetched from a peer) that is a `Vec<u8>` of
+//! at least [`RECYCLE_MIN`] bytes of capacity, held by no reader, keeps its
+//! buffer in a small pool, and the next replica is decoded into a pooled
+//! buffer that fits instead of fresh memory (as Ray's plasma store keeps
+//! its arena mapped). Objects made locally are never pooled. The point:
+//! a fresh buffer costs a page fault per 4 KiB, which on a VM is as slow as
+//! the transfer itself. Invariants: `bytes + pooled <= cap` ([`Store::reserve`]
+//! drops pooled buffers, oldest first, before it evicts or waits, so the
+//! pool never takes room from objects) and `pooled <= recycle_cap`. A
+//! pooled buffer is never shared: it left its object through
+//! `Arc::try_unwrap`.
 
 use crate::error::Error;
 use crate::heap_size::{charged_size, Decode};
@@ -49,6 +62,7 @@ pub(crate) struct StoreConfig {
     pub put_timeout: Duration,
     pub small_object: usize,
     pub lineage_capacity: usize,
+    pub recycle_capacity: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +73,7 @@ impl Default for StoreConfig {
             put_timeout: Duration::from_secs(1),
             small_object: 256,
             lineage_capacity: 1 << 30,
+            recycle_capacity: None,
         }
     }
 }
@@ -71,6 +86,15 @@ pub(crate) fn default_capacity() -> usize {
         kb.checked_mul(1024)
     });
     total.map_or(1 << 30, |t| t / 10 * 3)
+}
+
+/// The smallest buffer capacity worth recycling (smaller ones are cheap to
+/// allocate fresh).
+pub(crate) const RECYCLE_MIN: usize = 1 << 20;
+
+/// The default cap on pooled bytes: a quarter of the store, at most 1 GiB.
+fn default_recycle_capacity(store_capacity: usize) -> usize {
+    (store_capacity / 4).min(1 << 30)
 }
 
 /// A spilled object's file; removed from disk when the last handle goes.
@@ -136,6 +160,9 @@ pub struct StoreStats {
     pub reconstructions: u64,
     /// Bytes of lineage records kept for rebuilding.
     pub lineage_bytes: usize,
+    /// Bytes of freed `Vec<u8>` buffers kept for reuse by fetched replicas
+    /// (not counted in `bytes_in_memory`; see `RuntimeBuilder::recycle_capacity`).
+    pub bytes_recycled: usize,
     /// Lineage records dropped by the lineage cap.
     pub lineage_evictions: u64,
 }
@@ -144,6 +171,10 @@ struct Inner {
     bytes: usize,
     objects: usize,
     lru: lru::LruCache<ObjectId, (Weak<ObjectCell>, usize)>,
+    /// Recycled buffers (see "Recycling byte buffers"), oldest first.
+    pool: Vec<Vec<u8>>,
+    /// Sum of the pool's capacities.
+    pooled: usize,
 }
 
 /// One runtime's object store. (Public only so `MultiReturn` can name it;
@@ -159,6 +190,7 @@ pub struct Store {
     stats: Arc<Counters>,
     lineage_cap: usize,
     lineage: Mutex<LineageLog>,
+    recycle_cap: usize,
 }
 
 /// Lineage records in the order they were kept (oldest first), and the
@@ -189,11 +221,18 @@ impl Store {
             small: cfg.small_object,
             put_timeout: cfg.put_timeout,
             spill,
-            inner: Mutex::new(Inner { bytes: 0, objects: 0, lru: lru::LruCache::unbounded() }),
+            inner: Mutex::new(Inner {
+                bytes: 0,
+                objects: 0,
+                lru: lru::LruCache::unbounded(),
+                pool: Vec::new(),
+                pooled: 0,
+            }),
             freed: Condvar::new(),
             stats: Arc::new(Counters::default()),
             lineage_cap: cfg.lineage_capacity,
             lineage: Mutex::new(LineageLog::default()),
+            recycle_cap: cfg.recycle_capacity.unwrap_or_else(|| default_recycle_capacity(cfg.capacity)),
         })
     }
 
@@ -235,8 +274,15 @@ impl Store {
         }
         let deadline = Instant::now() + if wait { self.put_timeout } else { Duration::ZERO };
         loop {
+            let mut unpooled = Vec::new();
             let victims = {
                 let mut g = self.lock();
+                // Pooled buffers go first (dropped after the lock).
+                while g.bytes + g.pooled + size > self.cap && !g.pool.is_empty() {
+                    let buf = g.pool.remove(0);
+                    g.pooled -= buf.capacity();
+                    unpooled.push(buf);
+                }
                 if g.bytes + size <= self.cap {
                     g.bytes += size;
                     g.objects += 1;
@@ -252,6 +298,7 @@ impl Store {
                 }
                 victims
             };
+            drop(unpooled);
             let mut moved = false;
             for (id, weak, bytes) in victims {
                 // A cell that cannot be upgraded is being freed: its drop
@@ -292,6 +339,43 @@ impl Store {
         g.objects = g.objects.saturating_sub(1);
         drop(g);
         self.freed.notify_all();
+    }
+
+    /// Returns a freed object's bytes, like [`Store::release`], and keeps
+    /// `value`'s buffer for reuse if it is a large `Vec<u8>` nobody else
+    /// holds and the pool has room (see "Recycling byte buffers"). The
+    /// caller passes a value only for replicas.
+    pub(crate) fn release_freed(&self, bytes: usize, value: Option<Value>) {
+        let buf = value.and_then(|v| std::sync::Arc::downcast::<Vec<u8>>(v.data).ok());
+        let mut buf = buf.and_then(|b| std::sync::Arc::try_unwrap(b).ok()).filter(|b| b.capacity() >= RECYCLE_MIN);
+        let mut g = self.lock();
+        g.bytes -= bytes.min(g.bytes);
+        g.objects = g.objects.saturating_sub(1);
+        if let Some(b) = buf.take_if(|b| {
+            let n = b.capacity();
+            g.pooled + n <= self.recycle_cap && g.bytes + g.pooled + n <= self.cap
+        }) {
+            g.pooled += b.capacity();
+            g.pool.push(b);
+        }
+        drop(g);
+        drop(buf); // not kept: freed outside the lock
+        self.freed.notify_all();
+    }
+
+    /// A pooled buffer for a `len`-byte value: the smallest whose capacity
+    /// is at least `len` and wastes at most a quarter of it. Its contents
+    /// are an old object's bytes (initialized, to be overwritten).
+    pub(crate) fn recycled(&self, len: usize) -> Option<Vec<u8>> {
+        if len < RECYCLE_MIN {
+            return None;
+        }
+        let mut g = self.lock();
+        let fits = |b: &Vec<u8>| b.capacity() >= len && b.capacity() - len <= len / 4;
+        let (i, _) = g.pool.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.capacity())?;
+        let buf = g.pool.remove(i);
+        g.pooled -= buf.capacity();
+        Some(buf)
     }
 
     /// Makes a stored object a candidate for moving out.
@@ -474,6 +558,7 @@ impl Store {
             reconstructions: s.reconstructions.load(Ordering::Relaxed),
             lineage_bytes: self.lineage.lock().map_or(0, |l| l.bytes),
             lineage_evictions: s.lineage_evictions.load(Ordering::Relaxed),
+            bytes_recycled: g.pooled,
         }
     }
 

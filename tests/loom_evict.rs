@@ -305,7 +305,7 @@ struct Cell {
 
 impl Drop for Cell {
     fn drop(&mut self) {
-        let (charged, spill) = self.slot.take_final();
+        let (charged, spill, _value) = self.slot.take_final();
         assert!(spill.is_none(), "nothing was spilled");
         if charged > 0 {
             self.freed_ready.fetch_add(1, Ordering::AcqRel);

@@ -275,3 +275,89 @@ fn collect_serialized_sees_the_refs_serialized_inside_it_only() {
     drop(x);
     assert!(outer[0].id() == id && outer[0].is_ready());
 }
+
+/// Waits until `lb` has heard of `n` frees (the thread that completed a
+/// fetch may hold the object a moment after the reader that it woke).
+fn wait_freed(lb: &Loopback, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lb.freed.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "the replica was never freed");
+        std::thread::yield_now();
+    }
+}
+
+/// Fetches a fresh `n`-byte object from `a` into `b`.
+fn replica(a: &Runtime, b: &Runtime, n: usize, seed: u8) -> (ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>) {
+    let r = a.put((0..n).map(|i| (i % 251) as u8 ^ seed).collect::<Vec<u8>>()).unwrap();
+    let rb: ObjectRef<Vec<u8>> = from_bytes(b, &to_bytes(a, &r));
+    assert_eq!(rb.get().unwrap().len(), n);
+    (r, rb)
+}
+
+#[test]
+fn a_freed_replicas_buffer_is_reused_by_the_next_replica() {
+    const N: usize = 3 << 20;
+    let (a, b, _la, lb) = pair(1 << 20);
+    // A local object's buffer is never pooled.
+    drop(b.put(vec![7u8; N]).unwrap());
+    assert_eq!(b.store_stats().bytes_recycled, 0);
+    // A freed replica's is.
+    let (r1, rb1) = replica(&a, &b, N, 1);
+    let ptr = rb1.get().unwrap().as_ptr() as usize;
+    drop(rb1);
+    wait_freed(&lb, 1);
+    assert_eq!(b.store_stats().bytes_recycled, N);
+    assert_eq!(b.store_stats().bytes_in_memory, 0, "a pooled buffer is not an object");
+    // The next replica of that size is written into it, with its own bytes.
+    let (r2, rb2) = replica(&a, &b, N, 2);
+    let got = rb2.get().unwrap();
+    assert_eq!(got.as_ptr() as usize, ptr, "the replica reuses the freed buffer");
+    assert_eq!(*got, *r2.get().unwrap());
+    assert_eq!(b.store_stats().bytes_recycled, 0);
+    // Freed while a reader still holds the value: not pooled, not touched.
+    drop(rb2);
+    wait_freed(&lb, 2);
+    assert_eq!(b.store_stats().bytes_recycled, 0);
+    assert_eq!(*got, *r2.get().unwrap());
+    drop((r1, r2));
+}
+
+#[test]
+fn pooled_buffers_stay_under_the_recycle_cap_and_give_way_to_puts() {
+    const N: usize = 4 << 20;
+    let a = Runtime::builder().num_cpus(1).build().unwrap();
+    a.attach_remote(Loopback::new(None, 1 << 20));
+    let cap = 10 << 20;
+    let b = Runtime::builder()
+        .num_cpus(1)
+        .store_capacity(cap)
+        .recycle_capacity(5 << 20)
+        .put_timeout(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let lb = Loopback::new(Some(a.clone()), 1 << 20);
+    b.attach_remote(lb.clone());
+    let (x, y) = (replica(&a, &b, N, 1), replica(&a, &b, N, 2));
+    drop(x.1);
+    wait_freed(&lb, 1);
+    assert_eq!(b.store_stats().bytes_recycled, N);
+    drop(y.1);
+    wait_freed(&lb, 2);
+    assert_eq!(b.store_stats().bytes_recycled, N, "a second 4 MiB is over the 5 MiB recycle cap");
+    // 7 MiB fit only without the pooled 4 MiB: the pool gives way, and
+    // nothing is evicted or spilled for it.
+    let big = b.put(vec![2u8; 7 << 20]).expect("the pool gives way to a put");
+    let s = b.store_stats();
+    assert_eq!((s.bytes_recycled, s.evictions, s.spills), (0, 0, 0), "{s:?}");
+    assert!(s.bytes_in_memory + s.bytes_recycled <= cap);
+    drop(big);
+
+    // Recycling off: nothing is kept.
+    let c = Runtime::builder().num_cpus(1).recycle_capacity(0).build().unwrap();
+    let lc = Loopback::new(Some(a.clone()), 1 << 20);
+    c.attach_remote(lc.clone());
+    drop(replica(&a, &c, N, 3).1);
+    wait_freed(&lc, 1);
+    assert_eq!(c.store_stats().bytes_recycled, 0);
+    drop((x.0, y.0));
+}
