@@ -108,9 +108,23 @@ pub(crate) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], 
     }
     // body.len() <= max, and both caps fit in a u32.
     let len = u32::try_from(body.len()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if body.len() <= JOIN_BELOW {
+        // One write, so one muxer frame (and one socket write) per message.
+        let mut joined = Vec::with_capacity(4 + body.len());
+        joined.extend_from_slice(&len.to_be_bytes());
+        joined.extend_from_slice(body);
+        return io.write_all(&joined).await;
+    }
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(body).await
 }
+
+/// Bodies up to this size are written together with their length prefix:
+/// each write on a muxed stream is its own yamux frame, Noise message and
+/// socket send, so two writes per message cost a second send and wake-up
+/// on the critical path (halving them took a remote task round trip from
+/// about 300 µs to under 200 µs here). Larger bodies skip the copy.
+pub(crate) const JOIN_BELOW: usize = 64 << 10;
 
 pub(crate) fn invalid_data(e: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)

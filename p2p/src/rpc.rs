@@ -237,15 +237,20 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
         let written = async {
             match resp {
                 Response::Chunk { total, offset, data } => {
-                    // The prefix, then the data as it is: no second copy.
+                    // Large data is written as it is (no second copy).
                     let prefix = crate::chunk::chunk_prefix(total, offset, data.len());
                     let len = prefix.len() + data.len();
                     if len > wire::MAX_RESPONSE_BYTES {
                         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk over the cap"));
                     }
-                    s.write_all(&(len as u32).to_be_bytes()).await?;
-                    s.write_all(&prefix).await?;
-                    s.write_all(&data).await?;
+                    let head = [&(len as u32).to_be_bytes()[..], &prefix[..]].concat();
+                    if data.len() <= crate::codec::JOIN_BELOW {
+                        // Small: one write, so one muxer frame and one send.
+                        s.write_all(&[head, data].concat()).await?;
+                    } else {
+                        s.write_all(&head).await?;
+                        s.write_all(&data).await?;
+                    }
                 }
                 other => codec.write_response(&proto, &mut s, other).await?,
             }
