@@ -12,7 +12,10 @@
 //!   or from a replica found in the Kademlia DHT (large objects over the
 //!   holder's bulk lane, a TCP connection of their own sealed with
 //!   AES-256-GCM under a one-use key obtained over libp2p), and keeps a
-//!   replica that is announced in turn.
+//!   replica that is announced in turn. A large `Vec<u8>` replica is
+//!   written into the buffer of a freed one when the store has one
+//!   (`manta::RuntimeBuilder::recycle_capacity`), so repeated transfers do
+//!   not pay fresh-memory page faults.
 //! - **Remote tasks and actors**: functions and actor types registered by
 //!   name ([`RemoteFn`], [`ActorClass`], [`Method`] in a [`Registry`]) run on
 //!   whichever node placement picks: here, unless their resources exist only

@@ -378,6 +378,7 @@ fn transfer(a: &Node, b: &Node) -> Res<Vec<f64>> {
     for round in 0..LARGE_ROUNDS {
         let r = a.runtime().put(src.clone())?;
         let wire = a.encode_ref(&r);
+        let pooled_mb = b.runtime().store_stats().bytes_recycled as f64 / 1e6;
         let cpu0 = process_cpu_s();
         let t = Instant::now();
         let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire)?;
@@ -388,7 +389,7 @@ fn transfer(a: &Node, b: &Node) -> Res<Vec<f64>> {
             let per_byte = cpu * 1e9 / LARGE_BYTES as f64;
             let busy = cpu / d.as_secs_f64();
             eprintln!(
-                "#     round {round}: {:.0} ms, process cpu {cpu:.2} s ({per_byte:.1} ns/byte, {busy:.2} cores busy)",
+                "#     round {round}: {:.0} ms, process cpu {cpu:.2} s ({per_byte:.1} ns/byte, {busy:.2} cores busy), {pooled_mb:.0} MB pooled on b before",
                 d.as_secs_f64() * 1e3
             );
         }
