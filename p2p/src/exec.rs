@@ -89,6 +89,8 @@ impl Work {
                     self.call_hosted(from, ObjectId::from_bytes(actor), &method, &args, ObjectId::from_bytes(id));
                 }
                 Mail::DropActor(actor) => self.drop_actor(ObjectId::from_bytes(actor)),
+                // The outbox takes these out before a batch is applied.
+                Mail::Seq(_) | Mail::Acked(_) => {}
             }
         }
         ack

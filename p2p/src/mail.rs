@@ -53,6 +53,14 @@ fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<
     d.deserialize_seq(CappedSeq::new(MAX_IDS, "ids"))
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn de_acks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ack>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_BATCH_MAIL, "acks"))
+}
+
 fn de_refused<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, Refusal)>, D::Error> {
     d.deserialize_seq(CappedSeq::new(MAX_BATCH_MAIL, "refusals"))
 }
@@ -144,6 +152,15 @@ pub enum Mail {
     },
     /// The sender's handles to actor `actor` are all gone.
     DropActor(#[serde(with = "serde_bytes")] WireId),
+    /// The number the receiver acks this batch under ([`Ack::seq`]); it may
+    /// then hold the ack back to send it with its own next batch (see
+    /// `outbox`). A batch without one is acked at once, on its own stream,
+    /// with seq 0. At most one per batch. Handled by the outbox, never
+    /// applied.
+    Seq(u64),
+    /// Acks of batches the receiver sent the sender, riding on this batch.
+    /// Handled by the outbox, never applied.
+    Acked(#[serde(deserialize_with = "de_acks")] Vec<Ack>),
 }
 
 /// A batch of messages, delivered and applied in order.
@@ -162,6 +179,10 @@ pub enum Refusal {
 /// The answer to a [`Batch`]: the refused submissions by index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Ack {
+    /// The [`Mail::Seq`] of the batch answered; 0 for a batch without one
+    /// (or one that did not decode). Not written when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     /// `(index in the batch, why)`.
     #[serde(deserialize_with = "de_refused")]
     pub refused: Vec<(u32, Refusal)>,
@@ -372,6 +393,7 @@ impl Mail {
                 Err(too_long("inline result", b.len(), MAX_ARGS_BYTES))
             }
             Mail::Done { outcome: Outcome::Failed(e), .. } => e.validate(),
+            Mail::Acked(acks) => acks.iter().try_for_each(Ack::validate),
             _ => Ok(()),
         }
     }
@@ -387,6 +409,9 @@ pub fn encode_batch(b: &Batch) -> Vec<u8> {
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, WireError> {
     let b: Batch = wire::decode(bytes, MAX_BATCH_BYTES)?;
     b.0.iter().try_for_each(Mail::validate)?;
+    if b.0.iter().filter(|m| matches!(m, Mail::Seq(_))).count() > 1 {
+        return Err(WireError::Malformed("more than one seq in a batch".into()));
+    }
     Ok(b)
 }
 
@@ -399,15 +424,24 @@ pub fn encode_ack(a: &Ack) -> Vec<u8> {
 /// errors of its refusals ([`RemoteError::validate`]).
 pub fn decode_ack(bytes: &[u8]) -> Result<Ack, WireError> {
     let a: Ack = wire::decode(bytes, MAX_ACK_BYTES)?;
-    for (_, r) in &a.refused {
-        if let Refusal::Refused(e) = r {
-            e.validate()?;
-        }
-    }
-    if a.invalid.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
-        return Err(too_long("ack reason", a.invalid.as_ref().map_or(0, String::len), MAX_TEXT_BYTES));
-    }
+    a.validate()?;
     Ok(a)
+}
+
+impl Ack {
+    /// Checks the errors of its refusals ([`RemoteError::validate`]) and
+    /// the length of its reason.
+    pub fn validate(&self) -> Result<(), WireError> {
+        for (_, r) in &self.refused {
+            if let Refusal::Refused(e) = r {
+                e.validate()?;
+            }
+        }
+        if self.invalid.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+            return Err(too_long("ack reason", self.invalid.as_ref().map_or(0, String::len), MAX_TEXT_BYTES));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

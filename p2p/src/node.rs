@@ -272,9 +272,10 @@ impl NodeBuilder {
                     request_timeout,
                     handler.clone(),
                 );
+                let shared = boxes.shared();
                 let _ = loop_backend.work.boxes.set(boxes);
                 let _ = loop_backend.work.handle.set(tokio_rt.handle().clone());
-                tokio_rt.spawn(crate::outbox::serve(control.clone(), handler));
+                tokio_rt.spawn(crate::outbox::serve(control.clone(), handler, shared));
                 tokio_rt.spawn(crate::rpc::serve(control, serve_rt, loop_backend.clone()));
                 event_loop.set_hint_sink(loop_backend);
                 tokio_rt.block_on(event_loop.run());

@@ -1,45 +1,74 @@
 //! Ordered, batched delivery of [`Mail`] between nodes.
 //!
 //! Each node keeps one outbox per peer it sends to, drained by one sender
-//! task over one long-lived stream on [`MAIL_PROTOCOL`]: everything queued
-//! since the last send goes out as one [`Batch`] (up to [`MAX_BATCH_MAIL`]
-//! messages), and the next batch waits for this one's [`Ack`]. So messages
-//! from one node to another are applied in the order they were sent (actor
-//! calls per caller, borrow before release), and a burst of submissions
-//! costs one round trip per batch, not per task.
+//! task that writes on one long-lived stream on [`MAIL_PROTOCOL`]:
+//! everything queued since the last send goes out as one [`Batch`] (up to
+//! [`MAX_BATCH_MAIL`] messages). So messages from one node to another are
+//! applied in the order they were sent (actor calls per caller, borrow
+//! before release), and a burst of submissions costs one frame per batch,
+//! not per task.
+//!
+//! Acks. Every batch a node sends starts with its [`Mail::Seq`], and is
+//! answered by one [`Ack`] naming that seq. Up to [`WINDOW`] batches may
+//! be in flight, except that nothing follows a batch holding an actor call
+//! or creation (a *fence*) until its ack is back, so a call refused as busy
+//! (and put back at the front of the queue) is never overtaken by a later
+//! call. A receiver answers a fence, a refusal or an invalid batch at once,
+//! on the stream the batch came on. Any other ack is held: it rides
+//! ([`Mail::Acked`]) on the receiver's next batch to that peer, or goes back
+//! on the batch's stream after [`ACK_DELAY`]. So a request and its reply
+//! carry each other's acks: two sends per remote round trip instead of
+//! four. A batch without a seq (a client that is not a node) is answered
+//! at once, with seq 0, which the sender matches to its oldest batch.
 //!
 //! The receiver reads a frame, decodes it (caps and validation in `mail`),
-//! hands the messages to the `Handler` in order and writes the ack. A
-//! malformed batch is answered with `Ack::invalid` and nothing in it is
-//! applied; an oversized one also closes the stream.
+//! hands the acks it carries to this node's sender for that peer, applies
+//! the rest in order (`Handler`) and answers. A malformed batch is
+//! answered with `Ack::invalid` and nothing in it is applied; an oversized
+//! one also closes the stream.
 //!
 //! Invariants: a batch is handed back to the handler exactly once, either
-//! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] streams
-//! failed); a retried batch may be applied twice if only its ack was lost,
-//! so receivers ignore duplicate submissions (by result id) and
-//! completions of unknown ids. An outbox is dropped when its peer is
-//! forgotten, and its sender task then ends.
+//! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] stream
+//! failures in a row without an ack). When a stream fails, or the oldest
+//! batch has no ack within the timeout, every batch in flight is written
+//! again, in order, on a new stream; so a batch may be applied twice if
+//! only its ack was lost, receivers ignore duplicate submissions (by result
+//! id) and completions of unknown ids, and senders ignore acks of seqs no
+//! longer in flight. An outbox is dropped when its peer is forgotten, and
+//! its sender task then ends.
 
 use crate::codec::{read_frame, write_frame, Frame};
 use crate::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::io::{ReadHalf, WriteHalf};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 /// The stream protocol of node-to-node work.
-pub const MAIL_PROTOCOL: &str = "/manta/mail/1";
+pub const MAIL_PROTOCOL: &str = "/manta/mail/2";
 
 pub use crate::mail::MAX_BATCH_MAIL;
 
 /// Streams tried for one batch before it is undeliverable.
 pub const SEND_ATTEMPTS: u32 = 4;
 
+/// Most batches in flight from one node to another.
+pub const WINDOW: usize = 8;
+
+/// Longest a receiver holds an ack back for a batch of its own to carry.
+pub const ACK_DELAY: Duration = Duration::from_millis(1);
+
 /// Soft cap on the encoded bytes of the messages of one batch.
 const BATCH_SOFT_BYTES: usize = MAX_BATCH_BYTES / 2;
+
+/// Most queued messages in one batch: its seq and riding acks take two of
+/// the [`MAX_BATCH_MAIL`] a batch may hold.
+const MAIL_PER_BATCH: usize = MAX_BATCH_MAIL - 2;
 
 /// What the node does with mail (implemented by `work::Work`).
 pub(crate) trait Handler: Send + Sync + 'static {
@@ -52,6 +81,19 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn on_undeliverable(&self, to: PeerId, sent: Vec<Mail>, why: String);
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What reaches a sender about its batches.
+enum AckEvent {
+    Ack(Ack),
+    /// The reply direction of stream number `.0` failed.
+    Broken(u64, String),
+    /// The outbox was closed (its peer is gone).
+    Closed,
+}
+
 struct Outbox {
     q: Mutex<VecDeque<Mail>>,
     notify: Notify,
@@ -60,7 +102,40 @@ struct Outbox {
     counts: Mutex<(u64, u64)>,
     settled: std::sync::Condvar,
     /// No batch goes out before this (after the peer said it is busy).
-    hold: Mutex<Option<tokio::time::Instant>>,
+    hold: Mutex<Option<Instant>>,
+    /// Acks of this outbox's batches, to its sender task.
+    acks: mpsc::UnboundedSender<AckEvent>,
+}
+
+/// State shared by the senders and the receivers of one node.
+#[derive(Default)]
+pub(crate) struct Shared {
+    map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
+    /// Acks of each peer's batches, held to ride on our next batch to it.
+    held: Mutex<HashMap<PeerId, Arc<Mutex<Vec<Ack>>>>>,
+}
+
+impl Shared {
+    fn held(&self, peer: PeerId) -> Arc<Mutex<Vec<Ack>>> {
+        lock(&self.held).entry(peer).or_default().clone()
+    }
+
+    /// Takes up to `max` of the acks held for `peer`, oldest first.
+    fn take_held(&self, peer: PeerId, max: usize) -> Vec<Ack> {
+        let Some(h) = lock(&self.held).get(&peer).cloned() else { return Vec::new() };
+        let mut h = lock(&h);
+        let n = h.len().min(max);
+        h.drain(..n).collect()
+    }
+
+    /// Hands acks that came from `peer` to our sender for it.
+    fn acked(&self, peer: PeerId, acks: Vec<Ack>) {
+        if let Some(ob) = lock(&self.map).get(&peer) {
+            for a in acks {
+                let _ = ob.acks.send(AckEvent::Ack(a));
+            }
+        }
+    }
 }
 
 /// Every outbox of a node.
@@ -69,7 +144,7 @@ pub(crate) struct Outboxes {
     handle: tokio::runtime::Handle,
     timeout: Duration,
     handler: Weak<dyn Handler>,
-    map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
+    shared: Arc<Shared>,
 }
 
 fn protocol() -> StreamProtocol {
@@ -83,7 +158,12 @@ impl Outboxes {
         timeout: Duration,
         handler: Weak<dyn Handler>,
     ) -> Self {
-        Outboxes { control, handle, timeout, handler, map: Mutex::new(HashMap::new()) }
+        Outboxes { control, handle, timeout, handler, shared: Arc::default() }
+    }
+
+    /// What the receiving side ([`serve`]) shares with the senders.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Queues `m` for `peer` (starting its sender task on first use).
@@ -94,9 +174,10 @@ impl Outboxes {
     /// Queues several messages for `peer`, in order.
     pub fn send_all(&self, peer: PeerId, ms: impl IntoIterator<Item = Mail>) {
         let ob = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.shared.map);
             map.entry(peer)
                 .or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
                     let ob = Arc::new(Outbox {
                         q: Mutex::new(VecDeque::new()),
                         notify: Notify::new(),
@@ -104,18 +185,25 @@ impl Outboxes {
                         counts: Mutex::new((0, 0)),
                         settled: std::sync::Condvar::new(),
                         hold: Mutex::new(None),
+                        acks: tx,
                     });
-                    let (control, handler, timeout) = (self.control.clone(), self.handler.clone(), self.timeout);
-                    self.handle.spawn(sender(peer, ob.clone(), control, handler, timeout));
+                    let link = Link {
+                        peer,
+                        control: self.control.clone(),
+                        handler: self.handler.clone(),
+                        timeout: self.timeout,
+                        shared: Arc::downgrade(&self.shared),
+                    };
+                    self.handle.spawn(sender(link, ob.clone(), rx));
                     ob
                 })
                 .clone()
         };
         {
-            let mut q = ob.q.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = lock(&ob.q);
             let before = q.len();
             q.extend(ms);
-            ob.counts.lock().unwrap_or_else(|p| p.into_inner()).0 += (q.len() - before) as u64;
+            lock(&ob.counts).0 += (q.len() - before) as u64;
         }
         ob.notify.notify_one();
     }
@@ -124,15 +212,15 @@ impl Outboxes {
     /// again after `pause` and before anything queued since (the peer
     /// refused them as busy; resending keeps their order).
     pub fn retry_front(&self, peer: PeerId, ms: Vec<Mail>, pause: Duration) {
-        let Some(ob) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).cloned() else { return };
+        let Some(ob) = lock(&self.shared.map).get(&peer).cloned() else { return };
         {
-            let mut q = ob.q.lock().unwrap_or_else(|p| p.into_inner());
-            ob.counts.lock().unwrap_or_else(|p| p.into_inner()).0 += ms.len() as u64;
+            let mut q = lock(&ob.q);
+            lock(&ob.counts).0 += ms.len() as u64;
             for m in ms.into_iter().rev() {
                 q.push_front(m);
             }
         }
-        *ob.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + pause);
+        *lock(&ob.hold) = Some(Instant::now() + pause);
         ob.notify.notify_one();
     }
 
@@ -141,9 +229,9 @@ impl Outboxes {
     /// it all settled.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        let boxes: Vec<Arc<Outbox>> = self.map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let boxes: Vec<Arc<Outbox>> = lock(&self.shared.map).values().cloned().collect();
         for ob in boxes {
-            let mut c = ob.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = lock(&ob.counts);
             let target = c.0;
             while c.1 < target {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -159,10 +247,21 @@ impl Outboxes {
     /// Drops `peer`'s outbox (it died): queued mail is handed back as
     /// undeliverable.
     pub fn forget(&self, peer: PeerId) {
-        let Some(ob) = self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer) else { return };
+        lock(&self.shared.held).remove(&peer);
+        let Some(ob) = lock(&self.shared.map).remove(&peer) else { return };
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
+        let _ = ob.acks.send(AckEvent::Closed);
     }
+}
+
+/// What a sender needs besides its outbox.
+struct Link {
+    peer: PeerId,
+    control: Control,
+    handler: Weak<dyn Handler>,
+    timeout: Duration,
+    shared: Weak<Shared>,
 }
 
 async fn open(control: &Control, peer: PeerId, timeout: Duration) -> Result<Stream, String> {
@@ -181,37 +280,33 @@ async fn open(control: &Control, peer: PeerId, timeout: Duration) -> Result<Stre
     Err(last)
 }
 
-async fn exchange(s: &mut Stream, bytes: &[u8], timeout: Duration) -> Result<Ack, String> {
-    let io = async {
-        write_frame(s, bytes, MAX_BATCH_BYTES).await?;
-        s.flush().await?;
-        match read_frame(s, MAX_ACK_BYTES).await? {
-            Frame::Body(b) => mail::decode_ack(&b).map_err(crate::codec::invalid_data),
-            Frame::TooLarge(n) => Err(std::io::Error::other(format!("ack of {n} bytes"))),
-            Frame::Truncated => Err(std::io::Error::other("stream closed")),
-        }
-    };
-    match tokio::time::timeout(timeout, io).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no ack within {timeout:?}")),
-    }
+/// True for a batch nothing may follow until it is acked: it holds an
+/// actor call or creation, whose order a busy refusal must not break.
+fn is_fence(batch: &[Mail]) -> bool {
+    batch.iter().any(|m| matches!(m, Mail::Call { .. } | Mail::NewActor { .. }))
 }
 
 /// Takes the next batch off the queue (waiting for one); `None` once closed.
+/// Cancel-safe: a hold is cleared only once it has passed, and nothing is
+/// taken off the queue before the last await.
 async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
-    let hold = ob.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let hold = *lock(&ob.hold);
     if let Some(until) = hold {
         tokio::time::sleep_until(until).await;
+        let mut h = lock(&ob.hold);
+        if *h == Some(until) {
+            *h = None;
+        }
     }
     loop {
         {
-            let mut q = ob.q.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = lock(&ob.q);
             if !q.is_empty() {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some(m) = q.front() {
                     let size = mail_size(m);
-                    if !batch.is_empty() && (batch.len() >= MAX_BATCH_MAIL || bytes + size > BATCH_SOFT_BYTES) {
+                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > BATCH_SOFT_BYTES) {
                         break;
                     }
                     bytes += size;
@@ -237,58 +332,234 @@ fn mail_size(m: &Mail) -> usize {
     }
 }
 
-async fn sender(peer: PeerId, ob: Arc<Outbox>, control: Control, handler: Weak<dyn Handler>, timeout: Duration) {
-    let mut stream: Option<Stream> = None;
-    while let Some(batch) = next_batch(&ob).await {
-        let Some(h) = handler.upgrade() else { return };
-        if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
-            ob.counts.lock().unwrap_or_else(|p| p.into_inner()).1 += batch.len() as u64;
-            ob.settled.notify_all();
-            h.on_undeliverable(peer, batch, "the peer is gone".into());
-            continue;
+/// A batch written and not yet acked.
+struct InFlight {
+    seq: u64,
+    mail: Vec<Mail>,
+    /// Its encoding (with the acks that rode on it), to write again.
+    bytes: Vec<u8>,
+    fence: bool,
+    sent: Instant,
+}
+
+/// An open mail stream: its write half, and the task that reads acks from
+/// its other direction.
+struct Conn {
+    w: WriteHalf<Stream>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>) -> Result<Conn, String> {
+    let (r, w) = open(&link.control, link.peer, link.timeout).await?.split();
+    let reader = tokio::spawn(read_acks(r, acks.clone(), gen));
+    Ok(Conn { w, reader })
+}
+
+async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>, gen: u64) {
+    loop {
+        let ack = match read_frame(&mut r, MAX_ACK_BYTES).await {
+            Ok(Frame::Body(b)) => mail::decode_ack(&b).map_err(|e| e.to_string()),
+            Ok(Frame::TooLarge(n)) => Err(format!("ack of {n} bytes")),
+            Ok(Frame::Truncated) => Err("stream closed".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        let event = match ack {
+            Ok(a) => AckEvent::Ack(a),
+            Err(e) => AckEvent::Broken(gen, e),
+        };
+        let end = matches!(event, AckEvent::Broken(..));
+        if tx.send(event).is_err() || end {
+            return;
         }
-        let batch = Batch(batch);
-        let bytes = mail::encode_batch(&batch);
-        let mut outcome = Err(String::new());
-        for attempt in 0..SEND_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+    }
+}
+
+async fn write_batch(c: &mut Conn, bytes: &[u8], timeout: Duration) -> Result<(), String> {
+    let io = async {
+        write_frame(&mut c.w, bytes, MAX_BATCH_BYTES).await?;
+        c.w.flush().await
+    };
+    match tokio::time::timeout(timeout, io).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("batch not written within {timeout:?}")),
+    }
+}
+
+/// Counts `n` messages as settled (acked or given up).
+fn settle(ob: &Outbox, n: usize) {
+    lock(&ob.counts).1 += n as u64;
+    ob.settled.notify_all();
+}
+
+fn give_up(link: &Link, ob: &Outbox, mail: Vec<Mail>, why: String) {
+    settle(ob, mail.len());
+    if let Some(h) = link.handler.upgrade() {
+        h.on_undeliverable(link.peer, mail, why);
+    }
+}
+
+/// A sender's state.
+struct Sending {
+    conn: Option<Conn>,
+    /// Number of the current stream (acks of older ones are stale).
+    gen: u64,
+    flight: VecDeque<InFlight>,
+    next_seq: u64,
+    /// Stream failures since the last ack.
+    failures: u32,
+}
+
+impl Sending {
+    /// After a stream failed: a new stream, with everything in flight
+    /// written again in order; after [`SEND_ATTEMPTS`] failures in a row (no
+    /// ack in between), or when no stream opens, all of it is undeliverable.
+    async fn recover(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mut why: String) {
+        loop {
+            self.conn = None;
+            self.failures += 1;
+            if self.failures >= SEND_ATTEMPTS || self.flight.is_empty() {
+                for f in self.flight.drain(..) {
+                    give_up(link, ob, f.mail, why.clone());
+                }
+                self.failures = 0;
+                return;
             }
-            let s = match stream.take() {
-                Some(s) => s,
-                None => match open(&control, peer, timeout).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                },
+            tokio::time::sleep(Duration::from_millis(5 << self.failures)).await;
+            self.gen += 1;
+            let mut c = match connect(link, self.gen, acks).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not even a stream: the peer is unreachable.
+                    self.failures = SEND_ATTEMPTS;
+                    why = e;
+                    continue;
+                }
             };
-            let mut s = s;
-            match exchange(&mut s, &bytes, timeout).await {
-                Ok(ack) => {
-                    stream = Some(s);
-                    outcome = Ok(ack);
+            let mut failed = None;
+            for f in self.flight.iter_mut() {
+                if let Err(e) = write_batch(&mut c, &f.bytes, link.timeout).await {
+                    failed = Some(e);
                     break;
                 }
-                Err(e) => outcome = Err(e),
+                f.sent = Instant::now();
+            }
+            match failed {
+                None => {
+                    self.conn = Some(c);
+                    return;
+                }
+                Some(e) => why = e,
             }
         }
-        let sent = batch.0;
-        {
-            let mut c = ob.counts.lock().unwrap_or_else(|p| p.into_inner());
-            c.1 += sent.len() as u64;
-            ob.settled.notify_all();
+    }
+
+    /// Writes a new batch of `mail`, with the acks held for the peer riding
+    /// on it.
+    async fn send(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mail: Vec<Mail>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let riders = link.shared.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
+        let mut wire = Vec::with_capacity(mail.len() + 2);
+        wire.push(Mail::Seq(seq));
+        if !riders.is_empty() {
+            wire.push(Mail::Acked(riders));
         }
-        match outcome {
-            Ok(ack) => h.on_ack(peer, sent, ack),
-            Err(why) => h.on_undeliverable(peer, sent, why),
+        let head = wire.len();
+        wire.extend(mail);
+        let batch = Batch(wire);
+        let bytes = mail::encode_batch(&batch);
+        let mut wire = batch.0;
+        let mail = wire.split_off(head);
+        let fence = is_fence(&mail);
+        if self.conn.is_none() {
+            self.gen += 1;
+            match connect(link, self.gen, acks).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => return give_up(link, ob, mail, e),
+            }
+        }
+        let written = match self.conn.as_mut() {
+            Some(c) => write_batch(c, &bytes, link.timeout).await,
+            None => Err("no stream".into()),
+        };
+        self.flight.push_back(InFlight { seq, mail, bytes, fence, sent: Instant::now() });
+        if let Err(e) = written {
+            self.recover(link, ob, acks, e).await;
+        }
+    }
+
+    /// Matches an ack to its batch (seq 0: the oldest) and hands both to
+    /// the handler; acks of batches no longer in flight are ignored.
+    fn on_ack(&mut self, link: &Link, ob: &Outbox, ack: Ack) {
+        let at = match ack.seq {
+            0 => (!self.flight.is_empty()).then_some(0),
+            seq => self.flight.iter().position(|f| f.seq == seq),
+        };
+        let Some(f) = at.and_then(|i| self.flight.remove(i)) else { return };
+        self.failures = 0;
+        settle(ob, f.mail.len());
+        if let Some(h) = link.handler.upgrade() {
+            h.on_ack(link.peer, f.mail, ack);
+        }
+    }
+}
+
+enum Event {
+    Batch(Option<Vec<Mail>>),
+    Ack(Option<AckEvent>),
+    Timeout,
+}
+
+async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
+    let acks_tx = ob.acks.clone();
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: 1, failures: 0 };
+    loop {
+        if link.handler.strong_count() == 0 {
+            return;
+        }
+        if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
+            for f in st.flight.drain(..) {
+                give_up(&link, &ob, f.mail, "the peer is gone".into());
+            }
+            while let Some(batch) = next_batch(&ob).await {
+                give_up(&link, &ob, batch, "the peer is gone".into());
+            }
+            return;
+        }
+        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence);
+        let deadline = st.flight.front().map(|f| f.sent + link.timeout);
+        let event = tokio::select! {
+            biased;
+            a = acks.recv() => Event::Ack(a),
+            b = next_batch(&ob), if can_send => Event::Batch(b),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
+        };
+        match event {
+            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) => {}
+            Event::Ack(None) => return,
+            Event::Batch(Some(mail)) => st.send(&link, &ob, &acks_tx, mail).await,
+            Event::Ack(Some(AckEvent::Ack(ack))) => st.on_ack(&link, &ob, ack),
+            Event::Ack(Some(AckEvent::Broken(gen, why))) => {
+                if gen == st.gen && st.conn.is_some() {
+                    st.recover(&link, &ob, &acks_tx, why).await;
+                }
+            }
+            Event::Timeout => {
+                let why = format!("no ack within {:?}", link.timeout);
+                st.recover(&link, &ob, &acks_tx, why).await;
+            }
         }
     }
 }
 
 /// Accepts mail streams and applies what arrives until the node stops.
-pub(crate) async fn serve(mut control: Control, handler: Weak<dyn Handler>) {
+pub(crate) async fn serve(mut control: Control, handler: Weak<dyn Handler>, shared: Arc<Shared>) {
     let mut incoming = match control.accept(protocol()) {
         Ok(i) => i,
         Err(e) => {
@@ -297,36 +568,124 @@ pub(crate) async fn serve(mut control: Control, handler: Weak<dyn Handler>) {
         }
     };
     while let Some((peer, stream)) = incoming.next().await {
-        tokio::spawn(serve_stream(peer, stream, handler.clone()));
+        tokio::spawn(serve_stream(peer, stream, handler.clone(), shared.clone()));
     }
 }
 
-async fn serve_stream(peer: PeerId, mut s: Stream, handler: Weak<dyn Handler>) {
+/// What a stream's reader hands its ack writer.
+enum Out {
+    /// Send this ack (and any held) now.
+    Now(Ack),
+    /// An ack was held: send it (if no batch took it) within [`ACK_DELAY`].
+    Held,
+    /// Close the stream.
+    Close,
+}
+
+async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn Handler>, shared: Arc<Shared>) {
+    let (mut r, w) = s.split();
+    let held = shared.held(peer);
+    let (tx, rx) = mpsc::channel(WINDOW * 2);
+    let writer = tokio::spawn(write_acks(w, rx, held.clone()));
     loop {
-        let (ack, close) = match read_frame(&mut s, MAX_BATCH_BYTES).await {
+        let out = match read_frame(&mut r, MAX_BATCH_BYTES).await {
             Ok(Frame::Body(body)) => match mail::decode_batch(&body) {
                 Ok(Batch(m)) => {
-                    let Some(h) = handler.upgrade() else { return };
-                    (h.on_mail(peer, m), false)
+                    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(m.len()), false);
+                    for x in m {
+                        match x {
+                            Mail::Seq(n) => seq = Some(n),
+                            Mail::Acked(acks) => {
+                                rode = true;
+                                shared.acked(peer, acks);
+                            }
+                            other => rest.push(other),
+                        }
+                    }
+                    if seq.is_none() && rest.is_empty() && rode {
+                        continue; // acks alone need no answer
+                    }
+                    let Some(h) = handler.upgrade() else { break };
+                    let fence = is_fence(&rest);
+                    let mut ack = h.on_mail(peer, rest);
+                    ack.seq = seq.unwrap_or(0);
+                    if seq.is_none() || fence || !ack.refused.is_empty() || ack.invalid.is_some() {
+                        Out::Now(ack)
+                    } else {
+                        lock(&held).push(ack);
+                        Out::Held
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "invalid mail batch");
-                    (Ack { invalid: Some(e.to_string()), ..Ack::default() }, false)
+                    Out::Now(Ack { invalid: Some(e.to_string()), ..Ack::default() })
                 }
             },
             Ok(Frame::TooLarge(len)) => {
                 tracing::warn!(%peer, len, "oversized mail batch");
                 let reason = format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}");
-                (Ack { invalid: Some(reason), ..Ack::default() }, true)
+                let _ = tx.send(Out::Now(Ack { invalid: Some(reason), ..Ack::default() })).await;
+                Out::Close
             }
-            Ok(Frame::Truncated) | Err(_) => return,
+            Ok(Frame::Truncated) | Err(_) => break,
         };
-        let written = async {
-            write_frame(&mut s, &mail::encode_ack(&ack), MAX_ACK_BYTES).await?;
-            s.flush().await
+        let close = matches!(out, Out::Close);
+        if tx.send(out).await.is_err() || close {
+            break; // the writer failed (the stream is broken), or closes it
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Writes a stream's acks: at once when asked, and the held ones no batch
+/// of ours took within [`ACK_DELAY`].
+async fn write_acks(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Out>, held: Arc<Mutex<Vec<Ack>>>) {
+    let mut due: Option<Instant> = None;
+    loop {
+        // `None`: the held acks are due.
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(out) => Some(out),
+                None => return, // the reader ended
+            },
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => None,
         };
-        if written.await.is_err() || close {
-            let _ = s.close().await;
+        let (now, close) = match next {
+            Some(Out::Held) => {
+                due.get_or_insert_with(|| Instant::now() + ACK_DELAY);
+                continue;
+            }
+            Some(Out::Now(ack)) => (Some(ack), false),
+            Some(Out::Close) => (None, true),
+            None => (None, false),
+        };
+        // Whatever is still held goes too (no batch of ours took it).
+        due = None;
+        let mut acks = std::mem::take(&mut *lock(&held));
+        acks.extend(now);
+        let mut bytes = Vec::new();
+        let mut unsendable = false;
+        for a in &acks {
+            let enc = mail::encode_ack(a);
+            if enc.len() > MAX_ACK_BYTES {
+                // Cannot be sent: the sender sees the stream close instead.
+                unsendable = true;
+                break;
+            }
+            bytes.extend_from_slice(&(enc.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&enc);
+        }
+        let failed = !bytes.is_empty() && {
+            let written = async {
+                w.write_all(&bytes).await?;
+                w.flush().await
+            };
+            written.await.is_err()
+        };
+        if failed || close || unsendable {
+            let _ = w.close().await;
             return;
         }
     }

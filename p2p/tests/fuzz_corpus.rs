@@ -339,7 +339,7 @@ fn ack() -> Ack {
         chain: vec!["caller".into()],
         root: Root::UnknownFunction { name: "nope".into(), reason: "not registered".into() },
     };
-    Ack { refused: vec![(0, Refusal::Busy), (3, Refusal::Refused(unknown))], invalid: None }
+    Ack { seq: 0, refused: vec![(0, Refusal::Busy), (3, Refusal::Refused(unknown))], invalid: None }
 }
 
 /// Named inputs (names without the `valid-` / `bad-` prefix).
@@ -530,7 +530,20 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("batch-id-as-array", patch(&base, &[0x50, 1, 1], &[0x90, 1, 1])),
                     ("ack-empty", encode_ack(&Ack::default())),
                     ("ack-refused", ack_base.clone()),
-                    ("ack-invalid", encode_ack(&Ack { refused: vec![], invalid: Some("message truncated".into()) })),
+                    (
+                        "ack-invalid",
+                        encode_ack(&Ack { seq: 0, refused: vec![], invalid: Some("message truncated".into()) }),
+                    ),
+                    ("ack-seq", encode_ack(&Ack { seq: 42, ..ack() })),
+                    // A batch as nodes send it: its seq, acks riding on it, mail.
+                    (
+                        "batch-seq-acked",
+                        encode_batch(&Batch(vec![
+                            Mail::Seq(7),
+                            Mail::Acked(vec![Ack { seq: 3, ..Ack::default() }, Ack { seq: 4, ..ack() }]),
+                            Mail::Done { id: wire_id(0x10), outcome: Outcome::Stays(1) },
+                        ])),
+                    ),
                 ],
                 base.clone(),
                 vec![
@@ -569,6 +582,19 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                         patch(&base, &[0x43, 0x82, 0x01, 0x02], &[&huge(0x40)[..], &[0x82]].concat()),
                     ),
                     ("batch-unknown-variant", patch(&base, b"fSubmit", b"fSubmix")),
+                    ("batch-two-seqs", with(&|m| m.extend([Mail::Seq(1), Mail::Seq(2)]))),
+                    (
+                        "batch-acked-bad-error",
+                        with(&|m| {
+                            let bad =
+                                RemoteError { chain: vec!["t".into(); MAX_CHAIN + 1], root: Root::Other("x".into()) };
+                            m.push(Mail::Acked(vec![Ack {
+                                seq: 1,
+                                refused: vec![(0, Refusal::Refused(bad))],
+                                invalid: None,
+                            }]))
+                        }),
+                    ),
                     ("batch-id-15-bytes", patch(&base, &[0x50, 1, 1], &[0x4f, 1])),
                     ("ack-trailing-zero", [&ack_base[..], &[0x00]].concat()),
                     ("ack-version-2", with_version(&ack_base, 2)),

@@ -1,8 +1,9 @@
 //! Remote tasks on three in-process nodes (127.0.0.1, joined by bootstrap):
 //! resource placement, spreading when saturated, locality, recursive
 //! tasks with nested gets across nodes, errors, unknown functions,
-//! back-pressure, a task placed again when its node dies, and a large
-//! result lost with its node rebuilt from lineage.
+//! back-pressure, a task placed again when its node dies, a large
+//! result lost with its node rebuilt from lineage, and mail acks with and
+//! without traffic going back.
 
 use manta::{Error, ObjectRef, Runtime};
 use manta_p2p::{Node, Registry, RemoteFn};
@@ -275,4 +276,26 @@ fn a_task_whose_node_dies_runs_again_elsewhere() {
     // A hears nothing more from it, declares it dead and places the task again.
     common::stop_and_see_die(first, &a, WAIT);
     assert_eq!(*r.get_timeout(WAIT).unwrap(), survivor.peer_id().to_string());
+}
+
+/// Acks ride on the batches going the other way, or leave on their own
+/// within a millisecond when none does: tasks one at a time, a burst of
+/// more batches than the window holds, and the one-way mail after them
+/// (releases) all settle.
+#[test]
+fn mail_is_acked_with_and_without_traffic_back() {
+    let a = node(None, false, registry(), 1 << 14);
+    let b = node(Some(&a), false, registry(), 1 << 14);
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    for i in 0..200u32 {
+        assert_eq!(*a.task(&DOUBLE).on(b.peer_id()).spawn((i,)).get_timeout(WAIT).unwrap(), 2 * i);
+    }
+    let refs: Vec<_> = (0..10000u32).map(|i| a.task(&DOUBLE).on(b.peer_id()).spawn((i,))).collect();
+    for (i, r) in refs.iter().enumerate() {
+        assert_eq!(*r.get_timeout(WAIT).unwrap(), 2 * i as u32);
+    }
+    drop(refs);
+    assert!(a.flush_mail(WAIT), "everything a sent was acked");
+    assert!(b.flush_mail(WAIT), "everything b sent was acked");
 }
