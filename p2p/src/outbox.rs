@@ -31,11 +31,13 @@
 //! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] stream
 //! failures in a row without an ack). When a stream fails, or the oldest
 //! batch has no ack within the timeout, every batch in flight is written
-//! again, in order, on a new stream; so a batch may be applied twice if
-//! only its ack was lost, receivers ignore duplicate submissions (by result
-//! id) and completions of unknown ids, and senders ignore acks of seqs no
-//! longer in flight. An outbox is dropped when its peer is forgotten, and
-//! its sender task then ends.
+//! again, in order, on a new stream. A receiver remembers the last
+//! batches it applied from each peer (by seq, with their acks) and answers
+//! one sent again with its first ack instead of applying it twice; senders
+//! ignore acks of seqs no longer in flight; seqs start from the clock, so
+//! an outbox made again for a peer does not reuse them. (Receivers also
+//! still ignore duplicate submissions by result id.) An outbox is dropped
+//! when its peer is forgotten, and its sender task then ends.
 
 use crate::codec::{read_frame, write_frame, Frame};
 use crate::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES};
@@ -113,6 +115,27 @@ pub(crate) struct Shared {
     map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
     /// Acks of each peer's batches, held to ride on our next batch to it.
     held: Mutex<HashMap<PeerId, Arc<Mutex<Vec<Ack>>>>>,
+    /// The last [`SEEN`] batches applied from each peer, by seq, with their
+    /// acks (`None` while being applied): a batch sent again is answered
+    /// from here, not applied twice.
+    seen: Mutex<HashMap<PeerId, Applied>>,
+}
+
+/// Batches applied from one peer: `(seq, ack)`, oldest first.
+type Applied = VecDeque<(u64, Option<Ack>)>;
+
+/// Batches remembered per peer for duplicate detection: many more than can
+/// be in flight ([`WINDOW`]), so a resent batch is always recognised.
+const SEEN: usize = 8 * WINDOW;
+
+/// What to do with a batch that carries a seq.
+enum Fresh {
+    /// Apply it (its seq is now reserved).
+    Apply,
+    /// Applied before: answer with this ack again.
+    Again(Ack),
+    /// Being applied by another stream's reader: it will answer.
+    Busy,
 }
 
 impl Shared {
@@ -126,6 +149,33 @@ impl Shared {
         let mut h = lock(&h);
         let n = h.len().min(max);
         h.drain(..n).collect()
+    }
+
+    /// Checks a batch's seq against those applied from `peer`, reserving it
+    /// if it is new.
+    fn fresh(&self, peer: PeerId, seq: u64) -> Fresh {
+        let mut seen = lock(&self.seen);
+        let log = seen.entry(peer).or_default();
+        match log.iter().find(|(s, _)| *s == seq) {
+            Some((_, Some(ack))) => Fresh::Again(ack.clone()),
+            Some((_, None)) => Fresh::Busy,
+            None => {
+                if log.len() >= SEEN {
+                    log.pop_front();
+                }
+                log.push_back((seq, None));
+                Fresh::Apply
+            }
+        }
+    }
+
+    /// Records the ack of an applied batch (see [`Shared::fresh`]).
+    fn applied(&self, peer: PeerId, ack: &Ack) {
+        if let Some(log) = lock(&self.seen).get_mut(&peer) {
+            if let Some(slot) = log.iter_mut().find(|(s, _)| *s == ack.seq) {
+                slot.1 = Some(ack.clone());
+            }
+        }
     }
 
     /// Hands acks that came from `peer` to our sender for it.
@@ -248,6 +298,7 @@ impl Outboxes {
     /// undeliverable.
     pub fn forget(&self, peer: PeerId) {
         lock(&self.shared.held).remove(&peer);
+        lock(&self.shared.seen).remove(&peer);
         let Some(ob) = lock(&self.shared.map).remove(&peer) else { return };
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
@@ -518,7 +569,10 @@ enum Event {
 
 async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
     let acks_tx = ob.acks.clone();
-    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: 1, failures: 0 };
+    // Seqs start from the clock, so an outbox made again for the same peer
+    // (after it was forgotten) never reuses one the peer still remembers.
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start.max(1), failures: 0 };
     loop {
         if link.handler.strong_count() == 0 {
             return;
@@ -605,10 +659,25 @@ async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn Handler>, share
                     if seq.is_none() && rest.is_empty() && rode {
                         continue; // acks alone need no answer
                     }
+                    if let Some(n) = seq {
+                        match shared.fresh(peer, n) {
+                            Fresh::Apply => {}
+                            Fresh::Again(ack) => {
+                                if tx.send(Out::Now(ack)).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            Fresh::Busy => continue,
+                        }
+                    }
                     let Some(h) = handler.upgrade() else { break };
                     let fence = is_fence(&rest);
                     let mut ack = h.on_mail(peer, rest);
                     ack.seq = seq.unwrap_or(0);
+                    if seq.is_some() {
+                        shared.applied(peer, &ack);
+                    }
                     if seq.is_none() || fence || !ack.refused.is_empty() || ack.invalid.is_some() {
                         Out::Now(ack)
                     } else {
@@ -688,5 +757,48 @@ async fn write_acks(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Out>, held:
             let _ = w.close().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(seq: u64, busy: bool) -> Ack {
+        let refused = if busy { vec![(0, mail::Refusal::Busy)] } else { vec![] };
+        Ack { seq, refused, invalid: None }
+    }
+
+    #[test]
+    fn a_batch_sent_again_is_answered_with_its_first_ack_not_applied_twice() {
+        let shared = Shared::default();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        assert!(matches!(shared.fresh(p, 5), Fresh::Apply));
+        // Sent again while the first copy is still being applied.
+        assert!(matches!(shared.fresh(p, 5), Fresh::Busy));
+        shared.applied(p, &ack(5, true));
+        // Sent again later: the same answer, refusals included.
+        assert!(matches!(shared.fresh(p, 5), Fresh::Again(a) if a == ack(5, true)));
+        // Seqs are per peer.
+        assert!(matches!(shared.fresh(q, 5), Fresh::Apply));
+        // Only the last SEEN are remembered.
+        for s in 6..6 + SEEN as u64 {
+            assert!(matches!(shared.fresh(p, s), Fresh::Apply));
+            shared.applied(p, &ack(s, false));
+        }
+        assert!(matches!(shared.fresh(p, 5), Fresh::Apply), "forgotten after SEEN newer batches");
+    }
+
+    #[test]
+    fn held_acks_are_taken_oldest_first_and_at_most_max() {
+        let shared = Shared::default();
+        let p = PeerId::random();
+        assert!(shared.take_held(p, 10).is_empty());
+        let held = shared.held(p);
+        lock(&held).extend((1..=5).map(|s| ack(s, false)));
+        let first: Vec<u64> = shared.take_held(p, 3).iter().map(|a| a.seq).collect();
+        assert_eq!(first, [1, 2, 3]);
+        let rest: Vec<u64> = shared.take_held(p, 10).iter().map(|a| a.seq).collect();
+        assert_eq!(rest, [4, 5]);
     }
 }
