@@ -334,11 +334,7 @@ impl Store {
 
     /// Returns one object's bytes (it left memory or was freed).
     pub(crate) fn release(&self, bytes: usize) {
-        let mut g = self.lock();
-        g.bytes -= bytes.min(g.bytes);
-        g.objects = g.objects.saturating_sub(1);
-        drop(g);
-        self.freed.notify_all();
+        self.release_freed(bytes, None);
     }
 
     /// Returns a freed object's bytes, like [`Store::release`], and keeps

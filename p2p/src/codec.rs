@@ -111,12 +111,18 @@ pub(crate) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], 
     if body.len() <= JOIN_BELOW {
         // One write, so one muxer frame (and one socket write) per message.
         let mut joined = Vec::with_capacity(4 + body.len());
-        joined.extend_from_slice(&len.to_be_bytes());
-        joined.extend_from_slice(body);
+        push_frame(&mut joined, body);
         return io.write_all(&joined).await;
     }
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(body).await
+}
+
+/// Appends `body` as one frame (length prefix, then the bytes) to `out`;
+/// the caller has checked it against its cap (so it fits a `u32`).
+pub(crate) fn push_frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Bodies up to this size are written together with their length prefix:

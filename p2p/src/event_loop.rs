@@ -29,9 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Most times the bootstrap addresses are re-dialled while no peer is
 /// connected (one try per heartbeat).
 const MAX_REDIALS: u32 = 120;
-/// How long a node that shuts down keeps its swarm running to send the
-/// heartbeat that says it is leaving.
-const LEAVE_GRACE: Duration = Duration::from_millis(50);
+/// Longest a node that shuts down keeps its swarm running to send the
+/// heartbeat that says it is leaving (it stops sooner, once every peer
+/// has closed its connection on receiving it).
+const LEAVE_GRACE: Duration = Duration::from_secs(1);
 
 /// How often queued DHT announcements go out (see `Backend::announce`).
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
@@ -39,7 +40,8 @@ pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 /// Everything the loop can be asked to do.
 pub(crate) enum Command {
     Status(oneshot::Sender<Vec<Member>>),
-    Subscribe(crossbeam_channel::Sender<MembershipEvent>),
+    /// Add a subscriber; acknowledged once it is registered.
+    Subscribe(crossbeam_channel::Sender<MembershipEvent>, oneshot::Sender<()>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     Unprovide(ObjectId),
     /// Send the queued announcements now.
@@ -159,7 +161,7 @@ impl EventLoop {
             hint_sink: None,
             // From the clock, so a restarted node's heartbeats are newer
             // than its old ones (peers drop stale sequence numbers).
-            seq: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64),
+            seq: crate::membership::clock_seq(),
             leaving: false,
             redials: 0,
             dht: HashMap::new(),
@@ -289,7 +291,10 @@ impl EventLoop {
     }
 
     /// Tells peers this node is leaving (a last heartbeat, `leaving` set)
-    /// and gives the swarm up to [`LEAVE_GRACE`] to send it.
+    /// and runs the swarm until every peer has closed its connection (a
+    /// peer closes on receiving it), at most [`LEAVE_GRACE`]. A fixed short
+    /// grace was not enough on a loaded machine: the heartbeat could still
+    /// be queued when the node stopped.
     async fn leave(&mut self) {
         if self.cfg.observer || self.swarm.connected_peers().next().is_none() {
             return;
@@ -297,7 +302,7 @@ impl EventLoop {
         self.leaving = true;
         self.publish_heartbeat();
         let _ = tokio::time::timeout(LEAVE_GRACE, async {
-            loop {
+            while self.swarm.connected_peers().next().is_some() {
                 let ev = self.swarm.select_next_some().await;
                 self.on_swarm(ev);
             }
@@ -378,7 +383,10 @@ impl EventLoop {
             Command::Status(tx) => {
                 let _ = tx.send(self.members.snapshot(self.me(), Instant::now()));
             }
-            Command::Subscribe(tx) => self.subs.push(tx),
+            Command::Subscribe(tx, done) => {
+                self.subs.push(tx);
+                let _ = done.send(());
+            }
             Command::Dial(addr, tx) => {
                 let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
                 let id = opts.connection_id();
@@ -493,12 +501,18 @@ impl EventLoop {
                         return;
                     }
                 };
+                let leaving = hb.leaving;
                 match self.members.on_heartbeat(source, hb, Instant::now()) {
                     Ok(addrs) => {
                         for a in addrs {
                             self.learn(source, a);
                         }
                         self.share_members();
+                        if leaving {
+                            // Closing tells the leaving node its goodbye
+                            // arrived, so it can stop (see `leave`).
+                            let _ = self.swarm.disconnect_peer_id(source);
+                        }
                     }
                     Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
                 }

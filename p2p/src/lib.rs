@@ -93,6 +93,7 @@ mod event_loop;
 mod exec;
 mod fetch;
 pub mod hint;
+mod inbox;
 pub mod mail;
 mod membership;
 mod node;

@@ -15,6 +15,13 @@ use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Microseconds since the Unix epoch (0 if the clock is before it): where
+/// sequence numbers start, so those of a restarted node or outbox are
+/// newer than any it used before.
+pub(crate) fn clock_seq() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// One node of the cluster as the local node sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {

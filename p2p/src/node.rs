@@ -629,13 +629,16 @@ impl Node {
         futures::executor::block_on(self.cluster_status_async())
     }
 
-    /// Membership changes from now on (joined, died, revived). A change is
-    /// sent once the node has acted on it: when `Died(p)` arrives, work sent
-    /// to `p` has been placed again and actors this node created there
-    /// restarted.
+    /// Membership changes from now on (joined, died, revived): the
+    /// subscription is in place when this returns, so no change that comes
+    /// after the call is missed. A change is sent once the node has acted
+    /// on it: when `Died(p)` arrives, work sent to `p` has been placed again
+    /// and actors this node created there restarted.
     pub fn subscribe(&self) -> Result<crossbeam_channel::Receiver<MembershipEvent>, NodeError> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        self.inner.tx.send(Command::Subscribe(tx)).map_err(|_| NodeError::Shutdown)?;
+        let (done, registered) = oneshot::channel();
+        self.inner.tx.send(Command::Subscribe(tx, done)).map_err(|_| NodeError::Shutdown)?;
+        futures::executor::block_on(registered).map_err(|_| NodeError::Shutdown)?;
         Ok(rx)
     }
 

@@ -21,11 +21,8 @@
 //! four. A batch without a seq (a client that is not a node) is answered
 //! at once, with seq 0, which the sender matches to its oldest batch.
 //!
-//! The receiver reads a frame, decodes it (caps and validation in `mail`),
-//! hands the acks it carries to this node's sender for that peer, applies
-//! the rest in order (`Handler`) and answers. A malformed batch is
-//! answered with `Ack::invalid` and nothing in it is applied; an oversized
-//! one also closes the stream.
+//! The receiving side (reading, applying, answering, and recognising a
+//! batch sent again) is `inbox`.
 //!
 //! Invariants: a batch is handed back to the handler exactly once, either
 //! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] stream
@@ -40,9 +37,12 @@
 //! when its peer is forgotten, and its sender task then ends.
 
 use crate::codec::{read_frame, write_frame, Frame};
+pub(crate) use crate::inbox::serve;
+use crate::inbox::Seen;
 use crate::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES};
+use crate::work::lock;
 use futures::io::{ReadHalf, WriteHalf};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 use std::collections::{HashMap, VecDeque};
@@ -83,10 +83,6 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn on_undeliverable(&self, to: PeerId, sent: Vec<Mail>, why: String);
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// What reaches a sender about its batches.
 enum AckEvent {
     Ack(Ack),
@@ -115,71 +111,26 @@ pub(crate) struct Shared {
     map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
     /// Acks of each peer's batches, held to ride on our next batch to it.
     held: Mutex<HashMap<PeerId, Arc<Mutex<Vec<Ack>>>>>,
-    /// The last [`SEEN`] batches applied from each peer, by seq, with their
-    /// acks (`None` while being applied): a batch sent again is answered
-    /// from here, not applied twice.
-    seen: Mutex<HashMap<PeerId, Applied>>,
-}
-
-/// Batches applied from one peer: `(seq, ack)`, oldest first.
-type Applied = VecDeque<(u64, Option<Ack>)>;
-
-/// Batches remembered per peer for duplicate detection: many more than can
-/// be in flight ([`WINDOW`]), so a resent batch is always recognised.
-const SEEN: usize = 8 * WINDOW;
-
-/// What to do with a batch that carries a seq.
-enum Fresh {
-    /// Apply it (its seq is now reserved).
-    Apply,
-    /// Applied before: answer with this ack again.
-    Again(Ack),
-    /// Being applied by another stream's reader: it will answer.
-    Busy,
+    /// Batches applied from each peer (see `inbox`).
+    pub(crate) seen: Seen,
 }
 
 impl Shared {
-    fn held(&self, peer: PeerId) -> Arc<Mutex<Vec<Ack>>> {
+    /// The acks held for `peer` (pushed by its streams' readers).
+    pub(crate) fn held(&self, peer: PeerId) -> Arc<Mutex<Vec<Ack>>> {
         lock(&self.held).entry(peer).or_default().clone()
     }
 
     /// Takes up to `max` of the acks held for `peer`, oldest first.
-    fn take_held(&self, peer: PeerId, max: usize) -> Vec<Ack> {
+    pub(crate) fn take_held(&self, peer: PeerId, max: usize) -> Vec<Ack> {
         let Some(h) = lock(&self.held).get(&peer).cloned() else { return Vec::new() };
         let mut h = lock(&h);
         let n = h.len().min(max);
         h.drain(..n).collect()
     }
 
-    /// Checks a batch's seq against those applied from `peer`, reserving it
-    /// if it is new.
-    fn fresh(&self, peer: PeerId, seq: u64) -> Fresh {
-        let mut seen = lock(&self.seen);
-        let log = seen.entry(peer).or_default();
-        match log.iter().find(|(s, _)| *s == seq) {
-            Some((_, Some(ack))) => Fresh::Again(ack.clone()),
-            Some((_, None)) => Fresh::Busy,
-            None => {
-                if log.len() >= SEEN {
-                    log.pop_front();
-                }
-                log.push_back((seq, None));
-                Fresh::Apply
-            }
-        }
-    }
-
-    /// Records the ack of an applied batch (see [`Shared::fresh`]).
-    fn applied(&self, peer: PeerId, ack: &Ack) {
-        if let Some(log) = lock(&self.seen).get_mut(&peer) {
-            if let Some(slot) = log.iter_mut().find(|(s, _)| *s == ack.seq) {
-                slot.1 = Some(ack.clone());
-            }
-        }
-    }
-
     /// Hands acks that came from `peer` to our sender for it.
-    fn acked(&self, peer: PeerId, acks: Vec<Ack>) {
+    pub(crate) fn acked(&self, peer: PeerId, acks: Vec<Ack>) {
         if let Some(ob) = lock(&self.map).get(&peer) {
             for a in acks {
                 let _ = ob.acks.send(AckEvent::Ack(a));
@@ -197,7 +148,7 @@ pub(crate) struct Outboxes {
     shared: Arc<Shared>,
 }
 
-fn protocol() -> StreamProtocol {
+pub(crate) fn protocol() -> StreamProtocol {
     StreamProtocol::new(MAIL_PROTOCOL)
 }
 
@@ -298,7 +249,7 @@ impl Outboxes {
     /// undeliverable.
     pub fn forget(&self, peer: PeerId) {
         lock(&self.shared.held).remove(&peer);
-        lock(&self.shared.seen).remove(&peer);
+        self.shared.seen.forget(peer);
         let Some(ob) = lock(&self.shared.map).remove(&peer) else { return };
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
@@ -333,7 +284,7 @@ async fn open(control: &Control, peer: PeerId, timeout: Duration) -> Result<Stre
 
 /// True for a batch nothing may follow until it is acked: it holds an
 /// actor call or creation, whose order a busy refusal must not break.
-fn is_fence(batch: &[Mail]) -> bool {
+pub(crate) fn is_fence(batch: &[Mail]) -> bool {
     batch.iter().any(|m| matches!(m, Mail::Call { .. } | Mail::NewActor { .. }))
 }
 
@@ -571,8 +522,8 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
     let acks_tx = ob.acks.clone();
     // Seqs start from the clock, so an outbox made again for the same peer
     // (after it was forgotten) never reuses one the peer still remembers.
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
-    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start.max(1), failures: 0 };
+    let start = crate::membership::clock_seq().max(1);
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start, failures: 0 };
     loop {
         if link.handler.strong_count() == 0 {
             return;
@@ -609,196 +560,5 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
                 st.recover(&link, &ob, &acks_tx, why).await;
             }
         }
-    }
-}
-
-/// Accepts mail streams and applies what arrives until the node stops.
-pub(crate) async fn serve(mut control: Control, handler: Weak<dyn Handler>, shared: Arc<Shared>) {
-    let mut incoming = match control.accept(protocol()) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot accept {MAIL_PROTOCOL} streams");
-            return;
-        }
-    };
-    while let Some((peer, stream)) = incoming.next().await {
-        tokio::spawn(serve_stream(peer, stream, handler.clone(), shared.clone()));
-    }
-}
-
-/// What a stream's reader hands its ack writer.
-enum Out {
-    /// Send this ack (and any held) now.
-    Now(Ack),
-    /// An ack was held: send it (if no batch took it) within [`ACK_DELAY`].
-    Held,
-    /// Close the stream.
-    Close,
-}
-
-async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn Handler>, shared: Arc<Shared>) {
-    let (mut r, w) = s.split();
-    let held = shared.held(peer);
-    let (tx, rx) = mpsc::channel(WINDOW * 2);
-    let writer = tokio::spawn(write_acks(w, rx, held.clone()));
-    loop {
-        let out = match read_frame(&mut r, MAX_BATCH_BYTES).await {
-            Ok(Frame::Body(body)) => match mail::decode_batch(&body) {
-                Ok(Batch(m)) => {
-                    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(m.len()), false);
-                    for x in m {
-                        match x {
-                            Mail::Seq(n) => seq = Some(n),
-                            Mail::Acked(acks) => {
-                                rode = true;
-                                shared.acked(peer, acks);
-                            }
-                            other => rest.push(other),
-                        }
-                    }
-                    if seq.is_none() && rest.is_empty() && rode {
-                        continue; // acks alone need no answer
-                    }
-                    if let Some(n) = seq {
-                        match shared.fresh(peer, n) {
-                            Fresh::Apply => {}
-                            Fresh::Again(ack) => {
-                                if tx.send(Out::Now(ack)).await.is_err() {
-                                    break;
-                                }
-                                continue;
-                            }
-                            Fresh::Busy => continue,
-                        }
-                    }
-                    let Some(h) = handler.upgrade() else { break };
-                    let fence = is_fence(&rest);
-                    let mut ack = h.on_mail(peer, rest);
-                    ack.seq = seq.unwrap_or(0);
-                    if seq.is_some() {
-                        shared.applied(peer, &ack);
-                    }
-                    if seq.is_none() || fence || !ack.refused.is_empty() || ack.invalid.is_some() {
-                        Out::Now(ack)
-                    } else {
-                        lock(&held).push(ack);
-                        Out::Held
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "invalid mail batch");
-                    Out::Now(Ack { invalid: Some(e.to_string()), ..Ack::default() })
-                }
-            },
-            Ok(Frame::TooLarge(len)) => {
-                tracing::warn!(%peer, len, "oversized mail batch");
-                let reason = format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}");
-                let _ = tx.send(Out::Now(Ack { invalid: Some(reason), ..Ack::default() })).await;
-                Out::Close
-            }
-            Ok(Frame::Truncated) | Err(_) => break,
-        };
-        let close = matches!(out, Out::Close);
-        if tx.send(out).await.is_err() || close {
-            break; // the writer failed (the stream is broken), or closes it
-        }
-    }
-    drop(tx);
-    let _ = writer.await;
-}
-
-/// Writes a stream's acks: at once when asked, and the held ones no batch
-/// of ours took within [`ACK_DELAY`].
-async fn write_acks(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Out>, held: Arc<Mutex<Vec<Ack>>>) {
-    let mut due: Option<Instant> = None;
-    loop {
-        // `None`: the held acks are due.
-        let next = tokio::select! {
-            biased;
-            m = rx.recv() => match m {
-                Some(out) => Some(out),
-                None => return, // the reader ended
-            },
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => None,
-        };
-        let (now, close) = match next {
-            Some(Out::Held) => {
-                due.get_or_insert_with(|| Instant::now() + ACK_DELAY);
-                continue;
-            }
-            Some(Out::Now(ack)) => (Some(ack), false),
-            Some(Out::Close) => (None, true),
-            None => (None, false),
-        };
-        // Whatever is still held goes too (no batch of ours took it).
-        due = None;
-        let mut acks = std::mem::take(&mut *lock(&held));
-        acks.extend(now);
-        let mut bytes = Vec::new();
-        let mut unsendable = false;
-        for a in &acks {
-            let enc = mail::encode_ack(a);
-            if enc.len() > MAX_ACK_BYTES {
-                // Cannot be sent: the sender sees the stream close instead.
-                unsendable = true;
-                break;
-            }
-            bytes.extend_from_slice(&(enc.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&enc);
-        }
-        let failed = !bytes.is_empty() && {
-            let written = async {
-                w.write_all(&bytes).await?;
-                w.flush().await
-            };
-            written.await.is_err()
-        };
-        if failed || close || unsendable {
-            let _ = w.close().await;
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ack(seq: u64, busy: bool) -> Ack {
-        let refused = if busy { vec![(0, mail::Refusal::Busy)] } else { vec![] };
-        Ack { seq, refused, invalid: None }
-    }
-
-    #[test]
-    fn a_batch_sent_again_is_answered_with_its_first_ack_not_applied_twice() {
-        let shared = Shared::default();
-        let (p, q) = (PeerId::random(), PeerId::random());
-        assert!(matches!(shared.fresh(p, 5), Fresh::Apply));
-        // Sent again while the first copy is still being applied.
-        assert!(matches!(shared.fresh(p, 5), Fresh::Busy));
-        shared.applied(p, &ack(5, true));
-        // Sent again later: the same answer, refusals included.
-        assert!(matches!(shared.fresh(p, 5), Fresh::Again(a) if a == ack(5, true)));
-        // Seqs are per peer.
-        assert!(matches!(shared.fresh(q, 5), Fresh::Apply));
-        // Only the last SEEN are remembered.
-        for s in 6..6 + SEEN as u64 {
-            assert!(matches!(shared.fresh(p, s), Fresh::Apply));
-            shared.applied(p, &ack(s, false));
-        }
-        assert!(matches!(shared.fresh(p, 5), Fresh::Apply), "forgotten after SEEN newer batches");
-    }
-
-    #[test]
-    fn held_acks_are_taken_oldest_first_and_at_most_max() {
-        let shared = Shared::default();
-        let p = PeerId::random();
-        assert!(shared.take_held(p, 10).is_empty());
-        let held = shared.held(p);
-        lock(&held).extend((1..=5).map(|s| ack(s, false)));
-        let first: Vec<u64> = shared.take_held(p, 3).iter().map(|a| a.seq).collect();
-        assert_eq!(first, [1, 2, 3]);
-        let rest: Vec<u64> = shared.take_held(p, 10).iter().map(|a| a.seq).collect();
-        assert_eq!(rest, [4, 5]);
     }
 }
