@@ -30,11 +30,12 @@
 //! a point where threads wait.
 
 use crate::args::TaskArgs;
+use crate::cell::ObjectCell;
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error, Text};
 use crate::mailbox::Mailbox;
 use crate::notify::Waiter;
-use crate::object::{ObjectCell, ObjectRef};
+use crate::refs::ObjectRef;
 use crate::resources::Request;
 use crate::runtime::Runtime;
 use crate::scheduler::{Go, Job, Scheduler};
@@ -137,12 +138,18 @@ impl<S> std::fmt::Debug for ActorHandle<S> {
     }
 }
 
-/// Configures an actor: `rt.actor_builder(Counter::default).max_restarts(2).spawn()`.
+/// Configures an actor: `rt.actor_builder().name("c").max_restarts(2).spawn_factory(Counter::default)`.
+///
+/// Two ways to finish, named after what they take:
+/// [`spawn`](ActorBuilder::spawn) takes the initial state (the actor cannot
+/// be rebuilt, so it has no restarts), and
+/// [`spawn_factory`](ActorBuilder::spawn_factory) takes a factory that
+/// builds the state, first lazily and again after each panic, up to
+/// [`max_restarts`](ActorBuilder::max_restarts).
+#[derive(Debug, Clone)]
 #[must_use = "an ActorBuilder does nothing until spawned"]
-pub struct ActorBuilder<'rt, S> {
+pub struct ActorBuilder<'rt> {
     rt: &'rt Runtime,
-    factory: Option<Factory<S>>,
-    initial: Option<S>,
     name: Option<Text>,
     max_restarts: u32,
     max_concurrency: usize,
@@ -150,31 +157,9 @@ pub struct ActorBuilder<'rt, S> {
     resources: Vec<(Text, f64)>,
 }
 
-impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
-    pub(crate) fn from_factory(rt: &'rt Runtime, factory: Factory<S>) -> Self {
-        ActorBuilder {
-            rt,
-            factory: Some(factory),
-            initial: None,
-            name: None,
-            max_restarts: 0,
-            max_concurrency: 1,
-            cpus: 0.0,
-            resources: vec![],
-        }
-    }
-
-    pub(crate) fn from_state(rt: &'rt Runtime, state: S) -> Self {
-        ActorBuilder {
-            rt,
-            factory: None,
-            initial: Some(state),
-            name: None,
-            max_restarts: 0,
-            max_concurrency: 1,
-            cpus: 0.0,
-            resources: vec![],
-        }
+impl<'rt> ActorBuilder<'rt> {
+    pub(crate) fn new(rt: &'rt Runtime) -> Self {
+        ActorBuilder { rt, name: None, max_restarts: 0, max_concurrency: 1, cpus: 0.0, resources: vec![] }
     }
 
     /// Names the actor (used in errors). Default: the state's type name.
@@ -184,7 +169,10 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
     }
 
     /// How many times the actor is rebuilt from its factory after a method
-    /// panics. Default 0. Needs a factory ([`Runtime::actor_builder`]).
+    /// panics. Default 0. Only an actor started with
+    /// [`spawn_factory`](ActorBuilder::spawn_factory) can be rebuilt: one
+    /// started from a value with restarts asked for is dead at once, every
+    /// call failing with [`Error::ActorDead`] that says why.
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.max_restarts = n;
         self
@@ -209,21 +197,38 @@ impl<'rt, S: Send + 'static> ActorBuilder<'rt, S> {
         self
     }
 
-    /// Starts the actor. An infeasible resource request gives an actor whose
-    /// every call fails with [`Error::Infeasible`].
-    pub fn spawn(self) -> ActorHandle<S> {
+    /// Starts the actor from its initial state. An infeasible resource
+    /// request gives an actor whose every call fails with
+    /// [`Error::Infeasible`].
+    pub fn spawn<S: Send + 'static>(self, state: S) -> ActorHandle<S> {
+        let restarts = self.max_restarts;
+        let life = if restarts > 0 {
+            Life::Dead("max_restarts needs a factory to rebuild the state: use ActorBuilder::spawn_factory".into())
+        } else {
+            Life::Live(state)
+        };
+        self.start(life, None)
+    }
+
+    /// Starts an actor whose state `factory` builds: on the first call, and
+    /// again after a method panics while restarts are left.
+    pub fn spawn_factory<S: Send + 'static>(self, factory: impl Fn() -> S + Send + Sync + 'static) -> ActorHandle<S> {
+        self.start(Life::Unborn, Some(Box::new(factory)))
+    }
+
+    fn start<S: Send + 'static>(self, life: Life<S>, factory: Option<Factory<S>>) -> ActorHandle<S> {
         let name: Text = self.name.unwrap_or_else(|| std::any::type_name::<S>().into());
         let sched = self.rt.scheduler().clone();
         let (life, req) = match sched.totals().request(&name, self.cpus, &self.resources) {
-            Ok(req) => (self.initial.map_or(Life::Unborn, Life::Live), req),
+            Ok(req) => (life, req),
             Err(e) => (Life::Dead(e.to_string().into()), Request::default()),
         };
-        let max_restarts = if self.factory.is_some() { self.max_restarts } else { 0 };
+        let max_restarts = if factory.is_some() { self.max_restarts } else { 0 };
         let inner = Arc::new(ActorInner {
             name,
             life: crate::sync::Mutex::new(life),
             mailbox: Mailbox::new(),
-            factory: self.factory,
+            factory,
             max_restarts,
             max_concurrency: self.max_concurrency,
             restarts: std::sync::atomic::AtomicU32::new(0),
@@ -253,13 +258,12 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        self.call_with_id(None, args, f)
+        self.call_as(None, args, f)
     }
 
     /// [`ActorHandle::call_with`] whose result gets id `id` (fresh if
-    /// `None`). For cluster nodes running a call made elsewhere: the caller
-    /// chose the id. The id must not be in use in this runtime.
-    pub fn call_with_id<A, R, F>(&self, id: Option<crate::ObjectId>, args: A, f: F) -> ObjectRef<R>
+    /// `None`; see `backend::Backend::call_with_id`).
+    pub(crate) fn call_as<A, R, F>(&self, id: Option<crate::ObjectId>, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
@@ -342,7 +346,8 @@ impl<S: Send + 'static> ActorHandle<S> {
 /// and failed ones (the call then fails in its place in the order).
 fn inputs_to_wait_for<A: TaskArgs>(args: &A) -> Vec<Arc<ObjectCell>> {
     let mut pending = Vec::new();
-    args.for_each_dep(&mut |c| {
+    args.for_each_dep(&mut |r| {
+        let c = &r.cell;
         if !c.slot.is_done() || c.slot.is_failed() {
             c.demand(); // a remote input starts its fetch now
             pending.push(c.clone())
@@ -541,21 +546,16 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
 }
 
 impl Runtime {
-    /// Starts an actor from its initial state (no restarts).
+    /// Starts an actor from its initial state, with default options (no
+    /// restarts, 0 CPUs, one call at a time).
     pub fn actor<S: Send + 'static>(&self, state: S) -> ActorHandle<S> {
-        ActorBuilder::from_state(self, state).spawn()
+        ActorBuilder::new(self).spawn(state)
     }
 
-    /// Configures an actor built (and rebuilt after a panic) by `factory`.
-    pub fn actor_builder<S: Send + 'static>(
-        &self,
-        factory: impl Fn() -> S + Send + Sync + 'static,
-    ) -> ActorBuilder<'_, S> {
-        ActorBuilder::from_factory(self, Box::new(factory))
-    }
-
-    /// Configures an actor from its initial state (name, resources).
-    pub fn actor_with<S: Send + 'static>(&self, state: S) -> ActorBuilder<'_, S> {
-        ActorBuilder::from_state(self, state)
+    /// An actor with options (name, restarts, concurrency, resources),
+    /// started with [`ActorBuilder::spawn`] (from a state) or
+    /// [`ActorBuilder::spawn_factory`] (from a factory, needed for restarts).
+    pub fn actor_builder(&self) -> ActorBuilder<'_> {
+        ActorBuilder::new(self)
     }
 }

@@ -7,8 +7,9 @@
 //! wrapped in [`Val`]), passed through as is. Closures may of course also
 //! capture plain values directly.
 
+use crate::cell::ObjectCell;
 use crate::error::Error;
-use crate::object::{ObjectCell, ObjectRef};
+use crate::refs::{AnyRef, ObjectRef};
 use crate::slot::{Meta, Value};
 use crate::store::Store;
 use std::any::Any;
@@ -18,11 +19,11 @@ use std::sync::Arc;
 pub trait TaskArg: Send + Sync + 'static {
     /// What the task's closure receives for this argument.
     type Output: Send + 'static;
-    /// Calls `f` on every object this argument depends on.
-    #[doc(hidden)]
-    fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>));
+    /// Calls `f` on every ref this argument depends on (the task waits
+    /// for them before it runs). Implementations that wrap refs delegate
+    /// to the refs' own `TaskArg` impls.
+    fn for_each_dep(&self, f: &mut dyn FnMut(&AnyRef));
     /// Produces the closure's input (all dependencies are done by now).
-    #[doc(hidden)]
     fn resolve(&self) -> Result<Self::Output, Error>;
 }
 
@@ -30,9 +31,9 @@ pub trait TaskArg: Send + Sync + 'static {
 pub trait TaskArgs: Send + Sync + 'static {
     /// The tuple the task's closure receives.
     type Output: Send + 'static;
-    #[doc(hidden)]
-    fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>));
-    #[doc(hidden)]
+    /// Calls `f` on every ref the arguments depend on.
+    fn for_each_dep(&self, f: &mut dyn FnMut(&AnyRef));
+    /// Produces the closure's input tuple.
     fn resolve(&self) -> Result<Self::Output, Error>;
 }
 
@@ -45,21 +46,21 @@ fn read_done<T: Any + Send + Sync>(cell: &Arc<ObjectCell>) -> Result<Arc<T>, Err
 
 impl<T: Any + Send + Sync> TaskArg for ObjectRef<T> {
     type Output = Arc<T>;
-    fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>)) {
-        f(&self.cell)
+    fn for_each_dep(&self, f: &mut dyn FnMut(&AnyRef)) {
+        f(&self.any)
     }
     fn resolve(&self) -> Result<Arc<T>, Error> {
-        read_done(&self.cell)
+        read_done(self.cell())
     }
 }
 
 impl<T: Any + Send + Sync> TaskArg for Vec<ObjectRef<T>> {
     type Output = Vec<Arc<T>>;
-    fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>)) {
-        self.iter().for_each(|r| f(&r.cell))
+    fn for_each_dep(&self, f: &mut dyn FnMut(&AnyRef)) {
+        self.iter().for_each(|r| f(&r.any))
     }
     fn resolve(&self) -> Result<Vec<Arc<T>>, Error> {
-        self.iter().map(|r| read_done(&r.cell)).collect()
+        self.iter().map(|r| read_done(r.cell())).collect()
     }
 }
 
@@ -70,7 +71,7 @@ pub struct Val<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> TaskArg for Val<T> {
     type Output = T;
-    fn for_each_dep(&self, _: &mut dyn FnMut(&Arc<ObjectCell>)) {}
+    fn for_each_dep(&self, _: &mut dyn FnMut(&AnyRef)) {}
     fn resolve(&self) -> Result<T, Error> {
         Ok(self.0.clone())
     }
@@ -80,7 +81,7 @@ macro_rules! plain_args {
     ($($t:ty),*) => {$(
         impl TaskArg for $t {
             type Output = $t;
-            fn for_each_dep(&self, _: &mut dyn FnMut(&Arc<ObjectCell>)) {}
+            fn for_each_dep(&self, _: &mut dyn FnMut(&AnyRef)) {}
             fn resolve(&self) -> Result<$t, Error> {
                 Ok(self.clone())
             }
@@ -94,7 +95,7 @@ macro_rules! tuple_args {
         impl<$($name: TaskArg),*> TaskArgs for ($($name,)*) {
             type Output = ($($name::Output,)*);
             #[allow(unused_variables)]
-            fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>)) {
+            fn for_each_dep(&self, f: &mut dyn FnMut(&AnyRef)) {
                 #[allow(non_snake_case)]
                 let ($($name,)*) = self;
                 $($name.for_each_dep(f);)*

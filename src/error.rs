@@ -278,19 +278,43 @@ impl<T> std::fmt::Debug for StoreFull<T> {
     }
 }
 
+impl<T> From<StoreFull<T>> for Error {
+    /// Drops the value and keeps the sizes, so `?` works on `put` in a
+    /// function returning `Result<_, manta::Error>`.
+    fn from(e: StoreFull<T>) -> Error {
+        Error::StoreFull { needed: e.needed, capacity: e.capacity }
+    }
+}
+
 /// Error building a [`Runtime`](crate::Runtime).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The configuration is invalid (e.g. a negative resource amount).
-    #[error("invalid runtime configuration: {0}")]
-    Config(String),
+    /// A custom resource was given an amount that is negative, infinite or
+    /// not a number.
+    #[error("resource `{name}` has invalid amount {amount}")]
+    InvalidResource {
+        /// The resource.
+        name: Text,
+        /// The amount given.
+        amount: f64,
+    },
+    /// `"CPU"` was given as a custom resource; CPUs are set with
+    /// `num_cpus`.
+    #[error("use num_cpus to set CPUs, not resource(\"CPU\")")]
+    CpuAsResource,
     /// The worker threads could not be started.
-    #[error("could not start worker threads: {0}")]
-    Threads(#[from] rayon::ThreadPoolBuildError),
+    #[error("could not start worker threads")]
+    Threads(#[source] rayon::ThreadPoolBuildError),
     /// The spill directory could not be created.
-    #[error("spill directory: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot create the spill directory in {}", path.display())]
+    SpillDir {
+        /// The directory asked for.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

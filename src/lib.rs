@@ -45,7 +45,8 @@
 //! [`Runtime::actor`] starts an actor from its state; [`ActorHandle::call`]
 //! runs a closure on `&mut State` and returns a ref. Calls on one actor run
 //! one at a time in submission order; different actors run in parallel.
-//! [`Runtime::actor_builder`] adds restarts from a factory after a panic.
+//! [`Runtime::actor_builder`] sets options and can start an actor from a
+//! factory, which allows restarts after a panic.
 //!
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
@@ -60,6 +61,8 @@
 
 mod actor;
 mod args;
+pub mod backend;
+mod cell;
 mod countdown;
 mod error;
 mod export;
@@ -67,8 +70,7 @@ mod heap_size;
 mod id;
 mod mailbox;
 mod notify;
-mod object;
-mod remote;
+mod refs;
 mod resources;
 mod runtime;
 mod scheduler;
@@ -84,19 +86,17 @@ pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
 pub use error::{BuildError, Cause, Error, StoreFull, Text};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
-pub use object::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
-pub use remote::{collect_serialized, Decoded, Fetch, RemoteBackend, Served, MAX_HINT_BYTES};
-pub use runtime::{init, try_init, Runtime, RuntimeBuilder};
+pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
+pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
 pub use task::{is_cancelled, TaskBuilder, TaskOptions};
 
+/// Entry points for the fuzz targets in `fuzz/` and the tests that run
+/// their corpora: only with the `fuzzing` feature, never part of the API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::object::ObjectCell;
-    pub use crate::slot::{Meta, Value};
-    pub use crate::store::Store;
-
+pub mod fuzzing {
     /// Decodes a spill file held in memory as a `T` (the fuzz target's
     /// entry point): any bytes give a value or a `SpillError`, never a panic.
     pub fn decode_spill<T: 'static>(bytes: &[u8]) -> Option<Result<(), crate::SpillError>> {

@@ -14,8 +14,9 @@
 //! runtime (they cannot keep it alive, so a task holding one never delays
 //! shutdown).
 
+use crate::cell::ObjectCell;
 use crate::error::{BuildError, Error, StoreFull, Text};
-use crate::object::{ObjectCell, ObjectRef};
+use crate::refs::ObjectRef;
 use crate::resources::Totals;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreConfig, StoreStats};
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Shared {
     pub sched: Arc<Scheduler>,
     pub store: Arc<Store>,
-    pub cluster: Arc<crate::remote::Cluster>,
+    pub cluster: Arc<crate::backend::Cluster>,
 }
 
 /// Owns the worker threads; dropping it shuts the runtime down.
@@ -94,7 +95,11 @@ impl Default for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Number of CPUs, which is also the number of worker threads.
-    /// Default: the machine's available parallelism.
+    /// Default: the machine's available parallelism. `0` makes a runtime
+    /// that only submits, holds objects and hosts zero-CPU actors (as a Ray
+    /// driver with `num_cpus=0`): it keeps one worker thread for zero-CPU
+    /// work, and a task that needs a CPU fails at once with
+    /// [`Error::Infeasible`] (clustered, it goes to a peer instead).
     pub fn num_cpus(mut self, n: usize) -> Self {
         self.cpus = Some(n);
         self
@@ -179,29 +184,30 @@ impl RuntimeBuilder {
     /// CPU).
     pub fn build(self) -> Result<Runtime, BuildError> {
         let cpus = self.cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if cpus == 0 {
-            return Err(BuildError::Config("num_cpus must be at least 1".into()));
-        }
         for (name, amount) in &self.resources {
             if !(amount.is_finite() && *amount >= 0.0) {
-                return Err(BuildError::Config(format!("resource `{name}` has invalid amount {amount}")));
+                return Err(BuildError::InvalidResource { name: name.clone(), amount: *amount });
             }
             if &**name == "CPU" {
-                return Err(BuildError::Config("use num_cpus to set CPUs, not resource(\"CPU\")".into()));
+                return Err(BuildError::CpuAsResource);
             }
         }
-        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), cpus);
-        let store = Arc::new(Store::new(&self.store)?);
-        let cluster = crate::remote::Cluster::new(store.clone());
+        let threads = cpus.max(1);
+        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), threads);
+        let store = Arc::new(Store::new(&self.store).map_err(|source| BuildError::SpillDir {
+            path: self.store.spill_dir.clone().unwrap_or_default(),
+            source,
+        })?);
+        let cluster = crate::backend::Cluster::new(store.clone());
         let shared = Arc::new(Shared { sched: sched.clone(), store, cluster });
-        let handles = Arc::new(Mutex::new(Vec::with_capacity(cpus)));
+        let handles = Arc::new(Mutex::new(Vec::with_capacity(threads)));
         let spawned = handles.clone();
         let weak_sched = Arc::downgrade(&sched);
         let weak_shared = Arc::downgrade(&shared);
         sched.set_start_hook(move || CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone()));
         let name = self.thread_name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cpus)
+            .num_threads(threads)
             .stack_size(self.stack_size)
             .thread_name(move |i| format!("{name}-{i}"))
             // Task panics are caught where tasks run; anything else that
@@ -229,64 +235,58 @@ impl RuntimeBuilder {
                 }
                 Ok(())
             })
-            .build()?;
+            .build()
+            .map_err(BuildError::Threads)?;
         let pool = Arc::new(pool);
         sched.attach(&pool);
         let owner = Owner {
             shared: shared.clone(),
             pool: Mutex::new(Some(pool)),
-            threads: Mutex::new(std::mem::take(
-                &mut *handles.lock().map_err(|_| BuildError::Config("poisoned".into()))?,
-            )),
+            threads: Mutex::new(std::mem::take(&mut *handles.lock().unwrap_or_else(|p| p.into_inner()))),
         };
         Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
     }
 }
 
 thread_local! {
+    /// The runtime whose worker this thread is (set at thread start).
     static CURRENT: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
+    /// The runtime entered on this thread with `Runtime::enter`.
+    static ENTERED: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
 }
 
 static DEFAULT: OnceLock<Runtime> = OnceLock::new();
 
-thread_local! {
-    static ENTERED: std::cell::RefCell<Weak<Shared>> = const { std::cell::RefCell::new(Weak::new()) };
-}
-
-static LAST_ATTACHED: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
-
-/// Remembers the runtime a backend was last attached to (a context fallback).
-pub(crate) fn set_last_attached(rt: &Runtime) {
-    *LAST_ATTACHED.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&rt.shared);
-}
-
-/// Runs `f` with `rt` entered on this thread (see `Runtime::enter`).
-pub(crate) fn with_entered<R>(rt: &Runtime, f: impl FnOnce() -> R) -> R {
-    struct Restore(Weak<Shared>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let old = std::mem::take(&mut self.0);
-            ENTERED.with(|e| *e.borrow_mut() = old);
-        }
-    }
-    let old = ENTERED.with(|e| std::mem::replace(&mut *e.borrow_mut(), Arc::downgrade(&rt.shared)));
-    let _restore = Restore(old);
-    f()
-}
-
-/// The runtime refs bind to on this thread (see the `remote` module docs).
+/// The runtime refs bind to on this thread (see the `backend` module docs):
+/// the entered one, else the one whose worker this is. Never a global.
 pub(crate) fn context() -> Option<Runtime> {
-    let handle = |shared| Runtime { shared, _owner: None };
     if let Some(s) = ENTERED.with(|e| e.borrow().upgrade()) {
-        return Some(handle(s));
+        return Some(Runtime { shared: s, _owner: None });
     }
-    if let Some(rt) = Runtime::current() {
-        return Some(rt);
+    Runtime::current()
+}
+
+/// Keeps a runtime entered on this thread (see [`Runtime::enter`]); leaving
+/// restores whatever was entered before. Not `Send`: it restores this
+/// thread's state.
+#[must_use = "the runtime is entered only while the guard lives"]
+pub struct EnterGuard<'rt> {
+    previous: Weak<Shared>,
+    _rt: std::marker::PhantomData<&'rt Runtime>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for EnterGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnterGuard")
     }
-    if let Some(s) = LAST_ATTACHED.lock().unwrap_or_else(|p| p.into_inner()).upgrade() {
-        return Some(handle(s));
+}
+
+impl Drop for EnterGuard<'_> {
+    fn drop(&mut self) {
+        let previous = std::mem::take(&mut self.previous);
+        ENTERED.with(|e| *e.borrow_mut() = previous);
     }
-    DEFAULT.get().map(|rt| handle(rt.shared.clone()))
 }
 
 /// The process-wide runtime for scripts (like `ray.init()`): built with the
@@ -325,15 +325,29 @@ impl Runtime {
         CURRENT.with(|c| c.borrow().upgrade()).map(|shared| Runtime { shared, _owner: None })
     }
 
-    /// The runtime that refs deserialized on this thread bind to: the one
-    /// entered with [`Runtime::enter`], else [`Runtime::current`], else the
-    /// one a cluster node was most recently attached to, else the
-    /// [`init`] runtime if it was built.
-    pub fn context() -> Option<Runtime> {
-        context()
+    /// Enters this runtime on the calling thread until the guard is
+    /// dropped: object refs deserialized meanwhile (serde, e.g. from bytes
+    /// another process sent) bind to it, and refs serialized meanwhile are
+    /// exported by it. Inside a task this is automatic for the task's own
+    /// runtime. Guards nest; dropping one restores the previous runtime.
+    ///
+    /// ```
+    /// use manta::{ObjectRef, Runtime};
+    /// let rt = Runtime::builder().num_cpus(1).build()?;
+    /// let r = rt.put(7u32)?;
+    /// let _entered = rt.enter();
+    /// let mut bytes = Vec::new();
+    /// ciborium::into_writer(&r, &mut bytes)?;
+    /// let back: ObjectRef<u32> = ciborium::from_reader(&bytes[..])?;
+    /// assert_eq!(*back.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn enter(&self) -> EnterGuard<'_> {
+        let previous = ENTERED.with(|e| std::mem::replace(&mut *e.borrow_mut(), Arc::downgrade(&self.shared)));
+        EnterGuard { previous, _rt: std::marker::PhantomData, _not_send: std::marker::PhantomData }
     }
 
-    pub(crate) fn cluster(&self) -> &Arc<crate::remote::Cluster> {
+    pub(crate) fn cluster(&self) -> &Arc<crate::backend::Cluster> {
         &self.shared.cluster
     }
 
@@ -398,7 +412,7 @@ impl Runtime {
     /// object counts as ready. Duplicate refs, an empty `num_returns` or one
     /// larger than the list are [`Error::InvalidArgument`].
     #[allow(clippy::type_complexity)]
-    pub fn wait<R: crate::object::Waitable>(
+    pub fn wait<R: crate::refs::Waitable>(
         &self,
         refs: &[R],
         num_returns: usize,

@@ -182,6 +182,7 @@ fn read_exact(r: &mut dyn Read, buf: &mut [u8]) -> Result<(), SpillError> {
 }
 
 /// Decodes a whole spill file held in memory (the fuzz target's entry).
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn decode_bytes(bytes: &[u8], type_name: &str, decode: Decode) -> Result<Value, SpillError> {
     decode_from(&mut &bytes[..], bytes.len() as u64, type_name, decode)
 }

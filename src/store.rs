@@ -42,10 +42,10 @@
 //! pooled buffer is never shared: it left its object through
 //! `Arc::try_unwrap`.
 
+use crate::cell::ObjectCell;
 use crate::error::Error;
 use crate::heap_size::{charged_size, Decode};
 use crate::id::ObjectId;
-use crate::object::ObjectCell;
 use crate::slot::{Meta, Moved, Value};
 use crate::spill::SpillDir;
 use std::any::Any;

@@ -13,10 +13,11 @@
 //! failed chain of any length never overflows the stack.
 
 use crate::args::{MultiReturn, TaskArgs};
+use crate::cell::{ObjectCell, TaskCtl};
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error};
 use crate::notify::Waiter;
-use crate::object::{ObjectCell, ObjectRef, TaskCtl};
+use crate::refs::ObjectRef;
 use crate::runtime::Runtime;
 use crate::scheduler::{Go, Job};
 use crate::slot::{Meta, Value, Wake};
@@ -88,11 +89,9 @@ impl<'rt> TaskBuilder<'rt> {
         self
     }
 
-    /// Gives the task's (first) output this id instead of a fresh one. For
-    /// cluster nodes running a task submitted elsewhere: the submitter
-    /// chose the id, so its ref and this object match. The id must not be
-    /// in use in this runtime.
-    pub fn object_id(mut self, id: crate::id::ObjectId) -> Self {
+    /// Gives the task's (first) output this id instead of a fresh one (see
+    /// `backend::Backend::task_with_id`).
+    pub(crate) fn with_object_id(mut self, id: crate::id::ObjectId) -> Self {
         self.opts.object_id = Some(id);
         self
     }
@@ -340,7 +339,8 @@ fn submit<A, R, F, E>(
     // Inputs: collect the pending ones; fail at once on a failed one.
     let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
     let mut failed: Option<Error> = None;
-    spec.args.for_each_dep(&mut |c| {
+    spec.args.for_each_dep(&mut |r| {
+        let c = &r.cell;
         if !c.slot.is_done() {
             c.demand(); // a remote input starts its fetch now
             pending.push(c.clone());

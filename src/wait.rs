@@ -7,9 +7,10 @@
 //! done), so the result never depends on the order of notifications.
 //! Registrations still pending at the end (timeout) are removed.
 
+use crate::cell::{thread_parker, ObjectCell};
 use crate::error::Error;
 use crate::notify::{WaitGroup, Waiter};
-use crate::object::{thread_parker, ObjectCell, ObjectRef, Waitable};
+use crate::refs::{ObjectRef, Waitable};
 use crate::scheduler::{block_until, spin_until};
 use crate::slot::Value;
 use std::any::Any;
@@ -79,12 +80,12 @@ pub(crate) fn wait<R: Waitable>(
             refs.len()
         )));
     }
-    let mut ids: Vec<_> = refs.iter().map(|r| r.cell().id).collect();
+    let mut ids: Vec<_> = refs.iter().map(|r| r.as_any_ref().cell.id).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
         return Err(Error::invalid("wait: the list of refs contains duplicates"));
     }
-    let cells: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| r.cell()).collect();
+    let cells: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| &r.as_any_ref().cell).collect();
     let count = |cells: &[&Arc<ObjectCell>]| cells.iter().filter(|c| c.slot.is_done()).count();
     let poll = timeout == Some(Duration::ZERO);
     if !poll && count(&cells) < num_returns {
@@ -94,7 +95,7 @@ pub(crate) fn wait<R: Waitable>(
     let mut ready = Vec::with_capacity(num_returns);
     let mut pending = Vec::with_capacity(refs.len());
     for r in refs {
-        if ready.len() < num_returns && r.cell().slot.is_done() {
+        if ready.len() < num_returns && r.as_any_ref().cell.slot.is_done() {
             ready.push(r.clone());
         } else {
             pending.push(r.clone());
@@ -107,10 +108,10 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
     refs: &[ObjectRef<T>],
     deadline: Option<(Instant, Duration)>,
 ) -> Result<Vec<Arc<T>>, Error> {
-    let mut unique: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| &r.cell).collect();
+    let mut unique: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| r.cell()).collect();
     unique.sort_unstable_by_key(|c| c.id);
     unique.dedup_by_key(|c| c.id);
-    let first_error = || refs.iter().find(|r| r.cell.slot.is_failed()).and_then(|r| r.cell.slot.read()?.err());
+    let first_error = || refs.iter().find(|r| r.cell().slot.is_failed()).and_then(|r| r.cell().slot.read()?.err());
     let all_done = |cells: &[&Arc<ObjectCell>]| cells.iter().all(|c| c.slot.is_done());
     if !all_done(&unique) {
         let target = unique.len();
@@ -125,7 +126,7 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
         return Err(e);
     }
     refs.iter()
-        .map(|r| match r.cell.read_value() {
+        .map(|r| match r.cell().read_value() {
             Some(o) => o.and_then(Value::downcast::<T>),
             None => Err(Error::invalid("object not done")),
         })

@@ -28,7 +28,7 @@ fn gate<S: Send + 'static>(actor: &manta::ActorHandle<S>) -> mpsc::Sender<()> {
 #[test]
 fn read_only_calls_run_at_once_up_to_the_limit() {
     let rt = rt();
-    let actor = rt.actor_with(0u32).max_concurrency(2).spawn();
+    let actor = rt.actor_builder().max_concurrency(2).spawn(0u32);
     let open = gate(&actor);
     let (a_tx, a_rx) = mpsc::channel::<()>();
     let (b_tx, b_rx) = mpsc::channel::<()>();
@@ -51,7 +51,7 @@ fn read_only_calls_run_at_once_up_to_the_limit() {
 #[test]
 fn read_only_calls_keep_their_place_between_mutations() {
     let rt = rt();
-    let actor = rt.actor_with(0u64).max_concurrency(3).spawn();
+    let actor = rt.actor_builder().max_concurrency(3).spawn(0u64);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let mut reads = Vec::new();
@@ -104,7 +104,7 @@ fn default_limit_runs_one_call_at_a_time() {
 #[test]
 fn a_panicking_read_only_call_restarts_the_actor() {
     let rt = rt();
-    let actor = rt.actor_builder(|| 7u32).max_restarts(1).max_concurrency(3).spawn();
+    let actor = rt.actor_builder().max_restarts(1).max_concurrency(3).spawn_factory(|| 7u32);
     let open = gate(&actor);
     actor.call(|s| *s = 100);
     let ok = actor.call_ref(|s| *s);
@@ -122,7 +122,7 @@ fn a_panicking_read_only_call_restarts_the_actor() {
 #[test]
 fn read_only_calls_take_refs() {
     let rt = rt();
-    let actor = rt.actor_with(10u64).max_concurrency(2).spawn();
+    let actor = rt.actor_builder().max_concurrency(2).spawn(10u64);
     let x = rt.spawn(|| 5u64);
     let r = actor.call_ref_with((x,), |s, (x,)| *s + *x);
     assert_eq!(*r.get().unwrap(), 15);

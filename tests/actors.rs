@@ -123,14 +123,10 @@ fn restart_from_factory_then_die() {
     let rt = rt(2);
     let built = Arc::new(AtomicUsize::new(0));
     let b = built.clone();
-    let actor = rt
-        .actor_builder(move || {
-            b.fetch_add(1, Ordering::SeqCst);
-            0u32
-        })
-        .name("counter")
-        .max_restarts(1)
-        .spawn();
+    let actor = rt.actor_builder().name("counter").max_restarts(1).spawn_factory(move || {
+        b.fetch_add(1, Ordering::SeqCst);
+        0u32
+    });
     assert_eq!(actor.name(), "counter");
     let inc = |n: &mut u32| {
         *n += 1;
@@ -172,10 +168,13 @@ fn an_actor_from_state_dies_on_first_panic() {
     assert_eq!(*ok.get().unwrap(), 5);
     assert!(matches!(boom.get(), Err(Error::TaskPanicked { .. })));
     assert!(matches!(after.get(), Err(Error::ActorDead { .. })), "{:?}", after.get());
-    // max_restarts on an actor without a factory is ignored: still no restarts.
-    let a2 = rt.actor_with(0u8).max_restarts(5).spawn();
-    assert!(a2.call(|_: &mut u8| -> u8 { panic!("x") }).get().is_err());
-    assert!(matches!(a2.call(|n| *n).get(), Err(Error::ActorDead { .. })));
+    // max_restarts on an actor started from a value cannot be honoured:
+    // the actor is dead at once and says why.
+    let a2 = rt.actor_builder().max_restarts(5).spawn(0u8);
+    match a2.call(|n| *n).get() {
+        Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("spawn_factory"), "{reason}"),
+        other => panic!("expected ActorDead, got {other:?}"),
+    }
 }
 
 #[test]

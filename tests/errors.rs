@@ -275,7 +275,7 @@ fn panics_in_tasks_and_actors_never_abort_the_process() {
         assert!(rt.task().retries(3).spawn(|| -> () { panic!("retried") }).get().is_err());
         let a = rt.actor(0);
         assert!(a.call(|_: &mut i32| -> () { panic!("method") }).get().is_err());
-        let f = rt.actor_builder(|| -> i32 { panic!("factory") }).spawn();
+        let f = rt.actor_builder().spawn_factory(|| -> i32 { panic!("factory") });
         assert!(matches!(f.call(|s| *s).get(), Err(Error::ActorDead { .. })));
         assert_eq!(*rt.spawn(|| 7).get_timeout(LONG).unwrap(), 7);
     });

@@ -27,9 +27,9 @@ type Decoder = fn(&[u8]) -> Result<(), SpillError>;
 /// The fuzz targets: name (= `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/`) and the call the target makes.
 const TARGETS: [(&str, Decoder); 3] = [
-    ("spill_decode_bytes", |b| manta::__private::decode_spill::<Vec<u8>>(b).expect("registered")),
-    ("spill_decode_strings", |b| manta::__private::decode_spill::<Vec<String>>(b).expect("registered")),
-    ("spill_decode_map", |b| manta::__private::decode_spill::<HashMap<String, u64>>(b).expect("registered")),
+    ("spill_decode_bytes", |b| manta::fuzzing::decode_spill::<Vec<u8>>(b).expect("registered")),
+    ("spill_decode_strings", |b| manta::fuzzing::decode_spill::<Vec<String>>(b).expect("registered")),
+    ("spill_decode_map", |b| manta::fuzzing::decode_spill::<HashMap<String, u64>>(b).expect("registered")),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -127,7 +127,7 @@ fn regenerate_seed_corpus() {
 // ---- the seed generator ----
 
 fn enc<T: std::any::Any + Send + Sync>(v: T) -> Vec<u8> {
-    manta::__private::encode_spill(v).expect("registered spillable type")
+    manta::fuzzing::encode_spill(v).expect("registered spillable type")
 }
 
 /// A spill file's parts: `(header incl. type name, CBOR payload)`.

@@ -2,7 +2,8 @@
 //! runtime in the same process through `serve_object`, in small chunks, as a
 //! node does over the wire.
 
-use manta::{Error, Fetch, ObjectRef, RemoteBackend, Runtime, Served};
+use manta::backend::{Fetch, RemoteBackend, Served};
+use manta::{Error, ObjectRef, Runtime};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +41,7 @@ struct ChunkReader {
 impl std::io::Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            match self.rt.serve_object(self.id, self.offset, self.chunk) {
+            match self.rt.backend().serve_object(self.id, self.offset, self.chunk) {
                 Served::Chunk { data, .. } if data.is_empty() => return Ok(0), // past the end
                 Served::Chunk { data, .. } => {
                     self.offset += data.len() as u64;
@@ -48,7 +49,7 @@ impl std::io::Read for ChunkReader {
                     self.pos = 0;
                 }
                 // Its task is still running on the source: wait for it.
-                Served::Pending => futures_executor::block_on(self.rt.object_done(self.id)),
+                Served::Pending => futures_executor::block_on(self.rt.backend().object_done(self.id)),
                 other => return Err(std::io::Error::other(format!("{other:?}"))),
             }
         }
@@ -82,7 +83,8 @@ impl RemoteBackend for Loopback {
         let chunk = self.chunk;
         std::thread::spawn(move || {
             let mut r = ChunkReader { rt, id: fetch.id(), chunk, offset: 0, buf: Vec::new(), pos: 0 };
-            let decoded = fetch.decode(&mut r).map_err(|e| Error::ObjectLost { id: fetch.id(), reason: e.into() });
+            let decoded =
+                fetch.decode(&mut r).map_err(|e| Error::ObjectLost { id: fetch.id(), reason: e.to_string().into() });
             fetch.complete(decoded);
         });
     }
@@ -93,19 +95,21 @@ fn pair(chunk: usize) -> (Runtime, Runtime, Arc<Loopback>, Arc<Loopback>) {
     let b = Runtime::builder().num_cpus(1).build().unwrap();
     let la = Loopback::new(None, chunk);
     let lb = Loopback::new(Some(a.clone()), chunk);
-    a.attach_remote(la.clone());
-    b.attach_remote(lb.clone());
+    a.backend().attach(la.clone());
+    b.backend().attach(lb.clone());
     (a, b, la, lb)
 }
 
 fn to_bytes<T: serde::Serialize>(rt: &Runtime, v: &T) -> Vec<u8> {
     let mut out = Vec::new();
-    rt.enter(|| ciborium::into_writer(v, &mut out)).unwrap();
+    let _entered = rt.enter();
+    ciborium::into_writer(v, &mut out).unwrap();
     out
 }
 
 fn from_bytes<T: serde::de::DeserializeOwned>(rt: &Runtime, b: &[u8]) -> T {
-    rt.enter(|| ciborium::from_reader(b)).unwrap()
+    let _entered = rt.enter();
+    ciborium::from_reader(b).unwrap()
 }
 
 #[test]
@@ -124,7 +128,7 @@ fn a_ref_crosses_runtimes_and_is_fetched_in_chunks_once() {
     let rb2: ObjectRef<Vec<u8>> = from_bytes(&b, &wire);
     assert_eq!(*rb2.get().unwrap(), data);
     assert_eq!(lb.fetches.load(Ordering::SeqCst), 1);
-    assert!(b.holds_object(r.id()), "the replica is served by b too");
+    assert!(b.backend().holds_object(r.id()), "the replica is served by b too");
     assert_eq!(lb.exported.lock().unwrap().as_slice(), &[r.id()]);
     assert!(b.store_stats().bytes_in_memory >= 100_000, "the replica is charged");
     drop((rb, rb2));
@@ -136,7 +140,7 @@ fn a_ref_crosses_runtimes_and_is_fetched_in_chunks_once() {
         std::thread::yield_now();
     }
     assert_eq!(lb.freed.lock().unwrap().as_slice(), &[r.id()], "freeing the replica withdraws it");
-    assert!(!b.holds_object(r.id()));
+    assert!(!b.backend().holds_object(r.id()));
     assert_eq!(b.store_stats().bytes_in_memory, 0);
     drop(r);
     assert_eq!(la.freed.lock().unwrap().as_slice(), &[wire_id(&a, &wire)]);
@@ -219,7 +223,8 @@ fn without_a_backend_a_remote_ref_fails_instead_of_hanging() {
 fn malformed_refs_are_serde_errors() {
     let b = Runtime::builder().num_cpus(1).build().unwrap();
     for bad in [&b"\xff\x00"[..], b"", b"\xa2\x62id\x01"] {
-        let r: Result<ObjectRef<u64>, _> = b.enter(|| ciborium::from_reader(bad));
+        let _entered = b.enter();
+        let r: Result<ObjectRef<u64>, _> = ciborium::from_reader(bad);
         assert!(r.is_err());
     }
     #[derive(serde::Serialize)]
@@ -230,7 +235,8 @@ fn malformed_refs_are_serde_errors() {
     }
     let mut wire = Vec::new();
     ciborium::into_writer(&Big { id: (1, 2), owner: vec![0; 5000] }, &mut wire).unwrap();
-    let r: Result<ObjectRef<u64>, _> = b.enter(|| ciborium::from_reader(&wire[..]));
+    let _entered = b.enter();
+    let r: Result<ObjectRef<u64>, _> = ciborium::from_reader(&wire[..]);
     assert!(r.is_err(), "an oversized hint is refused");
 }
 
@@ -256,19 +262,19 @@ fn tasks_and_actor_calls_taking_a_remote_ref_fetch_it() {
 fn collect_serialized_sees_the_refs_serialized_inside_it_only() {
     let rt = Runtime::builder().num_cpus(1).build().unwrap();
     let (x, y) = (rt.put(1u32).unwrap(), rt.put(2u32).unwrap());
-    let (bytes, outer) = manta::collect_serialized(|| {
+    let (bytes, outer) = manta::backend::collect_serialized(|| {
         let first = to_bytes(&rt, &x);
         // A nested collection gets its own refs, and the outer one resumes.
-        let ((), inner) = manta::collect_serialized(|| drop(to_bytes(&rt, &y)));
+        let ((), inner) = manta::backend::collect_serialized(|| drop(to_bytes(&rt, &y)));
         assert_eq!(inner.iter().map(|r| r.id()).collect::<Vec<_>>(), vec![y.id()]);
         first
     });
     assert!(!bytes.is_empty());
     assert_eq!(outer.iter().map(|r| r.id()).collect::<Vec<_>>(), vec![x.id()]);
     // Outside any collection nothing is kept, also after a panic inside one.
-    let caught = std::panic::catch_unwind(|| manta::collect_serialized(|| panic!("inside")));
+    let caught = std::panic::catch_unwind(|| manta::backend::collect_serialized(|| panic!("inside")));
     assert!(caught.is_err());
-    let ((), after) = manta::collect_serialized(|| ());
+    let ((), after) = manta::backend::collect_serialized(|| ());
     assert!(after.is_empty());
     // The handles keep the objects alive.
     let id = x.id();
@@ -326,7 +332,7 @@ fn a_freed_replicas_buffer_is_reused_by_the_next_replica() {
 fn pooled_buffers_stay_under_the_recycle_cap_and_give_way_to_puts() {
     const N: usize = 4 << 20;
     let a = Runtime::builder().num_cpus(1).build().unwrap();
-    a.attach_remote(Loopback::new(None, 1 << 20));
+    a.backend().attach(Loopback::new(None, 1 << 20));
     let cap = 10 << 20;
     let b = Runtime::builder()
         .num_cpus(1)
@@ -336,7 +342,7 @@ fn pooled_buffers_stay_under_the_recycle_cap_and_give_way_to_puts() {
         .build()
         .unwrap();
     let lb = Loopback::new(Some(a.clone()), 1 << 20);
-    b.attach_remote(lb.clone());
+    b.backend().attach(lb.clone());
     let (x, y) = (replica(&a, &b, N, 1), replica(&a, &b, N, 2));
     drop(x.1);
     wait_freed(&lb, 1);
@@ -355,7 +361,7 @@ fn pooled_buffers_stay_under_the_recycle_cap_and_give_way_to_puts() {
     // Recycling off: nothing is kept.
     let c = Runtime::builder().num_cpus(1).recycle_capacity(0).build().unwrap();
     let lc = Loopback::new(Some(a.clone()), 1 << 20);
-    c.attach_remote(lc.clone());
+    c.backend().attach(lc.clone());
     drop(replica(&a, &c, N, 3).1);
     wait_freed(&lc, 1);
     assert_eq!(c.store_stats().bytes_recycled, 0);

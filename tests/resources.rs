@@ -161,7 +161,7 @@ fn infeasible_requests_fail_at_once_naming_the_resource() {
 #[test]
 fn infeasible_actor_calls_fail() {
     let rt = Runtime::builder().num_cpus(2).build().unwrap();
-    let a = rt.actor_with(0u32).resource("GPU", 1.0).spawn();
+    let a = rt.actor_builder().resource("GPU", 1.0).spawn(0u32);
     let r = a.call(|n| *n);
     let e = r.get_timeout(LONG).unwrap_err();
     assert!(e.to_string().contains("GPU"), "{e}");

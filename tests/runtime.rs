@@ -200,10 +200,12 @@ fn current_is_none_outside_and_some_inside() {
 
 #[test]
 fn builder_validates_its_configuration() {
-    assert!(matches!(Runtime::builder().num_cpus(0).build(), Err(BuildError::Config(_))));
-    assert!(matches!(Runtime::builder().resource("CPU", 2.0).build(), Err(BuildError::Config(_))));
-    assert!(matches!(Runtime::builder().resource("GPU", -1.0).build(), Err(BuildError::Config(_))));
-    assert!(matches!(Runtime::builder().resource("GPU", f64::NAN).build(), Err(BuildError::Config(_))));
+    assert!(matches!(Runtime::builder().resource("CPU", 2.0).build(), Err(BuildError::CpuAsResource)));
+    let bad = Runtime::builder().resource("GPU", -1.0).build();
+    assert!(matches!(bad, Err(BuildError::InvalidResource { ref name, .. }) if &**name == "GPU"));
+    assert!(matches!(Runtime::builder().resource("GPU", f64::NAN).build(), Err(BuildError::InvalidResource { .. })));
+    let spill = Runtime::builder().spill_dir("/proc/no/such/dir").build();
+    assert!(matches!(spill, Err(BuildError::SpillDir { .. })), "{spill:?}");
     let rt = Runtime::builder().num_cpus(2).resource("GPU", 1.5).resource("disk", 0.25).resource("GPU", 2.0).build();
     let rt = rt.unwrap();
     let res: Vec<(String, f64, f64)> = rt.resources().into_iter().map(|(n, t, f)| (n.to_string(), t, f)).collect();
@@ -217,4 +219,37 @@ fn builder_validates_its_configuration() {
     let default = Runtime::new().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(default.num_threads(), cores);
+}
+
+/// Ray allows `num_cpus=0` (a driver that only submits): such a runtime
+/// holds objects, hosts zero-CPU actors and runs zero-CPU tasks; a task
+/// that needs a CPU fails at once, naming the resource.
+#[test]
+fn zero_cpu_runtime_holds_objects_runs_zero_cpu_work_and_refuses_cpu_tasks() {
+    let rt = Runtime::builder().num_cpus(0).build().unwrap();
+    assert_eq!(rt.num_threads(), 1, "one thread for zero-CPU work");
+    let x = rt.put(41u32).unwrap();
+    assert_eq!(*x.get().unwrap(), 41);
+    match rt.spawn(|| 1).get() {
+        Err(manta::Error::Infeasible { resource, requested, total, .. }) => {
+            assert_eq!((&*resource, requested, total), ("CPU", 1.0, 0.0));
+        }
+        other => panic!("expected Infeasible, got {other:?}"),
+    }
+    let y = rt.task().cpus(0.0).spawn_with((x.clone(),), |(x,)| *x + 1);
+    assert_eq!(*y.get().unwrap(), 42);
+    let counter = rt.actor(0u32);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            counter.call(|n| {
+                *n += 1;
+                *n
+            })
+        })
+        .collect();
+    assert_eq!(rt.get_all(&calls).unwrap().iter().map(|v| **v).collect::<Vec<_>>(), [1, 2, 3]);
+    // A zero-CPU task may block on another zero-CPU task (nested get).
+    let rt2 = rt.clone();
+    let outer = rt.task().cpus(0.0).spawn(move || *rt2.task().cpus(0.0).spawn(|| 5).get().unwrap() * 2);
+    assert_eq!(*outer.get().unwrap(), 10);
 }

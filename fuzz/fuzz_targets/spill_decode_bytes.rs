@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = manta::__private::decode_spill::<Vec<u8>>(data).expect("Vec<u8> is a registered spillable type");
+    let _ = manta::fuzzing::decode_spill::<Vec<u8>>(data).expect("Vec<u8> is a registered spillable type");
 });

@@ -8,6 +8,6 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = manta::__private::decode_spill::<HashMap<String, u64>>(data)
+    let _ = manta::fuzzing::decode_spill::<HashMap<String, u64>>(data)
         .expect("HashMap<String, u64> is a registered spillable type");
 });

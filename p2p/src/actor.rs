@@ -183,7 +183,11 @@ impl<S: 'static> RemoteActor<S> {
         let wire = args.into_args();
         let keep = A::refs(&wire);
         let mut bytes = Vec::new();
-        if let Err(e) = work.rt.enter(|| ciborium::into_writer(&wire, &mut bytes)) {
+        let encoded = {
+            let _entered = work.rt.enter();
+            ciborium::into_writer(&wire, &mut bytes)
+        };
+        if let Err(e) = encoded {
             return crate::task::failed(&work, Error::InvalidArgument(format!("cannot encode arguments: {e}").into()));
         }
         let host = self.inner.host();
@@ -200,7 +204,7 @@ impl<S: 'static> RemoteActor<S> {
                 Error::ActorDead { actor: self.inner.class.as_str().into(), reason: reason.into() },
             );
         }
-        let r = work.rt.remote_promise::<R>(work.hint());
+        let r = work.rt.backend().remote_promise::<R>(work.hint());
         let p = Pending {
             peer: host,
             st: St::Waiting(None),
@@ -224,8 +228,8 @@ impl<S: 'static> RemoteActor<S> {
 /// A ref for a call made after the node shut down: a promise nobody will
 /// fill, whose first read fails with `PeerUnreachable` (no node attached).
 fn failed_local<R: Data>() -> ObjectRef<R> {
-    let rt = manta::Runtime::context().unwrap_or_else(|| manta::init().clone());
-    rt.remote_promise::<R>(Arc::from(&[][..]))
+    let rt = manta::backend::context().unwrap_or_else(|| manta::init().clone());
+    rt.backend().remote_promise::<R>(Arc::from(&[][..]))
 }
 
 impl<S> Serialize for RemoteActor<S> {

@@ -55,7 +55,7 @@ impl<T: Data> Arg<T> {
 
 impl<T: Data> TaskArg for Arg<T> {
     type Output = T;
-    fn for_each_dep(&self, f: &mut dyn FnMut(&Arc<manta::__private::ObjectCell>)) {
+    fn for_each_dep(&self, f: &mut dyn FnMut(&manta::AnyRef)) {
         if let Arg::Ref(r) = self {
             r.for_each_dep(f)
         }

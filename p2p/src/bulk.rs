@@ -24,7 +24,8 @@
 
 use crate::seal::{Hello, OpenReader, SealWriter, Secret, HELLO_BYTES};
 use crate::wire::Response;
-use manta::{Decoded, Fetch, ObjectId, Runtime};
+use manta::backend::{Decoded, Fetch};
+use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -182,7 +183,7 @@ fn send(lane: &Lane, rt: &Runtime, t: &Ticket, stream: std::net::TcpStream) -> R
     let mut w = SealWriter::new(stream, &t.key);
     // Without the last record the reader sees a stream cut short: an
     // object that cannot be written here fails that way.
-    rt.write_object(t.id, t.skip, &mut w).map_err(|why| format!("cannot serve {}: {why:?}", t.id))?;
+    rt.backend().write_object(t.id, t.skip, &mut w).map_err(|why| format!("cannot serve {}: {why:?}", t.id))?;
     w.finish().map_err(|e| e.to_string())?;
     lane.served.fetch_add(1, Ordering::Relaxed);
     Ok(())
@@ -227,7 +228,7 @@ pub(crate) fn receive(
     rest: u64,
 ) -> Result<Decoded, String> {
     let mut lane = OpenReader::new(stream, key, rest);
-    let decoded = fetch.decode(&mut Read::chain(head, &mut lane))?;
+    let decoded = fetch.decode(&mut Read::chain(head, &mut lane)).map_err(|e| e.to_string())?;
     // The decoder stops at the value's end: the stream must end there too.
     let mut probe = [0u8; 1];
     match lane.read(&mut probe) {
@@ -261,7 +262,7 @@ mod tests {
         let mut encoding = Vec::new();
         ciborium::into_writer(&serde_bytes::Bytes::new(&value), &mut encoding).expect("encode");
         let obj = rt.put(value).expect("put");
-        rt.export_object(&obj);
+        rt.backend().export_object(&obj);
         let (lane, listener) =
             tokio.block_on(Lane::bind("127.0.0.1".parse().expect("ip"), Duration::from_secs(5))).expect("bind");
         let mut inner = Arc::try_unwrap(lane).unwrap_or_else(|_| unreachable!("one owner"));

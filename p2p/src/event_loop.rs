@@ -338,7 +338,7 @@ impl EventLoop {
     fn announce(&mut self) {
         let Some(b) = self.hint_sink.clone() else { return };
         for id in b.take_queued() {
-            if !self.rt.holds_object(id) {
+            if !self.rt.backend().holds_object(id) {
                 continue; // freed (or failed) before its turn
             }
             if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {

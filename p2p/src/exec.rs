@@ -320,7 +320,7 @@ impl Work {
             let e: &mut Pin = pins.entry((from, id)).or_default();
             e.count += delta;
             if e.count > 0 && e.held.is_none() {
-                e.held = known.or_else(|| self.rt.pin_object(id));
+                e.held = known.or_else(|| self.rt.backend().pin_object(id));
             }
             if e.count <= 0 {
                 let held = e.held.take();

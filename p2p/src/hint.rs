@@ -33,7 +33,7 @@ pub fn encode(peer: &PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
 
 /// Decodes a hint; `None` if empty or malformed.
 pub fn decode(bytes: &[u8]) -> Option<(PeerId, Vec<Multiaddr>)> {
-    if bytes.is_empty() || bytes.len() > manta::MAX_HINT_BYTES {
+    if bytes.is_empty() || bytes.len() > manta::backend::MAX_HINT_BYTES {
         return None;
     }
     let w: Wire = ciborium::from_reader(bytes).ok()?;

@@ -15,7 +15,8 @@ use crate::membership::{Member, MembershipEvent};
 use crate::registry::{ActorClass, Registry, RemoteFn};
 use crate::work::{Work, WorkConfig};
 use libp2p::{identity, Multiaddr, PeerId};
-use manta::{Fetch, ObjectId, ObjectRef, RemoteBackend, Runtime};
+use manta::backend::{Fetch, RemoteBackend};
+use manta::{ObjectId, ObjectRef, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
@@ -293,7 +294,7 @@ impl NodeBuilder {
                 return Err(NodeError::Start("the node thread exited during start".into()));
             }
         }
-        self.rt.attach_remote(backend.clone());
+        self.rt.backend().attach(backend.clone());
         let inner =
             Arc::new(Inner { tx, peer_id, rt: self.rt, backend: backend.clone(), thread: Mutex::new(Some(thread)) });
         let _ = backend.node.set(Arc::downgrade(&inner));
@@ -439,7 +440,7 @@ struct Inner {
 impl Inner {
     fn stop(&self) {
         let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
-        self.rt.detach_remote();
+        self.rt.backend().detach();
         let _ = self.tx.send(Command::Shutdown);
         if thread.thread().id() != std::thread::current().id() {
             let _ = thread.join();
@@ -481,15 +482,15 @@ impl Node {
     /// a task or actor call on a node's runtime), or to the runtime entered
     /// with `Runtime::enter`. This is how a task submits more cluster tasks.
     pub fn current() -> Option<Node> {
-        let rt = Runtime::context()?;
-        let b = rt.remote_backend()?;
+        let rt = manta::backend::context()?;
+        let b = rt.backend().attached()?;
         let inner = b.as_any().downcast_ref::<Backend>()?.node.get()?.upgrade()?;
         Some(Node { inner })
     }
 
     /// The remote-work state of the context runtime's node.
     pub(crate) fn context_work() -> Option<Arc<Work>> {
-        let b = Runtime::context()?.remote_backend()?;
+        let b = manta::backend::context()?.backend().attached()?;
         Some(b.as_any().downcast_ref::<Backend>()?.work.clone())
     }
 
@@ -537,8 +538,10 @@ impl Node {
     /// node), or for at most 5 minutes (a ref owned elsewhere: 5 minutes).
     pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, NodeError> {
         let mut out = Vec::new();
-        let (written, refs) =
-            manta::collect_serialized(|| self.inner.rt.enter(|| ciborium::into_writer(value, &mut out)));
+        let (written, refs) = manta::backend::collect_serialized(|| {
+            let _entered = self.inner.rt.enter();
+            ciborium::into_writer(value, &mut out)
+        });
         written.map_err(|e| NodeError::Decode(e.to_string()))?;
         // The bytes may travel by any channel: keep what they refer to
         // alive until the receiver's borrow reaches the owner.
@@ -549,7 +552,8 @@ impl Node {
     /// Deserializes what [`Node::encode`] made on any node, binding refs
     /// and actor handles to this node.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, NodeError> {
-        self.inner.rt.enter(|| ciborium::from_reader(bytes)).map_err(|e| NodeError::Decode(e.to_string()))
+        let _entered = self.inner.rt.enter();
+        ciborium::from_reader(bytes).map_err(|e| NodeError::Decode(e.to_string()))
     }
 
     /// Waits until `r` is done wherever it is made, without fetching its

@@ -161,7 +161,8 @@ fn finish<R: Data>(r: &manta::ObjectRef<R>, on_done: OnDone) {
 }
 
 fn decode_wire<A: Args>(rt: &Runtime, args: &[u8]) -> Result<A::Wire, String> {
-    rt.enter(|| ciborium::from_reader::<A::Wire, _>(args)).map_err(|e| format!("cannot decode arguments: {e}"))
+    let _entered = rt.enter();
+    ciborium::from_reader::<A::Wire, _>(args).map_err(|e| format!("cannot decode arguments: {e}"))
 }
 
 fn signature<A, R>(kind: &str) -> String {
@@ -179,13 +180,13 @@ impl Registry {
         let (name, func) = (f.name, f.f);
         let run = move |rt: &Runtime, args: &[u8], o: &RunOpts, id: ObjectId, on_done: Option<OnDone>| {
             let wire = decode_wire::<A>(rt, args)?;
-            let mut b = rt.task().object_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
+            let mut b = rt.backend().task_with_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
             b = b.cpus(o.cpus).retries(o.retries);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
             }
             let r = b.spawn_with(wire, func);
-            rt.export_object(&r);
+            rt.backend().export_object(&r);
             if let Some(on_done) = on_done {
                 finish(&r, on_done);
             }
@@ -200,11 +201,11 @@ impl Registry {
         let (name, new) = (c.name, c.new);
         let make = move |rt: &Runtime, args: &[u8], o: &RunOpts, label: &str| {
             let a: A = ciborium::from_reader(args).map_err(|e| format!("cannot decode constructor arguments: {e}"))?;
-            let mut b = rt.actor_builder(move || new(a.clone())).name(label).cpus(o.cpus).max_restarts(o.retries);
+            let mut b = rt.actor_builder().name(label).cpus(o.cpus).max_restarts(o.retries);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
             }
-            let h: Box<dyn Any + Send + Sync> = Box::new(b.spawn());
+            let h: Box<dyn Any + Send + Sync> = Box::new(b.spawn_factory(move || new(a.clone())));
             Ok(h)
         };
         self.classes.insert(name, (signature::<A, S>("actor"), Arc::new(make)));
@@ -220,8 +221,8 @@ impl Registry {
                     return Err(format!("method `{name}` does not belong to this actor's type"));
                 };
                 let wire = decode_wire::<A>(rt, args)?;
-                let r = h.call_with_id(Some(id), wire, f);
-                rt.export_object(&r);
+                let r = rt.backend().call_with_id(h, id, wire, f);
+                rt.backend().export_object(&r);
                 if let Some(on_done) = on_done {
                     finish(&r, on_done);
                 }

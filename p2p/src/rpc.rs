@@ -28,7 +28,8 @@ use libp2p::request_response::Codec;
 use libp2p::PeerId;
 use libp2p::Stream;
 use libp2p_stream::Control;
-use manta::{ObjectId, Runtime, Served};
+use manta::backend::Served;
+use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,7 +205,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
                 if resp.is_none() {
                     // Its task is still running: wait (bounded) for it, then
                     // answer, or say `Busy` so the requester asks again.
-                    let _ = tokio::time::timeout(PENDING_WAIT, rt.object_done(id)).await;
+                    let _ = tokio::time::timeout(PENDING_WAIT, rt.backend().object_done(id)).await;
                     resp = serve_fetch(&rt, id, offset, len);
                 }
                 let resp = resp.unwrap_or(Response::Busy);
@@ -217,7 +218,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
                 let id = ObjectId::from_bytes(id);
                 let resp = match backend.lane.get() {
                     None => Response::Invalid { reason: "this node has no bulk lane".into() },
-                    Some(_) if !rt.holds_object(id) => Response::NotFound,
+                    Some(_) if !rt.backend().holds_object(id) => Response::NotFound,
                     Some(lane) => lane.issue(id, offset),
                 };
                 (resp, false)
@@ -267,7 +268,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, rt: Runtime, backend: Arc<Bac
 /// in-memory windows are answered inline; a spilled object (disk) or a big
 /// window may block for a while, so those run with `block_in_place`.
 fn serve_fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
-    if rt.object_in_memory(id) && len as usize <= INLINE_SERVE_BYTES {
+    if rt.backend().object_in_memory(id) && len as usize <= INLINE_SERVE_BYTES {
         fetch(rt, id, offset, len)
     } else {
         tokio::task::block_in_place(|| fetch(rt, id, offset, len))
@@ -277,7 +278,7 @@ fn serve_fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Resp
 /// Answers one chunk request (at most one chunk, whatever was asked: a
 /// bigger reply would exceed the response cap).
 fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
-    Some(match rt.serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
+    Some(match rt.backend().serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
         Served::Chunk { total, .. } if offset > total => {
             Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
         }

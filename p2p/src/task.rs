@@ -73,7 +73,7 @@ impl<'n, A: Args, R: Data> RemoteTask<'n, A, R> {
 
 /// A promise that is already failed with `e`.
 pub(crate) fn failed<R: Data>(work: &Arc<Work>, e: Error) -> ObjectRef<R> {
-    let r = work.rt.remote_promise::<R>(work.hint());
+    let r = work.rt.backend().remote_promise::<R>(work.hint());
     let st = St::Done(Outcome::Failed((&e).into()));
     let p = Pending { peer: work.me, st, retry: None, actor: None, keep: Vec::new(), local: None };
     lock(&work.results).insert(r.id(), p);
@@ -108,11 +108,15 @@ fn spawn<A: Args, R: Data>(
         Place::Local => return spawn_here(work, f, wire, &opts, task),
     };
     let mut args = Vec::new();
-    if work.rt.enter(|| ciborium::into_writer(&wire, &mut args)).is_err() || args.len() > MAX_ARGS_BYTES {
+    let encoded = {
+        let _entered = work.rt.enter();
+        ciborium::into_writer(&wire, &mut args)
+    };
+    if encoded.is_err() || args.len() > MAX_ARGS_BYTES {
         // Cannot travel (or too big to): run it here instead.
         return spawn_here(work, f, wire, &opts, task);
     }
-    let r = work.rt.remote_promise::<R>(work.hint());
+    let r = work.rt.backend().remote_promise::<R>(work.hint());
     let retry = Retry { func: f.name().to_string(), args, opts, need, hops: 0, excluded: Vec::new(), pinned };
     work.submit_to(peer, r.id(), retry, refs);
     r

@@ -32,7 +32,8 @@ use crate::outbox::{Handler, Outboxes};
 use crate::placement::{self, Local, Need, Place};
 use crate::registry::Registry;
 use libp2p::PeerId;
-use manta::{AnyRef, Error, Fetch, ObjectId, Runtime};
+use manta::backend::Fetch;
+use manta::{AnyRef, Error, ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -455,11 +456,11 @@ impl Work {
         };
         if let (Outcome::Stays(_), Some(local)) = (&outcome, local) {
             // It ran here after all: read our own copy.
-            let r = match self.rt.serve_object(local.id(), 0, usize::MAX) {
-                manta::Served::Chunk { data, .. } => {
-                    fetch.decode(&mut &data[..]).map_err(|m| Error::ObjectLost { id, reason: m.into() })
+            let r = match self.rt.backend().serve_object(local.id(), 0, usize::MAX) {
+                manta::backend::Served::Chunk { data, .. } => {
+                    fetch.decode(&mut &data[..]).map_err(|m| Error::ObjectLost { id, reason: m.to_string().into() })
                 }
-                manta::Served::Failed(e) => Err(e),
+                manta::backend::Served::Failed(e) => Err(e),
                 _ => Err(Error::ObjectLost { id, reason: "the local copy is gone".into() }),
             };
             fetch.complete(r);
@@ -495,7 +496,7 @@ impl Work {
 
     /// Starts a fetch from `peer` on the node's runtime.
     pub fn fetch_from(&self, fetch: Fetch, peer: PeerId) {
-        if let Some(b) = self.rt.remote_backend() {
+        if let Some(b) = self.rt.backend().attached() {
             if let Some(b) = b.as_any().downcast_ref::<crate::node::Backend>() {
                 b.start_fetch(fetch, Some(peer));
             }
@@ -508,7 +509,7 @@ impl Work {
         if !lock(&self.results).contains_key(&id) {
             return false;
         }
-        if let Some(r) = self.rt.pin_object(id) {
+        if let Some(r) = self.rt.backend().pin_object(id) {
             r.prefetch();
         }
         true

@@ -80,13 +80,13 @@ fn a_ref_sent_out_of_band_outlives_its_sender_until_the_receiver_borrows_it() {
     let id = r.id();
     let wire = a.encode_ref(&r);
     drop(r); // A keeps no ref: the bytes alone keep it alive now
-    assert!(a.runtime().holds_object(id));
+    assert!(a.runtime().backend().holds_object(id));
     let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire).unwrap();
     assert_eq!(*there.get().unwrap(), vec![5u8; 1000]);
     // B's borrow took over; when B drops its ref the object goes.
     drop(there);
     assert!(b.flush_mail(WAIT));
-    assert!(!a.runtime().holds_object(id), "freed once its only borrower let go");
+    assert!(!a.runtime().backend().holds_object(id), "freed once its only borrower let go");
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn an_object_put_on_a_is_got_on_c_by_its_serialized_ref() {
     let there: ObjectRef<Vec<u8>> = c.decode_ref(&wire).unwrap();
     assert_eq!(there.id(), r.id());
     assert_eq!(*there.get().unwrap(), data);
-    assert!(c.runtime().holds_object(r.id()), "c keeps a replica");
+    assert!(c.runtime().backend().holds_object(r.id()), "c keeps a replica");
     // Structured values and task results cross too.
     let t = a.runtime().spawn(|| (0..500u64).map(|i| (i.to_string(), i)).collect::<Vec<(String, u64)>>());
     let t_c: ObjectRef<Vec<(String, u64)>> = c.decode_ref(&a.encode_ref(&t)).unwrap();

@@ -1,16 +1,14 @@
-//! Object refs: typed handles to objects in the store.
+//! The object cell: one object's id, its slot (the state machine in
+//! `slot`), the control block of the task that produces it, and its links
+//! to the store (when its bytes are charged) and to a cluster backend (when
+//! it is exported or imported). Refs (`refs`) point at cells.
 //!
-//! An [`ObjectRef<T>`] is a counted reference to an object cell; the object
-//! lives while any ref (or a queued task or actor call holding one) lives
-//! and is freed when the last goes (plain `Arc` counting: each clone is an
-//! increment, each drop a decrement, the last drop frees the cell exactly
-//! once). `get` returns an `Arc<T>` clone of the stored value, so reading is
-//! constant time whatever the size, and the value stays alive while a reader
-//! holds it.
-//!
-//! Waiting follows one pattern everywhere: spin briefly, register a waiter
-//! on the slot, then block with [`block_until`](crate::scheduler::block_until),
-//! re-checking the slot after every wake-up (see `notify` and `slot`).
+//! Reading a cell ([`ObjectCell::read_value`]) brings a moved-out value
+//! back first: from its spill file, or by rebuilding it from lineage.
+//! Waiting for a cell ([`ObjectCell::wait_done`]) follows one pattern: spin
+//! briefly, register a waiter on the slot, then block with
+//! [`block_until`](crate::scheduler::block_until), re-checking the slot
+//! after every wake-up.
 
 use crate::error::Error;
 use crate::id::ObjectId;
@@ -19,13 +17,23 @@ use crate::scheduler::{block_until, spin_until, Job};
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
 use crate::store::{Rebuild, SpillHandle, Store};
 use std::any::Any;
-use std::future::{Future, IntoFuture};
-use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// What ties a cell to a cluster backend's export table (implemented by
+/// the `backend` module, the only maker of links; the cell calls it
+/// without knowing the backend).
+pub(crate) trait Link: Send + Sync + 'static {
+    /// The link as `Any`, so the backend module finds its own type again.
+    fn as_any(&self) -> &dyn Any;
+    /// True for a cell made by deserializing a ref to a remote object.
+    fn is_remote(&self) -> bool;
+    /// Starts fetching a remote cell's value (once; no-op for local ones).
+    fn demand(&self, cell: &Arc<ObjectCell>);
+    /// Called from the cell's drop: unregister it, tell the backend.
+    fn dropped(&self, id: ObjectId, cell: *const ObjectCell);
+}
 
 /// Control block of one task: its name, cancellation flag, and its job
 /// once queued (so a worker blocked on the task's result can run it).
@@ -63,7 +71,7 @@ pub struct ObjectCell {
     /// the store (boxed: most objects are small and never charged).
     charged: OnceLock<Box<Charged>>,
     /// Set once the object is exported to, or imported from, a cluster.
-    pub(crate) link: OnceLock<Box<crate::remote::CellLink>>,
+    pub(crate) link: OnceLock<Box<dyn Link>>,
 }
 
 /// What a charged object keeps: its store, and how to rebuild its value
@@ -125,7 +133,7 @@ impl ObjectCell {
     }
 
     /// A pending cell for a remote object (see `remote`).
-    pub(crate) fn remote(id: ObjectId, link: Box<crate::remote::CellLink>) -> Arc<ObjectCell> {
+    pub(crate) fn remote(id: ObjectId, link: Box<dyn Link>) -> Arc<ObjectCell> {
         let cell = ObjectCell::with_id(id, Slot::pending(), None);
         let _ = cell.link.set(link);
         Arc::new(cell)
@@ -332,280 +340,4 @@ thread_local! {
 /// re-checks its condition after waking: a stale unpark costs one extra turn.
 pub(crate) fn thread_parker() -> crate::sync::Arc<Parker> {
     PARKER.with(|p| p.clone())
-}
-
-/// A typed reference to an object: the result of `put`, a task or an actor
-/// call.
-///
-/// Cloning a ref is cheap and keeps the object alive; the object is freed
-/// when its last ref (and the last task holding one) is gone.
-pub struct ObjectRef<T> {
-    pub(crate) cell: Arc<ObjectCell>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for ObjectRef<T> {
-    fn clone(&self) -> Self {
-        ObjectRef { cell: self.cell.clone(), _t: PhantomData }
-    }
-}
-
-impl<T> std::fmt::Debug for ObjectRef<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ObjectRef<{}>({})", std::any::type_name::<T>(), self.cell.id)
-    }
-}
-
-impl<T> PartialEq for ObjectRef<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cell.id == other.cell.id
-    }
-}
-impl<T> Eq for ObjectRef<T> {}
-impl<T> std::hash::Hash for ObjectRef<T> {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.cell.id.hash(h)
-    }
-}
-
-impl<T> ObjectRef<T> {
-    pub(crate) fn from_cell(cell: Arc<ObjectCell>) -> ObjectRef<T> {
-        ObjectRef { cell, _t: PhantomData }
-    }
-
-    /// The object's id.
-    pub fn id(&self) -> ObjectId {
-        self.cell.id
-    }
-
-    /// True once the object has a value or an error (never blocks).
-    pub fn is_ready(&self) -> bool {
-        self.cell.slot.is_done()
-    }
-
-    /// Cancels the task that produces this object. A queued task is dropped
-    /// without running; a running one sees [`crate::is_cancelled`] turn true.
-    /// Either way `get` returns [`Error::Cancelled`] and dependants fail with
-    /// it as their root cause. Returns false if the object was already done
-    /// (or was not made by a task): then nothing changes.
-    pub fn cancel(&self) -> bool {
-        self.cell.cancel()
-    }
-
-    /// Forgets the static type (for heterogeneous lists, `wait` over mixed refs).
-    pub fn untyped(&self) -> AnyRef {
-        AnyRef { cell: self.cell.clone() }
-    }
-}
-
-impl<T: Any + Send + Sync> ObjectRef<T> {
-    /// Waits for the object and returns a shared handle to its value.
-    ///
-    /// Zero copy: the `Arc<T>` points at the stored value. Inside a task this
-    /// never deadlocks: while waiting, the worker gives its CPUs back and
-    /// runs other queued tasks. Errors: the producing task's failure
-    /// ([`Error::TaskPanicked`], [`Error::DependencyFailed`],
-    /// [`Error::Cancelled`], ...) or [`Error::WrongType`].
-    pub fn get(&self) -> Result<Arc<T>, Error> {
-        self.cell.get(None, Duration::MAX)
-    }
-
-    /// Like [`ObjectRef::get`], but gives up with [`Error::Timeout`] after
-    /// `timeout` (a zero timeout is a poll).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Arc<T>, Error> {
-        self.cell.get(Instant::now().checked_add(timeout), timeout)
-    }
-
-    /// The value if the object is done, without blocking.
-    pub fn try_get(&self) -> Option<Result<Arc<T>, Error>> {
-        self.cell.read_value().map(|o| o.and_then(Value::downcast::<T>))
-    }
-
-    /// Runs `f` with the result once the object is done: at once on this
-    /// thread if it already is, otherwise on the thread that completes it
-    /// (keep `f` short, e.g. post to a GUI event loop).
-    pub fn on_ready(&self, f: impl FnOnce(Result<Arc<T>, Error>) + Send + 'static) {
-        let cell = self.cell.clone();
-        let cb = move |_ok: bool| {
-            let r = cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
-            let r = r.and_then(Value::downcast::<T>);
-            // A callback runs on whichever thread completes the object: its
-            // panic must not unwind into that thread's work.
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r))) {
-                let message = crate::error::panic_message(p.as_ref());
-                tracing::error!(object = %cell.id, %message, "an on_ready callback panicked");
-            }
-        };
-        self.cell.demand();
-        if let Err(w) = self.cell.slot.register(Waiter::Callback(Box::new(cb))) {
-            w.notify(true);
-        }
-    }
-}
-
-/// A ref whose value type is not known statically. [`AnyRef::typed`] gives
-/// back a typed ref; reading it as the wrong type is [`Error::WrongType`].
-#[derive(Clone)]
-pub struct AnyRef {
-    pub(crate) cell: Arc<ObjectCell>,
-}
-
-impl std::fmt::Debug for AnyRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyRef({})", self.cell.id)
-    }
-}
-
-impl AnyRef {
-    /// The object's id.
-    pub fn id(&self) -> ObjectId {
-        self.cell.id
-    }
-
-    /// True once done.
-    pub fn is_ready(&self) -> bool {
-        self.cell.slot.is_done()
-    }
-
-    /// Starts fetching the value now if it lives on another node (what
-    /// `get`, `wait` and `on_ready` do first); no-op for local objects.
-    pub fn prefetch(&self) {
-        self.cell.demand();
-    }
-
-    /// Bytes the value occupies in this runtime's store, if it is done and
-    /// in memory here (`None` for pending, failed, spilled or remote ones).
-    pub fn stored_bytes(&self) -> Option<usize> {
-        self.cell.slot.charged_in_memory()
-    }
-
-    /// A typed view; the type is checked when the value is read.
-    pub fn typed<T>(&self) -> ObjectRef<T> {
-        ObjectRef::from_cell(self.cell.clone())
-    }
-}
-
-/// Anything `wait` can wait on: [`ObjectRef<T>`] and [`AnyRef`].
-pub trait Waitable: Clone {
-    #[doc(hidden)]
-    fn cell(&self) -> &Arc<ObjectCell>;
-}
-
-impl<T> Waitable for ObjectRef<T> {
-    fn cell(&self) -> &Arc<ObjectCell> {
-        &self.cell
-    }
-}
-
-impl Waitable for AnyRef {
-    fn cell(&self) -> &Arc<ObjectCell> {
-        &self.cell
-    }
-}
-
-/// Resolves once an object is done (value or error), without reading it;
-/// see [`Runtime::object_done`](crate::Runtime::object_done).
-pub struct Done {
-    cell: Option<Arc<ObjectCell>>,
-    token: Option<u64>,
-}
-
-impl Done {
-    pub(crate) fn new(cell: Option<Arc<ObjectCell>>) -> Done {
-        Done { cell, token: None }
-    }
-}
-
-impl Future for Done {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        match &this.cell {
-            Some(cell) if !poll_done(cell, &mut this.token, cx) => Poll::Pending,
-            _ => Poll::Ready(()),
-        }
-    }
-}
-
-/// The waiting half of every object future: true once `cell` is done;
-/// otherwise registers (or refreshes) the task's waker under `token` and
-/// returns false. A registration refused because the object completed in
-/// between counts as done, so no wake-up is lost.
-fn poll_done(cell: &ObjectCell, token: &mut Option<u64>, cx: &mut Context<'_>) -> bool {
-    if cell.slot.is_done() {
-        *token = None;
-        return true;
-    }
-    let w = Waiter::Waker(cx.waker().clone());
-    let registered = match *token {
-        Some(t) => cell.slot.replace(t, w),
-        None => match cell.slot.register(w) {
-            Ok(t) => {
-                *token = Some(t);
-                true
-            }
-            Err(_) => false,
-        },
-    };
-    if !registered {
-        *token = None;
-    }
-    !registered
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        if let (Some(cell), Some(t)) = (&self.cell, self.token) {
-            cell.slot.deregister(t);
-        }
-    }
-}
-
-/// The future of an [`ObjectRef`]: resolves to what `get` returns. Works on
-/// any async runtime (it only uses the `Waker` it is polled with).
-pub struct RefFuture<T> {
-    cell: Arc<ObjectCell>,
-    token: Option<u64>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T: Any + Send + Sync> Future for RefFuture<T> {
-    type Output = Result<Arc<T>, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if !this.cell.slot.is_done() {
-            this.cell.demand();
-        }
-        if !poll_done(&this.cell, &mut this.token, cx) {
-            return Poll::Pending;
-        }
-        let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
-        Poll::Ready(o.and_then(Value::downcast::<T>))
-    }
-}
-
-impl<T> Drop for RefFuture<T> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.cell.slot.deregister(t);
-        }
-    }
-}
-
-impl<T: Any + Send + Sync> IntoFuture for ObjectRef<T> {
-    type Output = Result<Arc<T>, Error>;
-    type IntoFuture = RefFuture<T>;
-    fn into_future(self) -> RefFuture<T> {
-        RefFuture { cell: self.cell, token: None, _t: PhantomData }
-    }
-}
-
-impl<T: Any + Send + Sync> IntoFuture for &ObjectRef<T> {
-    type Output = Result<Arc<T>, Error>;
-    type IntoFuture = RefFuture<T>;
-    fn into_future(self) -> RefFuture<T> {
-        RefFuture { cell: self.cell.clone(), token: None, _t: PhantomData }
-    }
 }
