@@ -12,10 +12,12 @@
 
 use crate::error::Error;
 use crate::id::ObjectId;
+use crate::lineage::{Lookup, Rebuild};
 use crate::notify::{Parker, Waiter};
 use crate::scheduler::{block_until, spin_until, Job};
+use crate::slot::Moved;
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
-use crate::store::{Rebuild, SpillHandle, Store};
+use crate::store::{Resident, SpillHandle, Store};
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -36,22 +38,33 @@ pub(crate) trait Link: Send + Sync + 'static {
 }
 
 /// Control block of one task: its name, cancellation flag, and its job
-/// once queued (so a worker blocked on the task's result can run it).
+/// once queued (so a worker blocked on the task's result can run it; a
+/// lineage rebuild sets its own job here too).
 #[derive(Debug)]
 pub(crate) struct TaskCtl {
     pub name: std::borrow::Cow<'static, str>,
     pub cancelled: AtomicBool,
-    pub job: OnceLock<std::sync::Weak<Job>>,
+    job: std::sync::Mutex<std::sync::Weak<Job>>,
 }
 
 impl TaskCtl {
     pub fn new(name: std::borrow::Cow<'static, str>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: OnceLock::new() })
+        Arc::new(TaskCtl {
+            name,
+            cancelled: AtomicBool::new(false),
+            job: std::sync::Mutex::new(std::sync::Weak::new()),
+        })
     }
 
-    /// The task's job if it is queued and not started.
+    /// Records the job that runs (or runs again) the task.
+    pub fn set_job(&self, job: &Arc<Job>) {
+        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(job);
+    }
+
+    /// The task's job if it is queued or running (a runner skips one that
+    /// has started: `Job::take` finds it empty).
     pub fn queued_job(&self) -> Option<Arc<Job>> {
-        self.job.get()?.upgrade()
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
     }
 
     pub fn name_text(&self) -> crate::error::Text {
@@ -68,33 +81,31 @@ pub struct ObjectCell {
     pub(crate) slot: Slot<SpillHandle>,
     pub(crate) producer: Option<Arc<TaskCtl>>,
     /// Set once, before completion, for objects whose bytes are charged to
-    /// the store (boxed: most objects are small and never charged).
-    charged: OnceLock<Box<Charged>>,
+    /// the store (most objects are small and never charged).
+    charge: OnceLock<Charge>,
     /// Set once the object is exported to, or imported from, a cluster.
     pub(crate) link: OnceLock<Box<dyn Link>>,
 }
 
-/// What a charged object keeps: its store, and how to rebuild its value
-/// (for re-runnable tasks; dropped with the object, or earlier when the
-/// store's lineage cap evicts it).
-struct Charged {
+/// What a charged object keeps of its store: the store (to return its
+/// bytes when freed) and whether the store holds a lineage record for it.
+struct Charge {
     store: Arc<Store>,
-    lineage: std::sync::Mutex<Option<Arc<dyn Rebuild>>>,
-    /// Bytes the lineage record counts against the lineage cap; whoever
-    /// swaps it to zero (the cap's evictor or the object's drop) returns them.
-    lineage_bytes: std::sync::atomic::AtomicUsize,
-    had_lineage: bool,
+    lineage: AtomicBool,
 }
 
-impl Charged {
-    fn new(store: &Arc<Store>, lineage: Option<Arc<dyn Rebuild>>) -> Box<Charged> {
-        let bytes = lineage.as_ref().map_or(0, |l| l.record_bytes());
-        Box::new(Charged {
-            store: store.clone(),
-            had_lineage: lineage.is_some(),
-            lineage: std::sync::Mutex::new(lineage),
-            lineage_bytes: std::sync::atomic::AtomicUsize::new(bytes),
-        })
+impl Charge {
+    fn new(store: &Arc<Store>) -> Charge {
+        Charge { store: store.clone(), lineage: AtomicBool::new(false) }
+    }
+}
+
+impl Resident for ObjectCell {
+    fn id(&self) -> ObjectId {
+        self.id
+    }
+    fn slot(&self) -> &Slot<SpillHandle> {
+        &self.slot
     }
 }
 
@@ -111,14 +122,10 @@ impl Drop for ObjectCell {
         }
         let (charged, spill, value) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
-        if let Some(store) = self.store() {
-            store.lineage_freed(self.take_lineage_bytes());
-            store.untrack(self.id);
-            if charged > 0 {
-                // Only replicas' buffers are recycled (for the next replica).
-                let replica = self.link.get().is_some_and(|l| l.is_remote());
-                store.release_freed(charged, value.filter(|_| replica));
-            }
+        if let Some(c) = self.charge.get() {
+            // Only replicas' buffers are recycled (for the next replica).
+            let replica = self.link.get().is_some_and(|l| l.is_remote());
+            c.store.freed(self.id, c.lineage.load(Ordering::Acquire), charged, value.filter(|_| replica));
         }
     }
 }
@@ -129,7 +136,7 @@ impl ObjectCell {
     }
 
     fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
-        ObjectCell { id, slot, producer, charged: OnceLock::new(), link: OnceLock::new() }
+        ObjectCell { id, slot, producer, charge: OnceLock::new(), link: OnceLock::new() }
     }
 
     /// A pending cell for a remote object (see `remote`).
@@ -146,35 +153,6 @@ impl ObjectCell {
         }
     }
 
-    /// The store that charged this object, if it is charged.
-    pub(crate) fn store(&self) -> Option<&Arc<Store>> {
-        self.charged.get().map(|c| &c.store)
-    }
-
-    /// How to rebuild this object's value, if it can be.
-    pub(crate) fn lineage(&self) -> Option<Arc<dyn Rebuild>> {
-        let c = self.charged.get()?;
-        c.lineage.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// True if the object had lineage and the lineage cap evicted it.
-    pub(crate) fn lineage_evicted(&self) -> bool {
-        self.charged.get().is_some_and(|c| c.had_lineage) && self.lineage().is_none()
-    }
-
-    /// Takes the lineage record's bytes (once): for the lineage cap.
-    pub(crate) fn take_lineage_bytes(&self) -> usize {
-        self.charged.get().map_or(0, |c| c.lineage_bytes.swap(0, std::sync::atomic::Ordering::AcqRel))
-    }
-
-    /// Drops the lineage record (after `take_lineage_bytes`).
-    pub(crate) fn drop_lineage(&self) {
-        if let Some(c) = self.charged.get() {
-            let old = c.lineage.lock().unwrap_or_else(|p| p.into_inner()).take();
-            drop(old); // outside the lock: may free inputs
-        }
-    }
-
     pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::new(Slot::pending(), producer))
     }
@@ -186,18 +164,17 @@ impl ObjectCell {
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
     pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
-        let spillable = meta.charged > 0 && store.has_spill_dir() && value.codec().is_some();
+        let spillable = value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.charged.set(Charged::new(store, None));
-            if spillable {
-                store.track(&cell, meta.charged);
-            }
+            let _ = cell.charge.set(Charge::new(store));
+            store.keep(&cell, meta.charged, spillable, None);
         }
         cell
     }
 
-    /// Completes a pending cell with a stored value; releases the charge if
+    /// Completes a pending cell with a stored value (charged by the caller)
+    /// and hands it to the store with its lineage; releases the charge if
     /// the cell was already done (cancelled). Returns the wake-ups to send
     /// (see `Slot::complete_deferred`), `None` if it was already done.
     pub(crate) fn complete_stored(
@@ -207,10 +184,9 @@ impl ObjectCell {
         meta: Meta,
         lineage: Option<Arc<dyn Rebuild>>,
     ) -> Option<Wake> {
-        let evictable = lineage.is_some() || (store.has_spill_dir() && value.codec().is_some());
-        let has_lineage = lineage.is_some();
+        let spillable = value.codec().is_some();
         if meta.charged > 0 {
-            let _ = self.charged.set(Charged::new(store, lineage));
+            let _ = self.charge.set(Charge::new(store));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -218,17 +194,18 @@ impl ObjectCell {
             }
             return None;
         };
-        if meta.charged > 0 && has_lineage {
-            store.add_lineage(self);
-        }
-        if meta.charged > 0 && evictable {
-            store.track(self, meta.charged);
+        if meta.charged > 0 {
+            let kept = store.keep(self, meta.charged, spillable, lineage);
+            if let Some(c) = self.charge.get() {
+                c.lineage.store(kept, Ordering::Release);
+            }
         }
         Some(wake)
     }
 
     /// The value or error if done, bringing a moved-out value back (from
-    /// its spill file or by re-running its task) first. `None` if pending.
+    /// its spill file, or by running its task again on the scheduler and
+    /// waiting for it) first. `None` if pending.
     pub(crate) fn read_value(self: &Arc<Self>) -> Option<Outcome> {
         loop {
             match self.slot.read_state() {
@@ -237,25 +214,24 @@ impl ObjectCell {
                     return None;
                 }
                 Read::Value(v) => {
-                    if let Some(store) = self.store() {
-                        store.touch(self.id);
+                    if let Some(c) = self.charge.get() {
+                        c.store.touch(self.id);
                     }
                     return Some(Ok(v));
                 }
                 Read::Failed(e) => return Some(Err(e)),
                 Read::Out(_) => {
                     let Some(moved) = self.slot.begin_rebuild() else { continue };
-                    let Some(store) = self.store() else {
-                        let e = Error::ObjectLost { id: self.id, reason: "moved out without a store".into() };
-                        self.slot.finish_rebuild(Err(Err(e.clone())));
-                        return Some(Err(e));
-                    };
-                    return Some(store.bring_back(self, moved));
+                    if let Some(outcome) = self.bring_back(moved) {
+                        return Some(outcome);
+                    }
+                    // A rebuild was submitted: wait for it below.
                 }
                 Read::Rebuilding => {
                     // Wait for *this* rebuild to end: one registration per
                     // round, with its own flag (the state may become
                     // `Rebuilding` again, by another reader, before we look).
+                    // The rebuild is the producer's job: run it if queued.
                     let parker = thread_parker();
                     let ended = Arc::new(AtomicBool::new(false));
                     let (flag, p) = (ended.clone(), parker.clone());
@@ -264,9 +240,50 @@ impl ObjectCell {
                         p.unpark();
                     }));
                     if self.slot.register(waiter).is_ok() {
-                        block_until(&parker, None, &mut || None, &mut || ended.load(Ordering::Acquire));
+                        let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                        block_until(&parker, None, &mut target, &mut || ended.load(Ordering::Acquire));
                     }
                 }
+            }
+        }
+    }
+
+    /// Brings a moved-out value back, for a reader that claimed the rebuild:
+    /// from its spill file, else by resubmitting its task (then `None`: the
+    /// caller waits), else fails the object with why it cannot.
+    fn bring_back(self: &Arc<Self>, moved: Moved<SpillHandle>) -> Option<Outcome> {
+        let fail = |e: Error| {
+            self.slot.finish_rebuild(Err(Err(e.clone())));
+            Some(Err(e))
+        };
+        let Some(charge) = self.charge.get() else {
+            return fail(Error::ObjectLost { id: self.id, reason: "moved out without a store".into() });
+        };
+        let store = &charge.store;
+        let spill_error = match moved {
+            Moved::Spilled(file) => match store.restore(self, file) {
+                Ok(v) => return Some(Ok(v)),
+                Err(e) => Some(e.to_string()),
+            },
+            Moved::Evicted => None,
+        };
+        match store.lineage_of(self.id) {
+            Lookup::Record(record) => {
+                let me: Arc<dyn Resident> = self.clone();
+                record.resubmit(store.rebuild_job(me));
+                None
+            }
+            Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id, task }),
+            Lookup::None => {
+                let made_by = match &self.producer {
+                    Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
+                    None => "stored by put, so it has no lineage".into(),
+                };
+                let reason = match spill_error {
+                    Some(e) => format!("its spill file is unreadable ({e}); it was {made_by}"),
+                    None => format!("it was moved out of memory; it was {made_by}"),
+                };
+                fail(Error::ObjectLost { id: self.id, reason: reason.into() })
             }
         }
     }
@@ -317,11 +334,16 @@ impl ObjectCell {
     pub(crate) fn cancel(&self) -> bool {
         let Some(ctl) = &self.producer else { return false };
         let won = self.slot.complete(Err(Error::Cancelled { task: ctl.name_text() }));
+        if !won {
+            // Already done: nothing to stop (and a rebuild of this object
+            // from lineage must not see a cancellation it never had).
+            return false;
+        }
         // Only now tell a running task: had the flag come first, a task
         // polling `is_cancelled` could see it and complete the slot before
         // this cancel did (which then reported failure).
         ctl.cancelled.store(true, Ordering::Release);
-        if won {
+        {
             // Not started yet: drop its closure (and the refs it holds) now;
             // its queue entry stays behind, empty, and is skipped.
             if let Some(job) = ctl.queued_job() {

@@ -64,10 +64,12 @@ mod args;
 pub mod backend;
 mod cell;
 mod countdown;
+mod dispatch;
 mod error;
 mod export;
 mod heap_size;
 mod id;
+mod lineage;
 mod mailbox;
 mod notify;
 mod refs;
@@ -122,8 +124,10 @@ pub mod fuzzing {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
+    pub use crate::dispatch::{Dispatch, Next, Queued};
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};
+    pub use crate::resources::{Request, Totals};
     pub use crate::slot::{Meta, Moved, Read, Slot, Value};
 }

@@ -22,7 +22,7 @@ fn from_units(u: u64) -> f64 {
 /// What one task needs while it runs. Custom resources are indices into the
 /// runtime's table of names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Request {
+pub struct Request {
     pub cpu: u64,
     pub custom: Option<Box<[(usize, u64)]>>,
 }
@@ -39,7 +39,7 @@ impl Request {
 
 /// The runtime's resources: names and totals (fixed at build time).
 #[derive(Debug)]
-pub(crate) struct Totals {
+pub struct Totals {
     names: Vec<Text>,
     total_cpu: u64,
     total: Vec<u64>,

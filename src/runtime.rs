@@ -53,6 +53,7 @@ impl Drop for Owner {
         for h in handles {
             let _ = h.join();
         }
+        self.shared.sched.join_spares();
     }
 }
 
@@ -78,6 +79,7 @@ pub struct RuntimeBuilder {
     resources: Vec<(Text, f64)>,
     thread_name: String,
     stack_size: usize,
+    max_spare_threads: usize,
     store: StoreConfig,
 }
 
@@ -88,6 +90,7 @@ impl Default for RuntimeBuilder {
             resources: Vec::new(),
             thread_name: "manta".into(),
             stack_size: 8 << 20,
+            max_spare_threads: crate::scheduler::DEFAULT_MAX_SPARES,
             store: StoreConfig::default(),
         }
     }
@@ -124,6 +127,15 @@ impl RuntimeBuilder {
     /// are resident).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// Most threads started beyond `num_cpus` while tasks are blocked in
+    /// `get` or `wait` (a blocked task hands its place to another thread,
+    /// as Ray starts workers for blocked ones; idle ones exit after 5 s).
+    /// Past it, queued tasks wait for a thread to come free. Default 512.
+    pub fn max_spare_threads(mut self, n: usize) -> Self {
+        self.max_spare_threads = n;
         self
     }
 
@@ -193,7 +205,7 @@ impl RuntimeBuilder {
             }
         }
         let threads = cpus.max(1);
-        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), threads);
+        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), threads, self.max_spare_threads);
         let store = Arc::new(Store::new(&self.store).map_err(|source| BuildError::SpillDir {
             path: self.store.spill_dir.clone().unwrap_or_default(),
             source,

@@ -1,41 +1,49 @@
-//! The scheduler: admits runnable jobs when their resources are free and runs
-//! them on the rayon pool; blocked workers help instead of sleeping.
+//! The scheduler: runs jobs (tasks whose inputs are ready, actor mailbox
+//! drains, lineage rebuilds) on threads when their resources are free, and
+//! keeps a blocked task from ever stalling the others.
 //!
-//! # Model
-//! A *job* is a task (or an actor's mailbox drain) whose inputs are all
-//! ready. Jobs wait in FIFO queues, one per resource shape ("scheduling
-//! class", as in Ray), so a job that waits for a GPU never holds back CPU
-//! jobs behind it. [`Scheduler::pop_fitting`] takes, among the class heads
-//! whose resources are free, the oldest one, and acquires its resources.
+//! The queue, the resource pool and the runner count are `dispatch` (its
+//! header states the protocol and its invariants; loom checks it). This
+//! module gives it threads:
 //!
-//! Jobs are executed by *runners*: a runner is a rayon job that loops
-//! "pop a fitting job, run it, release its resources" until nothing fits,
-//! then exits. At most `threads` runners exist; a submit that finds a free
-//! runner slot starts one. In a burst of submissions only `threads` rayon
-//! jobs are spawned at all and every later job is taken from the queue by a
-//! runner that just finished one: no per-task spawn, no per-task wake-up.
+//! - **Runners** are loops ("take a fitting job, run it, release its
+//!   resources") started when `dispatch` says so: on the rayon pool while
+//!   one of its threads is free, else on a *spare* thread (an idle one is
+//!   reused; a new one is started up to the spare cap). In a burst of
+//!   submissions only `threads` runners start at all and every later job
+//!   is taken from the queue by a runner that just finished one: no
+//!   per-task spawn, no per-task wake-up. A runner with nothing to do
+//!   lingers [`LINGER`] before leaving, so a synchronous caller's next task
+//!   starts without a wake-up.
+//! - **Blocking** ([`block_until`]): a task blocked in `get`/`wait` lends
+//!   its CPUs, runs inline only the queued jobs that make what it waits for
+//!   (targeted, at most [`MAX_TARGET_DEPTH`] deep), and otherwise hands its
+//!   runner's place to another runner and parks. It never runs unrelated
+//!   jobs on its stack, so nested `get` cannot deadlock whatever the shape
+//!   of the task graph: every job that fits either has a runner or is the
+//!   target of the frame that waits for it. Recursive task trees (fib)
+//!   still run on one thread, by targeted jobs.
+//! - **Runners never nest**: rayon's own `join`/`scope` inside a task may
+//!   pick up a runner job while it waits; such a runner starts on a spare
+//!   thread instead of running jobs on top of that task's stack.
 //!
-//! # Blocking inside a worker (no deadlock)
-//! A worker that blocks in `get`/`wait` becomes a *helper*
-//! ([`block_until`]): it gives its task's CPUs back (Ray's rule), registers
-//! its parker in `helpers`, and loops: check its condition, else pop and run
-//! a fitting job inline (work stealing, as rayon's `join` does), else park.
-//! A submit that cannot start a runner (all slots taken, possibly by blocked
-//! runners) unparks a helper. Because a helper can always run the job that
-//! it waits for once its CPUs are given back, recursive task trees finish on
-//! a one-thread runtime. When the helper resumes it takes its CPUs again even
-//! if that oversubscribes for a moment.
+//! Spare threads beyond `num_cpus` exist only while tasks block (as Ray
+//! starts workers for blocked ones); an idle spare exits after
+//! [`SPARE_KEEPALIVE`]. At most `max_spare_threads` exist; past that a
+//! job waits for a place like any other (the one case where a program
+//! that blocks more tasks than that at once can stall).
 //!
-//! No lock is held while a job runs. Lock order: scheduler state, then a
-//! parker (leaf).
+//! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
-use crate::resources::{Pool, Request, Totals};
-use crate::sync::{lock, Arc as ShimArc, Mutex};
+use crate::resources::{Request, Totals};
+use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// What a job is told when it is taken off the queue.
 #[derive(Debug)]
@@ -55,7 +63,7 @@ pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
 /// holds it, and a task's control block may hold it too so that a worker
-/// blocked on that task's result can run it directly ("targeted helping").
+/// blocked on that task's result can run it directly ("targeted" jobs).
 /// Whoever takes `run` out of the mutex runs it; the other finds it empty.
 pub(crate) struct Job {
     pub req: Request,
@@ -75,7 +83,7 @@ impl Job {
     }
 
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
-    /// failed inputs). Does nothing if it already ran.
+    /// failed inputs, cancellation). Does nothing if it already ran.
     pub fn finish(&self, go: Go) {
         if let Some(run) = self.take() {
             run(go)
@@ -83,76 +91,49 @@ impl Job {
     }
 }
 
-struct Class {
-    req: Request,
-    queue: VecDeque<(u64, Arc<Job>)>,
-}
-
-struct State {
-    pool: Pool,
-    classes: Vec<Class>,
-    seq: u64,
-    queued: usize,
-    runners: usize,
-    rescuers: usize,
-    helpers: Vec<ShimArc<Parker>>,
-    shutdown: bool,
-}
-
-impl State {
-    fn push(&mut self, job: Arc<Job>) {
-        self.seq += 1;
-        self.queued += 1;
-        let seq = self.seq;
-        match self.classes.iter_mut().find(|c| c.req == job.req) {
-            Some(c) => c.queue.push_back((seq, job)),
-            None => {
-                let mut queue = VecDeque::new();
-                let req = job.req.clone();
-                queue.push_back((seq, job));
-                self.classes.push(Class { req, queue });
-            }
-        }
-    }
-
-    /// Takes the oldest job (or, for a helper, the newest: `lifo`) whose
-    /// resources are free, acquiring them.
-    fn pop_fitting(&mut self, lifo: bool) -> Option<Arc<Job>> {
-        let mut best: Option<(usize, u64)> = None;
-        for (i, c) in self.classes.iter().enumerate() {
-            let end = if lifo { c.queue.back() } else { c.queue.front() };
-            if let Some((seq, _)) = end {
-                let better = best.is_none_or(|(_, s)| if lifo { *seq > s } else { *seq < s });
-                if better && self.pool.fits(&c.req) {
-                    best = Some((i, *seq));
-                }
-            }
-        }
-        let (i, _) = best?;
-        let q = &mut self.classes[i].queue;
-        let (_, job) = if lifo { q.pop_back()? } else { q.pop_front()? };
-        if self.classes[i].queue.is_empty() && self.classes.len() > 1 {
-            self.classes.swap_remove(i);
-        }
-        self.queued -= 1;
-        self.pool.acquire(&job.req);
-        Some(job)
-    }
-
-    fn drain(&mut self) -> Vec<Arc<Job>> {
-        self.queued = 0;
-        self.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
+impl Queued for Arc<Job> {
+    fn req(&self) -> &Request {
+        &self.req
     }
 }
 
-/// The admission queue and runner bookkeeping of one runtime.
+/// How long a runner with nothing to do spins before giving its thread back.
+const LINGER: Duration = Duration::from_micros(50);
+
+/// How long an idle spare thread waits for a runner to start before exiting.
+pub(crate) const SPARE_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How deep targeted jobs (producers of what a blocked task waits for) may
+/// nest on one stack; past it the waiter hands its place over and another
+/// runner runs them.
+const MAX_TARGET_DEPTH: u32 = 128;
+
+/// The default cap on spare threads (see the module docs).
+pub(crate) const DEFAULT_MAX_SPARES: usize = 512;
+
+/// Spare threads: started when no rayon thread is free for a runner.
+struct Spares {
+    /// One message starts a runner on one idle spare.
+    tx: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    rx: crossbeam_channel::Receiver<()>,
+    /// Spares waiting for a message, not yet claimed by a sender.
+    idle: AtomicUsize,
+    /// Spares alive.
+    alive: AtomicUsize,
+    max: usize,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The jobs, runners and threads of one runtime.
 pub(crate) struct Scheduler {
     totals: Arc<Totals>,
-    state: Mutex<State>,
-    /// `state.queued`, readable without the lock (a hint for lingering runners).
-    queued_hint: std::sync::atomic::AtomicUsize,
-    threads: usize,
+    dispatch: Dispatch<Arc<Job>>,
     pool: OnceLock<Weak<rayon::ThreadPool>>,
+    /// Rayon threads in no runner loop and not blocked (claimed before a
+    /// runner is spawned on rayon; a heuristic: correctness does not
+    /// depend on it, see "Runners never nest").
+    rayon_free: AtomicUsize,
+    spares: Spares,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -162,25 +143,40 @@ thread_local! {
     static WORKER_OF: std::cell::RefCell<Weak<Scheduler>> = const { std::cell::RefCell::new(Weak::new()) };
     /// CPU units held by the task running on this thread (0 outside tasks).
     static TASK_CPU: Cell<u64> = const { Cell::new(0) };
+    /// True while this thread runs a runner loop.
+    static IN_LOOP: Cell<bool> = const { Cell::new(false) };
+    /// True while this thread's runner loop holds a place in `dispatch`
+    /// (false while a blocked frame has handed it over).
+    static PLACE: Cell<bool> = const { Cell::new(false) };
+    /// Targeted jobs nested on this stack.
+    static TARGET_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// True on a rayon thread of a manta pool.
+    static ON_RAYON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Decrements `n` if it is positive; true if it did.
+fn claim(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok()
 }
 
 impl Scheduler {
-    pub fn new(totals: Arc<Totals>, threads: usize) -> Arc<Scheduler> {
+    pub fn new(totals: Arc<Totals>, threads: usize, max_spares: usize) -> Arc<Scheduler> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let dispatch = Dispatch::new(totals.clone(), threads);
+        let threads = dispatch.threads();
         Arc::new(Scheduler {
-            totals: totals.clone(),
-            queued_hint: std::sync::atomic::AtomicUsize::new(0),
-            state: Mutex::new(State {
-                pool: Pool::new(totals),
-                classes: Vec::new(),
-                seq: 0,
-                queued: 0,
-                runners: 0,
-                rescuers: 0,
-                helpers: Vec::new(),
-                shutdown: false,
-            }),
-            threads: threads.max(1),
+            totals,
+            dispatch,
             pool: OnceLock::new(),
+            rayon_free: AtomicUsize::new(threads),
+            spares: Spares {
+                tx: Mutex::new(Some(tx)),
+                rx,
+                idle: AtomicUsize::new(0),
+                alive: AtomicUsize::new(0),
+                max: max_spares,
+                handles: Mutex::new(Vec::new()),
+            },
             start_hook: OnceLock::new(),
         })
     }
@@ -202,6 +198,7 @@ impl Scheduler {
 
     /// Runs the start hook on the calling thread (the pool's start handler).
     pub fn start_worker(&self) {
+        ON_RAYON.with(|r| r.set(true));
         if let Some(hook) = self.start_hook.get() {
             hook();
         }
@@ -224,79 +221,126 @@ impl Scheduler {
 
     /// Queues a runnable job and makes sure someone will run it.
     pub fn submit(self: &Arc<Self>, job: Arc<Job>) {
-        let mut st = lock(&self.state);
-        if st.shutdown {
-            drop(st);
-            job.finish(Go::Shutdown);
-            return;
-        }
-        let fits = st.pool.fits(&job.req);
-        st.push(job);
-        self.queued_hint.store(st.queued, std::sync::atomic::Ordering::Relaxed);
-        if !fits {
-            // A runner (or a helper) that frees resources will take it.
-            return;
-        }
-        if st.runners < self.threads {
-            st.runners += 1;
-            drop(st);
-            self.spawn_runner();
-        } else if let Some(h) = st.helpers.last() {
-            h.unpark();
+        match self.dispatch.submit(job) {
+            Ok(true) => self.start_runner(),
+            Ok(false) => {}
+            Err(job) => job.finish(Go::Shutdown),
         }
     }
 
-    fn spawn_runner(self: &Arc<Self>) {
-        match self.pool.get().and_then(Weak::upgrade) {
-            Some(pool) => {
+    /// Starts one runner (its place is already counted): on a free rayon
+    /// thread, else on a spare.
+    fn start_runner(self: &Arc<Self>) {
+        if claim(&self.rayon_free) {
+            if let Some(pool) = self.pool.get().and_then(Weak::upgrade) {
                 let me = self.clone();
-                pool.spawn(move || me.run_loop());
+                pool.spawn(move || me.run_loop(true));
+                return;
             }
-            None => {
-                // The pool is gone: the runtime is shutting down, and
-                // `shutdown` completes whatever is queued.
-                lock(&self.state).runners -= 1;
+            self.rayon_free.fetch_add(1, Ordering::AcqRel);
+        }
+        self.start_spare();
+    }
+
+    fn start_spare(self: &Arc<Self>) {
+        let spares = &self.spares;
+        if claim(&spares.idle) {
+            let sent = lock_std(&spares.tx).as_ref().is_some_and(|tx| tx.send(()).is_ok());
+            if sent {
+                return;
+            }
+        }
+        let over = spares.alive.fetch_add(1, Ordering::AcqRel) >= spares.max;
+        let stopped = lock_std(&spares.tx).is_none();
+        if over || stopped {
+            spares.alive.fetch_sub(1, Ordering::AcqRel);
+            if over && !stopped {
+                tracing::warn!(max = spares.max, "manta: spare thread cap reached; a runner waits for a free thread");
+            }
+            self.dispatch.not_started();
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("manta-spare".into()).spawn(move || me.spare_main());
+        match spawned {
+            Ok(h) => lock_std(&spares.handles).push(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "manta: cannot start a spare thread");
+                spares.alive.fetch_sub(1, Ordering::AcqRel);
+                self.dispatch.not_started();
             }
         }
     }
 
-    fn run_loop(self: Arc<Self>) {
-        let mut st = lock(&self.state);
+    /// A spare thread: runs a runner, then waits (up to the keep-alive) to
+    /// be asked for another.
+    fn spare_main(self: Arc<Self>) {
+        if let Some(hook) = self.start_hook.get() {
+            hook();
+        }
+        let spares = &self.spares;
+        self.run_loop(false);
+        loop {
+            spares.idle.fetch_add(1, Ordering::AcqRel);
+            let rx = spares.rx.clone();
+            loop {
+                match rx.recv_timeout(SPARE_KEEPALIVE) {
+                    Ok(()) => break,
+                    // Leave only if no sender has claimed us meanwhile (a
+                    // claimed spare must take the message that follows).
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if claim(&spares.idle) => {
+                        spares.alive.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        spares.alive.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                }
+            }
+            self.run_loop(false);
+        }
+    }
+
+    /// A runner: takes and runs jobs until `dispatch` says to leave.
+    fn run_loop(self: &Arc<Self>, on_rayon: bool) {
+        if IN_LOOP.with(|l| l.get()) {
+            // Started inside a task on this thread (rayon work stealing
+            // while the task waits in `join`/`scope`): never run jobs on
+            // top of it. The rayon thread we counted on is still free.
+            if on_rayon {
+                self.rayon_free.fetch_add(1, Ordering::AcqRel);
+            }
+            self.start_spare();
+            return;
+        }
+        IN_LOOP.with(|l| l.set(true));
+        PLACE.with(|p| p.set(true));
+        let mut finished: Option<Arc<Job>> = None;
         let mut lingered = false;
         loop {
-            let Some(job) = self.pop(&mut st, false) else {
-                if lingered {
-                    st.runners -= 1;
-                    return;
+            match self.dispatch.next(finished.as_ref().map(|j| &j.req), lingered) {
+                Next::Run { job, more } => {
+                    if more {
+                        self.start_runner();
+                    }
+                    lingered = false;
+                    execute(&job);
+                    finished = Some(job);
                 }
-                // Linger a few microseconds before giving the thread back:
-                // a synchronous caller's next task, or the next link of a
-                // chain, then starts without a spawn and an OS wake-up (rayon
-                // workers spin before sleeping for the same reason). The exit
-                // decision is taken under the lock, so a submit never misses
-                // a runner that is leaving.
-                // One linger per idle spell: if what arrived does not fit
-                // (it waits for resources), the runner leaves.
-                drop(st);
-                self.linger();
-                lingered = true;
-                st = lock(&self.state);
-                continue;
-            };
-            lingered = false;
-            drop(st);
-            execute(&job);
-            st = lock(&self.state);
-            st.pool.release(&job.req);
+                Next::Linger => {
+                    finished = None;
+                    lingered = !self.linger();
+                }
+                Next::Exit => break,
+            }
         }
-    }
-
-    /// Pops a fitting job (see `State::pop_fitting`), keeping the lock-free
-    /// hint of the queue length in step.
-    fn pop(&self, st: &mut State, lifo: bool) -> Option<Arc<Job>> {
-        let job = st.pop_fitting(lifo);
-        self.queued_hint.store(st.queued, std::sync::atomic::Ordering::Relaxed);
-        job
+        PLACE.with(|p| p.set(false));
+        IN_LOOP.with(|l| l.set(false));
+        if on_rayon {
+            self.rayon_free.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Spins up to [`LINGER`] for work to arrive; true if some did.
@@ -304,7 +348,7 @@ impl Scheduler {
         let start = Instant::now();
         let mut i = 0u32;
         loop {
-            if self.queued_hint.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            if self.dispatch.has_queued() {
                 return true;
             }
             i += 1;
@@ -315,99 +359,67 @@ impl Scheduler {
         }
     }
 
-    /// Runs one queued job on the calling thread if one fits. Used by
-    /// helpers, which take the newest job: like rayon's local LIFO pops, that
-    /// is most often the helper's own child, so the helper's stack grows with
-    /// the depth of the task tree, not with the length of the queue.
-    fn help_once(&self) -> bool {
-        let job = self.pop(&mut lock(&self.state), true);
-        match job {
-            Some(job) => {
-                execute(&job);
-                lock(&self.state).pool.release(&job.req);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Runs a specific job that the caller is blocked on, if nobody has
-    /// started it yet. Its resources are taken even if that oversubscribes
-    /// for a moment (the caller gave its CPUs back), as Ray lends a blocked
-    /// task's CPUs to the tasks it waits for. The job stays in its queue as
-    /// an empty entry that a runner will skip.
-    fn run_targeted(&self, job: &Job) -> bool {
+    /// started it yet and the nesting allows. Its resources are taken even
+    /// if that oversubscribes for a moment (the caller lent its CPUs), as
+    /// Ray lends a blocked task's CPUs to the tasks it waits for. The job
+    /// stays in its queue as an empty entry that a runner will skip.
+    fn run_targeted(self: &Arc<Self>, job: &Job) -> bool {
+        let depth = TARGET_DEPTH.with(|d| d.get());
+        if depth >= MAX_TARGET_DEPTH {
+            return false;
+        }
         let Some(run) = job.take() else { return false };
-        lock(&self.state).pool.acquire(&job.req);
+        self.dispatch.acquire(&job.req);
+        TARGET_DEPTH.with(|d| d.set(depth + 1));
         let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
         run(Go::Run);
         TASK_CPU.with(|c| c.set(prev));
-        lock(&self.state).pool.release(&job.req);
+        TARGET_DEPTH.with(|d| d.set(depth));
+        if self.dispatch.release(&job.req) {
+            self.start_runner();
+        }
         true
     }
 
-    /// Starts a plain thread that runs queued jobs until none fits, for a
-    /// worker that has nested too deep to help (so the queue still drains
-    /// when every worker is blocked at its depth limit). The thread counts
-    /// as a worker of this scheduler and exits by itself. Another one starts
-    /// only when every worker and every rescuer is blocked (rescuers block
-    /// too, in the tasks they run: with remote work, results may come from
-    /// other nodes, so what unblocks them need not be in this queue).
-    fn rescue(self: &Arc<Self>) {
-        {
-            let mut st = lock(&self.state);
-            if st.queued == 0 || st.helpers.len() < self.threads + st.rescuers {
-                return;
-            }
-            st.rescuers += 1;
+    /// Stops admitting work, completes every queued job with `Shutdown`
+    /// and lets idle spare threads go.
+    pub fn shutdown(&self) {
+        for j in self.dispatch.shutdown() {
+            j.finish(Go::Shutdown);
         }
-        let me = self.clone();
-        let spawned = std::thread::Builder::new().name("manta-rescue".into()).spawn(move || {
-            if let Some(hook) = me.start_hook.get() {
-                hook();
-            }
-            let mut st = lock(&me.state);
-            loop {
-                let Some(job) = me.pop(&mut st, false) else { break };
-                drop(st);
-                execute(&job);
-                st = lock(&me.state);
-                st.pool.release(&job.req);
-            }
-            st.rescuers -= 1;
-        });
-        if spawned.is_err() {
-            lock(&self.state).rescuers -= 1;
-        }
+        lock_std(&self.spares.tx).take();
     }
 
-    /// Stops admitting work and completes every queued job with `Shutdown`.
-    pub fn shutdown(&self) {
-        let jobs = {
-            let mut st = lock(&self.state);
-            st.shutdown = true;
-            self.queued_hint.store(0, std::sync::atomic::Ordering::Relaxed);
-            st.drain()
-        };
-        for j in jobs {
-            j.finish(Go::Shutdown);
+    /// Joins the spare threads (after `shutdown`), except the caller's own.
+    pub fn join_spares(&self) {
+        let me = std::thread::current().id();
+        let handles = std::mem::take(&mut *lock_std(&self.spares.handles));
+        for h in handles {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
         }
     }
 
     /// Jobs waiting for resources or a runner.
     pub fn queued(&self) -> usize {
-        lock(&self.state).queued
+        self.dispatch.queued()
     }
 
     /// `(name, total, free)` for every resource.
     pub fn resources(&self) -> Vec<(crate::error::Text, f64, f64)> {
-        lock(&self.state).pool.snapshot()
+        self.dispatch.resources()
     }
 
-    /// Number of worker threads.
+    /// Number of worker threads (runner places).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.dispatch.threads()
     }
+}
+
+fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs a job (if nobody ran it yet) with its CPU amount recorded for
@@ -417,18 +429,6 @@ fn execute(job: &Job) {
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
     run(Go::Run);
     TASK_CPU.with(|c| c.set(prev));
-}
-
-/// How long a runner with nothing to do spins before giving its thread back.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// How deep blocked gets may nest by running *unrelated* queued tasks on
-/// one stack; past it a waiter only runs the jobs it waits for, parks, and
-/// (if every worker is blocked) a rescue thread runs the queue instead.
-const MAX_HELP_DEPTH: u32 = 16;
-
-thread_local! {
-    static HELP_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
 /// How many times a waiter re-checks before registering and parking (a short
@@ -454,8 +454,10 @@ pub(crate) fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
 /// returns the last value of `ready()`.
 ///
 /// The caller must already have registered `parker` wherever a completion
-/// will unpark it. On a worker thread, the current task's CPUs are given
-/// back and queued jobs are run inline while waiting (see the module docs).
+/// will unpark it. `targets` yields queued jobs that produce what the caller
+/// waits for. On a worker thread the current task's CPUs are lent, targeted
+/// jobs run inline, and before parking the runner's place is handed over
+/// (see the module docs).
 pub(crate) fn block_until(
     parker: &ShimArc<Parker>,
     deadline: Option<Instant>,
@@ -472,42 +474,45 @@ pub(crate) fn block_until(
             }
         }
     };
-    let cpu = TASK_CPU.with(|c| c.get()) as i64;
-    {
-        let mut st = lock(&sched.state);
-        st.pool.adjust_cpu(cpu);
-        st.helpers.push(parker.clone());
+    let cpu = TASK_CPU.with(|c| c.get());
+    if sched.dispatch.lend(cpu) {
+        sched.start_runner();
     }
-    let depth = HELP_DEPTH.with(|d| d.get());
+    // Before the first park: hand the runner's place over if this thread
+    // holds one; a rayon thread blocked outside any runner (in a task's
+    // rayon scope) is not free for runners meanwhile.
+    let mut first_park = true;
+    let (mut handed, mut held_rayon) = (false, false);
     let done = loop {
         if ready() {
             break true;
         }
-        // First the job that makes what we wait for: nesting it follows the
-        // task graph downwards, so its depth is bounded by the graph's.
         if let Some(job) = targets() {
             if sched.run_targeted(&job) {
                 continue;
             }
         }
-        if depth < MAX_HELP_DEPTH {
-            HELP_DEPTH.with(|d| d.set(depth + 1));
-            let helped = sched.help_once();
-            HELP_DEPTH.with(|d| d.set(depth));
-            if helped {
-                continue;
+        if first_park {
+            first_park = false;
+            if PLACE.with(|p| p.replace(false)) {
+                handed = true;
+                if sched.dispatch.hand_over() {
+                    sched.start_runner();
+                }
+            } else if !IN_LOOP.with(|l| l.get()) && ON_RAYON.with(|r| r.get()) {
+                held_rayon = claim(&sched.rayon_free);
             }
-        } else {
-            sched.rescue();
         }
         if !parker.park_until(deadline) {
             break ready();
         }
     };
-    let mut st = lock(&sched.state);
-    if let Some(i) = st.helpers.iter().rposition(|h| ShimArc::ptr_eq(h, parker)) {
-        st.helpers.swap_remove(i);
+    if handed {
+        PLACE.with(|p| p.set(true));
     }
-    st.pool.adjust_cpu(-cpu);
+    sched.dispatch.resume(cpu, handed);
+    if held_rayon {
+        sched.rayon_free.fetch_add(1, Ordering::AcqRel);
+    }
     done
 }

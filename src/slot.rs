@@ -180,7 +180,7 @@ impl<S: Clone> Slot<S> {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Moves `Pending` to `Done(outcome)` and notifies every waiter.
+    /// Moves `Pending` to `Ready` or `Failed` (by `outcome`) and notifies every waiter.
     /// Returns false (and drops `outcome`) if the slot was already done.
     pub fn complete(&self, outcome: Outcome) -> bool {
         self.complete_with(outcome, Meta::default())
@@ -208,8 +208,6 @@ impl<S: Clone> Slot<S> {
         Some(Wake { waiters: std::mem::take(&mut g.waiters), ok })
     }
 
-    /// Registers a waiter while pending and returns its token, or gives the
-    /// waiter back if the slot is already done.
     /// Registers a waiter while pending (or while a rebuild is in progress)
     /// and returns its token, or gives the waiter back otherwise.
     pub fn register(&self, w: Waiter) -> Result<u64, Waiter> {
@@ -330,20 +328,21 @@ impl<S: Clone> Slot<S> {
     /// (`Ok`), the object is lost (`Err`), or it stays out (`Out`, e.g. read
     /// through without room in memory). Wakes readers waiting for it.
     pub fn finish_rebuild(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) {
-        let waiters = {
-            let mut g = lock(&self.inner);
-            g.state = match result {
-                Ok((v, meta)) => State::Ready(v, meta),
-                Err(Ok(moved)) => State::Out(moved),
-                Err(Err(e)) => State::Failed(Box::new(e)),
-            };
-            std::mem::take(&mut g.waiters)
-        };
-        for (_, w) in waiters {
-            w.notify(true);
-        }
+        self.finish_rebuild_deferred(result).send();
     }
 
+    /// [`Slot::finish_rebuild`], returning the wake-ups to send once the
+    /// caller has let go of what it holds (as [`Slot::complete_deferred`]).
+    #[must_use = "the readers waiting for the rebuild must be woken"]
+    pub fn finish_rebuild_deferred(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) -> Wake {
+        let mut g = lock(&self.inner);
+        g.state = match result {
+            Ok((v, meta)) => State::Ready(v, meta),
+            Err(Ok(moved)) => State::Out(moved),
+            Err(Err(e)) => State::Failed(Box::new(e)),
+        };
+        Wake { waiters: std::mem::take(&mut g.waiters), ok: true }
+    }
     /// Takes the final state apart when the object is freed: the bytes it
     /// still charged to memory, its spill handle, if any, and its value if
     /// it was in memory (so the store may recycle its buffer).

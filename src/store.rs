@@ -42,12 +42,12 @@
 //! pooled buffer is never shared: it left its object through
 //! `Arc::try_unwrap`.
 
-use crate::cell::ObjectCell;
 use crate::error::Error;
 use crate::heap_size::{charged_size, Decode};
 use crate::id::ObjectId;
-use crate::slot::{Meta, Moved, Value};
-use crate::spill::SpillDir;
+use crate::lineage::{Log, Rebuild};
+use crate::slot::{Meta, Moved, Slot, Value};
+use crate::spill::{SpillDir, SpillError};
 use std::any::Any;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -129,7 +129,6 @@ pub(crate) struct Counters {
     spill_failures: AtomicU64,
     restores: AtomicU64,
     pub reconstructions: AtomicU64,
-    lineage_evictions: AtomicU64,
     spilled_bytes: AtomicUsize,
     spilled_objects: AtomicUsize,
 }
@@ -167,10 +166,19 @@ pub struct StoreStats {
     pub lineage_evictions: u64,
 }
 
+/// What the store sees of an object: its id and its slot (the object cell
+/// implements it; the store never needs more).
+pub(crate) trait Resident: Send + Sync {
+    /// The object's id.
+    fn id(&self) -> ObjectId;
+    /// The object's slot.
+    fn slot(&self) -> &Slot<SpillHandle>;
+}
+
 struct Inner {
     bytes: usize,
     objects: usize,
-    lru: lru::LruCache<ObjectId, (Weak<ObjectCell>, usize)>,
+    lru: lru::LruCache<ObjectId, (Weak<dyn Resident>, usize)>,
     /// Recycled buffers (see "Recycling byte buffers"), oldest first.
     pool: Vec<Vec<u8>>,
     /// Sum of the pool's capacities.
@@ -189,18 +197,8 @@ pub struct Store {
     freed: Condvar,
     stats: Arc<Counters>,
     lineage_cap: usize,
-    lineage: Mutex<LineageLog>,
+    lineage: Mutex<Log>,
     recycle_cap: usize,
-}
-
-/// Lineage records in the order they were kept (oldest first), and the
-/// bytes of the live ones. Entries of freed objects stay until they reach
-/// the front or the log is compacted.
-#[derive(Default)]
-struct LineageLog {
-    order: std::collections::VecDeque<Weak<ObjectCell>>,
-    bytes: usize,
-    live: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,7 +229,7 @@ impl Store {
             freed: Condvar::new(),
             stats: Arc::new(Counters::default()),
             lineage_cap: cfg.lineage_capacity,
-            lineage: Mutex::new(LineageLog::default()),
+            lineage: Mutex::new(Log::default()),
             recycle_cap: cfg.recycle_capacity.unwrap_or_else(|| default_recycle_capacity(cfg.capacity)),
         })
     }
@@ -292,26 +290,26 @@ impl Store {
                 let mut found = 0;
                 let mut victims = Vec::new();
                 while found < need {
-                    let Some((id, (cell, bytes))) = g.lru.pop_lru() else { break };
+                    let Some((id, (obj, bytes))) = g.lru.pop_lru() else { break };
                     found += bytes;
-                    victims.push((id, cell, bytes));
+                    victims.push((id, obj, bytes));
                 }
                 victims
             };
             drop(unpooled);
             let mut moved = false;
             for (id, weak, bytes) in victims {
-                // A cell that cannot be upgraded is being freed: its drop
+                // An object that cannot be upgraded is being freed: its drop
                 // returns its bytes and signals `freed`.
-                let Some(cell) = weak.upgrade() else { continue };
-                match self.move_out(&cell) {
+                let Some(obj) = weak.upgrade() else { continue };
+                match self.move_out(&*obj) {
                     Some(n) => {
                         self.release(n);
                         moved = true;
                     }
                     // Being read, or its spill failed: still a candidate.
-                    // (If it is out or coming back, `bring_back` re-tracks it.)
-                    None if cell.slot.in_memory() => {
+                    // (If it is out or coming back, its return re-tracks it.)
+                    None if obj.slot().in_memory() => {
                         self.lock().lru.push(id, (weak, bytes));
                     }
                     None => {}
@@ -374,52 +372,51 @@ impl Store {
         Some(buf)
     }
 
-    /// Makes a stored object a candidate for moving out.
-    pub(crate) fn track(&self, cell: &Arc<ObjectCell>, bytes: usize) {
-        self.lock().lru.push(cell.id, (Arc::downgrade(cell), bytes));
+    /// Keeps a charged object that just became ready: its lineage record
+    /// (so it can be rebuilt) and, if it can be moved out (spilled, or
+    /// dropped and rebuilt), its place in the LRU order. Returns whether
+    /// a lineage record was kept (the object must then call
+    /// [`Store::freed`] with `lineage` set).
+    pub(crate) fn keep(
+        &self,
+        obj: &Arc<impl Resident + 'static>,
+        charged: usize,
+        spillable: bool,
+        lineage: Option<Arc<dyn Rebuild>>,
+    ) -> bool {
+        let has_lineage = lineage.is_some();
+        if let Some(record) = lineage {
+            let victims = self.lineage_lock().add(obj.id(), record, self.lineage_cap);
+            drop(victims); // outside the lock: may free the records' inputs
+        }
+        if has_lineage || (spillable && self.spill.is_some()) {
+            let weak: Weak<dyn Resident> = Arc::downgrade(obj) as Weak<dyn Resident>;
+            self.lock().lru.push(obj.id(), (weak, charged));
+        }
+        has_lineage
     }
 
-    /// Keeps an object's lineage record, evicting the oldest records while
-    /// the total is over the lineage cap. An evicted record's object can no
-    /// longer be rebuilt (it stays in memory or on disk while it can, and
-    /// fails with `LineageEvicted` if it was already dropped).
-    pub(crate) fn add_lineage(&self, cell: &Arc<ObjectCell>) {
-        let mut victims = Vec::new();
-        {
-            let mut log = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
-            log.order.push_back(Arc::downgrade(cell));
-            log.live += 1;
-            log.bytes += cell.lineage().map_or(0, |l| l.record_bytes());
-            if log.order.len() > 2 * log.live + 64 {
-                log.order.retain(|w| w.strong_count() > 0);
-            }
-            while log.bytes > self.lineage_cap {
-                let Some(w) = log.order.pop_front() else { break };
-                if let Some(c) = w.upgrade() {
-                    let bytes = c.take_lineage_bytes();
-                    if bytes > 0 {
-                        log.bytes -= bytes.min(log.bytes);
-                        log.live = log.live.saturating_sub(1);
-                        victims.push(c);
-                    }
-                }
-            }
+    /// A charged object is freed: forget it (LRU, lineage if it had a
+    /// record) and return its bytes (`value`: its buffer, for replicas'
+    /// recycling; see [`Store::release_freed`]).
+    pub(crate) fn freed(&self, id: ObjectId, lineage: bool, charged: usize, value: Option<Value>) {
+        if lineage {
+            let record = self.lineage_lock().remove(id);
+            drop(record); // outside the lock
         }
-        // Outside the lock: dropping a record may free its inputs, whose
-        // own drops come back here.
-        for c in victims {
-            self.stats.lineage_evictions.fetch_add(1, Ordering::Relaxed);
-            c.drop_lineage();
+        self.lock().lru.pop(&id);
+        if charged > 0 {
+            self.release_freed(charged, value);
         }
     }
 
-    /// A freed object returns its lineage record's bytes.
-    pub(crate) fn lineage_freed(&self, bytes: usize) {
-        if bytes > 0 {
-            let mut log = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
-            log.bytes -= bytes.min(log.bytes);
-            log.live = log.live.saturating_sub(1);
-        }
+    fn lineage_lock(&self) -> MutexGuard<'_, Log> {
+        self.lineage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the lineage log knows of `id`.
+    pub(crate) fn lineage_of(&self, id: ObjectId) -> crate::lineage::Lookup {
+        self.lineage_lock().lookup(id)
     }
 
     /// Marks a tracked object as just used.
@@ -427,18 +424,14 @@ impl Store {
         self.lock().lru.promote(&id);
     }
 
-    /// Forgets a freed object.
-    pub(crate) fn untrack(&self, id: ObjectId) {
-        self.lock().lru.pop(&id);
-    }
-
     /// Moves one object out of memory; returns the bytes freed.
-    fn move_out(&self, cell: &ObjectCell) -> Option<usize> {
+    fn move_out(&self, obj: &dyn Resident) -> Option<usize> {
         let spill = self.spill.as_ref();
-        let has_lineage = cell.lineage().is_some();
-        let freed = cell.slot.evict_with(|v, meta| {
+        let id = obj.id();
+        let has_lineage = self.lineage_lock().has(id);
+        obj.slot().evict_with(|v, meta| {
             if let (Some(dir), Some((encode, decode))) = (spill, v.codec()) {
-                match dir.write(cell.id, v.type_name, encode, v) {
+                match dir.write(id, v.type_name, encode, v) {
                     Ok(path) => {
                         self.stats.spills.fetch_add(1, Ordering::Relaxed);
                         self.stats.spilled_bytes.fetch_add(meta.charged, Ordering::Relaxed);
@@ -448,7 +441,7 @@ impl Store {
                     }
                     Err(e) => {
                         self.stats.spill_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(object = %cell.id, error = %e, "spill failed");
+                        tracing::warn!(object = %id, error = %e, "spill failed");
                     }
                 }
             }
@@ -457,69 +450,42 @@ impl Store {
                 return Some(Moved::Evicted);
             }
             None
-        });
-        freed
+        })
     }
 
-    /// Brings a moved-out value back for a reader: from its spill file, or
-    /// by re-running its task. The value goes back into memory if it fits
-    /// (without waiting); otherwise this reader gets it and the object stays
-    /// out.
-    pub(crate) fn bring_back(&self, cell: &Arc<ObjectCell>, moved: Moved<SpillHandle>) -> Result<Value, Error> {
-        let restored = match &moved {
-            Moved::Spilled(file) => match crate::spill::read_file(&file.path, file.type_name, file.decode) {
-                Ok(v) => {
-                    self.stats.restores.fetch_add(1, Ordering::Relaxed);
-                    Ok((v, file.meta))
-                }
-                Err(e) => {
-                    tracing::warn!(object = %cell.id, error = %e, "spill file unreadable; trying lineage");
-                    self.rebuild(cell, Some(e.to_string()))
-                }
-            },
-            Moved::Evicted => self.rebuild(cell, None),
-        };
-        let (value, meta) = match restored {
-            Ok(x) => x,
+    /// Reads a spilled object back for a reader that claimed its rebuild
+    /// (`Slot::begin_rebuild`). The value goes back into memory if it fits
+    /// without waiting; otherwise this reader gets it and the object stays
+    /// spilled. `Err` (file unreadable): the caller tries lineage next.
+    pub(crate) fn restore(&self, obj: &Arc<impl Resident + 'static>, file: SpillHandle) -> Result<Value, SpillError> {
+        let (value, meta) = match crate::spill::read_file(&file.path, file.type_name, file.decode) {
+            Ok(v) => (v, file.meta),
             Err(e) => {
-                cell.slot.finish_rebuild(Err(Err(e.clone())));
+                tracing::warn!(object = %obj.id(), error = %e, "spill file unreadable; trying lineage");
                 return Err(e);
             }
         };
+        self.stats.restores.fetch_add(1, Ordering::Relaxed);
         if meta.charged == 0 || self.reserve(meta.charged, false) {
-            cell.slot.finish_rebuild(Ok((value.clone(), meta)));
+            obj.slot().finish_rebuild(Ok((value.clone(), meta)));
             if meta.charged > 0 {
-                self.track(cell, meta.charged);
+                self.track(obj, meta.charged);
             }
         } else {
             // No room: this reader gets the value; the object stays out.
-            match moved {
-                Moved::Spilled(f) if f.path.exists() => cell.slot.finish_rebuild(Err(Ok(Moved::Spilled(f)))),
-                _ => cell.slot.finish_rebuild(Err(Ok(Moved::Evicted))),
-            }
+            obj.slot().finish_rebuild(Err(Ok(Moved::Spilled(file))));
         }
         Ok(value)
     }
 
-    fn rebuild(&self, cell: &ObjectCell, spill_error: Option<String>) -> Result<(Value, Meta), Error> {
-        if cell.lineage_evicted() {
-            let task = cell.producer.as_ref().map_or_else(|| "?".into(), |t| t.name_text());
-            return Err(Error::LineageEvicted { id: cell.id, task });
-        }
-        let Some(lineage) = cell.lineage() else {
-            let made_by = match &cell.producer {
-                Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
-                None => "stored by put, so it has no lineage".into(),
-            };
-            let reason = match spill_error {
-                Some(e) => format!("its spill file is unreadable ({e}); it was {made_by}"),
-                None => format!("it was moved out of memory; it was {made_by}"),
-            };
-            return Err(Error::ObjectLost { id: cell.id, reason: reason.into() });
-        };
-        let out = lineage.rebuild(self)?;
-        self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
-        Ok(out)
+    /// A rebuild of `obj` to hand to its lineage record (see [`RebuildJob`]).
+    pub(crate) fn rebuild_job(self: &Arc<Self>, obj: Arc<dyn Resident>) -> RebuildJob {
+        RebuildJob { store: self.clone(), obj: Some(obj) }
+    }
+
+    fn track(&self, obj: &Arc<impl Resident + 'static>, bytes: usize) {
+        let weak: Weak<dyn Resident> = Arc::downgrade(obj) as Weak<dyn Resident>;
+        self.lock().lru.push(obj.id(), (weak, bytes));
     }
 
     /// Sizes a rebuilt value without reserving it.
@@ -552,21 +518,66 @@ impl Store {
             spill_failures: s.spill_failures.load(Ordering::Relaxed),
             restores: s.restores.load(Ordering::Relaxed),
             reconstructions: s.reconstructions.load(Ordering::Relaxed),
-            lineage_bytes: self.lineage.lock().map_or(0, |l| l.bytes),
-            lineage_evictions: s.lineage_evictions.load(Ordering::Relaxed),
+            lineage_bytes: self.lineage.lock().map_or(0, |l| l.bytes()),
+            lineage_evictions: self.lineage.lock().map_or(0, |l| l.evictions),
             bytes_recycled: g.pooled,
         }
     }
+}
 
-    pub(crate) fn has_spill_dir(&self) -> bool {
-        self.spill.is_some()
+/// A lineage rebuild in flight: the object whose value was dropped (its
+/// slot is `Rebuilding`) and the store to put the value back in. Its
+/// lineage record submits the task again and ends it with
+/// [`RebuildJob::finish`]; if it is dropped unfinished (the runtime shut
+/// down) the object fails, so no reader waits forever.
+pub(crate) struct RebuildJob {
+    store: Arc<Store>,
+    obj: Option<Arc<dyn Resident>>,
+}
+
+impl RebuildJob {
+    /// Sizes a task's result (as `admit` would, without reserving).
+    pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
+        self.store.measure(value)
+    }
+
+    /// Puts the rebuilt value back (waiting up to the put timeout for room;
+    /// with none, charged over the cap until the next reservation moves it
+    /// out, so readers always get it) and wakes the readers; or fails the
+    /// object with the task's error.
+    pub(crate) fn finish(mut self, outcome: Result<(Value, Meta), Error>) {
+        let Some(obj) = self.obj.take() else { return };
+        let store = &self.store;
+        let wake = match outcome {
+            Ok((value, meta)) => {
+                if meta.charged > 0 && !store.reserve(meta.charged, true) {
+                    let mut g = store.lock();
+                    g.bytes += meta.charged;
+                    g.objects += 1;
+                }
+                store.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+                let wake = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
+                if meta.charged > 0 {
+                    let weak = Arc::downgrade(&obj);
+                    store.lock().lru.push(obj.id(), (weak, meta.charged));
+                }
+                wake
+            }
+            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))),
+        };
+        // Let go of the object before waking its readers: once a reader
+        // returns, the rebuild holds nothing of it.
+        drop(obj);
+        wake.send();
     }
 }
 
-/// Re-runs the task that made an object (its lineage).
-pub(crate) trait Rebuild: Send + Sync {
-    /// Runs the task again and sizes its result (without reserving it).
-    fn rebuild(&self, store: &Store) -> Result<(Value, Meta), Error>;
-    /// What the record counts against the lineage cap.
-    fn record_bytes(&self) -> usize;
+impl Drop for RebuildJob {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take() {
+            let e =
+                Error::ObjectLost { id: obj.id(), reason: "its rebuild was abandoned (the runtime shut down)".into() };
+            obj.slot().finish_rebuild(Err(Err(e)));
+        }
+    }
 }

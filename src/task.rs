@@ -16,12 +16,15 @@ use crate::args::{MultiReturn, TaskArgs};
 use crate::cell::{ObjectCell, TaskCtl};
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error};
+use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::refs::ObjectRef;
+use crate::resources::Request;
 use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
 use crate::scheduler::{Go, Job};
-use crate::slot::{Meta, Value, Wake};
-use crate::store::{Rebuild, Store};
+use crate::slot::{Meta, Wake};
+use crate::store::{RebuildJob, Store};
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -121,9 +124,8 @@ impl<'rt> TaskBuilder<'rt> {
     {
         let (cell, ctl) = output(&self.opts, type_name_of(&f));
         let spec = Spec::new(args, ManyFn(f), ctl);
-        let lineage: Arc<dyn Rebuild> = spec.clone();
         let out = Single { cell: cell.clone(), store: self.rt.store().clone() };
-        submit(self.rt, &self.opts, spec, out, Some(lineage));
+        submit(self.rt, &self.opts, spec, out, Some(TaskLineage::<A, ManyFn<F>, R>::record));
         ObjectRef::from_cell(cell)
     }
 
@@ -193,25 +195,69 @@ impl<A, F, R> Spec<A, F, R> {
     }
 }
 
-impl<A, R, F> Rebuild for Spec<A, ManyFn<F>, R>
+/// A re-runnable task's lineage: how the store rebuilds its output by
+/// submitting it again to the scheduler, with the resources, retries and
+/// cancellation of its first run (and `Runtime::current()` set, as on any
+/// worker).
+struct TaskLineage<A, B, R> {
+    spec: Arc<Spec<A, B, R>>,
+    req: Request,
+    sched: std::sync::Weak<Scheduler>,
+    retries: u32,
+}
+
+/// Makes a task's lineage record (a function pointer, so `submit` needs no
+/// extra bounds for tasks that have none).
+type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, Request, std::sync::Weak<Scheduler>, u32) -> Arc<dyn Rebuild>;
+
+impl<A, B, R> TaskLineage<A, B, R>
 where
     A: TaskArgs,
     R: Any + Send + Sync,
-    F: Fn(A::Output) -> R + Send + Sync + 'static,
+    B: TaskFn<A::Output, R>,
 {
-    fn rebuild(&self, store: &Store) -> Result<(Value, Meta), Error> {
-        let task = || self.ctl.name_text();
-        let input = self.args.resolve().map_err(|cause| Error::dependency(task(), cause))?;
-        match catch_unwind(AssertUnwindSafe(|| (self.body.0)(input))) {
-            Ok(r) => Ok(store.measure(r)),
-            Err(p) => Err(Error::TaskPanicked { task: task(), message: panic_message(p.as_ref()) }),
-        }
+    fn record(
+        spec: Arc<Spec<A, B, R>>,
+        req: Request,
+        sched: std::sync::Weak<Scheduler>,
+        retries: u32,
+    ) -> Arc<dyn Rebuild> {
+        Arc::new(TaskLineage { spec, req, sched, retries })
     }
+}
 
+impl<A, B, R> Rebuild for TaskLineage<A, B, R>
+where
+    A: TaskArgs,
+    R: Any + Send + Sync,
+    B: TaskFn<A::Output, R>,
+{
     /// The record inline (arguments and captures) plus its allocations'
     /// bookkeeping; heap owned by captured values is not seen.
     fn record_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + 64
+        std::mem::size_of::<Spec<A, B, R>>() + std::mem::size_of::<Self>() + 64
+    }
+
+    fn task_name(&self) -> crate::error::Text {
+        self.spec.ctl.name_text()
+    }
+
+    fn resubmit(self: Arc<Self>, job: RebuildJob) {
+        let Some(sched) = self.sched.upgrade() else { return job.finish(Err(Error::RuntimeShutdown)) };
+        let me = self.clone();
+        let run = move |go: Go| {
+            let task = || me.spec.ctl.name_text();
+            let outcome = match go {
+                Go::Run => run_task(&me.spec, me.retries).map(|r| job.measure(r)),
+                Go::Shutdown => Err(Error::RuntimeShutdown),
+                Go::Cancelled => Err(Error::Cancelled { task: task() }),
+                Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
+            };
+            job.finish(outcome);
+        };
+        let j = Job::new(self.req.clone(), Box::new(run));
+        self.spec.ctl.set_job(&j);
+        sched.submit(j);
     }
 }
 
@@ -320,7 +366,7 @@ fn submit<A, R, F, E>(
     opts: &TaskOptions,
     spec: Arc<Spec<A, F, R>>,
     out: E,
-    lineage: Option<Arc<dyn Rebuild>>,
+    lineage: Option<MakeLineage<A, F, R>>,
 ) where
     A: TaskArgs,
     R: Send + 'static,
@@ -351,6 +397,7 @@ fn submit<A, R, F, E>(
         }
     });
     let retries = opts.retries;
+    let lineage = lineage.map(|make| make(spec.clone(), req.clone(), Arc::downgrade(sched), retries));
     let run = move |go: Go| {
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
@@ -367,7 +414,7 @@ fn submit<A, R, F, E>(
         }
     };
     let job = Job::new(req, Box::new(run));
-    let _ = ctl.job.set(Arc::downgrade(&job));
+    ctl.set_job(&job);
     if let Some(cause) = failed {
         return job.finish(Go::InputFailed(cause));
     }

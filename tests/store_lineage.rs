@@ -217,3 +217,52 @@ fn flip(file: &Path, at: usize) {
     bytes[at] ^= 0x5a;
     std::fs::write(file, bytes).expect("write");
 }
+
+/// A rebuild is a scheduler job like the first run: it runs on a worker
+/// of the runtime (so `Runtime::current()` is set and nested tasks work),
+/// and it waits for the task's resources instead of taking them by force.
+#[test]
+fn a_rebuild_runs_as_a_scheduler_job_with_the_tasks_resources() {
+    let rt = Runtime::builder()
+        .num_cpus(2)
+        .resource("GPU", 1.0)
+        .store_capacity(charged(MB) + MB / 2)
+        .build()
+        .expect("runtime");
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let started = std::sync::Mutex::new(started_tx);
+    let x = rt.task().name("on-gpu").resource("GPU", 1.0).spawn(move || {
+        let on_worker = Runtime::current().is_some();
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        let _ = started.lock().unwrap().send((on_worker, thread));
+        // A nested task works inside the rebuild (it needs the runtime).
+        let rt = Runtime::current().expect("a rebuild runs on a worker");
+        let k = *rt.task().cpus(0.0).spawn(|| 7u64).get().unwrap();
+        make(k as usize, MB)
+    });
+    check(7, MB, &x.get().unwrap());
+    let (on_worker, thread) = started_rx.recv().unwrap();
+    assert!(on_worker && thread.starts_with("manta"), "first run on {thread}");
+    let _filler = evict_all(&rt, 1);
+    assert!(rt.store_stats().evictions > 0, "the filler pushed x out");
+
+    // Hold the only GPU, then read the evicted object from another thread:
+    // its rebuild must wait for the GPU.
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let holder = rt.task().resource("GPU", 1.0).spawn_once(move || {
+        let _ = hold.recv();
+    });
+    let reader = {
+        let x = x.clone();
+        std::thread::spawn(move || check(7, MB, &x.get().expect("rebuilt")))
+    };
+    // While the holder runs, the rebuild cannot have started.
+    assert!(started_rx.try_recv().is_err(), "the rebuild ran without its GPU");
+    release.send(()).unwrap();
+    holder.get().unwrap();
+    reader.join().unwrap();
+    let (on_worker, thread) = started_rx.recv().unwrap();
+    assert!(on_worker, "the rebuild ran outside the runtime's workers ({thread})");
+    assert!(thread.starts_with("manta"), "rebuild on {thread}");
+    assert!(rt.store_stats().reconstructions >= 1);
+}

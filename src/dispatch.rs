@@ -1,0 +1,307 @@
+//! Dispatch: the admission queue, the resource pool and the count of
+//! runners, under one lock. This is the scheduler's concurrency protocol;
+//! `scheduler` wraps it with rayon and threads, and `tests/loom_dispatch.rs`
+//! model-checks it with loom threads in place of both.
+//!
+//! # Jobs and runners
+//! A *job* is queued in a FIFO per resource shape ("scheduling class", as
+//! in Ray), so a job that waits for a GPU never holds back CPU jobs behind
+//! it. A *runner* is a loop on some thread: take the oldest job whose
+//! resources are free ([`Dispatch::next`]), run it, release its resources,
+//! repeat. At most `threads` runners are *active* (running jobs, not
+//! blocked). Whoever makes work runnable while fewer than `threads` runners
+//! are active is told to start one (the `true` returned by
+//! [`Dispatch::submit`], [`Dispatch::lend`], [`Dispatch::hand_over`],
+//! [`Dispatch::release`] and the
+//! `more` of [`Next::Run`]); the caller then starts it and the count
+//! already includes it.
+//!
+//! # Blocking hands the runner's place over
+//! A job that blocks in `get`/`wait` lends its CPUs ([`Dispatch::lend`],
+//! Ray's rule) and, before it parks, hands its runner's place over
+//! ([`Dispatch::hand_over`]): it stops counting as active, so if queued
+//! work fits, another runner is started, on another thread. It never runs
+//! unrelated queued jobs on its own stack: such a job could wait, directly
+//! or through others, on the blocked frame buried beneath it, which cannot
+//! resume until the job above it returns (the deadlock of helping blindly).
+//! A blocked worker only runs, inline, the jobs that produce what it waits
+//! for ("targeted" jobs, [`Dispatch::acquire`] / [`Dispatch::release`]);
+//! those cannot wait on it without a true cycle in the task graph. When it
+//! resumes ([`Dispatch::resume`]) it counts as active again even if that
+//! makes more than `threads`; the next runner to finish a job then exits
+//! ([`Next::Exit`]), so the excess is temporary (as Ray lends a blocked
+//! task's CPUs and starts extra workers).
+//!
+//! # Invariants (all under the one lock)
+//! - `active` = runners started and not exited, minus those blocked.
+//! - No lost work: whenever a job is queued, fits the free resources and
+//!   `active < threads`, the call that made it so returns `true` (start a
+//!   runner). A runner decides to exit under the lock, so a submit never
+//!   counts on a runner that is leaving.
+//! - Resources: every job handed out by `next` holds its request until its
+//!   runner's next `next` (or `release` for targeted jobs) returns it.
+
+use crate::resources::{Pool, Request, Totals};
+use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// What dispatch needs to know of a queued job.
+pub trait Queued {
+    /// The resources the job holds while it runs.
+    fn req(&self) -> &Request;
+}
+
+struct Class<J> {
+    req: Request,
+    queue: VecDeque<(u64, J)>,
+}
+
+struct State<J> {
+    pool: Pool,
+    classes: Vec<Class<J>>,
+    seq: u64,
+    queued: usize,
+    active: usize,
+    shutdown: bool,
+}
+
+/// What a runner does next.
+pub enum Next<J> {
+    /// Run this job (its resources are taken); if `more`, start another
+    /// runner too (more queued work fits).
+    Run {
+        /// The job.
+        job: J,
+        /// Start one more runner.
+        more: bool,
+    },
+    /// Nothing fits right now: spin a little, then ask again with
+    /// `lingered` set (a submit meanwhile is picked up without a wake-up).
+    Linger,
+    /// Leave the loop (the runner is no longer counted).
+    Exit,
+}
+
+/// The admission queue and runner count of one runtime (module docs).
+pub struct Dispatch<J> {
+    state: Mutex<State<J>>,
+    /// `queued`, readable without the lock (a hint for lingering runners).
+    queued_hint: AtomicUsize,
+    threads: usize,
+    /// Seeded bug for the loom model: a blocked job keeps its runner's
+    /// place (the old "help instead of hand over" protocol).
+    #[cfg(loom)]
+    keep_place_when_blocked: bool,
+}
+
+impl<J: Queued> Dispatch<J> {
+    /// A dispatcher for `threads` runners over `totals`.
+    pub fn new(totals: Arc<Totals>, threads: usize) -> Dispatch<J> {
+        Dispatch {
+            state: Mutex::new(State {
+                pool: Pool::new(totals),
+                classes: Vec::new(),
+                seq: 0,
+                queued: 0,
+                active: 0,
+                shutdown: false,
+            }),
+            queued_hint: AtomicUsize::new(0),
+            threads: threads.max(1),
+            #[cfg(loom)]
+            keep_place_when_blocked: false,
+        }
+    }
+
+    /// The model's seeded bug (see the field).
+    #[cfg(loom)]
+    pub fn with_seeded_bug(mut self) -> Self {
+        self.keep_place_when_blocked = true;
+        self
+    }
+
+    /// The number of runner places.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Queues a job. `Ok(true)`: start a runner. `Err(job)`: shut down,
+    /// the job is handed back to be completed as such.
+    pub fn submit(&self, job: J) -> Result<bool, J> {
+        let mut st = lock(&self.state);
+        if st.shutdown {
+            return Err(job);
+        }
+        let fits = st.pool.fits(job.req());
+        st.push(job);
+        self.queued_hint.store(st.queued, Ordering::Relaxed);
+        Ok(fits && self.take_place(&mut st))
+    }
+
+    /// A runner asks for its next job, first releasing `finished` (the
+    /// request of the job it just ran, if any). See [`Next`].
+    pub fn next(&self, finished: Option<&Request>, lingered: bool) -> Next<J> {
+        let mut st = lock(&self.state);
+        if let Some(req) = finished {
+            st.pool.release(req);
+        }
+        if st.active > self.threads {
+            st.active -= 1; // oversubscribed after an unblock: give a place back
+            return Next::Exit;
+        }
+        match st.pop_fitting() {
+            Some(job) => {
+                self.queued_hint.store(st.queued, Ordering::Relaxed);
+                let more = st.any_fits() && self.take_place(&mut st);
+                Next::Run { job, more }
+            }
+            None if lingered || st.shutdown => {
+                st.active -= 1;
+                Next::Exit
+            }
+            None => Next::Linger,
+        }
+    }
+
+    /// True if something is queued (lock-free hint, for lingering).
+    pub fn has_queued(&self) -> bool {
+        self.queued_hint.load(Ordering::Relaxed) > 0
+    }
+
+    /// A job blocks: it lends its `cpu` units to others until
+    /// [`Dispatch::resume`]. True: start a runner (queued work now fits and
+    /// a place is free).
+    pub fn lend(&self, cpu: u64) -> bool {
+        let mut st = lock(&self.state);
+        st.pool.adjust_cpu(cpu as i64);
+        st.any_fits() && self.take_place(&mut st)
+    }
+
+    /// A blocked job is about to park with nothing it can run itself: its
+    /// runner's place goes to another runner. True: start one (queued work
+    /// fits). Called at most once per blocked frame, and only by a thread
+    /// whose runner holds a place.
+    pub fn hand_over(&self) -> bool {
+        #[cfg(loom)]
+        if self.keep_place_when_blocked {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        st.active -= 1;
+        st.any_fits() && self.take_place(&mut st)
+    }
+
+    /// The blocked job resumes: takes its CPUs back and, if it handed its
+    /// place over, the place too, even past the limits for a moment.
+    pub fn resume(&self, cpu: u64, handed_over: bool) {
+        let mut st = lock(&self.state);
+        st.pool.adjust_cpu(-(cpu as i64));
+        if handed_over {
+            st.active += 1;
+        }
+    }
+
+    /// A runner that was counted could not be started (no thread): gives
+    /// its place back.
+    pub fn not_started(&self) {
+        let mut st = lock(&self.state);
+        st.active = st.active.saturating_sub(1);
+    }
+
+    /// Takes a targeted job's resources (a blocked worker runs the job that
+    /// produces what it waits for), even if that oversubscribes.
+    pub fn acquire(&self, req: &Request) {
+        lock(&self.state).pool.acquire(req);
+    }
+
+    /// Returns a targeted job's resources. True: start a runner (queued
+    /// work now fits).
+    pub fn release(&self, req: &Request) -> bool {
+        let mut st = lock(&self.state);
+        st.pool.release(req);
+        st.any_fits() && self.take_place(&mut st)
+    }
+
+    /// Stops admitting work; returns every queued job (to complete as shut
+    /// down).
+    pub fn shutdown(&self) -> Vec<J> {
+        let mut st = lock(&self.state);
+        st.shutdown = true;
+        self.queued_hint.store(0, Ordering::Relaxed);
+        st.queued = 0;
+        st.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
+    }
+
+    /// Jobs waiting for resources or a runner.
+    pub fn queued(&self) -> usize {
+        lock(&self.state).queued
+    }
+
+    /// Runners counted as active (started, not blocked, not exited).
+    #[cfg(loom)]
+    pub fn active(&self) -> usize {
+        lock(&self.state).active
+    }
+
+    /// `(name, total, free)` for every resource.
+    pub fn resources(&self) -> Vec<(crate::error::Text, f64, f64)> {
+        lock(&self.state).pool.snapshot()
+    }
+
+    /// Counts a new runner if a place is free.
+    fn take_place(&self, st: &mut State<J>) -> bool {
+        if st.active < self.threads && !st.shutdown {
+            st.active += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<J: Queued> State<J> {
+    fn push(&mut self, job: J) {
+        self.seq += 1;
+        self.queued += 1;
+        let seq = self.seq;
+        match self.classes.iter_mut().find(|c| &c.req == job.req()) {
+            Some(c) => c.queue.push_back((seq, job)),
+            None => {
+                let req = job.req().clone();
+                let mut queue = VecDeque::new();
+                queue.push_back((seq, job));
+                self.classes.push(Class { req, queue });
+            }
+        }
+    }
+
+    /// The class whose head is the oldest job that fits.
+    fn oldest_fitting(&self) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, c) in self.classes.iter().enumerate() {
+            if let Some((seq, _)) = c.queue.front() {
+                if best.is_none_or(|(_, s)| *seq < s) && self.pool.fits(&c.req) {
+                    best = Some((i, *seq));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn any_fits(&self) -> bool {
+        self.queued > 0 && self.oldest_fitting().is_some()
+    }
+
+    /// Takes the oldest job whose resources are free, acquiring them.
+    fn pop_fitting(&mut self) -> Option<J> {
+        let i = self.oldest_fitting()?;
+        let (_, job) = self.classes[i].queue.pop_front()?;
+        if self.classes[i].queue.is_empty() && self.classes.len() > 1 {
+            self.classes.swap_remove(i);
+        }
+        self.queued -= 1;
+        self.pool.acquire(job.req());
+        Some(job)
+    }
+}

@@ -1,0 +1,178 @@
+#![cfg(loom)]
+//! Loom models of the scheduler's dispatch protocol (`src/dispatch.rs`):
+//! runners, blocked jobs handing their place over, and runners leaving.
+//!
+//! The models drive the real `Dispatch` with loom threads as runners (a
+//! runner is the loop in `scheduler::run_loop`: `next`, run, repeat; a
+//! `true` from any call means "start a runner", done here by spawning a
+//! loom thread). Properties checked, over every interleaving loom explores:
+//! - **A blocked job never stalls the queue**: on one thread, job A blocks
+//!   until job B (queued behind it) has run. A hands its place over before
+//!   parking, so B gets a runner and A finishes. With the seeded bug (a
+//!   blocked job keeps its place, as the old "help instead" protocol did
+//!   when it could not help), loom finds the deadlock:
+//!   `a_job_that_keeps_its_place_when_blocked_deadlocks` expects it.
+//! - **No lost runner**: a job submitted while the only runner decides to
+//!   leave always runs (the exit decision and the submit's "start one?"
+//!   are taken under the same lock).
+//! - **Places balance**: once every runner has left, no place is counted
+//!   (oversubscription after a resume is given back by the next `next`).
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p manta --test loom_dispatch`
+
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Totals};
+
+/// A job of the model: a one-CPU request and a body.
+struct TestJob {
+    req: Request,
+    body: Box<dyn FnOnce(&Arc<Dispatch<TestJob>>) + Send>,
+}
+
+impl Queued for TestJob {
+    fn req(&self) -> &Request {
+        &self.req
+    }
+}
+
+fn job(body: impl FnOnce(&Arc<Dispatch<TestJob>>) + Send + 'static) -> TestJob {
+    TestJob { req: Request::cpus(10_000), body: Box::new(body) }
+}
+
+/// One runner: the scheduler's loop, minus the lingering (a runner that
+/// finds nothing leaves at once, which only makes leaving races likelier).
+fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+    let mut finished: Option<Request> = None;
+    loop {
+        match d.next(finished.as_ref(), true) {
+            Next::Run { job, more } => {
+                if more {
+                    start(&d, &spawned);
+                }
+                let req = job.req.clone();
+                (job.body)(&d);
+                finished = Some(req);
+            }
+            Next::Linger => unreachable!("lingered is always set"),
+            Next::Exit => return,
+        }
+    }
+}
+
+fn start(d: &Arc<Dispatch<TestJob>>, spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+    let (d2, s2) = (d.clone(), spawned.clone());
+    let h = thread::spawn(move || runner(d2, s2));
+    spawned.lock().unwrap().push(h);
+}
+
+fn join_all(spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+    loop {
+        let next = spawned.lock().unwrap().pop();
+        match next {
+            Some(h) => h.join().unwrap(),
+            None => return,
+        }
+    }
+}
+
+/// A blocks on a flag that only B (queued behind A) sets.
+fn blocked_job_model(d: Dispatch<TestJob>) {
+    let d = Arc::new(d);
+    let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+    let done_b = Arc::new(AtomicBool::new(false));
+    let parker = Parker::new();
+
+    let (flag, p, s) = (done_b.clone(), parker.clone(), spawned.clone());
+    let a = job(move |d| {
+        // What `block_until` does: lend the CPU, then (nothing to run
+        // inline) hand the place over before parking.
+        if d.lend(10_000) {
+            start(d, &s);
+        }
+        let mut handed = false;
+        while !flag.load(Ordering::Acquire) {
+            if !handed {
+                handed = true;
+                if d.hand_over() {
+                    start(d, &s);
+                }
+            }
+            p.park_until(None);
+        }
+        d.resume(10_000, handed);
+    });
+    let (flag, p) = (done_b.clone(), parker.clone());
+    let b = job(move |_| {
+        flag.store(true, Ordering::Release);
+        p.unpark();
+    });
+    for j in [a, b] {
+        if let Ok(true) = d.submit(j) {
+            start(&d, &spawned);
+        }
+    }
+    join_all(&spawned);
+    assert!(done_b.load(Ordering::Acquire));
+    assert_eq!(d.active(), 0, "every place given back");
+    assert_eq!(d.queued(), 0);
+}
+
+fn one_thread() -> Dispatch<TestJob> {
+    Dispatch::new(Totals::new(1.0, &[]), 1)
+}
+
+#[test]
+fn a_blocked_job_hands_its_place_over() {
+    loom::model(|| blocked_job_model(one_thread()));
+}
+
+/// The seeded bug must be caught. Loom reports a deadlock by panicking,
+/// and its cleanup then aborts the process, so the buggy model runs in a
+/// child process (this test binary again) whose failure is checked here.
+#[test]
+fn a_job_that_keeps_its_place_when_blocked_deadlocks() {
+    const NAME: &str = "a_job_that_keeps_its_place_when_blocked_deadlocks";
+    if std::env::var_os("MANTA_LOOM_SEEDED_BUG").is_some() {
+        loom::model(|| blocked_job_model(one_thread().with_seeded_bug()));
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("MANTA_LOOM_SEEDED_BUG", "1")
+        .output()
+        .expect("run the seeded model");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the seeded bug went unnoticed");
+    assert!(stderr.contains("deadlock"), "expected loom to report a deadlock:\n{stderr}");
+}
+
+#[test]
+fn a_job_submitted_while_the_runner_leaves_still_runs() {
+    loom::model(|| {
+        let d = Arc::new(one_thread());
+        let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        if let Ok(true) = d.submit(job(move |_| {
+            r.fetch_add(1, Ordering::Relaxed);
+        })) {
+            start(&d, &spawned);
+        }
+        // Races with the runner finishing its job and leaving.
+        let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
+        let submitter = thread::spawn(move || {
+            if let Ok(true) = d2.submit(job(move |_| {
+                r2.fetch_add(1, Ordering::Relaxed);
+            })) {
+                start(&d2, &s2);
+            }
+        });
+        submitter.join().unwrap();
+        join_all(&spawned);
+        assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
+        assert_eq!(d.active(), 0);
+    });
+}
