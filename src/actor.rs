@@ -63,7 +63,9 @@ enum Invoke<S> {
 }
 
 fn run_batch<S: Sync>(state: &S, calls: Vec<RefCall<S>>) -> Vec<Option<Text>> {
-    let run = |call: RefCall<S>| catch_unwind(AssertUnwindSafe(|| call(state))).err().map(|p| panic_message(&*p));
+    let run = |call: RefCall<S>| {
+        crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| call(state)))).err().map(|p| panic_message(&*p))
+    };
     let mut panics: Vec<Option<Text>> = vec![None; calls.len()];
     if calls.len() == 1 || rayon::current_thread_index().is_none() {
         // One call, or not on a pool thread (a rescue thread): run in place.
@@ -443,7 +445,7 @@ impl<S: Send + 'static> ActorInner<S> {
             let Call { out, name, invoke, .. } = call;
             let out = Arc::downgrade(&out);
             let panics: Vec<(Weak<ObjectCell>, &'static str, Text)> = match invoke {
-                Invoke::Mut(f) => match catch_unwind(AssertUnwindSafe(|| f(state))) {
+                Invoke::Mut(f) => match crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| f(state)))) {
                     Ok(()) => vec![],
                     Err(p) => vec![(out, name, panic_message(p.as_ref()))],
                 },
@@ -486,7 +488,7 @@ impl<S: Send + 'static> ActorInner<S> {
         let Some(factory) = &self.factory else {
             return Life::Dead("the actor has no state and no factory".into());
         };
-        match catch_unwind(AssertUnwindSafe(factory)) {
+        match crate::panics::catching(|| catch_unwind(AssertUnwindSafe(factory))) {
             Ok(s) => Life::Live(s),
             Err(p) => Life::Dead(format!("its constructor panicked: {}", panic_message(p.as_ref())).into()),
         }

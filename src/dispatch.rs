@@ -4,9 +4,10 @@
 //! model-checks it with loom threads in place of both.
 //!
 //! # Jobs and runners
-//! A *job* is queued in a FIFO per resource shape ("scheduling class", as
-//! in Ray), so a job that waits for a GPU never holds back CPU jobs behind
-//! it. A *runner* is a loop on some thread: take the oldest job whose
+//! A *job* is queued in a FIFO per resource shape and priority ("scheduling
+//! class", as in Ray), so a job that waits for a GPU never holds back CPU
+//! jobs behind it; among the class heads that fit, the highest priority
+//! runs first, then the oldest. A *runner* is a loop on some thread: take the oldest job whose
 //! resources are free ([`Dispatch::next`]), run it, release its resources,
 //! repeat. At most `threads` runners are *active* (running jobs, not
 //! blocked). Whoever makes work runnable while fewer than `threads` runners
@@ -50,10 +51,15 @@ use std::sync::Arc;
 pub trait Queued {
     /// The resources the job holds while it runs.
     fn req(&self) -> &Request;
+    /// Among jobs that fit, higher priorities go first (then the oldest).
+    fn priority(&self) -> u8 {
+        1
+    }
 }
 
 struct Class<J> {
     req: Request,
+    priority: u8,
     queue: VecDeque<(u64, J)>,
 }
 
@@ -233,6 +239,26 @@ impl<J: Queued> Dispatch<J> {
         st.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
     }
 
+    /// Takes every queued job that `matches` out of the queue.
+    pub fn drain_matching(&self, mut matches: impl FnMut(&J) -> bool) -> Vec<J> {
+        let mut st = lock(&self.state);
+        let mut out = Vec::new();
+        for c in st.classes.iter_mut() {
+            let mut keep = VecDeque::with_capacity(c.queue.len());
+            for (seq, j) in c.queue.drain(..) {
+                if matches(&j) {
+                    out.push(j);
+                } else {
+                    keep.push_back((seq, j));
+                }
+            }
+            c.queue = keep;
+        }
+        st.queued -= out.len();
+        self.queued_hint.store(st.queued, Ordering::Relaxed);
+        out
+    }
+
     /// Jobs waiting for resources or a runner.
     pub fn queued(&self) -> usize {
         lock(&self.state).queued
@@ -265,28 +291,31 @@ impl<J: Queued> State<J> {
         self.seq += 1;
         self.queued += 1;
         let seq = self.seq;
-        match self.classes.iter_mut().find(|c| &c.req == job.req()) {
+        let priority = job.priority();
+        match self.classes.iter_mut().find(|c| c.priority == priority && &c.req == job.req()) {
             Some(c) => c.queue.push_back((seq, job)),
             None => {
                 let req = job.req().clone();
                 let mut queue = VecDeque::new();
                 queue.push_back((seq, job));
-                self.classes.push(Class { req, queue });
+                self.classes.push(Class { req, priority, queue });
             }
         }
     }
 
-    /// The class whose head is the oldest job that fits.
+    /// The class whose head is the job to run next among those that fit:
+    /// the highest priority, then the oldest.
     fn oldest_fitting(&self) -> Option<usize> {
-        let mut best: Option<(usize, u64)> = None;
+        let mut best: Option<(usize, u8, u64)> = None;
         for (i, c) in self.classes.iter().enumerate() {
             if let Some((seq, _)) = c.queue.front() {
-                if best.is_none_or(|(_, s)| *seq < s) && self.pool.fits(&c.req) {
-                    best = Some((i, *seq));
+                let better = best.is_none_or(|(_, p, s)| c.priority > p || (c.priority == p && *seq < s));
+                if better && self.pool.fits(&c.req) {
+                    best = Some((i, c.priority, *seq));
                 }
             }
         }
-        best.map(|(i, _)| i)
+        best.map(|(i, _, _)| i)
     }
 
     fn any_fits(&self) -> bool {

@@ -62,16 +62,21 @@
 mod actor;
 mod args;
 pub mod backend;
+mod cancel;
 mod cell;
+mod completed;
 mod countdown;
 mod dispatch;
 mod error;
+mod exec;
 mod export;
+mod group;
 mod heap_size;
 mod id;
 mod lineage;
 mod mailbox;
 mod notify;
+mod panics;
 mod refs;
 mod resources;
 mod runtime;
@@ -85,14 +90,16 @@ mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
-pub use error::{BuildError, Cause, Error, StoreFull, Text};
+pub use completed::{as_completed, AsCompleted, Map, MapUnordered};
+pub use error::{BuildError, Cause, Error, StoreFull, TaskFailure, Text};
+pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
-pub use task::{is_cancelled, TaskBuilder, TaskOptions};
+pub use task::{is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.

@@ -40,7 +40,7 @@ use crate::notify::Parker;
 use crate::resources::{Request, Totals};
 use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,12 +67,35 @@ pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
 /// Whoever takes `run` out of the mutex runs it; the other finds it empty.
 pub(crate) struct Job {
     pub req: Request,
+    /// Higher runs first among jobs that fit (see `task::Priority`).
+    pub priority: u8,
     run: std::sync::Mutex<Option<JobFn>>,
+    /// What the job belongs to (a task group), for [`Scheduler::reap`].
+    tag: Option<Tag>,
 }
+
+/// An opaque owner of jobs (compared by pointer).
+pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Job {
     pub fn new(req: Request, run: JobFn) -> Arc<Job> {
-        Arc::new(Job { req, run: std::sync::Mutex::new(Some(run)) })
+        Arc::new(Job { req, priority: NORMAL, run: std::sync::Mutex::new(Some(run)), tag: None })
+    }
+
+    /// A job with a priority that belongs to `tag` (see [`Scheduler::reap`]).
+    pub fn tagged(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
+        Arc::new(Job { req, priority, run: std::sync::Mutex::new(Some(run)), tag })
+    }
+
+    /// Takes the job's function out, so nobody else runs it (cancelling
+    /// a queued task on its caller's thread without running anything).
+    pub fn take_fn(&self) -> Option<JobFn> {
+        self.take()
+    }
+
+    /// True if the job belongs to `tag`.
+    pub fn belongs_to(&self, tag: &Tag) -> bool {
+        self.tag.as_ref().is_some_and(|t| Arc::ptr_eq(t, tag))
     }
 
     fn take(&self) -> Option<JobFn> {
@@ -91,9 +114,15 @@ impl Job {
     }
 }
 
+/// The priority of jobs that do not set one (`task::Priority::Normal`).
+pub(crate) const NORMAL: u8 = 1;
+
 impl Queued for Arc<Job> {
     fn req(&self) -> &Request {
         &self.req
+    }
+    fn priority(&self) -> u8 {
+        self.priority
     }
 }
 
@@ -134,6 +163,8 @@ pub(crate) struct Scheduler {
     /// depend on it, see "Runners never nest").
     rayon_free: AtomicUsize,
     spares: Spares,
+    /// The deciding flags of every thread that runs jobs (see `cancel`).
+    deciders: Mutex<Vec<Arc<AtomicBool>>>,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -152,6 +183,49 @@ thread_local! {
     static TARGET_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// True on a rayon thread of a manta pool.
     static ON_RAYON: Cell<bool> = const { Cell::new(false) };
+    /// Raised while this thread decides whether a task may start (see
+    /// `cancel`); registered with the scheduler at thread start.
+    static DECIDING: Arc<AtomicBool> = Arc::new(AtomicBool::new(false));
+}
+
+/// Runs `decide` with this thread's deciding flag raised (see `cancel`).
+pub(crate) fn with_deciding<R>(decide: impl FnOnce() -> R) -> R {
+    DECIDING.with(|d| {
+        d.store(true, Ordering::SeqCst);
+        let r = decide();
+        d.store(false, Ordering::Release);
+        r
+    })
+}
+
+type ServiceFn = Box<dyn FnOnce() + Send>;
+
+/// The process's service thread: runs short jobs that must not run on the
+/// caller's thread (dropping a cancelled task's closure and arguments,
+/// taking a cancelled group's jobs out of the queue, waking the readers of
+/// cancelled objects and so running their callbacks). Started on first use.
+pub(crate) fn service(f: ServiceFn) {
+    static TX: OnceLock<Mutex<Option<crossbeam_channel::Sender<ServiceFn>>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<ServiceFn>();
+        let spawned = std::thread::Builder::new().name("manta-service".into()).spawn(move || {
+            for f in rx {
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    let message = crate::error::panic_message(p.as_ref());
+                    tracing::error!(%message, "a callback panicked on the manta service thread");
+                }
+            }
+        });
+        Mutex::new(spawned.ok().map(|_| tx))
+    });
+    let f = match lock_std(tx).as_ref() {
+        Some(tx) => match tx.send(f) {
+            Ok(()) => return,
+            Err(e) => e.into_inner(),
+        },
+        None => f,
+    };
+    f(); // no service thread could be started: run it here
 }
 
 /// Decrements `n` if it is positive; true if it did.
@@ -177,6 +251,7 @@ impl Scheduler {
                 max: max_spares,
                 handles: Mutex::new(Vec::new()),
             },
+            deciders: Mutex::new(Vec::new()),
             start_hook: OnceLock::new(),
         })
     }
@@ -199,9 +274,36 @@ impl Scheduler {
     /// Runs the start hook on the calling thread (the pool's start handler).
     pub fn start_worker(&self) {
         ON_RAYON.with(|r| r.set(true));
+        self.thread_started();
+    }
+
+    /// Registers the calling thread as one that runs jobs.
+    fn thread_started(&self) {
+        lock_std(&self.deciders).push(DECIDING.with(|d| d.clone()));
         if let Some(hook) = self.start_hook.get() {
             hook();
         }
+    }
+
+    /// Waits until no thread is deciding whether to start a task (see
+    /// `cancel`): O(threads), a few nanoseconds each.
+    pub fn quiesce(&self) {
+        for d in lock_std(&self.deciders).iter() {
+            while d.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Takes every queued job `matches` selects out of the queue and
+    /// completes it as cancelled, on the service thread.
+    pub fn reap(self: &Arc<Self>, matches: Box<dyn Fn(&Job) -> bool + Send>) {
+        let me = self.clone();
+        service(Box::new(move || {
+            for job in me.dispatch.drain_matching(|j| matches(j)) {
+                job.finish(Go::Cancelled);
+            }
+        }));
     }
 
     /// True on a thread of some runtime's pool (cheap: no upgrade).
@@ -275,9 +377,9 @@ impl Scheduler {
     /// A spare thread: runs a runner, then waits (up to the keep-alive) to
     /// be asked for another.
     fn spare_main(self: Arc<Self>) {
-        if let Some(hook) = self.start_hook.get() {
-            hook();
-        }
+        self.thread_started();
+        let me = DECIDING.with(|d| d.clone());
+        let _unregister = Unregister(&self.deciders, me);
         let spares = &self.spares;
         self.run_loop(false);
         loop {
@@ -415,6 +517,15 @@ impl Scheduler {
     /// Number of worker threads (runner places).
     pub fn threads(&self) -> usize {
         self.dispatch.threads()
+    }
+}
+
+/// Removes a spare thread's deciding flag when it exits.
+struct Unregister<'a>(&'a Mutex<Vec<Arc<AtomicBool>>>, Arc<AtomicBool>);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        lock_std(self.0).retain(|d| !Arc::ptr_eq(d, &self.1));
     }
 }
 

@@ -180,8 +180,8 @@ impl Registry {
         let (name, func) = (f.name, f.f);
         let run = move |rt: &Runtime, args: &[u8], o: &RunOpts, id: ObjectId, on_done: Option<OnDone>| {
             let wire = decode_wire::<A>(rt, args)?;
-            let mut b = rt.backend().task_with_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
-            b = b.cpus(o.cpus).retries(o.retries);
+            let b = rt.backend().task_with_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
+            let mut b = b.rerunnable().cpus(o.cpus).retries(o.retries);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
             }

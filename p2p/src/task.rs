@@ -130,7 +130,7 @@ fn spawn_here<A: Args, R: Data>(
     task: String,
 ) -> ObjectRef<R> {
     let func = f.func();
-    let mut b = work.rt.task().name(task).cpus(opts.cpus).retries(opts.retries);
+    let mut b = work.rt.task().rerunnable().name(task).cpus(opts.cpus).retries(opts.retries);
     for (name, amount) in &opts.resources {
         b = b.resource(name, *amount);
     }
