@@ -129,7 +129,9 @@ pub(crate) struct GroupState {
     pub name: Option<Cow<'static, str>>,
     cancelled: AtomicBool,
     parent: Option<Arc<TaskCtl>>,
-    sched: Weak<Scheduler>,
+    /// Takes this group's queued jobs out (made once; holds the group
+    /// weakly, which also keeps its address from being reused).
+    reaper: crate::dispatch::Reap<Arc<Job>>,
     submitted: AtomicUsize,
     running: AtomicUsize,
     done: AtomicUsize,
@@ -147,16 +149,15 @@ impl std::fmt::Debug for GroupState {
 }
 
 impl GroupState {
-    pub fn new(
-        name: Option<Cow<'static, str>>,
-        parent: Option<Arc<TaskCtl>>,
-        sched: &Arc<Scheduler>,
-    ) -> Arc<GroupState> {
-        Arc::new(GroupState {
+    pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<TaskCtl>>) -> Arc<GroupState> {
+        Arc::new_cyclic(|me: &Weak<GroupState>| GroupState {
             name,
             cancelled: AtomicBool::new(false),
             parent,
-            sched: Arc::downgrade(sched),
+            reaper: {
+                let me = me.clone();
+                Arc::new(move |job: &Arc<Job>| job.belongs_to(me.as_ptr() as *const ()))
+            },
             submitted: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -171,20 +172,18 @@ impl GroupState {
         self.cancelled.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.chain_cancelled())
     }
 
-    /// Cancels the group: sets its flag, waits until no worker is deciding
-    /// whether to start a task (so none of the group starts after this
-    /// returns), and has the queued ones taken out and completed as
-    /// cancelled off the calling thread. True if this call cancelled it.
-    pub fn cancel(self: &Arc<Self>) -> bool {
+    /// Cancels the group (its tasks run on `sched`): sets its flag, waits
+    /// until no worker is deciding whether to start a task (so none of the
+    /// group starts after this returns), and leaves a note for the next
+    /// runner to take the queued ones out and complete them as cancelled,
+    /// off the calling thread. True if this call cancelled it.
+    pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
         if self.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
         CANCELS.fetch_add(1, Ordering::SeqCst);
-        if let Some(sched) = self.sched.upgrade() {
-            sched.quiesce();
-            let tag: crate::scheduler::Tag = self.clone();
-            sched.reap(Box::new(move |job: &Job| job.belongs_to(&tag)));
-        }
+        sched.quiesce();
+        sched.reap(self.reaper.clone());
         self.wake();
         true
     }

@@ -63,6 +63,9 @@ struct Class<J> {
     queue: VecDeque<(u64, J)>,
 }
 
+/// Selects queued jobs to take out (see [`Dispatch::reap`]).
+pub type Reap<J> = std::sync::Arc<dyn Fn(&J) -> bool + Send + Sync>;
+
 struct State<J> {
     pool: Pool,
     classes: Vec<Class<J>>,
@@ -85,6 +88,9 @@ pub enum Next<J> {
     /// Nothing fits right now: spin a little, then ask again with
     /// `lingered` set (a submit meanwhile is picked up without a wake-up).
     Linger,
+    /// Complete these jobs (taken out of the queue by [`Dispatch::reap`])
+    /// as cancelled, then ask again.
+    Reap(Vec<J>),
     /// Leave the loop (the runner is no longer counted).
     Exit,
 }
@@ -94,6 +100,12 @@ pub struct Dispatch<J> {
     state: Mutex<State<J>>,
     /// `queued`, readable without the lock (a hint for lingering runners).
     queued_hint: AtomicUsize,
+    /// `active`, readable without the lock (a hint for `reap`).
+    active_hint: AtomicUsize,
+    /// Selections of queued jobs to take out, for the next runner; kept
+    /// apart from `state` so leaving one never waits for the queue's lock.
+    reap_list: Mutex<Vec<Reap<J>>>,
+    reap_pending: crate::sync::AtomicBool,
     threads: usize,
     /// Seeded bug for the loom model: a blocked job keeps its runner's
     /// place (the old "help instead of hand over" protocol).
@@ -114,6 +126,9 @@ impl<J: Queued> Dispatch<J> {
                 shutdown: false,
             }),
             queued_hint: AtomicUsize::new(0),
+            active_hint: AtomicUsize::new(0),
+            reap_list: Mutex::new(Vec::new()),
+            reap_pending: crate::sync::AtomicBool::new(false),
             threads: threads.max(1),
             #[cfg(loom)]
             keep_place_when_blocked: false,
@@ -152,8 +167,15 @@ impl<J: Queued> Dispatch<J> {
         if let Some(req) = finished {
             st.pool.release(req);
         }
+        if self.reap_pending.load(Ordering::Acquire) && self.reap_pending.swap(false, Ordering::AcqRel) {
+            let reap = std::mem::take(&mut *lock(&self.reap_list));
+            let jobs = st.take_matching(|j| reap.iter().any(|m| m(j)));
+            self.queued_hint.store(st.queued, Ordering::Relaxed);
+            return Next::Reap(jobs);
+        }
         if st.active > self.threads {
             st.active -= 1; // oversubscribed after an unblock: give a place back
+            self.active_hint.store(st.active, Ordering::Relaxed);
             return Next::Exit;
         }
         match st.pop_fitting() {
@@ -164,6 +186,7 @@ impl<J: Queued> Dispatch<J> {
             }
             None if lingered || st.shutdown => {
                 st.active -= 1;
+                self.active_hint.store(st.active, Ordering::Relaxed);
                 Next::Exit
             }
             None => Next::Linger,
@@ -195,6 +218,7 @@ impl<J: Queued> Dispatch<J> {
         }
         let mut st = lock(&self.state);
         st.active -= 1;
+        self.active_hint.store(st.active, Ordering::Relaxed);
         st.any_fits() && self.take_place(&mut st)
     }
 
@@ -205,6 +229,7 @@ impl<J: Queued> Dispatch<J> {
         st.pool.adjust_cpu(-(cpu as i64));
         if handed_over {
             st.active += 1;
+            self.active_hint.store(st.active, Ordering::Relaxed);
         }
     }
 
@@ -213,6 +238,7 @@ impl<J: Queued> Dispatch<J> {
     pub fn not_started(&self) {
         let mut st = lock(&self.state);
         st.active = st.active.saturating_sub(1);
+        self.active_hint.store(st.active, Ordering::Relaxed);
     }
 
     /// Takes a targeted job's resources (a blocked worker runs the job that
@@ -239,24 +265,22 @@ impl<J: Queued> Dispatch<J> {
         st.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
     }
 
-    /// Takes every queued job that `matches` out of the queue.
-    pub fn drain_matching(&self, mut matches: impl FnMut(&J) -> bool) -> Vec<J> {
-        let mut st = lock(&self.state);
-        let mut out = Vec::new();
-        for c in st.classes.iter_mut() {
-            let mut keep = VecDeque::with_capacity(c.queue.len());
-            for (seq, j) in c.queue.drain(..) {
-                if matches(&j) {
-                    out.push(j);
-                } else {
-                    keep.push_back((seq, j));
-                }
-            }
-            c.queue = keep;
+    /// Asks the next runner (in its next [`Dispatch::next`]) to take the
+    /// queued jobs `matches` selects out and complete them as cancelled.
+    /// O(1) here; the runner does the O(queue) work. True: start a runner
+    /// (a place is free, so none may come soon).
+    pub fn reap(&self, matches: Reap<J>) -> bool {
+        if self.queued_hint.load(Ordering::Acquire) == 0 {
+            return false;
         }
-        st.queued -= out.len();
-        self.queued_hint.store(st.queued, Ordering::Relaxed);
-        out
+        lock(&self.reap_list).push(matches);
+        self.reap_pending.store(true, Ordering::Release);
+        // Every place busy: one of those runners reads the note soon.
+        if self.active_hint.load(Ordering::Acquire) >= self.threads {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        self.take_place(&mut st)
     }
 
     /// Jobs waiting for resources or a runner.
@@ -279,6 +303,7 @@ impl<J: Queued> Dispatch<J> {
     fn take_place(&self, st: &mut State<J>) -> bool {
         if st.active < self.threads && !st.shutdown {
             st.active += 1;
+            self.active_hint.store(st.active, Ordering::Relaxed);
             true
         } else {
             false
@@ -287,6 +312,27 @@ impl<J: Queued> Dispatch<J> {
 }
 
 impl<J: Queued> State<J> {
+    /// Takes every queued job that `matches` out of the queue.
+    fn take_matching(&mut self, mut matches: impl FnMut(&J) -> bool) -> Vec<J> {
+        let mut out = Vec::new();
+        for c in self.classes.iter_mut() {
+            if !c.queue.iter().any(|(_, j)| matches(j)) {
+                continue;
+            }
+            let mut keep = VecDeque::with_capacity(c.queue.len());
+            for (seq, j) in c.queue.drain(..) {
+                if matches(&j) {
+                    out.push(j);
+                } else {
+                    keep.push_back((seq, j));
+                }
+            }
+            c.queue = keep;
+        }
+        self.queued -= out.len();
+        out
+    }
+
     fn push(&mut self, job: J) {
         self.seq += 1;
         self.queued += 1;

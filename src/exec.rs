@@ -240,13 +240,13 @@ fn trampoline(f: Box<dyn FnOnce()>) {
 /// extra bounds for tasks that have none).
 pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>) -> Arc<dyn Rebuild>;
 
-/// Counts a group task's end by its outcome.
-fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), &Error>) {
+/// Counts a group task's end by its outcome (`Err(cancelled?)`).
+fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     if let Some(g) = group {
         g.ended(match outcome {
             Ok(()) => Ended::Done,
-            Err(e) if e.is_cancelled() => Ended::Cancelled,
-            Err(_) => Ended::Failed,
+            Err(true) => Ended::Cancelled,
+            Err(false) => Ended::Failed,
         });
     }
 }
@@ -297,11 +297,14 @@ pub(crate) fn submit<A, R, B, E>(
         // its own reference when the output may need rebuilding).
         let group = spec.ctl.group.clone();
         drop(spec);
-        count_end(group.as_ref(), outcome.as_ref().map(|_| ()));
+        // Counted once the result is stored, so a group that says every
+        // task finished has every result known.
+        let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
         match outcome {
             Ok(v) => out.ok(v, lineage),
             Err(e) => out.err(e),
         }
+        count_end(group.as_ref(), ended);
     };
     let tag = group.map(|g| g as crate::scheduler::Tag);
     let job = Job::tagged(plan.req, plan.priority, Box::new(run), tag);
@@ -333,8 +336,9 @@ pub(crate) fn reject<R, E: Emit<R>>(ctl: &TaskCtl, out: E, e: Error) {
     if let Some(g) = &ctl.group {
         g.submitted();
     }
-    count_end(ctl.group.as_ref(), Err(&e));
+    let cancelled = e.is_cancelled();
     out.err(e);
+    count_end(ctl.group.as_ref(), Err(cancelled));
 }
 
 /// The start decision, then the run (module docs).

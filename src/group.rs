@@ -52,7 +52,7 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         if self.cancel_on_drop {
-            self.state.cancel();
+            self.state.cancel(self.rt.scheduler());
         }
     }
 }
@@ -132,7 +132,7 @@ impl GroupBuilder<'_> {
 
 impl Group {
     fn new(rt: &Runtime, name: Option<Cow<'static, str>>, cancel_on_drop: bool) -> Group {
-        let state = GroupState::new(name, crate::exec::current_task(), rt.scheduler());
+        let state = GroupState::new(name, crate::exec::current_task());
         Group { inner: Arc::new(Handle { state, rt: rt.clone(), cancel_on_drop }) }
     }
 
@@ -167,7 +167,7 @@ impl Group {
     /// nanoseconds per worker thread for any that is deciding, right now,
     /// whether to start a task).
     pub fn cancel(&self) -> bool {
-        self.inner.state.cancel()
+        self.inner.state.cancel(self.inner.rt.scheduler())
     }
 
     /// True once the group (or the task it was made in) is cancelled.

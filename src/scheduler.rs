@@ -93,9 +93,10 @@ impl Job {
         self.take()
     }
 
-    /// True if the job belongs to `tag`.
-    pub fn belongs_to(&self, tag: &Tag) -> bool {
-        self.tag.as_ref().is_some_and(|t| Arc::ptr_eq(t, tag))
+    /// True if the job belongs to the object at `owner` (its tag's
+    /// address).
+    pub fn belongs_to(&self, owner: *const ()) -> bool {
+        self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
     }
 
     fn take(&self) -> Option<JobFn> {
@@ -295,17 +296,15 @@ impl Scheduler {
         }
     }
 
-    /// Takes every queued job `matches` selects out of the queue and
-    /// completes it as cancelled, on the service thread.
-    pub fn reap(self: &Arc<Self>, matches: Box<dyn Fn(&Job) -> bool + Send>) {
-        let me = self.clone();
-        service(Box::new(move || {
-            for job in me.dispatch.drain_matching(|j| matches(j)) {
-                job.finish(Go::Cancelled);
-            }
-        }));
+    /// Has the queued jobs `matches` selects taken out of the queue and
+    /// completed as cancelled by the next runner to ask for work (see
+    /// `Dispatch::reap`): the caller only leaves a note, never does the work
+    /// or wakes a thread, unless a runner place is idle.
+    pub fn reap(self: &Arc<Self>, matches: crate::dispatch::Reap<Arc<Job>>) {
+        if self.dispatch.reap(matches) {
+            self.start_runner();
+        }
     }
-
     /// True on a thread of some runtime's pool (cheap: no upgrade).
     pub fn on_worker() -> bool {
         WORKER_OF.with(|w| w.borrow().strong_count() > 0)
@@ -434,6 +433,12 @@ impl Scheduler {
                 Next::Linger => {
                     finished = None;
                     lingered = !self.linger();
+                }
+                Next::Reap(jobs) => {
+                    finished = None;
+                    for job in jobs {
+                        job.finish(Go::Cancelled);
+                    }
                 }
                 Next::Exit => break,
             }

@@ -150,7 +150,9 @@ fn cancelling_a_task_cancels_what_it_submitted_recursively_and_it_is_never_retri
         r.fetch_add(1, Ordering::SeqCst);
         let rt = Runtime::current().unwrap();
         // A child that waits for the parent's cancel, and grandchildren.
-        let child = rt.spawn(|| {
+        let (started_tx, started) = mpsc::channel::<()>();
+        let child = rt.spawn(move || {
+            started_tx.send(()).unwrap();
             let rt = Runtime::current().unwrap();
             let grandchild = rt.spawn(|| {
                 while !manta::is_cancelled() {
@@ -168,6 +170,7 @@ fn cancelling_a_task_cancels_what_it_submitted_recursively_and_it_is_never_retri
                 Err(e) => panic!("{e}"),
             }
         });
+        started.recv().unwrap(); // the child runs (the other CPU)
         child_tx.send(child).unwrap();
         let _ = go.lock().unwrap().recv();
         assert!(manta::is_cancelled(), "the parent sees its own cancel");
@@ -296,16 +299,24 @@ fn map_keeps_order_and_its_concurrency_cap() {
 fn cancelling_a_map_stops_submitting() {
     let rt = rt(1);
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = ran.clone();
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let (r, g) = (ran.clone(), gate.clone());
+    // Each item waits at the gate, so the map cannot run ahead of the test.
     let mut m = rt.map(0..1_000u32, 2, move |x| {
+        let _ = g.lock().unwrap().recv();
         r.fetch_add(1, Ordering::SeqCst);
         x
     });
+    open.send(()).unwrap();
     assert_eq!(*m.next().unwrap().unwrap(), 0);
     m.group().cancel();
+    drop(open); // every waiting item goes on now
     let rest: Vec<_> = m.collect();
-    assert!(rest.len() < 999, "the map went on after its cancel ({} more)", rest.len());
-    assert!(ran.load(Ordering::SeqCst) < 1_000);
+    // At most the items in flight at the cancel ran; the rest never started.
+    assert!(ran.load(Ordering::SeqCst) <= 3, "{} items ran", ran.load(Ordering::SeqCst));
+    assert!(rest.len() <= 2, "{} more results", rest.len());
+    assert!(rest.iter().all(|r| r.as_ref().is_ok_and(|v| **v > 0) || r.as_ref().is_err_and(|e| e.is_cancelled())));
 }
 
 #[test]

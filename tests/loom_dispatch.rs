@@ -56,6 +56,7 @@ fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::
                 finished = Some(req);
             }
             Next::Linger => unreachable!("lingered is always set"),
+            Next::Reap(jobs) => drop(jobs),
             Next::Exit => return,
         }
     }

@@ -12,6 +12,8 @@
 //! Each metric is the best of several runs (throughputs) or the median of
 //! many (latencies, `init_s`), so the whole program takes well under a minute.
 
+mod cancel;
+
 use manta::{ObjectRef, Runtime};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,8 +123,9 @@ fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let b = Bench { filter, threads };
-    if !b.wants(METRICS) {
-        eprintln!("no metric name contains {:?}; the metrics are: {}", b.filter.unwrap_or_default(), METRICS.join(" "));
+    if !b.wants(METRICS) && !b.wants(cancel::METRICS) {
+        let all: Vec<&str> = METRICS.iter().chain(cancel::METRICS).copied().collect();
+        eprintln!("no metric name contains {:?}; the metrics are: {}", b.filter.unwrap_or_default(), all.join(" "));
         std::process::exit(2);
     }
     eprintln!("# manta microbench: {threads} threads, filter {:?}", b.filter);
@@ -170,6 +173,9 @@ fn main() {
         fib_tasks(&b, &rt);
     }
     drop(rt);
+    if b.wants(cancel::METRICS) {
+        cancel::cancel(&b);
+    }
     eprintln!("# done in {:.1} s", start.elapsed().as_secs_f64());
 }
 
