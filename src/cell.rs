@@ -130,7 +130,9 @@ impl ObjectCell {
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
     pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
-        let spillable = value.codec().is_some();
+        // Only charged objects can move out, so only they need the codec
+        // lookup (a hash of the type id: kept off the path of small puts).
+        let spillable = meta.charged > 0 && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
             let _ = cell.charge.set(Charge::new(store));
@@ -150,7 +152,7 @@ impl ObjectCell {
         meta: Meta,
         lineage: Option<Arc<dyn Rebuild>>,
     ) -> Option<Wake> {
-        let spillable = value.codec().is_some();
+        let spillable = meta.charged > 0 && value.codec().is_some();
         if meta.charged > 0 {
             let _ = self.charge.set(Charge::new(store));
         }
