@@ -23,8 +23,9 @@ pub(crate) const DEFAULT_WINDOW: usize = 4;
 /// Bytes asked for per chunk request (and the most a node may be set to).
 pub(crate) const DEFAULT_CHUNK: usize = CHUNK_BYTES;
 
-/// Everything a node is configured with (see `NodeBuilder`).
-#[derive(Debug, Clone)]
+/// Everything a node is configured with (see `NodeBuilder`). Its `Debug`
+/// never shows the cluster secret.
+#[derive(Clone)]
 pub(crate) struct NodeConfig {
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) bootstrap: Vec<Multiaddr>,
@@ -56,6 +57,26 @@ pub(crate) struct WorkConfig {
 impl Default for WorkConfig {
     fn default() -> Self {
         WorkConfig { threshold: 4, max_accepted: 16 << 10, max_hops: 3 }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("mdns", &self.mdns)
+            .field("heartbeat", &self.heartbeat)
+            .field("failure_timeout", &self.failure_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("window", &self.window)
+            .field("secret", &self.secret.map(|_| "<set>"))
+            .field("observer", &self.observer)
+            .field("bulk", &self.bulk)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
     }
 }
 

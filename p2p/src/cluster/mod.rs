@@ -6,7 +6,7 @@
 //! - `event_loop`: the one task that owns the swarm, and with it the
 //!   libp2p-stream control;
 //! - `command`: [`LoopHandle`], the command channel into the loop;
-//! - `streams`: [`StreamControl`], transport's only way to open and accept
+//! - `streams`: `StreamControl`, transport's only way to open and accept
 //!   streams;
 //! - `view`: what the loop publishes (addresses, owner hint, members);
 //! - `announce`: the DHT announcement queue;

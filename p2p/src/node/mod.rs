@@ -286,9 +286,9 @@ impl Node {
 
     /// Serializes a ref (CBOR) for another node: its id and this node's
     /// address (the typed form of [`Node::encode`], with the same pin).
-    /// A ref serializes to a map of two byte strings, so this fails only
-    /// if the ref's type is not what its `T` says (never for a ref made
-    /// by this crate or by `manta`); the error is returned, not hidden.
+    /// It cannot fail for a ref of this node's runtime (its runtime is
+    /// entered, and a ref writes two byte strings into a `Vec`); the
+    /// `Result` carries ciborium's error rather than hiding one.
     pub fn encode_ref<T: Serialize + Any + Send + Sync>(&self, r: &ObjectRef<T>) -> Result<Vec<u8>, NodeError> {
         self.encode(r)
     }

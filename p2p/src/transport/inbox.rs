@@ -2,7 +2,7 @@
 //! protocol as a whole, are in `outbox`): accepting peers' mail streams,
 //! reading and decoding batches (caps and validation in `mail`), handing
 //! the acks that ride on them to this node's sender for that peer,
-//! applying the rest in order (`Handler`), and answering.
+//! applying the rest in order (`MailHandler`), and answering.
 //!
 //! A fence, a refusal, an invalid batch or a batch without a seq is
 //! answered at once on its own stream; any other ack is held for our next
@@ -57,47 +57,11 @@ async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn MailHandler>, l
     loop {
         let out = match read_frame(&mut r, MAX_BATCH_BYTES).await {
             Ok(Frame::Body(body)) => match mail::decode_batch(&body) {
-                Ok(Batch(m)) => {
-                    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(m.len()), false);
-                    for x in m {
-                        match x {
-                            Mail::Seq(n) => seq = Some(n),
-                            Mail::Acked(acks) => {
-                                rode = true;
-                                link.acked(peer, acks);
-                            }
-                            other => rest.push(other),
-                        }
-                    }
-                    if seq.is_none() && rest.is_empty() && rode {
-                        continue; // acks alone need no answer
-                    }
-                    if let Some(n) = seq {
-                        match link.seen.fresh(peer, n) {
-                            Fresh::Apply => {}
-                            Fresh::Again(ack) => {
-                                if tx.send(Out::Now(ack)).await.is_err() {
-                                    break;
-                                }
-                                continue;
-                            }
-                            Fresh::Busy => continue,
-                        }
-                    }
-                    let Some(h) = handler.upgrade() else { break };
-                    let fence = is_fence(&rest);
-                    let mut ack = h.on_mail(peer, rest);
-                    ack.seq = seq.unwrap_or(0);
-                    if seq.is_some() {
-                        link.seen.applied(peer, &ack);
-                    }
-                    if seq.is_none() || fence || !ack.refused.is_empty() || ack.invalid.is_some() {
-                        Out::Now(ack)
-                    } else {
-                        lock_unpoisoned(&held).push(ack);
-                        Out::Held
-                    }
-                }
+                Ok(Batch(m)) => match on_batch(peer, m, &handler, &link, &held) {
+                    Step::Answer(out) => out,
+                    Step::Skip => continue,
+                    Step::Stop => break,
+                },
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "invalid mail batch");
                     Out::Now(Ack { invalid: Some(e.to_string()), ..Ack::default() })
@@ -118,6 +82,61 @@ async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn MailHandler>, l
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// What a stream's reader does after a batch.
+enum Step {
+    /// Hand this to the ack writer.
+    Answer(Out),
+    /// Nothing to answer (acks alone, or a copy being applied elsewhere).
+    Skip,
+    /// The node is gone: stop reading.
+    Stop,
+}
+
+/// Takes the acks riding on a batch from `peer`, then applies the rest
+/// (unless it was applied before) and says how to answer.
+fn on_batch(
+    peer: PeerId,
+    batch: Vec<Mail>,
+    handler: &Weak<dyn MailHandler>,
+    link: &LinkState,
+    held: &Mutex<Vec<Ack>>,
+) -> Step {
+    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(batch.len()), false);
+    for m in batch {
+        match m {
+            Mail::Seq(n) => seq = Some(n),
+            Mail::Acked(acks) => {
+                rode = true;
+                link.acked(peer, acks);
+            }
+            other => rest.push(other),
+        }
+    }
+    if seq.is_none() && rest.is_empty() && rode {
+        return Step::Skip; // acks alone need no answer
+    }
+    if let Some(n) = seq {
+        match link.seen.fresh(peer, n) {
+            Fresh::Apply => {}
+            Fresh::Again(ack) => return Step::Answer(Out::Now(ack)),
+            Fresh::Busy => return Step::Skip,
+        }
+    }
+    let Some(h) = handler.upgrade() else { return Step::Stop };
+    let fence = is_fence(&rest);
+    let mut ack = h.on_mail(peer, rest);
+    ack.seq = seq.unwrap_or(0);
+    if seq.is_some() {
+        link.seen.applied(peer, &ack);
+    }
+    if seq.is_none() || fence || !ack.refused.is_empty() || ack.invalid.is_some() {
+        Step::Answer(Out::Now(ack))
+    } else {
+        lock_unpoisoned(held).push(ack);
+        Step::Answer(Out::Held)
+    }
 }
 
 /// Writes a stream's acks: at once when asked, and the held ones no batch

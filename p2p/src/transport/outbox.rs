@@ -1,7 +1,7 @@
 //! Ordered, batched delivery of [`Mail`] between nodes.
 //!
 //! Each node keeps one outbox per peer it sends to, drained by one sender
-//! task that writes on one long-lived stream on [`MAIL_PROTOCOL`]:
+//! task that writes on one long-lived stream on `MAIL_PROTOCOL`:
 //! everything queued since the last send goes out as one [`Batch`] (up to
 //! [`MAX_BATCH_MAIL`] messages). So messages from one node to another are
 //! applied in the order they were sent (actor calls per caller, borrow
@@ -16,7 +16,7 @@
 //! call. A receiver answers a fence, a refusal or an invalid batch at once,
 //! on the stream the batch came on. Any other ack is held: it rides
 //! ([`Mail::Acked`]) on the receiver's next batch to that peer, or goes back
-//! on the batch's stream after [`ACK_DELAY`]. So a request and its reply
+//! on the batch's stream after `ACK_DELAY`. So a request and its reply
 //! carry each other's acks: two sends per remote round trip instead of
 //! four. A batch without a seq (a client that is not a node) is answered
 //! at once, with seq 0, which the sender matches to its oldest batch.

@@ -6,7 +6,7 @@
 //! [`ObjectCodec`] reads and writes the object protocol's frames; it
 //! implements libp2p's `request_response::Codec` so that the same code
 //! serves the node's streams (`transport::rpc`) and request-response
-//! clients (tests, tools). [`RawCodec`] speaks the same protocol with raw
+//! clients (tests, tools). `RawCodec` speaks the same protocol with raw
 //! bytes, for tests that send arbitrary input to a node.
 //!
 //! Invariants:

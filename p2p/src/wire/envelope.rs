@@ -172,11 +172,11 @@ pub enum Response {
     },
 }
 
-/// One resource kind in a [`Heartbeat`] (e.g. `"cpu"`), in the units the
+/// One resource kind in a heartbeat (e.g. `"cpu"`), in the units the
 /// scheduler uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
-    /// Resource name, at most [`MAX_RESOURCE_NAME_BYTES`] bytes.
+    /// Resource name, at most `MAX_RESOURCE_NAME_BYTES` (64) bytes.
     pub name: String,
     /// Capacity: finite and `>= 0`.
     pub total: f64,
