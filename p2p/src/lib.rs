@@ -114,9 +114,10 @@
 //!
 //! # Architecture
 //!
-//! Five layers, each a folder whose `mod.rs` says what it owns, what it may
-//! use and its invariants; a module imports only from its own layer or
-//! those below it (`tests/layers.rs` in the workspace root checks this):
+//! Layers, lowest first, each a folder (or file) whose header says what it
+//! owns, what it may use and its invariants; a module imports only from its
+//! own layer or those below it (`tests/layers.rs` in the workspace root
+//! checks this):
 //!
 //! 1. `wire`: byte formats, pure encode/decode (envelope, mail, framing,
 //!    chunks, the sealed lane stream, owner hints);

@@ -3,9 +3,9 @@
 //! reference counting.
 //!
 //! Messages ([`Mail`]) travel in batches ([`Batch`]) on one long-lived
-//! stream per ordered pair of nodes (`outbox`), each batch answered by an
+//! stream per ordered pair of nodes (`transport::outbox`), each batch answered by an
 //! [`Ack`] that lists the submissions refused (busy, or unknown function).
-//! Batches are versioned envelopes like every manta-p2p message (`wire`),
+//! Batches are versioned envelopes like every manta-p2p message (`envelope`),
 //! capped at [`MAX_BATCH_BYTES`]; names at [`MAX_NAME_BYTES`]; argument
 //! bytes at [`MAX_ARGS_BYTES`]. Errors travel as [`RemoteError`]: a flat
 //! value (a dependency chain is a list, not nested), so decoding never

@@ -114,9 +114,9 @@ impl Drop for HandleInner {
             return;
         }
         let Some(w) = self.work.upgrade() else { return };
-        w.owned.remove(self.id);
+        w.disown(self.id);
         let host = self.host.peer();
-        if host == w.me {
+        if host == w.me() {
             w.drop_hosted(self.id);
         } else {
             w.send(host, Mail::DropActor(self.id.to_bytes()));
@@ -172,14 +172,14 @@ impl<S: 'static> ActorHandle<S> {
         let keep = A::refs(&wire);
         let mut bytes = Vec::new();
         let encoded = {
-            let _entered = work.rt.enter();
+            let _entered = work.runtime().enter();
             ciborium::into_writer(&wire, &mut bytes)
         };
         if let Err(e) = encoded {
             return work.failed_promise(Error::InvalidArgument(format!("cannot encode arguments: {e}").into()));
         }
         let host = self.inner.host.peer();
-        if host == work.me {
+        if host == work.me() {
             return match work.try_call(self.inner.id, m.name(), &bytes, ObjectId::fresh(), None) {
                 Ok(out) => out.typed(),
                 Err(e) => work.failed_promise(e),
@@ -218,16 +218,15 @@ impl<'de, S> Deserialize<'de> for ActorHandle<S> {
 
 fn from_record<S>(work: &Arc<Work>, rec: ActorRecord) -> Result<ActorHandle<S>, ActorRecordError> {
     let (host, addrs) = hint::decode(&rec.host).ok_or(ActorRecordError::BadHint)?;
-    if host != work.me {
-        // The swarm learns the host's addresses (nothing waits for it).
-        drop(crate::transport::Directory::learn(&work.cluster, host, addrs));
+    if host != work.me() {
+        work.learn(host, addrs);
     }
     let inner = HandleInner {
         id: ObjectId::from_bytes(rec.actor),
         class: rec.class,
         host: Arc::new(ActorHost::new(host, rec.host)),
         work: Arc::downgrade(work),
-        rt: work.rt.clone(),
+        rt: work.runtime().clone(),
         creator: false,
     };
     Ok(ActorHandle { inner: Arc::new(inner), _s: PhantomData })
@@ -314,11 +313,11 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
             Ok(host) => host,
             Err(e) => {
                 work.host_failed(id, e);
-                return handle(work, id, class, work.me, true);
+                return handle(work, id, class, work.me(), true);
             }
         };
         let h = handle(work, id, class, host, true);
-        if self.opts.retries > 0 && host != work.me {
+        if self.opts.retries > 0 && host != work.me() {
             let owned = Owned {
                 class: class.to_string(),
                 args: args_bytes.clone(),
@@ -326,10 +325,10 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
                 restarts: self.opts.retries,
                 host: Arc::downgrade(&h.inner.host),
             };
-            work.owned.insert(id, owned);
+            work.own(id, owned);
         }
-        if host == work.me {
-            work.host_actor(work.me, id, class, &args_bytes, &self.opts);
+        if host == work.me() {
+            work.host_actor(work.me(), id, class, &args_bytes, &self.opts);
         } else {
             let m =
                 Mail::NewActor { actor: id.to_bytes(), class: class.to_string(), args: args_bytes, opts: self.opts };
@@ -344,12 +343,12 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
         let work = self.work;
         let need = Need { cpus: self.opts.cpus, resources: self.opts.resources.clone() };
         let place = match self.on {
-            Some(p) if p == work.me => Place::Local,
+            Some(p) if p == work.me() => Place::Local,
             Some(p) => Place::Peer(p),
             None => work.place(&need, &[], &[]),
         };
         match place {
-            Place::Local => Ok(work.me),
+            Place::Local => Ok(work.me()),
             Place::Peer(p) => Ok(p),
             Place::Infeasible { resource, requested, most } => Err((resource, requested, most)),
         }
@@ -358,13 +357,13 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
 
 /// A handle to actor `id` of type `class` hosted on `host`.
 fn handle<S>(work: &Arc<Work>, id: ObjectId, class: &str, host: PeerId, creator: bool) -> ActorHandle<S> {
-    let hint = if host == work.me { work.hint().to_vec() } else { work.view.hint_of(host) };
+    let hint = if host == work.me() { work.hint().to_vec() } else { work.hint_of(host) };
     let inner = HandleInner {
         id,
         class: class.to_string(),
         host: Arc::new(ActorHost::new(host, hint)),
         work: Arc::downgrade(work),
-        rt: work.rt.clone(),
+        rt: work.runtime().clone(),
         creator,
     };
     ActorHandle { inner: Arc::new(inner), _s: PhantomData }
@@ -380,7 +379,7 @@ pub(crate) fn lookup<A, S>(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
-        let found = futures::executor::block_on(work.cluster.get_record(record_key(name)));
+        let found = futures::executor::block_on(work.dht_record(record_key(name)));
         if let Some(bytes) = found.map_err(|_| LookupError::Shutdown)? {
             let rec: ActorRecord =
                 ciborium::from_reader(&bytes[..]).map_err(|e| LookupError::Record(ActorRecordError::Decode(e)))?;

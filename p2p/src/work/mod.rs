@@ -187,6 +187,32 @@ impl Work {
         &self.fetcher
     }
 
+    /// Records actor `id`, created by this node elsewhere, as restartable.
+    fn own(&self, id: ObjectId, owned: owned::Owned) {
+        self.owned.insert(id, owned);
+    }
+
+    /// Forgets actor `id` (its creator's handles are gone).
+    fn disown(&self, id: ObjectId) {
+        self.owned.remove(id);
+    }
+
+    /// Gives the swarm `peer`'s addresses (nothing waits for it).
+    fn learn(&self, peer: PeerId, addrs: Vec<libp2p::Multiaddr>) {
+        drop(crate::transport::Directory::learn(&self.cluster, peer, addrs));
+    }
+
+    /// A peer's owner hint built from the member table.
+    fn hint_of(&self, peer: PeerId) -> Vec<u8> {
+        self.view.hint_of(peer)
+    }
+
+    /// A record from the DHT (the first found), or `None`; fails if the
+    /// node has stopped.
+    fn dht_record(&self, key: Vec<u8>) -> tokio::sync::oneshot::Receiver<Option<Vec<u8>>> {
+        self.cluster.get_record(key)
+    }
+
     /// Queues mail for `peer`.
     fn send(&self, peer: PeerId, m: Mail) {
         self.boxes.send(peer, m);
