@@ -1,5 +1,5 @@
-//! The wire format (`manta_p2p::wire`) and the object codec
-//! (`manta_p2p::codec`): round trips, version and size checks, truncation,
+//! The wire format (`manta_p2p::fuzzing::wire`) and the object codec
+//! (`manta_p2p::fuzzing::codec`): round trips, version and size checks, truncation,
 //! hostile length headers (with a per-thread allocation meter), semantic
 //! validation, random input, and framing over in-memory streams.
 
