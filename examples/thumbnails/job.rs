@@ -161,7 +161,9 @@ pub fn generate(dir: &Path, count: usize, min_bytes: usize, max_bytes: usize) ->
     for i in 0..count {
         let mut rng = Rng::new(i as u64 + 1);
         let bytes = min_bytes + rng.below((max_bytes - min_bytes + 1) as u64) as usize;
-        let width = (256 + rng.below(769) as usize).min(bytes.max(1));
+        // Between twice as wide as high and twice as high as wide.
+        let aspect = 0.5 + rng.below(1501) as f64 / 1000.0;
+        let width = ((bytes as f64 * aspect).sqrt() as usize).clamp(1, bytes.max(1));
         let height = (bytes / width).max(1);
         let mut pixels = vec![0u8; width * height];
         let kind = i % 5;
