@@ -480,6 +480,7 @@ impl Job {
         let index: HashMap<ObjectId, usize> = self.refs.iter().enumerate().map(|(i, r)| (r.id(), i)).collect();
         let mut s = Summary { total: self.refs.len(), ..Summary::default() };
         let canceller = self.canceller();
+        let mut cancelled_here = None;
         for r in as_completed(self.refs.iter().cloned()) {
             let i = index[&r.id()];
             let outcome = Outcome::of(r.get());
@@ -489,14 +490,17 @@ impl Job {
                 Outcome::Cancelled => s.cancelled += 1,
             }
             on_result(i, &outcome, self.group.progress());
-            if cancel_after.is_some_and(|n| s.done + s.failed.len() >= n) {
-                canceller.cancel();
+            let finished = s.done + s.failed.len();
+            if cancel_after.is_some_and(|n| finished >= n) && canceller.cancel() {
+                cancelled_here = Some(finished);
             }
         }
         s.stopped = self.group.wait_stopped(Some(Duration::from_secs(30)));
         if let Some((at, p)) = self.cancelled() {
             s.cancel_to_stopped = Some(at.elapsed()).filter(|_| s.stopped);
-            s.finished_at_cancel = Some(p.done + p.failed);
+            // Cancelled from elsewhere (Ctrl-C): the group's counts then,
+            // which may lag the results read by a moment.
+            s.finished_at_cancel = cancelled_here.or(Some(p.done + p.failed));
         }
         s.failed.sort();
         s.started = self.starts.started();
