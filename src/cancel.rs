@@ -248,6 +248,11 @@ impl GroupState {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 
+    /// Calls (and forgets) every watcher now.
+    pub fn wake_watchers(&self) {
+        self.wake();
+    }
+
     fn wake(&self) {
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
         for f in waiters {

@@ -159,25 +159,49 @@ impl<T> AsCompleted<T> {
     pub fn remaining(&self) -> usize {
         self.left
     }
-}
 
-impl<T> Iterator for AsCompleted<T> {
-    type Item = ObjectRef<T>;
+    /// Yields `(index in the input, ref)` instead of the ref alone.
+    pub fn indexed(self) -> Indexed<T> {
+        Indexed { inner: self }
+    }
 
-    fn next(&mut self) -> Option<ObjectRef<T>> {
+    /// The next `(index, ref)` (see [`AsCompleted::indexed`]).
+    fn next_indexed(&mut self) -> Option<(usize, ObjectRef<T>)> {
         loop {
             if self.left == 0 {
                 return None;
             }
             if let Some(i) = self.queue.pop() {
                 if let Some(r) = self.take(i) {
-                    return Some(r);
+                    return Some((i, r));
                 }
                 continue;
             }
             let queue = self.queue.clone();
             queue.wait(&mut || self.target());
         }
+    }
+}
+
+/// [`AsCompleted`] yielding each ref with its index in the input.
+#[derive(Debug)]
+pub struct Indexed<T> {
+    inner: AsCompleted<T>,
+}
+
+impl<T> Iterator for Indexed<T> {
+    type Item = (usize, ObjectRef<T>);
+
+    fn next(&mut self) -> Option<(usize, ObjectRef<T>)> {
+        self.inner.next_indexed()
+    }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = ObjectRef<T>;
+
+    fn next(&mut self) -> Option<ObjectRef<T>> {
+        self.next_indexed().map(|(_, r)| r)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -212,6 +212,18 @@ pub fn is_cancelled() -> bool {
     CURRENT_TASK.with(|c| c.borrow().as_ref().is_some_and(|t| t.chain_cancelled()))
 }
 
+/// `Err(Error::Cancelled)` inside a task that was cancelled (see
+/// [`is_cancelled`]), `Ok(())` otherwise: `manta::check_cancelled()?` in a
+/// `spawn_try` body whose error type converts from `manta::Error` stops it
+/// early. (Any error a body returns once its task is cancelled is recorded
+/// as the cancellation, so a group counts it as cancelled, not failed.)
+pub fn check_cancelled() -> Result<(), Error> {
+    CURRENT_TASK.with(|c| match c.borrow().as_ref() {
+        Some(t) if t.chain_cancelled() => Err(Error::Cancelled { task: t.name_text() }),
+        _ => Ok(()),
+    })
+}
+
 /// Runs `f` now, or after the enclosing deferred work if called from inside
 /// it (turns recursive failure propagation into a loop).
 fn trampoline(f: Box<dyn FnOnce()>) {
@@ -393,6 +405,9 @@ where
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         let e = match r {
             Ok(Ok(v)) => return Ok(v),
+            // An error returned after the task was cancelled is the
+            // task stopping early: it counts as cancelled, not failed.
+            Ok(Err(_)) if cancelled() => return Err(Error::Cancelled { task: ctl.name_text() }),
             Ok(Err(e)) => {
                 let again = retry_if.is_some_and(|p| matches!(e, Error::TaskFailed { .. }) && p(&e));
                 if !again {

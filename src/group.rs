@@ -118,7 +118,9 @@ impl GroupBuilder<'_> {
     }
 
     /// Cancels the group when its last handle is dropped (default: the
-    /// tasks run on, as tasks whose refs were dropped do).
+    /// tasks run on, as tasks whose refs were dropped do). A task that
+    /// captures a clone of the group keeps it alive, so let tasks use
+    /// [`is_cancelled`](crate::is_cancelled) rather than hold the group.
     pub fn cancel_on_drop(mut self) -> Self {
         self.cancel_on_drop = true;
         self
@@ -175,7 +177,9 @@ impl Group {
         self.inner.state.chain_cancelled()
     }
 
-    /// How many tasks are in each state.
+    /// How many tasks are in each state. A task is counted as finished
+    /// once its result is stored: a ref may be ready a moment before the
+    /// count includes it, never after.
     pub fn progress(&self) -> Progress {
         let (total, running, done, failed, cancelled) = self.inner.state.counts();
         let queued = total.saturating_sub(running + done + failed + cancelled);
@@ -200,6 +204,27 @@ impl Group {
     /// blocks like `get` (the worker lends its CPUs and place).
     pub fn wait_stopped(&self, timeout: Option<Duration>) -> bool {
         self.wait(timeout, GroupState::is_stopped)
+    }
+
+    /// Runs `f` once the group [is stopped](Group::is_stopped) (at once if it
+    /// is), on the manta service thread: never on the thread that cancels,
+    /// never on a worker. For a GUI: have `f` post a message to the UI's
+    /// event loop.
+    pub fn on_stopped(&self, f: impl FnOnce() + Send + 'static) {
+        fn arm(state: Arc<GroupState>, f: Box<dyn FnOnce() + Send>) {
+            if state.is_stopped() {
+                crate::scheduler::service(f);
+                return;
+            }
+            let s = state.clone();
+            // Woken on each change that may matter; look again, re-arm.
+            state.watch(Box::new(move || arm(s, f)));
+            // A change between the check and the watch woke nobody: check.
+            if state.is_stopped() {
+                state.wake_watchers();
+            }
+        }
+        arm(self.inner.state.clone(), Box::new(f));
     }
 
     /// Blocks until every task spawned so far has finished (its result is

@@ -90,7 +90,7 @@ mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
-pub use completed::{as_completed, AsCompleted, Map, MapUnordered};
+pub use completed::{as_completed, AsCompleted, Indexed, Map, MapUnordered};
 pub use error::{BuildError, Cause, Error, StoreFull, TaskFailure, Text};
 pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
@@ -99,7 +99,7 @@ pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
-pub use task::{is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
+pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.

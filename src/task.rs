@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-pub use crate::exec::is_cancelled;
+pub use crate::exec::{check_cancelled, is_cancelled};
 
 /// Scheduling priority: among tasks whose resources are free, a higher
 /// priority starts first; within one, the oldest. Default `Normal`.

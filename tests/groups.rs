@@ -423,3 +423,65 @@ fn on_ready_via_hands_the_callback_to_the_apps_executor() {
     job();
     assert_eq!(out_rx.recv().unwrap(), 42);
 }
+
+#[test]
+fn an_error_returned_after_the_cancel_counts_as_cancelled() {
+    let rt = rt(2);
+    let g = rt.group();
+    let started = Arc::new(Barrier::new(2));
+    let s = started.clone();
+    let r = g.task().spawn_try(move || -> Result<u32, Error> {
+        s.wait();
+        loop {
+            manta::check_cancelled()?;
+            std::thread::yield_now();
+        }
+    });
+    started.wait();
+    g.cancel();
+    assert!(r.get().unwrap_err().is_cancelled());
+    assert!(g.wait_stopped(Some(LONG)));
+    let p = g.progress();
+    assert_eq!((p.cancelled, p.failed), (1, 0), "{p:?}");
+    assert!(manta::check_cancelled().is_ok(), "Ok outside tasks");
+}
+
+#[test]
+fn on_stopped_runs_once_the_group_stops_on_the_service_thread() {
+    let rt = rt(2);
+    let g = rt.group();
+    let (tx, stopped) = mpsc::channel::<String>();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let refs: Vec<_> = (0..4)
+        .map(|_| {
+            let gate = gate.clone();
+            g.spawn(move || {
+                let _ = gate.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    g.on_stopped(move || {
+        let _ = tx.send(std::thread::current().name().unwrap_or("?").to_string());
+    });
+    assert!(stopped.try_recv().is_err(), "not stopped yet");
+    drop(release);
+    rt.get_all(&refs).unwrap();
+    let by = stopped.recv_timeout(LONG).expect("on_stopped ran");
+    assert_eq!(by, "manta-service");
+    // On a group that is already stopped it runs at once (still there).
+    let (tx, again) = mpsc::channel::<()>();
+    g.on_stopped(move || {
+        let _ = tx.send(());
+    });
+    again.recv_timeout(LONG).expect("ran for a stopped group");
+}
+
+#[test]
+fn as_completed_can_say_which_input_completed() {
+    let rt = rt(2);
+    let refs: Vec<_> = (0..10u32).map(|i| rt.spawn(move || i * 10)).collect();
+    let mut seen: Vec<(usize, u32)> = as_completed(refs).indexed().map(|(i, r)| (i, *r.get().unwrap())).collect();
+    seen.sort();
+    assert_eq!(seen, (0..10).map(|i| (i, i as u32 * 10)).collect::<Vec<_>>());
+}
