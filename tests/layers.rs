@@ -30,7 +30,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
 /// manta-p2p's layers, lowest first (see the `mod.rs` header of each).
 const P2P_LAYERS: &[(&str, &[&str])] = &[
     ("wire", &["wire"]),
-    ("base", &["config", "sync"]),
+    ("base", &["config", "secret", "sync"]),
     ("transport", &["transport"]),
     ("cluster", &["cluster"]),
     ("work", &["work"]),

@@ -1,5 +1,6 @@
 //! manta-p2p bulk lane: a client's [`Hello`] (`Hello::from_bytes` on the
-//! first `HELLO_BYTES` bytes, when there are that many) and the sealed
+//! first `HELLO_BYTES` bytes, when there are that many, its MAC checked
+//! under the hello key of a cluster whose secret is `KEY`) and the sealed
 //! record stream (`seal::open_all` on the whole input, under a fixed key),
 //! both run on every input: any bytes must give a value or an error from
 //! each, never a panic; a parsed hello must re-encode to the same bytes, and
@@ -9,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use manta_p2p::fuzzing::seal::{self, Hello, Secret, HELLO_BYTES};
+use manta_p2p::fuzzing::seal::{self, Hello, HelloKey, Secret, HELLO_BYTES};
 
 /// The fuzzing key: the seeds in `fuzz/corpus/p2p_bulk/` are sealed with the
 /// same key in `p2p/tests/fuzz_corpus.rs`, so they get past authentication.
@@ -20,8 +21,9 @@ const LIMIT: u64 = 4 << 20;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(first) = data.first_chunk::<HELLO_BYTES>() {
-        if let Ok(hello) = Hello::from_bytes(first) {
-            assert_eq!(&hello.to_bytes(), first, "hello round trip");
+        let hello_key = HelloKey::new(Some(&KEY));
+        if let Ok(hello) = Hello::from_bytes(first, &hello_key) {
+            assert_eq!(&hello.to_bytes(&hello_key), first, "hello round trip");
         }
     }
     if let Ok(plain) = seal::open_all(data, &KEY, LIMIT) {

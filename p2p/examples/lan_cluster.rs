@@ -22,10 +22,26 @@
 //! since it multicasts on every interface), `--bootstrap ADDR`
 //! (repeatable; joins through a known node instead), `--listen ADDR`
 //! (default `/ip4/0.0.0.0/tcp/0` with `--mdns`, else
-//! `/ip4/127.0.0.1/tcp/0`), `--peers N` (default 1), `--timeout SECS`
-//! (bounds the wait for peers and each task's result; default 30),
-//! `--tasks N` (default 32, at most 100000), `--driver`, `--serve-secs S`
-//! (default 60, at most 86400), `--cpus N` (default: every core).
+//! `/ip4/127.0.0.1/tcp/0`), `--secret-file PATH` (the cluster secret;
+//! without it, the one in `MANTA_SECRET`), `--peers N` (default 1),
+//! `--timeout SECS` (bounds the wait for peers and each task's result;
+//! default 30), `--tasks N` (default 32, at most 100000), `--driver`,
+//! `--serve-secs S` (default 60, at most 86400), `--cpus N` (default:
+//! every core).
+//!
+//! # The cluster secret
+//!
+//! A node that listens beyond loopback, or uses mDNS, needs a cluster
+//! secret: without one any host on the LAN could join, read objects and run
+//! the registered functions, so the node refuses to start. Every instance
+//! gets the same 32 bytes (64 hex digits or base64) from a file or from the
+//! environment, never from its command line (which every user of the
+//! machine can read):
+//!
+//! ```text
+//! openssl rand -hex 32 > cluster.key   # once; copy it to each machine (e.g. with scp)
+//! chmod 600 cluster.key
+//! ```
 //!
 //! # On real machines
 //!
@@ -33,8 +49,8 @@
 //! port 5353 multicast), one of them with `--driver`:
 //!
 //! ```text
-//! MANTA_ALLOW_MDNS=1 cargo run --release -p manta-p2p --example lan_cluster -- --mdns --peers 2
-//! MANTA_ALLOW_MDNS=1 cargo run --release -p manta-p2p --example lan_cluster -- --mdns --peers 2 --driver
+//! MANTA_ALLOW_MDNS=1 cargo run --release -p manta-p2p --example lan_cluster -- --mdns --secret-file cluster.key --peers 2
+//! MANTA_ALLOW_MDNS=1 cargo run --release -p manta-p2p --example lan_cluster -- --mdns --secret-file cluster.key --peers 2 --driver
 //! ```
 //!
 //! (`--peers 2` for three machines: each waits for the two others.)
@@ -70,6 +86,7 @@
 //!   ip -n lan-h$n link set veth0 up
 //! done
 //! cargo build --release -p manta-p2p --example lan_cluster
+//! export MANTA_SECRET=$(openssl rand -hex 32)   # both nodes inherit it
 //! ip netns exec lan-h1 env MANTA_ALLOW_MDNS=1 target/release/examples/lan_cluster --mdns --serve-secs 30 &
 //! ip netns exec lan-h2 env MANTA_ALLOW_MDNS=1 target/release/examples/lan_cluster --mdns --driver
 //! wait
@@ -85,6 +102,7 @@
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{MembershipEvent, Multiaddr, Node, PeerId, Registry, RemoteFn};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -140,10 +158,11 @@ struct Args {
     driver: bool,
     serve: Duration,
     cpus: Option<usize>,
+    secret_file: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: lan_cluster [--mdns] [--bootstrap ADDR]... [--listen ADDR] [--peers N] [--timeout SECS] \
-                     [--tasks N] [--driver] [--serve-secs S] [--cpus N]";
+const USAGE: &str = "usage: lan_cluster [--mdns] [--bootstrap ADDR]... [--listen ADDR] [--secret-file PATH] [--peers N] \
+                     [--timeout SECS] [--tasks N] [--driver] [--serve-secs S] [--cpus N]   (or the secret in MANTA_SECRET)";
 
 fn parse<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String>
 where
@@ -163,6 +182,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         driver: false,
         serve: Duration::from_secs(60),
         cpus: None,
+        secret_file: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
@@ -176,6 +196,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--driver" => args.driver = true,
             "--serve-secs" => args.serve = Duration::from_secs(parse(&flag, &value()?)?),
             "--cpus" => args.cpus = Some(parse(&flag, &value()?)?),
+            "--secret-file" => args.secret_file = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -218,6 +239,11 @@ fn run() -> Result<(), String> {
     let mut builder = Node::builder(rt).listen(listen).mdns(args.mdns).registry(registry()).queue_threshold(1);
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
+    }
+    // Without a secret, a LAN listen address or mDNS makes `start` fail
+    // with an error that says how to fix it.
+    if let Some(k) = manta_p2p::load_secret(args.secret_file.as_deref()).map_err(|e| e.to_string())? {
+        builder = builder.secret(k);
     }
     let node = builder.start().map_err(|e| e.to_string())?;
     let result = if args.driver { drive(&node, &args) } else { serve(&node, &args) };

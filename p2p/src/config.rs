@@ -22,6 +22,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_WINDOW: usize = 4;
 /// Bytes asked for per chunk request (and the most a node may be set to).
 pub(crate) const DEFAULT_CHUNK: usize = CHUNK_BYTES;
+/// Default cap on the connections one remote IP may hold to a node
+/// (inbound, established or still handshaking).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 32;
 
 /// Everything a node is configured with (see `NodeBuilder`). Its `Debug`
 /// never shows the cluster secret.
@@ -38,6 +41,10 @@ pub(crate) struct NodeConfig {
     pub(crate) window: usize,
     pub(crate) fn_hash: u64,
     pub(crate) secret: Option<[u8; 32]>,
+    /// Listening beyond loopback, or mDNS, without a secret was asked for
+    /// explicitly (`NodeBuilder::insecure_open_network`).
+    pub(crate) insecure_open: bool,
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) observer: bool,
     pub(crate) bulk: bool,
     pub(crate) work: WorkConfig,
@@ -73,6 +80,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("chunk_bytes", &self.chunk_bytes)
             .field("window", &self.window)
             .field("secret", &self.secret.map(|_| "<set>"))
+            .field("insecure_open", &self.insecure_open)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("observer", &self.observer)
             .field("bulk", &self.bulk)
             .field("work", &self.work)
@@ -94,6 +103,8 @@ impl Default for NodeConfig {
             window: DEFAULT_WINDOW,
             fn_hash: 0,
             secret: None,
+            insecure_open: false,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             observer: false,
             bulk: true,
             work: WorkConfig::default(),

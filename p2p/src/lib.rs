@@ -142,6 +142,7 @@
 mod cluster;
 mod config;
 mod node;
+mod secret;
 mod sync;
 mod transport;
 mod wire;
@@ -149,11 +150,15 @@ mod work;
 
 pub use cluster::placement::LOCALITY_MIN_BYTES;
 pub use cluster::{BehaviourError, Member, MembershipEvent, SwarmError, HEARTBEAT_TOPIC, KAD_PROTOCOL};
-pub use config::{DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use config::{
+    DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Node, NodeBuilder, NodeError, StartError};
+pub use secret::{load_secret, parse_secret, read_secret_file, secret_from_env, SecretError, SECRET_ENV};
 pub use transport::bulk::LaneStats;
-pub use wire::envelope::Resource;
+pub use wire::envelope::{Resource, WireError};
 pub use work::{
     ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
     RemoteFn, TaskBuilder, INLINE_RESULT_BYTES,
@@ -186,13 +191,32 @@ pub mod fuzzing {
     }
     /// The object protocol's framing.
     pub mod codec {
-        pub use crate::wire::codec::{object_protocol, Incoming, ObjectCodec, RawCodec, OBJECT_PROTOCOL};
+        pub use crate::wire::codec::{
+            object_protocol, read_frames, Incoming, ObjectCodec, RawCodec, OBJECT_PROTOCOL, STEP_BYTES,
+        };
     }
     /// The bulk lane's hello and sealed record stream.
     pub mod seal {
         pub use crate::wire::seal::{
-            open_all, random_secret, seal_all, seal_records, Hello, HelloError, OpenReader, SealWriter, Secret,
-            HELLO_BYTES, LANE_VERSION, LAST, MAGIC, RECORD_BYTES, TAG_BYTES,
+            open_all, random_secret, seal_all, seal_records, Hello, HelloError, HelloKey, OpenReader, SealWriter,
+            Secret, HELLO_BYTES, LANE_VERSION, LAST, MAC_BYTES, MAGIC, RECORD_BYTES, TAG_BYTES,
         };
+    }
+    /// Plain CBOR values from peers: arguments, named-actor records.
+    pub mod plain {
+        pub use crate::wire::plain::{
+            actor_name, actor_record_key, decode_actor_record, decode_args, decode_capped, encode_actor_record,
+            encode_args, ActorRecord, ACTOR_KEY_PREFIX, MAX_ACTOR_RECORD_BYTES, MAX_ARGS_DEPTH,
+        };
+        /// Any CBOR value (a recursive type, for nesting tests).
+        pub use ciborium::Value;
+    }
+    /// Owner hints (a serialized ref's owner address).
+    pub mod hint {
+        pub use crate::wire::hint::{decode, encode, MAX_HINT_ADDRS};
+    }
+    /// Chunk replies read without copying their data.
+    pub mod chunk {
+        pub use crate::wire::chunk::{chunk_prefix, split_chunk};
     }
 }

@@ -18,10 +18,15 @@
 //! [`mail_seeds_decode_as_their_kind`]) and `bad-*` that both refuse it.
 //!
 //! `p2p_bulk` likewise parses a `Hello` from the first `HELLO_BYTES` bytes
+//! (its MAC under the hello key of a cluster whose secret is [`BULK_KEY`])
 //! and opens the whole input as a sealed record stream under [`BULK_KEY`]:
 //! `valid-hello` is a hello, the other `valid-*` are streams, and `bad-*`
 //! is neither (a stream never starts with the hello's magic: as a header it
 //! is a record over the size cap).
+//!
+//! The framing and plain-CBOR targets (`p2p_frame`, `p2p_hint`,
+//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`) and their seeds are in
+//! `fuzz_seeds/`.
 //!
 //! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
 //! ```text
@@ -32,10 +37,12 @@ use manta_p2p::fuzzing::mail::{
     decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Completion, Mail, Opts, Refusal, RemoteError, Root,
     WireId, MAX_CHAIN, MAX_NAME_BYTES,
 };
-use manta_p2p::fuzzing::seal::{self, Hello, HelloError, Secret, HELLO_BYTES, LAST, RECORD_BYTES, TAG_BYTES};
+use manta_p2p::fuzzing::seal::{self, Hello, HelloError, HelloKey, Secret, HELLO_BYTES, LAST, RECORD_BYTES, TAG_BYTES};
 use manta_p2p::fuzzing::wire::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+
+mod fuzz_seeds;
 
 /// The call a fuzz target makes, by the error its decoder gives.
 #[derive(Clone, Copy)]
@@ -56,6 +63,12 @@ impl Target {
 
 /// `fuzz/fuzz_targets/p2p_bulk.rs`'s key: its seeds are sealed with it.
 const BULK_KEY: Secret = [0x42; 32];
+
+/// `fuzz/fuzz_targets/p2p_bulk.rs`'s hello key: a cluster whose secret is
+/// [`BULK_KEY`].
+fn bulk_hello_key() -> HelloKey {
+    HelloKey::new(Some(&BULK_KEY))
+}
 
 /// `fuzz/fuzz_targets/p2p_bulk.rs`'s plaintext limit.
 const BULK_LIMIT: u64 = 4 << 20;
@@ -106,8 +119,8 @@ const TARGETS: [(&str, Target); 5] = [
         "p2p_bulk",
         Target::Io(|b| {
             let hello = match b.first_chunk::<HELLO_BYTES>() {
-                Some(first) => Hello::from_bytes(first).map(|hello| {
-                    assert_eq!(&hello.to_bytes(), first, "hello round trip");
+                Some(first) => Hello::from_bytes(first, &bulk_hello_key()).map(|hello| {
+                    assert_eq!(&hello.to_bytes(&bulk_hello_key()), first, "hello round trip");
                 }),
                 None => Err(HelloError::NotAHello), // shorter than a hello
             };
@@ -119,6 +132,12 @@ const TARGETS: [(&str, Target); 5] = [
         }),
     ),
 ];
+
+/// Every target: those above, then framing and the plain decoders
+/// (`fuzz_seeds`).
+fn all_targets() -> impl Iterator<Item = (&'static str, Target)> {
+    TARGETS.into_iter().chain(fuzz_seeds::TARGETS)
+}
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz").join("corpus").join(target)
@@ -163,7 +182,7 @@ fn check(target: Target, bytes: &[u8], expect: Expect) -> Result<(), String> {
 #[test]
 fn corpora_decode_without_panicking() {
     let mut failures = Vec::new();
-    for (target, decode) in TARGETS {
+    for (target, decode) in all_targets() {
         let dir = corpus_dir(target);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let (mut files, mut valid, mut bad) = (0, 0, 0);
@@ -214,7 +233,7 @@ fn mail_seeds_decode_as_their_kind() {
 fn regenerate_seed_corpus() {
     let write = std::env::var_os("MANTA_REGEN_FUZZ_CORPUS").is_some();
     let mut failures = Vec::new();
-    for (target, decode) in TARGETS {
+    for (target, decode) in all_targets() {
         let dir = corpus_dir(target);
         if write {
             std::fs::create_dir_all(&dir).expect("create corpus dir");
@@ -347,6 +366,9 @@ type Named = Vec<(&'static str, Vec<u8>)>;
 
 /// Valid encodings per target and the damaged inputs made from them.
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    if let Some(seeds) = fuzz_seeds::seeds(target) {
+        return seeds;
+    }
     let big32 = [0x1a, 0xff, 0xff, 0xff, 0xff];
     let big64 = [0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     // A major type's "4-byte length follows" header byte plus `big32`'s length.
@@ -642,7 +664,7 @@ fn bulk_seeds() -> (Named, Named) {
         b[at] ^= bits;
         b
     };
-    let hello = Hello { token: std::array::from_fn(|i| i as u8) }.to_bytes();
+    let hello = Hello { token: std::array::from_fn(|i| i as u8) }.to_bytes(&bulk_hello_key());
     (
         vec![
             ("empty", seal(&[])),
@@ -669,8 +691,11 @@ fn bulk_seeds() -> (Named, Named) {
             ("oversized-length-max", [&[0x7f, 0xff, 0xff, 0xff][..], &[0; 32]].concat()),
             ("empty-non-last-record", seal(&[b"", b"after an empty record"])),
             ("other-key", seal::seal_records(&[b"sealed under another key"], &[0x24; 32])),
-            ("hello-version-2", flip(&hello, 8, 0x03)),
+            ("hello-version-1", flip(&hello, 8, 0x03)),
             ("hello-wrong-magic", flip(&hello, 0, 0x20)),
+            ("hello-flipped-token-bit", flip(&hello, 20, 0x04)),
+            ("hello-flipped-mac-bit", flip(&hello, HELLO_BYTES - 1, 0x01)),
+            ("hello-no-secret", Hello { token: [7; 32] }.to_bytes(&HelloKey::new(None)).to_vec()),
         ],
     )
 }

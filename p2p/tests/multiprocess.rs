@@ -7,9 +7,13 @@
 //!   map/reduce job at once: tasks cross between the processes both ways,
 //!   and the three must agree on the result;
 //! - by mDNS discovery alone, each process in its own network namespace
-//!   (names in `MANTA_NETNS`, made by `tests/netns_mdns.sh` as root). Without
-//!   `MANTA_NETNS` that test returns at once: nothing multicasts in the host
-//!   namespace.
+//!   (names in `MANTA_NETNS`, made by `tests/netns_mdns.sh` as root), with a
+//!   cluster secret (from `MANTA_SECRET`, which the script sets; mDNS needs
+//!   one). Without `MANTA_NETNS` that test returns at once: nothing
+//!   multicasts in the host namespace;
+//! - `manta status` against a private node, with the secret in a file
+//!   (`--secret-file`) and in `MANTA_SECRET`, and refused without it; and
+//!   `manta-node` refusing to listen beyond loopback without a secret.
 //!
 //! Invariants: every read from a process has a bounded timeout that fails the
 //! test naming the process and the line awaited; a process that prints `ERR`
@@ -268,12 +272,16 @@ fn lan_discovery_by_mdns_in_network_namespaces() {
     };
     let names: Vec<&str> = spec.split_whitespace().collect();
     assert_eq!(names.len(), 3, "MANTA_NETNS must name three network namespaces, got `{spec}`");
+    // mDNS needs a cluster secret: the script passes a fresh one.
+    let secret = std::env::var("MANTA_SECRET").unwrap_or_else(|_| "5a".repeat(32));
     let started = Instant::now();
     let mut procs = Vec::new();
     let mut sizes = Vec::new();
     for (i, ns) in names.iter().enumerate() {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, BIN, "--listen", "/ip4/0.0.0.0/tcp/0", "--mdns"]).env("MANTA_ALLOW_MDNS", "1");
+        cmd.args(["netns", "exec", ns, BIN, "--listen", "/ip4/0.0.0.0/tcp/0", "--mdns"])
+            .env("MANTA_ALLOW_MDNS", "1")
+            .env("MANTA_SECRET", &secret);
         sizes.push(node_args(&mut cmd, i));
         let p = Proc::spawn(&format!("node{i}@{ns}"), cmd);
         let addr = p.expect("ADDR");
@@ -302,4 +310,60 @@ fn manta_status_prints_the_member_table_as_an_observer() {
     assert!(text.contains(&node.peer_id().to_string()) && text.contains("CPU 2/2"), "{text}");
     // The observer is in nobody's table.
     assert_eq!(node.cluster_status().unwrap().len(), 1);
+}
+
+#[test]
+fn manta_status_reads_the_secret_from_a_file_or_the_environment() {
+    let key = [0x3cu8; 32];
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let rt = manta::Runtime::builder().num_cpus(1).build().unwrap();
+    let node = manta_p2p::Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .secret(key)
+        .start()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("manta-status-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.key");
+    std::fs::write(&file, format!("{hex}\n")).unwrap();
+    let boot = node.listen_addrs()[0].to_string();
+    let status = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_manta"));
+        cmd.args(["status", "--bootstrap", &boot, "--peers", "1", "--timeout"]).args(extra).env_remove("MANTA_SECRET");
+        if let Some(v) = env {
+            cmd.env("MANTA_SECRET", v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(&["30", "--secret-file", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "with --secret-file: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&node.peer_id().to_string()));
+    let out = status(&["30"], Some(&hex));
+    assert!(out.status.success(), "with MANTA_SECRET: {}", String::from_utf8_lossy(&out.stderr));
+    // Without the secret it cannot connect: no member within the timeout.
+    let out = status(&["2"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 member(s)"));
+    // A malformed secret is an error that does not echo it.
+    let out = status(&["2"], Some("not-a-key"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("MANTA_SECRET") && !err.contains("not-a-key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn manta_node_refuses_to_listen_beyond_loopback_without_a_secret() {
+    let out = Command::new(BIN)
+        .args(["--listen", "/ip4/0.0.0.0/tcp/0"])
+        .env_remove("MANTA_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.starts_with("ERR ") && text.contains("--secret-file") && text.contains("insecure_open_network"),
+        "{text}"
+    );
 }

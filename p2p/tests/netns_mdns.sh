@@ -8,6 +8,9 @@
 # peer vhN sits in the bridge namespace, attached to br0. The host
 # namespace's interfaces are never touched.
 #
+# mDNS needs a cluster secret: a fresh random one is passed to the nodes in
+# MANTA_SECRET (never on a command line).
+#
 # Invariants: needs root (exits 1 otherwise, unless MANTA_NETNS_SKIP_OK=1,
 # then 0); every namespace this script creates is deleted on exit, also on
 # failure or interruption (trap); the exit status is the test's.
@@ -80,7 +83,8 @@ created_files+=("$log")
 # that an interrupt can end exactly it (cargo, the test, its node processes)
 # before the namespaces go.
 set -m
-(MANTA_NETNS="${hosts[*]}" ${MANTA_CARGO:-cargo} test -p manta-p2p --test multiprocess lan_discovery -- --nocapture "$@" \
+secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+(MANTA_NETNS="${hosts[*]}" MANTA_SECRET="$secret" ${MANTA_CARGO:-cargo} test -p manta-p2p --test multiprocess lan_discovery -- --nocapture "$@" \
     2>&1 | tee "$log") &
 job=$!
 set +m

@@ -6,8 +6,12 @@
 //! `--bootstrap MULTIADDR` (repeatable), `--mdns`, `--peers N` (default 0),
 //! `--timeout SECS` (default 30), `--seed S` (u64, default 0), `--bytes B`
 //! (default 1 MB), `--threshold N` (the node's `queue_threshold`: local
-//! queue length from which tasks spill to peers; default 1). The node's
-//! runtime has one CPU.
+//! queue length from which tasks spill to peers; default 1),
+//! `--secret-file PATH` (the cluster secret; without it, the one in the
+//! environment variable `MANTA_SECRET`, if set: 32 bytes as 64 hex digits or
+//! base64, see `manta_p2p::parse_secret`). A secret is never taken on the
+//! command line (`--secret` is refused), and a node listening beyond
+//! loopback or with `--mdns` needs one. The node's runtime has one CPU.
 //!
 //! Protocol (one line each, flushed at once):
 //! 1. `ADDR <first listen address, ending in /p2p/<peer id>>`
@@ -48,6 +52,7 @@ use manta_p2p::{Multiaddr, Node, Registry, RemoteFn};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,10 +66,12 @@ struct Args {
     seed: u64,
     bytes: usize,
     threshold: usize,
+    secret_file: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: manta-node [--listen MULTIADDR] [--bootstrap MULTIADDR]... [--mdns] [--peers N] \
-                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N]";
+                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N] [--secret-file PATH] \
+                     (or the secret in MANTA_SECRET)";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
@@ -76,6 +83,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         seed: 0,
         bytes: 1_000_000,
         threshold: 1,
+        secret_file: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
@@ -88,6 +96,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--seed" => args.seed = parse(&flag, &value()?)?,
             "--bytes" => args.bytes = parse(&flag, &value()?)?,
             "--threshold" => args.threshold = parse(&flag, &value()?)?,
+            "--secret-file" => args.secret_file = Some(PathBuf::from(value()?)),
+            "--secret" => {
+                return Err("a secret on the command line is readable by every user of this machine; \
+                            put it in a file for --secret-file, or in MANTA_SECRET"
+                    .to_string())
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -251,6 +265,9 @@ fn run() -> Result<(), String> {
         .queue_threshold(args.threshold);
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
+    }
+    if let Some(k) = manta_p2p::load_secret(args.secret_file.as_deref()).map_err(|e| e.to_string())? {
+        builder = builder.secret(k);
     }
     let node = builder.start().map_err(|e| e.to_string())?;
     let result = serve(&node, &args);
@@ -427,5 +444,9 @@ mod tests {
         assert_eq!(args(&["--peers", "2", "--seed", "5"]).unwrap().peers, 2);
         assert_eq!(args(&[]).unwrap().threshold, 1);
         assert_eq!(args(&["--threshold", "3"]).unwrap().threshold, 3);
+        let e = args(&["--secret", &"ab".repeat(32)]).map(|_| ()).unwrap_err();
+        assert!(e.contains("--secret-file") && !e.contains("abab"), "{e}");
+        let a = args(&["--secret-file", "/k"]).unwrap();
+        assert_eq!(a.secret_file.as_deref(), Some(std::path::Path::new("/k")));
     }
 }

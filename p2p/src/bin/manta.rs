@@ -1,26 +1,34 @@
 //! `manta`: the cluster command line.
 //!
 //! `manta status --bootstrap MULTIADDR [--peers N] [--timeout SECS]
-//! [--secret HEX64]` joins the cluster as an observer (it hears heartbeats
-//! but publishes none, so it is in nobody's member table), waits until at
-//! least `N` live members (default 1) are known or `--timeout` (default 10 s)
-//! passes, prints the member table (peer, state, address, resources, queue,
-//! store use, last heartbeat) and exits: 0 if `N` members were seen, 1
-//! otherwise. It listens on 127.0.0.1 only and never uses mDNS.
+//! [--secret-file PATH]` joins the cluster as an observer (it hears
+//! heartbeats but publishes none, so it is in nobody's member table, and
+//! runs Kademlia in client mode, so it is in nobody's routing table), waits
+//! until at least `N` live members (default 1) are known or `--timeout`
+//! (default 10 s) passes, prints the member table (peer, state, address,
+//! resources, queue, store use, last heartbeat) and exits: 0 if `N` members
+//! were seen, 1 otherwise. It listens on 127.0.0.1 only and never uses mDNS.
+//!
+//! The cluster secret, if the cluster has one, comes from the file named by
+//! `--secret-file`, else from the environment variable `MANTA_SECRET`: 32
+//! bytes as 64 hex digits or base64 (see `manta_p2p::parse_secret`). It is
+//! never taken on the command line, where every user of the machine could
+//! read it; `--secret` is refused with a message saying so.
 
 use manta::Runtime;
 use manta_p2p::{Member, Multiaddr, Node};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: manta status --bootstrap MULTIADDR [--bootstrap ...] [--peers N] [--timeout SECS] \
-                     [--secret HEX64]";
+                     [--secret-file PATH]   (or the secret in MANTA_SECRET)";
 
 struct Args {
     bootstrap: Vec<Multiaddr>,
     peers: usize,
     timeout: Duration,
-    secret: Option<[u8; 32]>,
+    secret_file: Option<PathBuf>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -29,7 +37,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         Some(other) => return Err(format!("unknown command `{other}`; {USAGE}")),
         None => return Err(USAGE.into()),
     }
-    let mut args = Args { bootstrap: Vec::new(), peers: 1, timeout: Duration::from_secs(10), secret: None };
+    let mut args = Args { bootstrap: Vec::new(), peers: 1, timeout: Duration::from_secs(10), secret_file: None };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
         match flag.as_str() {
@@ -42,7 +50,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
                 args.timeout = Duration::from_secs_f64(secs);
             }
-            "--secret" => args.secret = Some(parse_secret(&value()?)?),
+            "--secret-file" => args.secret_file = Some(PathBuf::from(value()?)),
+            "--secret" => {
+                return Err("a secret on the command line is readable by every user of this machine; \
+                            put it in a file for --secret-file, or in MANTA_SECRET"
+                    .into())
+            }
             other => return Err(format!("unknown flag `{other}`; {USAGE}")),
         }
     }
@@ -50,18 +63,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         return Err(format!("status needs --bootstrap; {USAGE}"));
     }
     Ok(args)
-}
-
-fn parse_secret(hex: &str) -> Result<[u8; 32], String> {
-    let bad = || "--secret must be 64 hex digits".to_string();
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut key = [0u8; 32];
-    for (i, k) in key.iter_mut().enumerate() {
-        *k = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
-    Ok(key)
 }
 
 fn row(m: &Member) -> String {
@@ -89,7 +90,7 @@ fn run(args: Args) -> Result<bool, String> {
     for a in args.bootstrap {
         b = b.bootstrap(a);
     }
-    if let Some(k) = args.secret {
+    if let Some(k) = manta_p2p::load_secret(args.secret_file.as_deref()).map_err(|e| e.to_string())? {
         b = b.secret(k);
     }
     let node = b.start().map_err(|e| e.to_string())?;
@@ -137,8 +138,9 @@ mod tests {
         assert!(args("status").is_err(), "needs a bootstrap address");
         assert!(args("status --bootstrap nonsense").is_err());
         assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --timeout -1").is_err());
-        assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret abc").is_err());
-        let k = args(&format!("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret {}", "0f".repeat(32))).unwrap();
-        assert_eq!(k.secret, Some([15u8; 32]));
+        let e = args(&format!("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret {}", "0f".repeat(32)));
+        assert!(e.is_err_and(|e| e.contains("--secret-file") && !e.contains("0f0f")), "no secret on the command line");
+        let k = args("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret-file /some/key").unwrap();
+        assert_eq!(k.secret_file.as_deref(), Some(std::path::Path::new("/some/key")));
     }
 }

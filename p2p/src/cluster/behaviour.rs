@@ -7,23 +7,43 @@
 //!   through the stream control that only the event loop hands out.
 //! - `gossip`: gossipsub, signed messages, for heartbeats.
 //! - `kad`: Kademlia in server mode (forced: small clusters never confirm an
-//!   external address), provider records only.
-//! - `identify`: tells peers our listen addresses (fed to Kademlia).
+//!   external address), or client mode for an observer (so it is never put
+//!   in anyone's routing table). Inbound records are filtered
+//!   (`StoreInserts::FilterBoth`): the event loop stores a provider record
+//!   only for a 16-byte object id, and a named-actor record only from the
+//!   peer its owner hint names as host (see `event_loop::on_kad`); nothing
+//!   else is stored for others. Store caps suit manta ([`MAX_DHT_KEYS`]
+//!   provided keys, [`MAX_RECORDS`] records of at most [`MAX_RECORD_BYTES`]).
+//! - `identify`: tells peers our listen addresses (fed to Kademlia) and
+//!   names manta and its version as agent (`manta/0.1.0`).
 //! - `ping`: keeps connections alive and measures them.
 //! - `mdns`: LAN discovery, present only when enabled.
+//! - `limits`, `ip_limits`: connection bounds (see `limits`).
 
+use super::limits::{self, IpLimits};
 use crate::config::NodeConfig;
+use crate::wire::plain::MAX_ACTOR_RECORD_BYTES;
 use crate::wire::MAX_HEARTBEAT_BYTES;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, kad, mdns, ping, StreamProtocol};
+use libp2p::{connection_limits, gossipsub, identify, identity, kad, mdns, ping, StreamProtocol};
 use std::time::Duration;
 
 /// Kademlia protocol name (a private DHT, not the public IPFS one).
 pub const KAD_PROTOCOL: &str = "/manta/kad/1";
-/// Most provider keys (objects) one node announces, and most records it
-/// keeps for others, in the DHT (each is a small in-memory entry).
+/// Most provider keys (objects) a node keeps in the DHT, its own and
+/// others' (each is a small in-memory entry).
 pub(crate) const MAX_DHT_KEYS: usize = 1 << 18;
+/// Most records (named actors) a node keeps for the DHT.
+pub(crate) const MAX_RECORDS: usize = 4096;
+/// Largest record value a node keeps (an actor record).
+pub(crate) const MAX_RECORD_BYTES: usize = MAX_ACTOR_RECORD_BYTES;
+/// Most providers kept per object id.
+pub(crate) const MAX_PROVIDERS_PER_KEY: usize = 20;
+/// The identify protocol, and the agent this node says it runs.
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/manta/id/1";
+/// What a node's identify says it runs: manta and its version.
+pub(crate) const AGENT: &str = concat!("manta/", env!("CARGO_PKG_VERSION"));
 /// The gossip topic of heartbeats.
 pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
 
@@ -47,6 +67,8 @@ pub enum BehaviourError {
 /// Every behaviour of a node, polled by the event loop's swarm.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) ip_limits: IpLimits,
     pub(crate) stream: libp2p_stream::Behaviour,
     pub(crate) gossip: gossipsub::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -71,18 +93,29 @@ impl Behaviour {
         gossip.subscribe(&gossipsub::IdentTopic::new(HEARTBEAT_TOPIC)).map_err(BehaviourError::Subscribe)?;
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_query_timeout(cfg.request_timeout);
+        // Inbound records reach the store only through the event loop's
+        // checks.
+        kad_cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+        // A record a node fetched is not pushed to others as a cache: they
+        // would refuse it anyway (only its host may store it).
+        kad_cfg.set_caching(kad::Caching::Disabled);
         // Every object held here may be a provided key (the default store
-        // stops at 1,024), and provider records of others count as records.
+        // stops at 1,024); records are named actors only.
         let store_cfg = kad::store::MemoryStoreConfig {
-            max_records: MAX_DHT_KEYS,
+            max_records: MAX_RECORDS,
+            max_value_bytes: MAX_RECORD_BYTES + 1,
             max_provided_keys: MAX_DHT_KEYS,
-            ..Default::default()
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
         };
         let store = kad::store::MemoryStore::with_config(me, store_cfg);
         let mut kad = kad::Behaviour::with_config(me, store, kad_cfg);
-        kad.set_mode(Some(kad::Mode::Server));
+        // An observer asks, never answers: in client mode it does not
+        // advertise the protocol, so no node puts it in its routing table.
+        kad.set_mode(Some(if cfg.observer { kad::Mode::Client } else { kad::Mode::Server }));
         let identify = identify::Behaviour::new(
-            identify::Config::new("/manta/id/1".into(), key.public()).with_push_listen_addr_updates(true),
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(AGENT.to_string())
+                .with_push_listen_addr_updates(true),
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
         let mdns = if cfg.mdns {
@@ -90,6 +123,15 @@ impl Behaviour {
         } else {
             None
         };
-        Ok(Behaviour { stream: libp2p_stream::Behaviour::new(), gossip, kad, identify, ping, mdns: Toggle::from(mdns) })
+        Ok(Behaviour {
+            limits: limits::connection_limits(),
+            ip_limits: IpLimits::new(cfg.max_connections_per_ip),
+            stream: libp2p_stream::Behaviour::new(),
+            gossip,
+            kad,
+            identify,
+            ping,
+            mdns: Toggle::from(mdns),
+        })
     }
 }

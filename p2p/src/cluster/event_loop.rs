@@ -23,10 +23,23 @@
 //! heartbeat, at most `MAX_REDIALS` times, until some peer is connected);
 //! mDNS discoveries are dialled; every address learnt (identify, mDNS, the
 //! endpoint of a connection we dialled, heartbeats) is given to Kademlia,
-//! which does not learn addresses itself.
+//! which does not learn addresses itself, except that identify's addresses
+//! of a peer that does not serve Kademlia (an observer) go to the swarm
+//! only, so an observer leaves no routing entry behind.
+//!
+//! DHT records from peers reach the store only through [`EventLoop::on_kad`]'s
+//! checks (the behaviour filters inserts): a provider record for a 16-byte
+//! object id from the connected peer it names (Kademlia itself drops one
+//! whose provider is not its sender), at most `MAX_HINT_ADDRS` addresses
+//! kept; a record only under a named-actor key, holding an actor record that
+//! decodes (capped) and whose owner hint names its sender as host.
+//!
+//! Each connection's local and remote IP go to `PeerLinks` (where the bulk
+//! lane issues that peer's tickets), its remote IP to `PeerIps` (where this
+//! node finds that peer's lane).
 
 use super::announce::Announcements;
-use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC};
+use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 use super::command::{Command, LoopHandle};
 use super::membership::{Member, Membership, MembershipEvent};
 use super::streams::StreamControl;
@@ -35,9 +48,11 @@ use super::view::ClusterView;
 use super::ClusterEvent;
 use crate::config::NodeConfig;
 use crate::sync::lock_unpoisoned;
-use crate::transport::bulk::{ip_of, PeerIps};
+use crate::transport::bulk::{ip_of, route_source, PeerIps, PeerLinks};
+use crate::transport::guard::Limits;
 use crate::transport::Streams;
-use crate::wire::{self, Heartbeat, Resource};
+use crate::wire::plain::{actor_name, decode_actor_record};
+use crate::wire::{self, hint, Heartbeat, Resource};
 use futures::StreamExt;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
@@ -72,6 +87,9 @@ pub(crate) struct ClusterParts {
     pub(crate) announcements: Arc<Announcements>,
     /// The IP each connected peer has (where its bulk lane listens).
     pub(crate) peer_ips: PeerIps,
+    /// Each peer's connections' local and remote IPs (where this node's
+    /// lane takes that peer's tickets).
+    pub(crate) links: Arc<PeerLinks>,
     /// Membership changes, subscriptions and ticks, in order.
     pub(crate) events: crossbeam_channel::Receiver<ClusterEvent>,
 }
@@ -100,6 +118,8 @@ pub(crate) struct EventLoop {
     events: crossbeam_channel::Sender<ClusterEvent>,
     /// The IP each connected peer has on its connection (for the bulk lane).
     peer_ips: PeerIps,
+    /// Each connection's local and remote IP (for this node's bulk lane).
+    links: Arc<PeerLinks>,
 }
 
 impl EventLoop {
@@ -114,7 +134,8 @@ impl EventLoop {
     ) -> Result<(EventLoop, ClusterParts), SwarmError> {
         let me = key.public().to_peer_id();
         let swarm = swarm::build(key, &cfg)?;
-        let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control()));
+        let limits = Limits::new(cfg.request_timeout, cfg.idle_timeout);
+        let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control(), limits));
         let mut members = Membership::new(me, cfg.failure_timeout);
         let (changes_tx, changes) = crossbeam_channel::unbounded();
         members.subscribe(changes_tx);
@@ -140,6 +161,7 @@ impl EventLoop {
             changes,
             events,
             peer_ips: PeerIps::default(),
+            links: Arc::default(),
         };
         el.listen().await?;
         el.view.set_addrs(&el.addrs);
@@ -152,6 +174,7 @@ impl EventLoop {
             view: el.view.clone(),
             announcements: el.announcements.clone(),
             peer_ips: el.peer_ips.clone(),
+            links: el.links.clone(),
             events: events_rx,
         };
         Ok((el, parts))
@@ -216,6 +239,7 @@ impl EventLoop {
         }
     }
 
+    /// Gives the swarm and Kademlia an address of `peer`.
     fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
         if peer == *self.swarm.local_peer_id() {
             return;
@@ -396,8 +420,15 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.on_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                // A peer that does not serve Kademlia (an observer, a tool)
+                // is dialable, but stays out of the routing table.
+                let kad = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
                 for a in info.listen_addrs {
-                    self.learn(peer_id, a);
+                    if kad {
+                        self.learn(peer_id, a);
+                    } else if peer_id != *self.swarm.local_peer_id() {
+                        self.swarm.add_peer_address(peer_id, a);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
@@ -415,6 +446,15 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     lock_unpoisoned(&self.peer_ips).insert(peer_id, ip);
+                    // Where the connection arrived here: reported for an
+                    // inbound one, the route's source for one we dialled.
+                    let local = match &endpoint {
+                        libp2p::core::ConnectedPoint::Listener { local_addr, .. } => ip_of(local_addr),
+                        libp2p::core::ConnectedPoint::Dialer { .. } => route_source(ip),
+                    };
+                    if let Some(local) = local {
+                        self.links.add(peer_id, connection_id, local, ip);
+                    }
                 }
                 if endpoint.is_dialer() {
                     self.learn(peer_id, endpoint.get_remote_address().clone());
@@ -429,8 +469,9 @@ impl EventLoop {
                     let _ = tx.send(Err(error));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, connection_id, .. } => {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
+                self.links.remove(peer_id, connection_id);
                 if num_established == 0 {
                     lock_unpoisoned(&self.peer_ips).remove(&peer_id);
                 }
@@ -475,6 +516,14 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, e: kad::Event) {
+        if let kad::Event::InboundRequest { request } = e {
+            match request {
+                kad::InboundRequest::PutRecord { source, record: Some(record), .. } => self.on_record(source, record),
+                kad::InboundRequest::AddProvider { record: Some(record) } => self.on_provider(record),
+                _ => {}
+            }
+            return;
+        }
         if let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetRecord(r), .. } = &e {
             let found = match r {
                 Ok(kad::GetRecordOk::FoundRecord(rec)) => Some(rec.record.value.clone()),
@@ -504,4 +553,43 @@ impl EventLoop {
             }
         }
     }
+
+    /// A record `source` asks this node to store: kept only if it is a
+    /// named actor's record naming `source` as its host.
+    fn on_record(&mut self, source: PeerId, record: kad::Record) {
+        use kad::store::RecordStore;
+        if let Err(why) = check_record(source, &record) {
+            tracing::debug!(%source, why, "DHT record refused");
+            return;
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::debug!(%source, error = %e, "DHT record not stored");
+        }
+    }
+
+    /// A provider record (Kademlia has checked that its sender is the
+    /// provider): kept only for an object id, from a connected peer.
+    fn on_provider(&mut self, mut record: kad::ProviderRecord) {
+        use kad::store::RecordStore;
+        let source = record.provider;
+        if record.key.as_ref().len() != 16 || !self.swarm.is_connected(&source) {
+            tracing::debug!(%source, "DHT provider record refused: not an object id, or not from its provider");
+            return;
+        }
+        record.addresses.truncate(hint::MAX_HINT_ADDRS);
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+            tracing::debug!(%source, error = %e, "DHT provider record not stored");
+        }
+    }
+}
+
+/// Why a record from `source` may not be stored, if it may not.
+fn check_record(source: PeerId, record: &kad::Record) -> Result<(), &'static str> {
+    actor_name(record.key.as_ref()).ok_or("not a named-actor key")?;
+    let rec = decode_actor_record(&record.value).map_err(|_| "not an actor record")?;
+    let (host, _) = hint::decode(&rec.host).ok_or("its host hint does not decode")?;
+    if host != source {
+        return Err("it names another peer as host");
+    }
+    Ok(())
 }

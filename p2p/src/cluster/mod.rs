@@ -3,6 +3,8 @@
 //! - `behaviour`: the libp2p behaviours (streams, gossipsub, Kademlia,
 //!   identify, ping, mDNS) and their configuration;
 //! - `swarm`: building the swarm's transport (TCP/Noise/yamux, pnet);
+//! - `limits`: connection bounds (per IP, in all, per peer; streams per
+//!   connection);
 //! - `event_loop`: the one task that owns the swarm, and with it the
 //!   libp2p-stream control;
 //! - `command`: [`LoopHandle`], the command channel into the loop;
@@ -28,6 +30,7 @@ mod announce;
 mod behaviour;
 mod command;
 mod event_loop;
+mod limits;
 mod membership;
 pub(crate) mod placement;
 mod streams;

@@ -5,6 +5,7 @@
 //! one `StreamControl` of a node from its own swarm, and nothing else can
 //! reach the swarm's stream behaviour.
 
+use crate::transport::guard::Limits;
 use crate::transport::Streams;
 use futures::future::BoxFuture;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -13,12 +14,14 @@ use libp2p_stream::{AlreadyRegistered, Control, IncomingStreams, OpenStreamError
 /// Opens and accepts the node's streams.
 pub(crate) struct StreamControl {
     control: Control,
+    limits: Limits,
 }
 
 impl StreamControl {
-    /// Wraps the swarm's control (made by the event loop).
-    pub(super) fn new(control: Control) -> StreamControl {
-        StreamControl { control }
+    /// Wraps the swarm's control (made by the event loop); accepted streams
+    /// are served under `limits`.
+    pub(super) fn new(control: Control, limits: Limits) -> StreamControl {
+        StreamControl { control, limits }
     }
 }
 
@@ -31,5 +34,9 @@ impl Streams for StreamControl {
 
     fn accept(&self, protocol: StreamProtocol) -> Result<IncomingStreams, AlreadyRegistered> {
         self.control.clone().accept(protocol)
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
     }
 }

@@ -2,11 +2,15 @@
 //! it with the `quic` feature; a pre-shared-key private network with a
 //! cluster secret) and its behaviours, and why that can fail.
 //!
-//! Invariant: with a cluster secret every connection runs the pnet
+//! Invariants: with a cluster secret every connection runs the pnet
 //! handshake before Noise, bounded by the request timeout (with another
-//! key the handshake reads garbage and could wait forever for a frame).
+//! key the handshake reads garbage and could wait forever for a frame);
+//! every connection's yamux allows at most
+//! `limits::MAX_STREAMS_PER_CONNECTION` streams, and at most
+//! `limits::MAX_NEGOTIATING_STREAMS` inbound streams negotiate at once.
 
 use super::behaviour::{Behaviour, BehaviourError};
+use super::limits::{MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION};
 use crate::config::NodeConfig;
 use libp2p::{identity, Multiaddr, Swarm};
 use std::time::Duration;
@@ -73,20 +77,27 @@ fn tcp() -> libp2p::tcp::Config {
     libp2p::tcp::Config::default().nodelay(true)
 }
 
+/// yamux with manta's stream cap.
+fn yamux() -> libp2p::yamux::Config {
+    let mut c = libp2p::yamux::Config::default();
+    c.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    c
+}
+
+fn swarm_config(c: libp2p::swarm::Config, idle: Duration) -> libp2p::swarm::Config {
+    c.with_idle_connection_timeout(idle).with_max_negotiating_inbound_streams(MAX_NEGOTIATING_STREAMS)
+}
+
 /// TCP (and QUIC beside it with the `quic` feature: listen on
 /// `/ip4/.../udp/0/quic-v1` as well to use it).
 fn open(key: identity::Keypair, behaviour: Behaviour, idle: Duration) -> Result<Swarm<Behaviour>, SwarmError> {
     let builder = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .with_tcp(tcp(), libp2p::noise::Config::new, yamux)
         .map_err(transport)?;
     #[cfg(feature = "quic")]
     let builder = builder.with_quic();
-    Ok(builder
-        .with_behaviour(|_| behaviour)
-        .map_err(transport)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build())
+    Ok(builder.with_behaviour(|_| behaviour).map_err(transport)?.with_swarm_config(|c| swarm_config(c, idle)).build())
 }
 
 /// A private network: every TCP connection first runs the pre-shared-key
@@ -110,7 +121,7 @@ fn private(
                     .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
                     .upgrade(Version::V1)
                     .authenticate(noise)
-                    .multiplex(libp2p::yamux::Config::default())
+                    .multiplex(yamux())
                     // With another key the handshake reads garbage and
                     // could wait forever for a frame: bound it.
                     .timeout(handshake),
@@ -119,6 +130,6 @@ fn private(
         .map_err(transport)?
         .with_behaviour(|_| behaviour)
         .map_err(transport)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .with_swarm_config(|c| swarm_config(c, idle))
         .build())
 }

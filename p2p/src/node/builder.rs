@@ -7,18 +7,24 @@
 //! server; then the backend is attached to the manta runtime and the
 //! thread runs the event loop until the node stops.
 //!
-//! Invariant: `start` returns only once everything is wired (or failed,
+//! Invariants: `start` returns only once everything is wired (or failed,
 //! with the node's thread joined): a node that is returned serves objects
-//! and mail at once.
+//! and mail at once. Safe by default: without a listen address a node
+//! listens on 127.0.0.1 only, and a listen address other hosts can reach
+//! (anything but loopback and `/memory`), or mDNS, needs a cluster secret
+//! or the explicit [`NodeBuilder::insecure_open_network`]; otherwise
+//! `start` fails with [`StartError::OpenWithoutSecret`] or
+//! [`StartError::MdnsWithoutSecret`] before anything is bound.
 
 use super::backend::NodeBackend;
 use super::error::{NodeError, StartError};
 use super::{Inner, Node};
 use crate::cluster::{ClusterParts, EventLoop};
 use crate::config::{NodeConfig, DEFAULT_CHUNK};
-use crate::transport::bulk::{self, ip_of, Lane};
+use crate::transport::bulk::{ip_of, Lane, LaneSetup, TICKET_TTL};
 use crate::transport::fetch::FetcherConfig;
 use crate::transport::rpc::{self, ObjectServer};
+use crate::wire::seal::HelloKey;
 use crate::work::{Registry, Work, WorkSetup};
 use libp2p::{identity, Multiaddr};
 use manta::Runtime;
@@ -45,8 +51,12 @@ impl NodeBuilder {
         NodeBuilder { rt, cfg: NodeConfig::default(), key: None, registry: Registry::new() }
     }
 
-    /// Adds a listen address (default, if none is added: every interface,
-    /// one OS-chosen TCP port, `/ip4/0.0.0.0/tcp/0`).
+    /// Adds a listen address (default, if none is added: loopback only,
+    /// one OS-chosen TCP port, `/ip4/127.0.0.1/tcp/0`). An address other
+    /// hosts can reach (e.g. `/ip4/0.0.0.0/tcp/4001` or a LAN address)
+    /// needs a [`secret`](Self::secret), or
+    /// [`insecure_open_network`](Self::insecure_open_network): otherwise
+    /// `start` fails with [`StartError::OpenWithoutSecret`](crate::StartError::OpenWithoutSecret).
     pub fn listen(mut self, addr: Multiaddr) -> Self {
         self.cfg.listen.push(addr);
         self
@@ -61,6 +71,9 @@ impl NodeBuilder {
     /// Turns LAN discovery by mDNS on or off (default off: a library
     /// announces itself on a network only when asked). mDNS skips loopback
     /// interfaces, so nodes listening only on 127.0.0.1 are not found by it.
+    /// Needs a [`secret`](Self::secret) (or
+    /// [`insecure_open_network`](Self::insecure_open_network)): otherwise
+    /// `start` fails with [`StartError::MdnsWithoutSecret`](crate::StartError::MdnsWithoutSecret).
     pub fn mdns(mut self, on: bool) -> Self {
         self.cfg.mdns = on;
         self
@@ -100,9 +113,11 @@ impl NodeBuilder {
     /// Turns the bulk lane on or off (default on). With it, objects bigger
     /// than one chunk are streamed from a holder over their own TCP
     /// connection, sealed with AES-256-GCM under a one-use key obtained
-    /// over libp2p, on a port next to the first listen address's IP;
-    /// without it (or with a peer that has none) they come in chunks over
-    /// the libp2p connection.
+    /// over libp2p, on a port at the local IP the requesting peer's libp2p
+    /// connection arrived on (reachable only with a ticket issued on that
+    /// connection, and with a secret only by holders of it); without it
+    /// (or with a peer that has none, or a busy one) they come in chunks
+    /// over the libp2p connection.
     pub fn bulk_lane(mut self, on: bool) -> Self {
         self.cfg.bulk = on;
         self
@@ -110,15 +125,40 @@ impl NodeBuilder {
 
     /// Makes the cluster private: only nodes holding the same 32-byte key
     /// can connect (libp2p's pre-shared-key private network, under Noise).
-    /// A node without it cannot connect, gossip, read objects or run code.
+    /// A node without it cannot connect, gossip, read objects or run code,
+    /// nor redeem a bulk-lane ticket. Programs should read the key from a
+    /// file or the environment, never from their command line
+    /// ([`load_secret`](crate::load_secret)).
     pub fn secret(mut self, key: [u8; 32]) -> Self {
         self.cfg.secret = Some(key);
         self
     }
 
+    /// **Insecure**: lets the node listen on addresses other hosts can
+    /// reach, and use mDNS, *without* a cluster secret. Any host that can
+    /// reach its port is then a full member: it can read every object it
+    /// learns the id of and run every registered function. Only for
+    /// networks where every host is trusted; prefer [`secret`](Self::secret).
+    pub fn insecure_open_network(mut self) -> Self {
+        self.cfg.insecure_open = true;
+        self
+    }
+
+    /// Most connections one remote IP may hold to this node at once
+    /// (inbound, including those still in their handshake; default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`](crate::DEFAULT_MAX_CONNECTIONS_PER_IP)).
+    /// Several nodes on one host share an IP, so keep it above the most
+    /// nodes a host runs.
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.cfg.max_connections_per_ip = n.max(1);
+        self
+    }
+
     /// Joins as an observer: hears the cluster's heartbeats (so
     /// `cluster_status` works) but publishes none, so it never appears in
-    /// other nodes' member tables (the `manta status` command uses this).
+    /// other nodes' member tables (the `manta status` command uses this);
+    /// its Kademlia runs in client mode, so it leaves no routing entry on
+    /// the nodes it talks to.
     pub fn observer(mut self, on: bool) -> Self {
         self.cfg.observer = on;
         self
@@ -162,9 +202,10 @@ impl NodeBuilder {
         let mut cfg = self.cfg;
         cfg.fn_hash = self.registry.hash();
         if cfg.listen.is_empty() {
-            let any = Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED);
-            cfg.listen.push(any.with(libp2p::multiaddr::Protocol::Tcp(0)));
+            let local = Multiaddr::from(std::net::Ipv4Addr::LOCALHOST);
+            cfg.listen.push(local.with(libp2p::multiaddr::Protocol::Tcp(0)));
         }
+        check_exposure(&cfg)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (rt, registry) = (self.rt.clone(), self.registry);
         let thread = std::thread::Builder::new()
@@ -189,6 +230,43 @@ impl NodeBuilder {
         let owner: std::sync::Weak<dyn std::any::Any + Send + Sync> = weak;
         inner.backend.work.set_owner(owner);
         Ok(Node { inner })
+    }
+}
+
+/// Refuses a configuration that exposes the node to other hosts without a
+/// secret (unless the insecure opt-out was asked for, which is logged).
+fn check_exposure(cfg: &NodeConfig) -> Result<(), StartError> {
+    if cfg.secret.is_some() {
+        return Ok(());
+    }
+    let open = cfg.listen.iter().find(|a| !is_local(a));
+    if cfg.insecure_open {
+        if let Some(addr) = open {
+            tracing::warn!(%addr, "INSECURE: listening beyond loopback without a cluster secret");
+        }
+        if cfg.mdns {
+            tracing::warn!("INSECURE: mDNS without a cluster secret");
+        }
+        return Ok(());
+    }
+    if let Some(addr) = open {
+        return Err(StartError::OpenWithoutSecret { addr: addr.clone() });
+    }
+    if cfg.mdns {
+        return Err(StartError::MdnsWithoutSecret);
+    }
+    Ok(())
+}
+
+/// True for an address only this host can reach: loopback IPs, and
+/// libp2p's in-process `/memory` transport.
+fn is_local(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        Some(Protocol::Memory(_)) => true,
+        _ => false,
     }
 }
 
@@ -235,7 +313,7 @@ async fn wire_up(
     tokio: tokio::runtime::Handle,
 ) -> Result<(EventLoop, Arc<NodeBackend>), StartError> {
     let (event_loop, parts) = EventLoop::bind(key, cfg.clone(), rt.clone()).await?;
-    let lane = if cfg.bulk { start_lane(&cfg, &rt).await } else { None };
+    let lane = cfg.bulk.then(|| start_lane(&cfg, &rt, &parts, &tokio));
     let fetch = FetcherConfig {
         me: parts.view.me(),
         handle: tokio.clone(),
@@ -243,6 +321,7 @@ async fn wire_up(
         chunk: cfg.chunk_bytes,
         window: cfg.window,
         bulk: lane.is_some(),
+        hello: HelloKey::new(cfg.secret.as_ref()),
     };
     let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio, fetch };
     let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
@@ -257,24 +336,57 @@ async fn wire_up(
     Ok((event_loop, backend))
 }
 
-/// Binds the bulk lane next to the first listen address's IP and serves
-/// it; `None` (peers then fetch from this node in chunks) if it cannot.
-async fn start_lane(cfg: &NodeConfig, rt: &Runtime) -> Option<Arc<Lane>> {
-    let ip = cfg.listen.first().and_then(ip_of)?;
-    match Lane::bind(ip, cfg.request_timeout).await {
-        Ok((lane, listener)) => {
-            tokio::spawn(bulk::serve(lane.clone(), listener, rt.clone()));
-            Some(lane)
-        }
-        Err(e) => {
-            tracing::warn!(%ip, error = %e, "bulk lane not started");
-            None
-        }
-    }
+/// Starts the bulk lane: listening now at each listen address that names
+/// one IP, and later at whatever local IP a peer's connection arrives on
+/// (never at a wildcard address).
+fn start_lane(cfg: &NodeConfig, rt: &Runtime, parts: &ClusterParts, tokio: &tokio::runtime::Handle) -> Arc<Lane> {
+    let ips: Vec<_> = cfg.listen.iter().filter_map(ip_of).filter(|ip| !ip.is_unspecified()).collect();
+    let setup = LaneSetup {
+        rt: rt.clone(),
+        handle: tokio.clone(),
+        secret: cfg.secret,
+        links: parts.links.clone(),
+        write_timeout: cfg.request_timeout,
+        ttl: TICKET_TTL,
+    };
+    Lane::start(setup, &ips)
 }
 
 /// Starts answering object requests.
 fn serve_objects(parts: &ClusterParts, rt: Runtime, lane: Option<Arc<Lane>>, hooks: Arc<NodeBackend>) {
     let server = ObjectServer { rt, lane, hooks };
     tokio::spawn(rpc::serve(parts.streams.clone(), server));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listen: &str, secret: bool, insecure: bool, mdns: bool) -> NodeConfig {
+        let addr: Multiaddr = listen.parse().unwrap_or_else(|e| panic!("{listen}: {e}"));
+        NodeConfig {
+            listen: vec![addr],
+            secret: secret.then_some([1; 32]),
+            insecure_open: insecure,
+            mdns,
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn exposure_needs_a_secret_or_the_insecure_opt_out() {
+        for local in ["/ip4/127.0.0.1/tcp/0", "/ip4/127.9.9.9/tcp/1", "/ip6/::1/tcp/0", "/memory/5"] {
+            assert!(check_exposure(&cfg(local, false, false, false)).is_ok(), "{local}");
+        }
+        for open in ["/ip4/0.0.0.0/tcp/0", "/ip4/192.168.1.5/tcp/4001", "/ip6/::/tcp/0", "/dns4/example.com/tcp/1"] {
+            let e = check_exposure(&cfg(open, false, false, false)).expect_err(open);
+            assert!(matches!(&e, StartError::OpenWithoutSecret { addr } if addr.to_string() == open), "{e}");
+            assert!(check_exposure(&cfg(open, true, false, false)).is_ok(), "{open} with a secret");
+            assert!(check_exposure(&cfg(open, false, true, false)).is_ok(), "{open} opted out");
+        }
+        let mdns = cfg("/ip4/127.0.0.1/tcp/0", false, false, true);
+        assert!(matches!(check_exposure(&mdns), Err(StartError::MdnsWithoutSecret)));
+        assert!(check_exposure(&cfg("/ip4/127.0.0.1/tcp/0", true, false, true)).is_ok());
+        assert!(check_exposure(&cfg("/ip4/127.0.0.1/tcp/0", false, true, true)).is_ok());
+    }
 }

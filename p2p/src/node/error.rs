@@ -68,4 +68,24 @@ pub enum StartError {
     /// The swarm could not be built, or a listen address not bound.
     #[error(transparent)]
     Swarm(#[from] SwarmError),
+    /// A listen address reachable from other hosts was asked for without a
+    /// cluster secret: any host that reaches it would be a full member.
+    #[error(
+        "refusing to listen on {addr} without a cluster secret: any host that reaches it could join the cluster, \
+         read its objects and run its registered functions; set a secret with `NodeBuilder::secret` (the `manta` \
+         and `manta-node` commands read one from --secret-file or MANTA_SECRET), listen on 127.0.0.1 only, or \
+         accept the risk with `NodeBuilder::insecure_open_network()`"
+    )]
+    OpenWithoutSecret {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// mDNS was turned on without a cluster secret: the node would announce
+    /// itself on the LAN and take any host that answers as a member.
+    #[error(
+        "refusing to announce the node on the LAN by mDNS without a cluster secret; set a secret with \
+         `NodeBuilder::secret` (the `manta` and `manta-node` commands read one from --secret-file or \
+         MANTA_SECRET), or accept the risk with `NodeBuilder::insecure_open_network()`"
+    )]
+    MdnsWithoutSecret,
 }

@@ -201,12 +201,9 @@ impl Node {
     /// What this node's bulk lane has done: its port, objects streamed to
     /// peers, objects received from theirs (see [`NodeBuilder::bulk_lane`]).
     pub fn lane_stats(&self) -> LaneStats {
-        let lane = self.inner.backend.lane.as_ref();
-        LaneStats {
-            port: lane.map(|l| l.port()),
-            served: lane.map_or(0, |l| l.served()),
-            received: self.work().fetcher().bulk_received(),
-        }
+        let mut stats = self.inner.backend.lane.as_ref().map(|l| l.stats()).unwrap_or_default();
+        stats.received = self.work().fetcher().bulk_received();
+        stats
     }
 
     /// This node's peer id.

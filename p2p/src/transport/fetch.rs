@@ -30,7 +30,7 @@ use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::{Directory, Rebuilder, Streams};
 use crate::sync::lock_unpoisoned;
-use crate::wire::seal::Secret;
+use crate::wire::seal::{HelloKey, Secret};
 use crate::wire::{hint, Request, Response};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -64,6 +64,8 @@ pub(crate) struct FetcherConfig {
     pub(crate) window: usize,
     /// Whether to ask holders for their bulk lane.
     pub(crate) bulk: bool,
+    /// The cluster's bulk-lane hello key (hellos are MACed with it).
+    pub(crate) hello: HelloKey,
 }
 
 /// Runs fetches: one async task per fetched object, sharing a stream pool.
@@ -78,6 +80,8 @@ pub(crate) struct Fetcher {
     known: Mutex<HashSet<PeerId>>,
     /// Whether to ask holders for their bulk lane.
     bulk: bool,
+    /// The cluster's bulk-lane hello key.
+    hello: HelloKey,
     /// Where connected peers are (their lanes listen there).
     peer_ips: PeerIps,
     /// The last resort of a fetch that found no holder.
@@ -153,6 +157,7 @@ impl Fetcher {
             window: cfg.window,
             known: Mutex::new(HashSet::new()),
             bulk: cfg.bulk,
+            hello: cfg.hello,
             peer_ips,
             rebuilder,
             bulk_received: AtomicU64::new(0),
@@ -327,7 +332,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool) -> Result<(
     }
     let head = data.bytes().len() as u64;
     if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
-        match bulk::connect(&pass, ctx.pool.timeout()).await {
+        match bulk::connect(&pass, &ctx.hello, ctx.pool.timeout()).await {
             Ok(stream) => {
                 let pulled = pull_bulk(fetch, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {

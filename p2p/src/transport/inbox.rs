@@ -10,13 +10,22 @@
 //! [`ACK_DELAY`] if none did. An oversized batch is answered as invalid and
 //! closes the stream.
 //!
+//! Bounds (`guard`): at most `MAX_MAIL_STREAMS_PER_PEER` mail streams per
+//! peer (more are reset); a batch must arrive within the frame deadline
+//! once its prefix has, and only once its length is charged to the peer's
+//! byte budget; a stream with no batch within the idle timeout, or whose
+//! batch misses its deadline, is reset (the sender opens a new one when it
+//! next has mail, and sends again what was in flight); acks must be
+//! written within the frame deadline.
+//!
 //! Invariant: a batch is applied at most once (see `mail_link::Seen`),
 //! and the handler sees batches from one stream in the order they came.
 
+use super::guard::{self, Guarded, Limits, StreamCap, MAX_MAIL_STREAMS_PER_PEER};
 use super::mail_link::{is_fence, protocol, Fresh, LinkState, ACK_DELAY, MAIL_PROTOCOL, WINDOW};
 use super::{MailHandler, Streams};
 use crate::sync::lock_unpoisoned;
-use crate::wire::codec::{push_frame, read_frame, Frame};
+use crate::wire::codec::{push_frame, Frame};
 use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES};
 use futures::io::WriteHalf;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -34,8 +43,15 @@ pub(super) async fn serve(streams: Arc<dyn Streams>, handler: Weak<dyn MailHandl
             return;
         }
     };
+    let limits = streams.limits().clone();
+    let cap = StreamCap::new(MAX_MAIL_STREAMS_PER_PEER);
     while let Some((peer, stream)) = incoming.next().await {
-        tokio::spawn(serve_stream(peer, stream, handler.clone(), link.clone()));
+        match cap.admit(peer) {
+            Some(admitted) => {
+                tokio::spawn(serve_stream(peer, stream, handler.clone(), link.clone(), limits.clone(), admitted));
+            }
+            None => tracing::debug!(%peer, "too many mail streams from one peer: one reset"),
+        }
     }
 }
 
@@ -49,14 +65,40 @@ enum Out {
     Close,
 }
 
-async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn MailHandler>, link: Arc<LinkState>) {
+/// Reads, applies and answers one mail stream until it ends (or breaks a
+/// bound); `_admitted` holds its place under the per-peer cap.
+async fn serve_stream(
+    peer: PeerId,
+    s: Stream,
+    handler: Weak<dyn MailHandler>,
+    link: Arc<LinkState>,
+    limits: Limits,
+    _admitted: guard::Admitted,
+) {
     let (mut r, w) = s.split();
     let held = link.held(peer);
     let (tx, rx) = mpsc::channel(WINDOW * 2);
-    let writer = tokio::spawn(write_acks(w, rx, held.clone()));
+    let writer = tokio::spawn(write_acks(w, rx, held.clone(), limits.frame));
     loop {
-        let out = match read_frame(&mut r, MAX_BATCH_BYTES).await {
-            Ok(Frame::Body(body)) => match mail::decode_batch(&body) {
+        let frame = match guard::read_guarded(&mut r, MAX_BATCH_BYTES, peer, &limits).await {
+            Ok(Guarded::Frame(frame, charge)) => Ok((frame, charge)),
+            Ok(bound) => Err(bound),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "mail stream failed");
+                break;
+            }
+        };
+        let (frame, _charge) = match frame {
+            Ok(f) => f,
+            Err(bound) => {
+                // Dropped, not closed: a reset, so a sender blocked on a
+                // full window learns at once that nobody reads any more.
+                tracing::debug!(%peer, ?bound, "mail stream reset (idle, or a batch not read in time)");
+                break;
+            }
+        };
+        let out = match frame {
+            Frame::Body(body) => match mail::decode_batch(&body) {
                 Ok(Batch(m)) => match on_batch(peer, m, &handler, &link, &held) {
                     Step::Answer(out) => out,
                     Step::Skip => continue,
@@ -67,13 +109,13 @@ async fn serve_stream(peer: PeerId, s: Stream, handler: Weak<dyn MailHandler>, l
                     Out::Now(Ack { invalid: Some(e.to_string()), ..Ack::default() })
                 }
             },
-            Ok(Frame::TooLarge(len)) => {
+            Frame::TooLarge(len) => {
                 tracing::warn!(%peer, len, "oversized mail batch");
                 let reason = format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}");
                 let _ = tx.send(Out::Now(Ack { invalid: Some(reason), ..Ack::default() })).await;
                 Out::Close
             }
-            Ok(Frame::Truncated) | Err(_) => break,
+            Frame::Truncated => break,
         };
         let close = matches!(out, Out::Close);
         if tx.send(out).await.is_err() || close {
@@ -140,8 +182,13 @@ fn on_batch(
 }
 
 /// Writes a stream's acks: at once when asked, and the held ones no batch
-/// of ours took within [`ACK_DELAY`].
-async fn write_acks(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Out>, held: Arc<Mutex<Vec<Ack>>>) {
+/// of ours took within [`ACK_DELAY`]; each write within `deadline`.
+async fn write_acks(
+    mut w: WriteHalf<Stream>,
+    mut rx: mpsc::Receiver<Out>,
+    held: Arc<Mutex<Vec<Ack>>>,
+    deadline: std::time::Duration,
+) {
     let mut due: Option<Instant> = None;
     loop {
         // `None`: the held acks are due.
@@ -182,10 +229,10 @@ async fn write_acks(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Out>, held:
                 w.write_all(&bytes).await?;
                 w.flush().await
             };
-            written.await.is_err()
+            !matches!(tokio::time::timeout(deadline, written).await, Ok(Ok(())))
         };
         if failed || close || unsendable {
-            let _ = w.close().await;
+            let _ = tokio::time::timeout(deadline, w.close()).await;
             return;
         }
     }

@@ -8,7 +8,9 @@
 //! - `bulk`: the bulk lane, large objects on a TCP connection of their own
 //!   sealed with AES-256-GCM;
 //! - `fetch`: the client side of a remote `get` (holders in turn, chunks or
-//!   the lane, decoding straight into the replica).
+//!   the lane, decoding straight into the replica);
+//! - `guard`: what peers can make the server loops hold, and its bounds
+//!   (streams per peer, frame deadlines, idle timeouts, byte budgets).
 //!
 //! May use: `wire`, `config`, `sync`. It never sees the swarm: it opens and
 //! accepts streams through [`Streams`], learns addresses and providers
@@ -19,12 +21,15 @@
 //! reads an object) and [`Rebuilder`] (a fetch found no holder).
 //!
 //! Invariants: every await on the network is bounded by the request
-//! timeout; every per-peer resource (idle streams, batches in flight,
-//! acks held, lane tickets and hellos) is capped; a `Fetch` is completed
-//! exactly once, never under a lock.
+//! timeout (a server loop's wait for the next frame by the idle timeout);
+//! every per-peer resource (inbound streams, bytes of frames in progress,
+//! idle streams, batches in flight, acks held, lane tickets, senders and
+//! hellos) is capped; a `Fetch` is completed exactly once, never under a
+//! lock.
 
 pub(crate) mod bulk;
 pub(crate) mod fetch;
+pub(crate) mod guard;
 mod inbox;
 mod mail_link;
 pub(crate) mod outbox;
@@ -49,6 +54,8 @@ pub(crate) trait Streams: Send + Sync + 'static {
     fn open(&self, peer: PeerId, protocol: StreamProtocol) -> BoxFuture<'static, Result<Stream, OpenStreamError>>;
     /// Accepts inbound streams on `protocol` (once per protocol).
     fn accept(&self, protocol: StreamProtocol) -> Result<IncomingStreams, AlreadyRegistered>;
+    /// The bounds accepted streams are served under (one budget per node).
+    fn limits(&self) -> &guard::Limits;
 }
 
 /// The cluster's address book and object directory, as a fetch needs it.

@@ -13,7 +13,13 @@
 //! order until the stream ends. A malformed, wrong-version or out-of-range
 //! request gets an `Invalid` reply and the stream goes on; an oversized one
 //! (whose body is never read, so the stream cannot be resynchronised) or a
-//! truncated one gets an `Invalid` reply and the stream is closed.
+//! truncated one gets an `Invalid` reply and the stream is closed. The
+//! server runs under `guard`'s bounds: at most
+//! `MAX_OBJECT_STREAMS_PER_PEER` streams per peer (more are reset), a
+//! request must arrive within the frame deadline once begun and the next
+//! within the idle timeout, a reply must be written within the frame
+//! deadline, and a chunk reply over one step is served only once its bytes
+//! are charged to the peer's budget (else, by the deadline, `Busy`).
 //!
 //! Invariants: a stream goes back to the pool only after a complete
 //! request/response exchange (so it is never mid-frame); a call that fails
@@ -21,6 +27,7 @@
 //! once on a fresh stream; every call is bounded by the request timeout.
 
 use super::bulk::Lane;
+use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
 use super::{ObjectHooks, Streams};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{self, object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
@@ -202,29 +209,59 @@ pub(crate) async fn serve(streams: Arc<dyn Streams>, server: ObjectServer) {
             return;
         }
     };
+    let limits = streams.limits().clone();
+    let cap = StreamCap::new(MAX_OBJECT_STREAMS_PER_PEER);
     while let Some((peer, stream)) = incoming.next().await {
-        tokio::spawn(serve_stream(peer, stream, server.clone()));
+        match cap.admit(peer) {
+            Some(admitted) => {
+                tokio::spawn(serve_stream(peer, stream, server.clone(), limits.clone(), admitted));
+            }
+            None => tracing::debug!(%peer, "too many object streams from one peer: one reset"),
+        }
     }
 }
 
-/// Answers the requests of one stream, in order, until it ends.
-async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer) {
-    let proto = object_protocol();
+/// Answers the requests of one stream, in order, until it ends (or breaks
+/// a bound); `_admitted` holds its place under the per-peer cap.
+async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits: Limits, _admitted: guard::Admitted) {
     let mut codec = ObjectCodec;
     loop {
-        let req = match codec.read_request(&proto, &mut s).await {
-            Ok(r) => r,
+        let req = match guard::read_guarded(&mut s, wire::MAX_REQUEST_BYTES, peer, &limits).await {
+            // Requests fit in one step: nothing is charged for them.
+            Ok(Guarded::Frame(frame, _)) => codec::request_of(frame),
+            Ok(Guarded::Idle) => {
+                tracing::debug!(%peer, "object stream idle: closed");
+                let _ = tokio::time::timeout(limits.frame, s.close()).await;
+                return;
+            }
+            Ok(bound @ (Guarded::Late | Guarded::NoBudget)) => {
+                tracing::debug!(%peer, ?bound, "object request not read in time: stream closed");
+                return;
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "object stream failed");
                 return;
             }
         };
+        let mut charge = None;
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                (server.answer_fetch(ObjectId::from_bytes(id), offset, len).await, false)
+                let mut resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len).await;
+                // A large reply is written only once its bytes are charged
+                // to the peer (by the deadline; else it is dropped: `Busy`).
+                if let Response::Chunk { data, .. } = &resp {
+                    if data.len() > codec::STEP_BYTES {
+                        let deadline = tokio::time::Instant::now() + limits.frame;
+                        charge = limits.budget.charge(peer, data.len(), deadline).await;
+                        if charge.is_none() {
+                            resp = Response::Busy;
+                        }
+                    }
+                }
+                (resp, false)
             }
             Incoming::Valid(Request::Bulk { id, offset }) => {
-                (server.answer_bulk(ObjectId::from_bytes(id), offset), false)
+                (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
             }
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
@@ -238,8 +275,10 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer) {
                 (Response::Invalid { reason: e.to_string() }, close)
             }
         };
-        if write_response(&mut s, &mut codec, resp).await.is_err() || close {
-            let _ = s.close().await;
+        let written = tokio::time::timeout(limits.frame, write_response(&mut s, &mut codec, resp)).await;
+        drop(charge);
+        if !matches!(written, Ok(Ok(()))) || close {
+            let _ = tokio::time::timeout(limits.frame, s.close()).await;
             return;
         }
     }
@@ -269,12 +308,12 @@ impl ObjectServer {
         resp
     }
 
-    /// Answers a bulk-lane ticket request.
-    fn answer_bulk(&self, id: ObjectId, offset: u64) -> Response {
+    /// Answers `peer`'s bulk-lane ticket request.
+    fn answer_bulk(&self, peer: PeerId, id: ObjectId, offset: u64) -> Response {
         match &self.lane {
             None => Response::Invalid { reason: "this node has no bulk lane".into() },
             Some(_) if !self.rt.backend().holds_object(id) => Response::NotFound,
-            Some(lane) => lane.issue(id, offset),
+            Some(lane) => lane.issue(peer, id, offset),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! pass the same checks as `wire::decode_response` (`offset + len <= total`);
 //! anything else returns `None` and is decoded the normal way.
 
-use crate::wire::{encode_response, Response, MAX_RESPONSE_BYTES, VERSION};
+use crate::wire::{encode_response, Response, MAX_DEPTH, MAX_RESPONSE_BYTES, VERSION};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -42,7 +42,7 @@ fn bytes_header(len: usize) -> Vec<u8> {
 }
 
 /// Everything of a chunk reply's encoding before its data bytes.
-pub(crate) fn chunk_prefix(total: u64, offset: u64, data_len: usize) -> Vec<u8> {
+pub fn chunk_prefix(total: u64, offset: u64, data_len: usize) -> Vec<u8> {
     let mut p = encode_response(&Response::Chunk { total, offset, data: Vec::new() });
     // An empty byte string (0x40) ends the encoding: swap in the real header.
     if p.last() == Some(&0x40) {
@@ -70,11 +70,12 @@ enum SkeletonBody {
 
 /// If `body` is a canonical chunk reply: its total, offset, and the index
 /// where its data starts (the data runs to the end of `body`).
-pub(crate) fn split_chunk(body: &[u8]) -> Option<(u64, u64, usize)> {
+pub fn split_chunk(body: &[u8]) -> Option<(u64, u64, usize)> {
     if body.len() > MAX_RESPONSE_BYTES {
         return None;
     }
-    let s: Skeleton = ciborium::from_reader(body).ok()?;
+    // The data is skipped, not copied; nesting is capped as everywhere.
+    let s: Skeleton = ciborium::de::from_reader_with_recursion_limit(body, MAX_DEPTH).ok()?;
     if s.v != VERSION {
         return None;
     }

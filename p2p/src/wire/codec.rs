@@ -12,7 +12,10 @@
 //! Invariants:
 //! - a frame's length is checked against its cap ([`MAX_REQUEST_BYTES`],
 //!   [`MAX_RESPONSE_BYTES`], or the cap the caller passes) before its body
-//!   is read or allocated; a body buffer is never larger than the cap;
+//!   is read or allocated; a body buffer is never larger than the cap, and
+//!   it grows as bytes arrive, [`STEP_BYTES`] at a time, never from the
+//!   length prefix alone (a peer that announces 16 MiB and stalls makes
+//!   the reader hold one step, not 16 MiB);
 //! - a bad inbound request is not a stream error: [`ObjectCodec::read_request`]
 //!   returns [`Incoming::Invalid`] for an oversized, truncated, malformed or
 //!   foreign-version request so the node can still answer
@@ -66,32 +69,64 @@ impl From<Request> for Incoming {
 pub struct ObjectCodec;
 
 /// A frame as read: its body, or why there is none.
+#[derive(Debug)]
 pub(crate) enum Frame {
     Body(Vec<u8>),
     TooLarge(usize),
     Truncated,
 }
 
+/// Most bytes a frame's body buffer grows by before they have arrived.
+pub const STEP_BYTES: usize = 64 << 10;
+
 /// Reads one frame of at most `max` body bytes. A length over `max` is
 /// reported without reading further; an early end of stream is `Truncated`.
 pub(crate) async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Frame> {
+    match read_prefix(io).await? {
+        None => Ok(Frame::Truncated),
+        Some(len) if len > max => Ok(Frame::TooLarge(len)),
+        Some(len) => read_body(io, len).await,
+    }
+}
+
+/// Reads a frame's 4-byte length prefix; `None` if the stream ends first.
+pub(crate) async fn read_prefix<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Option<usize>> {
     let mut prefix = [0u8; 4];
     match io.read_exact(&mut prefix).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::Truncated),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Ok(Frame::TooLarge(len));
-    }
-    // (futures' `read_to_end` would zero the buffer piecewise as it grows:
-    // one zeroed allocation of the exact size is cheaper.)
-    let mut body = vec![0u8; len];
-    match io.read_exact(&mut body).await {
-        Ok(()) => Ok(Frame::Body(body)),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Frame::Truncated),
+        Ok(()) => Ok(Some(u32::from_be_bytes(prefix) as usize)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Reads a body of `len` bytes (its cap already checked), growing the
+/// buffer by at most [`STEP_BYTES`] ahead of the bytes that arrived; an
+/// early end of stream is `Truncated`.
+pub(crate) async fn read_body<T: AsyncRead + Unpin>(io: &mut T, len: usize) -> io::Result<Frame> {
+    let mut body = Vec::new();
+    while body.len() < len {
+        let start = body.len();
+        // Zeroing only the step keeps untouched capacity out of memory.
+        body.resize(start + (len - start).min(STEP_BYTES), 0);
+        match io.read_exact(&mut body[start..]).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::Truncated),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Frame::Body(body))
+}
+
+/// What the object server makes of a request frame (see
+/// [`ObjectCodec::read_request`]).
+pub(crate) fn request_of(frame: Frame) -> Incoming {
+    match frame {
+        Frame::TooLarge(len) => Incoming::Invalid(WireError::TooLarge { len, max: MAX_REQUEST_BYTES }),
+        Frame::Truncated => Incoming::Invalid(WireError::Truncated),
+        Frame::Body(body) => match wire::decode_request(&body) {
+            Ok(req) => Incoming::Valid(req),
+            Err(e) => Incoming::Invalid(e),
+        },
     }
 }
 
@@ -150,14 +185,7 @@ impl Codec for ObjectCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(match read_frame(io, MAX_REQUEST_BYTES).await? {
-            Frame::TooLarge(len) => Incoming::Invalid(WireError::TooLarge { len, max: MAX_REQUEST_BYTES }),
-            Frame::Truncated => Incoming::Invalid(WireError::Truncated),
-            Frame::Body(body) => match wire::decode_request(&body) {
-                Ok(req) => Incoming::Valid(req),
-                Err(e) => Incoming::Invalid(e),
-            },
-        })
+        Ok(request_of(read_frame(io, MAX_REQUEST_BYTES).await?))
     }
 
     /// Reads a response; oversized, truncated or undecodable input is an
@@ -189,6 +217,28 @@ impl Codec for ObjectCodec {
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &wire::encode_response(&res), MAX_RESPONSE_BYTES).await
+    }
+}
+
+/// Reads frames of at most `max` body bytes from `bytes` until the input
+/// ends or a frame is oversized or cut short (the fuzz target's entry
+/// point): the bodies read, and how the input ended (`None`: cleanly,
+/// between frames).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn read_frames(bytes: &[u8], max: usize) -> (Vec<Vec<u8>>, Option<WireError>) {
+    let mut input = bytes;
+    let mut bodies = Vec::new();
+    loop {
+        if input.is_empty() {
+            return (bodies, None);
+        }
+        // Reading from a slice cannot fail, and never waits.
+        match futures::executor::block_on(read_frame(&mut input, max)) {
+            Ok(Frame::Body(b)) => bodies.push(b),
+            Ok(Frame::TooLarge(len)) => return (bodies, Some(WireError::TooLarge { len, max })),
+            Ok(Frame::Truncated) => return (bodies, Some(WireError::Truncated)),
+            Err(e) => return (bodies, Some(WireError::Io(e.to_string()))),
+        }
     }
 }
 

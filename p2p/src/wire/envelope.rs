@@ -400,8 +400,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T,
         return Err(WireError::TooLarge { len: bytes.len(), max });
     }
     let mut rest = bytes;
-    let opened =
-        ciborium::de::from_reader_with_recursion_limit::<Opened<T>, _>(&mut rest, MAX_DEPTH).map_err(cbor_error)?;
+    let opened = ciborium::de::from_reader_with_recursion_limit::<Opened<T>, _>(&mut rest, MAX_DEPTH)
+        .map_err(|e| cbor_error(e, MAX_DEPTH))?;
     match opened {
         Opened::WrongVersion(got) => Err(WireError::WrongVersion { got }),
         Opened::Body(_) if !rest.is_empty() => {
@@ -411,7 +411,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T,
     }
 }
 
-fn cbor_error(e: ciborium::de::Error<std::io::Error>) -> WireError {
+/// A ciborium error as a [`WireError`] (`depth`: the nesting cap that applied).
+pub(crate) fn cbor_error(e: ciborium::de::Error<std::io::Error>, depth: usize) -> WireError {
     use ciborium::de::Error;
     match e {
         Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
@@ -419,7 +420,7 @@ fn cbor_error(e: ciborium::de::Error<std::io::Error>) -> WireError {
         Error::Syntax(at) => malformed(format!("invalid CBOR at byte {at}")),
         Error::Semantic(Some(at), msg) => malformed(format!("{msg} (at byte {at})")),
         Error::Semantic(None, msg) => malformed(msg),
-        Error::RecursionLimitExceeded => malformed(format!("nested deeper than {MAX_DEPTH}")),
+        Error::RecursionLimitExceeded => malformed(format!("nested deeper than {depth}")),
     }
 }
 

@@ -2,25 +2,32 @@
 //!
 //! A hint is the CBOR of the owner's peer id and listen addresses. It comes
 //! from other processes, so decoding is defensive: a hint that does not
-//! parse (or has too many addresses) is treated as no hint, and the object
-//! is looked up in the DHT instead.
+//! parse (over `MAX_HINT_BYTES`, nested deeper than `MAX_DEPTH`, more than
+//! [`MAX_HINT_ADDRS`] addresses, counted while parsing, or trailing bytes)
+//! is treated as no hint, and the object is looked up in the DHT instead.
 
+use super::envelope::{CappedSeq, MAX_DEPTH};
 use libp2p::{Multiaddr, PeerId};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Most addresses a hint carries (more are dropped when encoding and
 /// refused when decoding).
-pub(crate) const MAX_HINT_ADDRS: usize = 16;
+pub const MAX_HINT_ADDRS: usize = 16;
 
 #[derive(Serialize, Deserialize)]
 struct HintWire {
     #[serde(with = "serde_bytes")]
     peer: Vec<u8>,
+    #[serde(deserialize_with = "de_addrs")]
     addrs: Vec<serde_bytes::ByteBuf>,
 }
 
+fn de_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteBuf>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_HINT_ADDRS, "addresses"))
+}
+
 /// Encodes a hint.
-pub(crate) fn encode(peer: &PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
+pub fn encode(peer: &PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
     let w = HintWire {
         peer: peer.to_bytes(),
         addrs: addrs.iter().take(MAX_HINT_ADDRS).map(|a| serde_bytes::ByteBuf::from(a.to_vec())).collect(),
@@ -32,14 +39,11 @@ pub(crate) fn encode(peer: &PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
 }
 
 /// Decodes a hint; `None` if empty or malformed.
-pub(crate) fn decode(bytes: &[u8]) -> Option<(PeerId, Vec<Multiaddr>)> {
-    if bytes.is_empty() || bytes.len() > manta::backend::MAX_HINT_BYTES {
+pub fn decode(bytes: &[u8]) -> Option<(PeerId, Vec<Multiaddr>)> {
+    if bytes.is_empty() {
         return None;
     }
-    let w: HintWire = ciborium::from_reader(bytes).ok()?;
-    if w.addrs.len() > MAX_HINT_ADDRS {
-        return None;
-    }
+    let w: HintWire = super::plain::decode_capped(bytes, manta::backend::MAX_HINT_BYTES, MAX_DEPTH).ok()?;
     let peer = PeerId::from_bytes(&w.peer).ok()?;
     let addrs = w.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a.into_vec()).ok()).collect();
     Some((peer, addrs))

@@ -8,7 +8,9 @@
 //! - `codec`: length-prefixed framing on a stream, and the object codec;
 //! - `chunk`: chunk replies written and read without copying their data;
 //! - `seal`: the bulk lane's hello and AES-256-GCM sealed record stream;
-//! - `hint`: the owner hint a serialized ref carries.
+//! - `hint`: the owner hint a serialized ref carries;
+//! - `plain`: capped decoding of plain CBOR values from peers (task
+//!   arguments, named-actor records).
 //!
 //! May use: nothing else in this crate (only `manta`'s plain types, serde,
 //! ciborium, libp2p's `PeerId`/`Multiaddr`, ring). Everything above uses it.
@@ -27,6 +29,7 @@ pub(crate) mod codec;
 pub(crate) mod envelope;
 pub(crate) mod hint;
 pub(crate) mod mail;
+pub(crate) mod plain;
 pub(crate) mod seal;
 
 pub(crate) use envelope::*;

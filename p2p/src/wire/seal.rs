@@ -4,7 +4,12 @@
 //! on the Noise-secured libp2p connection.
 //!
 //! Client to server, once: a [`Hello`]: the 8-byte magic `mantaBLK`, the
-//! lane version byte, then the 32-byte ticket token.
+//! lane version byte, the 32-byte ticket token, then a 32-byte
+//! HMAC-SHA256 of those 41 bytes under a [`HelloKey`] derived from the
+//! cluster secret (from a fixed string when the cluster has none). With a
+//! secret, a hello is accepted only from a holder of it, even one that saw
+//! a ticket's token; a wrong magic, version or MAC is refused before the
+//! token is looked at.
 //!
 //! Server to client: records. A record is a 4-byte big-endian header (the
 //! [`LAST`] bit, then the plaintext length, at most [`RECORD_BYTES`]), the
@@ -24,6 +29,7 @@
 //! announced, input ending before `LAST`). It never panics.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
+use ring::hmac;
 use std::io::{self, Read, Write};
 
 /// Most plaintext bytes in one record.
@@ -38,11 +44,37 @@ pub const TAG_BYTES: usize = 16;
 /// The first bytes a client sends.
 pub const MAGIC: &[u8; 8] = b"mantaBLK";
 
-/// Version of the lane's framing, sent after [`MAGIC`].
-pub const LANE_VERSION: u8 = 1;
+/// Version of the lane's framing, sent after [`MAGIC`] (2: the hello
+/// carries a MAC).
+pub const LANE_VERSION: u8 = 2;
+
+/// Bytes of a hello's MAC.
+pub const MAC_BYTES: usize = 32;
 
 /// Bytes of a [`Hello`] on the wire.
-pub const HELLO_BYTES: usize = MAGIC.len() + 1 + 32;
+pub const HELLO_BYTES: usize = MAGIC.len() + 1 + 32 + MAC_BYTES;
+
+/// The key a hello's MAC is made with: HMAC-SHA256 under a key derived
+/// from the cluster secret (a fixed one without a secret, which then only
+/// checks the hello's integrity).
+#[derive(Clone)]
+pub struct HelloKey(hmac::Key);
+
+impl std::fmt::Debug for HelloKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelloKey(..)")
+    }
+}
+
+impl HelloKey {
+    /// The key of a cluster with `secret` (or none).
+    pub fn new(secret: Option<&Secret>) -> HelloKey {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret.map_or(&[0u8; 32][..], |s| &s[..]));
+        // A key of its own, so the lane never uses the pnet key directly.
+        let derived = hmac::sign(&root, b"manta bulk-lane hello key v2");
+        HelloKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    }
+}
 
 /// A 256-bit secret (a ticket's token or key).
 pub type Secret = [u8; 32];
@@ -62,26 +94,33 @@ pub struct Hello {
     pub token: Secret,
 }
 
+/// Where a hello's MAC starts.
+const MAC_AT: usize = HELLO_BYTES - MAC_BYTES;
+
 impl Hello {
-    /// The hello's wire form.
-    pub fn to_bytes(&self) -> [u8; HELLO_BYTES] {
+    /// The hello's wire form, its MAC made under `key`.
+    pub fn to_bytes(&self, key: &HelloKey) -> [u8; HELLO_BYTES] {
         let mut b = [0u8; HELLO_BYTES];
         b[..8].copy_from_slice(MAGIC);
         b[8] = LANE_VERSION;
-        b[9..].copy_from_slice(&self.token);
+        b[9..MAC_AT].copy_from_slice(&self.token);
+        let mac = hmac::sign(&key.0, &b[..MAC_AT]);
+        b[MAC_AT..].copy_from_slice(mac.as_ref());
         b
     }
 
-    /// Parses a hello; a wrong magic or version is an error.
-    pub fn from_bytes(b: &[u8; HELLO_BYTES]) -> Result<Hello, HelloError> {
+    /// Parses a hello: a wrong magic or version, or a MAC that does not
+    /// verify under `key` (checked in constant time), is an error.
+    pub fn from_bytes(b: &[u8; HELLO_BYTES], key: &HelloKey) -> Result<Hello, HelloError> {
         if &b[..8] != MAGIC {
             return Err(HelloError::NotAHello);
         }
         if b[8] != LANE_VERSION {
             return Err(HelloError::Version(b[8]));
         }
+        hmac::verify(&key.0, &b[..MAC_AT], &b[MAC_AT..]).map_err(|_| HelloError::BadMac)?;
         let mut token = [0u8; 32];
-        token.copy_from_slice(&b[9..]);
+        token.copy_from_slice(&b[9..MAC_AT]);
         Ok(Hello { token })
     }
 }
@@ -95,6 +134,10 @@ pub enum HelloError {
     /// Another lane version than [`LANE_VERSION`].
     #[error("bulk-lane version {0} is not supported (expected {LANE_VERSION})")]
     Version(u8),
+    /// The MAC does not verify: the client does not hold this cluster's
+    /// secret (or sent a forged hello).
+    #[error("the hello's MAC does not verify under this cluster's key")]
+    BadMac,
 }
 
 fn cipher(key: &Secret) -> LessSafeKey {
@@ -385,15 +428,26 @@ mod tests {
     }
 
     #[test]
-    fn hello_round_trips_and_checks_magic_and_version() {
+    fn hello_round_trips_and_checks_magic_version_and_mac() {
+        let (key, open) = (HelloKey::new(Some(&[9; 32])), HelloKey::new(None));
         let h = Hello { token: [3; 32] };
-        assert_eq!(Hello::from_bytes(&h.to_bytes()), Ok(h.clone()));
-        let mut b = h.to_bytes();
-        b[8] = 2;
-        assert_eq!(Hello::from_bytes(&b), Err(HelloError::Version(2)));
-        assert!(Hello::from_bytes(&b).unwrap_err().to_string().contains("version 2"));
+        assert_eq!(Hello::from_bytes(&h.to_bytes(&key), &key), Ok(h.clone()));
+        assert_eq!(Hello::from_bytes(&h.to_bytes(&open), &open), Ok(h.clone()));
+        // Another secret (or none) gives another MAC.
+        assert_eq!(Hello::from_bytes(&h.to_bytes(&open), &key), Err(HelloError::BadMac));
+        assert_eq!(Hello::from_bytes(&h.to_bytes(&HelloKey::new(Some(&[8; 32]))), &key), Err(HelloError::BadMac));
+        // Any flipped bit of the token or the MAC fails.
+        for at in [9, 20, MAC_AT - 1, MAC_AT, HELLO_BYTES - 1] {
+            let mut b = h.to_bytes(&key);
+            b[at] ^= 1;
+            assert_eq!(Hello::from_bytes(&b, &key), Err(HelloError::BadMac), "flip at {at}");
+        }
+        let mut b = h.to_bytes(&key);
+        b[8] = 1;
+        assert_eq!(Hello::from_bytes(&b, &key), Err(HelloError::Version(1)));
+        assert!(Hello::from_bytes(&b, &key).unwrap_err().to_string().contains("version 1"));
         b[0] = b'x';
-        assert!(Hello::from_bytes(&b).is_err());
+        assert_eq!(Hello::from_bytes(&b, &key), Err(HelloError::NotAHello));
         assert_ne!(random_secret().expect("random"), random_secret().expect("random"));
     }
 }

@@ -27,6 +27,7 @@ use super::Work;
 use crate::cluster::placement::{Need, Place};
 use crate::wire::hint;
 use crate::wire::mail::{Mail, Opts};
+use crate::wire::plain::{self, ActorRecord};
 use libp2p::PeerId;
 use manta::{Error, ObjectId, ObjectRef, Runtime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,19 +35,11 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// An actor as it travels (and as its DHT record holds it).
-#[derive(Serialize, Deserialize)]
-struct ActorRecord {
-    #[serde(with = "serde_bytes")]
-    actor: [u8; 16],
-    class: String,
-    /// The host's owner hint (peer id and addresses).
-    #[serde(with = "serde_bytes")]
-    host: Vec<u8>,
-}
-
+// An actor as it travels, and as its DHT record holds it, is a
+// `wire::plain::ActorRecord`: the cluster layer decodes DHT records to check
+// their host before storing them.
 fn record_key(name: &str) -> Vec<u8> {
-    format!("/manta/actor/{name}").into_bytes()
+    plain::actor_record_key(name)
 }
 
 /// Why an actor record (a handle as it travels, or a named actor's DHT
@@ -54,9 +47,9 @@ fn record_key(name: &str) -> Vec<u8> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActorRecordError {
-    /// The record's bytes do not decode.
+    /// The record's bytes do not decode (or exceed its size or depth caps).
     #[error("the actor record does not decode: {0}")]
-    Decode(#[source] ciborium::de::Error<std::io::Error>),
+    Decode(#[source] crate::wire::WireError),
     /// The actor is of another registered type than asked for.
     #[error("actor `{name}` is a `{found}`, not a `{expected}`")]
     WrongClass {
@@ -87,10 +80,7 @@ impl Work {
     /// Publishes a named actor hosted here in the DHT.
     pub(super) fn publish_name(&self, name: &str, actor: ObjectId, class: &str) {
         let rec = ActorRecord { actor: actor.to_bytes(), class: class.to_string(), host: self.hint().to_vec() };
-        let mut value = Vec::new();
-        if ciborium::into_writer(&rec, &mut value).is_ok() {
-            self.cluster.put_record(record_key(name), value);
-        }
+        self.cluster.put_record(record_key(name), plain::encode_actor_record(&rec));
     }
 }
 
@@ -381,8 +371,8 @@ pub(crate) fn lookup<A, S>(
     loop {
         let found = futures::executor::block_on(work.dht_record(record_key(name)));
         if let Some(bytes) = found.map_err(|_| LookupError::Shutdown)? {
-            let rec: ActorRecord =
-                ciborium::from_reader(&bytes[..]).map_err(|e| LookupError::Record(ActorRecordError::Decode(e)))?;
+            let rec =
+                plain::decode_actor_record(&bytes).map_err(|e| LookupError::Record(ActorRecordError::Decode(e)))?;
             if rec.class != class.name() {
                 let e =
                     ActorRecordError::WrongClass { name: name.to_string(), found: rec.class, expected: class.name() };

@@ -14,6 +14,8 @@
 //! receives a name it does not know refuses it with an error naming it.
 
 use super::args::{Args, Data};
+use crate::wire::plain;
+use crate::wire::WireError;
 use manta::{ActorHandle, AnyRef, ObjectId, Runtime};
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -119,10 +121,10 @@ impl<S, A, R> Method<S, A, R> {
 pub(crate) enum RegistryError {
     /// The arguments do not decode as the registered types.
     #[error("cannot decode arguments: {0}")]
-    Arguments(#[source] ciborium::de::Error<std::io::Error>),
+    Arguments(#[source] WireError),
     /// The constructor arguments do not decode as the registered types.
     #[error("cannot decode constructor arguments: {0}")]
-    ConstructorArguments(#[source] ciborium::de::Error<std::io::Error>),
+    ConstructorArguments(#[source] WireError),
     /// A method called on an actor of another type.
     #[error("method `{0}` does not belong to this actor's type")]
     WrongActorType(&'static str),
@@ -201,7 +203,8 @@ fn finish<R: Data>(r: &manta::ObjectRef<R>, on_done: OnDone) {
 
 fn decode_wire<A: Args>(rt: &Runtime, args: &[u8]) -> Result<A::Wire, RegistryError> {
     let _entered = rt.enter();
-    ciborium::from_reader::<A::Wire, _>(args).map_err(RegistryError::Arguments)
+    // Capped in size and depth, no trailing bytes (`wire::plain`).
+    plain::decode_args::<A::Wire>(args).map_err(RegistryError::Arguments)
 }
 
 fn signature<A, R>(kind: &str) -> String {
@@ -239,7 +242,7 @@ impl Registry {
     pub fn actor<A: Data + Args, S: Send + 'static>(mut self, c: &ActorClass<A, S>) -> Self {
         let (name, new) = (c.name, c.new);
         let make = move |rt: &Runtime, args: &[u8], o: &RunOpts, label: &str| {
-            let a: A = ciborium::from_reader(args).map_err(RegistryError::ConstructorArguments)?;
+            let a: A = plain::decode_args(args).map_err(RegistryError::ConstructorArguments)?;
             let mut b = rt.actor_builder().name(label).cpus(o.cpus).max_restarts(o.retries);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
