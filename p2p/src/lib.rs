@@ -29,9 +29,20 @@
 //!   owner, which keeps the object alive until every borrower has dropped
 //!   it; task results stay pinned on their executor until the submitter
 //!   drops its ref. A job leaves every store as it found it.
-//! - **Safety**: connections are authenticated and encrypted (Noise); every
-//!   wire message is versioned and size-capped; malformed bytes from a peer
-//!   get an error reply and a log line.
+//! - **Safety**: safe by default: without a listen address a node listens
+//!   on 127.0.0.1 only, and listening beyond loopback or mDNS needs a
+//!   cluster secret ([`NodeBuilder::secret`], read with [`load_secret`] from
+//!   a file or `MANTA_SECRET`, never a command line) or the explicit
+//!   [`NodeBuilder::insecure_open_network`]. Connections are authenticated
+//!   and encrypted (Noise) and, with a secret, private (pre-shared key);
+//!   the bulk lane takes only ticket holders at the address their
+//!   connection arrived on. Streams, frames, connections, lane tickets and
+//!   senders are bounded per peer and in all; frames grow only as bytes
+//!   arrive and have deadlines; DHT records from peers are filtered; every
+//!   wire message is versioned, size- and depth-capped, and malformed bytes
+//!   get an error reply and a log line. Not yet: actor ownership, borrow
+//!   caps, content digests, per-peer work quotas (members are trusted with
+//!   work). See the README's Safety section.
 //!
 //! ```
 //! use manta::{ObjectRef, Runtime};

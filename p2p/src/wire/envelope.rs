@@ -87,7 +87,7 @@ pub enum WireError {
     /// bytes or a field out of range.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// The envelope carries a version other than [`VERSION`].
+    /// The envelope carries a version other than this build's (`VERSION`).
     #[error("wire version {got} is not supported (expected {VERSION})")]
     WrongVersion {
         /// The version the sender used.
