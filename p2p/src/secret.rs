@@ -61,9 +61,18 @@ pub fn parse_secret(text: &str, from: &str) -> Result<[u8; 32], SecretError> {
     from_base64(t).ok_or_else(bad)
 }
 
-/// Reads a secret from a file holding it as text (see the module docs).
+/// Reads a secret from a file holding it as text (see the module docs). A
+/// file other users may read is used, with a warning to `chmod 600` it.
 pub fn read_secret_file(path: &Path) -> Result<[u8; 32], SecretError> {
     let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the cluster secret file is readable by other users; chmod 600 it");
+        }
+    }
     parse_secret(&text, &format!("file {}", path.display()))
 }
 
