@@ -8,7 +8,7 @@
 //! | attack (before) | now |
 //! | --- | --- |
 //! | default node on 0.0.0.0, no secret | loopback by default; open needs a secret ([`defaults_are_loopback_and_open_needs_a_secret`]) |
-//! | no secret: anyone joins | with one, a client without it cannot connect ([`a_secret_keeps_a_raw_client_out`]) |
+//! | no secret: anyone joins | with one, a client without it cannot connect, and a lane hello without it is refused ([`a_secret_keeps_a_raw_client_out`]) |
 //! | 40 mail streams x 16 MiB frames, then stall: 659 MiB; 200 prefix-only streams open forever | 4 streams per peer, a byte budget, frame deadlines: < 64 MiB, all closed in seconds, an honest get completes meanwhile ([`mail_floods_are_bounded_and_honest_gets_complete`]) |
 //! | 540 lane tickets redeemed without reading: 512 threads, +527 MiB, honest 3 MB fetch 10 s | 2 per peer, 8 in all, a stream deadline: `Busy` beyond, honest fetch on the lane in < 3 s ([`ticket_floods_get_busy_and_honest_fetches_stay_fast`]) |
 //! | 64 idle lane connections fill every hello slot, a WARN each | refused at accept unless a ticket expects the IP, a counter, no WARN ([`idle_lane_connections_are_refused_quietly`]) |
@@ -26,7 +26,7 @@
 mod hostile_client;
 
 use futures::AsyncWriteExt;
-use hostile_client::{closed_within, exchange, peak_while, rss_mib, threads, Client};
+use hostile_client::{closed_within, exchange, peak_while, rss_mib, threads, Client, CALL};
 use libp2p::kad;
 use manta::{ObjectRef, Runtime};
 use manta_p2p::fuzzing::hint;
@@ -169,6 +169,8 @@ fn a_secret_keeps_a_raw_client_out() {
     let key = [0x61; 32];
     let a = node(None, |b| b.secret(key));
     let addr = a.listen_addrs()[0].clone();
+    let obj = a.runtime().put(bytes(2_000_000, 7)).expect("put");
+    let _ = a.encode_ref(&obj).expect("exported");
     let before = rss_mib();
     tokio().block_on(async {
         let stranger = Client::start(hostile_client::swarm(None));
@@ -177,8 +179,25 @@ fn a_secret_keeps_a_raw_client_out() {
         assert!(wrong.dial(&addr).await.is_err(), "another key: no connection");
         let member = Client::start(hostile_client::swarm(Some(key)));
         assert_eq!(member.dial(&addr).await, Ok(a.peer_id()), "the right key connects");
+        // The lane's hello is bound to the secret too: a ticket's token
+        // alone, MACed without the secret, is refused.
+        let mut s = member.open(a.peer_id(), OBJECT).await.expect("object stream");
+        let req = encode_request(&Request::Bulk { id: obj.id().to_bytes(), offset: 0 });
+        let reply = exchange(&mut s, &req, MAX_RESPONSE_BYTES).await.expect("a reply");
+        let Ok(Response::Ticket { port, token, .. }) = decode_response(&reply) else { panic!("no ticket: {reply:?}") };
+        let lane = |hello: HelloKey| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("lane");
+            t.write_all(&Hello { token }.to_bytes(&hello)).await.expect("hello");
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(CALL, t.read_to_end(&mut got)).await;
+            got.len()
+        };
+        assert_eq!(lane(HelloKey::new(None)).await, 0, "a hello without the secret gets nothing");
+        assert!(lane(HelloKey::new(Some(&key))).await > 2_000_000, "with it, the sealed object");
     });
-    eprintln!("secret: RSS {:.1} -> {:.1} MiB", before, rss_mib());
+    eprintln!("secret: RSS {:.1} -> {:.1} MiB; lane {:?}", before, rss_mib(), a.lane_stats());
+    assert_eq!(a.lane_stats().refused, 1);
     assert_eq!(a.cluster_status().expect("up").len(), 1);
 }
 
