@@ -187,10 +187,13 @@ fn a_secret_keeps_a_raw_client_out() {
         let Ok(Response::Ticket { port, token, .. }) = decode_response(&reply) else { panic!("no ticket: {reply:?}") };
         let lane = |hello: HelloKey| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("lane");
-            t.write_all(&Hello { token }.to_bytes(&hello)).await.expect("hello");
             let mut got = Vec::new();
-            let _ = tokio::time::timeout(CALL, t.read_to_end(&mut got)).await;
+            let io = async {
+                let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                t.write_all(&Hello { token }.to_bytes(&hello)).await?;
+                t.read_to_end(&mut got).await
+            };
+            let _ = tokio::time::timeout(CALL, io).await;
             got.len()
         };
         assert_eq!(lane(HelloKey::new(None)).await, 0, "a hello without the secret gets nothing");
@@ -314,11 +317,12 @@ fn ticket_floods_get_busy_and_honest_fetches_stay_fast() {
                 Response::Ticket { port, token, .. } => {
                     tickets += 1;
                     // Redeem it, then never read.
-                    let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("lane");
-                    tokio::io::AsyncWriteExt::write_all(&mut t, &Hello { token }.to_bytes(&port_hello))
-                        .await
-                        .expect("hello");
-                    held.push(t);
+                    let redeem = async {
+                        let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                        tokio::io::AsyncWriteExt::write_all(&mut t, &Hello { token }.to_bytes(&port_hello)).await?;
+                        Ok::<_, std::io::Error>(t)
+                    };
+                    held.push(tokio::time::timeout(CALL, redeem).await.expect("in time").expect("redeemed"));
                 }
                 Response::Busy => busy += 1,
                 other => panic!("unexpected {other:?}"),

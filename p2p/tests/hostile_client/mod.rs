@@ -318,19 +318,23 @@ pub fn framed(body: &[u8]) -> Vec<u8> {
     [&(body.len() as u32).to_be_bytes()[..], body].concat()
 }
 
-/// Writes one framed message and reads one framed reply (at most `max`).
+/// Writes one framed message and reads one framed reply (at most `max`),
+/// within [`CALL`].
 pub async fn exchange(s: &mut Stream, body: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
-    s.write_all(&framed(body)).await?;
-    s.flush().await?;
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).await?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Err(std::io::Error::other(format!("a reply of {len} bytes")));
-    }
-    let mut reply = vec![0u8; len];
-    s.read_exact(&mut reply).await?;
-    Ok(reply)
+    let io = async {
+        s.write_all(&framed(body)).await?;
+        s.flush().await?;
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).await?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > max {
+            return Err(std::io::Error::other(format!("a reply of {len} bytes")));
+        }
+        let mut reply = vec![0u8; len];
+        s.read_exact(&mut reply).await?;
+        Ok(reply)
+    };
+    tokio::time::timeout(CALL, io).await.map_err(|_| std::io::Error::other("no reply within the call timeout"))?
 }
 
 /// Waits until `s` is closed or reset by the other side: true if it was
