@@ -252,6 +252,13 @@ impl<S: Clone> Slot<S> {
         }
     }
 
+    /// Marks the object's error (now or future) as read, so its drop does
+    /// not log it: for readers that handled it without taking it from this
+    /// slot (`get_all` failing on another ref of the same list).
+    pub fn mark_read(&self) {
+        self.error_read.store(true, Ordering::Relaxed);
+    }
+
     /// The slot's state as seen by a reader; a `Value` is a new reference
     /// to the stored value (taken under the lock, so eviction sees it).
     pub fn read_state(&self) -> Read<S> {
@@ -379,9 +386,12 @@ impl<S> Drop for Slot<S> {
         };
         if let State::Failed(e) = &inner.state {
             // Errors nobody read are logged once, when the object goes away.
-            // Cancellations, shutdowns and failures inherited from an input
-            // are not root failures and stay quiet.
-            if matches!(**e, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
+            // A dependant that failed because of an input read that input's
+            // error (so the input stays quiet) and is logged in its place
+            // if nobody reads it. Cancellations and shutdowns are not
+            // failures and stay quiet, as do objects freed on purpose.
+            let root = e.root_cause();
+            if matches!(root, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
                 tracing::warn!(error = %e, "an object's error was never read");
             }
         }

@@ -71,6 +71,11 @@ pub(crate) fn wait<R: Waitable>(
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<(Vec<R>, Vec<R>), Error> {
+    if refs.is_empty() {
+        // As Ray: an empty list is answered at once, before `num_returns`
+        // is checked (`ray.wait([])` returns `([], [])`).
+        return Ok((Vec::new(), Vec::new()));
+    }
     if num_returns == 0 {
         return Err(Error::invalid("wait: num_returns must be at least 1"));
     }
@@ -123,6 +128,11 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
         }
     }
     if let Some(e) = first_error() {
+        // The caller asked for every ref of the list and handled their
+        // failure through this error: none of them is an error nobody read
+        // (Ray's `ray.get([x1, x2])` reports neither), including refs
+        // still pending that fail later.
+        refs.iter().for_each(|r| r.cell().slot.mark_read());
         return Err(e);
     }
     refs.iter()
