@@ -272,6 +272,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         let out = ObjectCell::pending_as(id, None);
         let name = std::any::type_name::<F>();
         let pending = inputs_to_wait_for(&args);
+        let args = crate::objects::CountedArgs::new(args);
         let result = out.clone();
         let invoke = Invoke::Mut(Box::new(move |state: &mut S| {
             let v = match args.resolve() {
@@ -531,6 +532,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
         let out = ObjectCell::pending(None);
         let name = std::any::type_name::<F>();
         let pending = inputs_to_wait_for(&args);
+        let args = crate::objects::CountedArgs::new(args);
         let result = out.clone();
         let body: RefCall<S> = Box::new(move |state: &S| {
             let v = match args.resolve() {

@@ -69,6 +69,29 @@ pub enum Error {
         /// Why it died.
         reason: Text,
     },
+    /// The object was freed with [`Runtime::free`](crate::Runtime::free):
+    /// its value is gone on purpose and is not rebuilt.
+    #[error("object {id} was freed")]
+    ObjectFreed {
+        /// The freed object.
+        id: ObjectId,
+    },
+    /// The object's value was lost again after its task had already been
+    /// re-run the most times its
+    /// [`TaskBuilder::max_reconstructions`](crate::TaskBuilder::max_reconstructions)
+    /// allows (Ray's `ObjectReconstructionFailedMaxAttemptsExceededError`).
+    #[error("object {id} cannot be rebuilt: task `{task}` was already re-run {max} times (max_reconstructions)")]
+    MaxReconstructionsExceeded {
+        /// The lost object.
+        id: ObjectId,
+        /// The task that made it.
+        task: Text,
+        /// Its cap on rebuilds (a `u64` though the cap is a `u32`: a
+        /// 4-byte field here changed `Error`'s layout so that reading a
+        /// `Result<Value, Error>` back from the stack stalled, making small
+        /// gets ~2x slower).
+        max: u64,
+    },
     /// The object's value is gone and cannot be rebuilt.
     #[error("object {id} was lost: {reason}")]
     ObjectLost {
@@ -320,6 +343,13 @@ pub enum BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_stay_small() {
+        // Every Result<_, Error>, slot and queued call carries one: keep it
+        // small (an actor's details are behind one pointer, DeadActor).
+        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+    }
 
     #[test]
     fn chain_and_root() {

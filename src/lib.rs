@@ -52,6 +52,13 @@
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
 //! done or the timeout passes, without spinning.
 //!
+//! ## Objects: debugging and control
+//! [`Runtime::free`] drops objects now, [`Runtime::contains`] says whether
+//! one can still be read, [`ObjectRef::ref_counts`] counts who holds it, and
+//! [`TaskBuilder::lineage`] / [`TaskBuilder::max_reconstructions`] control
+//! rebuilding per task. An error nobody read is logged once when its object
+//! goes; every way of reading it counts.
+//!
 //! ## async and callbacks
 //! `ObjectRef` implements `IntoFuture` (any executor) and
 //! [`ObjectRef::on_ready`] runs a callback when the object is done.
@@ -72,6 +79,7 @@ mod id;
 mod lineage;
 mod mailbox;
 mod notify;
+mod objects;
 mod refs;
 mod resources;
 mod runtime;
@@ -88,6 +96,7 @@ pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
 pub use error::{BuildError, Cause, Error, StoreFull, Text};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
+pub use objects::RefCounts;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;

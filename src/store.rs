@@ -414,9 +414,17 @@ impl Store {
         self.lineage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the lineage log knows of `id`.
+    /// What the lineage log knows of `id`, for a reader about to rebuild
+    /// it: a record handed out counts as one rebuild of the object (see
+    /// `lineage`: past its task's `max_reconstructions` the record fails
+    /// the rebuild instead).
     pub(crate) fn lineage_of(&self, id: ObjectId) -> crate::lineage::Lookup {
-        self.lineage_lock().lookup(id)
+        self.lineage_lock().claim(id)
+    }
+
+    /// True if `id` could be rebuilt from lineage now.
+    pub(crate) fn can_rebuild(&self, id: ObjectId) -> bool {
+        self.lineage_lock().has(id)
     }
 
     /// Marks a tracked object as just used.
@@ -467,10 +475,15 @@ impl Store {
         };
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
         if meta.charged == 0 || self.reserve(meta.charged, false) {
-            obj.slot().finish_rebuild(Ok((value.clone(), meta)));
+            let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value.clone(), meta)));
             if meta.charged > 0 {
-                self.track(obj, meta.charged);
+                if stored {
+                    self.track(obj, meta.charged);
+                } else {
+                    self.release(meta.charged); // freed meanwhile
+                }
             }
+            wake.send();
         } else {
             // No room: this reader gets the value; the object stays out.
             obj.slot().finish_rebuild(Err(Ok(Moved::Spilled(file))));
@@ -536,6 +549,11 @@ pub(crate) struct RebuildJob {
 }
 
 impl RebuildJob {
+    /// The object being rebuilt (`None` once finished).
+    pub(crate) fn id(&self) -> Option<ObjectId> {
+        self.obj.as_ref().map(|o| o.id())
+    }
+
     /// Sizes a task's result (as `admit` would, without reserving).
     pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
         self.store.measure(value)
@@ -556,14 +574,16 @@ impl RebuildJob {
                     g.objects += 1;
                 }
                 store.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
-                let wake = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
-                if meta.charged > 0 {
+                let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
+                if meta.charged > 0 && stored {
                     let weak = Arc::downgrade(&obj);
                     store.lock().lru.push(obj.id(), (weak, meta.charged));
+                } else if meta.charged > 0 {
+                    store.release(meta.charged); // freed meanwhile
                 }
                 wake
             }
-            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))),
+            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))).0,
         };
         // Let go of the object before waking its readers: once a reader
         // returns, the rebuild holds nothing of it.

@@ -42,11 +42,19 @@ pub struct TaskOptions {
     pub(crate) resources: Vec<(crate::error::Text, f64)>,
     pub(crate) retries: u32,
     pub(crate) object_id: Option<crate::id::ObjectId>,
+    pub(crate) lineage: crate::lineage::Policy,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions { name: None, cpus: 1.0, resources: Vec::new(), retries: 0, object_id: None }
+        TaskOptions {
+            name: None,
+            cpus: 1.0,
+            resources: Vec::new(),
+            retries: 0,
+            object_id: None,
+            lineage: Default::default(),
+        }
     }
 }
 
@@ -89,6 +97,29 @@ impl<'rt> TaskBuilder<'rt> {
     /// A cancelled task is never retried.
     pub fn retries(mut self, n: u32) -> Self {
         self.opts.retries = n;
+        self
+    }
+
+    /// Whether the store keeps this task's lineage (default true, for
+    /// re-runnable tasks): with `false` its output is never dropped from
+    /// memory to be rebuilt by running the task again; when memory is
+    /// short it is spilled (spillable type and a spill directory) or stays
+    /// in memory (pinned), like a `put`. For tasks with side effects that
+    /// must not run twice, or whose inputs should not be kept alive by the
+    /// record.
+    pub fn lineage(mut self, keep: bool) -> Self {
+        self.opts.lineage.keep = keep;
+        self
+    }
+
+    /// Caps how many times the task's output may be rebuilt from lineage
+    /// (Ray's `max_reconstructions`; default: no cap). After `n` rebuilds
+    /// the store no longer drops the output to rebuild it (it spills or
+    /// pins it instead), and a loss that still happens (its spill file is
+    /// unreadable) fails reads with [`Error::MaxReconstructionsExceeded`].
+    /// `0` keeps the record but allows no rebuild.
+    pub fn max_reconstructions(mut self, n: u32) -> Self {
+        self.opts.lineage.max_reconstructions = Some(n);
         self
     }
 
@@ -183,15 +214,16 @@ fn output(opts: &TaskOptions, default_name: &'static str) -> (Arc<ObjectCell>, A
 /// What a task runs: its arguments and body, shared between the queued job
 /// and (for re-runnable tasks) its output's lineage.
 pub(crate) struct Spec<A, F, R> {
-    args: A,
+    /// Counted as task uses of their refs while the spec lives.
+    args: crate::objects::CountedArgs<A>,
     body: F,
     ctl: Arc<TaskCtl>,
     _r: PhantomData<fn() -> R>,
 }
 
-impl<A, F, R> Spec<A, F, R> {
+impl<A: TaskArgs, F, R> Spec<A, F, R> {
     fn new(args: A, body: F, ctl: Arc<TaskCtl>) -> Arc<Self> {
-        Arc::new(Spec { args, body, ctl, _r: PhantomData })
+        Arc::new(Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData })
     }
 }
 
@@ -397,7 +429,9 @@ fn submit<A, R, F, E>(
         }
     });
     let retries = opts.retries;
-    let lineage = lineage.map(|make| make(spec.clone(), req.clone(), Arc::downgrade(sched), retries));
+    let lineage = lineage
+        .filter(|_| opts.lineage.keep)
+        .and_then(|make| opts.lineage.apply(make(spec.clone(), req.clone(), Arc::downgrade(sched), retries)));
     let run = move |go: Go| {
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
