@@ -46,7 +46,11 @@
 //! runs a closure on `&mut State` and returns a ref. Calls on one actor run
 //! one at a time in submission order; different actors run in parallel.
 //! [`Runtime::actor_builder`] sets options and can start an actor from a
-//! factory, which allows restarts after a panic.
+//! factory, which allows restarts after a panic (and, with
+//! [`ActorBuilder::max_task_retries`], re-running the call that panicked).
+//! Results are stored like tasks' results. [`ActorHandle::kill`] and
+//! [`ActorHandle::terminate`] stop an actor from outside; a call on a dead
+//! actor fails with [`Error::ActorDead`], whose [`ActorDeathCause`] says why.
 //!
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
@@ -93,9 +97,9 @@ mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
-pub use error::{BuildError, Cause, Error, StoreFull, Text};
+pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, Text};
 pub use heap_size::{register, register_spillable, HeapSize};
-pub use id::ObjectId;
+pub use id::{ActorId, ObjectId};
 pub use objects::RefCounts;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
