@@ -116,7 +116,11 @@ fn counter_actor() -> Res {
     header("3. the Counter actor: calls run one at a time, in order (seed: @ray.remote class Counter)");
     let rt = runtime(2)?;
     let a1 = rt.actor(Counter::default());
-    show("a1 = Counter.remote(); ray.get(a1.increment.remote())", "let a1 = rt.actor(Counter::default()); a1.call(Counter::increment).get()?", a1.call(Counter::increment).get()?);
+    show(
+        "a1 = Counter.remote(); ray.get(a1.increment.remote())",
+        "let a1 = rt.actor(Counter::default()); a1.call(Counter::increment).get()?",
+        a1.call(Counter::increment).get()?,
+    );
     show("ray.get(a1.increment.remote())", "a1.call(Counter::increment).get()?", a1.call(Counter::increment).get()?);
 
     let a: Vec<_> = (0..4).map(|_| a1.call(Counter::increment)).collect();
@@ -144,11 +148,7 @@ fn wait_with_timeouts() -> Res {
     show(
         "ready_ids, remaining_ids = ray.wait(results, num_returns=3, timeout=2.5)",
         "let (ready, pending) = rt.wait(&results, 3, Some(Duration::from_millis(250)))?",
-        format!(
-            "ready {:?}, pending {} (the timeout came first)",
-            values(&rt, &ready_ids)?,
-            remaining_ids.len()
-        ),
+        format!("ready {:?}, pending {} (the timeout came first)", values(&rt, &ready_ids)?, remaining_ids.len()),
     );
     let results2: Vec<_> = (0..4).map(|_| rt.spawn(f)).collect();
     let (ready2_ids, remaining2_ids) = rt.wait(&results2, 3, Some(Duration::from_millis(550)))?;

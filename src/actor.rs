@@ -287,6 +287,7 @@ impl<S: Send + 'static> ActorHandle<S> {
     }
 
     fn submit_call(&self, call: Call<S>, pending: Vec<Arc<ObjectCell>>) {
+        self.inner.sched.actor_call();
         {
             let q = lock_std(&self.caller.queue);
             if q.is_empty() && pending.is_empty() {
@@ -403,9 +404,12 @@ impl<S: Send + 'static> ActorInner<S> {
 
     fn schedule_drain(self: &Arc<Self>) {
         let me = self.clone();
-        let run = move |go: Go| match go {
-            Go::Run => me.drain(),
-            Go::Shutdown | Go::InputFailed(_) | Go::Cancelled => me.fail_all(Error::RuntimeShutdown),
+        let run = move |go: Go| {
+            match go {
+                Go::Run => me.drain(),
+                Go::Shutdown | Go::InputFailed(_) | Go::Cancelled => me.fail_all(Error::RuntimeShutdown),
+            }
+            crate::scheduler::Tally::default() // calls are counted when made
         };
         self.sched.submit(Job::new(self.req.clone(), Box::new(run)));
     }

@@ -24,7 +24,7 @@ use crate::error::{panic_message, Error, TaskFailure};
 use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::resources::Request;
-use crate::scheduler::{Go, Job, Scheduler};
+use crate::scheduler::{Go, Job, Scheduler, Tally};
 use crate::slot::{Meta, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
@@ -252,6 +252,15 @@ fn trampoline(f: Box<dyn FnOnce()>) {
 /// extra bounds for tasks that have none).
 pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>) -> Arc<dyn Rebuild>;
 
+/// A task's end for the runtime's counts.
+fn tally_of(ended: Result<(), bool>) -> Tally {
+    match ended {
+        Ok(()) => Tally { done: 1, ..Tally::default() },
+        Err(true) => Tally { cancelled: 1, ..Tally::default() },
+        Err(false) => Tally { failed: 1, ..Tally::default() },
+    }
+}
+
 /// Counts a group task's end by its outcome (`Err(cancelled?)`).
 fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     if let Some(g) = group {
@@ -317,12 +326,13 @@ pub(crate) fn submit<A, R, B, E>(
             Err(e) => out.err(e),
         }
         count_end(group.as_ref(), ended);
+        tally_of(ended)
     };
     let tag = group.map(|g| g as crate::scheduler::Tag);
-    let job = Job::tagged(plan.req, plan.priority, Box::new(run), tag);
+    let job = Job::task(plan.req, plan.priority, Box::new(run), tag);
     ctl.set_job(&job);
     if let Some(cause) = failed {
-        return job.finish(Go::InputFailed(cause));
+        return sched.count(job.finish(Go::InputFailed(cause)));
     }
     if pending.is_empty() {
         return sched.submit(job);
@@ -457,7 +467,8 @@ impl Waiting {
                 _ => Error::invalid("input failed"),
             };
             if let Some(job) = self.take() {
-                trampoline(Box::new(move || job.finish(Go::InputFailed(cause))));
+                let sched = sched.clone();
+                trampoline(Box::new(move || sched.count(job.finish(Go::InputFailed(cause)))));
             }
         }
     }
@@ -523,8 +534,9 @@ where
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
             job.finish(outcome);
+            Tally::default() // a rebuild, not a task run
         };
-        let j = Job::tagged(self.req.clone(), self.priority, Box::new(run), None);
+        let j = Job::other(self.req.clone(), self.priority, Box::new(run));
         self.spec.ctl.set_job(&j);
         sched.submit(j);
     }

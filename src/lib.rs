@@ -75,6 +75,7 @@ mod heap_size;
 mod id;
 mod lineage;
 mod mailbox;
+mod metrics;
 mod notify;
 mod panics;
 mod refs;
@@ -95,6 +96,7 @@ pub use error::{BuildError, Cause, Error, StoreFull, TaskFailure, Text};
 pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::ObjectId;
+pub use metrics::Metrics;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
@@ -131,7 +133,7 @@ pub mod fuzzing {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
-    pub use crate::dispatch::{Dispatch, Next, Queued};
+    pub use crate::dispatch::{Dispatch, Next, Queued, Tally};
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};

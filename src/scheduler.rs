@@ -35,6 +35,7 @@
 //!
 //! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+pub(crate) use crate::dispatch::{Counts, Tally};
 use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
 use crate::resources::{Request, Totals};
@@ -58,8 +59,8 @@ pub(crate) enum Go {
     Cancelled,
 }
 
-/// What a job runs.
-pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
+/// What a job runs; it says how the tasks it ran ended (for the counts).
+pub(crate) type JobFn = Box<dyn FnOnce(Go) -> Tally + Send>;
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
 /// holds it, and a task's control block may hold it too so that a worker
@@ -72,6 +73,11 @@ pub(crate) struct Job {
     run: std::sync::Mutex<Option<JobFn>>,
     /// What the job belongs to (a task group), for [`Scheduler::reap`].
     tag: Option<Tag>,
+    /// A task (counted), not an actor drain or a rebuild.
+    task: bool,
+    /// Its function was taken out by a cancel (so its empty entry counts
+    /// as a cancelled task when a runner reaches it).
+    taken_by_cancel: std::sync::atomic::AtomicBool,
 }
 
 /// An opaque owner of jobs (compared by pointer).
@@ -79,18 +85,39 @@ pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Job {
     pub fn new(req: Request, run: JobFn) -> Arc<Job> {
-        Arc::new(Job { req, priority: NORMAL, run: std::sync::Mutex::new(Some(run)), tag: None })
+        Job::make(req, NORMAL, run, None, false)
     }
 
-    /// A job with a priority that belongs to `tag` (see [`Scheduler::reap`]).
-    pub fn tagged(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
-        Arc::new(Job { req, priority, run: std::sync::Mutex::new(Some(run)), tag })
+    /// A task's job with a priority, that belongs to `tag` (see
+    /// [`Scheduler::reap`]).
+    pub fn task(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
+        Job::make(req, priority, run, tag, true)
+    }
+
+    /// A job that is not a task (not counted), with a priority.
+    pub fn other(req: Request, priority: u8, run: JobFn) -> Arc<Job> {
+        Job::make(req, priority, run, None, false)
+    }
+
+    fn make(req: Request, priority: u8, run: JobFn, tag: Option<Tag>, task: bool) -> Arc<Job> {
+        Arc::new(Job {
+            req,
+            priority,
+            run: std::sync::Mutex::new(Some(run)),
+            tag,
+            task,
+            taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
     /// a queued task on its caller's thread without running anything).
     pub fn take_fn(&self) -> Option<JobFn> {
-        self.take()
+        let f = self.take();
+        if f.is_some() {
+            self.taken_by_cancel.store(true, Ordering::Release);
+        }
+        f
     }
 
     /// True if the job belongs to the object at `owner` (its tag's
@@ -108,9 +135,10 @@ impl Job {
 
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
-    pub fn finish(&self, go: Go) {
-        if let Some(run) = self.take() {
-            run(go)
+    pub fn finish(&self, go: Go) -> Tally {
+        match self.take() {
+            Some(run) => run(go),
+            None => Tally::default(),
         }
     }
 }
@@ -121,6 +149,9 @@ pub(crate) const NORMAL: u8 = 1;
 impl Queued for Arc<Job> {
     fn req(&self) -> &Request {
         &self.req
+    }
+    fn is_task(&self) -> bool {
+        self.task
     }
     fn priority(&self) -> u8 {
         self.priority
@@ -166,6 +197,8 @@ pub(crate) struct Scheduler {
     spares: Spares,
     /// The deciding flags of every thread that runs jobs (see `cancel`).
     deciders: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Actor calls made (counted where they are made, by the caller).
+    actor_calls: std::sync::atomic::AtomicU64,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -253,6 +286,7 @@ impl Scheduler {
                 handles: Mutex::new(Vec::new()),
             },
             deciders: Mutex::new(Vec::new()),
+            actor_calls: std::sync::atomic::AtomicU64::new(0),
             start_hook: OnceLock::new(),
         })
     }
@@ -325,7 +359,7 @@ impl Scheduler {
         match self.dispatch.submit(job) {
             Ok(true) => self.start_runner(),
             Ok(false) => {}
-            Err(job) => job.finish(Go::Shutdown),
+            Err(job) => self.dispatch.count(job.finish(Go::Shutdown)),
         }
     }
 
@@ -418,17 +452,17 @@ impl Scheduler {
         }
         IN_LOOP.with(|l| l.set(true));
         PLACE.with(|p| p.set(true));
-        let mut finished: Option<Arc<Job>> = None;
+        let mut finished: Option<(Arc<Job>, Tally)> = None;
         let mut lingered = false;
         loop {
-            match self.dispatch.next(finished.as_ref().map(|j| &j.req), lingered) {
+            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered) {
                 Next::Run { job, more } => {
                     if more {
                         self.start_runner();
                     }
                     lingered = false;
-                    execute(&job);
-                    finished = Some(job);
+                    let tally = execute(&job);
+                    finished = Some((job, tally));
                 }
                 Next::Linger => {
                     finished = None;
@@ -436,9 +470,14 @@ impl Scheduler {
                 }
                 Next::Reap(jobs) => {
                     finished = None;
+                    let mut tally = Tally::default();
                     for job in jobs {
-                        job.finish(Go::Cancelled);
+                        let t = job.finish(Go::Cancelled);
+                        tally.done += t.done;
+                        tally.failed += t.failed;
+                        tally.cancelled += t.cancelled;
                     }
+                    self.dispatch.count(tally);
                 }
                 Next::Exit => break,
             }
@@ -477,13 +516,13 @@ impl Scheduler {
             return false;
         }
         let Some(run) = job.take() else { return false };
-        self.dispatch.acquire(&job.req);
+        self.dispatch.acquire(&job.req, job.task);
         TARGET_DEPTH.with(|d| d.set(depth + 1));
         let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-        run(Go::Run);
+        let tally = run(Go::Run);
         TASK_CPU.with(|c| c.set(prev));
         TARGET_DEPTH.with(|d| d.set(depth));
-        if self.dispatch.release(&job.req) {
+        if self.dispatch.release(&job.req, tally) {
             self.start_runner();
         }
         true
@@ -493,7 +532,7 @@ impl Scheduler {
     /// and lets idle spare threads go.
     pub fn shutdown(&self) {
         for j in self.dispatch.shutdown() {
-            j.finish(Go::Shutdown);
+            self.dispatch.count(j.finish(Go::Shutdown));
         }
         lock_std(&self.spares.tx).take();
     }
@@ -507,6 +546,26 @@ impl Scheduler {
                 let _ = h.join();
             }
         }
+    }
+
+    /// The task counts now.
+    pub fn counts(&self) -> Counts {
+        self.dispatch.counts()
+    }
+
+    /// Counts an actor call being made.
+    pub fn actor_call(&self) {
+        self.actor_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Actor calls made so far.
+    pub fn actor_calls(&self) -> u64 {
+        self.actor_calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts tasks that ended without a runner (a failed input).
+    pub fn count(&self, tally: Tally) {
+        self.dispatch.count(tally);
     }
 
     /// Jobs waiting for resources or a runner.
@@ -540,11 +599,16 @@ fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs a job (if nobody ran it yet) with its CPU amount recorded for
 /// nested blocking. The caller holds the job's resources and releases them.
-fn execute(job: &Job) {
-    let Some(run) = job.take() else { return };
+/// An entry whose function a cancel took out counts as a cancelled task.
+fn execute(job: &Job) -> Tally {
+    let Some(run) = job.take() else {
+        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
+        return Tally { cancelled: cancelled as u32, ..Tally::default() };
+    };
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-    run(Go::Run);
+    let tally = run(Go::Run);
     TASK_CPU.with(|c| c.set(prev));
+    tally
 }
 
 /// How many times a waiter re-checks before registering and parking (a short

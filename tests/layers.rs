@@ -24,7 +24,23 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     ("sched", &["resources", "dispatch", "scheduler"]),
     ("object", &["cell", "cancel"]),
-    ("api", &["refs", "args", "task", "exec", "group", "completed", "actor", "wait", "runtime", "backend", "lib"]),
+    (
+        "api",
+        &[
+            "refs",
+            "args",
+            "task",
+            "exec",
+            "group",
+            "completed",
+            "metrics",
+            "actor",
+            "wait",
+            "runtime",
+            "backend",
+            "lib",
+        ],
+    ),
 ];
 
 /// manta-p2p's layers, lowest first (see the `mod.rs` header of each).
