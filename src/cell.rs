@@ -10,11 +10,12 @@
 //! [`block_until`](crate::scheduler::block_until), re-checking the slot
 //! after every wake-up.
 
+use crate::cancel::TaskCtl;
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::lineage::{Lookup, Rebuild};
 use crate::notify::{Parker, Waiter};
-use crate::scheduler::{block_until, spin_until, Job};
+use crate::scheduler::{block_until, spin_until};
 use crate::slot::Moved;
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
 use crate::store::{Resident, SpillHandle, Store};
@@ -35,41 +36,6 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn demand(&self, cell: &Arc<ObjectCell>);
     /// Called from the cell's drop: unregister it, tell the backend.
     fn dropped(&self, id: ObjectId, cell: *const ObjectCell);
-}
-
-/// Control block of one task: its name, cancellation flag, and its job
-/// once queued (so a worker blocked on the task's result can run it; a
-/// lineage rebuild sets its own job here too).
-#[derive(Debug)]
-pub(crate) struct TaskCtl {
-    pub name: std::borrow::Cow<'static, str>,
-    pub cancelled: AtomicBool,
-    job: std::sync::Mutex<std::sync::Weak<Job>>,
-}
-
-impl TaskCtl {
-    pub fn new(name: std::borrow::Cow<'static, str>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl {
-            name,
-            cancelled: AtomicBool::new(false),
-            job: std::sync::Mutex::new(std::sync::Weak::new()),
-        })
-    }
-
-    /// Records the job that runs (or runs again) the task.
-    pub fn set_job(&self, job: &Arc<Job>) {
-        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(job);
-    }
-
-    /// The task's job if it is queued or running (a runner skips one that
-    /// has started: `Job::take` finds it empty).
-    pub fn queued_job(&self) -> Option<Arc<Job>> {
-        self.job.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
-    }
-
-    pub fn name_text(&self) -> crate::error::Text {
-        self.name.as_ref().into()
-    }
 }
 
 /// One object: its id, its slot, the task that produces it, and what the
@@ -170,7 +136,9 @@ impl ObjectCell {
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
     pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
-        let spillable = value.codec().is_some();
+        // Only charged objects can move out, so only they need the codec
+        // lookup (a hash of the type id: kept off the path of small puts).
+        let spillable = meta.charged > 0 && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
             let _ = cell.charge.set(Charge::new(store));
@@ -190,7 +158,7 @@ impl ObjectCell {
         meta: Meta,
         lineage: Option<Arc<dyn Rebuild>>,
     ) -> Option<Wake> {
-        let spillable = value.codec().is_some();
+        let spillable = meta.charged > 0 && value.codec().is_some();
         if meta.charged > 0 {
             let _ = self.charge.set(Charge::new(store));
         }
@@ -336,27 +304,34 @@ impl ObjectCell {
     }
 
     /// Cancels the producing task. Returns true if this call decided the
-    /// outcome (the object was still pending).
+    /// outcome (the object was still pending). O(1) on the caller: a
+    /// queued task's closure is taken out (so it can never start) but
+    /// dropped, with its arguments, on the service thread, which also
+    /// wakes the object's readers (so `on_ready` callbacks never run on
+    /// the cancelling thread). A running task sees `is_cancelled()`; tasks
+    /// it submitted are cancelled with it (see `cancel`).
     pub(crate) fn cancel(&self) -> bool {
         let Some(ctl) = &self.producer else { return false };
-        let won = self.slot.complete(Err(Error::Cancelled { task: ctl.name_text() }));
-        if !won {
+        let Some(wake) = self.slot.complete_deferred(Err(Error::Cancelled { task: ctl.name_text() }), Meta::default())
+        else {
             // Already done: nothing to stop (and a rebuild of this object
             // from lineage must not see a cancellation it never had).
             return false;
-        }
+        };
         // Only now tell a running task: had the flag come first, a task
         // polling `is_cancelled` could see it and complete the slot before
         // this cancel did (which then reported failure).
-        ctl.cancelled.store(true, Ordering::Release);
-        {
-            // Not started yet: drop its closure (and the refs it holds) now;
-            // its queue entry stays behind, empty, and is skipped.
-            if let Some(job) = ctl.queued_job() {
-                job.finish(crate::scheduler::Go::Cancelled);
+        ctl.set_cancelled();
+        // Not started yet: take its closure (and the refs it holds) out of
+        // its queue entry, which stays behind, empty, and is skipped.
+        let job_fn = ctl.queued_job().and_then(|job| job.take_fn());
+        crate::scheduler::service(Box::new(move || {
+            if let Some(run) = job_fn {
+                run(crate::scheduler::Go::Cancelled);
             }
-        }
-        won
+            wake.send();
+        }));
+        true
     }
 }
 

@@ -4,9 +4,10 @@
 //! model-checks it with loom threads in place of both.
 //!
 //! # Jobs and runners
-//! A *job* is queued in a FIFO per resource shape ("scheduling class", as
-//! in Ray), so a job that waits for a GPU never holds back CPU jobs behind
-//! it. A *runner* is a loop on some thread: take the oldest job whose
+//! A *job* is queued in a FIFO per resource shape and priority ("scheduling
+//! class", as in Ray), so a job that waits for a GPU never holds back CPU
+//! jobs behind it; among the class heads that fit, the highest priority
+//! runs first, then the oldest. A *runner* is a loop on some thread: take the oldest job whose
 //! resources are free ([`Dispatch::next`]), run it, release its resources,
 //! repeat. At most `threads` runners are *active* (running jobs, not
 //! blocked). Whoever makes work runnable while fewer than `threads` runners
@@ -46,18 +47,64 @@ use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// How the jobs a runner ran ended, for the task counts (see
+/// [`Dispatch::counts`]): tasks done, failed, cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Tasks that finished with a value.
+    pub done: u32,
+    /// Tasks that finished with an error (not a cancellation).
+    pub failed: u32,
+    /// Tasks cancelled (before or while running).
+    pub cancelled: u32,
+}
+
+/// The task counts of one runtime (see [`Dispatch::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tasks that reached the queue (their inputs were ready).
+    pub submitted: u64,
+    /// Tasks waiting in the queue.
+    pub queued: u64,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks finished with a value.
+    pub done: u64,
+    /// Tasks finished with an error.
+    pub failed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+}
+
 /// What dispatch needs to know of a queued job.
 pub trait Queued {
     /// The resources the job holds while it runs.
     fn req(&self) -> &Request;
+    /// True if the job is a task (counted in [`Counts`]).
+    fn is_task(&self) -> bool {
+        false
+    }
+    /// Among jobs that fit, higher priorities go first (then the oldest).
+    fn priority(&self) -> u8 {
+        1
+    }
 }
 
 struct Class<J> {
     req: Request,
+    priority: u8,
     queue: VecDeque<(u64, J)>,
 }
 
+/// Selects queued jobs to take out (see [`Dispatch::reap`]).
+pub type Reap<J> = std::sync::Arc<dyn Fn(&J) -> bool + Send + Sync>;
+
 struct State<J> {
+    counts: Counts,
+    /// Tasks started (popped or run targeted), for `counts.running`.
+    started: u64,
+    /// Of those, finished (reported by the runner that ran them).
+    ran: u64,
     pool: Pool,
     classes: Vec<Class<J>>,
     seq: u64,
@@ -79,6 +126,9 @@ pub enum Next<J> {
     /// Nothing fits right now: spin a little, then ask again with
     /// `lingered` set (a submit meanwhile is picked up without a wake-up).
     Linger,
+    /// Complete these jobs (taken out of the queue by [`Dispatch::reap`])
+    /// as cancelled, then ask again.
+    Reap(Vec<J>),
     /// Leave the loop (the runner is no longer counted).
     Exit,
 }
@@ -88,6 +138,12 @@ pub struct Dispatch<J> {
     state: Mutex<State<J>>,
     /// `queued`, readable without the lock (a hint for lingering runners).
     queued_hint: AtomicUsize,
+    /// `active`, readable without the lock (a hint for `reap`).
+    active_hint: AtomicUsize,
+    /// Selections of queued jobs to take out, for the next runner; kept
+    /// apart from `state` so leaving one never waits for the queue's lock.
+    reap_list: Mutex<Vec<Reap<J>>>,
+    reap_pending: crate::sync::AtomicBool,
     threads: usize,
     /// Seeded bug for the loom model: a blocked job keeps its runner's
     /// place (the old "help instead of hand over" protocol).
@@ -100,6 +156,9 @@ impl<J: Queued> Dispatch<J> {
     pub fn new(totals: Arc<Totals>, threads: usize) -> Dispatch<J> {
         Dispatch {
             state: Mutex::new(State {
+                counts: Counts::default(),
+                started: 0,
+                ran: 0,
                 pool: Pool::new(totals),
                 classes: Vec::new(),
                 seq: 0,
@@ -108,6 +167,9 @@ impl<J: Queued> Dispatch<J> {
                 shutdown: false,
             }),
             queued_hint: AtomicUsize::new(0),
+            active_hint: AtomicUsize::new(0),
+            reap_list: Mutex::new(Vec::new()),
+            reap_pending: crate::sync::AtomicBool::new(false),
             threads: threads.max(1),
             #[cfg(loom)]
             keep_place_when_blocked: false,
@@ -134,30 +196,46 @@ impl<J: Queued> Dispatch<J> {
             return Err(job);
         }
         let fits = st.pool.fits(job.req());
+        if job.is_task() {
+            st.counts.submitted += 1;
+        }
         st.push(job);
         self.queued_hint.store(st.queued, Ordering::Relaxed);
         Ok(fits && self.take_place(&mut st))
     }
 
     /// A runner asks for its next job, first releasing `finished` (the
-    /// request of the job it just ran, if any). See [`Next`].
-    pub fn next(&self, finished: Option<&Request>, lingered: bool) -> Next<J> {
+    /// request of the job it just ran, if any, and how it ended). See
+    /// [`Next`].
+    pub fn next(&self, finished: Option<(&Request, Tally)>, lingered: bool) -> Next<J> {
         let mut st = lock(&self.state);
-        if let Some(req) = finished {
+        if let Some((req, tally)) = finished {
             st.pool.release(req);
+            st.add_ran(tally);
+        }
+        if self.reap_pending.load(Ordering::Acquire) && self.reap_pending.swap(false, Ordering::AcqRel) {
+            let reap = std::mem::take(&mut *lock(&self.reap_list));
+            let jobs = st.take_matching(|j| reap.iter().any(|m| m(j)));
+            self.queued_hint.store(st.queued, Ordering::Relaxed);
+            return Next::Reap(jobs);
         }
         if st.active > self.threads {
             st.active -= 1; // oversubscribed after an unblock: give a place back
+            self.active_hint.store(st.active, Ordering::Relaxed);
             return Next::Exit;
         }
         match st.pop_fitting() {
             Some(job) => {
+                if job.is_task() {
+                    st.started += 1;
+                }
                 self.queued_hint.store(st.queued, Ordering::Relaxed);
                 let more = st.any_fits() && self.take_place(&mut st);
                 Next::Run { job, more }
             }
             None if lingered || st.shutdown => {
                 st.active -= 1;
+                self.active_hint.store(st.active, Ordering::Relaxed);
                 Next::Exit
             }
             None => Next::Linger,
@@ -189,6 +267,7 @@ impl<J: Queued> Dispatch<J> {
         }
         let mut st = lock(&self.state);
         st.active -= 1;
+        self.active_hint.store(st.active, Ordering::Relaxed);
         st.any_fits() && self.take_place(&mut st)
     }
 
@@ -199,6 +278,7 @@ impl<J: Queued> Dispatch<J> {
         st.pool.adjust_cpu(-(cpu as i64));
         if handed_over {
             st.active += 1;
+            self.active_hint.store(st.active, Ordering::Relaxed);
         }
     }
 
@@ -207,19 +287,25 @@ impl<J: Queued> Dispatch<J> {
     pub fn not_started(&self) {
         let mut st = lock(&self.state);
         st.active = st.active.saturating_sub(1);
+        self.active_hint.store(st.active, Ordering::Relaxed);
     }
 
     /// Takes a targeted job's resources (a blocked worker runs the job that
     /// produces what it waits for), even if that oversubscribes.
-    pub fn acquire(&self, req: &Request) {
-        lock(&self.state).pool.acquire(req);
+    pub fn acquire(&self, req: &Request, task: bool) {
+        let mut st = lock(&self.state);
+        st.pool.acquire(req);
+        if task {
+            st.started += 1;
+        }
     }
 
-    /// Returns a targeted job's resources. True: start a runner (queued
-    /// work now fits).
-    pub fn release(&self, req: &Request) -> bool {
+    /// Returns a targeted job's resources, with how it ended. True: start a
+    /// runner (queued work now fits).
+    pub fn release(&self, req: &Request, tally: Tally) -> bool {
         let mut st = lock(&self.state);
         st.pool.release(req);
+        st.add_ran(tally);
         st.any_fits() && self.take_place(&mut st)
     }
 
@@ -231,6 +317,41 @@ impl<J: Queued> Dispatch<J> {
         self.queued_hint.store(0, Ordering::Relaxed);
         st.queued = 0;
         st.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
+    }
+
+    /// Asks the next runner (in its next [`Dispatch::next`]) to take the
+    /// queued jobs `matches` selects out and complete them as cancelled.
+    /// O(1) here; the runner does the O(queue) work. True: start a runner
+    /// (a place is free, so none may come soon).
+    pub fn reap(&self, matches: Reap<J>) -> bool {
+        if self.queued_hint.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        lock(&self.reap_list).push(matches);
+        self.reap_pending.store(true, Ordering::Release);
+        // Every place busy: one of those runners reads the note soon.
+        if self.active_hint.load(Ordering::Acquire) >= self.threads {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        self.take_place(&mut st)
+    }
+
+    /// Counts tasks that ended without running (a failed input, shutdown).
+    pub fn count(&self, tally: Tally) {
+        let mut st = lock(&self.state);
+        st.counts.done += tally.done as u64;
+        st.counts.failed += tally.failed as u64;
+        st.counts.cancelled += tally.cancelled as u64;
+    }
+
+    /// The task counts now (one lock; the queue length counts every job).
+    pub fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        let mut c = st.counts;
+        c.queued = st.queued as u64;
+        c.running = st.started.saturating_sub(st.ran);
+        c
     }
 
     /// Jobs waiting for resources or a runner.
@@ -253,6 +374,7 @@ impl<J: Queued> Dispatch<J> {
     fn take_place(&self, st: &mut State<J>) -> bool {
         if st.active < self.threads && !st.shutdown {
             st.active += 1;
+            self.active_hint.store(st.active, Ordering::Relaxed);
             true
         } else {
             false
@@ -261,32 +383,65 @@ impl<J: Queued> Dispatch<J> {
 }
 
 impl<J: Queued> State<J> {
+    /// Counts the tasks a runner ran (they were started).
+    fn add_ran(&mut self, t: Tally) {
+        let n = (t.done + t.failed + t.cancelled) as u64;
+        self.ran += n;
+        self.counts.done += t.done as u64;
+        self.counts.failed += t.failed as u64;
+        self.counts.cancelled += t.cancelled as u64;
+    }
+
+    /// Takes every queued job that `matches` out of the queue.
+    fn take_matching(&mut self, mut matches: impl FnMut(&J) -> bool) -> Vec<J> {
+        let mut out = Vec::new();
+        for c in self.classes.iter_mut() {
+            if !c.queue.iter().any(|(_, j)| matches(j)) {
+                continue;
+            }
+            let mut keep = VecDeque::with_capacity(c.queue.len());
+            for (seq, j) in c.queue.drain(..) {
+                if matches(&j) {
+                    out.push(j);
+                } else {
+                    keep.push_back((seq, j));
+                }
+            }
+            c.queue = keep;
+        }
+        self.queued -= out.len();
+        out
+    }
+
     fn push(&mut self, job: J) {
         self.seq += 1;
         self.queued += 1;
         let seq = self.seq;
-        match self.classes.iter_mut().find(|c| &c.req == job.req()) {
+        let priority = job.priority();
+        match self.classes.iter_mut().find(|c| c.priority == priority && &c.req == job.req()) {
             Some(c) => c.queue.push_back((seq, job)),
             None => {
                 let req = job.req().clone();
                 let mut queue = VecDeque::new();
                 queue.push_back((seq, job));
-                self.classes.push(Class { req, queue });
+                self.classes.push(Class { req, priority, queue });
             }
         }
     }
 
-    /// The class whose head is the oldest job that fits.
+    /// The class whose head is the job to run next among those that fit:
+    /// the highest priority, then the oldest.
     fn oldest_fitting(&self) -> Option<usize> {
-        let mut best: Option<(usize, u64)> = None;
+        let mut best: Option<(usize, u8, u64)> = None;
         for (i, c) in self.classes.iter().enumerate() {
             if let Some((seq, _)) = c.queue.front() {
-                if best.is_none_or(|(_, s)| *seq < s) && self.pool.fits(&c.req) {
-                    best = Some((i, *seq));
+                let better = best.is_none_or(|(_, p, s)| c.priority > p || (c.priority == p && *seq < s));
+                if better && self.pool.fits(&c.req) {
+                    best = Some((i, c.priority, *seq));
                 }
             }
         }
-        best.map(|(i, _)| i)
+        best.map(|(i, _, _)| i)
     }
 
     fn any_fits(&self) -> bool {

@@ -24,6 +24,17 @@ pub enum Error {
         /// The panic message.
         message: Text,
     },
+    /// The task's body returned an error of its own (a task spawned with
+    /// `spawn_try`). The error is kept: [`Error::downcast_ref`] gives it back
+    /// typed, and it is this error's [`source`](std::error::Error::source).
+    #[error("task `{task}` failed: {error}")]
+    TaskFailed {
+        /// Name of the task.
+        task: Text,
+        /// What its body returned.
+        #[source]
+        error: TaskFailure,
+    },
     /// The task did not run because one of its inputs failed.
     #[error("task `{task}` did not run because an input failed: {}", DisplayRoot(cause))]
     DependencyFailed {
@@ -287,6 +298,52 @@ impl From<Text> for DeadActor {
     }
 }
 
+/// An error a task's body returned (see [`Error::TaskFailed`]): shared
+/// (cloning is O(1)), displayed as the error itself, and downcastable.
+#[derive(Clone)]
+pub struct TaskFailure(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl TaskFailure {
+    /// Wraps a task's error.
+    pub fn new<E: std::error::Error + Send + Sync + 'static>(e: E) -> TaskFailure {
+        TaskFailure(Arc::new(e))
+    }
+
+    /// The error as `E`, if it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+
+    /// The error itself.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for TaskFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for TaskFailure {
+    fn eq(&self, other: &TaskFailure) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
 /// The error of a failed input, shared by every dependant (cloning is O(1),
 /// however long the chain of failed tasks behind it). Dereferences to
 /// [`Error`]; dropping, formatting and comparing never recurse, so chains of
@@ -382,6 +439,15 @@ impl Error {
         matches!(self.root_cause(), Error::Cancelled { .. })
     }
 
+    /// The error a task returned (`spawn_try`), typed, if this error is, or
+    /// descends from, a [`Error::TaskFailed`] holding an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self.root_cause() {
+            Error::TaskFailed { error, .. } => error.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
     /// True if this error, or the failure it descends from, is a panic.
     pub fn is_panic(&self) -> bool {
         matches!(self.root_cause(), Error::TaskPanicked { .. })
@@ -397,7 +463,10 @@ impl Error {
                     out.push(task.clone());
                     e = cause;
                 }
-                Error::TaskPanicked { task, .. } | Error::Cancelled { task } | Error::Infeasible { task, .. } => {
+                Error::TaskPanicked { task, .. }
+                | Error::TaskFailed { task, .. }
+                | Error::Cancelled { task }
+                | Error::Infeasible { task, .. } => {
                     out.push(task.clone());
                     return out;
                 }

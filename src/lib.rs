@@ -73,17 +73,23 @@
 mod actor;
 mod args;
 pub mod backend;
+mod cancel;
 mod cell;
+mod completed;
 mod countdown;
 mod dispatch;
 mod error;
+mod exec;
 mod export;
+mod group;
 mod heap_size;
 mod id;
 mod lineage;
 mod mailbox;
+mod metrics;
 mod notify;
 mod objects;
+mod panics;
 mod refs;
 mod resources;
 mod runtime;
@@ -97,15 +103,18 @@ mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
-pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, Text};
+pub use completed::{as_completed, AsCompleted, Indexed, Map, MapUnordered};
+pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, TaskFailure, Text};
+pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
 pub use id::{ActorId, ObjectId};
+pub use metrics::Metrics;
 pub use objects::RefCounts;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
-pub use task::{is_cancelled, TaskBuilder, TaskOptions};
+pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.
@@ -137,7 +146,7 @@ pub mod fuzzing {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
-    pub use crate::dispatch::{Dispatch, Next, Queued};
+    pub use crate::dispatch::{Dispatch, Next, Queued, Tally};
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};

@@ -2,11 +2,12 @@
 //! dependent task learns that an object completed.
 //!
 //! # Protocol
-//! A [`Parker`] is a one-bit semaphore: `unpark` sets the bit and signals,
-//! `park` waits for the bit and clears it. Because the bit is sticky, an
-//! `unpark` that happens before the `park` is never lost; the waiting side
-//! always re-checks its own condition after `park` returns, so spurious or
-//! stale unparks are harmless.
+//! A [`Parker`] is a one-bit semaphore: `unpark` sets the bit and signals
+//! (only if a thread is parked: see its docs), `park` waits for the bit and
+//! clears it. Because the bit is sticky, an `unpark` that happens before
+//! the `park` is never lost; the waiting side always re-checks its own
+//! condition after `park` returns, so spurious or stale unparks are
+//! harmless.
 //!
 //! A [`Waiter`] is what a slot keeps for each registration; the slot calls
 //! [`Waiter::notify`] exactly once, after its state is final and *outside*
@@ -20,10 +21,31 @@ use crate::sync::{lock, Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::Instant;
 
 /// A sticky wake-up flag for one waiting thread.
-#[derive(Debug, Default)]
+///
+/// The state is an atomic (`EMPTY`, `PARKED`, `NOTIFIED`), as in std's
+/// thread parker: `unpark` swaps in `NOTIFIED` and only takes the mutex
+/// and signals the condvar when the old state was `PARKED` (a thread is,
+/// or is about to be, waiting), so the common case — a completion that
+/// nobody is blocked on yet — costs one atomic swap and no system call.
+/// `park` consumes a `NOTIFIED` at once; otherwise it moves `EMPTY` to
+/// `PARKED` under the mutex and waits until an `unpark` moves it to
+/// `NOTIFIED`. The mutex orders "about to wait" with "signal", so a
+/// notification between the state change and the wait is not lost.
+#[derive(Debug)]
 pub struct Parker {
-    notified: Mutex<bool>,
+    state: AtomicUsize,
+    lock: Mutex<()>,
     cv: Condvar,
+}
+
+const EMPTY: usize = 0;
+const PARKED: usize = 1;
+const NOTIFIED: usize = 2;
+
+impl Default for Parker {
+    fn default() -> Self {
+        Parker { state: AtomicUsize::new(EMPTY), lock: Mutex::new(()), cv: Condvar::new() }
+    }
 }
 
 impl Parker {
@@ -34,41 +56,61 @@ impl Parker {
 
     /// Sets the flag and wakes the parked thread, if any.
     pub fn unpark(&self) {
-        let mut n = lock(&self.notified);
-        *n = true;
-        drop(n);
-        self.cv.notify_one();
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            // Taking the lock waits for the parker to be inside `wait`.
+            drop(lock(&self.lock));
+            self.cv.notify_one();
+        }
     }
 
     /// Waits until notified (or until `deadline`), then clears the flag.
     /// Returns false if the deadline passed without a notification.
     /// (Under loom the deadline is ignored: models do not use time.)
     pub fn park_until(&self, deadline: Option<Instant>) -> bool {
-        let mut n = lock(&self.notified);
-        while !*n {
+        if self.state.compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return true;
+        }
+        let mut g = lock(&self.lock);
+        match self.state.compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {}
+            Err(_) => {
+                // Notified between the first check and the lock.
+                self.state.store(EMPTY, Ordering::Release);
+                return true;
+            }
+        }
+        loop {
             match deadline {
                 #[cfg(not(loom))]
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return false;
+                        // Leave PARKED unless an unpark got in meanwhile.
+                        return match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
+                            Ok(_) => false,
+                            Err(_) => {
+                                self.state.store(EMPTY, Ordering::Release);
+                                true
+                            }
+                        };
                     }
-                    n = match self.cv.wait_timeout(n, d - now) {
+                    g = match self.cv.wait_timeout(g, d - now) {
                         Ok((g, _)) => g,
                         Err(p) => p.into_inner().0,
                     };
                 }
                 _ => {
                     let _ = deadline;
-                    n = match self.cv.wait(n) {
+                    g = match self.cv.wait(g) {
                         Ok(g) => g,
                         Err(p) => p.into_inner(),
                     };
                 }
             }
+            if self.state.compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return true;
+            }
         }
-        *n = false;
-        true
     }
 }
 

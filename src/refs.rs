@@ -126,9 +126,14 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
         self.cell().read_value().map(|o| o.and_then(Value::downcast::<T>))
     }
 
-    /// Runs `f` with the result once the object is done: at once on this
-    /// thread if it already is, otherwise on the thread that completes it
-    /// (keep `f` short, e.g. post to a GUI event loop).
+    /// Runs `f` with the result once the object is done. Which thread runs
+    /// it: the calling thread, at once, if the object is already done;
+    /// otherwise the thread that completes it (the worker that ran its
+    /// task, a node's thread for a fetched object, or the manta service
+    /// thread for a cancelled one — never the thread that calls `cancel`).
+    /// Keep `f` short and non-blocking (e.g. a non-blocking send to a GUI
+    /// event loop); to have it run elsewhere, use
+    /// [`ObjectRef::on_ready_via`].
     pub fn on_ready(&self, f: impl FnOnce(Result<Arc<T>, Error>) + Send + 'static) {
         let cell = self.cell().clone();
         let cb = move |_ok: bool| {
@@ -145,6 +150,19 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
         if let Err(w) = self.cell().slot.register(Waiter::Callback(Box::new(cb))) {
             w.notify(true);
         }
+    }
+}
+
+impl<T: Any + Send + Sync> ObjectRef<T> {
+    /// Like [`ObjectRef::on_ready`], but hands the callback, with its
+    /// result, to `executor` (e.g. a closure that posts it to a GUI's event
+    /// loop or to a thread pool the app owns): the completing thread only
+    /// calls `executor`, which must not block.
+    pub fn on_ready_via<E>(&self, executor: E, f: impl FnOnce(Result<Arc<T>, Error>) + Send + 'static)
+    where
+        E: Fn(Box<dyn FnOnce() + Send>) + Send + 'static,
+    {
+        self.on_ready(move |r| executor(Box::new(move || f(r))));
     }
 }
 

@@ -80,6 +80,7 @@ pub struct RuntimeBuilder {
     thread_name: String,
     stack_size: usize,
     max_spare_threads: usize,
+    print_task_panics: bool,
     store: StoreConfig,
 }
 
@@ -91,6 +92,7 @@ impl Default for RuntimeBuilder {
             thread_name: "manta".into(),
             stack_size: 8 << 20,
             max_spare_threads: crate::scheduler::DEFAULT_MAX_SPARES,
+            print_task_panics: false,
             store: StoreConfig::default(),
         }
     }
@@ -136,6 +138,15 @@ impl RuntimeBuilder {
     /// Past it, queued tasks wait for a thread to come free. Default 512.
     pub fn max_spare_threads(mut self, n: usize) -> Self {
         self.max_spare_threads = n;
+        self
+    }
+
+    /// Whether a panic caught in a task or actor call also goes through the
+    /// process's panic hook (printing it, with a backtrace under
+    /// `RUST_BACKTRACE=1`). Default false: such a panic is an error value
+    /// (`Error::TaskPanicked`), logged through `tracing` at debug level.
+    pub fn print_task_panics(mut self, on: bool) -> Self {
+        self.print_task_panics = on;
         self
     }
 
@@ -216,7 +227,14 @@ impl RuntimeBuilder {
         let spawned = handles.clone();
         let weak_sched = Arc::downgrade(&sched);
         let weak_shared = Arc::downgrade(&shared);
-        sched.set_start_hook(move || CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone()));
+        let quiet = !self.print_task_panics;
+        if quiet {
+            crate::panics::install();
+        }
+        sched.set_start_hook(move || {
+            CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone());
+            crate::panics::set_quiet(quiet);
+        });
         let name = self.thread_name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -446,27 +464,31 @@ impl Runtime {
         crate::wait::wait(refs, num_returns, timeout)
     }
 
-    /// Submits a one-shot task with default options (1 CPU). Returns at once.
+    /// Submits a task with default options (1 CPU, named after the call
+    /// site). Returns its result's ref at once.
+    #[track_caller]
     pub fn spawn<R, F>(&self, f: F) -> ObjectRef<R>
     where
         R: Any + Send + Sync,
         F: FnOnce() -> R + Send + 'static,
     {
-        self.task().spawn_once(f)
+        self.task().spawn(f)
     }
 
-    /// Submits a one-shot task that runs when all `args` are ready; the
-    /// closure receives the resolved tuple (`ObjectRef<T>` becomes `Arc<T>`).
+    /// Submits a task that runs when all `args` are ready; the closure
+    /// receives the resolved tuple (`ObjectRef<T>` becomes `Arc<T>`).
+    #[track_caller]
     pub fn spawn_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
     where
         A: crate::TaskArgs,
         R: Any + Send + Sync,
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
-        self.task().spawn_once_with(args, f)
+        self.task().spawn_with(args, f)
     }
 
-    /// A task with options (CPUs, resources, retries, name).
+    /// A task with options (name, CPUs, resources, priority; retries and
+    /// lineage with [`TaskBuilder::rerunnable`]).
     pub fn task(&self) -> TaskBuilder<'_> {
         TaskBuilder::new(self)
     }

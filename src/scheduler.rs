@@ -35,12 +35,13 @@
 //!
 //! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+pub(crate) use crate::dispatch::{Counts, Tally};
 use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
 use crate::resources::{Request, Totals};
 use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,8 +59,8 @@ pub(crate) enum Go {
     Cancelled,
 }
 
-/// What a job runs.
-pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
+/// What a job runs; it says how the tasks it ran ended (for the counts).
+pub(crate) type JobFn = Box<dyn FnOnce(Go) -> Tally + Send>;
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
 /// holds it, and a task's control block may hold it too so that a worker
@@ -67,12 +68,62 @@ pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
 /// Whoever takes `run` out of the mutex runs it; the other finds it empty.
 pub(crate) struct Job {
     pub req: Request,
+    /// Higher runs first among jobs that fit (see `task::Priority`).
+    pub priority: u8,
     run: std::sync::Mutex<Option<JobFn>>,
+    /// What the job belongs to (a task group), for [`Scheduler::reap`].
+    tag: Option<Tag>,
+    /// A task (counted), not an actor drain or a rebuild.
+    task: bool,
+    /// Its function was taken out by a cancel (so its empty entry counts
+    /// as a cancelled task when a runner reaches it).
+    taken_by_cancel: std::sync::atomic::AtomicBool,
 }
+
+/// An opaque owner of jobs (compared by pointer).
+pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Job {
     pub fn new(req: Request, run: JobFn) -> Arc<Job> {
-        Arc::new(Job { req, run: std::sync::Mutex::new(Some(run)) })
+        Job::make(req, NORMAL, run, None, false)
+    }
+
+    /// A task's job with a priority, that belongs to `tag` (see
+    /// [`Scheduler::reap`]).
+    pub fn task(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
+        Job::make(req, priority, run, tag, true)
+    }
+
+    /// A job that is not a task (not counted), with a priority.
+    pub fn other(req: Request, priority: u8, run: JobFn) -> Arc<Job> {
+        Job::make(req, priority, run, None, false)
+    }
+
+    fn make(req: Request, priority: u8, run: JobFn, tag: Option<Tag>, task: bool) -> Arc<Job> {
+        Arc::new(Job {
+            req,
+            priority,
+            run: std::sync::Mutex::new(Some(run)),
+            tag,
+            task,
+            taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Takes the job's function out, so nobody else runs it (cancelling
+    /// a queued task on its caller's thread without running anything).
+    pub fn take_fn(&self) -> Option<JobFn> {
+        let f = self.take();
+        if f.is_some() {
+            self.taken_by_cancel.store(true, Ordering::Release);
+        }
+        f
+    }
+
+    /// True if the job belongs to the object at `owner` (its tag's
+    /// address).
+    pub fn belongs_to(&self, owner: *const ()) -> bool {
+        self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
     }
 
     fn take(&self) -> Option<JobFn> {
@@ -84,16 +135,26 @@ impl Job {
 
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
-    pub fn finish(&self, go: Go) {
-        if let Some(run) = self.take() {
-            run(go)
+    pub fn finish(&self, go: Go) -> Tally {
+        match self.take() {
+            Some(run) => run(go),
+            None => Tally::default(),
         }
     }
 }
 
+/// The priority of jobs that do not set one (`task::Priority::Normal`).
+pub(crate) const NORMAL: u8 = 1;
+
 impl Queued for Arc<Job> {
     fn req(&self) -> &Request {
         &self.req
+    }
+    fn is_task(&self) -> bool {
+        self.task
+    }
+    fn priority(&self) -> u8 {
+        self.priority
     }
 }
 
@@ -134,6 +195,10 @@ pub(crate) struct Scheduler {
     /// depend on it, see "Runners never nest").
     rayon_free: AtomicUsize,
     spares: Spares,
+    /// The deciding flags of every thread that runs jobs (see `cancel`).
+    deciders: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Actor calls made (counted where they are made, by the caller).
+    actor_calls: std::sync::atomic::AtomicU64,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -152,6 +217,49 @@ thread_local! {
     static TARGET_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// True on a rayon thread of a manta pool.
     static ON_RAYON: Cell<bool> = const { Cell::new(false) };
+    /// Raised while this thread decides whether a task may start (see
+    /// `cancel`); registered with the scheduler at thread start.
+    static DECIDING: Arc<AtomicBool> = Arc::new(AtomicBool::new(false));
+}
+
+/// Runs `decide` with this thread's deciding flag raised (see `cancel`).
+pub(crate) fn with_deciding<R>(decide: impl FnOnce() -> R) -> R {
+    DECIDING.with(|d| {
+        d.store(true, Ordering::SeqCst);
+        let r = decide();
+        d.store(false, Ordering::Release);
+        r
+    })
+}
+
+type ServiceFn = Box<dyn FnOnce() + Send>;
+
+/// The process's service thread: runs short jobs that must not run on the
+/// caller's thread (dropping a cancelled task's closure and arguments,
+/// taking a cancelled group's jobs out of the queue, waking the readers of
+/// cancelled objects and so running their callbacks). Started on first use.
+pub(crate) fn service(f: ServiceFn) {
+    static TX: OnceLock<Mutex<Option<crossbeam_channel::Sender<ServiceFn>>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<ServiceFn>();
+        let spawned = std::thread::Builder::new().name("manta-service".into()).spawn(move || {
+            for f in rx {
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    let message = crate::error::panic_message(p.as_ref());
+                    tracing::error!(%message, "a callback panicked on the manta service thread");
+                }
+            }
+        });
+        Mutex::new(spawned.ok().map(|_| tx))
+    });
+    let f = match lock_std(tx).as_ref() {
+        Some(tx) => match tx.send(f) {
+            Ok(()) => return,
+            Err(e) => e.into_inner(),
+        },
+        None => f,
+    };
+    f(); // no service thread could be started: run it here
 }
 
 /// Decrements `n` if it is positive; true if it did.
@@ -177,6 +285,8 @@ impl Scheduler {
                 max: max_spares,
                 handles: Mutex::new(Vec::new()),
             },
+            deciders: Mutex::new(Vec::new()),
+            actor_calls: std::sync::atomic::AtomicU64::new(0),
             start_hook: OnceLock::new(),
         })
     }
@@ -199,11 +309,36 @@ impl Scheduler {
     /// Runs the start hook on the calling thread (the pool's start handler).
     pub fn start_worker(&self) {
         ON_RAYON.with(|r| r.set(true));
+        self.thread_started();
+    }
+
+    /// Registers the calling thread as one that runs jobs.
+    fn thread_started(&self) {
+        lock_std(&self.deciders).push(DECIDING.with(|d| d.clone()));
         if let Some(hook) = self.start_hook.get() {
             hook();
         }
     }
 
+    /// Waits until no thread is deciding whether to start a task (see
+    /// `cancel`): O(threads), a few nanoseconds each.
+    pub fn quiesce(&self) {
+        for d in lock_std(&self.deciders).iter() {
+            while d.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Has the queued jobs `matches` selects taken out of the queue and
+    /// completed as cancelled by the next runner to ask for work (see
+    /// `Dispatch::reap`): the caller only leaves a note, never does the work
+    /// or wakes a thread, unless a runner place is idle.
+    pub fn reap(self: &Arc<Self>, matches: crate::dispatch::Reap<Arc<Job>>) {
+        if self.dispatch.reap(matches) {
+            self.start_runner();
+        }
+    }
     /// True on a thread of some runtime's pool (cheap: no upgrade).
     pub fn on_worker() -> bool {
         WORKER_OF.with(|w| w.borrow().strong_count() > 0)
@@ -224,7 +359,7 @@ impl Scheduler {
         match self.dispatch.submit(job) {
             Ok(true) => self.start_runner(),
             Ok(false) => {}
-            Err(job) => job.finish(Go::Shutdown),
+            Err(job) => self.dispatch.count(job.finish(Go::Shutdown)),
         }
     }
 
@@ -275,9 +410,9 @@ impl Scheduler {
     /// A spare thread: runs a runner, then waits (up to the keep-alive) to
     /// be asked for another.
     fn spare_main(self: Arc<Self>) {
-        if let Some(hook) = self.start_hook.get() {
-            hook();
-        }
+        self.thread_started();
+        let me = DECIDING.with(|d| d.clone());
+        let _unregister = Unregister(&self.deciders, me);
         let spares = &self.spares;
         self.run_loop(false);
         loop {
@@ -317,21 +452,32 @@ impl Scheduler {
         }
         IN_LOOP.with(|l| l.set(true));
         PLACE.with(|p| p.set(true));
-        let mut finished: Option<Arc<Job>> = None;
+        let mut finished: Option<(Arc<Job>, Tally)> = None;
         let mut lingered = false;
         loop {
-            match self.dispatch.next(finished.as_ref().map(|j| &j.req), lingered) {
+            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered) {
                 Next::Run { job, more } => {
                     if more {
                         self.start_runner();
                     }
                     lingered = false;
-                    execute(&job);
-                    finished = Some(job);
+                    let tally = execute(&job);
+                    finished = Some((job, tally));
                 }
                 Next::Linger => {
                     finished = None;
                     lingered = !self.linger();
+                }
+                Next::Reap(jobs) => {
+                    finished = None;
+                    let mut tally = Tally::default();
+                    for job in jobs {
+                        let t = job.finish(Go::Cancelled);
+                        tally.done += t.done;
+                        tally.failed += t.failed;
+                        tally.cancelled += t.cancelled;
+                    }
+                    self.dispatch.count(tally);
                 }
                 Next::Exit => break,
             }
@@ -370,13 +516,13 @@ impl Scheduler {
             return false;
         }
         let Some(run) = job.take() else { return false };
-        self.dispatch.acquire(&job.req);
+        self.dispatch.acquire(&job.req, job.task);
         TARGET_DEPTH.with(|d| d.set(depth + 1));
         let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-        run(Go::Run);
+        let tally = run(Go::Run);
         TASK_CPU.with(|c| c.set(prev));
         TARGET_DEPTH.with(|d| d.set(depth));
-        if self.dispatch.release(&job.req) {
+        if self.dispatch.release(&job.req, tally) {
             self.start_runner();
         }
         true
@@ -386,7 +532,7 @@ impl Scheduler {
     /// and lets idle spare threads go.
     pub fn shutdown(&self) {
         for j in self.dispatch.shutdown() {
-            j.finish(Go::Shutdown);
+            self.dispatch.count(j.finish(Go::Shutdown));
         }
         lock_std(&self.spares.tx).take();
     }
@@ -400,6 +546,26 @@ impl Scheduler {
                 let _ = h.join();
             }
         }
+    }
+
+    /// The task counts now.
+    pub fn counts(&self) -> Counts {
+        self.dispatch.counts()
+    }
+
+    /// Counts an actor call being made.
+    pub fn actor_call(&self) {
+        self.actor_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Actor calls made so far.
+    pub fn actor_calls(&self) -> u64 {
+        self.actor_calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts tasks that ended without a runner (a failed input).
+    pub fn count(&self, tally: Tally) {
+        self.dispatch.count(tally);
     }
 
     /// Jobs waiting for resources or a runner.
@@ -418,17 +584,31 @@ impl Scheduler {
     }
 }
 
+/// Removes a spare thread's deciding flag when it exits.
+struct Unregister<'a>(&'a Mutex<Vec<Arc<AtomicBool>>>, Arc<AtomicBool>);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        lock_std(self.0).retain(|d| !Arc::ptr_eq(d, &self.1));
+    }
+}
+
 fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs a job (if nobody ran it yet) with its CPU amount recorded for
 /// nested blocking. The caller holds the job's resources and releases them.
-fn execute(job: &Job) {
-    let Some(run) = job.take() else { return };
+/// An entry whose function a cancel took out counts as a cancelled task.
+fn execute(job: &Job) -> Tally {
+    let Some(run) = job.take() else {
+        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
+        return Tally { cancelled: cancelled as u32, ..Tally::default() };
+    };
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-    run(Go::Run);
+    let tally = run(Go::Run);
     TASK_CPU.with(|c| c.set(prev));
+    tally
 }
 
 /// How many times a waiter re-checks before registering and parking (a short

@@ -67,7 +67,7 @@ fn never_read(tag: &str) -> usize {
 
 /// A task that panics with `tag` once `gate` sends (or is dropped).
 fn failing_after(rt: &Runtime, tag: &'static str, gate: mpsc::Receiver<()>) -> manta::ObjectRef<u32> {
-    rt.task().name(tag).spawn_once(move || -> u32 {
+    rt.task().name(tag).spawn(move || -> u32 {
         let _ = gate.recv();
         panic!("{tag}")
     })

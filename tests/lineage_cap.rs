@@ -8,7 +8,7 @@ const MB: usize = 1 << 20;
 
 /// Every task made here has the same closure type, so the same record size.
 fn make(rt: &Runtime, fill: u8) -> ObjectRef<Vec<u8>> {
-    rt.task().name(format!("make-{fill}")).spawn(move || vec![fill; MB])
+    rt.task().rerunnable().name(format!("make-{fill}")).spawn(move || vec![fill; MB])
 }
 
 /// A runtime with room for one 1 MB object and no spill directory (so

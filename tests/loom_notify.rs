@@ -65,3 +65,30 @@ fn wait_group_fails_fast() {
         failing.join().unwrap();
     });
 }
+
+/// A parker reused across rounds (every thread's parker is): the
+/// unparker's notifications, racing with the parker entering and leaving
+/// its wait, are never lost, and the fast path (no one parked: no signal)
+/// never skips a real waiter.
+#[test]
+fn parker_reused_across_rounds_loses_no_wakeup() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let parker = Parker::new();
+        let progress = Arc::new(AtomicUsize::new(0));
+        let (p, pr) = (parker.clone(), progress.clone());
+        let unparker = thread::spawn(move || {
+            for round in 1..=2 {
+                pr.store(round, Ordering::Release);
+                p.unpark();
+            }
+        });
+        for round in 1..=2 {
+            while progress.load(Ordering::Acquire) < round {
+                assert!(parker.park_until(None));
+            }
+        }
+        unparker.join().unwrap();
+    });
+}

@@ -44,7 +44,7 @@ fn counter() -> Arc<AtomicUsize> {
 
 /// Submits, with builder `b`, a re-runnable task that counts its runs in
 /// `runs` and makes object `i`.
-fn make_counted(b: manta::TaskBuilder<'_>, runs: &Arc<AtomicUsize>, i: usize) -> ObjectRef<Vec<u8>> {
+fn make_counted(b: manta::TaskBuilder<'_, manta::Rerunnable>, runs: &Arc<AtomicUsize>, i: usize) -> ObjectRef<Vec<u8>> {
     let r = runs.clone();
     b.spawn(move || {
         r.fetch_add(1, Ordering::SeqCst);
@@ -92,10 +92,10 @@ fn free_drops_memory_and_spill_files_and_readers_get_object_freed() {
 fn a_freed_object_is_not_rebuilt_and_its_lineage_goes() {
     let rt = memory_rt(1);
     let runs = counter();
-    let r = make_counted(rt.task().name("counted"), &runs, 1);
+    let r = make_counted(rt.task().rerunnable().name("counted"), &runs, 1);
     check(1, MB, &r.get().expect("first"));
     assert!(rt.store_stats().lineage_bytes > 0);
-    let filler = rt.task().spawn(|| make(2, MB)); // evicts r (it has lineage)
+    let filler = rt.task().rerunnable().spawn(|| make(2, MB)); // evicts r (it has lineage)
     check(2, MB, &filler.get().expect("filler"));
     assert_eq!(rt.store_stats().evictions, 1);
     assert!(rt.contains(&r), "evicted but rebuildable");
@@ -148,7 +148,7 @@ fn contains_follows_the_object_through_its_states() {
     gate.send(()).unwrap();
     pending.get().unwrap();
     assert!(rt.contains(&pending), "ready");
-    let failed = rt.task().spawn(|| -> u32 { panic!("kept error") });
+    let failed = rt.task().rerunnable().spawn(|| -> u32 { panic!("kept error") });
     rt.wait(std::slice::from_ref(&failed), 1, Some(LONG)).unwrap();
     assert!(rt.contains(&failed), "its error is what it holds");
     let spilled = rt.put(make(1, MB)).unwrap();
@@ -163,7 +163,7 @@ fn contains_follows_the_object_through_its_states() {
 
 /// Every task made here has the same closure type, so the same record size.
 fn filled(rt: &Runtime, fill: u8) -> ObjectRef<Vec<u8>> {
-    rt.task().name(format!("filled-{fill}")).spawn(move || vec![fill; MB])
+    rt.task().rerunnable().name(format!("filled-{fill}")).spawn(move || vec![fill; MB])
 }
 
 fn lineage_rt(lineage_capacity: usize) -> Runtime {
@@ -226,7 +226,7 @@ fn ref_counts_tell_handles_from_task_arguments_and_borrowers() {
     assert_eq!((counts.handles, counts.task_uses), (1, 0), "arguments let go once run: {counts:?}");
     // A re-runnable task whose output is kept for lineage keeps its input.
     let input = rt.put(make(1, MB)).unwrap();
-    let out = rt.task().spawn_with((input.clone(),), |(v,)| v.to_vec());
+    let out = rt.task().rerunnable().spawn_with((input.clone(),), |(v,)| v.to_vec());
     out.get().unwrap();
     assert_eq!(input.ref_counts().task_uses, 1, "held by the lineage record");
     drop(out);
@@ -256,8 +256,8 @@ fn ref_counts_tell_handles_from_task_arguments_and_borrowers() {
 fn lineage_false_keeps_the_output_pinned_instead_of_rebuilding_it() {
     let rt = memory_rt(2);
     let (pinned_runs, rebuilt_runs) = (counter(), counter());
-    let pinned = make_counted(rt.task().name("pinned").lineage(false), &pinned_runs, 1);
-    let rebuildable = make_counted(rt.task().name("rebuildable"), &rebuilt_runs, 2);
+    let pinned = make_counted(rt.task().rerunnable().name("pinned").lineage(false), &pinned_runs, 1);
+    let rebuildable = make_counted(rt.task().rerunnable().name("rebuildable"), &rebuilt_runs, 2);
     rt.wait(&[pinned.clone(), rebuildable.clone()], 2, Some(LONG)).unwrap();
     let filler = rt.put(make(3, MB)).expect("room by evicting the rebuildable one");
     let st = rt.store_stats();
@@ -274,9 +274,9 @@ fn lineage_false_keeps_the_output_pinned_instead_of_rebuilding_it() {
 fn max_reconstructions_caps_rebuilds_then_the_object_is_pinned() {
     let rt = memory_rt(1);
     let runs = counter();
-    let r = make_counted(rt.task().name("capped").max_reconstructions(1), &runs, 1);
+    let r = make_counted(rt.task().rerunnable().name("capped").max_reconstructions(1), &runs, 1);
     check(1, MB, &r.get().unwrap());
-    let f1 = rt.task().spawn(|| make(2, MB)); // evicts r
+    let f1 = rt.task().rerunnable().spawn(|| make(2, MB)); // evicts r
     check(2, MB, &f1.get().unwrap());
     drop(f1);
     check(1, MB, &r.get().expect("first rebuild"));
@@ -295,7 +295,7 @@ fn a_loss_past_max_reconstructions_is_a_typed_error() {
     let rt = spilling_rt(&base, 1);
     for max in [0u32, 1] {
         let runs = counter();
-        let r = make_counted(rt.task().name(format!("capped-{max}")).max_reconstructions(max), &runs, 1);
+        let r = make_counted(rt.task().rerunnable().name(format!("capped-{max}")).max_reconstructions(max), &runs, 1);
         check(1, MB, &r.get().unwrap());
         for round in 0..=max {
             let filler = rt.put(make(100, MB)).unwrap();

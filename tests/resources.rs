@@ -115,7 +115,7 @@ fn half_a_gpu_lets_two_run_at_once() {
 fn cpu_tasks_are_not_held_back_by_tasks_waiting_for_a_gpu() {
     let rt = Runtime::builder().num_cpus(2).resource("GPU", 1.0).build().unwrap();
     let (release, rx) = mpsc::channel::<()>();
-    let holder = rt.task().resource("GPU", 1.0).spawn_once(move || rx.recv().is_ok());
+    let holder = rt.task().resource("GPU", 1.0).spawn(move || rx.recv().is_ok());
     let waiting = rt.task().resource("GPU", 1.0).spawn(|| 2);
     let cpu_only = rt.spawn(|| 3);
     assert_eq!(*cpu_only.get_timeout(LONG).unwrap(), 3);
@@ -201,7 +201,7 @@ fn a_task_blocked_in_get_gives_back_cpus_but_keeps_its_gpu() {
     let (release, rx) = mpsc::channel::<()>();
     let (started_tx, started_rx) = mpsc::channel::<()>();
     // The GPU task waits (in `get`) for a CPU child blocked on a channel.
-    let holder = rt.task().resource("GPU", 1.0).spawn_once(move || {
+    let holder = rt.task().resource("GPU", 1.0).spawn(move || {
         let rt = Runtime::current().unwrap();
         let child = rt.spawn(move || {
             started_tx.send(()).unwrap();

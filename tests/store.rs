@@ -289,7 +289,7 @@ fn workload(spill: bool) {
                 rt.put(make(i, OBJ)).unwrap_or_else(|e| panic!("put {i}: {e}"))
             } else {
                 let runs = runs.clone();
-                rt.task().spawn(move || {
+                rt.task().rerunnable().spawn(move || {
                     runs.fetch_add(1, Ordering::Relaxed);
                     make(i, OBJ)
                 })
@@ -381,7 +381,7 @@ fn pinned_objects_fill_the_store_and_put_returns_store_full() {
     let tasks: Vec<ObjectRef<Vec<u8>>> = (10..16)
         .map(|i| {
             let runs = runs.clone();
-            let r = rt.task().spawn(move || {
+            let r = rt.task().rerunnable().spawn(move || {
                 runs.fetch_add(1, Ordering::Relaxed);
                 make(i, MB)
             });
@@ -411,7 +411,7 @@ fn pinned_objects_fill_the_store_and_put_returns_store_full() {
         }
     }
     // Task results that cannot be stored fail with Error::StoreFull.
-    let t = rt.task().spawn(|| make(5, MB));
+    let t = rt.task().rerunnable().spawn(|| make(5, MB));
     assert!(
         matches!(t.get(), Err(Error::StoreFull { needed, capacity }) if needed == charged(MB) && capacity == cap),
         "{:?}",
@@ -472,14 +472,14 @@ fn an_object_being_read_is_never_evicted() {
     let rt = Runtime::builder().num_cpus(2).store_capacity(cap).build().expect("runtime");
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();
-    let big = rt.task().spawn(move || {
+    let big = rt.task().rerunnable().spawn(move || {
         counted.fetch_add(1, Ordering::Relaxed);
         make(0, MB)
     });
     let held = big.get().expect("get");
     let mut others = Vec::new();
     for i in 1..=6 {
-        let r = rt.task().spawn(move || make(i, MB));
+        let r = rt.task().rerunnable().spawn(move || make(i, MB));
         check(i, MB, &r.get().expect("get"));
         others.push(r); // kept alive: each new one must push another out
     }
@@ -542,7 +542,7 @@ fn concurrent_readers_and_writers_under_eviction() {
                 if roll <= 3 || live.lock().unwrap().is_empty() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let r = if roll == 3 {
-                        rt.task().spawn(move || make(i, OBJ))
+                        rt.task().rerunnable().spawn(move || make(i, OBJ))
                     } else {
                         rt.put(make(i, OBJ)).unwrap_or_else(|e| panic!("thread {t}: put {i}: {e}"))
                     };

@@ -46,7 +46,7 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// Pushes every other object out: a re-runnable filler task takes the only
 /// slot (it waits for the current occupant to be dropped for lineage).
 fn evict_all(rt: &Runtime, i: usize) -> manta::ObjectRef<Vec<u8>> {
-    let x = rt.task().name("filler").spawn(move || make(i, MB));
+    let x = rt.task().rerunnable().name("filler").spawn(move || make(i, MB));
     check(i, MB, &x.get().expect("filler"));
     x
 }
@@ -56,15 +56,15 @@ fn a_three_level_dag_is_rebuilt_running_only_what_was_evicted() {
     let rt = one_object_rt();
     let (na, nb, nc) = (counter(), counter(), counter());
     let (ca, cb, cc) = (na.clone(), nb.clone(), nc.clone());
-    let a = rt.task().name("a").spawn(move || {
+    let a = rt.task().rerunnable().name("a").spawn(move || {
         ca.fetch_add(1, Ordering::SeqCst);
         make(1, MB)
     });
-    let b = rt.task().name("b").spawn_with((a.clone(),), move |(a,)| {
+    let b = rt.task().rerunnable().name("b").spawn_with((a.clone(),), move |(a,)| {
         cb.fetch_add(1, Ordering::SeqCst);
         derive(&a, 2)
     });
-    let c = rt.task().name("c").spawn_with((b.clone(),), move |(b,)| {
+    let c = rt.task().rerunnable().name("c").spawn_with((b.clone(),), move |(b,)| {
         cc.fetch_add(1, Ordering::SeqCst);
         derive(&b, 3)
     });
@@ -122,7 +122,7 @@ fn lineage_keeps_inputs_alive_until_the_object_is_freed() {
     let n = counter();
     let counted = n.clone();
     // The input ref moves into the task: the lineage holds the only handle.
-    let out = rt.task().name("uses-input").spawn_with((input,), move |(t,)| {
+    let out = rt.task().rerunnable().name("uses-input").spawn_with((input,), move |(t,)| {
         counted.fetch_add(1, Ordering::SeqCst);
         check(5, 1000, &t.bytes);
         make(50, MB)
@@ -161,7 +161,7 @@ fn a_rebuild_that_panics_is_an_error_naming_the_task() {
     let rt = one_object_rt();
     let n = counter();
     let counted = n.clone();
-    let r = rt.task().name("flaky").spawn(move || {
+    let r = rt.task().rerunnable().name("flaky").spawn(move || {
         if counted.fetch_add(1, Ordering::SeqCst) > 0 {
             panic!("second run refused");
         }
@@ -190,8 +190,8 @@ fn a_lost_one_shot_input_fails_the_rebuild_of_its_dependant() {
     let rt =
         Runtime::builder().num_cpus(2).store_capacity(charged(MB) + MB / 2).spill_dir(&base).build().expect("runtime");
     let file = |id: manta::ObjectId| -> PathBuf { spill_file(&rt, id) };
-    let source = rt.task().name("source").spawn_once(|| make(1, MB));
-    let derived = rt.task().name("derived").spawn_with((source.clone(),), |(s,)| derive(&s, 2));
+    let source = rt.task().name("source").spawn(|| make(1, MB));
+    let derived = rt.task().rerunnable().name("derived").spawn_with((source.clone(),), |(s,)| derive(&s, 2));
     check(12, MB, &derived.get().expect("derived"));
     let filler = rt.put(make(3, MB)).expect("filler");
     for f in [file(source.id()), file(derived.id())] {
@@ -231,13 +231,13 @@ fn a_rebuild_runs_as_a_scheduler_job_with_the_tasks_resources() {
         .expect("runtime");
     let (started_tx, started_rx) = std::sync::mpsc::channel::<(bool, String)>();
     let started = std::sync::Mutex::new(started_tx);
-    let x = rt.task().name("on-gpu").resource("GPU", 1.0).spawn(move || {
+    let x = rt.task().rerunnable().name("on-gpu").resource("GPU", 1.0).spawn(move || {
         let on_worker = Runtime::current().is_some();
         let thread = std::thread::current().name().unwrap_or("").to_string();
         let _ = started.lock().unwrap().send((on_worker, thread));
         // A nested task works inside the rebuild (it needs the runtime).
         let rt = Runtime::current().expect("a rebuild runs on a worker");
-        let k = *rt.task().cpus(0.0).spawn(|| 7u64).get().unwrap();
+        let k = *rt.task().rerunnable().cpus(0.0).spawn(|| 7u64).get().unwrap();
         make(k as usize, MB)
     });
     check(7, MB, &x.get().unwrap());
@@ -249,7 +249,7 @@ fn a_rebuild_runs_as_a_scheduler_job_with_the_tasks_resources() {
     // Hold the only GPU, then read the evicted object from another thread:
     // its rebuild must wait for the GPU.
     let (release, hold) = std::sync::mpsc::channel::<()>();
-    let holder = rt.task().resource("GPU", 1.0).spawn_once(move || {
+    let holder = rt.task().resource("GPU", 1.0).spawn(move || {
         let _ = hold.recv();
     });
     let reader = {

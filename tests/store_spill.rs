@@ -152,7 +152,7 @@ fn damaged_spill_file_of_a_task_object_is_rebuilt_from_lineage() {
     for (k, damage) in ALL.into_iter().enumerate() {
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
-        let r = rt.task().name("rebuildable").spawn(move || {
+        let r = rt.task().rerunnable().name("rebuildable").spawn(move || {
             counted.fetch_add(1, Ordering::Relaxed);
             make(k, MB)
         });
@@ -173,7 +173,7 @@ fn damaged_spill_file_of_a_task_object_is_rebuilt_from_lineage() {
 fn damaged_spill_file_of_a_one_shot_object_names_its_task() {
     let base = TempBase::new("damaged-once");
     let rt = spilling_rt(&base, 1);
-    let r = rt.task().name("one-shot-producer").spawn_once(|| make(1, MB));
+    let r = rt.task().name("one-shot-producer").spawn(|| make(1, MB));
     check(1, MB, &r.get().expect("first get"));
     let _filler = spill_by_filler(&rt, &r, 2);
     flip(&spill_file(&rt, r.id()), 100_000);
@@ -200,7 +200,7 @@ fn unwritable_spill_dir_falls_back_to_lineage_or_store_full() {
     let runs = Arc::new(AtomicUsize::new(0));
     let p1 = rt.put(make(1, MB)).expect("put p1");
     let counted = runs.clone();
-    let t1 = rt.task().spawn(move || {
+    let t1 = rt.task().rerunnable().spawn(move || {
         counted.fetch_add(1, Ordering::Relaxed);
         make(2, MB)
     });
@@ -252,7 +252,7 @@ fn spill_files_go_with_their_objects_and_the_directory_with_the_runtime() {
     let mut refs: Vec<Option<ObjectRef<Vec<u8>>>> = (0..6).map(|i| Some(rt.put(make(i, MB)).expect("put"))).collect();
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();
-    let task = rt.task().spawn(move || {
+    let task = rt.task().rerunnable().spawn(move || {
         counted.fetch_add(1, Ordering::Relaxed);
         make(6, MB)
     });

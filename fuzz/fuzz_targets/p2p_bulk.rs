@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use manta_p2p::seal::{self, Hello, Secret, HELLO_BYTES};
+use manta_p2p::fuzzing::seal::{self, Hello, Secret, HELLO_BYTES};
 
 /// The fuzzing key: the seeds in `fuzz/corpus/p2p_bulk/` are sealed with the
 /// same key in `p2p/tests/fuzz_corpus.rs`, so they get past authentication.

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use manta_p2p::mail::{decode_ack, decode_batch, encode_ack, encode_batch};
+use manta_p2p::fuzzing::mail::{decode_ack, decode_batch, encode_ack, encode_batch};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = decode_batch(data) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use manta_p2p::wire::{decode_request, encode_request};
+use manta_p2p::fuzzing::wire::{decode_request, encode_request};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = decode_request(data) {

@@ -47,7 +47,7 @@
 //! b.wait_for_peers(1, Duration::from_secs(10))?;
 //!
 //! let r = a.runtime().put(vec![1u8, 2, 3]).unwrap();
-//! let wire = a.encode_ref(&r); // send these bytes anywhere
+//! let wire = a.encode_ref(&r)?; // send these bytes anywhere
 //! let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire)?;
 //! assert_eq!(*there.get()?, vec![1, 2, 3]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -82,38 +82,117 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod actor;
-mod args;
-mod behaviour;
-mod bulk;
-pub mod chunk;
-pub mod codec;
+//! Actors: register a type and its methods, create one anywhere with
+//! [`Node::actor_builder`] (placed like a task, or pinned with `.on(peer)`),
+//! and call it through its [`ActorHandle`] from any node.
+//!
+//! ```
+//! use manta::Runtime;
+//! use manta_p2p::{ActorClass, ActorHandle, Method, Node, Registry};
+//! use std::time::Duration;
+//!
+//! static COUNTER: ActorClass<(i64,), i64> = ActorClass::new("Counter", |(start,)| start);
+//! static ADD: Method<i64, (i64,), i64> = Method::new("Counter.add", |n, (k,)| { *n += k; *n });
+//!
+//! let start = |boot: Option<&Node>| {
+//!     let mut b = Node::builder(Runtime::builder().num_cpus(1).build().unwrap())
+//!         .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+//!         .registry(Registry::new().actor(&COUNTER).method(&ADD));
+//!     if let Some(n) = boot {
+//!         b = b.bootstrap(n.listen_addrs()[0].clone());
+//!     }
+//!     b.start()
+//! };
+//! let a = start(None)?;
+//! let b = start(Some(&a))?;
+//! a.wait_for_peers(1, Duration::from_secs(10))?;
+//!
+//! let counter: ActorHandle<i64> = a.actor_builder(&COUNTER).on(b.peer_id()).spawn((40,));
+//! assert_eq!(*counter.call(&ADD, (2,)).get()?, 42); // ran on b
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Architecture
+//!
+//! Layers, lowest first, each a folder (or file) whose header says what it
+//! owns, what it may use and its invariants; a module imports only from its
+//! own layer or those below it (`tests/layers.rs` in the workspace root
+//! checks this):
+//!
+//! 1. `wire`: byte formats, pure encode/decode (envelope, mail, framing,
+//!    chunks, the sealed lane stream, owner hints);
+//! 2. `config`, `sync`: settings and lock helpers every layer shares;
+//! 3. `transport`: object streams, mail outboxes and inboxes, the bulk
+//!    lane, fetches; it reaches the network only through traits the
+//!    cluster layer implements;
+//! 4. `cluster`: membership, placement, and the event loop that alone owns
+//!    the swarm and its stream control;
+//! 5. `work`: remote tasks and actors, their results, pins and registry;
+//! 6. `node`: the [`Node`] handle, its builder and errors, and the runtime
+//!    backend that glues the manta runtime to the layers.
+//!
+//! Where a lower layer must reach a higher one, the lower layer defines a
+//! narrow trait (`transport::MailHandler`, `transport::Rebuilder`,
+//! `transport::ObjectHooks`) or sends events on a channel
+//! (`cluster::ClusterEvent`), and the higher layer plugs in at start.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod cluster;
 mod config;
-mod event_loop;
-mod exec;
-mod fetch;
-pub mod hint;
-mod inbox;
-pub mod mail;
-mod membership;
 mod node;
-pub mod outbox;
-mod placement;
-mod registry;
-mod rpc;
-pub mod seal;
-mod task;
-pub mod wire;
+mod sync;
+mod transport;
+mod wire;
 mod work;
 
-pub use actor::{RemoteActor, RemoteActorBuilder};
-pub use args::{Arg, Args, Data, IntoArg, IntoArgs};
-pub use behaviour::{HEARTBEAT_TOPIC, KAD_PROTOCOL};
-pub use bulk::LaneStats;
+pub use cluster::placement::LOCALITY_MIN_BYTES;
+pub use cluster::{BehaviourError, Member, MembershipEvent, SwarmError, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 pub use config::{DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use libp2p::{Multiaddr, PeerId};
-pub use membership::{Member, MembershipEvent};
-pub use node::{Node, NodeBuilder, NodeError};
-pub use placement::LOCALITY_MIN_BYTES;
-pub use registry::{ActorClass, Method, Registry, RemoteFn, INLINE_RESULT_BYTES};
-pub use task::RemoteTask;
+pub use node::{Node, NodeBuilder, NodeError, StartError};
+pub use transport::bulk::LaneStats;
+pub use wire::envelope::Resource;
+pub use work::{
+    ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
+    RemoteFn, TaskBuilder, INLINE_RESULT_BYTES,
+};
+
+/// Decoders and encoders of every byte format a peer can send, for the fuzz
+/// targets (`fuzz/`) and the tests that run their corpora and send a node
+/// malformed input. Not part of the API: present only with the `fuzzing`
+/// feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The envelope and the object-transfer and heartbeat messages.
+    pub mod wire {
+        pub use crate::wire::envelope::{
+            decode_heartbeat, decode_request, decode_response, encode_heartbeat, encode_request, encode_response,
+            Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_DEPTH, MAX_FETCH_LEN,
+            MAX_HEARTBEAT_BYTES, MAX_REQUEST_BYTES, MAX_RESOURCES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSE_BYTES,
+            RESOURCE_EPSILON, VERSION,
+        };
+    }
+    /// Node-to-node mail.
+    pub mod mail {
+        pub use crate::transport::MAIL_PROTOCOL;
+        pub use crate::wire::mail::{
+            decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Completion, Mail, Opts, Refusal,
+            RemoteError, Root, WireId, MAX_ACK_BYTES, MAX_ARGS_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL, MAX_CHAIN,
+            MAX_IDS, MAX_NAME_BYTES, MAX_TEXT_BYTES,
+        };
+    }
+    /// The object protocol's framing.
+    pub mod codec {
+        pub use crate::wire::codec::{object_protocol, Incoming, ObjectCodec, RawCodec, OBJECT_PROTOCOL};
+    }
+    /// The bulk lane's hello and sealed record stream.
+    pub mod seal {
+        pub use crate::wire::seal::{
+            open_all, random_secret, seal_all, seal_records, Hello, HelloError, OpenReader, SealWriter, Secret,
+            HELLO_BYTES, LANE_VERSION, LAST, MAGIC, RECORD_BYTES, TAG_BYTES,
+        };
+    }
+}

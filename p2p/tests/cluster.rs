@@ -78,7 +78,7 @@ fn a_ref_sent_out_of_band_outlives_its_sender_until_the_receiver_borrows_it() {
     b.wait_for_peers(1, WAIT).unwrap();
     let r = a.runtime().put(vec![5u8; 1000]).unwrap();
     let id = r.id();
-    let wire = a.encode_ref(&r);
+    let wire = a.encode_ref(&r).unwrap();
     drop(r); // A keeps no ref: the bytes alone keep it alive now
     assert!(a.runtime().backend().holds_object(id));
     let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire).unwrap();
@@ -94,14 +94,14 @@ fn an_object_put_on_a_is_got_on_c_by_its_serialized_ref() {
     let (a, _b, c) = three();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let r = a.runtime().put(data.clone()).unwrap();
-    let wire = a.encode_ref(&r);
+    let wire = a.encode_ref(&r).unwrap();
     let there: ObjectRef<Vec<u8>> = c.decode_ref(&wire).unwrap();
     assert_eq!(there.id(), r.id());
     assert_eq!(*there.get().unwrap(), data);
     assert!(c.runtime().backend().holds_object(r.id()), "c keeps a replica");
     // Structured values and task results cross too.
     let t = a.runtime().spawn(|| (0..500u64).map(|i| (i.to_string(), i)).collect::<Vec<(String, u64)>>());
-    let t_c: ObjectRef<Vec<(String, u64)>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    let t_c: ObjectRef<Vec<(String, u64)>> = c.decode_ref(&a.encode_ref(&t).unwrap()).unwrap();
     assert_eq!(t_c.get().unwrap()[499], ("499".to_string(), 499));
 }
 
@@ -111,7 +111,7 @@ fn the_dht_finds_a_replica_when_the_owner_is_gone() {
     let events = c.subscribe().unwrap();
     let r = a.runtime().put(vec![9u64; 10_000]).unwrap();
     let id = r.id();
-    let wire = a.encode_ref(&r);
+    let wire = a.encode_ref(&r).unwrap();
     // b takes a replica (and announces it)...
     let on_b: ObjectRef<Vec<u64>> = b.decode_ref(&wire).unwrap();
     assert_eq!(on_b.get().unwrap().len(), 10_000);
@@ -142,7 +142,7 @@ fn the_dht_finds_a_replica_when_the_owner_is_gone() {
 fn an_object_nobody_holds_fails_with_a_clear_error() {
     let (a, _b, c) = three();
     let r = a.runtime().put(vec![1u64; 1000]).unwrap();
-    let wire = a.encode_ref(&r);
+    let wire = a.encode_ref(&r).unwrap();
     a.shutdown(); // its only holder is gone, and nobody made a replica
     let lost: ObjectRef<Vec<u64>> = c.decode_ref(&wire).unwrap();
     match lost.get() {
@@ -156,7 +156,7 @@ fn a_failed_object_reports_its_error_remotely() {
     let (a, _b, c) = three();
     let t = a.runtime().spawn(|| -> Vec<u8> { panic!("boom") });
     let _ = t.get();
-    let remote: ObjectRef<Vec<u8>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    let remote: ObjectRef<Vec<u8>> = c.decode_ref(&a.encode_ref(&t).unwrap()).unwrap();
     let e = remote.get().unwrap_err().to_string();
     assert!(e.contains("boom"), "{e}");
 }
@@ -169,7 +169,7 @@ fn a_remote_get_waits_for_a_task_still_running_on_its_owner() {
         let _ = gate_rx.recv();
         vec![3u16; 50_000]
     });
-    let on_c: ObjectRef<Vec<u16>> = c.decode_ref(&a.encode_ref(&t)).unwrap();
+    let on_c: ObjectRef<Vec<u16>> = c.decode_ref(&a.encode_ref(&t).unwrap()).unwrap();
     // The fetch starts and finds the task still running on a...
     assert!(matches!(on_c.get_timeout(Duration::from_millis(300)), Err(Error::Timeout(_))));
     gate_tx.send(()).unwrap();
@@ -201,11 +201,11 @@ fn small_chunk_pair(lanes: [bool; 2]) -> (Node, Node) {
 fn send_large_objects(a: &Node, b: &Node) {
     let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     let r = a.runtime().put(bytes.clone()).unwrap();
-    let on_b: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
+    let on_b: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r).unwrap()).unwrap();
     assert_eq!(*on_b.get().unwrap(), bytes, "reassembled in order");
     let words: Vec<(String, u64)> = (0..100_000u64).map(|i| (format!("w{i}"), i)).collect();
     let r = a.runtime().put(words.clone()).unwrap();
-    let on_b: ObjectRef<Vec<(String, u64)>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
+    let on_b: ObjectRef<Vec<(String, u64)>> = b.decode_ref(&a.encode_ref(&r).unwrap()).unwrap();
     assert_eq!(*on_b.get().unwrap(), words);
 }
 

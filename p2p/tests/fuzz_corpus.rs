@@ -28,12 +28,12 @@
 //! MANTA_REGEN_FUZZ_CORPUS=1 cargo test -p manta-p2p --test fuzz_corpus regenerate
 //! ```
 
-use manta_p2p::mail::{
-    decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Mail, Opts, Outcome, Refusal, RemoteError, Root,
+use manta_p2p::fuzzing::mail::{
+    decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Completion, Mail, Opts, Refusal, RemoteError, Root,
     WireId, MAX_CHAIN, MAX_NAME_BYTES,
 };
-use manta_p2p::seal::{self, Hello, Secret, HELLO_BYTES, LAST, RECORD_BYTES, TAG_BYTES};
-use manta_p2p::wire::*;
+use manta_p2p::fuzzing::seal::{self, Hello, HelloError, Secret, HELLO_BYTES, LAST, RECORD_BYTES, TAG_BYTES};
+use manta_p2p::fuzzing::wire::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ const TARGETS: [(&str, Target); 5] = [
                 Some(first) => Hello::from_bytes(first).map(|hello| {
                     assert_eq!(&hello.to_bytes(), first, "hello round trip");
                 }),
-                None => Err("shorter than a hello".into()),
+                None => Err(HelloError::NotAHello), // shorter than a hello
             };
             let stream = seal::open_all(b, &BULK_KEY, BULK_LIMIT).map(|plain| {
                 let again = seal::open_all(&seal::seal_all(&plain, &BULK_KEY), &BULK_KEY, BULK_LIMIT);
@@ -300,7 +300,7 @@ fn opts() -> Opts {
     }
 }
 
-/// Every [`Mail`] variant once, every [`Outcome`] once.
+/// Every [`Mail`] variant once, every [`Completion`] once.
 fn every_mail() -> Batch {
     let failed = RemoteError {
         chain: vec!["top".into(), "mid".into()],
@@ -308,9 +308,9 @@ fn every_mail() -> Batch {
     };
     Batch(vec![
         Mail::Submit { id: [1; 16], func: "add".into(), args: vec![0x82, 0x01, 0x02], opts: opts() },
-        Mail::Done { id: wire_id(0x10), outcome: Outcome::Inline(vec![0x18, 0x2a]) },
-        Mail::Done { id: wire_id(0x20), outcome: Outcome::Stays(1 << 20) },
-        Mail::Done { id: wire_id(0x30), outcome: Outcome::Failed(failed) },
+        Mail::Done { id: wire_id(0x10), outcome: Completion::Inline(vec![0x18, 0x2a]) },
+        Mail::Done { id: wire_id(0x20), outcome: Completion::Stays(1 << 20) },
+        Mail::Done { id: wire_id(0x30), outcome: Completion::Failed(failed) },
         Mail::Borrow(vec![serde_bytes::ByteArray::new(wire_id(0x40)), serde_bytes::ByteArray::new(wire_id(0x50))]),
         Mail::Release(vec![serde_bytes::ByteArray::new(wire_id(0x60))]),
         Mail::NewActor { actor: wire_id(0x70), class: "Counter".into(), args: vec![0x81, 0x00], opts: Opts::default() },
@@ -493,12 +493,12 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 },
                 Mail::Done {
                     id: [0; 16],
-                    outcome: Outcome::Failed(RemoteError {
+                    outcome: Completion::Failed(RemoteError {
                         chain: (0..MAX_CHAIN).map(|i| format!("t{i}")).collect(),
                         root: Root::Cancelled { task: "t".into() },
                     }),
                 },
-                Mail::Done { id: [0; 16], outcome: Outcome::Stays(u64::MAX) },
+                Mail::Done { id: [0; 16], outcome: Completion::Stays(u64::MAX) },
             ]);
             let every_root = Batch(
                 every_root()
@@ -506,7 +506,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     .enumerate()
                     .map(|(i, root)| Mail::Done {
                         id: wire_id(i as u8),
-                        outcome: Outcome::Failed(RemoteError { chain: vec![format!("c{i}"); i], root }),
+                        outcome: Completion::Failed(RemoteError { chain: vec![format!("c{i}"); i], root }),
                     })
                     .collect(),
             );
@@ -541,7 +541,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                         encode_batch(&Batch(vec![
                             Mail::Seq(7),
                             Mail::Acked(vec![Ack { seq: 3, ..Ack::default() }, Ack { seq: 4, ..ack() }]),
-                            Mail::Done { id: wire_id(0x10), outcome: Outcome::Stays(1) },
+                            Mail::Done { id: wire_id(0x10), outcome: Completion::Stays(1) },
                         ])),
                     ),
                 ],
@@ -572,7 +572,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     (
                         "batch-chain-65",
                         with(&|m| {
-                            if let Mail::Done { outcome: Outcome::Failed(e), .. } = &mut m[3] {
+                            if let Mail::Done { outcome: Completion::Failed(e), .. } = &mut m[3] {
                                 e.chain = vec!["t".into(); MAX_CHAIN + 1]
                             }
                         }),

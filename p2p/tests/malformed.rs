@@ -12,8 +12,8 @@ use libp2p::request_response::{self as rr, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use manta::Runtime;
-use manta_p2p::codec::{object_protocol, RawCodec};
-use manta_p2p::wire::{self, Request, Response};
+use manta_p2p::fuzzing::codec::{object_protocol, RawCodec};
+use manta_p2p::fuzzing::wire::{self, Request, Response};
 use manta_p2p::Node;
 use std::io::Write;
 use std::time::Duration;
@@ -102,7 +102,7 @@ fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
     let addr: Multiaddr = node.listen_addrs()[0].clone();
     let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
     let obj = node.runtime().put(data.clone()).unwrap();
-    let _wire = node.encode_ref(&obj); // exports it: the node now serves it
+    let _wire = node.encode_ref(&obj).unwrap(); // exports it: the node now serves it
     let good = Request::Fetch { id: obj.id().to_bytes(), offset: 0, len: 1 << 20 };
 
     // Plain TCP garbage first: not even a libp2p handshake.
@@ -161,23 +161,23 @@ fn bad_requests_get_error_replies_and_the_node_keeps_serving() {
 }
 
 /// Sends raw bytes on the mail protocol; the decoded ack.
-async fn ask_mail(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> manta_p2p::mail::Ack {
+async fn ask_mail(client: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> manta_p2p::fuzzing::mail::Ack {
     let reply = exchange(client, peer, bytes).await.unwrap_or_else(|e| panic!("mail request failed: {e}"));
-    manta_p2p::mail::decode_ack(&reply).expect("the ack decodes")
+    manta_p2p::fuzzing::mail::decode_ack(&reply).expect("the ack decodes")
 }
 
 #[test]
 fn bad_mail_gets_invalid_acks_and_unknown_work_is_refused() {
-    use manta_p2p::mail::{encode_batch, Batch, Mail, Opts, Refusal, Root};
+    use manta_p2p::fuzzing::mail::{encode_batch, Batch, Mail, Opts, Refusal, Root};
     let rt = Runtime::builder().num_cpus(1).build().unwrap();
     let node = Node::builder(rt).listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).start().unwrap();
     let addr: Multiaddr = node.listen_addrs()[0].clone();
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     tokio_rt.block_on(async {
-        let mut client = raw_client(libp2p::StreamProtocol::new(manta_p2p::outbox::MAIL_PROTOCOL));
+        let mut client = raw_client(libp2p::StreamProtocol::new(manta_p2p::fuzzing::mail::MAIL_PROTOCOL));
         let peer = node.peer_id();
         client.dial(addr.clone()).unwrap();
-        let invalid = |a: manta_p2p::mail::Ack, what: &str| {
+        let invalid = |a: manta_p2p::fuzzing::mail::Ack, what: &str| {
             let why = a.invalid.unwrap_or_else(|| panic!("{what}: expected an invalid ack"));
             eprintln!("{what}: invalid ({why})");
         };

@@ -6,7 +6,7 @@
 //! host's back-pressure.
 
 use manta::{Error, ObjectRef, Runtime};
-use manta_p2p::{ActorClass, Method, Node, Registry, RemoteActor, RemoteFn};
+use manta_p2p::{ActorClass, ActorHandle, Method, Node, Registry, RemoteFn};
 use std::time::Duration;
 
 mod common;
@@ -103,9 +103,9 @@ fn three() -> (Node, Node, Node) {
 fn the_seed_counter_created_remotely_counts_from_another_node() {
     let (a, b, c) = three();
     // B creates it on C; A drives it through a handle it received.
-    let on_c: RemoteActor<Counter> = b.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
+    let on_c: ActorHandle<Counter> = b.actor_builder(&COUNTER).on(c.peer_id()).spawn(());
     assert_eq!(on_c.host(), c.peer_id());
-    let from_a: RemoteActor<Counter> = a.decode(&b.encode(&on_c).unwrap()).unwrap();
+    let from_a: ActorHandle<Counter> = a.decode(&b.encode(&on_c).unwrap()).unwrap();
     let id1 = from_a.call(&INCREMENT, ());
     let id2 = from_a.call(&INCREMENT, ());
     assert_eq!((*id1.get().unwrap(), *id2.get().unwrap()), (1, 2));
@@ -121,14 +121,25 @@ fn the_seed_counter_created_remotely_counts_from_another_node() {
 #[test]
 fn actors_are_placed_by_resources_and_named_ones_are_found_anywhere() {
     let (a, b, c) = three();
-    let gpu = a.actor(&COUNTER).resource("GPU", 1.0).name("gpu-counter").spawn(()).unwrap();
+    let gpu = a.actor_builder(&COUNTER).resource("GPU", 1.0).name("gpu-counter").spawn(());
     assert_eq!(gpu.host(), c.peer_id());
     assert_eq!(*gpu.call(&INCREMENT, ()).get().unwrap(), 1);
     let found = b.get_actor(&COUNTER, "gpu-counter", WAIT).unwrap();
     assert_eq!(found.id(), gpu.id());
     assert_eq!(*found.call(&INCREMENT, ()).get().unwrap(), 2);
-    assert!(matches!(a.actor(&COUNTER).resource("TPU", 1.0).spawn(()), Err(Error::Infeasible { .. })));
-    let local = a.actor(&COUNTER).spawn(()).unwrap();
+    // No node has a TPU: the handle comes back anyway (as a local one
+    // does), and every call on it fails, naming the resource.
+    let nowhere = a.actor_builder(&COUNTER).resource("TPU", 1.0).spawn(());
+    for _ in 0..2 {
+        match nowhere.call(&INCREMENT, ()).get() {
+            Err(Error::Infeasible { resource, .. }) => assert_eq!(&*resource, "TPU"),
+            other => panic!("expected Infeasible naming TPU, got {other:?}"),
+        }
+    }
+    // Also from another node that was handed it.
+    let elsewhere: ActorHandle<Counter> = b.decode(&a.encode(&nowhere).unwrap()).unwrap();
+    assert!(matches!(elsewhere.call(&INCREMENT, ()).get(), Err(Error::Infeasible { .. })));
+    let local = a.actor_builder(&COUNTER).spawn(());
     assert_eq!(local.host(), a.peer_id(), "with room here, an actor stays here");
     assert_eq!(*local.call(&INCREMENT, ()).get().unwrap(), 1);
 }
@@ -136,8 +147,8 @@ fn actors_are_placed_by_resources_and_named_ones_are_found_anywhere() {
 #[test]
 fn an_actor_ends_with_its_creators_handle() {
     let (a, b, c) = three();
-    let made = b.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
-    let other: RemoteActor<Counter> = a.decode(&b.encode(&made).unwrap()).unwrap();
+    let made = b.actor_builder(&COUNTER).on(c.peer_id()).spawn(());
+    let other: ActorHandle<Counter> = a.decode(&b.encode(&made).unwrap()).unwrap();
     assert_eq!(*other.call(&INCREMENT, ()).get().unwrap(), 1);
     drop(made);
     assert!(b.flush_mail(WAIT));
@@ -158,7 +169,7 @@ fn after_a_distributed_job_every_store_is_back_at_its_baseline() {
         assert_eq!(big.get().unwrap().len(), 3 << 20);
         let again = a.task(&LEN2).on(b.peer_id()).spawn((&big, &big));
         assert_eq!(*again.get().unwrap(), 6 << 20);
-        let counter = a.actor(&COUNTER).on(c.peer_id()).spawn(()).unwrap();
+        let counter = a.actor_builder(&COUNTER).on(c.peer_id()).spawn(());
         assert_eq!(*counter.call(&ADD_TO, (5,)).get().unwrap(), 5);
         let used: usize = nodes.iter().map(|n| n.runtime().store_stats().bytes_in_memory).sum();
         assert!(used >= baseline.iter().sum::<usize>() + (5 << 20), "the job used memory on the nodes");
@@ -179,18 +190,18 @@ fn after_a_distributed_job_every_store_is_back_at_its_baseline() {
 #[test]
 fn a_failed_constructor_or_an_unknown_method_is_an_error_not_a_hang() {
     let (a, b, _c) = three();
-    let broken: RemoteActor<Counter> = a.actor(&FRAGILE).on(b.peer_id()).spawn((-1,)).unwrap();
+    let broken: ActorHandle<Counter> = a.actor_builder(&FRAGILE).on(b.peer_id()).spawn((-1,));
     match broken.call(&INCREMENT, ()).get() {
         Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("below zero"), "{reason}"),
         other => panic!("expected ActorDead from the constructor's panic, got {other:?}"),
     }
-    let fine: RemoteActor<Counter> = a.actor(&FRAGILE).on(b.peer_id()).spawn((41,)).unwrap();
+    let fine: ActorHandle<Counter> = a.actor_builder(&FRAGILE).on(b.peer_id()).spawn((41,));
     match fine.call(&NOWHERE, ()).get() {
         Err(Error::UnknownFunction { name, .. }) => assert_eq!(&*name, "Counter.nowhere"),
         other => panic!("expected UnknownFunction, got {other:?}"),
     }
     assert_eq!(*fine.call(&INCREMENT, ()).get().unwrap(), 42, "the actor still works");
-    let ghost: RemoteActor<Counter> = a.actor(&GHOST).on(b.peer_id()).spawn(()).unwrap();
+    let ghost: ActorHandle<Counter> = a.actor_builder(&GHOST).on(b.peer_id()).spawn(());
     match ghost.call(&INCREMENT, ()).get() {
         Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("`Ghost` is not registered"), "{reason}"),
         other => panic!("expected ActorDead naming the type, got {other:?}"),
@@ -207,7 +218,7 @@ fn an_actor_whose_node_dies_restarts_elsewhere_from_its_constructor() {
         n.wait_for_peers(2, WAIT).unwrap();
     }
     let on_b =
-        |restarts| a.actor(&COUNTER).resource("GPU", 1.0).max_restarts(restarts).on(b.peer_id()).spawn(()).unwrap();
+        |restarts| a.actor_builder(&COUNTER).resource("GPU", 1.0).max_restarts(restarts).on(b.peer_id()).spawn(());
     let (restartable, plain) = (on_b(1), on_b(0));
     assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 1);
     assert_eq!(*restartable.call(&INCREMENT, ()).get_timeout(WAIT).unwrap(), 2);
@@ -233,7 +244,7 @@ fn actor_calls_from_peers_are_bounded_and_resent_in_order_when_busy() {
     let b = builder(Some(&a), true).max_accepted_tasks(4).start().unwrap();
     a.wait_for_peers(1, WAIT).unwrap();
     b.wait_for_peers(1, WAIT).unwrap();
-    let counter = a.actor(&COUNTER).on(b.peer_id()).spawn(()).unwrap();
+    let counter = a.actor_builder(&COUNTER).on(b.peer_id()).spawn(());
     // 20 calls while the first blocks: B holds at most 4 and refuses the
     // rest as busy; A sends those again until they fit.
     let calls: Vec<ObjectRef<i64>> = (0..20).map(|_| counter.call(&GATED, ())).collect();

@@ -25,18 +25,18 @@ fn only_nodes_with_the_key_join() {
     assert_eq!(b.dial(a.listen_addrs()[0].clone()).unwrap(), a.peer_id());
     b.wait_for_peers(1, Duration::from_secs(30)).unwrap();
     let r = a.runtime().put(vec![5u32; 1000]).unwrap();
-    let on_b: ObjectRef<Vec<u32>> = b.decode_ref(&a.encode_ref(&r)).unwrap();
+    let on_b: ObjectRef<Vec<u32>> = b.decode_ref(&a.encode_ref(&r).unwrap()).unwrap();
     assert_eq!(*on_b.get().unwrap(), vec![5u32; 1000]);
 
     let outsider = node(None);
     let e = outsider.dial(a.listen_addrs()[0].clone()).unwrap_err();
-    assert!(matches!(e, NodeError::Dial(_)), "{e}");
+    assert!(matches!(e, NodeError::Dial { .. }), "{e}");
     let wrong = node(Some([7u8; 32]));
     let e = wrong.dial(a.listen_addrs()[0].clone()).unwrap_err();
-    assert!(matches!(e, NodeError::Dial(_)), "{e}");
+    assert!(matches!(e, NodeError::Dial { .. }), "{e}");
     // Nor can a private node reach an open one.
     let e = a.dial(outsider.listen_addrs()[0].clone()).unwrap_err();
-    assert!(matches!(e, NodeError::Dial(_)), "{e}");
+    assert!(matches!(e, NodeError::Dial { .. }), "{e}");
 
     let members = a.cluster_status().unwrap();
     assert!(members.iter().all(|m| m.peer != outsider.peer_id() && m.peer != wrong.peer_id()));

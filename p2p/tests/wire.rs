@@ -1,5 +1,5 @@
-//! The wire format (`manta_p2p::wire`) and the object codec
-//! (`manta_p2p::codec`): round trips, version and size checks, truncation,
+//! The wire format (`manta_p2p::fuzzing::wire`) and the object codec
+//! (`manta_p2p::fuzzing::codec`): round trips, version and size checks, truncation,
 //! hostile length headers (with a per-thread allocation meter), semantic
 //! validation, random input, and framing over in-memory streams.
 
@@ -7,8 +7,8 @@ use ciborium::Value;
 use futures::executor::block_on;
 use futures::io::Cursor;
 use libp2p::request_response::Codec;
-use manta_p2p::codec::{object_protocol, Incoming, ObjectCodec, RawCodec, OBJECT_PROTOCOL};
-use manta_p2p::wire::*;
+use manta_p2p::fuzzing::codec::{object_protocol, Incoming, ObjectCodec, RawCodec, OBJECT_PROTOCOL};
+use manta_p2p::fuzzing::wire::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io;

@@ -454,6 +454,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         invoke: Invoke<S>,
         pending: Vec<Arc<ObjectCell>>,
     ) {
+        self.inner.sched.actor_call();
         let gen = self.inner.control.generation();
         self.submit_call(Call { out, name, invoke, failed: None, gen }, pending);
     }

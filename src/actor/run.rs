@@ -24,6 +24,7 @@
 use super::{ActorInner, Admitted, Call, Invoke, RefCall};
 use crate::cell::ObjectCell;
 use crate::error::{panic_message, ActorDeathCause, DeadActor, Error, Text};
+use crate::panics::catching;
 use crate::scheduler::{Go, Job};
 use crate::slot::Meta;
 use crate::store::Store;
@@ -177,7 +178,8 @@ pub(super) fn run_batch<S: Sync>(
     store: &Arc<Store>,
     calls: Vec<(Out, RefCall<S>)>,
 ) -> Vec<Option<(Out, Text)>> {
-    let run = |(out, call): (Out, RefCall<S>)| match catch_unwind(AssertUnwindSafe(|| call(state, store))) {
+    let run = |(out, call): (Out, RefCall<S>)| match catching(|| catch_unwind(AssertUnwindSafe(|| call(state, store))))
+    {
         Ok(outcome) => {
             complete(store, out, outcome);
             None
@@ -211,9 +213,12 @@ impl<S: Send + 'static> ActorInner<S> {
 
     fn schedule_drain(self: &Arc<Self>) {
         let me = self.clone();
-        let run = move |go: Go| match go {
-            Go::Run => me.drain(),
-            Go::Shutdown | Go::InputFailed(_) | Go::Cancelled => me.fail_all(Error::RuntimeShutdown),
+        let run = move |go: Go| {
+            match go {
+                Go::Run => me.drain(),
+                Go::Shutdown | Go::InputFailed(_) | Go::Cancelled => me.fail_all(Error::RuntimeShutdown),
+            }
+            crate::scheduler::Tally::default() // calls are counted when made
         };
         self.sched.submit(Job::new(self.req.clone(), Box::new(run)));
     }
@@ -320,7 +325,7 @@ impl<S: Send + 'static> ActorInner<S> {
         match invoke {
             Invoke::Mut(f) => {
                 let Life::Live(state) = &mut held.life else { return 0 };
-                match catch_unwind(AssertUnwindSafe(|| f(state, &self.store))) {
+                match catching(|| catch_unwind(AssertUnwindSafe(|| f(state, &self.store)))) {
                     Ok(outcome) => complete(&self.store, out, outcome),
                     Err(p) => {
                         let message = panic_message(p.as_ref());
@@ -364,7 +369,7 @@ impl<S: Send + 'static> ActorInner<S> {
             let Life::Live(state) = &mut held.life else {
                 return complete(&self.store, out, Err(Error::invalid("the actor is not live")));
             };
-            let message = match catch_unwind(AssertUnwindSafe(|| f(state, &self.store))) {
+            let message = match catching(|| catch_unwind(AssertUnwindSafe(|| f(state, &self.store)))) {
                 Ok(outcome) => {
                     drop(f); // its arguments go before anyone is woken
                     return complete(&self.store, out, outcome);
@@ -426,7 +431,7 @@ impl<S: Send + 'static> ActorInner<S> {
         let Some(factory) = &self.factory else {
             return Life::Dead(ActorDeathCause::NoFactory, "the actor has no state and no factory".into());
         };
-        match catch_unwind(AssertUnwindSafe(factory)) {
+        match catching(|| catch_unwind(AssertUnwindSafe(factory))) {
             Ok(s) => Life::Live(s),
             Err(p) => {
                 let message = panic_message(p.as_ref());

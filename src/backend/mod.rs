@@ -98,6 +98,12 @@ pub trait RemoteBackend: Send + Sync + 'static {
     fn released(&self, id: ObjectId, owner_hint: &[u8]) {
         let _ = (id, owner_hint);
     }
+    /// The backend's own metrics, added to [`Runtime::metrics`]: `(name,
+    /// value)` pairs (names in `snake_case`; `_total` for counters).
+    /// Default: none.
+    fn metrics(&self) -> Vec<(std::borrow::Cow<'static, str>, f64)> {
+        Vec::new()
+    }
     /// The backend as `Any`, so its implementor can find itself again
     /// through [`Backend::attached`].
     fn as_any(&self) -> &dyn Any;

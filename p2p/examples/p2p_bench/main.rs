@@ -370,14 +370,14 @@ fn transfer(a: &Node, b: &Node) -> Res<Vec<f64>> {
     // Warm-up: a small object over the same path (streams, blocking threads).
     {
         let r = a.runtime().put(src[..1 << 20].to_vec())?;
-        let there: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r))?;
+        let there: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r)?)?;
         there.get_timeout(LARGE_GET_TIMEOUT)?;
     }
     let start = Instant::now();
     let mut samples = Vec::with_capacity(LARGE_ROUNDS);
     for round in 0..LARGE_ROUNDS {
         let r = a.runtime().put(src.clone())?;
-        let wire = a.encode_ref(&r);
+        let wire = a.encode_ref(&r)?;
         let pooled_mb = b.runtime().store_stats().bytes_recycled as f64 / 1e6;
         let cpu0 = process_cpu_s();
         let t = Instant::now();
@@ -412,7 +412,7 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
         let mut remote = Vec::with_capacity(n);
         for i in first..first + n {
             let r = a.runtime().put(vec![i as u8; SMALL_BYTES])?;
-            remote.push(b.decode_ref::<Vec<u8>>(&a.encode_ref(&r))?);
+            remote.push(b.decode_ref::<Vec<u8>>(&a.encode_ref(&r)?)?);
             owned.push(r);
         }
         Ok((owned, remote))

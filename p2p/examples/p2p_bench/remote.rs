@@ -95,7 +95,7 @@ pub fn run(bench: &Bench) -> Res<Option<f64>> {
     }
     if bench.wants(&["remote_actor_calls_per_s"]) {
         eprintln!("# remote actor: {MANY_ROUNDS} x {MANY} calls a -> actor on b, made then got");
-        let actor = a.actor(&COUNTER).on(to_b).spawn(())?;
+        let actor = a.actor_builder(&COUNTER).on(to_b).spawn(());
         actor.call(&BUMP, ()).get_timeout(GET_TIMEOUT)?;
         let mut rates = Vec::new();
         for _ in 0..MANY_ROUNDS {

@@ -269,7 +269,7 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
     let sum = checksum(&data);
     // Kept until EXIT: the other processes fetch it from this node.
     let mine: ObjectRef<Vec<u8>> = node.runtime().put(data).map_err(|e| e.to_string())?;
-    say(&format!("REF {}", to_hex(&node.encode_ref(&mine))))?;
+    say(&format!("REF {}", to_hex(&node.encode_ref(&mine).map_err(|e| e.to_string())?)))?;
     say(&format!("SUM {sum}"))?;
 
     for line in std::io::stdin().lock().lines() {

@@ -1,0 +1,507 @@
+//! The event loop: the one task that owns the `Swarm` (and so the
+//! libp2p-stream control inside it).
+//!
+//! It selects over swarm events, commands from [`LoopHandle`]s (the node
+//! handle, the runtime backend, the work layer, fetches), the heartbeat
+//! timer and the announcement timer. Everything it does is swarm
+//! bookkeeping that returns at once: it never decodes an object, never
+//! submits a task to the manta runtime and never takes the work layer's
+//! locks. What the layers above need from it, it publishes:
+//! - this node's addresses and owner hint, and the member table, in the
+//!   [`ClusterView`] (written here, read anywhere);
+//! - membership changes (and subscriptions, and a tick per heartbeat) as
+//!   [`ClusterEvent`]s on a channel, in order, which the work layer
+//!   handles on its own thread (a dead peer's work is placed again there,
+//!   off this task, before subscribers hear of the death);
+//! - the stream control, only inside the [`StreamControl`] it makes once,
+//!   through which transport opens and accepts streams.
+//!
+//! DHT announcements are taken from [`Announcements`] every
+//! [`ANNOUNCE_EVERY`] and started as provider records.
+//!
+//! Discovery: bootstrap addresses are dialled at start (and re-dialled each
+//! heartbeat, at most `MAX_REDIALS` times, until some peer is connected);
+//! mDNS discoveries are dialled; every address learnt (identify, mDNS, the
+//! endpoint of a connection we dialled, heartbeats) is given to Kademlia,
+//! which does not learn addresses itself.
+
+use super::announce::Announcements;
+use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC};
+use super::command::{Command, LoopHandle};
+use super::membership::{Member, Membership, MembershipEvent};
+use super::streams::StreamControl;
+use super::swarm::{self, SwarmError};
+use super::view::ClusterView;
+use super::ClusterEvent;
+use crate::config::NodeConfig;
+use crate::sync::lock_unpoisoned;
+use crate::transport::bulk::{ip_of, PeerIps};
+use crate::transport::Streams;
+use crate::wire::{self, Heartbeat, Resource};
+use futures::StreamExt;
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
+use manta::Runtime;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most times the bootstrap addresses are re-dialled while no peer is
+/// connected (one try per heartbeat).
+const MAX_REDIALS: u32 = 120;
+/// Longest a node that shuts down keeps its swarm running to send the
+/// heartbeat that says it is leaving (it stops sooner, once every peer
+/// has closed its connection on receiving it).
+const LEAVE_GRACE: Duration = Duration::from_secs(1);
+/// Longest binding the listen addresses may take.
+const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often queued DHT announcements go out (see `Announcements`).
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+
+/// What the cluster layer hands the layers above when the loop is bound.
+pub(crate) struct ClusterParts {
+    /// Commands to the loop.
+    pub(crate) handle: LoopHandle,
+    /// Opening and accepting streams.
+    pub(crate) streams: Arc<dyn Streams>,
+    /// Addresses, owner hint and member table.
+    pub(crate) view: Arc<ClusterView>,
+    /// The DHT announcement queue.
+    pub(crate) announcements: Arc<Announcements>,
+    /// The IP each connected peer has (where its bulk lane listens).
+    pub(crate) peer_ips: PeerIps,
+    /// Membership changes, subscriptions and ticks, in order.
+    pub(crate) events: crossbeam_channel::Receiver<ClusterEvent>,
+}
+
+/// The task that owns the swarm (see the module docs).
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    cfg: NodeConfig,
+    rt: Runtime,
+    commands: mpsc::UnboundedReceiver<Command>,
+    members: Membership,
+    /// Listen addresses as bound (published, sorted, in `view`).
+    addrs: Vec<Multiaddr>,
+    view: Arc<ClusterView>,
+    announcements: Arc<Announcements>,
+    seq: u64,
+    /// Set once shutting down (the last heartbeat says so).
+    leaving: bool,
+    redials: u32,
+    dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
+    dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, DialError>>>,
+    records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
+    /// Membership changes from `members`, passed on as `events`.
+    changes: crossbeam_channel::Receiver<MembershipEvent>,
+    /// To the work layer.
+    events: crossbeam_channel::Sender<ClusterEvent>,
+    /// The IP each connected peer has on its connection (for the bulk lane).
+    peer_ips: PeerIps,
+}
+
+impl EventLoop {
+    /// Builds the swarm of node `key` and binds every listen address;
+    /// returns once each has an address (at most [`BIND_TIMEOUT`]), with the
+    /// loop to run and what the layers above use. Runs on the node's tokio
+    /// runtime.
+    pub(crate) async fn bind(
+        key: identity::Keypair,
+        cfg: NodeConfig,
+        rt: Runtime,
+    ) -> Result<(EventLoop, ClusterParts), SwarmError> {
+        let me = key.public().to_peer_id();
+        let swarm = swarm::build(key, &cfg)?;
+        let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control()));
+        let mut members = Membership::new(me, cfg.failure_timeout);
+        let (changes_tx, changes) = crossbeam_channel::unbounded();
+        members.subscribe(changes_tx);
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        let (handle, commands) = LoopHandle::new();
+        let mut el = EventLoop {
+            swarm,
+            cfg,
+            rt,
+            commands,
+            members,
+            addrs: Vec::new(),
+            view: Arc::new(ClusterView::new(me)),
+            announcements: Arc::default(),
+            // From the clock, so a restarted node's heartbeats are newer
+            // than its old ones (peers drop stale sequence numbers).
+            seq: wire::clock_seq(),
+            leaving: false,
+            redials: 0,
+            dht: HashMap::new(),
+            dials: HashMap::new(),
+            records: HashMap::new(),
+            changes,
+            events,
+            peer_ips: PeerIps::default(),
+        };
+        el.listen().await?;
+        el.view.set_addrs(&el.addrs);
+        for addr in el.cfg.bootstrap.clone() {
+            el.dial(addr);
+        }
+        let parts = ClusterParts {
+            handle,
+            streams,
+            view: el.view.clone(),
+            announcements: el.announcements.clone(),
+            peer_ips: el.peer_ips.clone(),
+            events: events_rx,
+        };
+        Ok((el, parts))
+    }
+
+    /// Listens on every configured address and waits until each is bound.
+    async fn listen(&mut self) -> Result<(), SwarmError> {
+        let mut waiting = HashSet::new();
+        for addr in self.cfg.listen.clone() {
+            let id = self.swarm.listen_on(addr.clone()).map_err(|source| SwarmError::Listen { addr, source })?;
+            waiting.insert(id);
+        }
+        let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
+        while !waiting.is_empty() {
+            let ev = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| SwarmError::BindTimeout(BIND_TIMEOUT))?;
+            match ev {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    waiting.remove(&listener_id);
+                    self.addrs.push(address);
+                }
+                SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                    return Err(SwarmError::ListenerClosed { addrs: addresses, source: reason.err() });
+                }
+                SwarmEvent::ListenerError { error, .. } => return Err(SwarmError::Listener(error)),
+                other => self.on_swarm(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until told to shut down (or every handle is gone).
+    pub(crate) async fn run(mut self) {
+        let mut timer = tokio::time::interval(self.cfg.heartbeat);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = self.commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown) => {
+                        self.leave().await;
+                        break;
+                    }
+                    Some(c) => self.on_command(c),
+                },
+                _ = timer.tick() => self.on_tick(),
+                _ = announce.tick() => self.announce(),
+            }
+        }
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "node event loop stopped");
+        // Fetch tasks still running are dropped with the tokio runtime;
+        // their fetches then fail with `PeerUnreachable`, never hang.
+    }
+
+    fn dial(&mut self, addr: Multiaddr) {
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            tracing::debug!(%addr, error = %e, "dial failed");
+        }
+    }
+
+    fn learn(&mut self, peer: PeerId, addr: Multiaddr) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        self.swarm.add_peer_address(peer, addr.clone());
+        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+    }
+
+    fn me(&self) -> Member {
+        let stats = self.rt.store_stats();
+        Member {
+            peer: *self.swarm.local_peer_id(),
+            addrs: self.addrs.clone(),
+            resources: self.resources(),
+            queue_len: self.rt.queued_tasks() as u64,
+            store_bytes: stats.bytes_in_memory as u64,
+            store_capacity: stats.capacity as u64,
+            fn_hash: self.cfg.fn_hash,
+            alive: true,
+            is_self: true,
+            last_heartbeat_age: Duration::ZERO,
+        }
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        self.rt
+            .resources()
+            .into_iter()
+            .take(wire::MAX_RESOURCES)
+            .map(|(name, total, free)| Resource { name: name.to_string(), total, free: free.min(total) })
+            .filter(|r| r.name.len() <= wire::MAX_RESOURCE_NAME_BYTES)
+            .collect()
+    }
+
+    /// Tells peers this node is leaving (a last heartbeat, `leaving` set)
+    /// and runs the swarm until every peer has closed its connection (a
+    /// peer closes on receiving it), at most [`LEAVE_GRACE`]. A fixed short
+    /// grace was not enough on a loaded machine: the heartbeat could still
+    /// be queued when the node stopped.
+    async fn leave(&mut self) {
+        if self.cfg.observer || self.swarm.connected_peers().next().is_none() {
+            return;
+        }
+        self.leaving = true;
+        self.publish_heartbeat();
+        let _ = tokio::time::timeout(LEAVE_GRACE, async {
+            while self.swarm.connected_peers().next().is_some() {
+                let ev = self.swarm.select_next_some().await;
+                self.on_swarm(ev);
+            }
+        })
+        .await;
+    }
+
+    fn publish_heartbeat(&mut self) {
+        if self.cfg.observer {
+            return;
+        }
+        let me = self.me();
+        self.seq += 1;
+        let hb = Heartbeat {
+            peer: me.peer.to_bytes(),
+            addrs: me.addrs.iter().take(wire::MAX_ADDRS).map(|a| a.to_vec()).collect(),
+            seq: self.seq,
+            resources: me.resources,
+            queue_len: me.queue_len,
+            store_bytes: me.store_bytes,
+            store_capacity: me.store_capacity,
+            fn_hash: me.fn_hash,
+            leaving: self.leaving,
+        };
+        let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {
+            // `NoPeersSubscribedToTopic` until a peer's subscription arrives.
+            tracing::trace!(error = %e, "heartbeat not published");
+        }
+    }
+
+    /// Announces the queued objects in the DHT.
+    fn announce(&mut self) {
+        for id in self.announcements.take_queued() {
+            if !self.rt.backend().holds_object(id) {
+                continue; // freed (or failed) before its turn
+            }
+            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&id.to_bytes())) {
+                tracing::warn!(object = %id, error = %e, "cannot announce object in the DHT");
+            }
+        }
+    }
+
+    /// Publishes the member table, then passes the changes since the last
+    /// call on to the work layer (which acts on them off this task, then
+    /// tells the subscribers).
+    fn share_members(&mut self) {
+        let table: Vec<Member> =
+            self.members.snapshot(self.me(), Instant::now()).into_iter().filter(|m| !m.is_self).collect();
+        self.view.set_members(table);
+        for ev in self.changes.try_iter() {
+            let _ = self.events.send(ClusterEvent::Membership(ev));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let _ = self.events.send(ClusterEvent::Tick);
+        self.publish_heartbeat();
+        self.members.tick(Instant::now());
+        self.share_members();
+        if self.swarm.connected_peers().next().is_none() && self.redials < MAX_REDIALS {
+            self.redials += 1;
+            for addr in self.cfg.bootstrap.clone() {
+                self.dial(addr);
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Status(tx) => {
+                let _ = tx.send(self.members.snapshot(self.me(), Instant::now()));
+            }
+            Command::Subscribe(tx, done) => {
+                // Behind every change already passed on, ahead of any later.
+                let _ = self.events.send(ClusterEvent::Subscribe(tx));
+                let _ = done.send(());
+            }
+            Command::Dial(addr, tx) => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, tx);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+            Command::Flush(done) => {
+                self.announce();
+                let _ = done.send(());
+            }
+            Command::Unprovide(id) => {
+                self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&id.to_bytes()))
+            }
+            Command::Learn(peer, addrs, done) => {
+                for a in addrs {
+                    self.learn(peer, a);
+                }
+                let _ = done.send(());
+            }
+            Command::Providers(id, tx) => {
+                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.to_bytes()));
+                self.dht.insert(q, (tx, Vec::new()));
+            }
+            Command::PutRecord(key, value) => {
+                let record = kad::Record::new(kad::RecordKey::new(&key), value);
+                if let Err(e) = self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    tracing::warn!(error = %e, "cannot store a DHT record");
+                }
+            }
+            Command::GetRecord(key, tx) => {
+                use kad::store::RecordStore;
+                let key = kad::RecordKey::new(&key);
+                let local = self.swarm.behaviour_mut().kad.store_mut().get(&key).map(|r| r.into_owned().value);
+                if let Some(v) = local {
+                    let _ = tx.send(Some(v));
+                } else {
+                    let q = self.swarm.behaviour_mut().kad.get_record(key);
+                    self.records.insert(q, tx);
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.on_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                for a in info.listen_addrs {
+                    self.learn(peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.learn(peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        self.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if !self.addrs.contains(&address) => {
+                self.addrs.push(address);
+                self.view.set_addrs(&self.addrs);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    lock_unpoisoned(&self.peer_ips).insert(peer_id, ip);
+                }
+                if endpoint.is_dialer() {
+                    self.learn(peer_id, endpoint.get_remote_address().clone());
+                }
+                if let Some(tx) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                tracing::debug!(%error, "outgoing connection failed");
+                if let Some(tx) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Err(error));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+                tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
+                if num_established == 0 {
+                    lock_unpoisoned(&self.peer_ips).remove(&peer_id);
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, e: gossipsub::Event) {
+        match e {
+            gossipsub::Event::Message { message, .. } => {
+                let Some(source) = message.source else { return };
+                let hb = match wire::decode_heartbeat(&message.data) {
+                    Ok(hb) => hb,
+                    Err(err) => {
+                        tracing::warn!(%source, error = %err, "malformed heartbeat dropped");
+                        return;
+                    }
+                };
+                let leaving = hb.leaving;
+                match self.members.on_heartbeat(source, hb, Instant::now()) {
+                    Ok(addrs) => {
+                        for a in addrs {
+                            self.learn(source, a);
+                        }
+                        self.share_members();
+                        if leaving {
+                            // Closing tells the leaving node its goodbye
+                            // arrived, so it can stop (see `leave`).
+                            let _ = self.swarm.disconnect_peer_id(source);
+                        }
+                    }
+                    Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
+                }
+            }
+            gossipsub::Event::Subscribed { .. } => self.publish_heartbeat(),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, e: kad::Event) {
+        if let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetRecord(r), .. } = &e {
+            let found = match r {
+                Ok(kad::GetRecordOk::FoundRecord(rec)) => Some(rec.record.value.clone()),
+                Ok(_) | Err(_) => None,
+            };
+            if let Some(tx) = self.records.remove(id) {
+                let _ = tx.send(found);
+            }
+            return;
+        }
+        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, .. } = e else {
+            return;
+        };
+        let Some((_, found)) = self.dht.get_mut(&id) else { return };
+        let mut finished = step.last;
+        match r {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+            Err(e) => {
+                tracing::debug!(error = %e, "provider lookup failed");
+                finished = true;
+            }
+        }
+        if finished {
+            if let Some((tx, found)) = self.dht.remove(&id) {
+                let _ = tx.send(found);
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The node's side of `manta::backend::RemoteBackend`: how the manta
+//! runtime reaches the layers (announcements and withdrawals in the DHT,
+//! fetches, borrow counts), and the hooks the object server calls.
+//!
+//! Invariants: every method returns at once (work is handed to the node's
+//! threads); `as_any` is the node's `Arc<Work>`, which is how the work
+//! layer (and `Node::current`) find the node of a runtime.
+
+use crate::cluster::{Announcements, ClusterView, LoopHandle};
+use crate::transport::bulk::Lane;
+use crate::transport::ObjectHooks;
+use crate::work::Work;
+use manta::backend::{Fetch, RemoteBackend};
+use manta::ObjectId;
+use std::any::Any;
+use std::sync::Arc;
+
+/// What the manta runtime of a node calls.
+pub(crate) struct NodeBackend {
+    pub(super) work: Arc<Work>,
+    pub(super) view: Arc<ClusterView>,
+    pub(super) announcements: Arc<Announcements>,
+    pub(super) cluster: LoopHandle,
+    /// The bulk lane, if it is on and bound.
+    pub(super) lane: Option<Arc<Lane>>,
+}
+
+impl RemoteBackend for NodeBackend {
+    fn as_any(&self) -> &dyn Any {
+        &self.work
+    }
+
+    fn owner_hint(&self) -> Arc<[u8]> {
+        self.view.hint()
+    }
+
+    fn exported(&self, id: ObjectId, replica: bool) {
+        // A replica is worth a DHT record at once; our own objects (and
+        // the value of one of our task results, which we own and refs to
+        // which name us) only once a peer reads them (`announce`).
+        if replica && !self.work.is_result(id) {
+            self.announcements.announce(id);
+        }
+    }
+
+    fn freed(&self, id: ObjectId) {
+        // If it was still queued, the loop skips it; withdrawing a record
+        // never made is a no-op.
+        if self.announcements.freed(id) {
+            self.cluster.unprovide(id);
+        }
+    }
+
+    fn fetch(&self, fetch: Fetch) {
+        // A result of our remote work is filled from its completion.
+        self.work.demand(fetch);
+    }
+
+    fn borrowed(&self, id: ObjectId, owner_hint: &[u8]) {
+        self.work.borrowed(id, owner_hint);
+    }
+
+    fn released(&self, id: ObjectId, owner_hint: &[u8]) {
+        self.work.released(id, owner_hint);
+    }
+}
+
+impl ObjectHooks for NodeBackend {
+    fn prefetch(&self, id: ObjectId) -> bool {
+        self.work.prefetch_result(id)
+    }
+
+    fn announce(&self, id: ObjectId) {
+        self.announcements.announce(id);
+    }
+}

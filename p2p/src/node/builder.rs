@@ -1,0 +1,280 @@
+//! [`NodeBuilder`]: a node's settings, and starting it.
+//!
+//! Starting wires the layers bottom up on the node's own thread (so `start`
+//! works the same from synchronous code and from inside another runtime):
+//! a tokio runtime; the cluster layer's event loop, bound to its listen
+//! addresses; the bulk lane; the work layer on top of both; the object
+//! server; then the backend is attached to the manta runtime and the
+//! thread runs the event loop until the node stops.
+//!
+//! Invariant: `start` returns only once everything is wired (or failed,
+//! with the node's thread joined): a node that is returned serves objects
+//! and mail at once.
+
+use super::backend::NodeBackend;
+use super::error::{NodeError, StartError};
+use super::{Inner, Node};
+use crate::cluster::{ClusterParts, EventLoop};
+use crate::config::{NodeConfig, DEFAULT_CHUNK};
+use crate::transport::bulk::{self, ip_of, Lane};
+use crate::transport::fetch::FetcherConfig;
+use crate::transport::rpc::{self, ObjectServer};
+use crate::work::{Registry, Work, WorkSetup};
+use libp2p::{identity, Multiaddr};
+use manta::Runtime;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Configures and starts a [`Node`].
+#[must_use = "a NodeBuilder does nothing until started"]
+pub struct NodeBuilder {
+    rt: Runtime,
+    cfg: NodeConfig,
+    key: Option<identity::Keypair>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder").field("cfg", &self.cfg).field("registry", &self.registry).finish()
+    }
+}
+
+impl NodeBuilder {
+    pub(super) fn new(rt: Runtime) -> NodeBuilder {
+        NodeBuilder { rt, cfg: NodeConfig::default(), key: None, registry: Registry::new() }
+    }
+
+    /// Adds a listen address (default, if none is added: every interface,
+    /// one OS-chosen TCP port, `/ip4/0.0.0.0/tcp/0`).
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.cfg.listen.push(addr);
+        self
+    }
+
+    /// Adds a bootstrap address (`/ip4/.../tcp/PORT[/p2p/PEER]`) to join by.
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.cfg.bootstrap.push(addr);
+        self
+    }
+
+    /// Turns LAN discovery by mDNS on or off (default off: a library
+    /// announces itself on a network only when asked). mDNS skips loopback
+    /// interfaces, so nodes listening only on 127.0.0.1 are not found by it.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.cfg.mdns = on;
+        self
+    }
+
+    /// Heartbeat period (default 1 s).
+    pub fn heartbeat(mut self, period: Duration) -> Self {
+        self.cfg.heartbeat = period.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a peer may be silent before it is marked dead (default 5 s).
+    pub fn failure_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.failure_timeout = timeout;
+        self
+    }
+
+    /// How long an unused connection stays open (default 60 s).
+    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.idle_timeout = timeout;
+        self
+    }
+
+    /// Timeout of one request, e.g. one chunk of a transfer (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.request_timeout = timeout;
+        self
+    }
+
+    /// Chunk size of object transfers (default and maximum 4 MiB, the wire
+    /// format's chunk cap).
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.chunk_bytes = bytes.clamp(1, DEFAULT_CHUNK);
+        self
+    }
+
+    /// Turns the bulk lane on or off (default on). With it, objects bigger
+    /// than one chunk are streamed from a holder over their own TCP
+    /// connection, sealed with AES-256-GCM under a one-use key obtained
+    /// over libp2p, on a port next to the first listen address's IP;
+    /// without it (or with a peer that has none) they come in chunks over
+    /// the libp2p connection.
+    pub fn bulk_lane(mut self, on: bool) -> Self {
+        self.cfg.bulk = on;
+        self
+    }
+
+    /// Makes the cluster private: only nodes holding the same 32-byte key
+    /// can connect (libp2p's pre-shared-key private network, under Noise).
+    /// A node without it cannot connect, gossip, read objects or run code.
+    pub fn secret(mut self, key: [u8; 32]) -> Self {
+        self.cfg.secret = Some(key);
+        self
+    }
+
+    /// Joins as an observer: hears the cluster's heartbeats (so
+    /// `cluster_status` works) but publishes none, so it never appears in
+    /// other nodes' member tables (the `manta status` command uses this).
+    pub fn observer(mut self, on: bool) -> Self {
+        self.cfg.observer = on;
+        self
+    }
+
+    /// The functions and actor types this node can run for others (every
+    /// node of a cluster should register the same table: tasks go only to
+    /// nodes whose table hash matches).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Local queue length (tasks waiting for a CPU) from which new tasks
+    /// spill to less loaded peers (default 4).
+    pub fn queue_threshold(mut self, n: usize) -> Self {
+        self.cfg.work.threshold = n;
+        self
+    }
+
+    /// Most tasks and actor calls from peers this node holds at once
+    /// (queued or running, default 16384); beyond it peers are told it is
+    /// busy: they place their tasks elsewhere, or keep them, and send
+    /// their actor calls again shortly, in order.
+    pub fn max_accepted_tasks(mut self, n: usize) -> Self {
+        self.cfg.work.max_accepted = n.max(1);
+        self
+    }
+
+    /// Uses this identity instead of a fresh Ed25519 one.
+    pub fn keypair(mut self, key: identity::Keypair) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Starts the node: binds its listen addresses (returns once they are
+    /// bound), dials the bootstrap addresses and attaches to the runtime.
+    pub fn start(self) -> Result<Node, NodeError> {
+        let key = self.key.unwrap_or_else(identity::Keypair::generate_ed25519);
+        let peer_id = key.public().to_peer_id();
+        let mut cfg = self.cfg;
+        cfg.fn_hash = self.registry.hash();
+        if cfg.listen.is_empty() {
+            let any = Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED);
+            cfg.listen.push(any.with(libp2p::multiaddr::Protocol::Tcp(0)));
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (rt, registry) = (self.rt.clone(), self.registry);
+        let thread = std::thread::Builder::new()
+            .name("manta-p2p-loop".into())
+            .spawn(move || node_thread(key, cfg, rt, registry, ready_tx))
+            .map_err(StartError::Thread)?;
+        let backend = match ready_rx.recv() {
+            Ok(Ok(backend)) => backend,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e.into());
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StartError::ThreadExited.into());
+            }
+        };
+        self.rt.backend().attach(backend.clone());
+        let cluster = backend.cluster.clone();
+        let inner = Arc::new(Inner { peer_id, rt: self.rt, backend, cluster, thread: Mutex::new(Some(thread)) });
+        let weak = Arc::downgrade(&inner);
+        let owner: std::sync::Weak<dyn std::any::Any + Send + Sync> = weak;
+        inner.backend.work.set_owner(owner);
+        Ok(Node { inner })
+    }
+}
+
+/// The node's thread: wires the layers, reports (once) on `ready`, then
+/// runs the event loop until the node stops.
+fn node_thread(
+    key: identity::Keypair,
+    cfg: NodeConfig,
+    rt: Runtime,
+    registry: Registry,
+    ready: std::sync::mpsc::Sender<Result<Arc<NodeBackend>, StartError>>,
+) {
+    let tokio_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("manta-p2p")
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Tokio(e)));
+            return;
+        }
+    };
+    let handle = tokio_rt.handle().clone();
+    match tokio_rt.block_on(wire_up(key, cfg, rt, registry, handle)) {
+        Ok((event_loop, backend)) => {
+            let _ = ready.send(Ok(backend));
+            tokio_rt.block_on(event_loop.run());
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+    tokio_rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// Builds the layers bottom up (on the node's tokio runtime).
+async fn wire_up(
+    key: identity::Keypair,
+    cfg: NodeConfig,
+    rt: Runtime,
+    registry: Registry,
+    tokio: tokio::runtime::Handle,
+) -> Result<(EventLoop, Arc<NodeBackend>), StartError> {
+    let (event_loop, parts) = EventLoop::bind(key, cfg.clone(), rt.clone()).await?;
+    let lane = if cfg.bulk { start_lane(&cfg, &rt).await } else { None };
+    let fetch = FetcherConfig {
+        me: parts.view.me(),
+        handle: tokio.clone(),
+        request_timeout: cfg.request_timeout,
+        chunk: cfg.chunk_bytes,
+        window: cfg.window,
+        bulk: lane.is_some(),
+    };
+    let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio, fetch };
+    let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
+    let backend = Arc::new(NodeBackend {
+        work,
+        view: parts.view.clone(),
+        announcements: parts.announcements.clone(),
+        cluster: parts.handle.clone(),
+        lane: lane.clone(),
+    });
+    serve_objects(&parts, rt, lane, backend.clone());
+    Ok((event_loop, backend))
+}
+
+/// Binds the bulk lane next to the first listen address's IP and serves
+/// it; `None` (peers then fetch from this node in chunks) if it cannot.
+async fn start_lane(cfg: &NodeConfig, rt: &Runtime) -> Option<Arc<Lane>> {
+    let ip = cfg.listen.first().and_then(ip_of)?;
+    match Lane::bind(ip, cfg.request_timeout).await {
+        Ok((lane, listener)) => {
+            tokio::spawn(bulk::serve(lane.clone(), listener, rt.clone()));
+            Some(lane)
+        }
+        Err(e) => {
+            tracing::warn!(%ip, error = %e, "bulk lane not started");
+            None
+        }
+    }
+}
+
+/// Starts answering object requests.
+fn serve_objects(parts: &ClusterParts, rt: Runtime, lane: Option<Arc<Lane>>, hooks: Arc<NodeBackend>) {
+    let server = ObjectServer { rt, lane, hooks };
+    tokio::spawn(rpc::serve(parts.streams.clone(), server));
+}

@@ -1,0 +1,469 @@
+//! Client side of a remote `get`: one async task per fetched object.
+//!
+//! The task tries holders in order: the ref's owner hint first, then the
+//! providers Kademlia returns for the object's id. From one holder it pulls
+//! the object's CBOR encoding: the first `BULK_FROM` bytes (a chunk, if the
+//! lane is off) by `Request::Fetch` over the stream pool (`rpc`). An object
+//! that fits is decoded right away. For a bigger one the holder is asked
+//! for a bulk-lane ticket (`bulk`) and the rest streams over its own TCP
+//! connection, decoded on a blocking thread as it arrives. Without a lane
+//! (either side, or the lane is unreachable) the rest comes in chunks, with
+//! up to `window` requests in flight, decoded on a blocking thread through
+//! a channel of `window` chunks. Either way it goes straight into the
+//! replica: memory beyond the replica stays under `2 * window * chunk`
+//! bytes (one record on the lane) whatever the object's size. If the holder
+//! fails (an error reply, a timeout, a lost connection, bytes that do not
+//! decode or authenticate) the next holder is tried from the start (a
+//! replica's encoding need not be byte-identical to the owner's); one that
+//! could not be reached, or whose stream broke, first gets one more try
+//! (in chunks if it was its lane that broke).
+//! With no holder left the object fails with `PeerUnreachable` if some
+//! holder could not be reached, else `ObjectLost`.
+//!
+//! Invariant: the `Fetch` is owned by exactly one place at a time (this
+//! task, or the decoder thread of the current attempt, which hands it back
+//! on failure) and is completed exactly once; if the task is dropped (node
+//! shutdown) the `Fetch`'s drop fails the object instead of leaving it
+//! pending.
+
+use super::bulk::{self, LaneError, Pass, PeerIps};
+use super::rpc::{CallError, ChunkBytes, Pool, Reply};
+use super::{Directory, Rebuilder, Streams};
+use crate::sync::lock_unpoisoned;
+use crate::wire::seal::Secret;
+use crate::wire::{hint, Request, Response};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use libp2p::PeerId;
+use manta::backend::{DecodeError, Fetch};
+use manta::{Error, ObjectId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Bound of `Fetcher::known` (cleared when full: it is only a cache).
+const MAX_KNOWN: usize = 4096;
+
+/// Objects whose encoding is longer than this come over the bulk lane
+/// (when both sides have one); shorter ones in one reply.
+const BULK_FROM: usize = 256 << 10;
+
+/// How a fetcher is set up (from the node's settings).
+pub(crate) struct FetcherConfig {
+    /// This node (never asked for an object).
+    pub(crate) me: PeerId,
+    /// Where fetch tasks run.
+    pub(crate) handle: tokio::runtime::Handle,
+    /// Bound of every request.
+    pub(crate) request_timeout: Duration,
+    /// Bytes asked for per chunk request.
+    pub(crate) chunk: usize,
+    /// Chunk requests in flight per transfer.
+    pub(crate) window: usize,
+    /// Whether to ask holders for their bulk lane.
+    pub(crate) bulk: bool,
+}
+
+/// Runs fetches: one async task per fetched object, sharing a stream pool.
+pub(crate) struct Fetcher {
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    me: PeerId,
+    directory: Arc<dyn Directory>,
+    chunk: usize,
+    window: usize,
+    /// Owners whose hint addresses the swarm already has.
+    known: Mutex<HashSet<PeerId>>,
+    /// Whether to ask holders for their bulk lane.
+    bulk: bool,
+    /// Where connected peers are (their lanes listen there).
+    peer_ips: PeerIps,
+    /// The last resort of a fetch that found no holder.
+    rebuilder: Weak<dyn Rebuilder>,
+    /// Objects received over peers' bulk lanes.
+    bulk_received: AtomicU64,
+}
+
+/// Why one holder could not give the object.
+#[derive(Debug, thiserror::Error)]
+enum HolderError {
+    #[error("{0}")]
+    Call(#[from] CallError),
+    #[error("does not hold it")]
+    NotFound,
+    #[error("holds it but failed to serve it: {0}")]
+    Failed(String),
+    #[error("refused our request: {0}")]
+    Refused(String),
+    #[error("busy")]
+    Busy,
+    #[error("an unexpected reply")]
+    Unexpected,
+    #[error("sent a chunk that does not fit the object")]
+    Misfit,
+    #[error("its bytes did not decode: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("bulk lane: {0}")]
+    Lane(#[from] LaneError),
+}
+
+/// Why one holder could not give the object, and what to do about it.
+struct Failure {
+    error: HolderError,
+    /// Could not be reached (or its stream broke): worth one more try.
+    unreachable: bool,
+    /// The holder's bulk lane broke (its next try comes in chunks).
+    lane: bool,
+}
+
+impl Failure {
+    fn refused(error: HolderError) -> Failure {
+        Failure { error, unreachable: false, lane: false }
+    }
+    fn unreachable(error: HolderError) -> Failure {
+        Failure { error, unreachable: true, lane: false }
+    }
+}
+
+/// Fed to the chunk decoder instead of a chunk when the transfer broke
+/// (the pull reports the real reason).
+#[derive(Debug, thiserror::Error)]
+#[error("the transfer was interrupted")]
+struct Interrupted;
+
+impl Fetcher {
+    /// A fetcher opening streams through `streams`, asking `directory` for
+    /// addresses and providers, reading lane addresses from `peer_ips`,
+    /// and handing fetches that found no holder to `rebuilder`.
+    pub(crate) fn new(
+        cfg: FetcherConfig,
+        streams: Arc<dyn Streams>,
+        directory: Arc<dyn Directory>,
+        peer_ips: PeerIps,
+        rebuilder: Weak<dyn Rebuilder>,
+    ) -> Fetcher {
+        Fetcher {
+            handle: cfg.handle,
+            pool: Pool::new(streams, cfg.request_timeout),
+            me: cfg.me,
+            directory,
+            chunk: cfg.chunk,
+            window: cfg.window,
+            known: Mutex::new(HashSet::new()),
+            bulk: cfg.bulk,
+            peer_ips,
+            rebuilder,
+            bulk_received: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a fetch, asking `first` before the owner hint and the DHT. If
+    /// the node's tokio runtime has shut down, the fetch is dropped, which
+    /// fails the object with `PeerUnreachable`.
+    pub(crate) fn start(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) {
+        self.handle.spawn(run(fetch, self.clone(), first));
+    }
+
+    /// Objects received over peers' bulk lanes.
+    pub(crate) fn bulk_received(&self) -> u64 {
+        self.bulk_received.load(Ordering::Relaxed)
+    }
+
+    /// The holders to try first: `first`, then the owner the hint names
+    /// (whose addresses the swarm is given first).
+    async fn first_holders(&self, fetch: &Fetch, first: Option<PeerId>) -> VecDeque<PeerId> {
+        let mut candidates: VecDeque<PeerId> = first.into_iter().filter(|p| *p != self.me).collect();
+        let Some((peer, addrs)) = hint::decode(fetch.owner_hint()) else { return candidates };
+        if peer == self.me {
+            return candidates;
+        }
+        // The swarm must know the owner's addresses before we dial it
+        // (once per owner: later refs of the same owner skip the trip).
+        let known = lock_unpoisoned(&self.known).contains(&peer);
+        if !known && self.directory.learn(peer, addrs).await.is_ok() {
+            let mut known = lock_unpoisoned(&self.known);
+            if known.len() >= MAX_KNOWN {
+                known.clear();
+            }
+            known.insert(peer);
+        }
+        candidates.push_back(peer);
+        candidates
+    }
+}
+
+/// Runs one fetch to its end.
+/// `first`, if given, is asked before the owner hint (a task's executor,
+/// which holds its result).
+async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
+    let id = fetch.id();
+    let mut candidates = ctx.first_holders(&fetch, first).await;
+    let mut tried: HashMap<PeerId, u32> = HashMap::new();
+    let mut lane_broken: HashSet<PeerId> = HashSet::new();
+    let mut asked_dht = false;
+    let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
+    let mut fetch = fetch;
+    loop {
+        let Some(peer) = candidates.pop_front() else {
+            if asked_dht {
+                break;
+            }
+            asked_dht = true;
+            let Ok(found) = ctx.directory.providers(id).await else { break };
+            candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains_key(p)));
+            continue;
+        };
+        let attempt = tried.get(&peer).copied().unwrap_or(0);
+        if attempt >= 2 {
+            continue;
+        }
+        tried.insert(peer, attempt + 1);
+        // After its lane broke, a holder's next try comes in chunks.
+        match pull(fetch, peer, &ctx, !lane_broken.contains(&peer)).await {
+            Ok(()) => return, // stored; `exported` queued its announcement
+            Err((f, failure)) => {
+                fetch = f;
+                if failure.lane {
+                    lane_broken.insert(peer);
+                }
+                let msg = format!("{peer}: {}", failure.error);
+                tracing::debug!(object = %id, "{msg}");
+                if failure.unreachable {
+                    if attempt == 0 {
+                        // A lost connection may be transient: one more try
+                        // (on a fresh connection) before the next holder.
+                        candidates.push_front(peer);
+                    }
+                    unreachable.push(msg);
+                } else {
+                    refused.push(msg);
+                }
+            }
+        }
+    }
+    let err = final_error(id, unreachable, refused);
+    // One of this node's task results, lost with its executor: rebuilt.
+    let fetch = match ctx.rebuilder.upgrade() {
+        Some(r) => match r.rebuild(fetch, &err) {
+            Some(f) => f,
+            None => return,
+        },
+        None => fetch,
+    };
+    fetch.complete(Err(err));
+}
+
+fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {
+    if !unreachable.is_empty() {
+        let all: Vec<String> = unreachable.into_iter().chain(refused).collect();
+        Error::PeerUnreachable { id, reason: all.join("; ").into() }
+    } else if refused.is_empty() {
+        Error::ObjectLost { id, reason: "no node holds it (its owner is unknown and the DHT has no provider)".into() }
+    } else {
+        Error::ObjectLost { id, reason: format!("no holder could serve it: {}", refused.join("; ")).into() }
+    }
+}
+
+fn chunk_request(id: ObjectId, offset: u64, chunk: usize) -> Request {
+    Request::Fetch { id: id.to_bytes(), offset, len: chunk as u32 }
+}
+
+/// Checks a reply to the chunk request at `offset` of an object of `total`
+/// bytes (`None` until the first reply).
+fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, ChunkBytes), Failure> {
+    match reply {
+        Reply::Chunk { total: t, offset: got, data } => {
+            let n = data.bytes().len() as u64;
+            let fits =
+                got == offset && total.is_none_or(|x| x == t) && got.saturating_add(n) <= t && (n > 0 || got == t);
+            if fits {
+                Ok((t, data))
+            } else {
+                Err(Failure::refused(HolderError::Misfit))
+            }
+        }
+        Reply::Other(Response::NotFound) => Err(Failure::refused(HolderError::NotFound)),
+        Reply::Other(Response::Failed { message }) => Err(Failure::refused(HolderError::Failed(message))),
+        Reply::Other(Response::Invalid { reason }) => Err(Failure::refused(HolderError::Refused(reason))),
+        Reply::Other(Response::Busy) => Err(Failure::unreachable(HolderError::Busy)),
+        Reply::Other(Response::Chunk { .. } | Response::Ticket { .. }) => {
+            Err(Failure::refused(HolderError::Unexpected))
+        }
+    }
+}
+
+/// Pulls the whole object from `peer` and completes the fetch, or hands the
+/// fetch back with why it failed.
+async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool) -> Result<(), (Fetch, Failure)> {
+    let id = fetch.id();
+    // With a bulk lane, anything past the first reply streams over it.
+    let lane = lane && ctx.bulk;
+    let first_len = if lane { ctx.chunk.min(BULK_FROM) } else { ctx.chunk };
+    // `Busy` means the object's task is still running there (the holder
+    // waited a while before saying so): ask again, as `get` blocks until
+    // the task ends. A holder that dies meanwhile ends this with an error.
+    let first = loop {
+        match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
+            Ok(Reply::Other(Response::Busy)) => continue,
+            Ok(r) => break r,
+            Err(e) => return Err((fetch, Failure::unreachable(e.into()))),
+        }
+    };
+    let (total, data) = match chunk_of(first, 0, None) {
+        Ok(x) => x,
+        Err(f) => return Err((fetch, f)),
+    };
+    if data.bytes().len() as u64 == total {
+        // The whole object in one reply: decode it here.
+        return match fetch.decode(&mut data.bytes()) {
+            Ok(decoded) => {
+                tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                Ok(())
+            }
+            Err(e) => Err((fetch, Failure::refused(e.into()))),
+        };
+    }
+    let head = data.bytes().len() as u64;
+    if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
+        match bulk::connect(&pass, ctx.pool.timeout()).await {
+            Ok(stream) => {
+                let pulled = pull_bulk(fetch, data, stream, pass.key, total - head).await;
+                if pulled.is_ok() {
+                    ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
+                }
+                return pulled;
+            }
+            // The lane is out of reach (a firewall?): chunks still work.
+            Err(e) => tracing::debug!(object = %id, %peer, "{e}; fetching in chunks"),
+        }
+    }
+    pull_chunks(fetch, peer, ctx, data, total).await
+}
+
+/// Pulls the rest of an object in chunks (`window` requests in flight)
+/// after its first chunk `data`, decoding on a blocking thread as they come.
+async fn pull_chunks(
+    fetch: Fetch,
+    peer: PeerId,
+    ctx: &Fetcher,
+    data: ChunkBytes,
+    total: u64,
+) -> Result<(), (Fetch, Failure)> {
+    let id = fetch.id();
+    let (tx, rx) = mpsc::channel::<Result<ChunkBytes, Interrupted>>(ctx.window);
+    let decoder = tokio::task::spawn_blocking(move || {
+        let mut reader = ChunkReader { rx, data: ChunkBytes { buf: Vec::new(), start: 0 }, pos: 0 };
+        match fetch.decode(&mut reader) {
+            Ok(decoded) => {
+                fetch.complete(Ok(decoded));
+                None
+            }
+            Err(e) => Some((fetch, e)),
+        }
+    });
+    let mut network_failure = None;
+    let mut next = data.bytes().len() as u64;
+    if tx.send(Ok(data)).await.is_ok() {
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            while inflight.len() < ctx.window && next < total {
+                let offset = next;
+                let req = chunk_request(id, offset, ctx.chunk);
+                inflight.push_back(async move { (offset, ctx.pool.call(peer, &req).await) });
+                next = next.saturating_add(ctx.chunk as u64);
+            }
+            let Some((offset, reply)) = inflight.next().await else { break };
+            let checked = match reply {
+                Ok(resp) => chunk_of(resp, offset, Some(total)),
+                Err(e) => Err(Failure::unreachable(e.into())),
+            };
+            match checked {
+                Ok((_, data)) => {
+                    if tx.send(Ok(data)).await.is_err() {
+                        break; // the decoder stopped early: it reports why
+                    }
+                }
+                Err(f) => {
+                    let _ = tx.send(Err(Interrupted)).await;
+                    network_failure = Some(f);
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx); // end of input
+    match decoder.await {
+        Ok(None) => Ok(()),
+        Ok(Some((fetch, e))) => Err((fetch, network_failure.unwrap_or(Failure::refused(e.into())))),
+        // The decoder panicked: the fetch was dropped, which failed the
+        // object; nothing is left to do.
+        Err(_) => Ok(()),
+    }
+}
+
+/// A ticket for the rest of the object from `offset` on, if the peer's
+/// connection address is known and it gives one.
+async fn bulk_pass(ctx: &Fetcher, peer: PeerId, id: ObjectId, offset: u64) -> Option<Pass> {
+    let ip = *lock_unpoisoned(&ctx.peer_ips).get(&peer)?;
+    match ctx.pool.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
+        Ok(Reply::Other(Response::Ticket { port, token, key })) => {
+            Some(Pass { addr: std::net::SocketAddr::new(ip, port), token, key })
+        }
+        _ => None, // no lane there, or busy: chunks
+    }
+}
+
+/// Decodes the object from its first chunk and the rest from a bulk-lane
+/// stream, on a blocking thread.
+async fn pull_bulk(
+    fetch: Fetch,
+    head: ChunkBytes,
+    stream: std::net::TcpStream,
+    key: Secret,
+    rest: u64,
+) -> Result<(), (Fetch, Failure)> {
+    let decoder = tokio::task::spawn_blocking(move || match bulk::receive(&fetch, head.bytes(), stream, &key, rest) {
+        Ok(decoded) => {
+            fetch.complete(Ok(decoded));
+            None
+        }
+        Err(e) => Some((fetch, e)),
+    });
+    match decoder.await {
+        Ok(None) => Ok(()),
+        // A stream cut short or not authentic: unreachable, so the holder
+        // gets one more try before the next one.
+        Ok(Some((fetch, e))) => Err((fetch, Failure { error: e.into(), unreachable: true, lane: true })),
+        // The decoder panicked: the fetch was dropped, which failed the object.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Reads the chunks of one pull, in order, on the decoder thread.
+struct ChunkReader {
+    rx: mpsc::Receiver<Result<ChunkBytes, Interrupted>>,
+    data: ChunkBytes,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.data.bytes().len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(data)) => {
+                    self.data = data;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0), // every byte was sent
+            }
+        }
+        let src = &self.data.bytes()[self.pos..];
+        let n = out.len().min(src.len());
+        out[..n].copy_from_slice(&src[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,91 @@
+//! Layer 2, transport: moving bytes between nodes once the cluster layer
+//! has connected them.
+//!
+//! - `rpc`: object requests over long-lived streams (a pool per peer on
+//!   the client side, one task per stream on the server side);
+//! - `outbox` / `inbox`: ordered, batched, acknowledged mail between nodes
+//!   (what they share, protocol and duplicate detection, is in `mail_link`);
+//! - `bulk`: the bulk lane, large objects on a TCP connection of their own
+//!   sealed with AES-256-GCM;
+//! - `fetch`: the client side of a remote `get` (holders in turn, chunks or
+//!   the lane, decoding straight into the replica).
+//!
+//! May use: `wire`, `config`, `sync`. It never sees the swarm: it opens and
+//! accepts streams through [`Streams`], learns addresses and providers
+//! through [`Directory`] (both implemented by the cluster layer's handle to
+//! the event loop), and hands what it receives to the layers above through
+//! the traits they implement and pass down at construction: [`MailHandler`]
+//! (mail to apply, acks, undeliverable batches), [`ObjectHooks`] (a peer
+//! reads an object) and [`Rebuilder`] (a fetch found no holder).
+//!
+//! Invariants: every await on the network is bounded by the request
+//! timeout; every per-peer resource (idle streams, batches in flight,
+//! acks held, lane tickets and hellos) is capped; a `Fetch` is completed
+//! exactly once, never under a lock.
+
+pub(crate) mod bulk;
+pub(crate) mod fetch;
+mod inbox;
+mod mail_link;
+pub(crate) mod outbox;
+pub(crate) mod rpc;
+
+pub(crate) use mail_link::MailError;
+#[cfg(feature = "fuzzing")]
+pub use mail_link::MAIL_PROTOCOL;
+
+use futures::future::BoxFuture;
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use libp2p_stream::{AlreadyRegistered, IncomingStreams, OpenStreamError};
+use manta::backend::Fetch;
+use manta::{Error, ObjectId};
+use tokio::sync::oneshot;
+
+/// Opening and accepting streams: the only way transport reaches the
+/// network. The cluster layer implements it over the swarm's stream
+/// control, which it keeps to itself.
+pub(crate) trait Streams: Send + Sync + 'static {
+    /// Opens a stream to `peer` on `protocol` (dialling it if needed).
+    fn open(&self, peer: PeerId, protocol: StreamProtocol) -> BoxFuture<'static, Result<Stream, OpenStreamError>>;
+    /// Accepts inbound streams on `protocol` (once per protocol).
+    fn accept(&self, protocol: StreamProtocol) -> Result<IncomingStreams, AlreadyRegistered>;
+}
+
+/// The cluster's address book and object directory, as a fetch needs it.
+/// Each call is a command to the event loop; the receiver fires with the
+/// answer, or is dropped if the loop has stopped.
+pub(crate) trait Directory: Send + Sync + 'static {
+    /// Gives the swarm `peer`'s addresses (from a ref's owner hint); fires
+    /// once the swarm has them, so a dial after it can use them.
+    fn learn(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> oneshot::Receiver<()>;
+    /// The providers of `id` in the DHT (all found, when the query ends).
+    fn providers(&self, id: ObjectId) -> oneshot::Receiver<Vec<PeerId>>;
+}
+
+/// What the node does with mail (implemented by the work layer).
+pub(crate) trait MailHandler: Send + Sync + 'static {
+    /// Applies a batch from `from`, in order; the returned ack lists the
+    /// submissions it refused.
+    fn on_mail(&self, from: PeerId, mail: Vec<crate::wire::mail::Mail>) -> crate::wire::mail::Ack;
+    /// A batch sent to `to` was acknowledged.
+    fn on_ack(&self, to: PeerId, sent: Vec<crate::wire::mail::Mail>, ack: crate::wire::mail::Ack);
+    /// A batch could not be delivered to `to`.
+    fn on_undeliverable(&self, to: PeerId, sent: Vec<crate::wire::mail::Mail>, why: MailError);
+}
+
+/// What the object server tells the layers above (implemented by the node).
+pub(crate) trait ObjectHooks: Send + Sync + 'static {
+    /// A peer asked for `id`, which is not held here: true if it is one of
+    /// this node's task results, now being fetched so it can be served.
+    fn prefetch(&self, id: ObjectId) -> bool;
+    /// A peer started reading `id`: it is worth a DHT record now.
+    fn announce(&self, id: ObjectId);
+}
+
+/// The last resort of a fetch that found no holder (implemented by the
+/// work layer, which can run a lost task result's task again).
+pub(crate) trait Rebuilder: Send + Sync + 'static {
+    /// Takes the fetch over (and returns `None`) if the object can be made
+    /// again; otherwise hands it back to fail with `why`.
+    fn rebuild(&self, fetch: Fetch, why: &Error) -> Option<Fetch>;
+}

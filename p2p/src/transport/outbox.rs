@@ -1,0 +1,491 @@
+//! Ordered, batched delivery of [`Mail`] between nodes.
+//!
+//! Each node keeps one outbox per peer it sends to, drained by one sender
+//! task that writes on one long-lived stream on `MAIL_PROTOCOL`:
+//! everything queued since the last send goes out as one [`Batch`] (up to
+//! [`MAX_BATCH_MAIL`] messages). So messages from one node to another are
+//! applied in the order they were sent (actor calls per caller, borrow
+//! before release), and a burst of submissions costs one frame per batch,
+//! not per task.
+//!
+//! Acks. Every batch a node sends starts with its [`Mail::Seq`], and is
+//! answered by one [`Ack`] naming that seq. Up to [`WINDOW`] batches may
+//! be in flight, except that nothing follows a batch holding an actor call
+//! or creation (a *fence*) until its ack is back, so a call refused as busy
+//! (and put back at the front of the queue) is never overtaken by a later
+//! call. A receiver answers a fence, a refusal or an invalid batch at once,
+//! on the stream the batch came on. Any other ack is held: it rides
+//! ([`Mail::Acked`]) on the receiver's next batch to that peer, or goes back
+//! on the batch's stream after `ACK_DELAY`. So a request and its reply
+//! carry each other's acks: two sends per remote round trip instead of
+//! four. A batch without a seq (a client that is not a node) is answered
+//! at once, with seq 0, which the sender matches to its oldest batch.
+//!
+//! The receiving side (reading, applying, answering, and recognising a
+//! batch sent again) is `inbox`.
+//!
+//! Invariants: a batch is handed back to the handler exactly once, either
+//! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] stream
+//! failures in a row without an ack). When a stream fails, or the oldest
+//! batch has no ack within the timeout, every batch in flight is written
+//! again, in order, on a new stream. A receiver remembers the last
+//! batches it applied from each peer (by seq, with their acks) and answers
+//! one sent again with its first ack instead of applying it twice; senders
+//! ignore acks of seqs no longer in flight; seqs start from the clock, so
+//! an outbox made again for a peer does not reuse them. (Receivers also
+//! still ignore duplicate submissions by result id.) An outbox is dropped
+//! when its peer is forgotten, and its sender task then ends.
+
+use super::mail_link::{is_fence, protocol, AckEvent, LinkState, MailError, SEND_ATTEMPTS, WINDOW};
+use super::{MailHandler, Streams};
+use crate::sync::lock_unpoisoned;
+use crate::wire::codec::{read_frame, write_frame, Frame};
+use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL};
+use futures::io::{ReadHalf, WriteHalf};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+/// Soft cap on the encoded bytes of the messages of one batch.
+const BATCH_SOFT_BYTES: usize = MAX_BATCH_BYTES / 2;
+
+/// Most queued messages in one batch: its seq and riding acks take two of
+/// the [`MAX_BATCH_MAIL`] a batch may hold.
+const MAIL_PER_BATCH: usize = MAX_BATCH_MAIL - 2;
+
+/// One peer's queue and its sender task's side of it.
+struct Outbox {
+    q: Mutex<VecDeque<Mail>>,
+    notify: Notify,
+    closed: std::sync::atomic::AtomicBool,
+    /// Messages queued, and messages acknowledged (or given up), ever.
+    counts: Mutex<(u64, u64)>,
+    settled: std::sync::Condvar,
+    /// No batch goes out before this (after the peer said it is busy).
+    hold: Mutex<Option<Instant>>,
+    /// Acks of this outbox's batches, to its sender task.
+    acks: mpsc::UnboundedSender<AckEvent>,
+}
+
+/// Every outbox of a node: the sending side of its mail links.
+pub(crate) struct Outboxes {
+    streams: Arc<dyn Streams>,
+    handle: tokio::runtime::Handle,
+    timeout: Duration,
+    handler: Weak<dyn MailHandler>,
+    map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
+    link: Arc<LinkState>,
+}
+
+impl Outboxes {
+    /// Outboxes that open streams through `streams`, run their sender tasks
+    /// on `handle`, bound every network wait by `timeout`, and hand acks
+    /// and undeliverable batches (and, once [`Outboxes::accept`] is called,
+    /// received mail) to `handler`.
+    pub(crate) fn new(
+        streams: Arc<dyn Streams>,
+        handle: tokio::runtime::Handle,
+        timeout: Duration,
+        handler: Weak<dyn MailHandler>,
+    ) -> Self {
+        Outboxes { streams, handle, timeout, handler, map: Mutex::default(), link: Arc::default() }
+    }
+
+    /// Starts the receiving side of the node's mail links (see `inbox`).
+    pub(crate) fn accept(&self) {
+        let serve = super::inbox::serve(self.streams.clone(), self.handler.clone(), self.link.clone());
+        self.handle.spawn(serve);
+    }
+
+    /// Queues `m` for `peer` (starting its sender task on first use).
+    pub(crate) fn send(&self, peer: PeerId, m: Mail) {
+        self.send_all(peer, std::iter::once(m))
+    }
+
+    /// Queues several messages for `peer`, in order.
+    pub(crate) fn send_all(&self, peer: PeerId, ms: impl IntoIterator<Item = Mail>) {
+        let ob = {
+            let mut map = lock_unpoisoned(&self.map);
+            map.entry(peer).or_insert_with(|| self.open_outbox(peer)).clone()
+        };
+        {
+            let mut q = lock_unpoisoned(&ob.q);
+            let before = q.len();
+            q.extend(ms);
+            lock_unpoisoned(&ob.counts).0 += (q.len() - before) as u64;
+        }
+        ob.notify.notify_one();
+    }
+
+    /// A new outbox for `peer`, with its sender task started.
+    fn open_outbox(&self, peer: PeerId) -> Arc<Outbox> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.link.route(peer, tx.clone());
+        let ob = Arc::new(Outbox {
+            q: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            closed: false.into(),
+            counts: Mutex::new((0, 0)),
+            settled: std::sync::Condvar::new(),
+            hold: Mutex::new(None),
+            acks: tx,
+        });
+        let link = Link {
+            peer,
+            streams: self.streams.clone(),
+            handler: self.handler.clone(),
+            timeout: self.timeout,
+            state: Arc::downgrade(&self.link),
+        };
+        self.handle.spawn(sender(link, ob.clone(), rx));
+        ob
+    }
+
+    /// Puts `ms` back at the front of `peer`'s queue, in order, to go out
+    /// again after `pause` and before anything queued since (the peer
+    /// refused them as busy; resending keeps their order).
+    pub(crate) fn retry_front(&self, peer: PeerId, ms: Vec<Mail>, pause: Duration) {
+        let Some(ob) = lock_unpoisoned(&self.map).get(&peer).cloned() else { return };
+        {
+            let mut q = lock_unpoisoned(&ob.q);
+            lock_unpoisoned(&ob.counts).0 += ms.len() as u64;
+            for m in ms.into_iter().rev() {
+                q.push_front(m);
+            }
+        }
+        *lock_unpoisoned(&ob.hold) = Some(Instant::now() + pause);
+        ob.notify.notify_one();
+    }
+
+    /// Blocks until everything queued so far has been acknowledged (so
+    /// applied by its receiver) or given up, or `timeout` passes. True if
+    /// it all settled.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let boxes: Vec<Arc<Outbox>> = lock_unpoisoned(&self.map).values().cloned().collect();
+        for ob in boxes {
+            let mut c = lock_unpoisoned(&ob.counts);
+            let target = c.0;
+            while c.1 < target {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                c = ob.settled.wait_timeout(c, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+        }
+        true
+    }
+
+    /// Drops `peer`'s outbox (it died): queued mail is handed back as
+    /// undeliverable.
+    pub(crate) fn forget(&self, peer: PeerId) {
+        self.link.forget(peer);
+        let Some(ob) = lock_unpoisoned(&self.map).remove(&peer) else { return };
+        ob.closed.store(true, std::sync::atomic::Ordering::Release);
+        ob.notify.notify_one();
+        let _ = ob.acks.send(AckEvent::Closed);
+    }
+}
+
+/// What a sender needs besides its outbox.
+struct Link {
+    peer: PeerId,
+    streams: Arc<dyn Streams>,
+    handler: Weak<dyn MailHandler>,
+    timeout: Duration,
+    state: Weak<LinkState>,
+}
+
+async fn open(streams: &dyn Streams, peer: PeerId, timeout: Duration) -> Result<Stream, MailError> {
+    let mut last = MailError::OpenTimeout(timeout);
+    for attempt in 0..SEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+        }
+        match tokio::time::timeout(timeout, streams.open(peer, protocol())).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = MailError::Open(Arc::new(e)),
+            Err(_) => last = MailError::OpenTimeout(timeout),
+        }
+    }
+    Err(last)
+}
+
+/// Takes the next batch off the queue (waiting for one); `None` once closed.
+/// Cancel-safe: a hold is cleared only once it has passed, and nothing is
+/// taken off the queue before the last await.
+async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
+    let hold = *lock_unpoisoned(&ob.hold);
+    if let Some(until) = hold {
+        tokio::time::sleep_until(until).await;
+        let mut h = lock_unpoisoned(&ob.hold);
+        if *h == Some(until) {
+            *h = None;
+        }
+    }
+    loop {
+        {
+            let mut q = lock_unpoisoned(&ob.q);
+            if !q.is_empty() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(m) = q.front() {
+                    let size = mail_size(m);
+                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > BATCH_SOFT_BYTES) {
+                        break;
+                    }
+                    bytes += size;
+                    batch.extend(q.pop_front());
+                }
+                return Some(batch);
+            }
+        }
+        if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        ob.notify.notified().await;
+    }
+}
+
+/// A message's bytes, roughly (for batch sizing).
+fn mail_size(m: &Mail) -> usize {
+    64 + match m {
+        Mail::Submit { args, .. } | Mail::NewActor { args, .. } | Mail::Call { args, .. } => args.len(),
+        Mail::Done { outcome: mail::Completion::Inline(b), .. } => b.len(),
+        Mail::Borrow(ids) | Mail::Release(ids) => 20 * ids.len(),
+        _ => 0,
+    }
+}
+
+/// A batch written and not yet acked.
+struct InFlight {
+    seq: u64,
+    mail: Vec<Mail>,
+    /// Its encoding (with the acks that rode on it), to write again.
+    bytes: Vec<u8>,
+    fence: bool,
+    sent: Instant,
+}
+
+/// An open mail stream: its write half, and the task that reads acks from
+/// its other direction.
+struct Conn {
+    w: WriteHalf<Stream>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>) -> Result<Conn, MailError> {
+    let (r, w) = open(link.streams.as_ref(), link.peer, link.timeout).await?.split();
+    let reader = tokio::spawn(read_acks(r, acks.clone(), gen));
+    Ok(Conn { w, reader })
+}
+
+async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>, gen: u64) {
+    loop {
+        let ack = match read_frame(&mut r, MAX_ACK_BYTES).await {
+            Ok(Frame::Body(b)) => mail::decode_ack(&b).map_err(MailError::BadAck),
+            Ok(Frame::TooLarge(n)) => Err(MailError::AckTooLarge(n)),
+            Ok(Frame::Truncated) => Err(MailError::Closed),
+            Err(e) => Err(MailError::Stream(Arc::new(e))),
+        };
+        let event = match ack {
+            Ok(a) => AckEvent::Ack(a),
+            Err(e) => AckEvent::Broken(gen, e),
+        };
+        let end = matches!(event, AckEvent::Broken(..));
+        if tx.send(event).is_err() || end {
+            return;
+        }
+    }
+}
+
+async fn write_batch(c: &mut Conn, bytes: &[u8], timeout: Duration) -> Result<(), MailError> {
+    let io = async {
+        write_frame(&mut c.w, bytes, MAX_BATCH_BYTES).await?;
+        c.w.flush().await
+    };
+    match tokio::time::timeout(timeout, io).await {
+        Ok(r) => r.map_err(|e| MailError::Stream(Arc::new(e))),
+        Err(_) => Err(MailError::WriteTimeout(timeout)),
+    }
+}
+
+/// Counts `n` messages as settled (acked or given up).
+fn settle(ob: &Outbox, n: usize) {
+    lock_unpoisoned(&ob.counts).1 += n as u64;
+    ob.settled.notify_all();
+}
+
+fn give_up(link: &Link, ob: &Outbox, mail: Vec<Mail>, why: MailError) {
+    settle(ob, mail.len());
+    if let Some(h) = link.handler.upgrade() {
+        h.on_undeliverable(link.peer, mail, why);
+    }
+}
+
+/// A sender's state.
+struct Sending {
+    conn: Option<Conn>,
+    /// Number of the current stream (acks of older ones are stale).
+    gen: u64,
+    flight: VecDeque<InFlight>,
+    next_seq: u64,
+    /// Stream failures since the last ack.
+    failures: u32,
+}
+
+impl Sending {
+    /// After a stream failed: a new stream, with everything in flight
+    /// written again in order; after [`SEND_ATTEMPTS`] failures in a row (no
+    /// ack in between), or when no stream opens, all of it is undeliverable.
+    async fn recover(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mut why: MailError) {
+        loop {
+            self.conn = None;
+            self.failures += 1;
+            if self.failures >= SEND_ATTEMPTS || self.flight.is_empty() {
+                for f in self.flight.drain(..) {
+                    give_up(link, ob, f.mail, why.clone());
+                }
+                self.failures = 0;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5 << self.failures)).await;
+            self.gen += 1;
+            let mut c = match connect(link, self.gen, acks).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not even a stream: the peer is unreachable.
+                    self.failures = SEND_ATTEMPTS;
+                    why = e;
+                    continue;
+                }
+            };
+            let mut failed = None;
+            for f in self.flight.iter_mut() {
+                if let Err(e) = write_batch(&mut c, &f.bytes, link.timeout).await {
+                    failed = Some(e);
+                    break;
+                }
+                f.sent = Instant::now();
+            }
+            match failed {
+                None => {
+                    self.conn = Some(c);
+                    return;
+                }
+                Some(e) => why = e,
+            }
+        }
+    }
+
+    /// Writes a new batch of `mail`, with the acks held for the peer riding
+    /// on it.
+    async fn send(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mail: Vec<Mail>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let riders = link.state.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
+        let mut wire = Vec::with_capacity(mail.len() + 2);
+        wire.push(Mail::Seq(seq));
+        if !riders.is_empty() {
+            wire.push(Mail::Acked(riders));
+        }
+        let head = wire.len();
+        wire.extend(mail);
+        let batch = Batch(wire);
+        let bytes = mail::encode_batch(&batch);
+        let mut wire = batch.0;
+        let mail = wire.split_off(head);
+        let fence = is_fence(&mail);
+        if self.conn.is_none() {
+            self.gen += 1;
+            match connect(link, self.gen, acks).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => return give_up(link, ob, mail, e),
+            }
+        }
+        let written = match self.conn.as_mut() {
+            Some(c) => write_batch(c, &bytes, link.timeout).await,
+            None => Err(MailError::Closed),
+        };
+        self.flight.push_back(InFlight { seq, mail, bytes, fence, sent: Instant::now() });
+        if let Err(e) = written {
+            self.recover(link, ob, acks, e).await;
+        }
+    }
+
+    /// Matches an ack to its batch (seq 0: the oldest) and hands both to
+    /// the handler; acks of batches no longer in flight are ignored.
+    fn on_ack(&mut self, link: &Link, ob: &Outbox, ack: Ack) {
+        let at = match ack.seq {
+            0 => (!self.flight.is_empty()).then_some(0),
+            seq => self.flight.iter().position(|f| f.seq == seq),
+        };
+        let Some(f) = at.and_then(|i| self.flight.remove(i)) else { return };
+        self.failures = 0;
+        settle(ob, f.mail.len());
+        if let Some(h) = link.handler.upgrade() {
+            h.on_ack(link.peer, f.mail, ack);
+        }
+    }
+}
+
+enum Event {
+    Batch(Option<Vec<Mail>>),
+    Ack(Option<AckEvent>),
+    Timeout,
+}
+
+async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
+    let acks_tx = ob.acks.clone();
+    // Seqs start from the clock, so an outbox made again for the same peer
+    // (after it was forgotten) never reuses one the peer still remembers.
+    let start = crate::wire::clock_seq().max(1);
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start, failures: 0 };
+    loop {
+        if link.handler.strong_count() == 0 {
+            return;
+        }
+        if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
+            for f in st.flight.drain(..) {
+                give_up(&link, &ob, f.mail, MailError::PeerGone);
+            }
+            while let Some(batch) = next_batch(&ob).await {
+                give_up(&link, &ob, batch, MailError::PeerGone);
+            }
+            return;
+        }
+        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence);
+        let deadline = st.flight.front().map(|f| f.sent + link.timeout);
+        let event = tokio::select! {
+            biased;
+            a = acks.recv() => Event::Ack(a),
+            b = next_batch(&ob), if can_send => Event::Batch(b),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
+        };
+        match event {
+            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) => {}
+            Event::Ack(None) => return,
+            Event::Batch(Some(mail)) => st.send(&link, &ob, &acks_tx, mail).await,
+            Event::Ack(Some(AckEvent::Ack(ack))) => st.on_ack(&link, &ob, ack),
+            Event::Ack(Some(AckEvent::Broken(gen, why))) => {
+                if gen == st.gen && st.conn.is_some() {
+                    st.recover(&link, &ob, &acks_tx, why).await;
+                }
+            }
+            Event::Timeout => {
+                st.recover(&link, &ob, &acks_tx, MailError::NoAck(link.timeout)).await;
+            }
+        }
+    }
+}

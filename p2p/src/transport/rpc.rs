@@ -1,0 +1,328 @@
+//! Object requests over long-lived streams.
+//!
+//! libp2p's request-response opens a new yamux substream and negotiates its
+//! protocol for every request (0.3-0.5 ms here); a chunked transfer and a
+//! small remote `get` pay that on every round trip. Instead, each node keeps
+//! a pool of open streams per peer on [`OBJECT_PROTOCOL`] (through
+//! `libp2p-stream`) and runs one request after another on each: a request
+//! frame out, a response frame back, with manta's framing and caps
+//! (`codec`: a 4-byte length prefix, then the versioned CBOR envelope).
+//! Several requests to one peer run at once on separate streams.
+//!
+//! Server side: every accepted stream gets a task that answers requests in
+//! order until the stream ends. A malformed, wrong-version or out-of-range
+//! request gets an `Invalid` reply and the stream goes on; an oversized one
+//! (whose body is never read, so the stream cannot be resynchronised) or a
+//! truncated one gets an `Invalid` reply and the stream is closed.
+//!
+//! Invariants: a stream goes back to the pool only after a complete
+//! request/response exchange (so it is never mid-frame); a call that fails
+//! on a pooled stream (the peer may have closed it while idle) is retried
+//! once on a fresh stream; every call is bounded by the request timeout.
+
+use super::bulk::Lane;
+use super::{ObjectHooks, Streams};
+use crate::sync::lock_unpoisoned;
+use crate::wire::codec::{self, object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
+use crate::wire::{self, chunk, Request, Response, WireError};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::request_response::Codec;
+use libp2p::PeerId;
+use libp2p::Stream;
+use libp2p_stream::OpenStreamError;
+use manta::backend::Served;
+use manta::{ObjectId, Runtime};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest window served inline on the async thread (bigger ones, and
+/// objects not in memory, are served with `block_in_place`).
+const INLINE_SERVE_BYTES: usize = 256 << 10;
+
+/// How long a request for a pending object waits for it on the server
+/// before the answer is `Busy` (and the requester asks again).
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes `buf[start..]`: a chunk's data, left where it was read.
+pub(crate) struct ChunkBytes {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) start: usize,
+}
+
+impl ChunkBytes {
+    /// The chunk's data.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// A reply as the client sees it: chunk data is not copied out of its frame.
+pub(crate) enum Reply {
+    /// A chunk of an object of `total` bytes, from `offset`.
+    Chunk { total: u64, offset: u64, data: ChunkBytes },
+    /// Any other response.
+    Other(Response),
+}
+
+/// Fresh streams tried per call (see `Pool::call`).
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// No stream could be opened (no connection, or no such protocol).
+    #[error("{0}")]
+    Open(#[source] OpenStreamError),
+    /// Opening a stream took longer than the request timeout.
+    #[error("no stream within {0:?}")]
+    OpenTimeout(Duration),
+    /// The stream broke (reset, closed, or a reply that does not decode).
+    #[error("stream failed: {0}")]
+    Stream(#[source] std::io::Error),
+    /// No response within the request timeout: the peer is stuck or gone.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Idle streams kept per peer.
+const MAX_IDLE: usize = 16;
+
+/// The client side: a pool of open streams per peer.
+pub(crate) struct Pool {
+    streams: Arc<dyn Streams>,
+    idle: Mutex<HashMap<PeerId, Vec<Stream>>>,
+    timeout: Duration,
+}
+
+impl Pool {
+    /// A pool opening its streams through `streams`; every call is bounded
+    /// by `timeout`.
+    pub(crate) fn new(streams: Arc<dyn Streams>, timeout: Duration) -> Pool {
+        Pool { streams, idle: Mutex::new(HashMap::new()), timeout }
+    }
+
+    /// The timeout of one call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn take(&self, peer: PeerId) -> Option<Stream> {
+        lock_unpoisoned(&self.idle).get_mut(&peer)?.pop()
+    }
+
+    fn give_back(&self, peer: PeerId, s: Stream) {
+        let mut idle = lock_unpoisoned(&self.idle);
+        let v = idle.entry(peer).or_default();
+        if v.len() < MAX_IDLE {
+            v.push(s);
+        }
+    }
+
+    /// Sends one request and waits for its response. The error says why
+    /// (unreachable, timed out, stream failed).
+    pub(crate) async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, CallError> {
+        if let Some(s) = self.take(peer) {
+            if let Ok(resp) = self.exchange(peer, s, req).await {
+                return Ok(resp);
+            }
+            // The pooled stream was stale: try once more on a fresh one.
+        }
+        // libp2p-stream hands inbound streams to the accepting task through
+        // a one-slot channel and drops (resets) a new stream that finds it
+        // full: under load a fresh stream can fail at once. That is its
+        // back-pressure, so try again, a few times, after a short pause.
+        let mut last = CallError::Timeout(self.timeout);
+        for attempt in 0..OPEN_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
+            }
+            let open = self.streams.open(peer, object_protocol());
+            let s = match tokio::time::timeout(self.timeout, open).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(CallError::Open(e)), // no connection, or no such protocol
+                Err(_) => return Err(CallError::OpenTimeout(self.timeout)),
+            };
+            match self.exchange(peer, s, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(e @ CallError::Timeout(_)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn exchange(&self, peer: PeerId, mut s: Stream, req: &Request) -> Result<Reply, CallError> {
+        let proto = object_protocol();
+        let io = async {
+            let mut codec = ObjectCodec;
+            codec.write_request(&proto, &mut s, Incoming::Valid(req.clone())).await?;
+            s.flush().await?;
+            let body = codec::read_response_frame(&mut s).await?;
+            Ok::<_, std::io::Error>(match chunk::split_chunk(&body) {
+                Some((total, offset, start)) => Reply::Chunk { total, offset, data: ChunkBytes { buf: body, start } },
+                None => match wire::decode_response(&body).map_err(codec::invalid_data)? {
+                    Response::Chunk { total, offset, data } => {
+                        Reply::Chunk { total, offset, data: ChunkBytes { buf: data, start: 0 } }
+                    }
+                    other => Reply::Other(other),
+                },
+            })
+        };
+        match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(resp)) => {
+                self.give_back(peer, s);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(CallError::Stream(e)),
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// What the object server needs: the node's runtime (whose objects it
+/// serves), its bulk lane (for tickets), and the hooks to the layers above.
+#[derive(Clone)]
+pub(crate) struct ObjectServer {
+    /// The runtime whose objects are served.
+    pub(crate) rt: Runtime,
+    /// The node's bulk lane, if it is on and bound.
+    pub(crate) lane: Option<Arc<Lane>>,
+    /// What a peer's read tells the layers above.
+    pub(crate) hooks: Arc<dyn ObjectHooks>,
+}
+
+/// Accepts object streams and answers them until the stream control is
+/// dropped (the node stops).
+pub(crate) async fn serve(streams: Arc<dyn Streams>, server: ObjectServer) {
+    let mut incoming = match streams.accept(object_protocol()) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot accept {OBJECT_PROTOCOL} streams");
+            return;
+        }
+    };
+    while let Some((peer, stream)) = incoming.next().await {
+        tokio::spawn(serve_stream(peer, stream, server.clone()));
+    }
+}
+
+/// Answers the requests of one stream, in order, until it ends.
+async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer) {
+    let proto = object_protocol();
+    let mut codec = ObjectCodec;
+    loop {
+        let req = match codec.read_request(&proto, &mut s).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "object stream failed");
+                return;
+            }
+        };
+        let (resp, close) = match req {
+            Incoming::Valid(Request::Fetch { id, offset, len }) => {
+                (server.answer_fetch(ObjectId::from_bytes(id), offset, len).await, false)
+            }
+            Incoming::Valid(Request::Bulk { id, offset }) => {
+                (server.answer_bulk(ObjectId::from_bytes(id), offset), false)
+            }
+            Incoming::Invalid(WireError::Truncated) => {
+                // The peer closed its side (between requests, or in the
+                // middle of one): nobody is left to answer.
+                tracing::debug!(%peer, "object stream ended");
+                return;
+            }
+            Incoming::Invalid(e) => {
+                tracing::warn!(%peer, error = %e, "invalid object request");
+                let close = matches!(e, WireError::TooLarge { .. });
+                (Response::Invalid { reason: e.to_string() }, close)
+            }
+        };
+        if write_response(&mut s, &mut codec, resp).await.is_err() || close {
+            let _ = s.close().await;
+            return;
+        }
+    }
+}
+
+impl ObjectServer {
+    /// Answers a chunk request: the chunk, or `NotFound`, or `Busy` if the
+    /// object's task is still running after a bounded wait.
+    async fn answer_fetch(&self, id: ObjectId, offset: u64, len: u32) -> Response {
+        // Encoding a window (or restoring a spilled object) blocks.
+        let mut resp = serve_fetch(&self.rt, id, offset, len);
+        if matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id) {
+            // One of our task results, not here yet: fetch it from its
+            // executor (or fill it), then serve it.
+            resp = None;
+        }
+        if resp.is_none() {
+            // Its task is still running: wait (bounded) for it, then
+            // answer, or say `Busy` so the requester asks again.
+            let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(id)).await;
+            resp = serve_fetch(&self.rt, id, offset, len);
+        }
+        let resp = resp.unwrap_or(Response::Busy);
+        if offset == 0 && matches!(resp, Response::Chunk { .. }) {
+            self.hooks.announce(id); // a peer needs it: now it is worth a DHT record
+        }
+        resp
+    }
+
+    /// Answers a bulk-lane ticket request.
+    fn answer_bulk(&self, id: ObjectId, offset: u64) -> Response {
+        match &self.lane {
+            None => Response::Invalid { reason: "this node has no bulk lane".into() },
+            Some(_) if !self.rt.backend().holds_object(id) => Response::NotFound,
+            Some(lane) => lane.issue(id, offset),
+        }
+    }
+}
+
+/// Writes one response; chunk data is written as it is (no second copy).
+async fn write_response(s: &mut Stream, codec: &mut ObjectCodec, resp: Response) -> std::io::Result<()> {
+    match resp {
+        Response::Chunk { total, offset, data } => {
+            let prefix = chunk::chunk_prefix(total, offset, data.len());
+            let len = prefix.len() + data.len();
+            if len > wire::MAX_RESPONSE_BYTES {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk over the cap"));
+            }
+            let head = [&(len as u32).to_be_bytes()[..], &prefix[..]].concat();
+            if data.len() <= codec::JOIN_BELOW {
+                // Small: one write, so one muxer frame and one send.
+                s.write_all(&[head, data].concat()).await?;
+            } else {
+                s.write_all(&head).await?;
+                s.write_all(&data).await?;
+            }
+        }
+        other => codec.write_response(&object_protocol(), s, other).await?,
+    }
+    s.flush().await
+}
+
+/// Answers one chunk request; `None` while the object is pending. Small
+/// in-memory windows are answered inline; a spilled object (disk) or a big
+/// window may block for a while, so those run with `block_in_place`.
+fn serve_fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
+    if rt.backend().object_in_memory(id) && len as usize <= INLINE_SERVE_BYTES {
+        fetch(rt, id, offset, len)
+    } else {
+        tokio::task::block_in_place(|| fetch(rt, id, offset, len))
+    }
+}
+
+/// Answers one chunk request (at most one chunk, whatever was asked: a
+/// bigger reply would exceed the response cap).
+fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> {
+    Some(match rt.backend().serve_object(id, offset, (len as usize).min(wire::CHUNK_BYTES)) {
+        Served::Chunk { total, .. } if offset > total => {
+            Response::Invalid { reason: format!("offset {offset} is past the end ({total} bytes)") }
+        }
+        Served::Chunk { total, data } => Response::Chunk { total, offset, data },
+        Served::NotFound => Response::NotFound,
+        Served::Failed(e) => Response::Failed { message: e.to_string() },
+        Served::Pending => return None,
+    })
+}

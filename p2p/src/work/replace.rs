@@ -1,0 +1,146 @@
+//! Placing work again: a submission refused as busy (or undeliverable),
+//! the work a dead peer held, a result lost with its executor, and the
+//! actors this node created on a dead peer.
+//!
+//! A task goes to another peer (never one that refused it), or runs here
+//! after `max_hops` tries, or fails `Infeasible`; one pinned to a node
+//! (`.on(peer)`) is asked again after a short pause while that node lives.
+//! Actor calls in flight to a dead peer fail with `ActorDead`; actors with
+//! restarts left start again elsewhere under the same id.
+//!
+//! Runs on the work layer's event thread (a peer's death) or on whatever
+//! thread delivered an ack; never on the swarm's task.
+//!
+//! Invariants: a task is placed again only while its promise is waiting
+//! and holds its retry (taken out while it is placed, so two concurrent
+//! re-placements cannot both send it); refs come out of `results` and are
+//! handed on or dropped outside its lock.
+
+use super::exec::{completion_of, run_opts};
+use super::registry::OnDone;
+use super::results::Retry;
+use super::Work;
+use crate::cluster::placement::{Need, Place};
+use crate::wire::mail::Mail;
+use libp2p::PeerId;
+use manta::{AnyRef, Error, ObjectId};
+use std::time::Duration;
+
+impl Work {
+    /// A submission was refused as busy by `busy` (or its node is gone):
+    /// place it again (another peer, or here), or fail it after `max_hops`.
+    pub(super) fn replace(&self, id: ObjectId, busy: Option<PeerId>) {
+        let Some((retry, keep)) = self.results.take_retry(id, busy) else { return };
+        if let Some(peer) = busy {
+            self.sent.done(peer);
+        }
+        if let Some(peer) = retry.pinned {
+            return self.ask_again(peer, id, retry, keep);
+        }
+        let place = if retry.hops > self.cfg.max_hops {
+            Place::Local
+        } else {
+            let excluded = retry.excluded.clone();
+            self.place(&retry.need, &keep, &excluded)
+        };
+        match place {
+            Place::Peer(peer) => self.submit_to(peer, id, retry, keep),
+            Place::Local => self.run_here(id, retry, keep),
+            Place::Infeasible { resource, requested, most } => {
+                let task = retry.opts.name.clone().unwrap_or_else(|| retry.func.clone());
+                let e = Error::Infeasible { task: task.into(), resource: resource.into(), requested, total: most };
+                self.fail(id, e)
+            }
+        }
+    }
+
+    /// Sends a task pinned to `peer` there again after a pause (only that
+    /// node may run it), or fails it if the node is gone.
+    fn ask_again(&self, peer: PeerId, id: ObjectId, retry: Retry, keep: Vec<AnyRef>) {
+        if !self.is_live_peer(peer) {
+            let reason = format!("node {peer} (which the task was pinned to) is gone");
+            return self.fail(id, Error::PeerUnreachable { id, reason: reason.into() });
+        }
+        let w = self.this.clone();
+        let pause = Duration::from_millis((1u64 << retry.hops.min(7)).min(100));
+        self.tokio.spawn(async move {
+            tokio::time::sleep(pause).await;
+            if let Some(w) = w.upgrade() {
+                w.submit_to(peer, id, Retry { excluded: Vec::new(), ..retry }, keep);
+            }
+        });
+    }
+
+    /// Runs a task placed elsewhere here after all; its completion fills
+    /// the promise like a `Done` from ourselves.
+    fn run_here(&self, id: ObjectId, retry: Retry, keep: Vec<AnyRef>) {
+        if !self.results.runs_here(id, self.me, keep) {
+            return;
+        }
+        let Some(run) = self.registry.function_named(&retry.func) else {
+            let reason = format!("not registered on node {}", self.me);
+            return self.fail(id, Error::UnknownFunction { name: retry.func.as_str().into(), reason: reason.into() });
+        };
+        let w = self.this.clone();
+        let on_done: OnDone = Box::new(move |res| {
+            if let Some(w) = w.upgrade() {
+                let me = w.me;
+                w.on_done(me, id, completion_of(res));
+            }
+        });
+        match run(&self.rt, &retry.args, &run_opts(&retry.opts), ObjectId::fresh(), Some(on_done)) {
+            Ok(out) => self.results.set_local(id, out),
+            Err(e) => self.fail(id, Error::InvalidArgument(e.to_string().into())),
+        }
+    }
+
+    /// A peer died: its pins and the actors it created here go; work sent
+    /// to it is placed again (tasks) or fails (actor calls); actors this
+    /// node created there are restarted elsewhere if they have restarts
+    /// left.
+    pub(super) fn peer_died(&self, peer: PeerId) {
+        self.pins.forget(peer);
+        self.hosted.forget_owner(peer);
+        self.boxes.forget(peer);
+        let lost = self.results.waiting_on(peer);
+        self.sent.forget(peer);
+        for (id, actor) in lost {
+            match actor {
+                Some(actor) => {
+                    let reason = format!("its node {peer} died");
+                    self.fail(id, Error::ActorDead { actor: actor.into(), reason: reason.into() });
+                }
+                None => self.replace(id, Some(peer)),
+            }
+        }
+        self.restart_lost(peer);
+    }
+
+    /// Restarts, from their constructors, the actors this node created that
+    /// were hosted on `dead` and have restarts left: each is placed again
+    /// (not on `dead`) under the same id, and the creator's handles call
+    /// the new host from now on. Calls in flight to `dead` have failed
+    /// already. Other nodes' handles still name the old host (a named actor
+    /// is published again by its new host, so `get_actor` finds it).
+    fn restart_lost(&self, dead: PeerId) {
+        for r in self.owned.lost_on(dead) {
+            let need = Need { cpus: r.opts.cpus, resources: r.opts.resources.clone() };
+            let host = match self.place(&need, &[], &[dead]) {
+                Place::Local => self.me,
+                Place::Peer(p) => p,
+                Place::Infeasible { resource, .. } => {
+                    tracing::warn!(actor = %r.id, class = %r.class, %resource, "actor lost with its node and cannot be placed again");
+                    continue;
+                }
+            };
+            tracing::info!(actor = %r.id, class = %r.class, from = %dead, to = %host, "restarting an actor lost with its node");
+            let hint = if host == self.me { self.hint().to_vec() } else { self.view.hint_of(host) };
+            r.moved_to(host, hint);
+            if host == self.me {
+                self.host_actor(self.me, r.id, &r.class, &r.args, &r.opts);
+            } else {
+                self.send(host, Mail::NewActor { actor: r.id.to_bytes(), class: r.class, args: r.args, opts: r.opts });
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Task control blocks and the cancellation tree.
+//!
+//! Every task has a [`TaskCtl`]: its name, its cancellation flag, its job
+//! (for targeted running), its *parent* (the task that submitted it, if it
+//! was submitted from inside one) and its *group* (if spawned in a
+//! [`Group`](crate::Group)). Groups ([`GroupState`]) have a flag too, and a
+//! parent task if made inside one. A task is cancelled when its own flag,
+//! its group's, or any ancestor's is set ([`TaskCtl::chain_cancelled`]):
+//! cancelling a task cancels what it submitted, recursively (Ray's
+//! `cancel(recursive=True)`, the default), and cancelling a group cancels
+//! its tasks and theirs, in O(1) on the caller.
+//!
+//! # Start is decided against cancellation
+//! A task about to run checks its chain inside [`deciding`]: the worker
+//! raises its own *deciding* flag (SeqCst), checks, and lowers it right
+//! before the task's body starts. A canceller sets the scope's flag
+//! (SeqCst) and then waits until no worker of the runtime is deciding
+//! (`Scheduler::quiesce`, O(threads)). By the total order of SeqCst
+//! operations, every worker either saw the cancellation or had already
+//! decided to run, and its body started before the canceller returned: once
+//! `cancel` returns, no task of the scope starts.
+//!
+//! Fast path: [`CANCELS`] counts cancellations ever made in the process;
+//! while it is zero no chain is walked.
+//!
+//! # Group counts
+//! A group counts its tasks: submitted, running (bodies executing now) and
+//! finished by outcome (done, failed, cancelled). *Stopped* means no task
+//! of the group runs and none can start any more (all finished, or the
+//! group is cancelled); waiters for it are woken when `running` drops to
+//! zero or the last task finishes.
+
+use crate::scheduler::{Job, Scheduler};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Cancellations made in this process so far (a fast path: zero means no
+/// chain can be cancelled).
+pub(crate) static CANCELS: AtomicUsize = AtomicUsize::new(0);
+
+/// A task's name: given, or where it was submitted (`file:line`).
+#[derive(Debug, Clone)]
+pub(crate) enum TaskName {
+    /// Given with `.name(..)` (or a registered function's name).
+    Given(Cow<'static, str>),
+    /// The call site of the `spawn` that submitted it.
+    Caller(&'static std::panic::Location<'static>),
+}
+
+impl std::fmt::Display for TaskName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskName::Given(n) => f.write_str(n),
+            TaskName::Caller(l) => write!(f, "{}:{}", l.file(), l.line()),
+        }
+    }
+}
+
+/// Control block of one task (module docs).
+#[derive(Debug)]
+pub(crate) struct TaskCtl {
+    pub name: TaskName,
+    pub cancelled: AtomicBool,
+    job: Mutex<Weak<Job>>,
+    parent: Option<Arc<TaskCtl>>,
+    pub group: Option<Arc<GroupState>>,
+}
+
+impl TaskCtl {
+    pub fn new(name: TaskName, parent: Option<Arc<TaskCtl>>, group: Option<Arc<GroupState>>) -> Arc<TaskCtl> {
+        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(Weak::new()), parent, group })
+    }
+
+    /// Records the job that runs (or runs again) the task.
+    pub fn set_job(&self, job: &Arc<Job>) {
+        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(job);
+    }
+
+    /// The task's job if it is queued or running (a runner skips one that
+    /// has started: `Job::take` finds it empty).
+    pub fn queued_job(&self) -> Option<Arc<Job>> {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+    }
+
+    pub fn name_text(&self) -> crate::error::Text {
+        self.name.to_string().into()
+    }
+
+    /// Sets this task's own flag (the caller has decided the outcome).
+    pub fn set_cancelled(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        CANCELS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// True if this task, its group, or any ancestor (task or group) is
+    /// cancelled.
+    pub fn chain_cancelled(&self) -> bool {
+        if CANCELS.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let mut next = Some(self);
+        while let Some(t) = next {
+            if t.cancelled.load(Ordering::SeqCst) || t.group.as_ref().is_some_and(|g| g.chain_cancelled()) {
+                return true;
+            }
+            next = t.parent.as_deref();
+        }
+        false
+    }
+}
+
+/// Runs `decide` (which checks a task's cancellation and, if it may run,
+/// marks it started) with this worker's deciding flag raised (module docs).
+pub(crate) fn deciding<R>(decide: impl FnOnce() -> R) -> R {
+    crate::scheduler::with_deciding(decide)
+}
+
+/// How a group's task ended (for its counts).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// The shared state of a [`Group`](crate::Group).
+pub(crate) struct GroupState {
+    pub name: Option<Cow<'static, str>>,
+    cancelled: AtomicBool,
+    parent: Option<Arc<TaskCtl>>,
+    /// Takes this group's queued jobs out (made once; holds the group
+    /// weakly, which also keeps its address from being reused).
+    reaper: crate::dispatch::Reap<Arc<Job>>,
+    submitted: AtomicUsize,
+    running: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    cancelled_tasks: AtomicUsize,
+    /// Watchers of changes that may make the group stopped or finished
+    /// (each called once, then re-registers if it still waits).
+    waiters: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupState").field("name", &self.name).field("counts", &self.counts()).finish()
+    }
+}
+
+impl GroupState {
+    pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<TaskCtl>>) -> Arc<GroupState> {
+        Arc::new_cyclic(|me: &Weak<GroupState>| GroupState {
+            name,
+            cancelled: AtomicBool::new(false),
+            parent,
+            reaper: {
+                let me = me.clone();
+                Arc::new(move |job: &Arc<Job>| job.belongs_to(me.as_ptr() as *const ()))
+            },
+            submitted: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            cancelled_tasks: AtomicUsize::new(0),
+            waiters: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// True if the group or the task it was made in is cancelled.
+    pub fn chain_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.chain_cancelled())
+    }
+
+    /// Cancels the group (its tasks run on `sched`): sets its flag, waits
+    /// until no worker is deciding whether to start a task (so none of the
+    /// group starts after this returns), and leaves a note for the next
+    /// runner to take the queued ones out and complete them as cancelled,
+    /// off the calling thread. True if this call cancelled it.
+    pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        CANCELS.fetch_add(1, Ordering::SeqCst);
+        sched.quiesce();
+        sched.reap(self.reaper.clone());
+        self.wake();
+        true
+    }
+
+    pub fn submitted(&self) {
+        self.submitted.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn stopped_running(&self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake();
+        }
+    }
+
+    pub fn ended(&self, how: Ended) {
+        let counter = match how {
+            Ended::Done => &self.done,
+            Ended::Failed => &self.failed,
+            Ended::Cancelled => &self.cancelled_tasks,
+        };
+        counter.fetch_add(1, Ordering::AcqRel);
+        if self.finished() >= self.submitted.load(Ordering::Acquire) {
+            self.wake();
+        }
+    }
+
+    fn finished(&self) -> usize {
+        self.done.load(Ordering::Acquire)
+            + self.failed.load(Ordering::Acquire)
+            + self.cancelled_tasks.load(Ordering::Acquire)
+    }
+
+    /// `(submitted, running, done, failed, cancelled)`.
+    pub fn counts(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.submitted.load(Ordering::Acquire),
+            self.running.load(Ordering::Acquire),
+            self.done.load(Ordering::Acquire),
+            self.failed.load(Ordering::Acquire),
+            self.cancelled_tasks.load(Ordering::Acquire),
+        )
+    }
+
+    /// No task runs and none can start any more (module docs).
+    pub fn is_stopped(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+            && (self.chain_cancelled() || self.finished() >= self.submitted.load(Ordering::Acquire))
+    }
+
+    /// Every task submitted so far has finished (its result is known).
+    pub fn is_finished(&self) -> bool {
+        self.finished() >= self.submitted.load(Ordering::Acquire)
+    }
+
+    /// Calls `f` once, on the next change that may make the group stopped
+    /// or finished.
+    pub fn watch(&self, f: Box<dyn FnOnce() + Send>) {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    /// Calls (and forgets) every watcher now.
+    pub fn wake_watchers(&self) {
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for f in waiters {
+            f();
+        }
+    }
+}

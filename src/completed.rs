@@ -1,0 +1,463 @@
+//! Results as they complete: [`as_completed`] over refs (an iterator, and a
+//! `Stream` for async code), and [`Runtime::map`] / [`Runtime::map_unordered`]
+//! over a collection with a cap on tasks in flight.
+//!
+//! Each watched object gets one callback that pushes its index onto a
+//! shared queue and wakes the consumer (a parker for the blocking iterator,
+//! a waker for the stream). A consumer that blocks inside a task blocks
+//! like `get`: it lends its CPUs, runs the producers of what it waits for
+//! if they are queued, and hands its place over otherwise, so iterating
+//! inside a task never deadlocks.
+//!
+//! `map` keeps `concurrency` tasks in flight without the consumer's help:
+//! each task's completion submits the next item (on the thread that
+//! completed it), so a slow consumer never stalls the work. Its tasks form
+//! a [`Group`]: cancel it and the rest of the items are never submitted.
+
+use crate::cell::ObjectCell;
+use crate::error::Error;
+use crate::group::Group;
+use crate::notify::{Parker, Waiter};
+use crate::refs::ObjectRef;
+use crate::runtime::Runtime;
+use crate::sync::Arc as ShimArc;
+use std::any::Any;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+/// The queue completions go to, and how its consumer is woken.
+struct Queue<E> {
+    state: Mutex<QueueState<E>>,
+    parker: ShimArc<Parker>,
+}
+
+struct QueueState<E> {
+    ready: VecDeque<E>,
+    waker: Option<Waker>,
+}
+
+impl<E> Queue<E> {
+    fn new() -> Arc<Queue<E>> {
+        Arc::new(Queue { state: Mutex::new(QueueState { ready: VecDeque::new(), waker: None }), parker: Parker::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, e: E) {
+        let waker = {
+            let mut st = self.lock();
+            st.ready.push_back(e);
+            st.waker.take()
+        };
+        self.parker.unpark();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn pop(&self) -> Option<E> {
+        self.lock().ready.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().ready.is_empty()
+    }
+
+    /// Blocks (as `get` does) until something is queued; `targets` yields
+    /// queued producers to run inline.
+    fn wait(&self, targets: &mut dyn FnMut() -> Option<Arc<crate::scheduler::Job>>) {
+        crate::scheduler::block_until(&self.parker, None, targets, &mut || !self.is_empty());
+    }
+
+    /// The stream half: `Ready` if something is queued, else registers the
+    /// waker (checking again under the lock, so no push is missed).
+    fn poll(&self, cx: &mut Context<'_>) -> Option<E> {
+        let mut st = self.lock();
+        match st.ready.pop_front() {
+            Some(e) => Some(e),
+            None => {
+                st.waker = Some(cx.waker().clone());
+                None
+            }
+        }
+    }
+}
+
+/// Calls `f` once `cell` is done (at once if it is), on the completing
+/// thread.
+fn when_done(cell: &Arc<ObjectCell>, f: impl FnOnce() + Send + 'static) {
+    cell.demand();
+    if let Err(w) = cell.slot.register(Waiter::Callback(Box::new(move |_| f()))) {
+        w.notify(true);
+    }
+}
+
+/// Yields refs in the order their objects complete (value or error); see
+/// [`as_completed`]. Also a `futures_core::Stream`.
+pub struct AsCompleted<T> {
+    refs: Vec<Option<ObjectRef<T>>>,
+    queue: Arc<Queue<usize>>,
+    left: usize,
+    next_target: usize,
+}
+
+impl<T> std::fmt::Debug for AsCompleted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted").field("left", &self.left).finish()
+    }
+}
+
+/// Yields `refs` as their objects complete (Python's `as_completed`, a
+/// `ray.wait(num_returns=1)` loop): first the ones already done, in input
+/// order, then each as it completes. Blocking `next()` is safe inside
+/// tasks; for async code the result is also a `Stream`.
+pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
+    let refs: Vec<Option<ObjectRef<T>>> = refs.into_iter().map(Some).collect();
+    let queue = Queue::new();
+    for (i, r) in refs.iter().enumerate() {
+        let q = queue.clone();
+        if let Some(r) = r {
+            when_done(r.cell(), move || q.push(i));
+        }
+    }
+    let left = refs.len();
+    AsCompleted { refs, queue, left, next_target: 0 }
+}
+
+impl<T> AsCompleted<T> {
+    fn take(&mut self, i: usize) -> Option<ObjectRef<T>> {
+        let r = self.refs.get_mut(i)?.take();
+        if r.is_some() {
+            self.left -= 1;
+        }
+        r
+    }
+
+    /// A queued producer of a pending ref (round-robin), for the waiter.
+    fn target(&mut self) -> Option<Arc<crate::scheduler::Job>> {
+        let n = self.refs.len();
+        for _ in 0..n {
+            let i = self.next_target % n;
+            self.next_target += 1;
+            if let Some(Some(r)) = self.refs.get(i) {
+                let c = r.cell();
+                if !c.slot.is_done() {
+                    if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                        return Some(job);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Refs not yielded yet.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// Yields `(index in the input, ref)` instead of the ref alone.
+    pub fn indexed(self) -> Indexed<T> {
+        Indexed { inner: self }
+    }
+
+    /// The next `(index, ref)` (see [`AsCompleted::indexed`]).
+    fn next_indexed(&mut self) -> Option<(usize, ObjectRef<T>)> {
+        loop {
+            if self.left == 0 {
+                return None;
+            }
+            if let Some(i) = self.queue.pop() {
+                if let Some(r) = self.take(i) {
+                    return Some((i, r));
+                }
+                continue;
+            }
+            let queue = self.queue.clone();
+            queue.wait(&mut || self.target());
+        }
+    }
+}
+
+/// [`AsCompleted`] yielding each ref with its index in the input.
+#[derive(Debug)]
+pub struct Indexed<T> {
+    inner: AsCompleted<T>,
+}
+
+impl<T> Iterator for Indexed<T> {
+    type Item = (usize, ObjectRef<T>);
+
+    fn next(&mut self) -> Option<(usize, ObjectRef<T>)> {
+        self.inner.next_indexed()
+    }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = ObjectRef<T>;
+
+    fn next(&mut self) -> Option<ObjectRef<T>> {
+        self.next_indexed().map(|(_, r)| r)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<T> futures_core::Stream for AsCompleted<T> {
+    type Item = ObjectRef<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ObjectRef<T>>> {
+        let this = self.get_mut();
+        loop {
+            if this.left == 0 {
+                return Poll::Ready(None);
+            }
+            match this.queue.poll(cx) {
+                Some(i) => {
+                    if let Some(r) = this.take(i) {
+                        return Poll::Ready(Some(r));
+                    }
+                }
+                None => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T> Unpin for AsCompleted<T> {}
+
+/// What feeds a map's tasks: the items left, and the group they run in.
+struct Feed<I, R> {
+    items: Mutex<Box<dyn Iterator<Item = I> + Send>>,
+    next_index: std::sync::atomic::AtomicUsize,
+    run: Arc<dyn Fn(I) -> R + Send + Sync>,
+    group: Group,
+    queue: Arc<Queue<(usize, ObjectRef<R>)>>,
+    /// Items taken from the iterator (submitted), and whether it is done.
+    submitted: std::sync::atomic::AtomicUsize,
+    exhausted: std::sync::atomic::AtomicBool,
+}
+
+impl<I: Send + 'static, R: Any + Send + Sync> Feed<I, R> {
+    /// Submits the next item, if any is left and the group is not
+    /// cancelled; its completion submits the one after.
+    fn feed_one(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.group.is_cancelled() {
+            self.exhausted.store(true, Ordering::Release);
+            self.queue.parker.unpark();
+            return;
+        }
+        let item = {
+            let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+            let item = items.next();
+            if item.is_some() {
+                self.submitted.fetch_add(1, Ordering::AcqRel);
+            }
+            item
+        };
+        let Some(item) = item else {
+            self.exhausted.store(true, Ordering::Release);
+            self.queue.parker.unpark();
+            if let Some(w) = self.queue.lock().waker.take() {
+                w.wake();
+            }
+            return;
+        };
+        let i = self.next_index.fetch_add(1, Ordering::AcqRel);
+        let run = self.run.clone();
+        let r = self.group.task().name("map").spawn(move || run(item));
+        let (me, done) = (self.clone(), r.clone());
+        when_done(r.cell(), move || {
+            me.queue.push((i, done));
+            me.feed_one();
+        });
+    }
+
+    /// True once every item was submitted and `yielded` of them were
+    /// yielded (all of them).
+    fn finished(&self, yielded: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.exhausted.load(Ordering::Acquire) && yielded >= self.submitted.load(Ordering::Acquire)
+    }
+}
+
+/// The results of [`Runtime::map`], in input order.
+pub struct Map<R> {
+    feed: Arc<dyn MapFeed<R>>,
+    buffered: BTreeMap<usize, ObjectRef<R>>,
+    next: usize,
+}
+
+/// The results of [`Runtime::map_unordered`], as they complete, with
+/// their input index.
+pub struct MapUnordered<R> {
+    feed: Arc<dyn MapFeed<R>>,
+    yielded: usize,
+}
+
+/// A feed without its item type (for the iterators).
+trait MapFeed<R>: Send + Sync {
+    fn queue(&self) -> &Arc<Queue<(usize, ObjectRef<R>)>>;
+    fn finished(&self, yielded: usize) -> bool;
+    fn group(&self) -> &Group;
+}
+
+impl<I: Send + 'static, R: Any + Send + Sync> MapFeed<R> for Feed<I, R> {
+    fn queue(&self) -> &Arc<Queue<(usize, ObjectRef<R>)>> {
+        &self.queue
+    }
+    fn finished(&self, yielded: usize) -> bool {
+        Feed::finished(self, yielded)
+    }
+    fn group(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl<R> std::fmt::Debug for Map<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map").field("next", &self.next).field("group", self.feed.group()).finish()
+    }
+}
+
+impl<R> std::fmt::Debug for MapUnordered<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapUnordered").field("yielded", &self.yielded).field("group", self.feed.group()).finish()
+    }
+}
+
+fn start_feed<I, R, F>(
+    rt: &Runtime,
+    items: impl IntoIterator<Item = I>,
+    concurrency: usize,
+    f: F,
+) -> Arc<dyn MapFeed<R>>
+where
+    I: Send + 'static,
+    R: Any + Send + Sync,
+    F: Fn(I) -> R + Send + Sync + 'static,
+{
+    let items: Vec<I> = items.into_iter().collect();
+    let feed = Arc::new(Feed {
+        items: Mutex::new(Box::new(items.into_iter())),
+        next_index: 0.into(),
+        run: Arc::new(f),
+        group: rt.group(),
+        queue: Queue::new(),
+        submitted: 0.into(),
+        exhausted: false.into(),
+    });
+    for _ in 0..concurrency.max(1) {
+        feed.feed_one();
+    }
+    feed
+}
+
+impl Runtime {
+    /// Runs `f` on every item as a task, at most `concurrency` at once, and
+    /// yields the results in input order. Tasks are submitted as earlier
+    /// ones complete, whether or not the results are being read; they form
+    /// a [`Group`] ([`Map::group`]): cancel it to stop the rest.
+    pub fn map<I, R, F>(&self, items: impl IntoIterator<Item = I>, concurrency: usize, f: F) -> Map<R>
+    where
+        I: Send + 'static,
+        R: Any + Send + Sync,
+        F: Fn(I) -> R + Send + Sync + 'static,
+    {
+        Map { feed: start_feed(self, items, concurrency, f), buffered: BTreeMap::new(), next: 0 }
+    }
+
+    /// Like [`Runtime::map`], yielding `(index, result)` as each task
+    /// completes.
+    pub fn map_unordered<I, R, F>(
+        &self,
+        items: impl IntoIterator<Item = I>,
+        concurrency: usize,
+        f: F,
+    ) -> MapUnordered<R>
+    where
+        I: Send + 'static,
+        R: Any + Send + Sync,
+        F: Fn(I) -> R + Send + Sync + 'static,
+    {
+        MapUnordered { feed: start_feed(self, items, concurrency, f), yielded: 0 }
+    }
+
+    /// [`as_completed`] as a method.
+    pub fn as_completed<T: Any + Send + Sync>(&self, refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
+        as_completed(refs)
+    }
+}
+
+impl<R> Map<R> {
+    /// The group the map's tasks run in (cancel it to stop the map).
+    pub fn group(&self) -> &Group {
+        self.feed.group()
+    }
+}
+
+impl<R> MapUnordered<R> {
+    /// The group the map's tasks run in (cancel it to stop the map).
+    pub fn group(&self) -> &Group {
+        self.feed.group()
+    }
+}
+
+fn read<R: Any + Send + Sync>(r: &ObjectRef<R>) -> Result<Arc<R>, Error> {
+    r.get()
+}
+
+impl<R: Any + Send + Sync> Iterator for Map<R> {
+    type Item = Result<Arc<R>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.buffered.remove(&self.next) {
+                self.next += 1;
+                return Some(read(&r));
+            }
+            if let Some((i, r)) = self.feed.queue().pop() {
+                self.buffered.insert(i, r);
+                continue;
+            }
+            if self.feed.finished(self.next + self.buffered.len()) {
+                return None;
+            }
+            let queue = self.feed.queue().clone();
+            let feed = self.feed.clone();
+            let next = self.next + self.buffered.len();
+            crate::scheduler::block_until(&queue.parker, None, &mut || None, &mut || {
+                !queue.is_empty() || feed.finished(next)
+            });
+        }
+    }
+}
+
+impl<R: Any + Send + Sync> Iterator for MapUnordered<R> {
+    type Item = (usize, Result<Arc<R>, Error>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((i, r)) = self.feed.queue().pop() {
+                self.yielded += 1;
+                return Some((i, read(&r)));
+            }
+            if self.feed.finished(self.yielded) {
+                return None;
+            }
+            let queue = self.feed.queue().clone();
+            let feed = self.feed.clone();
+            let yielded = self.yielded;
+            crate::scheduler::block_until(&queue.parker, None, &mut || None, &mut || {
+                !queue.is_empty() || feed.finished(yielded)
+            });
+        }
+    }
+}

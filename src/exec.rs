@@ -1,0 +1,548 @@
+//! Running tasks: submission, dependency tracking, the start decision
+//! (cancellation), execution with retries, emitting results, lineage.
+//!
+//! Submitting a task creates its output cell(s) and returns refs at once
+//! (`task` builds them). Inputs that are still pending are counted by a
+//! [`Countdown`]: the task becomes a scheduler job when the last one is
+//! ready, or fails at once (without running) when one fails. When a runner
+//! takes the job, the task decides whether it may start: not if it, its
+//! group or any ancestor task was cancelled (see `cancel`: once a cancel
+//! returns, no task it covers starts). A running task's panic is caught
+//! and stored as its result; an error its body returns (`spawn_try`) is
+//! stored typed. With retries, a re-runnable task runs again after a panic
+//! (or an error its retry predicate accepts), never once cancelled.
+//!
+//! Failure propagation is trampolined: an input's failure completes its
+//! dependants from a thread-local work list instead of recursing, so a
+//! failed chain of any length never overflows the stack.
+
+use crate::args::{MultiReturn, TaskArgs};
+use crate::cancel::{deciding, Ended, GroupState, TaskCtl};
+use crate::cell::ObjectCell;
+use crate::countdown::Countdown;
+use crate::error::{panic_message, Error, TaskFailure};
+use crate::lineage::Rebuild;
+use crate::notify::Waiter;
+use crate::resources::Request;
+use crate::scheduler::{Go, Job, Scheduler, Tally};
+use crate::slot::{Meta, Wake};
+use crate::store::{RebuildJob, Store};
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Which errors a re-runnable task is run again after (besides panics).
+pub(crate) type RetryIf = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
+
+/// How a task runs: its resources, retries and where it belongs.
+pub(crate) struct Plan {
+    pub req: Request,
+    pub retries: u32,
+    pub retry_if: Option<RetryIf>,
+    pub priority: u8,
+    /// Whether (and how) its output's lineage is kept.
+    pub lineage: crate::lineage::Policy,
+}
+
+/// What a task runs: its arguments and body, shared between the queued job
+/// and (for re-runnable tasks) its output's lineage.
+pub(crate) struct Spec<A, B, R> {
+    /// Counted as task uses of their refs while the spec lives.
+    pub args: crate::objects::CountedArgs<A>,
+    pub body: B,
+    pub ctl: Arc<TaskCtl>,
+    pub _r: PhantomData<fn() -> R>,
+}
+
+impl<A: TaskArgs, B, R> Spec<A, B, R> {
+    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Arc<Self> {
+        Arc::new(Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData })
+    }
+}
+
+/// A task body: calls the user's closure once per run.
+pub(crate) trait TaskFn<I, R>: Send + Sync + 'static {
+    /// Runs the closure (panics propagate to the caller's `catch_unwind`).
+    /// `Err` is the body's own error (`spawn_try`) or a second run of a
+    /// one-shot body.
+    fn call(&self, input: I, task: &TaskCtl) -> Result<R, Error>;
+}
+
+/// A re-runnable body (`Fn`).
+pub(crate) struct ManyFn<F>(pub F);
+impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
+    fn call(&self, input: I, _: &TaskCtl) -> Result<R, Error> {
+        Ok((self.0)(input))
+    }
+}
+
+/// A one-shot body (`FnOnce`); the mutex is only ever taken once, by the
+/// one run, so it is never contended.
+pub(crate) struct OnceFn<F>(pub Mutex<Option<F>>);
+impl<I, R, F: FnOnce(I) -> R + Send + 'static> TaskFn<I, R> for OnceFn<F> {
+    fn call(&self, input: I, _: &TaskCtl) -> Result<R, Error> {
+        match take_once(&self.0) {
+            Some(f) => Ok(f(input)),
+            None => Err(Error::invalid("a one-shot task cannot run twice")),
+        }
+    }
+}
+
+/// A re-runnable body returning its own errors.
+pub(crate) struct ManyTry<F, E>(pub F, pub PhantomData<fn() -> E>);
+impl<I, R, E, F> TaskFn<I, R> for ManyTry<F, E>
+where
+    F: Fn(I) -> Result<R, E> + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn call(&self, input: I, task: &TaskCtl) -> Result<R, Error> {
+        (self.0)(input).map_err(|e| failed(task, e))
+    }
+}
+
+/// A one-shot body returning its own errors.
+pub(crate) struct OnceTry<F, E>(pub Mutex<Option<F>>, pub PhantomData<fn() -> E>);
+impl<I, R, E, F> TaskFn<I, R> for OnceTry<F, E>
+where
+    F: FnOnce(I) -> Result<R, E> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn call(&self, input: I, task: &TaskCtl) -> Result<R, Error> {
+        match take_once(&self.0) {
+            Some(f) => f(input).map_err(|e| failed(task, e)),
+            None => Err(Error::invalid("a one-shot task cannot run twice")),
+        }
+    }
+}
+
+fn take_once<F>(m: &Mutex<Option<F>>) -> Option<F> {
+    match m.lock() {
+        Ok(mut g) => g.take(),
+        Err(p) => p.into_inner().take(),
+    }
+}
+
+/// The error a body returned, as the task's error (a `manta::Error` from a
+/// nested `get` passed up with `?` is kept as the task's failure too).
+fn failed<E: std::error::Error + Send + Sync + 'static>(task: &TaskCtl, e: E) -> Error {
+    Error::TaskFailed { task: task.name_text(), error: TaskFailure::new(e) }
+}
+
+/// Where a task's result goes. Both methods consume the emitter: they
+/// complete the output(s), drop their references, and only then wake the
+/// waiters, so a woken `get` finds the runtime holding nothing of the task.
+pub(crate) trait Emit<R>: Send + 'static {
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>);
+    fn err(self, e: Error);
+}
+
+fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
+    wakes.into_iter().flatten().for_each(Wake::send);
+}
+
+/// One output.
+pub(crate) struct Single {
+    pub cell: Arc<ObjectCell>,
+    pub store: Arc<Store>,
+}
+
+impl<R: Any + Send + Sync> Emit<R> for Single {
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>) {
+        let Single { cell, store } = self;
+        let wake = match store.admit(r, true) {
+            Ok((v, meta)) => cell.complete_stored(&store, v, meta, lineage),
+            Err((_, needed)) => {
+                let e = Error::StoreFull { needed, capacity: store.capacity() };
+                cell.slot.complete_deferred(Err(e), Meta::default())
+            }
+        };
+        drop((cell, store));
+        send_all([wake]);
+    }
+    fn err(self, e: Error) {
+        let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
+        drop(self);
+        send_all([wake]);
+    }
+}
+
+/// One output per element of a tuple (`spawn_multi`).
+pub(crate) struct Multi {
+    pub cells: Vec<Arc<ObjectCell>>,
+    pub store: Arc<Store>,
+}
+
+impl<R: MultiReturn> Emit<R> for Multi {
+    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>) {
+        let values = r.admit(&self.store);
+        let wakes: Vec<_> = (self.cells.iter().zip(values))
+            .map(|(c, v)| match v {
+                Ok((v, meta)) => c.complete_stored(&self.store, v, meta, None),
+                Err(e) => c.slot.complete_deferred(Err(e), Meta::default()),
+            })
+            .collect();
+        drop(self);
+        send_all(wakes);
+    }
+    fn err(self, e: Error) {
+        let wakes: Vec<_> =
+            self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
+        drop(self);
+        send_all(wakes);
+    }
+}
+
+/// Work postponed by [`trampoline`].
+type Deferred = Box<dyn FnOnce()>;
+
+thread_local! {
+    static CURRENT_TASK: RefCell<Option<Arc<TaskCtl>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Vec<Deferred>>> = const { RefCell::new(None) };
+}
+
+/// The task running on this thread, if any (the parent of tasks it submits).
+pub(crate) fn current_task() -> Option<Arc<TaskCtl>> {
+    CURRENT_TASK.with(|c| c.borrow().clone())
+}
+
+/// True inside a task that was cancelled (itself, its group, or a task
+/// that submitted it, recursively); long-running tasks poll it and return
+/// early. False outside tasks. Cheap: one atomic load until some
+/// cancellation has happened in the process.
+pub fn is_cancelled() -> bool {
+    CURRENT_TASK.with(|c| c.borrow().as_ref().is_some_and(|t| t.chain_cancelled()))
+}
+
+/// `Err(Error::Cancelled)` inside a task that was cancelled (see
+/// [`is_cancelled`]), `Ok(())` otherwise: `manta::check_cancelled()?` in a
+/// `spawn_try` body whose error type converts from `manta::Error` stops it
+/// early. (Any error a body returns once its task is cancelled is recorded
+/// as the cancellation, so a group counts it as cancelled, not failed.)
+pub fn check_cancelled() -> Result<(), Error> {
+    CURRENT_TASK.with(|c| match c.borrow().as_ref() {
+        Some(t) if t.chain_cancelled() => Err(Error::Cancelled { task: t.name_text() }),
+        _ => Ok(()),
+    })
+}
+
+/// Runs `f` now, or after the enclosing deferred work if called from inside
+/// it (turns recursive failure propagation into a loop).
+fn trampoline(f: Box<dyn FnOnce()>) {
+    let nested = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut() {
+            Some(list) => {
+                list.push(f);
+                None
+            }
+            None => {
+                *d = Some(Vec::new());
+                Some(f)
+            }
+        }
+    });
+    let Some(first) = nested else { return };
+    first();
+    while let Some(next) = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(Vec::pop)) {
+        next();
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = None);
+}
+
+/// Makes a task's lineage record (a function pointer, so `submit` needs no
+/// extra bounds for tasks that have none).
+pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>) -> Arc<dyn Rebuild>;
+
+/// A task's end for the runtime's counts.
+fn tally_of(ended: Result<(), bool>) -> Tally {
+    match ended {
+        Ok(()) => Tally { done: 1, ..Tally::default() },
+        Err(true) => Tally { cancelled: 1, ..Tally::default() },
+        Err(false) => Tally { failed: 1, ..Tally::default() },
+    }
+}
+
+/// Counts a group task's end by its outcome (`Err(cancelled?)`).
+fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
+    if let Some(g) = group {
+        g.ended(match outcome {
+            Ok(()) => Ended::Done,
+            Err(true) => Ended::Cancelled,
+            Err(false) => Ended::Failed,
+        });
+    }
+}
+
+/// Submits a task: validates it, waits for its inputs, then queues it.
+pub(crate) fn submit<A, R, B, E>(
+    sched: &Arc<Scheduler>,
+    plan: Plan,
+    spec: Arc<Spec<A, B, R>>,
+    out: E,
+    lineage: Option<MakeLineage<A, B, R>>,
+) where
+    A: TaskArgs,
+    R: Send + 'static,
+    B: TaskFn<A::Output, R>,
+    E: Emit<R>,
+{
+    let ctl = spec.ctl.clone();
+    let group = ctl.group.clone();
+    if let Some(g) = &group {
+        g.submitted();
+    }
+    // Inputs: collect the pending ones; fail at once on a failed one.
+    let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
+    let mut failed: Option<Error> = None;
+    spec.args.for_each_dep(&mut |r| {
+        let c = &r.cell;
+        if !c.slot.is_done() {
+            c.demand(); // a remote input starts its fetch now
+            pending.push(c.clone());
+        } else if failed.is_none() {
+            if let Some(Err(e)) = c.slot.read() {
+                failed = Some(e);
+            }
+        }
+    });
+    let lineage = lineage
+        .filter(|_| plan.lineage.keep)
+        .and_then(|make| plan.lineage.apply(make(spec.clone(), &plan, Arc::downgrade(sched))));
+    let (retries, retry_if) = (plan.retries, plan.retry_if.clone());
+    let run = move |go: Go| {
+        let task = || spec.ctl.name_text();
+        let outcome = match go {
+            Go::Shutdown => Err(Error::RuntimeShutdown),
+            Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
+            Go::Cancelled => Err(Error::Cancelled { task: task() }),
+            Go::Run => start_and_run(&spec, retries, retry_if.as_ref()),
+        };
+        // The closure and its inputs go before anyone is woken (lineage keeps
+        // its own reference when the output may need rebuilding).
+        let group = spec.ctl.group.clone();
+        drop(spec);
+        // Counted once the result is stored, so a group that says every
+        // task finished has every result known.
+        let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
+        match outcome {
+            Ok(v) => out.ok(v, lineage),
+            Err(e) => out.err(e),
+        }
+        count_end(group.as_ref(), ended);
+        tally_of(ended)
+    };
+    let tag = group.map(|g| g as crate::scheduler::Tag);
+    let job = Job::task(plan.req, plan.priority, Box::new(run), tag);
+    ctl.set_job(&job);
+    if let Some(cause) = failed {
+        return sched.count(job.finish(Go::InputFailed(cause)));
+    }
+    if pending.is_empty() {
+        return sched.submit(job);
+    }
+    let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
+    for cell in pending {
+        let w = waiting.clone();
+        let sched = sched.clone();
+        let c = cell.clone();
+        let cb = move |ok: bool| w.input_done(ok, &c, &sched);
+        if let Err(waiter) = cell.slot.register(Waiter::Callback(Box::new(cb))) {
+            waiter.notify(!cell.slot.is_failed());
+        }
+    }
+    if waiting.countdown.arrive() {
+        waiting.release(sched);
+    }
+}
+
+/// Completes a task that cannot be submitted (e.g. infeasible) with `e`,
+/// counting it in its group.
+pub(crate) fn reject<R, E: Emit<R>>(ctl: &TaskCtl, out: E, e: Error) {
+    if let Some(g) = &ctl.group {
+        g.submitted();
+    }
+    let cancelled = e.is_cancelled();
+    out.err(e);
+    count_end(ctl.group.as_ref(), Err(cancelled));
+}
+
+/// The start decision, then the run (module docs).
+fn start_and_run<A, R, B>(spec: &Spec<A, B, R>, retries: u32, retry_if: Option<&RetryIf>) -> Result<R, Error>
+where
+    A: TaskArgs,
+    B: TaskFn<A::Output, R>,
+{
+    let ctl = &spec.ctl;
+    let may_start = deciding(|| {
+        if ctl.chain_cancelled() {
+            return false;
+        }
+        if let Some(g) = &ctl.group {
+            g.started();
+        }
+        true
+    });
+    if !may_start {
+        return Err(Error::Cancelled { task: ctl.name_text() });
+    }
+    let r = run_task(spec, retries, retry_if, true);
+    if let Some(g) = &ctl.group {
+        g.stopped_running();
+    }
+    r
+}
+
+/// Runs a task's body (with retries); the caller emits the outcome.
+/// `cancellable`: stop (as cancelled) when the task's chain is cancelled
+/// (false for a rebuild of an output that already exists).
+fn run_task<A, R, B>(
+    spec: &Spec<A, B, R>,
+    retries: u32,
+    retry_if: Option<&RetryIf>,
+    cancellable: bool,
+) -> Result<R, Error>
+where
+    A: TaskArgs,
+    B: TaskFn<A::Output, R>,
+{
+    let ctl = &spec.ctl;
+    let cancelled = || cancellable && ctl.chain_cancelled();
+    let mut attempt = 0;
+    loop {
+        let input = match spec.args.resolve() {
+            Ok(i) => i,
+            Err(cause) => return Err(Error::dependency(ctl.name_text(), cause)),
+        };
+        let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
+        let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
+        CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
+        let e = match r {
+            Ok(Ok(v)) => return Ok(v),
+            // An error returned after the task was cancelled is the
+            // task stopping early: it counts as cancelled, not failed.
+            Ok(Err(_)) if cancelled() => return Err(Error::Cancelled { task: ctl.name_text() }),
+            Ok(Err(e)) => {
+                let again = retry_if.is_some_and(|p| matches!(e, Error::TaskFailed { .. }) && p(&e));
+                if !again {
+                    return Err(e);
+                }
+                e
+            }
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::debug!(task = %ctl.name, %message, "task panicked");
+                Error::TaskPanicked { task: ctl.name_text(), message }
+            }
+        };
+        if attempt >= retries || cancelled() {
+            return Err(if cancelled() { Error::Cancelled { task: ctl.name_text() } } else { e });
+        }
+        attempt += 1;
+        tracing::debug!(task = %ctl.name, attempt, error = %e, "retrying task");
+    }
+}
+
+/// A task waiting for its inputs.
+struct Waiting {
+    countdown: Countdown,
+    job: Mutex<Option<Arc<Job>>>,
+}
+
+impl Waiting {
+    fn take(&self) -> Option<Arc<Job>> {
+        take_once(&self.job)
+    }
+
+    fn release(&self, sched: &Arc<Scheduler>) {
+        if let Some(job) = self.take() {
+            sched.submit(job);
+        }
+    }
+
+    fn input_done(self: Arc<Self>, ok: bool, cell: &Arc<ObjectCell>, sched: &Arc<Scheduler>) {
+        if ok {
+            if self.countdown.arrive() {
+                self.release(sched);
+            }
+        } else if self.countdown.fail() {
+            let cause = match cell.slot.read() {
+                Some(Err(e)) => e,
+                _ => Error::invalid("input failed"),
+            };
+            if let Some(job) = self.take() {
+                let sched = sched.clone();
+                trampoline(Box::new(move || sched.count(job.finish(Go::InputFailed(cause)))));
+            }
+        }
+    }
+}
+
+/// A re-runnable task's lineage: how the store rebuilds its output by
+/// submitting it again to the scheduler, with the resources and retries of
+/// its first run (and `Runtime::current()` set, as on any worker). A
+/// rebuild of an output that exists is not stopped by a later cancel of
+/// its group or parent.
+pub(crate) struct TaskLineage<A, B, R> {
+    spec: Arc<Spec<A, B, R>>,
+    req: Request,
+    priority: u8,
+    sched: Weak<Scheduler>,
+    retries: u32,
+    retry_if: Option<RetryIf>,
+}
+
+impl<A, B, R> TaskLineage<A, B, R>
+where
+    A: TaskArgs,
+    R: Any + Send + Sync,
+    B: TaskFn<A::Output, R>,
+{
+    pub(crate) fn record(spec: Arc<Spec<A, B, R>>, plan: &Plan, sched: Weak<Scheduler>) -> Arc<dyn Rebuild> {
+        Arc::new(TaskLineage {
+            spec,
+            req: plan.req.clone(),
+            priority: plan.priority,
+            sched,
+            retries: plan.retries,
+            retry_if: plan.retry_if.clone(),
+        })
+    }
+}
+
+impl<A, B, R> Rebuild for TaskLineage<A, B, R>
+where
+    A: TaskArgs,
+    R: Any + Send + Sync,
+    B: TaskFn<A::Output, R>,
+{
+    /// The record inline (arguments and captures) plus its allocations'
+    /// bookkeeping; heap owned by captured values is not seen.
+    fn record_bytes(&self) -> usize {
+        std::mem::size_of::<Spec<A, B, R>>() + std::mem::size_of::<Self>() + 64
+    }
+
+    fn task_name(&self) -> crate::error::Text {
+        self.spec.ctl.name_text()
+    }
+
+    fn resubmit(self: Arc<Self>, job: RebuildJob) {
+        let Some(sched) = self.sched.upgrade() else { return job.finish(Err(Error::RuntimeShutdown)) };
+        let me = self.clone();
+        let run = move |go: Go| {
+            let task = || me.spec.ctl.name_text();
+            let outcome = match go {
+                Go::Run => run_task(&me.spec, me.retries, me.retry_if.as_ref(), false).map(|r| job.measure(r)),
+                Go::Shutdown => Err(Error::RuntimeShutdown),
+                Go::Cancelled => Err(Error::Cancelled { task: task() }),
+                Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
+            };
+            job.finish(outcome);
+            Tally::default() // a rebuild, not a task run
+        };
+        let j = Job::other(self.req.clone(), self.priority, Box::new(run));
+        self.spec.ctl.set_job(&j);
+        sched.submit(j);
+    }
+}

@@ -1,0 +1,490 @@
+//! Task control for applications: groups cancelled in one call, recursive
+//! cancel, "stopped" vs "result known", callbacks off the cancelling
+//! thread, cancel-on-drop, as_completed, map with a concurrency cap,
+//! priorities, readable default names, typed task errors.
+
+use manta::{as_completed, Error, ObjectRef, Priority, Runtime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn rt(cpus: usize) -> Runtime {
+    Runtime::builder().num_cpus(cpus).build().expect("runtime")
+}
+
+/// Occupies every CPU of the runtime until the returned sender is dropped.
+fn hold_cpus(rt: &Runtime, n: usize) -> (mpsc::Sender<()>, Vec<ObjectRef<()>>) {
+    let (release, rx) = mpsc::channel::<()>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let started = Arc::new(Barrier::new(n + 1));
+    let holders = (0..n)
+        .map(|_| {
+            let (rx, started) = (rx.clone(), started.clone());
+            rt.spawn(move || {
+                started.wait();
+                let _ = rx.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    started.wait();
+    (release, holders)
+}
+
+/// Tells, when dropped, which thread dropped it.
+struct DropSignal(mpsc::Sender<String>);
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(std::thread::current().name().unwrap_or("?").to_string());
+    }
+}
+
+#[test]
+fn cancelling_a_group_stops_every_queued_task_off_the_calling_thread() {
+    let rt = rt(2);
+    let (release, holders) = hold_cpus(&rt, 2);
+    let g = rt.group();
+    let cancel_returned = Arc::new(AtomicBool::new(false));
+    let started_after = Arc::new(AtomicUsize::new(0));
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (cb_tx, callbacks) = mpsc::channel::<String>();
+    let refs: Vec<ObjectRef<usize>> = (0..2_000)
+        .map(|i| {
+            let (after, seen) = (cancel_returned.clone(), started_after.clone());
+            let guard = DropSignal(dropped_tx.clone());
+            let r = g.spawn(move || {
+                let _keep = &guard;
+                if after.load(Ordering::SeqCst) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                i
+            });
+            let tx = cb_tx.clone();
+            r.on_ready(move |_| {
+                let _ = tx.send(std::thread::current().name().unwrap_or("?").to_string());
+            });
+            r
+        })
+        .collect();
+    drop((dropped_tx, cb_tx));
+    assert_eq!(g.progress().queued, 2_000);
+    assert!(g.cancel());
+    cancel_returned.store(true, Ordering::SeqCst);
+    assert!(!g.cancel(), "cancelled once");
+    assert!(g.is_cancelled());
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+    for r in &refs {
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
+    }
+    assert_eq!(started_after.load(Ordering::SeqCst), 0, "a task of the group started after cancel returned");
+    let me = std::thread::current().name().map(str::to_string);
+    for _ in 0..2_000 {
+        let by = dropped.recv_timeout(LONG).expect("every closure is dropped");
+        assert_ne!(Some(by), me, "a closure was dropped on the cancelling thread");
+        let cb = callbacks.recv_timeout(LONG).expect("every callback runs");
+        assert_ne!(Some(cb), me, "a callback ran on the cancelling thread");
+    }
+    assert!(g.wait_stopped(Some(LONG)));
+    assert!(g.join(Some(LONG)), "every result counted");
+    let p = g.progress();
+    assert_eq!((p.total, p.cancelled, p.running, p.queued), (2_000, 2_000, 0, 0), "{p:?}");
+}
+
+#[test]
+fn running_tasks_see_the_cancel_and_stopped_comes_after_they_return() {
+    let rt = rt(2);
+    let g = rt.group();
+    let started = Arc::new(Barrier::new(3));
+    let refs: Vec<ObjectRef<u32>> = (0..2)
+        .map(|_| {
+            let started = started.clone();
+            g.spawn(move || {
+                started.wait();
+                let mut polls = 0;
+                while !manta::is_cancelled() {
+                    polls += 1;
+                    std::thread::yield_now();
+                }
+                polls.min(1)
+            })
+        })
+        .collect();
+    started.wait();
+    assert_eq!(g.running(), 2);
+    assert!(!g.is_stopped());
+    g.cancel();
+    assert!(g.wait_stopped(Some(LONG)), "the running tasks returned");
+    assert_eq!(g.running(), 0);
+    // They returned values: they were running, so their results are theirs.
+    for r in refs {
+        assert!(r.get().is_ok());
+    }
+    assert!(g.join(Some(LONG)), "every result counted");
+    let p = g.progress();
+    assert_eq!((p.done, p.cancelled), (2, 0), "{p:?}");
+}
+
+#[test]
+fn join_waits_for_every_result() {
+    let rt = rt(2);
+    let g = rt.group_builder().name("sums").build();
+    let refs: Vec<_> = (0..50u64).map(|i| g.spawn(move || i * 2)).collect();
+    assert!(g.join(Some(LONG)));
+    assert!(refs.iter().all(|r| r.is_ready()));
+    let p = g.progress();
+    assert_eq!((p.total, p.done, p.finished()), (50, 50, 50));
+    assert!(format!("{g:?}").contains("sums"));
+}
+
+#[test]
+fn cancelling_a_task_cancels_what_it_submitted_recursively_and_it_is_never_retried() {
+    let rt = rt(2);
+    let (child_tx, child_refs) = mpsc::channel::<ObjectRef<u32>>();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (go_tx, go) = mpsc::channel::<()>();
+    let go = Arc::new(std::sync::Mutex::new(go));
+    let r = runs.clone();
+    let parent = rt.task().rerunnable().retries(5).spawn(move || -> u32 {
+        r.fetch_add(1, Ordering::SeqCst);
+        let rt = Runtime::current().unwrap();
+        // A child that waits for the parent's cancel, and grandchildren.
+        let (started_tx, started) = mpsc::channel::<()>();
+        let child = rt.spawn(move || {
+            started_tx.send(()).unwrap();
+            let rt = Runtime::current().unwrap();
+            let grandchild = rt.spawn(|| {
+                while !manta::is_cancelled() {
+                    std::thread::yield_now();
+                }
+                7u32
+            });
+            while !manta::is_cancelled() {
+                std::thread::yield_now();
+            }
+            // The grandchild either saw the cancel running, or never started.
+            match grandchild.get() {
+                Ok(v) => *v,
+                Err(e) if e.is_cancelled() => 7,
+                Err(e) => panic!("{e}"),
+            }
+        });
+        started.recv().unwrap(); // the child runs (the other CPU)
+        child_tx.send(child).unwrap();
+        let _ = go.lock().unwrap().recv();
+        assert!(manta::is_cancelled(), "the parent sees its own cancel");
+        panic!("the parent panics after being cancelled (must not be retried)");
+    });
+    let child = child_refs.recv_timeout(LONG).unwrap();
+    assert!(parent.cancel());
+    go_tx.send(()).unwrap();
+    assert!(parent.get().unwrap_err().is_cancelled());
+    // The child saw the cancel (its loop ended); the grandchild too.
+    assert_eq!(*child.get_timeout(LONG).unwrap(), 7);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a cancelled task is never retried");
+}
+
+#[test]
+fn a_queued_child_of_a_cancelled_task_never_starts() {
+    let rt = rt(1);
+    let (child_tx, child_refs) = mpsc::channel::<ObjectRef<u32>>();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let parent = rt.spawn(move || {
+        let rt = Runtime::current().unwrap();
+        // Queued behind the parent on the only CPU.
+        child_tx
+            .send(rt.spawn(move || {
+                r.store(true, Ordering::SeqCst);
+                1
+            }))
+            .unwrap();
+        while !manta::is_cancelled() {
+            std::thread::yield_now();
+        }
+    });
+    let child = child_refs.recv_timeout(LONG).unwrap();
+    parent.cancel();
+    assert!(child.get_timeout(LONG).unwrap_err().is_cancelled());
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_group_with_cancel_on_drop_is_cancelled_when_dropped() {
+    let rt = rt(1);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group_builder().cancel_on_drop().build();
+    let clone = g.clone();
+    let queued = g.spawn(|| 5);
+    drop(g);
+    assert!(!clone.is_cancelled(), "a clone still holds it");
+    drop(clone);
+    drop(release);
+    holders.into_iter().for_each(|h| {
+        h.get().unwrap();
+    });
+    assert!(queued.get_timeout(LONG).unwrap_err().is_cancelled());
+    // Without the option, dropping the group leaves its tasks alone.
+    let plain = rt.group();
+    let r = plain.spawn(|| 6);
+    drop(plain);
+    assert_eq!(*r.get().unwrap(), 6);
+}
+
+#[test]
+fn as_completed_yields_in_completion_order_and_as_a_stream() {
+    let rt = rt(2);
+    let (gate_tx, gate) = mpsc::channel::<()>();
+    let slow = rt.spawn(move || {
+        let _ = gate.recv();
+        1u32
+    });
+    let fast = rt.spawn(|| 2u32);
+    let done = rt.put(3u32).unwrap();
+    let mut it = as_completed(vec![slow.clone(), fast.clone(), done.clone()]);
+    assert_eq!(it.remaining(), 3);
+    let first = it.next().unwrap();
+    let second = it.next().unwrap();
+    let mut got = vec![*first.get().unwrap(), *second.get().unwrap()];
+    got.sort();
+    assert_eq!(got, [2, 3], "the two finished ones come first");
+    gate_tx.send(()).unwrap();
+    assert_eq!(*it.next().unwrap().get().unwrap(), 1);
+    assert!(it.next().is_none());
+
+    // The same as a stream, on any executor.
+    let refs: Vec<_> = (0..20u32).map(|i| rt.spawn(move || i)).collect();
+    let stream = rt.as_completed(refs);
+    let mut seen: Vec<u32> = futures_executor::block_on(async move {
+        let mut out = Vec::new();
+        let mut stream = stream;
+        while let Some(r) =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)).await
+        {
+            out.push(*r.await.unwrap());
+        }
+        out
+    });
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn map_keeps_order_and_its_concurrency_cap() {
+    let rt = rt(4);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (f, m) = (in_flight.clone(), most.clone());
+    let out: Vec<u64> = rt
+        .map(0..200u64, 3, move |x| {
+            let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            std::thread::yield_now();
+            f.fetch_sub(1, Ordering::SeqCst);
+            x * x
+        })
+        .map(|r| *r.unwrap())
+        .collect();
+    assert_eq!(out, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+    assert!(most.load(Ordering::SeqCst) <= 3, "{} in flight", most.load(Ordering::SeqCst));
+
+    let mut unordered: Vec<(usize, u64)> =
+        rt.map_unordered(0..50u64, 8, |x| x + 1).map(|(i, r)| (i, *r.unwrap())).collect();
+    unordered.sort();
+    assert_eq!(unordered, (0..50).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+}
+
+#[test]
+fn cancelling_a_map_stops_submitting() {
+    let rt = rt(1);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let (r, g) = (ran.clone(), gate.clone());
+    // Each item waits at the gate, so the map cannot run ahead of the test.
+    let mut m = rt.map(0..1_000u32, 2, move |x| {
+        let _ = g.lock().unwrap().recv();
+        r.fetch_add(1, Ordering::SeqCst);
+        x
+    });
+    open.send(()).unwrap();
+    assert_eq!(*m.next().unwrap().unwrap(), 0);
+    m.group().cancel();
+    drop(open); // every waiting item goes on now
+    let rest: Vec<_> = m.collect();
+    // At most the items in flight at the cancel ran; the rest never started.
+    assert!(ran.load(Ordering::SeqCst) <= 3, "{} items ran", ran.load(Ordering::SeqCst));
+    assert!(rest.len() <= 2, "{} more results", rest.len());
+    assert!(rest.iter().all(|r| r.as_ref().is_ok_and(|v| **v > 0) || r.as_ref().is_err_and(|e| e.is_cancelled())));
+}
+
+#[test]
+fn higher_priority_tasks_start_first() {
+    let rt = rt(1);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut refs = Vec::new();
+    for (name, p) in [("low", Priority::Low), ("normal", Priority::Normal), ("high", Priority::High)] {
+        for _ in 0..3 {
+            let order = order.clone();
+            refs.push(rt.task().priority(p).spawn(move || order.lock().unwrap().push(name)));
+        }
+    }
+    drop(release);
+    holders.into_iter().for_each(|h| {
+        h.get().unwrap();
+    });
+    rt.get_all(&refs).unwrap();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order, ["high", "high", "high", "normal", "normal", "normal", "low", "low", "low"]);
+}
+
+#[test]
+fn default_names_are_the_call_site() {
+    let rt = rt(1);
+    let line = line!() + 1;
+    let r = rt.spawn(|| -> u32 { panic!("boom") });
+    let e = r.get().unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&format!("tests/groups.rs:{line}")), "{text}");
+    let named = rt.task().name("resize").spawn(|| -> u32 { panic!("boom") }).get().unwrap_err();
+    assert!(named.to_string().contains("`resize`"), "{named}");
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("image {0} is corrupt")]
+struct Corrupt(u32);
+
+#[test]
+fn a_task_can_fail_with_its_own_typed_error() {
+    let rt = rt(2);
+    let r = rt.task().name("decode").spawn_try(|| -> Result<u32, Corrupt> { Err(Corrupt(7)) });
+    let e = r.get().unwrap_err();
+    assert_eq!(e.downcast_ref::<Corrupt>(), Some(&Corrupt(7)));
+    assert!(matches!(e, Error::TaskFailed { ref task, .. } if &**task == "decode"), "{e:?}");
+    assert!(std::error::Error::source(&e).is_some_and(|s| s.to_string() == "image 7 is corrupt"));
+    // It flows through the graph like any error.
+    let next = rt.spawn_with((r.clone(),), |(x,)| *x + 1);
+    assert_eq!(next.get().unwrap_err().downcast_ref::<Corrupt>(), Some(&Corrupt(7)));
+    // `?` on a nested get inside a task.
+    let bad = r.clone();
+    let nested = rt.task().spawn_try(move || -> Result<u32, Error> { Ok(*bad.get()? + 1) });
+    let e = nested.get().unwrap_err();
+    assert!(e.downcast_ref::<Error>().is_some_and(|inner| inner.downcast_ref::<Corrupt>().is_some()), "{e:?}");
+}
+
+#[test]
+fn only_chosen_errors_are_retried() {
+    let rt = rt(2);
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let flaky = rt.task().rerunnable().retries(3).retry_if(|e| e.downcast_ref::<std::io::Error>().is_some()).spawn_try(
+        move || -> Result<u32, std::io::Error> {
+            if t.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(std::io::Error::other("busy"))
+            } else {
+                Ok(9)
+            }
+        },
+    );
+    assert_eq!(*flaky.get().unwrap(), 9);
+    assert_eq!(tries.load(Ordering::SeqCst), 3);
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let fatal = rt.task().rerunnable().retries(3).retry_if(|e| e.downcast_ref::<std::io::Error>().is_some()).spawn_try(
+        move || -> Result<u32, Corrupt> {
+            t.fetch_add(1, Ordering::SeqCst);
+            Err(Corrupt(1))
+        },
+    );
+    assert!(fatal.get().is_err());
+    assert_eq!(tries.load(Ordering::SeqCst), 1, "an error the predicate rejects is not retried");
+}
+
+#[test]
+fn on_ready_via_hands_the_callback_to_the_apps_executor() {
+    let rt = rt(1);
+    let (exec_tx, exec_rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let (out_tx, out_rx) = mpsc::channel::<u32>();
+    let r = rt.spawn(|| 41u32);
+    let exec_tx = std::sync::Mutex::new(exec_tx);
+    r.on_ready_via(
+        move |job| {
+            let _ = exec_tx.lock().unwrap().send(job);
+        },
+        move |v| {
+            let _ = out_tx.send(*v.unwrap() + 1);
+        },
+    );
+    // The "UI thread" (this one) runs the callback from its own queue.
+    let job = exec_rx.recv_timeout(LONG).unwrap();
+    assert!(out_rx.try_recv().is_err(), "not run before the app ran it");
+    job();
+    assert_eq!(out_rx.recv().unwrap(), 42);
+}
+
+#[test]
+fn an_error_returned_after_the_cancel_counts_as_cancelled() {
+    let rt = rt(2);
+    let g = rt.group();
+    let started = Arc::new(Barrier::new(2));
+    let s = started.clone();
+    let r = g.task().spawn_try(move || -> Result<u32, Error> {
+        s.wait();
+        loop {
+            manta::check_cancelled()?;
+            std::thread::yield_now();
+        }
+    });
+    started.wait();
+    g.cancel();
+    assert!(r.get().unwrap_err().is_cancelled());
+    assert!(g.wait_stopped(Some(LONG)));
+    assert!(g.join(Some(LONG)), "every result counted");
+    let p = g.progress();
+    assert_eq!((p.cancelled, p.failed), (1, 0), "{p:?}");
+    assert!(manta::check_cancelled().is_ok(), "Ok outside tasks");
+}
+
+#[test]
+fn on_stopped_runs_once_the_group_stops_on_the_service_thread() {
+    let rt = rt(2);
+    let g = rt.group();
+    let (tx, stopped) = mpsc::channel::<String>();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let refs: Vec<_> = (0..4)
+        .map(|_| {
+            let gate = gate.clone();
+            g.spawn(move || {
+                let _ = gate.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    g.on_stopped(move || {
+        let _ = tx.send(std::thread::current().name().unwrap_or("?").to_string());
+    });
+    assert!(stopped.try_recv().is_err(), "not stopped yet");
+    drop(release);
+    rt.get_all(&refs).unwrap();
+    let by = stopped.recv_timeout(LONG).expect("on_stopped ran");
+    assert_eq!(by, "manta-service");
+    // On a group that is already stopped it runs at once (still there).
+    let (tx, again) = mpsc::channel::<()>();
+    g.on_stopped(move || {
+        let _ = tx.send(());
+    });
+    again.recv_timeout(LONG).expect("ran for a stopped group");
+}
+
+#[test]
+fn as_completed_can_say_which_input_completed() {
+    let rt = rt(2);
+    let refs: Vec<_> = (0..10u32).map(|i| rt.spawn(move || i * 10)).collect();
+    let mut seen: Vec<(usize, u32)> = as_completed(refs).indexed().map(|(i, r)| (i, *r.get().unwrap())).collect();
+    seen.sort();
+    assert_eq!(seen, (0..10).map(|i| (i, i as u32 * 10)).collect::<Vec<_>>());
+}
