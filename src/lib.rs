@@ -87,6 +87,7 @@ mod spill;
 mod store;
 mod sync;
 mod task;
+mod timeline;
 mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
@@ -102,6 +103,7 @@ pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
 pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
+pub use timeline::{Event as TimelineEvent, Outcome as TimelineOutcome, StoreOp, Timeline};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.
