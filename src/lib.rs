@@ -48,9 +48,24 @@
 //! [`Runtime::actor_builder`] sets options and can start an actor from a
 //! factory, which allows restarts after a panic.
 //!
+//! ## Groups and cancellation
+//! [`Runtime::group`] makes a [`Group`]: tasks spawned in it are cancelled
+//! together with [`Group::cancel`], O(1) on the caller (no queued task of
+//! the group starts after it returns; running ones see [`is_cancelled`];
+//! closures and arguments are dropped off the calling thread).
+//! [`Group::progress`], [`Group::wait_stopped`] and [`Group::join`] tell
+//! what is left. [`as_completed`] yields refs as they finish;
+//! [`Runtime::map`] runs a closure over a collection with a cap on tasks in
+//! flight. Cancelling a task cancels the tasks it submitted.
+//!
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
 //! done or the timeout passes, without spinning.
+//!
+//! ## Observing
+//! [`Runtime::metrics`] counts tasks, actor calls and store traffic (and
+//! writes Prometheus text); [`Runtime::record_timeline`] and
+//! [`Runtime::timeline`] record a Chrome trace of every task.
 //!
 //! ## async and callbacks
 //! `ObjectRef` implements `IntoFuture` (any executor) and
