@@ -298,10 +298,34 @@ pub(crate) fn submit<A, R, B, E>(
     if let Some(g) = &group {
         g.submitted();
     }
-    // Inputs: collect the pending ones; fail at once on a failed one.
+    let (pending, failed) = inputs_of(&spec.args);
+    let lineage = lineage.map(|make| make(spec.clone(), &plan, Arc::downgrade(sched)));
+    // Recorded only if the timeline is on now (one relaxed load otherwise).
+    let rec = sched.recorder.is_on().then(|| Recording {
+        submitted: sched.recorder.now_fast(),
+        recorder: sched.recorder.clone(),
+        id: out.id(),
+        cpus: plan.req.cpu as f64 / crate::resources::UNIT,
+    });
+    let run = job_fn(spec, plan.retries, plan.retry_if.clone(), out, lineage, rec);
+    let tag = group.map(|g| g as crate::scheduler::Tag);
+    let job = Job::task(plan.req, plan.priority, run, tag);
+    ctl.set_job(&job);
+    if let Some(cause) = failed {
+        return sched.count(job.finish(Go::InputFailed(cause)));
+    }
+    if pending.is_empty() {
+        return sched.submit(job);
+    }
+    wait_for_inputs(sched, job, pending);
+}
+
+/// A task's inputs that are not done yet (their fetch started, for remote
+/// ones), and the error of the first that failed, if any.
+fn inputs_of<A: TaskArgs>(args: &A) -> (Vec<Arc<ObjectCell>>, Option<Error>) {
     let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
     let mut failed: Option<Error> = None;
-    spec.args.for_each_dep(&mut |r| {
+    args.for_each_dep(&mut |r| {
         let c = &r.cell;
         if !c.slot.is_done() {
             c.demand(); // a remote input starts its fetch now
@@ -312,16 +336,26 @@ pub(crate) fn submit<A, R, B, E>(
             }
         }
     });
-    let lineage = lineage.map(|make| make(spec.clone(), &plan, Arc::downgrade(sched)));
-    let (retries, retry_if) = (plan.retries, plan.retry_if.clone());
-    // Recorded only if the timeline is on now (one relaxed load otherwise).
-    let rec = sched.recorder.is_on().then(|| Recording {
-        submitted: sched.recorder.now_fast(),
-        recorder: sched.recorder.clone(),
-        id: out.id(),
-        cpus: plan.req.cpu as f64 / crate::resources::UNIT,
-    });
-    let run = move |go: Go| {
+    (pending, failed)
+}
+
+/// What the task's job runs, told how to go (run, or end as cancelled,
+/// failed input, shut down): the outcome, recorded, stored, counted.
+fn job_fn<A, R, B, E>(
+    spec: Arc<Spec<A, B, R>>,
+    retries: u32,
+    retry_if: Option<RetryIf>,
+    out: E,
+    lineage: Option<Arc<dyn Rebuild>>,
+    rec: Option<Recording>,
+) -> crate::scheduler::JobFn
+where
+    A: TaskArgs,
+    R: Send + 'static,
+    B: TaskFn<A::Output, R>,
+    E: Emit<R>,
+{
+    Box::new(move |go: Go| {
         let task = || spec.ctl.name_text();
         let start = rec.as_ref().map(|r| r.recorder.now_fast());
         ATTEMPTS.with(|a| a.set(0));
@@ -347,16 +381,12 @@ pub(crate) fn submit<A, R, B, E>(
         }
         count_end(group.as_ref(), ended);
         tally_of(ended)
-    };
-    let tag = group.map(|g| g as crate::scheduler::Tag);
-    let job = Job::task(plan.req, plan.priority, Box::new(run), tag);
-    ctl.set_job(&job);
-    if let Some(cause) = failed {
-        return sched.count(job.finish(Go::InputFailed(cause)));
-    }
-    if pending.is_empty() {
-        return sched.submit(job);
-    }
+    })
+}
+
+/// Queues `job` once every pending input is done (or fails it as soon as
+/// one fails).
+fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<ObjectCell>>) {
     let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
     for cell in pending {
         let w = waiting.clone();

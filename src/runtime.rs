@@ -234,20 +234,38 @@ impl RuntimeBuilder {
         store.set_recorder(sched.recorder.clone());
         let cluster = crate::backend::Cluster::new(store.clone());
         let shared = Arc::new(Shared { sched: sched.clone(), store, cluster });
-        let handles = Arc::new(Mutex::new(Vec::with_capacity(threads)));
-        let spawned = handles.clone();
-        let weak_sched = Arc::downgrade(&sched);
-        let weak_shared = Arc::downgrade(&shared);
         let quiet = !self.print_task_panics;
         if quiet {
             crate::panics::install();
         }
+        let weak_shared = Arc::downgrade(&shared);
         sched.set_start_hook(move || {
             CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone());
             crate::panics::set_quiet(quiet);
         });
+        let handles = Arc::new(Mutex::new(Vec::with_capacity(threads)));
+        let pool = self.pool(threads, &sched, handles.clone())?;
+        let pool = Arc::new(pool);
+        sched.attach(&pool);
+        let owner = Owner {
+            shared: shared.clone(),
+            pool: Mutex::new(Some(pool)),
+            threads: Mutex::new(std::mem::take(&mut *handles.lock().unwrap_or_else(|p| p.into_inner()))),
+        };
+        Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
+    }
+
+    /// The rayon pool of `threads` workers, each registered with `sched`
+    /// when it starts, their join handles kept in `spawned`.
+    fn pool(
+        &self,
+        threads: usize,
+        sched: &Arc<Scheduler>,
+        spawned: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    ) -> Result<rayon::ThreadPool, BuildError> {
+        let weak_sched = Arc::downgrade(sched);
         let name = self.thread_name.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
+        rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .stack_size(self.stack_size)
             .thread_name(move |i| format!("{name}-{i}"))
@@ -277,15 +295,7 @@ impl RuntimeBuilder {
                 Ok(())
             })
             .build()
-            .map_err(BuildError::Threads)?;
-        let pool = Arc::new(pool);
-        sched.attach(&pool);
-        let owner = Owner {
-            shared: shared.clone(),
-            pool: Mutex::new(Some(pool)),
-            threads: Mutex::new(std::mem::take(&mut *handles.lock().unwrap_or_else(|p| p.into_inner()))),
-        };
-        Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
+            .map_err(BuildError::Threads)
     }
 }
 
