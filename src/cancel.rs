@@ -48,6 +48,18 @@ pub(crate) enum TaskName {
     Caller(&'static std::panic::Location<'static>),
 }
 
+impl TaskName {
+    /// The name for the timeline (no formatting, no allocation unless the
+    /// name was given as an owned string).
+    pub fn label(&self) -> crate::timeline::Label {
+        match self {
+            TaskName::Given(Cow::Borrowed(s)) => crate::timeline::Label::Static(s),
+            TaskName::Given(Cow::Owned(s)) => crate::timeline::Label::Owned(s.as_str().into()),
+            TaskName::Caller(l) => crate::timeline::Label::Caller(l),
+        }
+    }
+}
+
 impl std::fmt::Display for TaskName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

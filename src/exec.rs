@@ -136,6 +136,8 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(task: &TaskCtl, e: E) ->
 pub(crate) trait Emit<R>: Send + 'static {
     fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>);
     fn err(self, e: Error);
+    /// The (first) output's id (for the timeline).
+    fn id(&self) -> crate::id::ObjectId;
 }
 
 fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
@@ -166,6 +168,9 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         drop(self);
         send_all([wake]);
     }
+    fn id(&self) -> crate::id::ObjectId {
+        self.cell.id
+    }
 }
 
 /// One output per element of a tuple (`spawn_multi`).
@@ -191,6 +196,9 @@ impl<R: MultiReturn> Emit<R> for Multi {
             self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
         drop(self);
         send_all(wakes);
+    }
+    fn id(&self) -> crate::id::ObjectId {
+        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id)
     }
 }
 
@@ -293,10 +301,36 @@ pub(crate) fn submit<A, R, B, E>(
     if let Some(g) = &group {
         g.submitted();
     }
-    // Inputs: collect the pending ones; fail at once on a failed one.
+    let (pending, failed) = inputs_of(&*spec.args);
+    let lineage = lineage
+        .filter(|_| plan.lineage.keep)
+        .and_then(|make| plan.lineage.apply(make(spec.clone(), &plan, Arc::downgrade(sched))));
+    // Recorded only if the timeline is on now (one relaxed load otherwise).
+    let rec = sched.recorder.is_on().then(|| Recording {
+        submitted: sched.recorder.now_fast(),
+        recorder: sched.recorder.clone(),
+        id: out.id(),
+        cpus: plan.req.cpu as f64 / crate::resources::UNIT,
+    });
+    let run = job_fn(spec, plan.retries, plan.retry_if.clone(), out, lineage, rec);
+    let tag = group.map(|g| g as crate::scheduler::Tag);
+    let job = Job::task(plan.req, plan.priority, run, tag);
+    ctl.set_job(&job);
+    if let Some(cause) = failed {
+        return sched.count(job.finish(Go::InputFailed(cause)));
+    }
+    if pending.is_empty() {
+        return sched.submit(job);
+    }
+    wait_for_inputs(sched, job, pending);
+}
+
+/// A task's inputs that are not done yet (their fetch started, for remote
+/// ones), and the error of the first that failed, if any.
+fn inputs_of<A: TaskArgs>(args: &A) -> (Vec<Arc<ObjectCell>>, Option<Error>) {
     let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
     let mut failed: Option<Error> = None;
-    spec.args.for_each_dep(&mut |r| {
+    args.for_each_dep(&mut |r| {
         let c = &r.cell;
         if !c.slot.is_done() {
             c.demand(); // a remote input starts its fetch now
@@ -307,18 +341,38 @@ pub(crate) fn submit<A, R, B, E>(
             }
         }
     });
-    let lineage = lineage
-        .filter(|_| plan.lineage.keep)
-        .and_then(|make| plan.lineage.apply(make(spec.clone(), &plan, Arc::downgrade(sched))));
-    let (retries, retry_if) = (plan.retries, plan.retry_if.clone());
-    let run = move |go: Go| {
+    (pending, failed)
+}
+
+/// What the task's job runs, told how to go (run, or end as cancelled,
+/// failed input, shut down): the outcome, recorded, stored, counted.
+fn job_fn<A, R, B, E>(
+    spec: Arc<Spec<A, B, R>>,
+    retries: u32,
+    retry_if: Option<RetryIf>,
+    out: E,
+    lineage: Option<Arc<dyn Rebuild>>,
+    rec: Option<Recording>,
+) -> crate::scheduler::JobFn
+where
+    A: TaskArgs,
+    R: Send + 'static,
+    B: TaskFn<A::Output, R>,
+    E: Emit<R>,
+{
+    Box::new(move |go: Go| {
         let task = || spec.ctl.name_text();
+        let start = rec.as_ref().map(|r| r.recorder.now_fast());
+        ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
             Go::Run => start_and_run(&spec, retries, retry_if.as_ref()),
         };
+        if let (Some(rec), Some(start)) = (rec, start) {
+            rec.record(&spec, start, &outcome);
+        }
         // The closure and its inputs go before anyone is woken (lineage keeps
         // its own reference when the output may need rebuilding).
         let group = spec.ctl.group.clone();
@@ -332,16 +386,12 @@ pub(crate) fn submit<A, R, B, E>(
         }
         count_end(group.as_ref(), ended);
         tally_of(ended)
-    };
-    let tag = group.map(|g| g as crate::scheduler::Tag);
-    let job = Job::task(plan.req, plan.priority, Box::new(run), tag);
-    ctl.set_job(&job);
-    if let Some(cause) = failed {
-        return sched.count(job.finish(Go::InputFailed(cause)));
-    }
-    if pending.is_empty() {
-        return sched.submit(job);
-    }
+    })
+}
+
+/// Queues `job` once every pending input is done (or fails it as soon as
+/// one fails).
+fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<ObjectCell>>) {
     let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
     for cell in pending {
         let w = waiting.clone();
@@ -366,6 +416,48 @@ pub(crate) fn reject<R, E: Emit<R>>(ctl: &TaskCtl, out: E, e: Error) {
     let cancelled = e.is_cancelled();
     out.err(e);
     count_end(ctl.group.as_ref(), Err(cancelled));
+}
+
+/// What a task records on the timeline (present only if it was on when
+/// the task was submitted): one event, when its job ends.
+struct Recording {
+    recorder: Arc<crate::timeline::Recorder>,
+    id: crate::id::ObjectId,
+    cpus: f64,
+    submitted: u64,
+}
+
+impl Recording {
+    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, start: u64, outcome: &Result<T, Error>) {
+        let end = self.recorder.now_fast();
+        let mut inputs = Vec::new();
+        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        let outcome = match outcome {
+            Ok(_) => crate::timeline::Outcome::Done,
+            Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,
+            Err(_) => crate::timeline::Outcome::Failed,
+        };
+        let attempts = ATTEMPTS.with(|a| a.get());
+        let Recording { recorder, id, cpus, submitted } = self;
+        let name = spec.ctl.name.label();
+        recorder.record(|thread| crate::timeline::Event::Task {
+            id,
+            name,
+            submitted,
+            thread,
+            start,
+            end,
+            outcome,
+            cpus,
+            attempts,
+            inputs: inputs.into(),
+        });
+    }
+}
+
+thread_local! {
+    /// Runs of the current task body on this thread (for the timeline).
+    static ATTEMPTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// The start decision, then the run (module docs).
@@ -417,6 +509,8 @@ where
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
         let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
+        // After the body: a task it ran inline set its own count meanwhile.
+        ATTEMPTS.with(|a| a.set(attempt + 1));
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         let e = match r {
             Ok(Ok(v)) => return Ok(v),

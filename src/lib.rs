@@ -52,6 +52,16 @@
 //! [`ActorHandle::terminate`] stop an actor from outside; a call on a dead
 //! actor fails with [`Error::ActorDead`], whose [`ActorDeathCause`] says why.
 //!
+//! ## Groups and cancellation
+//! [`Runtime::group`] makes a [`Group`]: tasks spawned in it are cancelled
+//! together with [`Group::cancel`], O(1) on the caller (no queued task of
+//! the group starts after it returns; running ones see [`is_cancelled`];
+//! closures and arguments are dropped off the calling thread).
+//! [`Group::progress`], [`Group::wait_stopped`] and [`Group::join`] tell
+//! what is left. [`as_completed`] yields refs as they finish;
+//! [`Runtime::map`] runs a closure over a collection with a cap on tasks in
+//! flight. Cancelling a task cancels the tasks it submitted.
+//!
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
 //! done or the timeout passes, without spinning.
@@ -62,6 +72,11 @@
 //! [`TaskBuilder::lineage`] / [`TaskBuilder::max_reconstructions`] control
 //! rebuilding per task. An error nobody read is logged once when its object
 //! goes; every way of reading it counts.
+//!
+//! ## Observing
+//! [`Runtime::metrics`] counts tasks, actor calls and store traffic (and
+//! writes Prometheus text); [`Runtime::record_timeline`] and
+//! [`Runtime::timeline`] record a Chrome trace of every task.
 //!
 //! ## async and callbacks
 //! `ObjectRef` implements `IntoFuture` (any executor) and
@@ -99,6 +114,7 @@ mod spill;
 mod store;
 mod sync;
 mod task;
+mod timeline;
 mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
@@ -115,6 +131,7 @@ pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
 pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
+pub use timeline::{Event as TimelineEvent, Outcome as TimelineOutcome, StoreOp, Timeline};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.

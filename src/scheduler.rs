@@ -199,6 +199,8 @@ pub(crate) struct Scheduler {
     deciders: Mutex<Vec<Arc<AtomicBool>>>,
     /// Actor calls made (counted where they are made, by the caller).
     actor_calls: std::sync::atomic::AtomicU64,
+    /// The timeline recorder (off unless asked for).
+    pub recorder: Arc<crate::timeline::Recorder>,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -268,7 +270,7 @@ fn claim(n: &AtomicUsize) -> bool {
 }
 
 impl Scheduler {
-    pub fn new(totals: Arc<Totals>, threads: usize, max_spares: usize) -> Arc<Scheduler> {
+    pub fn new(totals: Arc<Totals>, threads: usize, max_spares: usize, timeline: bool) -> Arc<Scheduler> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let dispatch = Dispatch::new(totals.clone(), threads);
         let threads = dispatch.threads();
@@ -287,6 +289,7 @@ impl Scheduler {
             },
             deciders: Mutex::new(Vec::new()),
             actor_calls: std::sync::atomic::AtomicU64::new(0),
+            recorder: crate::timeline::Recorder::new(timeline),
             start_hook: OnceLock::new(),
         })
     }

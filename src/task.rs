@@ -201,8 +201,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
         E: Emit<R>,
     {
         let sched = self.rt.scheduler();
-        let name = spec.ctl.name.to_string();
-        let req = match sched.totals().request(&name, self.opts.cpus, &self.opts.resources) {
+        let req = match sched.totals().request(&spec.ctl.name, self.opts.cpus, &self.opts.resources) {
             Ok(r) => r,
             Err(e) => return reject(&spec.ctl, out, e),
         };
