@@ -297,6 +297,7 @@ fn opts() -> Opts {
         resources: vec![("gpu".into(), 1.0), ("mem".into(), 2e9)],
         retries: 3,
         name: Some("train".into()),
+        prefetch: Vec::new(),
     }
 }
 
@@ -489,6 +490,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                             .collect(),
                         retries: u32::MAX,
                         name: Some(name(MAX_NAME_BYTES)),
+                        prefetch: Vec::new(),
                     },
                 },
                 Mail::Done {
