@@ -47,11 +47,8 @@ static PUT_THERE: RemoteFn<(String, u64), ObjectRef<u64>> = RemoteFn::new("put_t
 /// Reads a ref given by value and adds one.
 static INC_REF: RemoteFn<(ObjectRef<u64>,), u64> =
     RemoteFn::new("inc_ref", |(r,)| *r.get().expect("the ref reads") + 1);
-/// A 1 MB value (it stays on the node that made it).
-static MAKE: RemoteFn<(u64,), Vec<u8>> =
-    RemoteFn::new("make", |(seed,)| (0..1_000_000u64).map(|i| ((i * seed) % 251) as u8).collect());
-/// Like `MAKE`, taking longer than an owner waits before it answers
-/// `Busy` (work, not synchronisation).
+/// A 1 MB value (it stays on the node that made it), made in longer than
+/// an owner waits before it answers `Busy` (work, not synchronisation).
 static SLOW_MAKE: RemoteFn<(u64,), Vec<u8>> = RemoteFn::new("slow_make", |(seed,)| {
     std::thread::sleep(Duration::from_millis(1500));
     (0..1_000_000u64).map(|i| ((i * seed) % 251) as u8).collect()
@@ -70,7 +67,6 @@ fn registry() -> Registry {
         .function(&PUT_HERE)
         .function(&PUT_THERE)
         .function(&INC_REF)
-        .function(&MAKE)
         .function(&SLOW_MAKE)
         .function(&LEN)
         .function(&LENS)
@@ -283,7 +279,8 @@ fn a_fan_in_dag_survives_a_node_shut_down_abruptly_and_tears_down() {
     let nodes = cluster(3);
     let a = &nodes[0];
     // Leaves on B and C (they need X); a fan-in over all of them, nested.
-    let leaves: Vec<ObjectRef<Vec<u8>>> = (1..=6u64).map(|s| a.task(&MAKE).resource("X", 1.0).spawn((s,))).collect();
+    let leaves: Vec<ObjectRef<Vec<u8>>> =
+        (1..=4u64).map(|s| a.task(&SLOW_MAKE).resource("X", 1.0).spawn((s,))).collect();
     for l in &leaves {
         assert!(a.wait_done_remotely(l, WAIT), "a leaf never finished");
     }
@@ -294,8 +291,8 @@ fn a_fan_in_dag_survives_a_node_shut_down_abruptly_and_tears_down() {
                               // fan-in needs no X: a task blocked in `get` keeps its resources but
                               // its CPUs, and the survivor's one X is for the leaves run again.)
     let total = a.task(&LENS).on(nodes[3 - doomed].peer_id()).spawn((leaves.clone(),));
-    assert_eq!(*total.get_timeout(WAIT).unwrap(), 6_000_000);
-    for (s, l) in (1..=6u64).zip(&leaves) {
+    assert_eq!(*total.get_timeout(WAIT).unwrap(), 4_000_000);
+    for (s, l) in (1..=4u64).zip(&leaves) {
         assert_eq!(*l.get_timeout(WAIT).unwrap(), expected(s));
     }
     drop((leaves, total));
