@@ -30,7 +30,8 @@
 //! Cluster semantics kept here (Ray's): every ref inside a task's or
 //! call's arguments, nested ones too, is pinned by the submitter until the
 //! work is done; a ref inside a result is pinned by the executor until the
-//! submitter has read it and borrowed its refs; a lost object is reached
+//! submitter releases the result, which it does only once its borrows of
+//! the refs it read out of it have been applied; a lost object is reached
 //! through its owner whatever the path to it (a direct argument, a
 //! borrowed ref, a ref nested in a value), and the owner runs its task
 //! again or waits for the task placed again (answering readers `Busy`
