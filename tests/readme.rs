@@ -9,20 +9,22 @@ use manta::{Error, Priority, Runtime};
 use std::time::Duration;
 
 #[test]
+#[rustfmt::skip] // the README's blocks verbatim, aligned comments and all
 fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
-    let rt = Runtime::builder().num_cpus(4).build()?; // or manta::init() for a process-wide default
-    let x = rt.put(vec![0u8; 1 << 20])?; // ray.put
-    let v = x.get()?; // ray.get: an Arc<Vec<u8>>, no copy
+
+    let rt = Runtime::builder().num_cpus(4).build()?;   // or manta::init() for a process-wide default
+    let x = rt.put(vec![0u8; 1 << 20])?;                // ray.put
+    let v = x.get()?;                                   // ray.get: an Arc<Vec<u8>>, no copy
     assert_eq!(v.len(), 1 << 20);
 
-    let a = rt.spawn(|| 10); // A.remote()
-    let b = rt.spawn(|| 20); // B.remote()
-    let c = rt.spawn_with((a, b), |(a, b)| *a + *b); // C.remote(a_id, b_id)
-    let d = rt.spawn_with((c, 12), |(c, k)| *c + k); // a ref and a plain value
+    let a = rt.spawn(|| 10);                                    // A.remote()
+    let b = rt.spawn(|| 20);                                    // B.remote()
+    let c = rt.spawn_with((a, b), |(a, b)| *a + *b);            // C.remote(a_id, b_id)
+    let d = rt.spawn_with((c, 12), |(c, k)| *c + k);            // a ref and a plain value
     let e = rt.task().name("double").cpus(0.5).priority(Priority::High).spawn_with((d,), |(d,)| *d * 2);
-    let (q, r) = rt.task().spawn_multi((17, 5), |(n, m)| (n / m, n % m)); // two refs
+    let (q, r) = rt.task().spawn_multi((17, 5), |(n, m)| (n / m, n % m));  // two refs
     assert_eq!((*e.get()?, *q.get()?, *r.get()?), (84, 3, 2));
-    let all = rt.get_all(&[rt.spawn(|| 1), rt.spawn(|| 2)])?; // values in input order
+    let all = rt.get_all(&[rt.spawn(|| 1), rt.spawn(|| 2)])?;  // values in input order
     assert_eq!(*all[1], 2);
 
     let flaky = rt.task().rerunnable().retries(3).spawn(|| 7);
@@ -33,26 +35,18 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     assert!(bad.get().unwrap_err().downcast_ref::<std::num::ParseIntError>().is_some());
 
     let job = rt.group_builder().name("thumbnails").cancel_on_drop().build();
-    let parts: Vec<_> = (0..100u64)
-        .map(|i| {
-            job.spawn(move || {
-                for _ in 0..1_000 {
-                    // long work polls the flag
-                    if manta::is_cancelled() {
-                        return 0;
-                    }
-                    std::hint::black_box(i);
-                }
-                i
-            })
-        })
-        .collect();
-    // the first ten to finish
-    for done in manta::as_completed(parts.clone()).take(10) {
+    let parts: Vec<_> = (0..100u64).map(|i| job.spawn(move || {
+        for _ in 0..1_000 {
+            if manta::is_cancelled() { return 0; }             // long work polls the flag
+            std::hint::black_box(i);
+        }
+        i
+    })).collect();
+    for done in manta::as_completed(parts.clone()).take(10) {  // the first ten to finish
         let _ = done.get();
     }
-    job.cancel(); // no queued task starts after this
-    assert!(job.wait_stopped(Some(Duration::from_secs(10)))); // the running ones returned
+    job.cancel();                                              // no queued task starts after this
+    assert!(job.wait_stopped(Some(Duration::from_secs(10))));  // the running ones returned
     let p = job.progress();
     assert_eq!(p.total, 100);
     let squares: Vec<u64> = rt.map(1..=4u64, 2, |x| x * x).map(|r| *r.unwrap()).collect();
@@ -78,7 +72,7 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     let load = rt.task().name("load").spawn(|| -> i32 { panic!("disk on fire") });
     let parse = rt.task().name("parse").spawn_with((load,), |(x,)| *x * 2);
     let err = parse.get().unwrap_err();
-    println!("{err}"); // task `parse` did not run because an input failed: task `load` panicked: disk on fire
+    println!("{err}");  // task `parse` did not run because an input failed: task `load` panicked: disk on fire
     assert!(err.is_panic());
     assert!(matches!(err.root_cause(), Error::TaskPanicked { .. }));
 
@@ -95,8 +89,8 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     let counter = rt.actor_builder().name("counter").max_restarts(1).spawn_factory(Counter::default);
     assert_eq!(*counter.call(Counter::increment).get()?, 1);
     let boom = counter.call(|_: &mut Counter| -> i32 { panic!("oops") });
-    assert!(boom.get().is_err()); // this call fails...
-    assert_eq!(*counter.call(Counter::increment).get()?, 1); // ...later ones see a fresh Counter
+    assert!(boom.get().is_err());                                 // this call fails...
+    assert_eq!(*counter.call(Counter::increment).get()?, 1);      // ...later ones see a fresh Counter
     let step = rt.put(10)?;
     assert_eq!(*counter.call_with((step,), |c, (s,)| c.value + *s).get()?, 11);
 
@@ -114,14 +108,7 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     let dead = worker.call(|n| *n).get().unwrap_err();
     assert_eq!(dead.dead_actor().map(|a| a.cause()), Some(&manta::ActorDeathCause::Killed));
 
-    let refs: Vec<_> = (0..4u64)
-        .map(|i| {
-            rt.spawn(move || {
-                std::thread::sleep(Duration::from_millis(20 * i));
-                i
-            })
-        })
-        .collect();
+    let refs: Vec<_> = (0..4u64).map(|i| rt.spawn(move || { std::thread::sleep(Duration::from_millis(20 * i)); i })).collect();
     let (ready, pending) = rt.wait(&refs, 2, Some(Duration::from_secs(5)))?;
     assert_eq!((ready.len(), pending.len()), (2, 2));
 
@@ -136,7 +123,7 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join("manta-readme");
     let small = Runtime::builder().store_capacity(3 << 20).spill_dir(&dir).build()?;
     let refs: Vec<_> = (0..8u8).map(|i| small.put(vec![i; 1 << 20])).collect::<Result<_, _>>()?;
-    assert_eq!(refs[0].get()?[0], 0); // read back from its spill file
+    assert_eq!(refs[0].get()?[0], 0);                 // read back from its spill file
     let stats = small.store_stats();
     assert!(stats.spills > 0 && stats.bytes_in_memory <= 3 << 20);
 
@@ -147,7 +134,7 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     assert!(matches!(refs[0].get(), Err(Error::ObjectFreed { .. })));
 
     let answer = rt.spawn(|| 6 * 7);
-    let v = futures_executor::block_on(async { (&answer).await })?; // any executor
+    let v = futures_executor::block_on(async { (&answer).await })?;  // any executor
     assert_eq!(*v, 42);
     answer.on_ready(|result| println!("ready: {}", result.map_or(0, |v| *v)));
 

@@ -18,7 +18,9 @@
 //! Invariants: a stream goes back to the pool only after a complete
 //! request/response exchange (so it is never mid-frame); a call that fails
 //! on a pooled stream (the peer may have closed it while idle) is retried
-//! once on a fresh stream; every call is bounded by the request timeout.
+//! once on a fresh stream; at most `MAX_CALLS_PER_PEER` calls to one peer
+//! are in flight (later ones wait their turn, none is dropped); every call
+//! is bounded by the request timeout once it has its turn.
 
 use super::bulk::Lane;
 use super::{ObjectHooks, Streams};
@@ -35,10 +37,17 @@ use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Largest window served inline on the async thread (bigger ones, and
 /// objects not in memory, are served with `block_in_place`).
 const INLINE_SERVE_BYTES: usize = 256 << 10;
+
+/// Largest object served in a batch of small ones (`answer_small`).
+const SMALL_OBJECT_BYTES: usize = 64 << 10;
+
+/// Most object bytes in one reply to a batch of small objects.
+const SMALL_REPLY_BYTES: usize = 1 << 20;
 
 /// How long a request for a pending object waits for it on the server
 /// before the answer is `Busy` (and the requester asks again).
@@ -88,10 +97,20 @@ pub(crate) enum CallError {
 /// Idle streams kept per peer.
 const MAX_IDLE: usize = 16;
 
+/// Calls in flight per peer, each on a stream of its own; later calls
+/// wait for a turn (so a burst reuses pooled streams instead of opening
+/// hundreds at once, which the peer's stream acceptor would drop).
+const MAX_CALLS_PER_PEER: usize = MAX_IDLE;
+
+/// Peers whose call permits are kept before idle ones are dropped.
+const MAX_PERMIT_PEERS: usize = 1024;
+
 /// The client side: a pool of open streams per peer.
 pub(crate) struct Pool {
     streams: Arc<dyn Streams>,
     idle: Mutex<HashMap<PeerId, Vec<Stream>>>,
+    /// Each peer's turns ([`MAX_CALLS_PER_PEER`] at once).
+    turns: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
     timeout: Duration,
 }
 
@@ -99,12 +118,21 @@ impl Pool {
     /// A pool opening its streams through `streams`; every call is bounded
     /// by `timeout`.
     pub(crate) fn new(streams: Arc<dyn Streams>, timeout: Duration) -> Pool {
-        Pool { streams, idle: Mutex::new(HashMap::new()), timeout }
+        Pool { streams, idle: Mutex::new(HashMap::new()), turns: Mutex::new(HashMap::new()), timeout }
     }
 
     /// The timeout of one call.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// `peer`'s turns.
+    fn turns(&self, peer: PeerId) -> Arc<Semaphore> {
+        let mut turns = lock_unpoisoned(&self.turns);
+        if turns.len() >= MAX_PERMIT_PEERS {
+            turns.retain(|_, t| t.available_permits() < MAX_CALLS_PER_PEER);
+        }
+        turns.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(MAX_CALLS_PER_PEER))).clone()
     }
 
     fn take(&self, peer: PeerId) -> Option<Stream> {
@@ -120,8 +148,11 @@ impl Pool {
     }
 
     /// Sends one request and waits for its response. The error says why
-    /// (unreachable, timed out, stream failed).
+    /// (unreachable, timed out, stream failed). Waits for a turn first
+    /// when [`MAX_CALLS_PER_PEER`] calls to `peer` are in flight (each of
+    /// those is bounded by the timeout, so the wait is too).
     pub(crate) async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, CallError> {
+        let _turn = self.turns(peer).acquire_owned().await.ok(); // (never closed)
         if let Some(s) = self.take(peer) {
             if let Ok(resp) = self.exchange(peer, s, req).await {
                 return Ok(resp);
@@ -226,6 +257,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer) {
             Incoming::Valid(Request::Bulk { id, offset }) => {
                 (server.answer_bulk(ObjectId::from_bytes(id), offset), false)
             }
+            Incoming::Valid(Request::FetchSmall { ids }) => (server.answer_small(&ids), false),
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
                 // middle of one): nobody is left to answer.
@@ -249,9 +281,11 @@ impl ObjectServer {
     /// Answers a chunk request: the chunk, or `NotFound`, or `Busy` if the
     /// object's task is still running after a bounded wait.
     async fn answer_fetch(&self, id: ObjectId, offset: u64, len: u32) -> Response {
+        let held = self.hooks.serve_as(id);
         // Encoding a window (or restoring a spilled object) blocks.
-        let mut resp = serve_fetch(&self.rt, id, offset, len);
-        if matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id) {
+        let mut resp = serve_fetch(&self.rt, held, offset, len);
+        let ours = matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id);
+        if ours {
             // One of our task results, not here yet: fetch it from its
             // executor (or fill it), then serve it.
             resp = None;
@@ -259,8 +293,13 @@ impl ObjectServer {
         if resp.is_none() {
             // Its task is still running: wait (bounded) for it, then
             // answer, or say `Busy` so the requester asks again.
-            let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(id)).await;
-            resp = serve_fetch(&self.rt, id, offset, len);
+            let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(held)).await;
+            resp = serve_fetch(&self.rt, held, offset, len);
+            if ours && matches!(resp, Some(Response::NotFound)) {
+                // Still on its way here (run again after its node died,
+                // or still being fetched): not lost, so `Busy`.
+                resp = None;
+            }
         }
         let resp = resp.unwrap_or(Response::Busy);
         if offset == 0 && matches!(resp, Response::Chunk { .. }) {
@@ -269,12 +308,51 @@ impl ObjectServer {
         resp
     }
 
+    /// Answers a batch of small-object requests (see `batch`): the whole
+    /// encoding of each object held here, done, in memory and at most
+    /// [`SMALL_OBJECT_BYTES`], within [`SMALL_REPLY_BYTES`] in all;
+    /// nothing for the others (the requester fetches those alone). Never
+    /// waits: a pending object is left to the single fetch, which does.
+    fn answer_small(&self, ids: &[serde_bytes::ByteArray<16>]) -> Response {
+        let backend = self.rt.backend();
+        let mut budget = SMALL_REPLY_BYTES;
+        let items = ids
+            .iter()
+            .map(|id| {
+                let id = ObjectId::from_bytes(**id);
+                let held = self.hooks.serve_as(id);
+                if budget == 0 || !backend.object_in_memory(held) {
+                    return None;
+                }
+                let small = backend.pin_object(held)?.stored_bytes().is_some_and(|b| b <= SMALL_OBJECT_BYTES);
+                if !small {
+                    return None;
+                }
+                match backend.serve_object(held, 0, SMALL_OBJECT_BYTES.min(budget)) {
+                    Served::Chunk { total, data } if total == data.len() as u64 => {
+                        budget -= data.len();
+                        self.hooks.announce(id); // a peer needs it (as in `answer_fetch`)
+                        Some(serde_bytes::ByteBuf::from(data))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        Response::Objects { items }
+    }
+
     /// Answers a bulk-lane ticket request.
     fn answer_bulk(&self, id: ObjectId, offset: u64) -> Response {
         match &self.lane {
             None => Response::Invalid { reason: "this node has no bulk lane".into() },
-            Some(_) if !self.rt.backend().holds_object(id) => Response::NotFound,
-            Some(lane) => lane.issue(id, offset),
+            Some(lane) => {
+                let held = self.hooks.serve_as(id);
+                if self.rt.backend().holds_object(held) {
+                    lane.issue(held, offset)
+                } else {
+                    Response::NotFound
+                }
+            }
         }
     }
 }
