@@ -307,7 +307,7 @@ pub(crate) fn submit<A, R, B, E>(
         .and_then(|make| plan.lineage.apply(make(spec.clone(), &plan, Arc::downgrade(sched))));
     // Recorded only if the timeline is on now (one relaxed load otherwise).
     let rec = sched.recorder.is_on().then(|| Recording {
-        submitted: sched.recorder.now_fast(),
+        submitted: sched.recorder.now(),
         recorder: sched.recorder.clone(),
         id: out.id(),
         cpus: plan.req.cpu as f64 / crate::resources::UNIT,
@@ -362,7 +362,7 @@ where
 {
     Box::new(move |go: Go| {
         let task = || spec.ctl.name_text();
-        let start = rec.as_ref().map(|r| r.recorder.now_fast());
+        let start = rec.as_ref().map(|r| r.recorder.now());
         ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
@@ -429,7 +429,7 @@ struct Recording {
 
 impl Recording {
     fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, start: u64, outcome: &Result<T, Error>) {
-        let end = self.recorder.now_fast();
+        let end = self.recorder.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
         let outcome = match outcome {

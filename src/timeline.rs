@@ -10,19 +10,28 @@
 //!
 //! Cost: with recording off, one relaxed load per task. With it on, each
 //! thread appends to a buffer of its own (a lock nobody else takes, except
-//! a reader copying it out), and a task reads the clock at most three
-//! times; see `microbench timeline` for the figure.
+//! a reader copying it out), and a task reads the clock three times (the
+//! CPU's time-stamp counter through `quanta`, a few nanoseconds each); see
+//! `microbench timeline` for the figure.
 //!
-//! Invariants: timestamps are nanoseconds since the timeline was made (one
-//! clock for every thread); a buffer is only ever appended to by its thread.
+//! Invariants: timestamps are nanoseconds since recording first began, from
+//! one clock for every thread, so causality holds in the trace (a task
+//! starts no earlier than its inputs ended); a buffer is only ever appended
+//! to by its thread.
 
 use crate::error::Text;
 use crate::id::ObjectId;
 use std::cell::RefCell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// The process's timeline clock, calibrated on first use (only when some
+/// runtime starts recording: calibration takes milliseconds).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
 
 /// How a recorded task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +141,8 @@ type Buffer = Arc<Mutex<Vec<Event>>>;
 #[derive(Debug)]
 pub(crate) struct Recorder {
     on: AtomicBool,
-    epoch: Instant,
+    /// The clock's raw reading when recording first began (set once).
+    epoch: OnceLock<u64>,
     buffers: Mutex<Vec<(u32, String, Buffer)>>,
     next_thread: AtomicU32,
 }
@@ -144,12 +154,14 @@ thread_local! {
 
 impl Recorder {
     pub fn new(on: bool) -> Arc<Recorder> {
-        Arc::new(Recorder {
-            on: AtomicBool::new(on),
-            epoch: Instant::now(),
+        let r = Arc::new(Recorder {
+            on: AtomicBool::new(false),
+            epoch: OnceLock::new(),
             buffers: Mutex::new(Vec::new()),
             next_thread: AtomicU32::new(1),
-        })
+        });
+        r.set_on(on);
+        r
     }
 
     /// True while recording (one relaxed load).
@@ -158,34 +170,28 @@ impl Recorder {
         self.on.load(Ordering::Relaxed)
     }
 
+    /// Turns recording on or off; the first time on also fixes the
+    /// timeline's origin (and calibrates the clock, once per process).
     pub fn set_on(&self, on: bool) {
+        if on {
+            self.epoch.get_or_init(|| clock().raw());
+        }
         self.on.store(on, Ordering::Relaxed);
     }
 
-    /// Nanoseconds since the timeline began.
+    /// Nanoseconds since recording first began (0 before). Reads the CPU's
+    /// time-stamp counter where it is invariant (a few nanoseconds, no
+    /// system call), else the monotonic clock; one scale for every thread,
+    /// so an event that happened after another never gets an earlier time.
+    #[inline]
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    /// [`Recorder::now`], reading the clock on every fourth call per thread
-    /// and otherwise returning the last reading (a clock read costs about
-    /// as much as a trivial task's bookkeeping; a timestamp is off by at
-    /// most three events' worth of work).
-    pub fn now_fast(&self) -> u64 {
-        thread_local! {
-            static CACHED: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
-        }
-        CACHED.with(|c| {
-            let (n, last) = c.get();
-            if n % 4 == 0 || last == 0 {
-                let now = self.now();
-                c.set((n.wrapping_add(1), now));
-                now
-            } else {
-                c.set((n.wrapping_add(1), last));
-                last
+        match self.epoch.get() {
+            Some(&epoch) => {
+                let c = clock();
+                c.delta_as_nanos(epoch, c.raw())
             }
-        })
+            None => 0,
+        }
     }
 
     /// Appends an event to this thread's buffer.
