@@ -28,6 +28,7 @@ use crate::scheduler::{Go, Job, Scheduler, Tally};
 use crate::slot::{Meta, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -57,8 +58,8 @@ pub(crate) struct Spec<A, B, R> {
 }
 
 impl<A: TaskArgs, B, R> Spec<A, B, R> {
-    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Arc<Self> {
-        Arc::new(Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData })
+    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Self {
+        Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData }
     }
 }
 
@@ -283,28 +284,28 @@ fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     }
 }
 
-/// Submits a task: validates it, waits for its inputs, then queues it.
-pub(crate) fn submit<A, R, B, E>(
+/// Submits a task: waits for its inputs, then queues it. `spec` is the
+/// spec itself for a task without lineage (it then lives inside the job's
+/// own allocation) or an `Arc` shared with its lineage record.
+pub(crate) fn submit<A, R, B, E, P>(
     sched: &Arc<Scheduler>,
     plan: Plan,
-    spec: Arc<Spec<A, B, R>>,
+    spec: P,
     out: E,
-    lineage: Option<MakeLineage<A, B, R>>,
+    lineage: Option<Arc<dyn Rebuild>>,
 ) where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    let ctl = spec.ctl.clone();
+    let ctl = spec.borrow().ctl.clone();
     let group = ctl.group.clone();
     if let Some(g) = &group {
         g.submitted();
     }
-    let (pending, failed) = inputs_of(&*spec.args);
-    let lineage = lineage
-        .filter(|_| plan.lineage.keep)
-        .and_then(|make| plan.lineage.apply(make(spec.clone(), &plan, Arc::downgrade(sched))));
+    let (pending, failed) = inputs_of(&*spec.borrow().args);
     // Recorded only if the timeline is on now (one relaxed load otherwise).
     let rec = sched.recorder.is_on().then(|| Recording {
         submitted: sched.recorder.now(),
@@ -323,6 +324,19 @@ pub(crate) fn submit<A, R, B, E>(
         return sched.submit(job);
     }
     wait_for_inputs(sched, job, pending);
+}
+
+/// A re-runnable task's lineage record, if its plan keeps one.
+pub(crate) fn lineage_of<A, B, R>(
+    spec: &Arc<Spec<A, B, R>>,
+    plan: &Plan,
+    make: MakeLineage<A, B, R>,
+    sched: &Arc<Scheduler>,
+) -> Option<Arc<dyn Rebuild>> {
+    if !plan.lineage.keep {
+        return None;
+    }
+    plan.lineage.apply(make(spec.clone(), plan, Arc::downgrade(sched)))
 }
 
 /// A task's inputs that are not done yet (their fetch started, for remote
@@ -346,36 +360,40 @@ fn inputs_of<A: TaskArgs>(args: &A) -> (Vec<Arc<ObjectCell>>, Option<Error>) {
 
 /// What the task's job runs, told how to go (run, or end as cancelled,
 /// failed input, shut down): the outcome, recorded, stored, counted.
-fn job_fn<A, R, B, E>(
-    spec: Arc<Spec<A, B, R>>,
+fn job_fn<A, R, B, E, P>(
+    spec: P,
     retries: u32,
     retry_if: Option<RetryIf>,
     out: E,
     lineage: Option<Arc<dyn Rebuild>>,
     rec: Option<Recording>,
-) -> crate::scheduler::JobFn
+) -> impl FnOnce(Go) -> Tally + Send + 'static
 where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    Box::new(move |go: Go| {
-        let task = || spec.ctl.name_text();
+    move |go: Go| {
+        let s = spec.borrow();
+        let task = || s.ctl.name_text();
         let start = rec.as_ref().map(|r| r.recorder.now());
         ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
-            Go::Run => start_and_run(&spec, retries, retry_if.as_ref()),
+            Go::Run => start_and_run(s, retries, retry_if.as_ref()),
         };
         if let (Some(rec), Some(start)) = (rec, start) {
-            rec.record(&spec, start, &outcome);
+            rec.record(s, start, &outcome);
         }
-        // The closure and its inputs go before anyone is woken (lineage keeps
+        // The job has ended: its control block lets go of it, and the
+        // closure and its inputs go before anyone is woken (lineage keeps
         // its own reference when the output may need rebuilding).
-        let group = spec.ctl.group.clone();
+        s.ctl.clear_job();
+        let group = s.ctl.group.clone();
         drop(spec);
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
@@ -386,7 +404,7 @@ where
         }
         count_end(group.as_ref(), ended);
         tally_of(ended)
-    })
+    }
 }
 
 /// Queues `job` once every pending input is done (or fails it as soon as
@@ -632,10 +650,11 @@ where
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
+            me.spec.ctl.clear_job();
             job.finish(outcome);
             Tally::default() // a rebuild, not a task run
         };
-        let j = Job::other(self.req.clone(), self.priority, Box::new(run));
+        let j = Job::other(self.req.clone(), self.priority, run);
         self.spec.ctl.set_job(&j);
         sched.submit(j);
     }

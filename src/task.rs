@@ -193,7 +193,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
     }
 
     /// Validates the options and submits (or rejects) the task.
-    fn go<A, R, B, E>(self, spec: Arc<Spec<A, B, R>>, out: E, lineage: Option<crate::exec::MakeLineage<A, B, R>>)
+    fn go<A, R, B, E>(self, spec: Spec<A, B, R>, out: E, lineage: Option<crate::exec::MakeLineage<A, B, R>>)
     where
         A: TaskArgs,
         R: Send + 'static,
@@ -212,7 +212,15 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             priority: self.opts.priority as u8,
             lineage: self.opts.lineage,
         };
-        submit(sched, plan, spec, out, lineage)
+        match lineage {
+            // One-shot: the spec moves into the job's own allocation.
+            None => submit(sched, plan, spec, out, None),
+            Some(make) => {
+                let spec = Arc::new(spec);
+                let lineage = crate::exec::lineage_of(&spec, &plan, make, sched);
+                submit(sched, plan, spec, out, lineage)
+            }
+        }
     }
 }
 

@@ -220,7 +220,7 @@ impl<S: Send + 'static> ActorInner<S> {
             }
             crate::scheduler::Tally::default() // calls are counted when made
         };
-        self.sched.submit(Job::new(self.req.clone(), Box::new(run)));
+        self.sched.submit(Job::new(self.req.clone(), run));
     }
 
     fn fail_all(&self, e: Error) {
