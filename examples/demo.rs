@@ -14,10 +14,13 @@
 //! The seed's times are scaled down 10x, as in `tests/seed.rs`: `f` sleeps
 //! 300 ms instead of 3 s, and the timeouts are 250 ms and 550 ms.
 //!
-//! Then a short bonus: an error flowing through a task graph (a panicking
+//! Each step prints the seed's Ray code, the manta code, and what it gives.
+//!
+//! Then what manta adds: an error flowing through a task graph (a panicking
 //! task, and a dependant that fails with `DependencyFailed` naming both), a
 //! recursive `fib` whose tasks call `get` on their children on a 1-CPU
-//! runtime (no deadlock), and `cancel`.
+//! runtime (no deadlock), `cancel`, and a group of 1,000 tasks cancelled
+//! with one call.
 //!
 //! Run it with:
 //!
@@ -51,6 +54,13 @@ fn header(title: &str) {
     println!("\n== {title} ==");
 }
 
+/// One labelled step: the seed's Ray code, the manta code, what it gives.
+fn show(ray: &str, manta: &str, result: impl std::fmt::Display) {
+    println!("  Ray:    {ray}");
+    println!("  manta:  {manta}");
+    println!("    ->    {result}");
+}
+
 fn runtime(cpus: usize) -> Result<Runtime, manta::BuildError> {
     Runtime::builder().num_cpus(cpus).build()
 }
@@ -62,26 +72,30 @@ fn values(rt: &Runtime, refs: &[ObjectRef<i32>]) -> Result<Vec<i32>, Error> {
 
 /// `h_id = ray.put(h()); print(ray.get(h_id))` and the same with "example".
 fn put_and_get() -> Res {
-    header("1. put / get");
+    header("1. put / get: objects in the store (seed: ray.put, ray.get)");
     let rt = runtime(2)?;
     let h = || 4 + 10;
     let h_id = rt.put(h())?;
-    println!("{}", rt.get(&h_id)?);
+    show("h_id = ray.put(h()); print(ray.get(h_id))", "let h_id = rt.put(h())?; rt.get(&h_id)?", rt.get(&h_id)?);
 
     let x_id = rt.put("example".to_string())?;
     let x1 = rt.get(&x_id)?;
-    println!("{x1}");
+    show("x_id = ray.put(\"example\"); print(ray.get(x_id))", "rt.get(&rt.put(\"example\".to_string())?)?", x1);
     Ok(())
 }
 
 /// `c_id = C.remote(A.remote(), B.remote())`: refs as task arguments.
 fn task_graph() -> Res {
-    header("2. tasks A, B -> C(a, b)");
+    header("2. a task graph: refs as task arguments (seed: A.remote(), C.remote(a_id, b_id))");
     let rt = runtime(2)?;
     let a_id = rt.spawn(|| 10);
     let b_id = rt.spawn(|| 20);
     let c_id = rt.spawn_with((a_id, b_id), |(a, b)| *a + *b);
-    println!("{}", rt.get(&c_id)?);
+    show(
+        "c_id = C.remote(A.remote(), B.remote()); ray.get(c_id)",
+        "let c_id = rt.spawn_with((rt.spawn(|| 10), rt.spawn(|| 20)), |(a, b)| *a + *b)",
+        rt.get(&c_id)?,
+    );
     Ok(())
 }
 
@@ -99,14 +113,22 @@ impl Counter {
 
 /// The `Counter` actor: calls on one actor run one at a time, in order.
 fn counter_actor() -> Res {
-    header("3. Counter actor");
+    header("3. the Counter actor: calls run one at a time, in order (seed: @ray.remote class Counter)");
     let rt = runtime(2)?;
     let a1 = rt.actor(Counter::default());
-    println!("{}", a1.call(Counter::increment).get()?);
-    println!("{}", a1.call(Counter::increment).get()?);
+    show(
+        "a1 = Counter.remote(); ray.get(a1.increment.remote())",
+        "let a1 = rt.actor(Counter::default()); a1.call(Counter::increment).get()?",
+        a1.call(Counter::increment).get()?,
+    );
+    show("ray.get(a1.increment.remote())", "a1.call(Counter::increment).get()?", a1.call(Counter::increment).get()?);
 
     let a: Vec<_> = (0..4).map(|_| a1.call(Counter::increment)).collect();
-    println!("{:?}", values(&rt, &a)?);
+    show(
+        "ray.get([a1.increment.remote() for _ in range(4)])",
+        "rt.get_all(&(0..4).map(|_| a1.call(Counter::increment)).collect::<Vec<_>>())?",
+        format!("{:?}", values(&rt, &a)?),
+    );
     Ok(())
 }
 
@@ -119,72 +141,79 @@ fn f() -> i32 {
 /// `ray.wait(results, num_returns=3, timeout=...)`, first too short, then
 /// long enough.
 fn wait_with_timeouts() -> Res {
-    header("4. wait: 4 tasks of 300 ms on 4 CPUs, num_returns=3, timeouts 250 ms then 550 ms");
+    header("4. wait with num_returns and a timeout: 4 tasks of 300 ms (the seed's 3 s / 10), 4 CPUs");
     let rt = runtime(4)?;
     let results: Vec<_> = (0..4).map(|_| rt.spawn(f)).collect();
     let (ready_ids, remaining_ids) = rt.wait(&results, 3, Some(Duration::from_millis(250)))?;
-    println!("{:?}", values(&rt, &ready_ids)?);
-    println!("{:?}", values(&rt, &remaining_ids)?);
-
-    println!();
+    show(
+        "ready_ids, remaining_ids = ray.wait(results, num_returns=3, timeout=2.5)",
+        "let (ready, pending) = rt.wait(&results, 3, Some(Duration::from_millis(250)))?",
+        format!("ready {:?}, pending {} (the timeout came first)", values(&rt, &ready_ids)?, remaining_ids.len()),
+    );
     let results2: Vec<_> = (0..4).map(|_| rt.spawn(f)).collect();
     let (ready2_ids, remaining2_ids) = rt.wait(&results2, 3, Some(Duration::from_millis(550)))?;
-    println!("{:?}", values(&rt, &ready2_ids)?);
-    println!("{:?}", values(&rt, &remaining2_ids)?);
+    show(
+        "ray.wait(results, num_returns=3, timeout=5.5)",
+        "rt.wait(&results, 3, Some(Duration::from_millis(550)))?",
+        format!(
+            "ready {:?}, pending {:?} (at most num_returns are ready)",
+            values(&rt, &ready2_ids)?,
+            values(&rt, &remaining2_ids)?
+        ),
+    );
     Ok(())
 }
 
 /// Six tasks, four CPUs: only four run at a time, so after 550 ms only four
 /// are ready although five were asked for.
 fn wait_limited_by_cpus() -> Res {
-    header("5. wait: 6 tasks on 4 CPUs, num_returns=5, timeout 550 ms");
+    header("5. resources limit wait: 6 one-CPU tasks on 4 CPUs, num_returns=5, timeout 550 ms");
     let rt = runtime(4)?;
     let results2: Vec<_> = (0..6).map(|_| rt.spawn(f)).collect();
     let (ready2_ids, remaining2_ids) = rt.wait(&results2, 5, Some(Duration::from_millis(550)))?;
-    println!("{:?}", values(&rt, &ready2_ids)?);
-    println!("{:?}", values(&rt, &remaining2_ids)?);
+    show(
+        "ray.wait([f.remote() for _ in range(6)], num_returns=5, timeout=5.5)",
+        "rt.wait(&(0..6).map(|_| rt.spawn(f)).collect::<Vec<_>>(), 5, Some(Duration::from_millis(550)))?",
+        format!(
+            "ready {:?}, pending {:?} (4 CPUs: only 4 could run in time)",
+            values(&rt, &ready2_ids)?,
+            values(&rt, &remaining2_ids)?
+        ),
+    );
     Ok(())
 }
 
 /// `idc = add.remote(a, b); c = ray.get(idc)` with plain values.
 fn add() -> Res {
-    header("6. add(a, b)");
+    header("6. a task with plain values as arguments (seed: add.remote(a, b))");
     let rt = runtime(2)?;
     let (a, b) = (1, 2);
     let idc = rt.spawn_with((a, b), |(a, b)| a + b);
     let c = rt.get(&idc)?;
-    println!("{c}");
+    show("idc = add.remote(1, 2); c = ray.get(idc)", "rt.get(&rt.spawn_with((1, 2), |(a, b)| a + b))?", c);
     Ok(())
 }
 
 /// A panic is stored as its task's result; dependants do not run and fail
 /// with `DependencyFailed`, keeping the chain of names and the root cause.
 fn errors_flow_through_the_graph() -> Res {
-    header("bonus: errors flow through the graph");
+    header("manta adds: errors are values that flow through the graph");
     let rt = runtime(2)?;
-    // The panic is caught and becomes a value; keep the default hook from
-    // printing it to stderr while this section runs.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-
+    // The panic is caught and becomes the task's result (it is not printed
+    // through the panic hook: it is a value).
     let load = rt.task().name("load").spawn(|| -> i32 { panic!("disk on fire") });
     let parse = rt.task().name("parse").spawn_with((load.clone(),), |(x,)| *x * 2);
-    match parse.get() {
-        Ok(v) => println!("unexpected value {v}"),
-        Err(e) => {
-            println!("get(parse) -> {e}");
-            println!("task chain: {:?}", e.task_chain());
-            println!("root cause: {}", e.root_cause());
-        }
-    }
-    std::panic::set_hook(hook);
+    let e = parse.get().err().ok_or("parse should have failed")?;
+    println!("  manta:  parse.get()   (parse reads load, which panicked)");
+    println!("    ->    {e}");
+    println!("  manta:  e.task_chain() -> {:?}; e.root_cause() -> {}", e.task_chain(), e.root_cause());
 
     // A task that asks for a resource the runtime does not have fails at
-    // once instead of waiting forever.
+    // once (Ray would leave it pending forever).
     let gpu = rt.task().name("train").resource("GPU", 1.0).spawn(|| 0);
-    if let Err(e) = gpu.get() {
-        println!("get(train) -> {e}");
-    }
+    let e = gpu.get().err().ok_or("train should have failed")?;
+    println!("  manta:  rt.task().name(\"train\").resource(\"GPU\", 1.0).spawn(..).get()");
+    println!("    ->    {e}");
     Ok(())
 }
 
@@ -203,14 +232,15 @@ fn fib(n: u64) -> u64 {
 }
 
 fn nested_get_fib() -> Res {
-    header("bonus: recursive fib with nested get, 1 CPU");
+    header("manta adds: nested get inside tasks never deadlocks (recursive fib on 1 CPU)");
     let rt = runtime(1)?;
     let n = 15;
     let t = Instant::now();
     let r = rt.spawn(move || fib(n));
     let v = r.get()?;
     let count = fib_calls(n);
-    println!("fib({n}) = {v}  ({count} tasks in {:.1} ms on 1 thread)", t.elapsed().as_secs_f64() * 1e3);
+    println!("  manta:  rt.spawn(|| fib(15))  (each fib task spawns two and gets them)");
+    println!("    ->    {v}  ({count} tasks in {:.1} ms on 1 thread)", t.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
 
@@ -229,7 +259,7 @@ fn fib_calls(n: u64) -> u64 {
 
 /// Cancelling a queued task drops it; a running one sees `is_cancelled()`.
 fn cancel() -> Res {
-    header("bonus: cancel");
+    header("manta adds: cancel (a queued task never runs; a running one sees is_cancelled())");
     let rt = runtime(1)?;
     // A long task that polls the flag, holding the only CPU...
     let long = rt.task().name("long").spawn(|| {
@@ -242,12 +272,28 @@ fn cancel() -> Res {
     // ...so this one waits in the queue.
     let queued = rt.task().name("queued").spawn(|| "ran");
     std::thread::sleep(Duration::from_millis(20));
-    println!("queued tasks: {}", rt.queued_tasks());
+    println!("  manta:  rt.queued_tasks()  -> {}", rt.queued_tasks());
+    println!("  manta:  queued.cancel()    -> {}", queued.cancel());
+    println!("  manta:  queued.get()       -> {}", queued.get().err().map_or("a value".into(), |e| e.to_string()));
+    println!("  manta:  long.cancel()      -> {}", long.cancel());
+    println!("  manta:  long.get()         -> {}", long.get().err().map_or("a value".into(), |e| e.to_string()));
+    println!("  manta:  long.cancel() again -> {} (already done)", long.cancel());
 
-    println!("cancel(queued) -> {}", queued.cancel());
-    println!("get(queued) -> {}", queued.get().err().map_or("a value".into(), |e| e.to_string()));
-    println!("cancel(long) -> {}", long.cancel());
-    println!("get(long) -> {}", long.get().err().map_or("a value".into(), |e| e.to_string()));
-    println!("cancel(long) again -> {} (already done)", long.cancel());
+    // A whole job: 1,000 tasks in a group, cancelled with one call.
+    let g = rt.group();
+    let refs: Vec<_> = (0..1_000).map(|i| g.spawn(move || i)).collect();
+    let t = Instant::now();
+    g.cancel();
+    let took = t.elapsed();
+    g.join(None); // every result known (the queued ones are taken out off this thread)
+    let p = g.progress();
+    println!("  manta:  let g = rt.group(); 1,000 x g.spawn(..); g.cancel()");
+    println!(
+        "    ->    cancel took {:.1} us; done {}, cancelled {} of {} (none started after cancel returned)",
+        took.as_secs_f64() * 1e6,
+        p.done,
+        p.cancelled,
+        refs.len()
+    );
     Ok(())
 }

@@ -48,6 +48,18 @@ pub(crate) enum TaskName {
     Caller(&'static std::panic::Location<'static>),
 }
 
+impl TaskName {
+    /// The name for the timeline (no formatting, no allocation unless the
+    /// name was given as an owned string).
+    pub fn label(&self) -> crate::timeline::Label {
+        match self {
+            TaskName::Given(Cow::Borrowed(s)) => crate::timeline::Label::Static(s),
+            TaskName::Given(Cow::Owned(s)) => crate::timeline::Label::Owned(s.as_str().into()),
+            TaskName::Caller(l) => crate::timeline::Label::Caller(l),
+        }
+    }
+}
+
 impl std::fmt::Display for TaskName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -62,25 +74,32 @@ impl std::fmt::Display for TaskName {
 pub(crate) struct TaskCtl {
     pub name: TaskName,
     pub cancelled: AtomicBool,
-    job: Mutex<Weak<Job>>,
+    /// The job while it may still be queued (cleared when it ends, so a
+    /// finished task's object does not keep the job's memory).
+    job: Mutex<Option<Weak<Job>>>,
     parent: Option<Arc<TaskCtl>>,
     pub group: Option<Arc<GroupState>>,
 }
 
 impl TaskCtl {
     pub fn new(name: TaskName, parent: Option<Arc<TaskCtl>>, group: Option<Arc<GroupState>>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(Weak::new()), parent, group })
+        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(None), parent, group })
     }
 
     /// Records the job that runs (or runs again) the task.
     pub fn set_job(&self, job: &Arc<Job>) {
-        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(job);
+        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(job));
+    }
+
+    /// Forgets the job (it has run or ended).
+    pub fn clear_job(&self) {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// The task's job if it is queued or running (a runner skips one that
     /// has started: `Job::take` finds it empty).
     pub fn queued_job(&self) -> Option<Arc<Job>> {
-        self.job.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.upgrade()
     }
 
     pub fn name_text(&self) -> crate::error::Text {

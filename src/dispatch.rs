@@ -47,10 +47,43 @@ use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// How the jobs a runner ran ended, for the task counts (see
+/// [`Dispatch::counts`]): tasks done, failed, cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Tasks that finished with a value.
+    pub done: u32,
+    /// Tasks that finished with an error (not a cancellation).
+    pub failed: u32,
+    /// Tasks cancelled (before or while running).
+    pub cancelled: u32,
+}
+
+/// The task counts of one runtime (see [`Dispatch::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tasks that reached the queue (their inputs were ready).
+    pub submitted: u64,
+    /// Tasks waiting in the queue.
+    pub queued: u64,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks finished with a value.
+    pub done: u64,
+    /// Tasks finished with an error.
+    pub failed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+}
+
 /// What dispatch needs to know of a queued job.
 pub trait Queued {
     /// The resources the job holds while it runs.
     fn req(&self) -> &Request;
+    /// True if the job is a task (counted in [`Counts`]).
+    fn is_task(&self) -> bool {
+        false
+    }
     /// Among jobs that fit, higher priorities go first (then the oldest).
     fn priority(&self) -> u8 {
         1
@@ -67,6 +100,11 @@ struct Class<J> {
 pub type Reap<J> = std::sync::Arc<dyn Fn(&J) -> bool + Send + Sync>;
 
 struct State<J> {
+    counts: Counts,
+    /// Tasks started (popped or run targeted), for `counts.running`.
+    started: u64,
+    /// Of those, finished (reported by the runner that ran them).
+    ran: u64,
     pool: Pool,
     classes: Vec<Class<J>>,
     seq: u64,
@@ -118,6 +156,9 @@ impl<J: Queued> Dispatch<J> {
     pub fn new(totals: Arc<Totals>, threads: usize) -> Dispatch<J> {
         Dispatch {
             state: Mutex::new(State {
+                counts: Counts::default(),
+                started: 0,
+                ran: 0,
                 pool: Pool::new(totals),
                 classes: Vec::new(),
                 seq: 0,
@@ -155,17 +196,22 @@ impl<J: Queued> Dispatch<J> {
             return Err(job);
         }
         let fits = st.pool.fits(job.req());
+        if job.is_task() {
+            st.counts.submitted += 1;
+        }
         st.push(job);
         self.queued_hint.store(st.queued, Ordering::Relaxed);
         Ok(fits && self.take_place(&mut st))
     }
 
     /// A runner asks for its next job, first releasing `finished` (the
-    /// request of the job it just ran, if any). See [`Next`].
-    pub fn next(&self, finished: Option<&Request>, lingered: bool) -> Next<J> {
+    /// request of the job it just ran, if any, and how it ended). See
+    /// [`Next`].
+    pub fn next(&self, finished: Option<(&Request, Tally)>, lingered: bool) -> Next<J> {
         let mut st = lock(&self.state);
-        if let Some(req) = finished {
+        if let Some((req, tally)) = finished {
             st.pool.release(req);
+            st.add_ran(tally);
         }
         if self.reap_pending.load(Ordering::Acquire) && self.reap_pending.swap(false, Ordering::AcqRel) {
             let reap = std::mem::take(&mut *lock(&self.reap_list));
@@ -180,6 +226,9 @@ impl<J: Queued> Dispatch<J> {
         }
         match st.pop_fitting() {
             Some(job) => {
+                if job.is_task() {
+                    st.started += 1;
+                }
                 self.queued_hint.store(st.queued, Ordering::Relaxed);
                 let more = st.any_fits() && self.take_place(&mut st);
                 Next::Run { job, more }
@@ -243,15 +292,20 @@ impl<J: Queued> Dispatch<J> {
 
     /// Takes a targeted job's resources (a blocked worker runs the job that
     /// produces what it waits for), even if that oversubscribes.
-    pub fn acquire(&self, req: &Request) {
-        lock(&self.state).pool.acquire(req);
+    pub fn acquire(&self, req: &Request, task: bool) {
+        let mut st = lock(&self.state);
+        st.pool.acquire(req);
+        if task {
+            st.started += 1;
+        }
     }
 
-    /// Returns a targeted job's resources. True: start a runner (queued
-    /// work now fits).
-    pub fn release(&self, req: &Request) -> bool {
+    /// Returns a targeted job's resources, with how it ended. True: start a
+    /// runner (queued work now fits).
+    pub fn release(&self, req: &Request, tally: Tally) -> bool {
         let mut st = lock(&self.state);
         st.pool.release(req);
+        st.add_ran(tally);
         st.any_fits() && self.take_place(&mut st)
     }
 
@@ -283,6 +337,23 @@ impl<J: Queued> Dispatch<J> {
         self.take_place(&mut st)
     }
 
+    /// Counts tasks that ended without running (a failed input, shutdown).
+    pub fn count(&self, tally: Tally) {
+        let mut st = lock(&self.state);
+        st.counts.done += tally.done as u64;
+        st.counts.failed += tally.failed as u64;
+        st.counts.cancelled += tally.cancelled as u64;
+    }
+
+    /// The task counts now (one lock; the queue length counts every job).
+    pub fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        let mut c = st.counts;
+        c.queued = st.queued as u64;
+        c.running = st.started.saturating_sub(st.ran);
+        c
+    }
+
     /// Jobs waiting for resources or a runner.
     pub fn queued(&self) -> usize {
         lock(&self.state).queued
@@ -312,6 +383,15 @@ impl<J: Queued> Dispatch<J> {
 }
 
 impl<J: Queued> State<J> {
+    /// Counts the tasks a runner ran (they were started).
+    fn add_ran(&mut self, t: Tally) {
+        let n = (t.done + t.failed + t.cancelled) as u64;
+        self.ran += n;
+        self.counts.done += t.done as u64;
+        self.counts.failed += t.failed as u64;
+        self.counts.cancelled += t.cancelled as u64;
+    }
+
     /// Takes every queued job that `matches` out of the queue.
     fn take_matching(&mut self, mut matches: impl FnMut(&J) -> bool) -> Vec<J> {
         let mut out = Vec::new();

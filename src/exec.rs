@@ -24,10 +24,11 @@ use crate::error::{panic_message, Error, TaskFailure};
 use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::resources::Request;
-use crate::scheduler::{Go, Job, Scheduler};
+use crate::scheduler::{Go, Job, Scheduler, Tally};
 use crate::slot::{Meta, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -42,20 +43,23 @@ pub(crate) struct Plan {
     pub retries: u32,
     pub retry_if: Option<RetryIf>,
     pub priority: u8,
+    /// Whether (and how) its output's lineage is kept.
+    pub lineage: crate::lineage::Policy,
 }
 
 /// What a task runs: its arguments and body, shared between the queued job
 /// and (for re-runnable tasks) its output's lineage.
 pub(crate) struct Spec<A, B, R> {
-    pub args: A,
+    /// Counted as task uses of their refs while the spec lives.
+    pub args: crate::objects::CountedArgs<A>,
     pub body: B,
     pub ctl: Arc<TaskCtl>,
     pub _r: PhantomData<fn() -> R>,
 }
 
-impl<A, B, R> Spec<A, B, R> {
-    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Arc<Self> {
-        Arc::new(Spec { args, body, ctl, _r: PhantomData })
+impl<A: TaskArgs, B, R> Spec<A, B, R> {
+    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Self {
+        Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData }
     }
 }
 
@@ -133,6 +137,8 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(task: &TaskCtl, e: E) ->
 pub(crate) trait Emit<R>: Send + 'static {
     fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>);
     fn err(self, e: Error);
+    /// The (first) output's id (for the timeline).
+    fn id(&self) -> crate::id::ObjectId;
 }
 
 fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
@@ -163,6 +169,9 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         drop(self);
         send_all([wake]);
     }
+    fn id(&self) -> crate::id::ObjectId {
+        self.cell.id
+    }
 }
 
 /// One output per element of a tuple (`spawn_multi`).
@@ -188,6 +197,9 @@ impl<R: MultiReturn> Emit<R> for Multi {
             self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
         drop(self);
         send_all(wakes);
+    }
+    fn id(&self) -> crate::id::ObjectId {
+        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id)
     }
 }
 
@@ -252,6 +264,15 @@ fn trampoline(f: Box<dyn FnOnce()>) {
 /// extra bounds for tasks that have none).
 pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>) -> Arc<dyn Rebuild>;
 
+/// A task's end for the runtime's counts.
+fn tally_of(ended: Result<(), bool>) -> Tally {
+    match ended {
+        Ok(()) => Tally { done: 1, ..Tally::default() },
+        Err(true) => Tally { cancelled: 1, ..Tally::default() },
+        Err(false) => Tally { failed: 1, ..Tally::default() },
+    }
+}
+
 /// Counts a group task's end by its outcome (`Err(cancelled?)`).
 fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     if let Some(g) = group {
@@ -263,28 +284,67 @@ fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     }
 }
 
-/// Submits a task: validates it, waits for its inputs, then queues it.
-pub(crate) fn submit<A, R, B, E>(
+/// Submits a task: waits for its inputs, then queues it. `spec` is the
+/// spec itself for a task without lineage (it then lives inside the job's
+/// own allocation) or an `Arc` shared with its lineage record.
+pub(crate) fn submit<A, R, B, E, P>(
     sched: &Arc<Scheduler>,
     plan: Plan,
-    spec: Arc<Spec<A, B, R>>,
+    spec: P,
     out: E,
-    lineage: Option<MakeLineage<A, B, R>>,
+    lineage: Option<Arc<dyn Rebuild>>,
 ) where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    let ctl = spec.ctl.clone();
+    let ctl = spec.borrow().ctl.clone();
     let group = ctl.group.clone();
     if let Some(g) = &group {
         g.submitted();
     }
-    // Inputs: collect the pending ones; fail at once on a failed one.
+    let (pending, failed) = inputs_of(&*spec.borrow().args);
+    // Recorded only if the timeline is on now (one relaxed load otherwise).
+    let rec = sched.recorder.is_on().then(|| Recording {
+        submitted: sched.recorder.now(),
+        recorder: sched.recorder.clone(),
+        id: out.id(),
+        cpus: plan.req.cpu as f64 / crate::resources::UNIT,
+    });
+    let run = job_fn(spec, plan.retries, plan.retry_if.clone(), out, lineage, rec);
+    let tag = group.map(|g| g as crate::scheduler::Tag);
+    let job = Job::task(plan.req, plan.priority, run, tag);
+    ctl.set_job(&job);
+    if let Some(cause) = failed {
+        return sched.count(job.finish(Go::InputFailed(cause)));
+    }
+    if pending.is_empty() {
+        return sched.submit(job);
+    }
+    wait_for_inputs(sched, job, pending);
+}
+
+/// A re-runnable task's lineage record, if its plan keeps one.
+pub(crate) fn lineage_of<A, B, R>(
+    spec: &Arc<Spec<A, B, R>>,
+    plan: &Plan,
+    make: MakeLineage<A, B, R>,
+    sched: &Arc<Scheduler>,
+) -> Option<Arc<dyn Rebuild>> {
+    if !plan.lineage.keep {
+        return None;
+    }
+    plan.lineage.apply(make(spec.clone(), plan, Arc::downgrade(sched)))
+}
+
+/// A task's inputs that are not done yet (their fetch started, for remote
+/// ones), and the error of the first that failed, if any.
+fn inputs_of<A: TaskArgs>(args: &A) -> (Vec<Arc<ObjectCell>>, Option<Error>) {
     let mut pending: Vec<Arc<ObjectCell>> = Vec::new();
     let mut failed: Option<Error> = None;
-    spec.args.for_each_dep(&mut |r| {
+    args.for_each_dep(&mut |r| {
         let c = &r.cell;
         if !c.slot.is_done() {
             c.demand(); // a remote input starts its fetch now
@@ -295,19 +355,45 @@ pub(crate) fn submit<A, R, B, E>(
             }
         }
     });
-    let lineage = lineage.map(|make| make(spec.clone(), &plan, Arc::downgrade(sched)));
-    let (retries, retry_if) = (plan.retries, plan.retry_if.clone());
-    let run = move |go: Go| {
-        let task = || spec.ctl.name_text();
+    (pending, failed)
+}
+
+/// What the task's job runs, told how to go (run, or end as cancelled,
+/// failed input, shut down): the outcome, recorded, stored, counted.
+fn job_fn<A, R, B, E, P>(
+    spec: P,
+    retries: u32,
+    retry_if: Option<RetryIf>,
+    out: E,
+    lineage: Option<Arc<dyn Rebuild>>,
+    rec: Option<Recording>,
+) -> impl FnOnce(Go) -> Tally + Send + 'static
+where
+    A: TaskArgs,
+    R: Send + 'static,
+    B: TaskFn<A::Output, R>,
+    E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
+{
+    move |go: Go| {
+        let s = spec.borrow();
+        let task = || s.ctl.name_text();
+        let start = rec.as_ref().map(|r| r.recorder.now());
+        ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
-            Go::Run => start_and_run(&spec, retries, retry_if.as_ref()),
+            Go::Run => start_and_run(s, retries, retry_if.as_ref()),
         };
-        // The closure and its inputs go before anyone is woken (lineage keeps
+        if let (Some(rec), Some(start)) = (rec, start) {
+            rec.record(s, start, &outcome);
+        }
+        // The job has ended: its control block lets go of it, and the
+        // closure and its inputs go before anyone is woken (lineage keeps
         // its own reference when the output may need rebuilding).
-        let group = spec.ctl.group.clone();
+        s.ctl.clear_job();
+        let group = s.ctl.group.clone();
         drop(spec);
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
@@ -317,16 +403,13 @@ pub(crate) fn submit<A, R, B, E>(
             Err(e) => out.err(e),
         }
         count_end(group.as_ref(), ended);
-    };
-    let tag = group.map(|g| g as crate::scheduler::Tag);
-    let job = Job::tagged(plan.req, plan.priority, Box::new(run), tag);
-    ctl.set_job(&job);
-    if let Some(cause) = failed {
-        return job.finish(Go::InputFailed(cause));
+        tally_of(ended)
     }
-    if pending.is_empty() {
-        return sched.submit(job);
-    }
+}
+
+/// Queues `job` once every pending input is done (or fails it as soon as
+/// one fails).
+fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<ObjectCell>>) {
     let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
     for cell in pending {
         let w = waiting.clone();
@@ -351,6 +434,48 @@ pub(crate) fn reject<R, E: Emit<R>>(ctl: &TaskCtl, out: E, e: Error) {
     let cancelled = e.is_cancelled();
     out.err(e);
     count_end(ctl.group.as_ref(), Err(cancelled));
+}
+
+/// What a task records on the timeline (present only if it was on when
+/// the task was submitted): one event, when its job ends.
+struct Recording {
+    recorder: Arc<crate::timeline::Recorder>,
+    id: crate::id::ObjectId,
+    cpus: f64,
+    submitted: u64,
+}
+
+impl Recording {
+    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, start: u64, outcome: &Result<T, Error>) {
+        let end = self.recorder.now();
+        let mut inputs = Vec::new();
+        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        let outcome = match outcome {
+            Ok(_) => crate::timeline::Outcome::Done,
+            Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,
+            Err(_) => crate::timeline::Outcome::Failed,
+        };
+        let attempts = ATTEMPTS.with(|a| a.get());
+        let Recording { recorder, id, cpus, submitted } = self;
+        let name = spec.ctl.name.label();
+        recorder.record(|thread| crate::timeline::Event::Task {
+            id,
+            name,
+            submitted,
+            thread,
+            start,
+            end,
+            outcome,
+            cpus,
+            attempts,
+            inputs: inputs.into(),
+        });
+    }
+}
+
+thread_local! {
+    /// Runs of the current task body on this thread (for the timeline).
+    static ATTEMPTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// The start decision, then the run (module docs).
@@ -402,6 +527,8 @@ where
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
         let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
+        // After the body: a task it ran inline set its own count meanwhile.
+        ATTEMPTS.with(|a| a.set(attempt + 1));
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         let e = match r {
             Ok(Ok(v)) => return Ok(v),
@@ -457,7 +584,8 @@ impl Waiting {
                 _ => Error::invalid("input failed"),
             };
             if let Some(job) = self.take() {
-                trampoline(Box::new(move || job.finish(Go::InputFailed(cause))));
+                let sched = sched.clone();
+                trampoline(Box::new(move || sched.count(job.finish(Go::InputFailed(cause)))));
             }
         }
     }
@@ -522,9 +650,11 @@ where
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
+            me.spec.ctl.clear_job();
             job.finish(outcome);
+            Tally::default() // a rebuild, not a task run
         };
-        let j = Job::tagged(self.req.clone(), self.priority, Box::new(run), None);
+        let j = Job::other(self.req.clone(), self.priority, run);
         self.spec.ctl.set_job(&j);
         sched.submit(j);
     }

@@ -46,11 +46,37 @@
 //! runs a closure on `&mut State` and returns a ref. Calls on one actor run
 //! one at a time in submission order; different actors run in parallel.
 //! [`Runtime::actor_builder`] sets options and can start an actor from a
-//! factory, which allows restarts after a panic.
+//! factory, which allows restarts after a panic (and, with
+//! [`ActorBuilder::max_task_retries`], re-running the call that panicked).
+//! Results are stored like tasks' results. [`ActorHandle::kill`] and
+//! [`ActorHandle::terminate`] stop an actor from outside; a call on a dead
+//! actor fails with [`Error::ActorDead`], whose [`ActorDeathCause`] says why.
+//!
+//! ## Groups and cancellation
+//! [`Runtime::group`] makes a [`Group`]: tasks spawned in it are cancelled
+//! together with [`Group::cancel`], O(1) on the caller (no queued task of
+//! the group starts after it returns; running ones see [`is_cancelled`];
+//! closures and arguments are dropped off the calling thread).
+//! [`Group::progress`], [`Group::wait_stopped`] and [`Group::join`] tell
+//! what is left. [`as_completed`] yields refs as they finish;
+//! [`Runtime::map`] runs a closure over a collection with a cap on tasks in
+//! flight. Cancelling a task cancels the tasks it submitted.
 //!
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
 //! done or the timeout passes, without spinning.
+//!
+//! ## Objects: debugging and control
+//! [`Runtime::free`] drops objects now, [`Runtime::contains`] says whether
+//! one can still be read, [`ObjectRef::ref_counts`] counts who holds it, and
+//! [`TaskBuilder::lineage`] / [`TaskBuilder::max_reconstructions`] control
+//! rebuilding per task. An error nobody read is logged once when its object
+//! goes; every way of reading it counts.
+//!
+//! ## Observing
+//! [`Runtime::metrics`] counts tasks, actor calls and store traffic (and
+//! writes Prometheus text); [`Runtime::record_timeline`] and
+//! [`Runtime::timeline`] record a Chrome trace of every task.
 //!
 //! ## async and callbacks
 //! `ObjectRef` implements `IntoFuture` (any executor) and
@@ -75,7 +101,9 @@ mod heap_size;
 mod id;
 mod lineage;
 mod mailbox;
+mod metrics;
 mod notify;
+mod objects;
 mod panics;
 mod refs;
 mod resources;
@@ -86,20 +114,24 @@ mod spill;
 mod store;
 mod sync;
 mod task;
+mod timeline;
 mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
 pub use completed::{as_completed, AsCompleted, Indexed, Map, MapUnordered};
-pub use error::{BuildError, Cause, Error, StoreFull, TaskFailure, Text};
+pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, TaskFailure, Text};
 pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
-pub use id::ObjectId;
+pub use id::{ActorId, ObjectId};
+pub use metrics::Metrics;
+pub use objects::RefCounts;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
 pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
+pub use timeline::{Event as TimelineEvent, Outcome as TimelineOutcome, StoreOp, Timeline};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.
@@ -131,7 +163,7 @@ pub mod fuzzing {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
-    pub use crate::dispatch::{Dispatch, Next, Queued};
+    pub use crate::dispatch::{Dispatch, Next, Queued, Tally};
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};

@@ -64,9 +64,10 @@ impl Totals {
 
     /// Turns named amounts into a request, or the `Infeasible` error of a
     /// request this runtime can never satisfy.
-    pub fn request(&self, task: &str, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
+    /// `task` names the task in the error (formatted only then).
+    pub fn request(&self, task: &dyn std::fmt::Display, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
         let infeasible = |resource: &str, requested: f64, total: f64| Error::Infeasible {
-            task: task.into(),
+            task: task.to_string().into(),
             resource: resource.into(),
             requested,
             total,
@@ -150,7 +151,7 @@ mod tests {
     fn fractional_requests_add_up_exactly() {
         let totals = Totals::new(1.0, &[("GPU".into(), 1.0)]);
         let mut p = Pool::new(totals.clone());
-        let r = totals.request("t", 0.1, &[("GPU".into(), 0.25)]).unwrap();
+        let r = totals.request(&"t", 0.1, &[("GPU".into(), 0.25)]).unwrap();
         for _ in 0..4 {
             assert!(p.fits(&r));
             p.acquire(&r);
@@ -165,12 +166,12 @@ mod tests {
     #[test]
     fn infeasible_names_the_resource() {
         let p = Totals::new(2.0, &[]);
-        match p.request("t", 1.0, &[("GPU".into(), 1.0)]) {
+        match p.request(&"t", 1.0, &[("GPU".into(), 1.0)]) {
             Err(Error::Infeasible { resource, .. }) => assert_eq!(&*resource, "GPU"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(p.request("t", 3.0, &[]), Err(Error::Infeasible { .. })));
-        assert!(matches!(p.request("t", f64::NAN, &[]), Err(Error::Infeasible { .. })));
-        assert!(Totals::new(0.5, &[]).request("t", 1.0, &[]).is_err());
+        assert!(matches!(p.request(&"t", 3.0, &[]), Err(Error::Infeasible { .. })));
+        assert!(matches!(p.request(&"t", f64::NAN, &[]), Err(Error::Infeasible { .. })));
+        assert!(Totals::new(0.5, &[]).request(&"t", 1.0, &[]).is_err());
     }
 }

@@ -81,6 +81,7 @@ pub struct RuntimeBuilder {
     stack_size: usize,
     max_spare_threads: usize,
     print_task_panics: bool,
+    timeline: bool,
     store: StoreConfig,
 }
 
@@ -93,6 +94,7 @@ impl Default for RuntimeBuilder {
             stack_size: 8 << 20,
             max_spare_threads: crate::scheduler::DEFAULT_MAX_SPARES,
             print_task_panics: false,
+            timeline: false,
             store: StoreConfig::default(),
         }
     }
@@ -147,6 +149,13 @@ impl RuntimeBuilder {
     /// (`Error::TaskPanicked`), logged through `tracing` at debug level.
     pub fn print_task_panics(mut self, on: bool) -> Self {
         self.print_task_panics = on;
+        self
+    }
+
+    /// Records the timeline from the start (see [`Runtime::timeline`]).
+    /// Default off; [`Runtime::record_timeline`] switches it at any time.
+    pub fn timeline(mut self, on: bool) -> Self {
+        self.timeline = on;
         self
     }
 
@@ -216,27 +225,47 @@ impl RuntimeBuilder {
             }
         }
         let threads = cpus.max(1);
-        let sched = Scheduler::new(Totals::new(cpus as f64, &self.resources), threads, self.max_spare_threads);
+        let sched =
+            Scheduler::new(Totals::new(cpus as f64, &self.resources), threads, self.max_spare_threads, self.timeline);
         let store = Arc::new(Store::new(&self.store).map_err(|source| BuildError::SpillDir {
             path: self.store.spill_dir.clone().unwrap_or_default(),
             source,
         })?);
+        store.set_recorder(sched.recorder.clone());
         let cluster = crate::backend::Cluster::new(store.clone());
         let shared = Arc::new(Shared { sched: sched.clone(), store, cluster });
-        let handles = Arc::new(Mutex::new(Vec::with_capacity(threads)));
-        let spawned = handles.clone();
-        let weak_sched = Arc::downgrade(&sched);
-        let weak_shared = Arc::downgrade(&shared);
         let quiet = !self.print_task_panics;
         if quiet {
             crate::panics::install();
         }
+        let weak_shared = Arc::downgrade(&shared);
         sched.set_start_hook(move || {
             CURRENT.with(|c| *c.borrow_mut() = weak_shared.clone());
             crate::panics::set_quiet(quiet);
         });
+        let handles = Arc::new(Mutex::new(Vec::with_capacity(threads)));
+        let pool = self.pool(threads, &sched, handles.clone())?;
+        let pool = Arc::new(pool);
+        sched.attach(&pool);
+        let owner = Owner {
+            shared: shared.clone(),
+            pool: Mutex::new(Some(pool)),
+            threads: Mutex::new(std::mem::take(&mut *handles.lock().unwrap_or_else(|p| p.into_inner()))),
+        };
+        Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
+    }
+
+    /// The rayon pool of `threads` workers, each registered with `sched`
+    /// when it starts, their join handles kept in `spawned`.
+    fn pool(
+        &self,
+        threads: usize,
+        sched: &Arc<Scheduler>,
+        spawned: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    ) -> Result<rayon::ThreadPool, BuildError> {
+        let weak_sched = Arc::downgrade(sched);
         let name = self.thread_name.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
+        rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .stack_size(self.stack_size)
             .thread_name(move |i| format!("{name}-{i}"))
@@ -266,15 +295,7 @@ impl RuntimeBuilder {
                 Ok(())
             })
             .build()
-            .map_err(BuildError::Threads)?;
-        let pool = Arc::new(pool);
-        sched.attach(&pool);
-        let owner = Owner {
-            shared: shared.clone(),
-            pool: Mutex::new(Some(pool)),
-            threads: Mutex::new(std::mem::take(&mut *handles.lock().unwrap_or_else(|p| p.into_inner()))),
-        };
-        Ok(Runtime { shared, _owner: Some(Arc::new(owner)) })
+            .map_err(BuildError::Threads)
     }
 }
 
@@ -437,10 +458,23 @@ impl Runtime {
     }
 
     /// Waits until `num_returns` of `refs` are done or `timeout` passes
-    /// (`None`: no timeout; zero: a poll). Returns `(ready, pending)`, both in
-    /// input order, `ready` holding at most `num_returns` refs. A failed
-    /// object counts as ready. Duplicate refs, an empty `num_returns` or one
-    /// larger than the list are [`Error::InvalidArgument`].
+    /// (`None`: no timeout; zero: a poll). Returns `(ready, pending)`, Ray's
+    /// `ray.wait`:
+    ///
+    /// - both lists keep input order, and together hold every ref once;
+    /// - `ready` holds at most `num_returns` refs: refs that are done but
+    ///   beyond the first `num_returns` of them stay in `pending`;
+    /// - a failed object (its task panicked, was cancelled, ...) counts as
+    ///   ready; `wait` never reads it, so its error is still unread;
+    /// - when the timeout passes first, `ready` holds what is done so far
+    ///   (possibly nothing): a timeout is not an error;
+    /// - an empty `refs` returns `([], [])` at once, whatever `num_returns`
+    ///   (Ray checks `num_returns` only for a non-empty list);
+    /// - for a non-empty list, `num_returns == 0`, `num_returns` larger than
+    ///   the list, or the same object twice (through any typed or untyped
+    ///   view) is [`Error::InvalidArgument`], as in Ray.
+    ///
+    /// Inside a task, `wait` gives the task's CPUs back while it blocks.
     #[allow(clippy::type_complexity)]
     pub fn wait<R: crate::refs::Waitable>(
         &self,
@@ -488,6 +522,25 @@ impl Runtime {
     /// `(name, total, free)` for every resource, CPU first.
     pub fn resources(&self) -> Vec<(Text, f64, f64)> {
         self.shared.sched.resources()
+    }
+
+    /// Switches timeline recording on or off (see [`Runtime::timeline`]).
+    /// Tasks submitted while it is on are recorded.
+    pub fn record_timeline(&self, on: bool) {
+        self.shared.sched.recorder.set_on(on);
+    }
+
+    /// What was recorded while the timeline was on: tasks (submitted,
+    /// started, ended, with names, CPUs, outcomes, attempts and the objects
+    /// they read), actor calls, spills, restores and rebuilds, per thread.
+    /// Write it for Perfetto with [`Timeline::write_chrome_trace`](crate::Timeline::write_chrome_trace).
+    pub fn timeline(&self) -> crate::Timeline {
+        self.shared.sched.recorder.snapshot()
+    }
+
+    /// Forgets what the timeline recorded so far.
+    pub fn clear_timeline(&self) {
+        self.shared.sched.recorder.clear();
     }
 
     /// Tasks waiting for resources or a free worker.

@@ -35,6 +35,7 @@
 //!
 //! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+pub(crate) use crate::dispatch::{Counts, Tally};
 use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
 use crate::resources::{Request, Totals};
@@ -58,39 +59,104 @@ pub(crate) enum Go {
     Cancelled,
 }
 
-/// What a job runs.
-pub(crate) type JobFn = Box<dyn FnOnce(Go) + Send>;
+/// A job's function taken out of its job (a cancel runs it elsewhere); it
+/// says how the tasks it ran ended (for the counts).
+pub(crate) type JobFn = Box<dyn FnOnce(Go) -> Tally + Send>;
+
+/// A job's function, stored inside the job itself (one allocation for the
+/// job's header and its closure, which owns the task's spec). Whoever takes
+/// it out first runs it; everyone after finds it gone.
+pub(crate) trait Body: Send + Sync {
+    /// Takes the function out, calls `claimed` (the caller takes the
+    /// job's resources there), then runs it with `go`. `None` if it was
+    /// already taken (nothing is called).
+    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally>;
+    /// Takes the function out without running it.
+    fn take_boxed(&self) -> Option<JobFn>;
+}
+
+impl<F: FnOnce(Go) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F>> {
+    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally> {
+        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        claimed();
+        Some(f(go))
+    }
+
+    fn take_boxed(&self) -> Option<JobFn> {
+        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(Box::new(f))
+    }
+}
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
 /// holds it, and a task's control block may hold it too so that a worker
 /// blocked on that task's result can run it directly ("targeted" jobs).
-/// Whoever takes `run` out of the mutex runs it; the other finds it empty.
-pub(crate) struct Job {
+/// Whoever takes the function out of `body` runs it; the other finds it
+/// empty. `Job` (the default parameter) is the type-erased form every
+/// queue holds; a concrete body is unsized into it.
+pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
     pub priority: u8,
-    run: std::sync::Mutex<Option<JobFn>>,
     /// What the job belongs to (a task group), for [`Scheduler::reap`].
     tag: Option<Tag>,
+    /// A task (counted), not an actor drain or a rebuild.
+    task: bool,
+    /// Its function was taken out by a cancel (so its empty entry counts
+    /// as a cancelled task when a runner reaches it).
+    taken_by_cancel: std::sync::atomic::AtomicBool,
+    body: B,
 }
 
 /// An opaque owner of jobs (compared by pointer).
 pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Job {
-    pub fn new(req: Request, run: JobFn) -> Arc<Job> {
-        Arc::new(Job { req, priority: NORMAL, run: std::sync::Mutex::new(Some(run)), tag: None })
+    pub fn new<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, run: F) -> Arc<Job> {
+        Job::make(req, NORMAL, run, None, false)
     }
 
-    /// A job with a priority that belongs to `tag` (see [`Scheduler::reap`]).
-    pub fn tagged(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
-        Arc::new(Job { req, priority, run: std::sync::Mutex::new(Some(run)), tag })
+    /// A task's job with a priority, that belongs to `tag` (see
+    /// [`Scheduler::reap`]).
+    pub fn task<F: FnOnce(Go) -> Tally + Send + 'static>(
+        req: Request,
+        priority: u8,
+        run: F,
+        tag: Option<Tag>,
+    ) -> Arc<Job> {
+        Job::make(req, priority, run, tag, true)
+    }
+
+    /// A job that is not a task (not counted), with a priority.
+    pub fn other<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, priority: u8, run: F) -> Arc<Job> {
+        Job::make(req, priority, run, None, false)
+    }
+
+    fn make<F: FnOnce(Go) -> Tally + Send + 'static>(
+        req: Request,
+        priority: u8,
+        run: F,
+        tag: Option<Tag>,
+        task: bool,
+    ) -> Arc<Job> {
+        Arc::new(Job {
+            req,
+            priority,
+            tag,
+            task,
+            taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
+            body: std::sync::Mutex::new(Some(run)),
+        })
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
     /// a queued task on its caller's thread without running anything).
     pub fn take_fn(&self) -> Option<JobFn> {
-        self.take()
+        let f = self.body.take_boxed();
+        if f.is_some() {
+            self.taken_by_cancel.store(true, Ordering::Release);
+        }
+        f
     }
 
     /// True if the job belongs to the object at `owner` (its tag's
@@ -99,19 +165,10 @@ impl Job {
         self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
     }
 
-    fn take(&self) -> Option<JobFn> {
-        match self.run.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        }
-    }
-
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
-    pub fn finish(&self, go: Go) {
-        if let Some(run) = self.take() {
-            run(go)
-        }
+    pub fn finish(&self, go: Go) -> Tally {
+        self.body.take_and_run(&mut || {}, go).unwrap_or_default()
     }
 }
 
@@ -121,6 +178,9 @@ pub(crate) const NORMAL: u8 = 1;
 impl Queued for Arc<Job> {
     fn req(&self) -> &Request {
         &self.req
+    }
+    fn is_task(&self) -> bool {
+        self.task
     }
     fn priority(&self) -> u8 {
         self.priority
@@ -166,6 +226,10 @@ pub(crate) struct Scheduler {
     spares: Spares,
     /// The deciding flags of every thread that runs jobs (see `cancel`).
     deciders: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Actor calls made (counted where they are made, by the caller).
+    actor_calls: std::sync::atomic::AtomicU64,
+    /// The timeline recorder (off unless asked for).
+    pub recorder: Arc<crate::timeline::Recorder>,
     /// Run at the start of every thread that runs jobs (sets thread-locals).
     start_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -235,7 +299,7 @@ fn claim(n: &AtomicUsize) -> bool {
 }
 
 impl Scheduler {
-    pub fn new(totals: Arc<Totals>, threads: usize, max_spares: usize) -> Arc<Scheduler> {
+    pub fn new(totals: Arc<Totals>, threads: usize, max_spares: usize, timeline: bool) -> Arc<Scheduler> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let dispatch = Dispatch::new(totals.clone(), threads);
         let threads = dispatch.threads();
@@ -253,6 +317,8 @@ impl Scheduler {
                 handles: Mutex::new(Vec::new()),
             },
             deciders: Mutex::new(Vec::new()),
+            actor_calls: std::sync::atomic::AtomicU64::new(0),
+            recorder: crate::timeline::Recorder::new(timeline),
             start_hook: OnceLock::new(),
         })
     }
@@ -325,7 +391,7 @@ impl Scheduler {
         match self.dispatch.submit(job) {
             Ok(true) => self.start_runner(),
             Ok(false) => {}
-            Err(job) => job.finish(Go::Shutdown),
+            Err(job) => self.dispatch.count(job.finish(Go::Shutdown)),
         }
     }
 
@@ -418,17 +484,17 @@ impl Scheduler {
         }
         IN_LOOP.with(|l| l.set(true));
         PLACE.with(|p| p.set(true));
-        let mut finished: Option<Arc<Job>> = None;
+        let mut finished: Option<(Arc<Job>, Tally)> = None;
         let mut lingered = false;
         loop {
-            match self.dispatch.next(finished.as_ref().map(|j| &j.req), lingered) {
+            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered) {
                 Next::Run { job, more } => {
                     if more {
                         self.start_runner();
                     }
                     lingered = false;
-                    execute(&job);
-                    finished = Some(job);
+                    let tally = execute(&job);
+                    finished = Some((job, tally));
                 }
                 Next::Linger => {
                     finished = None;
@@ -436,9 +502,14 @@ impl Scheduler {
                 }
                 Next::Reap(jobs) => {
                     finished = None;
+                    let mut tally = Tally::default();
                     for job in jobs {
-                        job.finish(Go::Cancelled);
+                        let t = job.finish(Go::Cancelled);
+                        tally.done += t.done;
+                        tally.failed += t.failed;
+                        tally.cancelled += t.cancelled;
                     }
+                    self.dispatch.count(tally);
                 }
                 Next::Exit => break,
             }
@@ -476,14 +547,16 @@ impl Scheduler {
         if depth >= MAX_TARGET_DEPTH {
             return false;
         }
-        let Some(run) = job.take() else { return false };
-        self.dispatch.acquire(&job.req);
-        TARGET_DEPTH.with(|d| d.set(depth + 1));
-        let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-        run(Go::Run);
-        TASK_CPU.with(|c| c.set(prev));
+        let mut prev = None;
+        let claimed = &mut || {
+            self.dispatch.acquire(&job.req, job.task);
+            TARGET_DEPTH.with(|d| d.set(depth + 1));
+            prev = Some(TASK_CPU.with(|c| c.replace(job.req.cpu)));
+        };
+        let Some(tally) = job.body.take_and_run(claimed, Go::Run) else { return false };
+        TASK_CPU.with(|c| c.set(prev.unwrap_or(0)));
         TARGET_DEPTH.with(|d| d.set(depth));
-        if self.dispatch.release(&job.req) {
+        if self.dispatch.release(&job.req, tally) {
             self.start_runner();
         }
         true
@@ -493,7 +566,7 @@ impl Scheduler {
     /// and lets idle spare threads go.
     pub fn shutdown(&self) {
         for j in self.dispatch.shutdown() {
-            j.finish(Go::Shutdown);
+            self.dispatch.count(j.finish(Go::Shutdown));
         }
         lock_std(&self.spares.tx).take();
     }
@@ -507,6 +580,26 @@ impl Scheduler {
                 let _ = h.join();
             }
         }
+    }
+
+    /// The task counts now.
+    pub fn counts(&self) -> Counts {
+        self.dispatch.counts()
+    }
+
+    /// Counts an actor call being made.
+    pub fn actor_call(&self) {
+        self.actor_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Actor calls made so far.
+    pub fn actor_calls(&self) -> u64 {
+        self.actor_calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts tasks that ended without a runner (a failed input).
+    pub fn count(&self, tally: Tally) {
+        self.dispatch.count(tally);
     }
 
     /// Jobs waiting for resources or a runner.
@@ -540,11 +633,15 @@ fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs a job (if nobody ran it yet) with its CPU amount recorded for
 /// nested blocking. The caller holds the job's resources and releases them.
-fn execute(job: &Job) {
-    let Some(run) = job.take() else { return };
+/// An entry whose function a cancel took out counts as a cancelled task.
+fn execute(job: &Job) -> Tally {
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-    run(Go::Run);
+    let ran = job.body.take_and_run(&mut || {}, Go::Run);
     TASK_CPU.with(|c| c.set(prev));
+    ran.unwrap_or_else(|| {
+        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
+        Tally { cancelled: cancelled as u32, ..Tally::default() }
+    })
 }
 
 /// How many times a waiter re-checks before registering and parking (a short

@@ -199,6 +199,8 @@ pub struct Store {
     lineage_cap: usize,
     lineage: Mutex<Log>,
     recycle_cap: usize,
+    /// The runtime's timeline (spills, restores and rebuilds go on it).
+    recorder: std::sync::OnceLock<Arc<crate::timeline::Recorder>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,7 +233,26 @@ impl Store {
             lineage_cap: cfg.lineage_capacity,
             lineage: Mutex::new(Log::default()),
             recycle_cap: cfg.recycle_capacity.unwrap_or_else(|| default_recycle_capacity(cfg.capacity)),
+            recorder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Puts the store's moves on the runtime's timeline (set once, at build).
+    pub(crate) fn set_recorder(&self, recorder: Arc<crate::timeline::Recorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// The timeline, if it is recording now.
+    fn recording(&self) -> Option<&Arc<crate::timeline::Recorder>> {
+        self.recorder.get().filter(|r| r.is_on())
+    }
+
+    /// Records a store operation that started at `start` (if recording).
+    fn record(&self, op: crate::timeline::StoreOp, id: ObjectId, bytes: usize, start: Option<u64>) {
+        if let (Some(r), Some(start)) = (self.recording(), start) {
+            let end = r.now();
+            r.record(|thread| crate::timeline::Event::Store { op, id, bytes, thread, start, end });
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -414,9 +435,17 @@ impl Store {
         self.lineage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the lineage log knows of `id`.
+    /// What the lineage log knows of `id`, for a reader about to rebuild
+    /// it: a record handed out counts as one rebuild of the object (see
+    /// `lineage`: past its task's `max_reconstructions` the record fails
+    /// the rebuild instead).
     pub(crate) fn lineage_of(&self, id: ObjectId) -> crate::lineage::Lookup {
-        self.lineage_lock().lookup(id)
+        self.lineage_lock().claim(id)
+    }
+
+    /// True if `id` could be rebuilt from lineage now.
+    pub(crate) fn can_rebuild(&self, id: ObjectId) -> bool {
+        self.lineage_lock().has(id)
     }
 
     /// Marks a tracked object as just used.
@@ -431,8 +460,10 @@ impl Store {
         let has_lineage = self.lineage_lock().has(id);
         obj.slot().evict_with(|v, meta| {
             if let (Some(dir), Some((encode, decode))) = (spill, v.codec()) {
+                let start = self.recording().map(|r| r.now());
                 match dir.write(id, v.type_name, encode, v) {
                     Ok(path) => {
+                        self.record(crate::timeline::StoreOp::Spill, id, meta.charged, start);
                         self.stats.spills.fetch_add(1, Ordering::Relaxed);
                         self.stats.spilled_bytes.fetch_add(meta.charged, Ordering::Relaxed);
                         self.stats.spilled_objects.fetch_add(1, Ordering::Relaxed);
@@ -458,6 +489,7 @@ impl Store {
     /// without waiting; otherwise this reader gets it and the object stays
     /// spilled. `Err` (file unreadable): the caller tries lineage next.
     pub(crate) fn restore(&self, obj: &Arc<impl Resident + 'static>, file: SpillHandle) -> Result<Value, SpillError> {
+        let start = self.recording().map(|r| r.now());
         let (value, meta) = match crate::spill::read_file(&file.path, file.type_name, file.decode) {
             Ok(v) => (v, file.meta),
             Err(e) => {
@@ -466,11 +498,17 @@ impl Store {
             }
         };
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
+        self.record(crate::timeline::StoreOp::Restore, obj.id(), meta.charged, start);
         if meta.charged == 0 || self.reserve(meta.charged, false) {
-            obj.slot().finish_rebuild(Ok((value.clone(), meta)));
+            let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value.clone(), meta)));
             if meta.charged > 0 {
-                self.track(obj, meta.charged);
+                if stored {
+                    self.track(obj, meta.charged);
+                } else {
+                    self.release(meta.charged); // freed meanwhile
+                }
             }
+            wake.send();
         } else {
             // No room: this reader gets the value; the object stays out.
             obj.slot().finish_rebuild(Err(Ok(Moved::Spilled(file))));
@@ -480,7 +518,8 @@ impl Store {
 
     /// A rebuild of `obj` to hand to its lineage record (see [`RebuildJob`]).
     pub(crate) fn rebuild_job(self: &Arc<Self>, obj: Arc<dyn Resident>) -> RebuildJob {
-        RebuildJob { store: self.clone(), obj: Some(obj) }
+        let start = self.recording().map(|r| r.now());
+        RebuildJob { store: self.clone(), obj: Some(obj), start }
     }
 
     fn track(&self, obj: &Arc<impl Resident + 'static>, bytes: usize) {
@@ -533,9 +572,16 @@ impl Store {
 pub(crate) struct RebuildJob {
     store: Arc<Store>,
     obj: Option<Arc<dyn Resident>>,
+    /// When it was asked for, if the timeline is recording.
+    start: Option<u64>,
 }
 
 impl RebuildJob {
+    /// The object being rebuilt (`None` once finished).
+    pub(crate) fn id(&self) -> Option<ObjectId> {
+        self.obj.as_ref().map(|o| o.id())
+    }
+
     /// Sizes a task's result (as `admit` would, without reserving).
     pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
         self.store.measure(value)
@@ -556,14 +602,17 @@ impl RebuildJob {
                     g.objects += 1;
                 }
                 store.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
-                let wake = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
-                if meta.charged > 0 {
+                store.record(crate::timeline::StoreOp::Rebuild, obj.id(), meta.charged, self.start);
+                let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
+                if meta.charged > 0 && stored {
                     let weak = Arc::downgrade(&obj);
                     store.lock().lru.push(obj.id(), (weak, meta.charged));
+                } else if meta.charged > 0 {
+                    store.release(meta.charged); // freed meanwhile
                 }
                 wake
             }
-            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))),
+            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))).0,
         };
         // Let go of the object before waking its readers: once a reader
         // returns, the rebuild holds nothing of it.

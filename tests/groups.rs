@@ -89,6 +89,7 @@ fn cancelling_a_group_stops_every_queued_task_off_the_calling_thread() {
         assert_ne!(Some(cb), me, "a callback ran on the cancelling thread");
     }
     assert!(g.wait_stopped(Some(LONG)));
+    assert!(g.join(Some(LONG)), "every result counted");
     let p = g.progress();
     assert_eq!((p.total, p.cancelled, p.running, p.queued), (2_000, 2_000, 0, 0), "{p:?}");
 }
@@ -122,6 +123,7 @@ fn running_tasks_see_the_cancel_and_stopped_comes_after_they_return() {
     for r in refs {
         assert!(r.get().is_ok());
     }
+    assert!(g.join(Some(LONG)), "every result counted");
     let p = g.progress();
     assert_eq!((p.done, p.cancelled), (2, 0), "{p:?}");
 }
@@ -441,6 +443,7 @@ fn an_error_returned_after_the_cancel_counts_as_cancelled() {
     g.cancel();
     assert!(r.get().unwrap_err().is_cancelled());
     assert!(g.wait_stopped(Some(LONG)));
+    assert!(g.join(Some(LONG)), "every result counted");
     let p = g.progress();
     assert_eq!((p.cancelled, p.failed), (1, 0), "{p:?}");
     assert!(manta::check_cancelled().is_ok(), "Ok outside tasks");

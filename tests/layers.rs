@@ -20,11 +20,28 @@ use std::path::{Path, PathBuf};
 
 /// The core's layers, lowest first.
 const CORE_LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics"]),
+    ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics", "timeline"]),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     ("sched", &["resources", "dispatch", "scheduler"]),
     ("object", &["cell", "cancel"]),
-    ("api", &["refs", "args", "task", "exec", "group", "completed", "actor", "wait", "runtime", "backend", "lib"]),
+    (
+        "api",
+        &[
+            "refs",
+            "args",
+            "task",
+            "exec",
+            "group",
+            "completed",
+            "metrics",
+            "actor",
+            "objects",
+            "wait",
+            "runtime",
+            "backend",
+            "lib",
+        ],
+    ),
 ];
 
 /// manta-p2p's layers, lowest first (see the `mod.rs` header of each).

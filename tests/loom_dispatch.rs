@@ -23,7 +23,7 @@
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Totals};
+use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Tally, Totals};
 
 /// A job of the model: a one-CPU request and a body.
 struct TestJob {
@@ -46,7 +46,7 @@ fn job(body: impl FnOnce(&Arc<Dispatch<TestJob>>) + Send + 'static) -> TestJob {
 fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
     let mut finished: Option<Request> = None;
     loop {
-        match d.next(finished.as_ref(), true) {
+        match d.next(finished.as_ref().map(|r| (r, Tally::default())), true) {
             Next::Run { job, more } => {
                 if more {
                     start(&d, &spawned);

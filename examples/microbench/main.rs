@@ -62,6 +62,8 @@ const METRICS: &[&str] = &[
     "wait_per_s",
     "dag_chain_per_s",
     "fib_tasks_per_s",
+    "tasks_async_timeline_per_s",
+    "timeline_overhead_pct",
 ];
 
 struct Bench {
@@ -177,6 +179,9 @@ fn main() {
     }
     if b.wants(&["fib_tasks_per_s"]) {
         fib_tasks(&b, &rt);
+    }
+    if b.wants(&["tasks_async_timeline_per_s", "timeline_overhead_pct"]) {
+        timeline(&b, &rt);
     }
     drop(rt);
     if b.wants(spill::METRICS) {
@@ -492,4 +497,30 @@ fn bytes_per_queued_task(b: &Bench, rt: &Runtime) {
         }
         _ => eprintln!("# bytes_per_queued_task: /proc/self/status not readable"),
     }
+}
+
+/// `tasks_async` with the timeline recording every task, alternating runs
+/// with it off on the same runtime: the cost of recording.
+fn timeline(b: &Bench, rt: &Runtime) {
+    let run = |on: bool| {
+        rt.record_timeline(on);
+        let t = Instant::now();
+        let refs: Vec<ObjectRef<u64>> = (0..ASYNC_TASKS).map(|_| rt.spawn(|| 1u64)).collect();
+        let values = rt.get_all(&refs).expect("tasks");
+        let d = t.elapsed();
+        assert_eq!(values.len(), ASYNC_TASKS);
+        rt.record_timeline(false);
+        rt.clear_timeline();
+        rate(ASYNC_TASKS, d)
+    };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        off.push(run(false));
+        on.push(run(true));
+    }
+    let fmt = |v: &[f64]| v.iter().map(|s| fmt_value(*s)).collect::<Vec<_>>().join(" ");
+    eprintln!("#   tasks_async off: {}; on: {}", fmt(&off), fmt(&on));
+    let (best_off, best_on) = (off.iter().copied().fold(0.0, f64::max), on.iter().copied().fold(0.0, f64::max));
+    b.report("tasks_async_timeline_per_s", best_on, "tasks/s");
+    b.report("timeline_overhead_pct", (1.0 - best_on / best_off) * 100.0, "%");
 }

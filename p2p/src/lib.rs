@@ -28,7 +28,9 @@
 //! - **Reference counting**: a node that deserializes a ref tells the
 //!   owner, which keeps the object alive until every borrower has dropped
 //!   it; task results stay pinned on their executor until the submitter
-//!   drops its ref. A job leaves every store as it found it.
+//!   drops its ref; every ref inside a task's arguments (nested in values
+//!   too) is kept alive by its submitter until the task is done. A job
+//!   leaves every store as it found it.
 //! - **Safety**: safe by default: without a listen address a node listens
 //!   on 127.0.0.1 only, and listening beyond loopback or mDNS needs a
 //!   cluster secret ([`NodeBuilder::secret`], read with [`load_secret`] from
@@ -42,7 +44,7 @@
 //!   wire message is versioned, size- and depth-capped, and malformed bytes
 //!   get an error reply and a log line. Not yet: actor ownership, borrow
 //!   caps, content digests, per-peer work quotas (members are trusted with
-//!   work). See the README's Safety section.
+//!   work). See the Safety section of `p2p/README.md`.
 //!
 //! ```
 //! use manta::{ObjectRef, Runtime};
@@ -172,7 +174,7 @@ pub use transport::bulk::LaneStats;
 pub use wire::envelope::{Resource, WireError};
 pub use work::{
     ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
-    RemoteFn, TaskBuilder, INLINE_RESULT_BYTES,
+    RemoteFn, TaskBuilder, DEFAULT_RESTART_TIMEOUT, INLINE_RESULT_BYTES,
 };
 
 /// Decoders and encoders of every byte format a peer can send, for the fuzz
@@ -186,9 +188,9 @@ pub mod fuzzing {
     pub mod wire {
         pub use crate::wire::envelope::{
             decode_heartbeat, decode_request, decode_response, encode_heartbeat, encode_request, encode_response,
-            Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_DEPTH, MAX_FETCH_LEN,
-            MAX_HEARTBEAT_BYTES, MAX_REQUEST_BYTES, MAX_RESOURCES, MAX_RESOURCE_NAME_BYTES, MAX_RESPONSE_BYTES,
-            RESOURCE_EPSILON, VERSION,
+            Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_BATCH_IDS, MAX_DEPTH,
+            MAX_FETCH_LEN, MAX_HEARTBEAT_BYTES, MAX_REQUEST_BYTES, MAX_RESOURCES, MAX_RESOURCE_NAME_BYTES,
+            MAX_RESPONSE_BYTES, RESOURCE_EPSILON, VERSION,
         };
     }
     /// Node-to-node mail.
@@ -197,7 +199,7 @@ pub mod fuzzing {
         pub use crate::wire::mail::{
             decode_ack, decode_batch, encode_ack, encode_batch, Ack, Batch, Completion, Mail, Opts, Refusal,
             RemoteError, Root, WireId, MAX_ACK_BYTES, MAX_ARGS_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL, MAX_CHAIN,
-            MAX_IDS, MAX_NAME_BYTES, MAX_TEXT_BYTES,
+            MAX_IDS, MAX_NAME_BYTES, MAX_PREFETCH, MAX_TEXT_BYTES,
         };
     }
     /// The object protocol's framing.

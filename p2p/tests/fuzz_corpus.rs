@@ -316,6 +316,7 @@ fn opts() -> Opts {
         resources: vec![("gpu".into(), 1.0), ("mem".into(), 2e9)],
         retries: 3,
         name: Some("train".into()),
+        prefetch: Vec::new(),
     }
 }
 
@@ -378,12 +379,15 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let fetch = |id: [u8; 16], offset, len| encode_request(&Request::Fetch { id, offset, len });
             let base = fetch(std::array::from_fn(|i| i as u8), 5, 4096);
             let id = std::array::from_fn(|i| i as u8);
+            let ids = (0..3u8).map(|k| serde_bytes::ByteArray::new([k; 16])).collect();
+            let fetch_small = encode_request(&Request::FetchSmall { ids });
             (
                 vec![
                     ("fetch-min", fetch([0; 16], 0, 1)),
                     ("fetch-typical", base.clone()),
                     ("fetch-max", fetch([0xff; 16], u64::MAX, MAX_FETCH_LEN)),
                     ("bulk", encode_request(&Request::Bulk { id, offset: 1 << 40 })),
+                    ("fetch-small", fetch_small.clone()),
                     // Indefinite-length envelope and field maps.
                     ("indefinite-maps", {
                         let b = patch(&base, &[0xa2, 0x61, b'v'], &[0xbf, 0x61, b'v']);
@@ -407,6 +411,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("offset-negative", patch(&base, &[b't', 0x05], &[b't', 0x24])),
                     ("unknown-variant", patch(&base, b"eFetch", b"eFetcx")),
                     ("body-null", patch(&base, &base[9..], &[0xf6])),
+                    ("ids-4g-header", patch(&fetch_small, &[0x83, 0x50], &[&huge(0x80)[..], &[0x50]].concat())),
                 ],
             )
         }
@@ -416,6 +421,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let base = chunk(100, 10, &[1, 2, 3]);
             let failed = encode_response(&Response::Failed { message: "abc".into() });
             let ticket = |port| encode_response(&Response::Ticket { port, token: [0x11; 32], key: [0x22; 32] });
+            let items = vec![Some(serde_bytes::ByteBuf::from(vec![0x18, 42])), None];
+            let objects = encode_response(&Response::Objects { items });
             (
                 vec![
                     ("chunk-empty", chunk(0, 0, &[])),
@@ -426,6 +433,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("invalid", encode_response(&Response::Invalid { reason: "message truncated".into() })),
                     ("busy", encode_response(&Response::Busy)),
                     ("ticket", ticket(40123)),
+                    ("objects", objects.clone()),
                 ],
                 base.clone(),
                 vec![
@@ -440,6 +448,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("unit-variant-unknown", patch(&encode_response(&Response::Busy), b"Busy", b"Bosy")),
                     ("data-as-text", patch(&base, &[0x43, 1, 2, 3], &[0x63, b'a', b'b', b'c'])),
                     ("ticket-port-0", ticket(0)),
+                    ("items-4g-header", patch(&objects, &[0x82, 0x42], &[&huge(0x80)[..], &[0x42]].concat())),
                 ],
             )
         }
@@ -511,6 +520,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                             .collect(),
                         retries: u32::MAX,
                         name: Some(name(MAX_NAME_BYTES)),
+                        prefetch: Vec::new(),
                     },
                 },
                 Mail::Done {

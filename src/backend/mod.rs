@@ -49,7 +49,7 @@ mod fetch;
 mod serve;
 mod wire_ref;
 
-pub(crate) use cluster::Cluster;
+pub(crate) use cluster::{link_of, Cluster};
 pub use fetch::{DecodeError, Decoded, Fetch};
 pub use serve::Served;
 pub use wire_ref::collect_serialized;
@@ -97,6 +97,12 @@ pub trait RemoteBackend: Send + Sync + 'static {
     /// deserialization or by [`Backend::remote_promise`]).
     fn released(&self, id: ObjectId, owner_hint: &[u8]) {
         let _ = (id, owner_hint);
+    }
+    /// The backend's own metrics, added to [`Runtime::metrics`]: `(name,
+    /// value)` pairs (names in `snake_case`; `_total` for counters).
+    /// Default: none.
+    fn metrics(&self) -> Vec<(std::borrow::Cow<'static, str>, f64)> {
+        Vec::new()
     }
     /// The backend as `Any`, so its implementor can find itself again
     /// through [`Backend::attached`].
@@ -198,6 +204,20 @@ impl<'rt> Backend<'rt> {
     /// node holds it to keep the object alive for a borrower elsewhere.
     pub fn pin_object(&self, id: ObjectId) -> Option<AnyRef> {
         self.cluster().lookup(id).map(|(c, _)| ObjectRef::<()>::from_cell(c).untyped())
+    }
+
+    /// Adjusts the count of remote borrowers of `r`'s object (other nodes
+    /// holding a ref to it) by `delta`, as the cluster layer learns of
+    /// borrows and releases; it is what
+    /// [`RefCounts::borrowers`](crate::RefCounts::borrowers) reports. The
+    /// count never goes below zero. Purely informational: it keeps nothing
+    /// alive (the node's pins do). Only objects that left this runtime
+    /// (exported, or remote) can have borrowers: for others it does nothing.
+    pub fn add_borrowers(&self, r: &AnyRef, delta: isize) {
+        use std::sync::atomic::Ordering;
+        let Some(link) = cluster::link_of(&r.cell) else { return };
+        let b = &link.borrowers;
+        let _ = b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add_signed(delta)));
     }
 
     /// Exports a local object (as serializing a ref to it would) so peers

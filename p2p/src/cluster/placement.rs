@@ -64,8 +64,9 @@ fn total_of(totals: &[(String, f64)], name: &str) -> f64 {
     totals.iter().filter(|(n, _)| n == name).map(|(_, t)| *t).sum()
 }
 
-/// The first resource `totals` has too little of, if any.
-fn short(need: &Need, totals: &[(String, f64)]) -> Option<(String, f64)> {
+/// The first resource `totals` has too little of, if any, with the
+/// amount needed.
+pub(crate) fn short(need: &Need, totals: &[(String, f64)]) -> Option<(String, f64)> {
     let eps = 1e-9;
     if need.cpus > total_of(totals, "CPU") + eps {
         return Some(("CPU".into(), need.cpus));

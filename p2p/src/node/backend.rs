@@ -73,4 +73,8 @@ impl ObjectHooks for NodeBackend {
     fn announce(&self, id: ObjectId) {
         self.announcements.announce(id);
     }
+
+    fn serve_as(&self, id: ObjectId) -> ObjectId {
+        self.work.serve_as(id)
+    }
 }

@@ -1,5 +1,8 @@
 //! Client side of a remote `get`: one async task per fetched object.
 //!
+//! The first try of each holder goes through the holder's batch queue
+//! (`batch`): small objects demanded together come in one exchange, and
+//! anything the batch did not bring is pulled alone as below.
 //! The task tries holders in order: the ref's owner hint first, then the
 //! providers Kademlia returns for the object's id. From one holder it pulls
 //! the object's CBOR encoding: the first `BULK_FROM` bytes (a chunk, if the
@@ -26,6 +29,7 @@
 //! shutdown) the `Fetch`'s drop fails the object instead of leaving it
 //! pending.
 
+use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::{Directory, Rebuilder, Streams};
@@ -35,8 +39,8 @@ use crate::wire::{hint, Request, Response};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use libp2p::PeerId;
-use manta::backend::{DecodeError, Fetch};
-use manta::{Error, ObjectId};
+use manta::backend::{DecodeError, Decoded, Fetch};
+use manta::{Error, ObjectId, Runtime};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -71,7 +75,9 @@ pub(crate) struct FetcherConfig {
 /// Runs fetches: one async task per fetched object, sharing a stream pool.
 pub(crate) struct Fetcher {
     handle: tokio::runtime::Handle,
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// First requests, batched per holder.
+    batcher: Arc<Batcher>,
     me: PeerId,
     directory: Arc<dyn Directory>,
     chunk: usize,
@@ -88,6 +94,9 @@ pub(crate) struct Fetcher {
     rebuilder: Weak<dyn Rebuilder>,
     /// Objects received over peers' bulk lanes.
     bulk_received: AtomicU64,
+    /// The runtime fetched objects belong to: entered while decoding, so
+    /// refs inside a fetched value bind to it.
+    rt: Runtime,
 }
 
 /// Why one holder could not give the object.
@@ -143,14 +152,17 @@ impl Fetcher {
     /// and handing fetches that found no holder to `rebuilder`.
     pub(crate) fn new(
         cfg: FetcherConfig,
+        rt: Runtime,
         streams: Arc<dyn Streams>,
         directory: Arc<dyn Directory>,
         peer_ips: PeerIps,
         rebuilder: Weak<dyn Rebuilder>,
     ) -> Fetcher {
+        let pool = Arc::new(Pool::new(streams, cfg.request_timeout));
         Fetcher {
             handle: cfg.handle,
-            pool: Pool::new(streams, cfg.request_timeout),
+            batcher: Arc::new(Batcher::new(pool.clone())),
+            pool,
             me: cfg.me,
             directory,
             chunk: cfg.chunk,
@@ -161,6 +173,7 @@ impl Fetcher {
             peer_ips,
             rebuilder,
             bulk_received: AtomicU64::new(0),
+            rt,
         }
     }
 
@@ -226,7 +239,8 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         }
         tried.insert(peer, attempt + 1);
         // After its lane broke, a holder's next try comes in chunks.
-        match pull(fetch, peer, &ctx, !lane_broken.contains(&peer)).await {
+        // A first try may come in a batch of small objects (`batch`).
+        match pull(fetch, peer, &ctx, !lane_broken.contains(&peer), attempt == 0).await {
             Ok(()) => return, // stored; `exported` queued its announcement
             Err((f, failure)) => {
                 fetch = f;
@@ -258,6 +272,13 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         None => fetch,
     };
     fetch.complete(Err(err));
+}
+
+/// Decodes a fetched object with `rt` entered, so refs inside the value
+/// bind to it (deserializing a ref needs an explicit runtime).
+pub(crate) fn decode_in(rt: &Runtime, fetch: &Fetch, r: &mut dyn std::io::Read) -> Result<Decoded, DecodeError> {
+    let _entered = rt.enter();
+    fetch.decode(r)
 }
 
 fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {
@@ -293,7 +314,7 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
         Reply::Other(Response::Failed { message }) => Err(Failure::refused(HolderError::Failed(message))),
         Reply::Other(Response::Invalid { reason }) => Err(Failure::refused(HolderError::Refused(reason))),
         Reply::Other(Response::Busy) => Err(Failure::unreachable(HolderError::Busy)),
-        Reply::Other(Response::Chunk { .. } | Response::Ticket { .. }) => {
+        Reply::Other(Response::Chunk { .. } | Response::Ticket { .. } | Response::Objects { .. }) => {
             Err(Failure::refused(HolderError::Unexpected))
         }
     }
@@ -301,8 +322,21 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
 
 /// Pulls the whole object from `peer` and completes the fetch, or hands the
 /// fetch back with why it failed.
-async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool) -> Result<(), (Fetch, Failure)> {
+async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
+    if batch {
+        // Small, done and held there: it comes with the other small
+        // objects demanded from that holder meanwhile (`batch`).
+        if let Some(bytes) = ctx.batcher.small(peer, id).await {
+            return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
+                Ok(decoded) => {
+                    tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                    Ok(())
+                }
+                Err(e) => Err((fetch, Failure::refused(e.into()))),
+            };
+        }
+    }
     // With a bulk lane, anything past the first reply streams over it.
     let lane = lane && ctx.bulk;
     let first_len = if lane { ctx.chunk.min(BULK_FROM) } else { ctx.chunk };
@@ -322,7 +356,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool) -> Result<(
     };
     if data.bytes().len() as u64 == total {
         // The whole object in one reply: decode it here.
-        return match fetch.decode(&mut data.bytes()) {
+        return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
             Ok(decoded) => {
                 tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
                 Ok(())
@@ -334,7 +368,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool) -> Result<(
     if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
         match bulk::connect(&pass, &ctx.hello, ctx.pool.timeout()).await {
             Ok(stream) => {
-                let pulled = pull_bulk(fetch, data, stream, pass.key, total - head).await;
+                let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {
                     ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
                 }
@@ -358,9 +392,10 @@ async fn pull_chunks(
 ) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
     let (tx, rx) = mpsc::channel::<Result<ChunkBytes, Interrupted>>(ctx.window);
+    let rt = ctx.rt.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         let mut reader = ChunkReader { rx, data: ChunkBytes { buf: Vec::new(), start: 0 }, pos: 0 };
-        match fetch.decode(&mut reader) {
+        match decode_in(&rt, &fetch, &mut reader) {
             Ok(decoded) => {
                 fetch.complete(Ok(decoded));
                 None
@@ -424,12 +459,18 @@ async fn bulk_pass(ctx: &Fetcher, peer: PeerId, id: ObjectId, offset: u64) -> Op
 /// stream, on a blocking thread.
 async fn pull_bulk(
     fetch: Fetch,
+    rt: &Runtime,
     head: ChunkBytes,
     stream: std::net::TcpStream,
     key: Secret,
     rest: u64,
 ) -> Result<(), (Fetch, Failure)> {
-    let decoder = tokio::task::spawn_blocking(move || match bulk::receive(&fetch, head.bytes(), stream, &key, rest) {
+    let rt = rt.clone();
+    let receive = move |fetch: &Fetch| {
+        let _entered = rt.enter(); // refs inside bind to our runtime
+        bulk::receive(fetch, head.bytes(), stream, &key, rest)
+    };
+    let decoder = tokio::task::spawn_blocking(move || match receive(&fetch) {
         Ok(decoded) => {
             fetch.complete(Ok(decoded));
             None

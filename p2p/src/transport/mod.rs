@@ -2,7 +2,11 @@
 //! has connected them.
 //!
 //! - `rpc`: object requests over long-lived streams (a pool per peer on
-//!   the client side, one task per stream on the server side);
+//!   the client side, at most 16 calls in flight per peer and later ones
+//!   waiting their turn; one task per stream on the server side);
+//! - `batch`: the first request of every fetch to one holder goes through
+//!   that holder's queue, so many small objects demanded together come in
+//!   one exchange;
 //! - `outbox` / `inbox`: ordered, batched, acknowledged mail between nodes
 //!   (what they share, protocol and duplicate detection, is in `mail_link`);
 //! - `bulk`: the bulk lane, large objects on a TCP connection of their own
@@ -27,6 +31,7 @@
 //! hellos) is capped; a `Fetch` is completed exactly once, never under a
 //! lock.
 
+mod batch;
 pub(crate) mod bulk;
 pub(crate) mod fetch;
 pub(crate) mod guard;
@@ -87,6 +92,11 @@ pub(crate) trait ObjectHooks: Send + Sync + 'static {
     fn prefetch(&self, id: ObjectId) -> bool;
     /// A peer started reading `id`: it is worth a DHT record now.
     fn announce(&self, id: ObjectId);
+    /// The id object `id` is held under here (itself, unless a task made
+    /// it here under another id).
+    fn serve_as(&self, id: ObjectId) -> ObjectId {
+        id
+    }
 }
 
 /// The last resort of a fetch that found no holder (implemented by the

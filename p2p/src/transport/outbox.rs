@@ -24,6 +24,11 @@
 //! The receiving side (reading, applying, answering, and recognising a
 //! batch sent again) is `inbox`.
 //!
+//! Mail to different peers is not ordered; [`Outboxes::mark`] takes a
+//! [`Marks`] of everything queued so far, which has *passed* once all of
+//! it is acked or given up (the work layer sends a `Release` or a `Done`
+//! only then, so it cannot overtake an earlier `Borrow` to another node).
+//!
 //! Invariants: a batch is handed back to the handler exactly once, either
 //! with its ack or as undeliverable (after [`SEND_ATTEMPTS`] stream
 //! failures in a row without an ack). When a stream fails, or the oldest
@@ -181,6 +186,21 @@ impl Outboxes {
         true
     }
 
+    /// A mark of everything queued so far for peers other than `except`
+    /// (see [`Marks::passed`]).
+    pub(crate) fn mark(&self, except: PeerId) -> Marks {
+        let map = lock_unpoisoned(&self.map);
+        let marks = map
+            .iter()
+            .filter(|(p, _)| **p != except)
+            .filter_map(|(_, ob)| {
+                let (queued, settled) = *lock_unpoisoned(&ob.counts);
+                (settled < queued).then(|| (Arc::downgrade(ob), queued))
+            })
+            .collect();
+        Marks(marks)
+    }
+
     /// Drops `peer`'s outbox (it died): queued mail is handed back as
     /// undeliverable.
     pub(crate) fn forget(&self, peer: PeerId) {
@@ -189,6 +209,25 @@ impl Outboxes {
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
         let _ = ob.acks.send(AckEvent::Closed);
+    }
+}
+
+/// How far each outbox had been filled at one moment: a message sent
+/// once the marks have passed cannot overtake, at their receivers, any
+/// message queued before them (mail to different peers travels on
+/// different streams, so it is not ordered otherwise).
+pub(crate) struct Marks(Vec<(Weak<Outbox>, u64)>);
+
+impl Marks {
+    /// True once every message queued before the marks were taken has
+    /// been acknowledged (applied by its receiver) or given up; an outbox
+    /// dropped since (its peer died) counts as passed.
+    pub(crate) fn passed(&self) -> bool {
+        self.0.iter().all(|(ob, queued)| {
+            ob.upgrade().is_none_or(|ob| {
+                ob.closed.load(std::sync::atomic::Ordering::Acquire) || lock_unpoisoned(&ob.counts).1 >= *queued
+            })
+        })
     }
 }
 

@@ -24,7 +24,9 @@
 //! Invariants: a stream goes back to the pool only after a complete
 //! request/response exchange (so it is never mid-frame); a call that fails
 //! on a pooled stream (the peer may have closed it while idle) is retried
-//! once on a fresh stream; every call is bounded by the request timeout.
+//! once on a fresh stream; at most `MAX_CALLS_PER_PEER` calls to one peer
+//! are in flight (later ones wait their turn, none is dropped); every call
+//! is bounded by the request timeout once it has its turn.
 
 use super::bulk::Lane;
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
@@ -42,10 +44,17 @@ use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Largest window served inline on the async thread (bigger ones, and
 /// objects not in memory, are served with `block_in_place`).
 const INLINE_SERVE_BYTES: usize = 256 << 10;
+
+/// Largest object served in a batch of small ones (`answer_small`).
+const SMALL_OBJECT_BYTES: usize = 64 << 10;
+
+/// Most object bytes in one reply to a batch of small objects.
+const SMALL_REPLY_BYTES: usize = 1 << 20;
 
 /// How long a request for a pending object waits for it on the server
 /// before the answer is `Busy` (and the requester asks again).
@@ -95,10 +104,20 @@ pub(crate) enum CallError {
 /// Idle streams kept per peer.
 const MAX_IDLE: usize = 16;
 
+/// Calls in flight per peer, each on a stream of its own; later calls
+/// wait for a turn (so a burst reuses pooled streams instead of opening
+/// hundreds at once, which the peer's stream acceptor would drop).
+const MAX_CALLS_PER_PEER: usize = MAX_IDLE;
+
+/// Peers whose call permits are kept before idle ones are dropped.
+const MAX_PERMIT_PEERS: usize = 1024;
+
 /// The client side: a pool of open streams per peer.
 pub(crate) struct Pool {
     streams: Arc<dyn Streams>,
     idle: Mutex<HashMap<PeerId, Vec<Stream>>>,
+    /// Each peer's turns ([`MAX_CALLS_PER_PEER`] at once).
+    turns: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
     timeout: Duration,
 }
 
@@ -106,12 +125,21 @@ impl Pool {
     /// A pool opening its streams through `streams`; every call is bounded
     /// by `timeout`.
     pub(crate) fn new(streams: Arc<dyn Streams>, timeout: Duration) -> Pool {
-        Pool { streams, idle: Mutex::new(HashMap::new()), timeout }
+        Pool { streams, idle: Mutex::new(HashMap::new()), turns: Mutex::new(HashMap::new()), timeout }
     }
 
     /// The timeout of one call.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// `peer`'s turns.
+    fn turns(&self, peer: PeerId) -> Arc<Semaphore> {
+        let mut turns = lock_unpoisoned(&self.turns);
+        if turns.len() >= MAX_PERMIT_PEERS {
+            turns.retain(|_, t| t.available_permits() < MAX_CALLS_PER_PEER);
+        }
+        turns.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(MAX_CALLS_PER_PEER))).clone()
     }
 
     fn take(&self, peer: PeerId) -> Option<Stream> {
@@ -127,8 +155,11 @@ impl Pool {
     }
 
     /// Sends one request and waits for its response. The error says why
-    /// (unreachable, timed out, stream failed).
+    /// (unreachable, timed out, stream failed). Waits for a turn first
+    /// when [`MAX_CALLS_PER_PEER`] calls to `peer` are in flight (each of
+    /// those is bounded by the timeout, so the wait is too).
     pub(crate) async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, CallError> {
+        let _turn = self.turns(peer).acquire_owned().await.ok(); // (never closed)
         if let Some(s) = self.take(peer) {
             if let Ok(resp) = self.exchange(peer, s, req).await {
                 return Ok(resp);
@@ -246,22 +277,14 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
         let mut charge = None;
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                let mut resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len).await;
-                // A large reply is written only once its bytes are charged
-                // to the peer (by the deadline; else it is dropped: `Busy`).
-                if let Response::Chunk { data, .. } = &resp {
-                    if data.len() > codec::STEP_BYTES {
-                        let deadline = tokio::time::Instant::now() + limits.frame;
-                        charge = limits.budget.charge(peer, data.len(), deadline).await;
-                        if charge.is_none() {
-                            resp = Response::Busy;
-                        }
-                    }
-                }
-                (resp, false)
+                let resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len).await;
+                (charged(resp, peer, &limits, &mut charge).await, false)
             }
             Incoming::Valid(Request::Bulk { id, offset }) => {
                 (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
+            }
+            Incoming::Valid(Request::FetchSmall { ids }) => {
+                (charged(server.answer_small(&ids), peer, &limits, &mut charge).await, false)
             }
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
@@ -284,13 +307,36 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
     }
 }
 
+/// A large reply is written only once its bytes are charged to the peer's
+/// budget (held in `charge` until written); by the frame deadline it is
+/// dropped instead, and the answer is `Busy`.
+async fn charged(resp: Response, peer: PeerId, limits: &Limits, charge: &mut Option<guard::Charge>) -> Response {
+    let bytes = match &resp {
+        Response::Chunk { data, .. } => data.len(),
+        Response::Objects { items } => items.iter().flatten().map(|b| b.len()).sum(),
+        _ => 0,
+    };
+    if bytes <= codec::STEP_BYTES {
+        return resp;
+    }
+    let deadline = tokio::time::Instant::now() + limits.frame;
+    *charge = limits.budget.charge(peer, bytes, deadline).await;
+    if charge.is_some() {
+        resp
+    } else {
+        Response::Busy
+    }
+}
+
 impl ObjectServer {
     /// Answers a chunk request: the chunk, or `NotFound`, or `Busy` if the
     /// object's task is still running after a bounded wait.
     async fn answer_fetch(&self, id: ObjectId, offset: u64, len: u32) -> Response {
+        let held = self.hooks.serve_as(id);
         // Encoding a window (or restoring a spilled object) blocks.
-        let mut resp = serve_fetch(&self.rt, id, offset, len);
-        if matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id) {
+        let mut resp = serve_fetch(&self.rt, held, offset, len);
+        let ours = matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id);
+        if ours {
             // One of our task results, not here yet: fetch it from its
             // executor (or fill it), then serve it.
             resp = None;
@@ -298,8 +344,13 @@ impl ObjectServer {
         if resp.is_none() {
             // Its task is still running: wait (bounded) for it, then
             // answer, or say `Busy` so the requester asks again.
-            let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(id)).await;
-            resp = serve_fetch(&self.rt, id, offset, len);
+            let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(held)).await;
+            resp = serve_fetch(&self.rt, held, offset, len);
+            if ours && matches!(resp, Some(Response::NotFound)) {
+                // Still on its way here (run again after its node died,
+                // or still being fetched): not lost, so `Busy`.
+                resp = None;
+            }
         }
         let resp = resp.unwrap_or(Response::Busy);
         if offset == 0 && matches!(resp, Response::Chunk { .. }) {
@@ -308,12 +359,51 @@ impl ObjectServer {
         resp
     }
 
+    /// Answers a batch of small-object requests (see `batch`): the whole
+    /// encoding of each object held here, done, in memory and at most
+    /// [`SMALL_OBJECT_BYTES`], within [`SMALL_REPLY_BYTES`] in all;
+    /// nothing for the others (the requester fetches those alone). Never
+    /// waits: a pending object is left to the single fetch, which does.
+    fn answer_small(&self, ids: &[serde_bytes::ByteArray<16>]) -> Response {
+        let backend = self.rt.backend();
+        let mut budget = SMALL_REPLY_BYTES;
+        let items = ids
+            .iter()
+            .map(|id| {
+                let id = ObjectId::from_bytes(**id);
+                let held = self.hooks.serve_as(id);
+                if budget == 0 || !backend.object_in_memory(held) {
+                    return None;
+                }
+                let small = backend.pin_object(held)?.stored_bytes().is_some_and(|b| b <= SMALL_OBJECT_BYTES);
+                if !small {
+                    return None;
+                }
+                match backend.serve_object(held, 0, SMALL_OBJECT_BYTES.min(budget)) {
+                    Served::Chunk { total, data } if total == data.len() as u64 => {
+                        budget -= data.len();
+                        self.hooks.announce(id); // a peer needs it (as in `answer_fetch`)
+                        Some(serde_bytes::ByteBuf::from(data))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        Response::Objects { items }
+    }
+
     /// Answers `peer`'s bulk-lane ticket request.
     fn answer_bulk(&self, peer: PeerId, id: ObjectId, offset: u64) -> Response {
         match &self.lane {
             None => Response::Invalid { reason: "this node has no bulk lane".into() },
-            Some(_) if !self.rt.backend().holds_object(id) => Response::NotFound,
-            Some(lane) => lane.issue(peer, id, offset),
+            Some(lane) => {
+                let held = self.hooks.serve_as(id);
+                if self.rt.backend().holds_object(held) {
+                    lane.issue(peer, held, offset)
+                } else {
+                    Response::NotFound
+                }
+            }
         }
     }
 }

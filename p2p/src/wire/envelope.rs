@@ -54,6 +54,10 @@ pub const MAX_HEARTBEAT_BYTES: usize = 60 << 10;
 /// `min(len, CHUNK_BYTES)` bytes per chunk regardless.
 pub const MAX_FETCH_LEN: u32 = (CHUNK_BYTES * 4) as u32;
 
+/// Most ids one [`Request::FetchSmall`] may name (and most items its
+/// [`Response::Objects`] may hold).
+pub const MAX_BATCH_IDS: usize = 1024;
+
 /// Most addresses a [`Heartbeat`] may list.
 pub const MAX_ADDRS: usize = 64;
 
@@ -126,6 +130,15 @@ pub enum Request {
         /// First byte wanted.
         offset: u64,
     },
+    /// "Send me the whole CBOR encoding of each of these objects that you
+    /// hold, done and small, in one reply" (see [`Response::Objects`]):
+    /// many small objects from one holder in one exchange. At most
+    /// [`MAX_BATCH_IDS`] ids, each a 16-byte CBOR byte string.
+    FetchSmall {
+        /// The objects' ids.
+        #[serde(deserialize_with = "de_ids")]
+        ids: Vec<serde_bytes::ByteArray<16>>,
+    },
 }
 
 /// A reply on the object-transfer protocol.
@@ -156,6 +169,15 @@ pub enum Response {
     },
     /// The peer is overloaded; retry later or elsewhere.
     Busy,
+    /// The answer to [`Request::FetchSmall`]: one item per id, in order,
+    /// the object's whole encoding, or nothing where the holder would not
+    /// serve it this way (not held, not done, too big, or over the reply's
+    /// budget); the requester fetches those one by one.
+    Objects {
+        /// At most [`MAX_BATCH_IDS`] items.
+        #[serde(deserialize_with = "de_items")]
+        items: Vec<Option<serde_bytes::ByteBuf>>,
+    },
     /// The answer to [`Request::Bulk`]: connect over TCP to `port` at the
     /// address this connection's peer has, send `token`, and read the
     /// encoding sealed under `key` (AES-256-GCM, see `seal`). Both secrets
@@ -223,7 +245,10 @@ impl Request {
             Request::Fetch { len, .. } if *len == 0 || *len > MAX_FETCH_LEN => {
                 Err(malformed(format!("Fetch len {len} is outside 1..={MAX_FETCH_LEN}")))
             }
-            Request::Fetch { .. } | Request::Bulk { .. } => Ok(()),
+            Request::FetchSmall { ids } if ids.len() > MAX_BATCH_IDS => {
+                Err(malformed(format!("FetchSmall of {} ids exceeds {MAX_BATCH_IDS}", ids.len())))
+            }
+            Request::Fetch { .. } | Request::Bulk { .. } | Request::FetchSmall { .. } => Ok(()),
         }
     }
 }
@@ -235,6 +260,11 @@ impl Response {
     pub fn validate(&self) -> Result<(), WireError> {
         if let Response::Ticket { port: 0, .. } = self {
             return Err(malformed("Ticket port 0"));
+        }
+        if let Response::Objects { items } = self {
+            if items.len() > MAX_BATCH_IDS {
+                return Err(malformed(format!("Objects of {} items exceeds {MAX_BATCH_IDS}", items.len())));
+            }
         }
         let Response::Chunk { total, offset, data } = self else { return Ok(()) };
         if data.len() > MAX_RESPONSE_BYTES {
@@ -433,6 +463,14 @@ fn ser_byte_strings<S: Serializer>(items: &[Vec<u8>], s: S) -> Result<S::Ok, S::
 fn de_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
     let bufs = d.deserialize_seq(CappedSeq::<serde_bytes::ByteBuf>::new(MAX_ADDRS, "addrs"))?;
     Ok(bufs.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+}
+
+fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<16>>, D::Error> {
+    d.deserialize_seq(CappedSeq::<serde_bytes::ByteArray<16>>::new(MAX_BATCH_IDS, "ids"))
+}
+
+fn de_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<serde_bytes::ByteBuf>>, D::Error> {
+    d.deserialize_seq(CappedSeq::<Option<serde_bytes::ByteBuf>>::new(MAX_BATCH_IDS, "items"))
 }
 
 fn de_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Resource>, D::Error> {

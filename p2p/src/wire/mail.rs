@@ -41,6 +41,10 @@ fn de_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D
     d.deserialize_seq(CappedSeq::new(wire::MAX_RESOURCES, "resources"))
 }
 
+fn de_prefetch<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<16>>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_PREFETCH, "ids to prefetch"))
+}
+
 fn de_chain<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     d.deserialize_seq(CappedSeq::new(MAX_CHAIN, "tasks in an error chain"))
 }
@@ -80,7 +84,16 @@ pub struct Opts {
     pub retries: u32,
     /// The task's name (errors name it).
     pub name: Option<String>,
+    /// Small objects the arguments hold refs to inside values (a
+    /// `Vec<ObjectRef<T>>`): the node that runs the task fetches them at
+    /// once, together, instead of one at a time as the task reads them.
+    /// At most [`MAX_PREFETCH`]; absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_prefetch")]
+    pub prefetch: Vec<serde_bytes::ByteArray<16>>,
 }
+
+/// Most ids in [`Opts::prefetch`].
+pub const MAX_PREFETCH: usize = 1024;
 
 /// How a task or call ended, as its completion carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,15 +13,24 @@
 //! (`.name("x")`) is also published in the DHT by its host, so any node
 //! finds it with `Node::get_actor`.
 //!
+//! An actor that no live node can host (or pinned with `.on(peer)` to a
+//! node without its resources) is `Infeasible`, naming the resource, like
+//! a task. One with restarts whose host died while no live node has its
+//! resources waits for such a node to join (Ray's pending actor), holding
+//! the calls made through its creator's handles, at most its
+//! [`ActorBuilder::restart_timeout`]; then they fail with `ActorDead`
+//! saying why.
+//!
 //! Invariants: [`ActorBuilder::spawn`] always returns a handle; an actor
 //! that cannot be placed or created is recorded here as failed under its
 //! id, so every call on the handle (from any node) fails with the typed
-//! error (`Infeasible` naming the resource when that is the cause). A
+//! error (`Infeasible` naming the resource when that is the cause); calls
+//! held while an actor waits go to it before any later call. A
 //! handle always knows its node's runtime, so even after the node is gone
 //! a call returns a ref (which fails when read).
 
 use super::args::{Args, Data, IntoArgs};
-use super::owned::{ActorHost, Owned};
+use super::owned::{ActorHost, HeldCall, Owned, DEFAULT_RESTART_TIMEOUT};
 use super::registry::{ActorClass, Method};
 use super::Work;
 use crate::cluster::placement::{Need, Place};
@@ -77,6 +86,33 @@ pub(crate) enum LookupError {
 }
 
 impl Work {
+    /// Holds a call of `method` on actor `actor` (of type `class`) while
+    /// it waits for a node to restart on; its result's promise, or `None`
+    /// if it no longer waits. `keep` (the argument refs) is kept until the
+    /// call is done.
+    fn hold_call<R: Data>(
+        &self,
+        actor: ObjectId,
+        class: &str,
+        method: &str,
+        args: &[u8],
+        keep: &[manta::AnyRef],
+    ) -> Option<ObjectRef<R>> {
+        let mut promise = None;
+        let held = self.owned.hold(actor, || {
+            let r = self.rt.backend().remote_promise::<R>(self.hint());
+            self.results.insert_call(r.id(), self.me, class.to_string(), keep.to_vec());
+            let call = HeldCall { id: r.id(), method: method.to_string(), args: args.to_vec() };
+            promise = Some(r);
+            call
+        });
+        if held {
+            promise
+        } else {
+            None
+        }
+    }
+
     /// Publishes a named actor hosted here in the DHT.
     pub(super) fn publish_name(&self, name: &str, actor: ObjectId, class: &str) {
         let rec = ActorRecord { actor: actor.to_bytes(), class: class.to_string(), host: self.hint().to_vec() };
@@ -159,14 +195,25 @@ impl<S: 'static> ActorHandle<S> {
             return self.inner.rt.backend().remote_promise::<R>(Arc::from(&[][..]));
         };
         let wire = args.into_args();
-        let keep = A::refs(&wire);
         let mut bytes = Vec::new();
-        let encoded = {
+        // Every ref in the arguments (nested ones too) is kept alive until
+        // the call is done.
+        let (encoded, keep) = manta::backend::collect_serialized(|| {
             let _entered = work.runtime().enter();
             ciborium::into_writer(&wire, &mut bytes)
-        };
+        });
         if let Err(e) = encoded {
             return work.failed_promise(Error::InvalidArgument(format!("cannot encode arguments: {e}").into()));
+        }
+        if self.inner.host.waiting() {
+            // Its host died and no live node can host it yet: the call is
+            // held, in order, until it restarts (or gives up).
+            if let Some(r) = work.hold_call(self.inner.id, &self.inner.class, m.name(), &bytes, &keep) {
+                return r;
+            }
+        }
+        if let Some(e) = self.inner.host.failed() {
+            return work.failed_promise(e);
         }
         let host = self.inner.host.peer();
         if host == work.me() {
@@ -230,6 +277,7 @@ pub struct ActorBuilder<'n, A, S> {
     class: &'n ActorClass<A, S>,
     opts: Opts,
     on: Option<PeerId>,
+    restart_timeout: Duration,
 }
 
 impl<A, S> std::fmt::Debug for ActorBuilder<'_, A, S> {
@@ -240,7 +288,8 @@ impl<A, S> std::fmt::Debug for ActorBuilder<'_, A, S> {
 
 impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
     pub(crate) fn new(work: &'n Arc<Work>, class: &'n ActorClass<A, S>) -> Self {
-        ActorBuilder { work, class, opts: Opts { cpus: 1.0, ..Opts::default() }, on: None }
+        let opts = Opts { cpus: 1.0, ..Opts::default() };
+        ActorBuilder { work, class, opts, on: None, restart_timeout: DEFAULT_RESTART_TIMEOUT }
     }
 
     /// Names the actor and publishes it in the DHT (`Node::get_actor`).
@@ -254,9 +303,23 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
     /// fresh state) after a panicking call, or on another node after its
     /// host dies (default 0). Calls in flight when it died fail with
     /// `ActorDead`; later calls through the creator's handles go to the
-    /// new host. Each restart uses one.
+    /// new host. Each restart uses one. If no live node has the resources
+    /// it needs when its host dies, it waits for one to join (Ray's
+    /// pending actor), at most [`ActorBuilder::restart_timeout`].
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.opts.retries = n;
+        self
+    }
+
+    /// How long an actor with restarts left whose host died waits for a
+    /// live node that has the resources it needs (default
+    /// [`DEFAULT_RESTART_TIMEOUT`], 3 minutes). Meanwhile calls through
+    /// the creator's handles are held, in order, and go to the actor once
+    /// it restarts; when the time is up they, and every later call, fail
+    /// with `ActorDead` saying which resource no node had. (Handles on
+    /// other nodes keep calling the dead host, and fail with `ActorDead`.)
+    pub fn restart_timeout(mut self, timeout: Duration) -> Self {
+        self.restart_timeout = timeout;
         self
     }
 
@@ -280,9 +343,9 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
 
     /// Creates the actor; returns its handle at once (calls queue behind
     /// the creation), like `manta::ActorBuilder::spawn`. If no live node
-    /// has the resources it needs (or its arguments cannot be encoded),
-    /// every call on the handle fails with that error (`Infeasible` naming
-    /// the resource).
+    /// has the resources it needs, or the node it is pinned to lacks them
+    /// (or its arguments cannot be encoded), every call on the handle
+    /// fails with that error (`Infeasible` naming the resource).
     pub fn spawn(self, args: A) -> ActorHandle<S> {
         let work = self.work;
         let id = ObjectId::fresh();
@@ -314,6 +377,7 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
                 opts: self.opts.clone(),
                 restarts: self.opts.retries,
                 host: Arc::downgrade(&h.inner.host),
+                restart_timeout: self.restart_timeout,
             };
             work.own(id, owned);
         }

@@ -7,7 +7,10 @@
 //! placed again (which may submit tasks to the manta runtime) and actors
 //! created there restart elsewhere; only then is the change passed to the
 //! subscribers (`Node::subscribe`), so a subscriber that hears of a death
-//! sees its consequences. A tick drops expired out-of-band pins.
+//! sees its consequences. A joining (or revived) node may be one that a
+//! waiting actor needs: those are tried again. A tick drops expired
+//! out-of-band pins, sends fenced mail whose wait is over, and restarts
+//! (or gives up on) waiting actors.
 //!
 //! Invariants: changes are handled in the order the loop saw them; a
 //! subscriber hears of every change handled after its subscription (which
@@ -31,11 +34,15 @@ fn run(events: &crossbeam_channel::Receiver<ClusterEvent>, work: &Weak<Work>) {
             ClusterEvent::Tick => {
                 if let Some(w) = work.upgrade() {
                     w.sweep_sent();
+                    w.retry_waiting();
                 }
             }
             ClusterEvent::Membership(change) => {
-                if let (MembershipEvent::Died(peer), Some(w)) = (&change, work.upgrade()) {
-                    w.peer_died(*peer);
+                match (&change, work.upgrade()) {
+                    (MembershipEvent::Died(peer), Some(w)) => w.peer_died(*peer),
+                    // A node with an actor's resources may have come.
+                    (MembershipEvent::Joined(_) | MembershipEvent::Revived(_), Some(w)) => w.retry_waiting(),
+                    (_, None) => {}
                 }
                 subscribers.retain(|s| s.send(change.clone()).is_ok());
             }

@@ -16,6 +16,10 @@
 //!   is positive the object is pinned. Counts may go negative when a
 //!   release overtakes its borrow; they meet at zero either way.
 //!
+//! A task whose output id is already in this runtime (a reader here
+//! borrowed its ref before the task was placed again here) runs under a
+//! fresh id, pinned and served under the submitter's (`serve_as`).
+//!
 //! Invariants: a result made here for a peer is pinned for it from
 //! acceptance until it releases it, so a resent submission or call (same
 //! id, same peer) is recognised and not run twice; every piece of accepted
@@ -24,6 +28,7 @@
 use super::hosted::{Parked, ParkedCall};
 use super::registry::{Finished, OnDone, RunOpts};
 use super::Work;
+use crate::cluster::placement::{self, Need};
 use crate::wire::mail::{self, Ack, Completion, Mail, Refusal, RemoteError, Root};
 use libp2p::PeerId;
 use manta::{AnyRef, Error, ObjectId};
@@ -100,7 +105,9 @@ impl Work {
         if to == self.me {
             self.on_done(to, id, completion);
         } else {
-            self.send(to, Mail::Done { id: id.to_bytes(), outcome: completion });
+            // Fenced: the borrows made while decoding its arguments reach
+            // their owners before the submitter lets the arguments go.
+            self.send_fenced(to, Mail::Done { id: id.to_bytes(), outcome: completion });
         }
     }
 
@@ -126,6 +133,13 @@ impl Work {
         self.pin_delta(from, out.id(), 1, Some(out));
     }
 
+    /// The id under which object `id` is served here: itself, or the
+    /// output of a task that ran here under a fresh id because `id` was
+    /// taken (see `accept_task`).
+    pub(crate) fn serve_as(&self, id: ObjectId) -> ObjectId {
+        self.aliases.get(id, |out| self.rt.backend().pin_object(out).is_some())
+    }
+
     fn accept_task(
         &self,
         from: PeerId,
@@ -145,9 +159,24 @@ impl Work {
         if !self.accepted.try_take() {
             return Err(Refusal::Busy);
         }
-        match run(&self.rt, args, &run_opts(opts), id, Some(self.on_done_to(from, id))) {
+        // The id may be here already: a ref to this very result borrowed
+        // by a task here (a task placed again after its node died, landing
+        // where a reader waits for it). It then runs under a fresh id and
+        // is served as `id` (`serve_as`).
+        let out_id = if self.rt.backend().pin_object(id).is_some() { ObjectId::fresh() } else { id };
+        match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id))) {
             Ok(out) => {
-                self.pin_result(from, out);
+                if out_id != id {
+                    self.aliases.insert(id, out_id);
+                }
+                self.pin_delta(from, id, 1, Some(out));
+                // Small objects nested in the arguments: fetch them now,
+                // together (they are in this runtime since the decoding).
+                for id in &opts.prefetch {
+                    if let Some(r) = self.rt.backend().pin_object(ObjectId::from_bytes(**id)) {
+                        r.prefetch();
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -161,7 +190,18 @@ impl Work {
     /// reported to every call).
     pub(super) fn host_actor(&self, from: PeerId, actor: ObjectId, class: &str, args: &[u8], opts: &mail::Opts) {
         let label = opts.name.clone().unwrap_or_else(|| format!("{class}@{actor}"));
+        let need = Need { cpus: opts.cpus, resources: opts.resources.clone() };
+        let totals: Vec<(String, f64)> =
+            self.rt.resources().into_iter().map(|(n, total, _)| (n.to_string(), total)).collect();
+        let short = placement::short(&need, &totals);
         let made = match self.registry.class_named(class) {
+            // This node cannot host it (pinned here, or its creator's view
+            // was stale): `Infeasible`, like a task, not a dead actor.
+            _ if short.is_some() => {
+                let (resource, requested) = short.unwrap_or_default();
+                let total = totals.iter().filter(|(n, _)| *n == resource).map(|(_, t)| *t).sum();
+                Err(Error::Infeasible { task: label.as_str().into(), resource: resource.into(), requested, total })
+            }
             None => Err(actor_dead(actor, format!("actor type `{class}` is not registered on node {}", self.me))),
             Some(make) => make(&self.rt, args, &run_opts(opts), &label)
                 .map_err(|e| actor_dead(actor, format!("actor `{label}` could not be created: {e}"))),

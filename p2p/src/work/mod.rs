@@ -7,9 +7,11 @@
 //!
 //! State, each in its own file behind narrow methods:
 //! - `results`: promises of work running elsewhere (waiting, done, rebuilt);
-//! - `pins`: objects pinned for peers (borrow counts, refs sent out of band);
+//! - `pins`: objects pinned for peers (borrow counts, refs sent out of band,
+//!   results made here under another id than their submitter's);
 //! - `hosted`: actors hosted here for other nodes;
-//! - `owned`: actors this node created elsewhere (hosts, restarts);
+//! - `owned`: actors this node created elsewhere (hosts, restarts, and
+//!   those waiting for a node with their resources, holding their calls);
 //! - `load`: tasks sent to each peer and work accepted from peers.
 //!
 //! Behaviour, as methods of [`Work`], the coordinator that owns those and
@@ -20,7 +22,21 @@
 //! - `replace`: placing work again (after `Busy` or a peer's death) and
 //!   restarting actors lost with their host;
 //! - `events`: the thread that applies membership changes from the event
-//!   loop (off the swarm's task), then tells subscribers.
+//!   loop (off the swarm's task), then tells subscribers;
+//! - `fenced`: releases and completions, which let their receiver free
+//!   something, wait until the mail this node sent earlier to other peers
+//!   (its borrows) has been applied.
+//!
+//! Cluster semantics kept here (Ray's): every ref inside a task's or
+//! call's arguments, nested ones too, is pinned by the submitter until the
+//! work is done; a ref inside a result is pinned by the executor until the
+//! submitter releases the result, which it does only once its borrows of
+//! the refs it read out of it have been applied; a lost object is reached
+//! through its owner whatever the path to it (a direct argument, a
+//! borrowed ref, a ref nested in a value), and the owner runs its task
+//! again or waits for the task placed again (answering readers `Busy`
+//! meanwhile, never "not found"); an actor with restarts whose host died
+//! while no live node has its resources waits for one (bounded).
 //!
 //! May use: `cluster` (placement, the view, the loop handle), `transport`
 //! (it implements `MailHandler` and `Rebuilder` and hands them down at
@@ -37,6 +53,7 @@ mod actor;
 mod args;
 mod events;
 mod exec;
+mod fenced;
 mod hosted;
 mod load;
 mod owned;
@@ -51,6 +68,7 @@ pub use actor::ActorRecordError;
 pub(crate) use actor::{lookup, LookupError};
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{Arg, Args, Data, IntoArg, IntoArgs};
+pub use owned::DEFAULT_RESTART_TIMEOUT;
 pub use registry::{ActorClass, Method, Registry, RemoteFn, INLINE_RESULT_BYTES};
 pub use task::TaskBuilder;
 
@@ -61,13 +79,14 @@ use crate::transport::outbox::Outboxes;
 use crate::transport::{MailError, MailHandler, Rebuilder};
 use crate::wire::hint;
 use crate::wire::mail::{Ack, Mail};
+use fenced::Fenced;
 use hosted::HostedActors;
 use libp2p::PeerId;
 use load::{Accepted, SentCounts};
 use manta::backend::Fetch;
 use manta::{AnyRef, Error, ObjectId, Runtime};
 use owned::OwnedActors;
-use pins::Pins;
+use pins::{Aliases, Pins};
 use results::Results;
 use std::any::Any;
 use std::sync::{Arc, OnceLock, Weak};
@@ -106,6 +125,10 @@ pub(crate) struct Work {
     owned: OwnedActors,
     sent: SentCounts,
     accepted: Accepted,
+    /// Releases and completions waiting for earlier mail to other peers.
+    fenced: Fenced,
+    /// Results made here under another id than their submitter's.
+    aliases: Aliases,
     /// The node handle that owns this work, type-erased (this layer does
     /// not know the node's type): how `Node::current` finds its node.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
@@ -121,8 +144,14 @@ impl Work {
             let handler: Weak<dyn MailHandler> = this.clone();
             let rebuilder: Weak<dyn Rebuilder> = this.clone();
             let directory = Arc::new(parts.handle.clone());
-            let fetcher =
-                Fetcher::new(setup.fetch, parts.streams.clone(), directory, parts.peer_ips.clone(), rebuilder);
+            let fetcher = Fetcher::new(
+                setup.fetch,
+                setup.rt.clone(),
+                parts.streams.clone(),
+                directory,
+                parts.peer_ips.clone(),
+                rebuilder,
+            );
             Work {
                 me: parts.view.me(),
                 accepted: Accepted::new(setup.cfg.max_accepted),
@@ -141,6 +170,8 @@ impl Work {
                 hosted: HostedActors::default(),
                 owned: OwnedActors::default(),
                 sent: SentCounts::default(),
+                fenced: Fenced::default(),
+                aliases: Aliases::default(),
             }
         });
         // Only now can the mail handler be reached: receive mail.
@@ -192,9 +223,13 @@ impl Work {
         self.owned.insert(id, owned);
     }
 
-    /// Forgets actor `id` (its creator's handles are gone).
+    /// Forgets actor `id` (its creator's handles are gone); calls held
+    /// while it waited for a node fail.
     fn disown(&self, id: ObjectId) {
-        self.owned.remove(id);
+        for c in self.owned.remove(id) {
+            let e = Error::ActorDead { actor: id.to_string().into(), reason: "its creator dropped it".into() };
+            self.fail(c.id, e);
+        }
     }
 
     /// Gives the swarm `peer`'s addresses (nothing waits for it).
@@ -231,7 +266,22 @@ impl Work {
     /// Blocks until every message queued for peers has been applied by its
     /// receiver (or given up), or `timeout` passes; true if all were.
     pub(crate) fn flush_mail(&self, timeout: Duration) -> bool {
-        self.boxes.flush(timeout)
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !self.boxes.flush(left) {
+                return false;
+            }
+            // Fenced mail goes out as the acks it waits for come in.
+            self.send_unfenced();
+            if self.fenced.is_empty() {
+                return self.boxes.flush(deadline.saturating_duration_since(std::time::Instant::now()));
+            }
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Tasks and actor calls from peers held now.
@@ -252,6 +302,7 @@ impl Work {
     /// Drops out-of-band pins whose time is up.
     fn sweep_sent(&self) {
         self.pins.sweep_sent();
+        self.send_unfenced();
     }
 
     /// True if `id` is the result of work this node sent elsewhere.
@@ -282,7 +333,8 @@ impl Work {
         }
         if let Some((peer, _)) = hint::decode(owner_hint) {
             if peer != self.me {
-                self.send(peer, Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
+                // After the borrows this node made (of refs inside it) are in.
+                self.send_fenced(peer, Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
             }
         }
     }

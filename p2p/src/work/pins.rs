@@ -8,6 +8,9 @@
 //!   alive until a peer registers a borrow of them or [`SENT_PIN_TTL`]
 //!   passes.
 //!
+//! - Aliases: results made here under another id than their submitter's
+//!   (`exec`), served under the submitter's id while they live.
+//!
 //! Invariant: a pin is dropped outside the locks (dropping the last ref to
 //! an object runs the runtime's free path, which calls back into the node).
 
@@ -113,5 +116,40 @@ impl Pins {
             ids.iter().filter_map(|id| sent.remove(id)).collect()
         };
         drop(expired);
+    }
+}
+
+/// Results made here under another id than their submitter's (see
+/// `exec`): submitter's id → local output id. An entry goes once its
+/// output is gone; at most [`MAX_ALIASES`] are kept (the dead are swept
+/// when it is full).
+#[derive(Default)]
+pub(super) struct Aliases(Mutex<HashMap<ObjectId, ObjectId>>);
+
+/// Most aliases kept.
+const MAX_ALIASES: usize = 4096;
+
+impl Aliases {
+    /// Serves `out` as `id`.
+    pub(super) fn insert(&self, id: ObjectId, out: ObjectId) {
+        let mut map = lock_unpoisoned(&self.0);
+        if map.len() >= MAX_ALIASES {
+            map.clear(); // (only readers that race their output's end lose it)
+        }
+        map.insert(id, out);
+    }
+
+    /// The id `id` is served as (itself unless aliased to a live output,
+    /// as `alive` says).
+    pub(super) fn get(&self, id: ObjectId, alive: impl Fn(ObjectId) -> bool) -> ObjectId {
+        let out = lock_unpoisoned(&self.0).get(&id).copied();
+        match out {
+            Some(out) if alive(out) => out,
+            Some(_) => {
+                lock_unpoisoned(&self.0).remove(&id);
+                id
+            }
+            None => id,
+        }
     }
 }

@@ -6,7 +6,9 @@
 //! after `max_hops` tries, or fails `Infeasible`; one pinned to a node
 //! (`.on(peer)`) is asked again after a short pause while that node lives.
 //! Actor calls in flight to a dead peer fail with `ActorDead`; actors with
-//! restarts left start again elsewhere under the same id.
+//! restarts left start again elsewhere under the same id, or, if no live
+//! node has their resources, wait for one to join (holding the calls made
+//! meanwhile) until their restart timeout.
 //!
 //! Runs on the work layer's event thread (a peer's death) or on whatever
 //! thread delivered an ack; never on the swarm's task.
@@ -17,10 +19,11 @@
 //! handed on or dropped outside its lock.
 
 use super::exec::{completion_of, run_opts};
+use super::owned::{HeldCall, Restart};
 use super::registry::OnDone;
 use super::results::Retry;
 use super::Work;
-use crate::cluster::placement::{Need, Place};
+use crate::cluster::placement::Place;
 use crate::wire::mail::Mail;
 use libp2p::PeerId;
 use manta::{AnyRef, Error, ObjectId};
@@ -102,6 +105,7 @@ impl Work {
         self.pins.forget(peer);
         self.hosted.forget_owner(peer);
         self.boxes.forget(peer);
+        self.send_unfenced();
         let lost = self.results.waiting_on(peer);
         self.sent.forget(peer);
         for (id, actor) in lost {
@@ -121,25 +125,94 @@ impl Work {
     /// (not on `dead`) under the same id, and the creator's handles call
     /// the new host from now on. Calls in flight to `dead` have failed
     /// already. Other nodes' handles still name the old host (a named actor
-    /// is published again by its new host, so `get_actor` finds it).
+    /// is published again by its new host, so `get_actor` finds it). One
+    /// that no live node can host now waits for one to join (see `owned`).
     fn restart_lost(&self, dead: PeerId) {
         for r in self.owned.lost_on(dead) {
-            let need = Need { cpus: r.opts.cpus, resources: r.opts.resources.clone() };
+            match self.place(&r.need(), &[], &[dead]) {
+                Place::Local => self.restart_on(self.me, &r, Vec::new()),
+                Place::Peer(p) => self.restart_on(p, &r, Vec::new()),
+                Place::Infeasible { resource, .. } => {
+                    tracing::info!(actor = %r.id, class = %r.class, %resource, "actor lost with its node waits for a node with its resources");
+                    self.owned.wait(r, dead);
+                }
+            }
+        }
+    }
+
+    /// Restarts actor `r` on `host` and sends it the calls `held` for it
+    /// meanwhile, in order.
+    fn restart_on(&self, host: PeerId, r: &Restart, held: Vec<HeldCall>) {
+        tracing::info!(actor = %r.id, class = %r.class, to = %host, "restarting an actor lost with its node");
+        let hint = if host == self.me { self.hint().to_vec() } else { self.view.hint_of(host) };
+        r.moved_to(host, hint);
+        if host == self.me {
+            self.host_actor(self.me, r.id, &r.class, &r.args, &r.opts);
+        } else {
+            let m = Mail::NewActor {
+                actor: r.id.to_bytes(),
+                class: r.class.clone(),
+                args: r.args.clone(),
+                opts: r.opts.clone(),
+            };
+            self.send(host, m);
+        }
+        for c in held {
+            if host == self.me {
+                self.call_here(r.id, c);
+            } else {
+                self.results.moved(c.id, host);
+                let m = Mail::Call { actor: r.id.to_bytes(), method: c.method, args: c.args, id: c.id.to_bytes() };
+                self.send(host, m);
+            }
+        }
+        // Only now may later calls go straight to the new host.
+        r.live();
+    }
+
+    /// Runs a call held for an actor restarted here; its result fills the
+    /// call's promise like a `Done` from ourselves.
+    fn call_here(&self, actor: ObjectId, c: HeldCall) {
+        let w = self.this.clone();
+        let id = c.id;
+        let on_done: OnDone = Box::new(move |res| {
+            if let Some(w) = w.upgrade() {
+                let me = w.me;
+                w.on_done(me, id, completion_of(res));
+            }
+        });
+        match self.try_call(actor, &c.method, &c.args, ObjectId::fresh(), Some(on_done)) {
+            Ok(out) => self.results.set_local(id, out),
+            Err(e) => self.fail(id, e),
+        }
+    }
+
+    /// Restarts the waiting actors that a live node can host now, and
+    /// fails those whose restart timeout has passed (on every tick and
+    /// whenever a node joins).
+    pub(super) fn retry_waiting(&self) {
+        for (id, need, dead) in self.owned.waiting() {
             let host = match self.place(&need, &[], &[dead]) {
                 Place::Local => self.me,
                 Place::Peer(p) => p,
-                Place::Infeasible { resource, .. } => {
-                    tracing::warn!(actor = %r.id, class = %r.class, %resource, "actor lost with its node and cannot be placed again");
-                    continue;
-                }
+                Place::Infeasible { .. } => continue,
             };
-            tracing::info!(actor = %r.id, class = %r.class, from = %dead, to = %host, "restarting an actor lost with its node");
-            let hint = if host == self.me { self.hint().to_vec() } else { self.view.hint_of(host) };
-            r.moved_to(host, hint);
-            if host == self.me {
-                self.host_actor(self.me, r.id, &r.class, &r.args, &r.opts);
-            } else {
-                self.send(host, Mail::NewActor { actor: r.id.to_bytes(), class: r.class, args: r.args, opts: r.opts });
+            self.owned.resume(id, |w| self.restart_on(host, &w.restart, w.calls));
+        }
+        let expired = self.owned.expire(|w| {
+            let r = &w.restart;
+            let needs: Vec<String> = r.opts.resources.iter().map(|(n, a)| format!("{a} of resource `{n}`")).collect();
+            let needs = if needs.is_empty() { format!("{} CPU", r.opts.cpus) } else { needs.join(", ") };
+            let reason = format!(
+                "its node {} died and no live node had {needs} to restart it on within its restart timeout ({:?})",
+                w.dead,
+                r.restart_timeout()
+            );
+            Error::ActorDead { actor: r.class.as_str().into(), reason: reason.into() }
+        });
+        for (e, calls) in expired {
+            for c in calls {
+                self.fail(c.id, e.clone());
             }
         }
     }

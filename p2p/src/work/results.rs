@@ -304,6 +304,13 @@ impl Results {
         }
     }
 
+    /// Records that call `id`, held while its actor waited, went to `host`.
+    pub(super) fn moved(&self, id: ObjectId, host: PeerId) {
+        if let Some(p) = lock_unpoisoned(&self.map).get_mut(&id) {
+            p.peer = host;
+        }
+    }
+
     /// Marks result `id` as made by `me` (so nothing counts it as sent).
     pub(super) fn unsent(&self, id: ObjectId, me: PeerId) {
         if let Some(p) = lock_unpoisoned(&self.map).get_mut(&id) {

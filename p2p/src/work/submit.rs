@@ -13,22 +13,23 @@ use super::args::Data;
 use super::results::{Demand, Retry, Settled};
 use super::Work;
 use crate::cluster::placement::{self, Local, Need, Place};
+use crate::transport::fetch::decode_in;
 use crate::transport::MailError;
 use crate::wire::mail::{Ack, Completion, Mail, Refusal};
 use libp2p::PeerId;
 use manta::backend::{Fetch, Served};
-use manta::{AnyRef, Error, ObjectId, ObjectRef};
+use manta::{AnyRef, Error, ObjectId, ObjectRef, Runtime};
 
 /// How long actor calls refused as busy wait before they are sent again.
 const CALL_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Fills a fetch from a completion; gives it back (with the peer to read
-/// from) if the value must be fetched.
-fn deliver(fetch: Fetch, completion: &Completion, from: PeerId) -> Option<(Fetch, PeerId)> {
+/// from) if the value must be fetched. Refs inside the value bind to `rt`.
+fn deliver(rt: &Runtime, fetch: Fetch, completion: &Completion, from: PeerId) -> Option<(Fetch, PeerId)> {
     match completion {
         Completion::Inline(bytes) => {
             let id = fetch.id();
-            let r = fetch.decode(&mut &bytes[..]).map_err(|m| Error::ObjectLost {
+            let r = decode_in(rt, &fetch, &mut &bytes[..]).map_err(|m| Error::ObjectLost {
                 id,
                 reason: format!("the result from {from} does not decode: {m}").into(),
             });
@@ -121,7 +122,7 @@ impl Work {
         if from != self.me {
             self.sent.done(from);
         }
-        if let Some((f, peer)) = parked.and_then(|f| deliver(f, &completion, from)) {
+        if let Some((f, peer)) = parked.and_then(|f| deliver(&self.rt, f, &completion, from)) {
             self.fetch_from(f, peer);
         }
     }
@@ -134,7 +135,7 @@ impl Work {
             self.sent.done(peer);
         }
         if let Some(f) = parked {
-            deliver(f, &completion, peer);
+            deliver(&self.rt, f, &completion, peer);
         }
     }
 
@@ -155,7 +156,7 @@ impl Work {
         if let (Completion::Stays(_), Some(local)) = (&completion, local) {
             return self.read_local(fetch, &local);
         }
-        if let Some((fetch, peer)) = deliver(fetch, &completion, from) {
+        if let Some((fetch, peer)) = deliver(&self.rt, fetch, &completion, from) {
             self.fetch_from(fetch, peer);
         }
     }
@@ -164,9 +165,8 @@ impl Work {
     fn read_local(&self, fetch: Fetch, local: &AnyRef) {
         let id = fetch.id();
         let r = match self.rt.backend().serve_object(local.id(), 0, usize::MAX) {
-            Served::Chunk { data, .. } => {
-                fetch.decode(&mut &data[..]).map_err(|m| Error::ObjectLost { id, reason: m.to_string().into() })
-            }
+            Served::Chunk { data, .. } => decode_in(&self.rt, &fetch, &mut &data[..])
+                .map_err(|m| Error::ObjectLost { id, reason: m.to_string().into() }),
             Served::Failed(e) => Err(e),
             _ => Err(Error::ObjectLost { id, reason: "the local copy is gone".into() }),
         };
@@ -215,7 +215,9 @@ impl Work {
         let Some(peer) = self.results.remove(id) else { return false };
         if peer != self.me {
             // (If it is not done, it counts as sent until its `Done` comes.)
-            self.send(peer, Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
+            // Fenced: refs read out of the result were borrowed from their
+            // owners first, before the executor may let them go.
+            self.send_fenced(peer, Mail::Release(vec![serde_bytes::ByteArray::new(id.to_bytes())]));
         }
         true
     }
@@ -223,6 +225,7 @@ impl Work {
     /// A batch sent to `to` was acknowledged: refused submissions are
     /// placed again or failed, calls refused as busy go again, in order.
     pub(super) fn acked(&self, to: PeerId, sent: Vec<Mail>, ack: Ack) {
+        self.send_unfenced();
         if let Some(why) = ack.invalid {
             tracing::error!(peer = %to, %why, "a peer refused our mail batch as invalid");
             return self.undeliverable(to, sent, &MailError::Invalid(why));
@@ -261,6 +264,7 @@ impl Work {
     /// A batch could not be delivered to `to`: its submissions are placed
     /// again, its calls fail.
     pub(super) fn undeliverable(&self, to: PeerId, sent: Vec<Mail>, why: &MailError) {
+        self.send_unfenced();
         tracing::debug!(peer = %to, %why, n = sent.len(), "mail undeliverable");
         for m in sent {
             match m {

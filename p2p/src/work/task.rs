@@ -5,8 +5,13 @@
 //! an `ObjectRef` at once, exactly like a local task: the task runs here
 //! unless placement (`placement`) sends it to a peer, and either way its
 //! errors flow through the graph. Arguments may be values or refs; refs
-//! are read where the task runs (only there), and the submitter keeps them
-//! alive until the task is done.
+//! are read where the task runs (only there). Every ref in the arguments,
+//! top-level or nested inside a value (a `Vec<ObjectRef<T>>`), is kept
+//! alive by the submitter until the task is done (Ray's rule), so the
+//! caller may drop its own handles right after `spawn`. Small objects
+//! held here that are nested in argument values are named in the
+//! submission, and the executor fetches them at once (in one batch per
+//! holder) rather than one round trip per `get` as the task reads them.
 //!
 //! Invariant: `spawn` never blocks on the network and never fails: a task
 //! that cannot be placed gives a ref whose `get` returns the typed error.
@@ -16,9 +21,9 @@ use super::registry::RemoteFn;
 use super::results::Retry;
 use super::Work;
 use crate::cluster::placement::{Need, Place};
-use crate::wire::mail::{Opts, MAX_ARGS_BYTES};
+use crate::wire::mail::{Opts, MAX_ARGS_BYTES, MAX_PREFETCH};
 use libp2p::PeerId;
-use manta::{Error, ObjectRef};
+use manta::{AnyRef, Error, ObjectId, ObjectRef};
 use std::sync::Arc;
 
 /// A cluster task being configured: `node.task(&F).cpus(2.0).spawn(args)`.
@@ -76,7 +81,11 @@ impl<'n, A: Args, R: Data> TaskBuilder<'n, A, R> {
         self
     }
 
-    /// Submits the task; returns its result's ref at once.
+    /// Submits the task; returns its result's ref at once. Every ref in
+    /// `args`, nested ones too (a `Vec<ObjectRef<T>>`), is kept alive by
+    /// this node until the task is done, so the caller may drop its own
+    /// handles at once. A node with no CPUs of its own
+    /// (`num_cpus(0)`) sends CPU tasks to its peers.
     pub fn spawn(self, args: impl IntoArgs<A>) -> ObjectRef<R> {
         spawn(self.work, self.f, args.into_args(), self.opts, self.pinned)
     }
@@ -110,16 +119,40 @@ fn spawn<A: Args, R: Data>(
         Place::Local => return spawn_here(work, f, wire, &opts, task),
     };
     let mut args = Vec::new();
-    let encoded = {
+    // Every ref serialized into the arguments, nested ones too (a
+    // `Vec<ObjectRef<T>>`): the submitter keeps them alive until the task
+    // is done, so the caller may drop its own handles at once.
+    let (encoded, keep) = manta::backend::collect_serialized(|| {
         let _entered = work.runtime().enter();
         ciborium::into_writer(&wire, &mut args)
-    };
+    });
     if encoded.is_err() || args.len() > MAX_ARGS_BYTES {
         // Cannot travel (or too big to): run it here instead.
+        drop(keep);
         return spawn_here(work, f, wire, &opts, task);
     }
+    let mut opts = opts;
+    opts.prefetch = prefetch_list(&refs, &keep);
+    drop(refs);
     let retry = Retry { func: f.name().to_string(), args, opts, need, hops: 0, excluded: Vec::new(), pinned };
-    work.submit_new(peer, retry, refs)
+    work.submit_new(peer, retry, keep)
+}
+
+/// Largest object (bytes in this store) the executor is asked to fetch
+/// before the task reads it.
+const PREFETCH_BYTES: usize = 64 << 10;
+
+/// The refs nested inside argument values (not the top-level ref
+/// arguments, which the executor's scheduler waits for, and so fetches,
+/// anyway) whose objects are done here and small: the executor fetches
+/// them at once, in one batch per holder (`Opts::prefetch`).
+fn prefetch_list(top: &[AnyRef], all: &[AnyRef]) -> Vec<serde_bytes::ByteArray<16>> {
+    let top: std::collections::HashSet<ObjectId> = top.iter().map(|r| r.id()).collect();
+    all.iter()
+        .filter(|r| !top.contains(&r.id()) && r.stored_bytes().is_some_and(|b| b <= PREFETCH_BYTES))
+        .map(|r| serde_bytes::ByteArray::new(r.id().to_bytes()))
+        .take(MAX_PREFETCH)
+        .collect()
 }
 
 fn spawn_here<A: Args, R: Data>(

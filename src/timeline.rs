@@ -1,0 +1,342 @@
+//! The timeline: what each task did and when, recorded only when asked
+//! (`RuntimeBuilder::timeline`, `Runtime::record_timeline`) and written as a
+//! Chrome trace that Perfetto and `chrome://tracing` open
+//! ([`Timeline::to_chrome_json`]).
+//!
+//! Recorded: each task's submission, start and end on its worker thread,
+//! with its name, CPUs, outcome, attempts and the objects it read (drawn
+//! as flow arrows from the tasks that made them); actor calls; spills,
+//! restores and rebuilds in the store. One track per thread.
+//!
+//! Cost: with recording off, one relaxed load per task. With it on, each
+//! thread appends to a buffer of its own (a lock nobody else takes, except
+//! a reader copying it out), and a task reads the clock three times (the
+//! CPU's time-stamp counter through `quanta`, a few nanoseconds each); see
+//! `microbench timeline` for the figure.
+//!
+//! Invariants: timestamps are nanoseconds since recording first began, from
+//! one clock for every thread, so causality holds in the trace (a task
+//! starts no earlier than its inputs ended); a buffer is only ever appended
+//! to by its thread.
+
+use crate::error::Text;
+use crate::id::ObjectId;
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// The process's timeline clock, calibrated on first use (only when some
+/// runtime starts recording: calibration takes milliseconds).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// How a recorded task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned a value.
+    Done,
+    /// It panicked or returned an error.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+/// What a store event was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// An object written to its spill file.
+    Spill,
+    /// An object read back from its spill file.
+    Restore,
+    /// An object rebuilt from lineage (its task run again).
+    Rebuild,
+}
+
+/// A task's name as recorded (made into text only when written out).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Label {
+    /// A name known at compile time.
+    Static(&'static str),
+    /// The call site that submitted the task (`file:line`).
+    Caller(&'static std::panic::Location<'static>),
+    /// A name given at run time.
+    Owned(Text),
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Static(s) => f.write_str(s),
+            Label::Caller(l) => write!(f, "{}:{}", l.file(), l.line()),
+            Label::Owned(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One recorded event (see the module docs). Times are nanoseconds since
+/// the timeline began.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A task ran (or ended without running: cancelled, failed input).
+    Task {
+        /// The task's (first) output.
+        id: ObjectId,
+        /// The task's name.
+        name: Label,
+        /// When it was submitted.
+        submitted: u64,
+        /// The worker thread.
+        thread: u32,
+        /// When its body started.
+        start: u64,
+        /// When it ended.
+        end: u64,
+        /// How it ended.
+        outcome: Outcome,
+        /// CPUs it held.
+        cpus: f64,
+        /// Runs of its body (more than one after retries).
+        attempts: u32,
+        /// The objects it read.
+        inputs: Box<[ObjectId]>,
+    },
+    /// An actor method call ran.
+    Call {
+        /// The actor's name.
+        actor: Text,
+        /// The thread that ran it.
+        thread: u32,
+        /// Start and end.
+        start: u64,
+        /// End.
+        end: u64,
+        /// Whether it panicked.
+        failed: bool,
+    },
+    /// The store moved an object.
+    Store {
+        /// Spill, restore or rebuild.
+        op: StoreOp,
+        /// The object.
+        id: ObjectId,
+        /// Its charged bytes.
+        bytes: usize,
+        /// The thread that did it.
+        thread: u32,
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+}
+
+/// One thread's events.
+type Buffer = Arc<Mutex<Vec<Event>>>;
+
+/// A runtime's recorder: the switch, the clock's origin, every thread's
+/// buffer.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    on: AtomicBool,
+    /// The clock's raw reading when recording first began (set once).
+    epoch: OnceLock<u64>,
+    buffers: Mutex<Vec<(u32, String, Buffer)>>,
+    next_thread: AtomicU32,
+}
+
+thread_local! {
+    /// This thread's buffer for the recorder it last recorded for.
+    static LOCAL: RefCell<Option<(Weak<Recorder>, u32, Buffer)>> = const { RefCell::new(None) };
+}
+
+impl Recorder {
+    pub fn new(on: bool) -> Arc<Recorder> {
+        let r = Arc::new(Recorder {
+            on: AtomicBool::new(false),
+            epoch: OnceLock::new(),
+            buffers: Mutex::new(Vec::new()),
+            next_thread: AtomicU32::new(1),
+        });
+        r.set_on(on);
+        r
+    }
+
+    /// True while recording (one relaxed load).
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Turns recording on or off; the first time on also fixes the
+    /// timeline's origin (and calibrates the clock, once per process).
+    pub fn set_on(&self, on: bool) {
+        if on {
+            self.epoch.get_or_init(|| clock().raw());
+        }
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds since recording first began (0 before). Reads the CPU's
+    /// time-stamp counter where it is invariant (a few nanoseconds, no
+    /// system call), else the monotonic clock; one scale for every thread,
+    /// so an event that happened after another never gets an earlier time.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        match self.epoch.get() {
+            Some(&epoch) => {
+                let c = clock();
+                c.delta_as_nanos(epoch, c.raw())
+            }
+            None => 0,
+        }
+    }
+
+    /// Appends an event to this thread's buffer.
+    pub fn record(self: &Arc<Self>, make: impl FnOnce(u32) -> Event) {
+        self.with_local(|tid, buf| {
+            let e = make(tid);
+            buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        });
+    }
+
+    fn with_local<R>(self: &Arc<Self>, f: impl FnOnce(u32, &Buffer) -> R) -> R {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let mine = l.as_ref().is_some_and(|(r, _, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(self)));
+            if !mine {
+                let tid = self.next_thread.fetch_add(1, Ordering::Relaxed);
+                let buf = Arc::new(Mutex::new(Vec::new()));
+                let name = std::thread::current().name().unwrap_or("thread").to_string();
+                self.buffers.lock().unwrap_or_else(|p| p.into_inner()).push((tid, name, buf.clone()));
+                *l = Some((Arc::downgrade(self), tid, buf));
+            }
+            match l.as_ref() {
+                Some((_, tid, buf)) => f(*tid, buf),
+                None => unreachable!("just set"),
+            }
+        })
+    }
+
+    /// A copy of everything recorded so far.
+    pub fn snapshot(&self) -> Timeline {
+        let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = Vec::new();
+        let mut threads = Vec::new();
+        for (tid, name, buf) in buffers.iter() {
+            threads.push((*tid, name.clone()));
+            events.extend(buf.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        }
+        Timeline { events, threads }
+    }
+
+    /// Forgets everything recorded so far.
+    pub fn clear(&self) {
+        for (_, _, buf) in self.buffers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            buf.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+/// What a runtime recorded ([`Runtime::timeline`](crate::Runtime::timeline)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// The events, grouped by thread (each thread's in order).
+    pub events: Vec<Event>,
+    /// `(id, name)` of every thread that recorded.
+    pub threads: Vec<(u32, String)>,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Timeline {
+    /// The timeline as Chrome trace JSON (the "JSON object format":
+    /// `{"traceEvents": [...]}`), which Perfetto (ui.perfetto.dev) and
+    /// `chrome://tracing` open: one track per thread, a slice per task,
+    /// actor call and store operation, flow arrows from a task to the tasks
+    /// that read its output, and a process named `process`.
+    pub fn to_chrome_json(&self, process: &str) -> String {
+        let mut ev: Vec<String> = Vec::new();
+        ev.push(format!(r#"{{"ph":"M","name":"process_name","pid":1,"tid":0,"args":{{"name":{}}}}}"#, js(process)));
+        for (tid, name) in &self.threads {
+            ev.push(format!(r#"{{"ph":"M","name":"thread_name","pid":1,"tid":{tid},"args":{{"name":{}}}}}"#, js(name)));
+        }
+        let mut made_by: std::collections::HashMap<ObjectId, (u32, u64)> = std::collections::HashMap::new();
+        for e in &self.events {
+            if let Event::Task { id, thread, end, .. } = e {
+                made_by.insert(*id, (*thread, *end));
+            }
+        }
+        let mut flow = 0u64;
+        for e in &self.events {
+            match e {
+                Event::Task { id, name, submitted, thread, start, end, outcome, cpus, attempts, inputs } => {
+                    let inputs_json: Vec<String> = inputs.iter().map(|i| format!("\"{i}\"")).collect();
+                    let queued = us(start.saturating_sub(*submitted));
+                    ev.push(format!(
+                        r#"{{"ph":"X","name":{},"cat":"task","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","outcome":"{outcome:?}","cpus":{cpus},"attempts":{attempts},"inputs":[{}],"queued_us":{queued}}}}}"#,
+                        js(&name.to_string()),
+                        us(*start),
+                        us(end.saturating_sub(*start)),
+                        inputs_json.join(",")
+                    ));
+                    for input in inputs.iter() {
+                        if let Some((ptid, pend)) = made_by.get(input) {
+                            flow += 1;
+                            ev.push(format!(
+                                r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
+                                us(*pend)
+                            ));
+                            ev.push(format!(
+                                r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
+                                us(*start)
+                            ));
+                        }
+                    }
+                }
+                Event::Call { actor, thread, start, end, failed } => ev.push(format!(
+                    r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"failed":{failed}}}}}"#,
+                    js(actor),
+                    us(*start),
+                    us(end.saturating_sub(*start))
+                )),
+                Event::Store { op, id, bytes, thread, start, end } => ev.push(format!(
+                    r#"{{"ph":"X","name":"{op:?}","cat":"store","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","bytes":{bytes}}}}}"#,
+                    us(*start),
+                    us(end.saturating_sub(*start))
+                )),
+            }
+        }
+        format!("{{\"traceEvents\":[\n{}\n],\"displayTimeUnit\":\"ns\"}}\n", ev.join(",\n"))
+    }
+
+    /// Writes [`Timeline::to_chrome_json`] to `path`.
+    pub fn write_chrome_trace(&self, path: impl AsRef<std::path::Path>, process: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.to_chrome_json(process))
+    }
+}

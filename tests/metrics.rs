@@ -1,0 +1,106 @@
+//! `rt.metrics()`: task counts that add up, actor calls, the store's
+//! figures, and the same in Prometheus' text format.
+
+use manta::{Metrics, Runtime};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The counts a moment after the last result was read: a worker reports
+/// how a task ended when it asks for its next job, just after the result
+/// is stored. Waits (bounded) until nothing runs and every submitted task
+/// is accounted for.
+fn settled(rt: &Runtime) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = rt.metrics();
+        let ended = m.tasks_done + m.tasks_failed + m.tasks_cancelled;
+        if m.tasks_running == 0 && ended >= m.tasks_submitted {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "counts never settled: {m:?}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn task_counts_add_up_by_outcome() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let m0 = rt.metrics();
+    assert_eq!((m0.tasks_submitted, m0.tasks_running, m0.tasks_done), (0, 0, 0));
+    let ok: Vec<_> = (0..10).map(|i| rt.spawn(move || i)).collect();
+    let bad = rt.spawn(|| -> u32 { panic!("boom") });
+    rt.get_all(&ok).unwrap();
+    assert!(bad.get().is_err());
+    // A task running now, and one queued behind it on the only CPU.
+    let (release, hold) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel::<()>();
+    let running = rt.spawn(move || {
+        started_tx.send(()).unwrap();
+        let _ = hold.recv();
+    });
+    started.recv().unwrap();
+    let queued = rt.spawn(|| 1);
+    let m = rt.metrics();
+    assert_eq!(m.tasks_running, 1, "{m:?}");
+    assert!(m.tasks_queued >= 1, "{m:?}");
+    assert!(queued.cancel());
+    drop(release);
+    running.get().unwrap();
+    let _ = rt.spawn(|| 2).get(); // the runner passes the cancelled entry
+    let m = settled(&rt);
+    assert_eq!(m.tasks_done, 10 + 1 + 1, "{m:?}");
+    assert_eq!(m.tasks_failed, 1, "{m:?}");
+    assert_eq!(m.tasks_cancelled, 1, "{m:?}");
+    assert_eq!(m.tasks_running, 0, "{m:?}");
+    assert_eq!(m.tasks_submitted, m.tasks_done + m.tasks_failed + m.tasks_cancelled, "{m:?}");
+    // A dependant of a failed task fails without running, and is counted.
+    let dep = rt.spawn_with((bad,), |(x,)| *x);
+    assert!(dep.get().is_err());
+    assert_eq!(settled(&rt).tasks_failed, 2);
+}
+
+#[test]
+fn actor_calls_and_the_store_are_counted() {
+    let dir = std::env::temp_dir().join(format!("manta-metrics-{}", std::process::id()));
+    let rt = Runtime::builder().num_cpus(2).store_capacity(3 << 20).spill_dir(&dir).build().unwrap();
+    let a = rt.actor(0u32);
+    let calls: Vec<_> = (0..5).map(|_| a.call(|n| *n += 1)).collect();
+    rt.get_all(&calls).unwrap();
+    let big: Vec<_> = (0..6u8).map(|i| rt.put(vec![i; 1 << 20]).unwrap()).collect();
+    let m = rt.metrics();
+    assert_eq!(m.actor_calls, 5);
+    assert!(m.store.spills > 0 && m.store.bytes_in_memory <= 3 << 20, "{:?}", m.store);
+    assert_eq!(m.threads, 2);
+    assert!(m.cluster.is_empty());
+    drop(big);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prometheus_text_is_well_formed() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    rt.spawn(|| 1).get_timeout(Duration::from_secs(30)).unwrap();
+    let text = settled(&rt).to_prometheus();
+    let mut names = std::collections::HashSet::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            assert!(kind == "counter" || kind == "gauge", "{line}");
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (name, value) = line.split_once(' ').expect("name value");
+        assert!(name.starts_with("manta_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        value.parse::<f64>().expect("a number");
+        assert!(typed.contains(name), "no TYPE before {name}");
+        assert!(names.insert(name.to_string()), "duplicate {name}");
+    }
+    assert!(names.contains("manta_tasks_done_total"));
+    assert!(text.contains("manta_tasks_done_total 1\n"), "{text}");
+}

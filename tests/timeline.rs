@@ -1,0 +1,133 @@
+//! The timeline: off by default; when on, every task of a DAG appears on
+//! its worker's track with the right flow arrows, in Chrome's trace format
+//! (checked field by field against the format's rules), plus store moves.
+
+use manta::{Runtime, StoreOp, TimelineEvent, TimelineOutcome};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+fn events(json: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(json).expect("valid JSON");
+    let obj = v.as_object().expect("the JSON object format");
+    assert_eq!(obj.get("displayTimeUnit").and_then(Value::as_str), Some("ns"));
+    obj["traceEvents"].as_array().expect("traceEvents is an array").clone()
+}
+
+/// The trace format's rules for the phases the timeline writes.
+fn check_schema(evs: &[Value]) {
+    for e in evs {
+        let ph = e["ph"].as_str().expect("every event has a phase");
+        assert!(e["pid"].is_u64() && e["tid"].is_u64(), "pid and tid are integers: {e}");
+        assert!(e["name"].is_string(), "name is a string: {e}");
+        match ph {
+            "M" => assert!(e["args"]["name"].is_string(), "metadata names a process or thread: {e}"),
+            "X" => {
+                assert!(e["ts"].is_number() && e["dur"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
+                assert!(e["cat"].is_string());
+            }
+            "i" => assert!(e["ts"].is_number() && e["s"].is_string(), "{e}"),
+            "s" | "f" => {
+                assert!(e["ts"].is_number() && e["id"].is_u64(), "{e}");
+                if ph == "f" {
+                    assert_eq!(e["bp"].as_str(), Some("e"), "a flow ends at its enclosing slice");
+                }
+            }
+            other => panic!("unexpected phase {other}"),
+        }
+    }
+}
+
+#[test]
+fn off_by_default_and_a_dag_with_its_arrows_when_on() {
+    let rt = Runtime::builder().num_cpus(2).build().unwrap();
+    rt.spawn(|| 1).get().unwrap();
+    assert!(rt.timeline().events.is_empty(), "recording is off by default");
+
+    rt.record_timeline(true);
+    let a = rt.task().name("a").spawn(|| 1u32);
+    let b = rt.task().name("b").spawn(|| 2u32);
+    let c = rt.task().name("c").spawn_with((a.clone(), b.clone()), |(a, b)| *a + *b);
+    let d = rt.task().name("d").spawn_with((c.clone(),), |(c,)| *c * 10);
+    let bad = rt.task().name("bad").spawn(|| -> u32 { panic!("no") });
+    assert_eq!(*d.get().unwrap(), 30);
+    assert!(bad.get().is_err());
+    rt.record_timeline(false);
+    let t = rt.timeline();
+
+    let tasks: HashMap<String, &TimelineEvent> = t
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TimelineEvent::Task { name, .. } => Some((name.to_string(), e)),
+            _ => None,
+        })
+        .collect();
+    for n in ["a", "b", "c", "d", "bad"] {
+        assert!(tasks.contains_key(n), "task {n} missing: {:?}", t.events);
+    }
+    match tasks["c"] {
+        TimelineEvent::Task { inputs, outcome, start, end, cpus, .. } => {
+            let ins: HashSet<_> = inputs.iter().copied().collect();
+            assert_eq!(ins, HashSet::from([a.id(), b.id()]));
+            assert_eq!(*outcome, TimelineOutcome::Done);
+            assert!(end >= start && *cpus == 1.0);
+        }
+        _ => unreachable!(),
+    }
+    assert!(matches!(tasks["bad"], TimelineEvent::Task { outcome: TimelineOutcome::Failed, .. }));
+    for e in tasks.values() {
+        if let TimelineEvent::Task { submitted, start, attempts, .. } = e {
+            assert!(submitted <= start, "submitted before it started");
+            assert_eq!(*attempts, 1);
+        }
+    }
+
+    let evs = events(&t.to_chrome_json("manta test"));
+    check_schema(&evs);
+    let slices: HashMap<&str, &Value> =
+        evs.iter().filter(|e| e["ph"] == "X" && e["cat"] == "task").map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    assert_eq!(slices.len(), 5);
+    // Arrows: a -> c, b -> c, c -> d, each an "s" on the producer's track at
+    // its end and an "f" on the consumer's track at its start.
+    let starts: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "s").collect();
+    let finishes: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "f").collect();
+    assert_eq!((starts.len(), finishes.len()), (3, 3));
+    for f in &finishes {
+        let s = starts.iter().find(|s| s["id"] == f["id"]).expect("each flow has a start");
+        assert!(s["ts"].as_f64() <= f["ts"].as_f64(), "an arrow goes forward in time");
+        // Timestamps are coarse (a clock read every few events), so several
+        // slices may share one: the arrow ends where c or d starts.
+        let at_consumer =
+            slices.iter().any(|(n, x)| ["c", "d"].contains(n) && x["ts"] == f["ts"] && x["tid"] == f["tid"]);
+        assert!(at_consumer, "an arrow ends at the start of c or d: {f}");
+    }
+    let thread_names: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap())
+        .collect();
+    assert!(thread_names.iter().any(|n| n.starts_with("manta")), "{thread_names:?}");
+    let path = std::env::temp_dir().join(format!("manta-trace-{}.json", std::process::id()));
+    t.write_chrome_trace(&path, "manta test").unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 100);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn spills_and_restores_are_on_the_timeline() {
+    let dir = std::env::temp_dir().join(format!("manta-timeline-spill-{}", std::process::id()));
+    let rt = Runtime::builder().num_cpus(1).store_capacity(3 << 20).spill_dir(&dir).timeline(true).build().unwrap();
+    let refs: Vec<_> = (0..6u8).map(|i| rt.put(vec![i; 1 << 20]).unwrap()).collect();
+    assert_eq!(refs[0].get().unwrap()[0], 0);
+    let ops: Vec<StoreOp> = rt
+        .timeline()
+        .events
+        .iter()
+        .filter_map(|e| if let TimelineEvent::Store { op, .. } = e { Some(*op) } else { None })
+        .collect();
+    assert!(ops.contains(&StoreOp::Spill) && ops.contains(&StoreOp::Restore), "{ops:?}");
+    rt.clear_timeline();
+    assert!(rt.timeline().events.is_empty());
+    drop(refs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
