@@ -331,6 +331,7 @@ impl<S: Send + 'static> ActorInner<S> {
             return 0;
         }
         let Call { out, name, invoke, rec, .. } = call;
+        let _span = tracing::trace_span!("manta.actor_call", actor = %self.name, method = name).entered();
         let timing = self.start_timing(&out, name, rec);
         match invoke {
             Invoke::Mut(f) => {
