@@ -525,6 +525,8 @@ where
             Ok(i) => i,
             Err(cause) => return Err(Error::dependency(ctl.name_text(), cause)),
         };
+        // A `trace` span per attempt (one relaxed load when disabled).
+        let _span = tracing::trace_span!("manta.task", task = %ctl.name, attempt).entered();
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
         let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
         // After the body: a task it ran inline set its own count meanwhile.

@@ -687,6 +687,9 @@ pub(crate) fn block_until(
             }
         }
     };
+    // A worker blocked in get/wait (a `trace` span: it shows where a task
+    // waited; one relaxed load when disabled).
+    let _span = tracing::trace_span!("manta.blocked").entered();
     let cpu = TASK_CPU.with(|c| c.get());
     if sched.dispatch.lend(cpu) {
         sched.start_runner();

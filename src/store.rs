@@ -460,6 +460,7 @@ impl Store {
         let has_lineage = self.lineage_lock().has(id);
         obj.slot().evict_with(|v, meta| {
             if let (Some(dir), Some((encode, decode))) = (spill, v.codec()) {
+                let _span = tracing::debug_span!("manta.spill", object = %id, bytes = meta.charged).entered();
                 let start = self.recording().map(|r| r.now());
                 match dir.write(id, v.type_name, encode, v) {
                     Ok(path) => {
@@ -489,6 +490,7 @@ impl Store {
     /// without waiting; otherwise this reader gets it and the object stays
     /// spilled. `Err` (file unreadable): the caller tries lineage next.
     pub(crate) fn restore(&self, obj: &Arc<impl Resident + 'static>, file: SpillHandle) -> Result<Value, SpillError> {
+        let _span = tracing::debug_span!("manta.restore", object = %obj.id(), bytes = file.meta.charged).entered();
         let start = self.recording().map(|r| r.now());
         let (value, meta) = match crate::spill::read_file(&file.path, file.type_name, file.decode) {
             Ok(v) => (v, file.meta),
@@ -518,6 +520,7 @@ impl Store {
 
     /// A rebuild of `obj` to hand to its lineage record (see [`RebuildJob`]).
     pub(crate) fn rebuild_job(self: &Arc<Self>, obj: Arc<dyn Resident>) -> RebuildJob {
+        tracing::debug!(object = %obj.id(), "rebuilding a lost object from its lineage");
         let start = self.recording().map(|r| r.now());
         RebuildJob { store: self.clone(), obj: Some(obj), start }
     }

@@ -107,14 +107,23 @@ pub enum Event {
     Call {
         /// The actor's name.
         actor: Text,
+        /// The method (the closure's type name, which names the function
+        /// the call was made in).
+        method: Label,
+        /// The call's result.
+        id: ObjectId,
+        /// When it was made (its start if recording began after that).
+        submitted: u64,
         /// The thread that ran it.
         thread: u32,
-        /// Start and end.
+        /// When it started.
         start: u64,
-        /// End.
+        /// When it ended.
         end: u64,
-        /// Whether it panicked.
-        failed: bool,
+        /// How it ended.
+        outcome: Outcome,
+        /// The objects it read.
+        inputs: Box<[ObjectId]>,
     },
     /// The store moved an object.
     Store {
@@ -274,6 +283,13 @@ fn js(s: &str) -> String {
     out
 }
 
+/// A closure's type name made short for a slice's title: the last path
+/// segment that is not `{{closure}}` (`app::Counter::add::{{closure}}`
+/// gives `add`).
+fn short_method(type_name: &str) -> &str {
+    type_name.rsplit("::").find(|seg| !seg.starts_with("{{") && !seg.is_empty()).unwrap_or(type_name)
+}
+
 impl Timeline {
     /// The timeline as Chrome trace JSON (the "JSON object format":
     /// `{"traceEvents": [...]}`), which Perfetto (ui.perfetto.dev) and
@@ -288,43 +304,56 @@ impl Timeline {
         }
         let mut made_by: std::collections::HashMap<ObjectId, (u32, u64)> = std::collections::HashMap::new();
         for e in &self.events {
-            if let Event::Task { id, thread, end, .. } = e {
+            if let Event::Task { id, thread, end, .. } | Event::Call { id, thread, end, .. } = e {
                 made_by.insert(*id, (*thread, *end));
             }
         }
         let mut flow = 0u64;
+        // Arrows from the producers of `inputs` to a consumer that started
+        // at `start` on `thread`.
+        let mut arrows = |ev: &mut Vec<String>, inputs: &[ObjectId], thread: u32, start: u64| {
+            for input in inputs {
+                if let Some((ptid, pend)) = made_by.get(input) {
+                    flow += 1;
+                    ev.push(format!(
+                        r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
+                        us(*pend)
+                    ));
+                    ev.push(format!(
+                        r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
+                        us(start)
+                    ));
+                }
+            }
+        };
+        let ids = |inputs: &[ObjectId]| inputs.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",");
         for e in &self.events {
             match e {
                 Event::Task { id, name, submitted, thread, start, end, outcome, cpus, attempts, inputs } => {
-                    let inputs_json: Vec<String> = inputs.iter().map(|i| format!("\"{i}\"")).collect();
                     let queued = us(start.saturating_sub(*submitted));
                     ev.push(format!(
                         r#"{{"ph":"X","name":{},"cat":"task","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","outcome":"{outcome:?}","cpus":{cpus},"attempts":{attempts},"inputs":[{}],"queued_us":{queued}}}}}"#,
                         js(&name.to_string()),
                         us(*start),
                         us(end.saturating_sub(*start)),
-                        inputs_json.join(",")
+                        ids(inputs)
                     ));
-                    for input in inputs.iter() {
-                        if let Some((ptid, pend)) = made_by.get(input) {
-                            flow += 1;
-                            ev.push(format!(
-                                r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
-                                us(*pend)
-                            ));
-                            ev.push(format!(
-                                r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
-                                us(*start)
-                            ));
-                        }
-                    }
+                    arrows(&mut ev, inputs, *thread, *start);
                 }
-                Event::Call { actor, thread, start, end, failed } => ev.push(format!(
-                    r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"failed":{failed}}}}}"#,
-                    js(actor),
-                    us(*start),
-                    us(end.saturating_sub(*start))
-                )),
+                Event::Call { actor, method, id, submitted, thread, start, end, outcome, inputs } => {
+                    let queued = us(start.saturating_sub(*submitted));
+                    let method = method.to_string();
+                    ev.push(format!(
+                        r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","actor":{},"method":{},"outcome":"{outcome:?}","inputs":[{}],"queued_us":{queued}}}}}"#,
+                        js(&format!("{actor}.{}", short_method(&method))),
+                        us(*start),
+                        us(end.saturating_sub(*start)),
+                        js(actor),
+                        js(&method),
+                        ids(inputs)
+                    ));
+                    arrows(&mut ev, inputs, *thread, *start);
+                }
                 Event::Store { op, id, bytes, thread, start, end } => ev.push(format!(
                     r#"{{"ph":"X","name":"{op:?}","cat":"store","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","bytes":{bytes}}}}}"#,
                     us(*start),

@@ -126,6 +126,14 @@ struct Call<S> {
     /// The control generation the call was made in (see "Kill and
     /// terminate").
     gen: u64,
+    /// Set if the timeline was recording when the call was made.
+    rec: Option<Box<CallRec>>,
+}
+
+/// A call's timeline facts known when it is made.
+struct CallRec {
+    submitted: u64,
+    inputs: Box<[ObjectId]>,
 }
 
 type Factory<S> = Box<dyn Fn() -> S + Send + Sync>;
@@ -334,7 +342,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S) -> R + Send + 'static,
     {
-        self.call_with((), move |s, ()| f(s))
+        self.call_as(None, std::any::type_name::<F>(), (), move |s, ()| f(s))
     }
 
     /// Calls a method with arguments that may be refs; the call waits for
@@ -345,19 +353,20 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        self.call_as(None, args, f)
+        self.call_as(None, std::any::type_name::<F>(), args, f)
     }
 
     /// [`ActorHandle::call_with`] whose result gets id `id` (fresh if
-    /// `None`; see `backend::Backend::call_with_id`).
-    pub(crate) fn call_as<A, R, F>(&self, id: Option<ObjectId>, args: A, f: F) -> ObjectRef<R>
+    /// `None`; see `backend::Backend::call_with_id`); `name` is the user's
+    /// closure's type name (for errors and the timeline).
+    pub(crate) fn call_as<A, R, F>(&self, id: Option<ObjectId>, name: &'static str, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
         let out = ObjectCell::pending_as(id, None);
-        let name = std::any::type_name::<F>();
+        let rec = self.call_rec(&args);
         let pending = inputs_to_wait_for(&args);
         let args = CountedArgs::new(args);
         let invoke = Invoke::Mut(Box::new(move |state: &mut S, store: &Store| {
@@ -368,7 +377,7 @@ impl<S: Send + 'static> ActorHandle<S> {
             drop(args); // before the result wakes anyone
             r
         }));
-        self.submit(Some(out.clone()), name, invoke, pending);
+        self.submit(Some(out.clone()), name, invoke, pending, rec);
         ObjectRef::from_cell(out)
     }
 
@@ -383,7 +392,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: Fn(&mut S) -> R + Send + 'static,
     {
-        self.call_rerunnable_with((), move |s, ()| f(s))
+        self.rerunnable_as(std::any::type_name::<F>(), (), move |s, ()| f(s))
     }
 
     /// [`ActorHandle::call_rerunnable`] with arguments that may be refs
@@ -394,15 +403,24 @@ impl<S: Send + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: Fn(&mut S, A::Output) -> R + Send + 'static,
     {
+        self.rerunnable_as(std::any::type_name::<F>(), args, f)
+    }
+
+    fn rerunnable_as<A, R, F>(&self, name: &'static str, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: Fn(&mut S, A::Output) -> R + Send + 'static,
+    {
         let out = ObjectCell::pending(None);
-        let name = std::any::type_name::<F>();
+        let rec = self.call_rec(&args);
         let pending = inputs_to_wait_for(&args);
         let args = CountedArgs::new(args);
         let invoke = Invoke::Rerun(Box::new(move |state: &mut S, store: &Store| match args.resolve() {
             Ok(input) => admit(store, f(state, input)),
             Err(cause) => Err(Error::dependency(name.into(), cause)),
         }));
-        self.submit(Some(out.clone()), name, invoke, pending);
+        self.submit(Some(out.clone()), name, invoke, pending, rec);
         ObjectRef::from_cell(out)
     }
 
@@ -430,7 +448,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         inner.control.kill(inner, no_restart);
         // Wake the drainer so an idle actor's state goes now; a marker
         // skips the caller queues (a kill does not wait for inputs).
-        inner.deliver(Call { out: None, name: "kill", invoke: Invoke::Wake, failed: None, gen: u64::MAX });
+        inner.deliver(Call { out: None, name: "kill", invoke: Invoke::Wake, failed: None, gen: u64::MAX, rec: None });
     }
 
     /// Stops the actor gracefully (Ray's `actor.__ray_terminate__()`): the
@@ -443,7 +461,7 @@ impl<S: Send + 'static> ActorHandle<S> {
     /// when the actor stops, fails the same way.
     pub fn terminate(&self) {
         let gen = self.inner.control.close();
-        let marker = Call { out: None, name: "terminate", invoke: Invoke::Terminate, failed: None, gen };
+        let marker = Call { out: None, name: "terminate", invoke: Invoke::Terminate, failed: None, gen, rec: None };
         self.submit_call(marker, Vec::new());
     }
 
@@ -453,10 +471,22 @@ impl<S: Send + 'static> ActorHandle<S> {
         name: &'static str,
         invoke: Invoke<S>,
         pending: Vec<Arc<ObjectCell>>,
+        rec: Option<Box<CallRec>>,
     ) {
         self.inner.sched.actor_call();
         let gen = self.inner.control.generation();
-        self.submit_call(Call { out, name, invoke, failed: None, gen }, pending);
+        self.submit_call(Call { out, name, invoke, failed: None, gen, rec }, pending);
+    }
+
+    /// What the timeline needs of a call made now, if it is recording.
+    fn call_rec<A: TaskArgs>(&self, args: &A) -> Option<Box<CallRec>> {
+        let recorder = &self.inner.sched.recorder;
+        if !recorder.is_on() {
+            return None;
+        }
+        let mut inputs = Vec::new();
+        args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        Some(Box::new(CallRec { submitted: recorder.now(), inputs: inputs.into() }))
     }
 
     fn submit_call(&self, call: Call<S>, pending: Vec<Arc<ObjectCell>>) {
@@ -567,7 +597,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&S) -> R + Send + 'static,
     {
-        self.call_ref_with((), move |s, ()| f(s))
+        self.call_ref_as(std::any::type_name::<F>(), (), move |s, ()| f(s))
     }
 
     /// [`ActorHandle::call_ref`] with arguments that may be refs.
@@ -577,8 +607,17 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
         R: Any + Send + Sync,
         F: FnOnce(&S, A::Output) -> R + Send + 'static,
     {
+        self.call_ref_as(std::any::type_name::<F>(), args, f)
+    }
+
+    fn call_ref_as<A, R, F>(&self, name: &'static str, args: A, f: F) -> ObjectRef<R>
+    where
+        A: TaskArgs,
+        R: Any + Send + Sync,
+        F: FnOnce(&S, A::Output) -> R + Send + 'static,
+    {
         let out = ObjectCell::pending(None);
-        let name = std::any::type_name::<F>();
+        let rec = self.call_rec(&args);
         let pending = inputs_to_wait_for(&args);
         let args = CountedArgs::new(args);
         let body: RefCall<S> = Box::new(move |state: &S, store: &Store| {
@@ -589,7 +628,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
             drop(args);
             r
         });
-        self.submit(Some(out.clone()), name, Invoke::Ref(body, run::run_batch::<S>), pending);
+        self.submit(Some(out.clone()), name, Invoke::Ref(body, run::run_batch::<S>), pending, rec);
         ObjectRef::from_cell(out)
     }
 }

@@ -21,7 +21,7 @@
 //!   reported as an error nobody read. The drainer lets go of an output
 //!   before it wakes the output's waiters.
 
-use super::{ActorInner, Admitted, Call, Invoke, RefCall};
+use super::{ActorInner, Admitted, Call, CallRec, Invoke, RefCall};
 use crate::cell::ObjectCell;
 use crate::error::{panic_message, ActorDeathCause, DeadActor, Error, Text};
 use crate::panics::catching;
@@ -32,6 +32,15 @@ use crate::sync::lock;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A running call's timeline facts (see `ActorInner::start_timing`).
+struct Timing {
+    id: crate::id::ObjectId,
+    name: &'static str,
+    submitted: u64,
+    start: u64,
+    inputs: Box<[crate::id::ObjectId]>,
+}
 
 /// Calls a drainer runs before giving its thread back to other work.
 const DRAIN_BATCH: usize = 256;
@@ -321,13 +330,19 @@ impl<S: Send + 'static> ActorInner<S> {
             fail_call(call, e);
             return 0;
         }
-        let Call { out, name, invoke, .. } = call;
+        let Call { out, name, invoke, rec, .. } = call;
+        let _span = tracing::trace_span!("manta.actor_call", actor = %self.name, method = name).entered();
+        let timing = self.start_timing(&out, name, rec);
         match invoke {
             Invoke::Mut(f) => {
                 let Life::Live(state) = &mut held.life else { return 0 };
                 match catching(|| catch_unwind(AssertUnwindSafe(|| f(state, &self.store)))) {
-                    Ok(outcome) => complete(&self.store, out, outcome),
+                    Ok(outcome) => {
+                        self.end_timing(timing, outcome.is_ok());
+                        complete(&self.store, out, outcome)
+                    }
                     Err(p) => {
+                        self.end_timing(timing, false);
                         let message = panic_message(p.as_ref());
                         self.fail_panicked(out, name, message.clone());
                         self.restart_after(held, name, &message);
@@ -336,12 +351,48 @@ impl<S: Send + 'static> ActorInner<S> {
                 0
             }
             Invoke::Rerun(f) => {
-                self.run_rerunnable(held, out, name, f);
+                let ok = self.run_rerunnable(held, out, name, f);
+                self.end_timing(timing, ok);
                 0
             }
-            Invoke::Ref(f, run) => self.run_read_only(held, (out, name, f), run),
+            Invoke::Ref(f, run) => self.run_read_only(held, (out, name, f, timing), run),
             Invoke::Terminate | Invoke::Wake => 0,
         }
+    }
+
+    /// A call's timeline event so far, if the timeline is recording.
+    fn start_timing(&self, out: &Out, name: &'static str, rec: Option<Box<CallRec>>) -> Option<Timing> {
+        let recorder = &self.sched.recorder;
+        let id = out.as_ref()?.id;
+        if !recorder.is_on() {
+            return None;
+        }
+        let start = recorder.now();
+        let (submitted, inputs) = match rec {
+            Some(r) => (r.submitted, r.inputs),
+            None => (start, Box::default()),
+        };
+        Some(Timing { id, name, submitted, start, inputs })
+    }
+
+    /// Records a call that ran (from `start_timing`) as ending now.
+    fn end_timing(&self, timing: Option<Timing>, ok: bool) {
+        let Some(Timing { id, name, submitted, start, inputs }) = timing else { return };
+        let recorder = &self.sched.recorder;
+        let end = recorder.now();
+        let outcome = if ok { crate::timeline::Outcome::Done } else { crate::timeline::Outcome::Failed };
+        let actor = self.name.clone();
+        recorder.record(|thread| crate::timeline::Event::Call {
+            actor,
+            method: crate::timeline::Label::Static(name),
+            id,
+            submitted,
+            thread,
+            start,
+            end,
+            outcome,
+            inputs,
+        });
     }
 
     /// Fails a call that panicked with its panic.
@@ -363,16 +414,20 @@ impl<S: Send + 'static> ActorInner<S> {
 
     /// Runs a re-runnable call, again on the restarted state after each
     /// panic while task retries and restarts last.
-    fn run_rerunnable(&self, held: &mut Held<S>, out: Out, name: &str, mut f: super::RerunCall<S>) {
+    /// Returns whether it ended with a value.
+    fn run_rerunnable(&self, held: &mut Held<S>, out: Out, name: &str, mut f: super::RerunCall<S>) -> bool {
         let mut retries = 0;
         loop {
             let Life::Live(state) = &mut held.life else {
-                return complete(&self.store, out, Err(Error::invalid("the actor is not live")));
+                complete(&self.store, out, Err(Error::invalid("the actor is not live")));
+                return false;
             };
             let message = match catching(|| catch_unwind(AssertUnwindSafe(|| f(state, &self.store)))) {
                 Ok(outcome) => {
                     drop(f); // its arguments go before anyone is woken
-                    return complete(&self.store, out, outcome);
+                    let ok = outcome.is_ok();
+                    complete(&self.store, out, outcome);
+                    return ok;
                 }
                 Err(p) => panic_message(p.as_ref()),
             };
@@ -383,7 +438,8 @@ impl<S: Send + 'static> ActorInner<S> {
                 continue;
             }
             drop(f);
-            return self.fail_panicked(out, name, message);
+            self.fail_panicked(out, name, message);
+            return false;
         }
     }
 
@@ -392,15 +448,16 @@ impl<S: Send + 'static> ActorInner<S> {
     fn run_read_only(
         &self,
         held: &mut Held<S>,
-        first: (Out, &'static str, RefCall<S>),
+        first: (Out, &'static str, RefCall<S>, Option<Timing>),
         run: super::RunBatch<S>,
     ) -> usize {
         let mut batch = vec![first];
         while batch.len() < self.max_concurrency {
             match self.mailbox.pop() {
                 Some(c) if matches!(c.invoke, Invoke::Ref(..)) && self.refused(held, &c).is_none() => {
-                    let Call { out, name, invoke: Invoke::Ref(f, _), .. } = c else { break };
-                    batch.push((out, name, f));
+                    let Call { out, name, invoke: Invoke::Ref(f, _), rec, .. } = c else { break };
+                    let timing = self.start_timing(&out, name, rec);
+                    batch.push((out, name, f, timing));
                 }
                 Some(other) => {
                     self.mailbox.unpop(other);
@@ -411,8 +468,22 @@ impl<S: Send + 'static> ActorInner<S> {
         }
         let added = batch.len() - 1;
         let Life::Live(state) = &held.life else { return added };
-        let (names, calls): (Vec<_>, Vec<_>) = batch.into_iter().map(|(o, n, f)| (n, (o, f))).unzip();
+        let mut names = Vec::with_capacity(batch.len());
+        let mut timings = Vec::with_capacity(batch.len());
+        let calls: Vec<_> = batch
+            .into_iter()
+            .map(|(o, n, f, t)| {
+                names.push(n);
+                timings.push(t);
+                (o, f)
+            })
+            .collect();
         let panics = run(state, &self.store, calls);
+        // The calls of a batch run at once: each is recorded as spanning
+        // the batch, on the drainer's thread.
+        for (timing, panic) in timings.into_iter().zip(&panics) {
+            self.end_timing(timing, panic.is_none());
+        }
         // The calls ran on one state: the first panic restarts it (once).
         let mut first_panic = None;
         for (name, panic) in names.into_iter().zip(panics) {
