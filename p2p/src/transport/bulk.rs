@@ -482,16 +482,30 @@ impl Lane {
         mut stream: TcpStream,
         local: IpAddr,
     ) -> Result<(Ticket, std::net::TcpStream), LaneError> {
+        // The refusal is counted while the socket is still open, so a
+        // client that sees it closed also sees it counted.
+        let checked = self.check_hello(&mut stream, local).await;
+        let ticket = match checked {
+            Ok(t) => t,
+            Err(e) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok((ticket, stream))
+    }
+
+    /// Reads and checks a connection's hello; the ticket it redeems.
+    async fn check_hello(&self, stream: &mut TcpStream, local: IpAddr) -> Result<Ticket, LaneError> {
         let remote = stream.peer_addr()?.ip();
         let mut hello = [0u8; HELLO_BYTES];
         tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut hello))
             .await
             .map_err(|_| LaneError::HelloTimeout(HELLO_TIMEOUT))??;
         let hello = Hello::from_bytes(&hello, &self.key)?;
-        let ticket = self.redeem(&hello.token, local, remote)?;
-        let stream = stream.into_std()?;
-        stream.set_nonblocking(false)?;
-        Ok((ticket, stream))
+        self.redeem(&hello.token, local, remote)
     }
 
     /// Streams the ticket's object, sealed, on a blocking thread; the
@@ -538,7 +552,7 @@ async fn serve(lane: Arc<Lane>, listener: TcpListener, local: IpAddr) {
                     }
                 }
                 Err(e) => {
-                    lane.refused.fetch_add(1, Ordering::Relaxed);
+                    // (counted in `read_ticket`, before the socket closed)
                     tracing::debug!(%from, error = %e, "bulk lane: hello refused");
                 }
             }
