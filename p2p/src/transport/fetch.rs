@@ -23,6 +23,14 @@
 //! With no holder left the object fails with `PeerUnreachable` if some
 //! holder could not be reached, else `ObjectLost`.
 //!
+//! Owner death: a peer declared dead (by the member table) is never asked
+//! (not even the owner the hint names, nor a provider whose record
+//! outlived it), and a holder that is declared dead while it answers
+//! `Busy` is given up at once. So a ref whose owner died is still read
+//! from any live node that holds the object in full (a replica, announced
+//! in the DHT); if there is none, it fails with `OwnerDied` naming the
+//! owner as soon as the DHT has answered, never waiting for the owner.
+//!
 //! Invariant: the `Fetch` is owned by exactly one place at a time (this
 //! task, or the decoder thread of the current attempt, which hands it back
 //! on failure) and is completed exactly once; if the task is dropped (node
@@ -108,6 +116,8 @@ enum HolderError {
     Refused(String),
     #[error("busy")]
     Busy,
+    #[error("declared dead")]
+    Dead,
     #[error("an unexpected reply")]
     Unexpected,
     #[error("sent a chunk that does not fit the object")]
@@ -179,6 +189,11 @@ impl Fetcher {
         self.handle.spawn(run(fetch, self.clone(), first));
     }
 
+    /// True if `peer` was declared dead (never asked for an object).
+    fn is_dead(&self, peer: PeerId) -> bool {
+        self.rebuilder.upgrade().is_some_and(|r| r.is_dead(peer))
+    }
+
     /// Objects received over peers' bulk lanes.
     pub(crate) fn bulk_received(&self) -> u64 {
         self.bulk_received.load(Ordering::Relaxed)
@@ -212,6 +227,7 @@ impl Fetcher {
 /// which holds its result).
 async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
     let id = fetch.id();
+    let owner = hint::decode(fetch.owner_hint()).map(|(p, _)| p).filter(|p| *p != ctx.me);
     let mut candidates = ctx.first_holders(&fetch, first).await;
     let mut tried: HashMap<PeerId, u32> = HashMap::new();
     let mut lane_broken: HashSet<PeerId> = HashSet::new();
@@ -230,6 +246,11 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         };
         let attempt = tried.get(&peer).copied().unwrap_or(0);
         if attempt >= 2 {
+            continue;
+        }
+        if ctx.is_dead(peer) {
+            tracing::debug!(object = %id, %peer, "not asked: declared dead");
+            tried.insert(peer, 2);
             continue;
         }
         tried.insert(peer, attempt + 1);
@@ -257,7 +278,13 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             }
         }
     }
-    let err = final_error(id, unreachable, refused);
+    let err = match owner.filter(|o| ctx.is_dead(*o)) {
+        Some(o) => {
+            tracing::warn!(object = %id, owner = %o, "object lost with its owner: no live node holds a copy");
+            Error::OwnerDied { id, owner: o.to_string().into() }
+        }
+        None => final_error(id, unreachable, refused),
+    };
     // One of this node's task results, lost with its executor: rebuilt.
     let fetch = match ctx.rebuilder.upgrade() {
         Some(r) => match r.rebuild(fetch, &err) {
@@ -340,6 +367,9 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     // the task ends. A holder that dies meanwhile ends this with an error.
     let first = loop {
         match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
+            Ok(Reply::Other(Response::Busy)) if ctx.is_dead(peer) => {
+                return Err((fetch, Failure::unreachable(HolderError::Dead)));
+            }
             Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
             Err(e) => return Err((fetch, Failure::unreachable(e.into()))),

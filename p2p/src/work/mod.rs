@@ -358,4 +358,8 @@ impl Rebuilder for Work {
     fn rebuild(&self, fetch: Fetch, why: &Error) -> Option<Fetch> {
         self.rebuild_lost(fetch, why)
     }
+
+    fn is_dead(&self, peer: PeerId) -> bool {
+        self.is_dead_peer(peer)
+    }
 }
