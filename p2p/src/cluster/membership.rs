@@ -283,7 +283,7 @@ impl Membership {
                 e.died.filter(|d| now.saturating_duration_since(*d) < DOWN_REPORT_FOR).map(|d| (d, e.member.peer))
             })
             .collect();
-        dead.sort_by(|a, b| b.0.cmp(&a.0));
+        dead.sort_by_key(|d| std::cmp::Reverse(d.0));
         let unreachable = self.members.values().filter(|e| e.member.alive && e.member.suspect).map(|e| e.member.peer);
         unreachable.chain(dead.into_iter().map(|(_, p)| p)).take(MAX_DOWN).collect()
     }
