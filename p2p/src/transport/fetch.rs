@@ -25,8 +25,9 @@
 //!
 //! Owner death: a peer declared dead (by the member table) is never asked
 //! (not even the owner the hint names, nor a provider whose record
-//! outlived it), and a holder that is declared dead while it answers
-//! `Busy` is given up at once. So a ref whose owner died is still read
+//! outlived it), and a request in flight to a holder that is declared dead
+//! meanwhile (a partition: no reply would come before the request timeout)
+//! is given up at once. So a ref whose owner died is still read
 //! from any live node that holds the object in full (a replica, announced
 //! in the DHT); if there is none, it fails with `OwnerDied` naming the
 //! owner as soon as the DHT has answered, never waiting for the owner.
@@ -194,6 +195,28 @@ impl Fetcher {
         self.rebuilder.upgrade().is_some_and(|r| r.is_dead(peer))
     }
 
+    /// Resolves once `peer` is declared dead (never, if it is not).
+    async fn died(&self, peer: PeerId) {
+        let deaths = self.rebuilder.upgrade().and_then(|r| r.deaths());
+        let Some(mut deaths) = deaths else { return std::future::pending().await };
+        loop {
+            if self.is_dead(peer) {
+                return;
+            }
+            if deaths.changed().await.is_err() {
+                return std::future::pending().await; // the node is going
+            }
+        }
+    }
+
+    /// A request to `peer`, given up as soon as `peer` is declared dead.
+    async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, HolderError> {
+        tokio::select! {
+            r = self.pool.call(peer, req) => r.map_err(HolderError::Call),
+            () = self.died(peer) => Err(HolderError::Dead),
+        }
+    }
+
     /// Objects received over peers' bulk lanes.
     pub(crate) fn bulk_received(&self) -> u64 {
         self.bulk_received.load(Ordering::Relaxed)
@@ -349,7 +372,11 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     if batch {
         // Small, done and held there: it comes with the other small
         // objects demanded from that holder meanwhile (`batch`).
-        if let Some(bytes) = ctx.batcher.small(peer, id).await {
+        let small = tokio::select! {
+            b = ctx.batcher.small(peer, id) => b,
+            () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
+        };
+        if let Some(bytes) = small {
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
@@ -366,13 +393,13 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     // waited a while before saying so): ask again, as `get` blocks until
     // the task ends. A holder that dies meanwhile ends this with an error.
     let first = loop {
-        match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
+        match ctx.call(peer, &chunk_request(id, 0, first_len)).await {
             Ok(Reply::Other(Response::Busy)) if ctx.is_dead(peer) => {
                 return Err((fetch, Failure::unreachable(HolderError::Dead)));
             }
             Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
-            Err(e) => return Err((fetch, Failure::unreachable(e.into()))),
+            Err(e) => return Err((fetch, Failure::unreachable(e))),
         }
     };
     let (total, data) = match chunk_of(first, 0, None) {
@@ -391,7 +418,14 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     }
     let head = data.bytes().len() as u64;
     if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
-        match bulk::connect(&pass, ctx.pool.timeout()).await {
+        let connected = tokio::select! {
+            c = bulk::connect(&pass, ctx.pool.timeout()) => Some(c),
+            () = ctx.died(peer) => None,
+        };
+        let Some(connected) = connected else {
+            return Err((fetch, Failure::unreachable(HolderError::Dead)));
+        };
+        match connected {
             Ok(stream) => {
                 let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {
@@ -436,13 +470,13 @@ async fn pull_chunks(
             while inflight.len() < ctx.window && next < total {
                 let offset = next;
                 let req = chunk_request(id, offset, ctx.chunk);
-                inflight.push_back(async move { (offset, ctx.pool.call(peer, &req).await) });
+                inflight.push_back(async move { (offset, ctx.call(peer, &req).await) });
                 next = next.saturating_add(ctx.chunk as u64);
             }
             let Some((offset, reply)) = inflight.next().await else { break };
             let checked = match reply {
                 Ok(resp) => chunk_of(resp, offset, Some(total)),
-                Err(e) => Err(Failure::unreachable(e.into())),
+                Err(e) => Err(Failure::unreachable(e)),
             };
             match checked {
                 Ok((_, data)) => {
@@ -472,7 +506,7 @@ async fn pull_chunks(
 /// connection address is known and it gives one.
 async fn bulk_pass(ctx: &Fetcher, peer: PeerId, id: ObjectId, offset: u64) -> Option<Pass> {
     let ip = *lock_unpoisoned(&ctx.peer_ips).get(&peer)?;
-    match ctx.pool.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
+    match ctx.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
         Ok(Reply::Other(Response::Ticket { port, token, key })) => {
             Some(Pass { addr: std::net::SocketAddr::new(ip, port), token, key })
         }

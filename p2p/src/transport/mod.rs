@@ -105,4 +105,10 @@ pub(crate) trait Rebuilder: Send + Sync + 'static {
     fn is_dead(&self, _peer: PeerId) -> bool {
         false
     }
+    /// A counter that changes every time a peer is declared dead (after
+    /// [`Rebuilder::is_dead`] says so), for requests in flight to give up
+    /// at once; `None` if deaths are not reported.
+    fn deaths(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
