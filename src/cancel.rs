@@ -74,25 +74,32 @@ impl std::fmt::Display for TaskName {
 pub(crate) struct TaskCtl {
     pub name: TaskName,
     pub cancelled: AtomicBool,
-    job: Mutex<Weak<Job>>,
+    /// The job while it may still be queued (cleared when it ends, so a
+    /// finished task's object does not keep the job's memory).
+    job: Mutex<Option<Weak<Job>>>,
     parent: Option<Arc<TaskCtl>>,
     pub group: Option<Arc<GroupState>>,
 }
 
 impl TaskCtl {
     pub fn new(name: TaskName, parent: Option<Arc<TaskCtl>>, group: Option<Arc<GroupState>>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(Weak::new()), parent, group })
+        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(None), parent, group })
     }
 
     /// Records the job that runs (or runs again) the task.
     pub fn set_job(&self, job: &Arc<Job>) {
-        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(job);
+        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(job));
+    }
+
+    /// Forgets the job (it has run or ended).
+    pub fn clear_job(&self) {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// The task's job if it is queued or running (a runner skips one that
     /// has started: `Job::take` finds it empty).
     pub fn queued_job(&self) -> Option<Arc<Job>> {
-        self.job.lock().unwrap_or_else(|p| p.into_inner()).upgrade()
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.upgrade()
     }
 
     pub fn name_text(&self) -> crate::error::Text {

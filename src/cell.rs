@@ -128,6 +128,12 @@ impl ObjectCell {
         Arc::new(ObjectCell::with_id(id.unwrap_or_else(ObjectId::fresh), Slot::pending(), producer))
     }
 
+    /// The store this object's bytes are charged to, and whether it holds
+    /// a lineage record for it (`None` if never charged).
+    pub(crate) fn charged_to(&self) -> Option<(&Arc<Store>, bool)> {
+        self.charge.get().map(|c| (&c.store, c.lineage.load(Ordering::Acquire)))
+    }
+
     /// Stores a charged value (from `Store::admit`) in a new cell.
     pub(crate) fn stored(store: &Arc<Store>, value: Value, meta: Meta) -> Arc<ObjectCell> {
         // Only charged objects can move out, so only they need the codec

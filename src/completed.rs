@@ -235,11 +235,11 @@ impl<T> Unpin for AsCompleted<T> {}
 /// What feeds a map's tasks: the items left, and the group they run in.
 struct Feed<I, R> {
     items: Mutex<Box<dyn Iterator<Item = I> + Send>>,
-    next_index: std::sync::atomic::AtomicUsize,
     run: Arc<dyn Fn(I) -> R + Send + Sync>,
     group: Group,
     queue: Arc<Queue<(usize, ObjectRef<R>)>>,
-    /// Items taken from the iterator (submitted), and whether it is done.
+    /// Items taken from the iterator (each one's index is the count before
+    /// it), and whether it is done.
     submitted: std::sync::atomic::AtomicUsize,
     exhausted: std::sync::atomic::AtomicBool,
 }
@@ -254,15 +254,13 @@ impl<I: Send + 'static, R: Any + Send + Sync> Feed<I, R> {
             self.queue.parker.unpark();
             return;
         }
+        // The index is taken under the same lock as the item: two threads
+        // feeding at once must not swap indices.
         let item = {
             let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-            let item = items.next();
-            if item.is_some() {
-                self.submitted.fetch_add(1, Ordering::AcqRel);
-            }
-            item
+            items.next().map(|item| (self.submitted.fetch_add(1, Ordering::AcqRel), item))
         };
-        let Some(item) = item else {
+        let Some((i, item)) = item else {
             self.exhausted.store(true, Ordering::Release);
             self.queue.parker.unpark();
             if let Some(w) = self.queue.lock().waker.take() {
@@ -270,7 +268,6 @@ impl<I: Send + 'static, R: Any + Send + Sync> Feed<I, R> {
             }
             return;
         };
-        let i = self.next_index.fetch_add(1, Ordering::AcqRel);
         let run = self.run.clone();
         let r = self.group.task().name("map").spawn(move || run(item));
         let (me, done) = (self.clone(), r.clone());
@@ -347,7 +344,6 @@ where
     let items: Vec<I> = items.into_iter().collect();
     let feed = Arc::new(Feed {
         items: Mutex::new(Box::new(items.into_iter())),
-        next_index: 0.into(),
         run: Arc::new(f),
         group: rt.group(),
         queue: Queue::new(),

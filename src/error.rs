@@ -5,7 +5,7 @@
 //! (so the chain of task names is kept) and [`Error::root_cause`] reaches the
 //! original failure. `Error` is cheap to clone (shared strings, boxed chain).
 
-use crate::id::ObjectId;
+use crate::id::{ActorId, ObjectId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,13 +72,51 @@ pub enum Error {
         /// How much the runtime has in total.
         total: f64,
     },
-    /// The actor is dead (it panicked with no restarts left).
+    /// The actor is dead, or this call was made before it was killed (see
+    /// [`ActorHandle::kill`](crate::ActorHandle::kill)): `actor` names it,
+    /// carries its id and the cause to match on (`actor.cause()`);
+    /// `reason` says the same in words.
+    ///
+    /// ```
+    /// # use manta::{ActorDeathCause, Error};
+    /// # fn check(e: Error) {
+    /// match e {
+    ///     Error::ActorDead { actor, .. } if matches!(actor.cause(), ActorDeathCause::Killed) => {}
+    ///     Error::ActorDead { actor, reason } => eprintln!("{} ({:?}) died: {reason}", actor.name(), actor.id()),
+    ///     _ => {}
+    /// }
+    /// # }
+    /// ```
     #[error("actor `{actor}` is dead: {reason}")]
     ActorDead {
-        /// The actor's name.
-        actor: Text,
-        /// Why it died.
+        /// The actor: its name (what the field dereferences to, and
+        /// displays as), its id and why it died.
+        actor: DeadActor,
+        /// Why it died, in words.
         reason: Text,
+    },
+    /// The object was freed with [`Runtime::free`](crate::Runtime::free):
+    /// its value is gone on purpose and is not rebuilt.
+    #[error("object {id} was freed")]
+    ObjectFreed {
+        /// The freed object.
+        id: ObjectId,
+    },
+    /// The object's value was lost again after its task had already been
+    /// re-run the most times its
+    /// [`TaskBuilder::max_reconstructions`](crate::TaskBuilder::max_reconstructions)
+    /// allows (Ray's `ObjectReconstructionFailedMaxAttemptsExceededError`).
+    #[error("object {id} cannot be rebuilt: task `{task}` was already re-run {max} times (max_reconstructions)")]
+    MaxReconstructionsExceeded {
+        /// The lost object.
+        id: ObjectId,
+        /// The task that made it.
+        task: Text,
+        /// Its cap on rebuilds (a `u64` though the cap is a `u32`: a
+        /// 4-byte field here changed `Error`'s layout so that reading a
+        /// `Result<Value, Error>` back from the stack stalled, making small
+        /// gets ~2x slower).
+        max: u64,
     },
     /// The object's value is gone and cannot be rebuilt.
     #[error("object {id} was lost: {reason}")]
@@ -140,6 +178,134 @@ pub enum Error {
         /// The dead owner's peer id.
         owner: Text,
     },
+}
+
+/// Why an actor died: the cause an [`Error::ActorDead`] carries, to match
+/// on (the error's `reason` says the same in words).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ActorDeathCause {
+    /// A method panicked and the actor had no restarts left (or could have
+    /// none: it was started from a value).
+    Panicked {
+        /// The method (the closure's type name).
+        method: Text,
+        /// The panic message.
+        message: Text,
+        /// How many times the actor had been restarted before.
+        restarts: u32,
+    },
+    /// [`ActorHandle::kill`](crate::ActorHandle::kill): the actor is dead
+    /// (`no_restart`, or no restarts left), or it was restarted and this
+    /// call, made before the kill, was not run on the new state.
+    Killed,
+    /// [`ActorHandle::terminate`](crate::ActorHandle::terminate): the
+    /// actor ran the calls queued before it and stopped.
+    Terminated,
+    /// The factory panicked while building the state (at first use or on
+    /// a restart).
+    ConstructorPanicked {
+        /// The panic message.
+        message: Text,
+    },
+    /// The actor asks for more of a resource than the runtime has in total
+    /// (an actor whose every call fails at once, as an infeasible task).
+    Infeasible {
+        /// The resource that is short.
+        resource: Text,
+        /// How much the actor asked for.
+        requested: f64,
+        /// How much the runtime has in total.
+        total: f64,
+    },
+    /// `max_restarts` was asked of an actor started from a value
+    /// ([`ActorBuilder::spawn`](crate::ActorBuilder::spawn)), which cannot
+    /// be rebuilt: use `spawn_factory`.
+    NoFactory,
+    /// Not classified: an error made from a name and a text only
+    /// ([`Error::actor_dead`], or a layer that does not say more, such as
+    /// the cluster crate's errors for remote actors today).
+    Other,
+}
+
+/// The actor an [`Error::ActorDead`] is about: its name, id and cause
+/// (one pointer wide, so it keeps `Error` small). Dereferences to (and
+/// displays as) its name, so `&*actor == "counter"` reads as a name.
+#[derive(Clone, PartialEq)]
+pub struct DeadActor(Arc<DeadActorInfo>);
+
+#[derive(Debug, PartialEq)]
+struct DeadActorInfo {
+    name: Text,
+    id: Option<ActorId>,
+    cause: ActorDeathCause,
+}
+
+impl DeadActor {
+    /// An actor with its id (if known) and why it died.
+    pub fn new(name: impl Into<Text>, id: Option<ActorId>, cause: ActorDeathCause) -> DeadActor {
+        DeadActor(Arc::new(DeadActorInfo { name: name.into(), id, cause }))
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The actor's id; `None` when the error was made by a layer that does
+    /// not know it (from a name only, see [`Error::actor_dead`]).
+    pub fn id(&self) -> Option<ActorId> {
+        self.0.id
+    }
+
+    /// Why it died.
+    pub fn cause(&self) -> &ActorDeathCause {
+        &self.0.cause
+    }
+}
+
+impl std::fmt::Debug for DeadActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadActor")
+            .field("name", &self.0.name)
+            .field("id", &self.0.id)
+            .field("cause", &self.0.cause)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for DeadActor {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl std::fmt::Display for DeadActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.name)
+    }
+}
+
+/// An actor known by name only (cause [`ActorDeathCause::Other`], no id).
+impl From<&str> for DeadActor {
+    fn from(name: &str) -> DeadActor {
+        DeadActor::new(name, None, ActorDeathCause::Other)
+    }
+}
+
+/// An actor known by name only (cause [`ActorDeathCause::Other`], no id).
+impl From<String> for DeadActor {
+    fn from(name: String) -> DeadActor {
+        DeadActor::new(name, None, ActorDeathCause::Other)
+    }
+}
+
+/// An actor known by name only (cause [`ActorDeathCause::Other`], no id).
+impl From<Text> for DeadActor {
+    fn from(name: Text) -> DeadActor {
+        DeadActor::new(name, None, ActorDeathCause::Other)
+    }
 }
 
 /// An error a task's body returned (see [`Error::TaskFailed`]): shared
@@ -319,6 +485,21 @@ impl Error {
         }
     }
 
+    /// An [`Error::ActorDead`] for an actor known by name only: no id,
+    /// cause [`ActorDeathCause::Other`].
+    pub fn actor_dead(name: impl Into<Text>, reason: impl Into<Text>) -> Error {
+        Error::ActorDead { actor: DeadActor::new(name, None, ActorDeathCause::Other), reason: reason.into() }
+    }
+
+    /// The dead actor this error, or the failure it descends from, is
+    /// about (an [`Error::ActorDead`] at the root of the chain).
+    pub fn dead_actor(&self) -> Option<&DeadActor> {
+        match self.root_cause() {
+            Error::ActorDead { actor, .. } => Some(actor),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid(msg: impl Into<String>) -> Error {
         Error::InvalidArgument(msg.into().into())
     }
@@ -399,6 +580,13 @@ pub enum BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_stay_small() {
+        // Every Result<_, Error>, slot and queued call carries one: keep it
+        // small (an actor's details are behind one pointer, DeadActor).
+        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+    }
 
     #[test]
     fn chain_and_root() {

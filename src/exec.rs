@@ -28,6 +28,7 @@ use crate::scheduler::{Go, Job, Scheduler, Tally};
 use crate::slot::{Meta, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -42,20 +43,23 @@ pub(crate) struct Plan {
     pub retries: u32,
     pub retry_if: Option<RetryIf>,
     pub priority: u8,
+    /// Whether (and how) its output's lineage is kept.
+    pub lineage: crate::lineage::Policy,
 }
 
 /// What a task runs: its arguments and body, shared between the queued job
 /// and (for re-runnable tasks) its output's lineage.
 pub(crate) struct Spec<A, B, R> {
-    pub args: A,
+    /// Counted as task uses of their refs while the spec lives.
+    pub args: crate::objects::CountedArgs<A>,
     pub body: B,
     pub ctl: Arc<TaskCtl>,
     pub _r: PhantomData<fn() -> R>,
 }
 
-impl<A, B, R> Spec<A, B, R> {
-    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Arc<Self> {
-        Arc::new(Spec { args, body, ctl, _r: PhantomData })
+impl<A: TaskArgs, B, R> Spec<A, B, R> {
+    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Self {
+        Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData }
     }
 }
 
@@ -280,29 +284,31 @@ fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     }
 }
 
-/// Submits a task: validates it, waits for its inputs, then queues it.
-pub(crate) fn submit<A, R, B, E>(
+/// Submits a task: waits for its inputs, then queues it. `spec` is the
+/// spec itself for a task without lineage (it then lives inside the job's
+/// own allocation) or an `Arc` shared with its lineage record.
+pub(crate) fn submit<A, R, B, E, P>(
     sched: &Arc<Scheduler>,
     plan: Plan,
-    spec: Arc<Spec<A, B, R>>,
+    spec: P,
     out: E,
-    lineage: Option<MakeLineage<A, B, R>>,
+    lineage: Option<Arc<dyn Rebuild>>,
 ) where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    let ctl = spec.ctl.clone();
+    let ctl = spec.borrow().ctl.clone();
     let group = ctl.group.clone();
     if let Some(g) = &group {
         g.submitted();
     }
-    let (pending, failed) = inputs_of(&spec.args);
-    let lineage = lineage.map(|make| make(spec.clone(), &plan, Arc::downgrade(sched)));
+    let (pending, failed) = inputs_of(&*spec.borrow().args);
     // Recorded only if the timeline is on now (one relaxed load otherwise).
     let rec = sched.recorder.is_on().then(|| Recording {
-        submitted: sched.recorder.now_fast(),
+        submitted: sched.recorder.now(),
         recorder: sched.recorder.clone(),
         id: out.id(),
         cpus: plan.req.cpu as f64 / crate::resources::UNIT,
@@ -318,6 +324,19 @@ pub(crate) fn submit<A, R, B, E>(
         return sched.submit(job);
     }
     wait_for_inputs(sched, job, pending);
+}
+
+/// A re-runnable task's lineage record, if its plan keeps one.
+pub(crate) fn lineage_of<A, B, R>(
+    spec: &Arc<Spec<A, B, R>>,
+    plan: &Plan,
+    make: MakeLineage<A, B, R>,
+    sched: &Arc<Scheduler>,
+) -> Option<Arc<dyn Rebuild>> {
+    if !plan.lineage.keep {
+        return None;
+    }
+    plan.lineage.apply(make(spec.clone(), plan, Arc::downgrade(sched)))
 }
 
 /// A task's inputs that are not done yet (their fetch started, for remote
@@ -341,36 +360,40 @@ fn inputs_of<A: TaskArgs>(args: &A) -> (Vec<Arc<ObjectCell>>, Option<Error>) {
 
 /// What the task's job runs, told how to go (run, or end as cancelled,
 /// failed input, shut down): the outcome, recorded, stored, counted.
-fn job_fn<A, R, B, E>(
-    spec: Arc<Spec<A, B, R>>,
+fn job_fn<A, R, B, E, P>(
+    spec: P,
     retries: u32,
     retry_if: Option<RetryIf>,
     out: E,
     lineage: Option<Arc<dyn Rebuild>>,
     rec: Option<Recording>,
-) -> crate::scheduler::JobFn
+) -> impl FnOnce(Go) -> Tally + Send + 'static
 where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
+    P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    Box::new(move |go: Go| {
-        let task = || spec.ctl.name_text();
-        let start = rec.as_ref().map(|r| r.recorder.now_fast());
+    move |go: Go| {
+        let s = spec.borrow();
+        let task = || s.ctl.name_text();
+        let start = rec.as_ref().map(|r| r.recorder.now());
         ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
-            Go::Run => start_and_run(&spec, retries, retry_if.as_ref()),
+            Go::Run => start_and_run(s, retries, retry_if.as_ref()),
         };
         if let (Some(rec), Some(start)) = (rec, start) {
-            rec.record(&spec, start, &outcome);
+            rec.record(s, start, &outcome);
         }
-        // The closure and its inputs go before anyone is woken (lineage keeps
+        // The job has ended: its control block lets go of it, and the
+        // closure and its inputs go before anyone is woken (lineage keeps
         // its own reference when the output may need rebuilding).
-        let group = spec.ctl.group.clone();
+        s.ctl.clear_job();
+        let group = s.ctl.group.clone();
         drop(spec);
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
@@ -381,7 +404,7 @@ where
         }
         count_end(group.as_ref(), ended);
         tally_of(ended)
-    })
+    }
 }
 
 /// Queues `job` once every pending input is done (or fails it as soon as
@@ -424,7 +447,7 @@ struct Recording {
 
 impl Recording {
     fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, start: u64, outcome: &Result<T, Error>) {
-        let end = self.recorder.now_fast();
+        let end = self.recorder.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
         let outcome = match outcome {
@@ -502,6 +525,8 @@ where
             Ok(i) => i,
             Err(cause) => return Err(Error::dependency(ctl.name_text(), cause)),
         };
+        // A `trace` span per attempt (one relaxed load when disabled).
+        let _span = tracing::trace_span!("manta.task", task = %ctl.name, attempt).entered();
         let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
         let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
         // After the body: a task it ran inline set its own count meanwhile.
@@ -627,10 +652,11 @@ where
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
+            me.spec.ctl.clear_job();
             job.finish(outcome);
             Tally::default() // a rebuild, not a task run
         };
-        let j = Job::other(self.req.clone(), self.priority, Box::new(run));
+        let j = Job::other(self.req.clone(), self.priority, run);
         self.spec.ctl.set_job(&j);
         sched.submit(j);
     }

@@ -1,5 +1,5 @@
-//! Object ids: 128 bits, unique cluster-wide without coordination, and
-//! unguessable.
+//! Object and actor ids: 128 bits, unique cluster-wide without
+//! coordination, and unguessable.
 //!
 //! Every id is 128 bits from a cryptographically secure generator
 //! (`rand::rng()`: ChaCha12 per thread, seeded and reseeded from the OS).
@@ -50,6 +50,42 @@ impl fmt::Debug for ObjectId {
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}-{:x}", self.0, self.1)
+    }
+}
+
+/// The identity of one actor: fresh for every actor a runtime starts (a
+/// restart keeps it: it is the same actor with new state). Drawn from the
+/// same space as [`ObjectId`]s, so an actor id never equals an object id
+/// of this process.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorId(ObjectId);
+
+impl ActorId {
+    /// A fresh id, never returned before in this process.
+    pub fn fresh() -> ActorId {
+        ActorId(ObjectId::fresh())
+    }
+
+    /// The id as 16 big-endian bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_bytes()
+    }
+
+    /// Rebuilds an id from [`ActorId::to_bytes`].
+    pub fn from_bytes(b: [u8; 16]) -> ActorId {
+        ActorId(ObjectId::from_bytes(b))
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({})", self.0)
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
 }
 

@@ -46,7 +46,11 @@
 //! runs a closure on `&mut State` and returns a ref. Calls on one actor run
 //! one at a time in submission order; different actors run in parallel.
 //! [`Runtime::actor_builder`] sets options and can start an actor from a
-//! factory, which allows restarts after a panic.
+//! factory, which allows restarts after a panic (and, with
+//! [`ActorBuilder::max_task_retries`], re-running the call that panicked).
+//! Results are stored like tasks' results. [`ActorHandle::kill`] and
+//! [`ActorHandle::terminate`] stop an actor from outside; a call on a dead
+//! actor fails with [`Error::ActorDead`], whose [`ActorDeathCause`] says why.
 //!
 //! ## Groups and cancellation
 //! [`Runtime::group`] makes a [`Group`]: tasks spawned in it are cancelled
@@ -61,6 +65,13 @@
 //! ## `wait`
 //! [`Runtime::wait`] returns `(ready, pending)` once `num_returns` refs are
 //! done or the timeout passes, without spinning.
+//!
+//! ## Objects: debugging and control
+//! [`Runtime::free`] drops objects now, [`Runtime::contains`] says whether
+//! one can still be read, [`ObjectRef::ref_counts`] counts who holds it, and
+//! [`TaskBuilder::lineage`] / [`TaskBuilder::max_reconstructions`] control
+//! rebuilding per task. An error nobody read is logged once when its object
+//! goes; every way of reading it counts.
 //!
 //! ## Observing
 //! [`Runtime::metrics`] counts tasks, actor calls and store traffic (and
@@ -92,6 +103,7 @@ mod lineage;
 mod mailbox;
 mod metrics;
 mod notify;
+mod objects;
 mod panics;
 mod refs;
 mod resources;
@@ -108,11 +120,12 @@ mod wait;
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
 pub use completed::{as_completed, AsCompleted, Indexed, Map, MapUnordered};
-pub use error::{BuildError, Cause, Error, StoreFull, TaskFailure, Text};
+pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, TaskFailure, Text};
 pub use group::{Group, GroupBuilder, Progress};
 pub use heap_size::{register, register_spillable, HeapSize};
-pub use id::ObjectId;
+pub use id::{ActorId, ObjectId};
 pub use metrics::Metrics;
+pub use objects::RefCounts;
 pub use refs::{AnyRef, Done, ObjectRef, RefFuture, Waitable};
 pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;

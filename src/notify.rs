@@ -142,13 +142,11 @@ impl WaitGroup {
     }
 
     /// Completions so far.
-    #[cfg_attr(not(loom), allow(dead_code))]
     pub fn done(&self) -> usize {
         self.done.load(Ordering::Acquire)
     }
 
     /// True once any failed completion arrived.
-    #[cfg_attr(not(loom), allow(dead_code))]
     pub fn any_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }

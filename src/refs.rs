@@ -90,6 +90,13 @@ impl<T> ObjectRef<T> {
         self.cell().cancel()
     }
 
+    /// Who holds this object: handles, task arguments, remote borrowers
+    /// (see [`RefCounts`](crate::RefCounts); for debugging leaks, as Ray's
+    /// `ray._private.internal_api.memory_summary`).
+    pub fn ref_counts(&self) -> crate::RefCounts {
+        self.any.ref_counts()
+    }
+
     /// Forgets the static type (for heterogeneous lists, `wait` over mixed refs).
     pub fn untyped(&self) -> AnyRef {
         self.any.clone()
@@ -281,7 +288,8 @@ impl Drop for Done {
 /// The future of an [`ObjectRef`]: resolves to what `get` returns. Works on
 /// any async runtime (it only uses the `Waker` it is polled with).
 pub struct RefFuture<T> {
-    cell: Arc<ObjectCell>,
+    /// A handle like any ref (an awaited object is held by the future).
+    any: AnyRef,
     token: Option<u64>,
     _t: PhantomData<fn() -> T>,
 }
@@ -291,13 +299,13 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.cell.slot.is_done() {
-            this.cell.demand();
+        if !this.any.cell.slot.is_done() {
+            this.any.cell.demand();
         }
-        if !poll_done(&this.cell, &mut this.token, cx) {
+        if !poll_done(&this.any.cell, &mut this.token, cx) {
             return Poll::Pending;
         }
-        let o = this.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
+        let o = this.any.cell.read_value().unwrap_or(Err(Error::invalid("object not done")));
         Poll::Ready(o.and_then(Value::downcast::<T>))
     }
 }
@@ -305,7 +313,7 @@ impl<T: Any + Send + Sync> Future for RefFuture<T> {
 impl<T> Drop for RefFuture<T> {
     fn drop(&mut self) {
         if let Some(t) = self.token {
-            self.cell.slot.deregister(t);
+            self.any.cell.slot.deregister(t);
         }
     }
 }
@@ -314,7 +322,7 @@ impl<T: Any + Send + Sync> IntoFuture for ObjectRef<T> {
     type Output = Result<Arc<T>, Error>;
     type IntoFuture = RefFuture<T>;
     fn into_future(self) -> RefFuture<T> {
-        RefFuture { cell: self.any.cell, token: None, _t: PhantomData }
+        RefFuture { any: self.any, token: None, _t: PhantomData }
     }
 }
 
@@ -322,6 +330,6 @@ impl<T: Any + Send + Sync> IntoFuture for &ObjectRef<T> {
     type Output = Result<Arc<T>, Error>;
     type IntoFuture = RefFuture<T>;
     fn into_future(self) -> RefFuture<T> {
-        RefFuture { cell: self.any.cell.clone(), token: None, _t: PhantomData }
+        RefFuture { any: self.any.clone(), token: None, _t: PhantomData }
     }
 }

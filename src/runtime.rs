@@ -458,10 +458,23 @@ impl Runtime {
     }
 
     /// Waits until `num_returns` of `refs` are done or `timeout` passes
-    /// (`None`: no timeout; zero: a poll). Returns `(ready, pending)`, both in
-    /// input order, `ready` holding at most `num_returns` refs. A failed
-    /// object counts as ready. Duplicate refs, an empty `num_returns` or one
-    /// larger than the list are [`Error::InvalidArgument`].
+    /// (`None`: no timeout; zero: a poll). Returns `(ready, pending)`, Ray's
+    /// `ray.wait`:
+    ///
+    /// - both lists keep input order, and together hold every ref once;
+    /// - `ready` holds at most `num_returns` refs: refs that are done but
+    ///   beyond the first `num_returns` of them stay in `pending`;
+    /// - a failed object (its task panicked, was cancelled, ...) counts as
+    ///   ready; `wait` never reads it, so its error is still unread;
+    /// - when the timeout passes first, `ready` holds what is done so far
+    ///   (possibly nothing): a timeout is not an error;
+    /// - an empty `refs` returns `([], [])` at once, whatever `num_returns`
+    ///   (Ray checks `num_returns` only for a non-empty list);
+    /// - for a non-empty list, `num_returns == 0`, `num_returns` larger than
+    ///   the list, or the same object twice (through any typed or untyped
+    ///   view) is [`Error::InvalidArgument`], as in Ray.
+    ///
+    /// Inside a task, `wait` gives the task's CPUs back while it blocks.
     #[allow(clippy::type_complexity)]
     pub fn wait<R: crate::refs::Waitable>(
         &self,

@@ -59,18 +59,45 @@ pub(crate) enum Go {
     Cancelled,
 }
 
-/// What a job runs; it says how the tasks it ran ended (for the counts).
+/// A job's function taken out of its job (a cancel runs it elsewhere); it
+/// says how the tasks it ran ended (for the counts).
 pub(crate) type JobFn = Box<dyn FnOnce(Go) -> Tally + Send>;
+
+/// A job's function, stored inside the job itself (one allocation for the
+/// job's header and its closure, which owns the task's spec). Whoever takes
+/// it out first runs it; everyone after finds it gone.
+pub(crate) trait Body: Send + Sync {
+    /// Takes the function out, calls `claimed` (the caller takes the
+    /// job's resources there), then runs it with `go`. `None` if it was
+    /// already taken (nothing is called).
+    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally>;
+    /// Takes the function out without running it.
+    fn take_boxed(&self) -> Option<JobFn>;
+}
+
+impl<F: FnOnce(Go) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F>> {
+    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally> {
+        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        claimed();
+        Some(f(go))
+    }
+
+    fn take_boxed(&self) -> Option<JobFn> {
+        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(Box::new(f))
+    }
+}
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
 /// holds it, and a task's control block may hold it too so that a worker
 /// blocked on that task's result can run it directly ("targeted" jobs).
-/// Whoever takes `run` out of the mutex runs it; the other finds it empty.
-pub(crate) struct Job {
+/// Whoever takes the function out of `body` runs it; the other finds it
+/// empty. `Job` (the default parameter) is the type-erased form every
+/// queue holds; a concrete body is unsized into it.
+pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
     pub priority: u8,
-    run: std::sync::Mutex<Option<JobFn>>,
     /// What the job belongs to (a task group), for [`Scheduler::reap`].
     tag: Option<Tag>,
     /// A task (counted), not an actor drain or a rebuild.
@@ -78,42 +105,54 @@ pub(crate) struct Job {
     /// Its function was taken out by a cancel (so its empty entry counts
     /// as a cancelled task when a runner reaches it).
     taken_by_cancel: std::sync::atomic::AtomicBool,
+    body: B,
 }
 
 /// An opaque owner of jobs (compared by pointer).
 pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Job {
-    pub fn new(req: Request, run: JobFn) -> Arc<Job> {
+    pub fn new<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, run: F) -> Arc<Job> {
         Job::make(req, NORMAL, run, None, false)
     }
 
     /// A task's job with a priority, that belongs to `tag` (see
     /// [`Scheduler::reap`]).
-    pub fn task(req: Request, priority: u8, run: JobFn, tag: Option<Tag>) -> Arc<Job> {
+    pub fn task<F: FnOnce(Go) -> Tally + Send + 'static>(
+        req: Request,
+        priority: u8,
+        run: F,
+        tag: Option<Tag>,
+    ) -> Arc<Job> {
         Job::make(req, priority, run, tag, true)
     }
 
     /// A job that is not a task (not counted), with a priority.
-    pub fn other(req: Request, priority: u8, run: JobFn) -> Arc<Job> {
+    pub fn other<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, priority: u8, run: F) -> Arc<Job> {
         Job::make(req, priority, run, None, false)
     }
 
-    fn make(req: Request, priority: u8, run: JobFn, tag: Option<Tag>, task: bool) -> Arc<Job> {
+    fn make<F: FnOnce(Go) -> Tally + Send + 'static>(
+        req: Request,
+        priority: u8,
+        run: F,
+        tag: Option<Tag>,
+        task: bool,
+    ) -> Arc<Job> {
         Arc::new(Job {
             req,
             priority,
-            run: std::sync::Mutex::new(Some(run)),
             tag,
             task,
             taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
+            body: std::sync::Mutex::new(Some(run)),
         })
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
     /// a queued task on its caller's thread without running anything).
     pub fn take_fn(&self) -> Option<JobFn> {
-        let f = self.take();
+        let f = self.body.take_boxed();
         if f.is_some() {
             self.taken_by_cancel.store(true, Ordering::Release);
         }
@@ -126,20 +165,10 @@ impl Job {
         self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
     }
 
-    fn take(&self) -> Option<JobFn> {
-        match self.run.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        }
-    }
-
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
     pub fn finish(&self, go: Go) -> Tally {
-        match self.take() {
-            Some(run) => run(go),
-            None => Tally::default(),
-        }
+        self.body.take_and_run(&mut || {}, go).unwrap_or_default()
     }
 }
 
@@ -518,12 +547,14 @@ impl Scheduler {
         if depth >= MAX_TARGET_DEPTH {
             return false;
         }
-        let Some(run) = job.take() else { return false };
-        self.dispatch.acquire(&job.req, job.task);
-        TARGET_DEPTH.with(|d| d.set(depth + 1));
-        let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-        let tally = run(Go::Run);
-        TASK_CPU.with(|c| c.set(prev));
+        let mut prev = None;
+        let claimed = &mut || {
+            self.dispatch.acquire(&job.req, job.task);
+            TARGET_DEPTH.with(|d| d.set(depth + 1));
+            prev = Some(TASK_CPU.with(|c| c.replace(job.req.cpu)));
+        };
+        let Some(tally) = job.body.take_and_run(claimed, Go::Run) else { return false };
+        TASK_CPU.with(|c| c.set(prev.unwrap_or(0)));
         TARGET_DEPTH.with(|d| d.set(depth));
         if self.dispatch.release(&job.req, tally) {
             self.start_runner();
@@ -604,14 +635,13 @@ fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// nested blocking. The caller holds the job's resources and releases them.
 /// An entry whose function a cancel took out counts as a cancelled task.
 fn execute(job: &Job) -> Tally {
-    let Some(run) = job.take() else {
-        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
-        return Tally { cancelled: cancelled as u32, ..Tally::default() };
-    };
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-    let tally = run(Go::Run);
+    let ran = job.body.take_and_run(&mut || {}, Go::Run);
     TASK_CPU.with(|c| c.set(prev));
-    tally
+    ran.unwrap_or_else(|| {
+        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
+        Tally { cancelled: cancelled as u32, ..Tally::default() }
+    })
 }
 
 /// How many times a waiter re-checks before registering and parking (a short
@@ -657,6 +687,9 @@ pub(crate) fn block_until(
             }
         }
     };
+    // A worker blocked in get/wait (a `trace` span: it shows where a task
+    // waited; one relaxed load when disabled).
+    let _span = tracing::trace_span!("manta.blocked").entered();
     let cpu = TASK_CPU.with(|c| c.get());
     if sched.dispatch.lend(cpu) {
         sched.start_runner();

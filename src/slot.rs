@@ -9,6 +9,10 @@
 //!    │      cancel               ▲    ◀─────────── Rebuilding ◀──┘
 //!    └────────────────────▶ Failed(Cancelled)   (Err: Failed(e), or back to Spilled)
 //! ```
+//! Any state → `Failed(ObjectFreed)` by [`Slot::free`] (`Runtime::free`);
+//! a rebuild that ends after it ([`Slot::finish_rebuild_deferred`]) finds
+//! the slot no longer `Rebuilding` and leaves it failed.
+//!
 //! `Pending` is left exactly once: [`Slot::complete`] and cancellation are the
 //! same transition, so whichever comes first wins and the loser gets `false`.
 //! Every waiter registered while pending is notified exactly once, after the
@@ -134,6 +138,38 @@ pub enum Read<S> {
     Rebuilding,
 }
 
+/// What a slot holds, for [`Slot::holding`] (`Runtime::contains`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Not completed yet.
+    Pending,
+    /// A value, in memory.
+    Value,
+    /// An error that is the object's result.
+    Error,
+    /// Its value is in a spill file.
+    Spilled,
+    /// Its value was dropped, to be rebuilt from lineage.
+    Evicted,
+    /// A reader is bringing its value back.
+    Rebuilding,
+    /// Freed or known lost: nothing to give a reader but that error.
+    Gone,
+}
+
+/// What [`Slot::free`] took out of a slot, to let go of outside its lock.
+#[derive(Debug)]
+pub struct Freed<S> {
+    /// Waiters to wake (those registered while pending or rebuilding).
+    pub wake: Option<Wake>,
+    /// Bytes the value charged in memory (to return to the store).
+    pub charged: usize,
+    /// Its spill handle, if it was spilled.
+    pub spill: Option<S>,
+    /// Its value, if it was in memory.
+    pub value: Option<Value>,
+}
+
 #[derive(Debug)]
 struct Inner<S> {
     state: State<S>,
@@ -146,6 +182,11 @@ struct Inner<S> {
 pub struct Slot<S = ()> {
     done: AtomicBool,
     error_read: AtomicBool,
+    /// Refs to this object inside task and actor-call arguments (counted by
+    /// `objects::CountedArgs`). Not part of the slot's protocol: it lives
+    /// here because it fits in the padding beside the two flags, where it
+    /// costs no byte (a bigger object cell measurably slowed small gets).
+    pub task_uses: std::sync::atomic::AtomicU32,
     inner: Mutex<Inner<S>>,
 }
 
@@ -171,6 +212,7 @@ impl<S: Clone> Slot<S> {
         Slot {
             done: AtomicBool::new(done),
             error_read: AtomicBool::new(false),
+            task_uses: std::sync::atomic::AtomicU32::new(0),
             inner: Mutex::new(Inner { state, waiters: Vec::new(), next_token: 0 }),
         }
     }
@@ -252,6 +294,13 @@ impl<S: Clone> Slot<S> {
         }
     }
 
+    /// Marks the object's error (now or future) as read, so its drop does
+    /// not log it: for readers that handled it without taking it from this
+    /// slot (`get_all` failing on another ref of the same list).
+    pub fn mark_read(&self) {
+        self.error_read.store(true, Ordering::Relaxed);
+    }
+
     /// The slot's state as seen by a reader; a `Value` is a new reference
     /// to the stored value (taken under the lock, so eviction sees it).
     pub fn read_state(&self) -> Read<S> {
@@ -268,6 +317,49 @@ impl<S: Clone> Slot<S> {
             }
             State::Out(m) => Read::Out(m.clone()),
             State::Rebuilding => Read::Rebuilding,
+        }
+    }
+
+    /// Frees the object whatever its state: it becomes `Failed(e)`, its
+    /// error marked read (a freed object is not an error nobody read).
+    /// Waiters registered while pending or rebuilding are handed back to be
+    /// woken (with failure). A rebuild in flight then finds the slot no
+    /// longer `Rebuilding` and does not store its value
+    /// ([`Slot::finish_rebuild_deferred`]).
+    pub fn free(&self, e: Error) -> Freed<S> {
+        let mut g = lock(&self.inner);
+        self.error_read.store(true, Ordering::Relaxed);
+        let old = std::mem::replace(&mut g.state, State::Failed(Box::new(e)));
+        self.done.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut g.waiters);
+        drop(g);
+        let wake = (!waiters.is_empty()).then_some(Wake { waiters, ok: false });
+        match old {
+            State::Ready(v, meta) => Freed { wake, charged: meta.charged, spill: None, value: Some(v) },
+            State::Out(Moved::Spilled(s)) => Freed { wake, charged: 0, spill: Some(s), value: None },
+            _ => Freed { wake, charged: 0, spill: None, value: None },
+        }
+    }
+
+    /// What the slot holds, without reading it (an error stays unread).
+    pub fn holding(&self) -> Holding {
+        if !self.is_done() {
+            return Holding::Pending;
+        }
+        match &lock(&self.inner).state {
+            State::Pending => Holding::Pending,
+            State::Ready(..) => Holding::Value,
+            State::Failed(e) => match **e {
+                Error::ObjectFreed { .. }
+                | Error::ObjectLost { .. }
+                | Error::LineageEvicted { .. }
+                | Error::MaxReconstructionsExceeded { .. }
+                | Error::PeerUnreachable { .. } => Holding::Gone,
+                _ => Holding::Error,
+            },
+            State::Out(Moved::Spilled(_)) => Holding::Spilled,
+            State::Out(Moved::Evicted) => Holding::Evicted,
+            State::Rebuilding => Holding::Rebuilding,
         }
     }
 
@@ -328,20 +420,26 @@ impl<S: Clone> Slot<S> {
     /// (`Ok`), the object is lost (`Err`), or it stays out (`Out`, e.g. read
     /// through without room in memory). Wakes readers waiting for it.
     pub fn finish_rebuild(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) {
-        self.finish_rebuild_deferred(result).send();
+        self.finish_rebuild_deferred(result).0.send();
     }
 
     /// [`Slot::finish_rebuild`], returning the wake-ups to send once the
-    /// caller has let go of what it holds (as [`Slot::complete_deferred`]).
+    /// caller has let go of what it holds (as [`Slot::complete_deferred`]),
+    /// and whether the result was stored: false if the object was freed
+    /// meanwhile ([`Slot::free`]; the slot is no longer `Rebuilding`), in
+    /// which case the caller owns the value and its charged bytes.
     #[must_use = "the readers waiting for the rebuild must be woken"]
-    pub fn finish_rebuild_deferred(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) -> Wake {
+    pub fn finish_rebuild_deferred(&self, result: Result<(Value, Meta), Result<Moved<S>, Error>>) -> (Wake, bool) {
         let mut g = lock(&self.inner);
-        g.state = match result {
-            Ok((v, meta)) => State::Ready(v, meta),
-            Err(Ok(moved)) => State::Out(moved),
-            Err(Err(e)) => State::Failed(Box::new(e)),
-        };
-        Wake { waiters: std::mem::take(&mut g.waiters), ok: true }
+        let stored = matches!(g.state, State::Rebuilding);
+        if stored {
+            g.state = match result {
+                Ok((v, meta)) => State::Ready(v, meta),
+                Err(Ok(moved)) => State::Out(moved),
+                Err(Err(e)) => State::Failed(Box::new(e)),
+            };
+        }
+        (Wake { waiters: std::mem::take(&mut g.waiters), ok: true }, stored)
     }
     /// Takes the final state apart when the object is freed: the bytes it
     /// still charged to memory, its spill handle, if any, and its value if
@@ -379,9 +477,12 @@ impl<S> Drop for Slot<S> {
         };
         if let State::Failed(e) = &inner.state {
             // Errors nobody read are logged once, when the object goes away.
-            // Cancellations, shutdowns and failures inherited from an input
-            // are not root failures and stay quiet.
-            if matches!(**e, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
+            // A dependant that failed because of an input read that input's
+            // error (so the input stays quiet) and is logged in its place
+            // if nobody reads it. Cancellations and shutdowns are not
+            // failures and stay quiet, as do objects freed on purpose.
+            let root = e.root_cause();
+            if matches!(root, Error::TaskPanicked { .. } | Error::ActorDead { .. } | Error::Infeasible { .. }) {
                 tracing::warn!(error = %e, "an object's error was never read");
             }
         }

@@ -435,9 +435,17 @@ impl Store {
         self.lineage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the lineage log knows of `id`.
+    /// What the lineage log knows of `id`, for a reader about to rebuild
+    /// it: a record handed out counts as one rebuild of the object (see
+    /// `lineage`: past its task's `max_reconstructions` the record fails
+    /// the rebuild instead).
     pub(crate) fn lineage_of(&self, id: ObjectId) -> crate::lineage::Lookup {
-        self.lineage_lock().lookup(id)
+        self.lineage_lock().claim(id)
+    }
+
+    /// True if `id` could be rebuilt from lineage now.
+    pub(crate) fn can_rebuild(&self, id: ObjectId) -> bool {
+        self.lineage_lock().has(id)
     }
 
     /// Marks a tracked object as just used.
@@ -452,6 +460,7 @@ impl Store {
         let has_lineage = self.lineage_lock().has(id);
         obj.slot().evict_with(|v, meta| {
             if let (Some(dir), Some((encode, decode))) = (spill, v.codec()) {
+                let _span = tracing::debug_span!("manta.spill", object = %id, bytes = meta.charged).entered();
                 let start = self.recording().map(|r| r.now());
                 match dir.write(id, v.type_name, encode, v) {
                     Ok(path) => {
@@ -481,6 +490,7 @@ impl Store {
     /// without waiting; otherwise this reader gets it and the object stays
     /// spilled. `Err` (file unreadable): the caller tries lineage next.
     pub(crate) fn restore(&self, obj: &Arc<impl Resident + 'static>, file: SpillHandle) -> Result<Value, SpillError> {
+        let _span = tracing::debug_span!("manta.restore", object = %obj.id(), bytes = file.meta.charged).entered();
         let start = self.recording().map(|r| r.now());
         let (value, meta) = match crate::spill::read_file(&file.path, file.type_name, file.decode) {
             Ok(v) => (v, file.meta),
@@ -492,10 +502,15 @@ impl Store {
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
         self.record(crate::timeline::StoreOp::Restore, obj.id(), meta.charged, start);
         if meta.charged == 0 || self.reserve(meta.charged, false) {
-            obj.slot().finish_rebuild(Ok((value.clone(), meta)));
+            let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value.clone(), meta)));
             if meta.charged > 0 {
-                self.track(obj, meta.charged);
+                if stored {
+                    self.track(obj, meta.charged);
+                } else {
+                    self.release(meta.charged); // freed meanwhile
+                }
             }
+            wake.send();
         } else {
             // No room: this reader gets the value; the object stays out.
             obj.slot().finish_rebuild(Err(Ok(Moved::Spilled(file))));
@@ -505,6 +520,7 @@ impl Store {
 
     /// A rebuild of `obj` to hand to its lineage record (see [`RebuildJob`]).
     pub(crate) fn rebuild_job(self: &Arc<Self>, obj: Arc<dyn Resident>) -> RebuildJob {
+        tracing::debug!(object = %obj.id(), "rebuilding a lost object from its lineage");
         let start = self.recording().map(|r| r.now());
         RebuildJob { store: self.clone(), obj: Some(obj), start }
     }
@@ -564,6 +580,11 @@ pub(crate) struct RebuildJob {
 }
 
 impl RebuildJob {
+    /// The object being rebuilt (`None` once finished).
+    pub(crate) fn id(&self) -> Option<ObjectId> {
+        self.obj.as_ref().map(|o| o.id())
+    }
+
     /// Sizes a task's result (as `admit` would, without reserving).
     pub(crate) fn measure<T: Any + Send + Sync>(&self, value: T) -> (Value, Meta) {
         self.store.measure(value)
@@ -585,14 +606,16 @@ impl RebuildJob {
                 }
                 store.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
                 store.record(crate::timeline::StoreOp::Rebuild, obj.id(), meta.charged, self.start);
-                let wake = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
-                if meta.charged > 0 {
+                let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value, meta)));
+                if meta.charged > 0 && stored {
                     let weak = Arc::downgrade(&obj);
                     store.lock().lru.push(obj.id(), (weak, meta.charged));
+                } else if meta.charged > 0 {
+                    store.release(meta.charged); // freed meanwhile
                 }
                 wake
             }
-            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))),
+            Err(e) => obj.slot().finish_rebuild_deferred(Err(Err(e))).0,
         };
         // Let go of the object before waking its readers: once a reader
         // returns, the rebuild holds nothing of it.

@@ -69,6 +69,7 @@ pub struct TaskOptions {
     pub(crate) retry_if: Option<RetryIf>,
     pub(crate) priority: Priority,
     pub(crate) object_id: Option<crate::id::ObjectId>,
+    pub(crate) lineage: crate::lineage::Policy,
     pub(crate) group: Option<Arc<GroupState>>,
 }
 
@@ -95,6 +96,7 @@ impl Default for TaskOptions {
             priority: Priority::Normal,
             object_id: None,
             group: None,
+            lineage: Default::default(),
         }
     }
 }
@@ -191,7 +193,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
     }
 
     /// Validates the options and submits (or rejects) the task.
-    fn go<A, R, B, E>(self, spec: Arc<Spec<A, B, R>>, out: E, lineage: Option<crate::exec::MakeLineage<A, B, R>>)
+    fn go<A, R, B, E>(self, spec: Spec<A, B, R>, out: E, lineage: Option<crate::exec::MakeLineage<A, B, R>>)
     where
         A: TaskArgs,
         R: Send + 'static,
@@ -203,9 +205,22 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             Ok(r) => r,
             Err(e) => return reject(&spec.ctl, out, e),
         };
-        let plan =
-            Plan { req, retries: self.opts.retries, retry_if: self.opts.retry_if, priority: self.opts.priority as u8 };
-        submit(sched, plan, spec, out, lineage)
+        let plan = Plan {
+            req,
+            retries: self.opts.retries,
+            retry_if: self.opts.retry_if,
+            priority: self.opts.priority as u8,
+            lineage: self.opts.lineage,
+        };
+        match lineage {
+            // One-shot: the spec moves into the job's own allocation.
+            None => submit(sched, plan, spec, out, None),
+            Some(make) => {
+                let spec = Arc::new(spec);
+                let lineage = crate::exec::lineage_of(&spec, &plan, make, sched);
+                submit(sched, plan, spec, out, lineage)
+            }
+        }
     }
 }
 
@@ -283,6 +298,28 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
 }
 
 impl<'rt> TaskBuilder<'rt, Rerunnable> {
+    /// Whether the store keeps this task's lineage (default true): with
+    /// `false` its output is never dropped from memory to be rebuilt by
+    /// running the task again; when memory is short it is spilled
+    /// (spillable type and a spill directory) or stays in memory (pinned),
+    /// like a `put`. For tasks with side effects that must not run twice,
+    /// or whose inputs should not be kept alive by the record.
+    pub fn lineage(mut self, keep: bool) -> Self {
+        self.opts.lineage.keep = keep;
+        self
+    }
+
+    /// Caps how many times the task's output may be rebuilt from lineage
+    /// (Ray's `max_reconstructions`; default: no cap). After `n` rebuilds
+    /// the store no longer drops the output to rebuild it (it spills or
+    /// pins it instead), and a loss that still happens (its spill file is
+    /// unreadable) fails reads with [`Error::MaxReconstructionsExceeded`].
+    /// `0` keeps the record but allows no rebuild.
+    pub fn max_reconstructions(mut self, n: u32) -> Self {
+        self.opts.lineage.max_reconstructions = Some(n);
+        self
+    }
+
     /// How many times to run the task again after a panic (or an error
     /// [`TaskBuilder::retry_if`] accepts). Default 0. A cancelled task is
     /// never retried.

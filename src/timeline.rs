@@ -10,19 +10,28 @@
 //!
 //! Cost: with recording off, one relaxed load per task. With it on, each
 //! thread appends to a buffer of its own (a lock nobody else takes, except
-//! a reader copying it out), and a task reads the clock at most three
-//! times; see `microbench timeline` for the figure.
+//! a reader copying it out), and a task reads the clock three times (the
+//! CPU's time-stamp counter through `quanta`, a few nanoseconds each); see
+//! `microbench timeline` for the figure.
 //!
-//! Invariants: timestamps are nanoseconds since the timeline was made (one
-//! clock for every thread); a buffer is only ever appended to by its thread.
+//! Invariants: timestamps are nanoseconds since recording first began, from
+//! one clock for every thread, so causality holds in the trace (a task
+//! starts no earlier than its inputs ended); a buffer is only ever appended
+//! to by its thread.
 
 use crate::error::Text;
 use crate::id::ObjectId;
 use std::cell::RefCell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// The process's timeline clock, calibrated on first use (only when some
+/// runtime starts recording: calibration takes milliseconds).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
 
 /// How a recorded task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +107,23 @@ pub enum Event {
     Call {
         /// The actor's name.
         actor: Text,
+        /// The method (the closure's type name, which names the function
+        /// the call was made in).
+        method: Label,
+        /// The call's result.
+        id: ObjectId,
+        /// When it was made (its start if recording began after that).
+        submitted: u64,
         /// The thread that ran it.
         thread: u32,
-        /// Start and end.
+        /// When it started.
         start: u64,
-        /// End.
+        /// When it ended.
         end: u64,
-        /// Whether it panicked.
-        failed: bool,
+        /// How it ended.
+        outcome: Outcome,
+        /// The objects it read.
+        inputs: Box<[ObjectId]>,
     },
     /// The store moved an object.
     Store {
@@ -132,7 +150,8 @@ type Buffer = Arc<Mutex<Vec<Event>>>;
 #[derive(Debug)]
 pub(crate) struct Recorder {
     on: AtomicBool,
-    epoch: Instant,
+    /// The clock's raw reading when recording first began (set once).
+    epoch: OnceLock<u64>,
     buffers: Mutex<Vec<(u32, String, Buffer)>>,
     next_thread: AtomicU32,
 }
@@ -144,12 +163,14 @@ thread_local! {
 
 impl Recorder {
     pub fn new(on: bool) -> Arc<Recorder> {
-        Arc::new(Recorder {
-            on: AtomicBool::new(on),
-            epoch: Instant::now(),
+        let r = Arc::new(Recorder {
+            on: AtomicBool::new(false),
+            epoch: OnceLock::new(),
             buffers: Mutex::new(Vec::new()),
             next_thread: AtomicU32::new(1),
-        })
+        });
+        r.set_on(on);
+        r
     }
 
     /// True while recording (one relaxed load).
@@ -158,34 +179,28 @@ impl Recorder {
         self.on.load(Ordering::Relaxed)
     }
 
+    /// Turns recording on or off; the first time on also fixes the
+    /// timeline's origin (and calibrates the clock, once per process).
     pub fn set_on(&self, on: bool) {
+        if on {
+            self.epoch.get_or_init(|| clock().raw());
+        }
         self.on.store(on, Ordering::Relaxed);
     }
 
-    /// Nanoseconds since the timeline began.
+    /// Nanoseconds since recording first began (0 before). Reads the CPU's
+    /// time-stamp counter where it is invariant (a few nanoseconds, no
+    /// system call), else the monotonic clock; one scale for every thread,
+    /// so an event that happened after another never gets an earlier time.
+    #[inline]
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    /// [`Recorder::now`], reading the clock on every fourth call per thread
-    /// and otherwise returning the last reading (a clock read costs about
-    /// as much as a trivial task's bookkeeping; a timestamp is off by at
-    /// most three events' worth of work).
-    pub fn now_fast(&self) -> u64 {
-        thread_local! {
-            static CACHED: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
-        }
-        CACHED.with(|c| {
-            let (n, last) = c.get();
-            if n % 4 == 0 || last == 0 {
-                let now = self.now();
-                c.set((n.wrapping_add(1), now));
-                now
-            } else {
-                c.set((n.wrapping_add(1), last));
-                last
+        match self.epoch.get() {
+            Some(&epoch) => {
+                let c = clock();
+                c.delta_as_nanos(epoch, c.raw())
             }
-        })
+            None => 0,
+        }
     }
 
     /// Appends an event to this thread's buffer.
@@ -268,6 +283,13 @@ fn js(s: &str) -> String {
     out
 }
 
+/// A closure's type name made short for a slice's title: the last path
+/// segment that is not `{{closure}}` (`app::Counter::add::{{closure}}`
+/// gives `add`).
+fn short_method(type_name: &str) -> &str {
+    type_name.rsplit("::").find(|seg| !seg.starts_with("{{") && !seg.is_empty()).unwrap_or(type_name)
+}
+
 impl Timeline {
     /// The timeline as Chrome trace JSON (the "JSON object format":
     /// `{"traceEvents": [...]}`), which Perfetto (ui.perfetto.dev) and
@@ -282,43 +304,56 @@ impl Timeline {
         }
         let mut made_by: std::collections::HashMap<ObjectId, (u32, u64)> = std::collections::HashMap::new();
         for e in &self.events {
-            if let Event::Task { id, thread, end, .. } = e {
+            if let Event::Task { id, thread, end, .. } | Event::Call { id, thread, end, .. } = e {
                 made_by.insert(*id, (*thread, *end));
             }
         }
         let mut flow = 0u64;
+        // Arrows from the producers of `inputs` to a consumer that started
+        // at `start` on `thread`.
+        let mut arrows = |ev: &mut Vec<String>, inputs: &[ObjectId], thread: u32, start: u64| {
+            for input in inputs {
+                if let Some((ptid, pend)) = made_by.get(input) {
+                    flow += 1;
+                    ev.push(format!(
+                        r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
+                        us(*pend)
+                    ));
+                    ev.push(format!(
+                        r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
+                        us(start)
+                    ));
+                }
+            }
+        };
+        let ids = |inputs: &[ObjectId]| inputs.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",");
         for e in &self.events {
             match e {
                 Event::Task { id, name, submitted, thread, start, end, outcome, cpus, attempts, inputs } => {
-                    let inputs_json: Vec<String> = inputs.iter().map(|i| format!("\"{i}\"")).collect();
                     let queued = us(start.saturating_sub(*submitted));
                     ev.push(format!(
                         r#"{{"ph":"X","name":{},"cat":"task","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","outcome":"{outcome:?}","cpus":{cpus},"attempts":{attempts},"inputs":[{}],"queued_us":{queued}}}}}"#,
                         js(&name.to_string()),
                         us(*start),
                         us(end.saturating_sub(*start)),
-                        inputs_json.join(",")
+                        ids(inputs)
                     ));
-                    for input in inputs.iter() {
-                        if let Some((ptid, pend)) = made_by.get(input) {
-                            flow += 1;
-                            ev.push(format!(
-                                r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
-                                us(*pend)
-                            ));
-                            ev.push(format!(
-                                r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
-                                us(*start)
-                            ));
-                        }
-                    }
+                    arrows(&mut ev, inputs, *thread, *start);
                 }
-                Event::Call { actor, thread, start, end, failed } => ev.push(format!(
-                    r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"failed":{failed}}}}}"#,
-                    js(actor),
-                    us(*start),
-                    us(end.saturating_sub(*start))
-                )),
+                Event::Call { actor, method, id, submitted, thread, start, end, outcome, inputs } => {
+                    let queued = us(start.saturating_sub(*submitted));
+                    let method = method.to_string();
+                    ev.push(format!(
+                        r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","actor":{},"method":{},"outcome":"{outcome:?}","inputs":[{}],"queued_us":{queued}}}}}"#,
+                        js(&format!("{actor}.{}", short_method(&method))),
+                        us(*start),
+                        us(end.saturating_sub(*start)),
+                        js(actor),
+                        js(&method),
+                        ids(inputs)
+                    ));
+                    arrows(&mut ev, inputs, *thread, *start);
+                }
                 Event::Store { op, id, bytes, thread, start, end } => ev.push(format!(
                     r#"{{"ph":"X","name":"{op:?}","cat":"store","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","bytes":{bytes}}}}}"#,
                     us(*start),

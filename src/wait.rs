@@ -17,15 +17,17 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Registers a group on every pending cell and blocks until `stop()`.
-/// Returns whether `stop()` held at the end.
+/// Registers a group on every pending cell and blocks until `stop`
+/// holds. `stop` is given the group once it exists (`None` while spinning
+/// first), so it can read the group's counts instead of scanning every
+/// cell again after each wake-up. Returns whether `stop` held at the end.
 fn wait_cells(
     cells: &[&Arc<ObjectCell>],
     target: usize,
     deadline: Option<Instant>,
-    stop: &mut dyn FnMut() -> bool,
+    stop: &mut dyn FnMut(Option<&WaitGroup>) -> bool,
 ) -> bool {
-    if spin_until(stop) {
+    if spin_until(&mut || stop(None)) {
         return true;
     }
     // Every cell counts exactly once towards the group's target: through
@@ -57,7 +59,7 @@ fn wait_cells(
         }
         None
     };
-    let done = block_until(&parker, deadline, &mut target, stop);
+    let done = block_until(&parker, deadline, &mut target, &mut || stop(Some(&group)));
     for (i, t) in tokens {
         if !cells[i].slot.is_done() {
             cells[i].slot.deregister(t);
@@ -71,6 +73,11 @@ pub(crate) fn wait<R: Waitable>(
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<(Vec<R>, Vec<R>), Error> {
+    if refs.is_empty() {
+        // As Ray: an empty list is answered at once, before `num_returns`
+        // is checked (`ray.wait([])` returns `([], [])`).
+        return Ok((Vec::new(), Vec::new()));
+    }
     if num_returns == 0 {
         return Err(Error::invalid("wait: num_returns must be at least 1"));
     }
@@ -90,7 +97,12 @@ pub(crate) fn wait<R: Waitable>(
     let poll = timeout == Some(Duration::ZERO);
     if !poll && count(&cells) < num_returns {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        wait_cells(&cells, num_returns, deadline, &mut || count(&cells) >= num_returns);
+        // Once the group is registered its count is exact (every cell
+        // arrives once: at registration if already done, else when done).
+        wait_cells(&cells, num_returns, deadline, &mut |g| match g {
+            Some(g) => g.done() >= num_returns,
+            None => count(&cells) >= num_returns,
+        });
     }
     let mut ready = Vec::with_capacity(num_returns);
     let mut pending = Vec::with_capacity(refs.len());
@@ -108,21 +120,39 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
     refs: &[ObjectRef<T>],
     deadline: Option<(Instant, Duration)>,
 ) -> Result<Vec<Arc<T>>, Error> {
-    let mut unique: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| r.cell()).collect();
-    unique.sort_unstable_by_key(|c| c.id);
-    unique.dedup_by_key(|c| c.id);
+    // Duplicates need no removing: each registration counts once towards
+    // the group's target, so the target is simply the list's length (and
+    // a list of 100k refs is not sorted just to wait on it).
+    let cells: Vec<&Arc<ObjectCell>> = refs.iter().map(|r| r.cell()).collect();
     let first_error = || refs.iter().find(|r| r.cell().slot.is_failed()).and_then(|r| r.cell().slot.read()?.err());
-    let all_done = |cells: &[&Arc<ObjectCell>]| cells.iter().all(|c| c.slot.is_done());
-    if !all_done(&unique) {
-        let target = unique.len();
-        let finished = wait_cells(&unique, target, deadline.map(|d| d.0), &mut || {
-            all_done(&unique) || unique.iter().any(|c| c.slot.is_failed())
-        });
+    // States are monotone, so `settled` keeps a cursor at the first cell
+    // not yet done instead of rescanning the list on every check; a
+    // failure anywhere shows as the group's failed flag (a failed cell
+    // arrives with ok = false, at registration or when it fails).
+    let mut first_pending = 0;
+    let mut settled = || {
+        while first_pending < cells.len() && cells[first_pending].slot.is_done() {
+            if cells[first_pending].slot.is_failed() {
+                return true;
+            }
+            first_pending += 1;
+        }
+        first_pending == cells.len()
+    };
+    if !settled() {
+        let target = cells.len();
+        let finished =
+            wait_cells(&cells, target, deadline.map(|d| d.0), &mut |g| settled() || g.is_some_and(|g| g.any_failed()));
         if !finished {
             return Err(Error::Timeout(deadline.map_or(Duration::MAX, |d| d.1)));
         }
     }
     if let Some(e) = first_error() {
+        // The caller asked for every ref of the list and handled their
+        // failure through this error: none of them is an error nobody read
+        // (Ray's `ray.get([x1, x2])` reports neither), including refs
+        // still pending that fail later.
+        refs.iter().for_each(|r| r.cell().slot.mark_read());
         return Err(e);
     }
     refs.iter()

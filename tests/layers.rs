@@ -35,6 +35,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
             "completed",
             "metrics",
             "actor",
+            "objects",
             "wait",
             "runtime",
             "backend",

@@ -94,6 +94,20 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     let step = rt.put(10)?;
     assert_eq!(*counter.call_with((step,), |c, (s,)| c.value + *s).get()?, 11);
 
+    let worker = rt.actor_builder().max_restarts(3).max_task_retries(1).spawn_factory(|| 0u32);
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let t = tries.clone();
+    let flaky = worker.call_rerunnable(move |n| {
+        if t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("transient"); // the actor restarts and the call runs again
+        }
+        *n + 1
+    });
+    assert_eq!(*flaky.get()?, 1); // second run, on a fresh state
+    worker.kill(true);
+    let dead = worker.call(|n| *n).get().unwrap_err();
+    assert_eq!(dead.dead_actor().map(|a| a.cause()), Some(&manta::ActorDeathCause::Killed));
+
     let refs: Vec<_> = (0..4u64).map(|i| rt.spawn(move || { std::thread::sleep(Duration::from_millis(20 * i)); i })).collect();
     let (ready, pending) = rt.wait(&refs, 2, Some(Duration::from_secs(5)))?;
     assert_eq!((ready.len(), pending.len()), (2, 2));
@@ -112,6 +126,12 @@ fn the_tour_runs() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(refs[0].get()?[0], 0);                 // read back from its spill file
     let stats = small.store_stats();
     assert!(stats.spills > 0 && stats.bytes_in_memory <= 3 << 20);
+
+    let counts = refs[1].ref_counts();
+    assert_eq!((counts.handles, counts.task_uses), (1, 0));
+    small.free(&refs[..2]);
+    assert!(!small.contains(&refs[0]));
+    assert!(matches!(refs[0].get(), Err(Error::ObjectFreed { .. })));
 
     let answer = rt.spawn(|| 6 * 7);
     let v = futures_executor::block_on(async { (&answer).await })?;  // any executor

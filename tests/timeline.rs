@@ -131,3 +131,67 @@ fn spills_and_restores_are_on_the_timeline() {
     drop(refs);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+struct Counter {
+    n: u64,
+}
+
+impl Counter {
+    fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[test]
+fn actor_calls_are_slices_with_arrows_to_and_from_tasks() {
+    let rt = Runtime::builder().num_cpus(2).timeline(true).build().unwrap();
+    let counter = rt.actor_builder().name("counter").spawn(Counter { n: 0 });
+    let x = rt.task().name("x").spawn(|| 5u64);
+    let added = counter.call_with((x.clone(),), |c, (by,)| c.add(*by));
+    let bad = counter.call(|_c| -> u64 { panic!("broken call") });
+    let y = rt.task().name("y").spawn_with((added.clone(),), |(v,)| *v * 2);
+    assert_eq!(*y.get().unwrap(), 10);
+    assert!(bad.get().is_err());
+    let t = rt.timeline();
+
+    let calls: Vec<&TimelineEvent> = t.events.iter().filter(|e| matches!(e, TimelineEvent::Call { .. })).collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        let TimelineEvent::Call { actor, id, submitted, start, end, outcome, inputs, .. } = c else { unreachable!() };
+        assert_eq!(&**actor, "counter");
+        assert!(submitted <= start && start <= end);
+        if *id == added.id() {
+            assert_eq!(*outcome, TimelineOutcome::Done);
+            assert_eq!(&inputs[..], &[x.id()]);
+        } else {
+            assert_eq!(*id, bad.id());
+            assert_eq!(*outcome, TimelineOutcome::Failed);
+        }
+    }
+
+    let evs = events(&t.to_chrome_json("actors"));
+    check_schema(&evs);
+    let slice = |cat: &str, id: manta::ObjectId| -> Value {
+        evs.iter()
+            .find(|e| e["ph"] == "X" && e["cat"] == cat && e["args"]["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("no {cat} slice for {id}"))
+            .clone()
+    };
+    let call = slice("actor", added.id());
+    assert!(call["name"].as_str().unwrap().starts_with("counter."), "{call}");
+    let (xs, ys) = (slice("task", x.id()), slice("task", y.id()));
+    // x -> the call and the call -> y: each a flow start on the producer's
+    // track and a finish on the consumer's, at the consumer's start.
+    let flow_into = |consumer: &Value| {
+        evs.iter().any(|f| {
+            f["ph"] == "f"
+                && f["tid"] == consumer["tid"]
+                && f["ts"] == consumer["ts"]
+                && evs.iter().any(|s| s["ph"] == "s" && s["id"] == f["id"])
+        })
+    };
+    assert!(flow_into(&call), "an arrow from x to the call");
+    assert!(flow_into(&ys), "an arrow from the call to y");
+    assert!(xs["dur"].as_f64().is_some());
+}

@@ -1,7 +1,9 @@
 //! `wait` and `get_all`: `ready` keeps input order and holds at most
 //! `num_returns`; a failed task counts as ready; a zero timeout is a poll;
 //! duplicates, `num_returns == 0` and `num_returns > len` are
-//! `InvalidArgument`; waiting over `AnyRef`s of mixed types; `get_all`
+//! `InvalidArgument` for a non-empty list, while an empty list returns
+//! `([], [])` whatever `num_returns` (as Ray); a cancelled task counts as
+//! ready and the two lists partition the input; a timeout is not an error; waiting over `AnyRef`s of mixed types; `get_all`
 //! returns input order with duplicates and fails fast; `wait` inside a task
 //! on a one-CPU runtime does not deadlock.
 
@@ -106,12 +108,50 @@ fn invalid_arguments() {
     invalid(rt.wait(&[a.clone(), b.clone(), a.clone()], 1, None));
     invalid(rt.wait(&[a.clone(), b.clone()], 3, None));
     invalid(rt.wait(&[a.clone(), b.clone()], 0, None));
-    invalid(rt.wait(&[], 0, Some(Duration::ZERO)));
-    invalid(rt.wait(&[], 1, None));
     // Duplicates through different typed views of one object.
     let any = a.untyped();
     let mixed = rt.wait(&[any.clone(), b.untyped(), a.untyped()], 1, None);
     assert!(matches!(mixed, Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn an_empty_list_returns_two_empty_lists_whatever_num_returns() {
+    // Ray: `ray.wait([])` returns `([], [])` before looking at num_returns.
+    let rt = rt(1);
+    for n in [0, 1, 7] {
+        for timeout in [None, Some(Duration::ZERO), Some(LONG)] {
+            let (ready, pending) = rt.wait::<ObjectRef<u32>>(&[], n, timeout).unwrap();
+            assert!(ready.is_empty() && pending.is_empty(), "num_returns {n}, timeout {timeout:?}");
+            let (ready, pending) = rt.wait::<AnyRef>(&[], n, timeout).unwrap();
+            assert!(ready.is_empty() && pending.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_ref_counts_as_ready_and_the_lists_partition_the_input() {
+    let rt = rt(1);
+    let (g, running) = gated(&rt, 0u32); // holds the only CPU
+    let queued = rt.spawn(|| 1u32);
+    assert!(queued.cancel(), "still queued behind the gated task");
+    let put = rt.put(2u32).unwrap();
+    let refs = vec![running.clone(), queued.clone(), put.clone()];
+    let (ready, pending) = rt.wait(&refs, 3, Some(Duration::ZERO)).unwrap();
+    assert_eq!(ids_of(&ready), ids(&refs, &[1, 2]), "cancelled and put are ready, in input order");
+    assert_eq!(ids_of(&pending), ids(&refs, &[0]));
+    // num_returns caps ready; the rest of the done refs stay in pending,
+    // and every ref is in exactly one list.
+    let (ready, pending) = rt.wait(&refs, 1, Some(Duration::ZERO)).unwrap();
+    assert_eq!(ids_of(&ready), ids(&refs, &[1]));
+    assert_eq!(ids_of(&pending), ids(&refs, &[0, 2]));
+    // A timeout with fewer than num_returns ready is not an error.
+    let (ready, pending) = rt.wait(&refs, 3, Some(Duration::from_millis(1))).unwrap();
+    assert_eq!((ready.len(), pending.len()), (2, 1));
+    assert!(queued.get().unwrap_err().is_cancelled());
+    g.send(()).unwrap();
+    let (ready, pending) = rt.wait(&refs, 3, None).unwrap();
+    assert_eq!(ids_of(&ready), ids_of(&refs));
+    assert!(pending.is_empty());
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub(crate) struct CellLink {
     origin: Option<Origin>,
     /// The backend was told about this object (so it must hear of its drop).
     announced: AtomicBool,
+    /// Remote borrowers, as the backend reports them
+    /// (`Backend::add_borrowers`; shown by `ref_counts`).
+    pub(crate) borrowers: std::sync::atomic::AtomicUsize,
 }
 
 struct Origin {
@@ -67,7 +70,7 @@ struct Origin {
 
 /// The cell's link, if it is one of ours (every link is: only this module
 /// makes them).
-pub(super) fn link_of(cell: &ObjectCell) -> Option<&CellLink> {
+pub(crate) fn link_of(cell: &ObjectCell) -> Option<&CellLink> {
     cell.link.get().and_then(|l| l.as_any().downcast_ref::<CellLink>())
 }
 
@@ -91,7 +94,12 @@ impl Cluster {
     /// Registers a local cell (idempotent) and tells the backend once.
     pub(super) fn export(self: &Arc<Self>, cell: &Arc<ObjectCell>, encode: Encode) -> Arc<[u8]> {
         cell.link.get_or_init(|| {
-            Box::new(CellLink { cluster: Arc::downgrade(self), origin: None, announced: AtomicBool::new(false) })
+            Box::new(CellLink {
+                cluster: Arc::downgrade(self),
+                origin: None,
+                announced: AtomicBool::new(false),
+                borrowers: Default::default(),
+            })
         });
         let Some(link) = link_of(cell) else { return Arc::from(&[][..]) };
         let cluster = link.cluster.upgrade();
@@ -142,6 +150,7 @@ impl Cluster {
             cluster: Arc::downgrade(self),
             origin: Some(Origin { hint, decode: decode_as::<T>, started: Claim::new() }),
             announced: AtomicBool::new(false),
+            borrowers: Default::default(),
         };
         ObjectCell::remote(id, Box::new(link))
     }

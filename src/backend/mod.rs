@@ -49,7 +49,7 @@ mod fetch;
 mod serve;
 mod wire_ref;
 
-pub(crate) use cluster::Cluster;
+pub(crate) use cluster::{link_of, Cluster};
 pub use fetch::{DecodeError, Decoded, Fetch};
 pub use serve::Served;
 pub use wire_ref::collect_serialized;
@@ -206,6 +206,20 @@ impl<'rt> Backend<'rt> {
         self.cluster().lookup(id).map(|(c, _)| ObjectRef::<()>::from_cell(c).untyped())
     }
 
+    /// Adjusts the count of remote borrowers of `r`'s object (other nodes
+    /// holding a ref to it) by `delta`, as the cluster layer learns of
+    /// borrows and releases; it is what
+    /// [`RefCounts::borrowers`](crate::RefCounts::borrowers) reports. The
+    /// count never goes below zero. Purely informational: it keeps nothing
+    /// alive (the node's pins do). Only objects that left this runtime
+    /// (exported, or remote) can have borrowers: for others it does nothing.
+    pub fn add_borrowers(&self, r: &AnyRef, delta: isize) {
+        use std::sync::atomic::Ordering;
+        let Some(link) = cluster::link_of(&r.cell) else { return };
+        let b = &link.borrowers;
+        let _ = b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add_signed(delta)));
+    }
+
     /// Exports a local object (as serializing a ref to it would) so peers
     /// can read it by id, e.g. a task's result whose id a remote submitter
     /// chose.
@@ -236,7 +250,7 @@ impl<'rt> Backend<'rt> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        actor.call_as(Some(id), args, f)
+        actor.call_as(Some(id), std::any::type_name::<F>(), args, f)
     }
 }
 
