@@ -168,6 +168,16 @@ pub enum Error {
         /// Which node refused it, or why no node could take it.
         reason: Text,
     },
+    /// The object's owner (the node that made it, or submitted the task
+    /// that makes it) died, and no live node holds a full copy of it
+    /// (clustered runtimes only).
+    #[error("object {id} died with its owner, node {owner}: no live node holds a copy")]
+    OwnerDied {
+        /// The lost object.
+        id: ObjectId,
+        /// The dead owner's peer id.
+        owner: Text,
+    },
 }
 
 /// Why an actor died: the cause an [`Error::ActorDead`] carries, to match

@@ -162,7 +162,9 @@ mod wire;
 mod work;
 
 pub use cluster::placement::LOCALITY_MIN_BYTES;
-pub use cluster::{BehaviourError, Member, MembershipEvent, SwarmError, HEARTBEAT_TOPIC, KAD_PROTOCOL};
+pub use cluster::{
+    BehaviourError, Health, Member, MembershipEvent, SwarmError, DOWN_REPORT_FOR, HEARTBEAT_TOPIC, KAD_PROTOCOL,
+};
 pub use config::{
     DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_REQUEST_TIMEOUT,
@@ -189,7 +191,7 @@ pub mod fuzzing {
         pub use crate::wire::envelope::{
             decode_heartbeat, decode_request, decode_response, encode_heartbeat, encode_request, encode_response,
             Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_BATCH_IDS, MAX_DEPTH,
-            MAX_FETCH_LEN, MAX_HEARTBEAT_BYTES, MAX_REQUEST_BYTES, MAX_RESOURCES, MAX_RESOURCE_NAME_BYTES,
+            MAX_DOWN, MAX_FETCH_LEN, MAX_HEARTBEAT_BYTES, MAX_REQUEST_BYTES, MAX_RESOURCES, MAX_RESOURCE_NAME_BYTES,
             MAX_RESPONSE_BYTES, RESOURCE_EPSILON, VERSION,
         };
     }

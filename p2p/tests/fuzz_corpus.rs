@@ -303,6 +303,7 @@ fn heartbeat() -> Heartbeat {
         store_capacity: 4 << 30,
         fn_hash: 0xdead_beef_cafe_f00d,
         leaving: false,
+        down: vec![],
     }
 }
 
@@ -350,6 +351,7 @@ fn every_root() -> Vec<Root> {
         Root::StoreFull { needed: 1 << 30, capacity: 1 << 29 },
         Root::PeerUnreachable { id: wire_id(0xa0), reason: "timeout".into() },
         Root::UnknownFunction { name: "nope".into(), reason: "not registered".into() },
+        Root::OwnerDied { id: wire_id(0xb0), owner: "12D3KooW".into() },
         Root::Other("something else".into()),
     ]
 }
@@ -465,6 +467,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("typical", base.clone()),
                     ("empty", encode_heartbeat(&Heartbeat::default())),
                     ("leaving", with(&|h| h.leaving = true)),
+                    ("down", with(&|h| h.down = vec![vec![0x00, 0x24, 0x08, 0x01]; MAX_DOWN])),
                     ("free-within-epsilon", with(&|h| h.resources = vec![resource("gpu", 1.0, 1.0 + 1e-7)])),
                     ("name-64-bytes", with(&|h| h.resources = vec![resource(&"é".repeat(32), 2.0, 1.0)])),
                     (
@@ -484,6 +487,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("name-65-bytes", with(&|h| h.resources[0].name = "n".repeat(65))),
                     ("addrs-65", with(&|h| h.addrs = vec![vec![1]; MAX_ADDRS + 1])),
                     ("resources-65", with(&|h| h.resources = vec![resource("r", 1.0, 1.0); MAX_RESOURCES + 1])),
+                    ("down-17", with(&|h| h.down = vec![vec![1]; MAX_DOWN + 1])),
                     ("addrs-2e64-header", patch(&base, &[0x82, 0x48], &[&[0x9b][..], &big64[1..], &[0x48]].concat())),
                     ("addr-4g-header", patch(&base, &[0x82, 0x48], &[&[0x82][..], &huge(0x40)].concat())),
                     ("resources-4g-header", patch(&base, &[0x82, 0xa3], &[&huge(0x80)[..], &[0xa3]].concat())),

@@ -93,6 +93,7 @@ fn heartbeat() -> Heartbeat {
         store_capacity: 4 << 30,
         fn_hash: 0xdead_beef_cafe_f00d,
         leaving: false,
+        down: vec![],
     }
 }
 
@@ -109,7 +110,8 @@ fn heartbeats() -> Vec<Heartbeat> {
         ..heartbeat()
     };
     let leaving = Heartbeat { leaving: true, ..heartbeat() };
-    vec![heartbeat(), empty, full, edge, leaving]
+    let down = Heartbeat { down: (0..MAX_DOWN).map(|i| vec![i as u8; 38]).collect(), ..heartbeat() };
+    vec![heartbeat(), empty, full, edge, leaving, down]
 }
 
 /// A decoder with the value dropped.
@@ -392,6 +394,7 @@ fn heartbeat_fields_are_validated() {
     };
     bad(Heartbeat { addrs: vec![vec![1]; MAX_ADDRS + 1], ..heartbeat() });
     bad(Heartbeat { resources: vec![resource("r", 1.0, 1.0); MAX_RESOURCES + 1], ..heartbeat() });
+    bad(Heartbeat { down: vec![vec![1]; MAX_DOWN + 1], ..heartbeat() });
     bad(Heartbeat { resources: vec![resource(&"n".repeat(MAX_RESOURCE_NAME_BYTES + 1), 1.0, 1.0)], ..heartbeat() });
     bad(Heartbeat { resources: vec![resource(&"é".repeat(33), 1.0, 1.0)], ..heartbeat() });
     for (total, free) in [

@@ -6,12 +6,15 @@
 //! `--bootstrap MULTIADDR` (repeatable), `--mdns`, `--peers N` (default 0),
 //! `--timeout SECS` (default 30), `--seed S` (u64, default 0), `--bytes B`
 //! (default 1 MB), `--threshold N` (the node's `queue_threshold`: local
-//! queue length from which tasks spill to peers; default 1),
-//! `--secret-file PATH` (the cluster secret; without it, the one in the
-//! environment variable `MANTA_SECRET`, if set: 32 bytes as 64 hex digits or
-//! base64, see `manta_p2p::parse_secret`). A secret is never taken on the
-//! command line (`--secret` is refused), and a node listening beyond
-//! loopback or with `--mdns` needs one. The node's runtime has one CPU.
+//! queue length from which tasks spill to peers; default 1), `--cpus N`
+//! (the runtime's CPUs, default 1; 0 makes a node that only submits),
+//! `--heartbeat-ms MS` and `--failure-ms MS` (heartbeat period and failure
+//! timeout, defaults 1000 and 5000), `--secret-file PATH` (the cluster
+//! secret; without it, the one in the environment variable `MANTA_SECRET`,
+//! if set: 32 bytes as 64 hex digits or base64, see
+//! `manta_p2p::parse_secret`). A secret is never taken on the command line
+//! (`--secret` is refused), and a node listening beyond loopback or with
+//! `--mdns` needs one.
 //!
 //! Protocol (one line each, flushed at once):
 //! 1. `ADDR <first listen address, ending in /p2p/<peer id>>`
@@ -33,10 +36,15 @@
 //!      one `<word> <count>\n` line per word in byte order of the words.
 //!      The counts are also computed here without any task; if they differ
 //!      it is an error;
+//!    - `CHAOS <seed> <chunks> <big_mb>`: the fault-injection job of
+//!      `chaos.rs` (its docs list the lines it prints), ending with a
+//!      `CHAOS ...` result line;
+//!    - `STATS`: prints `STATS <objects pinned for peers> <work accepted
+//!      from peers> <live peers>`;
 //!    - `EXIT`: shut down, exit 0.
 //!
 //! Every manta-node registers the same function table (`count_words`,
-//! `merge`), so any of them runs the others' tasks; with `--threshold 1`
+//! `merge`, and the `CHAOS` job's), so any of them runs the others' tasks; with `--threshold 1`
 //! and one CPU a node spills as soon as one task waits locally.
 //!
 //! Invariants: the checksum is 64-bit FNV-1a as 16 lowercase hex digits; the
@@ -44,8 +52,8 @@
 //! error (bad argument, start failure, timeout, bad input line, a failed or
 //! wrong word count, stdin closed before `EXIT`) prints `ERR <message>` and
 //! exits with status 1. `--mdns` is refused unless `MANTA_ALLOW_MDNS=1`, a
-//! guard against multicasting from the host network namespace. Nothing is
-//! logged.
+//! guard against multicasting from the host network namespace. Log lines
+//! (`tracing`) go to stderr, filtered by `RUST_LOG` (default: `warn,manta_p2p=info`: what the node does about failures).
 
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{Multiaddr, Node, Registry, RemoteFn};
@@ -55,6 +63,9 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+#[path = "manta-node/chaos.rs"]
+mod chaos;
 
 /// Parsed command line.
 struct Args {
@@ -67,11 +78,14 @@ struct Args {
     bytes: usize,
     threshold: usize,
     secret_file: Option<PathBuf>,
+    cpus: usize,
+    heartbeat: Duration,
+    failure: Duration,
 }
 
 const USAGE: &str = "usage: manta-node [--listen MULTIADDR] [--bootstrap MULTIADDR]... [--mdns] [--peers N] \
-                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N] [--secret-file PATH] \
-                     (or the secret in MANTA_SECRET)";
+                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N] [--cpus N] [--heartbeat-ms MS] \
+                     [--failure-ms MS] [--secret-file PATH] (or the secret in MANTA_SECRET)";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
@@ -84,6 +98,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         bytes: 1_000_000,
         threshold: 1,
         secret_file: None,
+        cpus: 1,
+        heartbeat: Duration::from_secs(1),
+        failure: Duration::from_secs(5),
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
@@ -102,6 +119,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                             put it in a file for --secret-file, or in MANTA_SECRET"
                     .to_string())
             }
+            "--cpus" => args.cpus = parse(&flag, &value()?)?,
+            "--heartbeat-ms" => args.heartbeat = Duration::from_millis(parse(&flag, &value()?)?),
+            "--failure-ms" => args.failure = Duration::from_millis(parse(&flag, &value()?)?),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -213,7 +233,7 @@ static MERGE: RemoteFn<(Partial, Partial), Partial> = RemoteFn::new("merge", |(m
 
 /// The function table every manta-node registers.
 fn registry() -> Registry {
-    Registry::new().function(&COUNT_WORDS).function(&MERGE)
+    chaos::register(Registry::new().function(&COUNT_WORDS).function(&MERGE))
 }
 
 /// The canonical form of counts: one `<word> <count>\n` line per word, in
@@ -257,12 +277,17 @@ fn say(line: &str) -> Result<(), String> {
 
 fn run() -> Result<(), String> {
     let args = parse_args(std::env::args().skip(1))?;
-    let rt = Runtime::builder().num_cpus(1).build().map_err(|e| e.to_string())?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,manta_p2p=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
+    let rt = Runtime::builder().num_cpus(args.cpus).build().map_err(|e| e.to_string())?;
     let mut builder = Node::builder(rt)
         .listen(args.listen.clone())
         .mdns(args.mdns)
         .registry(registry())
-        .queue_threshold(args.threshold);
+        .queue_threshold(args.threshold)
+        .heartbeat(args.heartbeat)
+        .failure_timeout(args.failure);
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
     }
@@ -301,6 +326,16 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
         }
         if let Some(job) = line.strip_prefix("WORDCOUNT ") {
             say(&word_count(node, job, args.timeout)?)?;
+            continue;
+        }
+        if let Some(job) = line.strip_prefix("CHAOS ") {
+            say(&chaos::run(node, job, args.timeout)?)?;
+            continue;
+        }
+        if line == "STATS" {
+            let live = node.cluster_status().map_err(|e| e.to_string())?;
+            let live = live.iter().filter(|m| m.alive && !m.is_self).count();
+            say(&format!("STATS {} {} {live}", node.pinned_objects(), node.accepted_work()))?;
             continue;
         }
         let Some(hex) = line.strip_prefix("REF ") else {

@@ -5,9 +5,13 @@
 //! heartbeats but publishes none, so it is in nobody's member table, and
 //! runs Kademlia in client mode, so it is in nobody's routing table), waits
 //! until at least `N` live members (default 1) are known or `--timeout`
-//! (default 10 s) passes, prints the member table (peer, state, address,
-//! resources, queue, store use, last heartbeat) and exits: 0 if `N` members
-//! were seen, 1 otherwise. It listens on 127.0.0.1 only and never uses mDNS.
+//! (default 10 s) passes, prints the member table (peer, health, address,
+//! resources, queue, store use, last heartbeat, and which members report it
+//! down) and exits: 0 if `N` members were seen, 1 otherwise. Health is
+//! `live`, `partitioned` (heard, but other members report it unreachable or
+//! dead), `unreachable` (missed heartbeats, not yet declared dead) or `dead`
+//! (including peers only other members knew, which died before this
+//! observer joined). It listens on 127.0.0.1 only and never uses mDNS.
 //!
 //! The cluster secret, if the cluster has one, comes from the file named by
 //! `--secret-file`, else from the environment variable `MANTA_SECRET`: 32
@@ -16,7 +20,7 @@
 //! read it; `--secret` is refused with a message saying so.
 
 use manta::Runtime;
-use manta_p2p::{Member, Multiaddr, Node};
+use manta_p2p::{Health, Member, Multiaddr, Node};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,19 +69,39 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
+fn health(h: Health) -> &'static str {
+    match h {
+        Health::Live => "live",
+        Health::Partitioned => "partitioned",
+        Health::Unreachable => "unreachable",
+        Health::Dead => "dead",
+        _ => "unknown",
+    }
+}
+
 fn row(m: &Member) -> String {
     let res: Vec<String> = m.resources.iter().map(|r| format!("{} {}/{}", r.name, r.free, r.total)).collect();
     let addr = m.addrs.first().map_or_else(|| "-".to_string(), |a| a.to_string());
+    let heard = if m.last_heartbeat_age == Duration::MAX {
+        "never heard here".to_string()
+    } else {
+        format!("{:.1}s ago", m.last_heartbeat_age.as_secs_f64())
+    };
+    let reports = if m.reported_down_by.is_empty() {
+        String::new()
+    } else {
+        let by: Vec<String> = m.reported_down_by.iter().map(|p| p.to_string()).collect();
+        format!("  reported down by {}", by.join(", "))
+    };
     format!(
-        "{}  {:<5} {:<28} {:<24} queue {:<5} store {}/{} MB  {:.1}s ago",
+        "{}  {:<11} {:<28} {:<24} queue {:<5} store {}/{} MB  {heard}{reports}",
         m.peer,
-        if m.alive { "live" } else { "dead" },
+        health(m.health()),
         addr,
         res.join(", "),
         m.queue_len,
         m.store_bytes / 1_000_000,
         m.store_capacity / 1_000_000,
-        m.last_heartbeat_age.as_secs_f64()
     )
 }
 
@@ -99,7 +123,15 @@ fn run(args: Args) -> Result<bool, String> {
         Err(_) => (node.cluster_status().map_err(|e| e.to_string())?, false),
     };
     let others: Vec<&Member> = members.iter().filter(|m| !m.is_self).collect();
-    println!("{} member(s), {} live", others.len(), others.iter().filter(|m| m.alive).count());
+    let count = |h: Health| others.iter().filter(|m| m.health() == h).count();
+    println!(
+        "{} member(s), {} live, {} partitioned, {} unreachable, {} dead",
+        others.len(),
+        count(Health::Live),
+        count(Health::Partitioned),
+        count(Health::Unreachable),
+        count(Health::Dead)
+    );
     for m in others {
         println!("{}", row(m));
     }

@@ -136,7 +136,7 @@ impl EventLoop {
         let swarm = swarm::build(key, &cfg)?;
         let limits = Limits::new(cfg.request_timeout, cfg.idle_timeout);
         let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control(), limits));
-        let mut members = Membership::new(me, cfg.failure_timeout);
+        let mut members = Membership::new(me, cfg.heartbeat, cfg.failure_timeout);
         let (changes_tx, changes) = crossbeam_channel::unbounded();
         members.subscribe(changes_tx);
         let (events, events_rx) = crossbeam_channel::unbounded();
@@ -261,6 +261,8 @@ impl EventLoop {
             alive: true,
             is_self: true,
             last_heartbeat_age: Duration::ZERO,
+            suspect: false,
+            reported_down_by: Vec::new(),
         }
     }
 
@@ -310,6 +312,7 @@ impl EventLoop {
             store_capacity: me.store_capacity,
             fn_hash: me.fn_hash,
             leaving: self.leaving,
+            down: self.members.down_report(Instant::now()).into_iter().map(PeerId::to_bytes).collect(),
         };
         let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
         if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {
@@ -338,6 +341,10 @@ impl EventLoop {
             self.members.snapshot(self.me(), Instant::now()).into_iter().filter(|m| !m.is_self).collect();
         self.view.set_members(table);
         for ev in self.changes.try_iter() {
+            if let MembershipEvent::Died(peer) = &ev {
+                // Lookups stop asking it (its heartbeats put it back).
+                self.swarm.behaviour_mut().kad.remove_peer(peer);
+            }
             let _ = self.events.send(ClusterEvent::Membership(ev));
         }
     }

@@ -1,15 +1,30 @@
 //! The member table built from gossip heartbeats.
 //!
 //! Every node publishes a [`Heartbeat`] each period; this table keeps the
-//! latest one per peer and when it arrived. A peer whose last heartbeat is
-//! older than the failure timeout is marked dead (kept in the table, so its
-//! return is reported as `Revived`). Invariants: the local node is never in
-//! the table (it is added to snapshots from live data); each transition
-//! (joined, died, revived) is reported exactly once to every subscriber;
-//! heartbeats with a sequence number not above the last one seen from a live
-//! peer are stale and ignored.
+//! latest one per peer and when it arrived. A peer's [`Health`]:
+//! - *live*: heard within the last two heartbeat periods;
+//! - *unreachable* (suspected): alive, but silent for more than two periods
+//!   (at most half the failure timeout) — cut off from this node, or dead
+//!   and not yet past the failure timeout. Nothing is done about it yet;
+//! - *dead*: silent for the failure timeout (or it said it was leaving).
+//!   Its work is placed elsewhere. It stays in the table, so its return (a
+//!   healed partition, or a restart) is reported as `Revived`;
+//! - *partitioned*: this node hears it, but other live members report it
+//!   unreachable or recently dead in their heartbeats ([`Heartbeat::down`]):
+//!   the cluster is split around it.
+//!
+//! Each node reports, in its own heartbeat, the peers it finds unreachable
+//! and those it declared dead within [`DOWN_REPORT_FOR`] (at most
+//! [`MAX_DOWN`], newest verdicts first), so an observer (`manta status`)
+//! sees partitions between other nodes and deaths from before it joined.
+//!
+//! Invariants: the local node is never in the table (it is added to
+//! snapshots from live data); each transition (joined, died, revived) is
+//! reported exactly once to every subscriber and logged once, as is each
+//! change between live and unreachable; heartbeats with a sequence number
+//! not above the last one seen from a live peer are stale and ignored.
 
-use crate::wire::{Heartbeat, Resource};
+use crate::wire::{Heartbeat, Resource, MAX_DOWN};
 use crossbeam_channel::Sender;
 use libp2p::identity::ParseError;
 use libp2p::{Multiaddr, PeerId};
@@ -37,9 +52,49 @@ pub struct Member {
     pub alive: bool,
     /// True for the local node.
     pub is_self: bool,
-    /// Time since its last heartbeat (zero for the local node).
+    /// Time since its last heartbeat (zero for the local node;
+    /// `Duration::MAX` for a peer this node never heard, known only from
+    /// other members' reports).
     pub last_heartbeat_age: Duration,
+    /// True while it is alive but has been silent for more than two
+    /// heartbeat periods: unreachable from this node, not yet declared dead.
+    pub suspect: bool,
+    /// Live members whose last heartbeat reports this peer unreachable or
+    /// recently dead (see the module docs of `membership`).
+    pub reported_down_by: Vec<PeerId>,
 }
+
+/// How a member stands, as this node sees it (see [`Member::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Heard recently, and no live member reports it down.
+    Live,
+    /// Heard recently here, but some live members report it unreachable or
+    /// dead: the cluster is split around it.
+    Partitioned,
+    /// Silent here for more than two heartbeat periods, not yet for the
+    /// failure timeout: a partition, or a death not yet declared.
+    Unreachable,
+    /// Declared dead (silent for the failure timeout, or it left).
+    Dead,
+}
+
+impl Member {
+    /// This member's [`Health`].
+    pub fn health(&self) -> Health {
+        match (self.alive, self.suspect, self.reported_down_by.is_empty()) {
+            (false, ..) => Health::Dead,
+            (true, true, _) => Health::Unreachable,
+            (true, false, false) => Health::Partitioned,
+            (true, false, true) => Health::Live,
+        }
+    }
+}
+
+/// How long a node keeps reporting a peer it declared dead in its own
+/// heartbeats.
+pub const DOWN_REPORT_FOR: Duration = Duration::from_secs(300);
 
 /// A change in membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +113,10 @@ struct Entry {
     seq: u64,
     /// Dead because it said it was leaving (not because it went silent).
     left: bool,
+    /// When it was declared dead (silent), if it is.
+    died: Option<Instant>,
+    /// Peers its last heartbeat reports down.
+    down: Vec<PeerId>,
 }
 
 /// Why a heartbeat was refused.
@@ -83,13 +142,18 @@ pub(crate) enum HeartbeatRefused {
 pub(crate) struct Membership {
     me: PeerId,
     timeout: Duration,
+    /// Silence after which a live peer counts as unreachable.
+    suspect_after: Duration,
     members: HashMap<PeerId, Entry>,
     subs: Vec<Sender<MembershipEvent>>,
 }
 
 impl Membership {
-    pub(crate) fn new(me: PeerId, timeout: Duration) -> Membership {
-        Membership { me, timeout, members: HashMap::new(), subs: Vec::new() }
+    /// The table of node `me`, whose peers heartbeat every `heartbeat` and
+    /// are dead after `timeout` of silence.
+    pub(crate) fn new(me: PeerId, heartbeat: Duration, timeout: Duration) -> Membership {
+        let suspect_after = (heartbeat * 2).min(timeout / 2);
+        Membership { me, timeout, suspect_after, members: HashMap::new(), subs: Vec::new() }
     }
 
     pub(crate) fn subscribe(&mut self, tx: Sender<MembershipEvent>) {
@@ -121,8 +185,11 @@ impl Membership {
             // Its last heartbeat: dead now, not after the failure timeout.
             if let Some(e) = self.members.get_mut(&peer).filter(|e| e.member.alive && hb.seq > e.seq) {
                 e.member.alive = false;
+                e.member.suspect = false;
                 e.seq = hb.seq;
                 e.left = true;
+                e.down.clear();
+                tracing::info!(%peer, "peer left the cluster");
                 self.emit(MembershipEvent::Died(peer));
             }
             return Ok(Vec::new());
@@ -139,7 +206,10 @@ impl Membership {
             alive: true,
             is_self: false,
             last_heartbeat_age: Duration::ZERO,
+            suspect: false,
+            reported_down_by: Vec::new(),
         };
+        let down: Vec<PeerId> = hb.down.iter().filter_map(|b| PeerId::from_bytes(b).ok()).take(MAX_DOWN).collect();
         let event = match self.members.get_mut(&peer) {
             // Stale or duplicate. A peer that went silent revives with any
             // heartbeat (a restarted one may count from anywhere); one that
@@ -148,12 +218,21 @@ impl Membership {
             // clock, so a restarted sender's are newer).
             Some(e) if (e.member.alive || e.left) && hb.seq <= e.seq => return Ok(addrs),
             Some(e) => {
-                let was_alive = e.member.alive;
-                *e = Entry { member, seen: now, seq: hb.seq, left: false };
+                let (was_alive, was_suspect, died) = (e.member.alive, e.member.suspect, e.died);
+                let silent = now.saturating_duration_since(e.seen);
+                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down };
+                if was_suspect {
+                    tracing::info!(%peer, silent_s = silent.as_secs_f64(), "peer reachable again");
+                }
+                if !was_alive {
+                    let dead_s = died.map(|d| now.saturating_duration_since(d).as_secs_f64());
+                    tracing::warn!(%peer, ?dead_s, "peer declared dead is back (a partition healed, or it restarted)");
+                }
                 (!was_alive).then_some(MembershipEvent::Revived(peer))
             }
             None => {
-                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq, left: false });
+                tracing::debug!(%peer, "peer joined");
+                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down });
                 Some(MembershipEvent::Joined(peer))
             }
         };
@@ -163,21 +242,50 @@ impl Membership {
         Ok(addrs)
     }
 
-    /// Marks peers silent for the failure timeout as dead.
+    /// Marks peers silent for more than two heartbeat periods as
+    /// unreachable, and those silent for the failure timeout as dead.
     pub(crate) fn tick(&mut self, now: Instant) {
-        let timeout = self.timeout;
-        let died: Vec<PeerId> = self
-            .members
-            .values_mut()
-            .filter(|e| e.member.alive && now.saturating_duration_since(e.seen) >= timeout)
-            .map(|e| {
+        let (timeout, suspect_after) = (self.timeout, self.suspect_after);
+        let mut died = Vec::new();
+        for e in self.members.values_mut().filter(|e| e.member.alive) {
+            let peer = e.member.peer;
+            let silent = now.saturating_duration_since(e.seen);
+            if silent >= timeout {
                 e.member.alive = false;
-                e.member.peer
-            })
-            .collect();
+                e.member.suspect = false;
+                e.died = Some(now);
+                e.down.clear();
+                tracing::warn!(%peer, silent_s = silent.as_secs_f64(), "peer declared dead: no heartbeat for the failure timeout");
+                died.push(peer);
+            } else if silent > suspect_after && !e.member.suspect {
+                e.member.suspect = true;
+                tracing::warn!(
+                    %peer,
+                    silent_s = silent.as_secs_f64(),
+                    dead_after_s = timeout.as_secs_f64(),
+                    "peer unreachable: heartbeats missed"
+                );
+            }
+        }
         for p in died {
             self.emit(MembershipEvent::Died(p));
         }
+    }
+
+    /// The peers this node reports down in its heartbeat: unreachable ones,
+    /// then those declared dead within [`DOWN_REPORT_FOR`], newest verdict
+    /// first, at most [`MAX_DOWN`].
+    pub(crate) fn down_report(&self, now: Instant) -> Vec<PeerId> {
+        let mut dead: Vec<(Instant, PeerId)> = self
+            .members
+            .values()
+            .filter_map(|e| {
+                e.died.filter(|d| now.saturating_duration_since(*d) < DOWN_REPORT_FOR).map(|d| (d, e.member.peer))
+            })
+            .collect();
+        dead.sort_by_key(|d| std::cmp::Reverse(d.0));
+        let unreachable = self.members.values().filter(|e| e.member.alive && e.member.suspect).map(|e| e.member.peer);
+        unreachable.chain(dead.into_iter().map(|(_, p)| p)).take(MAX_DOWN).collect()
     }
 
     /// Live peers (not the local node).
@@ -186,15 +294,42 @@ impl Membership {
         self.members.values().map(|e| &e.member).filter(|m| m.alive)
     }
 
-    /// The table, the local node first.
+    /// The table, the local node first; then every peer heard from, and
+    /// every peer only reported down by live members (never heard here:
+    /// dead, no addresses, `last_heartbeat_age` of `Duration::MAX`).
     pub(crate) fn snapshot(&self, me: Member, now: Instant) -> Vec<Member> {
-        let mut out = vec![me];
+        let mut reports: HashMap<PeerId, Vec<PeerId>> = HashMap::new();
+        for e in self.members.values().filter(|e| e.member.alive) {
+            for p in &e.down {
+                reports.entry(*p).or_default().push(e.member.peer);
+            }
+        }
         let mut rest: Vec<Member> = self
             .members
             .values()
-            .map(|e| Member { last_heartbeat_age: now.saturating_duration_since(e.seen), ..e.member.clone() })
+            .map(|e| Member {
+                last_heartbeat_age: now.saturating_duration_since(e.seen),
+                reported_down_by: reports.remove(&e.member.peer).unwrap_or_default(),
+                ..e.member.clone()
+            })
             .collect();
+        let me_reported = reports.remove(&self.me).unwrap_or_default();
+        rest.extend(reports.into_iter().map(|(peer, by)| Member {
+            peer,
+            addrs: Vec::new(),
+            resources: Vec::new(),
+            queue_len: 0,
+            store_bytes: 0,
+            store_capacity: 0,
+            fn_hash: 0,
+            alive: false,
+            is_self: false,
+            last_heartbeat_age: Duration::MAX,
+            suspect: false,
+            reported_down_by: by,
+        }));
         rest.sort_by_key(|m| m.peer.to_bytes());
+        let mut out = vec![Member { reported_down_by: me_reported, ..me }];
         out.extend(rest);
         out
     }
@@ -210,7 +345,7 @@ mod tests {
 
     /// A table (5 s failure timeout) with a subscriber, and a peer.
     fn table() -> (Membership, crossbeam_channel::Receiver<MembershipEvent>, PeerId, Instant) {
-        let mut m = Membership::new(PeerId::random(), Duration::from_secs(5));
+        let mut m = Membership::new(PeerId::random(), Duration::from_secs(1), Duration::from_secs(5));
         let (tx, rx) = crossbeam_channel::unbounded();
         m.subscribe(tx);
         (m, rx, PeerId::random(), Instant::now())
@@ -254,7 +389,7 @@ mod tests {
     fn forged_and_own_heartbeats_are_refused() {
         let me = PeerId::random();
         let p = PeerId::random();
-        let mut m = Membership::new(me, Duration::from_secs(5));
+        let mut m = Membership::new(me, Duration::from_secs(1), Duration::from_secs(5));
         assert!(m.on_heartbeat(PeerId::random(), hb(p, 1), Instant::now()).is_err());
         assert!(m.on_heartbeat(me, hb(me, 1), Instant::now()).is_err());
         let mut bad = hb(p, 1);
@@ -275,6 +410,53 @@ mod tests {
             alive: true,
             is_self: true,
             last_heartbeat_age: Duration::ZERO,
+            suspect: false,
+            reported_down_by: vec![],
         }
+    }
+
+    fn health_of(m: &Membership, p: PeerId, now: Instant) -> Option<Health> {
+        m.snapshot(m_self(m.me), now).into_iter().find(|x| x.peer == p).map(|x| x.health())
+    }
+
+    #[test]
+    fn silence_makes_a_peer_unreachable_then_dead_and_a_heartbeat_brings_it_back() {
+        let (mut m, rx, p, t0) = table();
+        m.on_heartbeat(p, hb(p, 1), t0).unwrap();
+        m.tick(t0 + Duration::from_millis(1500));
+        assert_eq!(health_of(&m, p, t0), Some(Health::Live));
+        m.tick(t0 + Duration::from_millis(2500));
+        assert_eq!(health_of(&m, p, t0), Some(Health::Unreachable));
+        assert_eq!(m.down_report(t0), vec![p], "reported while unreachable");
+        m.on_heartbeat(p, hb(p, 2), t0 + Duration::from_secs(3)).unwrap();
+        assert_eq!(health_of(&m, p, t0), Some(Health::Live));
+        assert!(m.down_report(t0).is_empty());
+        m.tick(t0 + Duration::from_secs(9));
+        assert_eq!(health_of(&m, p, t0), Some(Health::Dead));
+        assert_eq!(m.down_report(t0 + Duration::from_secs(9)), vec![p], "reported while recently dead");
+        assert!(m.down_report(t0 + Duration::from_secs(9) + DOWN_REPORT_FOR).is_empty(), "not forever");
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(events, vec![MembershipEvent::Joined(p), MembershipEvent::Died(p)], "unreachable is no event");
+    }
+
+    #[test]
+    fn reports_of_others_show_partitions_and_deaths_from_before() {
+        let (mut m, _rx, a, t0) = table();
+        let (b, gone) = (PeerId::random(), PeerId::random());
+        m.on_heartbeat(b, hb(b, 1), t0).unwrap();
+        // `a` cannot hear `b`, and saw `gone` die before we joined.
+        let report = Heartbeat { down: vec![b.to_bytes(), gone.to_bytes()], ..hb(a, 1) };
+        m.on_heartbeat(a, report, t0).unwrap();
+        assert_eq!(health_of(&m, b, t0), Some(Health::Partitioned));
+        assert_eq!(health_of(&m, a, t0), Some(Health::Live));
+        let snap = m.snapshot(m_self(m.me), t0);
+        let g = snap.iter().find(|x| x.peer == gone).unwrap();
+        assert_eq!(
+            (g.health(), g.reported_down_by.clone(), g.last_heartbeat_age),
+            (Health::Dead, vec![a], Duration::MAX)
+        );
+        // `a` hears `b` again: no more partition.
+        m.on_heartbeat(a, hb(a, 2), t0).unwrap();
+        assert_eq!(health_of(&m, b, t0), Some(Health::Live));
     }
 }

@@ -41,7 +41,7 @@ pub(crate) use announce::Announcements;
 pub use behaviour::{BehaviourError, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 pub(crate) use command::LoopHandle;
 pub(crate) use event_loop::{ClusterParts, EventLoop};
-pub use membership::{Member, MembershipEvent};
+pub use membership::{Health, Member, MembershipEvent, DOWN_REPORT_FOR};
 pub use swarm::SwarmError;
 pub(crate) use view::ClusterView;
 

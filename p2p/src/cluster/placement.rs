@@ -16,7 +16,9 @@
 //! A peer's load is the larger of its gossiped queue length and the tasks
 //! this node sent it that have not completed (gossip lags; our own count
 //! does not), divided by its CPUs. Only live peers with this node's
-//! function-table hash are candidates, minus those excluded (busy).
+//! function-table hash are candidates, minus those excluded (busy), and
+//! minus those this node finds unreachable (missed heartbeats: a partition
+//! or a death not yet declared) unless only they have the resources.
 
 use super::membership::Member;
 use libp2p::PeerId;
@@ -94,15 +96,16 @@ pub(crate) fn choose(
         let cpus = total_of(&member_totals(m), "CPU").max(1e-3);
         (m.queue_len as f64).max(mine) / cpus
     };
-    let able: Vec<&Member> = members
+    let reachable: Vec<&Member> = members
         .iter()
         .filter(|m| m.alive && !m.is_self && m.fn_hash == local.fn_hash && !excluded.contains(&m.peer))
         .filter(|m| short(need, &member_totals(m)).is_none())
         .collect();
+    let able: Vec<&Member> = reachable.iter().copied().filter(|m| !m.suspect).collect();
     let least_loaded =
         |ms: &[&Member]| ms.iter().min_by(|a, b| load(a).total_cmp(&load(b)).then(a.peer.cmp(&b.peer))).map(|m| m.peer);
     if let Some((resource, requested)) = short(need, &local.totals) {
-        return match least_loaded(&able) {
+        return match least_loaded(&able).or_else(|| least_loaded(&reachable)) {
             Some(p) => Place::Peer(p),
             None => {
                 let most = members
@@ -162,6 +165,8 @@ mod tests {
             alive: true,
             is_self: false,
             last_heartbeat_age: Duration::ZERO,
+            suspect: false,
+            reported_down_by: vec![],
         }
     }
 

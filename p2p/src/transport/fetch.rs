@@ -23,6 +23,15 @@
 //! With no holder left the object fails with `PeerUnreachable` if some
 //! holder could not be reached, else `ObjectLost`.
 //!
+//! Owner death: a peer declared dead (by the member table) is never asked
+//! (not even the owner the hint names, nor a provider whose record
+//! outlived it), and a request in flight to a holder that is declared dead
+//! meanwhile (a partition: no reply would come before the request timeout)
+//! is given up at once. So a ref whose owner died is still read
+//! from any live node that holds the object in full (a replica, announced
+//! in the DHT); if there is none, it fails with `OwnerDied` naming the
+//! owner as soon as the DHT has answered, never waiting for the owner.
+//!
 //! Invariant: the `Fetch` is owned by exactly one place at a time (this
 //! task, or the decoder thread of the current attempt, which hands it back
 //! on failure) and is completed exactly once; if the task is dropped (node
@@ -112,6 +121,8 @@ enum HolderError {
     Refused(String),
     #[error("busy")]
     Busy,
+    #[error("declared dead")]
+    Dead,
     #[error("an unexpected reply")]
     Unexpected,
     #[error("sent a chunk that does not fit the object")]
@@ -184,6 +195,33 @@ impl Fetcher {
         self.handle.spawn(run(fetch, self.clone(), first));
     }
 
+    /// True if `peer` was declared dead (never asked for an object).
+    fn is_dead(&self, peer: PeerId) -> bool {
+        self.rebuilder.upgrade().is_some_and(|r| r.is_dead(peer))
+    }
+
+    /// Resolves once `peer` is declared dead (never, if it is not).
+    async fn died(&self, peer: PeerId) {
+        let deaths = self.rebuilder.upgrade().and_then(|r| r.deaths());
+        let Some(mut deaths) = deaths else { return std::future::pending().await };
+        loop {
+            if self.is_dead(peer) {
+                return;
+            }
+            if deaths.changed().await.is_err() {
+                return std::future::pending().await; // the node is going
+            }
+        }
+    }
+
+    /// A request to `peer`, given up as soon as `peer` is declared dead.
+    async fn call(&self, peer: PeerId, req: &Request) -> Result<Reply, HolderError> {
+        tokio::select! {
+            r = self.pool.call(peer, req) => r.map_err(HolderError::Call),
+            () = self.died(peer) => Err(HolderError::Dead),
+        }
+    }
+
     /// Objects received over peers' bulk lanes.
     pub(crate) fn bulk_received(&self) -> u64 {
         self.bulk_received.load(Ordering::Relaxed)
@@ -217,6 +255,7 @@ impl Fetcher {
 /// which holds its result).
 async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
     let id = fetch.id();
+    let owner = hint::decode(fetch.owner_hint()).map(|(p, _)| p).filter(|p| *p != ctx.me);
     let mut candidates = ctx.first_holders(&fetch, first).await;
     let mut tried: HashMap<PeerId, u32> = HashMap::new();
     let mut lane_broken: HashSet<PeerId> = HashSet::new();
@@ -235,6 +274,11 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         };
         let attempt = tried.get(&peer).copied().unwrap_or(0);
         if attempt >= 2 {
+            continue;
+        }
+        if ctx.is_dead(peer) {
+            tracing::debug!(object = %id, %peer, "not asked: declared dead");
+            tried.insert(peer, 2);
             continue;
         }
         tried.insert(peer, attempt + 1);
@@ -262,7 +306,13 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             }
         }
     }
-    let err = final_error(id, unreachable, refused);
+    let err = match owner.filter(|o| ctx.is_dead(*o)) {
+        Some(o) => {
+            tracing::warn!(object = %id, owner = %o, "object lost with its owner: no live node holds a copy");
+            Error::OwnerDied { id, owner: o.to_string().into() }
+        }
+        None => final_error(id, unreachable, refused),
+    };
     // One of this node's task results, lost with its executor: rebuilt.
     let fetch = match ctx.rebuilder.upgrade() {
         Some(r) => match r.rebuild(fetch, &err) {
@@ -327,7 +377,11 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     if batch {
         // Small, done and held there: it comes with the other small
         // objects demanded from that holder meanwhile (`batch`).
-        if let Some(bytes) = ctx.batcher.small(peer, id).await {
+        let small = tokio::select! {
+            b = ctx.batcher.small(peer, id) => b,
+            () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
+        };
+        if let Some(bytes) = small {
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
@@ -344,10 +398,13 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     // waited a while before saying so): ask again, as `get` blocks until
     // the task ends. A holder that dies meanwhile ends this with an error.
     let first = loop {
-        match ctx.pool.call(peer, &chunk_request(id, 0, first_len)).await {
+        match ctx.call(peer, &chunk_request(id, 0, first_len)).await {
+            Ok(Reply::Other(Response::Busy)) if ctx.is_dead(peer) => {
+                return Err((fetch, Failure::unreachable(HolderError::Dead)));
+            }
             Ok(Reply::Other(Response::Busy)) => continue,
             Ok(r) => break r,
-            Err(e) => return Err((fetch, Failure::unreachable(e.into()))),
+            Err(e) => return Err((fetch, Failure::unreachable(e))),
         }
     };
     let (total, data) = match chunk_of(first, 0, None) {
@@ -366,7 +423,14 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     }
     let head = data.bytes().len() as u64;
     if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
-        match bulk::connect(&pass, &ctx.hello, ctx.pool.timeout()).await {
+        let connected = tokio::select! {
+            c = bulk::connect(&pass, &ctx.hello, ctx.pool.timeout()) => Some(c),
+            () = ctx.died(peer) => None,
+        };
+        let Some(connected) = connected else {
+            return Err((fetch, Failure::unreachable(HolderError::Dead)));
+        };
+        match connected {
             Ok(stream) => {
                 let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {
@@ -411,13 +475,13 @@ async fn pull_chunks(
             while inflight.len() < ctx.window && next < total {
                 let offset = next;
                 let req = chunk_request(id, offset, ctx.chunk);
-                inflight.push_back(async move { (offset, ctx.pool.call(peer, &req).await) });
+                inflight.push_back(async move { (offset, ctx.call(peer, &req).await) });
                 next = next.saturating_add(ctx.chunk as u64);
             }
             let Some((offset, reply)) = inflight.next().await else { break };
             let checked = match reply {
                 Ok(resp) => chunk_of(resp, offset, Some(total)),
-                Err(e) => Err(Failure::unreachable(e.into())),
+                Err(e) => Err(Failure::unreachable(e)),
             };
             match checked {
                 Ok((_, data)) => {
@@ -447,7 +511,7 @@ async fn pull_chunks(
 /// connection address is known and it gives one.
 async fn bulk_pass(ctx: &Fetcher, peer: PeerId, id: ObjectId, offset: u64) -> Option<Pass> {
     let ip = *lock_unpoisoned(&ctx.peer_ips).get(&peer)?;
-    match ctx.pool.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
+    match ctx.call(peer, &Request::Bulk { id: id.to_bytes(), offset }).await {
         Ok(Reply::Other(Response::Ticket { port, token, key })) => {
             Some(Pass { addr: std::net::SocketAddr::new(ip, port), token, key })
         }

@@ -7,7 +7,13 @@
 //! Invariant: a batch whose seq is among the last [`SEEN`] applied from
 //! its peer is not applied again ([`Seen::fresh`]); it is answered with its
 //! first ack (refusals included), or, while its first copy is still being
-//! applied, left for that copy's answer.
+//! applied, left for that copy's answer. That record outlives a death
+//! verdict: a peer that was only cut off (a partition) and comes back may
+//! write its batches in flight again, and they must not be applied twice.
+//! It is bounded instead: at most [`SEEN`] batches for each of the
+//! [`SEEN_PEERS`] peers heard from most recently (a sender's seqs start from
+//! its clock, so a log evicted for a long-silent peer is never needed by a
+//! new outbox of that peer).
 
 use crate::sync::lock_unpoisoned;
 use crate::wire::mail::{Ack, Mail};
@@ -35,6 +41,11 @@ pub(super) const ACK_DELAY: Duration = Duration::from_millis(1);
 /// Batches remembered per peer for duplicate detection: many more than can
 /// be in flight ([`WINDOW`]), so a resent batch is always recognised.
 pub(super) const SEEN: usize = 8 * WINDOW;
+
+/// Peers whose applied batches are remembered ([`Seen`]); beyond it the
+/// peer heard from least recently is forgotten. Each costs at most
+/// [`SEEN`] seqs and acks (acks of a healthy link are a few bytes).
+pub(super) const SEEN_PEERS: usize = 1024;
 
 /// [`MAIL_PROTOCOL`] as a stream protocol.
 pub(super) fn protocol() -> StreamProtocol {
@@ -103,19 +114,45 @@ pub(super) enum Fresh {
     Busy,
 }
 
-/// Batches applied from one peer: `(seq, ack)`, oldest first.
-type Applied = VecDeque<(u64, Option<Ack>)>;
-
-/// The batches applied from each peer, by seq, with their acks.
+/// Batches applied from one peer: `(seq, ack)`, oldest first, and when
+/// the peer was last heard from (a tick of [`Seen`]'s clock).
 #[derive(Default)]
-pub(super) struct Seen(Mutex<HashMap<PeerId, Applied>>);
+struct Applied {
+    log: VecDeque<(u64, Option<Ack>)>,
+    last: u64,
+}
+
+/// The batches applied from each peer, by seq, with their acks: kept
+/// across death verdicts, bounded by [`SEEN`] per peer and [`SEEN_PEERS`]
+/// peers (see the module docs).
+#[derive(Default)]
+pub(super) struct Seen(Mutex<SeenMap>);
+
+#[derive(Default)]
+struct SeenMap {
+    peers: HashMap<PeerId, Applied>,
+    /// Ticks on every batch; orders peers by when they were last heard.
+    clock: u64,
+}
 
 impl Seen {
     /// Checks a batch's seq against those applied from `peer`, reserving it
     /// if it is new.
     pub(super) fn fresh(&self, peer: PeerId, seq: u64) -> Fresh {
         let mut seen = lock_unpoisoned(&self.0);
-        let log = seen.entry(peer).or_default();
+        seen.clock += 1;
+        let now = seen.clock;
+        if !seen.peers.contains_key(&peer) && seen.peers.len() >= SEEN_PEERS {
+            // Forget the peer heard from least recently (O(peers), only
+            // when a new peer arrives with the table full).
+            let oldest = seen.peers.iter().min_by_key(|(_, a)| a.last).map(|(p, _)| *p);
+            if let Some(p) = oldest {
+                seen.peers.remove(&p);
+            }
+        }
+        let applied = seen.peers.entry(peer).or_default();
+        applied.last = now;
+        let log = &mut applied.log;
         match log.iter().find(|(s, _)| *s == seq) {
             Some((_, Some(ack))) => Fresh::Again(ack.clone()),
             Some((_, None)) => Fresh::Busy,
@@ -131,16 +168,17 @@ impl Seen {
 
     /// Records the ack of an applied batch (see [`Seen::fresh`]).
     pub(super) fn applied(&self, peer: PeerId, ack: &Ack) {
-        if let Some(log) = lock_unpoisoned(&self.0).get_mut(&peer) {
-            if let Some(slot) = log.iter_mut().find(|(s, _)| *s == ack.seq) {
+        if let Some(a) = lock_unpoisoned(&self.0).peers.get_mut(&peer) {
+            if let Some(slot) = a.log.iter_mut().find(|(s, _)| *s == ack.seq) {
                 slot.1 = Some(ack.clone());
             }
         }
     }
 
-    /// Forgets `peer` (it died).
-    pub(super) fn forget(&self, peer: PeerId) {
-        lock_unpoisoned(&self.0).remove(&peer);
+    /// Peers whose batches are remembered.
+    #[cfg(test)]
+    fn peers(&self) -> usize {
+        lock_unpoisoned(&self.0).peers.len()
     }
 }
 
@@ -183,10 +221,11 @@ impl LinkState {
         }
     }
 
-    /// Forgets everything about `peer` (it died); its sender is told.
+    /// Forgets `peer`'s held acks and ack route (it was declared dead);
+    /// its sender is told. The batches applied from it are kept ([`Seen`]):
+    /// a peer that was only cut off may send them again when it returns.
     pub(super) fn forget(&self, peer: PeerId) {
         lock_unpoisoned(&self.held).remove(&peer);
-        self.seen.forget(peer);
         if let Some(route) = lock_unpoisoned(&self.routes).remove(&peer) {
             let _ = route.send(AckEvent::Closed);
         }
@@ -221,6 +260,37 @@ mod tests {
             link.seen.applied(p, &ack(s, false));
         }
         assert!(matches!(link.seen.fresh(p, 5), Fresh::Apply), "forgotten after SEEN newer batches");
+    }
+
+    #[test]
+    fn a_batch_resent_after_a_death_verdict_is_still_not_applied_twice() {
+        // A partition: the receiver declares the sender dead (forget), the
+        // link heals, and the sender writes its batch in flight again.
+        let link = LinkState::default();
+        let p = PeerId::random();
+        assert!(matches!(link.seen.fresh(p, 42), Fresh::Apply));
+        link.seen.applied(p, &ack(42, false));
+        link.forget(p);
+        assert!(matches!(link.seen.fresh(p, 42), Fresh::Again(a) if a == ack(42, false)));
+        // A new batch of the same peer still applies.
+        assert!(matches!(link.seen.fresh(p, 43), Fresh::Apply));
+    }
+
+    #[test]
+    fn the_record_is_bounded_by_peers_and_forgets_the_least_recent() {
+        let link = LinkState::default();
+        let first = PeerId::random();
+        let busy = PeerId::random();
+        assert!(matches!(link.seen.fresh(first, 1), Fresh::Apply));
+        assert!(matches!(link.seen.fresh(busy, 1), Fresh::Apply));
+        for _ in 0..SEEN_PEERS {
+            // `busy` keeps talking; `first` went quiet.
+            assert!(matches!(link.seen.fresh(busy, 1), Fresh::Busy));
+            assert!(matches!(link.seen.fresh(PeerId::random(), 1), Fresh::Apply));
+        }
+        assert_eq!(link.seen.peers(), SEEN_PEERS);
+        assert!(matches!(link.seen.fresh(busy, 1), Fresh::Busy), "the active peer is remembered");
+        assert!(matches!(link.seen.fresh(first, 1), Fresh::Apply), "the quiet one was forgotten");
     }
 
     #[test]

@@ -99,10 +99,23 @@ pub(crate) trait ObjectHooks: Send + Sync + 'static {
     }
 }
 
-/// The last resort of a fetch that found no holder (implemented by the
-/// work layer, which can run a lost task result's task again).
+/// What a fetch asks the work layer (which implements it): whether a peer
+/// was declared dead, and, as the last resort of a fetch that found no
+/// holder, to run a lost task result's task again.
 pub(crate) trait Rebuilder: Send + Sync + 'static {
     /// Takes the fetch over (and returns `None`) if the object can be made
     /// again; otherwise hands it back to fail with `why`.
     fn rebuild(&self, fetch: Fetch, why: &Error) -> Option<Fetch>;
+    /// True if `peer` is in the member table and declared dead: a fetch
+    /// does not ask it, and an object it owned that no live node holds
+    /// fails with `Error::OwnerDied` instead of waiting for it.
+    fn is_dead(&self, _peer: PeerId) -> bool {
+        false
+    }
+    /// A counter that changes every time a peer is declared dead (after
+    /// [`Rebuilder::is_dead`] says so), for requests in flight to give up
+    /// at once; `None` if deaths are not reported.
+    fn deaths(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -15,7 +15,7 @@
 //! - memory use is bounded by the input: byte and text strings are read
 //!   incrementally (a header claiming 4 GiB in a short input is
 //!   [`WireError::Truncated`]), and the only arrays ([`Heartbeat::addrs`],
-//!   [`Heartbeat::resources`]) are capped while parsing;
+//!   [`Heartbeat::resources`], [`Heartbeat::down`]) are capped while parsing;
 //! - nesting is capped at [`MAX_DEPTH`]; no input panics;
 //! - the whole input must be one message: trailing bytes are
 //!   [`WireError::Malformed`];
@@ -60,6 +60,9 @@ pub const MAX_BATCH_IDS: usize = 1024;
 
 /// Most addresses a [`Heartbeat`] may list.
 pub const MAX_ADDRS: usize = 64;
+
+/// Most peers a [`Heartbeat`] may report down ([`Heartbeat::down`]).
+pub const MAX_DOWN: usize = 16;
 
 /// Most resources a [`Heartbeat`] may list.
 pub const MAX_RESOURCES: usize = 64;
@@ -236,6 +239,17 @@ pub struct Heartbeat {
     /// in older heartbeats: `false`.)
     #[serde(default)]
     pub leaving: bool,
+    /// Peers the sender cannot hear (suspected: missed heartbeats) or has
+    /// declared dead recently, as `PeerId` bytes, at most [`MAX_DOWN`]:
+    /// how an observer sees a partition between other nodes, or a death
+    /// that happened before it joined. (Absent in older heartbeats: none.)
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ser_byte_strings",
+        deserialize_with = "de_down"
+    )]
+    pub down: Vec<Vec<u8>>,
 }
 
 impl Request {
@@ -306,6 +320,9 @@ impl Heartbeat {
         }
         if self.resources.len() > MAX_RESOURCES {
             return Err(malformed(format!("{} resources exceed {MAX_RESOURCES}", self.resources.len())));
+        }
+        if self.down.len() > MAX_DOWN {
+            return Err(malformed(format!("{} down peers exceed {MAX_DOWN}", self.down.len())));
         }
         self.resources.iter().try_for_each(Resource::validate)
     }
@@ -462,6 +479,11 @@ fn ser_byte_strings<S: Serializer>(items: &[Vec<u8>], s: S) -> Result<S::Ok, S::
 
 fn de_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
     let bufs = d.deserialize_seq(CappedSeq::<serde_bytes::ByteBuf>::new(MAX_ADDRS, "addrs"))?;
+    Ok(bufs.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+}
+
+fn de_down<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+    let bufs = d.deserialize_seq(CappedSeq::<serde_bytes::ByteBuf>::new(MAX_DOWN, "down peers"))?;
     Ok(bufs.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
 }
 

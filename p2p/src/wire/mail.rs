@@ -276,6 +276,14 @@ pub enum Root {
         /// Where, or why.
         reason: String,
     },
+    /// An object's owner died with it.
+    OwnerDied {
+        /// The object.
+        #[serde(with = "serde_bytes")]
+        id: WireId,
+        /// The owner's peer id, as text.
+        owner: String,
+    },
     /// Anything else, as text.
     Other(String),
 }
@@ -314,6 +322,7 @@ impl From<&Error> for RemoteError {
             Error::UnknownFunction { name, reason } => {
                 Root::UnknownFunction { name: name.to_string(), reason: reason.to_string() }
             }
+            Error::OwnerDied { id, owner } => Root::OwnerDied { id: id.to_bytes(), owner: owner.to_string() },
             other => Root::Other(other.to_string()),
         };
         RemoteError { chain, root }
@@ -341,6 +350,7 @@ impl From<RemoteError> for Error {
             Root::UnknownFunction { name, reason } => {
                 Error::UnknownFunction { name: name.into(), reason: reason.into() }
             }
+            Root::OwnerDied { id, owner } => Error::OwnerDied { id: ObjectId::from_bytes(id), owner: owner.into() },
             Root::Other(text) => Error::InvalidArgument(text.into()),
         };
         for task in r.chain.into_iter().rev() {
@@ -380,6 +390,7 @@ impl RemoteError {
             Root::ObjectLost { reason, .. } | Root::PeerUnreachable { reason, .. } => vec![reason],
             Root::StoreFull { .. } => vec![],
             Root::UnknownFunction { name, reason } => vec![name, reason],
+            Root::OwnerDied { owner, .. } => vec![owner],
             Root::Other(text) => vec![text],
         };
         for t in texts.into_iter().chain(self.chain.iter().map(String::as_str)) {

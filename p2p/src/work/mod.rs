@@ -129,6 +129,8 @@ pub(crate) struct Work {
     fenced: Fenced,
     /// Results made here under another id than their submitter's.
     aliases: Aliases,
+    /// Counts death verdicts (fetches in flight to a dead peer give up).
+    deaths: tokio::sync::watch::Sender<u64>,
     /// The node handle that owns this work, type-erased (this layer does
     /// not know the node's type): how `Node::current` finds its node.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
@@ -172,6 +174,7 @@ impl Work {
                 sent: SentCounts::default(),
                 fenced: Fenced::default(),
                 aliases: Aliases::default(),
+                deaths: tokio::sync::watch::Sender::new(0),
             }
         });
         // Only now can the mail handler be reached: receive mail.
@@ -357,5 +360,13 @@ impl MailHandler for Work {
 impl Rebuilder for Work {
     fn rebuild(&self, fetch: Fetch, why: &Error) -> Option<Fetch> {
         self.rebuild_lost(fetch, why)
+    }
+
+    fn is_dead(&self, peer: PeerId) -> bool {
+        self.is_dead_peer(peer)
+    }
+
+    fn deaths(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.deaths.subscribe())
     }
 }

@@ -102,11 +102,14 @@ impl Work {
     /// node created there are restarted elsewhere if they have restarts
     /// left.
     pub(super) fn peer_died(&self, peer: PeerId) {
+        // Requests in flight to it give up now (not at their timeout).
+        self.deaths.send_modify(|n| *n += 1);
         self.pins.forget(peer);
         self.hosted.forget_owner(peer);
         self.boxes.forget(peer);
         self.send_unfenced();
         let lost = self.results.waiting_on(peer);
+        self.results.executor_died(peer);
         self.sent.forget(peer);
         for (id, actor) in lost {
             match actor {

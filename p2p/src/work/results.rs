@@ -73,6 +73,10 @@ struct Pending {
     keep: Vec<AnyRef>,
     /// Set when the task ran here after all (fallback): its output.
     local: Option<AnyRef>,
+    /// Set when its executor was declared dead after the result stayed
+    /// there: a reader rebuilds it without asking that node (which, if it
+    /// comes back from a partition, has let it go).
+    executor_died: bool,
 }
 
 /// What a completion did to its entry.
@@ -91,6 +95,8 @@ pub(super) enum Demand {
     NotOurs(Fetch),
     /// Not done yet: parked until the completion comes.
     Parked,
+    /// It stayed on an executor declared dead since: rebuild it.
+    Lost(Fetch),
     /// Done on `from` (or here, with `local` its output).
     Done { fetch: Fetch, completion: Completion, from: PeerId, local: Option<AnyRef> },
 }
@@ -150,14 +156,15 @@ impl Results {
     /// Records a promise that is already failed with `e` (made by `me`).
     pub(super) fn insert_failed(&self, id: ObjectId, me: PeerId, e: &Error) {
         let state = ResultState::Done(Completion::Failed(e.into()));
-        let p = Pending { peer: me, state, retry: None, actor: None, keep: Vec::new(), local: None };
+        let p =
+            Pending { peer: me, state, retry: None, actor: None, keep: Vec::new(), local: None, executor_died: false };
         lock_unpoisoned(&self.map).insert(id, p);
     }
 
     /// Records an actor call sent to `host`, keeping `keep` until it is done.
     pub(super) fn insert_call(&self, id: ObjectId, host: PeerId, actor: String, keep: Vec<AnyRef>) {
         let state = ResultState::Waiting(None);
-        let p = Pending { peer: host, state, retry: None, actor: Some(actor), keep, local: None };
+        let p = Pending { peer: host, state, retry: None, actor: Some(actor), keep, local: None, executor_died: false };
         lock_unpoisoned(&self.map).insert(id, p);
     }
 
@@ -174,7 +181,16 @@ impl Results {
                 }
                 None => {
                     let state = ResultState::Waiting(None);
-                    map.insert(id, Pending { peer, state, retry: Some(retry), actor: None, keep, local: None });
+                    let p = Pending {
+                        peer,
+                        state,
+                        retry: Some(retry),
+                        actor: None,
+                        keep,
+                        local: None,
+                        executor_died: false,
+                    };
+                    map.insert(id, p);
                     None
                 }
             }
@@ -198,6 +214,7 @@ impl Results {
             let lineage = matches!(completion, Completion::Stays(_))
                 && p.retry.as_ref().is_some_and(|r| r.args.len() <= MAX_LINEAGE_ARGS);
             keep = if lineage { Vec::new() } else { std::mem::take(&mut p.keep) };
+            p.executor_died = false;
             if !lineage {
                 p.retry = None;
             }
@@ -246,6 +263,7 @@ impl Results {
                 *slot = Some(fetch);
                 Demand::Parked
             }
+            ResultState::Done(Completion::Stays(_)) if p.executor_died && p.local.is_none() => Demand::Lost(fetch),
             ResultState::Done(c) => Demand::Done { fetch, completion: c.clone(), from: p.peer, local: p.local.clone() },
         }
     }
@@ -261,6 +279,7 @@ impl Results {
         let Some(retry) = p.retry.as_mut().filter(|_| rebuildable) else { return Err(fetch) };
         retry.excluded.push(p.peer);
         p.state = ResultState::Waiting(Some(fetch));
+        p.executor_died = false;
         Ok(p.peer)
     }
 
@@ -315,6 +334,16 @@ impl Results {
     pub(super) fn unsent(&self, id: ObjectId, me: PeerId) {
         if let Some(p) = lock_unpoisoned(&self.map).get_mut(&id) {
             p.peer = me;
+        }
+    }
+
+    /// `peer` was declared dead: the results that stayed on it are marked
+    /// lost (see [`Demand::Lost`]).
+    pub(super) fn executor_died(&self, peer: PeerId) {
+        for p in lock_unpoisoned(&self.map).values_mut() {
+            if p.peer == peer && matches!(p.state, ResultState::Done(Completion::Stays(_))) {
+                p.executor_died = true;
+            }
         }
     }
 

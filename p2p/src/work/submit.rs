@@ -151,6 +151,14 @@ impl Work {
         let (fetch, from, local, completion) = match self.results.demand(fetch) {
             Demand::Parked => return,
             Demand::NotOurs(fetch) => return self.fetcher.start(fetch, None),
+            Demand::Lost(fetch) => {
+                let id = fetch.id();
+                let why = Error::ObjectLost { id, reason: "its executor was declared dead".into() };
+                if let Some(fetch) = self.rebuild_lost(fetch, &why) {
+                    fetch.complete(Err(why));
+                }
+                return;
+            }
             Demand::Done { fetch, completion, from, local } => (fetch, from, local, completion),
         };
         if let (Completion::Stays(_), Some(local)) = (&completion, local) {
