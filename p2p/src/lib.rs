@@ -163,7 +163,8 @@ mod work;
 
 pub use cluster::placement::LOCALITY_MIN_BYTES;
 pub use cluster::{
-    BehaviourError, Health, Member, MembershipEvent, SwarmError, DOWN_REPORT_FOR, HEARTBEAT_TOPIC, KAD_PROTOCOL,
+    BehaviourError, DhtLookup, Health, Member, MembershipEvent, NetStats, SwarmError, DOWN_REPORT_FOR, HEARTBEAT_TOPIC,
+    KAD_PROTOCOL,
 };
 pub use config::{
     DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,

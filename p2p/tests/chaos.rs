@@ -120,7 +120,7 @@ fn run_seed(seed: u64) -> Run {
         // A transfer kill is due at a chosen instant: wait for a line at
         // most until then.
         let wait = pending_transfer_kill.map_or(left, |(_, at)| at.saturating_duration_since(Instant::now()));
-        let line: Option<Line> = match c.lines.recv_timeout(wait) {
+        let line: Option<Line> = match c.recv(wait) {
             Ok(l) => Some(l),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) if pending_transfer_kill.is_some() => None,
             Err(e) => panic!("seed {seed}: the job did not finish within {JOB:?} ({e:?}); plan {plan:?}"),

@@ -44,6 +44,9 @@ const JOB: Duration = Duration::from_secs(240);
 const CHUNKS: u32 = 160;
 const BIG_MB: u32 = 4;
 const FAILURE_MS: u64 = 2000;
+/// The cluster secret every process gets in `MANTA_SECRET` (a node
+/// listening beyond loopback needs one; this one is only a test's).
+const SECRET: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
 /// Pace of the bounded polls (membership, stats).
 const POLL: Duration = Duration::from_millis(50);
 
@@ -101,6 +104,7 @@ fn start(names: &[&str]) -> Cluster {
             .arg(format!("/ip4/{SUBNET}.{}/tcp/0", i + 1))
             .args(["--peers", &(names.len() - 1).to_string(), "--timeout", "180", "--bytes", "64"])
             .args(["--heartbeat-ms", "200", "--failure-ms", &FAILURE_MS.to_string()])
+            .env("MANTA_SECRET", SECRET)
             .env_remove("MANTA_ALLOW_MDNS");
         if i == 0 {
             cmd.args(["--cpus", "0"]);
@@ -126,7 +130,7 @@ fn job(c: &mut Cluster, seed: u64, mut on_line: impl FnMut(&mut Cluster, &procs:
     let deadline = t + JOB;
     let result = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = c.lines.recv_timeout(left).unwrap_or_else(|e| panic!("job {seed}: no result within {JOB:?}: {e:?}"));
+        let line = c.recv(left).unwrap_or_else(|e| panic!("job {seed}: no result within {JOB:?}: {e:?}"));
         if let Some(err) = line.text.strip_prefix("ERR ") {
             panic!("job {seed}: node{} failed: {err}", line.from);
         }
@@ -216,6 +220,7 @@ fn status(ns: &str, addr: &str) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_manta"), "status", "--bootstrap", addr])
         .args(["--peers", "3", "--timeout", "20"])
+        .env("MANTA_SECRET", SECRET)
         .output()
         .unwrap_or_else(|e| panic!("manta status in {ns}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -47,6 +47,28 @@ pub(crate) const AGENT: &str = concat!("manta/", env!("CARGO_PKG_VERSION"));
 /// The gossip topic of heartbeats.
 pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
 
+/// Peers each node forwards heartbeats to (gossipsub's mesh degree D;
+/// the default is 6): forwarding costs about n × (D − 1) heartbeats per
+/// node per period, and a mesh of 4 still reaches every node in
+/// O(log n) hops.
+const MESH_N: usize = 3;
+
+/// A gossipsub message id of 8 bytes (FNV-1a of the source, sequence
+/// number and data) instead of the default `base58(source) + seqno`
+/// string (~70 bytes): the ids in every IHAVE are most of the gossip.
+fn short_message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&m.source.map(|p| p.to_bytes()).unwrap_or_default());
+    eat(&m.sequence_number.unwrap_or_default().to_le_bytes());
+    eat(&m.data);
+    gossipsub::MessageId::new(&h.to_le_bytes())
+}
+
 /// Why the behaviours could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BehaviourError {
@@ -81,11 +103,24 @@ impl Behaviour {
     /// The behaviours of node `key` configured by `cfg`.
     pub(crate) fn new(key: &identity::Keypair, cfg: &NodeConfig) -> Result<Behaviour, BehaviourError> {
         let me = key.public().to_peer_id();
+        // Tuned by `examples/scale_bench.rs` (see p2p/SCALING.md): at rest a
+        // node's traffic is the heartbeats it forwards and the gossip about
+        // them. The defaults (an id of ~70 bytes per message, ids of three
+        // heartbeat windows sent to six peers each second, every publish
+        // sent to every peer) made that grow as n^2 per node.
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(cfg.heartbeat.min(Duration::from_secs(1)))
             .heartbeat_initial_delay(Duration::from_millis(10))
             .validation_mode(gossipsub::ValidationMode::Strict)
             .max_transmit_size(MAX_HEARTBEAT_BYTES + 4096)
+            .message_id_fn(short_message_id)
+            .flood_publish(false)
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N - 1)
+            .mesh_n_high(MESH_N + 1)
+            .mesh_outbound_min(1)
+            .gossip_lazy(MESH_N)
+            .history_gossip(1)
             .build()
             .map_err(BehaviourError::GossipConfig)?;
         let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)

@@ -6,6 +6,7 @@
 //! loop has stopped, the command (and so the sender) is dropped, and the
 //! receiver resolves at once with an error instead of waiting forever.
 
+use super::event_loop::DhtLookup;
 use super::membership::{Member, MembershipEvent};
 use crate::transport::Directory;
 use libp2p::swarm::DialError;
@@ -30,6 +31,8 @@ pub(super) enum Command {
     Learn(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
     /// The providers of an object in the DHT (all found, when the query ends).
     Providers(ObjectId, oneshot::Sender<Vec<PeerId>>),
+    /// A provider lookup, measured (hops, time to the first provider).
+    Lookup(ObjectId, oneshot::Sender<DhtLookup>),
     /// Store a record in the DHT (a named actor).
     PutRecord(Vec<u8>, Vec<u8>),
     /// A record from the DHT (the first found), or `None`.
@@ -92,6 +95,11 @@ impl LoopHandle {
     /// A record from the DHT (the first found), or `None`.
     pub(crate) fn get_record(&self, key: Vec<u8>) -> oneshot::Receiver<Option<Vec<u8>>> {
         self.ask(|tx| Command::GetRecord(key, tx))
+    }
+
+    /// Looks up `id`'s providers in the DHT, measuring the lookup.
+    pub(crate) fn dht_lookup(&self, id: ObjectId) -> oneshot::Receiver<DhtLookup> {
+        self.ask(|tx| Command::Lookup(id, tx))
     }
 
     /// Tells the loop to leave the cluster and stop.

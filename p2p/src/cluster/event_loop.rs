@@ -41,6 +41,7 @@
 use super::announce::Announcements;
 use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 use super::command::{Command, LoopHandle};
+use super::counted::NetCounters;
 use super::membership::{Member, Membership, MembershipEvent};
 use super::streams::StreamControl;
 use super::swarm::{self, SwarmError};
@@ -74,6 +75,23 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often queued DHT announcements go out (see `Announcements`).
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+
+/// One provider lookup in the DHT, measured (`Node::dht_lookup`).
+#[derive(Debug, Clone, Default)]
+pub struct DhtLookup {
+    /// Every provider found.
+    pub providers: Vec<PeerId>,
+    /// Peers that had answered the query when the first provider was
+    /// known: 0 when this node's own store had one, else an upper bound on
+    /// the lookup's hops (Kademlia asks up to three peers at once). The
+    /// whole query's count if none was found.
+    pub hops: u32,
+    /// Time until the first provider was known (or the query ended).
+    pub first: Duration,
+}
+
+/// A lookup in flight: who asked, when, and what is known so far.
+type Lookup = (oneshot::Sender<DhtLookup>, Instant, DhtLookup, bool);
 
 /// What the cluster layer hands the layers above when the loop is bound.
 pub(crate) struct ClusterParts {
@@ -112,6 +130,8 @@ pub(crate) struct EventLoop {
     dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, DialError>>>,
     records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
+    /// Measured provider lookups (`Command::Lookup`).
+    lookups: HashMap<kad::QueryId, Lookup>,
     /// Membership changes from `members`, passed on as `events`.
     changes: crossbeam_channel::Receiver<MembershipEvent>,
     /// To the work layer.
@@ -133,7 +153,8 @@ impl EventLoop {
         rt: Runtime,
     ) -> Result<(EventLoop, ClusterParts), SwarmError> {
         let me = key.public().to_peer_id();
-        let swarm = swarm::build(key, &cfg)?;
+        let net = Arc::new(NetCounters::default());
+        let swarm = swarm::build(key, &cfg, net.clone())?;
         let limits = Limits::new(cfg.request_timeout, cfg.idle_timeout);
         let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control(), limits));
         let mut members = Membership::new(me, cfg.heartbeat, cfg.failure_timeout);
@@ -148,7 +169,7 @@ impl EventLoop {
             commands,
             members,
             addrs: Vec::new(),
-            view: Arc::new(ClusterView::new(me)),
+            view: Arc::new(ClusterView::new(me, net)),
             announcements: Arc::default(),
             // From the clock, so a restarted node's heartbeats are newer
             // than its old ones (peers drop stale sequence numbers).
@@ -158,6 +179,7 @@ impl EventLoop {
             dht: HashMap::new(),
             dials: HashMap::new(),
             records: HashMap::new(),
+            lookups: HashMap::new(),
             changes,
             events,
             peer_ips: PeerIps::default(),
@@ -342,8 +364,13 @@ impl EventLoop {
         self.view.set_members(table);
         for ev in self.changes.try_iter() {
             if let MembershipEvent::Died(peer) = &ev {
-                // Lookups stop asking it (its heartbeats put it back).
+                // Lookups stop asking it (its heartbeats put it back), and
+                // its connections close: requests in flight to it (a
+                // Kademlia query's among them) fail now instead of at the
+                // request timeout when it was cut off rather than killed. If
+                // it comes back, its heartbeats or a dial reconnect it.
                 self.swarm.behaviour_mut().kad.remove_peer(peer);
+                let _ = self.swarm.disconnect_peer_id(*peer);
             }
             let _ = self.events.send(ClusterEvent::Membership(ev));
         }
@@ -400,6 +427,10 @@ impl EventLoop {
             Command::Providers(id, tx) => {
                 let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.to_bytes()));
                 self.dht.insert(q, (tx, Vec::new()));
+            }
+            Command::Lookup(id, tx) => {
+                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.to_bytes()));
+                self.lookups.insert(q, (tx, Instant::now(), DhtLookup::default(), false));
             }
             Command::PutRecord(key, value) => {
                 let record = kad::Record::new(kad::RecordKey::new(&key), value);
@@ -541,9 +572,13 @@ impl EventLoop {
             }
             return;
         }
-        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, .. } = e else {
+        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, stats } = e
+        else {
             return;
         };
+        if self.lookups.contains_key(&id) {
+            return self.on_lookup(id, r, step.last, &stats);
+        }
         let Some((_, found)) = self.dht.get_mut(&id) else { return };
         let mut finished = step.last;
         match r {
@@ -557,6 +592,38 @@ impl EventLoop {
         if finished {
             if let Some((tx, found)) = self.dht.remove(&id) {
                 let _ = tx.send(found);
+            }
+        }
+    }
+
+    /// A step of a measured lookup: notes when the first provider came.
+    fn on_lookup(
+        &mut self,
+        id: kad::QueryId,
+        r: Result<kad::GetProvidersOk, kad::GetProvidersError>,
+        last: bool,
+        stats: &kad::QueryStats,
+    ) {
+        let Some((_, started, got, found)) = self.lookups.get_mut(&id) else { return };
+        let mut finished = last;
+        match r {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                if !*found && !providers.is_empty() {
+                    *found = true;
+                    got.hops = stats.num_successes();
+                    got.first = started.elapsed();
+                }
+                got.providers.extend(providers);
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => finished = true,
+        }
+        if finished {
+            if let Some((tx, started, mut got, found)) = self.lookups.remove(&id) {
+                if !found {
+                    got.hops = stats.num_successes();
+                    got.first = started.elapsed();
+                }
+                let _ = tx.send(got);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! - `behaviour`: the libp2p behaviours (streams, gossipsub, Kademlia,
 //!   identify, ping, mDNS) and their configuration;
 //! - `swarm`: building the swarm's transport (TCP/Noise/yamux, pnet);
+//! - `counted`: byte counts of the swarm's sockets;
 //! - `limits`: connection bounds (per IP, in all, per peer; streams per
 //!   connection);
 //! - `event_loop`: the one task that owns the swarm, and with it the
@@ -29,6 +30,7 @@
 mod announce;
 mod behaviour;
 mod command;
+mod counted;
 mod event_loop;
 mod limits;
 mod membership;
@@ -40,6 +42,8 @@ mod view;
 pub(crate) use announce::Announcements;
 pub use behaviour::{BehaviourError, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 pub(crate) use command::LoopHandle;
+pub use counted::NetStats;
+pub use event_loop::DhtLookup;
 pub(crate) use event_loop::{ClusterParts, EventLoop};
 pub use membership::{Health, Member, MembershipEvent, DOWN_REPORT_FOR};
 pub use swarm::SwarmError;

@@ -2,6 +2,9 @@
 //! it with the `quic` feature; a pre-shared-key private network with a
 //! cluster secret) and its behaviours, and why that can fail.
 //!
+//! Every TCP socket is wrapped in `Counted` (`counted.rs`): the node's
+//! byte counts.
+//!
 //! Invariants: with a cluster secret every connection runs the pnet
 //! handshake before Noise, bounded by the request timeout (with another
 //! key the handshake reads garbage and could wait forever for a frame);
@@ -10,9 +13,11 @@
 //! `limits::MAX_NEGOTIATING_STREAMS` inbound streams negotiate at once.
 
 use super::behaviour::{Behaviour, BehaviourError};
+use super::counted::{Counted, NetCounters};
 use super::limits::{MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION};
 use crate::config::NodeConfig;
 use libp2p::{identity, Multiaddr, Swarm};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the swarm could not be built or bound.
@@ -64,12 +69,17 @@ fn transport(e: impl std::error::Error + Send + Sync + 'static) -> SwarmError {
     SwarmError::Transport(Box::new(e))
 }
 
-/// The swarm of node `key` configured by `cfg` (not listening yet).
-pub(super) fn build(key: identity::Keypair, cfg: &NodeConfig) -> Result<Swarm<Behaviour>, SwarmError> {
+/// The swarm of node `key` configured by `cfg` (not listening yet); its TCP
+/// traffic is counted in `net`.
+pub(super) fn build(
+    key: identity::Keypair,
+    cfg: &NodeConfig,
+    net: Arc<NetCounters>,
+) -> Result<Swarm<Behaviour>, SwarmError> {
     let behaviour = Behaviour::new(&key, cfg)?;
     match cfg.secret {
-        None => open(key, behaviour, cfg.idle_timeout),
-        Some(psk) => private(key, behaviour, psk, cfg.idle_timeout, cfg.request_timeout),
+        None => open(key, behaviour, cfg.idle_timeout, net),
+        Some(psk) => private(key, behaviour, psk, cfg.idle_timeout, cfg.request_timeout, net),
     }
 }
 
@@ -89,15 +99,35 @@ fn swarm_config(c: libp2p::swarm::Config, idle: Duration) -> libp2p::swarm::Conf
 }
 
 /// TCP (and QUIC beside it with the `quic` feature: listen on
-/// `/ip4/.../udp/0/quic-v1` as well to use it).
-fn open(key: identity::Keypair, behaviour: Behaviour, idle: Duration) -> Result<Swarm<Behaviour>, SwarmError> {
-    let builder = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(tcp(), libp2p::noise::Config::new, yamux)
-        .map_err(transport)?;
+/// `/ip4/.../udp/0/quic-v1` as well to use it; QUIC is not counted). The
+/// same stack as the builder's `with_tcp`, with each socket counted.
+fn open(
+    key: identity::Keypair,
+    behaviour: Behaviour,
+    idle: Duration,
+    net: Arc<NetCounters>,
+) -> Result<Swarm<Behaviour>, SwarmError> {
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
     #[cfg(feature = "quic")]
     let builder = builder.with_quic();
-    Ok(builder.with_behaviour(|_| behaviour).map_err(transport)?.with_swarm_config(|c| swarm_config(c, idle)).build())
+    Ok(builder
+        .with_other_transport(|key| {
+            use libp2p::core::upgrade::Version;
+            use libp2p::Transport;
+            let noise = libp2p::noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                libp2p::tcp::tokio::Transport::new(tcp())
+                    .map(move |socket, _| Counted::new(socket, net.clone()))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux()),
+            )
+        })
+        .map_err(transport)?
+        .with_behaviour(|_| behaviour)
+        .map_err(transport)?
+        .with_swarm_config(|c| swarm_config(c, idle))
+        .build())
 }
 
 /// A private network: every TCP connection first runs the pre-shared-key
@@ -108,6 +138,7 @@ fn private(
     psk: [u8; 32],
     idle: Duration,
     handshake: Duration,
+    net: Arc<NetCounters>,
 ) -> Result<Swarm<Behaviour>, SwarmError> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -118,6 +149,7 @@ fn private(
             let psk = libp2p::pnet::PreSharedKey::new(psk);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 libp2p::tcp::tokio::Transport::new(tcp())
+                    .map(move |socket, _| Counted::new(socket, net.clone()))
                     .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
                     .upgrade(Version::V1)
                     .authenticate(noise)

@@ -7,6 +7,7 @@
 //! always matches the addresses (both are replaced together, under the
 //! addresses' lock).
 
+use super::counted::{NetCounters, NetStats};
 use super::membership::Member;
 use crate::sync::{read_unpoisoned, write_unpoisoned};
 use crate::transport::bulk::ip_of;
@@ -24,17 +25,25 @@ pub(crate) struct ClusterView {
     hint: RwLock<Arc<[u8]>>,
     /// Every peer heard from (dead ones marked), not this node.
     members: RwLock<Vec<Member>>,
+    /// Bytes on this node's libp2p sockets (written by the sockets).
+    net: Arc<NetCounters>,
 }
 
 impl ClusterView {
-    /// An empty view of node `me`.
-    pub(crate) fn new(me: PeerId) -> ClusterView {
+    /// An empty view of node `me`, whose sockets count into `net`.
+    pub(crate) fn new(me: PeerId, net: Arc<NetCounters>) -> ClusterView {
         ClusterView {
             me,
             addrs: RwLock::new(Vec::new()),
             hint: RwLock::new(Arc::from(&[][..])),
             members: RwLock::new(Vec::new()),
+            net,
         }
+    }
+
+    /// Bytes moved on this node's libp2p connections so far.
+    pub(crate) fn net_stats(&self) -> NetStats {
+        self.net.stats()
     }
 
     /// This node's peer id.

@@ -25,7 +25,7 @@ mod error;
 pub use builder::NodeBuilder;
 pub use error::{NodeError, StartError};
 
-use crate::cluster::{LoopHandle, Member, MembershipEvent};
+use crate::cluster::{DhtLookup, LoopHandle, Member, MembershipEvent, NetStats};
 use crate::transport::bulk::LaneStats;
 use crate::work::{
     lookup, ActorBuilder, ActorClass, ActorHandle, Args, Data, IntoArgs, LookupError, RemoteFn, TaskBuilder, Work,
@@ -305,6 +305,21 @@ impl Node {
     /// Announcements otherwise go out every 100 ms, in batches.
     pub fn flush_announcements(&self) -> Result<(), NodeError> {
         futures::executor::block_on(self.inner.cluster.flush_announcements()).map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Bytes this node has moved on its libp2p connections (heartbeats,
+    /// gossip, DHT, mail, objects in chunks; not the bulk lane) since it
+    /// started.
+    pub fn net_stats(&self) -> NetStats {
+        self.inner.backend.view.net_stats()
+    }
+
+    /// Looks up the DHT providers of object `id` as a fetch would, and
+    /// says how many peers answered before the first provider was known
+    /// and how long that took (a diagnostic: the scale benchmark's
+    /// `dht_hops` and `dht_lookup_ms`). Ends within the request timeout.
+    pub fn dht_lookup(&self, id: manta::ObjectId) -> Result<DhtLookup, NodeError> {
+        futures::executor::block_on(self.inner.cluster.dht_lookup(id)).map_err(|_| NodeError::Shutdown)
     }
 
     /// Stops the node now (also done when the last handle is dropped).

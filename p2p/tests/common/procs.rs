@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test file uses a part
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +52,10 @@ pub struct Cluster {
     pub t0: Instant,
     tx: Sender<Line>,
     /// Every line of every process, in arrival order.
-    pub lines: Receiver<Line>,
+    lines: Receiver<Line>,
+    /// Lines read while waiting for one process's `ADDR` that belong to
+    /// others: handed out again, first, in order.
+    backlog: VecDeque<Line>,
 }
 
 impl Default for Cluster {
@@ -64,7 +68,7 @@ impl Cluster {
     /// An empty cluster.
     pub fn new() -> Cluster {
         let (tx, lines) = crossbeam_channel::unbounded();
-        Cluster { procs: Vec::new(), t0: Instant::now(), tx, lines }
+        Cluster { procs: Vec::new(), t0: Instant::now(), tx, lines, backlog: VecDeque::new() }
     }
 
     /// Starts `cmd` as process number `procs.len()` and waits (at most
@@ -92,7 +96,12 @@ impl Cluster {
             })
             .unwrap_or_else(|e| panic!("{name}: cannot start reader thread: {e}"));
         self.procs.push(Proc { name, peer: String::new(), addr: String::new(), child, stdin, alive: true });
-        let addr = self.expect(i, "ADDR", within);
+        // Lines of the others meanwhile (a `PEERS`, say) are kept.
+        let mut kept = Vec::new();
+        let addr = self.expect_with(i, "ADDR", within, |l| kept.push(l.clone()));
+        for l in kept.into_iter().rev() {
+            self.backlog.push_front(l);
+        }
         let peer = addr.rsplit("/p2p/").next().unwrap_or_default().to_string();
         assert!(!peer.is_empty() && addr.contains("/p2p/"), "node{i}: ADDR {addr}");
         self.procs[i].addr = addr;
@@ -100,13 +109,22 @@ impl Cluster {
         i
     }
 
+    /// The next line of any process (kept ones first), waiting at most
+    /// `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Line, RecvTimeoutError> {
+        match self.backlog.pop_front() {
+            Some(l) => Ok(l),
+            None => self.lines.recv_timeout(timeout),
+        }
+    }
+
     /// The next line that process `i` prints starting with `word ` (other
     /// lines, of any process, are passed to `skip`); returns the rest.
-    pub fn expect_with(&self, i: usize, word: &str, within: Duration, mut skip: impl FnMut(&Line)) -> String {
+    pub fn expect_with(&mut self, i: usize, word: &str, within: Duration, mut skip: impl FnMut(&Line)) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
+            let line = match self.recv(left) {
                 Ok(line) => line,
                 Err(RecvTimeoutError::Timeout) => panic!("node{i}: no `{word}` line within {within:?}"),
                 Err(RecvTimeoutError::Disconnected) => panic!("every process exited before node{i} printed `{word}`"),
@@ -125,12 +143,12 @@ impl Cluster {
 
     /// Waits until every process in `which` has printed a line starting
     /// with `word ` (other lines are ignored); returns the rests, by process.
-    pub fn expect_all(&self, which: &[usize], word: &str, within: Duration) -> Vec<String> {
+    pub fn expect_all(&mut self, which: &[usize], word: &str, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut got: Vec<Option<String>> = vec![None; self.procs.len()];
         while which.iter().any(|&i| got[i].is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
+            let line = match self.recv(left) {
                 Ok(line) => line,
                 Err(e) => {
                     let missing: Vec<usize> = which.iter().copied().filter(|&i| got[i].is_none()).collect();
@@ -150,7 +168,7 @@ impl Cluster {
     }
 
     /// [`Cluster::expect_with`], ignoring other lines.
-    pub fn expect(&self, i: usize, word: &str, within: Duration) -> String {
+    pub fn expect(&mut self, i: usize, word: &str, within: Duration) -> String {
         self.expect_with(i, word, within, |_| {})
     }
 
