@@ -619,3 +619,29 @@ fn raw_codec_sends_bytes_as_given() {
     let out = written(|io| block_on(RawCodec.write_response(&p, io, vec![1, 2])));
     assert_eq!(out, vec![1, 2]);
 }
+
+// ---- PROTOCOL.md quotes the crate's protocol names ----
+
+/// The protocol names, topic and lane constants that `p2p/PROTOCOL.md`
+/// quotes are this build's: the document fails this test when a constant
+/// changes without it.
+#[test]
+fn protocol_doc_quotes_the_crates_names() {
+    let doc = include_str!("../PROTOCOL.md");
+    let quoted = |s: &str| doc.contains(&format!("`{s}`"));
+    for name in [
+        OBJECT_PROTOCOL,
+        manta_p2p::fuzzing::mail::MAIL_PROTOCOL,
+        manta_p2p::KAD_PROTOCOL,
+        manta_p2p::HEARTBEAT_TOPIC,
+        manta_p2p::SECRET_ENV,
+    ] {
+        assert!(quoted(name), "PROTOCOL.md does not quote `{name}`");
+    }
+    use manta_p2p::fuzzing::seal::{HELLO_BYTES, LANE_VERSION, MAGIC, RECORD_BYTES, TAG_BYTES};
+    assert!(quoted(std::str::from_utf8(MAGIC).unwrap()), "lane magic");
+    assert!(doc.contains(&format!("lane version byte `{LANE_VERSION}`")), "lane version");
+    assert!(doc.contains(&format!("{HELLO_BYTES} bytes")), "hello length");
+    assert_eq!((RECORD_BYTES, TAG_BYTES), (1 << 20, 16), "record cap and tag size as PROTOCOL.md states them");
+    assert!(doc.contains(&format!("`\"v\": {VERSION}`")), "envelope version");
+}
