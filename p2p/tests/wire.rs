@@ -644,4 +644,16 @@ fn protocol_doc_quotes_the_crates_names() {
     assert!(doc.contains(&format!("{HELLO_BYTES} bytes")), "hello length");
     assert_eq!((RECORD_BYTES, TAG_BYTES), (1 << 20, 16), "record cap and tag size as PROTOCOL.md states them");
     assert!(doc.contains(&format!("`\"v\": {VERSION}`")), "envelope version");
+    // The example bytes of PROTOCOL.md section 5.3.
+    let fetch = encode_request(&Request::Fetch { id: [0xAB; 16], offset: 0, len: 4 << 20 });
+    let mut want = hex("A2 61 76 01 64 62 6F 64 79 A1 65 46 65 74 63 68 A3 62 69 64 50");
+    want.extend([0xAB; 16]);
+    want.extend(hex("66 6F 66 66 73 65 74 00 63 6C 65 6E 1A 00 40 00 00"));
+    assert_eq!((fetch.len(), fetch), (0x36, want), "the Fetch example");
+    let not_found = hex("A2 61 76 01 64 62 6F 64 79 68 4E 6F 74 46 6F 75 6E 64");
+    assert_eq!(encode_response(&Response::NotFound), not_found, "the NotFound example");
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
 }
