@@ -53,20 +53,21 @@ pub const HEARTBEAT_TOPIC: &str = "manta/heartbeat/1";
 /// O(log n) hops.
 const MESH_N: usize = 3;
 
-/// A gossipsub message id of 8 bytes (FNV-1a of the source, sequence
-/// number and data) instead of the default `base58(source) + seqno`
-/// string (~70 bytes): the ids in every IHAVE are most of the gossip.
+/// A gossipsub message id of 16 bytes (SHA-256 of the source, sequence
+/// number and data, truncated) instead of the default `base58(source) +
+/// seqno` string (~70 bytes): the ids in every IHAVE are most of the
+/// gossip. The hash must resist collisions: gossipsub drops a message whose
+/// id it has seen, so with a weak hash (FNV, as before) a member could
+/// publish a message of its own whose id equals a victim's next heartbeat
+/// (sequence numbers and contents are predictable) and have the real one
+/// dropped everywhere, until the victim is declared dead.
 fn short_message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&m.source.map(|p| p.to_bytes()).unwrap_or_default());
-    eat(&m.sequence_number.unwrap_or_default().to_le_bytes());
-    eat(&m.data);
-    gossipsub::MessageId::new(&h.to_le_bytes())
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    h.update(&m.source.map(|p| p.to_bytes()).unwrap_or_default());
+    h.update(&m.sequence_number.unwrap_or_default().to_le_bytes());
+    h.update(&m.data);
+    let d = h.finish();
+    gossipsub::MessageId::new(&d.as_ref()[..16])
 }
 
 /// Why the behaviours could not be built.

@@ -211,12 +211,13 @@ impl Membership {
         };
         let down: Vec<PeerId> = hb.down.iter().filter_map(|b| PeerId::from_bytes(b).ok()).take(MAX_DOWN).collect();
         let event = match self.members.get_mut(&peer) {
-            // Stale or duplicate. A peer that went silent revives with any
-            // heartbeat (a restarted one may count from anywhere); one that
-            // left only with a newer one (a heartbeat sent before its leave
-            // may arrive after it; sequence numbers start from the sender's
-            // clock, so a restarted sender's are newer).
-            Some(e) if (e.member.alive || e.left) && hb.seq <= e.seq => return Ok(addrs),
+            // Stale or duplicate: only a newer heartbeat counts, also to
+            // revive a peer that went silent or left. Sequence numbers start
+            // from the sender's clock, so a restarted sender's are newer; a
+            // heartbeat sent before a leave may arrive after it; and an old
+            // signed heartbeat replayed by a member (once gossipsub's
+            // duplicate cache forgot it) must not bring a dead peer back.
+            Some(e) if hb.seq <= e.seq => return Ok(addrs),
             Some(e) => {
                 let (was_alive, was_suspect, died) = (e.member.alive, e.member.suspect, e.died);
                 let silent = now.saturating_duration_since(e.seen);
@@ -362,7 +363,13 @@ mod tests {
         m.tick(t0 + Duration::from_secs(6));
         m.tick(t0 + Duration::from_secs(7));
         assert_eq!(m.live_peers().count(), 0);
-        m.on_heartbeat(p, hb(p, 1), t0 + Duration::from_secs(8)).unwrap(); // restarted: seq reset
+        // An old heartbeat replayed (by any member: it is signed) does not
+        // revive it; a newer one (it came back, or restarted: seqs start
+        // from the clock) does.
+        m.on_heartbeat(p, hb(p, 1), t0 + Duration::from_secs(8)).unwrap();
+        assert_eq!(m.live_peers().count(), 0, "a replayed heartbeat revived a dead peer");
+        m.on_heartbeat(p, hb(p, 3), t0 + Duration::from_secs(9)).unwrap();
+        assert_eq!(m.live_peers().count(), 1);
         let events: Vec<_> = rx.try_iter().collect();
         assert_eq!(events, vec![MembershipEvent::Joined(p), MembershipEvent::Died(p), MembershipEvent::Revived(p)]);
     }
