@@ -449,6 +449,14 @@ fn dht_records_are_filtered() {
         let own = actor(hint::encode(&evil.peer, &[]));
         evil.put_record_to(record(mine.clone(), own.clone()), a.peer_id()).await;
         assert_eq!(asker.get_record(&mine).await, Some(own), "a record naming its sender");
+        // A name held by a live host is not taken over by another sender
+        // naming itself (first writer wins while it lives).
+        let taken = actor_record_key("taken");
+        let first = actor(hint::encode(&asker.peer, &[]));
+        asker.put_record_to(record(taken.clone(), first.clone()), a.peer_id()).await;
+        assert_eq!(asker.get_record(&taken).await, Some(first.clone()), "the first claim");
+        evil.put_record_to(record(taken.clone(), actor(hint::encode(&evil.peer, &[]))), a.peer_id()).await;
+        assert_eq!(asker.get_record(&taken).await, Some(first), "a live host's name taken over");
 
         // Provider records: only for object ids (16 bytes), only from the
         // provider itself. (A provide ends once its messages are sent: a

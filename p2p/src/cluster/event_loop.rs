@@ -636,6 +636,17 @@ impl EventLoop {
             tracing::debug!(%source, why, "DHT record refused");
             return;
         }
+        // First writer wins while it lives: a name whose stored record names
+        // another host that is still a live member (or connected) is not
+        // taken over; after that host died, the actor's new host (a restart)
+        // may claim it.
+        let holder = self.swarm.behaviour_mut().kad.store_mut().get(&record.key).and_then(|r| record_host(&r));
+        if let Some(host) = holder.filter(|h| *h != source) {
+            if self.swarm.is_connected(&host) || self.members.is_alive(&host) {
+                tracing::debug!(%source, %host, "DHT record refused: the name is held by a live host");
+                return;
+            }
+        }
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
             tracing::debug!(%source, error = %e, "DHT record not stored");
         }
@@ -655,6 +666,12 @@ impl EventLoop {
             tracing::debug!(%source, error = %e, "DHT provider record not stored");
         }
     }
+}
+
+/// The host a stored named-actor record names, if it decodes.
+fn record_host(record: &kad::Record) -> Option<PeerId> {
+    let rec = decode_actor_record(&record.value).ok()?;
+    hint::decode(&rec.host).map(|(host, _)| host)
 }
 
 /// Why a record from `source` may not be stored, if it may not.

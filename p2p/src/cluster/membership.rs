@@ -289,6 +289,11 @@ impl Membership {
         unreachable.chain(dead.into_iter().map(|(_, p)| p)).take(MAX_DOWN).collect()
     }
 
+    /// Whether `peer` is a live member (not the local node).
+    pub(crate) fn is_alive(&self, peer: &PeerId) -> bool {
+        self.members.get(peer).is_some_and(|e| e.member.alive)
+    }
+
     /// Live peers (not the local node).
     #[cfg(test)]
     pub(crate) fn live_peers(&self) -> impl Iterator<Item = &Member> {
