@@ -156,6 +156,7 @@ mod cluster;
 mod config;
 mod node;
 mod secret;
+mod stats;
 mod sync;
 mod transport;
 mod wire;

@@ -304,6 +304,10 @@ fn heartbeat() -> Heartbeat {
         fn_hash: 0xdead_beef_cafe_f00d,
         leaving: false,
         down: vec![],
+        tasks_running: 2,
+        tasks_done: 1_000,
+        tasks_failed: 1,
+        store_objects: 17,
     }
 }
 
@@ -492,7 +496,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("addr-4g-header", patch(&base, &[0x82, 0x48], &[&[0x82][..], &huge(0x40)].concat())),
                     ("resources-4g-header", patch(&base, &[0x82, 0xa3], &[&huge(0x80)[..], &[0xa3]].concat())),
                     ("name-4g-header", patch(&base, &[0x63, b'c', b'p', b'u'], &[&huge(0x60)[..], b"cpu"].concat())),
-                    ("missing-seq", patch(&base, &[0xa9], &[0xa8])),
+                    ("missing-seq", patch(&base, &[0xad], &[0xac])),
                     ("peer-as-text", patch(&base, &[0x48, 0x00, 0x24], &[0x68, 0x00, 0x24])),
                 ],
             )

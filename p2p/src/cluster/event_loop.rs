@@ -271,7 +271,8 @@ impl EventLoop {
     }
 
     fn me(&self) -> Member {
-        let stats = self.rt.store_stats();
+        let m = self.rt.metrics();
+        let stats = m.store;
         Member {
             peer: *self.swarm.local_peer_id(),
             addrs: self.addrs.clone(),
@@ -285,6 +286,10 @@ impl EventLoop {
             last_heartbeat_age: Duration::ZERO,
             suspect: false,
             reported_down_by: Vec::new(),
+            tasks_running: m.tasks_running,
+            tasks_done: m.tasks_done,
+            tasks_failed: m.tasks_failed,
+            store_objects: stats.objects_in_memory as u64,
         }
     }
 
@@ -335,6 +340,10 @@ impl EventLoop {
             fn_hash: me.fn_hash,
             leaving: self.leaving,
             down: self.members.down_report(Instant::now()).into_iter().map(PeerId::to_bytes).collect(),
+            tasks_running: me.tasks_running,
+            tasks_done: me.tasks_done,
+            tasks_failed: me.tasks_failed,
+            store_objects: me.store_objects,
         };
         let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
         if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {

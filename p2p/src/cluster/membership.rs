@@ -62,6 +62,14 @@ pub struct Member {
     /// Live members whose last heartbeat reports this peer unreachable or
     /// recently dead (see the module docs of `membership`).
     pub reported_down_by: Vec<PeerId>,
+    /// Tasks running on it (from its last heartbeat).
+    pub tasks_running: u64,
+    /// Tasks it finished with a value since it started.
+    pub tasks_done: u64,
+    /// Tasks it finished with an error since it started.
+    pub tasks_failed: u64,
+    /// Objects in its store's memory.
+    pub store_objects: u64,
 }
 
 /// How a member stands, as this node sees it (see [`Member::health`]).
@@ -208,6 +216,10 @@ impl Membership {
             last_heartbeat_age: Duration::ZERO,
             suspect: false,
             reported_down_by: Vec::new(),
+            tasks_running: hb.tasks_running,
+            tasks_done: hb.tasks_done,
+            tasks_failed: hb.tasks_failed,
+            store_objects: hb.store_objects,
         };
         let down: Vec<PeerId> = hb.down.iter().filter_map(|b| PeerId::from_bytes(b).ok()).take(MAX_DOWN).collect();
         let event = match self.members.get_mut(&peer) {
@@ -333,6 +345,10 @@ impl Membership {
             last_heartbeat_age: Duration::MAX,
             suspect: false,
             reported_down_by: by,
+            tasks_running: 0,
+            tasks_done: 0,
+            tasks_failed: 0,
+            store_objects: 0,
         }));
         rest.sort_by_key(|m| m.peer.to_bytes());
         let mut out = vec![Member { reported_down_by: me_reported, ..me }];
@@ -424,6 +440,10 @@ mod tests {
             last_heartbeat_age: Duration::ZERO,
             suspect: false,
             reported_down_by: vec![],
+            tasks_running: 0,
+            tasks_done: 0,
+            tasks_failed: 0,
+            store_objects: 0,
         }
     }
 

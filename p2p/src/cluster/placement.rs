@@ -167,6 +167,10 @@ mod tests {
             last_heartbeat_age: Duration::ZERO,
             suspect: false,
             reported_down_by: vec![],
+            tasks_running: 0,
+            tasks_done: 0,
+            tasks_failed: 0,
+            store_objects: 0,
         }
     }
 

@@ -2,17 +2,25 @@
 //! runtime reaches the layers (announcements and withdrawals in the DHT,
 //! fetches, borrow counts), and the hooks the object server calls.
 //!
+//! `metrics` adds the node's counters to `Runtime::metrics` (named
+//! `p2p_*`, so `manta_p2p_*` in Prometheus text): transfers in and out and their bytes, remote tasks and
+//! actor calls sent and received, libp2p socket bytes, peers alive and
+//! down.
+//!
 //! Invariants: every method returns at once (work is handed to the node's
-//! threads); `as_any` is the node's `Arc<Work>`, which is how the work
+//! threads; `metrics` only reads relaxed atomics and copies the member
+//! table); `as_any` is the node's `Arc<Work>`, which is how the work
 //! layer (and `Node::current`) find the node of a runtime.
 
 use crate::cluster::{Announcements, ClusterView, LoopHandle};
+use crate::stats::Traffic;
 use crate::transport::bulk::Lane;
 use crate::transport::ObjectHooks;
 use crate::work::Work;
 use manta::backend::{Fetch, RemoteBackend};
 use manta::ObjectId;
 use std::any::Any;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the manta runtime of a node calls.
@@ -23,6 +31,8 @@ pub(crate) struct NodeBackend {
     pub(super) cluster: LoopHandle,
     /// The bulk lane, if it is on and bound.
     pub(super) lane: Option<Arc<Lane>>,
+    /// The node's traffic counters (shared with the layers that count).
+    pub(super) traffic: Arc<Traffic>,
 }
 
 impl RemoteBackend for NodeBackend {
@@ -62,6 +72,31 @@ impl RemoteBackend for NodeBackend {
 
     fn released(&self, id: ObjectId, owner_hint: &[u8]) {
         self.work.released(id, owner_hint);
+    }
+
+    fn metrics(&self) -> Vec<(Cow<'static, str>, f64)> {
+        let t = self.traffic.stats();
+        let net = self.view.net_stats();
+        let lane_bytes = self.lane.as_ref().map_or(0, |l| l.sent_bytes());
+        let members = self.view.members();
+        let others = || members.iter().filter(|m| !m.is_self);
+        let alive = others().filter(|m| m.alive).count();
+        let down = others().count() - alive;
+        let pairs: [(&'static str, u64); 12] = [
+            ("p2p_transfers_in_total", t.transfers_in),
+            ("p2p_transfer_in_bytes_total", t.transfer_in_bytes),
+            ("p2p_transfers_out_total", t.transfers_out),
+            ("p2p_transfer_out_bytes_total", t.transfer_out_bytes + lane_bytes),
+            ("p2p_remote_tasks_sent_total", t.tasks_sent),
+            ("p2p_remote_tasks_received_total", t.tasks_received),
+            ("p2p_remote_calls_sent_total", t.calls_sent),
+            ("p2p_remote_calls_received_total", t.calls_received),
+            ("p2p_net_bytes_sent_total", net.bytes_sent),
+            ("p2p_net_bytes_received_total", net.bytes_received),
+            ("p2p_peers_alive", alive as u64),
+            ("p2p_peers_down", down as u64),
+        ];
+        pairs.into_iter().map(|(name, v)| (Cow::Borrowed(name), v as f64)).collect()
     }
 }
 

@@ -21,6 +21,7 @@ use super::error::{NodeError, StartError};
 use super::{Inner, Node};
 use crate::cluster::{ClusterParts, EventLoop};
 use crate::config::{NodeConfig, DEFAULT_CHUNK};
+use crate::stats::Traffic;
 use crate::transport::bulk::{ip_of, Lane, LaneSetup, TICKET_TTL};
 use crate::transport::fetch::FetcherConfig;
 use crate::transport::rpc::{self, ObjectServer};
@@ -314,6 +315,7 @@ async fn wire_up(
 ) -> Result<(EventLoop, Arc<NodeBackend>), StartError> {
     let (event_loop, parts) = EventLoop::bind(key, cfg.clone(), rt.clone()).await?;
     let lane = cfg.bulk.then(|| start_lane(&cfg, &rt, &parts, &tokio));
+    let traffic = Arc::new(Traffic::default());
     let fetch = FetcherConfig {
         me: parts.view.me(),
         handle: tokio.clone(),
@@ -322,6 +324,7 @@ async fn wire_up(
         window: cfg.window,
         bulk: lane.is_some(),
         hello: HelloKey::new(cfg.secret.as_ref()),
+        traffic: traffic.clone(),
     };
     let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio, fetch };
     let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
@@ -331,8 +334,9 @@ async fn wire_up(
         announcements: parts.announcements.clone(),
         cluster: parts.handle.clone(),
         lane: lane.clone(),
+        traffic: traffic.clone(),
     });
-    serve_objects(&parts, rt, lane, backend.clone());
+    serve_objects(&parts, rt, lane, backend.clone(), traffic);
     Ok((event_loop, backend))
 }
 
@@ -353,8 +357,14 @@ fn start_lane(cfg: &NodeConfig, rt: &Runtime, parts: &ClusterParts, tokio: &toki
 }
 
 /// Starts answering object requests.
-fn serve_objects(parts: &ClusterParts, rt: Runtime, lane: Option<Arc<Lane>>, hooks: Arc<NodeBackend>) {
-    let server = ObjectServer { rt, lane, hooks };
+fn serve_objects(
+    parts: &ClusterParts,
+    rt: Runtime,
+    lane: Option<Arc<Lane>>,
+    hooks: Arc<NodeBackend>,
+    traffic: Arc<Traffic>,
+) {
+    let server = ObjectServer { rt, lane, hooks, traffic };
     tokio::spawn(rpc::serve(parts.streams.clone(), server));
 }
 

@@ -338,6 +338,8 @@ pub(crate) struct Lane {
     write_timeout: Duration,
     ttl: Duration,
     served: AtomicU64,
+    /// Bytes written to lane connections (sealed).
+    sent_bytes: AtomicU64,
     refused: AtomicU64,
     busy: AtomicU64,
 }
@@ -361,6 +363,7 @@ impl Lane {
             write_timeout: setup.write_timeout,
             ttl: setup.ttl,
             served: 0.into(),
+            sent_bytes: 0.into(),
             refused: 0.into(),
             busy: 0.into(),
         });
@@ -368,6 +371,11 @@ impl Lane {
             let _ = lane.port_for(ip);
         }
         lane
+    }
+
+    /// Bytes written to lane connections so far (sealed records).
+    pub(crate) fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
     }
 
     /// What the lane has done so far (`received` is the fetcher's, 0 here).
@@ -516,8 +524,9 @@ impl Lane {
         // Without the last record the reader sees a stream cut short: an
         // object that cannot be written here fails that way.
         self.rt.backend().write_object(t.id, t.skip, &mut w).map_err(|served| LaneError::Serve { id: t.id, served })?;
-        w.finish()?;
+        let out = w.finish()?;
         self.served.fetch_add(1, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(out.written, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -79,6 +79,8 @@ pub(crate) struct FetcherConfig {
     pub(crate) bulk: bool,
     /// The cluster's bulk-lane hello key (hellos are MACed with it).
     pub(crate) hello: HelloKey,
+    /// The node's traffic counters (transfers in are counted here).
+    pub(crate) traffic: Arc<crate::stats::Traffic>,
 }
 
 /// Runs fetches: one async task per fetched object, sharing a stream pool.
@@ -103,6 +105,8 @@ pub(crate) struct Fetcher {
     rebuilder: Weak<dyn Rebuilder>,
     /// Objects received over peers' bulk lanes.
     bulk_received: AtomicU64,
+    /// The node's traffic counters.
+    traffic: Arc<crate::stats::Traffic>,
     /// The runtime fetched objects belong to: entered while decoding, so
     /// refs inside a fetched value bind to it.
     rt: Runtime,
@@ -184,6 +188,7 @@ impl Fetcher {
             peer_ips,
             rebuilder,
             bulk_received: AtomicU64::new(0),
+            traffic: cfg.traffic,
             rt,
         }
     }
@@ -384,6 +389,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
         if let Some(bytes) = small {
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
+                    ctx.traffic.transfer_in(bytes.len() as u64);
                     tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
                     Ok(())
                 }
@@ -415,6 +421,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
         // The whole object in one reply: decode it here.
         return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
             Ok(decoded) => {
+                ctx.traffic.transfer_in(total);
                 tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
                 Ok(())
             }
@@ -435,6 +442,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
                 let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {
                     ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
+                    ctx.traffic.transfer_in(total);
                 }
                 return pulled;
             }
@@ -442,7 +450,11 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
             Err(e) => tracing::debug!(object = %id, %peer, "{e}; fetching in chunks"),
         }
     }
-    pull_chunks(fetch, peer, ctx, data, total).await
+    let pulled = pull_chunks(fetch, peer, ctx, data, total).await;
+    if pulled.is_ok() {
+        ctx.traffic.transfer_in(total);
+    }
+    pulled
 }
 
 /// Pulls the rest of an object in chunks (`window` requests in flight)

@@ -228,6 +228,8 @@ pub(crate) struct ObjectServer {
     pub(crate) lane: Option<Arc<Lane>>,
     /// What a peer's read tells the layers above.
     pub(crate) hooks: Arc<dyn ObjectHooks>,
+    /// The node's traffic counters (transfers out are counted here).
+    pub(crate) traffic: Arc<crate::stats::Traffic>,
 }
 
 /// Accepts object streams and answers them until the stream control is
@@ -298,12 +300,33 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 (Response::Invalid { reason: e.to_string() }, close)
             }
         };
+        count_out(&server.traffic, &resp);
         let written = tokio::time::timeout(limits.frame, write_response(&mut s, &mut codec, resp)).await;
         drop(charge);
         if !matches!(written, Ok(Ok(()))) || close {
             let _ = tokio::time::timeout(limits.frame, s.close()).await;
             return;
         }
+    }
+}
+
+/// Counts the objects and bytes `resp` serves: an object's first chunk
+/// starts a transfer out, a batch of small objects is one per object.
+fn count_out(traffic: &crate::stats::Traffic, resp: &Response) {
+    match resp {
+        Response::Chunk { offset, data, .. } => {
+            if *offset == 0 {
+                traffic.transfer_out();
+            }
+            traffic.sent_bytes(data.len() as u64);
+        }
+        Response::Objects { items } => {
+            for b in items.iter().flatten() {
+                traffic.transfer_out();
+                traffic.sent_bytes(b.len() as u64);
+            }
+        }
+        _ => {}
     }
 }
 

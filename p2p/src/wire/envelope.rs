@@ -250,6 +250,20 @@ pub struct Heartbeat {
         deserialize_with = "de_down"
     )]
     pub down: Vec<Vec<u8>>,
+    /// Tasks running on the sender now. (Absent in older heartbeats: 0;
+    /// this and the next three are the metrics summary `manta status`
+    /// shows.)
+    #[serde(default)]
+    pub tasks_running: u64,
+    /// Tasks the sender finished with a value since it started.
+    #[serde(default)]
+    pub tasks_done: u64,
+    /// Tasks the sender finished with an error since it started.
+    #[serde(default)]
+    pub tasks_failed: u64,
+    /// Objects in the sender's store memory.
+    #[serde(default)]
+    pub store_objects: u64,
 }
 
 impl Request {

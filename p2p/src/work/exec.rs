@@ -159,6 +159,7 @@ impl Work {
         if !self.accepted.try_take() {
             return Err(Refusal::Busy);
         }
+        self.traffic.task_received();
         // The id may be here already: a ref to this very result borrowed
         // by a task here (a task placed again after its node died, landing
         // where a reader waits for it). It then runs under a fresh id and
@@ -275,6 +276,7 @@ impl Work {
         }
         // Counted like a task from a peer until it is done.
         self.accepted.take();
+        self.traffic.call_received();
         match self.try_call(actor, method, args, id, Some(self.on_done_to(from, id))) {
             Ok(out) => self.pin_result(from, out),
             Err(e) => {

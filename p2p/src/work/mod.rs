@@ -125,6 +125,8 @@ pub(crate) struct Work {
     owned: OwnedActors,
     sent: SentCounts,
     accepted: Accepted,
+    /// The node's traffic counters (remote tasks and calls are counted here).
+    traffic: Arc<crate::stats::Traffic>,
     /// Releases and completions waiting for earlier mail to other peers.
     fenced: Fenced,
     /// Results made here under another id than their submitter's.
@@ -146,6 +148,7 @@ impl Work {
             let handler: Weak<dyn MailHandler> = this.clone();
             let rebuilder: Weak<dyn Rebuilder> = this.clone();
             let directory = Arc::new(parts.handle.clone());
+            let traffic = setup.fetch.traffic.clone();
             let fetcher = Fetcher::new(
                 setup.fetch,
                 setup.rt.clone(),
@@ -157,6 +160,7 @@ impl Work {
             Work {
                 me: parts.view.me(),
                 accepted: Accepted::new(setup.cfg.max_accepted),
+                traffic,
                 owner: OnceLock::new(),
                 rt: setup.rt,
                 registry: setup.registry,

@@ -88,6 +88,7 @@ impl Work {
             opts: retry.opts.clone(),
         };
         self.sent.add(peer);
+        self.traffic.task_sent();
         self.results.submitted(id, peer, retry, keep);
         self.send(peer, m);
     }
@@ -106,6 +107,7 @@ impl Work {
         let r = self.rt.backend().remote_promise::<R>(self.hint());
         self.results.insert_call(r.id(), host, class.to_string(), keep);
         let call = Mail::Call { actor: actor.to_bytes(), method: method.to_string(), args, id: r.id().to_bytes() };
+        self.traffic.call_sent();
         self.send(host, call);
         r
     }

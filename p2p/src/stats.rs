@@ -1,0 +1,116 @@
+//! Traffic counters of one node, for `Runtime::metrics` (the backend's
+//! `metrics` hook): objects transferred in and out and their bytes, remote
+//! tasks and actor calls sent and received. Every layer that moves such
+//! work holds the node's one [`Traffic`] and adds to it.
+//!
+//! Invariants: counts only grow; each update is one relaxed atomic add (no
+//! lock, no ordering with anything else: readers see a snapshot that may be
+//! a few updates behind, which is all a metric needs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A node's traffic counters (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    transfers_in: AtomicU64,
+    transfer_in_bytes: AtomicU64,
+    transfers_out: AtomicU64,
+    transfer_out_bytes: AtomicU64,
+    tasks_sent: AtomicU64,
+    tasks_received: AtomicU64,
+    calls_sent: AtomicU64,
+    calls_received: AtomicU64,
+}
+
+/// What [`Traffic`] has counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TrafficStats {
+    pub(crate) transfers_in: u64,
+    pub(crate) transfer_in_bytes: u64,
+    pub(crate) transfers_out: u64,
+    pub(crate) transfer_out_bytes: u64,
+    pub(crate) tasks_sent: u64,
+    pub(crate) tasks_received: u64,
+    pub(crate) calls_sent: u64,
+    pub(crate) calls_received: u64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Traffic {
+    /// An object of `bytes` encoded bytes was fetched from a peer.
+    pub(crate) fn transfer_in(&self, bytes: u64) {
+        add(&self.transfers_in, 1);
+        add(&self.transfer_in_bytes, bytes);
+    }
+
+    /// A peer started reading an object here (its first bytes were served).
+    pub(crate) fn transfer_out(&self) {
+        add(&self.transfers_out, 1);
+    }
+
+    /// `bytes` bytes of objects were served to a peer.
+    pub(crate) fn sent_bytes(&self, bytes: u64) {
+        add(&self.transfer_out_bytes, bytes);
+    }
+
+    /// A task was sent to a peer to run.
+    pub(crate) fn task_sent(&self) {
+        add(&self.tasks_sent, 1);
+    }
+
+    /// A task from a peer was accepted to run here.
+    pub(crate) fn task_received(&self) {
+        add(&self.tasks_received, 1);
+    }
+
+    /// An actor call was sent to the peer hosting the actor.
+    pub(crate) fn call_sent(&self) {
+        add(&self.calls_sent, 1);
+    }
+
+    /// An actor call from a peer was accepted for an actor hosted here.
+    pub(crate) fn call_received(&self) {
+        add(&self.calls_received, 1);
+    }
+
+    /// The counts so far.
+    pub(crate) fn stats(&self) -> TrafficStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TrafficStats {
+            transfers_in: get(&self.transfers_in),
+            transfer_in_bytes: get(&self.transfer_in_bytes),
+            transfers_out: get(&self.transfers_out),
+            transfer_out_bytes: get(&self.transfer_out_bytes),
+            tasks_sent: get(&self.tasks_sent),
+            tasks_received: get(&self.tasks_received),
+            calls_sent: get(&self.calls_sent),
+            calls_received: get(&self.calls_received),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up() {
+        let t = Traffic::default();
+        t.transfer_in(10);
+        t.transfer_in(5);
+        t.transfer_out();
+        t.sent_bytes(7);
+        t.task_sent();
+        t.task_received();
+        t.task_received();
+        t.call_sent();
+        t.call_received();
+        let s = t.stats();
+        assert_eq!((s.transfers_in, s.transfer_in_bytes), (2, 15));
+        assert_eq!((s.transfers_out, s.transfer_out_bytes), (1, 7));
+        assert_eq!((s.tasks_sent, s.tasks_received, s.calls_sent, s.calls_received), (1, 2, 1, 1));
+    }
+}
