@@ -496,7 +496,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("addr-4g-header", patch(&base, &[0x82, 0x48], &[&[0x82][..], &huge(0x40)].concat())),
                     ("resources-4g-header", patch(&base, &[0x82, 0xa3], &[&huge(0x80)[..], &[0xa3]].concat())),
                     ("name-4g-header", patch(&base, &[0x63, b'c', b'p', b'u'], &[&huge(0x60)[..], b"cpu"].concat())),
-                    ("missing-seq", patch(&base, &[0xad], &[0xac])),
+                    ("missing-seq", patch(&base, &[0x61, b's'], &[0x61, b'z'])),
                     ("peer-as-text", patch(&base, &[0x48, 0x00, 0x24], &[0x68, 0x00, 0x24])),
                 ],
             )

@@ -330,7 +330,7 @@ impl EventLoop {
         let me = self.me();
         self.seq += 1;
         let hb = Heartbeat {
-            peer: me.peer.to_bytes(),
+            peer: Vec::new(), // gossipsub's signed source names us
             addrs: me.addrs.iter().take(wire::MAX_ADDRS).map(|a| a.to_vec()).collect(),
             seq: self.seq,
             resources: me.resources,

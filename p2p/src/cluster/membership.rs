@@ -182,7 +182,12 @@ impl Membership {
         hb: Heartbeat,
         now: Instant,
     ) -> Result<Vec<Multiaddr>, HeartbeatRefused> {
-        let peer = PeerId::from_bytes(&hb.peer).map_err(HeartbeatRefused::BadPeerId)?;
+        // Heartbeats of this version leave out the sender (gossipsub's
+        // signed source names it); one that names it must name the signer.
+        let peer = match hb.peer.is_empty() {
+            true => source,
+            false => PeerId::from_bytes(&hb.peer).map_err(HeartbeatRefused::BadPeerId)?,
+        };
         if peer != source {
             return Err(HeartbeatRefused::Forged { peer: Box::new(peer), signer: Box::new(source) });
         }

@@ -202,48 +202,78 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     /// Resource name, at most `MAX_RESOURCE_NAME_BYTES` (64) bytes.
+    #[serde(rename = "n", alias = "name")]
     pub name: String,
     /// Capacity: finite and `>= 0`.
+    #[serde(rename = "t", alias = "total")]
     pub total: f64,
     /// Currently free: finite, `>= 0` and `<= total + RESOURCE_EPSILON`.
+    #[serde(rename = "f", alias = "free")]
     pub free: f64,
 }
 
 /// A node's periodic state announcement on gossip (`Default` is the empty
 /// one: no peer id, no addresses, zero counters).
+///
+/// Encoded compactly, since every node forwards every heartbeat (its bytes
+/// are most of a cluster's traffic at rest, p2p/SCALING.md): one- or
+/// two-letter field names, and fields at their default (zero, false,
+/// empty) left out. The long names of earlier versions are still read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// The sender's `PeerId`, as bytes.
-    #[serde(with = "serde_bytes")]
+    /// The sender's `PeerId`, as bytes; empty (and not sent) in the
+    /// heartbeats this version publishes: gossipsub's signed `from` field
+    /// names the sender already. When present it must equal that field.
+    #[serde(rename = "p", alias = "peer", default, skip_serializing_if = "Vec::is_empty", with = "serde_bytes")]
     pub peer: Vec<u8>,
     /// The sender's listen addresses (`Multiaddr` bytes), at most
     /// [`MAX_ADDRS`].
-    #[serde(serialize_with = "ser_byte_strings", deserialize_with = "de_addrs")]
+    #[serde(
+        rename = "a",
+        alias = "addrs",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ser_byte_strings",
+        deserialize_with = "de_addrs"
+    )]
     pub addrs: Vec<Vec<u8>>,
     /// Sequence number, increasing per sender.
+    #[serde(rename = "s", alias = "seq")]
     pub seq: u64,
     /// Resources, at most [`MAX_RESOURCES`].
-    #[serde(deserialize_with = "de_resources")]
+    #[serde(
+        rename = "r",
+        alias = "resources",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_resources"
+    )]
     pub resources: Vec<Resource>,
     /// Tasks queued on the sender.
+    #[serde(rename = "q", alias = "queue_len", default, skip_serializing_if = "super::is_zero")]
     pub queue_len: u64,
     /// Bytes held in the sender's object store.
+    #[serde(rename = "b", alias = "store_bytes", default, skip_serializing_if = "super::is_zero")]
     pub store_bytes: u64,
     /// Capacity of the sender's object store, in bytes.
+    #[serde(rename = "c", alias = "store_capacity", default, skip_serializing_if = "super::is_zero")]
     pub store_capacity: u64,
     /// Hash of the sender's registered-function table (peers with different
     /// tables cannot run each other's tasks).
+    #[serde(rename = "f", alias = "fn_hash", default, skip_serializing_if = "super::is_zero")]
     pub fn_hash: u64,
     /// Set in the last heartbeat of a node that is shutting down: peers
     /// mark it dead at once instead of after the failure timeout. (Absent
     /// in older heartbeats: `false`.)
-    #[serde(default)]
+    #[serde(rename = "l", alias = "leaving", default, skip_serializing_if = "is_false")]
     pub leaving: bool,
     /// Peers the sender cannot hear (suspected: missed heartbeats) or has
     /// declared dead recently, as `PeerId` bytes, at most [`MAX_DOWN`]:
     /// how an observer sees a partition between other nodes, or a death
     /// that happened before it joined. (Absent in older heartbeats: none.)
     #[serde(
+        rename = "d",
+        alias = "down",
         default,
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "ser_byte_strings",
@@ -253,17 +283,21 @@ pub struct Heartbeat {
     /// Tasks running on the sender now. (Absent in older heartbeats: 0;
     /// this and the next three are the metrics summary `manta status`
     /// shows.)
-    #[serde(default)]
+    #[serde(rename = "tr", alias = "tasks_running", default, skip_serializing_if = "super::is_zero")]
     pub tasks_running: u64,
     /// Tasks the sender finished with a value since it started.
-    #[serde(default)]
+    #[serde(rename = "td", alias = "tasks_done", default, skip_serializing_if = "super::is_zero")]
     pub tasks_done: u64,
     /// Tasks the sender finished with an error since it started.
-    #[serde(default)]
+    #[serde(rename = "tf", alias = "tasks_failed", default, skip_serializing_if = "super::is_zero")]
     pub tasks_failed: u64,
     /// Objects in the sender's store memory.
-    #[serde(default)]
+    #[serde(rename = "o", alias = "store_objects", default, skip_serializing_if = "super::is_zero")]
     pub store_objects: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Request {

@@ -57,10 +57,6 @@ fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<
     d.deserialize_seq(CappedSeq::new(MAX_IDS, "ids"))
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 fn de_acks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ack>, D::Error> {
     d.deserialize_seq(CappedSeq::new(MAX_BATCH_MAIL, "acks"))
 }
@@ -194,7 +190,7 @@ pub enum Refusal {
 pub struct Ack {
     /// The [`Mail::Seq`] of the batch answered; 0 for a batch without one
     /// (or one that did not decode). Not written when 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub seq: u64,
     /// `(index in the batch, why)`.
     #[serde(deserialize_with = "de_refused")]

@@ -34,6 +34,12 @@ pub(crate) mod seal;
 
 pub(crate) use envelope::*;
 
+/// Whether a counter is zero (serde's `skip_serializing_if` for fields
+/// left out at their default).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Microseconds since the Unix epoch (0 if the clock is before it): where
 /// the sequence numbers this node puts on the wire (heartbeat `seq`, mail
 /// batch `Seq`) start, so those of a restarted node or outbox are newer
