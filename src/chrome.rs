@@ -4,7 +4,8 @@
 //! per task, actor call, store operation and object transfer, and flow
 //! arrows (`"s"`/`"f"`) from the task or call that made an object to each
 //! task or call that read it and to each transfer that brought it to
-//! another process.
+//! another process, and from a task's submission on one process to its
+//! run on another.
 //!
 //! Invariants: a process's times are shifted by its offset (nanoseconds,
 //! to put every process on one clock); if any shifted time would be
@@ -63,6 +64,7 @@ fn span(e: &Event) -> (u32, u64, u64) {
         | Event::Call { thread, start, end, .. }
         | Event::Store { thread, start, end, .. }
         | Event::Transfer { thread, start, end, .. } => (*thread, *start, *end),
+        Event::Submit { thread, at, .. } => (*thread, *at, *at),
     }
 }
 
@@ -96,6 +98,8 @@ impl ChromeTrace {
         let mut ev: Vec<String> = Vec::new();
         // Who made each object: (pid, thread, end as shifted ns).
         let mut made_by: HashMap<ObjectId, (usize, u32, i64)> = HashMap::new();
+        // Where each task was last sent from: (pid, thread, shifted ns).
+        let mut sent_from: HashMap<ObjectId, (usize, u32, i64)> = HashMap::new();
         for (i, (name, t, off)) in self.processes.iter().enumerate() {
             let pid = i + 1;
             ev.push(format!(
@@ -112,12 +116,22 @@ impl ChromeTrace {
                 if let Event::Task { id, thread, end, .. } | Event::Call { id, thread, end, .. } = e {
                     made_by.insert(*id, (pid, *thread, *end as i64 + off));
                 }
+                if let Event::Submit { id, thread, at, .. } = e {
+                    let t = *at as i64 + off;
+                    if sent_from.get(id).is_none_or(|s| s.2 < t) {
+                        sent_from.insert(*id, (pid, *thread, t));
+                    }
+                }
             }
         }
         let mut flow = 0u64;
         // An arrow from the maker of `id` to (pid, thread) at `start`.
-        let mut arrow = |ev: &mut Vec<String>, id: &ObjectId, pid: usize, thread: u32, start: f64| {
-            if let Some((ppid, ptid, pend)) = made_by.get(id) {
+        let mut arrow = |ev: &mut Vec<String>,
+                         from: Option<&(usize, u32, i64)>,
+                         pid: usize,
+                         thread: u32,
+                         start: f64| {
+            if let Some((ppid, ptid, pend)) = from {
                 flow += 1;
                 ev.push(format!(
                     r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":{ppid},"tid":{ptid},"ts":{}}}"#,
@@ -143,8 +157,10 @@ impl ChromeTrace {
                             ids(inputs)
                         ));
                         for input in inputs.iter() {
-                            arrow(&mut ev, input, pid, *thread, at(*start, off));
+                            arrow(&mut ev, made_by.get(input), pid, *thread, at(*start, off));
                         }
+                        let sender = sent_from.get(id).filter(|s| s.0 != pid);
+                        arrow(&mut ev, sender, pid, *thread, at(*start, off));
                     }
                     Event::Call { actor, method, id, submitted, thread, start, end, outcome, inputs } => {
                         let queued = us(start.saturating_sub(*submitted) as i64);
@@ -159,7 +175,7 @@ impl ChromeTrace {
                             ids(inputs)
                         ));
                         for input in inputs.iter() {
-                            arrow(&mut ev, input, pid, *thread, at(*start, off));
+                            arrow(&mut ev, made_by.get(input), pid, *thread, at(*start, off));
                         }
                     }
                     Event::Store { op, id, bytes, thread, start, end } => ev.push(format!(
@@ -178,9 +194,17 @@ impl ChromeTrace {
                             us(end.saturating_sub(*start) as i64),
                             js(peer)
                         ));
-                        if *direction == Direction::In && made_by.get(id).is_some_and(|m| m.0 != pid) {
-                            arrow(&mut ev, id, pid, *thread, at(*start, off));
+                        let maker = made_by.get(id).filter(|m| m.0 != pid);
+                        if *direction == Direction::In {
+                            arrow(&mut ev, maker, pid, *thread, at(*start, off));
                         }
+                    }
+                    Event::Submit { id, peer, thread, at: t } => {
+                        ev.push(format!(
+                            r#"{{"ph":"X","name":"submit","cat":"submit","pid":{pid},"tid":{thread},"ts":{},"dur":0,"args":{{"id":"{id}","peer":{}}}}}"#,
+                            at(*t, off),
+                            js(peer)
+                        ));
                     }
                 }
             }

@@ -184,6 +184,21 @@ pub enum Event {
         /// End.
         end: u64,
     },
+    /// A task was sent to another node to run (recorded by a cluster
+    /// transport through
+    /// [`Backend::record_submit`](crate::backend::Backend::record_submit));
+    /// its run there is the `Task` with the same id in that node's
+    /// timeline.
+    Submit {
+        /// The task's result (the id it runs under there).
+        id: ObjectId,
+        /// The node it was sent to (its peer id, as text).
+        peer: Text,
+        /// The thread that sent it.
+        thread: u32,
+        /// When.
+        at: u64,
+    },
 }
 
 /// One thread's events.

@@ -154,6 +154,21 @@ fn a_dag_across_three_nodes_is_one_trace() {
         // 50 ms, in µs.
         assert!(recv_end >= first_send - 50_000.0, "receive ends at {recv_end} µs, send began at {first_send}");
     }
+    // A's submission of make is a slice on A, with an arrow to make's run
+    // on B.
+    let submits = slices(&evs, "submit");
+    assert!(
+        submits.iter().any(|e| e["pid"].as_u64() == Some(pid(&a)) && e["args"]["id"] == make_id.as_str()),
+        "A's submission of make: {submits:?}"
+    );
+    let flow_ends: HashMap<u64, &Value> =
+        evs.iter().filter(|e| e["ph"] == "f").map(|e| (e["id"].as_u64().unwrap(), e)).collect();
+    let make = tasks.iter().find(|e| e["name"] == "make").unwrap();
+    let from_a = evs.iter().filter(|e| e["ph"] == "s" && e["pid"].as_u64() == Some(pid(&a))).any(|s| {
+        let f = flow_ends[&s["id"].as_u64().unwrap()];
+        f["pid"].as_u64() == Some(pid(&b)) && f["ts"] == make["ts"] && f["tid"] == make["tid"]
+    });
+    assert!(from_a, "an arrow from A's submission to make's run on B");
     // measure's inputs came from other processes: arrows cross them.
     let cross = evs.iter().filter(|e| e["ph"] == "f" && e["pid"].as_u64() == Some(pid(&c))).count();
     assert!(cross >= 2, "arrows from make and double into C");

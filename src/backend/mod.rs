@@ -192,6 +192,19 @@ impl<'rt> Backend<'rt> {
         });
     }
 
+    /// Records that task `id` was sent to `peer` to run (an instant on the
+    /// calling thread's track; the trace draws an arrow from it to the
+    /// task's run on that node). Does nothing while recording is off.
+    pub fn record_submit(&self, id: ObjectId, peer: impl FnOnce() -> crate::error::Text) {
+        let r = self.rt.recorder();
+        if !r.is_on() {
+            return;
+        }
+        let at = r.now();
+        let peer = peer();
+        r.record(|thread| crate::timeline::Event::Submit { id, peer, thread, at });
+    }
+
     /// Attaches a cluster node: refs serialized from now on carry its hint,
     /// and remote refs are fetched through it. Replaces any earlier backend.
     pub fn attach(&self, backend: Arc<dyn RemoteBackend>) {

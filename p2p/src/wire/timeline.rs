@@ -55,6 +55,8 @@ pub enum Kind {
         /// How it travelled.
         lane: u8,
     },
+    /// A task sent to another node (`name`: the peer; `times[1]`: when).
+    Submit,
 }
 
 /// One event on the wire (the fields a kind does not use are 0 or empty).
@@ -132,6 +134,7 @@ pub(crate) fn end_of(e: &TimelineEvent) -> u64 {
         | TimelineEvent::Call { end, .. }
         | TimelineEvent::Store { end, .. }
         | TimelineEvent::Transfer { end, .. } => *end,
+        TimelineEvent::Submit { at, .. } => *at,
     }
 }
 
@@ -184,6 +187,9 @@ pub(crate) fn from_event(e: &TimelineEvent) -> WireEvent {
             };
             let kind = Kind::Transfer { out: *direction == TransferDirection::Out, lane };
             WireEvent { name: cut(peer), times: [*start, *start, *end], bytes: *bytes, ..blank(kind, *id, *thread) }
+        }
+        TimelineEvent::Submit { id, peer, thread, at } => {
+            WireEvent { name: cut(peer), times: [*at, *at, *at], ..blank(Kind::Submit, *id, *thread) }
         }
     }
 }
@@ -243,6 +249,7 @@ pub(crate) fn into_event(w: WireEvent) -> TimelineEvent {
             start,
             end,
         },
+        Kind::Submit => TimelineEvent::Submit { id, peer: Arc::from(w.name.as_str()), thread: w.thread, at: start },
     }
 }
 

@@ -88,6 +88,7 @@ impl Work {
             opts: retry.opts.clone(),
         };
         self.sent.add(peer);
+        self.rt.backend().record_submit(id, || peer.to_string().into());
         self.results.submitted(id, peer, retry, keep);
         self.send(peer, m);
     }

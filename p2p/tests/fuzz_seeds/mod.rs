@@ -268,6 +268,7 @@ pub fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                             WireEvent { actor: "Counter".into(), ..wire_event(Kind::Call, "add", 0) },
                             wire_event(Kind::Store(0), "", 0),
                             wire_event(Kind::Transfer { out: true, lane: 2 }, "12D3KooW", 0),
+                            wire_event(Kind::Submit, "12D3KooW", 0),
                         ])),
                     ),
                     ("inputs-at-cap", encode_page(&page(vec![wire_event(Kind::Task, "t", MAX_INPUTS)]))),
