@@ -90,6 +90,7 @@ mod args;
 pub mod backend;
 mod cancel;
 mod cell;
+mod chrome;
 mod completed;
 mod countdown;
 mod dispatch;
@@ -119,6 +120,7 @@ mod wait;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
+pub use chrome::ChromeTrace;
 pub use completed::{as_completed, AsCompleted, Indexed, Map, MapUnordered};
 pub use error::{ActorDeathCause, BuildError, Cause, DeadActor, Error, StoreFull, TaskFailure, Text};
 pub use group::{Group, GroupBuilder, Progress};
@@ -131,7 +133,10 @@ pub use runtime::{init, try_init, EnterGuard, Runtime, RuntimeBuilder};
 pub use spill::SpillError;
 pub use store::StoreStats;
 pub use task::{check_cancelled, is_cancelled, OneShot, Priority, Rerunnable, TaskBuilder, TaskOptions};
-pub use timeline::{Event as TimelineEvent, Outcome as TimelineOutcome, StoreOp, Timeline};
+pub use timeline::{
+    Direction as TransferDirection, Event as TimelineEvent, Label as TimelineLabel, Outcome as TimelineOutcome,
+    StoreOp, Timeline, TransferLane,
+};
 
 /// Entry points for the fuzz targets in `fuzz/` and the tests that run
 /// their corpora: only with the `fuzzing` feature, never part of the API.

@@ -538,6 +538,11 @@ impl Runtime {
         self.shared.sched.recorder.snapshot()
     }
 
+    /// The timeline's recorder (for the backend's transfer events).
+    pub(crate) fn recorder(&self) -> &Arc<crate::timeline::Recorder> {
+        &self.shared.sched.recorder
+    }
+
     /// Forgets what the timeline recorded so far.
     pub fn clear_timeline(&self) {
         self.shared.sched.recorder.clear();

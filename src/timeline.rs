@@ -6,7 +6,12 @@
 //! Recorded: each task's submission, start and end on its worker thread,
 //! with its name, CPUs, outcome, attempts and the objects it read (drawn
 //! as flow arrows from the tasks that made them); actor calls; spills,
-//! restores and rebuilds in the store. One track per thread.
+//! restores and rebuilds in the store; object transfers between nodes
+//! (recorded by a cluster transport through
+//! [`Backend::record_transfer`](crate::backend::Backend::record_transfer),
+//! on both the sending and the receiving node). One track per thread.
+//! Several nodes' timelines merge into one trace with [`ChromeTrace`]
+//! (module `chrome`).
 //!
 //! Cost: with recording off, one relaxed load per task. With it on, each
 //! thread appends to a buffer of its own (a lock nobody else takes, except
@@ -22,7 +27,6 @@
 use crate::error::Text;
 use crate::id::ObjectId;
 use std::cell::RefCell;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -53,6 +57,26 @@ pub enum StoreOp {
     Restore,
     /// An object rebuilt from lineage (its task run again).
     Rebuild,
+}
+
+/// Which way an object transfer went, seen from the node that recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The object came in from the peer (this node fetched it).
+    In,
+    /// The object went out to the peer (this node served it).
+    Out,
+}
+
+/// How an object transfer travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferLane {
+    /// In a batch of small objects (one exchange for many).
+    Small,
+    /// In chunks over the request streams.
+    Chunks,
+    /// Over the bulk lane (a TCP connection of its own).
+    Bulk,
 }
 
 /// A task's name as recorded (made into text only when written out).
@@ -140,6 +164,41 @@ pub enum Event {
         /// End.
         end: u64,
     },
+    /// An object moved between this node and a peer (a span on the thread
+    /// that did the work).
+    Transfer {
+        /// The object.
+        id: ObjectId,
+        /// Bytes moved (for a served chunk, that chunk's).
+        bytes: u64,
+        /// The other node (its peer id, as text).
+        peer: Text,
+        /// In (fetched) or out (served).
+        direction: Direction,
+        /// How it travelled.
+        lane: TransferLane,
+        /// The thread that did it.
+        thread: u32,
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// A task was sent to another node to run (recorded by a cluster
+    /// transport through
+    /// [`Backend::record_submit`](crate::backend::Backend::record_submit));
+    /// its run there is the `Task` with the same id in that node's
+    /// timeline.
+    Submit {
+        /// The task's result (the id it runs under there).
+        id: ObjectId,
+        /// The node it was sent to (its peer id, as text).
+        peer: Text,
+        /// The thread that sent it.
+        thread: u32,
+        /// When.
+        at: u64,
+    },
 }
 
 /// One thread's events.
@@ -186,6 +245,14 @@ impl Recorder {
             self.epoch.get_or_init(|| clock().raw());
         }
         self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Fixes the timeline's origin if recording never began, without
+    /// turning recording on (a node collecting other nodes' timelines
+    /// needs a clock to align them to); returns [`Recorder::now`].
+    pub fn start_clock(&self) -> u64 {
+        self.epoch.get_or_init(|| clock().raw());
+        self.now()
     }
 
     /// Nanoseconds since recording first began (0 before). Reads the CPU's
@@ -258,110 +325,16 @@ pub struct Timeline {
     pub threads: Vec<(u32, String)>,
 }
 
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A closure's type name made short for a slice's title: the last path
-/// segment that is not `{{closure}}` (`app::Counter::add::{{closure}}`
-/// gives `add`).
-fn short_method(type_name: &str) -> &str {
-    type_name.rsplit("::").find(|seg| !seg.starts_with("{{") && !seg.is_empty()).unwrap_or(type_name)
-}
-
 impl Timeline {
     /// The timeline as Chrome trace JSON (the "JSON object format":
     /// `{"traceEvents": [...]}`), which Perfetto (ui.perfetto.dev) and
     /// `chrome://tracing` open: one track per thread, a slice per task,
-    /// actor call and store operation, flow arrows from a task to the tasks
-    /// that read its output, and a process named `process`.
+    /// actor call, store operation and transfer, flow arrows from a task to
+    /// the tasks that read its output, and a process named `process`.
     pub fn to_chrome_json(&self, process: &str) -> String {
-        let mut ev: Vec<String> = Vec::new();
-        ev.push(format!(r#"{{"ph":"M","name":"process_name","pid":1,"tid":0,"args":{{"name":{}}}}}"#, js(process)));
-        for (tid, name) in &self.threads {
-            ev.push(format!(r#"{{"ph":"M","name":"thread_name","pid":1,"tid":{tid},"args":{{"name":{}}}}}"#, js(name)));
-        }
-        let mut made_by: std::collections::HashMap<ObjectId, (u32, u64)> = std::collections::HashMap::new();
-        for e in &self.events {
-            if let Event::Task { id, thread, end, .. } | Event::Call { id, thread, end, .. } = e {
-                made_by.insert(*id, (*thread, *end));
-            }
-        }
-        let mut flow = 0u64;
-        // Arrows from the producers of `inputs` to a consumer that started
-        // at `start` on `thread`.
-        let mut arrows = |ev: &mut Vec<String>, inputs: &[ObjectId], thread: u32, start: u64| {
-            for input in inputs {
-                if let Some((ptid, pend)) = made_by.get(input) {
-                    flow += 1;
-                    ev.push(format!(
-                        r#"{{"ph":"s","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{ptid},"ts":{}}}"#,
-                        us(*pend)
-                    ));
-                    ev.push(format!(
-                        r#"{{"ph":"f","bp":"e","name":"dep","cat":"dep","id":{flow},"pid":1,"tid":{thread},"ts":{}}}"#,
-                        us(start)
-                    ));
-                }
-            }
-        };
-        let ids = |inputs: &[ObjectId]| inputs.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",");
-        for e in &self.events {
-            match e {
-                Event::Task { id, name, submitted, thread, start, end, outcome, cpus, attempts, inputs } => {
-                    let queued = us(start.saturating_sub(*submitted));
-                    ev.push(format!(
-                        r#"{{"ph":"X","name":{},"cat":"task","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","outcome":"{outcome:?}","cpus":{cpus},"attempts":{attempts},"inputs":[{}],"queued_us":{queued}}}}}"#,
-                        js(&name.to_string()),
-                        us(*start),
-                        us(end.saturating_sub(*start)),
-                        ids(inputs)
-                    ));
-                    arrows(&mut ev, inputs, *thread, *start);
-                }
-                Event::Call { actor, method, id, submitted, thread, start, end, outcome, inputs } => {
-                    let queued = us(start.saturating_sub(*submitted));
-                    let method = method.to_string();
-                    ev.push(format!(
-                        r#"{{"ph":"X","name":{},"cat":"actor","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","actor":{},"method":{},"outcome":"{outcome:?}","inputs":[{}],"queued_us":{queued}}}}}"#,
-                        js(&format!("{actor}.{}", short_method(&method))),
-                        us(*start),
-                        us(end.saturating_sub(*start)),
-                        js(actor),
-                        js(&method),
-                        ids(inputs)
-                    ));
-                    arrows(&mut ev, inputs, *thread, *start);
-                }
-                Event::Store { op, id, bytes, thread, start, end } => ev.push(format!(
-                    r#"{{"ph":"X","name":"{op:?}","cat":"store","pid":1,"tid":{thread},"ts":{},"dur":{},"args":{{"id":"{id}","bytes":{bytes}}}}}"#,
-                    us(*start),
-                    us(end.saturating_sub(*start))
-                )),
-            }
-        }
-        format!("{{\"traceEvents\":[\n{}\n],\"displayTimeUnit\":\"ns\"}}\n", ev.join(",\n"))
+        let mut trace = crate::chrome::ChromeTrace::new();
+        trace.add_process(process, self.clone(), 0);
+        trace.to_json()
     }
 
     /// Writes [`Timeline::to_chrome_json`] to `path`.

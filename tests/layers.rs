@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// The core's layers, lowest first.
 const CORE_LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics", "timeline"]),
+    ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics", "timeline", "chrome"]),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     ("sched", &["resources", "dispatch", "scheduler"]),
     ("object", &["cell", "cancel"]),

@@ -195,3 +195,60 @@ fn actor_calls_are_slices_with_arrows_to_and_from_tasks() {
     assert!(flow_into(&ys), "an arrow from the call to y");
     assert!(xs["dur"].as_f64().is_some());
 }
+
+#[test]
+fn several_timelines_merge_into_one_trace_on_one_clock() {
+    use manta::{ChromeTrace, Timeline, TimelineLabel, TransferDirection, TransferLane};
+    let task =
+        |name: &'static str, start: u64, id: manta::ObjectId, inputs: Vec<manta::ObjectId>| TimelineEvent::Task {
+            id,
+            name: TimelineLabel::Static(name),
+            submitted: start,
+            thread: 1,
+            start,
+            end: start + 1000,
+            outcome: TimelineOutcome::Done,
+            cpus: 1.0,
+            attempts: 1,
+            inputs: inputs.into(),
+        };
+    let make = |name, start: u64| task(name, start, manta::ObjectId::from_bytes([start as u8; 16]), vec![]);
+    let id = manta::ObjectId::from_bytes([7; 16]);
+    let moved = |direction, start| TimelineEvent::Transfer {
+        id,
+        bytes: 10,
+        peer: "peer".into(),
+        direction,
+        lane: TransferLane::Bulk,
+        thread: 2,
+        start,
+        end: start + 500,
+    };
+    let one =
+        Timeline { events: vec![make("a", 7), moved(TransferDirection::Out, 2000)], threads: vec![(1, "w".into())] };
+    let reader = task("b", 9000, manta::ObjectId::from_bytes([1; 16]), vec![id]);
+    let two = Timeline { events: vec![moved(TransferDirection::In, 9000), reader], threads: vec![(2, "net".into())] };
+    let producer = task("p", 1500, id, vec![]);
+    let one = Timeline { events: [one.events, vec![producer]].concat(), ..one };
+    let mut trace = ChromeTrace::new();
+    trace.add_process("one", one, 0);
+    // The second node's clock runs 8 µs ahead: shifted back, some of its
+    // times would be negative, so everything moves up.
+    trace.add_process("two", two, -10_000);
+    let evs = events(&trace.to_json());
+    check_schema(&evs);
+    let procs: Vec<(u64, &str)> = evs
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .map(|e| (e["pid"].as_u64().unwrap(), e["args"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(procs, [(1, "one"), (2, "two")]);
+    let ts = |name: &str| evs.iter().find(|e| e["ph"] == "X" && e["name"] == name).unwrap()["ts"].as_f64().unwrap();
+    assert!(evs.iter().all(|e| e["ts"].as_f64().is_none_or(|t| t >= 0.0)));
+    // two's receive at 9 µs - 10 µs = -1 µs is the earliest: it is at 0.
+    assert_eq!((ts("receive"), ts("a"), ts("b")), (0.0, 1.007, 0.0), "one offset for all of a process");
+    // Arrows across processes: the producer to the transfer in and to the
+    // reader.
+    let ends: Vec<u64> = evs.iter().filter(|e| e["ph"] == "f").map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert_eq!(ends, [2, 2], "{evs:?}");
+}

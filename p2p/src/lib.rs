@@ -172,7 +172,7 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT,
 };
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Node, NodeBuilder, NodeError, StartError};
+pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode};
 pub use secret::{load_secret, parse_secret, read_secret_file, secret_from_env, SecretError, SECRET_ENV};
 pub use transport::bulk::LaneStats;
 pub use wire::envelope::{Resource, WireError};
@@ -235,5 +235,12 @@ pub mod fuzzing {
     /// Chunk replies read without copying their data.
     pub mod chunk {
         pub use crate::wire::chunk::{chunk_prefix, split_chunk};
+    }
+    /// Pages of a node's timeline (`Response::Timeline`).
+    pub mod timeline {
+        pub use crate::wire::timeline::{
+            decode_page, encode_page, Kind, Page, WireEvent, MAX_COLLECTED_EVENTS, MAX_INPUTS, MAX_PAGE_BYTES,
+            MAX_PAGE_EVENTS, MAX_TEXT_BYTES, MAX_THREADS,
+        };
     }
 }

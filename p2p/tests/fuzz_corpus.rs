@@ -394,6 +394,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("fetch-max", fetch([0xff; 16], u64::MAX, MAX_FETCH_LEN)),
                     ("bulk", encode_request(&Request::Bulk { id, offset: 1 << 40 })),
                     ("fetch-small", fetch_small.clone()),
+                    ("timeline-first", encode_request(&Request::Timeline { upto: 0, skip: 0 })),
+                    ("timeline-next", encode_request(&Request::Timeline { upto: u64::MAX, skip: u32::MAX })),
                     // Indefinite-length envelope and field maps.
                     ("indefinite-maps", {
                         let b = patch(&base, &[0xa2, 0x61, b'v'], &[0xbf, 0x61, b'v']);
@@ -440,6 +442,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("busy", encode_response(&Response::Busy)),
                     ("ticket", ticket(40123)),
                     ("objects", objects.clone()),
+                    ("timeline", encode_response(&Response::Timeline { page: vec![0xa0] })),
                 ],
                 base.clone(),
                 vec![

@@ -116,6 +116,23 @@ pub fn context() -> Option<Runtime> {
     crate::runtime::context()
 }
 
+/// An object transfer to record ([`Backend::record_transfer`]).
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The object.
+    pub id: ObjectId,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// The other node, as text (a peer id).
+    pub peer: crate::error::Text,
+    /// In (fetched here) or out (served from here).
+    pub direction: crate::timeline::Direction,
+    /// How it travelled.
+    pub lane: crate::timeline::TransferLane,
+    /// When it began ([`Backend::timeline_now`]).
+    pub start: u64,
+}
+
 /// A runtime's backend side, from [`Runtime::backend`]: what a cluster
 /// transport uses to plug into it. Cheap: a borrow of the runtime.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +147,62 @@ impl<'rt> Backend<'rt> {
 
     fn cluster(&self) -> &'rt Arc<Cluster> {
         self.rt.cluster()
+    }
+
+    /// True while this runtime records its timeline: one relaxed load, for
+    /// a transport to skip [`Backend::record_transfer`]'s clock reads when
+    /// recording is off.
+    #[inline]
+    pub fn timeline_on(&self) -> bool {
+        self.rt.recorder().is_on()
+    }
+
+    /// The timeline clock: nanoseconds since recording began (0 if it
+    /// never did), the scale of every recorded event's times.
+    #[inline]
+    pub fn timeline_now(&self) -> u64 {
+        self.rt.recorder().now()
+    }
+
+    /// Like [`Backend::timeline_now`], but starts the clock if recording
+    /// never began (without turning recording on): for a node that aligns
+    /// other nodes' timelines to its own clock.
+    pub fn timeline_clock(&self) -> u64 {
+        self.rt.recorder().start_clock()
+    }
+
+    /// Records an object transfer on the calling thread's track, from
+    /// `start` (a [`Backend::timeline_now`] reading) to now. Does nothing
+    /// while recording is off.
+    pub fn record_transfer(&self, t: Transfer) {
+        let r = &self.rt.recorder();
+        if !r.is_on() {
+            return;
+        }
+        let end = r.now();
+        r.record(|thread| crate::timeline::Event::Transfer {
+            id: t.id,
+            bytes: t.bytes,
+            peer: t.peer,
+            direction: t.direction,
+            lane: t.lane,
+            thread,
+            start: t.start.min(end),
+            end,
+        });
+    }
+
+    /// Records that task `id` was sent to `peer` to run (an instant on the
+    /// calling thread's track; the trace draws an arrow from it to the
+    /// task's run on that node). Does nothing while recording is off.
+    pub fn record_submit(&self, id: ObjectId, peer: impl FnOnce() -> crate::error::Text) {
+        let r = self.rt.recorder();
+        if !r.is_on() {
+            return;
+        }
+        let at = r.now();
+        let peer = peer();
+        r.record(|thread| crate::timeline::Event::Submit { id, peer, thread, at });
     }
 
     /// Attaches a cluster node: refs serialized from now on carry its hint,

@@ -15,6 +15,7 @@
 use crate::cluster::{Announcements, ClusterView, LoopHandle};
 use crate::stats::Traffic;
 use crate::transport::bulk::Lane;
+use crate::transport::rpc::Pool;
 use crate::transport::ObjectHooks;
 use crate::work::Work;
 use manta::backend::{Fetch, RemoteBackend};
@@ -33,6 +34,14 @@ pub(crate) struct NodeBackend {
     pub(super) lane: Option<Arc<Lane>>,
     /// The node's traffic counters (shared with the layers that count).
     pub(super) traffic: Arc<Traffic>,
+    /// Object streams for collecting peers' timelines.
+    pub(super) pool: Arc<Pool>,
+    /// Whether the cluster has a secret (every connection proves it).
+    pub(super) secret: bool,
+    /// Whether this node is an observer (in no member table).
+    pub(super) observer: bool,
+    /// The node's tokio runtime.
+    pub(super) tokio: tokio::runtime::Handle,
 }
 
 impl RemoteBackend for NodeBackend {
@@ -111,5 +120,12 @@ impl ObjectHooks for NodeBackend {
 
     fn serve_as(&self, id: ObjectId) -> ObjectId {
         self.work.serve_as(id)
+    }
+
+    /// A member: with a cluster secret, any peer that connected (it holds
+    /// the secret, observers included); without one, a peer in the member
+    /// table.
+    fn may_read_timeline(&self, peer: libp2p::PeerId) -> bool {
+        self.secret || self.view.members().iter().any(|m| m.peer == peer && !m.is_self)
     }
 }

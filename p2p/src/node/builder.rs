@@ -24,7 +24,7 @@ use crate::config::{NodeConfig, DEFAULT_CHUNK};
 use crate::stats::Traffic;
 use crate::transport::bulk::{ip_of, Lane, LaneSetup, TICKET_TTL};
 use crate::transport::fetch::FetcherConfig;
-use crate::transport::rpc::{self, ObjectServer};
+use crate::transport::rpc::{self, ObjectServer, Pool};
 use crate::wire::seal::HelloKey;
 use crate::work::{Registry, Work, WorkSetup};
 use libp2p::{identity, Multiaddr};
@@ -39,6 +39,7 @@ pub struct NodeBuilder {
     cfg: NodeConfig,
     key: Option<identity::Keypair>,
     registry: Registry,
+    timeline: bool,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -49,7 +50,7 @@ impl std::fmt::Debug for NodeBuilder {
 
 impl NodeBuilder {
     pub(super) fn new(rt: Runtime) -> NodeBuilder {
-        NodeBuilder { rt, cfg: NodeConfig::default(), key: None, registry: Registry::new() }
+        NodeBuilder { rt, cfg: NodeConfig::default(), key: None, registry: Registry::new(), timeline: false }
     }
 
     /// Adds a listen address (default, if none is added: loopback only,
@@ -199,6 +200,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Records the runtime's timeline from the start (tasks, actor calls,
+    /// store operations, and this node's object transfers), for
+    /// [`Node::cluster_timeline`]; the same as
+    /// `runtime.record_timeline(true)` before `start`. Default: the
+    /// runtime's own setting.
+    pub fn timeline(mut self, on: bool) -> Self {
+        self.timeline = on;
+        self
+    }
+
     /// Starts the node: binds its listen addresses (returns once they are
     /// bound), dials the bootstrap addresses and attaches to the runtime.
     pub fn start(self) -> Result<Node, NodeError> {
@@ -211,6 +222,9 @@ impl NodeBuilder {
             cfg.listen.push(local.with(libp2p::multiaddr::Protocol::Tcp(0)));
         }
         check_exposure(&cfg)?;
+        if self.timeline {
+            self.rt.record_timeline(true);
+        }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (rt, registry) = (self.rt.clone(), self.registry);
         let thread = std::thread::Builder::new()
@@ -330,7 +344,7 @@ async fn wire_up(
         hello: HelloKey::new(cfg.secret.as_ref()),
         traffic: traffic.clone(),
     };
-    let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio, fetch };
+    let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio: tokio.clone(), fetch };
     let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
     let backend = Arc::new(NodeBackend {
         work,
@@ -339,6 +353,10 @@ async fn wire_up(
         cluster: parts.handle.clone(),
         lane: lane.clone(),
         traffic: traffic.clone(),
+        pool: Arc::new(Pool::new(parts.streams.clone(), cfg.request_timeout)),
+        secret: cfg.secret.is_some(),
+        observer: cfg.observer,
+        tokio,
     });
     serve_objects(&parts, rt, lane, backend.clone(), traffic);
     Ok((event_loop, backend))

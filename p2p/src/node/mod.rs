@@ -1,6 +1,7 @@
 //! Layer 5, the node: the [`Node`] handle users hold, its builder
-//! (`builder`), its errors (`error`), and the runtime backend (`backend`)
-//! that glues the manta runtime to the layers below.
+//! (`builder`), its errors (`error`), the runtime backend (`backend`)
+//! that glues the manta runtime to the layers below, and the cluster's
+//! timeline (`timeline`).
 //!
 //! A node owns a tokio runtime on its own threads and one event-loop task
 //! that owns the libp2p `Swarm` (see `cluster::event_loop`). The handle is
@@ -21,9 +22,11 @@
 mod backend;
 mod builder;
 mod error;
+mod timeline;
 
 pub use builder::NodeBuilder;
 pub use error::{NodeError, StartError};
+pub use timeline::{ClusterTrace, MissingNode, TracedNode};
 
 use crate::cluster::{DhtLookup, LoopHandle, Member, MembershipEvent, NetStats};
 use crate::transport::bulk::LaneStats;

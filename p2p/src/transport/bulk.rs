@@ -269,6 +269,8 @@ impl Drop for Slot {
 }
 
 struct Ticket {
+    /// Who it was issued to (for the timeline).
+    peer: PeerId,
     id: ObjectId,
     skip: u64,
     key: Secret,
@@ -449,7 +451,7 @@ impl Lane {
         let now = Instant::now();
         tickets.retain(|_, t| t.expires > now); // frees expired tickets' slots
         let slot = self.slots.take(peer)?;
-        tickets.insert(token, Ticket { id, skip, key, expires: now + self.ttl, local, remotes, _slot: slot });
+        tickets.insert(token, Ticket { peer, id, skip, key, expires: now + self.ttl, local, remotes, _slot: slot });
         Some(Response::Ticket { port, token, key })
     }
 
@@ -521,12 +523,25 @@ impl Lane {
     fn send(&self, t: Ticket, stream: std::net::TcpStream) -> Result<(), LaneError> {
         let out = DeadlineWriter { stream, start: Instant::now(), written: 0, per_write: self.write_timeout };
         let mut w = SealWriter::new(out, &t.key);
+        let backend = self.rt.backend();
+        let start = backend.timeline_on().then(|| backend.timeline_now());
         // Without the last record the reader sees a stream cut short: an
         // object that cannot be written here fails that way.
-        self.rt.backend().write_object(t.id, t.skip, &mut w).map_err(|served| LaneError::Serve { id: t.id, served })?;
+        let total =
+            backend.write_object(t.id, t.skip, &mut w).map_err(|served| LaneError::Serve { id: t.id, served })?;
         let out = w.finish()?;
         self.served.fetch_add(1, Ordering::Relaxed);
         self.sent_bytes.fetch_add(out.written, Ordering::Relaxed);
+        if let Some(start) = start {
+            backend.record_transfer(manta::backend::Transfer {
+                id: t.id,
+                bytes: total.saturating_sub(t.skip),
+                peer: Arc::from(t.peer.to_string()),
+                direction: manta::TransferDirection::Out,
+                lane: manta::TransferLane::Bulk,
+                start,
+            });
+        }
         Ok(())
     }
 }

@@ -48,8 +48,8 @@ use crate::wire::{hint, Request, Response};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use libp2p::PeerId;
-use manta::backend::{DecodeError, Decoded, Fetch};
-use manta::{Error, ObjectId, Runtime};
+use manta::backend::{DecodeError, Decoded, Fetch, Transfer};
+use manta::{Error, ObjectId, Runtime, TransferDirection, TransferLane};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -369,15 +369,42 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
         Reply::Other(Response::Failed { message }) => Err(Failure::refused(HolderError::Failed(message))),
         Reply::Other(Response::Invalid { reason }) => Err(Failure::refused(HolderError::Refused(reason))),
         Reply::Other(Response::Busy) => Err(Failure::unreachable(HolderError::Busy)),
-        Reply::Other(Response::Chunk { .. } | Response::Ticket { .. } | Response::Objects { .. }) => {
-            Err(Failure::refused(HolderError::Unexpected))
-        }
+        Reply::Other(
+            Response::Chunk { .. } | Response::Ticket { .. } | Response::Objects { .. } | Response::Timeline { .. },
+        ) => Err(Failure::refused(HolderError::Unexpected)),
     }
 }
 
 /// Pulls the whole object from `peer` and completes the fetch, or hands the
-/// fetch back with why it failed.
+/// fetch back with why it failed. While the runtime records its timeline,
+/// a pull that succeeds is recorded as a transfer in.
 async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool) -> Result<(), (Fetch, Failure)> {
+    let backend = ctx.rt.backend();
+    let Some(start) = backend.timeline_on().then(|| backend.timeline_now()) else {
+        return pull_from(fetch, peer, ctx, lane, batch, &mut (0, TransferLane::Chunks)).await;
+    };
+    let id = fetch.id();
+    let mut how = (0, TransferLane::Chunks);
+    let pulled = pull_from(fetch, peer, ctx, lane, batch, &mut how).await;
+    if pulled.is_ok() {
+        let (bytes, lane) = how;
+        let peer = Arc::from(peer.to_string());
+        let t = Transfer { id, bytes, peer, direction: TransferDirection::In, lane, start };
+        ctx.rt.backend().record_transfer(t);
+    }
+    pulled
+}
+
+/// [`pull`]; sets `how` to the bytes and lane of the transfer that
+/// succeeded.
+async fn pull_from(
+    fetch: Fetch,
+    peer: PeerId,
+    ctx: &Fetcher,
+    lane: bool,
+    batch: bool,
+    how: &mut (u64, TransferLane),
+) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
     if batch {
         // Small, done and held there: it comes with the other small
@@ -387,6 +414,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
             () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
         };
         if let Some(bytes) = small {
+            *how = (bytes.len() as u64, TransferLane::Small);
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     ctx.traffic.transfer_in(bytes.len() as u64);
@@ -417,6 +445,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
         Ok(x) => x,
         Err(f) => return Err((fetch, f)),
     };
+    *how = (total, TransferLane::Chunks);
     if data.bytes().len() as u64 == total {
         // The whole object in one reply: decode it here.
         return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
@@ -441,6 +470,7 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
             Ok(stream) => {
                 let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
                 if pulled.is_ok() {
+                    *how = (total, TransferLane::Bulk);
                     ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
                     ctx.traffic.transfer_in(total);
                 }

@@ -13,6 +13,8 @@
 //!   sealed with AES-256-GCM;
 //! - `fetch`: the client side of a remote `get` (holders in turn, chunks or
 //!   the lane, decoding straight into the replica);
+//! - `timeline`: a node's timeline in pages for a peer collecting the
+//!   cluster's trace, and the collector's side (clock offset included);
 //! - `guard`: what peers can make the server loops hold, and its bounds
 //!   (streams per peer, frame deadlines, idle timeouts, byte budgets).
 //!
@@ -39,6 +41,7 @@ mod inbox;
 mod mail_link;
 pub(crate) mod outbox;
 pub(crate) mod rpc;
+pub(crate) mod timeline;
 
 pub(crate) use mail_link::MailError;
 #[cfg(feature = "fuzzing")]
@@ -96,6 +99,11 @@ pub(crate) trait ObjectHooks: Send + Sync + 'static {
     /// it here under another id).
     fn serve_as(&self, id: ObjectId) -> ObjectId {
         id
+    }
+    /// True if `peer` may read this node's timeline (`Request::Timeline`):
+    /// a member of the cluster. Default: nobody.
+    fn may_read_timeline(&self, _peer: PeerId) -> bool {
+        false
     }
 }
 

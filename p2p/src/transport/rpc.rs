@@ -30,7 +30,7 @@
 
 use super::bulk::Lane;
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
-use super::{ObjectHooks, Streams};
+use super::{timeline, ObjectHooks, Streams};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{self, object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
 use crate::wire::{self, chunk, Request, Response, WireError};
@@ -39,8 +39,8 @@ use libp2p::request_response::Codec;
 use libp2p::PeerId;
 use libp2p::Stream;
 use libp2p_stream::OpenStreamError;
-use manta::backend::Served;
-use manta::{ObjectId, Runtime};
+use manta::backend::{Served, Transfer};
+use manta::{ObjectId, Runtime, TransferDirection, TransferLane};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -277,16 +277,37 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
             }
         };
         let mut charge = None;
+        let backend = server.rt.backend();
+        // Objects served by this reply, for the timeline while it records.
+        let start = backend.timeline_on().then(|| backend.timeline_now());
+        let mut sent: Vec<(ObjectId, u64, TransferLane)> = Vec::new();
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
                 let resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len).await;
+                if let (Some(_), Response::Chunk { data, .. }) = (start, &resp) {
+                    sent.push((ObjectId::from_bytes(id), data.len() as u64, TransferLane::Chunks));
+                }
                 (charged(resp, peer, &limits, &mut charge).await, false)
             }
             Incoming::Valid(Request::Bulk { id, offset }) => {
                 (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
             }
             Incoming::Valid(Request::FetchSmall { ids }) => {
-                (charged(server.answer_small(&ids), peer, &limits, &mut charge).await, false)
+                let resp = server.answer_small(&ids);
+                if let (Some(_), Response::Objects { items }) = (start, &resp) {
+                    let served = ids.iter().zip(items).filter_map(|(id, b)| Some((**id, b.as_ref()?.len() as u64)));
+                    sent.extend(served.map(|(id, n)| (ObjectId::from_bytes(id), n, TransferLane::Small)));
+                }
+                (charged(resp, peer, &limits, &mut charge).await, false)
+            }
+            Incoming::Valid(Request::Timeline { upto, skip }) => {
+                let resp = if server.hooks.may_read_timeline(peer) {
+                    tokio::task::block_in_place(|| timeline::answer(&server.rt, upto, skip))
+                } else {
+                    tracing::debug!(%peer, "timeline asked by a peer that is not a member: refused");
+                    Response::Invalid { reason: "the timeline is only for members of this cluster".into() }
+                };
+                (charged(resp, peer, &limits, &mut charge).await, false)
             }
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
@@ -303,6 +324,13 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
         count_out(&server.traffic, &resp);
         let written = tokio::time::timeout(limits.frame, write_response(&mut s, &mut codec, resp)).await;
         drop(charge);
+        if let (Some(start), true) = (start, matches!(written, Ok(Ok(())))) {
+            let peer: Arc<str> = Arc::from(peer.to_string());
+            for (id, bytes, lane) in sent {
+                let (peer, direction) = (peer.clone(), TransferDirection::Out);
+                backend.record_transfer(Transfer { id, bytes, peer, direction, lane, start });
+            }
+        }
         if !matches!(written, Ok(Ok(()))) || close {
             let _ = tokio::time::timeout(limits.frame, s.close()).await;
             return;
@@ -337,6 +365,7 @@ async fn charged(resp: Response, peer: PeerId, limits: &Limits, charge: &mut Opt
     let bytes = match &resp {
         Response::Chunk { data, .. } => data.len(),
         Response::Objects { items } => items.iter().flatten().map(|b| b.len()).sum(),
+        Response::Timeline { page } => page.len(),
         _ => 0,
     };
     if bytes <= codec::STEP_BYTES {

@@ -142,6 +142,18 @@ pub enum Request {
         #[serde(deserialize_with = "de_ids")]
         ids: Vec<serde_bytes::ByteArray<16>>,
     },
+    /// "Send me a page of your timeline" (see [`Response::Timeline`]): the
+    /// events that ended at or before `upto` on the peer's timeline clock
+    /// (0: now), most recent first, skipping the first `skip`. Answered only
+    /// to cluster members (and, in a cluster with a secret, to any peer
+    /// that connected with it).
+    Timeline {
+        /// The peer's timeline clock reading the pages are cut at (that of
+        /// the first page's reply), or 0 for the first page.
+        upto: u64,
+        /// Events already received (most recent first).
+        skip: u32,
+    },
 }
 
 /// A reply on the object-transfer protocol.
@@ -194,6 +206,13 @@ pub enum Response {
         /// The stream's one-use key.
         #[serde(with = "serde_bytes")]
         key: [u8; 32],
+    },
+    /// The answer to [`Request::Timeline`]: one page, a plain CBOR value
+    /// decoded with its own caps (`wire::timeline::decode_page`).
+    Timeline {
+        /// The encoded page (a CBOR byte string).
+        #[serde(with = "serde_bytes")]
+        page: Vec<u8>,
     },
 }
 
@@ -310,7 +329,9 @@ impl Request {
             Request::FetchSmall { ids } if ids.len() > MAX_BATCH_IDS => {
                 Err(malformed(format!("FetchSmall of {} ids exceeds {MAX_BATCH_IDS}", ids.len())))
             }
-            Request::Fetch { .. } | Request::Bulk { .. } | Request::FetchSmall { .. } => Ok(()),
+            Request::Fetch { .. } | Request::Bulk { .. } | Request::FetchSmall { .. } | Request::Timeline { .. } => {
+                Ok(())
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - `chunk`: chunk replies written and read without copying their data;
 //! - `seal`: the bulk lane's hello and AES-256-GCM sealed record stream;
 //! - `hint`: the owner hint a serialized ref carries;
+//! - `timeline`: a page of a node's timeline, as a peer collecting the
+//!   cluster's trace receives it;
 //! - `plain`: capped decoding of plain CBOR values from peers (task
 //!   arguments, named-actor records).
 //!
@@ -31,6 +33,7 @@ pub(crate) mod hint;
 pub(crate) mod mail;
 pub(crate) mod plain;
 pub(crate) mod seal;
+pub(crate) mod timeline;
 
 pub(crate) use envelope::*;
 

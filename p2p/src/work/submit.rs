@@ -89,6 +89,7 @@ impl Work {
         };
         self.sent.add(peer);
         self.traffic.task_sent();
+        self.rt.backend().record_submit(id, || peer.to_string().into());
         self.results.submitted(id, peer, retry, keep);
         self.send(peer, m);
     }

@@ -1,6 +1,6 @@
 //! The calls and seeds of the fuzz targets for manta-p2p's framing and its
 //! plain (un-enveloped) CBOR decoders: `p2p_frame`, `p2p_hint`,
-//! `p2p_chunk`, `p2p_actor_record`, `p2p_args` (see `fuzz_corpus.rs`, which
+//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`, `p2p_timeline` (see `fuzz_corpus.rs`, which
 //! runs them with the others; each call is the same as its target's in
 //! `fuzz/fuzz_targets/`). Naming as in `fuzz_corpus.rs`: `valid-*` must be
 //! accepted, `bad-*` refused.
@@ -13,6 +13,7 @@ use manta_p2p::fuzzing::plain::{
     actor_record_key, decode_actor_record, decode_args, encode_actor_record, encode_args, ActorRecord, Value,
     MAX_ARGS_DEPTH,
 };
+use manta_p2p::fuzzing::timeline::{decode_page, encode_page, Kind, Page, WireEvent, MAX_INPUTS, MAX_TEXT_BYTES};
 use manta_p2p::fuzzing::wire::{decode_response, encode_response, Response, WireError, MAX_DEPTH};
 use manta_p2p::{Multiaddr, PeerId};
 
@@ -24,7 +25,7 @@ fn malformed(what: &str) -> WireError {
 }
 
 /// The new targets: name and call.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     // Ok if the input is whole frames; the bodies never outgrow the input.
     (
         "p2p_frame",
@@ -80,7 +81,32 @@ pub const TARGETS: [(&str, Target); 5] = [
             value.or(tuple)
         }),
     ),
+    (
+        "p2p_timeline",
+        Target::Wire(|b| {
+            let page = decode_page(b)?;
+            assert_eq!(decode_page(&encode_page(&page)).as_ref(), Ok(&page), "page round trip");
+            Ok(())
+        }),
+    ),
 ];
+
+/// A timeline event on the wire, for the `p2p_timeline` seeds.
+fn wire_event(kind: Kind, name: &str, inputs: usize) -> WireEvent {
+    WireEvent {
+        kind,
+        id: serde_bytes::ByteArray::new([9; 16]),
+        name: name.into(),
+        actor: String::new(),
+        thread: 3,
+        times: [10, 20, 30],
+        outcome: 0,
+        cpus: 1.0,
+        attempts: 1,
+        bytes: 4096,
+        inputs: vec![serde_bytes::ByteArray::new([8; 16]); inputs],
+    }
+}
 
 /// A peer id that is the same in every run (an identity multihash of 32
 /// bytes: the form Ed25519 peer ids take).
@@ -227,6 +253,44 @@ pub fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                 ("break-alone", vec![0xff]),
             ],
         ),
+        "p2p_timeline" => {
+            let page = |events: Vec<WireEvent>| Page { clock: 99, total: 5, threads: vec![(3, "w".into())], events };
+            let task = wire_event(Kind::Task, "square", 2);
+            let base = encode_page(&page(vec![task.clone()]));
+            (
+                vec![
+                    ("empty", encode_page(&page(vec![]))),
+                    ("task", base.clone()),
+                    (
+                        "kinds",
+                        encode_page(&page(vec![
+                            task.clone(),
+                            WireEvent { actor: "Counter".into(), ..wire_event(Kind::Call, "add", 0) },
+                            wire_event(Kind::Store(0), "", 0),
+                            wire_event(Kind::Transfer { out: true, lane: 2 }, "12D3KooW", 0),
+                            wire_event(Kind::Submit, "12D3KooW", 0),
+                        ])),
+                    ),
+                    ("inputs-at-cap", encode_page(&page(vec![wire_event(Kind::Task, "t", MAX_INPUTS)]))),
+                ],
+                vec![
+                    ("empty", vec![]),
+                    ("truncated", base[..base.len() - 1].to_vec()),
+                    ("trailing-byte", [&base[..], &[0]].concat()),
+                    ("inputs-over-cap", encode_page(&page(vec![wire_event(Kind::Task, "t", MAX_INPUTS + 1)]))),
+                    (
+                        "name-over-cap",
+                        encode_page(&page(vec![wire_event(Kind::Task, &"n".repeat(MAX_TEXT_BYTES + 1), 0)])),
+                    ),
+                    ("cpus-negative", encode_page(&page(vec![WireEvent { cpus: -1.0, ..task.clone() }]))),
+                    ("events-4g-header", {
+                        let at = base.windows(7).position(|w| w == b"fevents").expect("events key") + 7;
+                        [&base[..at], &[0x9a, 0xff, 0xff, 0xff, 0xff]].concat()
+                    }),
+                    ("nested-deep", [&base[..base.len() - 1], &nested(200)[..]].concat()),
+                ],
+            )
+        }
         _ => return None,
     };
     Some(prefixed(valid, bad))
