@@ -94,6 +94,10 @@ fn heartbeat() -> Heartbeat {
         fn_hash: 0xdead_beef_cafe_f00d,
         leaving: false,
         down: vec![],
+        tasks_running: 2,
+        tasks_done: u64::MAX,
+        tasks_failed: 1,
+        store_objects: 17,
     }
 }
 

@@ -209,7 +209,7 @@ fn status_json(others: &[&Member]) -> serde_json::Value {
                 .iter()
                 .map(|r| serde_json::json!({ "name": r.name, "free": r.free, "total": r.total }))
                 .collect();
-            let heard = (m.last_heartbeat_age != Duration::MAX).then(|| m.last_heartbeat_age.as_secs_f64());
+            let heard = (m.last_heartbeat_age != Duration::MAX).then_some(m.last_heartbeat_age.as_secs_f64());
             serde_json::json!({
                 "peer": m.peer.to_string(),
                 "health": health(m.health()),
@@ -391,7 +391,7 @@ mod tests {
             "status --bootstrap /ip4/127.0.0.1/tcp/1 --secret".into(),
         ] {
             let refused = match args(&line) {
-                Ok(a) => status(a).map(|()| ()),
+                Ok(a) => status(a),
                 Err(e) => panic!("{line}: {e}"),
             };
             let e = chain(&refused.expect_err("refused"));

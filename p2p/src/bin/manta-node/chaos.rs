@@ -223,9 +223,9 @@ pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, N
     if *got != total {
         return Err(NodeCliError::TallyDiffers {
             got_words: got.counts.iter().sum::<u64>(),
-            got_chunks: u64::from(got.chunks),
+            got_chunks: got.chunks,
             want_words: total.counts.iter().sum::<u64>(),
-            want_chunks: u64::from(total.chunks),
+            want_chunks: total.chunks,
         });
     }
 
