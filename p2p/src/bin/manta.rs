@@ -125,10 +125,19 @@ enum CliError {
     Stdout(#[source] std::io::Error),
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+/// A bad `--timeout`.
+#[derive(Debug, thiserror::Error)]
+enum SecsError {
+    #[error("not a number of seconds")]
+    NotANumber(#[source] std::num::ParseFloatError),
+    #[error("must be a non-negative number of seconds")]
+    OutOfRange,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, SecsError> {
+    let secs: f64 = s.parse().map_err(SecsError::NotANumber)?;
     if !(secs.is_finite() && secs >= 0.0) {
-        return Err("must be a non-negative number of seconds".into());
+        return Err(SecsError::OutOfRange);
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -356,12 +365,11 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Result<StatusArgs, String> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("manta").chain(s.split_whitespace())).map_err(|e| e.to_string())?;
+    fn args(s: &str) -> Result<StatusArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("manta").chain(s.split_whitespace()))?;
         match cli.command {
             Command::Status(a) => Ok(a),
-            other => Err(format!("not status: {other:?}")),
+            other => panic!("not status: {other:?}"),
         }
     }
 
@@ -373,6 +381,7 @@ mod tests {
         assert!(!a.json && !a.watch && a.count.is_none());
         assert!(args("").is_err());
         assert!(args("launch").is_err());
+        assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --timeout=-1").is_err());
         assert!(args("status").is_err(), "needs a bootstrap address");
         assert!(args("status --bootstrap nonsense").is_err());
         assert!(args("status --bootstrap /ip4/127.0.0.1/tcp/1 --timeout -1").is_err());
