@@ -172,7 +172,7 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT,
 };
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode};
+pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode, WaitedFor};
 pub use secret::{load_secret, parse_secret, read_secret_file, secret_from_env, SecretError, SECRET_ENV};
 pub use transport::bulk::LaneStats;
 pub use wire::envelope::{Resource, WireError};

@@ -96,10 +96,7 @@ pub fn load_secret(file: Option<&Path>) -> Result<Option<[u8; 32]>, SecretError>
 
 fn from_hex(t: &str) -> Option<[u8; 32]> {
     let mut key = [0u8; 32];
-    for (k, pair) in key.iter_mut().zip(t.as_bytes().chunks_exact(2)) {
-        let digit = |c: u8| (c as char).to_digit(16);
-        *k = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
+    hex::decode_to_slice(t, &mut key).ok()?;
     Some(key)
 }
 
@@ -150,7 +147,7 @@ mod tests {
     };
 
     fn hex(k: &[u8; 32]) -> String {
-        k.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(k)
     }
 
     #[test]

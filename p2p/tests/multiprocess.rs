@@ -315,7 +315,7 @@ fn manta_status_prints_the_member_table_as_an_observer() {
 #[test]
 fn manta_status_reads_the_secret_from_a_file_or_the_environment() {
     let key = [0x3cu8; 32];
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(key);
     let rt = manta::Runtime::builder().num_cpus(1).build().unwrap();
     let node = manta_p2p::Node::builder(rt)
         .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())

@@ -94,7 +94,10 @@ fn heartbeat() -> Heartbeat {
         fn_hash: 0xdead_beef_cafe_f00d,
         leaving: false,
         down: vec![],
-        ..Default::default()
+        tasks_running: 2,
+        tasks_done: u64::MAX,
+        tasks_failed: 1,
+        store_objects: 17,
     }
 }
 
@@ -337,7 +340,7 @@ fn huge_length_headers_do_not_allocate() {
         ("ignored 2^64", patch(&hb, &[0x61, b's'], &[&[0x63][..], b"xyz", &[0x5b], &big64].concat()), HB),
     ];
     for (what, bytes, decode) in cases {
-        assert!(bytes.len() < 300, "{what}");
+        assert!(bytes.len() < 400, "{what}"); // small inputs (the test heartbeat, all fields set, is over 300)
         let (r, largest) = largest_alloc(|| decode(&bytes));
         assert!(matches!(r, Err(WireError::Truncated | WireError::Malformed(_))), "{what}: {r:?}");
         assert!(largest <= 16 << 10, "{what}: allocated {largest} bytes at once for a {}-byte input", bytes.len());

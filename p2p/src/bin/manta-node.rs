@@ -2,7 +2,8 @@
 //! stdin/stdout, so a test harness can drive several processes
 //! deterministically (see `p2p/tests/multiprocess.rs`).
 //!
-//! Arguments: `--listen MULTIADDR` (default `/ip4/127.0.0.1/tcp/0`),
+//! Arguments (parsed with `clap`: `manta-node --help`; `manta-node
+//! completions SHELL` prints a shell completion script): `--listen MULTIADDR` (default `/ip4/127.0.0.1/tcp/0`),
 //! `--bootstrap MULTIADDR` (repeatable), `--mdns`, `--peers N` (default 0),
 //! `--timeout SECS` (default 30), `--seed S` (u64, default 0), `--bytes B`
 //! (default 1 MB), `--threshold N` (the node's `queue_threshold`: local
@@ -47,14 +48,18 @@
 //! `merge`, and the `CHAOS` job's), so any of them runs the others' tasks; with `--threshold 1`
 //! and one CPU a node spills as soon as one task waits locally.
 //!
-//! Invariants: the checksum is 64-bit FNV-1a as 16 lowercase hex digits; the
+//! Invariants: refs are hex-encoded with the `hex` crate (lowercase); the
+//! checksum is 64-bit FNV-1a as 16 lowercase hex digits; the
 //! node's own object stays alive until `EXIT` (others fetch from it); any
 //! error (bad argument, start failure, timeout, bad input line, a failed or
-//! wrong word count, stdin closed before `EXIT`) prints `ERR <message>` and
-//! exits with status 1. `--mdns` is refused unless `MANTA_ALLOW_MDNS=1`, a
+//! wrong word count, stdin closed before `EXIT`) is a typed error
+//! (`error.rs`), printed with its chain of sources as `ERR <message>` (one
+//! line) and exits with status 1. `--mdns` is refused unless `MANTA_ALLOW_MDNS=1`, a
 //! guard against multicasting from the host network namespace. Log lines
 //! (`tracing`) go to stderr, filtered by `RUST_LOG` (default: `warn,manta_p2p=info`: what the node does about failures).
 
+use clap::{CommandFactory, Parser, Subcommand};
+use error::NodeCliError;
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{Multiaddr, Node, Registry, RemoteFn};
 use serde::{Deserialize, Serialize};
@@ -66,79 +71,95 @@ use std::time::Duration;
 
 #[path = "manta-node/chaos.rs"]
 mod chaos;
+#[path = "manta-node/error.rs"]
+mod error;
 
-/// Parsed command line.
+/// The `manta-node` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "manta-node",
+    version,
+    about = "Runs one manta-p2p node driven by a line protocol on stdin/stdout (see the crate docs)",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<NodeCommand>,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0", value_name = "MULTIADDR")]
     listen: Multiaddr,
+    /// A member's address, ending in /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
+    /// Discover peers by mDNS (refused unless MANTA_ALLOW_MDNS=1).
+    #[arg(long)]
     mdns: bool,
+    /// Live peers to wait for before printing PEERS.
+    #[arg(long, default_value_t = 0)]
     peers: usize,
+    /// Seconds every wait may take.
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
     timeout: Duration,
+    /// Seed of this node's object.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Size of this node's object, in bytes.
+    #[arg(long, default_value_t = 1_000_000, value_name = "B")]
     bytes: usize,
+    /// Local queue length from which tasks spill to peers.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     threshold: usize,
+    /// A file holding the cluster secret (else MANTA_SECRET is read).
+    #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
+    /// Refused: a secret on the command line is readable by every user.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "", value_name = "SECRET")]
+    secret: Option<String>,
+    /// The runtime's CPUs (0: a node that only submits).
+    #[arg(long, default_value_t = 1, value_name = "N")]
     cpus: usize,
+    /// Heartbeat period, in milliseconds.
+    #[arg(long = "heartbeat-ms", default_value = "1000", value_parser = parse_ms, value_name = "MS")]
     heartbeat: Duration,
+    /// Failure timeout (silence before a peer is declared dead), in milliseconds.
+    #[arg(long = "failure-ms", default_value = "5000", value_parser = parse_ms, value_name = "MS")]
     failure: Duration,
 }
 
-const USAGE: &str = "usage: manta-node [--listen MULTIADDR] [--bootstrap MULTIADDR]... [--mdns] [--peers N] \
-                     [--timeout SECS] [--seed S] [--bytes B] [--threshold N] [--cpus N] [--heartbeat-ms MS] \
-                     [--failure-ms MS] [--secret-file PATH] (or the secret in MANTA_SECRET)";
+/// The other modes.
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Print a shell completion script for `manta-node`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        listen: "/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("default listen address: {e}"))?,
-        bootstrap: Vec::new(),
-        mdns: false,
-        peers: 0,
-        timeout: Duration::from_secs(30),
-        seed: 0,
-        bytes: 1_000_000,
-        threshold: 1,
-        secret_file: None,
-        cpus: 1,
-        heartbeat: Duration::from_secs(1),
-        failure: Duration::from_secs(5),
-    };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
-        match flag.as_str() {
-            "--listen" => args.listen = parse(&flag, &value()?)?,
-            "--bootstrap" => args.bootstrap.push(parse(&flag, &value()?)?),
-            "--mdns" => args.mdns = true,
-            "--peers" => args.peers = parse(&flag, &value()?)?,
-            "--timeout" => args.timeout = Duration::from_secs(parse(&flag, &value()?)?),
-            "--seed" => args.seed = parse(&flag, &value()?)?,
-            "--bytes" => args.bytes = parse(&flag, &value()?)?,
-            "--threshold" => args.threshold = parse(&flag, &value()?)?,
-            "--secret-file" => args.secret_file = Some(PathBuf::from(value()?)),
-            "--secret" => {
-                return Err("a secret on the command line is readable by every user of this machine; \
-                            put it in a file for --secret-file, or in MANTA_SECRET"
-                    .to_string())
-            }
-            "--cpus" => args.cpus = parse(&flag, &value()?)?,
-            "--heartbeat-ms" => args.heartbeat = Duration::from_millis(parse(&flag, &value()?)?),
-            "--failure-ms" => args.failure = Duration::from_millis(parse(&flag, &value()?)?),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
-        }
+fn parse_secs(s: &str) -> Result<Duration, std::num::ParseIntError> {
+    s.parse().map(Duration::from_secs)
+}
+
+fn parse_ms(s: &str) -> Result<Duration, std::num::ParseIntError> {
+    s.parse().map(Duration::from_millis)
+}
+
+/// Parses the command line and checks what clap cannot: no `--secret`,
+/// no `--mdns` without the guard.
+fn parse_args<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, NodeCliError> {
+    let args = Args::try_parse_from(argv).map_err(NodeCliError::Usage)?;
+    if args.secret.is_some() {
+        return Err(NodeCliError::SecretOnCommandLine);
     }
     if args.mdns && std::env::var("MANTA_ALLOW_MDNS").as_deref() != Ok("1") {
-        return Err("--mdns multicasts on every interface; refused unless MANTA_ALLOW_MDNS=1 \
-                    (use it only inside a network namespace)"
-            .to_string());
+        return Err(NodeCliError::MdnsRefused);
     }
     Ok(args)
 }
 
-fn parse<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| format!("bad value `{s}` for {flag}: {e}"))
+/// A number in a job line.
+fn parse<T: std::str::FromStr<Err = std::num::ParseIntError>>(what: &'static str, s: &str) -> Result<T, NodeCliError> {
+    s.parse().map_err(|source| NodeCliError::BadNumber { what, value: s.into(), source })
 }
 
 /// The splitmix64 generator.
@@ -252,35 +273,17 @@ fn checksum(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("odd-length hex ({} digits)", s.len()));
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(format!("bad hex digit `{}`", c.escape_ascii())),
-    };
-    s.as_bytes().chunks(2).map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?)).collect()
-}
-
 /// Writes one protocol line and flushes it.
-fn say(line: &str) -> Result<(), String> {
+fn say(line: &str) -> Result<(), NodeCliError> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| format!("cannot write stdout: {e}"))
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(NodeCliError::Stdout)
 }
 
-fn run() -> Result<(), String> {
-    let args = parse_args(std::env::args().skip(1))?;
+fn run(args: Args) -> Result<(), NodeCliError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,manta_p2p=info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
-    let rt = Runtime::builder().num_cpus(args.cpus).build().map_err(|e| e.to_string())?;
+    let rt = Runtime::builder().num_cpus(args.cpus).build().map_err(NodeCliError::Runtime)?;
     let mut builder = Node::builder(rt)
         .listen(args.listen.clone())
         .mdns(args.mdns)
@@ -291,31 +294,31 @@ fn run() -> Result<(), String> {
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
     }
-    if let Some(k) = manta_p2p::load_secret(args.secret_file.as_deref()).map_err(|e| e.to_string())? {
+    if let Some(k) = manta_p2p::load_secret(args.secret_file.as_deref()).map_err(NodeCliError::Secret)? {
         builder = builder.secret(k);
     }
-    let node = builder.start().map_err(|e| e.to_string())?;
+    let node = builder.start().map_err(NodeCliError::node("cannot start the node"))?;
     let result = serve(&node, &args);
     node.shutdown();
     result
 }
 
-fn serve(node: &Node, args: &Args) -> Result<(), String> {
-    let addr = node.listen_addrs().into_iter().next().ok_or("the node bound no listen address")?;
+fn serve(node: &Node, args: &Args) -> Result<(), NodeCliError> {
+    let addr = node.listen_addrs().into_iter().next().ok_or(NodeCliError::NoListenAddress)?;
     say(&format!("ADDR {addr}"))?;
 
-    let status = node.wait_for_peers(args.peers, args.timeout).map_err(|e| e.to_string())?;
+    let status = node.wait_for_peers(args.peers, args.timeout).map_err(NodeCliError::node("waiting for peers"))?;
     say(&format!("PEERS {}", status.iter().filter(|m| m.alive && !m.is_self).count()))?;
 
     let data = object_bytes(args.seed, args.bytes);
     let sum = checksum(&data);
     // Kept until EXIT: the other processes fetch it from this node.
-    let mine: ObjectRef<Vec<u8>> = node.runtime().put(data).map_err(|e| e.to_string())?;
-    say(&format!("REF {}", to_hex(&node.encode_ref(&mine).map_err(|e| e.to_string())?)))?;
+    let mine: ObjectRef<Vec<u8>> = node.runtime().put(data).map_err(|_| NodeCliError::StoreFull)?;
+    say(&format!("REF {}", hex::encode(node.encode_ref(&mine).map_err(NodeCliError::node("cannot encode a ref"))?)))?;
     say(&format!("SUM {sum}"))?;
 
     for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
+        let line = line.map_err(NodeCliError::Stdin)?;
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -333,32 +336,32 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
             continue;
         }
         if line == "STATS" {
-            let live = node.cluster_status().map_err(|e| e.to_string())?;
+            let live = node.cluster_status().map_err(NodeCliError::node("cannot read the member table"))?;
             let live = live.iter().filter(|m| m.alive && !m.is_self).count();
             say(&format!("STATS {} {} {live}", node.pinned_objects(), node.accepted_work()))?;
             continue;
         }
         let Some(hex) = line.strip_prefix("REF ") else {
-            return Err(format!("unexpected input line `{}`", line.escape_debug()));
+            return Err(NodeCliError::UnexpectedLine(line.into()));
         };
-        let wire = from_hex(hex.trim())?;
-        let r: ObjectRef<Vec<u8>> = node.decode_ref(&wire).map_err(|e| e.to_string())?;
-        let value = r.get_timeout(args.timeout).map_err(|e| format!("get {}: {e}", r.id()))?;
+        let wire = hex::decode(hex.trim()).map_err(NodeCliError::Hex)?;
+        let r: ObjectRef<Vec<u8>> = node.decode_ref(&wire).map_err(NodeCliError::node("cannot decode a ref"))?;
+        let value = r.get_timeout(args.timeout).map_err(NodeCliError::task(format!("get {}", r.id())))?;
         say(&format!("GOT {} {} {}", r.id(), value.len(), checksum(&value)))?;
     }
-    Err("stdin closed before EXIT".to_string())
+    Err(NodeCliError::StdinClosed)
 }
 
 /// Runs `WORDCOUNT <chunks> <seed>` (`job` is what follows the command) on
 /// the cluster and returns its `WC` line.
-fn word_count(node: &Node, job: &str, timeout: Duration) -> Result<String, String> {
+fn word_count(node: &Node, job: &str, timeout: Duration) -> Result<String, NodeCliError> {
     let [chunks, seed] = job.split_whitespace().collect::<Vec<_>>()[..] else {
-        return Err(format!("WORDCOUNT needs `<chunks> <seed>`, got `{}`", job.escape_debug()));
+        return Err(NodeCliError::JobUsage { command: "WORDCOUNT", usage: "<chunks> <seed>", got: job.into() });
     };
     let chunks: usize = parse("WORDCOUNT chunks", chunks)?;
     let seed: u64 = parse("WORDCOUNT seed", seed)?;
     if chunks > MAX_CHUNKS {
-        return Err(format!("WORDCOUNT: at most {MAX_CHUNKS} chunks, not {chunks}"));
+        return Err(NodeCliError::TooManyChunks { asked: chunks, max: MAX_CHUNKS });
     }
     let texts: Vec<String> = (0..chunks).map(|i| text_chunk(seed, i)).collect();
 
@@ -385,27 +388,42 @@ fn word_count(node: &Node, job: &str, timeout: Duration) -> Result<String, Strin
     }
 
     let got = match level.pop() {
-        Some(root) => (*root.get_timeout(timeout).map_err(|e| format!("word count of {chunks} chunks: {e}"))?).clone(),
+        Some(root) => {
+            (*root.get_timeout(timeout).map_err(NodeCliError::task(format!("word count of {chunks} chunks")))?).clone()
+        }
         None => Partial::default(),
     };
     if got.words != expected {
-        return Err(format!(
-            "word count differs from the local count: cluster {} words in {} kinds, local {} in {}",
-            got.words.values().sum::<u64>(),
-            got.words.len(),
-            expected.values().sum::<u64>(),
-            expected.len()
-        ));
+        return Err(NodeCliError::WordCountDiffers {
+            cluster_words: got.words.values().sum::<u64>(),
+            cluster_kinds: got.words.len(),
+            local_words: expected.values().sum::<u64>(),
+            local_kinds: expected.len(),
+        });
     }
     let total: u64 = got.words.values().sum();
     Ok(format!("WC {total} {} {} {}", got.words.len(), checksum(canonical(&got.words).as_bytes()), got.ran_on.len()))
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let result = match parse_args(std::env::args()) {
+        // `--help` and `--version` are not errors: clap prints them.
+        Err(NodeCliError::Usage(e)) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => Err(e),
+        Ok(Args { command: Some(NodeCommand::Completions { shell }), .. }) => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Args::command(), "manta-node", &mut out);
+            out.flush().map_err(NodeCliError::Stdout)
+        }
+        Ok(args) => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("ERR {}", e.replace('\n', " "));
+            let msg = format!("ERR {}", error::one_line(&e));
             if say(&msg).is_err() {
                 eprintln!("{msg}");
             }
@@ -417,14 +435,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        let b: Vec<u8> = (0..=255).collect();
-        assert_eq!(from_hex(&to_hex(&b)).unwrap(), b);
-        assert!(from_hex("abc").is_err());
-        assert!(from_hex("zz").is_err());
-    }
 
     #[test]
     fn objects_are_deterministic_per_seed() {
@@ -470,7 +480,8 @@ mod tests {
 
     #[test]
     fn mdns_needs_the_env_guard() {
-        let args = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
+        Args::command().debug_assert();
+        let args = |v: &[&str]| parse_args(std::iter::once("manta-node").chain(v.iter().copied()).map(String::from));
         if std::env::var("MANTA_ALLOW_MDNS").as_deref() != Ok("1") {
             assert!(args(&["--mdns"]).is_err());
         }
@@ -479,8 +490,15 @@ mod tests {
         assert_eq!(args(&["--peers", "2", "--seed", "5"]).unwrap().peers, 2);
         assert_eq!(args(&[]).unwrap().threshold, 1);
         assert_eq!(args(&["--threshold", "3"]).unwrap().threshold, 3);
-        let e = args(&["--secret", &"ab".repeat(32)]).map(|_| ()).unwrap_err();
-        assert!(e.contains("--secret-file") && !e.contains("abab"), "{e}");
+        for secret in [&["--secret", &"ab".repeat(32)][..], &["--secret"]] {
+            let e = error::one_line(&args(secret).map(|_| ()).unwrap_err());
+            assert!(e.contains("--secret-file") && !e.contains("abab"), "{e}");
+        }
+        let a = args(&["--cpus", "0", "--heartbeat-ms", "200", "--failure-ms", "2000", "--timeout", "120"]).unwrap();
+        assert_eq!((a.cpus, a.heartbeat, a.failure), (0, Duration::from_millis(200), Duration::from_secs(2)));
+        assert_eq!(a.timeout, Duration::from_secs(120));
+        assert!(args(&["--bootstrap", "nonsense"]).is_err());
+        assert!(matches!(args(&["completions", "bash"]).unwrap().command, Some(NodeCommand::Completions { .. })));
         let a = args(&["--secret-file", "/k"]).unwrap();
         assert_eq!(a.secret_file.as_deref(), Some(std::path::Path::new("/k")));
     }

@@ -36,7 +36,7 @@ pub enum NodeError {
     #[error("timed out after {after:?} waiting for {waited_for}")]
     Timeout {
         /// What was waited for.
-        waited_for: String,
+        waited_for: WaitedFor,
         /// How long.
         after: Duration,
     },
@@ -50,6 +50,25 @@ pub enum NodeError {
     /// A named actor's record was found but is unusable.
     #[error(transparent)]
     ActorRecord(#[from] ActorRecordError),
+}
+
+/// What a [`NodeError::Timeout`] waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitedFor {
+    /// At least this many live peers ([`crate::Node::wait_for_peers`]).
+    Peers(usize),
+    /// An actor registered under this name ([`crate::Node::get_actor`]).
+    Actor(String),
+}
+
+impl std::fmt::Display for WaitedFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitedFor::Peers(n) => write!(f, "{n} live peers"),
+            WaitedFor::Actor(name) => write!(f, "an actor named `{name}`"),
+        }
+    }
 }
 
 /// Why a node could not start.

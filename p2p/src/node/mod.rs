@@ -25,7 +25,7 @@ mod error;
 mod timeline;
 
 pub use builder::NodeBuilder;
-pub use error::{NodeError, StartError};
+pub use error::{NodeError, StartError, WaitedFor};
 pub use timeline::{ClusterTrace, MissingNode, TracedNode};
 
 use crate::cluster::{DhtLookup, LoopHandle, Member, MembershipEvent, NetStats};
@@ -139,7 +139,7 @@ impl Node {
         lookup(self.work(), class, name, timeout).map_err(|e| match e {
             LookupError::Shutdown => NodeError::Shutdown,
             LookupError::Timeout => {
-                NodeError::Timeout { waited_for: format!("an actor named `{name}`"), after: timeout }
+                NodeError::Timeout { waited_for: WaitedFor::Actor(name.to_string()), after: timeout }
             }
             LookupError::Record(e) => NodeError::ActorRecord(e),
         })
@@ -263,8 +263,7 @@ impl Node {
             match events.recv_timeout(left) {
                 Ok(_) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let waited_for = format!("{n} live peers");
-                    return Err(NodeError::Timeout { waited_for, after: timeout });
+                    return Err(NodeError::Timeout { waited_for: WaitedFor::Peers(n), after: timeout });
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(NodeError::Shutdown),
             }

@@ -32,6 +32,7 @@
 //! merged; an audit applied twice in one incarnation is an error; every
 //! wait is bounded by `--timeout`.
 
+use crate::error::NodeCliError;
 use manta::{Error, ObjectRef};
 use manta_p2p::{ActorClass, MembershipEvent, Method, Node, Registry, RemoteFn};
 use serde::{Deserialize, Serialize};
@@ -160,15 +161,15 @@ pub(crate) fn register(r: Registry) -> Registry {
 
 /// Runs `CHAOS <seed> <chunks> <big_mb>` (`job` is what follows the
 /// command) and returns its `CHAOS` line.
-pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, String> {
+pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, NodeCliError> {
     let [seed, chunks, big_mb] = job.split_whitespace().collect::<Vec<_>>()[..] else {
-        return Err(format!("CHAOS needs `<seed> <chunks> <big_mb>`, got `{}`", job.escape_debug()));
+        return Err(NodeCliError::JobUsage { command: "CHAOS", usage: "<seed> <chunks> <big_mb>", got: job.into() });
     };
     let seed: u64 = crate::parse("CHAOS seed", seed)?;
     let chunks: u32 = crate::parse("CHAOS chunks", chunks)?;
     let big_mb: u64 = crate::parse("CHAOS big_mb", big_mb)?;
     if chunks == 0 || chunks > MAX_CHUNKS || big_mb > MAX_BIG_MB {
-        return Err(format!("CHAOS: chunks must be in 1..={MAX_CHUNKS} and big_mb at most {MAX_BIG_MB}"));
+        return Err(NodeCliError::ChaosRange { max_chunks: MAX_CHUNKS, max_big_mb: MAX_BIG_MB });
     }
     let auditor = node.actor_builder(&AUDITOR).max_restarts(3).spawn((seed,));
     crate::say(&format!("ACTOR {}", auditor.host()))?;
@@ -213,20 +214,19 @@ pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, S
     }
     let n = levels.len() - 1;
     for (k, level) in levels.iter().enumerate().skip(1) {
-        wait_all(node, level, timeout).map_err(|e| format!("reduce level {k}: {e}"))?;
+        wait_all(node, &format!("reduce level {k}"), level, timeout)?;
         crate::say(&format!("PROGRESS reduce {k}/{n}"))?;
     }
-    let root = levels.last().and_then(|l| l.first().cloned()).ok_or("no reduce result")?;
-    let got = root.get_timeout(timeout).map_err(|e| format!("reduce: {e}"))?;
+    let root = levels.last().and_then(|l| l.first().cloned()).ok_or(NodeCliError::NoReduceResult)?;
+    let got = root.get_timeout(timeout).map_err(NodeCliError::task("reduce"))?;
     drop(levels);
     if *got != total {
-        return Err(format!(
-            "the cluster's word count differs: {} words in {} chunks, expected {} in {}",
-            got.counts.iter().sum::<u64>(),
-            got.chunks,
-            total.counts.iter().sum::<u64>(),
-            total.chunks
-        ));
+        return Err(NodeCliError::TallyDiffers {
+            got_words: got.counts.iter().sum::<u64>(),
+            got_chunks: got.chunks,
+            want_words: total.counts.iter().sum::<u64>(),
+            want_chunks: total.chunks,
+        });
     }
 
     let (audit_sum, retries) = check_audits(&auditor, &counts, audits, &expected, seed, timeout)?;
@@ -235,10 +235,10 @@ pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, S
     crate::say("PHASE transfer")?;
     for (j, big) in bigs.iter().enumerate() {
         crate::say(&format!("FETCH big {j}"))?;
-        let b = big.get_timeout(timeout).map_err(|e| format!("big object {j}: {e}"))?;
+        let b = big.get_timeout(timeout).map_err(NodeCliError::task(format!("big object {j}")))?;
         let want = crate::object_bytes(seed ^ (j as u64).wrapping_add(0xb16), big_len as usize);
         if b.as_slice() != want.as_slice() {
-            return Err(format!("big object {j} differs ({} bytes, expected {})", b.len(), want.len()));
+            return Err(NodeCliError::BigDiffers { index: j, got: b.len(), expected: want.len() });
         }
         crate::say(&format!("GOT big {j}"))?;
     }
@@ -252,8 +252,8 @@ pub(crate) fn run(node: &Node, job: &str, timeout: Duration) -> Result<String, S
 
 /// Prints `DIED`/`REVIVED` lines, and the actor's host after a death, from
 /// a thread that ends with the node.
-fn watch_membership(node: &Node, auditor: manta_p2p::ActorHandle<Auditor>) -> Result<(), String> {
-    let events = node.subscribe().map_err(|e| e.to_string())?;
+fn watch_membership(node: &Node, auditor: manta_p2p::ActorHandle<Auditor>) -> Result<(), NodeCliError> {
+    let events = node.subscribe().map_err(NodeCliError::node("cannot watch the membership"))?;
     std::thread::Builder::new()
         .name("chaos-membership".into())
         .spawn(move || {
@@ -269,7 +269,7 @@ fn watch_membership(node: &Node, auditor: manta_p2p::ActorHandle<Auditor>) -> Re
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start a thread: {e}"))
+        .map_err(NodeCliError::Thread)
 }
 
 /// Waits for every ref (done or failed), printing about `lines` progress
@@ -280,15 +280,15 @@ fn progress<T: Send + Sync + 'static>(
     refs: &[ObjectRef<T>],
     lines: usize,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), NodeCliError> {
     let step = refs.len().div_ceil(lines).max(1);
     let mut pending = refs.to_vec();
     let mut done = 0;
     while !pending.is_empty() {
         let want = step.min(pending.len());
-        let (ready, rest) = node.runtime().wait(&pending, want, Some(timeout)).map_err(|e| e.to_string())?;
+        let (ready, rest) = node.runtime().wait(&pending, want, Some(timeout)).map_err(NodeCliError::task(what))?;
         if ready.len() < want {
-            return Err(format!("{what}: {done} of {} done after {timeout:?}", refs.len()));
+            return Err(NodeCliError::Slow { what: what.into(), done, total: refs.len(), after: timeout });
         }
         done += ready.len();
         pending = rest;
@@ -297,10 +297,15 @@ fn progress<T: Send + Sync + 'static>(
     Ok(())
 }
 
-fn wait_all<T: Send + Sync + 'static>(node: &Node, refs: &[ObjectRef<T>], timeout: Duration) -> Result<(), String> {
-    let (ready, _) = node.runtime().wait(refs, refs.len(), Some(timeout)).map_err(|e| e.to_string())?;
+fn wait_all<T: Send + Sync + 'static>(
+    node: &Node,
+    what: &str,
+    refs: &[ObjectRef<T>],
+    timeout: Duration,
+) -> Result<(), NodeCliError> {
+    let (ready, _) = node.runtime().wait(refs, refs.len(), Some(timeout)).map_err(NodeCliError::task(what))?;
     if ready.len() < refs.len() {
-        return Err(format!("{} of {} done after {timeout:?}", ready.len(), refs.len()));
+        return Err(NodeCliError::Slow { what: what.into(), done: ready.len(), total: refs.len(), after: timeout });
     }
     Ok(())
 }
@@ -315,7 +320,7 @@ fn check_audits(
     expected: &[Tally],
     seed: u64,
     timeout: Duration,
-) -> Result<(u64, u32), String> {
+) -> Result<(u64, u32), NodeCliError> {
     let (mut sum, mut retries) = (0u64, 0u32);
     for (i, mut audit) in audits.into_iter().enumerate() {
         let mut tries = 0;
@@ -327,15 +332,15 @@ fn check_audits(
                     retries += 1;
                     audit = auditor.call(&AUDIT, (i as u32, &counts[i]));
                 }
-                Err(e) => return Err(format!("audit {i}: {e}")),
+                Err(e) => return Err(NodeCliError::task(format!("audit {i}"))(e)),
             }
         };
         if a.twice {
-            return Err(format!("audit {i} was applied twice by one incarnation of the actor"));
+            return Err(NodeCliError::AuditTwice { index: i });
         }
         let want = expected[i].digest(seed ^ i as u64);
         if a.digest != want {
-            return Err(format!("audit {i}: digest {:016x}, expected {want:016x}", a.digest));
+            return Err(NodeCliError::AuditDigest { index: i, got: a.digest, expected: want });
         }
         sum = sum.wrapping_add(a.digest);
     }
