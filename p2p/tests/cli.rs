@@ -1,7 +1,7 @@
 //! The built `manta` and `manta-node` binaries: `--help` for every
 //! subcommand, shell completions, and `manta status` (`--json`, `--watch
 //! --count`, the metrics summary from heartbeats, the exit status when no
-//! peer answers) against an in-process node on 127.0.0.1 with a secret.
+//! peer answers) and `manta timeline` against an in-process node on 127.0.0.1 with a secret.
 
 use manta::Runtime;
 use manta_p2p::Node;
@@ -31,6 +31,7 @@ fn every_subcommand_has_help_and_completions_print() {
         (MANTA, &["help"]),
         (MANTA, &["status", "--help"]),
         (MANTA, &["completions", "--help"]),
+        (MANTA, &["timeline", "--help"]),
         (MANTA_NODE, &["--help"]),
         (MANTA_NODE, &["completions", "--help"]),
     ] {
@@ -42,8 +43,12 @@ fn every_subcommand_has_help_and_completions_print() {
     for flag in ["--bootstrap", "--peers", "--timeout", "--secret-file", "--json", "--watch", "--count"] {
         assert!(help.contains(flag), "{flag} missing from `manta status --help`");
     }
+    let help = text(&run(MANTA, &["timeline", "--help"], None).stdout);
+    for flag in ["--bootstrap", "--peers", "--timeout", "--secret-file", "--output"] {
+        assert!(help.contains(flag), "{flag} missing from `manta timeline --help`");
+    }
     let help = text(&run(MANTA_NODE, &["--help"], None).stdout);
-    for flag in ["--cpus", "--heartbeat-ms", "--failure-ms", "--secret-file", "--threshold", "--listen"] {
+    for flag in ["--timeline", "--cpus", "--heartbeat-ms", "--failure-ms", "--secret-file", "--threshold", "--listen"] {
         assert!(help.contains(flag), "{flag} missing from `manta-node --help`");
     }
     for (bin, name) in [(MANTA, "manta"), (MANTA_NODE, "manta-node")] {
@@ -108,5 +113,38 @@ fn status_prints_json_with_the_nodes_summary_and_fails_clearly_without_peers() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("no peer answered") && err.contains(&boot), "{err}");
+    node.shutdown();
+}
+
+#[test]
+fn timeline_collects_a_members_tasks_into_a_chrome_trace() {
+    let key = [9u8; 32];
+    let secret = hex::encode(key);
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let node = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .secret(key)
+        .timeline(true)
+        .start()
+        .unwrap();
+    let r = node.runtime().task().name("the_answer").spawn(|| 6 * 7);
+    assert_eq!(*r.get().unwrap(), 42);
+    let boot = node.listen_addrs()[0].to_string();
+    let dir = std::env::temp_dir().join(format!("manta-cli-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trace.json");
+    let p = path.to_string_lossy().into_owned();
+    let out = run(MANTA, &["timeline", "--bootstrap", &boot, "--timeout", "30", "-o", &p], Some(&secret));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 node(s)"), "{}", text(&out.stdout));
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("the trace is JSON");
+    let events = trace["traceEvents"].as_array().or_else(|| trace.as_array()).expect("trace events");
+    assert!(events.iter().any(|e| e["name"].as_str() == Some("the_answer")), "the task is in the trace");
+    // A wrong secret: nobody answers; non-zero with a message.
+    let out =
+        run(MANTA, &["timeline", "--bootstrap", &boot, "--timeout", "1", "-o", &p], Some(&hex::encode([1u8; 32])));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
     node.shutdown();
 }

@@ -13,7 +13,8 @@
 //! timeout, defaults 1000 and 5000), `--secret-file PATH` (the cluster
 //! secret; without it, the one in the environment variable `MANTA_SECRET`,
 //! if set: 32 bytes as 64 hex digits or base64, see
-//! `manta_p2p::parse_secret`). A secret is never taken on the command line
+//! `manta_p2p::parse_secret`), `--timeline` (record a timeline from the
+//! start, for `manta timeline`). A secret is never taken on the command line
 //! (`--secret` is refused), and a node listening beyond loopback or with
 //! `--mdns` needs one.
 //!
@@ -124,6 +125,10 @@ struct Args {
     /// Failure timeout (silence before a peer is declared dead), in milliseconds.
     #[arg(long = "failure-ms", default_value = "5000", value_parser = parse_ms, value_name = "MS")]
     failure: Duration,
+    /// Record a timeline of every task, actor call and transfer from the
+    /// start (`manta timeline` collects it from every member).
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// The other modes.
@@ -290,7 +295,8 @@ fn run(args: Args) -> Result<(), NodeCliError> {
         .registry(registry())
         .queue_threshold(args.threshold)
         .heartbeat(args.heartbeat)
-        .failure_timeout(args.failure);
+        .failure_timeout(args.failure)
+        .timeline(args.timeline);
     for b in &args.bootstrap {
         builder = builder.bootstrap(b.clone());
     }

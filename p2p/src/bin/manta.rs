@@ -20,6 +20,14 @@
 //! stops after `N` tables), exiting as the last table says. It listens on
 //! 127.0.0.1 only and never uses mDNS.
 //!
+//! `manta timeline --bootstrap MULTIADDR -o trace.json [--peers N]
+//! [--timeout SECS] [--secret-file PATH]` joins as an observer the same
+//! way, collects every live member's timeline into one Chrome trace (one
+//! process per node, clocks aligned by round-trip offsets; see
+//! `Node::cluster_timeline`), writes it to the file, prints which nodes
+//! are in it and which are missing and why, and fails if none answered.
+//! Members record only when started with `manta-node --timeline`.
+//!
 //! `manta completions SHELL` prints a completion script (bash, zsh, fish,
 //! elvish, powershell).
 //!
@@ -53,7 +61,10 @@ struct Cli {
 enum Command {
     /// Join the cluster as an observer and print its member table.
     Status(StatusArgs),
-    // `timeline` (collect a cluster's Chrome trace, issue 18) goes here.
+    /// Collect every member's timeline into one Chrome trace (open it in
+    /// Perfetto or chrome://tracing). Members record only when started
+    /// with `manta-node --timeline` (or `NodeBuilder::timeline(true)`).
+    Timeline(TimelineArgs),
     /// Print a shell completion script for `manta`.
     Completions {
         /// The shell.
@@ -84,6 +95,25 @@ struct StatusArgs {
     /// With --watch: stop after this many tables.
     #[arg(long, value_name = "N", requires = "watch")]
     count: Option<u64>,
+}
+
+/// The flags of `manta timeline`.
+#[derive(Debug, Args)]
+struct TimelineArgs {
+    /// A member's address, ending in /p2p/<peer id> (repeatable).
+    #[arg(long, required = true, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Live members to wait for before collecting.
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// Seconds to wait for them, and for each member's answer.
+    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
+    timeout: Duration,
+    /// Where to write the trace (Chrome trace JSON).
+    #[arg(short = 'o', long, value_name = "PATH")]
+    output: PathBuf,
+    #[command(flatten)]
+    secret: SecretArgs,
 }
 
 /// Where the cluster secret comes from.
@@ -123,6 +153,12 @@ enum CliError {
     TooFew { seen: usize, wanted: usize, timeout: Duration },
     #[error("cannot write to stdout")]
     Stdout(#[source] std::io::Error),
+    #[error("cannot collect the cluster's timeline")]
+    Timeline(#[source] manta_p2p::NodeError),
+    #[error("no member answered with its timeline ({missing} missing)")]
+    NoTimeline { missing: usize },
+    #[error("cannot write the trace to {path}")]
+    WriteTrace { path: PathBuf, source: std::io::Error },
 }
 
 /// A bad `--timeout`.
@@ -287,22 +323,63 @@ fn verdict(members: &[Member], args: &StatusArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn status(args: StatusArgs) -> Result<(), CliError> {
-    if args.secret.secret.is_some() {
+/// An observer node (loopback only, no mDNS) joined through `bootstrap`.
+fn observer(bootstrap: &[Multiaddr], secret: &SecretArgs) -> Result<Node, CliError> {
+    if secret.secret.is_some() {
         return Err(CliError::SecretOnCommandLine);
     }
     let rt = Runtime::builder().num_cpus(1).build().map_err(CliError::Runtime)?;
     let mut b = Node::builder(rt).listen(local_listen()).observer(true).mdns(false);
-    for a in &args.bootstrap {
+    for a in bootstrap {
         b = b.bootstrap(a.clone());
     }
-    if let Some(k) = manta_p2p::load_secret(args.secret.secret_file.as_deref()).map_err(CliError::Secret)? {
+    if let Some(k) = manta_p2p::load_secret(secret.secret_file.as_deref()).map_err(CliError::Secret)? {
         b = b.secret(k);
     }
-    let node = b.start().map_err(CliError::Start)?;
+    b.start().map_err(CliError::Start)
+}
+
+fn status(args: StatusArgs) -> Result<(), CliError> {
+    let node = observer(&args.bootstrap, &args.secret)?;
     let result = watch(&node, &args);
     node.shutdown();
     result
+}
+
+/// `manta timeline`: waits for the members, collects, writes the trace
+/// and says on stdout which nodes are in it and which are missing (and
+/// why). Fails if no member answered.
+fn timeline(args: TimelineArgs) -> Result<(), CliError> {
+    let node = observer(&args.bootstrap, &args.secret)?;
+    let result = collect(&node, &args);
+    node.shutdown();
+    result
+}
+
+fn collect(node: &Node, args: &TimelineArgs) -> Result<(), CliError> {
+    // Fewer members than asked for is not fatal: collect from those seen.
+    let _ = node.wait_for_peers(args.peers, args.timeout);
+    let trace = node.cluster_timeline(args.timeout).map_err(CliError::Timeline)?;
+    if trace.nodes.is_empty() {
+        return Err(CliError::NoTimeline { missing: trace.missing.len() });
+    }
+    trace.write(&args.output).map_err(|source| CliError::WriteTrace { path: args.output.clone(), source })?;
+    let mut text = String::new();
+    let events: usize = trace.nodes.iter().map(|n| n.events).sum();
+    text.push_str(&format!(
+        "wrote {} ({} node(s), {events} event(s), {} missing)\n",
+        args.output.display(),
+        trace.nodes.len(),
+        trace.missing.len()
+    ));
+    for n in &trace.nodes {
+        text.push_str(&format!("  {}  {} events  clock offset {} us\n", n.name, n.events, n.offset_ns / 1000));
+    }
+    for m in &trace.missing {
+        text.push_str(&format!("  missing {}: {}\n", m.peer, m.reason));
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(CliError::Stdout)
 }
 
 /// Draws the table once, or with `--watch` every second (`--count` times).
@@ -332,6 +409,7 @@ fn local_listen() -> Multiaddr {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Status(args) => status(args),
+        Command::Timeline(args) => timeline(args),
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             clap_complete::generate(shell, &mut Cli::command(), "manta", &mut out);
