@@ -140,6 +140,11 @@ pub(crate) struct EventLoop {
     peer_ips: PeerIps,
     /// Each connection's local and remote IP (for this node's bulk lane).
     links: Arc<PeerLinks>,
+    /// Peers whose last connection closed, and when: one still without a
+    /// connection a failure timeout later, and not a live member, is
+    /// reported gone to the work layer (its pins and actors go, even if
+    /// it never sent a heartbeat). One entry per recently closed peer.
+    closed: HashMap<PeerId, Instant>,
 }
 
 impl EventLoop {
@@ -184,6 +189,7 @@ impl EventLoop {
             events,
             peer_ips: PeerIps::default(),
             links: Arc::default(),
+            closed: HashMap::new(),
         };
         el.listen().await?;
         el.view.set_addrs(&el.addrs);
@@ -385,8 +391,24 @@ impl EventLoop {
         }
     }
 
+    /// Reports to the work layer the peers whose connections stayed
+    /// closed for a failure timeout and that are not live members (a
+    /// member's end is its death, from the membership).
+    fn report_gone(&mut self, now: Instant) {
+        let timeout = self.cfg.failure_timeout;
+        let due: Vec<PeerId> =
+            self.closed.iter().filter(|(_, at)| now.duration_since(**at) >= timeout).map(|(p, _)| *p).collect();
+        for peer in due {
+            self.closed.remove(&peer);
+            if !self.swarm.is_connected(&peer) && self.view.is_alive(peer) != Some(true) {
+                let _ = self.events.send(ClusterEvent::Gone(peer));
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         let _ = self.events.send(ClusterEvent::Tick);
+        self.report_gone(Instant::now());
         self.publish_heartbeat();
         self.members.tick(Instant::now());
         self.share_members();
@@ -491,6 +513,7 @@ impl EventLoop {
                 self.view.set_addrs(&self.addrs);
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                self.closed.remove(&peer_id);
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     lock_unpoisoned(&self.peer_ips).insert(peer_id, ip);
                     // Where the connection arrived here: reported for an
@@ -520,6 +543,7 @@ impl EventLoop {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
                 self.links.remove(peer_id, connection_id);
                 if num_established == 0 {
+                    self.closed.insert(peer_id, Instant::now());
                     lock_unpoisoned(&self.peer_ips).remove(&peer_id);
                 }
             }

@@ -59,4 +59,7 @@ pub(crate) enum ClusterEvent {
     Subscribe(crossbeam_channel::Sender<MembershipEvent>),
     /// A heartbeat period passed (time-based upkeep).
     Tick,
+    /// A peer that is not a live member has had no connection for a
+    /// failure timeout: what it holds here (pins, actors) goes.
+    Gone(libp2p::PeerId),
 }

@@ -143,7 +143,7 @@ impl Drop for HandleInner {
         w.disown(self.id);
         let host = self.host.peer();
         if host == w.me() {
-            w.drop_hosted(self.id);
+            w.drop_hosted(w.me(), self.id);
         } else {
             w.send(host, Mail::DropActor(self.id.to_bytes()));
         }
@@ -382,7 +382,9 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
             work.own(id, owned);
         }
         if host == work.me() {
-            work.host_actor(work.me(), id, class, &args_bytes, &self.opts);
+            if let Err(r) = work.host_actor(work.me(), id, class, &args_bytes, &self.opts) {
+                tracing::debug!(%id, refusal = ?r, "actor not created here");
+            }
         } else {
             let m =
                 Mail::NewActor { actor: id.to_bytes(), class: class.to_string(), args: args_bytes, opts: self.opts };

@@ -10,7 +10,9 @@
 //! sees its consequences. A joining (or revived) node may be one that a
 //! waiting actor needs: those are tried again. A tick drops expired
 //! out-of-band pins, sends fenced mail whose wait is over, and restarts
-//! (or gives up on) waiting actors.
+//! (or gives up on) waiting actors. A peer gone (no connection for a
+//! failure timeout, not a live member: a raw client, say) loses its pins
+//! and the actors it created here.
 //!
 //! Invariants: changes are handled in the order the loop saw them; a
 //! subscriber hears of every change handled after its subscription (which
@@ -31,6 +33,11 @@ fn run(events: &crossbeam_channel::Receiver<ClusterEvent>, work: &Weak<Work>) {
     for ev in events.iter() {
         match ev {
             ClusterEvent::Subscribe(tx) => subscribers.push(tx),
+            ClusterEvent::Gone(peer) => {
+                if let Some(w) = work.upgrade() {
+                    w.peer_gone(peer);
+                }
+            }
             ClusterEvent::Tick => {
                 if let Some(w) = work.upgrade() {
                     w.sweep_sent();

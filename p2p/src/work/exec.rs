@@ -12,20 +12,36 @@
 //!   tasks against `max_accepted` until done; over it a call is refused
 //!   `Busy`, and so is every later call of the batch to the same actor,
 //!   so the caller resends them, in order, before anything newer.
-//! - `Borrow` / `Release`: signed per-(peer, object) counts; while a count
-//!   is positive the object is pinned. Counts may go negative when a
-//!   release overtakes its borrow; they meet at zero either way.
+//! - `retries` from the wire is capped at [`MAX_WIRE_RETRIES`].
+//! - `Borrow` / `Release`: per-(peer, object) counts of objects that
+//!   exist here, capped per peer; while a count is positive the object is
+//!   pinned (see `pins`).
+//! - Actors: see `hosted` (only their creator creates, restarts or drops
+//!   them; a creation never replaces an id; actors per peer are capped).
 //!
-//! A task whose output id is already in this runtime (a reader here
-//! borrowed its ref before the task was placed again here) runs under a
-//! fresh id, pinned and served under the submitter's (`serve_as`).
+//! Result ids: a submitter (or caller) chooses its result's id, so that
+//! its ref and the object match without a round trip (the remote-task
+//! fast path). The id is scoped to the submitter: the result is pinned
+//! under `(submitter, id)`, and it takes the id in this runtime only if
+//! the id is free here. If an entry exists, the output is made under a
+//! fresh id instead, so no task or call output ever replaces an entry
+//! (an object this node owns, a replica or an import):
+//! - the entry holds no value yet (a reader here borrowed the ref before
+//!   the task was placed again here): the output is served as `id`
+//!   (`serve_as`) while that entry still holds no value;
+//! - the entry holds a value: it stays what is served as `id`; the output
+//!   is only the submitter's (its completion, inline or read by the
+//!   submitter's id, which keeps serving the held value).
+//!
+//! So a peer that submits a task whose id is an object held here cannot
+//! make this node serve (or announce) anything else under that id.
 //!
 //! Invariants: a result made here for a peer is pinned for it from
 //! acceptance until it releases it, so a resent submission or call (same
 //! id, same peer) is recognised and not run twice; every piece of accepted
 //! work gives its `accepted` slot back exactly once, when its `Done` goes.
 
-use super::hosted::{Parked, ParkedCall};
+use super::hosted::{Parked, ParkedCall, Refused};
 use super::registry::{Finished, OnDone, RunOpts};
 use super::Work;
 use crate::cluster::placement::{self, Need};
@@ -46,9 +62,15 @@ pub(super) fn completion_of(res: Finished) -> Completion {
     }
 }
 
-/// Task options as the registry takes them.
+/// Most retries (of a task) or restarts (of an actor) a peer's options
+/// may ask for: beyond, they are capped to this.
+pub const MAX_WIRE_RETRIES: u32 = 16;
+
+/// Task options as the registry takes them (`retries` capped at
+/// [`MAX_WIRE_RETRIES`]).
 pub(super) fn run_opts(o: &mail::Opts) -> RunOpts {
-    RunOpts { cpus: o.cpus, resources: o.resources.clone(), retries: o.retries, name: o.name.clone() }
+    let retries = o.retries.min(MAX_WIRE_RETRIES);
+    RunOpts { cpus: o.cpus, resources: o.resources.clone(), retries, name: o.name.clone() }
 }
 
 fn refused(root: Root) -> Refusal {
@@ -81,7 +103,9 @@ impl Work {
                     ids.iter().for_each(|id| self.pin_delta(from, ObjectId::from_bytes(**id), -1, None))
                 }
                 Mail::NewActor { actor, class, args, opts } => {
-                    self.host_actor(from, ObjectId::from_bytes(actor), &class, &args, &opts)
+                    if let Err(r) = self.host_actor(from, ObjectId::from_bytes(actor), &class, &args, &opts) {
+                        ack.refused.push((i as u32, r));
+                    }
                 }
                 Mail::Call { actor, method, args, id } => {
                     let known = self.duplicate(from, ObjectId::from_bytes(id));
@@ -92,7 +116,7 @@ impl Work {
                     }
                     self.call_hosted(from, ObjectId::from_bytes(actor), &method, &args, ObjectId::from_bytes(id));
                 }
-                Mail::DropActor(actor) => self.drop_hosted(ObjectId::from_bytes(actor)),
+                Mail::DropActor(actor) => self.drop_hosted(from, ObjectId::from_bytes(actor)),
                 // The outbox takes these out before a batch is applied.
                 Mail::Seq(_) | Mail::Acked(_) => {}
             }
@@ -128,16 +152,33 @@ impl Work {
         self.pins.holds(from, id)
     }
 
-    /// Pins a result made here for `from` (one count, as a borrow).
-    fn pin_result(&self, from: PeerId, out: AnyRef) {
-        self.pin_delta(from, out.id(), 1, Some(out));
+    /// Pins a result made here for `from` under its id `id` (one count,
+    /// as a borrow).
+    fn pin_result(&self, from: PeerId, id: ObjectId, out: AnyRef) {
+        self.pin_delta(from, id, 1, Some(out));
     }
 
     /// The id under which object `id` is served here: itself, or the
     /// output of a task that ran here under a fresh id because `id` was
-    /// taken (see `accept_task`).
+    /// taken by an entry holding no value yet (see the module header).
     pub(crate) fn serve_as(&self, id: ObjectId) -> ObjectId {
-        self.aliases.get(id, |out| self.rt.backend().pin_object(out).is_some())
+        let backend = self.rt.backend();
+        let out = self.aliases.get(id, |out| backend.pin_object(out).is_some());
+        // (Only for an aliased id, rare: a second lookup.)
+        if out != id && backend.pin_object(id).is_some_and(|r| r.is_ready()) {
+            return id;
+        }
+        out
+    }
+
+    /// The id the result a peer asked for under `id` is made under here:
+    /// `id` if it is free in this runtime, else a fresh one (and whether
+    /// it may be served as `id`: only if `id`'s entry holds no value).
+    fn result_id(&self, id: ObjectId) -> (ObjectId, bool) {
+        match self.rt.backend().pin_object(id) {
+            None => (id, false),
+            Some(r) => (ObjectId::fresh(), !r.is_ready()),
+        }
     }
 
     fn accept_task(
@@ -160,14 +201,12 @@ impl Work {
             return Err(Refusal::Busy);
         }
         self.traffic.task_received();
-        // The id may be here already: a ref to this very result borrowed
-        // by a task here (a task placed again after its node died, landing
-        // where a reader waits for it). It then runs under a fresh id and
-        // is served as `id` (`serve_as`).
-        let out_id = if self.rt.backend().pin_object(id).is_some() { ObjectId::fresh() } else { id };
+        // The id may be here already (see the module header): the task
+        // then runs under a fresh id, never replacing the entry.
+        let (out_id, alias) = self.result_id(id);
         match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id))) {
             Ok(out) => {
-                if out_id != id {
+                if alias {
                     self.aliases.insert(id, out_id);
                 }
                 self.pin_delta(from, id, 1, Some(out));
@@ -187,9 +226,22 @@ impl Work {
         }
     }
 
-    /// Creates an actor hosted here for `from` (a failure is kept, and
-    /// reported to every call).
-    pub(super) fn host_actor(&self, from: PeerId, actor: ObjectId, class: &str, args: &[u8], opts: &mail::Opts) {
+    /// Creates an actor hosted here for `from`, its owner (a failure is
+    /// kept, and reported to every call). Refused, with a debug line, if
+    /// the id is taken (never replaced) or `from` owns
+    /// `MAX_ACTORS_PER_PEER` actors here; a refusal over the cap is
+    /// remembered so the calls for it fail with that cause.
+    pub(super) fn host_actor(
+        &self,
+        from: PeerId,
+        actor: ObjectId,
+        class: &str,
+        args: &[u8],
+        opts: &mail::Opts,
+    ) -> Result<(), Refusal> {
+        if let Err(r) = self.hosted.may_create(actor, from, self.me) {
+            return Err(self.creation_refused(from, actor, r));
+        }
         let label = opts.name.clone().unwrap_or_else(|| format!("{class}@{actor}"));
         let need = Need { cpus: opts.cpus, resources: opts.resources.clone() };
         let totals: Vec<(String, f64)> =
@@ -208,28 +260,50 @@ impl Work {
                 .map_err(|e| actor_dead(actor, format!("actor `{label}` could not be created: {e}"))),
         };
         let named = made.is_ok().then(|| opts.name.clone()).flatten();
-        let waiting = self.hosted.created(actor, from, made);
+        let waiting = match self.hosted.created(actor, from, self.me, made) {
+            Ok(waiting) => waiting,
+            Err(r) => return Err(self.creation_refused(from, actor, r)),
+        };
         if let Some(name) = named {
             self.publish_name(&name, actor, class);
         }
         for c in waiting {
             self.call_hosted(c.from, actor, &c.method, &c.args, c.id);
         }
+        Ok(())
+    }
+
+    /// Logs a refused creation (remembering one over the cap, failing the
+    /// calls that waited for it); the refusal for the creator's ack.
+    fn creation_refused(&self, from: PeerId, actor: ObjectId, r: Refused) -> Refusal {
+        tracing::debug!(%from, %actor, reason = %r, "actor creation refused");
+        let e = actor_dead(actor, format!("its creation was refused by node {}: {r}", self.me));
+        if let Refused::TooMany { .. } = r {
+            for c in self.hosted.refused(actor, e.clone()) {
+                self.send_done(c.from, c.id, Completion::Failed((&e).into()));
+            }
+        }
+        refused(Root::ActorDead { actor: actor.to_string(), reason: e.to_string() })
     }
 
     /// Records an actor hosted here that could not be created (`e` is what
     /// every call gets).
     pub(super) fn host_failed(&self, actor: ObjectId, e: Error) {
-        for c in self.hosted.created(actor, self.me, Err(e)) {
-            self.call_hosted(c.from, actor, &c.method, &c.args, c.id);
+        match self.hosted.created(actor, self.me, self.me, Err(e)) {
+            Ok(waiting) => {
+                for c in waiting {
+                    self.call_hosted(c.from, actor, &c.method, &c.args, c.id);
+                }
+            }
+            Err(r) => tracing::debug!(%actor, reason = %r, "a failed actor was not recorded"),
         }
     }
 
-    /// Ends an actor hosted here (its creator dropped its handle).
-    pub(super) fn drop_hosted(&self, actor: ObjectId) {
-        for c in self.hosted.dropped(actor) {
-            let e = actor_dead(actor, "it was dropped before it was created");
-            self.send_done(c.from, c.id, Completion::Failed((&e).into()));
+    /// Ends an actor hosted here if `from` created it (its creator dropped
+    /// its handle); anyone else's drop is ignored, with a debug line.
+    pub(super) fn drop_hosted(&self, from: PeerId, actor: ObjectId) {
+        if !self.hosted.dropped(actor, from) {
+            tracing::debug!(%from, %actor, "a drop of an actor this peer did not create here was ignored");
         }
     }
 
@@ -277,8 +351,15 @@ impl Work {
         // Counted like a task from a peer until it is done.
         self.accepted.take();
         self.traffic.call_received();
-        match self.try_call(actor, method, args, id, Some(self.on_done_to(from, id))) {
-            Ok(out) => self.pin_result(from, out),
+        // As for a task: never under an id taken here.
+        let (out_id, alias) = self.result_id(id);
+        match self.try_call(actor, method, args, out_id, Some(self.on_done_to(from, id))) {
+            Ok(out) => {
+                if alias {
+                    self.aliases.insert(id, out_id);
+                }
+                self.pin_result(from, id, out)
+            }
             Err(e) => {
                 self.accepted.release();
                 self.send_done(from, id, Completion::Failed((&e).into()))
@@ -312,6 +393,8 @@ impl Work {
         if from == self.me {
             return;
         }
-        self.pins.delta(from, id, delta, known, |id| self.rt.backend().pin_object(id));
+        if !self.pins.delta(from, id, delta, known, |id| self.rt.backend().pin_object(id)) {
+            tracing::trace!(%from, %id, delta, "borrow count not kept (no such object here, cap, or no count)");
+        }
     }
 }

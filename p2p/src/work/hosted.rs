@@ -4,13 +4,26 @@
 //! from different nodes, so on different streams, and wait here, bounded
 //! in number and time) → `Live` or `Failed` (creation) → `Gone` (its
 //! creator dropped it; a bounded number of these is remembered, so late
-//! calls fail at once). A `Live` actor whose creator's node dies is
-//! removed.
+//! calls fail at once). A `Live` or `Failed` actor whose creator's node
+//! dies is removed.
+//!
+//! Who may do what: the peer whose `NewActor` created an entry is its
+//! owner. A creation never replaces an entry that exists (live, failed or
+//! dropped): it is refused ([`Refused::Exists`]), so nobody can reset or
+//! take over another node's actor; restarts come from the owner to a node
+//! that does not host the actor (see `replace`). Only the owner's
+//! `DropActor` ends an actor; anyone else's is ignored. Each peer owns at
+//! most [`MAX_ACTORS_PER_PEER`] actors here; beyond, a creation is refused
+//! ([`Refused::TooMany`]) and remembered (bounded, like dropped actors) so
+//! the calls for it fail at once with that cause. Calls are open to every
+//! member.
 //!
 //! Invariants: an actor handle (and so the actor) is dropped outside the
 //! lock; parked calls are handed back exactly once (to run, or to fail);
-//! at most [`MAX_PARKED`] calls wait per actor and [`MAX_GONE`] dropped
-//! actors are remembered. Lock order: `gone`, then `actors`.
+//! at most [`MAX_PARKED`] calls wait per actor and [`MAX_GONE`] dropped or
+//! refused actors are remembered; `owned[p]` is the number of `Live` and
+//! `Failed` entries owned by `p` (never above [`MAX_ACTORS_PER_PEER`] for
+//! a peer other than this node). Lock order: `gone`, then `actors`.
 
 use crate::sync::lock_unpoisoned;
 use libp2p::PeerId;
@@ -23,6 +36,8 @@ use std::sync::Mutex;
 const MAX_GONE: usize = 4096;
 /// Calls that may wait for one actor's creation.
 const MAX_PARKED: usize = 4096;
+/// Actors one peer may own here (live or failed).
+pub const MAX_ACTORS_PER_PEER: usize = 4096;
 
 /// An actor handle of any state type (`manta::ActorHandle<S>`).
 pub(super) type AnyActor = Box<dyn Any + Send + Sync>;
@@ -42,11 +57,94 @@ enum Hosted {
         handle: AnyActor,
     },
     /// Its creation failed: every call fails with this.
-    Failed(Error),
+    Failed {
+        owner: PeerId,
+        error: Error,
+    },
     /// Not created yet: calls wait here.
     Expected(Vec<ParkedCall>),
     /// Dropped by its creator.
     Gone,
+    /// Its creation was refused (its creator owns too many here): every
+    /// call fails with this.
+    Refused(Error),
+}
+
+impl Hosted {
+    /// The owner of a live or failed actor.
+    fn owner(&self) -> Option<PeerId> {
+        match self {
+            Hosted::Live { owner, .. } | Hosted::Failed { owner, .. } => Some(*owner),
+            _ => None,
+        }
+    }
+}
+
+/// Why a creation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Refused {
+    /// The id is taken (a live, failed or dropped actor): creations never
+    /// replace one.
+    #[error("actor {actor} exists on this node already; a creation never replaces one")]
+    Exists {
+        /// The actor.
+        actor: ObjectId,
+    },
+    /// Its creator owns [`MAX_ACTORS_PER_PEER`] actors here already.
+    #[error("node {creator} owns {MAX_ACTORS_PER_PEER} actors on this node already (the most a peer may)")]
+    TooMany {
+        /// The peer that asked.
+        creator: PeerId,
+    },
+}
+
+/// The table of hosted actors and how many each peer owns.
+#[derive(Default)]
+struct Table {
+    map: HashMap<ObjectId, Hosted>,
+    owned: HashMap<PeerId, usize>,
+}
+
+impl Table {
+    /// Removes `actor`'s entry, keeping `owned` right.
+    fn remove(&mut self, actor: &ObjectId) -> Option<Hosted> {
+        let before = self.map.remove(actor);
+        self.disowned(before.as_ref());
+        before
+    }
+
+    /// Sets `actor`'s entry, keeping `owned` right; the entry before.
+    fn insert(&mut self, actor: ObjectId, h: Hosted) -> Option<Hosted> {
+        if let Some(o) = h.owner() {
+            *self.owned.entry(o).or_default() += 1;
+        }
+        let before = self.map.insert(actor, h);
+        self.disowned(before.as_ref());
+        before
+    }
+
+    fn disowned(&mut self, before: Option<&Hosted>) {
+        if let Some(o) = before.and_then(Hosted::owner) {
+            if let Some(n) = self.owned.get_mut(&o) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.owned.remove(&o);
+                }
+            }
+        }
+    }
+
+    /// Whether `from` may create `actor` now (`me` is this node: no cap).
+    fn may_create(&self, actor: ObjectId, from: PeerId, me: PeerId) -> Result<(), Refused> {
+        match self.map.get(&actor) {
+            None | Some(Hosted::Expected(_)) | Some(Hosted::Refused(_)) => {}
+            Some(_) => return Err(Refused::Exists { actor }),
+        }
+        if from != me && self.owned.get(&from).copied().unwrap_or(0) >= MAX_ACTORS_PER_PEER {
+            return Err(Refused::TooMany { creator: from });
+        }
+        Ok(())
+    }
 }
 
 /// What became of a call for an actor not created yet.
@@ -63,57 +161,108 @@ pub(super) enum Parked {
 /// The actors hosted here.
 #[derive(Default)]
 pub(super) struct HostedActors {
-    actors: Mutex<HashMap<ObjectId, Hosted>>,
-    /// The most recently dropped actors (their `Gone` entries).
+    actors: Mutex<Table>,
+    /// The most recently dropped (or refused) actors (their `Gone` and
+    /// `Refused` entries).
     gone: Mutex<VecDeque<ObjectId>>,
 }
 
 impl HostedActors {
+    /// Whether `from` may create `actor` (checked before the actor is
+    /// made, and again when it is recorded); `me` is this node.
+    pub(super) fn may_create(&self, actor: ObjectId, from: PeerId, me: PeerId) -> Result<(), Refused> {
+        lock_unpoisoned(&self.actors).may_create(actor, from, me)
+    }
+
     /// Records actor `actor`, created (or failed to be) for `owner`; the
-    /// calls that waited for it, to run now.
-    pub(super) fn created(&self, actor: ObjectId, owner: PeerId, made: Result<AnyActor, Error>) -> Vec<ParkedCall> {
+    /// calls that waited for it, to run now. Refused (and `made` dropped,
+    /// after the lock) if the id is taken meanwhile or `owner` owns too
+    /// many; `me` is this node.
+    pub(super) fn created(
+        &self,
+        actor: ObjectId,
+        owner: PeerId,
+        me: PeerId,
+        made: Result<AnyActor, Error>,
+    ) -> Result<Vec<ParkedCall>, Refused> {
         let hosted = match made {
             Ok(handle) => Hosted::Live { owner, handle },
-            Err(e) => Hosted::Failed(e),
+            Err(error) => Hosted::Failed { owner, error },
         };
-        let before = lock_unpoisoned(&self.actors).insert(actor, hosted);
+        let before = {
+            let mut t = lock_unpoisoned(&self.actors);
+            if let Err(r) = t.may_create(actor, owner, me) {
+                drop(t);
+                drop(hosted);
+                return Err(r);
+            }
+            t.insert(actor, hosted)
+        };
         match before {
-            Some(Hosted::Expected(calls)) => calls,
-            _ => Vec::new(), // (a replaced actor is dropped here, after the lock)
+            Some(Hosted::Expected(calls)) => Ok(calls),
+            _ => Ok(Vec::new()),
         }
     }
 
-    /// Ends actor `actor` (its creator dropped it): the calls that waited
+    /// Remembers that `actor`'s creation was refused with `e` (calls for
+    /// it fail with `e`), unless an entry exists: the calls that waited
     /// for it, to fail.
-    pub(super) fn dropped(&self, actor: ObjectId) -> Vec<ParkedCall> {
-        let before = lock_unpoisoned(&self.actors).insert(actor, Hosted::Gone);
+    pub(super) fn refused(&self, actor: ObjectId, e: Error) -> Vec<ParkedCall> {
+        let before = {
+            let mut t = lock_unpoisoned(&self.actors);
+            match t.map.get(&actor) {
+                None | Some(Hosted::Expected(_)) => t.insert(actor, Hosted::Refused(e)),
+                _ => return Vec::new(),
+            }
+        };
+        self.remember_gone(actor);
+        match before {
+            Some(Hosted::Expected(calls)) => calls,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Ends actor `actor` if `from` owns it (its creator dropped it);
+    /// a drop from anyone else, or of an actor not created, is ignored
+    /// (false).
+    pub(super) fn dropped(&self, actor: ObjectId, from: PeerId) -> bool {
+        let before = {
+            let mut t = lock_unpoisoned(&self.actors);
+            if t.map.get(&actor).and_then(Hosted::owner) != Some(from) {
+                return false;
+            }
+            t.insert(actor, Hosted::Gone)
+        };
+        self.remember_gone(actor);
+        drop(before); // (a live actor's handle is dropped here, after the locks)
+        true
+    }
+
+    /// Records `actor` among the remembered `Gone`/`Refused` entries,
+    /// forgetting the oldest beyond [`MAX_GONE`].
+    fn remember_gone(&self, actor: ObjectId) {
         let mut gone = lock_unpoisoned(&self.gone);
         gone.push_back(actor);
         if gone.len() > MAX_GONE {
             if let Some(old) = gone.pop_front() {
-                let mut actors = lock_unpoisoned(&self.actors);
-                if matches!(actors.get(&old), Some(Hosted::Gone)) {
-                    actors.remove(&old);
+                let mut t = lock_unpoisoned(&self.actors);
+                if matches!(t.map.get(&old), Some(Hosted::Gone | Hosted::Refused(_))) {
+                    t.remove(&old);
                 }
             }
-        }
-        drop(gone);
-        match before {
-            Some(Hosted::Expected(calls)) => calls,
-            _ => Vec::new(), // (a live actor's handle is dropped here, after the locks)
         }
     }
 
     /// True if `actor` is not created (yet): calls for it must wait.
     pub(super) fn awaits_creation(&self, actor: ObjectId) -> bool {
-        matches!(lock_unpoisoned(&self.actors).get(&actor), None | Some(Hosted::Expected(_)))
+        matches!(lock_unpoisoned(&self.actors).map.get(&actor), None | Some(Hosted::Expected(_)))
     }
 
     /// Parks a call for an actor not created yet.
     pub(super) fn park(&self, actor: ObjectId, call: ParkedCall) -> Parked {
-        let mut actors = lock_unpoisoned(&self.actors);
-        let first = !actors.contains_key(&actor);
-        let entry = actors.entry(actor).or_insert_with(|| Hosted::Expected(Vec::new()));
+        let mut t = lock_unpoisoned(&self.actors);
+        let first = !t.map.contains_key(&actor);
+        let entry = t.map.entry(actor).or_insert_with(|| Hosted::Expected(Vec::new()));
         let Hosted::Expected(calls) = entry else { return Parked::Exists };
         if calls.len() >= MAX_PARKED {
             return Parked::Full(call);
@@ -125,9 +274,9 @@ impl HostedActors {
     /// The calls still waiting for `actor`'s creation, which timed out.
     pub(super) fn expire(&self, actor: ObjectId) -> Vec<ParkedCall> {
         let expired = {
-            let mut actors = lock_unpoisoned(&self.actors);
-            match actors.get(&actor) {
-                Some(Hosted::Expected(_)) => actors.remove(&actor),
+            let mut t = lock_unpoisoned(&self.actors);
+            match t.map.get(&actor) {
+                Some(Hosted::Expected(_)) => t.remove(&actor),
                 _ => None,
             }
         };
@@ -146,12 +295,12 @@ impl HostedActors {
         me: PeerId,
         call: impl FnOnce(&(dyn Any + Send + Sync)) -> Result<AnyRef, Error>,
     ) -> Result<AnyRef, Error> {
-        let actors = lock_unpoisoned(&self.actors);
+        let t = lock_unpoisoned(&self.actors);
         let dead = |reason: String| Error::ActorDead { actor: actor.to_string().into(), reason: reason.into() };
-        match actors.get(&actor) {
+        match t.map.get(&actor) {
             None | Some(Hosted::Expected(_)) => Err(dead(format!("no actor {actor} on node {me}"))),
             Some(Hosted::Gone) => Err(dead(format!("it was dropped by its creator (node {me})"))),
-            Some(Hosted::Failed(e)) => Err(e.clone()),
+            Some(Hosted::Failed { error, .. }) | Some(Hosted::Refused(error)) => Err(error.clone()),
             Some(Hosted::Live { handle, .. }) => call(handle.as_ref()),
         }
     }
@@ -159,13 +308,9 @@ impl HostedActors {
     /// `owner` died: the actors it created here go.
     pub(super) fn forget_owner(&self, owner: PeerId) {
         let gone: Vec<Hosted> = {
-            let mut all = lock_unpoisoned(&self.actors);
-            let keys: Vec<_> = all
-                .iter()
-                .filter(|(_, h)| matches!(h, Hosted::Live { owner: o, .. } if *o == owner))
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter().filter_map(|k| all.remove(k)).collect()
+            let mut t = lock_unpoisoned(&self.actors);
+            let keys: Vec<_> = t.map.iter().filter(|(_, h)| h.owner() == Some(owner)).map(|(k, _)| *k).collect();
+            keys.iter().filter_map(|k| t.remove(k)).collect()
         };
         drop(gone);
     }

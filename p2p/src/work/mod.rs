@@ -68,7 +68,10 @@ pub use actor::ActorRecordError;
 pub(crate) use actor::{lookup, LookupError};
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{Arg, Args, Data, IntoArg, IntoArgs};
+pub use exec::MAX_WIRE_RETRIES;
+pub use hosted::MAX_ACTORS_PER_PEER;
 pub use owned::DEFAULT_RESTART_TIMEOUT;
+pub use pins::MAX_BORROWS_PER_PEER;
 pub use registry::{ActorClass, Method, Registry, RemoteFn, INLINE_RESULT_BYTES};
 pub use task::TaskBuilder;
 

@@ -1,9 +1,13 @@
 //! Borrow pins: the objects this node keeps alive for other nodes.
 //!
-//! - Borrows: signed per-(peer, object) counts from `Borrow` / `Release`
-//!   mail (and one count per result made here for a peer); while a count
-//!   is positive the object is pinned. Counts may go negative when a
-//!   release overtakes its borrow; they meet at zero either way.
+//! - Borrows: per-(peer, object) counts from `Borrow` / `Release` mail
+//!   (and one count per result made here for a peer); while a count is
+//!   positive the object is pinned. Only objects that exist here (in the
+//!   export table: exported, replicas, remote refs) are counted: a borrow
+//!   of any other id is dropped without allocating, a release with no
+//!   count is ignored, and a count that reaches zero goes (no negative
+//!   counts are kept). A peer has at most [`MAX_BORROWS_PER_PEER`]
+//!   entries; a borrow beyond is refused (not allocated).
 //! - Sent pins: refs this node encoded out of band (`Node::encode`), kept
 //!   alive until a peer registers a borrow of them or [`SENT_PIN_TTL`]
 //!   passes.
@@ -11,7 +15,9 @@
 //! - Aliases: results made here under another id than their submitter's
 //!   (`exec`), served under the submitter's id while they live.
 //!
-//! Invariant: a pin is dropped outside the locks (dropping the last ref to
+//! Invariants: every borrow entry has a positive count and holds its
+//! object; `per_peer[p]` is the number of `p`'s entries, at most
+//! [`MAX_BORROWS_PER_PEER`]. A pin is dropped outside the locks (dropping the last ref to
 //! an object runs the runtime's free path, which calls back into the node).
 
 use crate::sync::lock_unpoisoned;
@@ -24,6 +30,9 @@ use std::time::{Duration, Instant};
 /// Longest a ref encoded out of band stays pinned waiting for a borrower.
 pub(super) const SENT_PIN_TTL: Duration = Duration::from_secs(300);
 
+/// Most borrow entries (objects counted) kept for one peer.
+pub const MAX_BORROWS_PER_PEER: usize = 65_536;
+
 /// A count of refs a peer holds to one of our objects, and the pin that
 /// keeps the object alive while the count is positive.
 #[derive(Default)]
@@ -32,17 +41,39 @@ struct BorrowPin {
     held: Option<AnyRef>,
 }
 
+/// The borrow counts, and how many entries each peer has.
+#[derive(Default)]
+struct Borrows {
+    map: HashMap<(PeerId, ObjectId), BorrowPin>,
+    per_peer: HashMap<PeerId, usize>,
+}
+
+impl Borrows {
+    fn remove(&mut self, k: &(PeerId, ObjectId)) -> Option<BorrowPin> {
+        let e = self.map.remove(k)?;
+        if let Some(n) = self.per_peer.get_mut(&k.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&k.0);
+            }
+        }
+        Some(e)
+    }
+}
+
 /// Every pin this node holds for its peers.
 #[derive(Default)]
 pub(super) struct Pins {
-    borrows: Mutex<HashMap<(PeerId, ObjectId), BorrowPin>>,
+    borrows: Mutex<Borrows>,
     sent: Mutex<HashMap<ObjectId, (Instant, AnyRef)>>,
 }
 
 impl Pins {
     /// Applies a borrow (`delta` +1) or release (-1) of `id` by `from`;
     /// `known` is the object if the caller has it, else `lookup` finds it
-    /// (to pin it) when the count turns positive.
+    /// (to pin it) when a count starts. False if it was not counted: a
+    /// borrow of an object not here, or beyond the peer's cap, or a
+    /// release with no count.
     pub(super) fn delta(
         &self,
         from: PeerId,
@@ -50,47 +81,59 @@ impl Pins {
         delta: i64,
         known: Option<AnyRef>,
         lookup: impl FnOnce(ObjectId) -> Option<AnyRef>,
-    ) {
-        // A borrow takes over from the pin of a ref sent out of band
-        // (dropped after this borrow's pin is in place, below).
-        let sent = if delta > 0 { lock_unpoisoned(&self.sent).remove(&id) } else { None };
-        let gone = {
-            let mut borrows = lock_unpoisoned(&self.borrows);
-            let e = borrows.entry((from, id)).or_default();
-            e.count += delta;
-            if e.count > 0 && e.held.is_none() {
-                e.held = known.or_else(|| lookup(id));
-            }
-            if e.count <= 0 {
-                let held = e.held.take();
-                if e.count == 0 {
-                    borrows.remove(&(from, id));
+    ) -> bool {
+        let k = (from, id);
+        let (counted, gone) = {
+            let mut b = lock_unpoisoned(&self.borrows);
+            let full = b.per_peer.get(&from).copied().unwrap_or(0) >= MAX_BORROWS_PER_PEER;
+            match b.map.get_mut(&k) {
+                Some(e) => {
+                    e.count += delta;
+                    if e.count > 0 {
+                        (true, None)
+                    } else {
+                        (true, b.remove(&k).and_then(|e| e.held))
+                    }
                 }
-                held
-            } else {
-                None
+                None if delta <= 0 => (false, None),
+                None if full => (false, None),
+                None => match known.or_else(|| lookup(id)) {
+                    None => (false, None),
+                    Some(held) => {
+                        b.map.insert(k, BorrowPin { count: delta, held: Some(held) });
+                        *b.per_peer.entry(from).or_default() += 1;
+                        (true, None)
+                    }
+                },
             }
         };
+        // A borrow takes over from the pin of a ref sent out of band
+        // (dropped after this borrow's pin is in place).
+        let sent = if counted && delta > 0 { lock_unpoisoned(&self.sent).remove(&id) } else { None };
         drop(gone);
         drop(sent);
+        counted
     }
 
     /// True if `id` is pinned for `from` (a result made here for it).
     pub(super) fn holds(&self, from: PeerId, id: ObjectId) -> bool {
-        lock_unpoisoned(&self.borrows).get(&(from, id)).is_some_and(|p| p.held.is_some())
+        lock_unpoisoned(&self.borrows).map.get(&(from, id)).is_some_and(|p| p.held.is_some())
     }
 
-    /// Objects pinned for peers.
+    /// Objects pinned for peers (borrow entries).
     pub(super) fn count(&self) -> usize {
-        lock_unpoisoned(&self.borrows).values().filter(|p| p.held.is_some()).count()
+        lock_unpoisoned(&self.borrows).map.len()
     }
 
-    /// `peer` died: its pins go.
+    /// `peer` died (or its connections stayed closed): its pins go.
     pub(super) fn forget(&self, peer: PeerId) {
         let gone: Vec<BorrowPin> = {
-            let mut all = lock_unpoisoned(&self.borrows);
-            let keys: Vec<_> = all.keys().filter(|(p, _)| *p == peer).copied().collect();
-            keys.iter().filter_map(|k| all.remove(k)).collect()
+            let mut b = lock_unpoisoned(&self.borrows);
+            if b.per_peer.remove(&peer).is_none() {
+                return;
+            }
+            let keys: Vec<_> = b.map.keys().filter(|(p, _)| *p == peer).copied().collect();
+            keys.iter().filter_map(|k| b.map.remove(k)).collect()
         };
         drop(gone);
     }
@@ -151,5 +194,36 @@ impl Aliases {
             }
             None => id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_objects_here_are_counted_capped_per_peer_never_negative() {
+        let rt = manta::Runtime::builder().num_cpus(1).build().expect("runtime");
+        let obj = rt.put(1u8).expect("put").untyped();
+        let pins = Pins::default();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        // Made up: not allocated.
+        assert!(!pins.delta(p, ObjectId::fresh(), 1, None, |_| None));
+        // A release with no count: no negative count kept.
+        let id = ObjectId::fresh();
+        assert!(!pins.delta(p, id, -1, None, |_| Some(obj.clone())));
+        assert!(pins.delta(p, id, 1, None, |_| Some(obj.clone())));
+        assert!(pins.delta(p, id, -1, None, |_| None));
+        assert_eq!(pins.count(), 0);
+        // Capped per peer; another peer is not affected.
+        for _ in 0..MAX_BORROWS_PER_PEER {
+            assert!(pins.delta(p, ObjectId::fresh(), 1, None, |_| Some(obj.clone())));
+        }
+        assert!(!pins.delta(p, ObjectId::fresh(), 1, None, |_| Some(obj.clone())));
+        assert!(pins.delta(q, ObjectId::fresh(), 1, None, |_| Some(obj.clone())));
+        assert_eq!(pins.count(), MAX_BORROWS_PER_PEER + 1);
+        pins.forget(p);
+        assert_eq!(pins.count(), 1);
+        assert!(pins.delta(p, ObjectId::fresh(), 1, None, |_| Some(obj.clone())));
     }
 }

@@ -97,6 +97,15 @@ impl Work {
         }
     }
 
+    /// A peer that is not a live member has had no connection for a
+    /// failure timeout (it may never have sent a heartbeat): its pins and
+    /// the actors it created here go.
+    pub(super) fn peer_gone(&self, peer: PeerId) {
+        tracing::debug!(%peer, "a peer's connections stayed closed: its pins and actors here go");
+        self.pins.forget(peer);
+        self.hosted.forget_owner(peer);
+    }
+
     /// A peer died: its pins and the actors it created here go; work sent
     /// to it is placed again (tasks) or fails (actor calls); actors this
     /// node created there are restarted elsewhere if they have restarts
@@ -150,7 +159,9 @@ impl Work {
         let hint = if host == self.me { self.hint().to_vec() } else { self.view.hint_of(host) };
         r.moved_to(host, hint);
         if host == self.me {
-            self.host_actor(self.me, r.id, &r.class, &r.args, &r.opts);
+            if let Err(e) = self.host_actor(self.me, r.id, &r.class, &r.args, &r.opts) {
+                tracing::debug!(actor = %r.id, refusal = ?e, "restart not created here");
+            }
         } else {
             let m = Mail::NewActor {
                 actor: r.id.to_bytes(),
