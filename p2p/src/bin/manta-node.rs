@@ -89,7 +89,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0", value_name = "MULTIADDR")]
     listen: Multiaddr,
-    /// A member's address, ending in /p2p/<peer id> (repeatable).
+    /// A member's address, ending in /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
     /// Discover peers by mDNS (refused unless MANTA_ALLOW_MDNS=1).

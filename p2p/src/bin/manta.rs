@@ -75,7 +75,7 @@ enum Command {
 /// The flags of `manta status`.
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// A member's address, ending in /p2p/<peer id> (repeatable).
+    /// A member's address, ending in /p2p/PEER_ID (repeatable).
     #[arg(long, required = true, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
     /// Live members to wait for.
@@ -100,7 +100,7 @@ struct StatusArgs {
 /// The flags of `manta timeline`.
 #[derive(Debug, Args)]
 struct TimelineArgs {
-    /// A member's address, ending in /p2p/<peer id> (repeatable).
+    /// A member's address, ending in /p2p/PEER_ID (repeatable).
     #[arg(long, required = true, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
     /// Live members to wait for before collecting.
