@@ -99,6 +99,9 @@
 //! ip netns del lan-h1; ip netns del lan-h2; ip netns del lan-br
 //! ```
 
+/// Errors of this example: any error, with its message (`?` converts a `String`).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{MembershipEvent, Multiaddr, Node, PeerId, Registry, RemoteFn};
 use std::collections::BTreeMap;
@@ -164,14 +167,14 @@ struct Args {
 const USAGE: &str = "usage: lan_cluster [--mdns] [--bootstrap ADDR]... [--listen ADDR] [--secret-file PATH] [--peers N] \
                      [--timeout SECS] [--tasks N] [--driver] [--serve-secs S] [--cpus N]   (or the secret in MANTA_SECRET)";
 
-fn parse<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, String>
+fn parse<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, BoxError>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e| format!("bad value `{s}` for {flag}: {e}"))
+    s.parse().map_err(|e| format!("bad value `{s}` for {flag}: {e}").into())
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, BoxError> {
     let mut args = Args {
         mdns: false,
         bootstrap: Vec::new(),
@@ -197,23 +200,23 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--serve-secs" => args.serve = Duration::from_secs(parse(&flag, &value()?)?),
             "--cpus" => args.cpus = Some(parse(&flag, &value()?)?),
             "--secret-file" => args.secret_file = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
+            "-h" | "--help" => return Err(USAGE.to_string().into()),
+            other => return Err(format!("unknown argument `{other}`; {USAGE}").into()),
         }
     }
     if args.mdns && std::env::var("MANTA_ALLOW_MDNS").as_deref() != Ok("1") {
         return Err("--mdns multicasts on every interface; refused unless MANTA_ALLOW_MDNS=1 \
                     (on a real LAN, or inside a network namespace)"
-            .to_string());
+            .into());
     }
     if args.tasks > MAX_TASKS {
-        return Err(format!("--tasks: at most {MAX_TASKS}"));
+        return Err(format!("--tasks: at most {MAX_TASKS}").into());
     }
     if args.serve > Duration::from_secs(MAX_SERVE_SECS) {
-        return Err(format!("--serve-secs: at most {MAX_SERVE_SECS}"));
+        return Err(format!("--serve-secs: at most {MAX_SERVE_SECS}").into());
     }
     if args.cpus == Some(0) {
-        return Err("--cpus: at least 1".to_string());
+        return Err("--cpus: at least 1".to_string().into());
     }
     Ok(args)
 }
@@ -224,7 +227,7 @@ fn short(peer: &str) -> &str {
     &peer[peer.len().saturating_sub(8)..]
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), BoxError> {
     let args = parse_args(std::env::args().skip(1))?;
     let mut rt = Runtime::builder();
     if let Some(n) = args.cpus {
@@ -254,7 +257,7 @@ fn run() -> Result<(), String> {
 /// Prints who this node is and where it listens (the addresses to give
 /// others as `--bootstrap`), then waits for the peers; only the driver
 /// needs them all.
-fn join(node: &Node, args: &Args) -> Result<(), String> {
+fn join(node: &Node, args: &Args) -> Result<(), BoxError> {
     let me = node.peer_id().to_string();
     println!("node {} ({me}), {} CPUs", short(&me), node.runtime().num_threads());
     for addr in node.listen_addrs() {
@@ -267,7 +270,7 @@ fn join(node: &Node, args: &Args) -> Result<(), String> {
             eprintln!("note: {e}; serving anyway");
             node.cluster_status().map_err(|e| e.to_string())?
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     };
     let names: Vec<String> =
         status.iter().filter(|m| m.alive && !m.is_self).map(|m| short(&m.peer.to_string()).to_string()).collect();
@@ -275,7 +278,7 @@ fn join(node: &Node, args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn drive(node: &Node, args: &Args) -> Result<(), String> {
+fn drive(node: &Node, args: &Args) -> Result<(), BoxError> {
     join(node, args)?;
     let me = node.peer_id().to_string();
     let started = Instant::now();
@@ -304,12 +307,12 @@ fn drive(node: &Node, args: &Args) -> Result<(), String> {
         println!("  {}  {n:>5} task(s){mark}", short(peer));
     }
     if failed > 0 {
-        return Err(format!("{failed} of {} task(s) failed", args.tasks));
+        return Err(format!("{failed} of {} task(s) failed", args.tasks).into());
     }
     Ok(())
 }
 
-fn serve(node: &Node, args: &Args) -> Result<(), String> {
+fn serve(node: &Node, args: &Args) -> Result<(), BoxError> {
     let until = Instant::now() + args.serve;
     let events = node.subscribe().map_err(|e| e.to_string())?;
     join(node, args)?;
@@ -324,7 +327,9 @@ fn serve(node: &Node, args: &Args) -> Result<(), String> {
             Ok(MembershipEvent::Died(p)) => ("left (or died)", p),
             Ok(MembershipEvent::Revived(p)) => ("is back", p),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err("the node stopped".to_string()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err("the node stopped".to_string().into())
+            }
         };
         println!("peer {} {what}", short(&peer.to_string()));
     }

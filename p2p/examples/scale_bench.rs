@@ -51,6 +51,9 @@
 //! message and the run stops); the child exits when its stdin closes or
 //! after 10 minutes; nodes are shut down between sizes.
 
+/// Errors of this example: any error, with its message (`?` converts a `String`).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{MembershipEvent, Multiaddr, Node, Registry, RemoteFn};
 use std::collections::HashMap;
@@ -82,7 +85,7 @@ struct Opts {
     failure: Duration,
 }
 
-fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, String> {
+fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, BoxError> {
     let mut o = Opts {
         sizes: vec![4, 8, 16, 32],
         heartbeat: manta_p2p::DEFAULT_HEARTBEAT,
@@ -103,13 +106,13 @@ fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, String> {
             }
             "--heartbeat-ms" => o.heartbeat = ms()?,
             "--failure-ms" => o.failure = ms()?,
-            other => return Err(format!("unknown argument `{other}`")),
+            other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
     Ok(o)
 }
 
-fn node(boot: Option<&Multiaddr>, o: &Opts) -> Result<Node, String> {
+fn node(boot: Option<&Multiaddr>, o: &Opts) -> Result<Node, BoxError> {
     let rt = Runtime::builder().num_cpus(1).build().map_err(|e| e.to_string())?;
     let local: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("{e}"))?;
     // Every node here shares 127.0.0.1: lift the per-IP connection cap
@@ -123,15 +126,15 @@ fn node(boot: Option<&Multiaddr>, o: &Opts) -> Result<Node, String> {
     if let Some(a) = boot {
         b = b.bootstrap(a.clone());
     }
-    b.start().map_err(|e| e.to_string())
+    Ok(b.start()?)
 }
 
-fn first_addr(n: &Node) -> Result<Multiaddr, String> {
-    n.listen_addrs().into_iter().next().ok_or_else(|| "a node has no listen address".to_string())
+fn first_addr(n: &Node) -> Result<Multiaddr, BoxError> {
+    n.listen_addrs().into_iter().next().ok_or_else(|| "a node has no listen address".into())
 }
 
 /// The child node: started with `--victim <bootstrap> <hb ms> <failure ms>`.
-fn victim(mut args: impl Iterator<Item = String>) -> Result<(), String> {
+fn victim(mut args: impl Iterator<Item = String>) -> Result<(), BoxError> {
     let mut next = || args.next().ok_or("--victim needs <bootstrap> <heartbeat ms> <failure ms>");
     let boot: Multiaddr = next()?.parse().map_err(|e| format!("bootstrap: {e}"))?;
     let ms = |s: &str| s.parse::<u64>().map(Duration::from_millis).map_err(|e| e.to_string());
@@ -163,7 +166,7 @@ impl Drop for Victim {
     }
 }
 
-fn spawn_victim(boot: &Multiaddr, o: &Opts) -> Result<(Victim, String), String> {
+fn spawn_victim(boot: &Multiaddr, o: &Opts) -> Result<(Victim, String), BoxError> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .arg("--victim")
@@ -186,7 +189,7 @@ fn spawn_victim(boot: &Multiaddr, o: &Opts) -> Result<(Victim, String), String> 
     let line = rx.recv_timeout(STEP).map_err(|_| "the victim printed no address".to_string())?;
     let peer = line.trim().rsplit("/p2p/").next().unwrap_or_default().to_string();
     if !line.starts_with("ADDR ") || peer.is_empty() {
-        return Err(format!("victim: unexpected line `{}`", line.trim()));
+        return Err(format!("victim: unexpected line `{}`", line.trim()).into());
     }
     Ok((victim, peer))
 }
@@ -205,7 +208,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One size: every metric, in order.
-fn size(n: usize, o: &Opts) -> Result<(), String> {
+fn size(n: usize, o: &Opts) -> Result<(), BoxError> {
     eprintln!("# n = {n}: starting {} nodes here and one child", n - 1);
     let first = node(None, o)?;
     let boot = first_addr(&first)?;
@@ -220,7 +223,7 @@ fn size(n: usize, o: &Opts) -> Result<(), String> {
     let deadline = last_start + STEP;
     while nodes.iter().any(|x| live_peers(x) < n - 1) {
         if Instant::now() > deadline {
-            return Err(format!("n = {n}: membership did not converge within {STEP:?}"));
+            return Err(format!("n = {n}: membership did not converge within {STEP:?}").into());
         }
         std::thread::sleep(Duration::from_millis(5)); // a bounded poll's pace
     }
@@ -273,7 +276,7 @@ fn size(n: usize, o: &Opts) -> Result<(), String> {
     for x in &nodes[2..] {
         let l = x.dht_lookup(obj.id()).map_err(|e| e.to_string())?;
         if l.providers.is_empty() {
-            return Err(format!("n = {n}: a lookup found no provider"));
+            return Err(format!("n = {n}: a lookup found no provider").into());
         }
         ms.push(l.first.as_secs_f64() * 1e3);
         hops.push(f64::from(l.hops));
@@ -302,7 +305,7 @@ fn size(n: usize, o: &Opts) -> Result<(), String> {
     let mut resumed = None;
     while seen.iter().any(Option::is_none) || (resumed.is_none() && !pending.is_empty()) {
         if killed.elapsed() > STEP {
-            return Err(format!("n = {n}: death not seen by all, or no progress, within {STEP:?}"));
+            return Err(format!("n = {n}: death not seen by all, or no progress, within {STEP:?}").into());
         }
         for (i, s) in subs.iter().enumerate() {
             while let Ok(ev) = s.try_recv() {
