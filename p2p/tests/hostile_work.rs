@@ -11,6 +11,7 @@
 //! | batches of `Borrow` for made-up ids: +1 GB kept until the peer "died" | not retained: no entry, RSS bounded ([`borrows_of_made_up_ids_are_not_kept`]) |
 //! | `retries: u32::MAX` on a panicking task: it ran (nearly) forever | capped at [`MAX_WIRE_RETRIES`] ([`retries_from_the_wire_are_capped`]) |
 //! | a peer that never sent a heartbeat kept its borrows forever | they go once its connection stays closed for the failure timeout ([`a_silent_peers_borrows_go_when_it_disconnects`]) |
+//! | one peer submitted work up to the node's whole accepted bound | every other peer's tasks were refused `Busy` until it finished | a peer holds at most half the bound; the others' tasks are still accepted ([`one_peer_cannot_take_every_accepted_slot`]) |
 //!
 //! Invariants: tests run one at a time (a lock: one measures this
 //! process); only 127.0.0.1 is used; every client call is bounded by
@@ -52,6 +53,32 @@ static FAIL: RemoteFn<(u8,), u8> = RemoteFn::new("fail", |(_,)| {
     FAILS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     panic!("fails every time (a test)")
 });
+
+/// Held closed while a test needs tasks to stay accepted; `gated` runs
+/// block on it.
+static GATE: (Mutex<bool>, std::sync::Condvar) = (Mutex::new(false), std::sync::Condvar::new());
+static GATED: RemoteFn<(u8,), u8> = RemoteFn::new("gated", |(x,)| {
+    let mut open = GATE.0.lock().unwrap_or_else(|p| p.into_inner());
+    while !*open {
+        open = GATE.1.wait(open).unwrap_or_else(|p| p.into_inner());
+    }
+    x
+});
+
+fn set_gate(open: bool) {
+    *GATE.0.lock().unwrap_or_else(|p| p.into_inner()) = open;
+    GATE.1.notify_all();
+}
+
+/// Opens the gate when dropped: a failed assertion must not leave a worker
+/// blocked (the node's shutdown would wait for it forever).
+struct OpenOnDrop;
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        set_gate(true);
+    }
+}
 
 /// One test at a time: one measures this process.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -286,4 +313,38 @@ fn retries_from_the_wire_are_capped() {
     }
     assert_eq!(a.accepted_work(), 0, "the task ended");
     assert_eq!(FAILS.load(std::sync::atomic::Ordering::SeqCst), MAX_WIRE_RETRIES + 1, "one run and the capped retries");
+}
+
+#[test]
+fn one_peer_cannot_take_every_accepted_slot() {
+    let _serial = serial();
+    set_gate(false);
+    let rt = Runtime::builder().num_cpus(1).build().expect("runtime");
+    let a = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .max_accepted_tasks(4)
+        .registry(Registry::new().function(&GATED).function(&MAKE))
+        .start()
+        .expect("node starts");
+    let _open = OpenOnDrop;
+    let submit = |n: u8, func: &str| Mail::Submit {
+        id: ObjectId::fresh().to_bytes(),
+        func: func.into(),
+        args: encode_args(&(Arg::Val(n),)),
+        opts: Opts::default(),
+    };
+    let tokio = tokio();
+    tokio.block_on(async {
+        // The flooder asks for every slot with tasks that do not end.
+        let (_flood, mut s) = mail_client(&a).await;
+        let ack = send(&mut s, (0..4).map(|n| submit(n, "gated")).collect()).await;
+        let busy: Vec<u32> = ack.refused.iter().filter(|(_, r)| matches!(r, Refusal::Busy)).map(|(i, _)| *i).collect();
+        assert_eq!(busy, [2, 3], "two accepted, the rest of its flood refused: {ack:?}");
+        // Another peer's task is still accepted (and runs once the gate opens).
+        let (_other, mut t) = mail_client(&a).await;
+        let ack = send(&mut t, vec![submit(9, "gated")]).await;
+        assert!(ack.refused.is_empty(), "the other peer is not starved: {ack:?}");
+    });
+    set_gate(true);
+    a.shutdown();
 }

@@ -186,9 +186,11 @@ impl NodeBuilder {
     }
 
     /// Most tasks and actor calls from peers this node holds at once
-    /// (queued or running, default 16384); beyond it peers are told it is
-    /// busy: they place their tasks elsewhere, or keep them, and send
-    /// their actor calls again shortly, in order.
+    /// (queued or running, default 16384), and at most half of that from
+    /// any one peer, so that one peer flooding it leaves room for the
+    /// others; beyond either, peers are told it is busy: they place their
+    /// tasks elsewhere, or keep them, and send their actor calls again
+    /// shortly, in order.
     pub fn max_accepted_tasks(mut self, n: usize) -> Self {
         self.cfg.work.max_accepted = n.max(1);
         self

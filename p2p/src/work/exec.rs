@@ -141,7 +141,7 @@ impl Work {
         let w = self.this.clone();
         Box::new(move |res| {
             let Some(w) = w.upgrade() else { return };
-            w.accepted.release();
+            w.accepted.release(to);
             w.send_done(to, id, completion_of(res));
         })
     }
@@ -197,7 +197,7 @@ impl Work {
             let reason = format!("not registered on node {}", self.me);
             return Err(refused(Root::UnknownFunction { name: func.into(), reason }));
         };
-        if !self.accepted.try_take() {
+        if !self.accepted.try_take(from) {
             return Err(Refusal::Busy);
         }
         self.traffic.task_received();
@@ -220,7 +220,7 @@ impl Work {
                 Ok(())
             }
             Err(e) => {
-                self.accepted.release();
+                self.accepted.release(from);
                 Err(refused(Root::Other(e.to_string())))
             }
         }
@@ -349,7 +349,7 @@ impl Work {
             }
         }
         // Counted like a task from a peer until it is done.
-        self.accepted.take();
+        self.accepted.take(from);
         self.traffic.call_received();
         // As for a task: never under an id taken here.
         let (out_id, alias) = self.result_id(id);
@@ -361,7 +361,7 @@ impl Work {
                 self.pin_result(from, id, out)
             }
             Err(e) => {
-                self.accepted.release();
+                self.accepted.release(from);
                 self.send_done(from, id, Completion::Failed((&e).into()))
             }
         }

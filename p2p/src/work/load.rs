@@ -4,8 +4,8 @@
 //!   done (placement avoids peers at the bound, and counts these as load,
 //!   since gossip lags);
 //! - [`Accepted`]: tasks and actor calls this node accepted from peers and
-//!   that are not done (back-pressure: beyond the bound peers are told it
-//!   is busy).
+//!   that are not done (back-pressure: beyond the bound, or beyond a
+//!   peer's share of half of it, peers are told it is busy).
 //!
 //! Invariants: a submission is counted in `SentCounts` from when it is
 //! sent until its `Done`, its refusal or its peer's death, exactly once;
@@ -47,34 +47,64 @@ impl SentCounts {
     }
 }
 
-/// Tasks and actor calls accepted from peers and not done, with its bound.
+/// Tasks and actor calls accepted from peers and not done, with its bound,
+/// in all and per peer: one peer may hold at most half the slots
+/// ([`Accepted::per_peer`]), so a peer that floods this node with work
+/// leaves the other half to everyone else (it is told `Busy` beyond its
+/// share, as every peer is beyond the whole bound).
 pub(super) struct Accepted {
     n: AtomicUsize,
     max: usize,
+    by_peer: Mutex<HashMap<PeerId, usize>>,
 }
 
 impl Accepted {
     /// None accepted yet; at most `max` at once.
     pub(super) fn new(max: usize) -> Accepted {
-        Accepted { n: AtomicUsize::new(0), max }
+        Accepted { n: AtomicUsize::new(0), max, by_peer: Mutex::default() }
     }
 
-    /// Takes a slot for a task if one is free.
-    pub(super) fn try_take(&self) -> bool {
-        if self.n.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.n.fetch_sub(1, Ordering::AcqRel);
+    /// The most one peer may hold at once: half the bound (at least one).
+    pub(super) fn per_peer(&self) -> usize {
+        (self.max / 2).max(1)
+    }
+
+    /// Takes a slot for a task from `peer` if one is free, in all and
+    /// within `peer`'s share.
+    pub(super) fn try_take(&self, peer: PeerId) -> bool {
+        let mut by_peer = lock_unpoisoned(&self.by_peer);
+        let mine = by_peer.entry(peer).or_default();
+        if *mine >= self.per_peer() {
             return false;
         }
+        if self.n.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.n.fetch_sub(1, Ordering::AcqRel);
+            if *mine == 0 {
+                by_peer.remove(&peer);
+            }
+            return false;
+        }
+        *mine += 1;
         true
     }
 
-    /// Takes a slot whatever the bound (an actor call already admitted).
-    pub(super) fn take(&self) {
+    /// Takes a slot for `peer` whatever the bound (an actor call already
+    /// admitted).
+    pub(super) fn take(&self, peer: PeerId) {
+        *lock_unpoisoned(&self.by_peer).entry(peer).or_default() += 1;
         self.n.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Gives a slot back.
-    pub(super) fn release(&self) {
+    /// Gives `peer`'s slot back.
+    pub(super) fn release(&self, peer: PeerId) {
+        let mut by_peer = lock_unpoisoned(&self.by_peer);
+        if let Some(mine) = by_peer.get_mut(&peer) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                by_peer.remove(&peer);
+            }
+        }
+        drop(by_peer);
         self.n.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -87,9 +117,26 @@ impl Accepted {
     pub(super) fn count(&self) -> usize {
         self.n.load(Ordering::Acquire)
     }
+}
 
-    /// The bound.
-    pub(super) fn max(&self) -> usize {
-        self.max
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_takes_at_most_half_and_leaves_the_rest_to_others() {
+        let a = Accepted::new(4);
+        let (flood, honest) = (PeerId::random(), PeerId::random());
+        assert!(a.try_take(flood) && a.try_take(flood));
+        assert!(!a.try_take(flood), "beyond its share");
+        assert!(a.try_take(honest) && a.try_take(honest));
+        assert!(!a.try_take(PeerId::random()), "beyond the whole bound");
+        a.release(flood);
+        assert!(a.try_take(flood), "a slot given back is free again");
+        for p in [flood, flood, honest, honest] {
+            a.release(p);
+        }
+        assert_eq!(a.count(), 0);
+        assert!(lock_unpoisoned(&a.by_peer).is_empty(), "no entry is kept for a peer with nothing accepted");
     }
 }

@@ -51,7 +51,9 @@ impl Work {
         let sent = self.sent.snapshot();
         let full: Vec<PeerId> = sent
             .iter()
-            .filter(|(_, n)| **n >= self.accepted.max())
+            // A peer accepts at most its share from one node (if it has our
+            // bound): more would only come back `Busy`.
+            .filter(|(_, n)| **n >= self.accepted.per_peer())
             .map(|(p, _)| *p)
             .chain(excluded.iter().copied())
             .collect();
