@@ -20,6 +20,19 @@ fn run(bin: &str, args: &[&str], secret: Option<&str>) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{bin} {args:?}: {e}"))
 }
 
+/// A node on 127.0.0.1 with cluster secret `key`, heartbeats every 100 ms,
+/// recording a timeline if `timeline`.
+fn node_with_secret(key: [u8; 32], timeline: bool) -> Node {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .secret(key)
+        .timeline(timeline)
+        .start()
+        .unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -69,13 +82,7 @@ fn every_subcommand_has_help_and_completions_print() {
 fn status_prints_json_with_the_nodes_summary_and_fails_clearly_without_peers() {
     let key = [7u8; 32];
     let secret = hex::encode(key);
-    let rt = Runtime::builder().num_cpus(1).build().unwrap();
-    let node = Node::builder(rt)
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .heartbeat(Duration::from_millis(100))
-        .secret(key)
-        .start()
-        .unwrap();
+    let node = node_with_secret(key, false);
     // Work done before the observer joins: every heartbeat it hears says so.
     assert_eq!(*node.runtime().spawn(|| 6 * 7).get().unwrap(), 42);
     let _kept = node.runtime().put(vec![1u8; 1000]).unwrap();
@@ -120,14 +127,7 @@ fn status_prints_json_with_the_nodes_summary_and_fails_clearly_without_peers() {
 fn timeline_collects_a_members_tasks_into_a_chrome_trace() {
     let key = [9u8; 32];
     let secret = hex::encode(key);
-    let rt = Runtime::builder().num_cpus(1).build().unwrap();
-    let node = Node::builder(rt)
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .heartbeat(Duration::from_millis(100))
-        .secret(key)
-        .timeline(true)
-        .start()
-        .unwrap();
+    let node = node_with_secret(key, true);
     let r = node.runtime().task().name("the_answer").spawn(|| 6 * 7);
     assert_eq!(*r.get().unwrap(), 42);
     let boot = node.listen_addrs()[0].to_string();

@@ -75,17 +75,8 @@ enum Command {
 /// The flags of `manta status`.
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// A member's address, ending in /p2p/PEER_ID (repeatable).
-    #[arg(long, required = true, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Live members to wait for.
-    #[arg(long, default_value_t = 1)]
-    peers: usize,
-    /// Seconds to wait for them (a non-negative number).
-    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
-    timeout: Duration,
     #[command(flatten)]
-    secret: SecretArgs,
+    join: JoinArgs,
     /// Print JSON (one object per table) instead of text.
     #[arg(long)]
     json: bool,
@@ -100,18 +91,26 @@ struct StatusArgs {
 /// The flags of `manta timeline`.
 #[derive(Debug, Args)]
 struct TimelineArgs {
-    /// A member's address, ending in /p2p/PEER_ID (repeatable).
-    #[arg(long, required = true, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Live members to wait for before collecting.
-    #[arg(long, default_value_t = 1)]
-    peers: usize,
-    /// Seconds to wait for them, and for each member's answer.
-    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
-    timeout: Duration,
+    #[command(flatten)]
+    join: JoinArgs,
     /// Where to write the trace (Chrome trace JSON).
     #[arg(short = 'o', long, value_name = "PATH")]
     output: PathBuf,
+}
+
+/// How an observer joins: the flags `status` and `timeline` share.
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// A member's address, ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, required = true, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Live members to wait for.
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// Seconds to wait for them (and, for `timeline`, for each member's
+    /// answer); a non-negative number.
+    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
+    timeout: Duration,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -309,28 +308,30 @@ fn draw(members: &[Member], json: bool, clear: bool) -> Result<(), CliError> {
 }
 
 /// Whether a table answers the question: `Err` if no peer answered or
-/// fewer than `args.peers` are live.
+/// fewer than `--peers` are live.
 fn verdict(members: &[Member], args: &StatusArgs) -> Result<(), CliError> {
     let others: Vec<&Member> = members.iter().filter(|m| !m.is_self).collect();
     let live = others.iter().filter(|m| m.alive).count();
     if others.iter().all(|m| m.last_heartbeat_age == Duration::MAX) && live == 0 {
-        let bootstrap: Vec<String> = args.bootstrap.iter().map(|a| a.to_string()).collect();
-        return Err(CliError::NoPeer { timeout: args.timeout, bootstrap: bootstrap.join(", ") });
+        let bootstrap: Vec<String> = args.join.bootstrap.iter().map(|a| a.to_string()).collect();
+        return Err(CliError::NoPeer { timeout: args.join.timeout, bootstrap: bootstrap.join(", ") });
     }
-    if live < args.peers {
-        return Err(CliError::TooFew { seen: live, wanted: args.peers, timeout: args.timeout });
+    let join = &args.join;
+    if live < join.peers {
+        return Err(CliError::TooFew { seen: live, wanted: join.peers, timeout: join.timeout });
     }
     Ok(())
 }
 
 /// An observer node (loopback only, no mDNS) joined through `bootstrap`.
-fn observer(bootstrap: &[Multiaddr], secret: &SecretArgs) -> Result<Node, CliError> {
+fn observer(join: &JoinArgs) -> Result<Node, CliError> {
+    let (bootstrap, secret) = (&join.bootstrap, &join.secret);
     if secret.secret.is_some() {
         return Err(CliError::SecretOnCommandLine);
     }
     let rt = Runtime::builder().num_cpus(1).build().map_err(CliError::Runtime)?;
     let mut b = Node::builder(rt).listen(local_listen()).observer(true).mdns(false);
-    for a in bootstrap {
+    for a in bootstrap.iter() {
         b = b.bootstrap(a.clone());
     }
     if let Some(k) = manta_p2p::load_secret(secret.secret_file.as_deref()).map_err(CliError::Secret)? {
@@ -340,7 +341,7 @@ fn observer(bootstrap: &[Multiaddr], secret: &SecretArgs) -> Result<Node, CliErr
 }
 
 fn status(args: StatusArgs) -> Result<(), CliError> {
-    let node = observer(&args.bootstrap, &args.secret)?;
+    let node = observer(&args.join)?;
     let result = watch(&node, &args);
     node.shutdown();
     result
@@ -350,7 +351,7 @@ fn status(args: StatusArgs) -> Result<(), CliError> {
 /// and says on stdout which nodes are in it and which are missing (and
 /// why). Fails if no member answered.
 fn timeline(args: TimelineArgs) -> Result<(), CliError> {
-    let node = observer(&args.bootstrap, &args.secret)?;
+    let node = observer(&args.join)?;
     let result = collect(&node, &args);
     node.shutdown();
     result
@@ -358,8 +359,8 @@ fn timeline(args: TimelineArgs) -> Result<(), CliError> {
 
 fn collect(node: &Node, args: &TimelineArgs) -> Result<(), CliError> {
     // Fewer members than asked for is not fatal: collect from those seen.
-    let _ = node.wait_for_peers(args.peers, args.timeout);
-    let trace = node.cluster_timeline(args.timeout).map_err(CliError::Timeline)?;
+    let _ = node.wait_for_peers(args.join.peers, args.join.timeout);
+    let trace = node.cluster_timeline(args.join.timeout).map_err(CliError::Timeline)?;
     if trace.nodes.is_empty() {
         return Err(CliError::NoTimeline { missing: trace.missing.len() });
     }
@@ -384,7 +385,7 @@ fn collect(node: &Node, args: &TimelineArgs) -> Result<(), CliError> {
 
 /// Draws the table once, or with `--watch` every second (`--count` times).
 fn watch(node: &Node, args: &StatusArgs) -> Result<(), CliError> {
-    let members = match node.wait_for_peers(args.peers, args.timeout) {
+    let members = match node.wait_for_peers(args.join.peers, args.join.timeout) {
         Ok(m) => m,
         Err(_) => node.cluster_status().map_err(CliError::Status)?,
     };
@@ -455,7 +456,7 @@ mod tests {
     fn parses_status_and_refuses_bad_input() {
         Cli::command().debug_assert();
         let a = args("status --bootstrap /ip4/127.0.0.1/tcp/1 --peers 2 --timeout 1.5").unwrap();
-        assert_eq!((a.peers, a.timeout), (2, Duration::from_millis(1500)));
+        assert_eq!((a.join.peers, a.join.timeout), (2, Duration::from_millis(1500)));
         assert!(!a.json && !a.watch && a.count.is_none());
         assert!(args("").is_err());
         assert!(args("launch").is_err());
@@ -467,7 +468,7 @@ mod tests {
         let w = args("status --bootstrap /ip4/127.0.0.1/tcp/1 --json --watch --count 3").unwrap();
         assert!(w.json && w.watch && w.count == Some(3));
         let k = args("status --bootstrap /ip4/127.0.0.1/tcp/1 --secret-file /some/key").unwrap();
-        assert_eq!(k.secret.secret_file.as_deref(), Some(std::path::Path::new("/some/key")));
+        assert_eq!(k.join.secret.secret_file.as_deref(), Some(std::path::Path::new("/some/key")));
     }
 
     #[test]
