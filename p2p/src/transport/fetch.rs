@@ -112,6 +112,49 @@ pub(crate) struct Fetcher {
     rt: Runtime,
 }
 
+/// A `Busy` answer that came back sooner than this is *quick*: an honest
+/// holder says `Busy` to a first request only after waiting
+/// `rpc::PENDING_WAIT` (1 s) for the object's task, so a quick one means a
+/// holder over its byte budget or one that stalls on purpose.
+const QUICK_BUSY: Duration = Duration::from_millis(500);
+
+/// Quick `Busy` answers from one holder before it is given up.
+const MAX_QUICK_BUSY: u32 = 8;
+
+/// The pause after the first quick `Busy`; it doubles with each one after
+/// (10 ms, 20 ms, ... 1.28 s: about 2.5 s in all before the holder is given
+/// up).
+const FIRST_BUSY_PAUSE: Duration = Duration::from_millis(10);
+
+/// How `pull` answers `Busy` replies to its first request of one holder. A
+/// slow `Busy` (the holder waited for the object's task) is asked again at
+/// once and without limit, as `get` blocks until the task ends (Ray's
+/// semantics; a `get` with a timeout bounds it). A quick one is asked again
+/// after a pause that doubles each time, and after [`MAX_QUICK_BUSY`] of
+/// them the holder fails with [`HolderError::Busy`] and the next holder is
+/// tried: a holder that answers `Busy` at once forever costs a fetch a few
+/// requests and seconds, not a request loop.
+#[derive(Debug, Default)]
+struct BusyBackoff {
+    /// Quick `Busy` answers so far.
+    quick: u32,
+}
+
+impl BusyBackoff {
+    /// After a `Busy` that came `waited` after the request: how long to
+    /// pause before asking again, or `None` to give the holder up.
+    fn after(&mut self, waited: Duration) -> Option<Duration> {
+        if waited >= QUICK_BUSY {
+            return Some(Duration::ZERO);
+        }
+        self.quick += 1;
+        if self.quick > MAX_QUICK_BUSY {
+            return None;
+        }
+        Some(FIRST_BUSY_PAUSE.saturating_mul(1 << (self.quick - 1)))
+    }
+}
+
 /// Why one holder could not give the object.
 #[derive(Debug, thiserror::Error)]
 enum HolderError {
@@ -123,7 +166,7 @@ enum HolderError {
     Failed(String),
     #[error("refused our request: {0}")]
     Refused(String),
-    #[error("busy")]
+    #[error("answered busy")]
     Busy,
     #[error("declared dead")]
     Dead,
@@ -431,12 +474,28 @@ async fn pull_from(
     // `Busy` means the object's task is still running there (the holder
     // waited a while before saying so): ask again, as `get` blocks until
     // the task ends. A holder that dies meanwhile ends this with an error.
+    // A `Busy` that comes back sooner than an honest holder would send it
+    // is asked again after a growing pause, and only a few times.
+    let mut busy = BusyBackoff::default();
     let first = loop {
+        let asked = tokio::time::Instant::now();
         match ctx.call(peer, &chunk_request(id, 0, first_len)).await {
             Ok(Reply::Other(Response::Busy)) if ctx.is_dead(peer) => {
                 return Err((fetch, Failure::unreachable(HolderError::Dead)));
             }
-            Ok(Reply::Other(Response::Busy)) => continue,
+            Ok(Reply::Other(Response::Busy)) => match busy.after(asked.elapsed()) {
+                Some(pause) if pause.is_zero() => continue,
+                Some(pause) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
+                    }
+                }
+                None => {
+                    tracing::debug!(%peer, object = %id, quick = busy.quick, "a holder kept answering Busy at once; trying the next");
+                    return Err((fetch, Failure::unreachable(HolderError::Busy)));
+                }
+            },
             Ok(r) => break r,
             Err(e) => return Err((fetch, Failure::unreachable(e))),
         }
@@ -617,5 +676,37 @@ impl std::io::Read for ChunkReader {
         out[..n].copy_from_slice(&src[..n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_busy_is_asked_again_at_once_without_limit() {
+        let mut b = BusyBackoff::default();
+        for _ in 0..1000 {
+            assert_eq!(b.after(Duration::from_secs(1)), Some(Duration::ZERO));
+        }
+    }
+
+    #[test]
+    fn quick_busy_backs_off_then_gives_up() {
+        let mut b = BusyBackoff::default();
+        let pauses: Vec<_> = std::iter::from_fn(|| b.after(Duration::from_millis(1))).collect();
+        assert_eq!(pauses.len(), MAX_QUICK_BUSY as usize);
+        assert_eq!(pauses[0], FIRST_BUSY_PAUSE);
+        assert!(pauses.windows(2).all(|w| w[1] == w[0] * 2), "{pauses:?}");
+        let total: Duration = pauses.iter().sum();
+        assert!(total < Duration::from_secs(5), "given up within seconds: {total:?}");
+        // A slow one in between does not reset the count: a holder cannot
+        // stretch the quick budget by mixing them in.
+        let mut b = BusyBackoff::default();
+        for _ in 0..MAX_QUICK_BUSY {
+            assert!(b.after(Duration::ZERO).is_some());
+            assert_eq!(b.after(QUICK_BUSY), Some(Duration::ZERO));
+        }
+        assert_eq!(b.after(Duration::ZERO), None);
     }
 }
