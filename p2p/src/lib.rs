@@ -178,8 +178,8 @@ pub use transport::bulk::LaneStats;
 pub use wire::envelope::{Resource, WireError};
 pub use work::{
     ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
-    RemoteFn, TaskBuilder, DEFAULT_RESTART_TIMEOUT, INLINE_RESULT_BYTES, MAX_ACTORS_PER_PEER, MAX_BORROWS_PER_PEER,
-    MAX_WIRE_RETRIES,
+    RemoteFn, TaskBuilder, DEFAULT_RESTART_TIMEOUT, INLINE_RESULT_BYTES, MAX_ACCEPTED_BYTES_PER_PEER,
+    MAX_ACTORS_PER_PEER, MAX_BORROWS_PER_PEER, MAX_PARKED_BYTES_PER_PEER, MAX_PARKED_PER_PEER, MAX_WIRE_RETRIES,
 };
 
 /// Decoders and encoders of every byte format a peer can send, for the fuzz

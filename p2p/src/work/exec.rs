@@ -109,7 +109,7 @@ impl Work {
                 }
                 Mail::Call { actor, method, args, id } => {
                     let known = self.duplicate(from, ObjectId::from_bytes(id));
-                    if !known && (full.contains(&actor) || self.accepted.is_full()) {
+                    if !known && (full.contains(&actor) || !self.accepted.has_room(from, args.len())) {
                         full.push(actor);
                         ack.refused.push((i as u32, Refusal::Busy));
                         continue;
@@ -137,11 +137,11 @@ impl Work {
 
     /// Sends the result's `Done` to `to` when it finishes; the work (a task
     /// or call from a peer) leaves the accepted count then.
-    fn on_done_to(&self, to: PeerId, id: ObjectId) -> OnDone {
+    fn on_done_to(&self, to: PeerId, id: ObjectId, bytes: usize) -> OnDone {
         let w = self.this.clone();
         Box::new(move |res| {
             let Some(w) = w.upgrade() else { return };
-            w.accepted.release(to);
+            w.accepted.release(to, bytes);
             w.send_done(to, id, completion_of(res));
         })
     }
@@ -197,14 +197,14 @@ impl Work {
             let reason = format!("not registered on node {}", self.me);
             return Err(refused(Root::UnknownFunction { name: func.into(), reason }));
         };
-        if !self.accepted.try_take(from) {
+        if !self.accepted.try_take(from, args.len()) {
             return Err(Refusal::Busy);
         }
         self.traffic.task_received();
         // The id may be here already (see the module header): the task
         // then runs under a fresh id, never replacing the entry.
         let (out_id, alias) = self.result_id(id);
-        match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id))) {
+        match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id, args.len()))) {
             Ok(out) => {
                 if alias {
                     self.aliases.insert(id, out_id);
@@ -220,7 +220,7 @@ impl Work {
                 Ok(())
             }
             Err(e) => {
-                self.accepted.release(from);
+                self.accepted.release(from, args.len());
                 Err(refused(Root::Other(e.to_string())))
             }
         }
@@ -342,18 +342,19 @@ impl Work {
             match self.park(actor, call) {
                 Parked::Waiting { .. } => return,
                 Parked::Full(c) => {
-                    let e = actor_dead(actor, "too many calls wait for its creation");
+                    let e =
+                        actor_dead(actor, "too many calls wait for its creation (for this actor, or from this peer)");
                     return self.send_done(c.from, c.id, Completion::Failed((&e).into()));
                 }
                 Parked::Exists => {} // created meanwhile: call it now
             }
         }
         // Counted like a task from a peer until it is done.
-        self.accepted.take(from);
+        self.accepted.take(from, args.len());
         self.traffic.call_received();
         // As for a task: never under an id taken here.
         let (out_id, alias) = self.result_id(id);
-        match self.try_call(actor, method, args, out_id, Some(self.on_done_to(from, id))) {
+        match self.try_call(actor, method, args, out_id, Some(self.on_done_to(from, id, args.len()))) {
             Ok(out) => {
                 if alias {
                     self.aliases.insert(id, out_id);
@@ -361,7 +362,7 @@ impl Work {
                 self.pin_result(from, id, out)
             }
             Err(e) => {
-                self.accepted.release(from);
+                self.accepted.release(from, args.len());
                 self.send_done(from, id, Completion::Failed((&e).into()))
             }
         }

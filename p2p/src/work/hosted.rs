@@ -20,7 +20,11 @@
 //!
 //! Invariants: an actor handle (and so the actor) is dropped outside the
 //! lock; parked calls are handed back exactly once (to run, or to fail);
-//! at most [`MAX_PARKED`] calls wait per actor and [`MAX_GONE`] dropped or
+//! at most [`MAX_PARKED`] calls wait per actor, and from one peer at most
+//! [`MAX_PARKED_PER_PEER`] calls and [`MAX_PARKED_BYTES_PER_PEER`] bytes
+//! over all actors (`parked[p]` counts the calls and bytes of `p`'s calls
+//! in `Expected` entries: charged when parked, given back when the entry
+//! leaves the map); at most [`MAX_GONE`] dropped or
 //! refused actors are remembered; `owned[p]` is the number of `Live` and
 //! `Failed` entries owned by `p` (never above [`MAX_ACTORS_PER_PEER`] for
 //! a peer other than this node). Lock order: `gone`, then `actors`.
@@ -38,6 +42,11 @@ const MAX_GONE: usize = 4096;
 const MAX_PARKED: usize = 4096;
 /// Actors one peer may own here (live or failed).
 pub const MAX_ACTORS_PER_PEER: usize = 4096;
+/// Calls one peer may have waiting for actors' creation, over all actors.
+pub const MAX_PARKED_PER_PEER: usize = 4096;
+/// Bytes of arguments (and method names) one peer may have waiting for
+/// actors' creation, over all actors.
+pub const MAX_PARKED_BYTES_PER_PEER: usize = 64 << 20;
 
 /// An actor handle of any state type (`manta::ActorHandle<S>`).
 pub(super) type AnyActor = Box<dyn Any + Send + Sync>;
@@ -98,11 +107,20 @@ pub(super) enum Refused {
     },
 }
 
-/// The table of hosted actors and how many each peer owns.
+/// The table of hosted actors, how many each peer owns, and how many calls
+/// (and bytes) each peer has waiting in `Expected` entries.
 #[derive(Default)]
 struct Table {
     map: HashMap<ObjectId, Hosted>,
     owned: HashMap<PeerId, usize>,
+    parked: HashMap<PeerId, (usize, usize)>,
+}
+
+impl ParkedCall {
+    /// The bytes it holds (charged to its sender while it waits).
+    fn bytes(&self) -> usize {
+        self.args.len() + self.method.len()
+    }
 }
 
 impl Table {
@@ -123,13 +141,41 @@ impl Table {
         before
     }
 
+    /// Keeps `owned` and `parked` right for an entry that left the map.
     fn disowned(&mut self, before: Option<&Hosted>) {
+        if let Some(Hosted::Expected(calls)) = before {
+            for c in calls {
+                self.unpark(c);
+            }
+        }
         if let Some(o) = before.and_then(Hosted::owner) {
             if let Some(n) = self.owned.get_mut(&o) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.owned.remove(&o);
                 }
+            }
+        }
+    }
+
+    /// Charges a waiting call to its sender; false (nothing charged) if
+    /// the sender's share of waiting calls or bytes is used up.
+    fn charge_parked(&mut self, c: &ParkedCall) -> bool {
+        let (calls, bytes) = self.parked.get(&c.from).copied().unwrap_or((0, 0));
+        if calls >= MAX_PARKED_PER_PEER || bytes.saturating_add(c.bytes()) > MAX_PARKED_BYTES_PER_PEER {
+            return false;
+        }
+        self.parked.insert(c.from, (calls + 1, bytes + c.bytes()));
+        true
+    }
+
+    /// Gives back what a waiting call charged its sender.
+    fn unpark(&mut self, c: &ParkedCall) {
+        if let Some((calls, bytes)) = self.parked.get_mut(&c.from) {
+            *calls = calls.saturating_sub(1);
+            *bytes = bytes.saturating_sub(c.bytes());
+            if *calls == 0 {
+                self.parked.remove(&c.from);
             }
         }
     }
@@ -261,13 +307,18 @@ impl HostedActors {
     /// Parks a call for an actor not created yet.
     pub(super) fn park(&self, actor: ObjectId, call: ParkedCall) -> Parked {
         let mut t = lock_unpoisoned(&self.actors);
-        let first = !t.map.contains_key(&actor);
-        let entry = t.map.entry(actor).or_insert_with(|| Hosted::Expected(Vec::new()));
-        let Hosted::Expected(calls) = entry else { return Parked::Exists };
-        if calls.len() >= MAX_PARKED {
+        let first = match t.map.get(&actor) {
+            None => true,
+            Some(Hosted::Expected(calls)) if calls.len() >= MAX_PARKED => return Parked::Full(call),
+            Some(Hosted::Expected(_)) => false,
+            Some(_) => return Parked::Exists,
+        };
+        if !t.charge_parked(&call) {
             return Parked::Full(call);
         }
-        calls.push(call);
+        if let Hosted::Expected(calls) = t.map.entry(actor).or_insert_with(|| Hosted::Expected(Vec::new())) {
+            calls.push(call);
+        }
         Parked::Waiting { first }
     }
 
@@ -313,5 +364,53 @@ impl HostedActors {
             keys.iter().filter_map(|k| t.remove(k)).collect()
         };
         drop(gone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(from: PeerId, bytes: usize) -> ParkedCall {
+        ParkedCall { from, method: String::new(), args: vec![0; bytes], id: ObjectId::from_bytes([1; 16]) }
+    }
+
+    fn actor(i: u32) -> ObjectId {
+        let mut b = [7u8; 16];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        ObjectId::from_bytes(b)
+    }
+
+    #[test]
+    fn one_peer_parks_at_most_its_share_over_all_actors() {
+        let h = HostedActors::default();
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        // One call per made-up actor: the per-actor cap never bites.
+        for i in 0..MAX_PARKED_PER_PEER as u32 {
+            assert!(matches!(h.park(actor(i), call(flooder, 0)), Parked::Waiting { first: true }));
+        }
+        assert!(matches!(h.park(actor(u32::MAX), call(flooder, 0)), Parked::Full(_)));
+        assert!(!lock_unpoisoned(&h.actors).map.contains_key(&actor(u32::MAX)), "a refused call leaves no entry");
+        assert!(matches!(h.park(actor(0), call(honest, 10)), Parked::Waiting { first: false }), "others still park");
+        // Expiry gives the share back.
+        assert_eq!(h.expire(actor(1)).len(), 1);
+        assert!(matches!(h.park(actor(u32::MAX), call(flooder, 0)), Parked::Waiting { .. }));
+    }
+
+    #[test]
+    fn parked_bytes_per_peer_are_capped_and_given_back_on_creation() {
+        let h = HostedActors::default();
+        let (flooder, me) = (PeerId::random(), PeerId::random());
+        let big = MAX_PARKED_BYTES_PER_PEER / 4;
+        for i in 0..4 {
+            assert!(matches!(h.park(actor(i), call(flooder, big)), Parked::Waiting { .. }));
+        }
+        assert!(matches!(h.park(actor(9), call(flooder, 1)), Parked::Full(_)));
+        // The actor is created: its waiting calls are handed back, and so
+        // is their charge.
+        let handed = h.created(actor(0), me, me, Ok(Box::new(()))).unwrap_or_default();
+        assert_eq!(handed.len(), 1);
+        assert!(matches!(h.park(actor(9), call(flooder, big)), Parked::Waiting { .. }));
+        assert_eq!(lock_unpoisoned(&h.actors).parked.get(&flooder), Some(&(4, 4 * big)));
     }
 }

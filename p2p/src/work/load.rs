@@ -5,7 +5,8 @@
 //!   since gossip lags);
 //! - [`Accepted`]: tasks and actor calls this node accepted from peers and
 //!   that are not done (back-pressure: beyond the bound, or beyond a
-//!   peer's share of half of it, peers are told it is busy).
+//!   peer's share of half of it or of [`MAX_ACCEPTED_BYTES_PER_PEER`]
+//!   bytes of arguments, peers are told it is busy).
 //!
 //! Invariants: a submission is counted in `SentCounts` from when it is
 //! sent until its `Done`, its refusal or its peer's death, exactly once;
@@ -47,15 +48,24 @@ impl SentCounts {
     }
 }
 
+/// The most bytes of arguments one peer's accepted work may hold at once
+/// (the wire form of the arguments of its accepted tasks and calls that
+/// are not done). A piece of work is always accepted when the peer has
+/// nothing accepted, whatever its size (each is capped on the wire by
+/// `mail::MAX_ARGS_BYTES`).
+pub const MAX_ACCEPTED_BYTES_PER_PEER: usize = 256 << 20;
+
 /// Tasks and actor calls accepted from peers and not done, with its bound,
 /// in all and per peer: one peer may hold at most half the slots
-/// ([`Accepted::per_peer`]), so a peer that floods this node with work
-/// leaves the other half to everyone else (it is told `Busy` beyond its
-/// share, as every peer is beyond the whole bound).
+/// ([`Accepted::per_peer`]) and [`MAX_ACCEPTED_BYTES_PER_PEER`] bytes of
+/// arguments, so a peer that floods this node with work leaves the other
+/// half to everyone else (it is told `Busy` beyond its share, as every
+/// peer is beyond the whole bound).
 pub(super) struct Accepted {
     n: AtomicUsize,
     max: usize,
-    by_peer: Mutex<HashMap<PeerId, usize>>,
+    /// Per peer: (slots, argument bytes) held now; no entry at (0, 0).
+    by_peer: Mutex<HashMap<PeerId, (usize, usize)>>,
 }
 
 impl Accepted {
@@ -69,38 +79,50 @@ impl Accepted {
         (self.max / 2).max(1)
     }
 
-    /// Takes a slot for a task from `peer` if one is free, in all and
-    /// within `peer`'s share.
-    pub(super) fn try_take(&self, peer: PeerId) -> bool {
+    /// True if `peer` may have `bytes` more bytes of arguments accepted.
+    fn bytes_fit(held: (usize, usize), bytes: usize) -> bool {
+        held.0 == 0 || held.1.saturating_add(bytes) <= MAX_ACCEPTED_BYTES_PER_PEER
+    }
+
+    /// Takes a slot for a task from `peer` with `bytes` of arguments if one
+    /// is free, in all and within `peer`'s share of slots and bytes.
+    pub(super) fn try_take(&self, peer: PeerId, bytes: usize) -> bool {
         let mut by_peer = lock_unpoisoned(&self.by_peer);
-        let mine = by_peer.entry(peer).or_default();
-        if *mine >= self.per_peer() {
+        let held = by_peer.get(&peer).copied().unwrap_or((0, 0));
+        if held.0 >= self.per_peer() || !Self::bytes_fit(held, bytes) {
             return false;
         }
         if self.n.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.n.fetch_sub(1, Ordering::AcqRel);
-            if *mine == 0 {
-                by_peer.remove(&peer);
-            }
             return false;
         }
-        *mine += 1;
+        by_peer.insert(peer, (held.0 + 1, held.1 + bytes));
         true
+    }
+
+    /// True if an actor call from `peer` with `bytes` of arguments would
+    /// be admitted now (a slot free in all, and `peer`'s bytes within its
+    /// share); calls are then taken with [`Accepted::take`].
+    pub(super) fn has_room(&self, peer: PeerId, bytes: usize) -> bool {
+        !self.is_full() && Self::bytes_fit(lock_unpoisoned(&self.by_peer).get(&peer).copied().unwrap_or((0, 0)), bytes)
     }
 
     /// Takes a slot for `peer` whatever the bound (an actor call already
     /// admitted).
-    pub(super) fn take(&self, peer: PeerId) {
-        *lock_unpoisoned(&self.by_peer).entry(peer).or_default() += 1;
+    pub(super) fn take(&self, peer: PeerId, bytes: usize) {
+        let mut by_peer = lock_unpoisoned(&self.by_peer);
+        let held = by_peer.entry(peer).or_default();
+        *held = (held.0 + 1, held.1 + bytes);
+        drop(by_peer);
         self.n.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Gives `peer`'s slot back.
-    pub(super) fn release(&self, peer: PeerId) {
+    /// Gives `peer`'s slot (taken with `bytes`) back.
+    pub(super) fn release(&self, peer: PeerId, bytes: usize) {
         let mut by_peer = lock_unpoisoned(&self.by_peer);
-        if let Some(mine) = by_peer.get_mut(&peer) {
-            *mine = mine.saturating_sub(1);
-            if *mine == 0 {
+        if let Some(held) = by_peer.get_mut(&peer) {
+            *held = (held.0.saturating_sub(1), held.1.saturating_sub(bytes));
+            if held.0 == 0 {
                 by_peer.remove(&peer);
             }
         }
@@ -127,16 +149,40 @@ mod tests {
     fn one_peer_takes_at_most_half_and_leaves_the_rest_to_others() {
         let a = Accepted::new(4);
         let (flood, honest) = (PeerId::random(), PeerId::random());
-        assert!(a.try_take(flood) && a.try_take(flood));
-        assert!(!a.try_take(flood), "beyond its share");
-        assert!(a.try_take(honest) && a.try_take(honest));
-        assert!(!a.try_take(PeerId::random()), "beyond the whole bound");
-        a.release(flood);
-        assert!(a.try_take(flood), "a slot given back is free again");
+        assert!(a.try_take(flood, 0) && a.try_take(flood, 0));
+        assert!(!a.try_take(flood, 0), "beyond its share");
+        assert!(a.try_take(honest, 0) && a.try_take(honest, 0));
+        assert!(!a.try_take(PeerId::random(), 0), "beyond the whole bound");
+        a.release(flood, 0);
+        assert!(a.try_take(flood, 0), "a slot given back is free again");
         for p in [flood, flood, honest, honest] {
-            a.release(p);
+            a.release(p, 0);
         }
         assert_eq!(a.count(), 0);
         assert!(lock_unpoisoned(&a.by_peer).is_empty(), "no entry is kept for a peer with nothing accepted");
+    }
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_holds_at_most_its_share_of_argument_bytes() {
+        let a = Accepted::new(1000);
+        let (flood, honest) = (PeerId::random(), PeerId::random());
+        let big = 8 << 20;
+        let fits = MAX_ACCEPTED_BYTES_PER_PEER / big;
+        for _ in 0..fits {
+            assert!(a.try_take(flood, big));
+        }
+        assert!(!a.try_take(flood, big), "beyond its bytes");
+        assert!(!a.has_room(flood, big), "calls too");
+        assert!(a.try_take(flood, 0), "work without arguments still fits");
+        assert!(a.try_take(honest, big) && a.has_room(honest, big), "others are not held back");
+        a.release(flood, big);
+        assert!(a.try_take(flood, big), "bytes given back are free again");
+        // One piece of work always fits a peer holding nothing.
+        assert!(a.try_take(PeerId::random(), usize::MAX));
     }
 }
