@@ -118,8 +118,8 @@ impl ObjectHooks for NodeBackend {
         self.announcements.announce(id);
     }
 
-    fn serve_as(&self, id: ObjectId) -> ObjectId {
-        self.work.serve_as(id)
+    fn serve_as(&self, id: ObjectId, peer: libp2p::PeerId) -> ObjectId {
+        self.work.serve_as(id, peer)
     }
 
     /// A member: with a cluster secret, any peer that connected (it holds

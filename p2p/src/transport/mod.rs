@@ -95,9 +95,10 @@ pub(crate) trait ObjectHooks: Send + Sync + 'static {
     fn prefetch(&self, id: ObjectId) -> bool;
     /// A peer started reading `id`: it is worth a DHT record now.
     fn announce(&self, id: ObjectId);
-    /// The id object `id` is held under here (itself, unless a task made
-    /// it here under another id).
-    fn serve_as(&self, id: ObjectId) -> ObjectId {
+    /// The id object `id` is held under here for `peer`'s requests
+    /// (itself, unless a task `peer` submitted made it here under another
+    /// id).
+    fn serve_as(&self, id: ObjectId, _peer: PeerId) -> ObjectId {
         id
     }
     /// True if `peer` may read this node's timeline (`Request::Timeline`):

@@ -283,7 +283,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
         let mut sent: Vec<(ObjectId, u64, TransferLane)> = Vec::new();
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                let resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len).await;
+                let resp = server.answer_fetch(peer, ObjectId::from_bytes(id), offset, len).await;
                 if let (Some(_), Response::Chunk { data, .. }) = (start, &resp) {
                     sent.push((ObjectId::from_bytes(id), data.len() as u64, TransferLane::Chunks));
                 }
@@ -293,7 +293,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
             }
             Incoming::Valid(Request::FetchSmall { ids }) => {
-                let resp = server.answer_small(&ids);
+                let resp = server.answer_small(peer, &ids);
                 if let (Some(_), Response::Objects { items }) = (start, &resp) {
                     let served = ids.iter().zip(items).filter_map(|(id, b)| Some((**id, b.as_ref()?.len() as u64)));
                     sent.extend(served.map(|(id, n)| (ObjectId::from_bytes(id), n, TransferLane::Small)));
@@ -383,8 +383,8 @@ async fn charged(resp: Response, peer: PeerId, limits: &Limits, charge: &mut Opt
 impl ObjectServer {
     /// Answers a chunk request: the chunk, or `NotFound`, or `Busy` if the
     /// object's task is still running after a bounded wait.
-    async fn answer_fetch(&self, id: ObjectId, offset: u64, len: u32) -> Response {
-        let held = self.hooks.serve_as(id);
+    async fn answer_fetch(&self, peer: PeerId, id: ObjectId, offset: u64, len: u32) -> Response {
+        let held = self.hooks.serve_as(id, peer);
         // Encoding a window (or restoring a spilled object) blocks.
         let mut resp = serve_fetch(&self.rt, held, offset, len);
         let ours = matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id);
@@ -416,14 +416,14 @@ impl ObjectServer {
     /// [`SMALL_OBJECT_BYTES`], within [`SMALL_REPLY_BYTES`] in all;
     /// nothing for the others (the requester fetches those alone). Never
     /// waits: a pending object is left to the single fetch, which does.
-    fn answer_small(&self, ids: &[serde_bytes::ByteArray<16>]) -> Response {
+    fn answer_small(&self, peer: PeerId, ids: &[serde_bytes::ByteArray<16>]) -> Response {
         let backend = self.rt.backend();
         let mut budget = SMALL_REPLY_BYTES;
         let items = ids
             .iter()
             .map(|id| {
                 let id = ObjectId::from_bytes(**id);
-                let held = self.hooks.serve_as(id);
+                let held = self.hooks.serve_as(id, peer);
                 if budget == 0 || !backend.object_in_memory(held) {
                     return None;
                 }
@@ -449,7 +449,7 @@ impl ObjectServer {
         match &self.lane {
             None => Response::Invalid { reason: "this node has no bulk lane".into() },
             Some(lane) => {
-                let held = self.hooks.serve_as(id);
+                let held = self.hooks.serve_as(id, peer);
                 if self.rt.backend().holds_object(held) {
                     lane.issue(peer, held, offset)
                 } else {

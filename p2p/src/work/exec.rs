@@ -28,7 +28,8 @@
 //! (an object this node owns, a replica or an import):
 //! - the entry holds no value yet (a reader here borrowed the ref before
 //!   the task was placed again here): the output is served as `id`
-//!   (`serve_as`) while that entry still holds no value;
+//!   (`serve_as`) to the submitter only, while that entry still holds no
+//!   value;
 //! - the entry holds a value: it stays what is served as `id`; the output
 //!   is only the submitter's (its completion, inline or read by the
 //!   submitter's id, which keeps serving the held value).
@@ -161,9 +162,9 @@ impl Work {
     /// The id under which object `id` is served here: itself, or the
     /// output of a task that ran here under a fresh id because `id` was
     /// taken by an entry holding no value yet (see the module header).
-    pub(crate) fn serve_as(&self, id: ObjectId) -> ObjectId {
+    pub(crate) fn serve_as(&self, id: ObjectId, peer: PeerId) -> ObjectId {
         let backend = self.rt.backend();
-        let out = self.aliases.get(id, |out| backend.pin_object(out).is_some());
+        let out = self.aliases.get(id, peer, |out| backend.pin_object(out).is_some());
         // (Only for an aliased id, rare: a second lookup.)
         if out != id && backend.pin_object(id).is_some_and(|r| r.is_ready()) {
             return id;
@@ -207,7 +208,7 @@ impl Work {
         match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id, args.len()))) {
             Ok(out) => {
                 if alias {
-                    self.aliases.insert(id, out_id);
+                    self.aliases.insert(id, out_id, from);
                 }
                 self.pin_delta(from, id, 1, Some(out));
                 // Small objects nested in the arguments: fetch them now,
@@ -357,7 +358,7 @@ impl Work {
         match self.try_call(actor, method, args, out_id, Some(self.on_done_to(from, id, args.len()))) {
             Ok(out) => {
                 if alias {
-                    self.aliases.insert(id, out_id);
+                    self.aliases.insert(id, out_id, from);
                 }
                 self.pin_result(from, id, out)
             }

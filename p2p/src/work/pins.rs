@@ -163,31 +163,34 @@ impl Pins {
 }
 
 /// Results made here under another id than their submitter's (see
-/// `exec`): submitter's id → local output id. An entry goes once its
-/// output is gone; at most [`MAX_ALIASES`] are kept (the dead are swept
-/// when it is full).
+/// `exec`): submitter's id → (local output id, submitter). An alias is
+/// followed only for its submitter's requests: nobody else can make this
+/// node serve its output under an id it does not hold. An entry goes once
+/// its output is gone; at most [`MAX_ALIASES`] are kept (the dead are
+/// swept when it is full).
 #[derive(Default)]
-pub(super) struct Aliases(Mutex<HashMap<ObjectId, ObjectId>>);
+pub(super) struct Aliases(Mutex<HashMap<ObjectId, (ObjectId, PeerId)>>);
 
 /// Most aliases kept.
 const MAX_ALIASES: usize = 4096;
 
 impl Aliases {
-    /// Serves `out` as `id`.
-    pub(super) fn insert(&self, id: ObjectId, out: ObjectId) {
+    /// Serves `out` as `id` to `submitter`.
+    pub(super) fn insert(&self, id: ObjectId, out: ObjectId, submitter: PeerId) {
         let mut map = lock_unpoisoned(&self.0);
         if map.len() >= MAX_ALIASES {
             map.clear(); // (only readers that race their output's end lose it)
         }
-        map.insert(id, out);
+        map.insert(id, (out, submitter));
     }
 
-    /// The id `id` is served as (itself unless aliased to a live output,
-    /// as `alive` says).
-    pub(super) fn get(&self, id: ObjectId, alive: impl Fn(ObjectId) -> bool) -> ObjectId {
+    /// The id `id` is served as to `peer` (itself unless aliased, for
+    /// `peer`, to a live output, as `alive` says).
+    pub(super) fn get(&self, id: ObjectId, peer: PeerId, alive: impl Fn(ObjectId) -> bool) -> ObjectId {
         let out = lock_unpoisoned(&self.0).get(&id).copied();
         match out {
-            Some(out) if alive(out) => out,
+            Some((_, submitter)) if submitter != peer => id,
+            Some((out, _)) if alive(out) => out,
             Some(_) => {
                 lock_unpoisoned(&self.0).remove(&id);
                 id
@@ -225,5 +228,17 @@ mod tests {
         pins.forget(p);
         assert_eq!(pins.count(), 1);
         assert!(pins.delta(p, ObjectId::fresh(), 1, None, |_| Some(obj.clone())));
+    }
+
+    #[test]
+    fn an_alias_is_followed_only_for_its_submitter() {
+        let a = Aliases::default();
+        let (id, out) = (ObjectId::fresh(), ObjectId::fresh());
+        let (submitter, other) = (PeerId::random(), PeerId::random());
+        a.insert(id, out, submitter);
+        assert_eq!(a.get(id, submitter, |_| true), out);
+        assert_eq!(a.get(id, other, |_| true), id, "anyone else is served what the node holds as `id`");
+        assert_eq!(a.get(id, submitter, |_| false), id, "a dead output is not followed");
+        assert_eq!(a.get(id, submitter, |_| true), id, "and its alias is gone");
     }
 }
