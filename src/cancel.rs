@@ -20,8 +20,10 @@
 //! decided to run, and its body started before the canceller returned: once
 //! `cancel` returns, no task of the scope starts.
 //!
-//! Fast path: [`CANCELS`] counts cancellations ever made in the process;
-//! while it is zero no chain is walked.
+//! Fast path: [`CANCELS`] becomes 1 when the process makes its first
+//! cancellation; while it is zero no chain is walked. It is written once
+//! (a canceller loads it first), so the line the workers read stays
+//! shared instead of bouncing on every cancel.
 //!
 //! # Group counts
 //! A group counts its tasks: submitted, running (bodies executing now) and
@@ -35,8 +37,8 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Cancellations made in this process so far (a fast path: zero means no
-/// chain can be cancelled).
+/// 1 once any cancellation was made in this process (a fast path: zero
+/// means no chain can be cancelled).
 pub(crate) static CANCELS: AtomicUsize = AtomicUsize::new(0);
 
 /// A task's name: given, or where it was submitted (`file:line`).
@@ -109,7 +111,7 @@ impl TaskCtl {
     /// Sets this task's own flag (the caller has decided the outcome).
     pub fn set_cancelled(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        CANCELS.fetch_add(1, Ordering::SeqCst);
+        note_cancel();
     }
 
     /// True if this task, its group, or any ancestor (task or group) is
@@ -126,6 +128,15 @@ impl TaskCtl {
             next = t.parent.as_deref();
         }
         false
+    }
+}
+
+/// Records that a cancellation was made (the fast path's flag): a load
+/// first, so that once set the line stays shared between the workers that
+/// read it and cancellers do not write it again.
+fn note_cancel() {
+    if CANCELS.load(Ordering::SeqCst) == 0 {
+        CANCELS.store(1, Ordering::SeqCst);
     }
 }
 
@@ -159,6 +170,9 @@ pub(crate) struct GroupState {
     /// Watchers of changes that may make the group stopped or finished
     /// (each called once, then re-registers if it still waits).
     waiters: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// True once a watcher was ever registered (cancel skips the waiters'
+    /// lock while no one ever watched).
+    watched: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupState {
@@ -183,6 +197,7 @@ impl GroupState {
             failed: AtomicUsize::new(0),
             cancelled_tasks: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
+            watched: AtomicBool::new(false),
         })
     }
 
@@ -200,10 +215,15 @@ impl GroupState {
         if self.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
-        CANCELS.fetch_add(1, Ordering::SeqCst);
+        note_cancel();
         sched.quiesce();
         sched.reap(self.reaper.clone());
-        self.wake();
+        // A watcher registers (SeqCst) before it looks at the flag, so
+        // either it sees the cancellation or this sees `watched` and wakes
+        // it (the waiters' lock orders a push that comes after the take).
+        if self.watched.load(Ordering::SeqCst) {
+            self.wake();
+        }
         true
     }
 
@@ -264,6 +284,7 @@ impl GroupState {
     /// Calls `f` once, on the next change that may make the group stopped
     /// or finished.
     pub fn watch(&self, f: Box<dyn FnOnce() + Send>) {
+        self.watched.store(true, Ordering::SeqCst);
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 
