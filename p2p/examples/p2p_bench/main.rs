@@ -64,10 +64,13 @@
 //! - `remote_task_rtt_us`, `remote_tasks_per_s`, `remote_actor_calls_per_s`,
 //!   `spillback_speedup`: remote work, on fresh nodes (see `remote.rs`).
 //! - `remote_task_vs_tcp_rtt`: `remote_task_rtt_us / tcp_rtt_us`.
+//! - `flooded_*`, `flood_tasks_per_s`: small gets and remote tasks of one
+//!   peer while another floods the same node with tasks (see `flood.rs`).
 //!
 //! The floors run first, before any node exists, so no node thread competes
 //! with them.
 
+mod flood;
 mod remote;
 
 use manta::{ObjectRef, Runtime};
@@ -128,6 +131,11 @@ const METRICS: &[&str] = &[
     "remote_actor_calls_per_s",
     "spillback_speedup",
     "remote_task_vs_tcp_rtt",
+    "flooded_remote_get_small_us",
+    "flooded_remote_get_small_p99_us",
+    "flooded_remote_task_rtt_us",
+    "flooded_remote_task_rtt_p99_us",
+    "flood_tasks_per_s",
 ];
 
 struct Bench {
@@ -589,6 +597,7 @@ fn main() -> Res<()> {
     }
 
     let task_rtt = remote::run(&bench)?;
+    flood::run(&bench)?;
     if let (Some(task), Some(tcp)) = (task_rtt, tcp_rtt_us) {
         bench.report("remote_task_vs_tcp_rtt", task / tcp, "x");
     }
