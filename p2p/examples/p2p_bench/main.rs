@@ -41,6 +41,8 @@
 //!   stderr shows the process's CPU time per get over the whole section
 //!   (ref preparation and background DHT announcements included).
 //! - `remote_get_small_p99_us`: the 99th percentile of those gets.
+//!   Built with the `probe` feature (`--features probe`), stderr also
+//!   shows where a get's time went, stage by stage (`stages.rs`).
 //! - `discovery_ms`: from starting a fresh node with `.bootstrap(a's addr)`
 //!   (its runtime is built before the timer starts) until
 //!   `wait_for_peers(1, ..)` returns on it. Median of 5 fresh nodes, each
@@ -61,17 +63,21 @@
 //! - `transfer_vs_tcp`: `tcp_loopback_gbps / transfer_gbps` (how many times
 //!   slower than the socket the transfer is).
 //! - `remote_get_vs_tcp_rtt`: `remote_get_small_us / tcp_rtt_us`.
-//! - `remote_task_rtt_us`, `remote_tasks_per_s`, `remote_actor_calls_per_s`,
-//!   `spillback_speedup`: remote work, on fresh nodes (see `remote.rs`).
+//! - `remote_task_rtt_us`, `remote_task_rtt_p99_us`, `remote_tasks_per_s`,
+//!   `remote_actor_calls_per_s`, `spillback_speedup`: remote work, on
+//!   fresh nodes (see `remote.rs`).
 //! - `remote_task_vs_tcp_rtt`: `remote_task_rtt_us / tcp_rtt_us`.
 //!
 //! The floors run first, before any node exists, so no node thread competes
 //! with them.
 
 mod remote;
+mod stages;
 
 use manta::{ObjectRef, Runtime};
+use manta_p2p::probe::Stage;
 use manta_p2p::{Node, Registry};
+use stages::Breakdown;
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -124,6 +130,7 @@ const METRICS: &[&str] = &[
     "transfer_vs_tcp",
     "remote_get_vs_tcp_rtt",
     "remote_task_rtt_us",
+    "remote_task_rtt_p99_us",
     "remote_tasks_per_s",
     "remote_actor_calls_per_s",
     "spillback_speedup",
@@ -424,6 +431,7 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
     let cpu0 = process_cpu_s();
     let start = Instant::now();
     let mut samples = Vec::with_capacity(SMALL_ROUNDS);
+    let mut stages = Breakdown::new(Stage::GET);
     let mut first = 0;
     while first < SMALL_ROUNDS {
         let n = SMALL_BATCH.min(SMALL_ROUNDS - first);
@@ -431,7 +439,9 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
         for (i, r) in remote.iter().enumerate() {
             let t = Instant::now();
             let v = r.get_timeout(SMALL_GET_TIMEOUT)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
+            let took = t.elapsed();
+            samples.push(took.as_secs_f64() * 1e6);
+            stages.add(t, took);
             if v.len() != SMALL_BYTES || v[0] != (first + i) as u8 {
                 return Err(format!("small object {} came back wrong", first + i).into());
             }
@@ -447,6 +457,7 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
         let busy = (c1 - c0) / start.elapsed().as_secs_f64();
         eprintln!("#     process cpu {per_get:.0} us per get (ref preparation included), {busy:.2} cores busy");
     }
+    stages.print("remote_get_small");
     Ok(samples)
 }
 

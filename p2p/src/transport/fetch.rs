@@ -42,6 +42,7 @@ use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::{Directory, Rebuilder, Streams};
+use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::seal::{HelloKey, Secret};
 use crate::wire::{hint, Request, Response};
@@ -197,6 +198,7 @@ impl Fetcher {
     /// the node's tokio runtime has shut down, the fetch is dropped, which
     /// fails the object with `PeerUnreachable`.
     pub(crate) fn start(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) {
+        probe::mark(Stage::GetStart);
         self.handle.spawn(run(fetch, self.clone(), first));
     }
 
@@ -259,6 +261,7 @@ impl Fetcher {
 /// `first`, if given, is asked before the owner hint (a task's executor,
 /// which holds its result).
 async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
+    probe::mark(Stage::GetTask);
     let id = fetch.id();
     let owner = hint::decode(fetch.owner_hint()).map(|(p, _)| p).filter(|p| *p != ctx.me);
     let mut candidates = ctx.first_holders(&fetch, first).await;
@@ -414,11 +417,14 @@ async fn pull_from(
             () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
         };
         if let Some(bytes) = small {
+            probe::mark(Stage::GetFetchWoke);
             *how = (bytes.len() as u64, TransferLane::Small);
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     ctx.traffic.transfer_in(bytes.len() as u64);
+                    probe::mark(Stage::GetDecoded);
                     tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                    probe::mark(Stage::GetCompleted);
                     Ok(())
                 }
                 Err(e) => Err((fetch, Failure::refused(e.into()))),
