@@ -475,7 +475,7 @@ mod tests {
         let len = PREFAULT_FROM as usize * 2;
         let mut input = header(len as u64);
         input.extend(std::iter::repeat_n(7u8, PREFAULT_SEGMENT * 3 + 10));
-        let e = decode_bytes_reusing(&mut &input[..], &|_| None).err().expect("truncated");
+        let Err(e) = decode_bytes_reusing(&mut &input[..], &|_| None) else { panic!("a truncated string decoded") };
         assert!(e.contains("truncated"), "{e}");
     }
 }

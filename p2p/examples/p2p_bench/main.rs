@@ -33,7 +33,9 @@
 //!   nanoseconds per byte, and how many cores were busy on average.
 //! - `transfer_best_gbps`: the best of those rounds.
 //! - `transfer_cold_gbps`: the first round alone: its replica is written
-//!   into fresh memory (a page fault per 4 KiB), as any first transfer is.
+//!   into fresh memory (a page fault per 4 KiB), as any first transfer is
+//!   (the decoder's helper thread takes those faults a few segments ahead
+//!   of the receive).
 //! - `remote_get_small_us`: latency of `get` on B of a fresh 64-byte
 //!   `Vec<u8>` put on A (objects under 256 bytes are inline-sized). Refs are
 //!   prepared in batches of 100 (put and encode on A, decode on B) so only
@@ -63,6 +65,8 @@
 //! - `transfer_vs_tcp`: `tcp_loopback_gbps / transfer_gbps` (how many times
 //!   slower than the socket the transfer is).
 //! - `remote_get_vs_tcp_rtt`: `remote_get_small_us / tcp_rtt_us`.
+//! - `transfer_cold_vs_fresh_write`: `transfer_cold_gbps /
+//!   fresh_write_gbps` (the first transfer against the fresh-memory floor).
 //! - `remote_task_rtt_us`, `remote_task_rtt_p99_us`, `remote_tasks_per_s`,
 //!   `remote_actor_calls_per_s`, `spillback_speedup`: remote work, on
 //!   fresh nodes (see `remote.rs`).
@@ -129,6 +133,7 @@ const METRICS: &[&str] = &[
     "discovery_ms",
     "transfer_vs_tcp",
     "remote_get_vs_tcp_rtt",
+    "transfer_cold_vs_fresh_write",
     "remote_task_rtt_us",
     "remote_task_rtt_p99_us",
     "remote_tasks_per_s",
@@ -524,7 +529,13 @@ fn main() -> Res<()> {
     let want_tcp_bw = bench.wants(&["tcp_loopback_gbps", "transfer_vs_tcp"]);
     let want_tcp_rtt =
         bench.wants(&["tcp_rtt_us", "tcp_rtt_p99_us", "remote_get_vs_tcp_rtt", "remote_task_vs_tcp_rtt"]);
-    let want_transfer = bench.wants(&["transfer_gbps", "transfer_best_gbps", "transfer_cold_gbps", "transfer_vs_tcp"]);
+    let want_transfer = bench.wants(&[
+        "transfer_gbps",
+        "transfer_best_gbps",
+        "transfer_cold_gbps",
+        "transfer_vs_tcp",
+        "transfer_cold_vs_fresh_write",
+    ]);
     let want_small = bench.wants(&["remote_get_small_us", "remote_get_small_p99_us", "remote_get_vs_tcp_rtt"]);
     let want_discovery = bench.wants(&["discovery_ms"]);
 
@@ -537,10 +548,12 @@ fn main() -> Res<()> {
             tcp_bw = Some(median(&s));
         }
     }
-    if bench.wants(&["fresh_write_gbps"]) {
+    let mut fresh_gbps = None;
+    if bench.wants(&["fresh_write_gbps", "transfer_cold_vs_fresh_write"]) {
         eprintln!("# fresh write: {LARGE_ROUNDS} x 100 MB copied into a new Vec, {TCP_WRITE}-byte steps");
         if let Some(s) = summarize("fresh_write_gbps", fresh_write()) {
             bench.report("fresh_write_gbps", median(&s), "GB/s");
+            fresh_gbps = Some(median(&s));
         }
     }
     let mut tcp_rtt_us = None;
@@ -554,6 +567,7 @@ fn main() -> Res<()> {
     }
 
     let mut transfer_gbps = None;
+    let mut cold_gbps = None;
     let mut small_us = None;
     if want_transfer || want_small || want_discovery {
         let t = Instant::now();
@@ -577,6 +591,7 @@ fn main() -> Res<()> {
                 bench.report("transfer_best_gbps", s[s.len() - 1], "GB/s");
                 if let Some(cold) = cold {
                     bench.report("transfer_cold_gbps", cold, "GB/s");
+                    cold_gbps = Some(cold);
                 }
                 transfer_gbps = Some(median(&s));
             }
@@ -609,6 +624,9 @@ fn main() -> Res<()> {
     }
     if let (Some(p2p), Some(tcp)) = (small_us, tcp_rtt_us) {
         bench.report("remote_get_vs_tcp_rtt", p2p / tcp, "x");
+    }
+    if let (Some(cold), Some(fresh)) = (cold_gbps, fresh_gbps) {
+        bench.report("transfer_cold_vs_fresh_write", cold / fresh, "x");
     }
     eprintln!("# done in {:.1} s", begin.elapsed().as_secs_f64());
     Ok(())
