@@ -1,11 +1,11 @@
 //! Latency probe: where the microseconds of a remote round trip go.
 //!
 //! The remote paths (a small remote `get`, a remote task's round trip)
-//! call [`mark`] at each [`Stage`] they pass: the fetch is started, its
+//! call `mark` at each [`Stage`] they pass: the fetch is started, its
 //! request is written, the holder reads it, ... With the `probe` cargo
 //! feature, a mark stores the time (nanoseconds since a process-wide
 //! epoch) in one slot per stage, the last mark winning; without it,
-//! [`mark`] is an empty inline function and the slots do not exist, so the
+//! `mark` is an empty inline function and the slots do not exist, so the
 //! probe costs nothing when off.
 //!
 //! A benchmark that runs one operation at a time (`p2p_bench`, with both
