@@ -8,7 +8,10 @@
 //!
 //! Both nodes run in this process, so every mark is on one clock; the
 //! operations run one at a time, so the last mark of each stage is this
-//! operation's.
+//! operation's. A stage marked by a thread after it woke the reader (the
+//! fetch completed, the `Done` applied) may come after the operation
+//! ended: it is then missing from that operation (its `n` is lower).
+//! Under load the p99 column mostly shows which hop was preempted.
 
 use crate::{fmt_value, median, quantile, sorted};
 use manta_p2p::probe::{self, Stage};
