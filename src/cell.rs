@@ -268,7 +268,12 @@ impl ObjectCell {
         // if its job is still queued, go straight to running it ourselves.
         let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some())
             && crate::scheduler::Scheduler::on_worker();
-        if !queued && spin_until(&mut || self.slot.is_done()) {
+        // Nor for a remote object: it comes over the network, a round trip
+        // away at best, and a spin that yields the CPU only competes with
+        // the threads bringing it (on a small machine the reader then
+        // wakes a whole time slice late); parking costs one futex wake.
+        let remote = self.link.get().is_some_and(|l| l.is_remote());
+        if !queued && !remote && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
         let parker = thread_parker();

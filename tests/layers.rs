@@ -47,7 +47,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
 /// manta-p2p's layers, lowest first (see the `mod.rs` header of each).
 const P2P_LAYERS: &[(&str, &[&str])] = &[
     ("wire", &["wire"]),
-    ("base", &["config", "secret", "stats", "sync"]),
+    ("base", &["config", "probe", "secret", "stats", "sync"]),
     ("transport", &["transport"]),
     ("cluster", &["cluster"]),
     ("work", &["work"]),

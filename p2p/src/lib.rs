@@ -155,6 +155,7 @@
 mod cluster;
 mod config;
 mod node;
+pub mod probe;
 mod secret;
 mod stats;
 mod sync;

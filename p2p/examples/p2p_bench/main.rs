@@ -33,7 +33,9 @@
 //!   nanoseconds per byte, and how many cores were busy on average.
 //! - `transfer_best_gbps`: the best of those rounds.
 //! - `transfer_cold_gbps`: the first round alone: its replica is written
-//!   into fresh memory (a page fault per 4 KiB), as any first transfer is.
+//!   into fresh memory (a page fault per 4 KiB), as any first transfer is
+//!   (the decoder's helper thread takes those faults a few segments ahead
+//!   of the receive).
 //! - `remote_get_small_us`: latency of `get` on B of a fresh 64-byte
 //!   `Vec<u8>` put on A (objects under 256 bytes are inline-sized). Refs are
 //!   prepared in batches of 100 (put and encode on A, decode on B) so only
@@ -41,6 +43,8 @@
 //!   stderr shows the process's CPU time per get over the whole section
 //!   (ref preparation and background DHT announcements included).
 //! - `remote_get_small_p99_us`: the 99th percentile of those gets.
+//!   Built with the `probe` feature (`--features probe`), stderr also
+//!   shows where a get's time went, stage by stage (`stages.rs`).
 //! - `discovery_ms`: from starting a fresh node with `.bootstrap(a's addr)`
 //!   (its runtime is built before the timer starts) until
 //!   `wait_for_peers(1, ..)` returns on it. Median of 5 fresh nodes, each
@@ -61,8 +65,11 @@
 //! - `transfer_vs_tcp`: `tcp_loopback_gbps / transfer_gbps` (how many times
 //!   slower than the socket the transfer is).
 //! - `remote_get_vs_tcp_rtt`: `remote_get_small_us / tcp_rtt_us`.
-//! - `remote_task_rtt_us`, `remote_tasks_per_s`, `remote_actor_calls_per_s`,
-//!   `spillback_speedup`: remote work, on fresh nodes (see `remote.rs`).
+//! - `transfer_cold_vs_fresh_write`: `transfer_cold_gbps /
+//!   fresh_write_gbps` (the first transfer against the fresh-memory floor).
+//! - `remote_task_rtt_us`, `remote_task_rtt_p99_us`, `remote_tasks_per_s`,
+//!   `remote_actor_calls_per_s`, `spillback_speedup`: remote work, on
+//!   fresh nodes (see `remote.rs`).
 //! - `remote_task_vs_tcp_rtt`: `remote_task_rtt_us / tcp_rtt_us`.
 //! - `flooded_*`, `flood_tasks_per_s`: small gets and remote tasks of one
 //!   peer while another floods the same node with tasks (see `flood.rs`).
@@ -72,9 +79,12 @@
 
 mod flood;
 mod remote;
+mod stages;
 
 use manta::{ObjectRef, Runtime};
+use manta_p2p::probe::Stage;
 use manta_p2p::{Node, Registry};
+use stages::Breakdown;
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -126,7 +136,9 @@ const METRICS: &[&str] = &[
     "discovery_ms",
     "transfer_vs_tcp",
     "remote_get_vs_tcp_rtt",
+    "transfer_cold_vs_fresh_write",
     "remote_task_rtt_us",
+    "remote_task_rtt_p99_us",
     "remote_tasks_per_s",
     "remote_actor_calls_per_s",
     "spillback_speedup",
@@ -432,6 +444,7 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
     let cpu0 = process_cpu_s();
     let start = Instant::now();
     let mut samples = Vec::with_capacity(SMALL_ROUNDS);
+    let mut stages = Breakdown::new(Stage::GET);
     let mut first = 0;
     while first < SMALL_ROUNDS {
         let n = SMALL_BATCH.min(SMALL_ROUNDS - first);
@@ -439,7 +452,9 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
         for (i, r) in remote.iter().enumerate() {
             let t = Instant::now();
             let v = r.get_timeout(SMALL_GET_TIMEOUT)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
+            let took = t.elapsed();
+            samples.push(took.as_secs_f64() * 1e6);
+            stages.add(t, took);
             if v.len() != SMALL_BYTES || v[0] != (first + i) as u8 {
                 return Err(format!("small object {} came back wrong", first + i).into());
             }
@@ -455,6 +470,7 @@ fn remote_get_small(a: &Node, b: &Node) -> Res<Vec<f64>> {
         let busy = (c1 - c0) / start.elapsed().as_secs_f64();
         eprintln!("#     process cpu {per_get:.0} us per get (ref preparation included), {busy:.2} cores busy");
     }
+    stages.print("remote_get_small");
     Ok(samples)
 }
 
@@ -521,7 +537,13 @@ fn main() -> Res<()> {
     let want_tcp_bw = bench.wants(&["tcp_loopback_gbps", "transfer_vs_tcp"]);
     let want_tcp_rtt =
         bench.wants(&["tcp_rtt_us", "tcp_rtt_p99_us", "remote_get_vs_tcp_rtt", "remote_task_vs_tcp_rtt"]);
-    let want_transfer = bench.wants(&["transfer_gbps", "transfer_best_gbps", "transfer_cold_gbps", "transfer_vs_tcp"]);
+    let want_transfer = bench.wants(&[
+        "transfer_gbps",
+        "transfer_best_gbps",
+        "transfer_cold_gbps",
+        "transfer_vs_tcp",
+        "transfer_cold_vs_fresh_write",
+    ]);
     let want_small = bench.wants(&["remote_get_small_us", "remote_get_small_p99_us", "remote_get_vs_tcp_rtt"]);
     let want_discovery = bench.wants(&["discovery_ms"]);
 
@@ -534,10 +556,12 @@ fn main() -> Res<()> {
             tcp_bw = Some(median(&s));
         }
     }
-    if bench.wants(&["fresh_write_gbps"]) {
+    let mut fresh_gbps = None;
+    if bench.wants(&["fresh_write_gbps", "transfer_cold_vs_fresh_write"]) {
         eprintln!("# fresh write: {LARGE_ROUNDS} x 100 MB copied into a new Vec, {TCP_WRITE}-byte steps");
         if let Some(s) = summarize("fresh_write_gbps", fresh_write()) {
             bench.report("fresh_write_gbps", median(&s), "GB/s");
+            fresh_gbps = Some(median(&s));
         }
     }
     let mut tcp_rtt_us = None;
@@ -551,6 +575,7 @@ fn main() -> Res<()> {
     }
 
     let mut transfer_gbps = None;
+    let mut cold_gbps = None;
     let mut small_us = None;
     if want_transfer || want_small || want_discovery {
         let t = Instant::now();
@@ -574,6 +599,7 @@ fn main() -> Res<()> {
                 bench.report("transfer_best_gbps", s[s.len() - 1], "GB/s");
                 if let Some(cold) = cold {
                     bench.report("transfer_cold_gbps", cold, "GB/s");
+                    cold_gbps = Some(cold);
                 }
                 transfer_gbps = Some(median(&s));
             }
@@ -607,6 +633,9 @@ fn main() -> Res<()> {
     }
     if let (Some(p2p), Some(tcp)) = (small_us, tcp_rtt_us) {
         bench.report("remote_get_vs_tcp_rtt", p2p / tcp, "x");
+    }
+    if let (Some(cold), Some(fresh)) = (cold_gbps, fresh_gbps) {
+        bench.report("transfer_cold_vs_fresh_write", cold / fresh, "x");
     }
     eprintln!("# done in {:.1} s", begin.elapsed().as_secs_f64());
     Ok(())

@@ -3,7 +3,9 @@
 //!
 //! - `remote_task_rtt_us`: submit a trivial registered function pinned to
 //!   node B (`node.task(&F).on(b)`) from A and `get` its result; median of
-//!   2,000 after 100 warm-ups.
+//!   2,000 after 100 warm-ups. `remote_task_rtt_p99_us`: their 99th
+//!   percentile. Built with the `probe` feature, stderr also shows where
+//!   the time went, stage by stage (see `stages.rs`).
 //! - `remote_tasks_per_s`: 10,000 independent trivial tasks pinned to B,
 //!   all submitted, then all got; median of 3 rounds.
 //! - `remote_actor_calls_per_s`: 10,000 calls from A on an actor hosted on
@@ -14,8 +16,10 @@
 //!   spill (default threshold). Sleeping keeps it a measure of scheduling
 //!   on a 2-core machine. One round each.
 
-use crate::{median, start_with, summarize, Bench, Res, PEER_WAIT};
+use crate::stages::Breakdown;
+use crate::{median, quantile, start_with, summarize, Bench, Res, PEER_WAIT};
 use manta::ObjectRef;
+use manta_p2p::probe::Stage;
 use manta_p2p::{ActorClass, Method, Node, Registry, RemoteFn};
 use std::time::{Duration, Instant};
 
@@ -40,8 +44,13 @@ const SPILL_TASKS: usize = 2_000;
 const GET_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The metrics this module prints.
-pub const METRICS: &[&str] =
-    &["remote_task_rtt_us", "remote_tasks_per_s", "remote_actor_calls_per_s", "spillback_speedup"];
+pub const METRICS: &[&str] = &[
+    "remote_task_rtt_us",
+    "remote_task_rtt_p99_us",
+    "remote_tasks_per_s",
+    "remote_actor_calls_per_s",
+    "spillback_speedup",
+];
 
 fn get_all<T: std::any::Any + Send + Sync>(refs: &[ObjectRef<T>]) -> Res<()> {
     for r in refs {
@@ -62,21 +71,25 @@ pub fn run(bench: &Bench) -> Res<Option<f64>> {
     b.wait_for_peers(1, PEER_WAIT)?;
     let to_b = b.peer_id();
     let mut rtt = None;
-    if bench.wants(&["remote_task_rtt_us"]) {
+    if bench.wants(&["remote_task_rtt_us", "remote_task_rtt_p99_us"]) {
         eprintln!("# remote task rtt: {RTT_ROUNDS} echo tasks a -> b, one at a time");
         let mut samples = Vec::with_capacity(RTT_ROUNDS);
+        let mut stages = Breakdown::new(Stage::TASK);
         for i in 0..RTT_WARMUP + RTT_ROUNDS {
             let t = Instant::now();
             let r = a.task(&ECHO).on(to_b).spawn((i as u64,));
             let v = *r.get_timeout(GET_TIMEOUT)?;
-            let us = t.elapsed().as_secs_f64() * 1e6;
+            let took = t.elapsed();
             assert_eq!(v, i as u64);
             if i >= RTT_WARMUP {
-                samples.push(us);
+                samples.push(took.as_secs_f64() * 1e6);
+                stages.add(t, took);
             }
         }
+        stages.print("remote_task_rtt");
         if let Some(s) = summarize("remote_task_rtt_us", samples) {
             bench.report("remote_task_rtt_us", median(&s), "us");
+            bench.report("remote_task_rtt_p99_us", quantile(&s, 0.99), "us");
             rtt = Some(median(&s));
         }
     }

@@ -42,6 +42,7 @@ use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::{Directory, Rebuilder, Streams};
+use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::seal::{HelloKey, Secret};
 use crate::wire::{hint, Request, Response};
@@ -240,6 +241,7 @@ impl Fetcher {
     /// the node's tokio runtime has shut down, the fetch is dropped, which
     /// fails the object with `PeerUnreachable`.
     pub(crate) fn start(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) {
+        probe::mark(Stage::GetStart);
         self.handle.spawn(run(fetch, self.clone(), first));
     }
 
@@ -302,6 +304,7 @@ impl Fetcher {
 /// `first`, if given, is asked before the owner hint (a task's executor,
 /// which holds its result).
 async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
+    probe::mark(Stage::GetTask);
     let id = fetch.id();
     let owner = hint::decode(fetch.owner_hint()).map(|(p, _)| p).filter(|p| *p != ctx.me);
     let mut candidates = ctx.first_holders(&fetch, first).await;
@@ -377,6 +380,28 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
 pub(crate) fn decode_in(rt: &Runtime, fetch: &Fetch, r: &mut dyn std::io::Read) -> Result<Decoded, DecodeError> {
     let _entered = rt.enter();
     fetch.decode(r)
+}
+
+/// Largest encoding whose decoded replica is stored inline on the async
+/// thread (when the store has room for it with a wide margin).
+const INLINE_COMPLETE_BYTES: usize = 64 << 10;
+
+/// Completes `fetch` with a replica decoded from `encoded` bytes. Storing
+/// it may block (making room in a full store spills other objects), so
+/// that runs with `block_in_place`, which hands the tokio worker's core to
+/// another thread (a thread wake-up, and one more thread competing for the
+/// CPU, on every get); a small replica that clearly fits (four times its
+/// encoding and 64 KiB to spare) is stored inline instead: no wait.
+fn complete(rt: &Runtime, fetch: Fetch, decoded: Decoded, encoded: usize) {
+    let fits = encoded <= INLINE_COMPLETE_BYTES && {
+        let s = rt.store_stats();
+        s.bytes_in_memory.saturating_add(4 * encoded + (64 << 10)) <= s.capacity
+    };
+    if fits {
+        fetch.complete(Ok(decoded));
+    } else {
+        tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+    }
 }
 
 fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {
@@ -457,11 +482,14 @@ async fn pull_from(
             () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
         };
         if let Some(bytes) = small {
+            probe::mark(Stage::GetFetchWoke);
             *how = (bytes.len() as u64, TransferLane::Small);
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     ctx.traffic.transfer_in(bytes.len() as u64);
-                    tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                    probe::mark(Stage::GetDecoded);
+                    complete(&ctx.rt, fetch, decoded, bytes.len());
+                    probe::mark(Stage::GetCompleted);
                     Ok(())
                 }
                 Err(e) => Err((fetch, Failure::refused(e.into()))),
@@ -510,7 +538,7 @@ async fn pull_from(
         return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
             Ok(decoded) => {
                 ctx.traffic.transfer_in(total);
-                tokio::task::block_in_place(|| fetch.complete(Ok(decoded)));
+                complete(&ctx.rt, fetch, decoded, total as usize);
                 Ok(())
             }
             Err(e) => Err((fetch, Failure::refused(e.into()))),

@@ -24,6 +24,7 @@
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_MAIL_STREAMS_PER_PEER};
 use super::mail_link::{is_fence, protocol, Fresh, LinkState, ACK_DELAY, MAIL_PROTOCOL, WINDOW};
 use super::{MailHandler, Streams};
+use crate::probe::Stage;
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{push_frame, Frame};
 use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES};
@@ -145,6 +146,7 @@ fn on_batch(
     link: &LinkState,
     held: &Mutex<Vec<Ack>>,
 ) -> Step {
+    super::outbox::probe_mail(&batch, Stage::TaskRead, Stage::DoneRead);
     let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(batch.len()), false);
     for m in batch {
         match m {

@@ -43,6 +43,7 @@
 
 use super::mail_link::{is_fence, protocol, AckEvent, LinkState, MailError, SEND_ATTEMPTS, WINDOW};
 use super::{MailHandler, Streams};
+use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{read_frame, write_frame, Frame};
 use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL};
@@ -301,6 +302,20 @@ fn mail_size(m: &Mail) -> usize {
     }
 }
 
+/// Marks `submit` if `mail` holds a submission, `done` if a `Done`
+/// (`probe`; nothing without its feature).
+pub(super) fn probe_mail(mail: &[Mail], submit: Stage, done: Stage) {
+    if !probe::ENABLED {
+        return;
+    }
+    if mail.iter().any(|m| matches!(m, Mail::Submit { .. })) {
+        probe::mark(submit);
+    }
+    if mail.iter().any(|m| matches!(m, Mail::Done { .. })) {
+        probe::mark(done);
+    }
+}
+
 /// A batch written and not yet acked.
 struct InFlight {
     seq: u64,
@@ -431,6 +446,7 @@ impl Sending {
     /// Writes a new batch of `mail`, with the acks held for the peer riding
     /// on it.
     async fn send(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mail: Vec<Mail>) {
+        probe_mail(&mail, Stage::TaskTaken, Stage::DoneTaken);
         let seq = self.next_seq;
         self.next_seq += 1;
         let riders = link.state.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
@@ -457,6 +473,7 @@ impl Sending {
             Some(c) => write_batch(c, &bytes, link.timeout).await,
             None => Err(MailError::Closed),
         };
+        probe_mail(&mail, Stage::TaskWritten, Stage::DoneWritten);
         self.flight.push_back(InFlight { seq, mail, bytes, fence, sent: Instant::now() });
         if let Err(e) = written {
             self.recover(link, ob, acks, e).await;

@@ -31,6 +31,7 @@
 use super::bulk::Lane;
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
 use super::{timeline, ObjectHooks, Streams};
+use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{self, object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
 use crate::wire::{self, chunk, Request, Response, WireError};
@@ -196,7 +197,9 @@ impl Pool {
             let mut codec = ObjectCodec;
             codec.write_request(&proto, &mut s, Incoming::Valid(req.clone())).await?;
             s.flush().await?;
+            probe::mark(Stage::GetSent);
             let body = codec::read_response_frame(&mut s).await?;
+            probe::mark(Stage::GetReplyRead);
             Ok::<_, std::io::Error>(match chunk::split_chunk(&body) {
                 Some((total, offset, start)) => Reply::Chunk { total, offset, data: ChunkBytes { buf: body, start } },
                 None => match wire::decode_response(&body).map_err(codec::invalid_data)? {
@@ -276,6 +279,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 return;
             }
         };
+        probe::mark(Stage::GetServerRead);
         let mut charge = None;
         let backend = server.rt.backend();
         // Objects served by this reply, for the timeline while it records.
@@ -321,8 +325,10 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 (Response::Invalid { reason: e.to_string() }, close)
             }
         };
+        probe::mark(Stage::GetServerAnswered);
         count_out(&server.traffic, &resp);
         let written = tokio::time::timeout(limits.frame, write_response(&mut s, &mut codec, resp)).await;
+        probe::mark(Stage::GetServerWrote);
         drop(charge);
         if let (Some(start), true) = (start, matches!(written, Ok(Ok(())))) {
             let peer: Arc<str> = Arc::from(peer.to_string());

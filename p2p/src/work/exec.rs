@@ -46,6 +46,7 @@ use super::hosted::{Parked, ParkedCall, Refused};
 use super::registry::{Finished, OnDone, RunOpts};
 use super::Work;
 use crate::cluster::placement::{self, Need};
+use crate::probe::{self, Stage};
 use crate::wire::mail::{self, Ack, Completion, Mail, Refusal, RemoteError, Root};
 use libp2p::PeerId;
 use manta::{AnyRef, Error, ObjectId};
@@ -95,6 +96,7 @@ impl Work {
                     if let Err(r) = self.accept_task(from, ObjectId::from_bytes(id), &func, &args, &opts) {
                         ack.refused.push((i as u32, r));
                     }
+                    probe::mark(Stage::TaskAccepted);
                 }
                 Mail::Done { id, outcome } => self.on_done(from, ObjectId::from_bytes(id), outcome),
                 Mail::Borrow(ids) => {
@@ -141,9 +143,11 @@ impl Work {
     fn on_done_to(&self, to: PeerId, id: ObjectId, bytes: usize) -> OnDone {
         let w = self.this.clone();
         Box::new(move |res| {
+            probe::mark(Stage::TaskRan);
             let Some(w) = w.upgrade() else { return };
             w.accepted.release(to, bytes);
             w.send_done(to, id, completion_of(res));
+            probe::mark(Stage::DoneQueued);
         })
     }
 

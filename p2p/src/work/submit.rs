@@ -13,6 +13,7 @@ use super::args::Data;
 use super::results::{Demand, Retry, Settled};
 use super::Work;
 use crate::cluster::placement::{self, Local, Need, Place};
+use crate::probe::{self, Stage};
 use crate::transport::fetch::decode_in;
 use crate::transport::MailError;
 use crate::wire::mail::{Ack, Completion, Mail, Refusal};
@@ -94,6 +95,7 @@ impl Work {
         self.rt.backend().record_submit(id, || peer.to_string().into());
         self.results.submitted(id, peer, retry, keep);
         self.send(peer, m);
+        probe::mark(Stage::TaskQueued);
     }
 
     /// Sends a call of `method` on actor `actor` (of type `class`) to its
@@ -130,6 +132,7 @@ impl Work {
         if let Some((f, peer)) = parked.and_then(|f| deliver(&self.rt, f, &completion, from)) {
             self.fetch_from(f, peer);
         }
+        probe::mark(Stage::DoneApplied);
     }
 
     /// Completes a result with an error (no retry left).
