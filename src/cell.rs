@@ -10,18 +10,18 @@
 //! [`block_until`](crate::scheduler::block_until), re-checking the slot
 //! after every wake-up.
 
-use crate::cancel::TaskCtl;
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::lineage::{Lookup, Rebuild};
 use crate::notify::{Parker, Waiter};
+use crate::scheduler::Job;
 use crate::scheduler::{block_until, spin_until};
 use crate::slot::Moved;
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
 use crate::store::{Resident, SpillHandle, Store};
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// What ties a cell to a cluster backend's export table (implemented by
@@ -45,7 +45,9 @@ pub(crate) trait Link: Send + Sync + 'static {
 pub struct ObjectCell {
     pub(crate) id: ObjectId,
     pub(crate) slot: Slot<SpillHandle>,
-    pub(crate) producer: Option<Arc<TaskCtl>>,
+    /// The job of the task that produces it (weakly: the job's contents
+    /// go when it has run; see `scheduler::Job`).
+    pub(crate) producer: Option<Weak<Job>>,
     /// Set once, before completion, for objects whose bytes are charged to
     /// the store (most objects are small and never charged).
     charge: OnceLock<Charge>,
@@ -97,12 +99,23 @@ impl Drop for ObjectCell {
 }
 
 impl ObjectCell {
-    fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+    fn new(slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
         ObjectCell::with_id(ObjectId::fresh(), slot, producer)
     }
 
-    fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+    fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
         ObjectCell { id, slot, producer, charge: OnceLock::new(), link: OnceLock::new() }
+    }
+
+    /// The producing task's job, while it lives (queued, running, or kept
+    /// by tasks it submitted or by lineage).
+    pub(crate) fn producer(&self) -> Option<Arc<Job>> {
+        self.producer.as_ref()?.upgrade()
+    }
+
+    /// A queued job that makes this object: its task's, or a rebuild's.
+    pub(crate) fn queued_producer(&self) -> Option<Arc<Job>> {
+        self.producer()?.queued()
     }
 
     /// A pending cell for a remote object (see `remote`).
@@ -119,12 +132,12 @@ impl ObjectCell {
         }
     }
 
-    pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+    pub(crate) fn pending(producer: Option<Weak<Job>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::new(Slot::pending(), producer))
     }
 
     /// A pending cell with a given id (`None`: a fresh one).
-    pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+    pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Weak<Job>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::with_id(id.unwrap_or_else(ObjectId::fresh), Slot::pending(), producer))
     }
 
@@ -214,7 +227,7 @@ impl ObjectCell {
                         p.unpark();
                     }));
                     if self.slot.register(waiter).is_ok() {
-                        let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                        let mut target = || self.queued_producer();
                         block_until(&parker, None, &mut target, &mut || ended.load(Ordering::Acquire));
                     }
                 }
@@ -249,8 +262,9 @@ impl ObjectCell {
             }
             Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id, task }),
             Lookup::None => {
-                let made_by = match &self.producer {
-                    Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
+                let made_by = match self.producer() {
+                    Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.ctl.name),
+                    None if self.producer.is_some() => "made by a one-shot task, which cannot be re-run".into(),
                     None => "stored by put, so it has no lineage".into(),
                 };
                 let reason = match spill_error {
@@ -266,8 +280,7 @@ impl ObjectCell {
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         // Spinning only pays when someone else is about to finish the object;
         // if its job is still queued, go straight to running it ourselves.
-        let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some())
-            && crate::scheduler::Scheduler::on_worker();
+        let queued = self.queued_producer().is_some() && crate::scheduler::Scheduler::on_worker();
         if !queued && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
@@ -275,7 +288,7 @@ impl ObjectCell {
         match self.slot.register(Waiter::Parker(parker.clone())) {
             Err(_) => true,
             Ok(token) => {
-                let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                let mut target = || self.queued_producer();
                 let done = block_until(&parker, deadline, &mut target, &mut || self.slot.is_done());
                 if !done {
                     self.slot.deregister(token);
@@ -311,7 +324,9 @@ impl ObjectCell {
     /// the cancelling thread). A running task sees `is_cancelled()`; tasks
     /// it submitted are cancelled with it (see `cancel`).
     pub(crate) fn cancel(&self) -> bool {
-        let Some(ctl) = &self.producer else { return false };
+        // A producer that is gone has run (its output is done).
+        let Some(task) = self.producer() else { return false };
+        let ctl = &task.ctl;
         let Some(wake) = self.slot.complete_deferred(Err(Error::Cancelled { task: ctl.name_text() }), Meta::default())
         else {
             // Already done: nothing to stop (and a rebuild of this object
@@ -324,10 +339,10 @@ impl ObjectCell {
         ctl.set_cancelled();
         // Not started yet: take its closure (and the refs it holds) out of
         // its queue entry, which stays behind, empty, and is skipped.
-        let job_fn = ctl.queued_job().and_then(|job| job.take_fn());
+        let job_fn = task.take_fn();
         crate::scheduler::service(Box::new(move || {
             if let Some(run) = job_fn {
-                run(crate::scheduler::Go::Cancelled);
+                run(crate::scheduler::Go::Cancelled, &task);
             }
             wake.send();
         }));

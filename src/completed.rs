@@ -146,7 +146,7 @@ impl<T> AsCompleted<T> {
             if let Some(Some(r)) = self.refs.get(i) {
                 let c = r.cell();
                 if !c.slot.is_done() {
-                    if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                    if let Some(job) = c.queued_producer() {
                         return Some(job);
                     }
                 }

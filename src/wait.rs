@@ -52,7 +52,7 @@ fn wait_cells(
             let c = cells[next % cells.len()];
             next += 1;
             if !c.slot.is_done() {
-                if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                if let Some(job) = c.queued_producer() {
                     return Some(job);
                 }
             }
