@@ -2,9 +2,12 @@
 //! `Stream` for async code), and [`Runtime::map`] / [`Runtime::map_unordered`]
 //! over a collection with a cap on tasks in flight.
 //!
-//! Each watched object gets one callback that pushes its index onto a
-//! shared queue and wakes the consumer (a parker for the blocking iterator,
-//! a waker for the stream). A consumer that blocks inside a task blocks
+//! Refs already done when `as_completed` is called are queued at once,
+//! without touching their objects' waiter lists; each other watched object
+//! gets one registration (`Waiter::Indexed`: the shared queue and the ref's
+//! index, no allocation of its own) that pushes its index onto the queue
+//! and wakes the consumer (a parker for the blocking iterator, a waker for
+//! the stream). A consumer that blocks inside a task blocks
 //! like `get`: it lends its CPUs, runs the producers of what it waits for
 //! if they are queued, and hands its place over otherwise, so iterating
 //! inside a task never deadlocks.
@@ -59,6 +62,23 @@ impl<E> Queue<E> {
         }
     }
 
+    /// Queues many at once (one lock, one wake-up).
+    fn push_all(&self, es: impl IntoIterator<Item = E>) {
+        let waker = {
+            let mut st = self.lock();
+            let before = st.ready.len();
+            st.ready.extend(es);
+            if st.ready.len() == before {
+                return;
+            }
+            st.waker.take()
+        };
+        self.parker.unpark();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     fn pop(&self) -> Option<E> {
         self.lock().ready.pop_front()
     }
@@ -84,6 +104,12 @@ impl<E> Queue<E> {
                 None
             }
         }
+    }
+}
+
+impl crate::notify::Indexed for Queue<usize> {
+    fn completed(&self, index: usize, _ok: bool) {
+        self.push(index);
     }
 }
 
@@ -117,11 +143,17 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
 /// tasks; for async code the result is also a `Stream`.
 pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
     let refs: Vec<Option<ObjectRef<T>>> = refs.into_iter().map(Some).collect();
-    let queue = Queue::new();
-    for (i, r) in refs.iter().enumerate() {
-        let q = queue.clone();
-        if let Some(r) = r {
-            when_done(r.cell(), move || q.push(i));
+    let queue: Arc<Queue<usize>> = Queue::new();
+    let sink: Arc<dyn crate::notify::Indexed> = queue.clone();
+    // The ones done now first, in input order; then the others as they
+    // complete (one that completes before it is registered goes at once).
+    let done: Vec<bool> = refs.iter().map(|r| r.as_ref().is_some_and(|r| r.cell().slot.is_done())).collect();
+    queue.push_all(done.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i));
+    for ((i, r), was_done) in refs.iter().enumerate().zip(done) {
+        let Some(cell) = r.as_ref().map(|r| r.cell()).filter(|_| !was_done) else { continue };
+        cell.demand();
+        if cell.slot.register(Waiter::Indexed(sink.clone(), i)).is_err() {
+            queue.push(i); // completed meanwhile
         }
     }
     let left = refs.len();

@@ -158,6 +158,14 @@ impl WaitGroup {
     }
 }
 
+/// A receiver of completions shared by many registrations, each with its
+/// own index (`as_completed`: one `Arc` for every ref, no allocation per
+/// registration).
+pub trait Indexed: Send + Sync {
+    /// Registration `index` completed (`ok`: with a value).
+    fn completed(&self, index: usize, ok: bool);
+}
+
 /// One registration on a slot: who to tell when it completes.
 pub enum Waiter {
     /// A blocked thread.
@@ -169,6 +177,8 @@ pub enum Waiter {
     /// Anything else (dependency countdowns, user callbacks). The argument
     /// is true if the object completed with a value.
     Callback(Box<dyn FnOnce(bool) + Send>),
+    /// One of many registrations sharing a receiver (`as_completed`).
+    Indexed(std::sync::Arc<dyn Indexed>, usize),
 }
 
 impl Waiter {
@@ -179,6 +189,7 @@ impl Waiter {
             Waiter::Waker(w) => w.wake(),
             Waiter::Group(g) => g.arrive(ok),
             Waiter::Callback(f) => f(ok),
+            Waiter::Indexed(r, i) => r.completed(i, ok),
         }
     }
 }
@@ -190,6 +201,7 @@ impl std::fmt::Debug for Waiter {
             Waiter::Waker(_) => "Waiter::Waker",
             Waiter::Group(_) => "Waiter::Group",
             Waiter::Callback(_) => "Waiter::Callback",
+            Waiter::Indexed(..) => "Waiter::Indexed",
         })
     }
 }
