@@ -75,9 +75,6 @@ impl std::fmt::Display for TaskName {
 pub(crate) struct TaskCtl {
     pub name: TaskName,
     pub cancelled: AtomicBool,
-    /// A rebuild of the task's output from lineage, while it may still be
-    /// queued (a reader waiting for it may run it: `Job::queued`).
-    rebuild: Mutex<Option<Weak<Job>>>,
     parent: Option<Arc<Job>>,
     pub group: Option<Arc<GroupState>>,
 }
@@ -95,22 +92,7 @@ impl std::fmt::Debug for TaskCtl {
 
 impl TaskCtl {
     pub fn new(name: TaskName, parent: Option<Arc<Job>>, group: Option<Arc<GroupState>>) -> TaskCtl {
-        TaskCtl { name, cancelled: AtomicBool::new(false), rebuild: Mutex::new(None), parent, group }
-    }
-
-    /// Records the job that rebuilds the task's output.
-    pub fn set_rebuild(&self, job: &Arc<Job>) {
-        *self.rebuild.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(job));
-    }
-
-    /// Forgets the rebuild job (it has run or ended).
-    pub fn clear_rebuild(&self) {
-        self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// The rebuild job, if one is recorded and still alive.
-    pub fn rebuild_job(&self) -> Option<Arc<Job>> {
-        self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.upgrade()
+        TaskCtl { name, cancelled: AtomicBool::new(false), parent, group }
     }
 
     pub fn name_text(&self) -> crate::error::Text {

@@ -45,12 +45,16 @@ pub(crate) trait Link: Send + Sync + 'static {
 pub struct ObjectCell {
     pub(crate) id: ObjectId,
     pub(crate) slot: Slot<SpillHandle>,
-    /// The job of the task that produces it (weakly: the job's contents
-    /// go when it has run; see `scheduler::Job`).
-    pub(crate) producer: Option<Weak<Job>>,
+    /// The job that completes it next, weakly: its task's until that job
+    /// ends, then a rebuild's while one runs (a reader waiting for it may
+    /// run it; `cancel` stops it). Forgotten (a dangling `Weak`) once the
+    /// job has run, so a finished task's job is freed with it, not kept
+    /// by its outputs. `None`: not made by a task.
+    producer: std::sync::Mutex<Option<Weak<Job>>>,
     /// Set once, before completion, for objects whose bytes are charged to
     /// the store (most objects are small and never charged).
-    charge: OnceLock<Charge>,
+    /// (Boxed: one pointer in every cell, the rest only in charged ones.)
+    charge: OnceLock<Box<Charge>>,
     /// Set once the object is exported to, or imported from, a cluster.
     pub(crate) link: OnceLock<Box<dyn Link>>,
 }
@@ -60,11 +64,13 @@ pub struct ObjectCell {
 struct Charge {
     store: Arc<Store>,
     lineage: AtomicBool,
+    /// The name of the task that made it (for errors once it is lost).
+    made_by: Option<crate::cancel::TaskName>,
 }
 
 impl Charge {
-    fn new(store: &Arc<Store>) -> Charge {
-        Charge { store: store.clone(), lineage: AtomicBool::new(false) }
+    fn new(store: &Arc<Store>, made_by: Option<crate::cancel::TaskName>) -> Box<Charge> {
+        Box::new(Charge { store: store.clone(), lineage: AtomicBool::new(false), made_by })
     }
 }
 
@@ -75,6 +81,16 @@ impl Resident for ObjectCell {
     fn slot(&self) -> &Slot<SpillHandle> {
         &self.slot
     }
+    fn set_producer(&self, job: Option<&Arc<Job>>) {
+        let new = job.map_or_else(ended_job, Arc::downgrade);
+        let old = self.lock_producer().replace(new);
+        drop(old);
+    }
+}
+
+/// A producer link to a job that has run (never upgrades).
+fn ended_job() -> Weak<Job> {
+    Weak::<Job<std::sync::Mutex<Option<crate::scheduler::NoJob>>>>::new()
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -104,13 +120,24 @@ impl ObjectCell {
     }
 
     fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
+        let producer = std::sync::Mutex::new(producer);
         ObjectCell { id, slot, producer, charge: OnceLock::new(), link: OnceLock::new() }
     }
 
     /// The producing task's job, while it lives (queued, running, or kept
     /// by tasks it submitted or by lineage).
     pub(crate) fn producer(&self) -> Option<Arc<Job>> {
-        self.producer.as_ref()?.upgrade()
+        self.lock_producer().as_ref()?.upgrade()
+    }
+
+    fn lock_producer(&self) -> std::sync::MutexGuard<'_, Option<Weak<Job>>> {
+        self.producer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The producing job has run: forget it (see `producer`).
+    pub(crate) fn job_ended(&self) {
+        let old = self.lock_producer().as_mut().map(|w| std::mem::replace(w, ended_job()));
+        drop(old); // outside the lock: may free the job's memory
     }
 
     /// A queued job that makes this object: its task's, or a rebuild's.
@@ -154,7 +181,7 @@ impl ObjectCell {
         let spillable = meta.charged > 0 && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.charge.set(Charge::new(store));
+            let _ = cell.charge.set(Charge::new(store, None));
             store.keep(&cell, meta.charged, spillable, None);
         }
         cell
@@ -173,7 +200,8 @@ impl ObjectCell {
     ) -> Option<Wake> {
         let spillable = meta.charged > 0 && value.codec().is_some();
         if meta.charged > 0 {
-            let _ = self.charge.set(Charge::new(store));
+            let made_by = self.producer().map(|job| job.ctl.name.clone());
+            let _ = self.charge.set(Charge::new(store, made_by));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -262,9 +290,9 @@ impl ObjectCell {
             }
             Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id, task }),
             Lookup::None => {
-                let made_by = match self.producer() {
-                    Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.ctl.name),
-                    None if self.producer.is_some() => "made by a one-shot task, which cannot be re-run".into(),
+                let made_by = match &charge.made_by {
+                    Some(name) => format!("made by one-shot task `{name}`, which cannot be re-run"),
+                    None if self.lock_producer().is_some() => "made by a one-shot task, which cannot be re-run".into(),
                     None => "stored by put, so it has no lineage".into(),
                 };
                 let reason = match spill_error {
@@ -280,7 +308,7 @@ impl ObjectCell {
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         // Spinning only pays when someone else is about to finish the object;
         // if its job is still queued, go straight to running it ourselves.
-        let queued = self.queued_producer().is_some() && crate::scheduler::Scheduler::on_worker();
+        let queued = crate::scheduler::Scheduler::on_worker() && self.queued_producer().is_some();
         if !queued && spin_until(&mut || self.slot.is_done()) {
             return true;
         }

@@ -161,11 +161,13 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
                 cell.slot.complete_deferred(Err(e), Meta::default())
             }
         };
+        cell.job_ended();
         drop((cell, store));
         send_all([wake]);
     }
     fn err(self, e: Error) {
         let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
+        self.cell.job_ended();
         drop(self);
         send_all([wake]);
     }
@@ -189,12 +191,14 @@ impl<R: MultiReturn> Emit<R> for Multi {
                 Err(e) => c.slot.complete_deferred(Err(e), Meta::default()),
             })
             .collect();
+        self.cells.iter().for_each(|c| c.job_ended());
         drop(self);
         send_all(wakes);
     }
     fn err(self, e: Error) {
         let wakes: Vec<_> =
             self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
+        self.cells.iter().for_each(|c| c.job_ended());
         drop(self);
         send_all(wakes);
     }
@@ -315,24 +319,25 @@ where
     E: Emit<R>,
     P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    let group = ctl.group.clone();
-    if let Some(g) = &group {
+    if let Some(g) = &ctl.group {
         g.submitted();
     }
     let (pending, failed) = inputs_of(&*spec.borrow().args);
     let mut made = None;
-    let tag = group.map(|g| g as crate::scheduler::Tag);
     let (retries, retry_if) = (plan.retries, plan.retry_if);
     let cpus = plan.req.cpu as f64 / crate::resources::UNIT;
-    let job = Job::task(plan.req, plan.priority, tag, ctl, |me| {
+    let job = Job::task(plan.req, plan.priority, ctl, |me| {
         let (out, o) = outputs(Some(me.clone()));
         made = Some(o);
         // Recorded only if the timeline is on now (one relaxed load otherwise).
-        let rec = sched.recorder.is_on().then(|| Recording {
-            submitted: sched.recorder.now(),
-            recorder: sched.recorder.clone(),
-            id: out.id(),
-            cpus,
+        // Boxed: most jobs record nothing and carry one null pointer.
+        let rec = sched.recorder.is_on().then(|| {
+            Box::new(Recording {
+                submitted: sched.recorder.now(),
+                recorder: sched.recorder.clone(),
+                id: out.id(),
+                cpus,
+            })
         });
         job_fn(spec, retries, retry_if, out, lineage, rec)
     });
@@ -400,7 +405,7 @@ fn job_fn<A, R, B, E, P>(
     retry_if: Option<RetryIf>,
     out: E,
     lineage: impl Lineage,
-    rec: Option<Recording>,
+    rec: Option<Box<Recording>>,
 ) -> impl FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static
 where
     A: TaskArgs,
@@ -479,7 +484,13 @@ struct Recording {
 }
 
 impl Recording {
-    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, ctl: &TaskCtl, start: u64, outcome: &Result<T, Error>) {
+    fn record<A: TaskArgs, B, R, T>(
+        self: Box<Self>,
+        spec: &Spec<A, B, R>,
+        ctl: &TaskCtl,
+        start: u64,
+        outcome: &Result<T, Error>,
+    ) {
         let end = self.recorder.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
@@ -489,7 +500,7 @@ impl Recording {
             Err(_) => crate::timeline::Outcome::Failed,
         };
         let attempts = ATTEMPTS.with(|a| a.get());
-        let Recording { recorder, id, cpus, submitted } = self;
+        let Recording { recorder, id, cpus, submitted } = *self;
         let name = ctl.name.label();
         recorder.record(|thread| crate::timeline::Event::Task {
             id,
@@ -691,6 +702,7 @@ where
     fn resubmit(self: Arc<Self>, job: RebuildJob) {
         let Some(sched) = self.sched.upgrade() else { return job.finish(Err(Error::RuntimeShutdown)) };
         let me = self.clone();
+        let obj = job.object();
         let run = move |go: Go| {
             let task = || me.task.ctl.name_text();
             let outcome = match go {
@@ -701,12 +713,14 @@ where
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
-            me.task.ctl.clear_rebuild();
+            job.set_producer(None);
             job.finish(outcome);
             Tally::default() // a rebuild, not a task run
         };
         let j = Job::other(self.req.clone(), self.priority, run);
-        self.task.ctl.set_rebuild(&j);
+        if let Some(obj) = obj {
+            obj.set_producer(Some(&j));
+        }
         sched.submit(j);
     }
 }

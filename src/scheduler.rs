@@ -108,8 +108,6 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
     pub priority: u8,
-    /// What the job belongs to (a task group), for [`Scheduler::reap`].
-    tag: Option<Tag>,
     /// A task (counted), not an actor drain or a rebuild.
     task: bool,
     /// Its function was taken out by a cancel (so its empty entry counts
@@ -123,28 +121,27 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     body: B,
 }
 
-/// An opaque owner of jobs (compared by pointer).
-pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
+/// The function type of a job that never exists (for a dangling `Weak<Job>`).
+pub(crate) type NoJob = fn(Go, &Arc<Job>) -> Tally;
 
 impl Job {
     pub fn new<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, run: F) -> Arc<Job> {
         Job::other(req, NORMAL, run)
     }
 
-    /// A task's job with a priority, that belongs to `tag` (see
-    /// [`Scheduler::reap`]), whose control block is `ctl`; `make` builds
+    /// A task's job with a priority, whose control block is `ctl` (its
+    /// group, if any, is what the job belongs to for [`Scheduler::reap`]); `make` builds
     /// its function given the job's weak self (for its output cells).
     pub fn task<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static>(
         req: Request,
         priority: u8,
-        tag: Option<Tag>,
         ctl: crate::cancel::TaskCtl,
         make: impl FnOnce(&std::sync::Weak<Job>) -> F,
     ) -> Arc<Job> {
         let job: Arc<Job<std::sync::Mutex<Option<F>>>> =
             Arc::new_cyclic(|me: &Weak<Job<std::sync::Mutex<Option<F>>>>| {
                 let me: Weak<Job> = me.clone();
-                Job::header(req, priority, tag, true, ctl, std::sync::Mutex::new(Some(make(&me))))
+                Job::header(req, priority, true, ctl, std::sync::Mutex::new(Some(make(&me))))
             });
         job
     }
@@ -153,21 +150,13 @@ impl Job {
     pub fn other<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, priority: u8, run: F) -> Arc<Job> {
         let run = move |go: Go, _: &Arc<Job>| run(go);
         let ctl = crate::cancel::TaskCtl::new(crate::cancel::TaskName::Given("".into()), None, None);
-        Arc::new(Job::header(req, priority, None, false, ctl, std::sync::Mutex::new(Some(run))))
+        Arc::new(Job::header(req, priority, false, ctl, std::sync::Mutex::new(Some(run))))
     }
 
-    fn header<B: Body>(
-        req: Request,
-        priority: u8,
-        tag: Option<Tag>,
-        task: bool,
-        ctl: crate::cancel::TaskCtl,
-        body: B,
-    ) -> Job<B> {
+    fn header<B: Body>(req: Request, priority: u8, task: bool, ctl: crate::cancel::TaskCtl, body: B) -> Job<B> {
         Job {
             req,
             priority,
-            tag,
             task,
             taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
             taken: std::sync::atomic::AtomicBool::new(false),
@@ -187,10 +176,10 @@ impl Job {
         f
     }
 
-    /// True if the job belongs to the object at `owner` (its tag's
-    /// address).
+    /// True if the job belongs to the object at `owner` (its task's
+    /// group's address).
     pub fn belongs_to(&self, owner: *const ()) -> bool {
-        self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
+        self.ctl.group.as_ref().is_some_and(|g| std::ptr::eq(Arc::as_ptr(g) as *const (), owner))
     }
 
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
@@ -199,15 +188,11 @@ impl Job {
         self.body.take_and_run(self, &mut || {}, go).unwrap_or_default()
     }
 
-    /// The task's job if it may still be run by whoever asks (its function
-    /// not taken yet), else a rebuild of its output that may (see
-    /// `TaskCtl::set_rebuild`). A runner skips one that has started:
-    /// taking its function finds it empty.
+    /// The job if it may still be run by whoever asks (its function not
+    /// taken yet). A runner skips one that has started: taking its
+    /// function finds it empty.
     pub fn queued(self: &Arc<Self>) -> Option<Arc<Job>> {
-        if !self.taken.load(Ordering::Acquire) {
-            return Some(self.clone());
-        }
-        self.ctl.rebuild_job()
+        (!self.taken.load(Ordering::Acquire)).then(|| self.clone())
     }
 }
 
