@@ -63,8 +63,10 @@ impl<A: TaskArgs, B, R> Spec<A, B, R> {
     }
 }
 
-/// A task body: calls the user's closure once per run.
-pub(crate) trait TaskFn<I, R>: Send + Sync + 'static {
+/// A task body: calls the user's closure once per run. (Not `Sync`: a
+/// one-shot body lives in its job and runs on one thread; re-runnable ones,
+/// shared with their lineage, are `Sync` by their closure's bound.)
+pub(crate) trait TaskFn<I, R>: Send + 'static {
     /// Runs the closure (panics propagate to the caller's `catch_unwind`).
     /// `Err` is the body's own error (`spawn_try`) or a second run of a
     /// one-shot body.
@@ -79,12 +81,12 @@ impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
     }
 }
 
-/// A one-shot body (`FnOnce`); the mutex is only ever taken once, by the
-/// one run, so it is never contended.
-pub(crate) struct OnceFn<F>(pub Mutex<Option<F>>);
+/// A one-shot body (`FnOnce`), taken out by its one run (a `Cell`: the
+/// body is owned by its job, which only one thread runs).
+pub(crate) struct OnceFn<F>(pub std::cell::Cell<Option<F>>);
 impl<I, R, F: FnOnce(I) -> R + Send + 'static> TaskFn<I, R> for OnceFn<F> {
     fn call(&self, input: I, _: &TaskCtl) -> Result<R, Error> {
-        match take_once(&self.0) {
+        match self.0.take() {
             Some(f) => Ok(f(input)),
             None => Err(Error::invalid("a one-shot task cannot run twice")),
         }
@@ -104,14 +106,14 @@ where
 }
 
 /// A one-shot body returning its own errors.
-pub(crate) struct OnceTry<F, E>(pub Mutex<Option<F>>, pub PhantomData<fn() -> E>);
+pub(crate) struct OnceTry<F, E>(pub std::cell::Cell<Option<F>>, pub PhantomData<fn() -> E>);
 impl<I, R, E, F> TaskFn<I, R> for OnceTry<F, E>
 where
     F: FnOnce(I) -> Result<R, E> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     fn call(&self, input: I, task: &TaskCtl) -> Result<R, Error> {
-        match take_once(&self.0) {
+        match self.0.take() {
             Some(f) => f(input).map_err(|e| failed(task, e)),
             None => Err(Error::invalid("a one-shot task cannot run twice")),
         }
@@ -163,13 +165,17 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         };
         cell.job_ended();
         drop((cell, store));
-        send_all([wake]);
+        if let Some(wake) = wake {
+            wake.send();
+        }
     }
     fn err(self, e: Error) {
         let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
         self.cell.job_ended();
         drop(self);
-        send_all([wake]);
+        if let Some(wake) = wake {
+            wake.send();
+        }
     }
     fn id(&self) -> crate::id::ObjectId {
         self.cell.id
@@ -362,7 +368,7 @@ pub(crate) fn lineage_of<A, B, R>(
 where
     A: TaskArgs,
     R: Send + 'static,
-    B: TaskFn<A::Output, R>,
+    B: TaskFn<A::Output, R> + Sync,
 {
     if !plan.lineage.keep {
         return None;
@@ -663,7 +669,7 @@ impl<A, B, R> TaskLineage<A, B, R>
 where
     A: TaskArgs,
     R: Any + Send + Sync,
-    B: TaskFn<A::Output, R>,
+    B: TaskFn<A::Output, R> + Sync,
 {
     pub(crate) fn record(
         spec: Arc<Spec<A, B, R>>,
@@ -687,7 +693,7 @@ impl<A, B, R> Rebuild for TaskLineage<A, B, R>
 where
     A: TaskArgs,
     R: Any + Send + Sync,
-    B: TaskFn<A::Output, R>,
+    B: TaskFn<A::Output, R> + Sync,
 {
     /// The record inline (arguments and captures) plus its allocations'
     /// bookkeeping; heap owned by captured values is not seen.

@@ -28,11 +28,11 @@ use crate::exec::{
 };
 use crate::refs::ObjectRef;
 use crate::runtime::Runtime;
-use crate::scheduler::Job;
+use crate::scheduler::{Job, Scheduler};
 use std::any::Any;
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 pub use crate::exec::{check_cancelled, is_cancelled};
 
@@ -208,20 +208,14 @@ impl<'rt, K> TaskBuilder<'rt, K> {
         }
     }
 
-    /// Validates the options and submits (or rejects) the task; returns
-    /// what `outputs` made (its refs).
-    fn go<A, R, B, E, O>(
-        self,
-        name: TaskName,
-        spec: Spec<A, B, R>,
-        outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
-        lineage: Option<crate::exec::MakeLineage<A, B, R>>,
-    ) -> O
+    /// Validates the options: the task's plan, control block and
+    /// scheduler, with `outputs` handed back; or, if it cannot run (e.g.
+    /// infeasible), its outputs made and completed with the error.
+    #[allow(clippy::type_complexity)]
+    fn prepare<R, E, O, M>(self, name: TaskName, outputs: M) -> Result<(Plan, TaskCtl, &'rt Arc<Scheduler>, M), O>
     where
-        A: TaskArgs,
-        R: Send + 'static,
-        B: crate::exec::TaskFn<A::Output, R>,
         E: Emit<R>,
+        M: FnOnce(Option<Weak<Job>>) -> (E, O),
     {
         let sched = self.rt.scheduler();
         let group = self.opts.group;
@@ -230,7 +224,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             Err(e) => {
                 let (out, made) = outputs(None);
                 reject(group.as_ref(), out, e);
-                return made;
+                return Err(made);
             }
         };
         let plan = Plan {
@@ -240,17 +234,52 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             priority: self.opts.priority as u8,
             lineage: self.opts.lineage,
         };
-        let ctl = TaskCtl::new(name, crate::exec::current_task(), group);
-        match lineage {
-            // One-shot: the spec moves into the job's own allocation.
+        Ok((plan, TaskCtl::new(name, crate::exec::current_task(), group), sched, outputs))
+    }
+
+    /// Submits (or rejects) a task without lineage: its spec moves into
+    /// the job's own allocation. Returns what `outputs` made (its refs).
+    fn go<A, R, B, E, O>(
+        self,
+        name: TaskName,
+        spec: Spec<A, B, R>,
+        outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
+    ) -> O
+    where
+        A: TaskArgs,
+        R: Send + 'static,
+        B: crate::exec::TaskFn<A::Output, R>,
+        E: Emit<R>,
+    {
+        match self.prepare(name, outputs) {
+            Ok((plan, ctl, sched, outputs)) => submit(sched, plan, ctl, spec, outputs, no_lineage),
+            Err(made) => made,
+        }
+    }
+
+    /// Submits (or rejects) a re-runnable task whose output keeps lineage
+    /// (unless its options say not to): its spec is shared with the record.
+    fn go_shared<A, R, B, E, O>(
+        self,
+        name: TaskName,
+        spec: Spec<A, B, R>,
+        outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
+        make: crate::exec::MakeLineage<A, B, R>,
+    ) -> O
+    where
+        A: TaskArgs,
+        R: Send + 'static,
+        B: crate::exec::TaskFn<A::Output, R> + Sync,
+        E: Emit<R>,
+    {
+        let (plan, ctl, sched, outputs) = match self.prepare(name, outputs) {
+            Ok(p) => p,
+            Err(made) => return made,
+        };
+        let spec = Arc::new(spec);
+        match crate::exec::lineage_of(&spec, &plan, make, sched) {
+            Some(lineage) => submit(sched, plan, ctl, spec, outputs, lineage),
             None => submit(sched, plan, ctl, spec, outputs, no_lineage),
-            Some(make) => {
-                let spec = Arc::new(spec);
-                match crate::exec::lineage_of(&spec, &plan, make, sched) {
-                    Some(lineage) => submit(sched, plan, ctl, spec, outputs, lineage),
-                    None => submit(sched, plan, ctl, spec, outputs, no_lineage),
-                }
-            }
         }
     }
 }
@@ -276,7 +305,7 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
         let (name, outputs) = (self.task_name(), self.single());
-        self.go(name, Spec::new(args, OnceFn(Mutex::new(Some(f)))), outputs, None)
+        self.go(name, Spec::new(args, OnceFn(std::cell::Cell::new(Some(f)))), outputs)
     }
 
     /// Submits a task whose body returns its own errors: an `Err(e)` is the
@@ -302,7 +331,7 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         F: FnOnce(A::Output) -> Result<R, E> + Send + 'static,
     {
         let (name, outputs) = (self.task_name(), self.single());
-        self.go(name, Spec::new(args, OnceTry(Mutex::new(Some(f)), PhantomData)), outputs, None)
+        self.go(name, Spec::new(args, OnceTry(std::cell::Cell::new(Some(f)), PhantomData)), outputs)
     }
 
     /// Submits a task returning a tuple; each element becomes its own
@@ -315,7 +344,7 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
         let (name, outputs) = (self.task_name(), self.multi::<R>());
-        self.go(name, Spec::new(args, OnceFn(Mutex::new(Some(f)))), outputs, None)
+        self.go(name, Spec::new(args, OnceFn(std::cell::Cell::new(Some(f)))), outputs)
     }
 }
 
@@ -378,7 +407,7 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
         let (name, outputs) = (self.task_name(), self.single());
-        self.go(name, Spec::new(args, ManyFn(f)), outputs, Some(TaskLineage::<A, ManyFn<F>, R>::record))
+        self.go_shared(name, Spec::new(args, ManyFn(f)), outputs, TaskLineage::<A, ManyFn<F>, R>::record)
     }
 
     /// A re-runnable [`spawn_try`](TaskBuilder::spawn_try).
@@ -402,8 +431,8 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         F: Fn(A::Output) -> Result<R, E> + Send + Sync + 'static,
     {
         let (name, outputs) = (self.task_name(), self.single());
-        let lineage = Some(TaskLineage::<A, ManyTry<F, E>, R>::record as crate::exec::MakeLineage<A, ManyTry<F, E>, R>);
-        self.go(name, Spec::new(args, ManyTry(f, PhantomData)), outputs, lineage)
+        let lineage = TaskLineage::<A, ManyTry<F, E>, R>::record as crate::exec::MakeLineage<A, ManyTry<F, E>, R>;
+        self.go_shared(name, Spec::new(args, ManyTry(f, PhantomData)), outputs, lineage)
     }
 
     /// A re-runnable [`spawn_multi`](TaskBuilder::spawn_multi) (retried
@@ -416,6 +445,6 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
         let (name, outputs) = (self.task_name(), self.multi::<R>());
-        self.go(name, Spec::new(args, ManyFn(f)), outputs, None)
+        self.go(name, Spec::new(args, ManyFn(f)), outputs)
     }
 }
