@@ -1,7 +1,12 @@
 //! The object cell: one object's id, its slot (the state machine in
-//! `slot`), the control block of the task that produces it, and its links
-//! to the store (when its bytes are charged) and to a cluster backend (when
-//! it is exported or imported). Refs (`refs`) point at cells.
+//! `slot`), a weak link to the job that completes it (its task's until
+//! that job has run, then a lineage rebuild's while one runs: a reader
+//! blocked on it may run it, `cancel` stops it), and its links to the store
+//! (when its bytes are charged) and to a cluster backend (when it is
+//! exported or imported). Refs (`refs`) point at cells.
+//!
+//! Invariant: the producer link never keeps a job's memory once the job
+//! has run, so finished objects cost their cell and value only.
 //!
 //! Reading a cell ([`ObjectCell::read_value`]) brings a moved-out value
 //! back first: from its spill file, or by rebuilding it from lineage.

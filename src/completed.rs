@@ -105,6 +105,12 @@ impl<E> Queue<E> {
             }
         }
     }
+
+    /// Moves everything queued into `into` (which must be empty; its
+    /// buffer is handed to the queue for reuse): one lock per batch.
+    fn drain_into(&self, into: &mut VecDeque<E>) {
+        std::mem::swap(&mut self.lock().ready, into);
+    }
 }
 
 impl crate::notify::Indexed for Queue<usize> {
@@ -127,6 +133,8 @@ fn when_done(cell: &Arc<ObjectCell>, f: impl FnOnce() + Send + 'static) {
 pub struct AsCompleted<T> {
     refs: Vec<Option<ObjectRef<T>>>,
     queue: Arc<Queue<usize>>,
+    /// Indices taken from the queue in one batch, not yielded yet.
+    batch: VecDeque<usize>,
     left: usize,
     next_target: usize,
 }
@@ -157,7 +165,7 @@ pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectR
         }
     }
     let left = refs.len();
-    AsCompleted { refs, queue, left, next_target: 0 }
+    AsCompleted { refs, queue, batch: VecDeque::new(), left, next_target: 0 }
 }
 
 impl<T> AsCompleted<T> {
@@ -203,10 +211,14 @@ impl<T> AsCompleted<T> {
             if self.left == 0 {
                 return None;
             }
-            if let Some(i) = self.queue.pop() {
+            if let Some(i) = self.batch.pop_front() {
                 if let Some(r) = self.take(i) {
                     return Some((i, r));
                 }
+                continue;
+            }
+            self.queue.drain_into(&mut self.batch);
+            if !self.batch.is_empty() {
                 continue;
             }
             let queue = self.queue.clone();
@@ -249,6 +261,12 @@ impl<T> futures_core::Stream for AsCompleted<T> {
         loop {
             if this.left == 0 {
                 return Poll::Ready(None);
+            }
+            if let Some(i) = this.batch.pop_front() {
+                if let Some(r) = this.take(i) {
+                    return Poll::Ready(Some(r));
+                }
+                continue;
             }
             match this.queue.poll(cx) {
                 Some(i) => {

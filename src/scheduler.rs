@@ -101,9 +101,9 @@ impl<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static> Body for std::sync::Mut
 /// A task's job is also its control block (`ctl`: name, cancellation,
 /// parent, group): one allocation per task for both, and the closure with
 /// its spec. Tasks it submits and the task-local "current task" hold it
-/// strongly; its output cells weakly (so a finished task's closure, its
-/// inputs and its control block go when its job is done, not when its
-/// outputs are freed).
+/// strongly; its output cells weakly, and only until it has run (so a
+/// finished task's job goes when it is done, not when its outputs are
+/// freed; see `cell`).
 pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
