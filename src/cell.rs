@@ -86,10 +86,8 @@ impl Resident for ObjectCell {
     fn slot(&self) -> &Slot<SpillHandle> {
         &self.slot
     }
-    fn set_producer(&self, job: Option<&Arc<Job>>) {
-        let new = job.map_or_else(ended_job, Arc::downgrade);
-        let old = self.lock_producer().replace(new);
-        drop(old);
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -137,6 +135,14 @@ impl ObjectCell {
 
     fn lock_producer(&self) -> std::sync::MutexGuard<'_, Option<Weak<Job>>> {
         self.producer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names the job that completes the object next (a lineage rebuild
+    /// while it runs), or forgets it (`None`: it has run).
+    pub(crate) fn set_producer(&self, job: Option<&Arc<Job>>) {
+        let new = job.map_or_else(ended_job, Arc::downgrade);
+        let old = self.lock_producer().replace(new);
+        drop(old); // outside the lock: may free the job's memory
     }
 
     /// The producing job has run: forget it (see `producer`).

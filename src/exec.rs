@@ -708,6 +708,8 @@ where
     fn resubmit(self: Arc<Self>, job: RebuildJob) {
         let Some(sched) = self.sched.upgrade() else { return job.finish(Err(Error::RuntimeShutdown)) };
         let me = self.clone();
+        // The object's cell names the rebuild's job while it runs (a reader
+        // waiting for it may run it).
         let obj = job.object();
         let run = move |go: Go| {
             let task = || me.task.ctl.name_text();
@@ -719,14 +721,23 @@ where
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
-            job.set_producer(None);
+            if let Some(obj) = job.object() {
+                set_producer(&obj, None);
+            }
             job.finish(outcome);
             Tally::default() // a rebuild, not a task run
         };
         let j = Job::other(self.req.clone(), self.priority, run);
         if let Some(obj) = obj {
-            obj.set_producer(Some(&j));
+            set_producer(&obj, Some(&j));
         }
         sched.submit(j);
+    }
+}
+
+/// Names `job` as the producer of a rebuilt object (see `ObjectCell`).
+fn set_producer(obj: &Arc<dyn crate::store::Resident>, job: Option<&Arc<Job>>) {
+    if let Some(cell) = obj.as_any().downcast_ref::<ObjectCell>() {
+        cell.set_producer(job);
     }
 }

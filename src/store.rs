@@ -173,9 +173,9 @@ pub(crate) trait Resident: Send + Sync {
     fn id(&self) -> ObjectId;
     /// The object's slot.
     fn slot(&self) -> &Slot<SpillHandle>;
-    /// Names the job that completes the object next (a rebuild, while it
-    /// runs; `None` once it has).
-    fn set_producer(&self, job: Option<&Arc<crate::scheduler::Job>>);
+    /// The object as `Any` (a rebuild finds its cell again, to name its
+    /// job as the producer).
+    fn as_any(&self) -> &dyn Any;
 }
 
 struct Inner {
@@ -591,14 +591,6 @@ impl RebuildJob {
     /// The object being rebuilt (`None` once finished).
     pub(crate) fn object(&self) -> Option<Arc<dyn Resident>> {
         self.obj.clone()
-    }
-
-    /// Names the rebuild's job as the object's producer (so a reader
-    /// waiting for it may run it), or forgets it (`None`, once it ran).
-    pub(crate) fn set_producer(&self, job: Option<&Arc<crate::scheduler::Job>>) {
-        if let Some(obj) = &self.obj {
-            obj.set_producer(job);
-        }
     }
 
     /// Sizes a task's result (as `admit` would, without reserving).
