@@ -433,7 +433,7 @@ where
             Go::Run => start_and_run(s, job, retries, retry_if.as_ref()),
         };
         if let (Some(rec), Some(start)) = (rec, start) {
-            rec.record(s, ctl, start, &outcome);
+            (*rec).record(s, ctl, start, &outcome);
         }
         // The job has ended: the closure and its inputs go before anyone
         // is woken (lineage keeps its own reference when the output may
@@ -490,13 +490,7 @@ struct Recording {
 }
 
 impl Recording {
-    fn record<A: TaskArgs, B, R, T>(
-        self: Box<Self>,
-        spec: &Spec<A, B, R>,
-        ctl: &TaskCtl,
-        start: u64,
-        outcome: &Result<T, Error>,
-    ) {
+    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, ctl: &TaskCtl, start: u64, outcome: &Result<T, Error>) {
         let end = self.recorder.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
@@ -506,7 +500,7 @@ impl Recording {
             Err(_) => crate::timeline::Outcome::Failed,
         };
         let attempts = ATTEMPTS.with(|a| a.get());
-        let Recording { recorder, id, cpus, submitted } = *self;
+        let Recording { recorder, id, cpus, submitted } = self;
         let name = ctl.name.label();
         recorder.record(|thread| crate::timeline::Event::Task {
             id,
