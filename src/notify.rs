@@ -74,8 +74,13 @@ impl Parker {
         match self.state.compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {}
             Err(_) => {
-                // Notified between the first check and the lock.
-                self.state.store(EMPTY, Ordering::Release);
+                // Notified between the first check and the lock. Consumed
+                // with a read-modify-write, not a store: it reads the latest
+                // notification (an unpark may have come after the one the
+                // failed exchange saw) and so acquires what it published; a
+                // plain store could erase that unpark unseen (a lost wake-up
+                // found by tests/loom_notify.rs).
+                self.state.swap(EMPTY, Ordering::AcqRel);
                 return true;
             }
         }
@@ -89,7 +94,7 @@ impl Parker {
                         return match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
                             Ok(_) => false,
                             Err(_) => {
-                                self.state.store(EMPTY, Ordering::Release);
+                                self.state.swap(EMPTY, Ordering::AcqRel); // as above
                                 true
                             }
                         };
