@@ -1,7 +1,7 @@
 //! Task control blocks and the cancellation tree.
 //!
-//! Every task has a [`TaskCtl`]: its name, its cancellation flag, its job
-//! (for targeted running), its *parent* (the task that submitted it, if it
+//! Every task has a [`TaskCtl`], inside its job: its name, its
+//! cancellation flag, its *parent* (the task that submitted it, if it
 //! was submitted from inside one) and its *group* (if spawned in a
 //! [`Group`](crate::Group)). Groups ([`GroupState`]) have a flag too, and a
 //! parent task if made inside one. A task is cancelled when its own flag,
@@ -71,37 +71,30 @@ impl std::fmt::Display for TaskName {
     }
 }
 
-/// Control block of one task (module docs).
-#[derive(Debug)]
+/// Control block of one task (module docs). It lives in the task's job
+/// (`scheduler::Job::ctl`: one allocation for both), so a task is named by
+/// its `Arc<Job>`.
 pub(crate) struct TaskCtl {
     pub name: TaskName,
     pub cancelled: AtomicBool,
-    /// The job while it may still be queued (cleared when it ends, so a
-    /// finished task's object does not keep the job's memory).
-    job: Mutex<Option<Weak<Job>>>,
-    parent: Option<Arc<TaskCtl>>,
+    parent: Option<Arc<Job>>,
     pub group: Option<Arc<GroupState>>,
 }
 
+impl std::fmt::Debug for TaskCtl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCtl")
+            .field("name", &self.name)
+            .field("cancelled", &self.cancelled)
+            .field("parent", &self.parent.as_ref().map(|p| &p.ctl.name))
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
 impl TaskCtl {
-    pub fn new(name: TaskName, parent: Option<Arc<TaskCtl>>, group: Option<Arc<GroupState>>) -> Arc<TaskCtl> {
-        Arc::new(TaskCtl { name, cancelled: AtomicBool::new(false), job: Mutex::new(None), parent, group })
-    }
-
-    /// Records the job that runs (or runs again) the task.
-    pub fn set_job(&self, job: &Arc<Job>) {
-        *self.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(job));
-    }
-
-    /// Forgets the job (it has run or ended).
-    pub fn clear_job(&self) {
-        self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// The task's job if it is queued or running (a runner skips one that
-    /// has started: `Job::take` finds it empty).
-    pub fn queued_job(&self) -> Option<Arc<Job>> {
-        self.job.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.upgrade()
+    pub fn new(name: TaskName, parent: Option<Arc<Job>>, group: Option<Arc<GroupState>>) -> TaskCtl {
+        TaskCtl { name, cancelled: AtomicBool::new(false), parent, group }
     }
 
     pub fn name_text(&self) -> crate::error::Text {
@@ -125,7 +118,7 @@ impl TaskCtl {
             if t.cancelled.load(Ordering::SeqCst) || t.group.as_ref().is_some_and(|g| g.chain_cancelled()) {
                 return true;
             }
-            next = t.parent.as_deref();
+            next = t.parent.as_deref().map(|j| &j.ctl);
         }
         false
     }
@@ -158,7 +151,7 @@ pub(crate) enum Ended {
 pub(crate) struct GroupState {
     pub name: Option<Cow<'static, str>>,
     cancelled: AtomicBool,
-    parent: Option<Arc<TaskCtl>>,
+    parent: Option<Arc<Job>>,
     /// Takes this group's queued jobs out (made once; holds the group
     /// weakly, which also keeps its address from being reused).
     reaper: crate::dispatch::Reap<Arc<Job>>,
@@ -182,7 +175,7 @@ impl std::fmt::Debug for GroupState {
 }
 
 impl GroupState {
-    pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<TaskCtl>>) -> Arc<GroupState> {
+    pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<Job>>) -> Arc<GroupState> {
         Arc::new_cyclic(|me: &Weak<GroupState>| GroupState {
             name,
             cancelled: AtomicBool::new(false),
@@ -203,7 +196,7 @@ impl GroupState {
 
     /// True if the group or the task it was made in is cancelled.
     pub fn chain_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.chain_cancelled())
+        self.cancelled.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.ctl.chain_cancelled())
     }
 
     /// Cancels the group (its tasks run on `sched`): sets its flag, waits

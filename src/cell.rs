@@ -1,7 +1,12 @@
 //! The object cell: one object's id, its slot (the state machine in
-//! `slot`), the control block of the task that produces it, and its links
-//! to the store (when its bytes are charged) and to a cluster backend (when
-//! it is exported or imported). Refs (`refs`) point at cells.
+//! `slot`), a weak link to the job that completes it (its task's until
+//! that job has run, then a lineage rebuild's while one runs: a reader
+//! blocked on it may run it, `cancel` stops it), and its links to the store
+//! (when its bytes are charged) and to a cluster backend (when it is
+//! exported or imported). Refs (`refs`) point at cells.
+//!
+//! Invariant: the producer link never keeps a job's memory once the job
+//! has run, so finished objects cost their cell and value only.
 //!
 //! Reading a cell ([`ObjectCell::read_value`]) brings a moved-out value
 //! back first: from its spill file, or by rebuilding it from lineage.
@@ -10,18 +15,18 @@
 //! [`block_until`](crate::scheduler::block_until), re-checking the slot
 //! after every wake-up.
 
-use crate::cancel::TaskCtl;
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::lineage::{Lookup, Rebuild};
 use crate::notify::{Parker, Waiter};
+use crate::scheduler::Job;
 use crate::scheduler::{block_until, spin_until};
 use crate::slot::Moved;
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
 use crate::store::{Resident, SpillHandle, Store};
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// What ties a cell to a cluster backend's export table (implemented by
@@ -45,10 +50,16 @@ pub(crate) trait Link: Send + Sync + 'static {
 pub struct ObjectCell {
     pub(crate) id: ObjectId,
     pub(crate) slot: Slot<SpillHandle>,
-    pub(crate) producer: Option<Arc<TaskCtl>>,
+    /// The job that completes it next, weakly: its task's until that job
+    /// ends, then a rebuild's while one runs (a reader waiting for it may
+    /// run it; `cancel` stops it). Forgotten (a dangling `Weak`) once the
+    /// job has run, so a finished task's job is freed with it, not kept
+    /// by its outputs. `None`: not made by a task.
+    producer: std::sync::Mutex<Option<Weak<Job>>>,
     /// Set once, before completion, for objects whose bytes are charged to
     /// the store (most objects are small and never charged).
-    charge: OnceLock<Charge>,
+    /// (Boxed: one pointer in every cell, the rest only in charged ones.)
+    charge: OnceLock<Box<Charge>>,
     /// Set once the object is exported to, or imported from, a cluster.
     pub(crate) link: OnceLock<Box<dyn Link>>,
 }
@@ -58,11 +69,13 @@ pub struct ObjectCell {
 struct Charge {
     store: Arc<Store>,
     lineage: AtomicBool,
+    /// The name of the task that made it (for errors once it is lost).
+    made_by: Option<crate::cancel::TaskName>,
 }
 
 impl Charge {
-    fn new(store: &Arc<Store>) -> Charge {
-        Charge { store: store.clone(), lineage: AtomicBool::new(false) }
+    fn new(store: &Arc<Store>, made_by: Option<crate::cancel::TaskName>) -> Box<Charge> {
+        Box::new(Charge { store: store.clone(), lineage: AtomicBool::new(false), made_by })
     }
 }
 
@@ -73,6 +86,14 @@ impl Resident for ObjectCell {
     fn slot(&self) -> &Slot<SpillHandle> {
         &self.slot
     }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A producer link to a job that has run (never upgrades).
+fn ended_job() -> Weak<Job> {
+    Weak::<Job<std::sync::Mutex<Option<crate::scheduler::NoJob>>>>::new()
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -97,12 +118,42 @@ impl Drop for ObjectCell {
 }
 
 impl ObjectCell {
-    fn new(slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+    fn new(slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
         ObjectCell::with_id(ObjectId::fresh(), slot, producer)
     }
 
-    fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Arc<TaskCtl>>) -> ObjectCell {
+    fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
+        let producer = std::sync::Mutex::new(producer);
         ObjectCell { id, slot, producer, charge: OnceLock::new(), link: OnceLock::new() }
+    }
+
+    /// The producing task's job, while it lives (queued, running, or kept
+    /// by tasks it submitted or by lineage).
+    pub(crate) fn producer(&self) -> Option<Arc<Job>> {
+        self.lock_producer().as_ref()?.upgrade()
+    }
+
+    fn lock_producer(&self) -> std::sync::MutexGuard<'_, Option<Weak<Job>>> {
+        self.producer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names the job that completes the object next (a lineage rebuild
+    /// while it runs), or forgets it (`None`: it has run).
+    pub(crate) fn set_producer(&self, job: Option<&Arc<Job>>) {
+        let new = job.map_or_else(ended_job, Arc::downgrade);
+        let old = self.lock_producer().replace(new);
+        drop(old); // outside the lock: may free the job's memory
+    }
+
+    /// The producing job has run: forget it (see `producer`).
+    pub(crate) fn job_ended(&self) {
+        let old = self.lock_producer().as_mut().map(|w| std::mem::replace(w, ended_job()));
+        drop(old); // outside the lock: may free the job's memory
+    }
+
+    /// A queued job that makes this object: its task's, or a rebuild's.
+    pub(crate) fn queued_producer(&self) -> Option<Arc<Job>> {
+        self.producer()?.queued()
     }
 
     /// A pending cell for a remote object (see `remote`).
@@ -119,12 +170,12 @@ impl ObjectCell {
         }
     }
 
-    pub(crate) fn pending(producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+    pub(crate) fn pending(producer: Option<Weak<Job>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::new(Slot::pending(), producer))
     }
 
     /// A pending cell with a given id (`None`: a fresh one).
-    pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Arc<TaskCtl>>) -> Arc<ObjectCell> {
+    pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Weak<Job>>) -> Arc<ObjectCell> {
         Arc::new(ObjectCell::with_id(id.unwrap_or_else(ObjectId::fresh), Slot::pending(), producer))
     }
 
@@ -141,7 +192,7 @@ impl ObjectCell {
         let spillable = meta.charged > 0 && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.charge.set(Charge::new(store));
+            let _ = cell.charge.set(Charge::new(store, None));
             store.keep(&cell, meta.charged, spillable, None);
         }
         cell
@@ -160,7 +211,8 @@ impl ObjectCell {
     ) -> Option<Wake> {
         let spillable = meta.charged > 0 && value.codec().is_some();
         if meta.charged > 0 {
-            let _ = self.charge.set(Charge::new(store));
+            let made_by = self.producer().map(|job| job.ctl.name.clone());
+            let _ = self.charge.set(Charge::new(store, made_by));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -214,7 +266,7 @@ impl ObjectCell {
                         p.unpark();
                     }));
                     if self.slot.register(waiter).is_ok() {
-                        let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                        let mut target = || self.queued_producer();
                         block_until(&parker, None, &mut target, &mut || ended.load(Ordering::Acquire));
                     }
                 }
@@ -249,8 +301,9 @@ impl ObjectCell {
             }
             Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id, task }),
             Lookup::None => {
-                let made_by = match &self.producer {
-                    Some(t) => format!("made by one-shot task `{}`, which cannot be re-run", t.name),
+                let made_by = match &charge.made_by {
+                    Some(name) => format!("made by one-shot task `{name}`, which cannot be re-run"),
+                    None if self.lock_producer().is_some() => "made by a one-shot task, which cannot be re-run".into(),
                     None => "stored by put, so it has no lineage".into(),
                 };
                 let reason = match spill_error {
@@ -266,8 +319,7 @@ impl ObjectCell {
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         // Spinning only pays when someone else is about to finish the object;
         // if its job is still queued, go straight to running it ourselves.
-        let queued = self.producer.as_ref().is_some_and(|p| p.queued_job().is_some())
-            && crate::scheduler::Scheduler::on_worker();
+        let queued = crate::scheduler::Scheduler::on_worker() && self.queued_producer().is_some();
         // Nor for a remote object: it comes over the network, a round trip
         // away at best, and a spin that yields the CPU only competes with
         // the threads bringing it (on a small machine the reader then
@@ -280,7 +332,7 @@ impl ObjectCell {
         match self.slot.register(Waiter::Parker(parker.clone())) {
             Err(_) => true,
             Ok(token) => {
-                let mut target = || self.producer.as_ref().and_then(|p| p.queued_job());
+                let mut target = || self.queued_producer();
                 let done = block_until(&parker, deadline, &mut target, &mut || self.slot.is_done());
                 if !done {
                     self.slot.deregister(token);
@@ -316,7 +368,9 @@ impl ObjectCell {
     /// the cancelling thread). A running task sees `is_cancelled()`; tasks
     /// it submitted are cancelled with it (see `cancel`).
     pub(crate) fn cancel(&self) -> bool {
-        let Some(ctl) = &self.producer else { return false };
+        // A producer that is gone has run (its output is done).
+        let Some(task) = self.producer() else { return false };
+        let ctl = &task.ctl;
         let Some(wake) = self.slot.complete_deferred(Err(Error::Cancelled { task: ctl.name_text() }), Meta::default())
         else {
             // Already done: nothing to stop (and a rebuild of this object
@@ -329,10 +383,10 @@ impl ObjectCell {
         ctl.set_cancelled();
         // Not started yet: take its closure (and the refs it holds) out of
         // its queue entry, which stays behind, empty, and is skipped.
-        let job_fn = ctl.queued_job().and_then(|job| job.take_fn());
+        let job_fn = task.take_fn();
         crate::scheduler::service(Box::new(move || {
             if let Some(run) = job_fn {
-                run(crate::scheduler::Go::Cancelled);
+                run(crate::scheduler::Go::Cancelled, &task);
             }
             wake.send();
         }));

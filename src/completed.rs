@@ -2,9 +2,12 @@
 //! `Stream` for async code), and [`Runtime::map`] / [`Runtime::map_unordered`]
 //! over a collection with a cap on tasks in flight.
 //!
-//! Each watched object gets one callback that pushes its index onto a
-//! shared queue and wakes the consumer (a parker for the blocking iterator,
-//! a waker for the stream). A consumer that blocks inside a task blocks
+//! Refs already done when `as_completed` is called are queued at once,
+//! without touching their objects' waiter lists; each other watched object
+//! gets one registration (`Waiter::Indexed`: the shared queue and the ref's
+//! index, no allocation of its own) that pushes its index onto the queue
+//! and wakes the consumer (a parker for the blocking iterator, a waker for
+//! the stream). A consumer that blocks inside a task blocks
 //! like `get`: it lends its CPUs, runs the producers of what it waits for
 //! if they are queued, and hands its place over otherwise, so iterating
 //! inside a task never deadlocks.
@@ -59,6 +62,23 @@ impl<E> Queue<E> {
         }
     }
 
+    /// Queues many at once (one lock, one wake-up).
+    fn push_all(&self, es: impl IntoIterator<Item = E>) {
+        let waker = {
+            let mut st = self.lock();
+            let before = st.ready.len();
+            st.ready.extend(es);
+            if st.ready.len() == before {
+                return;
+            }
+            st.waker.take()
+        };
+        self.parker.unpark();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     fn pop(&self) -> Option<E> {
         self.lock().ready.pop_front()
     }
@@ -85,6 +105,18 @@ impl<E> Queue<E> {
             }
         }
     }
+
+    /// Moves everything queued into `into` (which must be empty; its
+    /// buffer is handed to the queue for reuse): one lock per batch.
+    fn drain_into(&self, into: &mut VecDeque<E>) {
+        std::mem::swap(&mut self.lock().ready, into);
+    }
+}
+
+impl crate::notify::Indexed for Queue<usize> {
+    fn completed(&self, index: usize, _ok: bool) {
+        self.push(index);
+    }
 }
 
 /// Calls `f` once `cell` is done (at once if it is), on the completing
@@ -101,6 +133,8 @@ fn when_done(cell: &Arc<ObjectCell>, f: impl FnOnce() + Send + 'static) {
 pub struct AsCompleted<T> {
     refs: Vec<Option<ObjectRef<T>>>,
     queue: Arc<Queue<usize>>,
+    /// Indices taken from the queue in one batch, not yielded yet.
+    batch: VecDeque<usize>,
     left: usize,
     next_target: usize,
 }
@@ -117,15 +151,21 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
 /// tasks; for async code the result is also a `Stream`.
 pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
     let refs: Vec<Option<ObjectRef<T>>> = refs.into_iter().map(Some).collect();
-    let queue = Queue::new();
-    for (i, r) in refs.iter().enumerate() {
-        let q = queue.clone();
-        if let Some(r) = r {
-            when_done(r.cell(), move || q.push(i));
+    let queue: Arc<Queue<usize>> = Queue::new();
+    let sink: Arc<dyn crate::notify::Indexed> = queue.clone();
+    // The ones done now first, in input order; then the others as they
+    // complete (one that completes before it is registered goes at once).
+    let done: Vec<bool> = refs.iter().map(|r| r.as_ref().is_some_and(|r| r.cell().slot.is_done())).collect();
+    queue.push_all(done.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i));
+    for ((i, r), was_done) in refs.iter().enumerate().zip(done) {
+        let Some(cell) = r.as_ref().map(|r| r.cell()).filter(|_| !was_done) else { continue };
+        cell.demand();
+        if cell.slot.register(Waiter::Indexed(sink.clone(), i)).is_err() {
+            queue.push(i); // completed meanwhile
         }
     }
     let left = refs.len();
-    AsCompleted { refs, queue, left, next_target: 0 }
+    AsCompleted { refs, queue, batch: VecDeque::new(), left, next_target: 0 }
 }
 
 impl<T> AsCompleted<T> {
@@ -146,7 +186,7 @@ impl<T> AsCompleted<T> {
             if let Some(Some(r)) = self.refs.get(i) {
                 let c = r.cell();
                 if !c.slot.is_done() {
-                    if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                    if let Some(job) = c.queued_producer() {
                         return Some(job);
                     }
                 }
@@ -171,10 +211,14 @@ impl<T> AsCompleted<T> {
             if self.left == 0 {
                 return None;
             }
-            if let Some(i) = self.queue.pop() {
+            if let Some(i) = self.batch.pop_front() {
                 if let Some(r) = self.take(i) {
                     return Some((i, r));
                 }
+                continue;
+            }
+            self.queue.drain_into(&mut self.batch);
+            if !self.batch.is_empty() {
                 continue;
             }
             let queue = self.queue.clone();
@@ -217,6 +261,12 @@ impl<T> futures_core::Stream for AsCompleted<T> {
         loop {
             if this.left == 0 {
                 return Poll::Ready(None);
+            }
+            if let Some(i) = this.batch.pop_front() {
+                if let Some(r) = this.take(i) {
+                    return Poll::Ready(Some(r));
+                }
+                continue;
             }
             match this.queue.poll(cx) {
                 Some(i) => {

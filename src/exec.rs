@@ -48,23 +48,25 @@ pub(crate) struct Plan {
 }
 
 /// What a task runs: its arguments and body, shared between the queued job
-/// and (for re-runnable tasks) its output's lineage.
+/// and (for re-runnable tasks) its output's lineage. (Its control block is
+/// its job's, `scheduler::Job::ctl`.)
 pub(crate) struct Spec<A, B, R> {
     /// Counted as task uses of their refs while the spec lives.
     pub args: crate::objects::CountedArgs<A>,
     pub body: B,
-    pub ctl: Arc<TaskCtl>,
     pub _r: PhantomData<fn() -> R>,
 }
 
 impl<A: TaskArgs, B, R> Spec<A, B, R> {
-    pub fn new(args: A, body: B, ctl: Arc<TaskCtl>) -> Self {
-        Spec { args: crate::objects::CountedArgs::new(args), body, ctl, _r: PhantomData }
+    pub fn new(args: A, body: B) -> Self {
+        Spec { args: crate::objects::CountedArgs::new(args), body, _r: PhantomData }
     }
 }
 
-/// A task body: calls the user's closure once per run.
-pub(crate) trait TaskFn<I, R>: Send + Sync + 'static {
+/// A task body: calls the user's closure once per run. (Not `Sync`: a
+/// one-shot body lives in its job and runs on one thread; re-runnable ones,
+/// shared with their lineage, are `Sync` by their closure's bound.)
+pub(crate) trait TaskFn<I, R>: Send + 'static {
     /// Runs the closure (panics propagate to the caller's `catch_unwind`).
     /// `Err` is the body's own error (`spawn_try`) or a second run of a
     /// one-shot body.
@@ -79,12 +81,12 @@ impl<I, R, F: Fn(I) -> R + Send + Sync + 'static> TaskFn<I, R> for ManyFn<F> {
     }
 }
 
-/// A one-shot body (`FnOnce`); the mutex is only ever taken once, by the
-/// one run, so it is never contended.
-pub(crate) struct OnceFn<F>(pub Mutex<Option<F>>);
+/// A one-shot body (`FnOnce`), taken out by its one run (a `Cell`: the
+/// body is owned by its job, which only one thread runs).
+pub(crate) struct OnceFn<F>(pub std::cell::Cell<Option<F>>);
 impl<I, R, F: FnOnce(I) -> R + Send + 'static> TaskFn<I, R> for OnceFn<F> {
     fn call(&self, input: I, _: &TaskCtl) -> Result<R, Error> {
-        match take_once(&self.0) {
+        match self.0.take() {
             Some(f) => Ok(f(input)),
             None => Err(Error::invalid("a one-shot task cannot run twice")),
         }
@@ -104,14 +106,14 @@ where
 }
 
 /// A one-shot body returning its own errors.
-pub(crate) struct OnceTry<F, E>(pub Mutex<Option<F>>, pub PhantomData<fn() -> E>);
+pub(crate) struct OnceTry<F, E>(pub std::cell::Cell<Option<F>>, pub PhantomData<fn() -> E>);
 impl<I, R, E, F> TaskFn<I, R> for OnceTry<F, E>
 where
     F: FnOnce(I) -> Result<R, E> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     fn call(&self, input: I, task: &TaskCtl) -> Result<R, Error> {
-        match take_once(&self.0) {
+        match self.0.take() {
             Some(f) => f(input).map_err(|e| failed(task, e)),
             None => Err(Error::invalid("a one-shot task cannot run twice")),
         }
@@ -161,13 +163,19 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
                 cell.slot.complete_deferred(Err(e), Meta::default())
             }
         };
+        cell.job_ended();
         drop((cell, store));
-        send_all([wake]);
+        if let Some(wake) = wake {
+            wake.send();
+        }
     }
     fn err(self, e: Error) {
         let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
+        self.cell.job_ended();
         drop(self);
-        send_all([wake]);
+        if let Some(wake) = wake {
+            wake.send();
+        }
     }
     fn id(&self) -> crate::id::ObjectId {
         self.cell.id
@@ -189,12 +197,14 @@ impl<R: MultiReturn> Emit<R> for Multi {
                 Err(e) => c.slot.complete_deferred(Err(e), Meta::default()),
             })
             .collect();
+        self.cells.iter().for_each(|c| c.job_ended());
         drop(self);
         send_all(wakes);
     }
     fn err(self, e: Error) {
         let wakes: Vec<_> =
             self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
+        self.cells.iter().for_each(|c| c.job_ended());
         drop(self);
         send_all(wakes);
     }
@@ -207,12 +217,12 @@ impl<R: MultiReturn> Emit<R> for Multi {
 type Deferred = Box<dyn FnOnce()>;
 
 thread_local! {
-    static CURRENT_TASK: RefCell<Option<Arc<TaskCtl>>> = const { RefCell::new(None) };
+    static CURRENT_TASK: RefCell<Option<Arc<Job>>> = const { RefCell::new(None) };
     static DEFERRED: RefCell<Option<Vec<Deferred>>> = const { RefCell::new(None) };
 }
 
 /// The task running on this thread, if any (the parent of tasks it submits).
-pub(crate) fn current_task() -> Option<Arc<TaskCtl>> {
+pub(crate) fn current_task() -> Option<Arc<Job>> {
     CURRENT_TASK.with(|c| c.borrow().clone())
 }
 
@@ -221,7 +231,7 @@ pub(crate) fn current_task() -> Option<Arc<TaskCtl>> {
 /// early. False outside tasks. Cheap: one atomic load until some
 /// cancellation has happened in the process.
 pub fn is_cancelled() -> bool {
-    CURRENT_TASK.with(|c| c.borrow().as_ref().is_some_and(|t| t.chain_cancelled()))
+    CURRENT_TASK.with(|c| c.borrow().as_ref().is_some_and(|t| t.ctl.chain_cancelled()))
 }
 
 /// `Err(Error::Cancelled)` inside a task that was cancelled (see
@@ -231,7 +241,7 @@ pub fn is_cancelled() -> bool {
 /// as the cancellation, so a group counts it as cancelled, not failed.)
 pub fn check_cancelled() -> Result<(), Error> {
     CURRENT_TASK.with(|c| match c.borrow().as_ref() {
-        Some(t) if t.chain_cancelled() => Err(Error::Cancelled { task: t.name_text() }),
+        Some(t) if t.ctl.chain_cancelled() => Err(Error::Cancelled { task: t.ctl.name_text() }),
         _ => Ok(()),
     })
 }
@@ -261,8 +271,18 @@ fn trampoline(f: Box<dyn FnOnce()>) {
 }
 
 /// Makes a task's lineage record (a function pointer, so `submit` needs no
-/// extra bounds for tasks that have none).
-pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>) -> Arc<dyn Rebuild>;
+/// extra bounds for tasks that have none): given its spec, plan, scheduler
+/// and its own job (for its control block).
+pub(crate) type MakeLineage<A, B, R> = fn(Arc<Spec<A, B, R>>, &Plan, Weak<Scheduler>, Arc<Job>) -> Arc<dyn Rebuild>;
+
+/// Makes a task's lineage record when its value is stored (given its job).
+pub(crate) trait Lineage: FnOnce(&Arc<Job>) -> Option<Arc<dyn Rebuild>> + Send + 'static {}
+impl<L: FnOnce(&Arc<Job>) -> Option<Arc<dyn Rebuild>> + Send + 'static> Lineage for L {}
+
+/// No lineage (one-shot tasks, multiple outputs, lineage turned off).
+pub(crate) fn no_lineage(_: &Arc<Job>) -> Option<Arc<dyn Rebuild>> {
+    None
+}
 
 /// A task's end for the runtime's counts.
 fn tally_of(ended: Result<(), bool>) -> Tally {
@@ -284,59 +304,84 @@ fn count_end(group: Option<&Arc<GroupState>>, outcome: Result<(), bool>) {
     }
 }
 
-/// Submits a task: waits for its inputs, then queues it. `spec` is the
-/// spec itself for a task without lineage (it then lives inside the job's
-/// own allocation) or an `Arc` shared with its lineage record.
-pub(crate) fn submit<A, R, B, E, P>(
+/// Submits a task: makes its job (which is its control block `ctl` too),
+/// its outputs (`outputs`, given the job to name as their producer; also
+/// returns what the caller hands back, its refs), waits for its inputs,
+/// then queues it. `spec` is the spec itself for a task without lineage
+/// (it then lives inside the job's own allocation) or an `Arc` shared
+/// with the lineage record `lineage` makes once its value is stored.
+pub(crate) fn submit<A, R, B, E, P, O>(
     sched: &Arc<Scheduler>,
     plan: Plan,
+    ctl: TaskCtl,
     spec: P,
-    out: E,
-    lineage: Option<Arc<dyn Rebuild>>,
-) where
+    outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
+    lineage: impl Lineage,
+) -> O
+where
     A: TaskArgs,
     R: Send + 'static,
     B: TaskFn<A::Output, R>,
     E: Emit<R>,
     P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    let ctl = spec.borrow().ctl.clone();
-    let group = ctl.group.clone();
-    if let Some(g) = &group {
+    if let Some(g) = &ctl.group {
         g.submitted();
     }
     let (pending, failed) = inputs_of(&*spec.borrow().args);
-    // Recorded only if the timeline is on now (one relaxed load otherwise).
-    let rec = sched.recorder.is_on().then(|| Recording {
-        submitted: sched.recorder.now(),
-        recorder: sched.recorder.clone(),
-        id: out.id(),
-        cpus: plan.req.cpu as f64 / crate::resources::UNIT,
+    let mut made = None;
+    let (retries, retry_if) = (plan.retries, plan.retry_if);
+    let cpus = plan.req.cpu as f64 / crate::resources::UNIT;
+    let job = Job::task(plan.req, plan.priority, ctl, |me| {
+        let (out, o) = outputs(Some(me.clone()));
+        made = Some(o);
+        // Recorded only if the timeline is on now (one relaxed load otherwise).
+        // Boxed: most jobs record nothing and carry one null pointer.
+        let rec = sched.recorder.is_on().then(|| {
+            Box::new(Recording {
+                submitted: sched.recorder.now(),
+                recorder: sched.recorder.clone(),
+                id: out.id(),
+                cpus,
+            })
+        });
+        job_fn(spec, retries, retry_if, out, lineage, rec)
     });
-    let run = job_fn(spec, plan.retries, plan.retry_if.clone(), out, lineage, rec);
-    let tag = group.map(|g| g as crate::scheduler::Tag);
-    let job = Job::task(plan.req, plan.priority, run, tag);
-    ctl.set_job(&job);
+    let Some(made) = made else { unreachable!("Job::task calls make") };
     if let Some(cause) = failed {
-        return sched.count(job.finish(Go::InputFailed(cause)));
+        sched.count(job.finish(Go::InputFailed(cause)));
+    } else if pending.is_empty() {
+        sched.submit(job);
+    } else {
+        wait_for_inputs(sched, job, pending);
     }
-    if pending.is_empty() {
-        return sched.submit(job);
-    }
-    wait_for_inputs(sched, job, pending);
+    made
 }
 
-/// A re-runnable task's lineage record, if its plan keeps one.
+/// A re-runnable task's lineage maker, if its plan keeps lineage.
 pub(crate) fn lineage_of<A, B, R>(
     spec: &Arc<Spec<A, B, R>>,
     plan: &Plan,
     make: MakeLineage<A, B, R>,
     sched: &Arc<Scheduler>,
-) -> Option<Arc<dyn Rebuild>> {
+) -> Option<impl Lineage>
+where
+    A: TaskArgs,
+    R: Send + 'static,
+    B: TaskFn<A::Output, R> + Sync,
+{
     if !plan.lineage.keep {
         return None;
     }
-    plan.lineage.apply(make(spec.clone(), plan, Arc::downgrade(sched)))
+    let (spec, sched) = (spec.clone(), Arc::downgrade(sched));
+    let plan = Plan {
+        req: plan.req.clone(),
+        retries: plan.retries,
+        retry_if: plan.retry_if.clone(),
+        priority: plan.priority,
+        lineage: plan.lineage,
+    };
+    Some(move |job: &Arc<Job>| plan.lineage.apply(make(spec, &plan, sched, job.clone())))
 }
 
 /// A task's inputs that are not done yet (their fetch started, for remote
@@ -365,9 +410,9 @@ fn job_fn<A, R, B, E, P>(
     retries: u32,
     retry_if: Option<RetryIf>,
     out: E,
-    lineage: Option<Arc<dyn Rebuild>>,
-    rec: Option<Recording>,
-) -> impl FnOnce(Go) -> Tally + Send + 'static
+    lineage: impl Lineage,
+    rec: Option<Box<Recording>>,
+) -> impl FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static
 where
     A: TaskArgs,
     R: Send + 'static,
@@ -375,34 +420,33 @@ where
     E: Emit<R>,
     P: Borrow<Spec<A, B, R>> + Send + 'static,
 {
-    move |go: Go| {
+    move |go: Go, job: &Arc<Job>| {
         let s = spec.borrow();
-        let task = || s.ctl.name_text();
+        let ctl = &job.ctl;
+        let task = || ctl.name_text();
         let start = rec.as_ref().map(|r| r.recorder.now());
         ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
-            Go::Run => start_and_run(s, retries, retry_if.as_ref()),
+            Go::Run => start_and_run(s, job, retries, retry_if.as_ref()),
         };
         if let (Some(rec), Some(start)) = (rec, start) {
-            rec.record(s, start, &outcome);
+            (*rec).record(s, ctl, start, &outcome);
         }
-        // The job has ended: its control block lets go of it, and the
-        // closure and its inputs go before anyone is woken (lineage keeps
-        // its own reference when the output may need rebuilding).
-        s.ctl.clear_job();
-        let group = s.ctl.group.clone();
+        // The job has ended: the closure and its inputs go before anyone
+        // is woken (lineage keeps its own reference when the output may
+        // need rebuilding).
         drop(spec);
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
         let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
         match outcome {
-            Ok(v) => out.ok(v, lineage),
+            Ok(v) => out.ok(v, lineage(job)),
             Err(e) => out.err(e),
         }
-        count_end(group.as_ref(), ended);
+        count_end(ctl.group.as_ref(), ended);
         tally_of(ended)
     }
 }
@@ -427,13 +471,13 @@ fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<Objec
 
 /// Completes a task that cannot be submitted (e.g. infeasible) with `e`,
 /// counting it in its group.
-pub(crate) fn reject<R, E: Emit<R>>(ctl: &TaskCtl, out: E, e: Error) {
-    if let Some(g) = &ctl.group {
+pub(crate) fn reject<R, E: Emit<R>>(group: Option<&Arc<GroupState>>, out: E, e: Error) {
+    if let Some(g) = group {
         g.submitted();
     }
     let cancelled = e.is_cancelled();
     out.err(e);
-    count_end(ctl.group.as_ref(), Err(cancelled));
+    count_end(group, Err(cancelled));
 }
 
 /// What a task records on the timeline (present only if it was on when
@@ -446,7 +490,7 @@ struct Recording {
 }
 
 impl Recording {
-    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, start: u64, outcome: &Result<T, Error>) {
+    fn record<A: TaskArgs, B, R, T>(self, spec: &Spec<A, B, R>, ctl: &TaskCtl, start: u64, outcome: &Result<T, Error>) {
         let end = self.recorder.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
@@ -457,7 +501,7 @@ impl Recording {
         };
         let attempts = ATTEMPTS.with(|a| a.get());
         let Recording { recorder, id, cpus, submitted } = self;
-        let name = spec.ctl.name.label();
+        let name = ctl.name.label();
         recorder.record(|thread| crate::timeline::Event::Task {
             id,
             name,
@@ -479,12 +523,17 @@ thread_local! {
 }
 
 /// The start decision, then the run (module docs).
-fn start_and_run<A, R, B>(spec: &Spec<A, B, R>, retries: u32, retry_if: Option<&RetryIf>) -> Result<R, Error>
+fn start_and_run<A, R, B>(
+    spec: &Spec<A, B, R>,
+    task: &Arc<Job>,
+    retries: u32,
+    retry_if: Option<&RetryIf>,
+) -> Result<R, Error>
 where
     A: TaskArgs,
     B: TaskFn<A::Output, R>,
 {
-    let ctl = &spec.ctl;
+    let ctl = &task.ctl;
     let may_start = deciding(|| {
         if ctl.chain_cancelled() {
             return false;
@@ -497,7 +546,7 @@ where
     if !may_start {
         return Err(Error::Cancelled { task: ctl.name_text() });
     }
-    let r = run_task(spec, retries, retry_if, true);
+    let r = run_task(spec, task, retries, retry_if, true);
     if let Some(g) = &ctl.group {
         g.stopped_running();
     }
@@ -509,6 +558,7 @@ where
 /// (false for a rebuild of an output that already exists).
 fn run_task<A, R, B>(
     spec: &Spec<A, B, R>,
+    task: &Arc<Job>,
     retries: u32,
     retry_if: Option<&RetryIf>,
     cancellable: bool,
@@ -517,7 +567,7 @@ where
     A: TaskArgs,
     B: TaskFn<A::Output, R>,
 {
-    let ctl = &spec.ctl;
+    let ctl = &task.ctl;
     let cancelled = || cancellable && ctl.chain_cancelled();
     let mut attempt = 0;
     loop {
@@ -527,7 +577,7 @@ where
         };
         // A `trace` span per attempt (one relaxed load when disabled).
         let _span = tracing::trace_span!("manta.task", task = %ctl.name, attempt).entered();
-        let prev = CURRENT_TASK.with(|c| c.replace(Some(ctl.clone())));
+        let prev = CURRENT_TASK.with(|c| c.replace(Some(task.clone())));
         let r = crate::panics::catching(|| catch_unwind(AssertUnwindSafe(|| spec.body.call(input, ctl))));
         // After the body: a task it ran inline set its own count meanwhile.
         ATTEMPTS.with(|a| a.set(attempt + 1));
@@ -600,6 +650,8 @@ impl Waiting {
 /// its group or parent.
 pub(crate) struct TaskLineage<A, B, R> {
     spec: Arc<Spec<A, B, R>>,
+    /// The task's first job (its control block: name, parent, group).
+    task: Arc<Job>,
     req: Request,
     priority: u8,
     sched: Weak<Scheduler>,
@@ -611,11 +663,17 @@ impl<A, B, R> TaskLineage<A, B, R>
 where
     A: TaskArgs,
     R: Any + Send + Sync,
-    B: TaskFn<A::Output, R>,
+    B: TaskFn<A::Output, R> + Sync,
 {
-    pub(crate) fn record(spec: Arc<Spec<A, B, R>>, plan: &Plan, sched: Weak<Scheduler>) -> Arc<dyn Rebuild> {
+    pub(crate) fn record(
+        spec: Arc<Spec<A, B, R>>,
+        plan: &Plan,
+        sched: Weak<Scheduler>,
+        task: Arc<Job>,
+    ) -> Arc<dyn Rebuild> {
         Arc::new(TaskLineage {
             spec,
+            task,
             req: plan.req.clone(),
             priority: plan.priority,
             sched,
@@ -629,7 +687,7 @@ impl<A, B, R> Rebuild for TaskLineage<A, B, R>
 where
     A: TaskArgs,
     R: Any + Send + Sync,
-    B: TaskFn<A::Output, R>,
+    B: TaskFn<A::Output, R> + Sync,
 {
     /// The record inline (arguments and captures) plus its allocations'
     /// bookkeeping; heap owned by captured values is not seen.
@@ -638,26 +696,42 @@ where
     }
 
     fn task_name(&self) -> crate::error::Text {
-        self.spec.ctl.name_text()
+        self.task.ctl.name_text()
     }
 
     fn resubmit(self: Arc<Self>, job: RebuildJob) {
         let Some(sched) = self.sched.upgrade() else { return job.finish(Err(Error::RuntimeShutdown)) };
         let me = self.clone();
+        // The object's cell names the rebuild's job while it runs (a reader
+        // waiting for it may run it).
+        let obj = job.object();
         let run = move |go: Go| {
-            let task = || me.spec.ctl.name_text();
+            let task = || me.task.ctl.name_text();
             let outcome = match go {
-                Go::Run => run_task(&me.spec, me.retries, me.retry_if.as_ref(), false).map(|r| job.measure(r)),
+                Go::Run => {
+                    run_task(&me.spec, &me.task, me.retries, me.retry_if.as_ref(), false).map(|r| job.measure(r))
+                }
                 Go::Shutdown => Err(Error::RuntimeShutdown),
                 Go::Cancelled => Err(Error::Cancelled { task: task() }),
                 Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
             };
-            me.spec.ctl.clear_job();
+            if let Some(obj) = job.object() {
+                set_producer(&obj, None);
+            }
             job.finish(outcome);
             Tally::default() // a rebuild, not a task run
         };
         let j = Job::other(self.req.clone(), self.priority, run);
-        self.spec.ctl.set_job(&j);
+        if let Some(obj) = obj {
+            set_producer(&obj, Some(&j));
+        }
         sched.submit(j);
+    }
+}
+
+/// Names `job` as the producer of a rebuilt object (see `ObjectCell`).
+fn set_producer(obj: &Arc<dyn crate::store::Resident>, job: Option<&Arc<Job>>) {
+    if let Some(cell) = obj.as_any().downcast_ref::<ObjectCell>() {
+        cell.set_producer(job);
     }
 }

@@ -74,8 +74,13 @@ impl Parker {
         match self.state.compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {}
             Err(_) => {
-                // Notified between the first check and the lock.
-                self.state.store(EMPTY, Ordering::Release);
+                // Notified between the first check and the lock. Consumed
+                // with a read-modify-write, not a store: it reads the latest
+                // notification (an unpark may have come after the one the
+                // failed exchange saw) and so acquires what it published; a
+                // plain store could erase that unpark unseen (a lost wake-up
+                // found by tests/loom_notify.rs).
+                self.state.swap(EMPTY, Ordering::AcqRel);
                 return true;
             }
         }
@@ -89,7 +94,7 @@ impl Parker {
                         return match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
                             Ok(_) => false,
                             Err(_) => {
-                                self.state.store(EMPTY, Ordering::Release);
+                                self.state.swap(EMPTY, Ordering::AcqRel); // as above
                                 true
                             }
                         };
@@ -158,6 +163,14 @@ impl WaitGroup {
     }
 }
 
+/// A receiver of completions shared by many registrations, each with its
+/// own index (`as_completed`: one `Arc` for every ref, no allocation per
+/// registration).
+pub trait Indexed: Send + Sync {
+    /// Registration `index` completed (`ok`: with a value).
+    fn completed(&self, index: usize, ok: bool);
+}
+
 /// One registration on a slot: who to tell when it completes.
 pub enum Waiter {
     /// A blocked thread.
@@ -169,6 +182,8 @@ pub enum Waiter {
     /// Anything else (dependency countdowns, user callbacks). The argument
     /// is true if the object completed with a value.
     Callback(Box<dyn FnOnce(bool) + Send>),
+    /// One of many registrations sharing a receiver (`as_completed`).
+    Indexed(std::sync::Arc<dyn Indexed>, usize),
 }
 
 impl Waiter {
@@ -179,6 +194,7 @@ impl Waiter {
             Waiter::Waker(w) => w.wake(),
             Waiter::Group(g) => g.arrive(ok),
             Waiter::Callback(f) => f(ok),
+            Waiter::Indexed(r, i) => r.completed(i, ok),
         }
     }
 }
@@ -190,6 +206,7 @@ impl std::fmt::Debug for Waiter {
             Waiter::Waker(_) => "Waiter::Waker",
             Waiter::Group(_) => "Waiter::Group",
             Waiter::Callback(_) => "Waiter::Callback",
+            Waiter::Indexed(..) => "Waiter::Indexed",
         })
     }
 }

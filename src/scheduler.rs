@@ -60,26 +60,29 @@ pub(crate) enum Go {
 }
 
 /// A job's function taken out of its job (a cancel runs it elsewhere); it
-/// says how the tasks it ran ended (for the counts).
-pub(crate) type JobFn = Box<dyn FnOnce(Go) -> Tally + Send>;
+/// is given its job and says how the tasks it ran ended (for the counts).
+pub(crate) type JobFn = Box<dyn FnOnce(Go, &Arc<Job>) -> Tally + Send>;
 
 /// A job's function, stored inside the job itself (one allocation for the
-/// job's header and its closure, which owns the task's spec). Whoever takes
-/// it out first runs it; everyone after finds it gone.
+/// job's header, the task's control block and its closure, which owns the
+/// task's spec). Whoever takes it out first runs it; everyone after finds
+/// it gone.
 pub(crate) trait Body: Send + Sync {
     /// Takes the function out, calls `claimed` (the caller takes the
-    /// job's resources there), then runs it with `go`. `None` if it was
-    /// already taken (nothing is called).
-    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally>;
+    /// job's resources there), then runs it with `go` (given `job`, the job
+    /// this body belongs to). `None` if it was already taken (nothing is
+    /// called).
+    fn take_and_run(&self, job: &Arc<Job>, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally>;
     /// Takes the function out without running it.
     fn take_boxed(&self) -> Option<JobFn>;
 }
 
-impl<F: FnOnce(Go) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F>> {
-    fn take_and_run(&self, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally> {
+impl<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F>> {
+    fn take_and_run(&self, job: &Arc<Job>, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally> {
         let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        job.taken.store(true, Ordering::Release);
         claimed();
-        Some(f(go))
+        Some(f(go, job))
     }
 
     fn take_boxed(&self) -> Option<JobFn> {
@@ -89,64 +92,77 @@ impl<F: FnOnce(Go) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F
 }
 
 /// A runnable unit of work with the resources it needs. Shared: the queue
-/// holds it, and a task's control block may hold it too so that a worker
-/// blocked on that task's result can run it directly ("targeted" jobs).
-/// Whoever takes the function out of `body` runs it; the other finds it
-/// empty. `Job` (the default parameter) is the type-erased form every
-/// queue holds; a concrete body is unsized into it.
+/// holds it, and a blocked reader may find it through the output's cell
+/// (which holds it weakly) and run it directly ("targeted" jobs). Whoever
+/// takes the function out of `body` runs it; the other finds it empty.
+/// `Job` (the default parameter) is the type-erased form every queue
+/// holds; a concrete body is unsized into it.
+///
+/// A task's job is also its control block (`ctl`: name, cancellation,
+/// parent, group): one allocation per task for both, and the closure with
+/// its spec. Tasks it submits and the task-local "current task" hold it
+/// strongly; its output cells weakly, and only until it has run (so a
+/// finished task's job goes when it is done, not when its outputs are
+/// freed; see `cell`).
 pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
     pub priority: u8,
-    /// What the job belongs to (a task group), for [`Scheduler::reap`].
-    tag: Option<Tag>,
     /// A task (counted), not an actor drain or a rebuild.
     task: bool,
     /// Its function was taken out by a cancel (so its empty entry counts
     /// as a cancelled task when a runner reaches it).
     taken_by_cancel: std::sync::atomic::AtomicBool,
+    /// Its function was taken out to run (a lock-free hint for
+    /// [`Job::queued`]; the body's own lock decides).
+    taken: std::sync::atomic::AtomicBool,
+    /// The task's control block (an unnamed, empty one for other jobs).
+    pub ctl: crate::cancel::TaskCtl,
     body: B,
 }
 
-/// An opaque owner of jobs (compared by pointer).
-pub(crate) type Tag = Arc<dyn std::any::Any + Send + Sync>;
+/// The function type of a job that never exists (for a dangling `Weak<Job>`).
+pub(crate) type NoJob = fn(Go, &Arc<Job>) -> Tally;
 
 impl Job {
     pub fn new<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, run: F) -> Arc<Job> {
-        Job::make(req, NORMAL, run, None, false)
+        Job::other(req, NORMAL, run)
     }
 
-    /// A task's job with a priority, that belongs to `tag` (see
-    /// [`Scheduler::reap`]).
-    pub fn task<F: FnOnce(Go) -> Tally + Send + 'static>(
+    /// A task's job with a priority, whose control block is `ctl` (its
+    /// group, if any, is what the job belongs to for [`Scheduler::reap`]); `make` builds
+    /// its function given the job's weak self (for its output cells).
+    pub fn task<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static>(
         req: Request,
         priority: u8,
-        run: F,
-        tag: Option<Tag>,
+        ctl: crate::cancel::TaskCtl,
+        make: impl FnOnce(&std::sync::Weak<Job>) -> F,
     ) -> Arc<Job> {
-        Job::make(req, priority, run, tag, true)
+        let job: Arc<Job<std::sync::Mutex<Option<F>>>> =
+            Arc::new_cyclic(|me: &Weak<Job<std::sync::Mutex<Option<F>>>>| {
+                let me: Weak<Job> = me.clone();
+                Job::header(req, priority, true, ctl, std::sync::Mutex::new(Some(make(&me))))
+            });
+        job
     }
 
     /// A job that is not a task (not counted), with a priority.
     pub fn other<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, priority: u8, run: F) -> Arc<Job> {
-        Job::make(req, priority, run, None, false)
+        let run = move |go: Go, _: &Arc<Job>| run(go);
+        let ctl = crate::cancel::TaskCtl::new(crate::cancel::TaskName::Given("".into()), None, None);
+        Arc::new(Job::header(req, priority, false, ctl, std::sync::Mutex::new(Some(run))))
     }
 
-    fn make<F: FnOnce(Go) -> Tally + Send + 'static>(
-        req: Request,
-        priority: u8,
-        run: F,
-        tag: Option<Tag>,
-        task: bool,
-    ) -> Arc<Job> {
-        Arc::new(Job {
+    fn header<B: Body>(req: Request, priority: u8, task: bool, ctl: crate::cancel::TaskCtl, body: B) -> Job<B> {
+        Job {
             req,
             priority,
-            tag,
             task,
             taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
-            body: std::sync::Mutex::new(Some(run)),
-        })
+            taken: std::sync::atomic::AtomicBool::new(false),
+            ctl,
+            body,
+        }
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
@@ -154,21 +170,29 @@ impl Job {
     pub fn take_fn(&self) -> Option<JobFn> {
         let f = self.body.take_boxed();
         if f.is_some() {
+            self.taken.store(true, Ordering::Release);
             self.taken_by_cancel.store(true, Ordering::Release);
         }
         f
     }
 
-    /// True if the job belongs to the object at `owner` (its tag's
-    /// address).
+    /// True if the job belongs to the object at `owner` (its task's
+    /// group's address).
     pub fn belongs_to(&self, owner: *const ()) -> bool {
-        self.tag.as_ref().is_some_and(|t| std::ptr::eq(Arc::as_ptr(t) as *const (), owner))
+        self.ctl.group.as_ref().is_some_and(|g| std::ptr::eq(Arc::as_ptr(g) as *const (), owner))
     }
 
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
-    pub fn finish(&self, go: Go) -> Tally {
-        self.body.take_and_run(&mut || {}, go).unwrap_or_default()
+    pub fn finish(self: &Arc<Self>, go: Go) -> Tally {
+        self.body.take_and_run(self, &mut || {}, go).unwrap_or_default()
+    }
+
+    /// The job if it may still be run by whoever asks (its function not
+    /// taken yet). A runner skips one that has started: taking its
+    /// function finds it empty.
+    pub fn queued(self: &Arc<Self>) -> Option<Arc<Job>> {
+        (!self.taken.load(Ordering::Acquire)).then(|| self.clone())
     }
 }
 
@@ -542,7 +566,7 @@ impl Scheduler {
     /// if that oversubscribes for a moment (the caller lent its CPUs), as
     /// Ray lends a blocked task's CPUs to the tasks it waits for. The job
     /// stays in its queue as an empty entry that a runner will skip.
-    fn run_targeted(self: &Arc<Self>, job: &Job) -> bool {
+    fn run_targeted(self: &Arc<Self>, job: &Arc<Job>) -> bool {
         let depth = TARGET_DEPTH.with(|d| d.get());
         if depth >= MAX_TARGET_DEPTH {
             return false;
@@ -553,7 +577,7 @@ impl Scheduler {
             TARGET_DEPTH.with(|d| d.set(depth + 1));
             prev = Some(TASK_CPU.with(|c| c.replace(job.req.cpu)));
         };
-        let Some(tally) = job.body.take_and_run(claimed, Go::Run) else { return false };
+        let Some(tally) = job.body.take_and_run(job, claimed, Go::Run) else { return false };
         TASK_CPU.with(|c| c.set(prev.unwrap_or(0)));
         TARGET_DEPTH.with(|d| d.set(depth));
         if self.dispatch.release(&job.req, tally) {
@@ -634,9 +658,9 @@ fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs a job (if nobody ran it yet) with its CPU amount recorded for
 /// nested blocking. The caller holds the job's resources and releases them.
 /// An entry whose function a cancel took out counts as a cancelled task.
-fn execute(job: &Job) -> Tally {
+fn execute(job: &Arc<Job>) -> Tally {
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
-    let ran = job.body.take_and_run(&mut || {}, Go::Run);
+    let ran = job.body.take_and_run(job, &mut || {}, Go::Run);
     TASK_CPU.with(|c| c.set(prev));
     ran.unwrap_or_else(|| {
         let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);

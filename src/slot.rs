@@ -117,6 +117,9 @@ pub struct Wake {
 impl Wake {
     /// Notifies every waiter (each exactly once).
     pub fn send(self) {
+        if self.waiters.is_empty() {
+            return; // nobody waits (most task outputs): nothing to free either
+        }
         for (_, w) in self.waiters {
             w.notify(self.ok);
         }

@@ -173,6 +173,9 @@ pub(crate) trait Resident: Send + Sync {
     fn id(&self) -> ObjectId;
     /// The object's slot.
     fn slot(&self) -> &Slot<SpillHandle>;
+    /// The object as `Any` (a rebuild finds its cell again, to name its
+    /// job as the producer).
+    fn as_any(&self) -> &dyn Any;
 }
 
 struct Inner {
@@ -583,6 +586,11 @@ impl RebuildJob {
     /// The object being rebuilt (`None` once finished).
     pub(crate) fn id(&self) -> Option<ObjectId> {
         self.obj.as_ref().map(|o| o.id())
+    }
+
+    /// The object being rebuilt (`None` once finished).
+    pub(crate) fn object(&self) -> Option<Arc<dyn Resident>> {
+        self.obj.clone()
     }
 
     /// Sizes a task's result (as `admit` would, without reserving).

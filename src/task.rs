@@ -24,14 +24,15 @@ use crate::cancel::{GroupState, TaskCtl, TaskName};
 use crate::cell::ObjectCell;
 use crate::error::{Error, Text};
 use crate::exec::{
-    reject, submit, Emit, ManyFn, ManyTry, Multi, OnceFn, OnceTry, Plan, RetryIf, Single, Spec, TaskLineage,
+    no_lineage, reject, submit, Emit, ManyFn, ManyTry, Multi, OnceFn, OnceTry, Plan, RetryIf, Single, Spec, TaskLineage,
 };
 use crate::refs::ObjectRef;
 use crate::runtime::Runtime;
+use crate::scheduler::{Job, Scheduler};
 use std::any::Any;
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 
 pub use crate::exec::{check_cancelled, is_cancelled};
 
@@ -177,33 +178,54 @@ impl<'rt, K> TaskBuilder<'rt, K> {
         self
     }
 
-    /// The control block and the first output cell of a task being spawned.
+    /// The name of a task being spawned: given, else the caller's.
     #[track_caller]
-    fn output(&self) -> (Arc<ObjectCell>, Arc<TaskCtl>) {
-        let name = match &self.opts.name {
+    fn task_name(&self) -> TaskName {
+        match &self.opts.name {
             Some(n) => TaskName::Given(n.clone()),
             None => TaskName::Caller(std::panic::Location::caller()),
-        };
-        let ctl = TaskCtl::new(name, crate::exec::current_task(), self.opts.group.clone());
-        (ObjectCell::pending_as(self.opts.object_id, Some(ctl.clone())), ctl)
+        }
     }
 
-    fn single(&self, cell: &Arc<ObjectCell>) -> Single {
-        Single { cell: cell.clone(), store: self.rt.store().clone() }
+    /// How a one-output task makes its output cell (given its job) and its
+    /// ref.
+    fn single<R>(&self) -> impl FnOnce(Option<Weak<Job>>) -> (Single, ObjectRef<R>) {
+        let (store, id) = (self.rt.store().clone(), self.opts.object_id);
+        move |producer| {
+            let cell = ObjectCell::pending_as(id, producer);
+            (Single { cell: cell.clone(), store }, ObjectRef::from_cell(cell))
+        }
     }
 
-    /// Validates the options and submits (or rejects) the task.
-    fn go<A, R, B, E>(self, spec: Spec<A, B, R>, out: E, lineage: Option<crate::exec::MakeLineage<A, B, R>>)
+    /// How a task with the outputs of `R` makes its cells and their refs.
+    fn multi<R: MultiReturn>(&self) -> impl FnOnce(Option<Weak<Job>>) -> (Multi, R::Refs) {
+        let (store, id) = (self.rt.store().clone(), self.opts.object_id);
+        move |producer| {
+            let mut cells = vec![ObjectCell::pending_as(id, producer.clone())];
+            cells.extend((1..R::N).map(|_| ObjectCell::pending(producer.clone())));
+            let refs = R::refs(&cells);
+            (Multi { cells, store }, refs)
+        }
+    }
+
+    /// Validates the options: the task's plan, control block and
+    /// scheduler, with `outputs` handed back; or, if it cannot run (e.g.
+    /// infeasible), its outputs made and completed with the error.
+    #[allow(clippy::type_complexity)]
+    fn prepare<R, E, O, M>(self, name: TaskName, outputs: M) -> Result<(Plan, TaskCtl, &'rt Arc<Scheduler>, M), O>
     where
-        A: TaskArgs,
-        R: Send + 'static,
-        B: crate::exec::TaskFn<A::Output, R>,
         E: Emit<R>,
+        M: FnOnce(Option<Weak<Job>>) -> (E, O),
     {
         let sched = self.rt.scheduler();
-        let req = match sched.totals().request(&spec.ctl.name, self.opts.cpus, &self.opts.resources) {
+        let group = self.opts.group;
+        let req = match sched.totals().request(&name, self.opts.cpus, &self.opts.resources) {
             Ok(r) => r,
-            Err(e) => return reject(&spec.ctl, out, e),
+            Err(e) => {
+                let (out, made) = outputs(None);
+                reject(group.as_ref(), out, e);
+                return Err(made);
+            }
         };
         let plan = Plan {
             req,
@@ -212,14 +234,52 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             priority: self.opts.priority as u8,
             lineage: self.opts.lineage,
         };
-        match lineage {
-            // One-shot: the spec moves into the job's own allocation.
-            None => submit(sched, plan, spec, out, None),
-            Some(make) => {
-                let spec = Arc::new(spec);
-                let lineage = crate::exec::lineage_of(&spec, &plan, make, sched);
-                submit(sched, plan, spec, out, lineage)
-            }
+        Ok((plan, TaskCtl::new(name, crate::exec::current_task(), group), sched, outputs))
+    }
+
+    /// Submits (or rejects) a task without lineage: its spec moves into
+    /// the job's own allocation. Returns what `outputs` made (its refs).
+    fn go<A, R, B, E, O>(
+        self,
+        name: TaskName,
+        spec: Spec<A, B, R>,
+        outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
+    ) -> O
+    where
+        A: TaskArgs,
+        R: Send + 'static,
+        B: crate::exec::TaskFn<A::Output, R>,
+        E: Emit<R>,
+    {
+        match self.prepare(name, outputs) {
+            Ok((plan, ctl, sched, outputs)) => submit(sched, plan, ctl, spec, outputs, no_lineage),
+            Err(made) => made,
+        }
+    }
+
+    /// Submits (or rejects) a re-runnable task whose output keeps lineage
+    /// (unless its options say not to): its spec is shared with the record.
+    fn go_shared<A, R, B, E, O>(
+        self,
+        name: TaskName,
+        spec: Spec<A, B, R>,
+        outputs: impl FnOnce(Option<Weak<Job>>) -> (E, O),
+        make: crate::exec::MakeLineage<A, B, R>,
+    ) -> O
+    where
+        A: TaskArgs,
+        R: Send + 'static,
+        B: crate::exec::TaskFn<A::Output, R> + Sync,
+        E: Emit<R>,
+    {
+        let (plan, ctl, sched, outputs) = match self.prepare(name, outputs) {
+            Ok(p) => p,
+            Err(made) => return made,
+        };
+        let spec = Arc::new(spec);
+        match crate::exec::lineage_of(&spec, &plan, make, sched) {
+            Some(lineage) => submit(sched, plan, ctl, spec, outputs, lineage),
+            None => submit(sched, plan, ctl, spec, outputs, no_lineage),
         }
     }
 }
@@ -244,10 +304,8 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         R: Any + Send + Sync,
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
-        let (cell, ctl) = self.output();
-        let out = self.single(&cell);
-        self.go(Spec::new(args, OnceFn(Mutex::new(Some(f))), ctl), out, None);
-        ObjectRef::from_cell(cell)
+        let (name, outputs) = (self.task_name(), self.single());
+        self.go(name, Spec::new(args, OnceFn(std::cell::Cell::new(Some(f)))), outputs)
     }
 
     /// Submits a task whose body returns its own errors: an `Err(e)` is the
@@ -272,10 +330,8 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         E: std::error::Error + Send + Sync + 'static,
         F: FnOnce(A::Output) -> Result<R, E> + Send + 'static,
     {
-        let (cell, ctl) = self.output();
-        let out = self.single(&cell);
-        self.go(Spec::new(args, OnceTry(Mutex::new(Some(f)), PhantomData), ctl), out, None);
-        ObjectRef::from_cell(cell)
+        let (name, outputs) = (self.task_name(), self.single());
+        self.go(name, Spec::new(args, OnceTry(std::cell::Cell::new(Some(f)), PhantomData)), outputs)
     }
 
     /// Submits a task returning a tuple; each element becomes its own
@@ -287,13 +343,8 @@ impl<'rt> TaskBuilder<'rt, OneShot> {
         R: MultiReturn,
         F: FnOnce(A::Output) -> R + Send + 'static,
     {
-        let (first, ctl) = self.output();
-        let mut cells = vec![first];
-        cells.extend((1..R::N).map(|_| ObjectCell::pending(Some(ctl.clone()))));
-        let refs = R::refs(&cells);
-        let out = Multi { cells, store: self.rt.store().clone() };
-        self.go(Spec::new(args, OnceFn(Mutex::new(Some(f))), ctl), out, None);
-        refs
+        let (name, outputs) = (self.task_name(), self.multi::<R>());
+        self.go(name, Spec::new(args, OnceFn(std::cell::Cell::new(Some(f)))), outputs)
     }
 }
 
@@ -355,10 +406,8 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         R: Any + Send + Sync,
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
-        let (cell, ctl) = self.output();
-        let out = self.single(&cell);
-        self.go(Spec::new(args, ManyFn(f), ctl), out, Some(TaskLineage::<A, ManyFn<F>, R>::record));
-        ObjectRef::from_cell(cell)
+        let (name, outputs) = (self.task_name(), self.single());
+        self.go_shared(name, Spec::new(args, ManyFn(f)), outputs, TaskLineage::<A, ManyFn<F>, R>::record)
     }
 
     /// A re-runnable [`spawn_try`](TaskBuilder::spawn_try).
@@ -381,11 +430,9 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         E: std::error::Error + Send + Sync + 'static,
         F: Fn(A::Output) -> Result<R, E> + Send + Sync + 'static,
     {
-        let (cell, ctl) = self.output();
-        let out = self.single(&cell);
-        let lineage = Some(TaskLineage::<A, ManyTry<F, E>, R>::record as crate::exec::MakeLineage<A, ManyTry<F, E>, R>);
-        self.go(Spec::new(args, ManyTry(f, PhantomData), ctl), out, lineage);
-        ObjectRef::from_cell(cell)
+        let (name, outputs) = (self.task_name(), self.single());
+        let lineage = TaskLineage::<A, ManyTry<F, E>, R>::record as crate::exec::MakeLineage<A, ManyTry<F, E>, R>;
+        self.go_shared(name, Spec::new(args, ManyTry(f, PhantomData)), outputs, lineage)
     }
 
     /// A re-runnable [`spawn_multi`](TaskBuilder::spawn_multi) (retried
@@ -397,12 +444,7 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
         R: MultiReturn,
         F: Fn(A::Output) -> R + Send + Sync + 'static,
     {
-        let (first, ctl) = self.output();
-        let mut cells = vec![first];
-        cells.extend((1..R::N).map(|_| ObjectCell::pending(Some(ctl.clone()))));
-        let refs = R::refs(&cells);
-        let out = Multi { cells, store: self.rt.store().clone() };
-        self.go(Spec::new(args, ManyFn(f), ctl), out, None);
-        refs
+        let (name, outputs) = (self.task_name(), self.multi::<R>());
+        self.go(name, Spec::new(args, ManyFn(f)), outputs)
     }
 }

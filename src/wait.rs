@@ -52,7 +52,7 @@ fn wait_cells(
             let c = cells[next % cells.len()];
             next += 1;
             if !c.slot.is_done() {
-                if let Some(job) = c.producer.as_ref().and_then(|p| p.queued_job()) {
+                if let Some(job) = c.queued_producer() {
                     return Some(job);
                 }
             }
@@ -129,20 +129,25 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
     // not yet done instead of rescanning the list on every check; a
     // failure anywhere shows as the group's failed flag (a failed cell
     // arrives with ok = false, at registration or when it fails).
-    let mut first_pending = 0;
-    let mut settled = || {
-        while first_pending < cells.len() && cells[first_pending].slot.is_done() {
-            if cells[first_pending].slot.is_failed() {
+    let first_pending = std::cell::Cell::new(0);
+    let settled = || {
+        let mut i = first_pending.get();
+        while i < cells.len() && cells[i].slot.is_done() {
+            if cells[i].slot.is_failed() {
                 return true;
             }
-            first_pending += 1;
+            i += 1;
         }
-        first_pending == cells.len()
+        first_pending.set(i);
+        i == cells.len()
     };
     if !settled() {
-        let target = cells.len();
-        let finished =
-            wait_cells(&cells, target, deadline.map(|d| d.0), &mut |g| settled() || g.is_some_and(|g| g.any_failed()));
+        // Only the cells from the first pending one on are waited for (the
+        // ones before it are done, and states are monotone).
+        let rest = cells.get(first_pending.get()..).unwrap_or_default();
+        let finished = wait_cells(rest, rest.len(), deadline.map(|d| d.0), &mut |g| {
+            settled() || g.is_some_and(|g| g.any_failed())
+        });
         if !finished {
             return Err(Error::Timeout(deadline.map_or(Duration::MAX, |d| d.1)));
         }

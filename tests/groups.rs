@@ -273,6 +273,29 @@ fn as_completed_yields_in_completion_order_and_as_a_stream() {
 }
 
 #[test]
+fn as_completed_yields_the_done_ones_first_in_input_order() {
+    let rt = rt(2);
+    let (gate_tx, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let gated = |v: u32| {
+        let gate = gate.clone();
+        rt.spawn(move || {
+            let _ = gate.lock().unwrap().recv();
+            v
+        })
+    };
+    let refs = vec![rt.put(0u32).unwrap(), gated(1), rt.put(2).unwrap(), gated(3), rt.put(4).unwrap()];
+    let mut it = as_completed(refs).indexed();
+    let first: Vec<usize> = (0..3).map(|_| it.next().unwrap().0).collect();
+    assert_eq!(first, [0, 2, 4], "what was done at the call, in input order");
+    gate_tx.send(()).unwrap();
+    gate_tx.send(()).unwrap();
+    let mut rest: Vec<(usize, u32)> = it.map(|(i, r)| (i, *r.get().unwrap())).collect();
+    rest.sort();
+    assert_eq!(rest, [(1, 1), (3, 3)]);
+}
+
+#[test]
 fn map_keeps_order_and_its_concurrency_cap() {
     let rt = rt(4);
     let in_flight = Arc::new(AtomicUsize::new(0));

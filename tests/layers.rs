@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics", "timeline", "chrome"]),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
-    ("sched", &["resources", "dispatch", "scheduler"]),
-    ("object", &["cell", "cancel"]),
+    // A task's control block (`cancel`) lives in its job (`scheduler`).
+    ("sched", &["resources", "dispatch", "scheduler", "cancel"]),
+    ("object", &["cell"]),
     (
         "api",
         &[
