@@ -191,6 +191,7 @@ pub use work::{
 pub mod fuzzing {
     /// The envelope and the object-transfer and heartbeat messages.
     pub mod wire {
+        pub use crate::wire::beat::{decode_beat, encode_beat, Beat};
         pub use crate::wire::envelope::{
             decode_heartbeat, decode_request, decode_response, encode_heartbeat, encode_request, encode_response,
             Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_BATCH_IDS, MAX_DEPTH,

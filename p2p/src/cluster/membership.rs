@@ -18,6 +18,15 @@
 //! [`MAX_DOWN`], newest verdicts first), so an observer (`manta status`)
 //! sees partitions between other nodes and deaths from before it joined.
 //!
+//! Between full heartbeats a peer may send *alive beats* (`wire::Beat::Alive`:
+//! a sequence number and nothing else, signed by gossipsub like every
+//! message). [`Membership::on_alive`] applies one only to a peer that is in
+//! the table and alive, and only with a sequence number above the last one
+//! seen from it: it keeps a live member live (and clears a suspicion) with
+//! the state of its last full heartbeat, and can neither add a peer, nor
+//! revive a dead or departed one (only a newer full heartbeat does), nor
+//! speak for any peer but its signer.
+//!
 //! Invariants: the local node is never in the table (it is added to
 //! snapshots from live data); each transition (joined, died, revived) is
 //! reported exactly once to every subscriber and logged once, as is each
@@ -125,6 +134,8 @@ struct Entry {
     died: Option<Instant>,
     /// Peers its last heartbeat reports down.
     down: Vec<PeerId>,
+    /// Its last full heartbeat said it reads alive beats.
+    alive_beats: bool,
 }
 
 /// Why a heartbeat was refused.
@@ -144,6 +155,18 @@ pub(crate) enum HeartbeatRefused {
     /// It is this node's own.
     #[error("own heartbeat")]
     Own,
+}
+
+/// What an alive beat did (see [`Membership::on_alive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AliveBeat {
+    /// It kept a live member live.
+    Applied,
+    /// Its sequence number was not above the last seen: ignored.
+    Stale,
+    /// From a peer this table does not hold as live (never heard, dead, or
+    /// left): ignored; its full heartbeat is needed.
+    NotLive,
 }
 
 /// The table (owned by the event loop).
@@ -227,6 +250,7 @@ impl Membership {
             store_objects: hb.store_objects,
         };
         let down: Vec<PeerId> = hb.down.iter().filter_map(|b| PeerId::from_bytes(b).ok()).take(MAX_DOWN).collect();
+        let alive_beats = hb.alive_beats;
         let event = match self.members.get_mut(&peer) {
             // Stale or duplicate: only a newer heartbeat counts, also to
             // revive a peer that went silent or left. Sequence numbers start
@@ -238,7 +262,7 @@ impl Membership {
             Some(e) => {
                 let (was_alive, was_suspect, died) = (e.member.alive, e.member.suspect, e.died);
                 let silent = now.saturating_duration_since(e.seen);
-                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down };
+                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats };
                 if was_suspect {
                     tracing::info!(%peer, silent_s = silent.as_secs_f64(), "peer reachable again");
                 }
@@ -250,7 +274,10 @@ impl Membership {
             }
             None => {
                 tracing::debug!(%peer, "peer joined");
-                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down });
+                self.members.insert(
+                    peer,
+                    Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats },
+                );
                 Some(MembershipEvent::Joined(peer))
             }
         };
@@ -258,6 +285,38 @@ impl Membership {
             self.emit(ev);
         }
         Ok(addrs)
+    }
+
+    /// Applies an alive beat with sequence number `seq` signed by `source`
+    /// (see the module docs): a live member's last heartbeat is now, with
+    /// its state unchanged.
+    pub(crate) fn on_alive(&mut self, source: PeerId, seq: u64, now: Instant) -> Result<AliveBeat, HeartbeatRefused> {
+        if source == self.me {
+            return Err(HeartbeatRefused::Own);
+        }
+        let Some(e) = self.members.get_mut(&source) else { return Ok(AliveBeat::NotLive) };
+        if seq <= e.seq {
+            return Ok(AliveBeat::Stale);
+        }
+        if !e.member.alive {
+            // Dead or left: only a full heartbeat (newer, signed by it)
+            // brings it back, with its state.
+            return Ok(AliveBeat::NotLive);
+        }
+        if e.member.suspect {
+            let silent = now.saturating_duration_since(e.seen);
+            tracing::info!(peer = %source, silent_s = silent.as_secs_f64(), "peer reachable again");
+            e.member.suspect = false;
+        }
+        e.seen = now;
+        e.seq = seq;
+        Ok(AliveBeat::Applied)
+    }
+
+    /// Whether every live member reads alive beats (its last heartbeat
+    /// said so), so that this node may send them.
+    pub(crate) fn all_read_alive_beats(&self) -> bool {
+        self.members.values().filter(|e| e.member.alive).all(|e| e.alive_beats)
     }
 
     /// Marks peers silent for more than two heartbeat periods as
