@@ -536,6 +536,96 @@ mod tests {
     }
 
     #[test]
+    fn alive_beats_keep_a_live_member_live_and_nothing_more() {
+        let (mut m, rx, p, t0) = table();
+        let s = Duration::from_secs;
+        // Unknown: ignored, its full heartbeat is needed.
+        assert_eq!(m.on_alive(p, 5, t0).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0, "an alive beat added a peer");
+        let full = Heartbeat { fn_hash: 9, queue_len: 3, alive_beats: true, ..hb(p, 10) };
+        m.on_heartbeat(p, full, t0).unwrap();
+        // Alive beats every second for 20 s: never unreachable, never dead,
+        // state kept from the full heartbeat.
+        for i in 1..=20 {
+            assert_eq!(m.on_alive(p, 10 + i, t0 + s(i)).unwrap(), AliveBeat::Applied);
+            m.tick(t0 + s(i) + Duration::from_millis(900));
+        }
+        assert_eq!(health_of(&m, p, t0 + s(20)), Some(Health::Live));
+        let snap = m.snapshot(m_self(m.me), t0 + s(20));
+        assert_eq!((snap[1].fn_hash, snap[1].queue_len, snap[1].last_heartbeat_age), (9, 3, Duration::ZERO));
+        // A replayed (or duplicated) alive beat does nothing.
+        assert_eq!(m.on_alive(p, 30, t0 + s(21)).unwrap(), AliveBeat::Stale);
+        assert_eq!(m.on_alive(p, 12, t0 + s(21)).unwrap(), AliveBeat::Stale);
+        // ... nor does a full heartbeat older than the alive beats seen.
+        m.on_heartbeat(p, Heartbeat { queue_len: 99, ..hb(p, 25) }, t0 + s(21)).unwrap();
+        assert_eq!(m.live_peers().next().map(|x| x.queue_len), Some(3));
+        // Unreachable, then an alive beat: reachable again.
+        m.tick(t0 + s(23));
+        assert_eq!(health_of(&m, p, t0 + s(23)), Some(Health::Unreachable));
+        assert_eq!(m.on_alive(p, 31, t0 + s(23)).unwrap(), AliveBeat::Applied);
+        assert_eq!(health_of(&m, p, t0 + s(23)), Some(Health::Live));
+        // Dead: a newer alive beat does not revive it (and is not recorded,
+        // so its newer full heartbeat still does).
+        m.tick(t0 + s(29));
+        assert_eq!(m.on_alive(p, 40, t0 + s(30)).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0, "an alive beat revived a dead peer");
+        m.on_heartbeat(p, hb(p, 35), t0 + s(30)).unwrap();
+        assert_eq!(m.live_peers().count(), 1);
+        // Left: never revived by an alive beat either.
+        m.on_heartbeat(p, Heartbeat { leaving: true, ..hb(p, 36) }, t0 + s(31)).unwrap();
+        assert_eq!(m.on_alive(p, 37, t0 + s(31)).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0);
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            events,
+            vec![
+                MembershipEvent::Joined(p),
+                MembershipEvent::Died(p),
+                MembershipEvent::Revived(p),
+                MembershipEvent::Died(p)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_alive_beat_speaks_only_for_its_signer() {
+        let (mut m, _rx, p, t0) = table();
+        let other = PeerId::random();
+        m.on_heartbeat(p, hb(p, 1), t0).unwrap();
+        // Another member's alive beat (signed by it) refreshes nobody but
+        // itself: `p` still dies on time.
+        m.on_heartbeat(other, hb(other, 1), t0).unwrap();
+        for i in 1..=6 {
+            m.on_alive(other, 1 + i, t0 + Duration::from_secs(i)).unwrap();
+        }
+        m.tick(t0 + Duration::from_secs(6));
+        assert_eq!(m.live_peers().map(|x| x.peer).collect::<Vec<_>>(), vec![other]);
+        assert!(m.on_alive(m.me, 100, t0).is_err(), "own beat");
+    }
+
+    #[test]
+    fn alive_beats_are_sent_only_if_every_live_member_reads_them() {
+        let (mut m, _rx, p, t0) = table();
+        assert!(m.all_read_alive_beats(), "nobody to send to");
+        m.on_heartbeat(p, Heartbeat { alive_beats: true, ..hb(p, 1) }, t0).unwrap();
+        assert!(m.all_read_alive_beats());
+        let old = PeerId::random();
+        m.on_heartbeat(old, hb(old, 1), t0).unwrap();
+        assert!(!m.all_read_alive_beats(), "an older member is live");
+        // It upgraded (restart: newer seq).
+        m.on_heartbeat(old, Heartbeat { alive_beats: true, ..hb(old, 2) }, t0).unwrap();
+        assert!(m.all_read_alive_beats());
+        // An older member that died no longer counts.
+        let gone = PeerId::random();
+        m.on_heartbeat(gone, hb(gone, 1), t0).unwrap();
+        assert!(!m.all_read_alive_beats());
+        m.on_alive(p, 2, t0 + Duration::from_secs(4)).unwrap();
+        m.on_alive(old, 3, t0 + Duration::from_secs(4)).unwrap();
+        m.tick(t0 + Duration::from_secs(5));
+        assert!(m.all_read_alive_beats());
+    }
+
+    #[test]
     fn reports_of_others_show_partitions_and_deaths_from_before() {
         let (mut m, _rx, a, t0) = table();
         let (b, gone) = (PeerId::random(), PeerId::random());
