@@ -478,10 +478,13 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("empty", encode_heartbeat(&Heartbeat::default())),
                     ("leaving", with(&|h| h.leaving = true)),
                     ("reads-alive-beats", with(&|h| h.alive_beats = true)),
-                    ("want-full", with(&|h| {
-                        h.alive_beats = true;
-                        h.want_full = true;
-                    })),
+                    (
+                        "want-full",
+                        with(&|h| {
+                            h.alive_beats = true;
+                            h.want_full = true;
+                        }),
+                    ),
                     ("alive", encode_beat(&Beat::Alive(42))),
                     ("alive-max", encode_beat(&Beat::Alive(u64::MAX))),
                     ("down", with(&|h| h.down = vec![vec![0x00, 0x24, 0x08, 0x01]; MAX_DOWN])),

@@ -67,6 +67,14 @@ impl BeatPlan {
             || self.wants
             || self.alive_since + 1 >= FULL_EVERY
             || self.last_full.as_ref() != Some(&state);
+        tracing::trace!(
+            full,
+            older_peers = !peers_read_alive,
+            asked = self.asked,
+            wants = self.wants,
+            changed = self.last_full.as_ref() != Some(&state),
+            "beat"
+        );
         if !full {
             self.alive_since += 1;
             return Beat::Alive(hb.seq);

@@ -246,8 +246,10 @@ impl EventLoop {
 
     /// Runs until told to shut down (or every handle is gone).
     pub(crate) async fn run(mut self) {
-        let mut timer = tokio::time::interval(self.cfg.heartbeat);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A sleep re-armed after each tick: the period may change with the
+        // cluster's size (`NodeConfig::timing`).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -261,7 +263,10 @@ impl EventLoop {
                     }
                     Some(c) => self.on_command(c),
                 },
-                _ = timer.tick() => self.on_tick(),
+                _ = &mut timer => {
+                    let period = self.on_tick();
+                    timer.as_mut().reset(tokio::time::Instant::now() + period);
+                }
                 _ = announce.tick() => self.announce(),
             }
         }
@@ -406,8 +411,7 @@ impl EventLoop {
     /// Reports to the work layer the peers whose connections stayed
     /// closed for a failure timeout and that are not live members (a
     /// member's end is its death, from the membership).
-    fn report_gone(&mut self, now: Instant) {
-        let timeout = self.cfg.failure_timeout;
+    fn report_gone(&mut self, now: Instant, timeout: Duration) {
         let due: Vec<PeerId> =
             self.closed.iter().filter(|(_, at)| now.duration_since(**at) >= timeout).map(|(p, _)| *p).collect();
         for peer in due {
@@ -418,9 +422,12 @@ impl EventLoop {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// One heartbeat period's work; returns the period until the next.
+    fn on_tick(&mut self) -> Duration {
+        let (period, timeout) = self.cfg.timing(self.members.live_count() + 1);
+        self.members.set_timing(period, timeout);
         let _ = self.events.send(ClusterEvent::Tick);
-        self.report_gone(Instant::now());
+        self.report_gone(Instant::now(), timeout);
         self.publish_heartbeat();
         self.members.tick(Instant::now());
         self.share_members();
@@ -430,6 +437,7 @@ impl EventLoop {
                 self.dial(addr);
             }
         }
+        period
     }
 
     fn on_command(&mut self, c: Command) {

@@ -183,8 +183,10 @@ impl Membership {
     /// The table of node `me`, whose peers heartbeat every `heartbeat` and
     /// are dead after `timeout` of silence.
     pub(crate) fn new(me: PeerId, heartbeat: Duration, timeout: Duration) -> Membership {
-        let suspect_after = (heartbeat * 2).min(timeout / 2);
-        Membership { me, timeout, suspect_after, members: HashMap::new(), subs: Vec::new() }
+        let mut m =
+            Membership { me, timeout, suspect_after: Duration::ZERO, members: HashMap::new(), subs: Vec::new() };
+        m.set_timing(heartbeat, timeout);
+        m
     }
 
     pub(crate) fn subscribe(&mut self, tx: Sender<MembershipEvent>) {
@@ -274,10 +276,8 @@ impl Membership {
             }
             None => {
                 tracing::debug!(%peer, "peer joined");
-                self.members.insert(
-                    peer,
-                    Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats },
-                );
+                self.members
+                    .insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats });
                 Some(MembershipEvent::Joined(peer))
             }
         };
@@ -311,6 +311,18 @@ impl Membership {
         e.seen = now;
         e.seq = seq;
         Ok(AliveBeat::Applied)
+    }
+
+    /// Sets the heartbeat period and failure timeout (an adaptive heartbeat
+    /// changes them with the cluster's size).
+    pub(crate) fn set_timing(&mut self, heartbeat: Duration, timeout: Duration) {
+        self.timeout = timeout;
+        self.suspect_after = (heartbeat * 2).min(timeout / 2);
+    }
+
+    /// How many peers are live members.
+    pub(crate) fn live_count(&self) -> usize {
+        self.members.values().filter(|e| e.member.alive).count()
     }
 
     /// Whether every live member reads alive beats (its last heartbeat

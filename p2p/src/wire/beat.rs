@@ -89,11 +89,19 @@ mod tests {
     #[test]
     fn an_alive_beat_is_the_envelope_and_a_number() {
         let bytes = encode_beat(&Beat::Alive(0x0102_0304_0506_0708));
-        assert_eq!(bytes, [&[0xa2, 0x61, b'v', 0x01, 0x64, b'b', b'o', b'd', b'y', 0x1b][..], &[1, 2, 3, 4, 5, 6, 7, 8]].concat());
+        assert_eq!(
+            bytes,
+            [&[0xa2, 0x61, b'v', 0x01, 0x64, b'b', b'o', b'd', b'y', 0x1b][..], &[1, 2, 3, 4, 5, 6, 7, 8]].concat()
+        );
         assert_eq!(decode_beat(&bytes), Ok(Beat::Alive(0x0102_0304_0506_0708)));
         // What a decoder older than alive beats does with one: refuses it
         // (it is not read as an empty heartbeat).
         assert!(matches!(decode_heartbeat(&bytes), Err(WireError::Malformed(_))));
+        // The example in p2p/PROTOCOL.md, section 2.4.1.
+        let doc = [
+            0xa2, 0x61, 0x76, 0x01, 0x64, 0x62, 0x6f, 0x64, 0x79, 0x1b, 0x00, 0x05, 0xec, 0x2d, 0x1f, 0x3a, 0x0b, 0x07,
+        ];
+        assert_eq!(encode_beat(&Beat::Alive(0x0005_ec2d_1f3a_0b07)), doc);
     }
 
     #[test]
