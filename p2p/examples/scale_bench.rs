@@ -43,8 +43,8 @@
 //!   as Kademlia stores it on the 20 peers closest to the key).
 //! - `detect_s`: during a job (200 × n tasks of 50 ms from node 0), once a
 //!   quarter is done, the child is killed with SIGKILL; the time until the
-//!   last in-process node declares it dead. Goal: the failure timeout (at this size) plus
-//!   one heartbeat.
+//!   last in-process node declares it dead. Goal: the failure timeout plus
+//!   one heartbeat (both as in effect at this size).
 //! - `recovery_s`: from the kill until node 0 sees the first task complete
 //!   after its death verdict (job progress resumed); the job must then
 //!   finish with every result (tasks on the dead node are placed again).
