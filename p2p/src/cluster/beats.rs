@@ -21,8 +21,9 @@
 //!   had declared the other dead); the full beat then carries `want_full`,
 //!   so every member answers with a full heartbeat at its next beat.
 //!
-//! Invariants: the first beat is full; a full beat clears every pending
-//! request; `want_full` is set only in a full beat. A peer that keeps
+//! Invariants: the first beat is full, and so is the beat after a full one
+//! that could not be published; a full beat clears every pending request;
+//! `want_full` is set only in a full beat. A peer that keeps
 //! asking (maliciously or not) costs at most one full heartbeat per period
 //! from each member, what every beat cost before alive beats.
 
@@ -55,6 +56,16 @@ impl BeatPlan {
     /// full and asks for them.
     pub(crate) fn want_full(&mut self) {
         self.wants = true;
+    }
+
+    /// `beat` (from [`BeatPlan::next`]) could not be published (gossipsub
+    /// had no peer for it yet): if it was full, the next beat is full again
+    /// (asking again if it asked), as nobody got this state.
+    pub(crate) fn not_sent(&mut self, beat: &Beat) {
+        if let Beat::Full(hb) = beat {
+            self.last_full = None;
+            self.wants |= hb.want_full;
+        }
     }
 
     /// The beat to publish for state `hb` (its `want_full` is set here);
@@ -147,6 +158,19 @@ mod tests {
         plan.peer_wants_full();
         got += &kinds(&mut plan, [(state(7, 0), true), (state(8, 0), true)]);
         assert_eq!(got, "F.F.W.W.");
+    }
+
+    #[test]
+    fn a_full_beat_not_sent_is_sent_again() {
+        let mut plan = BeatPlan::default();
+        plan.want_full();
+        let first = plan.next(state(1, 0), true);
+        plan.not_sent(&first);
+        assert!(matches!(plan.next(state(2, 0), true), Beat::Full(h) if h.want_full), "again, and asking again");
+        let alive = plan.next(state(3, 0), true);
+        assert_eq!(alive, Beat::Alive(3));
+        plan.not_sent(&alive);
+        assert_eq!(plan.next(state(4, 0), true), Beat::Alive(4), "an alive beat is not owed");
     }
 
     #[test]

@@ -372,6 +372,7 @@ impl EventLoop {
         if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_beat(&beat)) {
             // `NoPeersSubscribedToTopic` until a peer's subscription arrives.
             tracing::trace!(error = %e, "heartbeat not published");
+            self.beats.not_sent(&beat);
         }
     }
 
