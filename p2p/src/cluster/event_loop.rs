@@ -265,7 +265,11 @@ impl EventLoop {
                 },
                 _ = &mut timer => {
                     let period = self.on_tick();
-                    timer.as_mut().reset(tokio::time::Instant::now() + period);
+                    // A steady cadence (the time `on_tick` took is not
+                    // added to the period); after a stall, one period
+                    // from now (as an interval's `Delay` does).
+                    let (due, now) = (timer.deadline() + period, tokio::time::Instant::now());
+                    timer.as_mut().reset(if due > now { due } else { now + period });
                 }
                 _ = announce.tick() => self.announce(),
             }
