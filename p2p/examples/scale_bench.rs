@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Options: `--sizes a,b,..` (each 3..=64), `--heartbeat-ms` and
-//! `--failure-ms` (defaults: the library's, 1000 and 5000).
+//! `--failure-ms` (defaults: the library's, 1000 and 5000), `--adaptive
+//! on|off` (default on, the library's default: beyond 20 nodes period and
+//! timeout grow as n / 20; `off` keeps them as given at every size).
 //!
 //! stdout holds only metric lines, `name value unit`, the name ending in
 //! `_n<size>`; progress goes to stderr. n − 1 nodes run in this process (each
@@ -42,7 +44,7 @@
 //! - `detect_s`: during a job (200 × n tasks of 50 ms from node 0), once a
 //!   quarter is done, the child is killed with SIGKILL; the time until the
 //!   last in-process node declares it dead. Goal: the failure timeout plus
-//!   one heartbeat.
+//!   one heartbeat (both as in effect at this size).
 //! - `recovery_s`: from the kill until node 0 sees the first task complete
 //!   after its death verdict (job progress resumed); the job must then
 //!   finish with every result (tasks on the dead node are placed again).
@@ -83,6 +85,7 @@ struct Opts {
     sizes: Vec<usize>,
     heartbeat: Duration,
     failure: Duration,
+    adaptive: bool,
 }
 
 fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, BoxError> {
@@ -90,6 +93,7 @@ fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, BoxError> {
         sizes: vec![4, 8, 16, 32],
         heartbeat: manta_p2p::DEFAULT_HEARTBEAT,
         failure: manta_p2p::DEFAULT_FAILURE_TIMEOUT,
+        adaptive: true,
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -106,10 +110,19 @@ fn parse_opts(mut it: impl Iterator<Item = String>) -> Result<Opts, BoxError> {
             }
             "--heartbeat-ms" => o.heartbeat = ms()?,
             "--failure-ms" => o.failure = ms()?,
+            "--adaptive" => o.adaptive = on_off(&value)?,
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
     Ok(o)
+}
+
+fn on_off(v: &str) -> Result<bool, BoxError> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("--adaptive: `{v}`: on or off").into()),
+    }
 }
 
 fn node(boot: Option<&Multiaddr>, o: &Opts) -> Result<Node, BoxError> {
@@ -122,6 +135,7 @@ fn node(boot: Option<&Multiaddr>, o: &Opts) -> Result<Node, BoxError> {
         .registry(registry())
         .heartbeat(o.heartbeat)
         .failure_timeout(o.failure)
+        .adaptive_heartbeat(o.adaptive)
         .max_connections_per_ip(MAX_NODES * 4);
     if let Some(a) = boot {
         b = b.bootstrap(a.clone());
@@ -133,12 +147,13 @@ fn first_addr(n: &Node) -> Result<Multiaddr, BoxError> {
     n.listen_addrs().into_iter().next().ok_or_else(|| "a node has no listen address".into())
 }
 
-/// The child node: started with `--victim <bootstrap> <hb ms> <failure ms>`.
+/// The child node: started with `--victim <bootstrap> <hb ms> <failure ms> <on|off>`.
 fn victim(mut args: impl Iterator<Item = String>) -> Result<(), BoxError> {
-    let mut next = || args.next().ok_or("--victim needs <bootstrap> <heartbeat ms> <failure ms>");
+    let mut next = || args.next().ok_or("--victim needs <bootstrap> <heartbeat ms> <failure ms> <adaptive on|off>");
     let boot: Multiaddr = next()?.parse().map_err(|e| format!("bootstrap: {e}"))?;
     let ms = |s: &str| s.parse::<u64>().map(Duration::from_millis).map_err(|e| e.to_string());
-    let o = Opts { sizes: Vec::new(), heartbeat: ms(&next()?)?, failure: ms(&next()?)? };
+    let (heartbeat, failure) = (ms(&next()?)?, ms(&next()?)?);
+    let o = Opts { sizes: Vec::new(), heartbeat, failure, adaptive: on_off(&next()?)? };
     let n = node(Some(&boot), &o)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ADDR {}", first_addr(&n)?).and_then(|()| out.flush()).map_err(|e| e.to_string())?;
@@ -173,6 +188,7 @@ fn spawn_victim(boot: &Multiaddr, o: &Opts) -> Result<(Victim, String), BoxError
         .arg(boot.to_string())
         .arg(o.heartbeat.as_millis().to_string())
         .arg(o.failure.as_millis().to_string())
+        .arg(if o.adaptive { "on" } else { "off" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -209,7 +225,13 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// One size: every metric, in order.
 fn size(n: usize, o: &Opts) -> Result<(), BoxError> {
-    eprintln!("# n = {n}: starting {} nodes here and one child", n - 1);
+    let stretch = if o.adaptive { (n as f64 / manta_p2p::ADAPTIVE_FROM as f64).max(1.0) } else { 1.0 };
+    eprintln!(
+        "# n = {n}: starting {} nodes here and one child; heartbeat {:?}, failure timeout {:?} at this size",
+        n - 1,
+        o.heartbeat.mul_f64(stretch),
+        o.failure.mul_f64(stretch)
+    );
     let first = node(None, o)?;
     let boot = first_addr(&first)?;
     let mut nodes = vec![first];
@@ -349,7 +371,7 @@ fn main() -> std::process::ExitCode {
         victim(args)
     } else {
         parse_opts(args).and_then(|o| {
-            eprintln!("# heartbeat {:?}, failure timeout {:?}", o.heartbeat, o.failure);
+            eprintln!("# heartbeat {:?}, failure timeout {:?}, adaptive {}", o.heartbeat, o.failure, o.adaptive);
             o.sizes.iter().try_for_each(|&n| size(n, &o))
         })
     };

@@ -13,6 +13,12 @@ use std::time::Duration;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Default failure timeout (five missed heartbeats).
 pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Cluster size (this node included) up to which an adaptive heartbeat
+/// (the default, `NodeBuilder::adaptive_heartbeat`) keeps its configured
+/// period and failure timeout; in a larger cluster both grow in proportion
+/// to its size, so that the heartbeat traffic each node forwards stays
+/// about what it is at this size (p2p/SCALING.md).
+pub const ADAPTIVE_FROM: usize = 20;
 /// Default idle-connection timeout (libp2p's own default is 10 s, too short
 /// for a cluster whose peers talk in bursts).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,6 +41,9 @@ pub(crate) struct NodeConfig {
     pub(crate) mdns: bool,
     pub(crate) heartbeat: Duration,
     pub(crate) failure_timeout: Duration,
+    /// Stretch `heartbeat` and `failure_timeout` beyond [`ADAPTIVE_FROM`]
+    /// members (see [`NodeConfig::timing`]).
+    pub(crate) adaptive_heartbeat: bool,
     pub(crate) idle_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) chunk_bytes: usize,
@@ -75,6 +84,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("mdns", &self.mdns)
             .field("heartbeat", &self.heartbeat)
             .field("failure_timeout", &self.failure_timeout)
+            .field("adaptive_heartbeat", &self.adaptive_heartbeat)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("chunk_bytes", &self.chunk_bytes)
@@ -89,6 +99,20 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The heartbeat period and failure timeout in a cluster of `members`
+    /// live nodes (this one included): as configured up to
+    /// [`ADAPTIVE_FROM`] members (or always, if not adaptive); beyond, both
+    /// times `members / ADAPTIVE_FROM`.
+    pub(crate) fn timing(&self, members: usize) -> (Duration, Duration) {
+        if !self.adaptive_heartbeat || members <= ADAPTIVE_FROM {
+            return (self.heartbeat, self.failure_timeout);
+        }
+        let stretch = members as f64 / ADAPTIVE_FROM as f64;
+        (self.heartbeat.mul_f64(stretch), self.failure_timeout.mul_f64(stretch))
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -97,6 +121,7 @@ impl Default for NodeConfig {
             mdns: false,
             heartbeat: DEFAULT_HEARTBEAT,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            adaptive_heartbeat: true,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             chunk_bytes: DEFAULT_CHUNK,
@@ -109,5 +134,28 @@ impl Default for NodeConfig {
             bulk: true,
             work: WorkConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adaptive_heartbeat_keeps_the_traffic_per_node_from_twenty_members() {
+        let cfg = NodeConfig::default();
+        let s = Duration::from_secs;
+        for n in [1, 2, 4, 16, ADAPTIVE_FROM] {
+            assert_eq!(cfg.timing(n), (s(1), s(5)), "n = {n}");
+        }
+        assert_eq!(cfg.timing(32), (Duration::from_millis(1600), s(8)));
+        assert_eq!(cfg.timing(40), (s(2), s(10)));
+        // Beats per second times members (what each node forwards) stays put.
+        for n in [ADAPTIVE_FROM, 32, 64, 1000] {
+            let rate = n as f64 / cfg.timing(n).0.as_secs_f64();
+            assert!((rate - ADAPTIVE_FROM as f64).abs() < 1e-6, "n = {n}: {rate}");
+        }
+        let fixed = NodeConfig { adaptive_heartbeat: false, ..NodeConfig::default() };
+        assert_eq!(fixed.timing(32), (s(1), s(5)));
     }
 }

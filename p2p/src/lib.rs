@@ -169,7 +169,7 @@ pub use cluster::{
     KAD_PROTOCOL,
 };
 pub use config::{
-    DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    ADAPTIVE_FROM, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_REQUEST_TIMEOUT,
 };
 pub use libp2p::{Multiaddr, PeerId};
@@ -192,6 +192,7 @@ pub use work::{
 pub mod fuzzing {
     /// The envelope and the object-transfer and heartbeat messages.
     pub mod wire {
+        pub use crate::wire::beat::{decode_beat, encode_beat, Beat};
         pub use crate::wire::envelope::{
             decode_heartbeat, decode_request, decode_response, encode_heartbeat, encode_request, encode_response,
             Heartbeat, Request, Resource, Response, WireError, CHUNK_BYTES, MAX_ADDRS, MAX_BATCH_IDS, MAX_DEPTH,

@@ -56,6 +56,33 @@ fn membership_converges_and_reports_each_node() {
 }
 
 #[test]
+fn at_rest_members_stay_live_on_alive_beats_and_an_observer_still_learns_their_state() {
+    let (a, b, c) = three();
+    let events = a.subscribe().unwrap();
+    // Twenty periods at rest: nearly every beat is an alive beat (state
+    // only every tenth). Nobody dies or comes back meanwhile.
+    assert_eq!(events.recv_timeout(Duration::from_secs(2)), Err(crossbeam_channel::RecvTimeoutError::Timeout));
+    // An observer joining a cluster at rest learns every member's state:
+    // the node it joins by asks every member for a full heartbeat (and
+    // each sends one every tenth beat anyway, so this checks the outcome,
+    // not which of the two delivered it; `beats.rs` tests the asking).
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let observer = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .observer(true)
+        .bootstrap(a.listen_addrs()[0].clone())
+        .start()
+        .unwrap();
+    let seen = observer.wait_for_peers(3, WAIT).unwrap();
+    for n in [&a, &b, &c] {
+        let m = seen.iter().find(|m| m.peer == n.peer_id()).expect("every member is listed");
+        assert!(m.alive && !m.addrs.is_empty());
+        assert_eq!(m.resources.iter().find(|r| r.name == "CPU").map(|r| r.total), Some(1.0));
+    }
+}
+
+#[test]
 fn a_node_that_shuts_down_is_dead_at_once_for_its_peers() {
     // A failure timeout far past the test's wait: only the leave message
     // can make A see B die in time.

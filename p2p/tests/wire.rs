@@ -98,6 +98,8 @@ fn heartbeat() -> Heartbeat {
         tasks_done: u64::MAX,
         tasks_failed: 1,
         store_objects: 17,
+        alive_beats: true,
+        want_full: true,
     }
 }
 

@@ -10,7 +10,8 @@
 //! queue length from which tasks spill to peers; default 1), `--cpus N`
 //! (the runtime's CPUs, default 1; 0 makes a node that only submits),
 //! `--heartbeat-ms MS` and `--failure-ms MS` (heartbeat period and failure
-//! timeout, defaults 1000 and 5000), `--secret-file PATH` (the cluster
+//! timeout, defaults 1000 and 5000; both grow as n / 20 in a cluster of
+//! more than 20 nodes, `NodeBuilder::adaptive_heartbeat`), `--secret-file PATH` (the cluster
 //! secret; without it, the one in the environment variable `MANTA_SECRET`,
 //! if set: 32 bytes as 64 hex digits or base64, see
 //! `manta_p2p::parse_secret`), `--timeline` (record a timeline from the
@@ -119,10 +120,11 @@ struct Args {
     /// The runtime's CPUs (0: a node that only submits).
     #[arg(long, default_value_t = 1, value_name = "N")]
     cpus: usize,
-    /// Heartbeat period, in milliseconds.
+    /// Heartbeat period, in milliseconds (stretched as n / 20 beyond 20 nodes).
     #[arg(long = "heartbeat-ms", default_value = "1000", value_parser = parse_ms, value_name = "MS")]
     heartbeat: Duration,
-    /// Failure timeout (silence before a peer is declared dead), in milliseconds.
+    /// Failure timeout (silence before a peer is declared dead), in milliseconds
+    /// (stretched like the period).
     #[arg(long = "failure-ms", default_value = "5000", value_parser = parse_ms, value_name = "MS")]
     failure: Duration,
     /// Record a timeline of every task, actor call and transfer from the

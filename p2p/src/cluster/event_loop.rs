@@ -16,6 +16,11 @@
 //! - the stream control, only inside the [`StreamControl`] it makes once,
 //!   through which transport opens and accepts streams.
 //!
+//! Beats: each heartbeat period (and on a new gossip subscription) this
+//! node publishes its full heartbeat or an alive beat, as `BeatPlan`
+//! decides (see `beats`); an alive beat from a peer whose state it does not
+//! hold makes its next beat a full one that asks every member for theirs.
+//!
 //! DHT announcements are taken from [`Announcements`] every
 //! [`ANNOUNCE_EVERY`] and started as provider records.
 //!
@@ -39,10 +44,11 @@
 //! node finds that peer's lane).
 
 use super::announce::Announcements;
+use super::beats::BeatPlan;
 use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 use super::command::{Command, LoopHandle};
 use super::counted::NetCounters;
-use super::membership::{Member, Membership, MembershipEvent};
+use super::membership::{AliveBeat, Member, Membership, MembershipEvent};
 use super::streams::StreamControl;
 use super::swarm::{self, SwarmError};
 use super::view::ClusterView;
@@ -53,7 +59,7 @@ use crate::transport::bulk::{ip_of, route_source, PeerIps, PeerLinks};
 use crate::transport::guard::Limits;
 use crate::transport::Streams;
 use crate::wire::plain::{actor_name, decode_actor_record};
-use crate::wire::{self, hint, Heartbeat, Resource};
+use crate::wire::{self, hint, Beat, Heartbeat, Resource};
 use futures::StreamExt;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
@@ -124,6 +130,8 @@ pub(crate) struct EventLoop {
     view: Arc<ClusterView>,
     announcements: Arc<Announcements>,
     seq: u64,
+    /// Full heartbeat or alive beat, each period.
+    beats: BeatPlan,
     /// Set once shutting down (the last heartbeat says so).
     leaving: bool,
     redials: u32,
@@ -179,6 +187,7 @@ impl EventLoop {
             // From the clock, so a restarted node's heartbeats are newer
             // than its old ones (peers drop stale sequence numbers).
             seq: wire::clock_seq(),
+            beats: BeatPlan::default(),
             leaving: false,
             redials: 0,
             dht: HashMap::new(),
@@ -237,8 +246,10 @@ impl EventLoop {
 
     /// Runs until told to shut down (or every handle is gone).
     pub(crate) async fn run(mut self) {
-        let mut timer = tokio::time::interval(self.cfg.heartbeat);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A sleep re-armed after each tick: the period may change with the
+        // cluster's size (`NodeConfig::timing`).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -252,7 +263,14 @@ impl EventLoop {
                     }
                     Some(c) => self.on_command(c),
                 },
-                _ = timer.tick() => self.on_tick(),
+                _ = &mut timer => {
+                    let period = self.on_tick();
+                    // A steady cadence (the time `on_tick` took is not
+                    // added to the period); after a stall, one period
+                    // from now (as an interval's `Delay` does).
+                    let (due, now) = (timer.deadline() + period, tokio::time::Instant::now());
+                    timer.as_mut().reset(if due > now { due } else { now + period });
+                }
                 _ = announce.tick() => self.announce(),
             }
         }
@@ -350,11 +368,15 @@ impl EventLoop {
             tasks_done: me.tasks_done,
             tasks_failed: me.tasks_failed,
             store_objects: me.store_objects,
+            alive_beats: true,
+            want_full: false, // set by the plan
         };
+        let beat = self.beats.next(hb, self.members.all_read_alive_beats());
         let topic = gossipsub::IdentTopic::new(HEARTBEAT_TOPIC);
-        if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_heartbeat(&hb)) {
+        if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, wire::encode_beat(&beat)) {
             // `NoPeersSubscribedToTopic` until a peer's subscription arrives.
             tracing::trace!(error = %e, "heartbeat not published");
+            self.beats.not_sent(&beat);
         }
     }
 
@@ -394,8 +416,7 @@ impl EventLoop {
     /// Reports to the work layer the peers whose connections stayed
     /// closed for a failure timeout and that are not live members (a
     /// member's end is its death, from the membership).
-    fn report_gone(&mut self, now: Instant) {
-        let timeout = self.cfg.failure_timeout;
+    fn report_gone(&mut self, now: Instant, timeout: Duration) {
         let due: Vec<PeerId> =
             self.closed.iter().filter(|(_, at)| now.duration_since(**at) >= timeout).map(|(p, _)| *p).collect();
         for peer in due {
@@ -406,9 +427,12 @@ impl EventLoop {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// One heartbeat period's work; returns the period until the next.
+    fn on_tick(&mut self) -> Duration {
+        let (period, timeout) = self.cfg.timing(self.members.live_count() + 1);
+        self.members.set_timing(period, timeout);
         let _ = self.events.send(ClusterEvent::Tick);
-        self.report_gone(Instant::now());
+        self.report_gone(Instant::now(), timeout);
         self.publish_heartbeat();
         self.members.tick(Instant::now());
         self.share_members();
@@ -418,6 +442,7 @@ impl EventLoop {
                 self.dial(addr);
             }
         }
+        period
     }
 
     fn on_command(&mut self, c: Command) {
@@ -558,16 +583,20 @@ impl EventLoop {
         match e {
             gossipsub::Event::Message { message, .. } => {
                 let Some(source) = message.source else { return };
-                let hb = match wire::decode_heartbeat(&message.data) {
-                    Ok(hb) => hb,
+                let hb = match wire::decode_beat(&message.data) {
+                    Ok(Beat::Full(hb)) => hb,
+                    Ok(Beat::Alive(seq)) => return self.on_alive(source, seq),
                     Err(err) => {
                         tracing::warn!(%source, error = %err, "malformed heartbeat dropped");
                         return;
                     }
                 };
-                let leaving = hb.leaving;
+                let (leaving, wants) = (hb.leaving, hb.want_full);
                 match self.members.on_heartbeat(source, hb, Instant::now()) {
                     Ok(addrs) => {
+                        if wants {
+                            self.beats.peer_wants_full();
+                        }
                         for a in addrs {
                             self.learn(source, a);
                         }
@@ -581,8 +610,28 @@ impl EventLoop {
                     Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
                 }
             }
-            gossipsub::Event::Subscribed { .. } => self.publish_heartbeat(),
+            gossipsub::Event::Subscribed { peer_id, .. } => {
+                // A node new to us (or an observer, which never publishes)
+                // needs every member's state: ask them all for it.
+                if !self.members.is_alive(&peer_id) {
+                    self.beats.want_full();
+                }
+                self.beats.peer_wants_full();
+                self.publish_heartbeat();
+            }
             _ => {}
+        }
+    }
+
+    /// An alive beat from `source` (see `beats` and `Membership::on_alive`).
+    fn on_alive(&mut self, source: PeerId, seq: u64) {
+        match self.members.on_alive(source, seq, Instant::now()) {
+            Ok(AliveBeat::Applied) => self.share_members(),
+            Ok(AliveBeat::Stale) => {}
+            // We lack its state (it is new to us, or we declared it dead
+            // and it is back): ask for full heartbeats.
+            Ok(AliveBeat::NotLive) => self.beats.want_full(),
+            Err(err) => tracing::warn!(%source, error = %err, "alive beat refused"),
         }
     }
 

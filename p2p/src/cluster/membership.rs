@@ -18,6 +18,15 @@
 //! [`MAX_DOWN`], newest verdicts first), so an observer (`manta status`)
 //! sees partitions between other nodes and deaths from before it joined.
 //!
+//! Between full heartbeats a peer may send *alive beats* (`wire::Beat::Alive`:
+//! a sequence number and nothing else, signed by gossipsub like every
+//! message). [`Membership::on_alive`] applies one only to a peer that is in
+//! the table and alive, and only with a sequence number above the last one
+//! seen from it: it keeps a live member live (and clears a suspicion) with
+//! the state of its last full heartbeat, and can neither add a peer, nor
+//! revive a dead or departed one (only a newer full heartbeat does), nor
+//! speak for any peer but its signer.
+//!
 //! Invariants: the local node is never in the table (it is added to
 //! snapshots from live data); each transition (joined, died, revived) is
 //! reported exactly once to every subscriber and logged once, as is each
@@ -125,6 +134,8 @@ struct Entry {
     died: Option<Instant>,
     /// Peers its last heartbeat reports down.
     down: Vec<PeerId>,
+    /// Its last full heartbeat said it reads alive beats.
+    alive_beats: bool,
 }
 
 /// Why a heartbeat was refused.
@@ -146,6 +157,18 @@ pub(crate) enum HeartbeatRefused {
     Own,
 }
 
+/// What an alive beat did (see [`Membership::on_alive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AliveBeat {
+    /// It kept a live member live.
+    Applied,
+    /// Its sequence number was not above the last seen: ignored.
+    Stale,
+    /// From a peer this table does not hold as live (never heard, dead, or
+    /// left): ignored; its full heartbeat is needed.
+    NotLive,
+}
+
 /// The table (owned by the event loop).
 pub(crate) struct Membership {
     me: PeerId,
@@ -160,8 +183,10 @@ impl Membership {
     /// The table of node `me`, whose peers heartbeat every `heartbeat` and
     /// are dead after `timeout` of silence.
     pub(crate) fn new(me: PeerId, heartbeat: Duration, timeout: Duration) -> Membership {
-        let suspect_after = (heartbeat * 2).min(timeout / 2);
-        Membership { me, timeout, suspect_after, members: HashMap::new(), subs: Vec::new() }
+        let mut m =
+            Membership { me, timeout, suspect_after: Duration::ZERO, members: HashMap::new(), subs: Vec::new() };
+        m.set_timing(heartbeat, timeout);
+        m
     }
 
     pub(crate) fn subscribe(&mut self, tx: Sender<MembershipEvent>) {
@@ -227,6 +252,7 @@ impl Membership {
             store_objects: hb.store_objects,
         };
         let down: Vec<PeerId> = hb.down.iter().filter_map(|b| PeerId::from_bytes(b).ok()).take(MAX_DOWN).collect();
+        let alive_beats = hb.alive_beats;
         let event = match self.members.get_mut(&peer) {
             // Stale or duplicate: only a newer heartbeat counts, also to
             // revive a peer that went silent or left. Sequence numbers start
@@ -238,7 +264,7 @@ impl Membership {
             Some(e) => {
                 let (was_alive, was_suspect, died) = (e.member.alive, e.member.suspect, e.died);
                 let silent = now.saturating_duration_since(e.seen);
-                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down };
+                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats };
                 if was_suspect {
                     tracing::info!(%peer, silent_s = silent.as_secs_f64(), "peer reachable again");
                 }
@@ -250,7 +276,8 @@ impl Membership {
             }
             None => {
                 tracing::debug!(%peer, "peer joined");
-                self.members.insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down });
+                self.members
+                    .insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats });
                 Some(MembershipEvent::Joined(peer))
             }
         };
@@ -258,6 +285,50 @@ impl Membership {
             self.emit(ev);
         }
         Ok(addrs)
+    }
+
+    /// Applies an alive beat with sequence number `seq` signed by `source`
+    /// (see the module docs): a live member's last heartbeat is now, with
+    /// its state unchanged.
+    pub(crate) fn on_alive(&mut self, source: PeerId, seq: u64, now: Instant) -> Result<AliveBeat, HeartbeatRefused> {
+        if source == self.me {
+            return Err(HeartbeatRefused::Own);
+        }
+        let Some(e) = self.members.get_mut(&source) else { return Ok(AliveBeat::NotLive) };
+        if seq <= e.seq {
+            return Ok(AliveBeat::Stale);
+        }
+        if !e.member.alive {
+            // Dead or left: only a full heartbeat (newer, signed by it)
+            // brings it back, with its state.
+            return Ok(AliveBeat::NotLive);
+        }
+        if e.member.suspect {
+            let silent = now.saturating_duration_since(e.seen);
+            tracing::info!(peer = %source, silent_s = silent.as_secs_f64(), "peer reachable again");
+            e.member.suspect = false;
+        }
+        e.seen = now;
+        e.seq = seq;
+        Ok(AliveBeat::Applied)
+    }
+
+    /// Sets the heartbeat period and failure timeout (an adaptive heartbeat
+    /// changes them with the cluster's size).
+    pub(crate) fn set_timing(&mut self, heartbeat: Duration, timeout: Duration) {
+        self.timeout = timeout;
+        self.suspect_after = (heartbeat * 2).min(timeout / 2);
+    }
+
+    /// How many peers are live members.
+    pub(crate) fn live_count(&self) -> usize {
+        self.members.values().filter(|e| e.member.alive).count()
+    }
+
+    /// Whether every live member reads alive beats (its last heartbeat
+    /// said so), so that this node may send them.
+    pub(crate) fn all_read_alive_beats(&self) -> bool {
+        self.members.values().filter(|e| e.member.alive).all(|e| e.alive_beats)
     }
 
     /// Marks peers silent for more than two heartbeat periods as
@@ -474,6 +545,96 @@ mod tests {
         assert!(m.down_report(t0 + Duration::from_secs(9) + DOWN_REPORT_FOR).is_empty(), "not forever");
         let events: Vec<_> = rx.try_iter().collect();
         assert_eq!(events, vec![MembershipEvent::Joined(p), MembershipEvent::Died(p)], "unreachable is no event");
+    }
+
+    #[test]
+    fn alive_beats_keep_a_live_member_live_and_nothing_more() {
+        let (mut m, rx, p, t0) = table();
+        let s = Duration::from_secs;
+        // Unknown: ignored, its full heartbeat is needed.
+        assert_eq!(m.on_alive(p, 5, t0).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0, "an alive beat added a peer");
+        let full = Heartbeat { fn_hash: 9, queue_len: 3, alive_beats: true, ..hb(p, 10) };
+        m.on_heartbeat(p, full, t0).unwrap();
+        // Alive beats every second for 20 s: never unreachable, never dead,
+        // state kept from the full heartbeat.
+        for i in 1..=20 {
+            assert_eq!(m.on_alive(p, 10 + i, t0 + s(i)).unwrap(), AliveBeat::Applied);
+            m.tick(t0 + s(i) + Duration::from_millis(900));
+        }
+        assert_eq!(health_of(&m, p, t0 + s(20)), Some(Health::Live));
+        let snap = m.snapshot(m_self(m.me), t0 + s(20));
+        assert_eq!((snap[1].fn_hash, snap[1].queue_len, snap[1].last_heartbeat_age), (9, 3, Duration::ZERO));
+        // A replayed (or duplicated) alive beat does nothing.
+        assert_eq!(m.on_alive(p, 30, t0 + s(21)).unwrap(), AliveBeat::Stale);
+        assert_eq!(m.on_alive(p, 12, t0 + s(21)).unwrap(), AliveBeat::Stale);
+        // ... nor does a full heartbeat older than the alive beats seen.
+        m.on_heartbeat(p, Heartbeat { queue_len: 99, ..hb(p, 25) }, t0 + s(21)).unwrap();
+        assert_eq!(m.live_peers().next().map(|x| x.queue_len), Some(3));
+        // Unreachable, then an alive beat: reachable again.
+        m.tick(t0 + s(23));
+        assert_eq!(health_of(&m, p, t0 + s(23)), Some(Health::Unreachable));
+        assert_eq!(m.on_alive(p, 31, t0 + s(23)).unwrap(), AliveBeat::Applied);
+        assert_eq!(health_of(&m, p, t0 + s(23)), Some(Health::Live));
+        // Dead: a newer alive beat does not revive it (and is not recorded,
+        // so its newer full heartbeat still does).
+        m.tick(t0 + s(29));
+        assert_eq!(m.on_alive(p, 40, t0 + s(30)).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0, "an alive beat revived a dead peer");
+        m.on_heartbeat(p, hb(p, 35), t0 + s(30)).unwrap();
+        assert_eq!(m.live_peers().count(), 1);
+        // Left: never revived by an alive beat either.
+        m.on_heartbeat(p, Heartbeat { leaving: true, ..hb(p, 36) }, t0 + s(31)).unwrap();
+        assert_eq!(m.on_alive(p, 37, t0 + s(31)).unwrap(), AliveBeat::NotLive);
+        assert_eq!(m.live_peers().count(), 0);
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            events,
+            vec![
+                MembershipEvent::Joined(p),
+                MembershipEvent::Died(p),
+                MembershipEvent::Revived(p),
+                MembershipEvent::Died(p)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_alive_beat_speaks_only_for_its_signer() {
+        let (mut m, _rx, p, t0) = table();
+        let other = PeerId::random();
+        m.on_heartbeat(p, hb(p, 1), t0).unwrap();
+        // Another member's alive beat (signed by it) refreshes nobody but
+        // itself: `p` still dies on time.
+        m.on_heartbeat(other, hb(other, 1), t0).unwrap();
+        for i in 1..=6 {
+            m.on_alive(other, 1 + i, t0 + Duration::from_secs(i)).unwrap();
+        }
+        m.tick(t0 + Duration::from_secs(6));
+        assert_eq!(m.live_peers().map(|x| x.peer).collect::<Vec<_>>(), vec![other]);
+        assert!(m.on_alive(m.me, 100, t0).is_err(), "own beat");
+    }
+
+    #[test]
+    fn alive_beats_are_sent_only_if_every_live_member_reads_them() {
+        let (mut m, _rx, p, t0) = table();
+        assert!(m.all_read_alive_beats(), "nobody to send to");
+        m.on_heartbeat(p, Heartbeat { alive_beats: true, ..hb(p, 1) }, t0).unwrap();
+        assert!(m.all_read_alive_beats());
+        let old = PeerId::random();
+        m.on_heartbeat(old, hb(old, 1), t0).unwrap();
+        assert!(!m.all_read_alive_beats(), "an older member is live");
+        // It upgraded (restart: newer seq).
+        m.on_heartbeat(old, Heartbeat { alive_beats: true, ..hb(old, 2) }, t0).unwrap();
+        assert!(m.all_read_alive_beats());
+        // An older member that died no longer counts.
+        let gone = PeerId::random();
+        m.on_heartbeat(gone, hb(gone, 1), t0).unwrap();
+        assert!(!m.all_read_alive_beats());
+        m.on_alive(p, 2, t0 + Duration::from_secs(4)).unwrap();
+        m.on_alive(old, 3, t0 + Duration::from_secs(4)).unwrap();
+        m.tick(t0 + Duration::from_secs(5));
+        assert!(m.all_read_alive_beats());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - `view`: what the loop publishes (addresses, owner hint, members);
 //! - `announce`: the DHT announcement queue;
 //! - `membership`: the member table built from gossip heartbeats;
+//! - `beats`: whether a beat is a full heartbeat or an alive beat;
 //! - `placement`: where a task runs, a pure function of what the node knows.
 //!
 //! May use: `transport` (it implements `Streams` and `Directory` for it),
@@ -28,6 +29,7 @@
 //! channel to the work layer, which forwards changes after acting).
 
 mod announce;
+mod beats;
 mod behaviour;
 mod command;
 mod counted;

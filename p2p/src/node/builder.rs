@@ -81,19 +81,38 @@ impl NodeBuilder {
         self
     }
 
-    /// Heartbeat period (default 1 s). Every node forwards every heartbeat,
-    /// so gossip at rest grows with the cluster: about 15 KB/s per node at
-    /// 32 nodes with 1 s, 7 KB/s with 2 s (p2p/SCALING.md); from ~30 nodes,
-    /// 2 s with an 8 s [`failure_timeout`](Self::failure_timeout) is the
-    /// better trade.
+    /// Heartbeat period (default 1 s): each period a member publishes its
+    /// state on gossip, in full when it changed (and every 10th period),
+    /// else as an alive beat of a few bytes; every node forwards every
+    /// member's beats, so gossip at rest grows with the cluster.
+    ///
+    /// With the [adaptive heartbeat](Self::adaptive_heartbeat) (the
+    /// default) this is the period up to 20 members; in a larger cluster the
+    /// period and the [failure timeout](Self::failure_timeout) both grow as
+    /// n / 20 (1.6 s and 8 s at 32 nodes), which keeps each node's gossip
+    /// at rest about constant, under 10 KB/s at the defaults (figures in
+    /// p2p/SCALING.md), at the cost of slower death detection in large
+    /// clusters (within the scaled timeout plus one period).
     pub fn heartbeat(mut self, period: Duration) -> Self {
         self.cfg.heartbeat = period.max(Duration::from_millis(10));
         self
     }
 
-    /// How long a peer may be silent before it is marked dead (default 5 s).
+    /// How long a peer may be silent before it is marked dead (default 5 s;
+    /// stretched with the heartbeat period beyond 20 members, see
+    /// [`heartbeat`](Self::heartbeat)).
     pub fn failure_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.failure_timeout = timeout;
+        self
+    }
+
+    /// Whether the heartbeat period and failure timeout grow with the
+    /// cluster beyond 20 members (default on; see
+    /// [`heartbeat`](Self::heartbeat)). Off, they stay as set at any size:
+    /// detection stays fast, and each node's gossip grows linearly with the
+    /// cluster (about 12 KB/s per node at 32 nodes with 1 s).
+    pub fn adaptive_heartbeat(mut self, on: bool) -> Self {
+        self.cfg.adaptive_heartbeat = on;
         self
     }
 

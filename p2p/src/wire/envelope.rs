@@ -313,6 +313,17 @@ pub struct Heartbeat {
     /// Objects in the sender's store memory.
     #[serde(rename = "o", alias = "store_objects", default, skip_serializing_if = "super::is_zero")]
     pub store_objects: u64,
+    /// The sender understands alive beats ([`super::beat::Beat::Alive`]):
+    /// peers may send it those between full heartbeats. (Absent in older
+    /// heartbeats: `false`, and nobody sends alive beats while such a
+    /// member is live.)
+    #[serde(rename = "ab", default, skip_serializing_if = "is_false")]
+    pub alive_beats: bool,
+    /// The sender asks every member for a full heartbeat at its next beat
+    /// (it heard alive beats from a peer whose state it does not hold, or
+    /// a peer new to it subscribed). Not part of the sender's state.
+    #[serde(rename = "w", default, skip_serializing_if = "is_false")]
+    pub want_full: bool,
 }
 
 fn is_false(b: &bool) -> bool {

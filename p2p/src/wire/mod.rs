@@ -3,6 +3,8 @@
 //!
 //! - `envelope`: the versioned, size-capped CBOR envelope, the object
 //!   transfer [`Request`]/[`Response`] pair and the gossiped [`Heartbeat`];
+//! - `beat`: what goes on the heartbeat topic, a full heartbeat or an
+//!   alive beat ([`Beat`]);
 //! - `mail`: node-to-node work ([`mail::Mail`] in [`mail::Batch`]es,
 //!   answered by [`mail::Ack`]s);
 //! - `codec`: length-prefixed framing on a stream, and the object codec;
@@ -26,6 +28,7 @@
 //! without that feature the rest is crate-private.
 #![cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 
+pub(crate) mod beat;
 pub(crate) mod chunk;
 pub(crate) mod codec;
 pub(crate) mod envelope;
@@ -35,6 +38,7 @@ pub(crate) mod plain;
 pub(crate) mod seal;
 pub(crate) mod timeline;
 
+pub(crate) use beat::{decode_beat, encode_beat, Beat};
 pub(crate) use envelope::*;
 
 /// Whether a counter is zero (serde's `skip_serializing_if` for fields
