@@ -434,13 +434,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     Ok(res)
 }
 
-/// Encodes a heartbeat (envelope included). Does not validate.
+/// Encodes a heartbeat (envelope included). Does not validate. (Nodes
+/// publish through `beat`; this is for the fuzz targets and tests.)
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn encode_heartbeat(hb: &Heartbeat) -> Vec<u8> {
     encode(hb)
 }
 
 /// Decodes a heartbeat: cap [`MAX_HEARTBEAT_BYTES`], version, shape, no
-/// trailing bytes, [`Heartbeat::validate`].
+/// trailing bytes, [`Heartbeat::validate`]. (Nodes read through `beat`;
+/// this is for the fuzz targets and tests.)
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
     let hb: Heartbeat = decode(bytes, MAX_HEARTBEAT_BYTES)?;
     hb.validate()?;
