@@ -12,6 +12,7 @@
 //! | `retries: u32::MAX` on a panicking task: it ran (nearly) forever | capped at [`MAX_WIRE_RETRIES`] ([`retries_from_the_wire_are_capped`]) |
 //! | a peer that never sent a heartbeat kept its borrows forever | they go once its connection stays closed for the failure timeout ([`a_silent_peers_borrows_go_when_it_disconnects`]) |
 //! | one peer submitted work up to the node's whole accepted bound | every other peer's tasks were refused `Busy` until it finished | a peer holds at most half the bound; the others' tasks are still accepted ([`one_peer_cannot_take_every_accepted_slot`]) |
+//! | one peer's accepted tasks queued ahead of another peer's task | it ran after all of them | a peer's tasks beyond one per worker thread run at `Low` priority, after other peers' tasks ([`a_flooders_surplus_waits_behind_another_peers_task`]) |
 //!
 //! Invariants: tests run one at a time (a lock: one measures this
 //! process); only 127.0.0.1 is used; every client call is bounded by
@@ -346,5 +347,65 @@ fn one_peer_cannot_take_every_accepted_slot() {
         assert!(ack.refused.is_empty(), "the other peer is not starved: {ack:?}");
     });
     set_gate(true);
+    a.shutdown();
+}
+
+/// The order `logged` tasks ran in, and a wake-up for each.
+static LOG: (Mutex<Vec<u8>>, std::sync::Condvar) = (Mutex::new(Vec::new()), std::sync::Condvar::new());
+static LOGGED: RemoteFn<(u8,), u8> = RemoteFn::new("logged", |(x,)| {
+    LOG.0.lock().unwrap_or_else(|p| p.into_inner()).push(x);
+    LOG.1.notify_all();
+    x
+});
+
+/// Waits (bounded) until `n` logged tasks ran; the order they ran in.
+fn logged(n: usize) -> Vec<u8> {
+    let mut log = LOG.0.lock().unwrap_or_else(|p| p.into_inner());
+    let deadline = std::time::Instant::now() + WAIT;
+    while log.len() < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        log = LOG.1.wait_timeout(log, left).unwrap_or_else(|p| p.into_inner()).0;
+    }
+    log.clone()
+}
+
+#[test]
+fn a_flooders_surplus_waits_behind_another_peers_task() {
+    let _serial = serial();
+    set_gate(false);
+    LOG.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let rt = Runtime::builder().num_cpus(1).build().expect("runtime");
+    let a = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .max_accepted_tasks(64)
+        .registry(Registry::new().function(&GATED).function(&LOGGED))
+        .start()
+        .expect("node starts");
+    let _open = OpenOnDrop;
+    let submit = |n: u8, func: &str| Mail::Submit {
+        id: ObjectId::fresh().to_bytes(),
+        func: func.into(),
+        args: encode_args(&(Arg::Val(n),)),
+        opts: Opts::default(),
+    };
+    tokio().block_on(async {
+        // The flooder: a task that holds the only worker, then five more.
+        let (_flood, mut s) = mail_client(&a).await;
+        let mut flood = vec![submit(0, "gated")];
+        flood.extend((1..=5).map(|n| submit(n, "logged")));
+        let ack = send(&mut s, flood).await;
+        assert!(ack.refused.is_empty(), "{ack:?}");
+        // Another peer's one task, accepted after all of them.
+        let (_other, mut t) = mail_client(&a).await;
+        let ack = send(&mut t, vec![submit(100, "logged")]).await;
+        assert!(ack.refused.is_empty(), "{ack:?}");
+    });
+    set_gate(true);
+    // The flooder's tasks beyond its share (one per worker thread) run
+    // after the other peer's task; before, in arrival order (100 last).
+    assert_eq!(logged(6), [100, 1, 2, 3, 4, 5]);
     a.shutdown();
 }

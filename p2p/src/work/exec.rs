@@ -2,10 +2,13 @@
 //! actors to host and call, borrow counts) to this node's runtime.
 //!
 //! - `Submit`: refused `Busy` when this node already holds
-//!   `max_accepted` tasks from peers, refused with `UnknownFunction` when
+//!   `max_accepted` tasks from peers (or the submitter its share: half of
+//!   them, or 256 MiB of arguments), refused with `UnknownFunction` when
 //!   the name is not registered here; otherwise run as a local task whose
 //!   output has the submitter's id, exported, and pinned for the submitter
-//!   until it releases it. Its `Done` goes back when it finishes.
+//!   until it releases it; a submitter's tasks beyond one per worker thread
+//!   run at `Low` priority (a flood waits behind other peers' tasks). Its
+//!   `Done` goes back when it finishes.
 //! - `NewActor` / `Call` / `DropActor`: actors hosted here, one mailbox
 //!   each; calls from one peer arrive in the order sent (one stream per
 //!   peer, applied in order), so they run in that order. Calls count with
@@ -72,7 +75,13 @@ pub const MAX_WIRE_RETRIES: u32 = 16;
 /// [`MAX_WIRE_RETRIES`]).
 pub(super) fn run_opts(o: &mail::Opts) -> RunOpts {
     let retries = o.retries.min(MAX_WIRE_RETRIES);
-    RunOpts { cpus: o.cpus, resources: o.resources.clone(), retries, name: o.name.clone() }
+    RunOpts {
+        priority: manta::Priority::Normal,
+        cpus: o.cpus,
+        resources: o.resources.clone(),
+        retries,
+        name: o.name.clone(),
+    }
 }
 
 fn refused(root: Root) -> Refusal {
@@ -202,14 +211,21 @@ impl Work {
             let reason = format!("not registered on node {}", self.me);
             return Err(refused(Root::UnknownFunction { name: func.into(), reason }));
         };
-        if !self.accepted.try_take(from, args.len()) {
+        let Some(held) = self.accepted.try_take(from, args.len()) else {
             return Err(Refusal::Busy);
+        };
+        // Fair share: a peer's tasks beyond one per worker thread here wait behind
+        // everyone else's (`Low`), so one peer's flood does not queue
+        // ahead of another peer's few tasks.
+        let mut opts_here = run_opts(opts);
+        if held > self.rt.num_threads().max(1) {
+            opts_here.priority = manta::Priority::Low;
         }
         self.traffic.task_received();
         // The id may be here already (see the module header): the task
         // then runs under a fresh id, never replacing the entry.
         let (out_id, alias) = self.result_id(id);
-        match run(&self.rt, args, &run_opts(opts), out_id, Some(self.on_done_to(from, id, args.len()))) {
+        match run(&self.rt, args, &opts_here, out_id, Some(self.on_done_to(from, id, args.len()))) {
             Ok(out) => {
                 if alias {
                     self.aliases.insert(id, out_id, from);

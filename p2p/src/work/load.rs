@@ -85,19 +85,20 @@ impl Accepted {
     }
 
     /// Takes a slot for a task from `peer` with `bytes` of arguments if one
-    /// is free, in all and within `peer`'s share of slots and bytes.
-    pub(super) fn try_take(&self, peer: PeerId, bytes: usize) -> bool {
+    /// is free, in all and within `peer`'s share of slots and bytes: how
+    /// many `peer` holds now, this one included.
+    pub(super) fn try_take(&self, peer: PeerId, bytes: usize) -> Option<usize> {
         let mut by_peer = lock_unpoisoned(&self.by_peer);
         let held = by_peer.get(&peer).copied().unwrap_or((0, 0));
         if held.0 >= self.per_peer() || !Self::bytes_fit(held, bytes) {
-            return false;
+            return None;
         }
         if self.n.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.n.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return None;
         }
         by_peer.insert(peer, (held.0 + 1, held.1 + bytes));
-        true
+        Some(held.0 + 1)
     }
 
     /// True if an actor call from `peer` with `bytes` of arguments would
@@ -149,12 +150,12 @@ mod tests {
     fn one_peer_takes_at_most_half_and_leaves_the_rest_to_others() {
         let a = Accepted::new(4);
         let (flood, honest) = (PeerId::random(), PeerId::random());
-        assert!(a.try_take(flood, 0) && a.try_take(flood, 0));
-        assert!(!a.try_take(flood, 0), "beyond its share");
-        assert!(a.try_take(honest, 0) && a.try_take(honest, 0));
-        assert!(!a.try_take(PeerId::random(), 0), "beyond the whole bound");
+        assert!(a.try_take(flood, 0).is_some() && a.try_take(flood, 0) == Some(2));
+        assert!(a.try_take(flood, 0).is_none(), "beyond its share");
+        assert!(a.try_take(honest, 0).is_some() && a.try_take(honest, 0).is_some());
+        assert!(a.try_take(PeerId::random(), 0).is_none(), "beyond the whole bound");
         a.release(flood, 0);
-        assert!(a.try_take(flood, 0), "a slot given back is free again");
+        assert!(a.try_take(flood, 0).is_some(), "a slot given back is free again");
         for p in [flood, flood, honest, honest] {
             a.release(p, 0);
         }
@@ -174,15 +175,15 @@ mod bytes_tests {
         let big = 8 << 20;
         let fits = MAX_ACCEPTED_BYTES_PER_PEER / big;
         for _ in 0..fits {
-            assert!(a.try_take(flood, big));
+            assert!(a.try_take(flood, big).is_some());
         }
-        assert!(!a.try_take(flood, big), "beyond its bytes");
+        assert!(a.try_take(flood, big).is_none(), "beyond its bytes");
         assert!(!a.has_room(flood, big), "calls too");
-        assert!(a.try_take(flood, 0), "work without arguments still fits");
-        assert!(a.try_take(honest, big) && a.has_room(honest, big), "others are not held back");
+        assert!(a.try_take(flood, 0).is_some(), "work without arguments still fits");
+        assert!(a.try_take(honest, big).is_some() && a.has_room(honest, big), "others are not held back");
         a.release(flood, big);
-        assert!(a.try_take(flood, big), "bytes given back are free again");
+        assert!(a.try_take(flood, big).is_some(), "bytes given back are free again");
         // One piece of work always fits a peer holding nothing.
-        assert!(a.try_take(PeerId::random(), usize::MAX));
+        assert!(a.try_take(PeerId::random(), usize::MAX).is_some());
     }
 }

@@ -133,6 +133,9 @@ pub(crate) enum RegistryError {
 /// Task options as registered code takes them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunOpts {
+    /// `Low` for a task beyond its submitter's fair share here (see
+    /// `exec`), else `Normal`.
+    pub(crate) priority: manta::Priority,
     pub(crate) cpus: f64,
     pub(crate) resources: Vec<(String, f64)>,
     pub(crate) retries: u32,
@@ -223,7 +226,7 @@ impl Registry {
         let run = move |rt: &Runtime, args: &[u8], o: &RunOpts, id: ObjectId, on_done: Option<OnDone>| {
             let wire = decode_wire::<A>(rt, args)?;
             let b = rt.backend().task_with_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
-            let mut b = b.rerunnable().cpus(o.cpus).retries(o.retries);
+            let mut b = b.rerunnable().cpus(o.cpus).retries(o.retries).priority(o.priority);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
             }
