@@ -316,24 +316,34 @@ fn retries_from_the_wire_are_capped() {
     assert_eq!(FAILS.load(std::sync::atomic::Ordering::SeqCst), MAX_WIRE_RETRIES + 1, "one run and the capped retries");
 }
 
-#[test]
-fn one_peer_cannot_take_every_accepted_slot() {
-    let _serial = serial();
-    set_gate(false);
+/// A node with one worker thread that accepts at most `max_accepted`
+/// tasks from peers, with `gated`, `make` and `logged` registered.
+fn gated_node(max_accepted: usize) -> Node {
     let rt = Runtime::builder().num_cpus(1).build().expect("runtime");
-    let a = Node::builder(rt)
+    Node::builder(rt)
         .listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .max_accepted_tasks(4)
-        .registry(Registry::new().function(&GATED).function(&MAKE))
+        .max_accepted_tasks(max_accepted)
+        .registry(Registry::new().function(&GATED).function(&MAKE).function(&LOGGED))
         .start()
-        .expect("node starts");
-    let _open = OpenOnDrop;
-    let submit = |n: u8, func: &str| Mail::Submit {
+        .expect("node starts")
+}
+
+/// A task of registered function `func` on argument `n`, under a fresh id.
+fn submit(n: u8, func: &str) -> Mail {
+    Mail::Submit {
         id: ObjectId::fresh().to_bytes(),
         func: func.into(),
         args: encode_args(&(Arg::Val(n),)),
         opts: Opts::default(),
-    };
+    }
+}
+
+#[test]
+fn one_peer_cannot_take_every_accepted_slot() {
+    let _serial = serial();
+    set_gate(false);
+    let a = gated_node(4);
+    let _open = OpenOnDrop;
     let tokio = tokio();
     tokio.block_on(async {
         // The flooder asks for every slot with tasks that do not end.
@@ -377,20 +387,8 @@ fn a_flooders_surplus_waits_behind_another_peers_task() {
     let _serial = serial();
     set_gate(false);
     LOG.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let rt = Runtime::builder().num_cpus(1).build().expect("runtime");
-    let a = Node::builder(rt)
-        .listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .max_accepted_tasks(64)
-        .registry(Registry::new().function(&GATED).function(&LOGGED))
-        .start()
-        .expect("node starts");
+    let a = gated_node(64);
     let _open = OpenOnDrop;
-    let submit = |n: u8, func: &str| Mail::Submit {
-        id: ObjectId::fresh().to_bytes(),
-        func: func.into(),
-        args: encode_args(&(Arg::Val(n),)),
-        opts: Opts::default(),
-    };
     tokio().block_on(async {
         // The flooder: a task that holds the only worker, then five more.
         let (_flood, mut s) = mail_client(&a).await;
