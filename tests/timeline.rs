@@ -6,36 +6,9 @@ use manta::{Runtime, StoreOp, TimelineEvent, TimelineOutcome};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-fn events(json: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(json).expect("valid JSON");
-    let obj = v.as_object().expect("the JSON object format");
-    assert_eq!(obj.get("displayTimeUnit").and_then(Value::as_str), Some("ns"));
-    obj["traceEvents"].as_array().expect("traceEvents is an array").clone()
-}
-
-/// The trace format's rules for the phases the timeline writes.
-fn check_schema(evs: &[Value]) {
-    for e in evs {
-        let ph = e["ph"].as_str().expect("every event has a phase");
-        assert!(e["pid"].is_u64() && e["tid"].is_u64(), "pid and tid are integers: {e}");
-        assert!(e["name"].is_string(), "name is a string: {e}");
-        match ph {
-            "M" => assert!(e["args"]["name"].is_string(), "metadata names a process or thread: {e}"),
-            "X" => {
-                assert!(e["ts"].is_number() && e["dur"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
-                assert!(e["cat"].is_string());
-            }
-            "i" => assert!(e["ts"].is_number() && e["s"].is_string(), "{e}"),
-            "s" | "f" => {
-                assert!(e["ts"].is_number() && e["id"].is_u64(), "{e}");
-                if ph == "f" {
-                    assert_eq!(e["bp"].as_str(), Some("e"), "a flow ends at its enclosing slice");
-                }
-            }
-            other => panic!("unexpected phase {other}"),
-        }
-    }
-}
+#[path = "support/trace_schema.rs"]
+mod trace_schema;
+use trace_schema::{check_schema, events};
 
 #[test]
 fn off_by_default_and_a_dag_with_its_arrows_when_on() {

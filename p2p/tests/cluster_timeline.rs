@@ -12,6 +12,10 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 
+#[path = "../../tests/support/trace_schema.rs"]
+mod trace_schema;
+use trace_schema::{check_schema, events};
+
 const WAIT: Duration = Duration::from_secs(30);
 const KEY: [u8; 32] = [0x37; 32];
 /// Bigger than one chunk's first reply, so it comes over the bulk lane.
@@ -38,42 +42,6 @@ fn node(bootstrap: Option<&Node>, observer: bool) -> Node {
         b = b.bootstrap(n.listen_addrs()[0].clone());
     }
     b.start().unwrap()
-}
-
-fn events(json: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(json).expect("valid JSON");
-    let obj = v.as_object().expect("the JSON object format");
-    assert_eq!(obj.get("displayTimeUnit").and_then(Value::as_str), Some("ns"));
-    obj["traceEvents"].as_array().expect("traceEvents is an array").clone()
-}
-
-/// The trace format's rules for the phases the timeline writes.
-fn check_schema(evs: &[Value]) {
-    let mut flows: HashMap<u64, Vec<&str>> = HashMap::new();
-    for e in evs {
-        let ph = e["ph"].as_str().expect("every event has a phase");
-        assert!(e["pid"].is_u64() && e["tid"].is_u64(), "pid and tid are integers: {e}");
-        assert!(e["name"].is_string(), "name is a string: {e}");
-        match ph {
-            "M" => assert!(e["args"]["name"].is_string(), "metadata names a process or thread: {e}"),
-            "X" => {
-                assert!(e["ts"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
-                assert!(e["dur"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
-                assert!(e["cat"].is_string());
-            }
-            "s" | "f" => {
-                assert!(e["ts"].as_f64().is_some_and(|t| t >= 0.0) && e["id"].is_u64(), "{e}");
-                if ph == "f" {
-                    assert_eq!(e["bp"].as_str(), Some("e"), "a flow ends at its enclosing slice");
-                }
-                flows.entry(e["id"].as_u64().unwrap()).or_default().push(ph);
-            }
-            other => panic!("unexpected phase {other}"),
-        }
-    }
-    for (id, ends) in flows {
-        assert_eq!(ends, ["s", "f"], "flow {id} has one start, then one end");
-    }
 }
 
 /// The `X` slices of category `cat`.
