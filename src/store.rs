@@ -290,6 +290,12 @@ impl Store {
 
     /// Adds `size` bytes to memory if they fit under the cap, moving LRU
     /// objects out as needed. See the module docs.
+    /// True if `size` more bytes fit in memory now without evicting or
+    /// spilling anything (one lock; no reservation is made).
+    pub(crate) fn fits_now(&self, size: usize) -> bool {
+        self.lock().bytes.saturating_add(size) <= self.cap
+    }
+
     pub(crate) fn reserve(&self, size: usize, wait: bool) -> bool {
         if size > self.cap {
             return false;

@@ -73,6 +73,13 @@ impl Fetch {
         Ok(Decoded(v, m))
     }
 
+    /// True if `bytes` more fit in the store now without evicting or
+    /// spilling anything (so [`Fetch::complete`] will not block making
+    /// room). One lock; nothing is reserved.
+    pub fn fits_now(&self, bytes: usize) -> bool {
+        self.cluster.store.fits_now(bytes)
+    }
+
     /// Ends the fetch: stores the replica (charged to the store, waiting up
     /// to the put timeout for room; [`Error::StoreFull`] otherwise) and
     /// exports it, or fails the object with `result`'s error.

@@ -392,11 +392,10 @@ const INLINE_COMPLETE_BYTES: usize = 64 << 10;
 /// another thread (a thread wake-up, and one more thread competing for the
 /// CPU, on every get); a small replica that clearly fits (four times its
 /// encoding and 64 KiB to spare) is stored inline instead: no wait.
-fn complete(rt: &Runtime, fetch: Fetch, decoded: Decoded, encoded: usize) {
-    let fits = encoded <= INLINE_COMPLETE_BYTES && {
-        let s = rt.store_stats();
-        s.bytes_in_memory.saturating_add(4 * encoded + (64 << 10)) <= s.capacity
-    };
+fn complete(fetch: Fetch, decoded: Decoded, encoded: usize) {
+    // (`fits_now` takes the store's lock once; `store_stats` would read
+    // every counter and the lineage lock twice, on every small get.)
+    let fits = encoded <= INLINE_COMPLETE_BYTES && fetch.fits_now(4 * encoded + (64 << 10));
     if fits {
         fetch.complete(Ok(decoded));
     } else {
@@ -488,7 +487,7 @@ async fn pull_from(
                 Ok(decoded) => {
                     ctx.traffic.transfer_in(bytes.len() as u64);
                     probe::mark(Stage::GetDecoded);
-                    complete(&ctx.rt, fetch, decoded, bytes.len());
+                    complete(fetch, decoded, bytes.len());
                     probe::mark(Stage::GetCompleted);
                     Ok(())
                 }
@@ -538,7 +537,7 @@ async fn pull_from(
         return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
             Ok(decoded) => {
                 ctx.traffic.transfer_in(total);
-                complete(&ctx.rt, fetch, decoded, total as usize);
+                complete(fetch, decoded, total as usize);
                 Ok(())
             }
             Err(e) => Err((fetch, Failure::refused(e.into()))),
