@@ -269,6 +269,10 @@ const PREFAULT_AHEAD: usize = 2;
 /// a few segments of memory, not its claimed length.
 fn read_prefaulted(r: &mut dyn Read, len: usize) -> Result<Vec<u8>, String> {
     const PAGE: usize = 4096;
+    // The length comes from a peer: an allocation that cannot be made is
+    // an error, not an abort. `vec!` cannot fail softly, so ask first with
+    // a fallible reservation of the same size (mapped, never touched).
+    Vec::<u8>::new().try_reserve_exact(len).map_err(|e| format!("byte string of {len} bytes: {e}"))?;
     let mut v = vec![0u8; len];
     let buf: &mut [u8] = &mut v;
     let read = std::thread::scope(|scope| {
