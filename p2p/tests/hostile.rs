@@ -16,7 +16,9 @@
 //!
 //! Plus: an observer leaves no routing entry and identify names manta
 //! ([`observers_leave_no_routing_entry`]); connections per IP are capped
-//! ([`connections_per_ip_are_capped`]).
+//! ([`connections_per_ip_are_capped`]); an owner puts no provider record
+//! in the DHT for what a peer reads, only the replica's holder does
+//! ([`an_owner_does_not_announce_what_a_peer_reads_the_replica_holder_does`]).
 //!
 //! Invariants: tests run one at a time (a lock: they measure this
 //! process); every loop that sends is bounded in count and time; only
