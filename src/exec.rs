@@ -43,6 +43,8 @@ pub(crate) struct Plan {
     pub retries: u32,
     pub retry_if: Option<RetryIf>,
     pub priority: u8,
+    /// Its runner may linger after it (see `TaskBuilder::caller_afar`).
+    pub linger: bool,
     /// Whether (and how) its output's lineage is kept.
     pub lineage: crate::lineage::Policy,
 }
@@ -331,7 +333,7 @@ where
     let (pending, failed) = inputs_of(&*spec.borrow().args);
     let mut made = None;
     let (retries, retry_if) = (plan.retries, plan.retry_if);
-    let job = Job::task(plan.req, plan.priority, ctl, |me| {
+    let job = Job::task(plan.req, plan.priority, plan.linger, ctl, |me| {
         let (out, o) = outputs(Some(me.clone()));
         made = Some(o);
         // Recorded only if the timeline is on now (one relaxed load otherwise).
@@ -375,6 +377,7 @@ where
         retries: plan.retries,
         retry_if: plan.retry_if.clone(),
         priority: plan.priority,
+        linger: plan.linger,
         lineage: plan.lineage,
     };
     Some(move |job: &Arc<Job>| plan.lineage.apply(make(spec, &plan, sched, job.clone())))

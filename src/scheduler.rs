@@ -14,7 +14,10 @@
 //!   is taken from the queue by a runner that just finished one: no
 //!   per-task spawn, no per-task wake-up. A runner with nothing to do
 //!   lingers [`LINGER`] before leaving, so a synchronous caller's next task
-//!   starts without a wake-up.
+//!   starts without a wake-up; except after a task whose caller waits on
+//!   another machine (`TaskBuilder::caller_afar`: its next task is a network
+//!   round trip away, and the spin would take a core from the threads that
+//!   carry the result there).
 //! - **Blocking** ([`block_until`]): a task blocked in `get`/`wait` lends
 //!   its CPUs, runs inline only the queued jobs that make what it waits for
 //!   (targeted, at most [`MAX_TARGET_DEPTH`] deep), and otherwise hands its
@@ -108,6 +111,9 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     pub req: Request,
     /// Higher runs first among jobs that fit (see `task::Priority`).
     pub priority: u8,
+    /// Its runner may linger after it when nothing is queued (false for a
+    /// task whose caller waits on another machine).
+    linger: bool,
     /// A task (counted), not an actor drain or a rebuild.
     task: bool,
     /// Its function was taken out by a cancel (so its empty entry counts
@@ -135,13 +141,16 @@ impl Job {
     pub fn task<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static>(
         req: Request,
         priority: u8,
+        linger: bool,
         ctl: crate::cancel::TaskCtl,
         make: impl FnOnce(&std::sync::Weak<Job>) -> F,
     ) -> Arc<Job> {
         let job: Arc<Job<std::sync::Mutex<Option<F>>>> =
             Arc::new_cyclic(|me: &Weak<Job<std::sync::Mutex<Option<F>>>>| {
                 let me: Weak<Job> = me.clone();
-                Job::header(req, priority, true, ctl, std::sync::Mutex::new(Some(make(&me))))
+                let mut job = Job::header(req, priority, true, ctl, std::sync::Mutex::new(Some(make(&me))));
+                job.linger = linger;
+                job
             });
         job
     }
@@ -157,6 +166,7 @@ impl Job {
         Job {
             req,
             priority,
+            linger: true,
             task,
             taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
             taken: std::sync::atomic::AtomicBool::new(false),
@@ -511,7 +521,10 @@ impl Scheduler {
         let mut finished: Option<(Arc<Job>, Tally)> = None;
         let mut lingered = false;
         loop {
-            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered) {
+            // After a job whose caller waits on another machine, no spin:
+            // leave at once if nothing is queued.
+            let linger_after = finished.as_ref().is_none_or(|(j, _)| j.linger);
+            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered || !linger_after) {
                 Next::Run { job, more } => {
                     if more {
                         self.start_runner();

@@ -70,6 +70,9 @@ pub struct TaskOptions {
     pub(crate) retry_if: Option<RetryIf>,
     pub(crate) priority: Priority,
     pub(crate) object_id: Option<crate::id::ObjectId>,
+    /// False for a task whose caller waits elsewhere (see
+    /// [`TaskBuilder::caller_afar`]).
+    pub(crate) linger: bool,
     pub(crate) lineage: crate::lineage::Policy,
     pub(crate) group: Option<Arc<GroupState>>,
 }
@@ -96,6 +99,7 @@ impl Default for TaskOptions {
             retry_if: None,
             priority: Priority::Normal,
             object_id: None,
+            linger: true,
             group: None,
             lineage: Default::default(),
         }
@@ -171,6 +175,18 @@ impl<'rt, K> TaskBuilder<'rt, K> {
         self
     }
 
+    /// The task's caller waits on another machine (a peer submitted it
+    /// over the network): when it finishes and nothing else is queued, its
+    /// runner gives its thread back at once instead of spinning briefly
+    /// for the caller's next task, which is a network round trip away (the
+    /// spin would only take a core from the threads that carry the result
+    /// back). Default: off (the runner lingers, so a local caller's next
+    /// task starts without a wake-up).
+    pub fn caller_afar(mut self) -> Self {
+        self.opts.linger = false;
+        self
+    }
+
     /// Gives the task's (first) output this id instead of a fresh one (see
     /// `backend::Backend::task_with_id`).
     pub(crate) fn with_object_id(mut self, id: crate::id::ObjectId) -> Self {
@@ -232,6 +248,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             retries: self.opts.retries,
             retry_if: self.opts.retry_if,
             priority: self.opts.priority as u8,
+            linger: self.opts.linger,
             lineage: self.opts.lineage,
         };
         Ok((plan, TaskCtl::new(name, crate::exec::current_task(), group), sched, outputs))

@@ -16,7 +16,9 @@
 //!
 //! Plus: an observer leaves no routing entry and identify names manta
 //! ([`observers_leave_no_routing_entry`]); connections per IP are capped
-//! ([`connections_per_ip_are_capped`]).
+//! ([`connections_per_ip_are_capped`]); an owner puts no provider record
+//! in the DHT for what a peer reads, only the replica's holder does
+//! ([`an_owner_does_not_announce_what_a_peer_reads_the_replica_holder_does`]).
 //!
 //! Invariants: tests run one at a time (a lock: they measure this
 //! process); every loop that sends is bounded in count and time; only
@@ -500,6 +502,30 @@ fn dht_records_are_filtered() {
     let e = a.get_actor(&THING, "stolen", Duration::from_millis(500)).map(|_| ()).expect_err("not found");
     assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
     assert_eq!(a.cluster_status().expect("up").len(), 2);
+}
+
+#[test]
+fn an_owner_does_not_announce_what_a_peer_reads_the_replica_holder_does() {
+    let _serial = serial();
+    let a = node(None, |b| b);
+    let b = node(Some(&a), |b| b);
+    b.wait_for_peers(1, Duration::from_secs(30)).expect("b joins");
+    // b reads an object a owns: a serves it, b keeps (and announces) a replica.
+    let r = a.runtime().put(bytes(64, 5)).expect("put");
+    let there: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&r).expect("encodes")).expect("decodes");
+    assert_eq!(*there.get_timeout(Duration::from_secs(30)).expect("read on b"), bytes(64, 5));
+    a.flush_announcements().expect("a flushes");
+    b.flush_announcements().expect("b flushes");
+    let providers = tokio().block_on(async {
+        let asker = Client::start(hostile_client::swarm(None));
+        for n in [&a, &b] {
+            asker.dial(&n.listen_addrs()[0]).await.expect("connects");
+        }
+        asker.providers(&r.id().to_bytes()).await
+    });
+    // Refs name the owner, so its own record would serve nobody.
+    assert_eq!(providers, [b.peer_id()].into(), "the replica's holder only, not the owner");
+    drop(there);
 }
 
 #[test]

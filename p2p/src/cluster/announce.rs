@@ -1,9 +1,13 @@
 //! Which of this node's objects are announced as provided in the DHT.
 //!
-//! An exported object is queued for an announcement (once) when a peer
-//! first reads it from us, and when it is a replica we stored. An owner's
-//! object that nobody fetched needs no record (refs carry the owner's
-//! address; the DHT matters once copies exist elsewhere). The event loop
+//! A replica we stored is queued for an announcement (once). An owner's
+//! own objects get no record, read or not: refs carry the owner's address,
+//! so every reader reaches it while it lives, and its record is no use
+//! once it died (a dead peer is never asked); the DHT matters only for the
+//! copies elsewhere, which their holders announce. (Owners used to announce
+//! an object when a peer first read it: a Kademlia provide per fresh
+//! object a peer read, about a tenth of the CPU of a run of small gets, for
+//! a record no reader needed.) The event loop
 //! takes the queue every `ANNOUNCE_EVERY` (or on a flush), so objects freed
 //! before then (most replicas of small objects) cost no DHT traffic at all.
 //!

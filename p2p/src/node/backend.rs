@@ -56,7 +56,7 @@ impl RemoteBackend for NodeBackend {
     fn exported(&self, id: ObjectId, replica: bool) {
         // A replica is worth a DHT record at once; our own objects (and
         // the value of one of our task results, which we own and refs to
-        // which name us) only once a peer reads them (`announce`).
+        // which name us) never are (see `cluster::announce`).
         if replica && !self.work.is_result(id) {
             self.announcements.announce(id);
         }
@@ -112,10 +112,6 @@ impl RemoteBackend for NodeBackend {
 impl ObjectHooks for NodeBackend {
     fn prefetch(&self, id: ObjectId) -> bool {
         self.work.prefetch_result(id)
-    }
-
-    fn announce(&self, id: ObjectId) {
-        self.announcements.announce(id);
     }
 
     fn serve_as(&self, id: ObjectId, peer: libp2p::PeerId) -> ObjectId {

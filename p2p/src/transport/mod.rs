@@ -93,8 +93,6 @@ pub(crate) trait ObjectHooks: Send + Sync + 'static {
     /// A peer asked for `id`, which is not held here: true if it is one of
     /// this node's task results, now being fetched so it can be served.
     fn prefetch(&self, id: ObjectId) -> bool;
-    /// A peer started reading `id`: it is worth a DHT record now.
-    fn announce(&self, id: ObjectId);
     /// The id object `id` is held under here for `peer`'s requests
     /// (itself, unless a task `peer` submitted made it here under another
     /// id).

@@ -410,11 +410,7 @@ impl ObjectServer {
                 resp = None;
             }
         }
-        let resp = resp.unwrap_or(Response::Busy);
-        if offset == 0 && matches!(resp, Response::Chunk { .. }) {
-            self.hooks.announce(id); // a peer needs it: now it is worth a DHT record
-        }
-        resp
+        resp.unwrap_or(Response::Busy)
     }
 
     /// Answers a batch of small-object requests (see `batch`): the whole
@@ -440,7 +436,6 @@ impl ObjectServer {
                 match backend.serve_object(held, 0, SMALL_OBJECT_BYTES.min(budget)) {
                     Served::Chunk { total, data } if total == data.len() as u64 => {
                         budget -= data.len();
-                        self.hooks.announce(id); // a peer needs it (as in `answer_fetch`)
                         Some(serde_bytes::ByteBuf::from(data))
                     }
                     _ => None,

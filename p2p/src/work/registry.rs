@@ -226,7 +226,9 @@ impl Registry {
         let run = move |rt: &Runtime, args: &[u8], o: &RunOpts, id: ObjectId, on_done: Option<OnDone>| {
             let wire = decode_wire::<A>(rt, args)?;
             let b = rt.backend().task_with_id(id).name(o.name.clone().unwrap_or_else(|| name.to_string()));
-            let mut b = b.rerunnable().cpus(o.cpus).retries(o.retries).priority(o.priority);
+            // Its caller is a peer: no spin for its next task after it.
+            let b = b.caller_afar().rerunnable();
+            let mut b = b.cpus(o.cpus).retries(o.retries).priority(o.priority);
             for (res, amount) in &o.resources {
                 b = b.resource(res, *amount);
             }
