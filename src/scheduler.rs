@@ -176,16 +176,17 @@ impl Job {
         f
     }
 
-    /// True if the job belongs to the object at `owner` (its task's
-    /// group's address).
-    pub fn belongs_to(&self, owner: *const ()) -> bool {
-        self.ctl.group.as_ref().is_some_and(|g| std::ptr::eq(Arc::as_ptr(g) as *const (), owner))
-    }
-
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
     pub fn finish(self: &Arc<Self>, go: Go) -> Tally {
         self.body.take_and_run(self, &mut || {}, go).unwrap_or_default()
+    }
+
+    /// How a queue entry whose function was already taken out counts when
+    /// a runner reaches it: as a cancelled task if a cancel took it.
+    fn emptied(&self) -> Tally {
+        let cancelled = self.task && self.taken_by_cancel.load(Ordering::Acquire);
+        Tally { cancelled: cancelled as u32, ..Tally::default() }
     }
 
     /// The job if it may still be run by whoever asks (its function not
@@ -208,6 +209,9 @@ impl Queued for Arc<Job> {
     }
     fn priority(&self) -> u8 {
         self.priority
+    }
+    fn cancelled(&self) -> bool {
+        self.task && (self.taken_by_cancel.load(Ordering::Acquire) || self.ctl.chain_cancelled())
     }
 }
 
@@ -248,8 +252,14 @@ pub(crate) struct Scheduler {
     /// depend on it, see "Runners never nest").
     rayon_free: AtomicUsize,
     spares: Spares,
-    /// The deciding flags of every thread that runs jobs (see `cancel`).
-    deciders: Mutex<Vec<Arc<AtomicBool>>>,
+    /// The deciding flags of the rayon threads, by thread index, each on
+    /// its own cache line (see `cancel`): `quiesce` reads them without a
+    /// lock, and a worker raising its own never shares a line with another.
+    deciders: Arc<[Flag]>,
+    /// The deciding flags of spare threads alive now, and how many there
+    /// are (`quiesce` takes the lock only while some exist).
+    spare_deciders: Mutex<Vec<Decider>>,
+    spare_decider_count: AtomicUsize,
     /// Actor calls made (counted where they are made, by the caller).
     actor_calls: std::sync::atomic::AtomicU64,
     /// The timeline recorder (off unless asked for).
@@ -273,17 +283,40 @@ thread_local! {
     /// True on a rayon thread of a manta pool.
     static ON_RAYON: Cell<bool> = const { Cell::new(false) };
     /// Raised while this thread decides whether a task may start (see
-    /// `cancel`); registered with the scheduler at thread start.
-    static DECIDING: Arc<AtomicBool> = Arc::new(AtomicBool::new(false));
+    /// `cancel`): the scheduler's flag for this thread, set at thread start
+    /// (unset on threads that run no jobs).
+    static DECIDING: std::cell::OnceCell<Decider> = const { std::cell::OnceCell::new() };
 }
+
+/// A thread's deciding flag: its index in a table of flags (its
+/// scheduler's table for a rayon thread, its own for a spare).
+#[derive(Clone)]
+struct Decider(Arc<[Flag]>, usize);
+
+impl Decider {
+    fn flag(&self) -> Option<&Flag> {
+        self.0.get(self.1)
+    }
+}
+
+/// A deciding flag alone on its cache line (128 bytes: adjacent-line
+/// prefetch pairs lines), so the canceller's load of one worker's flag
+/// never contends with another worker's writes.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Flag(AtomicBool);
 
 /// Runs `decide` with this thread's deciding flag raised (see `cancel`).
 pub(crate) fn with_deciding<R>(decide: impl FnOnce() -> R) -> R {
-    DECIDING.with(|d| {
-        d.store(true, Ordering::SeqCst);
-        let r = decide();
-        d.store(false, Ordering::Release);
-        r
+    DECIDING.with(|d| match d.get().and_then(Decider::flag) {
+        Some(d) => {
+            d.0.store(true, Ordering::SeqCst);
+            let r = decide();
+            d.0.store(false, Ordering::Release);
+            r
+        }
+        // Not a thread of any runtime's pool: no canceller waits for it.
+        None => decide(),
     })
 }
 
@@ -332,6 +365,9 @@ impl Scheduler {
             dispatch,
             pool: OnceLock::new(),
             rayon_free: AtomicUsize::new(threads),
+            deciders: (0..threads).map(|_| Flag::default()).collect(),
+            spare_deciders: Mutex::new(Vec::new()),
+            spare_decider_count: AtomicUsize::new(0),
             spares: Spares {
                 tx: Mutex::new(Some(tx)),
                 rx,
@@ -340,7 +376,6 @@ impl Scheduler {
                 max: max_spares,
                 handles: Mutex::new(Vec::new()),
             },
-            deciders: Mutex::new(Vec::new()),
             actor_calls: std::sync::atomic::AtomicU64::new(0),
             recorder: crate::timeline::Recorder::new(timeline),
             start_hook: OnceLock::new(),
@@ -362,36 +397,64 @@ impl Scheduler {
         }));
     }
 
-    /// Runs the start hook on the calling thread (the pool's start handler).
-    pub fn start_worker(&self) {
+    /// Runs the start hook on the calling thread (the pool's start handler
+    /// of rayon thread `index`), whose deciding flag is `deciders[index]`.
+    pub fn start_worker(&self, index: usize) {
         ON_RAYON.with(|r| r.set(true));
+        if index < self.deciders.len() {
+            let _ = DECIDING.with(|d| d.set(Decider(self.deciders.clone(), index)));
+        } else {
+            drop(self.register_spare_decider()); // more rayon threads than places: never unregistered
+        }
         self.thread_started();
     }
 
-    /// Registers the calling thread as one that runs jobs.
+    /// Gives the calling thread (a spare, or a rayon thread beyond the
+    /// table) a deciding flag that `quiesce` sees: in the list first, then
+    /// counted, so a canceller that reads the count and then locks finds
+    /// it, and one that reads zero is ordered before this thread's first
+    /// decision (which then sees its cancellation).
+    fn register_spare_decider(&self) -> Decider {
+        let flag = DECIDING.with(|d| d.get_or_init(|| Decider(Arc::new([Flag::default()]), 0)).clone());
+        lock_std(&self.spare_deciders).push(flag.clone());
+        self.spare_decider_count.fetch_add(1, Ordering::SeqCst);
+        flag
+    }
+
+    /// Runs the start hook on the calling thread.
     fn thread_started(&self) {
-        lock_std(&self.deciders).push(DECIDING.with(|d| d.clone()));
         if let Some(hook) = self.start_hook.get() {
             hook();
         }
     }
 
     /// Waits until no thread is deciding whether to start a task (see
-    /// `cancel`): O(threads), a few nanoseconds each.
+    /// `cancel`): O(threads), one load of a line of its own per rayon
+    /// thread, and the spares' list only while spares exist.
     pub fn quiesce(&self) {
-        for d in lock_std(&self.deciders).iter() {
-            while d.load(Ordering::SeqCst) {
+        let wait = |d: &Flag| {
+            while d.0.load(Ordering::SeqCst) {
                 std::hint::spin_loop();
             }
+        };
+        // All loads first (independent: their cache misses overlap), and
+        // a wait only if some thread is deciding.
+        if self.deciders.iter().fold(false, |any, d| any | d.0.load(Ordering::SeqCst)) {
+            self.deciders.iter().for_each(wait);
+        }
+        if self.spare_decider_count.load(Ordering::SeqCst) > 0 {
+            lock_std(&self.spare_deciders).iter().filter_map(Decider::flag).for_each(wait);
         }
     }
 
-    /// Has the queued jobs `matches` selects taken out of the queue and
-    /// completed as cancelled by the next runner to ask for work (see
-    /// `Dispatch::reap`): the caller only leaves a note, never does the work
-    /// or wakes a thread, unless a runner place is idle.
-    pub fn reap(self: &Arc<Self>, matches: crate::dispatch::Reap<Arc<Job>>) {
-        if self.dispatch.reap(matches) {
+
+    /// Has the queued tasks that are cancelled taken out of the queue and
+    /// completed as such by the next runner to ask for work (see
+    /// `Dispatch::reap`): the caller only leaves a note (one store, one
+    /// load), never does the work or wakes a thread, unless a runner place
+    /// is idle while jobs are queued.
+    pub fn reap(self: &Arc<Self>) {
+        if self.dispatch.reap() {
             self.start_runner();
         }
     }
@@ -466,9 +529,9 @@ impl Scheduler {
     /// A spare thread: runs a runner, then waits (up to the keep-alive) to
     /// be asked for another.
     fn spare_main(self: Arc<Self>) {
+        let me = self.register_spare_decider();
+        let _unregister = Unregister(&self, me);
         self.thread_started();
-        let me = DECIDING.with(|d| d.clone());
-        let _unregister = Unregister(&self.deciders, me);
         let spares = &self.spares;
         self.run_loop(false);
         loop {
@@ -528,7 +591,7 @@ impl Scheduler {
                     finished = None;
                     let mut tally = Tally::default();
                     for job in jobs {
-                        let t = job.finish(Go::Cancelled);
+                        let t = job.body.take_and_run(&job, &mut || {}, Go::Cancelled).unwrap_or_else(|| job.emptied());
                         tally.done += t.done;
                         tally.failed += t.failed;
                         tally.cancelled += t.cancelled;
@@ -643,11 +706,16 @@ impl Scheduler {
 }
 
 /// Removes a spare thread's deciding flag when it exits.
-struct Unregister<'a>(&'a Mutex<Vec<Arc<AtomicBool>>>, Arc<AtomicBool>);
+struct Unregister<'a>(&'a Scheduler, Decider);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        lock_std(self.0).retain(|d| !Arc::ptr_eq(d, &self.1));
+        let mut list = lock_std(&self.0.spare_deciders);
+        let before = list.len();
+        list.retain(|d| !Arc::ptr_eq(&d.0, &self.1 .0));
+        if list.len() < before {
+            self.0.spare_decider_count.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -662,10 +730,7 @@ fn execute(job: &Arc<Job>) -> Tally {
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
     let ran = job.body.take_and_run(job, &mut || {}, Go::Run);
     TASK_CPU.with(|c| c.set(prev));
-    ran.unwrap_or_else(|| {
-        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
-        Tally { cancelled: cancelled as u32, ..Tally::default() }
-    })
+    ran.unwrap_or_else(|| job.emptied())
 }
 
 /// How many times a waiter re-checks before registering and parking (a short
