@@ -236,7 +236,9 @@ impl<J: Queued> Dispatch<J> {
                     st.started += 1;
                 }
                 self.queued_hint.store(st.queued, Ordering::Relaxed);
-                let more = st.any_fits() && self.take_place(&mut st);
+                // (A place first: with every place taken, as in a burst,
+                // no need to scan the classes.)
+                let more = st.active < self.threads && st.any_fits() && self.take_place(&mut st);
                 Next::Run { job, more }
             }
             None if lingered || st.shutdown => {
@@ -362,9 +364,20 @@ impl<J: Queued> Dispatch<J> {
         st.queued > 0 && self.take_place(&mut st)
     }
 
-    /// The queued jobs that are cancelled, taken out, if a note asks.
+    /// The queued jobs that are cancelled, taken out, if a note asks (the
+    /// check inline: one load on every `next`; the work out of line).
+    #[inline]
     fn take_reaped(&self, st: &mut State<J>) -> Option<Vec<J>> {
-        if !self.note.reap_pending.load(Ordering::Acquire) || !self.note.reap_pending.swap(false, Ordering::AcqRel) {
+        if !self.note.reap_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.reap_now(st)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reap_now(&self, st: &mut State<J>) -> Option<Vec<J>> {
+        if !self.note.reap_pending.swap(false, Ordering::AcqRel) {
             return None;
         }
         let jobs = st.take_matching(|j| j.cancelled());
