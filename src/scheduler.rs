@@ -447,7 +447,6 @@ impl Scheduler {
         }
     }
 
-
     /// Has the queued tasks that are cancelled taken out of the queue and
     /// completed as such by the next runner to ask for work (see
     /// `Dispatch::reap`): the caller only leaves a note (one store, one
