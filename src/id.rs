@@ -1,19 +1,20 @@
 //! Object and actor ids: 128 bits, unique cluster-wide without
 //! coordination, and unguessable.
 //!
-//! Every id is 128 bits from a cryptographically secure generator: ChaCha8
-//! per thread (a stream cipher used as a CSPRNG; eight rounds keep a wide
-//! margin over the best known attacks, which reach seven), keyed from
-//! `rand::rng()` (ChaCha12, seeded from the OS) when the thread makes its
-//! first id.
+//! Every id is 128 bits from a cryptographically secure generator: the
+//! keystream of ChaCha8 per thread (a stream cipher used as a CSPRNG, as
+//! `rand`'s own generators are; eight rounds keep a wide margin over the
+//! best known attacks, which reach seven), keyed from `rand::rng()`
+//! (ChaCha12, seeded from the OS) when the thread makes its first id and
+//! again every 8 GiB of keystream.
 //! So an id says nothing about any other: a peer that has seen any number
 //! of ids cannot predict another one, and holding a ref is the capability
 //! to read its object (ids are also DHT keys and export-table keys). Two
 //! ids collide with probability about n²/2¹²⁹ for n ids: never, in
-//! practice. Cost: about 30 instructions per id, no shared counter, so no
-//! contention between threads: each thread takes [`BATCH`] ids' worth of
-//! bytes from its generator at a time and hands them out in order (a
-//! buffered id is handed out once and never again).
+//! practice. Cost: about 60 instructions per id (half of it the cipher),
+//! no shared counter, so no contention between threads: each thread takes
+//! [`BATCH`] ids' worth of keystream at a time and hands them out in order
+//! (a buffered id is handed out once and never again).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -25,9 +26,14 @@ pub struct ObjectId(u64, u64);
 /// Ids drawn from the generator per refill of a thread's buffer.
 const BATCH: usize = 32;
 
-/// A thread's generator and unused ids (16 bytes from it each).
+/// Refills under one key before a thread takes a fresh one (8 GiB of
+/// keystream; far below the cipher's 256 GiB per key and nonce).
+const REKEY: u32 = 1 << 24;
+
+/// A thread's keystream and unused ids (16 bytes of it each).
 struct Batch {
-    rng: Option<chacha20::ChaCha8Rng>,
+    /// ChaCha8 under a key from `rand::rng()`, and refills made with it.
+    cipher: Option<(chacha20::ChaCha8, u32)>,
     ids: [[u8; 16]; BATCH],
     /// Ids handed out from `ids` (`BATCH`: empty).
     used: usize,
@@ -35,7 +41,29 @@ struct Batch {
 
 thread_local! {
     static BATCH_IDS: std::cell::RefCell<Batch> =
-        const { std::cell::RefCell::new(Batch { rng: None, ids: [[0; 16]; BATCH], used: BATCH }) };
+        const { std::cell::RefCell::new(Batch { cipher: None, ids: [[0; 16]; BATCH], used: BATCH }) };
+}
+
+/// Fills a thread's buffer with the next [`BATCH`] ids: the keystream of
+/// its cipher (keyed on first use and every [`REKEY`] refills), written
+/// over zeros. (A block cipher's keystream straight into the buffer: the
+/// generic RNG wrappers cost more per id than the cipher itself.)
+#[cold]
+fn refill(b: &mut Batch) {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    use rand::Rng;
+    if b.cipher.as_ref().is_none_or(|(_, n)| *n >= REKEY) {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        b.cipher = Some((chacha20::ChaCha8::new(&key.into(), &[0u8; 12].into()), 0));
+    }
+    let bytes = b.ids.as_flattened_mut();
+    bytes.fill(0);
+    if let Some((cipher, n)) = b.cipher.as_mut() {
+        cipher.apply_keystream(bytes);
+        *n += 1;
+    }
+    b.used = 0;
 }
 
 impl ObjectId {
@@ -45,10 +73,7 @@ impl ObjectId {
             let mut b = b.borrow_mut();
             let b = &mut *b;
             if b.used >= BATCH {
-                use rand::{Rng, SeedableRng};
-                let rng = b.rng.get_or_insert_with(|| chacha20::ChaCha8Rng::from_rng(&mut rand::rng()));
-                rng.fill_bytes(b.ids.as_flattened_mut());
-                b.used = 0;
+                refill(b);
             }
             let v = u128::from_ne_bytes(b.ids[b.used]);
             b.used += 1;
@@ -144,6 +169,25 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n, "an id repeated across threads or batches");
+    }
+
+    /// After [`REKEY`] refills a thread takes a new key (and its ids stay
+    /// distinct across the change).
+    #[test]
+    fn a_thread_takes_a_new_key_after_rekey_refills() {
+        std::thread::spawn(|| {
+            let mut ids = vec![ObjectId::fresh()];
+            BATCH_IDS.with(|b| b.borrow_mut().cipher.as_mut().expect("keyed by the first id").1 = REKEY);
+            ids.extend((0..2 * BATCH).map(|_| ObjectId::fresh()));
+            let refills = BATCH_IDS.with(|b| b.borrow().cipher.as_ref().map(|c| c.1));
+            assert_eq!(refills, Some(2), "not rekeyed");
+            let n = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), n);
+        })
+        .join()
+        .unwrap();
     }
 
     /// Neighbouring ids share nothing: no common prefix, no counter step
