@@ -548,3 +548,28 @@ fn get_on_a_cancelled_queued_task_while_every_worker_is_busy_returns_cancelled()
     let c = rt.metrics();
     assert_eq!(c.tasks_cancelled, 1, "{c:?}");
 }
+
+/// Cancelled tasks that cannot fit (they need both CPUs while a task
+/// outside the group holds one) are completed without any reader: the
+/// cancel finds a runner place idle and starts a runner to reap them, so
+/// `join` returns while the other task still runs.
+#[test]
+fn cancelled_tasks_that_do_not_fit_are_reaped_by_a_runner_the_cancel_starts() {
+    let rt = rt(2);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group();
+    let refs: Vec<ObjectRef<u8>> = (0..10).map(|i| g.task().cpus(2.0).spawn(move || i)).collect();
+    assert_eq!(g.progress().queued, 10);
+    assert!(g.cancel());
+    assert!(g.join(Some(LONG)), "the queued tasks were not completed");
+    assert!(!holders[0].is_ready(), "completed only once the holder finished");
+    let p = g.progress();
+    assert_eq!((p.total, p.cancelled, p.queued), (10, 10, 0), "{p:?}");
+    for r in &refs {
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
+    }
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}
