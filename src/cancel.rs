@@ -12,13 +12,13 @@
 //!
 //! # Start is decided against cancellation
 //! A task about to run checks its chain inside [`deciding`]: the worker
-//! raises its own *deciding* flag (SeqCst), checks, and lowers it right
-//! before the task's body starts. A canceller sets the scope's flag
-//! (SeqCst) and then waits until no worker of the runtime is deciding
-//! (`Scheduler::quiesce`, O(threads)). By the total order of SeqCst
-//! operations, every worker either saw the cancellation or had already
+//! raises its own *deciding* flag, checks, and lowers it right before the
+//! task's body starts. A canceller sets the scope's flag (SeqCst) and then
+//! waits until no worker of the runtime is deciding (`Scheduler::quiesce`,
+//! O(threads)). Every worker either saw the cancellation or had already
 //! decided to run, and its body started before the canceller returned: once
-//! `cancel` returns, no task of the scope starts.
+//! `cancel` returns, no task of the scope starts. The protocol (fences,
+//! flags, spare threads) is `decide`, model-checked by `tests/loom_decide.rs`.
 //!
 //! Fast path: [`CANCELS`] becomes 1 when the process makes its first
 //! cancellation; while it is zero no chain is walked. It is written once

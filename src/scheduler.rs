@@ -35,13 +35,14 @@
 //!
 //! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+use crate::decide::{Decider, Deciders};
 pub(crate) use crate::dispatch::{Counts, Tally};
 use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
 use crate::resources::{Request, Totals};
 use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -252,14 +253,8 @@ pub(crate) struct Scheduler {
     /// depend on it, see "Runners never nest").
     rayon_free: AtomicUsize,
     spares: Spares,
-    /// The deciding flags of the rayon threads, by thread index, each on
-    /// its own cache line (see `cancel`): `quiesce` reads them without a
-    /// lock, and a worker raising its own never shares a line with another.
-    deciders: Arc<[Flag]>,
-    /// The deciding flags of spare threads alive now, and how many there
-    /// are (`quiesce` takes the lock only while some exist).
-    spare_deciders: Mutex<Vec<Decider>>,
-    spare_decider_count: AtomicUsize,
+    /// The deciding flags of the threads that run jobs (`decide`).
+    deciders: Deciders,
     /// Actor calls made (counted where they are made, by the caller).
     actor_calls: std::sync::atomic::AtomicU64,
     /// The timeline recorder (off unless asked for).
@@ -288,33 +283,10 @@ thread_local! {
     static DECIDING: std::cell::OnceCell<Decider> = const { std::cell::OnceCell::new() };
 }
 
-/// A thread's deciding flag: its index in a table of flags (its
-/// scheduler's table for a rayon thread, its own for a spare).
-#[derive(Clone)]
-struct Decider(Arc<[Flag]>, usize);
-
-impl Decider {
-    fn flag(&self) -> Option<&Flag> {
-        self.0.get(self.1)
-    }
-}
-
-/// A deciding flag alone on its cache line (128 bytes: adjacent-line
-/// prefetch pairs lines), so the canceller's load of one worker's flag
-/// never contends with another worker's writes.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-pub(crate) struct Flag(AtomicBool);
-
-/// Runs `decide` with this thread's deciding flag raised (see `cancel`).
+/// Runs `decide` with this thread's deciding flag raised (see `decide`).
 pub(crate) fn with_deciding<R>(decide: impl FnOnce() -> R) -> R {
-    DECIDING.with(|d| match d.get().and_then(Decider::flag) {
-        Some(d) => {
-            d.0.store(true, Ordering::SeqCst);
-            let r = decide();
-            d.0.store(false, Ordering::Release);
-            r
-        }
+    DECIDING.with(|d| match d.get() {
+        Some(d) => d.deciding(decide),
         // Not a thread of any runtime's pool: no canceller waits for it.
         None => decide(),
     })
@@ -365,9 +337,7 @@ impl Scheduler {
             dispatch,
             pool: OnceLock::new(),
             rayon_free: AtomicUsize::new(threads),
-            deciders: (0..threads).map(|_| Flag::default()).collect(),
-            spare_deciders: Mutex::new(Vec::new()),
-            spare_decider_count: AtomicUsize::new(0),
+            deciders: Deciders::new(threads),
             spares: Spares {
                 tx: Mutex::new(Some(tx)),
                 rx,
@@ -401,24 +371,11 @@ impl Scheduler {
     /// of rayon thread `index`), whose deciding flag is `deciders[index]`.
     pub fn start_worker(&self, index: usize) {
         ON_RAYON.with(|r| r.set(true));
-        if index < self.deciders.len() {
-            let _ = DECIDING.with(|d| d.set(Decider(self.deciders.clone(), index)));
-        } else {
-            drop(self.register_spare_decider()); // more rayon threads than places: never unregistered
-        }
+        // (More rayon threads than places cannot happen; such a thread
+        // would count as a spare that never leaves.)
+        let me = self.deciders.fixed(index).unwrap_or_else(|| self.deciders.join_spare());
+        let _ = DECIDING.with(|d| d.set(me));
         self.thread_started();
-    }
-
-    /// Gives the calling thread (a spare, or a rayon thread beyond the
-    /// table) a deciding flag that `quiesce` sees: in the list first, then
-    /// counted, so a canceller that reads the count and then locks finds
-    /// it, and one that reads zero is ordered before this thread's first
-    /// decision (which then sees its cancellation).
-    fn register_spare_decider(&self) -> Decider {
-        let flag = DECIDING.with(|d| d.get_or_init(|| Decider(Arc::new([Flag::default()]), 0)).clone());
-        lock_std(&self.spare_deciders).push(flag.clone());
-        self.spare_decider_count.fetch_add(1, Ordering::SeqCst);
-        flag
     }
 
     /// Runs the start hook on the calling thread.
@@ -429,22 +386,9 @@ impl Scheduler {
     }
 
     /// Waits until no thread is deciding whether to start a task (see
-    /// `cancel`): O(threads), one load of a line of its own per rayon
-    /// thread, and the spares' list only while spares exist.
+    /// `decide`): O(threads).
     pub fn quiesce(&self) {
-        let wait = |d: &Flag| {
-            while d.0.load(Ordering::SeqCst) {
-                std::hint::spin_loop();
-            }
-        };
-        // All loads first (independent: their cache misses overlap), and
-        // a wait only if some thread is deciding.
-        if self.deciders.iter().fold(false, |any, d| any | d.0.load(Ordering::SeqCst)) {
-            self.deciders.iter().for_each(wait);
-        }
-        if self.spare_decider_count.load(Ordering::SeqCst) > 0 {
-            lock_std(&self.spare_deciders).iter().filter_map(Decider::flag).for_each(wait);
-        }
+        self.deciders.quiesce();
     }
 
     /// Has the queued tasks that are cancelled taken out of the queue and
@@ -528,7 +472,8 @@ impl Scheduler {
     /// A spare thread: runs a runner, then waits (up to the keep-alive) to
     /// be asked for another.
     fn spare_main(self: Arc<Self>) {
-        let me = self.register_spare_decider();
+        let me = self.deciders.join_spare();
+        let _ = DECIDING.with(|d| d.set(me.clone()));
         let _unregister = Unregister(&self, me);
         self.thread_started();
         let spares = &self.spares;
@@ -709,12 +654,7 @@ struct Unregister<'a>(&'a Scheduler, Decider);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        let mut list = lock_std(&self.0.spare_deciders);
-        let before = list.len();
-        list.retain(|d| !Arc::ptr_eq(&d.0, &self.1 .0));
-        if list.len() < before {
-            self.0.spare_decider_count.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.0.deciders.leave_spare(&self.1);
     }
 }
 
