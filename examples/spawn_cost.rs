@@ -3,7 +3,8 @@
 //! MODE `async` spawns N trivial tasks then gets them all (microbench's
 //! `tasks_async_per_s`), `completed` spawns N then reads them with
 //! `manta::as_completed` (`as_completed_per_s`), `rayon` the same with rayon's spawn and a
-//! channel (`rayon_tasks_async_per_s`). One warm-up round of the
+//! channel (`rayon_tasks_async_per_s`), `put` makes N small objects with
+//! `put` and drops them (`put_small_per_s`). One warm-up round of the
 //! same size runs first, so thread start and first allocations are not
 //! counted against the second; divide the difference of two runs of
 //! different N by the difference of N for a per-task figure.
@@ -24,6 +25,10 @@ fn round(rt: &Runtime, mode: &str, n: u64) -> u64 {
             });
         }
         return (0..n).map(|_| rx.recv().expect("job")).sum();
+    }
+    if mode == "put" {
+        let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.put(i).expect("put")).collect();
+        return refs.iter().map(|r| *r.get().expect("get")).sum();
     }
     let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.spawn(move || i)).collect();
     match mode {

@@ -12,13 +12,13 @@
 //!
 //! # Start is decided against cancellation
 //! A task about to run checks its chain inside [`deciding`]: the worker
-//! raises its own *deciding* flag (SeqCst), checks, and lowers it right
-//! before the task's body starts. A canceller sets the scope's flag
-//! (SeqCst) and then waits until no worker of the runtime is deciding
-//! (`Scheduler::quiesce`, O(threads)). By the total order of SeqCst
-//! operations, every worker either saw the cancellation or had already
+//! raises its own *deciding* flag, checks, and lowers it right before the
+//! task's body starts. A canceller sets the scope's flag (SeqCst) and then
+//! waits until no worker of the runtime is deciding (`Scheduler::quiesce`,
+//! O(threads)). Every worker either saw the cancellation or had already
 //! decided to run, and its body started before the canceller returned: once
-//! `cancel` returns, no task of the scope starts.
+//! `cancel` returns, no task of the scope starts. The protocol (fences,
+//! flags, spare threads) is `decide`, model-checked by `tests/loom_decide.rs`.
 //!
 //! Fast path: [`CANCELS`] becomes 1 when the process makes its first
 //! cancellation; while it is zero no chain is walked. It is written once
@@ -35,7 +35,7 @@
 use crate::scheduler::{Job, Scheduler};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 /// 1 once any cancellation was made in this process (a fast path: zero
 /// means no chain can be cancelled).
@@ -124,6 +124,11 @@ impl TaskCtl {
     }
 }
 
+/// True once any cancellation was made in this process (see [`CANCELS`]).
+pub(crate) fn any_cancelled() -> bool {
+    CANCELS.load(Ordering::Acquire) != 0
+}
+
 /// Records that a cancellation was made (the fast path's flag): a load
 /// first, so that once set the line stays shared between the workers that
 /// read it and cancellers do not write it again.
@@ -147,19 +152,15 @@ pub(crate) enum Ended {
     Cancelled,
 }
 
-/// The shared state of a [`Group`](crate::Group).
+/// The shared state of a [`Group`](crate::Group). Its counters, which
+/// workers write on every task, have cache lines of their own, apart from
+/// the flag and fields a canceller reads (so a cancel finds that line
+/// shared, not held by a worker).
 pub(crate) struct GroupState {
     pub name: Option<Cow<'static, str>>,
     cancelled: AtomicBool,
     parent: Option<Arc<Job>>,
-    /// Takes this group's queued jobs out (made once; holds the group
-    /// weakly, which also keeps its address from being reused).
-    reaper: crate::dispatch::Reap<Arc<Job>>,
-    submitted: AtomicUsize,
-    running: AtomicUsize,
-    done: AtomicUsize,
-    failed: AtomicUsize,
-    cancelled_tasks: AtomicUsize,
+    counters: Counters,
     /// Watchers of changes that may make the group stopped or finished
     /// (each called once, then re-registers if it still waits).
     waiters: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
@@ -174,21 +175,24 @@ impl std::fmt::Debug for GroupState {
     }
 }
 
+/// A group's task counts (see [`GroupState`]).
+#[repr(align(128))]
+#[derive(Default)]
+struct Counters {
+    submitted: AtomicUsize,
+    running: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    cancelled_tasks: AtomicUsize,
+}
+
 impl GroupState {
     pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<Job>>) -> Arc<GroupState> {
-        Arc::new_cyclic(|me: &Weak<GroupState>| GroupState {
+        Arc::new(GroupState {
             name,
             cancelled: AtomicBool::new(false),
             parent,
-            reaper: {
-                let me = me.clone();
-                Arc::new(move |job: &Arc<Job>| job.belongs_to(me.as_ptr() as *const ()))
-            },
-            submitted: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-            failed: AtomicUsize::new(0),
-            cancelled_tasks: AtomicUsize::new(0),
+            counters: Counters::default(),
             waiters: Mutex::new(Vec::new()),
             watched: AtomicBool::new(false),
         })
@@ -203,14 +207,16 @@ impl GroupState {
     /// until no worker is deciding whether to start a task (so none of the
     /// group starts after this returns), and leaves a note for the next
     /// runner to take the queued ones out and complete them as cancelled,
-    /// off the calling thread. True if this call cancelled it.
+    /// off the calling thread. True if this call cancelled it. No
+    /// allocation, no lock, no wake-up (unless a runner place is idle
+    /// while jobs are queued): a few cache lines.
     pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
         if self.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
         note_cancel();
         sched.quiesce();
-        sched.reap(self.reaper.clone());
+        sched.reap();
         // A watcher registers (SeqCst) before it looks at the flag, so
         // either it sees the cancellation or this sees `watched` and wakes
         // it (the waiters' lock orders a push that comes after the take).
@@ -221,57 +227,57 @@ impl GroupState {
     }
 
     pub fn submitted(&self) {
-        self.submitted.fetch_add(1, Ordering::AcqRel);
+        self.counters.submitted.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn started(&self) {
-        self.running.fetch_add(1, Ordering::AcqRel);
+        self.counters.running.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn stopped_running(&self) {
-        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.wake();
         }
     }
 
     pub fn ended(&self, how: Ended) {
         let counter = match how {
-            Ended::Done => &self.done,
-            Ended::Failed => &self.failed,
-            Ended::Cancelled => &self.cancelled_tasks,
+            Ended::Done => &self.counters.done,
+            Ended::Failed => &self.counters.failed,
+            Ended::Cancelled => &self.counters.cancelled_tasks,
         };
         counter.fetch_add(1, Ordering::AcqRel);
-        if self.finished() >= self.submitted.load(Ordering::Acquire) {
+        if self.finished() >= self.counters.submitted.load(Ordering::Acquire) {
             self.wake();
         }
     }
 
     fn finished(&self) -> usize {
-        self.done.load(Ordering::Acquire)
-            + self.failed.load(Ordering::Acquire)
-            + self.cancelled_tasks.load(Ordering::Acquire)
+        self.counters.done.load(Ordering::Acquire)
+            + self.counters.failed.load(Ordering::Acquire)
+            + self.counters.cancelled_tasks.load(Ordering::Acquire)
     }
 
     /// `(submitted, running, done, failed, cancelled)`.
     pub fn counts(&self) -> (usize, usize, usize, usize, usize) {
         (
-            self.submitted.load(Ordering::Acquire),
-            self.running.load(Ordering::Acquire),
-            self.done.load(Ordering::Acquire),
-            self.failed.load(Ordering::Acquire),
-            self.cancelled_tasks.load(Ordering::Acquire),
+            self.counters.submitted.load(Ordering::Acquire),
+            self.counters.running.load(Ordering::Acquire),
+            self.counters.done.load(Ordering::Acquire),
+            self.counters.failed.load(Ordering::Acquire),
+            self.counters.cancelled_tasks.load(Ordering::Acquire),
         )
     }
 
     /// No task runs and none can start any more (module docs).
     pub fn is_stopped(&self) -> bool {
-        self.running.load(Ordering::Acquire) == 0
-            && (self.chain_cancelled() || self.finished() >= self.submitted.load(Ordering::Acquire))
+        self.counters.running.load(Ordering::Acquire) == 0
+            && (self.chain_cancelled() || self.finished() >= self.counters.submitted.load(Ordering::Acquire))
     }
 
     /// Every task submitted so far has finished (its result is known).
     pub fn is_finished(&self) -> bool {
-        self.finished() >= self.submitted.load(Ordering::Acquire)
+        self.finished() >= self.counters.submitted.load(Ordering::Acquire)
     }
 
     /// Calls `f` once, on the next change that may make the group stopped

@@ -315,6 +315,29 @@ impl ObjectCell {
         }
     }
 
+    /// A reader about to block on an object whose task was cancelled (its
+    /// group or an ancestor) but is still queued, because no runner has
+    /// asked for work since (all busy): takes the task's function out and
+    /// completes it as cancelled on the service thread (never here: this
+    /// may be the thread that cancelled, and the closure's drop and the
+    /// readers' callbacks must not run on it), so the reader does not wait
+    /// for a runner. Its queue entry stays, empty, counted as cancelled
+    /// when a runner reaches it. Free until the process cancels anything.
+    fn finish_if_cancelled(&self) {
+        if !crate::cancel::any_cancelled() {
+            return;
+        }
+        let Some(job) = self.queued_producer() else { return };
+        if !job.ctl.chain_cancelled() {
+            return;
+        }
+        if let Some(run) = job.take_fn() {
+            crate::scheduler::service(Box::new(move || {
+                run(crate::scheduler::Go::Cancelled, &job);
+            }));
+        }
+    }
+
     /// Blocks until done or `deadline`; returns whether it is done.
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         // Spinning only pays when someone else is about to finish the object;
@@ -328,6 +351,7 @@ impl ObjectCell {
         if !queued && !remote && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
+        self.finish_if_cancelled();
         let parker = thread_parker();
         match self.slot.register(Waiter::Parker(parker.clone())) {
             Err(_) => true,

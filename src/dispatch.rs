@@ -43,7 +43,7 @@
 //!   runner's next `next` (or `release` for targeted jobs) returns it.
 
 use crate::resources::{Pool, Request, Totals};
-use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -88,6 +88,11 @@ pub trait Queued {
     fn priority(&self) -> u8 {
         1
     }
+    /// True if the job was cancelled while queued: a runner that finds a
+    /// reap note takes it out (see [`Dispatch::reap`]).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 struct Class<J> {
@@ -95,9 +100,6 @@ struct Class<J> {
     priority: u8,
     queue: VecDeque<(u64, J)>,
 }
-
-/// Selects queued jobs to take out (see [`Dispatch::reap`]).
-pub type Reap<J> = std::sync::Arc<dyn Fn(&J) -> bool + Send + Sync>;
 
 struct State<J> {
     counts: Counts,
@@ -133,17 +135,26 @@ pub enum Next<J> {
     Exit,
 }
 
+/// What [`Dispatch::reap`] touches: one cache line, written only when a
+/// runner starts or leaves and when a cancel leaves its note.
+#[repr(align(128))]
+struct Note {
+    /// `active`, readable without the lock.
+    active_hint: AtomicUsize,
+    /// Some queued job may have been cancelled: the next runner to ask for
+    /// work takes the cancelled ones out.
+    reap_pending: crate::sync::AtomicBool,
+}
+
 /// The admission queue and runner count of one runtime (module docs).
 pub struct Dispatch<J> {
     state: Mutex<State<J>>,
     /// `queued`, readable without the lock (a hint for lingering runners).
     queued_hint: AtomicUsize,
-    /// `active`, readable without the lock (a hint for `reap`).
-    active_hint: AtomicUsize,
-    /// Selections of queued jobs to take out, for the next runner; kept
-    /// apart from `state` so leaving one never waits for the queue's lock.
-    reap_list: Mutex<Vec<Reap<J>>>,
-    reap_pending: crate::sync::AtomicBool,
+    /// The canceller's line: `active` readable without the lock, and the
+    /// reap note (see [`Dispatch::reap`]), on a line of their own (the
+    /// queue's lock and `queued_hint` change on every job).
+    note: Note,
     threads: usize,
     /// Seeded bug for the loom model: a blocked job keeps its runner's
     /// place (the old "help instead of hand over" protocol).
@@ -167,9 +178,7 @@ impl<J: Queued> Dispatch<J> {
                 shutdown: false,
             }),
             queued_hint: AtomicUsize::new(0),
-            active_hint: AtomicUsize::new(0),
-            reap_list: Mutex::new(Vec::new()),
-            reap_pending: crate::sync::AtomicBool::new(false),
+            note: Note { active_hint: AtomicUsize::new(0), reap_pending: crate::sync::AtomicBool::new(false) },
             threads: threads.max(1),
             #[cfg(loom)]
             keep_place_when_blocked: false,
@@ -213,15 +222,12 @@ impl<J: Queued> Dispatch<J> {
             st.pool.release(req);
             st.add_ran(tally);
         }
-        if self.reap_pending.load(Ordering::Acquire) && self.reap_pending.swap(false, Ordering::AcqRel) {
-            let reap = std::mem::take(&mut *lock(&self.reap_list));
-            let jobs = st.take_matching(|j| reap.iter().any(|m| m(j)));
-            self.queued_hint.store(st.queued, Ordering::Relaxed);
+        if let Some(jobs) = self.take_reaped(&mut st) {
             return Next::Reap(jobs);
         }
         if st.active > self.threads {
             st.active -= 1; // oversubscribed after an unblock: give a place back
-            self.active_hint.store(st.active, Ordering::Relaxed);
+            self.note.active_hint.store(st.active, Ordering::Relaxed);
             return Next::Exit;
         }
         match st.pop_fitting() {
@@ -230,12 +236,25 @@ impl<J: Queued> Dispatch<J> {
                     st.started += 1;
                 }
                 self.queued_hint.store(st.queued, Ordering::Relaxed);
-                let more = st.any_fits() && self.take_place(&mut st);
+                // (A place first: with every place taken, as in a burst,
+                // no need to scan the classes.)
+                let more = st.active < self.threads && st.any_fits() && self.take_place(&mut st);
                 Next::Run { job, more }
             }
             None if lingered || st.shutdown => {
                 st.active -= 1;
-                self.active_hint.store(st.active, Ordering::Relaxed);
+                self.note.active_hint.store(st.active, Ordering::Relaxed);
+                // A cancel that read `active_hint` before this store relied
+                // on us (see `reap`: a fence between the store and the
+                // load on both sides): look at the note once more.
+                fence(Ordering::SeqCst);
+                if !st.shutdown {
+                    if let Some(jobs) = self.take_reaped(&mut st) {
+                        st.active += 1;
+                        self.note.active_hint.store(st.active, Ordering::Relaxed);
+                        return Next::Reap(jobs);
+                    }
+                }
                 Next::Exit
             }
             None => Next::Linger,
@@ -267,8 +286,11 @@ impl<J: Queued> Dispatch<J> {
         }
         let mut st = lock(&self.state);
         st.active -= 1;
-        self.active_hint.store(st.active, Ordering::Relaxed);
-        st.any_fits() && self.take_place(&mut st)
+        self.note.active_hint.store(st.active, Ordering::Relaxed);
+        // A cancel that saw this place busy counted on it to read its note.
+        fence(Ordering::SeqCst);
+        let reap = st.queued > 0 && self.note.reap_pending.load(Ordering::Acquire);
+        (reap || st.any_fits()) && self.take_place(&mut st)
     }
 
     /// The blocked job resumes: takes its CPUs back and, if it handed its
@@ -278,7 +300,7 @@ impl<J: Queued> Dispatch<J> {
         st.pool.adjust_cpu(-(cpu as i64));
         if handed_over {
             st.active += 1;
-            self.active_hint.store(st.active, Ordering::Relaxed);
+            self.note.active_hint.store(st.active, Ordering::Relaxed);
         }
     }
 
@@ -287,7 +309,7 @@ impl<J: Queued> Dispatch<J> {
     pub fn not_started(&self) {
         let mut st = lock(&self.state);
         st.active = st.active.saturating_sub(1);
-        self.active_hint.store(st.active, Ordering::Relaxed);
+        self.note.active_hint.store(st.active, Ordering::Relaxed);
     }
 
     /// Takes a targeted job's resources (a blocked worker runs the job that
@@ -320,21 +342,47 @@ impl<J: Queued> Dispatch<J> {
     }
 
     /// Asks the next runner (in its next [`Dispatch::next`]) to take the
-    /// queued jobs `matches` selects out and complete them as cancelled.
-    /// O(1) here; the runner does the O(queue) work. True: start a runner
-    /// (a place is free, so none may come soon).
-    pub fn reap(&self, matches: Reap<J>) -> bool {
-        if self.queued_hint.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        lock(&self.reap_list).push(matches);
-        self.reap_pending.store(true, Ordering::Release);
-        // Every place busy: one of those runners reads the note soon.
-        if self.active_hint.load(Ordering::Acquire) >= self.threads {
+    /// queued jobs that are [cancelled](Queued::cancelled) out and complete
+    /// them as such. O(1) here, one cache line, no allocation; the runner
+    /// does the O(queue) work. True: start a runner (a place is free and
+    /// jobs are queued, so none may come soon).
+    ///
+    /// No note is lost: the canceller stores the note and loads `active`,
+    /// a runner that leaves (or hands its place over) stores `active` and
+    /// loads the note, each with a SeqCst fence between (Dekker's
+    /// pattern): either the canceller sees the place free and starts a
+    /// runner, or that runner sees the note and stays to reap.
+    pub fn reap(&self) -> bool {
+        self.note.reap_pending.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // Every place busy: one of those runners reads the note when it
+        // asks for its next job.
+        if self.note.active_hint.load(Ordering::Relaxed) >= self.threads {
             return false;
         }
         let mut st = lock(&self.state);
-        self.take_place(&mut st)
+        st.queued > 0 && self.take_place(&mut st)
+    }
+
+    /// The queued jobs that are cancelled, taken out, if a note asks (the
+    /// check inline: one load on every `next`; the work out of line).
+    #[inline]
+    fn take_reaped(&self, st: &mut State<J>) -> Option<Vec<J>> {
+        if !self.note.reap_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.reap_now(st)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reap_now(&self, st: &mut State<J>) -> Option<Vec<J>> {
+        if !self.note.reap_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let jobs = st.take_matching(|j| j.cancelled());
+        self.queued_hint.store(st.queued, Ordering::Relaxed);
+        Some(jobs)
     }
 
     /// Counts tasks that ended without running (a failed input, shutdown).
@@ -374,7 +422,7 @@ impl<J: Queued> Dispatch<J> {
     fn take_place(&self, st: &mut State<J>) -> bool {
         if st.active < self.threads && !st.shutdown {
             st.active += 1;
-            self.active_hint.store(st.active, Ordering::Relaxed);
+            self.note.active_hint.store(st.active, Ordering::Relaxed);
             true
         } else {
             false

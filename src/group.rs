@@ -45,6 +45,9 @@ pub struct Group {
 /// The last handle's drop cancels the group if asked to.
 struct Handle {
     state: Arc<GroupState>,
+    /// The runtime's scheduler, beside `state`: what `cancel` needs, one
+    /// cache line away from the handle.
+    sched: Arc<crate::scheduler::Scheduler>,
     rt: Runtime,
     cancel_on_drop: bool,
 }
@@ -52,7 +55,7 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         if self.cancel_on_drop {
-            self.state.cancel(self.rt.scheduler());
+            self.state.cancel(&self.sched);
         }
     }
 }
@@ -135,7 +138,8 @@ impl GroupBuilder<'_> {
 impl Group {
     fn new(rt: &Runtime, name: Option<Cow<'static, str>>, cancel_on_drop: bool) -> Group {
         let state = GroupState::new(name, crate::exec::current_task());
-        Group { inner: Arc::new(Handle { state, rt: rt.clone(), cancel_on_drop }) }
+        let sched = rt.scheduler().clone();
+        Group { inner: Arc::new(Handle { state, sched, rt: rt.clone(), cancel_on_drop }) }
     }
 
     /// Submits a task in the group (like [`Runtime::spawn`]).
@@ -169,7 +173,7 @@ impl Group {
     /// nanoseconds per worker thread for any that is deciding, right now,
     /// whether to start a task).
     pub fn cancel(&self) -> bool {
-        self.inner.state.cancel(self.inner.rt.scheduler())
+        self.inner.state.cancel(&self.inner.sched)
     }
 
     /// True once the group (or the task it was made in) is cancelled.

@@ -93,6 +93,7 @@ mod cell;
 mod chrome;
 mod completed;
 mod countdown;
+mod decide;
 mod dispatch;
 mod error;
 mod exec;
@@ -168,6 +169,7 @@ pub mod fuzzing {
 #[doc(hidden)]
 pub mod protocols {
     pub use crate::countdown::Countdown;
+    pub use crate::decide::{Decider, Deciders};
     pub use crate::dispatch::{Dispatch, Next, Queued, Tally};
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;

@@ -275,9 +275,9 @@ impl RuntimeBuilder {
                 let message = crate::error::panic_message(p.as_ref());
                 tracing::error!(%message, "a panic escaped a manta job");
             })
-            .start_handler(move |_| {
+            .start_handler(move |index| {
                 if let Some(s) = weak_sched.upgrade() {
-                    s.start_worker();
+                    s.start_worker(index);
                 }
             })
             .spawn_handler(move |thread| {

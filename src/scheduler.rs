@@ -38,13 +38,14 @@
 //!
 //! No lock is held while a job runs. Lock order: dispatch, then a parker.
 
+use crate::decide::{Decider, Deciders};
 pub(crate) use crate::dispatch::{Counts, Tally};
 use crate::dispatch::{Dispatch, Next, Queued};
 use crate::notify::Parker;
 use crate::resources::{Request, Totals};
 use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -186,16 +187,17 @@ impl Job {
         f
     }
 
-    /// True if the job belongs to the object at `owner` (its task's
-    /// group's address).
-    pub fn belongs_to(&self, owner: *const ()) -> bool {
-        self.ctl.group.as_ref().is_some_and(|g| std::ptr::eq(Arc::as_ptr(g) as *const (), owner))
-    }
-
     /// Runs the job now with `go` (used outside the scheduler: shutdown,
     /// failed inputs, cancellation). Does nothing if it already ran.
     pub fn finish(self: &Arc<Self>, go: Go) -> Tally {
         self.body.take_and_run(self, &mut || {}, go).unwrap_or_default()
+    }
+
+    /// How a queue entry whose function was already taken out counts when
+    /// a runner reaches it: as a cancelled task if a cancel took it.
+    fn emptied(&self) -> Tally {
+        let cancelled = self.task && self.taken_by_cancel.load(Ordering::Acquire);
+        Tally { cancelled: cancelled as u32, ..Tally::default() }
     }
 
     /// The job if it may still be run by whoever asks (its function not
@@ -218,6 +220,9 @@ impl Queued for Arc<Job> {
     }
     fn priority(&self) -> u8 {
         self.priority
+    }
+    fn cancelled(&self) -> bool {
+        self.task && (self.taken_by_cancel.load(Ordering::Acquire) || self.ctl.chain_cancelled())
     }
 }
 
@@ -258,8 +263,8 @@ pub(crate) struct Scheduler {
     /// depend on it, see "Runners never nest").
     rayon_free: AtomicUsize,
     spares: Spares,
-    /// The deciding flags of every thread that runs jobs (see `cancel`).
-    deciders: Mutex<Vec<Arc<AtomicBool>>>,
+    /// The deciding flags of the threads that run jobs (`decide`).
+    deciders: Deciders,
     /// Actor calls made (counted where they are made, by the caller).
     actor_calls: std::sync::atomic::AtomicU64,
     /// The timeline recorder (off unless asked for).
@@ -283,17 +288,17 @@ thread_local! {
     /// True on a rayon thread of a manta pool.
     static ON_RAYON: Cell<bool> = const { Cell::new(false) };
     /// Raised while this thread decides whether a task may start (see
-    /// `cancel`); registered with the scheduler at thread start.
-    static DECIDING: Arc<AtomicBool> = Arc::new(AtomicBool::new(false));
+    /// `cancel`): the scheduler's flag for this thread, set at thread start
+    /// (unset on threads that run no jobs).
+    static DECIDING: std::cell::OnceCell<Decider> = const { std::cell::OnceCell::new() };
 }
 
-/// Runs `decide` with this thread's deciding flag raised (see `cancel`).
+/// Runs `decide` with this thread's deciding flag raised (see `decide`).
 pub(crate) fn with_deciding<R>(decide: impl FnOnce() -> R) -> R {
-    DECIDING.with(|d| {
-        d.store(true, Ordering::SeqCst);
-        let r = decide();
-        d.store(false, Ordering::Release);
-        r
+    DECIDING.with(|d| match d.get() {
+        Some(d) => d.deciding(decide),
+        // Not a thread of any runtime's pool: no canceller waits for it.
+        None => decide(),
     })
 }
 
@@ -342,6 +347,7 @@ impl Scheduler {
             dispatch,
             pool: OnceLock::new(),
             rayon_free: AtomicUsize::new(threads),
+            deciders: Deciders::new(threads),
             spares: Spares {
                 tx: Mutex::new(Some(tx)),
                 rx,
@@ -350,7 +356,6 @@ impl Scheduler {
                 max: max_spares,
                 handles: Mutex::new(Vec::new()),
             },
-            deciders: Mutex::new(Vec::new()),
             actor_calls: std::sync::atomic::AtomicU64::new(0),
             recorder: crate::timeline::Recorder::new(timeline),
             start_hook: OnceLock::new(),
@@ -372,36 +377,37 @@ impl Scheduler {
         }));
     }
 
-    /// Runs the start hook on the calling thread (the pool's start handler).
-    pub fn start_worker(&self) {
+    /// Runs the start hook on the calling thread (the pool's start handler
+    /// of rayon thread `index`), whose deciding flag is `deciders[index]`.
+    pub fn start_worker(&self, index: usize) {
         ON_RAYON.with(|r| r.set(true));
+        // (More rayon threads than places cannot happen; such a thread
+        // would count as a spare that never leaves.)
+        let me = self.deciders.fixed(index).unwrap_or_else(|| self.deciders.join_spare());
+        let _ = DECIDING.with(|d| d.set(me));
         self.thread_started();
     }
 
-    /// Registers the calling thread as one that runs jobs.
+    /// Runs the start hook on the calling thread.
     fn thread_started(&self) {
-        lock_std(&self.deciders).push(DECIDING.with(|d| d.clone()));
         if let Some(hook) = self.start_hook.get() {
             hook();
         }
     }
 
     /// Waits until no thread is deciding whether to start a task (see
-    /// `cancel`): O(threads), a few nanoseconds each.
+    /// `decide`): O(threads).
     pub fn quiesce(&self) {
-        for d in lock_std(&self.deciders).iter() {
-            while d.load(Ordering::SeqCst) {
-                std::hint::spin_loop();
-            }
-        }
+        self.deciders.quiesce();
     }
 
-    /// Has the queued jobs `matches` selects taken out of the queue and
-    /// completed as cancelled by the next runner to ask for work (see
-    /// `Dispatch::reap`): the caller only leaves a note, never does the work
-    /// or wakes a thread, unless a runner place is idle.
-    pub fn reap(self: &Arc<Self>, matches: crate::dispatch::Reap<Arc<Job>>) {
-        if self.dispatch.reap(matches) {
+    /// Has the queued tasks that are cancelled taken out of the queue and
+    /// completed as such by the next runner to ask for work (see
+    /// `Dispatch::reap`): the caller only leaves a note (one store, one
+    /// load), never does the work or wakes a thread, unless a runner place
+    /// is idle while jobs are queued.
+    pub fn reap(self: &Arc<Self>) {
+        if self.dispatch.reap() {
             self.start_runner();
         }
     }
@@ -476,9 +482,10 @@ impl Scheduler {
     /// A spare thread: runs a runner, then waits (up to the keep-alive) to
     /// be asked for another.
     fn spare_main(self: Arc<Self>) {
+        let me = self.deciders.join_spare();
+        let _ = DECIDING.with(|d| d.set(me.clone()));
+        let _unregister = Unregister(&self, me);
         self.thread_started();
-        let me = DECIDING.with(|d| d.clone());
-        let _unregister = Unregister(&self.deciders, me);
         let spares = &self.spares;
         self.run_loop(false);
         loop {
@@ -541,7 +548,7 @@ impl Scheduler {
                     finished = None;
                     let mut tally = Tally::default();
                     for job in jobs {
-                        let t = job.finish(Go::Cancelled);
+                        let t = job.body.take_and_run(&job, &mut || {}, Go::Cancelled).unwrap_or_else(|| job.emptied());
                         tally.done += t.done;
                         tally.failed += t.failed;
                         tally.cancelled += t.cancelled;
@@ -656,11 +663,11 @@ impl Scheduler {
 }
 
 /// Removes a spare thread's deciding flag when it exits.
-struct Unregister<'a>(&'a Mutex<Vec<Arc<AtomicBool>>>, Arc<AtomicBool>);
+struct Unregister<'a>(&'a Scheduler, Decider);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        lock_std(self.0).retain(|d| !Arc::ptr_eq(d, &self.1));
+        self.0.deciders.leave_spare(&self.1);
     }
 }
 
@@ -675,10 +682,7 @@ fn execute(job: &Arc<Job>) -> Tally {
     let prev = TASK_CPU.with(|c| c.replace(job.req.cpu));
     let ran = job.body.take_and_run(job, &mut || {}, Go::Run);
     TASK_CPU.with(|c| c.set(prev));
-    ran.unwrap_or_else(|| {
-        let cancelled = job.task && job.taken_by_cancel.load(Ordering::Acquire);
-        Tally { cancelled: cancelled as u32, ..Tally::default() }
-    })
+    ran.unwrap_or_else(|| job.emptied())
 }
 
 /// How many times a waiter re-checks before registering and parking (a short

@@ -3,7 +3,7 @@
 //!
 //! Normally these are `std`'s types. Built with `RUSTFLAGS="--cfg loom"` they
 //! are [loom](https://docs.rs/loom)'s, so the protocol modules (`slot`,
-//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`) can be model-checked by the
+//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`) can be model-checked by the
 //! tests in `tests/loom_*.rs`, which drive them with `loom::thread` directly
 //! (rayon cannot run inside a loom model).
 //!
@@ -12,12 +12,16 @@
 //! pool, thread-locals, the stored values themselves) uses `std` directly.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub(crate) use std::hint::spin_loop;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub(crate) use loom::hint::spin_loop;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 

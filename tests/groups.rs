@@ -511,3 +511,65 @@ fn as_completed_can_say_which_input_completed() {
     seen.sort();
     assert_eq!(seen, (0..10).map(|i| (i, i as u32 * 10)).collect::<Vec<_>>());
 }
+
+/// A cancelled group's queued task is read while every worker is busy
+/// with a task that does not poll for cancellation (so no runner asks for
+/// work and picks up the cancel's note): `get` still returns `Cancelled`
+/// at once, the closure is dropped off the reading (and cancelling)
+/// thread, the counts balance once the workers are free, and a task
+/// submitted after all that still runs.
+#[test]
+fn get_on_a_cancelled_queued_task_while_every_worker_is_busy_returns_cancelled() {
+    let rt = rt(1);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let guard = DropSignal(dropped_tx);
+    let queued = g.spawn(move || {
+        let _keep = &guard;
+        1u32
+    });
+    assert!(g.cancel());
+    // The holder still runs: only the reader can resolve the task now (a
+    // failure here would be a timeout while the holder blocks the worker).
+    let e = queued.get_timeout(LONG).unwrap_err();
+    assert!(e.is_cancelled(), "{e:?}");
+    assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
+    let by = dropped.recv_timeout(LONG).expect("the closure is dropped");
+    assert_ne!(Some(by), std::thread::current().name().map(str::to_string), "dropped on the reading thread");
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+    assert!(g.join(Some(LONG)));
+    let p = g.progress();
+    assert_eq!((p.total, p.cancelled, p.running, p.queued), (1, 1, 0, 0), "{p:?}");
+    assert_eq!(*rt.spawn(|| 7u8).get().unwrap(), 7);
+    let c = rt.metrics();
+    assert_eq!(c.tasks_cancelled, 1, "{c:?}");
+}
+
+/// Cancelled tasks that cannot fit (they need both CPUs while a task
+/// outside the group holds one) are completed without any reader: the
+/// cancel finds a runner place idle and starts a runner to reap them, so
+/// `join` returns while the other task still runs.
+#[test]
+fn cancelled_tasks_that_do_not_fit_are_reaped_by_a_runner_the_cancel_starts() {
+    let rt = rt(2);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group();
+    let refs: Vec<ObjectRef<u8>> = (0..10).map(|i| g.task().cpus(2.0).spawn(move || i)).collect();
+    assert_eq!(g.progress().queued, 10);
+    assert!(g.cancel());
+    assert!(g.join(Some(LONG)), "the queued tasks were not completed");
+    assert!(!holders[0].is_ready(), "completed only once the holder finished");
+    let p = g.progress();
+    assert_eq!((p.total, p.cancelled, p.queued), (10, 10, 0), "{p:?}");
+    for r in &refs {
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
+    }
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}

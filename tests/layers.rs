@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 
 /// The core's layers, lowest first.
 const CORE_LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "panics", "timeline", "chrome"]),
+    (
+        "base",
+        &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "decide", "panics", "timeline", "chrome"],
+    ),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     // A task's control block (`cancel`) lives in its job (`scheduler`).
     ("sched", &["resources", "dispatch", "scheduler", "cancel"]),

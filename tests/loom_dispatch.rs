@@ -17,6 +17,9 @@
 //!   are taken under the same lock).
 //! - **Places balance**: once every runner has left, no place is counted
 //!   (oversubscription after a resume is given back by the next `next`).
+//! - **No lost reap note**: a cancel's note (`Dispatch::reap`), left while
+//!   the only runner finishes and leaves, is read by that runner or by one
+//!   the canceller starts, so a cancelled job never stays queued.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p manta --test loom_dispatch`
 
@@ -28,6 +31,7 @@ use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Tally, Totals};
 /// A job of the model: a one-CPU request and a body.
 struct TestJob {
     req: Request,
+    cancelled: Arc<AtomicBool>,
     body: Box<dyn FnOnce(&Arc<Dispatch<TestJob>>) + Send>,
 }
 
@@ -35,10 +39,13 @@ impl Queued for TestJob {
     fn req(&self) -> &Request {
         &self.req
     }
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
 }
 
 fn job(body: impl FnOnce(&Arc<Dispatch<TestJob>>) + Send + 'static) -> TestJob {
-    TestJob { req: Request::cpus(10_000), body: Box::new(body) }
+    TestJob { req: Request::cpus(10_000), cancelled: Arc::new(AtomicBool::new(false)), body: Box::new(body) }
 }
 
 /// One runner: the scheduler's loop, minus the lingering (a runner that
@@ -174,6 +181,34 @@ fn a_job_submitted_while_the_runner_leaves_still_runs() {
         submitter.join().unwrap();
         join_all(&spawned);
         assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
+        assert_eq!(d.active(), 0);
+    });
+}
+
+#[test]
+fn a_reap_note_left_while_the_runner_leaves_is_read() {
+    loom::model(|| {
+        let d = Arc::new(one_thread());
+        let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        if let Ok(true) = d.submit(job(|_| {})) {
+            start(&d, &spawned);
+        }
+        // Needs two CPUs of one: stays queued, so the runner leaves with it
+        // there (only a reap takes it out).
+        let flag = Arc::new(AtomicBool::new(false));
+        let stuck = TestJob { req: Request::cpus(20_000), cancelled: flag.clone(), body: Box::new(|_| {}) };
+        assert!(matches!(d.submit(stuck), Ok(false)));
+        // Races with the runner finishing its job and leaving.
+        let (d2, s2) = (d.clone(), spawned.clone());
+        let canceller = thread::spawn(move || {
+            flag.store(true, Ordering::SeqCst);
+            if d2.reap() {
+                start(&d2, &s2);
+            }
+        });
+        canceller.join().unwrap();
+        join_all(&spawned);
+        assert_eq!(d.queued(), 0, "a cancelled job stayed queued: the reap note was lost");
         assert_eq!(d.active(), 0);
     });
 }
