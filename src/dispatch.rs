@@ -57,6 +57,10 @@ pub struct Tally {
     pub failed: u32,
     /// Tasks cancelled (before or while running).
     pub cancelled: u32,
+    /// Queue entries of tasks that ran elsewhere (a blocked worker ran
+    /// them targeted): counted as started when popped, so they end here
+    /// too, without an outcome (the targeted run counted that).
+    pub skipped: u32,
 }
 
 /// The task counts of one runtime (see [`Dispatch::counts`]).
@@ -433,7 +437,7 @@ impl<J: Queued> Dispatch<J> {
 impl<J: Queued> State<J> {
     /// Counts the tasks a runner ran (they were started).
     fn add_ran(&mut self, t: Tally) {
-        let n = (t.done + t.failed + t.cancelled) as u64;
+        let n = (t.done + t.failed + t.cancelled + t.skipped) as u64;
         self.ran += n;
         self.counts.done += t.done as u64;
         self.counts.failed += t.failed as u64;

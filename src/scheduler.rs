@@ -194,10 +194,18 @@ impl Job {
     }
 
     /// How a queue entry whose function was already taken out counts when
-    /// a runner reaches it: as a cancelled task if a cancel took it.
+    /// a runner reaches it: as a cancelled task if a cancel took it, else
+    /// (a targeted run took it) as skipped, so that popping it, which
+    /// counted it as started, does not leave it counted as running.
     fn emptied(&self) -> Tally {
-        let cancelled = self.task && self.taken_by_cancel.load(Ordering::Acquire);
-        Tally { cancelled: cancelled as u32, ..Tally::default() }
+        if !self.task {
+            return Tally::default();
+        }
+        if self.taken_by_cancel.load(Ordering::Acquire) {
+            Tally { cancelled: 1, ..Tally::default() }
+        } else {
+            Tally { skipped: 1, ..Tally::default() }
+        }
     }
 
     /// The job if it may still be run by whoever asks (its function not

@@ -60,6 +60,23 @@ fn task_counts_add_up_by_outcome() {
 }
 
 #[test]
+fn a_task_run_by_its_blocked_caller_is_not_left_counted_as_running() {
+    // One CPU: the outer task's `get` runs the inner task itself (it is
+    // queued behind the outer one), leaving an empty queue entry that a
+    // runner passes later; that entry must not stay counted as running.
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let inner_rt = rt.clone();
+    let outer = rt.spawn(move || {
+        let inner = inner_rt.spawn(|| 21u32);
+        *inner.get().unwrap() * 2
+    });
+    assert_eq!(*outer.get().unwrap(), 42);
+    let _ = rt.spawn(|| 0u32).get(); // a runner passes the emptied entry
+    let m = settled(&rt);
+    assert_eq!((m.tasks_running, m.tasks_done, m.tasks_submitted), (0, 3, 3), "{m:?}");
+}
+
+#[test]
 fn actor_calls_and_the_store_are_counted() {
     let dir = std::env::temp_dir().join(format!("manta-metrics-{}", std::process::id()));
     let rt = Runtime::builder().num_cpus(2).store_capacity(3 << 20).spill_dir(&dir).build().unwrap();
