@@ -15,6 +15,9 @@
 //!   the lane, decoding straight into the replica);
 //! - `timeline`: a node's timeline in pages for a peer collecting the
 //!   cluster's trace, and the collector's side (clock offset included);
+//! - `vouch`: owners' signed vouchers for objects' content, asked for by
+//!   copies that serve them and checked by readers of those copies;
+//! - `busy`: how a fetch answers a holder's `Busy`;
 //! - `guard`: what peers can make the server loops hold, and its bounds
 //!   (streams per peer, frame deadlines, idle timeouts, byte budgets).
 //!
@@ -34,6 +37,7 @@
 //! lock.
 
 mod batch;
+mod busy;
 pub(crate) mod bulk;
 pub(crate) mod fetch;
 pub(crate) mod guard;
@@ -42,6 +46,7 @@ mod mail_link;
 pub(crate) mod outbox;
 pub(crate) mod rpc;
 pub(crate) mod timeline;
+pub(crate) mod vouch;
 
 pub(crate) use mail_link::MailError;
 #[cfg(feature = "fuzzing")]
