@@ -27,11 +27,13 @@ mod hostile_client;
 
 use futures::AsyncWriteExt;
 use hostile_client::{closed_within, exchange, peak_while, rss_mib, threads, Client, CALL};
+use libp2p::identity::Keypair;
 use libp2p::kad;
 use manta::{ObjectRef, Runtime};
 use manta_p2p::fuzzing::hint;
 use manta_p2p::fuzzing::plain::{actor_record_key, encode_actor_record, ActorRecord};
 use manta_p2p::fuzzing::seal::{Hello, HelloKey};
+use manta_p2p::fuzzing::signed::sign_record;
 use manta_p2p::fuzzing::wire::{decode_response, encode_request, Request, Response, MAX_RESPONSE_BYTES};
 use manta_p2p::{ActorClass, Multiaddr, Node, NodeError, Registry, StartError};
 use std::io::Read;
@@ -435,20 +437,39 @@ fn dht_records_are_filtered() {
     tokio.block_on(async {
         // The outsider listens, so its provider records carry an address
         // (Kademlia does not hand out providers it has no address for).
-        let mut evil = hostile_client::swarm(None);
+        let (evil_key, asker_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let mut evil = hostile_client::swarm_with(evil_key.clone(), kad::Mode::Client);
         evil.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listens");
         let evil = Client::start(evil);
-        let asker = Client::start(hostile_client::swarm(None));
+        let asker = Client::start(hostile_client::swarm_with(asker_key.clone(), kad::Mode::Client));
         for c in [&evil, &asker] {
             c.dial(&a.listen_addrs()[0]).await.expect("connects");
         }
         let record = |key: Vec<u8>, value: Vec<u8>| kad::Record::new(kad::RecordKey::new(&key), value);
-        let actor = |host: Vec<u8>| encode_actor_record(&ActorRecord { actor: [1; 16], class: "Thing".into(), host });
-        // A named actor claiming B as its host, from the outsider: refused.
+        // A named actor's record as a host publishes it: signed, for its key.
+        let actor = |key: &[u8], host: Vec<u8>, signer: &Keypair| {
+            let rec = encode_actor_record(&ActorRecord { actor: [1; 16], class: "Thing".into(), host });
+            sign_record(signer, key, rec).expect("signs")
+        };
+        // A named actor claiming B as its host, from the outsider (signed
+        // by it): refused.
         let stolen = actor_record_key("stolen");
-        let claims_b = actor(hint::encode(&b.peer_id(), &b.listen_addrs()));
+        let claims_b = actor(&stolen, hint::encode(&b.peer_id(), &b.listen_addrs()), &evil_key);
         evil.put_record_to(record(stolen.clone(), claims_b), a.peer_id()).await;
         assert_eq!(asker.get_record(&stolen).await, None, "a record naming another host");
+        // Naming its sender but not signed (the old format), or signed for
+        // another name: refused.
+        let unsigned = actor_record_key("unsigned");
+        let plain = encode_actor_record(&ActorRecord {
+            actor: [1; 16],
+            class: "Thing".into(),
+            host: hint::encode(&evil.peer, &[]),
+        });
+        evil.put_record_to(record(unsigned.clone(), plain), a.peer_id()).await;
+        assert_eq!(asker.get_record(&unsigned).await, None, "an unsigned record");
+        let replayed = actor(&actor_record_key("elsewhere"), hint::encode(&evil.peer, &[]), &evil_key);
+        evil.put_record_to(record(unsigned.clone(), replayed), a.peer_id()).await;
+        assert_eq!(asker.get_record(&unsigned).await, None, "a record signed for another name");
         // Any other key, and a value that is not an actor record: refused.
         evil.put_record_to(record(b"/other/key".to_vec(), b"x".to_vec()), a.peer_id()).await;
         assert_eq!(asker.get_record(b"/other/key").await, None, "not a named-actor key");
@@ -457,16 +478,17 @@ fn dht_records_are_filtered() {
         assert_eq!(asker.get_record(&junk).await, None, "not an actor record");
         // One naming its sender as host is kept (the filter is not a wall).
         let mine = actor_record_key("mine");
-        let own = actor(hint::encode(&evil.peer, &[]));
+        let own = actor(&mine, hint::encode(&evil.peer, &[]), &evil_key);
         evil.put_record_to(record(mine.clone(), own.clone()), a.peer_id()).await;
         assert_eq!(asker.get_record(&mine).await, Some(own), "a record naming its sender");
         // A name held by a live host is not taken over by another sender
         // naming itself (first writer wins while it lives).
         let taken = actor_record_key("taken");
-        let first = actor(hint::encode(&asker.peer, &[]));
+        let first = actor(&taken, hint::encode(&asker.peer, &[]), &asker_key);
         asker.put_record_to(record(taken.clone(), first.clone()), a.peer_id()).await;
         assert_eq!(asker.get_record(&taken).await, Some(first.clone()), "the first claim");
-        evil.put_record_to(record(taken.clone(), actor(hint::encode(&evil.peer, &[]))), a.peer_id()).await;
+        let takeover = actor(&taken, hint::encode(&evil.peer, &[]), &evil_key);
+        evil.put_record_to(record(taken.clone(), takeover), a.peer_id()).await;
         assert_eq!(asker.get_record(&taken).await, Some(first), "a live host's name taken over");
 
         // Provider records: only for object ids (16 bytes), only from the

@@ -51,8 +51,8 @@
 //! pending.
 
 use super::batch::Batcher;
-use super::busy::BusyBackoff;
 use super::bulk::{self, LaneError, Pass, PeerIps};
+use super::busy::BusyBackoff;
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::vouch::{VoucherError, Vouchers};
 use super::{Directory, Rebuilder, Streams};
@@ -157,7 +157,7 @@ enum HolderError {
     Lane(#[from] LaneError),
     #[error("content not verified: {0}")]
     Unverified(#[from] VoucherError),
-    #[error("content not verified: its {} bytes do not match the owner's voucher ({} bytes)", .got.len, .expected.len)]
+    #[error("content not verified: its bytes ({} bytes, SHA-256 {}..) do not match the owner's voucher ({} bytes, {}..)", .got.len, hex::encode(&.got.sha256[..6]), .expected.len, hex::encode(&.expected.sha256[..6]))]
     Mismatch { expected: Digest, got: Digest },
 }
 
@@ -322,7 +322,10 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
                 break;
             }
             asked_dht = true;
-            let Ok(found) = ctx.directory.providers(id).await else { break };
+            let Ok(mut found) = ctx.directory.providers(id).await else { break };
+            // In a fixed order (the DHT's is a set's): by peer id.
+            found.sort_unstable();
+            found.dedup();
             candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains_key(p)));
             continue;
         };

@@ -37,8 +37,8 @@
 //! lock.
 
 mod batch;
-mod busy;
 pub(crate) mod bulk;
+mod busy;
 pub(crate) mod fetch;
 pub(crate) mod guard;
 mod inbox;

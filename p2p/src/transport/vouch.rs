@@ -97,15 +97,7 @@ impl Vouchers {
         handle: tokio::runtime::Handle,
         rejections: Arc<Rejections>,
     ) -> Vouchers {
-        Vouchers {
-            key,
-            rt,
-            pool,
-            handle,
-            kept: Mutex::default(),
-            queue: Mutex::default(),
-            rejections,
-        }
+        Vouchers { key, rt, pool, handle, kept: Mutex::default(), queue: Mutex::default(), rejections }
     }
 
     /// The answer to `Request::Vouch`: for each id, the voucher kept for

@@ -395,7 +395,9 @@ impl RemoteError {
                 vec![task, resource]
             }
             Root::ActorDead { actor, reason } => vec![actor, reason],
-            Root::ObjectLost { reason, .. } | Root::PeerUnreachable { reason, .. } | Root::Unverified { reason, .. } => {
+            Root::ObjectLost { reason, .. }
+            | Root::PeerUnreachable { reason, .. }
+            | Root::Unverified { reason, .. } => {
                 vec![reason]
             }
             Root::StoreFull { .. } => vec![],

@@ -61,6 +61,12 @@ pub struct Hasher {
     len: u64,
 }
 
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("len", &self.len).finish()
+    }
+}
+
 impl Default for Hasher {
     fn default() -> Self {
         Hasher { ctx: ring::digest::Context::new(&ring::digest::SHA256), len: 0 }
@@ -288,10 +294,7 @@ mod tests {
         let me = owner.public().to_peer_id();
         assert_eq!(verify_voucher(&v, &id, &me), Ok(digest()));
         assert_eq!(verify_voucher(&v, &[4; 16], &me), Err(SignedError::OtherObject));
-        assert!(matches!(
-            verify_voucher(&v, &id, &other.public().to_peer_id()),
-            Err(SignedError::WrongSigner { .. })
-        ));
+        assert!(matches!(verify_voucher(&v, &id, &other.public().to_peer_id()), Err(SignedError::WrongSigner { .. })));
         // Signed by another key that claims the owner's: the key names the
         // other peer, so it is refused; the owner's key with another's
         // signature does not verify.
