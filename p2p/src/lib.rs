@@ -235,9 +235,9 @@ pub mod fuzzing {
     pub mod signed {
         pub use crate::wire::signed::{
             decode_signed_record, decode_voucher, digest_of, encode_signed_record, encode_voucher, record_message,
-            sign_record, sign_voucher, verify_record, verify_voucher, voucher_message, Digest, Hasher, SignedError,
-            SignedRecord, Voucher, MAX_KEY_BYTES, MAX_SIGNED_RECORD_BYTES, MAX_SIG_BYTES, MAX_VOUCHER_BYTES,
-            RECORD_DOMAIN, VOUCHER_DOMAIN,
+            sign_record, sign_voucher, signer, verify_record, verify_voucher, voucher_message, Digest, Hasher,
+            SignedError, SignedRecord, Voucher, MAX_KEY_BYTES, MAX_SIGNED_RECORD_BYTES, MAX_SIG_BYTES,
+            MAX_VOUCHER_BYTES, RECORD_DOMAIN, VOUCHER_DOMAIN,
         };
     }
     /// Owner hints (a serialized ref's owner address).

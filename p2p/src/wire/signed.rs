@@ -194,6 +194,11 @@ fn check_key_sig(key: &[u8], sig: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The peer whose public key `key` (protobuf) is, if it decodes.
+pub fn signer(key: &[u8]) -> Option<PeerId> {
+    PublicKey::try_decode_protobuf(key).ok().map(|pk| PeerId::from_public_key(&pk))
+}
+
 /// Checks that `key` (protobuf) is `expected`'s and signs `msg` with `sig`.
 fn verify_signed(key: &[u8], sig: &[u8], msg: &[u8], expected: &PeerId) -> Result<(), SignedError> {
     let pk = PublicKey::try_decode_protobuf(key).map_err(|_| SignedError::BadKey)?;
