@@ -42,9 +42,9 @@ pub(crate) struct NodeBackend {
     /// Whether this node is an observer (in no member table).
     pub(super) observer: bool,
     /// The node's tokio runtime.
-    pub(super) tokio: tokio::runtime::Handle,
+    pub(crate) tokio: tokio::runtime::Handle,
     /// The node's vouchers (and what it refused from peers).
-    pub(super) vouchers: Arc<Vouchers>,
+    pub(crate) vouchers: Arc<Vouchers>,
 }
 
 impl RemoteBackend for NodeBackend {

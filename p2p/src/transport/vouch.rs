@@ -11,7 +11,8 @@
 //!   its owner asks the owner for its voucher in the background, in one
 //!   batch per owner after [`ASK_AFTER`] (a small `get` pays one queue
 //!   push; copies dropped by then are not asked for), and keeps it to
-//!   serve with the bytes. A copy fetched from another holder keeps the
+//!   serve with the bytes (`Node::flush_announcements` asks at once,
+//!   [`Vouchers::flush`]). A copy fetched from another holder keeps the
 //!   voucher it was checked against ([`Vouchers::keep`]).
 //! - Reader side ([`Vouchers::voucher_of`]): before reading an object from a
 //!   holder that is not its owner, a reader asks that holder for the
@@ -171,6 +172,13 @@ impl Vouchers {
                 me.ask(owner).await;
             });
         }
+    }
+
+    /// Asks every owner now for the vouchers of the copies queued for it,
+    /// and returns once all have answered (or failed).
+    pub(crate) async fn flush(&self) {
+        let owners: Vec<PeerId> = lock_unpoisoned(&self.queue).keys().copied().collect();
+        futures::future::join_all(owners.into_iter().map(|o| self.ask(o))).await;
     }
 
     /// Asks `owner` for the vouchers of the copies queued for it that are
