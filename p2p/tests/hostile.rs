@@ -578,3 +578,40 @@ fn connections_per_ip_are_capped() {
     let b = node(Some(&a), |b| b);
     b.wait_for_peers(1, Duration::from_secs(30)).expect("b joins after the flood");
 }
+
+/// The node's counter `name` (`Runtime::metrics`, cluster part).
+fn metric(n: &Node, name: &str) -> f64 {
+    let m = n.runtime().metrics();
+    m.cluster.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Invalid object requests and mail batches from one peer are one WARN
+/// line, then `debug!` lines and a counter (before: a WARN line each, a
+/// log flood any member could cause).
+#[test]
+fn invalid_input_is_one_warning_per_peer_then_counted() {
+    let _serial = serial();
+    warns(); // installs the counting subscriber before the node starts
+    let a = node(None, |b| b);
+    let (requests, batches) = (50, 10);
+    let before = warns();
+    tokio().block_on(async {
+        let evil = Client::start(hostile_client::swarm(None));
+        evil.dial(&a.listen_addrs()[0]).await.expect("connects");
+        let mut s = evil.open(a.peer_id(), OBJECT).await.expect("an object stream");
+        for _ in 0..requests {
+            let reply = exchange(&mut s, b"\xff\x00garbage", MAX_RESPONSE_BYTES).await.expect("a reply");
+            assert!(matches!(decode_response(&reply), Ok(Response::Invalid { .. })), "answered Invalid");
+        }
+        let mut m = evil.open(a.peer_id(), MAIL).await.expect("a mail stream");
+        for _ in 0..batches {
+            let reply = exchange(&mut m, b"\xff\x00garbage", 1 << 20).await.expect("an ack");
+            let ack = manta_p2p::fuzzing::mail::decode_ack(&reply).expect("an ack");
+            assert!(ack.invalid.is_some(), "an invalid ack");
+        }
+    });
+    let warned = warns() - before;
+    eprintln!("{requests} invalid requests and {batches} invalid batches: {warned} WARN line(s)");
+    assert_eq!(warned, 1, "one WARN line for the peer");
+    assert_eq!(metric(&a, "p2p_invalid_requests_total"), (requests + batches) as f64, "all counted");
+}

@@ -6,7 +6,7 @@
 //! | attack (before) | now |
 //! | --- | --- |
 //! | a holder answering `Busy` at once, forever: `pull` asked again in a tight loop and `get` never returned | quick `Busy` answers are asked again after a doubling pause, at most 8 times; then the holder is given up and `get` fails with a typed error ([`a_holder_answering_busy_forever_is_given_up`]) |
-//! | a provider serving forged bytes for an id whose owner is unreachable: accepted if they decoded | refused unless it gives the owner's voucher for exactly those bytes (no voucher, one signed by another key, for another id, of another length, for other bytes, huge or junk): `get` fails with `Unverified` naming it ([`a_holder_without_the_owners_voucher_for_its_bytes_is_refused`]) |
+//! | a provider serving forged bytes for an id whose owner is unreachable: accepted if they decoded | refused unless it gives the owner's voucher for exactly those bytes (a voucher signed by another key, for another id, of another length, for other bytes, huge or junk): `get` fails with `Unverified` naming it; with no voucher at all its bytes are not even asked for (it is taken as not holding the object) ([`a_holder_without_the_owners_voucher_for_its_bytes_is_refused`]) |
 //! | the same, with an honest replica also holding it after the owner died | the forger (asked first) is refused even with the owner's genuine voucher, and the replica's bytes are read ([`a_forging_provider_is_refused_and_an_honest_replica_is_read_after_the_owner_died`]) |
 //! | a member answering a named-actor lookup with a record naming another host | the record is not signed by that host: dropped and counted; the lookup ends with the typed "no actor" timeout ([`a_forged_named_actor_record_is_refused`]) |
 //!
@@ -237,7 +237,6 @@ fn a_holder_without_the_owners_voucher_for_its_bytes_is_refused() {
     };
     // (name, id, what the forger answers)
     let cases: Vec<(&str, [u8; 16], Forged)> = vec![
-        ("no voucher", [0x61; 16], Forged { bytes: forged.clone(), voucher: None }),
         (
             "signed by the forger",
             [0x62; 16],
@@ -262,14 +261,23 @@ fn a_holder_without_the_owners_voucher_for_its_bytes_is_refused() {
         ("junk for a voucher", [0x67; 16], Forged { bytes: forged.clone(), voucher: Some(vec![0x81; 40]) }),
     ];
     let control = ([0x6f; 16], Forged { bytes: genuine.clone(), voucher: Some(sign(&owner, [0x6f; 16], &genuine)) });
+    // No voucher at all: as an honest holder without the object answers.
+    let none = ([0x61; 16], Forged { bytes: forged.clone(), voucher: None });
     let table: HashMap<[u8; 16], Forged> =
-        cases.iter().map(|(_, id, f)| (*id, f.clone())).chain(std::iter::once(control.clone())).collect();
-    let vouch_asked = Arc::new(AtomicUsize::new(0));
+        cases.iter().map(|(_, id, f)| (*id, f.clone())).chain([control.clone(), none.clone()]).collect();
+    let (vouch_asked, fetches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let liar = tokio.block_on(async {
         let c = raw_server(forger_key.clone());
-        serve(&c, Arc::new(AtomicUsize::new(0)), forger(table, vouch_asked.clone()));
+        let answer = forger(table, vouch_asked.clone());
+        let counted = fetches.clone();
+        serve(&c, Arc::new(AtomicUsize::new(0)), move |req| {
+            if !matches!(req, Request::Vouch { .. }) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            answer(req)
+        });
         c.dial(&n.listen_addrs()[0]).await.expect("the forger connects");
-        for id in cases.iter().map(|c| c.1).chain(std::iter::once(control.0)) {
+        for id in cases.iter().map(|c| c.1).chain([control.0, none.0]) {
             assert!(c.provide(&id).await, "the forger registers as a provider");
         }
         c
@@ -286,6 +294,17 @@ fn a_holder_without_the_owners_voucher_for_its_bytes_is_refused() {
         assert!(metric(&n, "p2p_holders_rejected_total") >= (i + 1) as f64, "{name}: counted");
     }
     assert!(vouch_asked.load(Ordering::SeqCst) >= cases.len(), "every case asked for a voucher");
+    // A holder with no voucher is taken as not holding the object (what
+    // an honest one with a stale DHT record says): not read, and the get
+    // fails as for an object nobody reachable holds.
+    let fetched = fetches.load(Ordering::SeqCst);
+    match unreachable_owner_ref(&n, none.0, owner_peer).get_timeout(Duration::from_secs(60)) {
+        Err(Error::PeerUnreachable { reason, .. }) => {
+            assert!(reason.contains(&format!("{}: does not hold it", liar.peer)), "{reason}")
+        }
+        other => panic!("no voucher: expected PeerUnreachable (the owner), got {other:?}"),
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), fetched, "no voucher: no byte was asked for");
     // The owner's voucher for exactly these bytes: accepted.
     let r = unreachable_owner_ref(&n, control.0, owner_peer);
     assert_eq!(*r.get_timeout(Duration::from_secs(60)).expect("vouched for by the owner"), text(3000, 'g'));

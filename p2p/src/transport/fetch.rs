@@ -339,29 +339,21 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             continue;
         }
         tried.insert(peer, attempt + 1);
+        // The owner's voucher, from a holder that must give one.
         let trusted = Some(peer) == hinted || Some(peer) == first;
-        let check = if trusted {
-            None
-        } else {
-            let ask = Request::Vouch { ids: vec![serde_bytes::ByteArray::new(id.to_bytes())] };
-            let reply = ctx.call(peer, &ask).await.map_err(|e| e.to_string());
-            match ctx.vouchers.voucher_of(reply, id, hinted) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tried.insert(peer, 2);
-                    ctx.vouchers.refused_holder();
-                    let msg = format!("{peer}: {}", HolderError::Unverified(e));
-                    tracing::debug!(object = %id, "holder refused: {msg}");
-                    unverified.push(msg);
-                    continue;
-                }
-            }
-        };
+        let checked = if trusted { Ok(None) } else { voucher_of(&ctx, peer, id, hinted).await.map(Some) };
         // After its lane broke, a holder's next try comes in chunks.
         // A first try may come in a batch of small objects (`batch`).
         let lane = !lane_broken.contains(&peer);
-        match pull(fetch, peer, &ctx, lane, attempt == 0, check.as_ref().map(|c| c.0)).await {
-            Ok(()) => {
+        let pulled = match checked {
+            Ok(check) => {
+                let digest = check.as_ref().map(|c| c.0);
+                pull(fetch, peer, &ctx, lane, attempt == 0, digest).await.map(|()| check)
+            }
+            Err(failure) => Err((fetch, failure)),
+        };
+        match pulled {
+            Ok(check) => {
                 // Stored; `exported` queued its announcement. A copy from a
                 // holder keeps the voucher it was checked against; one from
                 // the owner asks the owner for one (to serve with it).
@@ -380,6 +372,7 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
                 let msg = format!("{peer}: {}", failure.error);
                 tracing::debug!(object = %id, "{msg}");
                 if failure.error.unverified() {
+                    // Refused for good (not asked again); counted.
                     tried.insert(peer, 2);
                     ctx.vouchers.refused_holder();
                     unverified.push(msg);
@@ -419,6 +412,30 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         None => fetch,
     };
     fetch.complete(Err(err));
+}
+
+/// Asks `peer`, a holder that is not the owner, for the owner's voucher
+/// for `id` and checks it against `owner`: the content it vouches for and
+/// the voucher. A holder that has none (`null`, `NotFound`: an honest
+/// holder has none only if it does not hold the object, say a stale DHT
+/// record) is treated as not holding it; one whose voucher does not check
+/// is refused as unverified.
+async fn voucher_of(
+    ctx: &Fetcher,
+    peer: PeerId,
+    id: ObjectId,
+    owner: Option<PeerId>,
+) -> Result<(Digest, Arc<[u8]>), Failure> {
+    let ask = Request::Vouch { ids: vec![serde_bytes::ByteArray::new(id.to_bytes())] };
+    let bytes = match ctx.call(peer, &ask).await {
+        Ok(Reply::Other(Response::Vouchers { items })) => items.into_iter().next().flatten(),
+        Ok(Reply::Other(Response::NotFound)) => None,
+        Ok(Reply::Other(Response::Busy)) => return Err(Failure::unreachable(HolderError::Busy)),
+        Ok(_) => return Err(Failure::refused(VoucherError::Reply("not a voucher list").into())),
+        Err(e) => return Err(Failure::unreachable(e)),
+    };
+    let Some(bytes) = bytes else { return Err(Failure::refused(HolderError::NotFound)) };
+    ctx.vouchers.check(bytes.into_vec(), id, owner).map_err(|e| Failure::refused(e.into()))
 }
 
 /// Decodes a fetched object with `rt` entered, so refs inside the value

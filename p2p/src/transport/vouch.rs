@@ -77,12 +77,9 @@ pub(crate) enum VoucherError {
     /// The ref names no owner to check a voucher against.
     #[error("the ref names no owner to vouch for it")]
     NoOwner,
-    /// The holder gave none.
-    #[error("gave no voucher from the owner")]
-    Missing,
     /// The holder's reply was not a voucher list.
     #[error("answered the voucher request with {0}")]
-    Reply(String),
+    Reply(&'static str),
     /// It did not verify.
     #[error("its voucher was refused: {0}")]
     Invalid(#[from] signed::SignedError),
@@ -207,25 +204,17 @@ impl Vouchers {
         }
     }
 
-    /// Asks `holder` (not the owner) for the owner's voucher for `id`:
-    /// the content it vouches for and the voucher's bytes, once checked
-    /// against `owner` (the ref's hint).
-    pub(crate) fn voucher_of(
+    /// Checks `bytes`, a holder's voucher for `id`, against `owner` (the
+    /// ref's hint): the content it vouches for, and the voucher to keep.
+    pub(crate) fn check(
         &self,
-        reply: Result<Reply, String>,
+        bytes: Vec<u8>,
         id: ObjectId,
         owner: Option<PeerId>,
     ) -> Result<(Digest, Arc<[u8]>), VoucherError> {
         let owner = owner.ok_or(VoucherError::NoOwner)?;
-        let bytes = match reply.map_err(VoucherError::Reply)? {
-            Reply::Other(Response::Vouchers { items }) => items.into_iter().next().flatten(),
-            Reply::Other(Response::NotFound) => None,
-            Reply::Other(r) => return Err(VoucherError::Reply(format!("{r:?}").chars().take(80).collect())),
-            Reply::Chunk { .. } => return Err(VoucherError::Reply("a chunk".into())),
-        };
-        let bytes = bytes.ok_or(VoucherError::Missing)?;
         let d = signed::verify_voucher(&bytes, &id.to_bytes(), &owner)?;
-        Ok((d, bytes.into_vec().into()))
+        Ok((d, bytes.into()))
     }
 
     /// Counts a holder refused for its voucher or its bytes.
