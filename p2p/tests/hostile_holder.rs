@@ -431,3 +431,37 @@ fn a_forged_named_actor_record_is_refused() {
     assert!(reader.get_actor(&THING, "real", WAIT).is_ok(), "a record signed by its host");
     drop(liar);
 }
+
+/// A node that read a copy from its owner gets the owner's voucher in the
+/// background (no flush) and serves it; before that it has only its own
+/// signature to give, which does not verify as the owner's.
+#[test]
+fn a_copy_gets_its_owners_voucher_in_the_background() {
+    let owner = node_with(None, |b| b);
+    let holder = node_with(Some(&owner), |b| b);
+    holder.wait_for_peers(1, WAIT).expect("joins");
+    let r = owner.runtime().put(text(100, 'b')).expect("put");
+    let id = r.id().to_bytes();
+    let at_holder: ObjectRef<String> = holder.decode_ref(&owner.encode_ref(&r).expect("encode")).expect("decode");
+    assert_eq!(*at_holder.get_timeout(WAIT).expect("a copy"), text(100, 'b'));
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let owner_peer = owner.peer_id();
+    tokio.block_on(async {
+        let c = Client::start(hostile_client::swarm(None));
+        c.dial(&holder.listen_addrs()[0]).await.expect("connects");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut s = c.open(holder.peer_id(), OBJECT).await.expect("an object stream");
+            let ask = encode_request(&Request::Vouch { ids: vec![serde_bytes::ByteArray::new(id)] });
+            let reply = hostile_client::exchange(&mut s, &ask, 1 << 20).await.expect("a reply");
+            let Ok(Response::Vouchers { items }) = decode_response(&reply) else { panic!("not a voucher list") };
+            let v = items.into_iter().next().flatten().expect("the holder holds it: some voucher");
+            if let Ok(d) = verify_voucher(&v, &id, &owner_peer) {
+                assert_eq!(d, digest_of(&cbor(&text(100, 'b'))), "the owner vouches for the bytes it serves");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the holder never got the owner's voucher");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}

@@ -63,6 +63,10 @@ impl RemoteBackend for NodeBackend {
         if replica && !self.work.is_result(id) {
             self.announcements.announce(id);
         }
+        if replica {
+            // A copy fetched from its owner asks it for its voucher.
+            self.vouchers.stored(id);
+        }
     }
 
     fn freed(&self, id: ObjectId) {

@@ -345,6 +345,12 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         // After its lane broke, a holder's next try comes in chunks.
         // A first try may come in a batch of small objects (`batch`).
         let lane = !lane_broken.contains(&peer);
+        if owner == Some(peer) {
+            // A copy from the owner asks the owner for its voucher (to
+            // serve with it), in the background, queued as it is stored
+            // (before `get` returns: `NodeBackend::exported`).
+            ctx.vouchers.from_owner(id, peer);
+        }
         let pulled = match checked {
             Ok(check) => {
                 let digest = check.as_ref().map(|c| c.0);
@@ -352,15 +358,13 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             }
             Err(failure) => Err((fetch, failure)),
         };
+        ctx.vouchers.fetched(id);
         match pulled {
             Ok(check) => {
                 // Stored; `exported` queued its announcement. A copy from a
-                // holder keeps the voucher it was checked against; one from
-                // the owner asks the owner for one (to serve with it).
-                match (check, owner) {
-                    (Some((_, voucher)), _) => ctx.vouchers.keep(id, voucher),
-                    (None, Some(o)) if o == peer => ctx.vouchers.want(id, o),
-                    _ => {}
+                // holder keeps the voucher it was checked against.
+                if let Some((_, voucher)) = check {
+                    ctx.vouchers.keep(id, voucher);
                 }
                 return;
             }

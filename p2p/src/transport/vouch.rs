@@ -7,7 +7,7 @@
 //!   per object (the encoding is written through a hasher on a blocking
 //!   thread, never on the path that serves the bytes), and the signed
 //!   voucher is kept in a bounded table.
-//! - Replica side ([`Vouchers::want`]): a node that fetched a copy from
+//! - Replica side ([`Vouchers::stored`]): a node that fetched a copy from
 //!   its owner asks the owner for its voucher in the background, in one
 //!   batch per owner after [`ASK_AFTER`] (a small `get` pays one queue
 //!   push; copies dropped by then are not asked for), and keeps it to
@@ -61,6 +61,9 @@ pub(crate) struct Vouchers {
     kept: Mutex<HashMap<ObjectId, Arc<[u8]>>>,
     /// Copies waiting to ask their owner, by owner.
     queue: Mutex<HashMap<PeerId, Vec<ObjectId>>>,
+    /// Fetches in flight from an object's owner: once the copy is stored
+    /// ([`Vouchers::stored`]), it is queued to ask that owner.
+    from_owner: Mutex<HashMap<ObjectId, PeerId>>,
     /// What the node refused.
     pub(crate) rejections: Arc<Rejections>,
 }
@@ -95,7 +98,8 @@ impl Vouchers {
         handle: tokio::runtime::Handle,
         rejections: Arc<Rejections>,
     ) -> Vouchers {
-        Vouchers { key, rt, pool, handle, kept: Mutex::default(), queue: Mutex::default(), rejections }
+        let (kept, queue, from_owner) = (Mutex::default(), Mutex::default(), Mutex::default());
+        Vouchers { key, rt, pool, handle, kept, queue, from_owner, rejections }
     }
 
     /// The answer to `Request::Vouch`: for each id, the voucher kept for
@@ -149,9 +153,32 @@ impl Vouchers {
         self.store(id, voucher);
     }
 
+    /// A fetch of `id` from its owner `owner` starts: if it stores the
+    /// copy, the copy asks `owner` for its voucher ([`Vouchers::stored`]).
+    /// One entry per fetch in flight; [`Vouchers::fetched`] ends it.
+    pub(crate) fn from_owner(&self, id: ObjectId, owner: PeerId) {
+        lock_unpoisoned(&self.from_owner).insert(id, owner);
+    }
+
+    /// The fetch of `id` started by [`Vouchers::from_owner`] ended.
+    pub(crate) fn fetched(&self, id: ObjectId) {
+        lock_unpoisoned(&self.from_owner).remove(&id);
+    }
+
+    /// A copy of `id` was stored here (called as it is, before its readers
+    /// wake): one fetched from its owner asks the owner for its voucher,
+    /// so that by the time `get` returns it is queued (and
+    /// `Node::flush_announcements` asks at once).
+    pub(crate) fn stored(self: &Arc<Self>, id: ObjectId) {
+        let owner = lock_unpoisoned(&self.from_owner).remove(&id);
+        if let Some(owner) = owner {
+            self.want(id, owner);
+        }
+    }
+
     /// A copy of `id` was fetched from its owner `owner`: ask it for its
     /// voucher soon, with the others from that owner (see [`ASK_AFTER`]).
-    pub(crate) fn want(self: &Arc<Self>, id: ObjectId, owner: PeerId) {
+    fn want(self: &Arc<Self>, id: ObjectId, owner: PeerId) {
         let first = {
             let mut queue = lock_unpoisoned(&self.queue);
             if queue.values().map(Vec::len).sum::<usize>() >= MAX_QUEUED {

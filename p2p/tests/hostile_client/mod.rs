@@ -97,6 +97,7 @@ pub fn swarm_with(key: libp2p::identity::Keypair, mode: kad::Mode) -> Swarm<Raw>
 }
 
 enum Cmd {
+    #[allow(dead_code)] // (not every test file stores records)
     Store(kad::Record, oneshot::Sender<bool>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     PutRecordTo(kad::Record, PeerId, oneshot::Sender<bool>),
@@ -171,6 +172,7 @@ impl Client {
 
     /// Puts `record` in this client's own DHT store (what it answers a
     /// lookup with, in server mode); true if stored.
+    #[allow(dead_code)] // (not every test file stores records)
     pub async fn store(&self, record: kad::Record) -> bool {
         self.ask(|tx| Cmd::Store(record, tx)).await
     }
