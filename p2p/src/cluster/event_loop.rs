@@ -119,6 +119,9 @@ pub(crate) struct ClusterParts {
     pub(crate) events: crossbeam_channel::Receiver<ClusterEvent>,
 }
 
+/// A named-actor lookup in flight: who waits for the record, and its key.
+type RecordLookup = (oneshot::Sender<Option<Vec<u8>>>, Vec<u8>);
+
 /// The task that owns the swarm (see the module docs).
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -140,7 +143,7 @@ pub(crate) struct EventLoop {
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, DialError>>>,
     /// Named-actor lookups in flight: who waits, and the key (records are
     /// verified against it).
-    records: HashMap<kad::QueryId, (oneshot::Sender<Option<Vec<u8>>>, Vec<u8>)>,
+    records: HashMap<kad::QueryId, RecordLookup>,
     /// Measured provider lookups (`Command::Lookup`).
     lookups: HashMap<kad::QueryId, Lookup>,
     /// Membership changes from `members`, passed on as `events`.

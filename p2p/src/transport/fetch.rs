@@ -349,7 +349,7 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             // A copy from the owner asks the owner for its voucher (to
             // serve with it), in the background, queued as it is stored
             // (before `get` returns: `NodeBackend::exported`).
-            ctx.vouchers.from_owner(id, peer);
+            ctx.vouchers.fetching_from_owner(id, peer);
         }
         let pulled = match checked {
             Ok(check) => {

@@ -156,11 +156,11 @@ impl Vouchers {
     /// A fetch of `id` from its owner `owner` starts: if it stores the
     /// copy, the copy asks `owner` for its voucher ([`Vouchers::stored`]).
     /// One entry per fetch in flight; [`Vouchers::fetched`] ends it.
-    pub(crate) fn from_owner(&self, id: ObjectId, owner: PeerId) {
+    pub(crate) fn fetching_from_owner(&self, id: ObjectId, owner: PeerId) {
         lock_unpoisoned(&self.from_owner).insert(id, owner);
     }
 
-    /// The fetch of `id` started by [`Vouchers::from_owner`] ended.
+    /// The fetch of `id` started by [`Vouchers::fetching_from_owner`] ended.
     pub(crate) fn fetched(&self, id: ObjectId) {
         lock_unpoisoned(&self.from_owner).remove(&id);
     }

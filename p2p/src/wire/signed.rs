@@ -147,9 +147,9 @@ pub enum SignedError {
     #[error("it is signed by {signer}, not by {expected}")]
     WrongSigner {
         /// The key's peer id.
-        signer: PeerId,
+        signer: Box<PeerId>,
         /// The peer that should have signed.
-        expected: PeerId,
+        expected: Box<PeerId>,
     },
     /// The signature does not verify.
     #[error("its signature does not verify")]
@@ -205,7 +205,7 @@ fn verify_signed(key: &[u8], sig: &[u8], msg: &[u8], expected: &PeerId) -> Resul
     let pk = PublicKey::try_decode_protobuf(key).map_err(|_| SignedError::BadKey)?;
     let signer = PeerId::from_public_key(&pk);
     if signer != *expected {
-        return Err(SignedError::WrongSigner { signer, expected: *expected });
+        return Err(SignedError::WrongSigner { signer: Box::new(signer), expected: Box::new(*expected) });
     }
     if !pk.verify(msg, sig) {
         return Err(SignedError::BadSignature);
