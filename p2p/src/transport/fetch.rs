@@ -53,6 +53,7 @@
 use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::busy::BusyBackoff;
+use super::chunks::{ChunkReader, Interrupted};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::vouch::{VoucherError, Vouchers};
 use super::{Directory, Rebuilder, Streams};
@@ -195,12 +196,6 @@ impl Failure {
         Failure { error, unreachable: true, lane: false }
     }
 }
-
-/// Fed to the chunk decoder instead of a chunk when the transfer broke
-/// (the pull reports the real reason).
-#[derive(Debug, thiserror::Error)]
-#[error("the transfer was interrupted")]
-struct Interrupted;
 
 impl Fetcher {
     /// A fetcher opening streams through `streams`, asking `directory` for
@@ -681,7 +676,7 @@ async fn pull_chunks(
     let rt = ctx.rt.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         let hasher = check.map(|_| Hasher::default());
-        let mut reader = ChunkReader { rx, data: ChunkBytes { buf: Vec::new(), start: 0 }, pos: 0, hasher };
+        let mut reader = ChunkReader::new(rx, hasher);
         let decoded = match decode_in(&rt, &fetch, &mut reader) {
             Ok(decoded) => decoded,
             Err(e) => return Some((fetch, HolderError::from(e))),
@@ -775,47 +770,5 @@ async fn pull_bulk(
         Ok(Some((fetch, e))) => Err((fetch, Failure { error: e.into(), unreachable: true, lane: true })),
         // The decoder panicked: the fetch was dropped, which failed the object.
         Err(_) => Ok(()),
-    }
-}
-
-/// Reads the chunks of one pull, in order, on the decoder thread (hashing
-/// them if the pull is checked).
-struct ChunkReader {
-    rx: mpsc::Receiver<Result<ChunkBytes, Interrupted>>,
-    data: ChunkBytes,
-    pos: usize,
-    hasher: Option<Hasher>,
-}
-
-impl ChunkReader {
-    /// The digest of every byte of the pull (what the decoder left unread
-    /// too), if it is hashed; `None` also if the rest could not be read.
-    fn digest(&mut self) -> Option<Digest> {
-        self.hasher.as_ref()?;
-        std::io::copy(self, &mut std::io::sink()).ok()?;
-        self.hasher.take().map(Hasher::finish)
-    }
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.data.bytes().len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(data)) => {
-                    self.data = data;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0), // every byte was sent
-            }
-        }
-        let src = &self.data.bytes()[self.pos..];
-        let n = out.len().min(src.len());
-        out[..n].copy_from_slice(&src[..n]);
-        if let Some(h) = &mut self.hasher {
-            h.update(&src[..n]);
-        }
-        self.pos += n;
-        Ok(n)
     }
 }

@@ -17,7 +17,8 @@
 //!   cluster's trace, and the collector's side (clock offset included);
 //! - `vouch`: owners' signed vouchers for objects' content, asked for by
 //!   copies that serve them and checked by readers of those copies;
-//! - `busy`: how a fetch answers a holder's `Busy`;
+//! - `busy`: how a fetch answers a holder's `Busy`; `chunks`: the byte
+//!   stream a chunked pull is decoded (and hashed) from;
 //! - `guard`: what peers can make the server loops hold, and its bounds
 //!   (streams per peer, frame deadlines, idle timeouts, byte budgets).
 //!
@@ -39,6 +40,7 @@
 mod batch;
 pub(crate) mod bulk;
 mod busy;
+mod chunks;
 pub(crate) mod fetch;
 pub(crate) mod guard;
 mod inbox;
