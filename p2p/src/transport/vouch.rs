@@ -14,20 +14,22 @@
 //!   serve with the bytes (`Node::flush_announcements` asks at once,
 //!   [`Vouchers::flush`]). A copy fetched from another holder keeps the
 //!   voucher it was checked against ([`Vouchers::keep`]).
-//! - Reader side ([`Vouchers::voucher_of`]): before reading an object from a
-//!   holder that is not its owner, a reader asks that holder for the
-//!   owner's voucher and checks it (signed by the peer the ref's hint
-//!   names, for this id); the fetch then checks the bytes against it.
+//! - Reader side ([`Vouchers::check`], from `fetch`): before reading an
+//!   object from a holder that is not its owner, a reader asks that holder
+//!   for the owner's voucher and checks it (signed by the peer the ref's
+//!   hint names, for this id); the fetch then checks the bytes against it.
 //!
 //! A node answers with the voucher it keeps for the id, or else signs one
 //! itself for an object it holds: a voucher only counts when its signer is
 //! the ref's owner, so one signed by a mere holder is refused by readers.
 //!
-//! Invariants: the table holds at most [`MAX_KEPT`] vouchers and the queue
+//! Invariants: the table holds at most [`MAX_KEPT`] vouchers, the queue
 //! at most [`MAX_QUEUED`] ids (beyond, ids are not asked for: those copies
-//! are served to nobody who needs a voucher); nothing here runs on the
-//! owner-to-reader path of an object's bytes; a voucher is stored only
-//! after it verified.
+//! are served to nobody who needs a voucher), and `from_owner` one entry
+//! per fetch in flight; nothing here runs on the owner-to-reader path of
+//! an object's bytes (a reader's fetch from the owner adds two map
+//! operations and, when the copy is stored, one queue push); a voucher
+//! from a peer is kept only after it verified.
 
 use super::rpc::{Pool, Reply};
 use crate::stats::Rejections;
