@@ -308,7 +308,7 @@ impl Node {
     /// now, returning once they answered (so these copies can be served to
     /// readers that need one even if their owners die right after).
     /// Announcements otherwise go out every 100 ms, in batches, and voucher
-    /// requests 50 ms after a copy is made.
+    /// requests 100 ms after a copy is made.
     pub fn flush_announcements(&self) -> Result<(), NodeError> {
         futures::executor::block_on(self.inner.cluster.flush_announcements()).map_err(|_| NodeError::Shutdown)?;
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -195,7 +195,6 @@ fn check_key_sig(key: &[u8], sig: &[u8]) -> Result<(), WireError> {
 }
 
 /// The peer whose public key `key` (protobuf) is, if it decodes.
-#[cfg(any(test, feature = "fuzzing"))]
 pub fn signer(key: &[u8]) -> Option<PeerId> {
     PublicKey::try_decode_protobuf(key).ok().map(|pk| PeerId::from_public_key(&pk))
 }
