@@ -178,6 +178,17 @@ pub enum Error {
         /// The dead owner's peer id.
         owner: Text,
     },
+    /// Every node that could serve the object was a holder other than its
+    /// owner (a replica, a DHT provider), and none served bytes the owner
+    /// vouches for (no valid voucher signed by the owner, or bytes that do
+    /// not match it), so they were refused (clustered runtimes only).
+    #[error("object {id}: its content could not be verified: {reason}")]
+    Unverified {
+        /// The object that was being fetched.
+        id: ObjectId,
+        /// The holders tried and why each was refused.
+        reason: Text,
+    },
 }
 
 /// Why an actor died: the cause an [`Error::ActorDead`] carries, to match

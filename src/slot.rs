@@ -357,7 +357,8 @@ impl<S: Clone> Slot<S> {
                 | Error::ObjectLost { .. }
                 | Error::LineageEvicted { .. }
                 | Error::MaxReconstructionsExceeded { .. }
-                | Error::PeerUnreachable { .. } => Holding::Gone,
+                | Error::PeerUnreachable { .. }
+                | Error::Unverified { .. } => Holding::Gone,
                 _ => Holding::Error,
             },
             State::Out(Moved::Spilled(_)) => Holding::Spilled,

@@ -231,6 +231,15 @@ pub mod fuzzing {
         /// Any CBOR value (a recursive type, for nesting tests).
         pub use ciborium::Value;
     }
+    /// Signed vouchers for objects' content and signed named-actor records.
+    pub mod signed {
+        pub use crate::wire::signed::{
+            decode_signed_record, decode_voucher, digest_of, encode_signed_record, encode_voucher, record_message,
+            sign_record, sign_voucher, signer, verify_record, verify_voucher, voucher_message, Digest, Hasher,
+            SignedError, SignedRecord, Voucher, MAX_KEY_BYTES, MAX_SIGNED_RECORD_BYTES, MAX_SIG_BYTES,
+            MAX_VOUCHER_BYTES, RECORD_DOMAIN, VOUCHER_DOMAIN,
+        };
+    }
     /// Owner hints (a serialized ref's owner address).
     pub mod hint {
         pub use crate::wire::hint::{decode, encode, MAX_HINT_ADDRS};

@@ -3,11 +3,17 @@
 //! tasks and actor calls sent and received. Every layer that moves such
 //! work holds the node's one [`Traffic`] and adds to it.
 //!
+//! [`Rejections`] counts what the node refused from peers (and rate-limits
+//! the WARN lines about it: one per peer).
+//!
 //! Invariants: counts only grow; each update is one relaxed atomic add (no
 //! lock, no ordering with anything else: readers see a snapshot that may be
 //! a few updates behind, which is all a metric needs).
 
+use libp2p::PeerId;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// A node's traffic counters (see the module docs).
 #[derive(Debug, Default)]
@@ -92,6 +98,51 @@ impl Traffic {
     }
 }
 
+/// What a node refused from peers, counted instead of logged one WARN line
+/// each (a peer could flood the log): holders whose bytes could not be
+/// verified, forged named-actor records, invalid requests and batches.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    /// Holders refused by a fetch: no valid voucher, or bytes that do not
+    /// match it.
+    pub(crate) holders: AtomicU64,
+    /// Named-actor records dropped: not signed by the host they name.
+    pub(crate) records: AtomicU64,
+    /// Invalid object requests and mail batches (each peer's first is also
+    /// a WARN line; the rest only `debug!`).
+    pub(crate) invalid: AtomicU64,
+    /// Peers whose invalid input was already logged at WARN.
+    warned: Mutex<HashSet<PeerId>>,
+}
+
+/// Peers remembered by [`Rejections::warn_first`] (forgotten all at once
+/// beyond: at worst one more WARN line per peer).
+const MAX_WARNED_PEERS: usize = 4096;
+
+impl Rejections {
+    /// Counts one invalid request or batch from `peer`; true if it is the
+    /// first from that peer (log it at WARN; the rest at `debug!`).
+    pub(crate) fn warn_first(&self, peer: PeerId) -> bool {
+        add(&self.invalid, 1);
+        let mut warned = crate::sync::lock_unpoisoned(&self.warned);
+        if warned.len() >= MAX_WARNED_PEERS && !warned.contains(&peer) {
+            warned.clear();
+        }
+        warned.insert(peer)
+    }
+
+    /// Counts `n` in `c`.
+    pub(crate) fn count(c: &AtomicU64, n: u64) {
+        add(c, n);
+    }
+
+    /// (holders, records, invalid) so far.
+    pub(crate) fn stats(&self) -> (u64, u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (get(&self.holders), get(&self.records), get(&self.invalid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +163,16 @@ mod tests {
         assert_eq!((s.transfers_in, s.transfer_in_bytes), (2, 15));
         assert_eq!((s.transfers_out, s.transfer_out_bytes), (1, 7));
         assert_eq!((s.tasks_sent, s.tasks_received, s.calls_sent, s.calls_received), (1, 2, 1, 1));
+    }
+
+    #[test]
+    fn only_a_peers_first_invalid_input_is_a_warning() {
+        let r = Rejections::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(r.warn_first(a));
+        assert!(!r.warn_first(a));
+        assert!(!r.warn_first(a));
+        assert!(r.warn_first(b));
+        assert_eq!(r.stats(), (0, 0, 4));
     }
 }

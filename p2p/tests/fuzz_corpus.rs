@@ -25,7 +25,8 @@
 //! is a record over the size cap).
 //!
 //! The framing and plain-CBOR targets (`p2p_frame`, `p2p_hint`,
-//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`) and their seeds are in
+//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`, `p2p_timeline`,
+//! `p2p_voucher`, `p2p_signed_record`) and their seeds are in
 //! `fuzz_seeds/`.
 //!
 //! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
@@ -399,6 +400,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("fetch-small", fetch_small.clone()),
                     ("timeline-first", encode_request(&Request::Timeline { upto: 0, skip: 0 })),
                     ("timeline-next", encode_request(&Request::Timeline { upto: u64::MAX, skip: u32::MAX })),
+                    ("vouch", encode_request(&Request::Vouch { ids: vec![serde_bytes::ByteArray::new([4; 16])] })),
                     // Indefinite-length envelope and field maps.
                     ("indefinite-maps", {
                         let b = patch(&base, &[0xa2, 0x61, b'v'], &[0xbf, 0x61, b'v']);
@@ -446,6 +448,12 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     ("ticket", ticket(40123)),
                     ("objects", objects.clone()),
                     ("timeline", encode_response(&Response::Timeline { page: vec![0xa0] })),
+                    (
+                        "vouchers",
+                        encode_response(&Response::Vouchers {
+                            items: vec![None, Some(serde_bytes::ByteBuf::from(vec![0xa0]))],
+                        }),
+                    ),
                 ],
                 base.clone(),
                 vec![

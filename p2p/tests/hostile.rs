@@ -29,11 +29,13 @@ mod hostile_client;
 
 use futures::AsyncWriteExt;
 use hostile_client::{closed_within, exchange, peak_while, rss_mib, threads, Client, CALL};
+use libp2p::identity::Keypair;
 use libp2p::kad;
 use manta::{ObjectRef, Runtime};
 use manta_p2p::fuzzing::hint;
 use manta_p2p::fuzzing::plain::{actor_record_key, encode_actor_record, ActorRecord};
 use manta_p2p::fuzzing::seal::{Hello, HelloKey};
+use manta_p2p::fuzzing::signed::sign_record;
 use manta_p2p::fuzzing::wire::{decode_response, encode_request, Request, Response, MAX_RESPONSE_BYTES};
 use manta_p2p::{ActorClass, Multiaddr, Node, NodeError, Registry, StartError};
 use std::io::Read;
@@ -437,20 +439,39 @@ fn dht_records_are_filtered() {
     tokio.block_on(async {
         // The outsider listens, so its provider records carry an address
         // (Kademlia does not hand out providers it has no address for).
-        let mut evil = hostile_client::swarm(None);
+        let (evil_key, asker_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let mut evil = hostile_client::swarm_with(evil_key.clone(), kad::Mode::Client);
         evil.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listens");
         let evil = Client::start(evil);
-        let asker = Client::start(hostile_client::swarm(None));
+        let asker = Client::start(hostile_client::swarm_with(asker_key.clone(), kad::Mode::Client));
         for c in [&evil, &asker] {
             c.dial(&a.listen_addrs()[0]).await.expect("connects");
         }
         let record = |key: Vec<u8>, value: Vec<u8>| kad::Record::new(kad::RecordKey::new(&key), value);
-        let actor = |host: Vec<u8>| encode_actor_record(&ActorRecord { actor: [1; 16], class: "Thing".into(), host });
-        // A named actor claiming B as its host, from the outsider: refused.
+        // A named actor's record as a host publishes it: signed, for its key.
+        let actor = |key: &[u8], host: Vec<u8>, signer: &Keypair| {
+            let rec = encode_actor_record(&ActorRecord { actor: [1; 16], class: "Thing".into(), host });
+            sign_record(signer, key, rec).expect("signs")
+        };
+        // A named actor claiming B as its host, from the outsider (signed
+        // by it): refused.
         let stolen = actor_record_key("stolen");
-        let claims_b = actor(hint::encode(&b.peer_id(), &b.listen_addrs()));
+        let claims_b = actor(&stolen, hint::encode(&b.peer_id(), &b.listen_addrs()), &evil_key);
         evil.put_record_to(record(stolen.clone(), claims_b), a.peer_id()).await;
         assert_eq!(asker.get_record(&stolen).await, None, "a record naming another host");
+        // Naming its sender but not signed (the old format), or signed for
+        // another name: refused.
+        let unsigned = actor_record_key("unsigned");
+        let plain = encode_actor_record(&ActorRecord {
+            actor: [1; 16],
+            class: "Thing".into(),
+            host: hint::encode(&evil.peer, &[]),
+        });
+        evil.put_record_to(record(unsigned.clone(), plain), a.peer_id()).await;
+        assert_eq!(asker.get_record(&unsigned).await, None, "an unsigned record");
+        let replayed = actor(&actor_record_key("elsewhere"), hint::encode(&evil.peer, &[]), &evil_key);
+        evil.put_record_to(record(unsigned.clone(), replayed), a.peer_id()).await;
+        assert_eq!(asker.get_record(&unsigned).await, None, "a record signed for another name");
         // Any other key, and a value that is not an actor record: refused.
         evil.put_record_to(record(b"/other/key".to_vec(), b"x".to_vec()), a.peer_id()).await;
         assert_eq!(asker.get_record(b"/other/key").await, None, "not a named-actor key");
@@ -459,16 +480,17 @@ fn dht_records_are_filtered() {
         assert_eq!(asker.get_record(&junk).await, None, "not an actor record");
         // One naming its sender as host is kept (the filter is not a wall).
         let mine = actor_record_key("mine");
-        let own = actor(hint::encode(&evil.peer, &[]));
+        let own = actor(&mine, hint::encode(&evil.peer, &[]), &evil_key);
         evil.put_record_to(record(mine.clone(), own.clone()), a.peer_id()).await;
         assert_eq!(asker.get_record(&mine).await, Some(own), "a record naming its sender");
         // A name held by a live host is not taken over by another sender
         // naming itself (first writer wins while it lives).
         let taken = actor_record_key("taken");
-        let first = actor(hint::encode(&asker.peer, &[]));
+        let first = actor(&taken, hint::encode(&asker.peer, &[]), &asker_key);
         asker.put_record_to(record(taken.clone(), first.clone()), a.peer_id()).await;
         assert_eq!(asker.get_record(&taken).await, Some(first.clone()), "the first claim");
-        evil.put_record_to(record(taken.clone(), actor(hint::encode(&evil.peer, &[]))), a.peer_id()).await;
+        let takeover = actor(&taken, hint::encode(&evil.peer, &[]), &evil_key);
+        evil.put_record_to(record(taken.clone(), takeover), a.peer_id()).await;
         assert_eq!(asker.get_record(&taken).await, Some(first), "a live host's name taken over");
 
         // Provider records: only for object ids (16 bytes), only from the
@@ -581,4 +603,41 @@ fn connections_per_ip_are_capped() {
     // Once they are gone, a node from the same IP connects again.
     let b = node(Some(&a), |b| b);
     b.wait_for_peers(1, Duration::from_secs(30)).expect("b joins after the flood");
+}
+
+/// The node's counter `name` (`Runtime::metrics`, cluster part).
+fn metric(n: &Node, name: &str) -> f64 {
+    let m = n.runtime().metrics();
+    m.cluster.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Invalid object requests and mail batches from one peer are one WARN
+/// line, then `debug!` lines and a counter (before: a WARN line each, a
+/// log flood any member could cause).
+#[test]
+fn invalid_input_is_one_warning_per_peer_then_counted() {
+    let _serial = serial();
+    warns(); // installs the counting subscriber before the node starts
+    let a = node(None, |b| b);
+    let (requests, batches) = (50, 10);
+    let before = warns();
+    tokio().block_on(async {
+        let evil = Client::start(hostile_client::swarm(None));
+        evil.dial(&a.listen_addrs()[0]).await.expect("connects");
+        let mut s = evil.open(a.peer_id(), OBJECT).await.expect("an object stream");
+        for _ in 0..requests {
+            let reply = exchange(&mut s, b"\xff\x00garbage", MAX_RESPONSE_BYTES).await.expect("a reply");
+            assert!(matches!(decode_response(&reply), Ok(Response::Invalid { .. })), "answered Invalid");
+        }
+        let mut m = evil.open(a.peer_id(), MAIL).await.expect("a mail stream");
+        for _ in 0..batches {
+            let reply = exchange(&mut m, b"\xff\x00garbage", 1 << 20).await.expect("an ack");
+            let ack = manta_p2p::fuzzing::mail::decode_ack(&reply).expect("an ack");
+            assert!(ack.invalid.is_some(), "an invalid ack");
+        }
+    });
+    let warned = warns() - before;
+    eprintln!("{requests} invalid requests and {batches} invalid batches: {warned} WARN line(s)");
+    assert_eq!(warned, 1, "one WARN line for the peer");
+    assert_eq!(metric(&a, "p2p_invalid_requests_total"), (requests + batches) as f64, "all counted");
 }

@@ -22,7 +22,7 @@
 
 use super::limits::{self, IpLimits};
 use crate::config::NodeConfig;
-use crate::wire::plain::MAX_ACTOR_RECORD_BYTES;
+use crate::wire::signed::MAX_SIGNED_RECORD_BYTES;
 use crate::wire::MAX_HEARTBEAT_BYTES;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -37,7 +37,7 @@ pub(crate) const MAX_DHT_KEYS: usize = 1 << 18;
 /// Most records (named actors) a node keeps for the DHT.
 pub(crate) const MAX_RECORDS: usize = 4096;
 /// Largest record value a node keeps (an actor record).
-pub(crate) const MAX_RECORD_BYTES: usize = MAX_ACTOR_RECORD_BYTES;
+pub(crate) const MAX_RECORD_BYTES: usize = MAX_SIGNED_RECORD_BYTES;
 /// Most providers kept per object id.
 pub(crate) const MAX_PROVIDERS_PER_KEY: usize = 20;
 /// The identify protocol, and the agent this node says it runs.

@@ -58,8 +58,7 @@ use crate::sync::lock_unpoisoned;
 use crate::transport::bulk::{ip_of, route_source, PeerIps, PeerLinks};
 use crate::transport::guard::Limits;
 use crate::transport::Streams;
-use crate::wire::plain::{actor_name, decode_actor_record};
-use crate::wire::{self, hint, Beat, Heartbeat, Resource};
+use crate::wire::{self, hint, signed, Beat, Heartbeat, Resource};
 use futures::StreamExt;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
@@ -68,6 +67,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+mod records;
 
 /// Most times the bootstrap addresses are re-dialled while no peer is
 /// connected (one try per heartbeat).
@@ -118,6 +119,9 @@ pub(crate) struct ClusterParts {
     pub(crate) events: crossbeam_channel::Receiver<ClusterEvent>,
 }
 
+/// A named-actor lookup in flight: who waits for the record, and its key.
+type RecordLookup = (oneshot::Sender<Option<Vec<u8>>>, Vec<u8>);
+
 /// The task that owns the swarm (see the module docs).
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -137,7 +141,9 @@ pub(crate) struct EventLoop {
     redials: u32,
     dht: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, DialError>>>,
-    records: HashMap<kad::QueryId, oneshot::Sender<Option<Vec<u8>>>>,
+    /// Named-actor lookups in flight: who waits, and the key (records are
+    /// verified against it).
+    records: HashMap<kad::QueryId, RecordLookup>,
     /// Measured provider lookups (`Command::Lookup`).
     lookups: HashMap<kad::QueryId, Lookup>,
     /// Membership changes from `members`, passed on as `events`.
@@ -153,6 +159,10 @@ pub(crate) struct EventLoop {
     /// reported gone to the work layer (its pins and actors go, even if
     /// it never sent a heartbeat). One entry per recently closed peer.
     closed: HashMap<PeerId, Instant>,
+    /// Signs the named-actor records this node publishes.
+    key: identity::Keypair,
+    /// What the node refused from peers (forged records are counted here).
+    rejections: Arc<crate::stats::Rejections>,
 }
 
 impl EventLoop {
@@ -167,8 +177,9 @@ impl EventLoop {
     ) -> Result<(EventLoop, ClusterParts), SwarmError> {
         let me = key.public().to_peer_id();
         let net = Arc::new(NetCounters::default());
-        let swarm = swarm::build(key, &cfg, net.clone())?;
+        let swarm = swarm::build(key.clone(), &cfg, net.clone())?;
         let limits = Limits::new(cfg.request_timeout, cfg.idle_timeout);
+        let rejections = limits.rejections.clone();
         let streams: Arc<dyn Streams> = Arc::new(StreamControl::new(swarm.behaviour().stream.new_control(), limits));
         let mut members = Membership::new(me, cfg.heartbeat, cfg.failure_timeout);
         let (changes_tx, changes) = crossbeam_channel::unbounded();
@@ -199,6 +210,8 @@ impl EventLoop {
             peer_ips: PeerIps::default(),
             links: Arc::default(),
             closed: HashMap::new(),
+            key,
+            rejections,
         };
         el.listen().await?;
         el.view.set_addrs(&el.addrs);
@@ -489,6 +502,11 @@ impl EventLoop {
                 self.lookups.insert(q, (tx, Instant::now(), DhtLookup::default(), false));
             }
             Command::PutRecord(key, value) => {
+                // Signed by this node, for this key (`wire::signed`).
+                let Some(value) = signed::sign_record(&self.key, &key, value) else {
+                    tracing::warn!("cannot sign a DHT record");
+                    return;
+                };
                 let record = kad::Record::new(kad::RecordKey::new(&key), value);
                 if let Err(e) = self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
                     tracing::warn!(error = %e, "cannot store a DHT record");
@@ -496,13 +514,15 @@ impl EventLoop {
             }
             Command::GetRecord(key, tx) => {
                 use kad::store::RecordStore;
-                let key = kad::RecordKey::new(&key);
-                let local = self.swarm.behaviour_mut().kad.store_mut().get(&key).map(|r| r.into_owned().value);
-                if let Some(v) = local {
+                let rkey = kad::RecordKey::new(&key);
+                let local = self.swarm.behaviour_mut().kad.store_mut().get(&rkey).map(|r| r.into_owned().value);
+                // Verified like any other (the store took it verified, but
+                // every read checks).
+                if let Some(v) = local.and_then(|v| self.verified(&key, &v, None)) {
                     let _ = tx.send(Some(v));
                 } else {
-                    let q = self.swarm.behaviour_mut().kad.get_record(key);
-                    self.records.insert(q, tx);
+                    let q = self.swarm.behaviour_mut().kad.get_record(rkey);
+                    self.records.insert(q, (tx, key));
                 }
             }
             Command::Shutdown => {}
@@ -644,15 +664,8 @@ impl EventLoop {
             }
             return;
         }
-        if let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetRecord(r), .. } = &e {
-            let found = match r {
-                Ok(kad::GetRecordOk::FoundRecord(rec)) => Some(rec.record.value.clone()),
-                Ok(_) | Err(_) => None,
-            };
-            if let Some(tx) = self.records.remove(id) {
-                let _ = tx.send(found);
-            }
-            return;
+        if let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetRecord(r), step, .. } = &e {
+            return self.on_found_record(*id, r, step.last);
         }
         let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(r), step, stats } = e
         else {
@@ -710,30 +723,6 @@ impl EventLoop {
         }
     }
 
-    /// A record `source` asks this node to store: kept only if it is a
-    /// named actor's record naming `source` as its host.
-    fn on_record(&mut self, source: PeerId, record: kad::Record) {
-        use kad::store::RecordStore;
-        if let Err(why) = check_record(source, &record) {
-            tracing::debug!(%source, why, "DHT record refused");
-            return;
-        }
-        // First writer wins while it lives: a name whose stored record names
-        // another host that is still a live member (or connected) is not
-        // taken over; after that host died, the actor's new host (a restart)
-        // may claim it.
-        let holder = self.swarm.behaviour_mut().kad.store_mut().get(&record.key).and_then(|r| record_host(&r));
-        if let Some(host) = holder.filter(|h| *h != source) {
-            if self.swarm.is_connected(&host) || self.members.is_alive(&host) {
-                tracing::debug!(%source, %host, "DHT record refused: the name is held by a live host");
-                return;
-            }
-        }
-        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::debug!(%source, error = %e, "DHT record not stored");
-        }
-    }
-
     /// A provider record (Kademlia has checked that its sender is the
     /// provider): kept only for an object id, from a connected peer.
     fn on_provider(&mut self, mut record: kad::ProviderRecord) {
@@ -748,21 +737,4 @@ impl EventLoop {
             tracing::debug!(%source, error = %e, "DHT provider record not stored");
         }
     }
-}
-
-/// The host a stored named-actor record names, if it decodes.
-fn record_host(record: &kad::Record) -> Option<PeerId> {
-    let rec = decode_actor_record(&record.value).ok()?;
-    hint::decode(&rec.host).map(|(host, _)| host)
-}
-
-/// Why a record from `source` may not be stored, if it may not.
-fn check_record(source: PeerId, record: &kad::Record) -> Result<(), &'static str> {
-    actor_name(record.key.as_ref()).ok_or("not a named-actor key")?;
-    let rec = decode_actor_record(&record.value).map_err(|_| "not an actor record")?;
-    let (host, _) = hint::decode(&rec.host).ok_or("its host hint does not decode")?;
-    if host != source {
-        return Err("it names another peer as host");
-    }
-    Ok(())
 }

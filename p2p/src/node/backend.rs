@@ -16,6 +16,7 @@ use crate::cluster::{Announcements, ClusterView, LoopHandle};
 use crate::stats::Traffic;
 use crate::transport::bulk::Lane;
 use crate::transport::rpc::Pool;
+use crate::transport::vouch::Vouchers;
 use crate::transport::ObjectHooks;
 use crate::work::Work;
 use manta::backend::{Fetch, RemoteBackend};
@@ -41,7 +42,9 @@ pub(crate) struct NodeBackend {
     /// Whether this node is an observer (in no member table).
     pub(super) observer: bool,
     /// The node's tokio runtime.
-    pub(super) tokio: tokio::runtime::Handle,
+    pub(crate) tokio: tokio::runtime::Handle,
+    /// The node's vouchers (and what it refused from peers).
+    pub(crate) vouchers: Arc<Vouchers>,
 }
 
 impl RemoteBackend for NodeBackend {
@@ -60,9 +63,14 @@ impl RemoteBackend for NodeBackend {
         if replica && !self.work.is_result(id) {
             self.announcements.announce(id);
         }
+        if replica {
+            // A copy fetched from its owner asks it for its voucher.
+            self.vouchers.stored(id);
+        }
     }
 
     fn freed(&self, id: ObjectId) {
+        self.vouchers.freed(id);
         // If it was still queued, the loop skips it; withdrawing a record
         // never made is a no-op.
         if self.announcements.freed(id) {
@@ -91,7 +99,8 @@ impl RemoteBackend for NodeBackend {
         let others = || members.iter().filter(|m| !m.is_self);
         let alive = others().filter(|m| m.alive).count();
         let down = others().count() - alive;
-        let pairs: [(&'static str, u64); 12] = [
+        let (holders, records, invalid) = self.vouchers.rejections.stats();
+        let pairs: [(&'static str, u64); 15] = [
             ("p2p_transfers_in_total", t.transfers_in),
             ("p2p_transfer_in_bytes_total", t.transfer_in_bytes),
             ("p2p_transfers_out_total", t.transfers_out),
@@ -104,6 +113,9 @@ impl RemoteBackend for NodeBackend {
             ("p2p_net_bytes_received_total", net.bytes_received),
             ("p2p_peers_alive", alive as u64),
             ("p2p_peers_down", down as u64),
+            ("p2p_holders_rejected_total", holders),
+            ("p2p_actor_records_rejected_total", records),
+            ("p2p_invalid_requests_total", invalid),
         ];
         pairs.into_iter().map(|(name, v)| (Cow::Borrowed(name), v as f64)).collect()
     }

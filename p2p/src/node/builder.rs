@@ -25,6 +25,7 @@ use crate::stats::Traffic;
 use crate::transport::bulk::{ip_of, Lane, LaneSetup, TICKET_TTL};
 use crate::transport::fetch::FetcherConfig;
 use crate::transport::rpc::{self, ObjectServer, Pool};
+use crate::transport::vouch::Vouchers;
 use crate::wire::seal::HelloKey;
 use crate::work::{Registry, Work, WorkSetup};
 use libp2p::{identity, Multiaddr};
@@ -352,9 +353,17 @@ async fn wire_up(
     registry: Registry,
     tokio: tokio::runtime::Handle,
 ) -> Result<(EventLoop, Arc<NodeBackend>), StartError> {
+    let signer = key.clone();
     let (event_loop, parts) = EventLoop::bind(key, cfg.clone(), rt.clone()).await?;
     let lane = cfg.bulk.then(|| start_lane(&cfg, &rt, &parts, &tokio));
     let traffic = Arc::new(Traffic::default());
+    let vouchers = Arc::new(Vouchers::new(
+        signer,
+        rt.clone(),
+        Arc::new(Pool::new(parts.streams.clone(), cfg.request_timeout)),
+        tokio.clone(),
+        parts.streams.limits().rejections.clone(),
+    ));
     let fetch = FetcherConfig {
         me: parts.view.me(),
         handle: tokio.clone(),
@@ -364,6 +373,7 @@ async fn wire_up(
         bulk: lane.is_some(),
         hello: HelloKey::new(cfg.secret.as_ref()),
         traffic: traffic.clone(),
+        vouchers: vouchers.clone(),
     };
     let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio: tokio.clone(), fetch };
     let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
@@ -378,8 +388,10 @@ async fn wire_up(
         secret: cfg.secret.is_some(),
         observer: cfg.observer,
         tokio,
+        vouchers: vouchers.clone(),
     });
-    serve_objects(&parts, rt, lane, backend.clone(), traffic);
+    let server = ObjectServer { rt, lane, hooks: backend.clone(), traffic, vouchers };
+    tokio::spawn(rpc::serve(parts.streams.clone(), server));
     Ok((event_loop, backend))
 }
 
@@ -397,18 +409,6 @@ fn start_lane(cfg: &NodeConfig, rt: &Runtime, parts: &ClusterParts, tokio: &toki
         ttl: TICKET_TTL,
     };
     Lane::start(setup, &ips)
-}
-
-/// Starts answering object requests.
-fn serve_objects(
-    parts: &ClusterParts,
-    rt: Runtime,
-    lane: Option<Arc<Lane>>,
-    hooks: Arc<NodeBackend>,
-    traffic: Arc<Traffic>,
-) {
-    let server = ObjectServer { rt, lane, hooks, traffic };
-    tokio::spawn(rpc::serve(parts.streams.clone(), server));
 }
 
 #[cfg(test)]

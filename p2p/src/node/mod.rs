@@ -303,10 +303,21 @@ impl Node {
     }
 
     /// Sends the queued DHT announcements now and returns once they are in
-    /// this node's provider store (where other nodes' lookups find them).
-    /// Announcements otherwise go out every 100 ms, in batches.
+    /// this node's provider store (where other nodes' lookups find them),
+    /// and asks the owners of the copies fetched here for their vouchers
+    /// now, returning once they answered (so these copies can be served to
+    /// readers that need one even if their owners die right after).
+    /// Announcements otherwise go out every 100 ms, in batches, and voucher
+    /// requests 100 ms after a copy is made.
     pub fn flush_announcements(&self) -> Result<(), NodeError> {
-        futures::executor::block_on(self.inner.cluster.flush_announcements()).map_err(|_| NodeError::Shutdown)
+        futures::executor::block_on(self.inner.cluster.flush_announcements()).map_err(|_| NodeError::Shutdown)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let vouchers = self.inner.backend.vouchers.clone();
+        self.inner.backend.tokio.spawn(async move {
+            vouchers.flush().await;
+            let _ = tx.send(());
+        });
+        futures::executor::block_on(rx).map_err(|_| NodeError::Shutdown)
     }
 
     /// Bytes this node has moved on its libp2p connections (heartbeats,

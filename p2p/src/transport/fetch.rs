@@ -23,6 +23,18 @@
 //! With no holder left the object fails with `PeerUnreachable` if some
 //! holder could not be reached, else `ObjectLost`.
 //!
+//! Content: bytes from the owner the ref's hint names are trusted (Noise
+//! authenticates its peer id), as are those from the executor this node
+//! chose for its own task's result (`first`). Any other holder (a replica,
+//! a DHT provider) is first asked for the owner's voucher (`vouch`): one
+//! that is missing, not for this id, or not signed by the owner's key gets
+//! the holder refused before any byte is read; otherwise its bytes are
+//! checked against the voucher's length and SHA-256 (in chunks, not over
+//! the lane: hashed as they are decoded) and the object is stored only if
+//! they match. A refused holder is a `debug!` line and a count
+//! (`p2p_holders_rejected_total`), and the next one is tried; if every
+//! holder that had it was refused so, the object fails with `Unverified`.
+//!
 //! Owner death: a peer declared dead (by the member table) is never asked
 //! (not even the owner the hint names, nor a provider whose record
 //! outlived it), and a request in flight to a holder that is declared dead
@@ -40,11 +52,15 @@
 
 use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
+use super::busy::BusyBackoff;
+use super::chunks::{ChunkReader, Interrupted};
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
+use super::vouch::{VoucherError, Vouchers};
 use super::{Directory, Rebuilder, Streams};
 use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::seal::{HelloKey, Secret};
+use crate::wire::signed::{digest_of, Digest, Hasher};
 use crate::wire::{hint, Request, Response};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -82,6 +98,8 @@ pub(crate) struct FetcherConfig {
     pub(crate) hello: HelloKey,
     /// The node's traffic counters (transfers in are counted here).
     pub(crate) traffic: Arc<crate::stats::Traffic>,
+    /// The node's vouchers (checked for holders other than the owner).
+    pub(crate) vouchers: Arc<Vouchers>,
 }
 
 /// Runs fetches: one async task per fetched object, sharing a stream pool.
@@ -108,52 +126,11 @@ pub(crate) struct Fetcher {
     bulk_received: AtomicU64,
     /// The node's traffic counters.
     traffic: Arc<crate::stats::Traffic>,
+    /// The node's vouchers.
+    vouchers: Arc<Vouchers>,
     /// The runtime fetched objects belong to: entered while decoding, so
     /// refs inside a fetched value bind to it.
     rt: Runtime,
-}
-
-/// A `Busy` answer that came back sooner than this is *quick*: an honest
-/// holder says `Busy` to a first request only after waiting
-/// `rpc::PENDING_WAIT` (1 s) for the object's task, so a quick one means a
-/// holder over its byte budget or one that stalls on purpose.
-const QUICK_BUSY: Duration = Duration::from_millis(500);
-
-/// Quick `Busy` answers from one holder before it is given up.
-const MAX_QUICK_BUSY: u32 = 8;
-
-/// The pause after the first quick `Busy`; it doubles with each one after
-/// (10 ms, 20 ms, ... 1.28 s: about 2.5 s in all before the holder is given
-/// up).
-const FIRST_BUSY_PAUSE: Duration = Duration::from_millis(10);
-
-/// How `pull` answers `Busy` replies to its first request of one holder. A
-/// slow `Busy` (the holder waited for the object's task) is asked again at
-/// once and without limit, as `get` blocks until the task ends (Ray's
-/// semantics; a `get` with a timeout bounds it). A quick one is asked again
-/// after a pause that doubles each time, and after [`MAX_QUICK_BUSY`] of
-/// them the holder fails with [`HolderError::Busy`] and the next holder is
-/// tried: a holder that answers `Busy` at once forever costs a fetch a few
-/// requests and seconds, not a request loop.
-#[derive(Debug, Default)]
-struct BusyBackoff {
-    /// Quick `Busy` answers so far.
-    quick: u32,
-}
-
-impl BusyBackoff {
-    /// After a `Busy` that came `waited` after the request: how long to
-    /// pause before asking again, or `None` to give the holder up.
-    fn after(&mut self, waited: Duration) -> Option<Duration> {
-        if waited >= QUICK_BUSY {
-            return Some(Duration::ZERO);
-        }
-        self.quick += 1;
-        if self.quick > MAX_QUICK_BUSY {
-            return None;
-        }
-        Some(FIRST_BUSY_PAUSE.saturating_mul(1 << (self.quick - 1)))
-    }
 }
 
 /// Why one holder could not give the object.
@@ -179,6 +156,27 @@ enum HolderError {
     Decode(#[from] DecodeError),
     #[error("bulk lane: {0}")]
     Lane(#[from] LaneError),
+    #[error("content not verified: {0}")]
+    Unverified(#[from] VoucherError),
+    #[error("content not verified: its bytes ({} bytes, SHA-256 {}..) do not match the owner's voucher ({} bytes, {}..)", .got.len, hex::encode(&.got.sha256[..6]), .expected.len, hex::encode(&.expected.sha256[..6]))]
+    Mismatch { expected: Digest, got: Digest },
+}
+
+impl HolderError {
+    /// True if the holder was refused because its content did not verify.
+    fn unverified(&self) -> bool {
+        matches!(self, HolderError::Unverified(_) | HolderError::Mismatch { .. })
+    }
+}
+
+/// Checks `bytes` against the content a voucher vouches for, if any.
+fn check_bytes(check: Option<Digest>, bytes: &[u8]) -> Result<(), HolderError> {
+    match check {
+        Some(expected) if bytes.len() as u64 != expected.len || digest_of(bytes) != expected => {
+            Err(HolderError::Mismatch { expected, got: digest_of(bytes) })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Why one holder could not give the object, and what to do about it.
@@ -198,12 +196,6 @@ impl Failure {
         Failure { error, unreachable: true, lane: false }
     }
 }
-
-/// Fed to the chunk decoder instead of a chunk when the transfer broke
-/// (the pull reports the real reason).
-#[derive(Debug, thiserror::Error)]
-#[error("the transfer was interrupted")]
-struct Interrupted;
 
 impl Fetcher {
     /// A fetcher opening streams through `streams`, asking `directory` for
@@ -233,6 +225,7 @@ impl Fetcher {
             rebuilder,
             bulk_received: AtomicU64::new(0),
             traffic: cfg.traffic,
+            vouchers: cfg.vouchers,
             rt,
         }
     }
@@ -306,12 +299,17 @@ impl Fetcher {
 async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
     probe::mark(Stage::GetTask);
     let id = fetch.id();
-    let owner = hint::decode(fetch.owner_hint()).map(|(p, _)| p).filter(|p| *p != ctx.me);
+    // The owner the ref names (maybe this node): bytes from it, or from the
+    // executor this node chose for its own task (`first`), are trusted
+    // (Noise authenticates the peer); any other holder's are checked
+    // against the owner's voucher.
+    let hinted = hint::decode(fetch.owner_hint()).map(|(p, _)| p);
+    let owner = hinted.filter(|p| *p != ctx.me);
     let mut candidates = ctx.first_holders(&fetch, first).await;
     let mut tried: HashMap<PeerId, u32> = HashMap::new();
     let mut lane_broken: HashSet<PeerId> = HashSet::new();
     let mut asked_dht = false;
-    let (mut unreachable, mut refused) = (Vec::new(), Vec::new());
+    let (mut unreachable, mut refused, mut unverified) = (Vec::new(), Vec::new(), Vec::new());
     let mut fetch = fetch;
     loop {
         let Some(peer) = candidates.pop_front() else {
@@ -319,7 +317,10 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
                 break;
             }
             asked_dht = true;
-            let Ok(found) = ctx.directory.providers(id).await else { break };
+            let Ok(mut found) = ctx.directory.providers(id).await else { break };
+            // In a fixed order (the DHT's is a set's): by peer id.
+            found.sort_unstable();
+            found.dedup();
             candidates.extend(found.into_iter().filter(|p| *p != ctx.me && !tried.contains_key(p)));
             continue;
         };
@@ -333,10 +334,35 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
             continue;
         }
         tried.insert(peer, attempt + 1);
+        // The owner's voucher, from a holder that must give one.
+        let trusted = Some(peer) == hinted || Some(peer) == first;
+        let checked = if trusted { Ok(None) } else { voucher_of(&ctx, peer, id, hinted).await.map(Some) };
         // After its lane broke, a holder's next try comes in chunks.
         // A first try may come in a batch of small objects (`batch`).
-        match pull(fetch, peer, &ctx, !lane_broken.contains(&peer), attempt == 0).await {
-            Ok(()) => return, // stored; `exported` queued its announcement
+        let lane = !lane_broken.contains(&peer);
+        if owner == Some(peer) {
+            // A copy from the owner asks the owner for its voucher (to
+            // serve with it), in the background, queued as it is stored
+            // (before `get` returns: `NodeBackend::exported`).
+            ctx.vouchers.fetching_from_owner(id, peer);
+        }
+        let pulled = match checked {
+            Ok(check) => {
+                let digest = check.as_ref().map(|c| c.0);
+                pull(fetch, peer, &ctx, lane, attempt == 0, digest).await.map(|()| check)
+            }
+            Err(failure) => Err((fetch, failure)),
+        };
+        ctx.vouchers.fetched(id);
+        match pulled {
+            Ok(check) => {
+                // Stored; `exported` queued its announcement. A copy from a
+                // holder keeps the voucher it was checked against.
+                if let Some((_, voucher)) = check {
+                    ctx.vouchers.keep(id, voucher);
+                }
+                return;
+            }
             Err((f, failure)) => {
                 fetch = f;
                 if failure.lane {
@@ -344,7 +370,12 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
                 }
                 let msg = format!("{peer}: {}", failure.error);
                 tracing::debug!(object = %id, "{msg}");
-                if failure.unreachable {
+                if failure.error.unverified() {
+                    // Refused for good (not asked again); counted.
+                    tried.insert(peer, 2);
+                    ctx.vouchers.refused_holder();
+                    unverified.push(msg);
+                } else if failure.unreachable {
                     if attempt == 0 {
                         // A lost connection may be transient: one more try
                         // (on a fresh connection) before the next holder.
@@ -358,6 +389,13 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         }
     }
     let err = match owner.filter(|o| ctx.is_dead(*o)) {
+        // Some holder had it but its content did not verify: say so (the
+        // owner's fate is in the reason, with the other holders').
+        _ if !unverified.is_empty() => {
+            let dead = owner.filter(|o| ctx.is_dead(*o)).map(|o| format!("its owner {o} died; "));
+            let all: Vec<String> = unverified.into_iter().chain(unreachable).chain(refused).collect();
+            Error::Unverified { id, reason: format!("{}{}", dead.unwrap_or_default(), all.join("; ")).into() }
+        }
         Some(o) => {
             tracing::warn!(object = %id, owner = %o, "object lost with its owner: no live node holds a copy");
             Error::OwnerDied { id, owner: o.to_string().into() }
@@ -373,6 +411,30 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         None => fetch,
     };
     fetch.complete(Err(err));
+}
+
+/// Asks `peer`, a holder that is not the owner, for the owner's voucher
+/// for `id` and checks it against `owner`: the content it vouches for and
+/// the voucher. A holder that has none (`null`, `NotFound`: an honest
+/// holder has none only if it does not hold the object, say a stale DHT
+/// record) is treated as not holding it; one whose voucher does not check
+/// is refused as unverified.
+async fn voucher_of(
+    ctx: &Fetcher,
+    peer: PeerId,
+    id: ObjectId,
+    owner: Option<PeerId>,
+) -> Result<(Digest, Arc<[u8]>), Failure> {
+    let ask = Request::Vouch { ids: vec![serde_bytes::ByteArray::new(id.to_bytes())] };
+    let bytes = match ctx.call(peer, &ask).await {
+        Ok(Reply::Other(Response::Vouchers { items })) => items.into_iter().next().flatten(),
+        Ok(Reply::Other(Response::NotFound)) => None,
+        Ok(Reply::Other(Response::Busy)) => return Err(Failure::unreachable(HolderError::Busy)),
+        Ok(_) => return Err(Failure::refused(VoucherError::Reply("not a voucher list").into())),
+        Err(e) => return Err(Failure::unreachable(e)),
+    };
+    let Some(bytes) = bytes else { return Err(Failure::refused(HolderError::NotFound)) };
+    ctx.vouchers.check(bytes.into_vec(), id, owner).map_err(|e| Failure::refused(e.into()))
 }
 
 /// Decodes a fetched object with `rt` entered, so refs inside the value
@@ -437,7 +499,11 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
         Reply::Other(Response::Invalid { reason }) => Err(Failure::refused(HolderError::Refused(reason))),
         Reply::Other(Response::Busy) => Err(Failure::unreachable(HolderError::Busy)),
         Reply::Other(
-            Response::Chunk { .. } | Response::Ticket { .. } | Response::Objects { .. } | Response::Timeline { .. },
+            Response::Chunk { .. }
+            | Response::Ticket { .. }
+            | Response::Objects { .. }
+            | Response::Timeline { .. }
+            | Response::Vouchers { .. },
         ) => Err(Failure::refused(HolderError::Unexpected)),
     }
 }
@@ -445,14 +511,24 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
 /// Pulls the whole object from `peer` and completes the fetch, or hands the
 /// fetch back with why it failed. While the runtime records its timeline,
 /// a pull that succeeds is recorded as a transfer in.
-async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool) -> Result<(), (Fetch, Failure)> {
+/// With `check`, the bytes must be the content a voucher vouches for (the
+/// bulk lane is not used then: the bytes come in chunks, hashed as they
+/// are decoded).
+async fn pull(
+    fetch: Fetch,
+    peer: PeerId,
+    ctx: &Fetcher,
+    lane: bool,
+    batch: bool,
+    check: Option<Digest>,
+) -> Result<(), (Fetch, Failure)> {
     let backend = ctx.rt.backend();
     let Some(start) = backend.timeline_on().then(|| backend.timeline_now()) else {
-        return pull_from(fetch, peer, ctx, lane, batch, &mut (0, TransferLane::Chunks)).await;
+        return pull_from(fetch, peer, ctx, (lane, batch, check), &mut (0, TransferLane::Chunks)).await;
     };
     let id = fetch.id();
     let mut how = (0, TransferLane::Chunks);
-    let pulled = pull_from(fetch, peer, ctx, lane, batch, &mut how).await;
+    let pulled = pull_from(fetch, peer, ctx, (lane, batch, check), &mut how).await;
     if pulled.is_ok() {
         let (bytes, lane) = how;
         let peer = Arc::from(peer.to_string());
@@ -462,14 +538,13 @@ async fn pull(fetch: Fetch, peer: PeerId, ctx: &Fetcher, lane: bool, batch: bool
     pulled
 }
 
-/// [`pull`]; sets `how` to the bytes and lane of the transfer that
-/// succeeded.
+/// [`pull`] (`(lane, batch, check)`); sets `how` to the bytes and lane of
+/// the transfer that succeeded.
 async fn pull_from(
     fetch: Fetch,
     peer: PeerId,
     ctx: &Fetcher,
-    lane: bool,
-    batch: bool,
+    (lane, batch, check): (bool, bool, Option<Digest>),
     how: &mut (u64, TransferLane),
 ) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
@@ -483,6 +558,9 @@ async fn pull_from(
         if let Some(bytes) = small {
             probe::mark(Stage::GetFetchWoke);
             *how = (bytes.len() as u64, TransferLane::Small);
+            if let Err(e) = check_bytes(check, &bytes) {
+                return Err((fetch, Failure::refused(e)));
+            }
             return match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
                 Ok(decoded) => {
                     ctx.traffic.transfer_in(bytes.len() as u64);
@@ -495,8 +573,9 @@ async fn pull_from(
             };
         }
     }
-    // With a bulk lane, anything past the first reply streams over it.
-    let lane = lane && ctx.bulk;
+    // With a bulk lane, anything past the first reply streams over it
+    // (unless the bytes must be checked: then in chunks).
+    let lane = lane && ctx.bulk && check.is_none();
     let first_len = if lane { ctx.chunk.min(BULK_FROM) } else { ctx.chunk };
     // `Busy` means the object's task is still running there (the holder
     // waited a while before saying so): ask again, as `get` blocks until
@@ -532,7 +611,15 @@ async fn pull_from(
         Err(f) => return Err((fetch, f)),
     };
     *how = (total, TransferLane::Chunks);
+    if let Some(expected) = check.filter(|d| d.len != total) {
+        // Not the length the owner vouches for: no need to read it.
+        let got = Digest { len: total, sha256: [0; 32] };
+        return Err((fetch, Failure::refused(HolderError::Mismatch { expected, got })));
+    }
     if data.bytes().len() as u64 == total {
+        if let Err(e) = check_bytes(check, data.bytes()) {
+            return Err((fetch, Failure::refused(e)));
+        }
         // The whole object in one reply: decode it here.
         return match decode_in(&ctx.rt, &fetch, &mut data.bytes()) {
             Ok(decoded) => {
@@ -566,7 +653,7 @@ async fn pull_from(
             Err(e) => tracing::debug!(object = %id, %peer, "{e}; fetching in chunks"),
         }
     }
-    let pulled = pull_chunks(fetch, peer, ctx, data, total).await;
+    let pulled = pull_chunks(fetch, peer, ctx, data, (total, check)).await;
     if pulled.is_ok() {
         ctx.traffic.transfer_in(total);
     }
@@ -575,25 +662,32 @@ async fn pull_from(
 
 /// Pulls the rest of an object in chunks (`window` requests in flight)
 /// after its first chunk `data`, decoding on a blocking thread as they come.
+/// With a `check`, the bytes are hashed as they are decoded and the object
+/// is stored only if all `total` of them match it.
 async fn pull_chunks(
     fetch: Fetch,
     peer: PeerId,
     ctx: &Fetcher,
     data: ChunkBytes,
-    total: u64,
+    (total, check): (u64, Option<Digest>),
 ) -> Result<(), (Fetch, Failure)> {
     let id = fetch.id();
     let (tx, rx) = mpsc::channel::<Result<ChunkBytes, Interrupted>>(ctx.window);
     let rt = ctx.rt.clone();
     let decoder = tokio::task::spawn_blocking(move || {
-        let mut reader = ChunkReader { rx, data: ChunkBytes { buf: Vec::new(), start: 0 }, pos: 0 };
-        match decode_in(&rt, &fetch, &mut reader) {
-            Ok(decoded) => {
-                fetch.complete(Ok(decoded));
-                None
+        let hasher = check.map(|_| Hasher::default());
+        let mut reader = ChunkReader::new(rx, hasher);
+        let decoded = match decode_in(&rt, &fetch, &mut reader) {
+            Ok(decoded) => decoded,
+            Err(e) => return Some((fetch, HolderError::from(e))),
+        };
+        if let (Some(expected), Some(got)) = (check, reader.digest()) {
+            if got != expected {
+                return Some((fetch, HolderError::Mismatch { expected, got }));
             }
-            Err(e) => Some((fetch, e)),
         }
+        fetch.complete(Ok(decoded));
+        None
     });
     let mut network_failure = None;
     let mut next = data.bytes().len() as u64;
@@ -628,7 +722,7 @@ async fn pull_chunks(
     drop(tx); // end of input
     match decoder.await {
         Ok(None) => Ok(()),
-        Ok(Some((fetch, e))) => Err((fetch, network_failure.unwrap_or(Failure::refused(e.into())))),
+        Ok(Some((fetch, e))) => Err((fetch, network_failure.unwrap_or(Failure::refused(e)))),
         // The decoder panicked: the fetch was dropped, which failed the
         // object; nothing is left to do.
         Err(_) => Ok(()),
@@ -676,64 +770,5 @@ async fn pull_bulk(
         Ok(Some((fetch, e))) => Err((fetch, Failure { error: e.into(), unreachable: true, lane: true })),
         // The decoder panicked: the fetch was dropped, which failed the object.
         Err(_) => Ok(()),
-    }
-}
-
-/// Reads the chunks of one pull, in order, on the decoder thread.
-struct ChunkReader {
-    rx: mpsc::Receiver<Result<ChunkBytes, Interrupted>>,
-    data: ChunkBytes,
-    pos: usize,
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.data.bytes().len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(data)) => {
-                    self.data = data;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0), // every byte was sent
-            }
-        }
-        let src = &self.data.bytes()[self.pos..];
-        let n = out.len().min(src.len());
-        out[..n].copy_from_slice(&src[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slow_busy_is_asked_again_at_once_without_limit() {
-        let mut b = BusyBackoff::default();
-        for _ in 0..1000 {
-            assert_eq!(b.after(Duration::from_secs(1)), Some(Duration::ZERO));
-        }
-    }
-
-    #[test]
-    fn quick_busy_backs_off_then_gives_up() {
-        let mut b = BusyBackoff::default();
-        let pauses: Vec<_> = std::iter::from_fn(|| b.after(Duration::from_millis(1))).collect();
-        assert_eq!(pauses.len(), MAX_QUICK_BUSY as usize);
-        assert_eq!(pauses[0], FIRST_BUSY_PAUSE);
-        assert!(pauses.windows(2).all(|w| w[1] == w[0] * 2), "{pauses:?}");
-        let total: Duration = pauses.iter().sum();
-        assert!(total < Duration::from_secs(5), "given up within seconds: {total:?}");
-        // A slow one in between does not reset the count: a holder cannot
-        // stretch the quick budget by mixing them in.
-        let mut b = BusyBackoff::default();
-        for _ in 0..MAX_QUICK_BUSY {
-            assert!(b.after(Duration::ZERO).is_some());
-            assert_eq!(b.after(QUICK_BUSY), Some(Duration::ZERO));
-        }
-        assert_eq!(b.after(Duration::ZERO), None);
     }
 }

@@ -185,12 +185,15 @@ pub(crate) struct Limits {
     pub(crate) idle: Duration,
     /// Bytes of large frames in progress.
     pub(crate) budget: Arc<Budget>,
+    /// What the node refused from peers (and whom it warned about).
+    pub(crate) rejections: Arc<crate::stats::Rejections>,
 }
 
 impl Limits {
     /// Limits with the default budget.
     pub(crate) fn new(frame: Duration, idle: Duration) -> Limits {
-        Limits { frame, idle, budget: Budget::new(BUDGET_PER_PEER, BUDGET_TOTAL) }
+        let rejections = Arc::default();
+        Limits { frame, idle, budget: Budget::new(BUDGET_PER_PEER, BUDGET_TOTAL), rejections }
     }
 }
 

@@ -106,12 +106,21 @@ async fn serve_stream(
                     Step::Stop => break,
                 },
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "invalid mail batch");
+                    // One WARN per peer; the rest are counted (a log flood otherwise).
+                    if limits.rejections.warn_first(peer) {
+                        tracing::warn!(%peer, error = %e, "invalid mail batch (later ones from this peer: debug)");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "invalid mail batch");
+                    }
                     Out::Now(Ack { invalid: Some(e.to_string()), ..Ack::default() })
                 }
             },
             Frame::TooLarge(len) => {
-                tracing::warn!(%peer, len, "oversized mail batch");
+                if limits.rejections.warn_first(peer) {
+                    tracing::warn!(%peer, len, "oversized mail batch (later ones from this peer: debug)");
+                } else {
+                    tracing::debug!(%peer, len, "oversized mail batch");
+                }
                 let reason = format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}");
                 let _ = tx.send(Out::Now(Ack { invalid: Some(reason), ..Ack::default() })).await;
                 Out::Close

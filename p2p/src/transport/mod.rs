@@ -15,6 +15,10 @@
 //!   the lane, decoding straight into the replica);
 //! - `timeline`: a node's timeline in pages for a peer collecting the
 //!   cluster's trace, and the collector's side (clock offset included);
+//! - `vouch`: owners' signed vouchers for objects' content, asked for by
+//!   copies that serve them and checked by readers of those copies;
+//! - `busy`: how a fetch answers a holder's `Busy`; `chunks`: the byte
+//!   stream a chunked pull is decoded (and hashed) from;
 //! - `guard`: what peers can make the server loops hold, and its bounds
 //!   (streams per peer, frame deadlines, idle timeouts, byte budgets).
 //!
@@ -35,6 +39,8 @@
 
 mod batch;
 pub(crate) mod bulk;
+mod busy;
+mod chunks;
 pub(crate) mod fetch;
 pub(crate) mod guard;
 mod inbox;
@@ -42,6 +48,7 @@ mod mail_link;
 pub(crate) mod outbox;
 pub(crate) mod rpc;
 pub(crate) mod timeline;
+pub(crate) mod vouch;
 
 pub(crate) use mail_link::MailError;
 #[cfg(feature = "fuzzing")]

@@ -30,6 +30,7 @@
 
 use super::bulk::Lane;
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
+use super::vouch::Vouchers;
 use super::{timeline, ObjectHooks, Streams};
 use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
@@ -233,6 +234,8 @@ pub(crate) struct ObjectServer {
     pub(crate) hooks: Arc<dyn ObjectHooks>,
     /// The node's traffic counters (transfers out are counted here).
     pub(crate) traffic: Arc<crate::stats::Traffic>,
+    /// The node's vouchers (`Request::Vouch`), and what it refused.
+    pub(crate) vouchers: Arc<Vouchers>,
 }
 
 /// Accepts object streams and answers them until the stream control is
@@ -313,6 +316,13 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 };
                 (charged(resp, peer, &limits, &mut charge).await, false)
             }
+            Incoming::Valid(Request::Vouch { ids }) => {
+                // A digest encodes the whole object: off the async thread.
+                let vouchers = server.vouchers.clone();
+                let answer = tokio::task::spawn_blocking(move || vouchers.answer(&ids)).await;
+                let resp = answer.unwrap_or_else(|_| Response::Failed { message: "vouching failed".into() });
+                (charged(resp, peer, &limits, &mut charge).await, false)
+            }
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
                 // middle of one): nobody is left to answer.
@@ -320,7 +330,12 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 return;
             }
             Incoming::Invalid(e) => {
-                tracing::warn!(%peer, error = %e, "invalid object request");
+                // One WARN per peer; the rest are counted (a log flood otherwise).
+                if limits.rejections.warn_first(peer) {
+                    tracing::warn!(%peer, error = %e, "invalid object request (later ones from this peer: debug)");
+                } else {
+                    tracing::debug!(%peer, error = %e, "invalid object request");
+                }
                 let close = matches!(e, WireError::TooLarge { .. });
                 (Response::Invalid { reason: e.to_string() }, close)
             }
@@ -372,6 +387,7 @@ async fn charged(resp: Response, peer: PeerId, limits: &Limits, charge: &mut Opt
         Response::Chunk { data, .. } => data.len(),
         Response::Objects { items } => items.iter().flatten().map(|b| b.len()).sum(),
         Response::Timeline { page } => page.len(),
+        Response::Vouchers { items } => items.iter().flatten().map(|b| b.len()).sum(),
         _ => 0,
     };
     if bytes <= codec::STEP_BYTES {

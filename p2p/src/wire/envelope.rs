@@ -154,6 +154,16 @@ pub enum Request {
         /// Events already received (most recent first).
         skip: u32,
     },
+    /// "Send me a voucher for each of these objects" (see
+    /// [`Response::Vouchers`]): asked of an object's owner by a node that
+    /// holds a copy it will serve (a replica), and of a holder that is not
+    /// the owner by a reader, before it reads the object from it. At most
+    /// [`MAX_BATCH_IDS`] ids, each a 16-byte CBOR byte string.
+    Vouch {
+        /// The objects' ids.
+        #[serde(deserialize_with = "de_ids")]
+        ids: Vec<serde_bytes::ByteArray<16>>,
+    },
 }
 
 /// A reply on the object-transfer protocol.
@@ -213,6 +223,15 @@ pub enum Response {
         /// The encoded page (a CBOR byte string).
         #[serde(with = "serde_bytes")]
         page: Vec<u8>,
+    },
+    /// The answer to [`Request::Vouch`]: one item per id, in order, an
+    /// encoded voucher (`wire::signed::Voucher`, decoded with its own caps)
+    /// or nothing where the peer has none to give (it does not hold the
+    /// object, or holds a copy the owner has not vouched for).
+    Vouchers {
+        /// At most [`MAX_BATCH_IDS`] items.
+        #[serde(deserialize_with = "de_items")]
+        items: Vec<Option<serde_bytes::ByteBuf>>,
     },
 }
 
@@ -340,9 +359,14 @@ impl Request {
             Request::FetchSmall { ids } if ids.len() > MAX_BATCH_IDS => {
                 Err(malformed(format!("FetchSmall of {} ids exceeds {MAX_BATCH_IDS}", ids.len())))
             }
-            Request::Fetch { .. } | Request::Bulk { .. } | Request::FetchSmall { .. } | Request::Timeline { .. } => {
-                Ok(())
+            Request::Vouch { ids } if ids.len() > MAX_BATCH_IDS => {
+                Err(malformed(format!("Vouch of {} ids exceeds {MAX_BATCH_IDS}", ids.len())))
             }
+            Request::Fetch { .. }
+            | Request::Bulk { .. }
+            | Request::FetchSmall { .. }
+            | Request::Timeline { .. }
+            | Request::Vouch { .. } => Ok(()),
         }
     }
 }
@@ -355,9 +379,9 @@ impl Response {
         if let Response::Ticket { port: 0, .. } = self {
             return Err(malformed("Ticket port 0"));
         }
-        if let Response::Objects { items } = self {
+        if let Response::Objects { items } | Response::Vouchers { items } = self {
             if items.len() > MAX_BATCH_IDS {
-                return Err(malformed(format!("Objects of {} items exceeds {MAX_BATCH_IDS}", items.len())));
+                return Err(malformed(format!("a batch of {} items exceeds {MAX_BATCH_IDS}", items.len())));
             }
         }
         let Response::Chunk { total, offset, data } = self else { return Ok(()) };

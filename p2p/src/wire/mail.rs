@@ -280,6 +280,14 @@ pub enum Root {
         /// The owner's peer id, as text.
         owner: String,
     },
+    /// No holder served content its owner vouches for.
+    Unverified {
+        /// The object.
+        #[serde(with = "serde_bytes")]
+        id: WireId,
+        /// Why.
+        reason: String,
+    },
     /// Anything else, as text.
     Other(String),
 }
@@ -319,6 +327,7 @@ impl From<&Error> for RemoteError {
                 Root::UnknownFunction { name: name.to_string(), reason: reason.to_string() }
             }
             Error::OwnerDied { id, owner } => Root::OwnerDied { id: id.to_bytes(), owner: owner.to_string() },
+            Error::Unverified { id, reason } => Root::Unverified { id: id.to_bytes(), reason: reason.to_string() },
             other => Root::Other(other.to_string()),
         };
         RemoteError { chain, root }
@@ -347,6 +356,9 @@ impl From<RemoteError> for Error {
                 Error::UnknownFunction { name: name.into(), reason: reason.into() }
             }
             Root::OwnerDied { id, owner } => Error::OwnerDied { id: ObjectId::from_bytes(id), owner: owner.into() },
+            Root::Unverified { id, reason } => {
+                Error::Unverified { id: ObjectId::from_bytes(id), reason: reason.into() }
+            }
             Root::Other(text) => Error::InvalidArgument(text.into()),
         };
         for task in r.chain.into_iter().rev() {
@@ -383,7 +395,11 @@ impl RemoteError {
                 vec![task, resource]
             }
             Root::ActorDead { actor, reason } => vec![actor, reason],
-            Root::ObjectLost { reason, .. } | Root::PeerUnreachable { reason, .. } => vec![reason],
+            Root::ObjectLost { reason, .. }
+            | Root::PeerUnreachable { reason, .. }
+            | Root::Unverified { reason, .. } => {
+                vec![reason]
+            }
             Root::StoreFull { .. } => vec![],
             Root::UnknownFunction { name, reason } => vec![name, reason],
             Root::OwnerDied { owner, .. } => vec![owner],

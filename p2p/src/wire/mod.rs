@@ -14,10 +14,12 @@
 //! - `timeline`: a page of a node's timeline, as a peer collecting the
 //!   cluster's trace receives it;
 //! - `plain`: capped decoding of plain CBOR values from peers (task
-//!   arguments, named-actor records).
+//!   arguments, named-actor records);
+//! - `signed`: what a node signs with its identity key (an owner's voucher
+//!   for an object's content, a named actor's record signed by its host).
 //!
 //! May use: nothing else in this crate (only `manta`'s plain types, serde,
-//! ciborium, libp2p's `PeerId`/`Multiaddr`, ring). Everything above uses it.
+//! ciborium, libp2p's `PeerId`/`Multiaddr`/identity keys, ring). Everything above uses it.
 //!
 //! Invariants (the decoders take bytes from the network): a cap is checked
 //! before any parsing; sequences are capped while they are parsed; nesting
@@ -36,6 +38,7 @@ pub(crate) mod hint;
 pub(crate) mod mail;
 pub(crate) mod plain;
 pub(crate) mod seal;
+pub(crate) mod signed;
 pub(crate) mod timeline;
 
 pub(crate) use beat::{decode_beat, encode_beat, Beat};

@@ -1,17 +1,23 @@
 //! The calls and seeds of the fuzz targets for manta-p2p's framing and its
 //! plain (un-enveloped) CBOR decoders: `p2p_frame`, `p2p_hint`,
-//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`, `p2p_timeline` (see `fuzz_corpus.rs`, which
+//! `p2p_chunk`, `p2p_actor_record`, `p2p_args`, `p2p_timeline`,
+//! `p2p_voucher`, `p2p_signed_record` (see `fuzz_corpus.rs`, which
 //! runs them with the others; each call is the same as its target's in
 //! `fuzz/fuzz_targets/`). Naming as in `fuzz_corpus.rs`: `valid-*` must be
 //! accepted, `bad-*` refused.
 
 use super::{prefixed, Named, Target};
+use libp2p::identity::Keypair;
 use manta_p2p::fuzzing::chunk::{chunk_prefix, split_chunk};
 use manta_p2p::fuzzing::codec::read_frames;
 use manta_p2p::fuzzing::hint::{self, MAX_HINT_ADDRS};
 use manta_p2p::fuzzing::plain::{
     actor_record_key, decode_actor_record, decode_args, encode_actor_record, encode_args, ActorRecord, Value,
     MAX_ARGS_DEPTH,
+};
+use manta_p2p::fuzzing::signed::{
+    decode_signed_record, decode_voucher, digest_of, encode_signed_record, encode_voucher, sign_record, sign_voucher,
+    signer, verify_record, verify_voucher, SignedRecord, Voucher, MAX_KEY_BYTES, MAX_SIG_BYTES, MAX_VOUCHER_BYTES,
 };
 use manta_p2p::fuzzing::timeline::{decode_page, encode_page, Kind, Page, WireEvent, MAX_INPUTS, MAX_TEXT_BYTES};
 use manta_p2p::fuzzing::wire::{decode_response, encode_response, Response, WireError, MAX_DEPTH};
@@ -25,7 +31,7 @@ fn malformed(what: &str) -> WireError {
 }
 
 /// The new targets: name and call.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 8] = [
     // Ok if the input is whole frames; the bodies never outgrow the input.
     (
         "p2p_frame",
@@ -89,7 +95,36 @@ pub const TARGETS: [(&str, Target); 6] = [
             Ok(())
         }),
     ),
+    (
+        "p2p_voucher",
+        Target::Wire(|b| {
+            let v = decode_voucher(b)?;
+            assert_eq!(decode_voucher(&encode_voucher(&v)).as_ref(), Ok(&v), "voucher round trip");
+            if let Some(owner) = signer(&v.key) {
+                let _ = verify_voucher(b, &v.id, &owner);
+                let other = v.id.map(|x| x ^ 1);
+                assert!(verify_voucher(b, &other, &owner).is_err(), "a voucher for another id");
+            }
+            Ok(())
+        }),
+    ),
+    (
+        "p2p_signed_record",
+        Target::Wire(|b| {
+            let (signed, rec) = decode_signed_record(b)?;
+            let again = decode_signed_record(&encode_signed_record(&signed));
+            assert_eq!(again.as_ref(), Ok(&(signed, rec)), "signed record round trip");
+            let _ = verify_record(&actor_record_key("counter"), b);
+            Ok(())
+        }),
+    ),
 ];
+
+/// A key that is the same in every run (so the seeds are too: Ed25519
+/// signatures are deterministic).
+fn fixed_key(seed: u8) -> Keypair {
+    Keypair::ed25519_from_bytes([seed; 32]).expect("a valid Ed25519 secret")
+}
 
 /// A timeline event on the wire, for the `p2p_timeline` seeds.
 fn wire_event(kind: Kind, name: &str, inputs: usize) -> WireEvent {
@@ -288,6 +323,101 @@ pub fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                         [&base[..at], &[0x9a, 0xff, 0xff, 0xff, 0xff]].concat()
                     }),
                     ("nested-deep", [&base[..base.len() - 1], &nested(200)[..]].concat()),
+                ],
+            )
+        }
+        "p2p_voucher" => {
+            let key = fixed_key(7);
+            let d = digest_of(b"the object's encoding");
+            let signed = sign_voucher(&key, [3; 16], &d).expect("signs");
+            let base = encode_voucher(&signed);
+            let with = |f: &dyn Fn(&mut Voucher)| {
+                let mut v = signed.clone();
+                f(&mut v);
+                encode_voucher(&v)
+            };
+            (
+                vec![
+                    ("signed", base.clone()),
+                    ("empty-object", encode_voucher(&sign_voucher(&key, [0; 16], &digest_of(b"")).expect("signs"))),
+                    // Decodes; refused only when checked (another signer).
+                    ("signed-by-another", encode_voucher(&sign_voucher(&fixed_key(8), [3; 16], &d).expect("signs"))),
+                    ("junk-key-and-sig", with(&|v| (v.key, v.sig) = (vec![1, 2, 3], vec![]))),
+                    ("longest-key", with(&|v| v.key = vec![8; MAX_KEY_BYTES])),
+                ],
+                vec![
+                    ("empty", vec![]),
+                    ("truncated", base[..base.len() - 1].to_vec()),
+                    ("trailing-byte", [&base[..], &[0]].concat()),
+                    ("key-over-cap", with(&|v| v.key = vec![8; MAX_KEY_BYTES + 1])),
+                    ("sig-over-cap", with(&|v| v.sig = vec![8; MAX_SIG_BYTES + 1])),
+                    ("over-cap", vec![0x40; MAX_VOUCHER_BYTES + 1]),
+                    ("id-15-bytes", {
+                        let at = base.windows(3).position(|w| w == [b'i', b'd', 0x50]).expect("id") + 2;
+                        [&base[..at], &[0x4f], &base[at + 2..]].concat()
+                    }),
+                    ("digest-4g-header", {
+                        let at = base.windows(7).position(|w| w == b"fdigest").expect("digest key") + 7;
+                        [&base[..at], &[0x5a, 0xff, 0xff, 0xff, 0xff]].concat()
+                    }),
+                    ("nested-deep", {
+                        let at = base.windows(4).position(|w| w == b"clen").expect("len key") + 4;
+                        [&base[..at], &nested(200)[..]].concat()
+                    }),
+                ],
+            )
+        }
+        "p2p_signed_record" => {
+            let key = fixed_key(7);
+            let name = actor_record_key("counter");
+            let host = |k: &Keypair| hint::encode(&k.public().to_peer_id(), &[addr("/ip4/127.0.0.1/tcp/4001")]);
+            let rec =
+                |host: Vec<u8>| encode_actor_record(&ActorRecord { actor: [7; 16], class: "Counter".into(), host });
+            let base = sign_record(&key, &name, rec(host(&key))).expect("signs");
+            let (signed, _) = decode_signed_record(&base).expect("decodes");
+            let with = |f: &dyn Fn(&mut SignedRecord)| {
+                let mut s = signed.clone();
+                f(&mut s);
+                encode_signed_record(&s)
+            };
+            (
+                vec![
+                    ("counter", base.clone()),
+                    // Decode; refused only when verified.
+                    (
+                        "signed-for-another-name",
+                        sign_record(&key, &actor_record_key("x"), rec(host(&key))).expect("signs"),
+                    ),
+                    ("naming-another-host", sign_record(&key, &name, rec(host(&fixed_key(9)))).expect("signs")),
+                    ("junk-key-and-sig", with(&|s| (s.key, s.sig) = (vec![1], vec![2]))),
+                ],
+                vec![
+                    ("empty", vec![]),
+                    ("truncated", base[..base.len() - 1].to_vec()),
+                    ("trailing-byte", [&base[..], &[0]].concat()),
+                    ("unsigned-record", rec(host(&key))),
+                    ("inner-not-a-record", with(&|s| s.record = vec![0xff])),
+                    (
+                        "inner-class-257",
+                        with(&|s| {
+                            s.record = encode_actor_record(&ActorRecord {
+                                actor: [7; 16],
+                                class: "c".repeat(257),
+                                host: vec![],
+                            })
+                        }),
+                    ),
+                    ("key-over-cap", with(&|s| s.key = vec![8; MAX_KEY_BYTES + 1])),
+                    // (Over the cap as a whole: more than a seed may be; the
+                    // unit tests of `wire::signed` cover it.)
+                    ("record-4g-header", {
+                        let at = base.windows(7).position(|w| w == b"frecord").expect("record key") + 7;
+                        [&base[..at], &[0x5a, 0xff, 0xff, 0xff, 0xff]].concat()
+                    }),
+                    ("nested-deep", {
+                        let at = base.windows(4).position(|w| w == b"csig").expect("sig key") + 4;
+                        [&base[..at], &nested(200)[..]].concat()
+                    }),
                 ],
             )
         }

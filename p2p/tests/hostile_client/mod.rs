@@ -31,10 +31,14 @@ pub struct Raw {
 }
 
 fn behaviour(key: &libp2p::identity::Keypair) -> Raw {
+    behaviour_in(key, kad::Mode::Client)
+}
+
+fn behaviour_in(key: &libp2p::identity::Keypair, mode: kad::Mode) -> Raw {
     let me = key.public().to_peer_id();
     let mut kad =
         kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), kad::Config::new(StreamProtocol::new(KAD)));
-    kad.set_mode(Some(kad::Mode::Client));
+    kad.set_mode(Some(mode));
     Raw {
         stream: libp2p_stream::Behaviour::new(),
         kad,
@@ -77,7 +81,24 @@ pub fn swarm(psk: Option<[u8; 32]>) -> Swarm<Raw> {
     }
 }
 
+/// A raw swarm with identity `key` (no psk) whose Kademlia runs in `mode`:
+/// in server mode it answers other peers' DHT queries (from its own store,
+/// see [`Client::store`]), so nodes put it in their routing tables.
+pub fn swarm_with(key: libp2p::identity::Keypair, mode: kad::Mode) -> Swarm<Raw> {
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("transport")
+        .with_behaviour(|key| behaviour_in(key, mode))
+        .expect("behaviour")
+        .with_swarm_config(idle)
+        .build()
+}
+
 enum Cmd {
+    #[allow(dead_code)] // (not every test file stores records)
+    Store(kad::Record, oneshot::Sender<bool>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     PutRecordTo(kad::Record, PeerId, oneshot::Sender<bool>),
     Provide(Vec<u8>, oneshot::Sender<bool>),
@@ -149,6 +170,13 @@ impl Client {
         self.ask(|tx| Cmd::PutRecordTo(record, to, tx)).await
     }
 
+    /// Puts `record` in this client's own DHT store (what it answers a
+    /// lookup with, in server mode); true if stored.
+    #[allow(dead_code)] // (not every test file stores records)
+    pub async fn store(&self, record: kad::Record) -> bool {
+        self.ask(|tx| Cmd::Store(record, tx)).await
+    }
+
     /// Announces this client as a provider of `key`.
     pub async fn provide(&self, key: &[u8]) -> bool {
         self.ask(|tx| Cmd::Provide(key.to_vec(), tx)).await
@@ -194,6 +222,10 @@ impl Client {
 fn on_cmd(swarm: &mut Swarm<Raw>, p: &mut Pending, c: Cmd) {
     let kad = &mut swarm.behaviour_mut().kad;
     match c {
+        Cmd::Store(record, tx) => {
+            use kad::store::RecordStore;
+            let _ = tx.send(kad.store_mut().put(record).is_ok());
+        }
         Cmd::Dial(addr, tx) => {
             let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
             let id = opts.connection_id();
