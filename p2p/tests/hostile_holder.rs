@@ -8,6 +8,7 @@
 //! | a holder answering `Busy` at once, forever: `pull` asked again in a tight loop and `get` never returned | quick `Busy` answers are asked again after a doubling pause, at most 8 times; then the holder is given up and `get` fails with a typed error ([`a_holder_answering_busy_forever_is_given_up`]) |
 //! | a provider serving forged bytes for an id whose owner is unreachable: accepted if they decoded | refused unless it gives the owner's voucher for exactly those bytes (a voucher signed by another key, for another id, of another length, for other bytes, huge or junk): `get` fails with `Unverified` naming it; with no voucher at all its bytes are not even asked for (it is taken as not holding the object) ([`a_holder_without_the_owners_voucher_for_its_bytes_is_refused`]) |
 //! | the same, with an honest replica also holding it after the owner died | the forger (asked first) is refused even with the owner's genuine voucher, and the replica's bytes are read ([`a_forging_provider_is_refused_and_an_honest_replica_is_read_after_the_owner_died`]) |
+//! | a copy's holder with the owner's genuine voucher answering every fetch with a slow `Busy` (as a running task's owner would): asked again for ever | a `Busy` from a holder that is not the owner (nor our task's executor) always counts as quick: given up after a few ([`a_copy_holder_answering_slow_busy_is_given_up`]) |
 //! | a member answering a named-actor lookup with a record naming another host | the record is not signed by that host: dropped and counted; the lookup ends with the typed "no actor" timeout ([`a_forged_named_actor_record_is_refused`]) |
 //!
 //! Invariants: only 127.0.0.1 is used; every client call is bounded by
@@ -308,6 +309,55 @@ fn a_holder_without_the_owners_voucher_for_its_bytes_is_refused() {
     // The owner's voucher for exactly these bytes: accepted.
     let r = unreachable_owner_ref(&n, control.0, owner_peer);
     assert_eq!(*r.get_timeout(Duration::from_secs(60)).expect("vouched for by the owner"), text(3000, 'g'));
+    drop(liar);
+    n.shutdown();
+}
+
+/// A copy's holder (not the owner: its bytes need the owner's voucher)
+/// that has the owner's genuine voucher but answers every fetch with a
+/// slow `Busy` (as an owner whose task still runs would) is given up after
+/// a few answers, not asked again for ever: only the owner or the
+/// executor can have the object's task running.
+#[test]
+fn a_copy_holder_answering_slow_busy_is_given_up() {
+    let n = node_with(None, |b| b);
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let owner = Keypair::generate_ed25519();
+    let owner_peer = owner.public().to_peer_id();
+    let genuine = cbor(&text(3000, 's'));
+    let id = [0x71; 16];
+    let voucher = encode_voucher(&sign_voucher(&owner, id, &digest_of(&genuine)).expect("signs"));
+    let table = HashMap::from([(id, Forged { bytes: genuine, voucher: Some(voucher) })]);
+    let (vouch_asked, asked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let liar = tokio.block_on(async {
+        let c = raw_server(Keypair::generate_ed25519());
+        let answer = forger(table, vouch_asked.clone());
+        serve(&c, asked.clone(), move |req| match req {
+            Request::Vouch { .. } => answer(req),
+            _ => {
+                // Slower than `QUICK_BUSY`: what an owner says after
+                // waiting for a running task (this stalls only the
+                // attacker's own stream).
+                std::thread::sleep(Duration::from_millis(550));
+                Response::Busy
+            }
+        });
+        c.dial(&n.listen_addrs()[0]).await.expect("the holder connects");
+        assert!(c.provide(&id).await, "it registers as a provider");
+        c
+    });
+    let t = Instant::now();
+    let got = unreachable_owner_ref(&n, id, owner_peer).get_timeout(Duration::from_secs(120));
+    let (took, asked) = (t.elapsed(), asked.load(Ordering::SeqCst));
+    eprintln!("slow busy copy holder: {asked} requests in {took:?}: {got:?}");
+    match got {
+        Err(Error::PeerUnreachable { reason, .. }) => assert!(reason.contains("busy"), "{reason}"),
+        other => panic!("expected PeerUnreachable naming busy (not Timeout), got {other:?}"),
+    }
+    // One batched small-object request, then two tries of the holder, each
+    // a voucher request and at most 1 + 8 fetches; before, fetches until
+    // the get's timeout.
+    assert!(asked <= 1 + 2 * (1 + 9), "{asked} requests");
     drop(liar);
     n.shutdown();
 }

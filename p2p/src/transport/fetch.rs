@@ -581,7 +581,10 @@ async fn pull_from(
     // waited a while before saying so): ask again, as `get` blocks until
     // the task ends. A holder that dies meanwhile ends this with an error.
     // A `Busy` that comes back sooner than an honest holder would send it
-    // is asked again after a growing pause, and only a few times.
+    // is asked again after a growing pause, and only a few times. So is any
+    // `Busy` from a holder whose bytes must be checked (a copy, not the
+    // owner nor our task's executor): it holds a finished object, so no
+    // task of it runs there, and a slow `Busy` would be a stall.
     let mut busy = BusyBackoff::default();
     let first = loop {
         let asked = tokio::time::Instant::now();
@@ -589,19 +592,21 @@ async fn pull_from(
             Ok(Reply::Other(Response::Busy)) if ctx.is_dead(peer) => {
                 return Err((fetch, Failure::unreachable(HolderError::Dead)));
             }
-            Ok(Reply::Other(Response::Busy)) => match busy.after(asked.elapsed()) {
-                Some(pause) if pause.is_zero() => continue,
-                Some(pause) => {
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => continue,
-                        () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
+            Ok(Reply::Other(Response::Busy)) => {
+                match busy.after(if check.is_some() { Duration::ZERO } else { asked.elapsed() }) {
+                    Some(pause) if pause.is_zero() => continue,
+                    Some(pause) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => continue,
+                            () = ctx.died(peer) => return Err((fetch, Failure::unreachable(HolderError::Dead))),
+                        }
+                    }
+                    None => {
+                        tracing::debug!(%peer, object = %id, quick = busy.quick, "a holder kept answering Busy at once; trying the next");
+                        return Err((fetch, Failure::unreachable(HolderError::Busy)));
                     }
                 }
-                None => {
-                    tracing::debug!(%peer, object = %id, quick = busy.quick, "a holder kept answering Busy at once; trying the next");
-                    return Err((fetch, Failure::unreachable(HolderError::Busy)));
-                }
-            },
+            }
             Ok(r) => break r,
             Err(e) => return Err((fetch, Failure::unreachable(e))),
         }
