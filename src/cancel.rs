@@ -105,6 +105,7 @@ impl TaskCtl {
     pub fn set_cancelled(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         note_cancel();
+        crate::parked::global().cancelled();
     }
 
     /// True if this task, its group, or any ancestor (task or group) is
@@ -127,6 +128,11 @@ impl TaskCtl {
 /// True once any cancellation was made in this process (see [`CANCELS`]).
 pub(crate) fn any_cancelled() -> bool {
     CANCELS.load(Ordering::Acquire) != 0
+}
+
+/// The cancellations made so far (see `parked`).
+pub(crate) fn cancel_epoch() -> usize {
+    crate::parked::global().epoch()
 }
 
 /// Records that a cancellation was made (the fast path's flag): a load
@@ -207,16 +213,19 @@ impl GroupState {
     /// until no worker is deciding whether to start a task (so none of the
     /// group starts after this returns), and leaves a note for the next
     /// runner to take the queued ones out and complete them as cancelled,
-    /// off the calling thread. True if this call cancelled it. No
-    /// allocation, no lock, no wake-up (unless a runner place is idle
-    /// while jobs are queued): a few cache lines.
+    /// off the calling thread. True if this call cancelled it. No lock and
+    /// a few cache lines, plus one wake-up when jobs are queued: of a runner
+    /// if a place is idle, else of the service thread, which reaps at once
+    /// so that readers see the tasks cancelled while every runner is busy
+    /// (`Scheduler::reap`).
     pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
         if self.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
         note_cancel();
+        let readers = crate::parked::global().cancelled();
         sched.quiesce();
-        sched.reap();
+        sched.reap(readers);
         // A watcher registers (SeqCst) before it looks at the flag, so
         // either it sees the cancellation or this sees `watched` and wakes
         // it (the waiters' lock orders a push that comes after the take).

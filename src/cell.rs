@@ -323,7 +323,7 @@ impl ObjectCell {
     /// readers' callbacks must not run on it), so the reader does not wait
     /// for a runner. Its queue entry stays, empty, counted as cancelled
     /// when a runner reaches it. Free until the process cancels anything.
-    fn finish_if_cancelled(&self) {
+    pub(crate) fn finish_if_cancelled(&self) {
         if !crate::cancel::any_cancelled() {
             return;
         }
@@ -351,6 +351,10 @@ impl ObjectCell {
         if !queued && !remote && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
+        // (A worker that blocks hands its runner place over, so a runner can
+        // reap: only other threads count as parked readers.)
+        let _parked = (!crate::scheduler::Scheduler::on_worker() && self.queued_producer().is_some())
+            .then(crate::parked::ParkedReader::enter);
         self.finish_if_cancelled();
         let parker = thread_parker();
         match self.slot.register(Waiter::Parker(parker.clone())) {

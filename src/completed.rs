@@ -137,6 +137,9 @@ pub struct AsCompleted<T> {
     batch: VecDeque<usize>,
     left: usize,
     next_target: usize,
+    /// The cancellations seen when pending refs were last checked for
+    /// cancelled queued producers.
+    scanned_epoch: Option<usize>,
 }
 
 impl<T> std::fmt::Debug for AsCompleted<T> {
@@ -165,7 +168,7 @@ pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectR
         }
     }
     let left = refs.len();
-    AsCompleted { refs, queue, batch: VecDeque::new(), left, next_target: 0 }
+    AsCompleted { refs, queue, batch: VecDeque::new(), left, next_target: 0, scanned_epoch: None }
 }
 
 impl<T> AsCompleted<T> {
@@ -220,6 +223,19 @@ impl<T> AsCompleted<T> {
             self.queue.drain_into(&mut self.batch);
             if !self.batch.is_empty() {
                 continue;
+            }
+            // Cancelled tasks still queued behind busy runners end now, not
+            // when a runner frees (see `parked`): looked for
+            // again only after a new cancellation.
+            let parked = (!crate::scheduler::Scheduler::on_worker()).then(crate::parked::ParkedReader::enter);
+            let epoch = parked.as_ref().map_or_else(crate::cancel::cancel_epoch, |(_, e)| *e);
+            if crate::cancel::any_cancelled() && self.scanned_epoch != Some(epoch) {
+                self.scanned_epoch = Some(epoch);
+                for r in self.refs.iter().flatten() {
+                    if !r.cell().slot.is_done() {
+                        r.cell().finish_if_cancelled();
+                    }
+                }
             }
             let queue = self.queue.clone();
             queue.wait(&mut || self.target());

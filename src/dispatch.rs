@@ -368,6 +368,19 @@ impl<J: Queued> Dispatch<J> {
         st.queued > 0 && self.take_place(&mut st)
     }
 
+    /// True if every runner place is taken (a note waits for one of them
+    /// to ask for work).
+    pub fn every_place_busy(&self) -> bool {
+        self.note.active_hint.load(Ordering::Relaxed) >= self.threads
+    }
+
+    /// The queued jobs that are cancelled, taken out, if a note asks and no
+    /// runner took it yet (for a reaper that is not a runner).
+    pub fn reap_if_noted(&self) -> Option<Vec<J>> {
+        let mut st = lock(&self.state);
+        self.reap_now(&mut st)
+    }
+
     /// The queued jobs that are cancelled, taken out, if a note asks (the
     /// check inline: one load on every `next`; the work out of line).
     #[inline]

@@ -241,6 +241,7 @@ impl Group {
         let state = &self.inner.state;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let parker = crate::cell::thread_parker();
+        let mut reaped = false;
         loop {
             // One registration per round: the group wakes every watcher on
             // each change that may matter, and we look again.
@@ -252,6 +253,11 @@ impl Group {
             }));
             if cond(state) {
                 return true;
+            }
+            if !reaped && state.chain_cancelled() {
+                // Its queued tasks end now, not when a busy runner frees.
+                reaped = true;
+                self.inner.rt.scheduler().reap(true);
             }
             let mut ready = || woken.load(Ordering::Acquire) || cond(state);
             if !crate::scheduler::block_until(&parker, deadline, &mut || None, &mut ready) {

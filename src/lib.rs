@@ -107,6 +107,7 @@ mod metrics;
 mod notify;
 mod objects;
 mod panics;
+mod parked;
 mod refs;
 mod resources;
 mod runtime;
@@ -174,6 +175,7 @@ pub mod protocols {
     pub use crate::export::{Claim, Table};
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};
+    pub use crate::parked::Parked;
     pub use crate::resources::{Request, Totals};
     pub use crate::slot::{Meta, Moved, Read, Slot, Value};
 }

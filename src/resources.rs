@@ -23,11 +23,14 @@ fn from_units(u: u64) -> f64 {
 /// runtime's table of names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
+    /// CPU units (a CPU is `UNIT` of them).
     pub cpu: u64,
+    /// `(index in the runtime's table, units)` of each custom resource.
     pub custom: Option<Box<[(usize, u64)]>>,
 }
 
 impl Request {
+    /// A request for `cpu` units and nothing else.
     pub fn cpus(cpu: u64) -> Request {
         Request { cpu, custom: None }
     }
@@ -54,6 +57,7 @@ pub(crate) struct Pool {
 }
 
 impl Totals {
+    /// The totals of a runtime with `cpus` CPUs and `custom` resources.
     pub fn new(cpus: f64, custom: &[(Text, f64)]) -> std::sync::Arc<Totals> {
         std::sync::Arc::new(Totals {
             names: custom.iter().map(|(n, _)| n.clone()).collect(),

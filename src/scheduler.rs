@@ -410,14 +410,40 @@ impl Scheduler {
     }
 
     /// Has the queued tasks that are cancelled taken out of the queue and
-    /// completed as such by the next runner to ask for work (see
-    /// `Dispatch::reap`): the caller only leaves a note (one store, one
-    /// load), never does the work or wakes a thread, unless a runner place
-    /// is idle while jobs are queued.
-    pub fn reap(self: &Arc<Self>) {
+    /// completed as such, off the calling thread (see `Dispatch::reap`):
+    /// the caller leaves a note (one store, one load) for the next runner
+    /// to ask for work, and starts one if a runner place is idle while jobs
+    /// are queued. If every place is busy, their tasks may run for long
+    /// before a runner asks, while the cancelled tasks' readers (`wait`,
+    /// `as_completed`, a group's `join`, a parked `get`) must see them
+    /// cancelled at once, as Ray's do: then, if `readers` (a reader is
+    /// parked, see `parked`), the service thread reaps (one
+    /// message to it; whoever takes the note first does the work). A reader
+    /// that parks later looks for the cancelled tasks itself.
+    pub fn reap(self: &Arc<Self>, readers: bool) {
         if self.dispatch.reap() {
             self.start_runner();
+        } else if readers && self.dispatch.every_place_busy() && self.dispatch.has_queued() {
+            let me = self.clone();
+            service(Box::new(move || {
+                if let Some(jobs) = me.dispatch.reap_if_noted() {
+                    me.complete_reaped(jobs);
+                }
+            }));
         }
+    }
+
+    /// Completes jobs a reap took out of the queue as cancelled (their
+    /// functions dropped here), and counts them.
+    fn complete_reaped(&self, jobs: Vec<Arc<Job>>) {
+        let mut tally = Tally::default();
+        for job in jobs {
+            let t = job.body.take_and_run(&job, &mut || {}, Go::Cancelled).unwrap_or_else(|| job.emptied());
+            tally.done += t.done;
+            tally.failed += t.failed;
+            tally.cancelled += t.cancelled;
+        }
+        self.dispatch.count(tally);
     }
     /// True on a thread of some runtime's pool (cheap: no upgrade).
     pub fn on_worker() -> bool {
@@ -554,14 +580,7 @@ impl Scheduler {
                 }
                 Next::Reap(jobs) => {
                     finished = None;
-                    let mut tally = Tally::default();
-                    for job in jobs {
-                        let t = job.body.take_and_run(&job, &mut || {}, Go::Cancelled).unwrap_or_else(|| job.emptied());
-                        tally.done += t.done;
-                        tally.failed += t.failed;
-                        tally.cancelled += t.cancelled;
-                    }
-                    self.dispatch.count(tally);
+                    self.complete_reaped(jobs);
                 }
                 Next::Exit => break,
             }

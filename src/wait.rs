@@ -59,6 +59,12 @@ fn wait_cells(
         }
         None
     };
+    // Cancelled tasks still queued behind busy runners end now, not when a
+    // runner frees (see `parked`).
+    let _parked = (!crate::scheduler::Scheduler::on_worker()).then(crate::parked::ParkedReader::enter);
+    for c in cells.iter().filter(|c| !c.slot.is_done()) {
+        c.finish_if_cancelled();
+    }
     let done = block_until(&parker, deadline, &mut target, &mut || stop(Some(&group)));
     for (i, t) in tokens {
         if !cells[i].slot.is_done() {

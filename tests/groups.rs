@@ -573,3 +573,55 @@ fn cancelled_tasks_that_do_not_fit_are_reaped_by_a_runner_the_cancel_starts() {
         h.get().unwrap();
     }
 }
+
+/// As Ray's `wait` after `ray.cancel`: a cancelled task still queued behind
+/// a busy worker counts as ready for `wait`, `as_completed` and `get_all`
+/// (they return `Cancelled` at once, not when the worker frees), for a
+/// group's cancel and a single ref's.
+#[test]
+fn wait_as_completed_and_get_all_see_a_cancelled_queued_task_while_every_worker_is_busy() {
+    let rt = rt(1);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group();
+    let by_group = g.spawn(|| 1u32);
+    let single = rt.spawn(|| 2u32);
+    assert!(g.cancel());
+    assert!(single.cancel());
+    for r in [&by_group, &single] {
+        let (ready, rest) = rt.wait(std::slice::from_ref(r), 1, Some(LONG)).unwrap();
+        assert_eq!((ready.len(), rest.len()), (1, 0), "wait sees it ready");
+        let done: Vec<_> = as_completed(vec![r.clone()]).collect();
+        assert_eq!(done.len(), 1);
+        assert!(done[0].get().unwrap_err().is_cancelled());
+        assert!(rt.get_all(std::slice::from_ref(r)).unwrap_err().is_cancelled());
+    }
+    assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}
+
+/// A reader already parked in `wait` when the group is cancelled (every
+/// worker busy) is woken with the task cancelled at once, whichever of the
+/// two comes first.
+#[test]
+fn a_reader_parked_before_the_cancel_sees_the_queued_task_cancelled_while_every_worker_is_busy() {
+    let rt = rt(1);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let g = rt.group();
+    let queued = g.spawn(|| 1u32);
+    let (r2, rt2) = (queued.clone(), rt.clone());
+    let reader = std::thread::spawn(move || rt2.wait(std::slice::from_ref(&r2), 1, Some(LONG)).map(|(r, _)| r.len()));
+    let r3 = queued.clone();
+    let getter = std::thread::spawn(move || r3.get_timeout(LONG).map(|_| ()));
+    assert!(g.cancel());
+    assert_eq!(reader.join().unwrap().unwrap(), 1, "wait saw it ready");
+    assert!(getter.join().unwrap().unwrap_err().is_cancelled());
+    assert!(g.join(Some(LONG)), "join sees every result known");
+    assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}

@@ -1,0 +1,91 @@
+//! Readers parked on objects whose tasks may still be queued, against
+//! cancellers (the protocol behind "a cancelled task's readers see it
+//! cancelled at once, even while every runner is busy").
+//!
+//! With every runner busy, a queued task that a cancel reached is taken
+//! out of the queue only when a runner next asks for work. So:
+//! - a reader about to park ([`Parked::enter`]) counts itself, then looks
+//!   at the cancellations (the epoch it returns, and the tasks' flags) and
+//!   finishes cancelled queued producers itself (`ObjectCell::finish_if_cancelled`);
+//! - a canceller sets its flags, then [`Parked::cancelled`] bumps the
+//!   epoch and tells whether a reader is parked; if so it has the service
+//!   thread reap at once (`Scheduler::reap`).
+//!
+//! Invariant (Dekker's pattern: SeqCst fences between each side's write
+//! and its read, as loom models SeqCst accesses only as acquire/release):
+//! for a reader that
+//! entered and a cancellation, either the reader's look sees the new epoch
+//! (and every flag the canceller set before it), or the canceller sees the
+//! reader counted. Model-checked in `tests/loom_parked.rs`.
+
+use crate::sync::{fence, AtomicUsize, Ordering};
+
+/// The count of parked readers and the cancellation epoch.
+#[derive(Debug, Default)]
+pub struct Parked {
+    readers: AtomicUsize,
+    epoch: AtomicUsize,
+}
+
+impl Parked {
+    /// A reader is about to park: counts it and returns the epoch it must
+    /// compare with the last one it looked at. Pair with [`Parked::leave`].
+    pub fn enter(&self) -> usize {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst); // before the caller's looks (Dekker)
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The reader stopped waiting.
+    pub fn leave(&self) {
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A canceller set its flags: bumps the epoch; true if a reader is
+    /// parked (then the cancelled tasks must be reaped at once).
+    pub fn cancelled(&self) -> bool {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst); // after the caller's flags (Dekker)
+        self.readers.load(Ordering::SeqCst) > 0
+    }
+
+    /// The cancellations made so far.
+    pub fn epoch(&self) -> usize {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// The process's [`Parked`] (readers and cancellers of every runtime: a
+/// false positive only costs one message to the service thread).
+#[cfg(not(loom))]
+pub(crate) fn global() -> &'static Parked {
+    static PARKED: std::sync::OnceLock<Parked> = std::sync::OnceLock::new();
+    PARKED.get_or_init(Parked::default)
+}
+
+#[cfg(loom)]
+pub(crate) fn global() -> &'static Parked {
+    loom::lazy_static! {
+        static ref PARKED: Parked = Parked::default();
+    }
+    &PARKED
+}
+
+/// Held by a reader (not a worker: a worker that blocks hands its runner
+/// place over, so a runner is free to reap) while it parks on objects
+/// whose tasks may be queued.
+pub(crate) struct ParkedReader(());
+
+impl ParkedReader {
+    /// Enters the global [`Parked`]; returns the guard and the epoch.
+    pub fn enter() -> (ParkedReader, usize) {
+        let epoch = global().enter();
+        (ParkedReader(()), epoch)
+    }
+}
+
+impl Drop for ParkedReader {
+    fn drop(&mut self) {
+        global().leave();
+    }
+}
