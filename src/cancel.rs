@@ -102,10 +102,12 @@ impl TaskCtl {
     }
 
     /// Sets this task's own flag (the caller has decided the outcome).
-    pub fn set_cancelled(&self) {
+    /// True if a reader is parked on some object (then the tasks this one
+    /// submitted, cancelled with it, must be reaped at once: see `parked`).
+    pub fn set_cancelled(&self) -> bool {
         self.cancelled.store(true, Ordering::SeqCst);
         note_cancel();
-        crate::parked::global().cancelled();
+        crate::parked::global().cancelled()
     }
 
     /// True if this task, its group, or any ancestor (task or group) is

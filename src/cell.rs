@@ -408,15 +408,22 @@ impl ObjectCell {
         // Only now tell a running task: had the flag come first, a task
         // polling `is_cancelled` could see it and complete the slot before
         // this cancel did (which then reported failure).
-        ctl.set_cancelled();
+        let readers = ctl.set_cancelled();
         // Not started yet: take its closure (and the refs it holds) out of
         // its queue entry, which stays behind, empty, and is skipped.
         let job_fn = task.take_fn();
+        let started = job_fn.is_none();
         crate::scheduler::service(Box::new(move || {
             if let Some(run) = job_fn {
                 run(crate::scheduler::Go::Cancelled, &task);
             }
             wake.send();
+            // A running task may have submitted tasks, now cancelled with
+            // it and perhaps queued behind busy runners: a parked reader of
+            // theirs must not wait for a runner.
+            if started && readers {
+                crate::scheduler::Scheduler::reap_everywhere();
+            }
         }));
         true
     }

@@ -340,6 +340,12 @@ pub(crate) fn service(f: ServiceFn) {
     f(); // no service thread could be started: run it here
 }
 
+/// The schedulers of the process, weakly (pruned as runtimes are made).
+fn live_schedulers() -> &'static Mutex<Vec<Weak<Scheduler>>> {
+    static ALL: OnceLock<Mutex<Vec<Weak<Scheduler>>>> = OnceLock::new();
+    ALL.get_or_init(|| Mutex::new(Vec::new()))
+}
+
 /// Decrements `n` if it is positive; true if it did.
 fn claim(n: &AtomicUsize) -> bool {
     n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok()
@@ -350,7 +356,7 @@ impl Scheduler {
         let (tx, rx) = crossbeam_channel::unbounded();
         let dispatch = Dispatch::new(totals.clone(), threads);
         let threads = dispatch.threads();
-        Arc::new(Scheduler {
+        let me = Arc::new(Scheduler {
             totals,
             dispatch,
             pool: OnceLock::new(),
@@ -367,7 +373,23 @@ impl Scheduler {
             actor_calls: std::sync::atomic::AtomicU64::new(0),
             recorder: crate::timeline::Recorder::new(timeline),
             start_hook: OnceLock::new(),
-        })
+        });
+        let mut all = lock_std(live_schedulers());
+        all.retain(|s| s.strong_count() > 0);
+        all.push(Arc::downgrade(&me));
+        drop(all);
+        me
+    }
+
+    /// Has every live runtime reap its cancelled queued tasks (see
+    /// [`Scheduler::reap`]) for parked readers: after a task's cancel
+    /// reached tasks it submitted, which may sit in any runtime's queue.
+    /// On the service thread (it takes a lock and may wake runners).
+    pub fn reap_everywhere() {
+        let all: Vec<Arc<Scheduler>> = lock_std(live_schedulers()).iter().filter_map(Weak::upgrade).collect();
+        for s in all {
+            s.reap(true);
+        }
     }
 
     /// Connects the rayon pool (done once, right after it is built).

@@ -615,11 +615,48 @@ fn a_reader_parked_before_the_cancel_sees_the_queued_task_cancelled_while_every_
     let reader = std::thread::spawn(move || rt2.wait(std::slice::from_ref(&r2), 1, Some(LONG)).map(|(r, _)| r.len()));
     let r3 = queued.clone();
     let getter = std::thread::spawn(move || r3.get_timeout(LONG).map(|_| ()));
+    // Not synchronisation (the outcome must be the same in either order):
+    // a pause that makes the order this test is about, the readers parked
+    // before the cancel, the likely one.
+    std::thread::sleep(Duration::from_millis(50));
     assert!(g.cancel());
     assert_eq!(reader.join().unwrap().unwrap(), 1, "wait saw it ready");
     assert!(getter.join().unwrap().unwrap_err().is_cancelled());
     assert!(g.join(Some(LONG)), "join sees every result known");
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}
+
+/// Cancelling a running task cancels what it submitted (Ray's
+/// `recursive=True`); a reader parked on such a child, still queued
+/// because every worker is busy (one holds a CPU, the parent the other,
+/// blocked without polling), sees it cancelled at once.
+#[test]
+fn a_parked_reader_of_a_cancelled_tasks_queued_child_sees_it_cancelled_while_every_worker_is_busy() {
+    let rt = rt(2);
+    let (release, holders) = hold_cpus(&rt, 1);
+    let (child_tx, child_rx) = mpsc::channel::<ObjectRef<u32>>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let inner = rt.clone();
+    let parent = rt.spawn(move || {
+        child_tx.send(inner.spawn(|| 7u32)).unwrap();
+        let _ = go_rx.recv(); // busy, not polling `is_cancelled`
+    });
+    let child = child_rx.recv_timeout(LONG).expect("the parent runs");
+    let (c2, rt2) = (child.clone(), rt.clone());
+    let reader = std::thread::spawn(move || rt2.wait(std::slice::from_ref(&c2), 1, Some(LONG)).map(|(r, _)| r.len()));
+    // Not synchronisation (the outcome must be the same in either order):
+    // a pause that makes the order this test is about, the reader parked
+    // before the cancel, the likely one.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(parent.cancel());
+    assert_eq!(reader.join().unwrap().unwrap(), 1, "wait saw the child ready");
+    assert!(child.get().unwrap_err().is_cancelled());
+    assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
+    drop(go_tx);
     drop(release);
     for h in holders {
         h.get().unwrap();
