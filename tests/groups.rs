@@ -32,6 +32,14 @@ fn hold_cpus(rt: &Runtime, n: usize) -> (mpsc::Sender<()>, Vec<ObjectRef<()>>) {
     (release, holders)
 }
 
+/// Lets the tasks of [`hold_cpus`] finish and checks they ran.
+fn release_all(release: mpsc::Sender<()>, holders: Vec<ObjectRef<()>>) {
+    drop(release);
+    for h in holders {
+        h.get().unwrap();
+    }
+}
+
 /// Tells, when dropped, which thread dropped it.
 struct DropSignal(mpsc::Sender<String>);
 impl Drop for DropSignal {
@@ -73,10 +81,7 @@ fn cancelling_a_group_stops_every_queued_task_off_the_calling_thread() {
     cancel_returned.store(true, Ordering::SeqCst);
     assert!(!g.cancel(), "cancelled once");
     assert!(g.is_cancelled());
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
     for r in &refs {
         assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
     }
@@ -222,10 +227,7 @@ fn a_group_with_cancel_on_drop_is_cancelled_when_dropped() {
     drop(g);
     assert!(!clone.is_cancelled(), "a clone still holds it");
     drop(clone);
-    drop(release);
-    holders.into_iter().for_each(|h| {
-        h.get().unwrap();
-    });
+    release_all(release, holders);
     assert!(queued.get_timeout(LONG).unwrap_err().is_cancelled());
     // Without the option, dropping the group leaves its tasks alone.
     let plain = rt.group();
@@ -356,10 +358,7 @@ fn higher_priority_tasks_start_first() {
             refs.push(rt.task().priority(p).spawn(move || order.lock().unwrap().push(name)));
         }
     }
-    drop(release);
-    holders.into_iter().for_each(|h| {
-        h.get().unwrap();
-    });
+    release_all(release, holders);
     rt.get_all(&refs).unwrap();
     let order = order.lock().unwrap().clone();
     assert_eq!(order, ["high", "high", "high", "normal", "normal", "normal", "low", "low", "low"]);
@@ -537,10 +536,7 @@ fn get_on_a_cancelled_queued_task_while_every_worker_is_busy_returns_cancelled()
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
     let by = dropped.recv_timeout(LONG).expect("the closure is dropped");
     assert_ne!(Some(by), std::thread::current().name().map(str::to_string), "dropped on the reading thread");
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
     assert!(g.join(Some(LONG)));
     let p = g.progress();
     assert_eq!((p.total, p.cancelled, p.running, p.queued), (1, 1, 0, 0), "{p:?}");
@@ -568,10 +564,7 @@ fn cancelled_tasks_that_do_not_fit_are_reaped_by_a_runner_the_cancel_starts() {
     for r in &refs {
         assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
     }
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
 }
 
 /// As Ray's `wait` after `ray.cancel`: a cancelled task still queued behind
@@ -596,10 +589,7 @@ fn wait_as_completed_and_get_all_see_a_cancelled_queued_task_while_every_worker_
         assert!(rt.get_all(std::slice::from_ref(r)).unwrap_err().is_cancelled());
     }
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
 }
 
 /// A reader already parked in `wait` when the group is cancelled (every
@@ -624,10 +614,7 @@ fn a_reader_parked_before_the_cancel_sees_the_queued_task_cancelled_while_every_
     assert!(getter.join().unwrap().unwrap_err().is_cancelled());
     assert!(g.join(Some(LONG)), "join sees every result known");
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
 }
 
 /// Cancelling a running task cancels what it submitted (Ray's
@@ -657,8 +644,5 @@ fn a_parked_reader_of_a_cancelled_tasks_queued_child_sees_it_cancelled_while_eve
     assert!(child.get().unwrap_err().is_cancelled());
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
     drop(go_tx);
-    drop(release);
-    for h in holders {
-        h.get().unwrap();
-    }
+    release_all(release, holders);
 }
