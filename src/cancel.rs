@@ -32,7 +32,8 @@
 //! group is cancelled); waiters for it are woken when `running` drops to
 //! zero or the last task finishes.
 
-use crate::scheduler::{Job, Scheduler};
+use crate::job::Job;
+use crate::scheduler::Scheduler;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +73,7 @@ impl std::fmt::Display for TaskName {
 }
 
 /// Control block of one task (module docs). It lives in the task's job
-/// (`scheduler::Job::ctl`: one allocation for both), so a task is named by
+/// (`job::Job::ctl`: one allocation for both), so a task is named by
 /// its `Arc<Job>`.
 pub(crate) struct TaskCtl {
     pub name: TaskName,
@@ -130,11 +131,6 @@ impl TaskCtl {
 /// True once any cancellation was made in this process (see [`CANCELS`]).
 pub(crate) fn any_cancelled() -> bool {
     CANCELS.load(Ordering::Acquire) != 0
-}
-
-/// The cancellations made so far (see `parked`).
-pub(crate) fn cancel_epoch() -> usize {
-    crate::parked::global().epoch()
 }
 
 /// Records that a cancellation was made (the fast path's flag): a load

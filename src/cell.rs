@@ -17,9 +17,9 @@
 
 use crate::error::Error;
 use crate::id::ObjectId;
+use crate::job::Job;
 use crate::lineage::{Lookup, Rebuild};
 use crate::notify::{Parker, Waiter};
-use crate::scheduler::Job;
 use crate::scheduler::{block_until, spin_until};
 use crate::slot::Moved;
 use crate::slot::{Meta, Outcome, Read, Slot, Value, Wake};
@@ -93,7 +93,7 @@ impl Resident for ObjectCell {
 
 /// A producer link to a job that has run (never upgrades).
 fn ended_job() -> Weak<Job> {
-    Weak::<Job<std::sync::Mutex<Option<crate::scheduler::NoJob>>>>::new()
+    Weak::<Job<std::sync::Mutex<Option<crate::job::NoJob>>>>::new()
 }
 
 impl std::fmt::Debug for ObjectCell {
@@ -333,7 +333,7 @@ impl ObjectCell {
         }
         if let Some(run) = job.take_fn() {
             crate::scheduler::service(Box::new(move || {
-                run(crate::scheduler::Go::Cancelled, &job);
+                run(crate::job::Go::Cancelled, &job);
             }));
         }
     }
@@ -351,10 +351,8 @@ impl ObjectCell {
         if !queued && !remote && spin_until(&mut || self.slot.is_done()) {
             return true;
         }
-        // (A worker that blocks hands its runner place over, so a runner can
-        // reap: only other threads count as parked readers.)
-        let _parked = (!crate::scheduler::Scheduler::on_worker() && self.queued_producer().is_some())
-            .then(crate::parked::ParkedReader::enter);
+        // Counted as a parked reader (not on a worker: see `parked`).
+        let _parked = self.queued_producer().and_then(|_| crate::parked::ParkedReader::enter());
         self.finish_if_cancelled();
         let parker = thread_parker();
         match self.slot.register(Waiter::Parker(parker.clone())) {
@@ -415,7 +413,7 @@ impl ObjectCell {
         let started = job_fn.is_none();
         crate::scheduler::service(Box::new(move || {
             if let Some(run) = job_fn {
-                run(crate::scheduler::Go::Cancelled, &task);
+                run(crate::job::Go::Cancelled, &task);
             }
             wake.send();
             // A running task may have submitted tasks, now cancelled with

@@ -89,7 +89,7 @@ impl<E> Queue<E> {
 
     /// Blocks (as `get` does) until something is queued; `targets` yields
     /// queued producers to run inline.
-    fn wait(&self, targets: &mut dyn FnMut() -> Option<Arc<crate::scheduler::Job>>) {
+    fn wait(&self, targets: &mut dyn FnMut() -> Option<Arc<crate::job::Job>>) {
         crate::scheduler::block_until(&self.parker, None, targets, &mut || !self.is_empty());
     }
 
@@ -181,7 +181,7 @@ impl<T> AsCompleted<T> {
     }
 
     /// A queued producer of a pending ref (round-robin), for the waiter.
-    fn target(&mut self) -> Option<Arc<crate::scheduler::Job>> {
+    fn target(&mut self) -> Option<Arc<crate::job::Job>> {
         let n = self.refs.len();
         for _ in 0..n {
             let i = self.next_target % n;
@@ -227,8 +227,8 @@ impl<T> AsCompleted<T> {
             // Cancelled tasks still queued behind busy runners end now, not
             // when a runner frees (see `parked`): looked for
             // again only after a new cancellation.
-            let parked = (!crate::scheduler::Scheduler::on_worker()).then(crate::parked::ParkedReader::enter);
-            let epoch = parked.as_ref().map_or_else(crate::cancel::cancel_epoch, |(_, e)| *e);
+            let parked = crate::parked::ParkedReader::enter();
+            let epoch = parked.as_ref().map_or_else(|| crate::parked::global().epoch(), |(_, e)| *e);
             if crate::cancel::any_cancelled() && self.scanned_epoch != Some(epoch) {
                 self.scanned_epoch = Some(epoch);
                 for r in self.refs.iter().flatten() {

@@ -21,10 +21,11 @@ use crate::cancel::{deciding, Ended, GroupState, TaskCtl};
 use crate::cell::ObjectCell;
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error, TaskFailure};
+use crate::job::{Go, Job};
 use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::resources::Request;
-use crate::scheduler::{Go, Job, Scheduler, Tally};
+use crate::scheduler::{Scheduler, Tally};
 use crate::slot::{Meta, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
@@ -51,7 +52,7 @@ pub(crate) struct Plan {
 
 /// What a task runs: its arguments and body, shared between the queued job
 /// and (for re-runnable tasks) its output's lineage. (Its control block is
-/// its job's, `scheduler::Job::ctl`.)
+/// its job's, `job::Job::ctl`.)
 pub(crate) struct Spec<A, B, R> {
     /// Counted as task uses of their refs while the spec lives.
     pub args: crate::objects::CountedArgs<A>,

@@ -101,6 +101,7 @@ mod export;
 mod group;
 mod heap_size;
 mod id;
+mod job;
 mod lineage;
 mod mailbox;
 mod metrics;

@@ -77,10 +77,14 @@ pub(crate) fn global() -> &'static Parked {
 pub(crate) struct ParkedReader(());
 
 impl ParkedReader {
-    /// Enters the global [`Parked`]; returns the guard and the epoch.
-    pub fn enter() -> (ParkedReader, usize) {
+    /// Enters the global [`Parked`] unless the calling thread is a worker;
+    /// returns the guard and the epoch.
+    pub fn enter() -> Option<(ParkedReader, usize)> {
+        if crate::scheduler::Scheduler::on_worker() {
+            return None;
+        }
         let epoch = global().enter();
-        (ParkedReader(()), epoch)
+        Some((ParkedReader(()), epoch))
     }
 }
 

@@ -26,9 +26,10 @@ use crate::error::{Error, Text};
 use crate::exec::{
     no_lineage, reject, submit, Emit, ManyFn, ManyTry, Multi, OnceFn, OnceTry, Plan, RetryIf, Single, Spec, TaskLineage,
 };
+use crate::job::Job;
 use crate::refs::ObjectRef;
 use crate::runtime::Runtime;
-use crate::scheduler::{Job, Scheduler};
+use crate::scheduler::Scheduler;
 use std::any::Any;
 use std::borrow::Cow;
 use std::marker::PhantomData;

@@ -61,7 +61,7 @@ fn wait_cells(
     };
     // Cancelled tasks still queued behind busy runners end now, not when a
     // runner frees (see `parked`).
-    let _parked = (!crate::scheduler::Scheduler::on_worker()).then(crate::parked::ParkedReader::enter);
+    let _parked = crate::parked::ParkedReader::enter();
     for c in cells.iter().filter(|c| !c.slot.is_done()) {
         c.finish_if_cancelled();
     }

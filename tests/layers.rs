@@ -22,24 +22,11 @@ use std::path::{Path, PathBuf};
 const CORE_LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
-        &[
-            "sync",
-            "error",
-            "id",
-            "notify",
-            "countdown",
-            "mailbox",
-            "export",
-            "decide",
-            "parked",
-            "panics",
-            "timeline",
-            "chrome",
-        ],
+        &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "decide", "panics", "timeline", "chrome"],
     ),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     // A task's control block (`cancel`) lives in its job (`scheduler`).
-    ("sched", &["resources", "dispatch", "scheduler", "cancel"]),
+    ("sched", &["resources", "dispatch", "job", "scheduler", "cancel", "parked"]),
     ("object", &["cell"]),
     (
         "api",

@@ -24,8 +24,8 @@
 use super::{ActorInner, Admitted, Call, CallRec, Invoke, RefCall};
 use crate::cell::ObjectCell;
 use crate::error::{panic_message, ActorDeathCause, DeadActor, Error, Text};
+use crate::job::{Go, Job};
 use crate::panics::catching;
-use crate::scheduler::{Go, Job};
 use crate::slot::Meta;
 use crate::store::Store;
 use crate::sync::lock;
