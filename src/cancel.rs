@@ -136,9 +136,11 @@ pub(crate) fn any_cancelled() -> bool {
 /// Records that a cancellation was made (the fast path's flag): a load
 /// first, so that once set the line stays shared between the workers that
 /// read it and cancellers do not write it again.
+#[inline(always)]
 fn note_cancel() {
     if CANCELS.load(Ordering::SeqCst) == 0 {
-        CANCELS.store(1, Ordering::SeqCst);
+        // Release: both callers issue a SeqCst fence next.
+        CANCELS.store(1, Ordering::Release);
     }
 }
 
@@ -215,15 +217,25 @@ impl GroupState {
     /// a few cache lines, plus one wake-up when jobs are queued: of a runner
     /// if a place is idle, else of the service thread, which reaps at once
     /// so that readers see the tasks cancelled while every runner is busy
-    /// (`Scheduler::reap`).
+    /// (`Scheduler::reap`). Inlined into `Group::cancel`, itself inlined
+    /// into its caller: a cancel is rare, so its code and lines are cold,
+    /// and each separate function or pointer hop is a cache miss on the
+    /// UI thread (see `Scheduler::cancelled`).
+    #[inline(always)]
     pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
-        if self.cancelled.swap(true, Ordering::SeqCst) {
+        // A load and a store, not a swap: a locked swap would hold every
+        // later access until its (cold) line arrives; the store lets the
+        // cancel's other lines be fetched meanwhile. Two racing cancels may
+        // both return true.
+        if self.cancelled.load(Ordering::Acquire) {
             return false;
         }
+        // Release, not SeqCst (an x86 SeqCst store is a locked swap too):
+        // the SeqCst fence in `Scheduler::cancelled` orders it before the
+        // reads of the protocols it takes part in.
+        self.cancelled.store(true, Ordering::Release);
         note_cancel();
-        let readers = crate::parked::global().cancelled();
-        sched.quiesce();
-        sched.reap(readers);
+        sched.cancelled();
         // A watcher registers (SeqCst) before it looks at the flag, so
         // either it sees the cancellation or this sees `watched` and wakes
         // it (the waiters' lock orders a push that comes after the take).

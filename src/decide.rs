@@ -89,12 +89,14 @@ impl Decider {
     }
 }
 
-/// The flags of one runtime's threads (module docs).
+/// The flags of one runtime's threads (module docs). What `quiesce`
+/// reads (the table and the spares' count) shares one cache line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Deciders {
     fixed: Table,
-    spares: Mutex<Vec<Decider>>,
     spare_count: AtomicUsize,
+    spares: Mutex<Vec<Decider>>,
 }
 
 impl Deciders {
@@ -131,18 +133,60 @@ impl Deciders {
     /// its scope's cancellation flag. O(threads): one load per rayon
     /// thread's line, all issued before any wait, and the spares' list only
     /// while spares exist.
+    /// (The runtime's cancel runs its pieces, `warm`, the fence and
+    /// `quiesce_fenced`, with other protocols' writes before the shared
+    /// fence: `Scheduler::cancelled`; the loom model runs this.)
+    #[cfg_attr(not(loom), allow(dead_code))]
+    #[inline(always)]
     pub fn quiesce(&self) {
         fence(Ordering::SeqCst);
-        let wait = |d: &Flag| {
+        self.quiesce_fenced();
+    }
+
+    /// Brings the flags' lines into this core's cache before a canceller's
+    /// fence, so that `quiesce_fenced`'s loads after it mostly hit (the
+    /// values read here are not used: a prefetch, not part of the
+    /// protocol).
+    #[inline(always)]
+    pub fn warm(&self) {
+        #[cfg(not(loom))]
+        for d in self.fixed.iter() {
+            std::hint::black_box(d.0.load(Ordering::Relaxed));
+        }
+    }
+
+    /// [`Deciders::quiesce`] without its fence, for a canceller that issued
+    /// one after setting its flags (see `Scheduler::cancelled`).
+    #[inline(always)]
+    pub fn quiesce_fenced(&self) {
+        if self.fixed.iter().fold(false, |any, d| any | d.0.load(Ordering::Acquire)) {
+            Self::wait_lowered(&self.fixed);
+        }
+        if self.spare_count.load(Ordering::SeqCst) > 0 {
+            self.wait_spares();
+        }
+    }
+
+    /// Waits until every flag of `flags` is lowered (out of line: a cancel
+    /// rarely meets a deciding thread, and its code should stay small).
+    #[cold]
+    #[inline(never)]
+    fn wait_lowered(flags: &[Flag]) {
+        for d in flags {
             while d.0.load(Ordering::Acquire) {
                 crate::sync::spin_loop();
             }
-        };
-        if self.fixed.iter().fold(false, |any, d| any | d.0.load(Ordering::Acquire)) {
-            self.fixed.iter().for_each(wait);
         }
-        if self.spare_count.load(Ordering::SeqCst) > 0 {
-            lock(&self.spares).iter().filter_map(Decider::flag).for_each(wait);
+    }
+
+    /// [`Deciders::wait_lowered`] for the spares' flags.
+    #[cold]
+    #[inline(never)]
+    fn wait_spares(&self) {
+        for d in lock(&self.spares).iter() {
+            if let Some(flag) = d.flag() {
+                Self::wait_lowered(std::slice::from_ref(flag));
+            }
         }
     }
 }

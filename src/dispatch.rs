@@ -148,6 +148,8 @@ struct Note {
     /// Some queued job may have been cancelled: the next runner to ask for
     /// work takes the cancelled ones out.
     reap_pending: crate::sync::AtomicBool,
+    /// `Dispatch::threads`, on the canceller's line.
+    threads: usize,
 }
 
 /// The admission queue and runner count of one runtime (module docs).
@@ -182,7 +184,11 @@ impl<J: Queued> Dispatch<J> {
                 shutdown: false,
             }),
             queued_hint: AtomicUsize::new(0),
-            note: Note { active_hint: AtomicUsize::new(0), reap_pending: crate::sync::AtomicBool::new(false) },
+            note: Note {
+                active_hint: AtomicUsize::new(0),
+                reap_pending: crate::sync::AtomicBool::new(false),
+                threads: threads.max(1),
+            },
             threads: threads.max(1),
             #[cfg(loom)]
             keep_place_when_blocked: false,
@@ -356,14 +362,36 @@ impl<J: Queued> Dispatch<J> {
     /// loads the note, each with a SeqCst fence between (Dekker's
     /// pattern): either the canceller sees the place free and starts a
     /// runner, or that runner sees the note and stays to reap.
+    #[inline(always)]
     pub fn reap(&self) -> bool {
-        self.note.reap_pending.store(true, Ordering::Release);
+        self.note_reap();
         fence(Ordering::SeqCst);
+        self.reap_fenced()
+    }
+
+    /// [`Dispatch::reap`]'s write: the note.
+    #[inline(always)]
+    pub fn note_reap(&self) {
+        self.note.reap_pending.store(true, Ordering::Release);
+    }
+
+    /// [`Dispatch::reap`] after its write and a SeqCst fence (for a
+    /// canceller that shares one fence between protocols).
+    #[inline(always)]
+    pub fn reap_fenced(&self) -> bool {
         // Every place busy: one of those runners reads the note when it
         // asks for its next job.
-        if self.note.active_hint.load(Ordering::Relaxed) >= self.threads {
+        if self.note.active_hint.load(Ordering::Relaxed) >= self.note.threads {
             return false;
         }
+        self.place_for_reaper()
+    }
+
+    /// A place for a runner to reap, if jobs are queued (`reap`'s branch
+    /// with an idle place, out of line so that a cancel's code stays small).
+    #[cold]
+    #[inline(never)]
+    fn place_for_reaper(&self) -> bool {
         let mut st = lock(&self.state);
         st.queued > 0 && self.take_place(&mut st)
     }
@@ -371,7 +399,7 @@ impl<J: Queued> Dispatch<J> {
     /// True if every runner place is taken (a note waits for one of them
     /// to ask for work).
     pub fn every_place_busy(&self) -> bool {
-        self.note.active_hint.load(Ordering::Relaxed) >= self.threads
+        self.note.active_hint.load(Ordering::Relaxed) >= self.note.threads
     }
 
     /// The queued jobs that are cancelled, taken out, if a note asks and no

@@ -39,14 +39,17 @@ use std::time::{Duration, Instant};
 /// together (module docs). Cheap to clone: clones share the group.
 #[derive(Clone)]
 pub struct Group {
+    /// The group's state and its runtime's scheduler, held here as well as
+    /// in the handle: what `cancel` needs, one pointer away from the
+    /// caller (a cancel's lines are cold; each hop is a cache miss).
+    state: Arc<GroupState>,
+    sched: Arc<crate::scheduler::Scheduler>,
     inner: Arc<Handle>,
 }
 
 /// The last handle's drop cancels the group if asked to.
 struct Handle {
     state: Arc<GroupState>,
-    /// The runtime's scheduler, beside `state`: what `cancel` needs, one
-    /// cache line away from the handle.
     sched: Arc<crate::scheduler::Scheduler>,
     rt: Runtime,
     cancel_on_drop: bool,
@@ -62,7 +65,7 @@ impl Drop for Handle {
 
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group").field("name", &self.inner.state.name).field("progress", &self.progress()).finish()
+        f.debug_struct("Group").field("name", &self.state.name).field("progress", &self.progress()).finish()
     }
 }
 
@@ -139,7 +142,8 @@ impl Group {
     fn new(rt: &Runtime, name: Option<Cow<'static, str>>, cancel_on_drop: bool) -> Group {
         let state = GroupState::new(name, crate::exec::current_task());
         let sched = rt.scheduler().clone();
-        Group { inner: Arc::new(Handle { state, sched, rt: rt.clone(), cancel_on_drop }) }
+        let inner = Arc::new(Handle { state: state.clone(), sched: sched.clone(), rt: rt.clone(), cancel_on_drop });
+        Group { state, sched, inner }
     }
 
     /// Submits a task in the group (like [`Runtime::spawn`]).
@@ -165,27 +169,28 @@ impl Group {
 
     /// A task with options, in the group.
     pub fn task(&self) -> TaskBuilder<'_> {
-        self.inner.rt.task().in_group(&self.inner.state)
+        self.inner.rt.task().in_group(&self.state)
     }
 
     /// Cancels every task of the group (module docs). Returns false if it
     /// was already cancelled. O(1) on the caller (plus a wait of a few
     /// nanoseconds per worker thread for any that is deciding, right now,
     /// whether to start a task).
+    #[inline]
     pub fn cancel(&self) -> bool {
-        self.inner.state.cancel(&self.inner.sched)
+        self.state.cancel(&self.sched)
     }
 
     /// True once the group (or the task it was made in) is cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.state.chain_cancelled()
+        self.state.chain_cancelled()
     }
 
     /// How many tasks are in each state. A task is counted as finished
     /// once its result is stored: a ref may be ready a moment before the
     /// count includes it, never after.
     pub fn progress(&self) -> Progress {
-        let (total, running, done, failed, cancelled) = self.inner.state.counts();
+        let (total, running, done, failed, cancelled) = self.state.counts();
         let queued = total.saturating_sub(running + done + failed + cancelled);
         Progress { total, queued, running, done, failed, cancelled }
     }
@@ -200,7 +205,7 @@ impl Group {
     /// ones returned). Distinct from "every result is known": after a
     /// cancel, queued tasks' results become known on the service thread.
     pub fn is_stopped(&self) -> bool {
-        self.inner.state.is_stopped()
+        self.state.is_stopped()
     }
 
     /// Blocks until the group [is stopped](Group::is_stopped) or `timeout`
@@ -228,7 +233,7 @@ impl Group {
                 state.wake_watchers();
             }
         }
-        arm(self.inner.state.clone(), Box::new(f));
+        arm(self.state.clone(), Box::new(f));
     }
 
     /// Blocks until every task spawned so far has finished (its result is
@@ -238,7 +243,7 @@ impl Group {
     }
 
     fn wait(&self, timeout: Option<Duration>, cond: fn(&GroupState) -> bool) -> bool {
-        let state = &self.inner.state;
+        let state = &self.state;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let parker = crate::cell::thread_parker();
         let mut reaped = false;
@@ -257,7 +262,7 @@ impl Group {
             if !reaped && state.chain_cancelled() {
                 // Its queued tasks end now, not when a busy runner frees.
                 reaped = true;
-                self.inner.rt.scheduler().reap(true);
+                self.sched.reap(true);
             }
             let mut ready = || woken.load(Ordering::Acquire) || cond(state);
             if !crate::scheduler::block_until(&parker, deadline, &mut || None, &mut ready) {

@@ -43,9 +43,23 @@ impl Parked {
 
     /// A canceller set its flags: bumps the epoch; true if a reader is
     /// parked (then the cancelled tasks must be reaped at once).
+    #[inline(always)]
     pub fn cancelled(&self) -> bool {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.bump();
         fence(Ordering::SeqCst); // after the caller's flags (Dekker)
+        self.any_reader()
+    }
+
+    /// [`Parked::cancelled`]'s write (for a canceller that shares one
+    /// fence between several protocols: see `Scheduler::cancelled`).
+    #[inline(always)]
+    pub fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// [`Parked::cancelled`]'s read, after the fence: a reader is parked.
+    #[inline(always)]
+    pub fn any_reader(&self) -> bool {
         self.readers.load(Ordering::SeqCst) > 0
     }
 
@@ -57,10 +71,18 @@ impl Parked {
 
 /// The process's [`Parked`] (readers and cancellers of every runtime: a
 /// false positive only costs one message to the service thread).
+/// The process's [`Parked`], on a line of its own.
 #[cfg(not(loom))]
+static PARKED: Padded = Padded(Parked { readers: AtomicUsize::new(0), epoch: AtomicUsize::new(0) });
+
+#[cfg(not(loom))]
+#[repr(align(128))]
+struct Padded(Parked);
+
+#[cfg(not(loom))]
+#[inline(always)]
 pub(crate) fn global() -> &'static Parked {
-    static PARKED: std::sync::OnceLock<Parked> = std::sync::OnceLock::new();
-    PARKED.get_or_init(Parked::default)
+    &PARKED.0
 }
 
 #[cfg(loom)]

@@ -46,7 +46,7 @@ use crate::notify::Parker;
 use crate::resources::Totals;
 use crate::sync::Arc as ShimArc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,10 +242,32 @@ impl Scheduler {
         }
     }
 
-    /// Waits until no thread is deciding whether to start a task (see
-    /// `decide`): O(threads).
-    pub fn quiesce(&self) {
-        self.deciders.quiesce();
+    /// The canceller's side of a scope's cancel, once the caller has set
+    /// the scope's flag (and `CANCELS`): no task of the scope starts after
+    /// this returns (`decide`), a parked reader of its tasks is not left
+    /// waiting (`parked`), and its queued tasks are reaped off the calling
+    /// thread ([`Scheduler::reap`]). Each of those three is Dekker's
+    /// pattern (the canceller's write, a SeqCst fence, its read); they
+    /// share one fence here: the writes (the cancel epoch, the reap note),
+    /// the fence, then the reads (the deciding flags, the parked readers,
+    /// the runner count), which are independent, so their cache misses
+    /// overlap. A cancel is rare, so its lines are cold: that overlap, and
+    /// code kept in one piece (the rare branches out of line), are what
+    /// keep the call near one cache miss. O(threads).
+    #[inline(always)]
+    pub fn cancelled(self: &Arc<Self>) {
+        let parked = crate::parked::global();
+        self.dispatch.note_reap();
+        self.deciders.warm();
+        parked.bump();
+        fence(Ordering::SeqCst);
+        self.deciders.quiesce_fenced();
+        let readers = parked.any_reader();
+        if self.dispatch.reap_fenced() {
+            self.start_runner();
+        } else if readers && self.dispatch.every_place_busy() && self.dispatch.has_queued() {
+            self.reap_on_service();
+        }
     }
 
     /// Has the queued tasks that are cancelled taken out of the queue and
@@ -259,17 +281,26 @@ impl Scheduler {
     /// parked, see `parked`), the service thread reaps (one
     /// message to it; whoever takes the note first does the work). A reader
     /// that parks later looks for the cancelled tasks itself.
+    #[inline(always)]
     pub fn reap(self: &Arc<Self>, readers: bool) {
         if self.dispatch.reap() {
             self.start_runner();
         } else if readers && self.dispatch.every_place_busy() && self.dispatch.has_queued() {
-            let me = self.clone();
-            service(Box::new(move || {
-                if let Some(jobs) = me.dispatch.reap_if_noted() {
-                    me.complete_reaped(jobs);
-                }
-            }));
+            self.reap_on_service();
         }
+    }
+
+    /// The service thread reaps the noted jobs (`reap`'s rare branch, out
+    /// of line so that a cancel's code stays small).
+    #[cold]
+    #[inline(never)]
+    fn reap_on_service(self: &Arc<Self>) {
+        let me = self.clone();
+        service(Box::new(move || {
+            if let Some(jobs) = me.dispatch.reap_if_noted() {
+                me.complete_reaped(jobs);
+            }
+        }));
     }
 
     /// Completes jobs a reap took out of the queue as cancelled (their

@@ -25,10 +25,13 @@ fn decide(me: &Decider, cancelled: &AtomicBool, started: &AtomicBool) {
     });
 }
 
-/// The canceller (`GroupState::cancel`): the flag, then `quiesce`; returns
-/// whether it saw the task started once `quiesce` returned.
+/// The canceller (`GroupState::cancel`): the flag (a Release store: the
+/// SeqCst fence in `quiesce` orders it), then `quiesce`; returns whether it
+/// saw the task started once `quiesce` returned.
 fn cancel(deciders: &Deciders, cancelled: &AtomicBool, started: &AtomicBool) -> bool {
-    cancelled.swap(true, Ordering::SeqCst);
+    if !cancelled.load(Ordering::Acquire) {
+        cancelled.store(true, Ordering::Release);
+    }
     deciders.quiesce();
     started.load(Ordering::Relaxed)
 }

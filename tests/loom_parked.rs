@@ -28,7 +28,8 @@ fn a_parked_reader_or_the_canceller_sees_the_other() {
             let saw_flag = f.load(Ordering::SeqCst);
             (epoch, saw_flag)
         });
-        flag.store(true, Ordering::SeqCst);
+        // Release, as a group's cancel stores it (the fence orders it).
+        flag.store(true, Ordering::Release);
         let readers = parked.cancelled();
         let (epoch, saw_flag) = reader.join().unwrap();
         assert!(saw_flag || readers, "neither saw the other");
