@@ -261,7 +261,8 @@ const PREFAULT_AHEAD: usize = 2;
 /// costs a fault and the kernel's zeroing the first time it is written:
 /// about half the time of a transfer into fresh memory). The vector is
 /// allocated zeroed (`calloc`: mapped lazily, nothing touched), cut into
-/// segments; the helper writes one byte per page of each segment (a zero
+/// segments; the helper has the kernel populate each segment in one call
+/// ([`populate`]; where it cannot, it writes one byte per page, a zero
 /// over a zero) and passes it on, and the reader fills the segments in
 /// order as they come. Disjoint `&mut` borrows, so no byte is written by
 /// both. The helper runs at most [`PREFAULT_AHEAD`] segments ahead, so a
@@ -279,8 +280,10 @@ fn read_prefaulted(r: &mut dyn Read, len: usize) -> Result<Vec<u8>, String> {
         let (to_reader, from_helper) = std::sync::mpsc::sync_channel::<&mut [u8]>(PREFAULT_AHEAD);
         let helper = std::thread::Builder::new().name("manta-prefault".into()).spawn_scoped(scope, move || {
             for seg in buf.chunks_mut(PREFAULT_SEGMENT) {
-                for page in seg.chunks_mut(PAGE) {
-                    page[0] = std::hint::black_box(0);
+                if !populate(seg) {
+                    for page in seg.chunks_mut(PAGE) {
+                        page[0] = std::hint::black_box(0);
+                    }
                 }
                 if to_reader.send(seg).is_err() {
                     return; // the reader stopped (short input)
@@ -305,6 +308,38 @@ fn read_prefaulted(r: &mut dyn Read, len: usize) -> Result<Vec<u8>, String> {
             Ok(()) => Ok(v),
             Err(e) => Err(format!("byte string of {len} bytes truncated: {e}")),
         },
+    }
+}
+
+/// Has the kernel fault in (and zero) every page of `buf` in one call
+/// (`MADV_POPULATE_WRITE`, Linux 5.14+), instead of one trap per 4 KiB
+/// page: the same zeroing for less CPU. False if it could not (then the
+/// caller touches the pages). `buf`'s contents are unchanged: populating
+/// a page that is already present is a no-op.
+#[allow(unsafe_code)]
+fn populate(buf: &mut [u8]) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = buf.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(PAGE);
+        let end = (start + buf.len()) / PAGE * PAGE;
+        if end <= first {
+            return false;
+        }
+        // SAFETY: [first, end) lies inside `buf`, which this thread
+        // borrows mutably, so no other thread reads or writes it;
+        // MADV_POPULATE_WRITE only makes its pages present and writable
+        // (a present page keeps its bytes, an absent one of this zeroed
+        // allocation reads as zero either way) and touches no Rust object.
+        // (The partial pages at the edges, if any, fault when written.)
+        let r = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE) };
+        r == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = buf;
+        false
     }
 }
 
@@ -472,6 +507,19 @@ mod tests {
         let v = decode_bytes_reusing(&mut &input[..], &|_| None).expect("decodes");
         let got = v.downcast::<Vec<u8>>().expect("a Vec<u8>");
         assert!(*got == body, "the bytes differ");
+    }
+
+    #[test]
+    fn populating_keeps_every_byte() {
+        let mut v: Vec<u8> = (0..5 * 4096 + 100).map(|i| (i % 251) as u8).collect();
+        let before = v.clone();
+        // Unaligned at both ends, over pages that are already present.
+        populate(&mut v[17..4 * 4096 + 50]);
+        assert!(v == before, "populate changed bytes");
+        // Fresh zeroed memory stays zero.
+        let mut fresh = vec![0u8; 8 << 20];
+        populate(&mut fresh);
+        assert!(fresh.iter().all(|&b| b == 0));
     }
 
     #[test]
