@@ -93,7 +93,7 @@ impl Resident for ObjectCell {
 
 /// A producer link to a job that has run (never upgrades).
 fn ended_job() -> Weak<Job> {
-    Weak::<Job<std::sync::Mutex<Option<crate::job::NoJob>>>>::new()
+    Weak::<Job<crate::claim::TakeOnce<crate::job::NoJob>>>::new()
 }
 
 impl std::fmt::Debug for ObjectCell {

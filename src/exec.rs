@@ -335,7 +335,7 @@ where
     let mut made = None;
     let (retries, retry_if) = (plan.retries, plan.retry_if);
     let job = Job::task(plan.req, plan.priority, plan.linger, ctl, |me| {
-        let (out, o) = outputs(Some(me.clone()));
+        let (out, o) = outputs(Some(me));
         made = Some(o);
         // Recorded only if the timeline is on now (one relaxed load otherwise).
         // Inline, not boxed: a recording task pays no allocation for it

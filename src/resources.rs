@@ -69,16 +69,23 @@ impl Totals {
     /// Turns named amounts into a request, or the `Infeasible` error of a
     /// request this runtime can never satisfy.
     /// `task` names the task in the error (formatted only then).
+    #[inline]
     pub fn request(&self, task: &dyn std::fmt::Display, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
+        if cpus == 1.0 && custom.is_empty() && self.total_cpu >= UNIT as u64 {
+            return Ok(Request::cpus(UNIT as u64)); // the common case, no float work, no call
+        }
+        self.request_slow(task, cpus, custom)
+    }
+
+    /// [`Totals::request`] past its common case.
+    #[cold]
+    fn request_slow(&self, task: &dyn std::fmt::Display, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
         let infeasible = |resource: &str, requested: f64, total: f64| Error::Infeasible {
             task: task.to_string().into(),
             resource: resource.into(),
             requested,
             total,
         };
-        if cpus == 1.0 && custom.is_empty() && self.total_cpu >= UNIT as u64 {
-            return Ok(Request::cpus(UNIT as u64)); // the common case, no float work
-        }
         if !(cpus >= 0.0 && cpus.is_finite()) {
             return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
         }
