@@ -35,6 +35,10 @@
 //! inside the critical section), and a reader that sees `done == true` with
 //! `Acquire` then takes the lock to read the state. `done` never goes back to
 //! false: an evicted object is still done (for `wait`), only not in memory.
+//! `failed` is the same for `Failed`, which no transition leaves: set with
+//! `Release` in the critical section that makes the state `Failed` (and
+//! never cleared), so [`Slot::is_failed`] is one load, no lock (`get_all`
+//! asks it of every object it reads).
 
 use crate::error::Error;
 use crate::notify::Waiter;
@@ -184,6 +188,8 @@ struct Inner<S> {
 #[derive(Debug)]
 pub struct Slot<S = ()> {
     done: AtomicBool,
+    /// The state is `Failed` (module docs); beside `done`, in padding.
+    failed: AtomicBool,
     error_read: AtomicBool,
     /// Refs to this object inside task and actor-call arguments (counted by
     /// `objects::CountedArgs`). Not part of the slot's protocol: it lives
@@ -201,7 +207,12 @@ impl<S: Clone> Slot<S> {
 
     /// A slot that already holds an outcome.
     pub fn done(outcome: Outcome, meta: Meta) -> Slot<S> {
-        Slot::with_state(Self::state_of(outcome, meta), true)
+        let failed = outcome.is_err();
+        let slot = Slot::with_state(Self::state_of(outcome, meta), true);
+        if failed {
+            slot.failed.store(true, Ordering::Release);
+        }
+        slot
     }
 
     fn state_of(outcome: Outcome, meta: Meta) -> State<S> {
@@ -214,6 +225,7 @@ impl<S: Clone> Slot<S> {
     fn with_state(state: State<S>, done: bool) -> Slot<S> {
         Slot {
             done: AtomicBool::new(done),
+            failed: AtomicBool::new(false),
             error_read: AtomicBool::new(false),
             task_uses: std::sync::atomic::AtomicU32::new(0),
             inner: Mutex::new(Inner { state, waiters: Vec::new(), next_token: 0 }),
@@ -249,6 +261,9 @@ impl<S: Clone> Slot<S> {
             return None;
         }
         g.state = Self::state_of(outcome, meta);
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
         self.done.store(true, Ordering::Release);
         Some(Wake { waiters: std::mem::take(&mut g.waiters), ok })
     }
@@ -333,6 +348,7 @@ impl<S: Clone> Slot<S> {
         let mut g = lock(&self.inner);
         self.error_read.store(true, Ordering::Relaxed);
         let old = std::mem::replace(&mut g.state, State::Failed(Box::new(e)));
+        self.failed.store(true, Ordering::Release);
         self.done.store(true, Ordering::Release);
         let waiters = std::mem::take(&mut g.waiters);
         drop(g);
@@ -380,9 +396,10 @@ impl<S: Clone> Slot<S> {
         }
     }
 
-    /// True if done with an error (lock-free hint followed by a read).
+    /// True if done with an error (one load: `Failed` is final, see the
+    /// module docs).
     pub fn is_failed(&self) -> bool {
-        self.is_done() && matches!(lock(&self.inner).state, State::Failed(_))
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Moves an in-memory value out if no reader holds it: `decide` sees the
@@ -440,7 +457,10 @@ impl<S: Clone> Slot<S> {
             g.state = match result {
                 Ok((v, meta)) => State::Ready(v, meta),
                 Err(Ok(moved)) => State::Out(moved),
-                Err(Err(e)) => State::Failed(Box::new(e)),
+                Err(Err(e)) => {
+                    self.failed.store(true, Ordering::Release);
+                    State::Failed(Box::new(e))
+                }
             };
         }
         (Wake { waiters: std::mem::take(&mut g.waiters), ok: true }, stored)

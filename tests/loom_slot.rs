@@ -10,6 +10,10 @@
 //! - **Complete vs cancel**: cancellation is `complete(Err(Cancelled))`
 //!   racing with `complete(Ok)`; exactly one returns `true`, and every waiter
 //!   (a parked reader and a callback) sees the winner's outcome.
+//! - **`is_failed` without the lock**: the lock-free flag agrees with the
+//!   state: a reader that sees it set reads the error, one that read the
+//!   outcome under the lock sees the flag match it, and after the race it
+//!   is set exactly when the cancel won.
 //! - **Every waiter notified exactly once**: waiters registered concurrently
 //!   with completion are each notified once (by the completer, or by the
 //!   registering thread itself when `register` refuses the late waiter), and
@@ -90,8 +94,14 @@ fn complete_vs_cancel_exactly_one_wins() {
         let s = slot.clone();
         let canceller = thread::spawn(move || s.complete(Err(cancelled())));
 
-        // Waiter 2: a `get`-style reader racing with both.
+        // Waiter 2: a `get`-style reader racing with both, after a look at
+        // the lock-free flag (set only once the error is the state, for good).
+        let early_failed = slot.is_failed();
         let got = get_style(&slot);
+        if early_failed {
+            assert_eq!(got, Err(true), "is_failed before the error was stored");
+        }
+        assert_eq!(slot.is_failed(), got.is_err(), "is_failed disagrees with the outcome read");
 
         let produced = producer.join().unwrap();
         let cancelled_won = canceller.join().unwrap();
@@ -102,6 +112,7 @@ fn complete_vs_cancel_exactly_one_wins() {
         assert_eq!(calls.load(Ordering::Relaxed), 1, "callback not notified exactly once");
         assert_eq!(seen.load(Ordering::Relaxed), if produced { 2 } else { 1 });
         assert_eq!(slot.read().map(|o| o.is_ok()), Some(produced));
+        assert_eq!(slot.is_failed(), !produced);
     });
 }
 
