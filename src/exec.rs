@@ -181,7 +181,7 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         }
     }
     fn id(&self) -> crate::id::ObjectId {
-        self.cell.id
+        self.cell.id()
     }
 }
 
@@ -212,7 +212,7 @@ impl<R: MultiReturn> Emit<R> for Multi {
         send_all(wakes);
     }
     fn id(&self) -> crate::id::ObjectId {
-        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id)
+        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id())
     }
 }
 
@@ -501,7 +501,7 @@ impl Recording {
     ) {
         let end = self.recorder.now();
         let mut inputs = Vec::new();
-        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
         let outcome = match outcome {
             Ok(_) => crate::timeline::Outcome::Done,
             Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,

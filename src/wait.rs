@@ -93,7 +93,7 @@ pub(crate) fn wait<R: Waitable>(
             refs.len()
         )));
     }
-    let mut ids: Vec<_> = refs.iter().map(|r| r.as_any_ref().cell.id).collect();
+    let mut ids: Vec<_> = refs.iter().map(|r| r.as_any_ref().cell.id()).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
         return Err(Error::invalid("wait: the list of refs contains duplicates"));
