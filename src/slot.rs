@@ -120,10 +120,15 @@ pub struct Wake {
 
 impl Wake {
     /// Notifies every waiter (each exactly once).
+    #[inline]
     pub fn send(self) {
         if self.waiters.is_empty() {
             return; // nobody waits (most task outputs): nothing to free either
         }
+        self.notify_all();
+    }
+
+    fn notify_all(self) {
         for (_, w) in self.waiters {
             w.notify(self.ok);
         }
