@@ -26,7 +26,7 @@ use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::resources::Request;
 use crate::scheduler::{Scheduler, Tally};
-use crate::slot::{Meta, Wake};
+use crate::slot::{Meta, Value, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
 use std::borrow::Borrow;
@@ -153,18 +153,24 @@ fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
 /// One output.
 pub(crate) struct Single {
     pub cell: Arc<ObjectCell>,
-    pub store: Arc<Store>,
+    /// `None` if the output's type is never charged
+    /// ([`Store::never_charged`]): its value is stored without the store.
+    pub store: Option<Arc<Store>>,
 }
 
 impl<R: Any + Send + Sync> Emit<R> for Single {
     fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>) {
         let Single { cell, store } = self;
-        let wake = match store.admit(r, true) {
-            Ok((v, meta)) => cell.complete_stored(&store, v, meta, lineage),
-            Err((_, needed)) => {
-                let e = Error::StoreFull { needed, capacity: store.capacity() };
-                cell.slot.complete_deferred(Err(e), Meta::default())
-            }
+        let wake = match &store {
+            // `admit`'s first case, which needs nothing of the store.
+            None => cell.slot.complete_deferred(Ok(Value::new(r)), Meta::default()),
+            Some(store) => match store.admit(r, true) {
+                Ok((v, meta)) => cell.complete_stored(store, v, meta, lineage),
+                Err((_, needed)) => {
+                    let e = Error::StoreFull { needed, capacity: store.capacity() };
+                    cell.slot.complete_deferred(Err(e), Meta::default())
+                }
+            },
         };
         cell.job_ended();
         drop((cell, store));

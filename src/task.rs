@@ -304,7 +304,8 @@ fn single<R>(
     rt: &Runtime,
     id: Option<crate::id::ObjectId>,
 ) -> impl FnOnce(Option<Weak<Job>>) -> (Single, ObjectRef<R>) {
-    let store = rt.store().clone();
+    // A type that is never charged needs no store to be stored.
+    let store = (!rt.store().never_charged::<R>()).then(|| rt.store().clone());
     move |producer| {
         let cell = ObjectCell::pending_as(id, producer);
         (Single { cell: cell.clone(), store }, ObjectRef::from_cell(cell))
