@@ -114,8 +114,8 @@ impl<E> Queue<E> {
 }
 
 impl crate::notify::Indexed for Queue<usize> {
-    fn completed(&self, index: usize, _ok: bool) {
-        self.push(index);
+    fn completed(&self, index: u32, _ok: bool) {
+        self.push(index as usize);
     }
 }
 
@@ -163,7 +163,15 @@ pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectR
     for ((i, r), was_done) in refs.iter().enumerate().zip(done) {
         let Some(cell) = r.as_ref().map(|r| r.cell()).filter(|_| !was_done) else { continue };
         cell.demand();
-        if cell.slot.register(Waiter::Indexed(sink.clone(), i)).is_err() {
+        let waiter = match u32::try_from(i) {
+            Ok(index) => Waiter::Indexed(sink.clone(), index),
+            // (Past 2^32 refs, more than any memory holds: a callback.)
+            Err(_) => {
+                let queue = queue.clone();
+                Waiter::Callback(Box::new(move |_| queue.push(i)))
+            }
+        };
+        if cell.slot.register(waiter).is_err() {
             queue.push(i); // completed meanwhile
         }
     }

@@ -26,7 +26,11 @@ pub struct Request {
     /// CPU units (a CPU is `UNIT` of them).
     pub cpu: u64,
     /// `(index in the runtime's table, units)` of each custom resource.
-    pub custom: Option<Box<[(usize, u64)]>>,
+    /// (Behind a thin pointer: a request is in every job, and most ask for
+    /// CPUs only; 8 bytes less keeps a trivial task's job in the same
+    /// allocator size class as its output cell, which the allocator then
+    /// reuses for each other: measurably fewer instructions per task.)
+    custom: Option<Box<Vec<(usize, u64)>>>,
 }
 
 impl Request {
@@ -36,7 +40,7 @@ impl Request {
     }
 
     fn custom(&self) -> &[(usize, u64)] {
-        self.custom.as_deref().unwrap_or(&[])
+        self.custom.as_deref().map_or(&[], |v| v.as_slice())
     }
 }
 
@@ -110,7 +114,7 @@ impl Totals {
                 }
             }
         }
-        Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(out.into()) } })
+        Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(Box::new(out)) } })
     }
 }
 

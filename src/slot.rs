@@ -114,7 +114,7 @@ enum State<S> {
 /// The wake-ups of a completion, to be sent once the completer is ready.
 #[derive(Debug)]
 pub struct Wake {
-    waiters: Vec<(u64, Waiter)>,
+    waiters: Waiters,
     ok: bool,
 }
 
@@ -129,9 +129,69 @@ impl Wake {
     }
 
     fn notify_all(self) {
-        for (_, w) in self.waiters {
-            w.notify(self.ok);
+        let ok = self.ok;
+        match self.waiters {
+            Waiters::None => {}
+            Waiters::One(_, w) => w.notify(ok),
+            Waiters::Many(list) => list.into_iter().for_each(|(_, w)| w.notify(ok)),
         }
+    }
+}
+
+/// A slot's registrations, each with its token. Most objects get none or
+/// one (a blocked reader, a dependant task, an `as_completed`): that one
+/// is kept inline, so registering costs no allocation (and completing no
+/// free); a second spills both into a list.
+#[derive(Debug, Default)]
+enum Waiters {
+    #[default]
+    None,
+    One(u64, Waiter),
+    Many(Vec<(u64, Waiter)>),
+}
+
+impl Waiters {
+    fn push(&mut self, token: u64, w: Waiter) {
+        *self = match std::mem::take(self) {
+            Waiters::None => Waiters::One(token, w),
+            Waiters::One(t, first) => Waiters::Many(vec![(t, first), (token, w)]),
+            Waiters::Many(mut list) => {
+                list.push((token, w));
+                Waiters::Many(list)
+            }
+        };
+    }
+
+    fn get_mut(&mut self, token: u64) -> Option<&mut Waiter> {
+        match self {
+            Waiters::None => None,
+            Waiters::One(t, w) => (*t == token).then_some(w),
+            Waiters::Many(list) => list.iter_mut().find(|(t, _)| *t == token).map(|(_, w)| w),
+        }
+    }
+
+    fn remove(&mut self, token: u64) {
+        match self {
+            Waiters::None => {}
+            Waiters::One(t, _) => {
+                if *t == token {
+                    *self = Waiters::None;
+                }
+            }
+            Waiters::Many(list) => list.retain(|(t, _)| *t != token),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Waiters::None => 0,
+            Waiters::One(..) => 1,
+            Waiters::Many(list) => list.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -185,7 +245,7 @@ pub struct Freed<S> {
 #[derive(Debug)]
 struct Inner<S> {
     state: State<S>,
-    waiters: Vec<(u64, Waiter)>,
+    waiters: Waiters,
     next_token: u64,
 }
 
@@ -233,7 +293,7 @@ impl<S: Clone> Slot<S> {
             failed: AtomicBool::new(false),
             error_read: AtomicBool::new(false),
             task_uses: std::sync::atomic::AtomicU32::new(0),
-            inner: Mutex::new(Inner { state, waiters: Vec::new(), next_token: 0 }),
+            inner: Mutex::new(Inner { state, waiters: Waiters::None, next_token: 0 }),
         }
     }
 
@@ -281,7 +341,7 @@ impl<S: Clone> Slot<S> {
             State::Pending | State::Rebuilding => {
                 let t = g.next_token;
                 g.next_token += 1;
-                g.waiters.push((t, w));
+                g.waiters.push(t, w);
                 Ok(t)
             }
             _ => Err(w),
@@ -292,9 +352,9 @@ impl<S: Clone> Slot<S> {
     /// waker changed). Returns false if it is no longer registered.
     pub fn replace(&self, token: u64, w: Waiter) -> bool {
         let mut g = lock(&self.inner);
-        match g.waiters.iter_mut().find(|(t, _)| *t == token) {
+        match g.waiters.get_mut(token) {
             Some(slot) => {
-                slot.1 = w;
+                *slot = w;
                 true
             }
             None => false,
@@ -304,7 +364,7 @@ impl<S: Clone> Slot<S> {
     /// Removes a registration (a timed-out `wait`, a dropped future).
     pub fn deregister(&self, token: u64) {
         let mut g = lock(&self.inner);
-        g.waiters.retain(|(t, _)| *t != token);
+        g.waiters.remove(token);
     }
 
     /// The outcome, if done and in memory (`None` while pending or while

@@ -71,7 +71,7 @@ struct Origin {
 /// The cell's link, if it is one of ours (every link is: only this module
 /// makes them).
 pub(crate) fn link_of(cell: &ObjectCell) -> Option<&CellLink> {
-    cell.link.get().and_then(|l| l.as_any().downcast_ref::<CellLink>())
+    cell.link().and_then(|l| l.as_any().downcast_ref::<CellLink>())
 }
 
 impl Cluster {
@@ -93,7 +93,7 @@ impl Cluster {
 
     /// Registers a local cell (idempotent) and tells the backend once.
     pub(super) fn export(self: &Arc<Self>, cell: &Arc<ObjectCell>, encode: Encode) -> Arc<[u8]> {
-        cell.link.get_or_init(|| {
+        cell.link_or_init(|| {
             Box::new(CellLink {
                 cluster: Arc::downgrade(self),
                 origin: None,
