@@ -43,7 +43,14 @@ struct QueueState<E> {
 
 impl<E> Queue<E> {
     fn new() -> Arc<Queue<E>> {
-        Arc::new(Queue { state: Mutex::new(QueueState { ready: VecDeque::new(), waker: None }), parker: Parker::new() })
+        Queue::with_capacity(0)
+    }
+
+    /// A queue with room for `n` entries (no growing while completions
+    /// arrive; `as_completed` knows how many will).
+    fn with_capacity(n: usize) -> Arc<Queue<E>> {
+        let state = QueueState { ready: VecDeque::with_capacity(n), waker: None };
+        Arc::new(Queue { state: Mutex::new(state), parker: Parker::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
@@ -154,7 +161,7 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
 /// tasks; for async code the result is also a `Stream`.
 pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
     let refs: Vec<Option<ObjectRef<T>>> = refs.into_iter().map(Some).collect();
-    let queue: Arc<Queue<usize>> = Queue::new();
+    let queue: Arc<Queue<usize>> = Queue::with_capacity(refs.len());
     let sink: Arc<dyn crate::notify::Indexed> = queue.clone();
     // The ones done now first, in input order; then the others as they
     // complete (one that completes before it is registered goes at once).
