@@ -122,19 +122,22 @@ impl Wake {
     /// Notifies every waiter (each exactly once).
     #[inline]
     pub fn send(self) {
-        if self.waiters.is_empty() {
-            return; // nobody waits (most task outputs): nothing to free either
+        if matches!(self.waiters, Waiters::None) {
+            // Nobody waits (most task outputs). Nothing is owned, so
+            // forgetting it skips only the call to the (empty) drop glue.
+            std::mem::forget(self);
+            return;
         }
-        self.notify_all();
+        notify_all(self.waiters, self.ok);
     }
+}
 
-    fn notify_all(self) {
-        let ok = self.ok;
-        match self.waiters {
-            Waiters::None => {}
-            Waiters::One(_, w) => w.notify(ok),
-            Waiters::Many(list) => list.into_iter().for_each(|(_, w)| w.notify(ok)),
-        }
+/// Notifies `waiters`, each once (out of line: most completions have none).
+fn notify_all(waiters: Waiters, ok: bool) {
+    match waiters {
+        Waiters::None => {}
+        Waiters::One(_, w) => w.notify(ok),
+        Waiters::Many(list) => list.into_iter().for_each(|(_, w)| w.notify(ok)),
     }
 }
 
