@@ -8,7 +8,8 @@
 //! `as_completed` registered while every one is still queued (both workers
 //! are held by two gate tasks until then: the registration and
 //! notification path that `completed` mostly skips when its tasks finish
-//! before it looks). One warm-up round of the
+//! before it looks), `named` is `async` through the task builder
+//! (`rt.task().name(..).spawn`, as groups and `map` submit). One warm-up round of the
 //! same size runs first, so thread start and first allocations are not
 //! counted against the second; divide the difference of two runs of
 //! different N by the difference of N for a per-task figure.
@@ -50,7 +51,11 @@ fn round(rt: &Runtime, mode: &str, n: u64) -> u64 {
         let sum: u64 = completed.map(|r| *r.get().expect("task")).sum();
         return sum + rt.get_all(&blockers).expect("blockers").iter().map(|v| **v).sum::<u64>();
     }
-    let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.spawn(move || i)).collect();
+    let refs: Vec<ObjectRef<u64>> = if mode == "named" {
+        (0..n).map(|i| rt.task().name("t").spawn(move || i)).collect()
+    } else {
+        (0..n).map(|i| rt.spawn(move || i)).collect()
+    };
     match mode {
         "completed" => manta::as_completed(refs).map(|r| *r.get().expect("task")).sum(),
         _ => rt.get_all(&refs).expect("tasks").iter().map(|v| **v).sum(),
