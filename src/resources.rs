@@ -30,6 +30,7 @@ pub struct Request {
     /// CPUs only; 8 bytes less keeps a trivial task's job in the same
     /// allocator size class as its output cell, which the allocator then
     /// reuses for each other: measurably fewer instructions per task.)
+    #[allow(clippy::box_collection)] // the box is the thin pointer
     custom: Option<Box<Vec<(usize, u64)>>>,
 }
 
