@@ -4,7 +4,12 @@
 //! `tasks_async_per_s`), `completed` spawns N then reads them with
 //! `manta::as_completed` (`as_completed_per_s`), `rayon` the same with rayon's spawn and a
 //! channel (`rayon_tasks_async_per_s`), `put` makes N small objects with
-//! `put` and drops them (`put_small_per_s`). One warm-up round of the
+//! `put` and drops them (`put_small_per_s`), `pending` reads N tasks with
+//! `as_completed` registered while every one is still queued (both workers
+//! are held by two gate tasks until then: the registration and
+//! notification path that `completed` mostly skips when its tasks finish
+//! before it looks), `named` is `async` through the task builder
+//! (`rt.task().name(..).spawn`, as groups and `map` submit). One warm-up round of the
 //! same size runs first, so thread start and first allocations are not
 //! counted against the second; divide the difference of two runs of
 //! different N by the difference of N for a per-task figure.
@@ -30,7 +35,27 @@ fn round(rt: &Runtime, mode: &str, n: u64) -> u64 {
         let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.put(i).expect("put")).collect();
         return refs.iter().map(|r| *r.get().expect("get")).sum();
     }
-    let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.spawn(move || i)).collect();
+    if mode == "pending" {
+        // Both workers busy until the reader registered, so every task is
+        // still queued when `as_completed` looks.
+        let (open, gate) = crossbeam_channel::bounded::<()>(2);
+        let blockers: Vec<ObjectRef<u64>> = (0..2)
+            .map(|_| {
+                let gate = gate.clone();
+                rt.spawn(move || gate.recv().map_or(0, |()| 0))
+            })
+            .collect();
+        let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| rt.spawn(move || i)).collect();
+        let completed = manta::as_completed(refs);
+        (0..2).for_each(|_| open.send(()).expect("gate"));
+        let sum: u64 = completed.map(|r| *r.get().expect("task")).sum();
+        return sum + rt.get_all(&blockers).expect("blockers").iter().map(|v| **v).sum::<u64>();
+    }
+    let refs: Vec<ObjectRef<u64>> = if mode == "named" {
+        (0..n).map(|i| rt.task().name("t").spawn(move || i)).collect()
+    } else {
+        (0..n).map(|i| rt.spawn(move || i)).collect()
+    };
     match mode {
         "completed" => manta::as_completed(refs).map(|r| *r.get().expect("task")).sum(),
         _ => rt.get_all(&refs).expect("tasks").iter().map(|v| **v).sum(),

@@ -48,7 +48,10 @@ pub(crate) trait Link: Send + Sync + 'static {
 /// (Public only so the argument traits can name it; not part of the API.)
 #[doc(hidden)]
 pub struct ObjectCell {
-    pub(crate) id: ObjectId,
+    /// Its id, drawn on first use ([`ObjectCell::id`]): most task outputs
+    /// are read and dropped without anyone asking for it, and drawing one
+    /// costs about 60 instructions (see `id`), 2% of a trivial task.
+    id_once: OnceLock<ObjectId>,
     pub(crate) slot: Slot<SpillHandle>,
     /// The job that completes it next, weakly: its task's until that job
     /// ends, then a rebuild's while one runs (a reader waiting for it may
@@ -56,12 +59,19 @@ pub struct ObjectCell {
     /// job has run, so a finished task's job is freed with it, not kept
     /// by its outputs. `None`: not made by a task.
     producer: std::sync::Mutex<Option<Weak<Job>>>,
-    /// Set once, before completion, for objects whose bytes are charged to
-    /// the store (most objects are small and never charged).
-    /// (Boxed: one pointer in every cell, the rest only in charged ones.)
-    charge: OnceLock<Box<Charge>>,
+    /// What only some objects have (a charge, a cluster link), made on
+    /// first need. Boxed: one pointer in every cell, the rest only in
+    /// charged or linked ones (most objects are small and local).
+    extras: OnceLock<Box<Extras>>,
+}
+
+/// The parts of a cell that only some objects have, each set once.
+#[derive(Default)]
+struct Extras {
+    /// Set before completion for objects whose bytes are charged to the store.
+    charge: OnceLock<Charge>,
     /// Set once the object is exported to, or imported from, a cluster.
-    pub(crate) link: OnceLock<Box<dyn Link>>,
+    link: OnceLock<Box<dyn Link>>,
 }
 
 /// What a charged object keeps of its store: the store (to return its
@@ -74,14 +84,14 @@ struct Charge {
 }
 
 impl Charge {
-    fn new(store: &Arc<Store>, made_by: Option<crate::cancel::TaskName>) -> Box<Charge> {
-        Box::new(Charge { store: store.clone(), lineage: AtomicBool::new(false), made_by })
+    fn new(store: &Arc<Store>, made_by: Option<crate::cancel::TaskName>) -> Charge {
+        Charge { store: store.clone(), lineage: AtomicBool::new(false), made_by }
     }
 }
 
 impl Resident for ObjectCell {
     fn id(&self) -> ObjectId {
-        self.id
+        ObjectCell::id(self)
     }
     fn slot(&self) -> &Slot<SpillHandle> {
         &self.slot
@@ -93,38 +103,68 @@ impl Resident for ObjectCell {
 
 /// A producer link to a job that has run (never upgrades).
 fn ended_job() -> Weak<Job> {
-    Weak::<Job<std::sync::Mutex<Option<crate::job::NoJob>>>>::new()
+    Weak::<Job<crate::claim::TakeOnce<crate::job::NoJob>>>::new()
 }
 
 impl std::fmt::Debug for ObjectCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectCell").field("id", &self.id).field("slot", &self.slot).finish()
+        f.debug_struct("ObjectCell").field("id", &self.id()).field("slot", &self.slot).finish()
     }
 }
 
 impl Drop for ObjectCell {
     fn drop(&mut self) {
-        if let Some(link) = self.link.get() {
-            link.dropped(self.id, self);
+        if let Some(link) = self.link() {
+            link.dropped(self.id(), self);
         }
         let (charged, spill, value) = self.slot.take_final();
         drop(spill); // removes the spill file, if any
-        if let Some(c) = self.charge.get() {
+        if let Some(c) = self.charge() {
             // Only replicas' buffers are recycled (for the next replica).
-            let replica = self.link.get().is_some_and(|l| l.is_remote());
-            c.store.freed(self.id, c.lineage.load(Ordering::Acquire), charged, value.filter(|_| replica));
+            let replica = self.link().is_some_and(|l| l.is_remote());
+            c.store.freed(self.id(), c.lineage.load(Ordering::Acquire), charged, value.filter(|_| replica));
         }
     }
 }
 
 impl ObjectCell {
+    /// A cell whose id is drawn when first asked for.
     fn new(slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
-        ObjectCell::with_id(ObjectId::fresh(), slot, producer)
+        let producer = std::sync::Mutex::new(producer);
+        ObjectCell { id_once: OnceLock::new(), slot, producer, extras: OnceLock::new() }
+    }
+
+    /// The cell's extras, made now if it has none yet.
+    fn extras(&self) -> &Extras {
+        self.extras.get_or_init(Box::default)
+    }
+
+    /// Its charge, if its bytes are charged to a store.
+    fn charge(&self) -> Option<&Charge> {
+        self.extras.get()?.charge.get()
+    }
+
+    /// Its cluster link, if it was exported or imported.
+    pub(crate) fn link(&self) -> Option<&dyn Link> {
+        Some(&**self.extras.get()?.link.get()?)
+    }
+
+    /// Its cluster link, made by `make` if it has none yet (the first
+    /// caller's is kept).
+    pub(crate) fn link_or_init(&self, make: impl FnOnce() -> Box<dyn Link>) -> &dyn Link {
+        &**self.extras().link.get_or_init(make)
     }
 
     fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
-        let producer = std::sync::Mutex::new(producer);
-        ObjectCell { id, slot, producer, charge: OnceLock::new(), link: OnceLock::new() }
+        let cell = ObjectCell::new(slot, producer);
+        let _ = cell.id_once.set(id);
+        cell
+    }
+
+    /// The object's id (drawn now if nobody asked before; the same for
+    /// every caller, whichever thread asks first).
+    pub(crate) fn id(&self) -> ObjectId {
+        *self.id_once.get_or_init(ObjectId::fresh)
     }
 
     /// The producing task's job, while it lives (queued, running, or kept
@@ -159,13 +199,13 @@ impl ObjectCell {
     /// A pending cell for a remote object (see `remote`).
     pub(crate) fn remote(id: ObjectId, link: Box<dyn Link>) -> Arc<ObjectCell> {
         let cell = ObjectCell::with_id(id, Slot::pending(), None);
-        let _ = cell.link.set(link);
+        let _ = cell.extras().link.set(link);
         Arc::new(cell)
     }
 
     /// Starts fetching a remote object's value (once; no-op for local ones).
     pub(crate) fn demand(self: &Arc<Self>) {
-        if let Some(link) = self.link.get() {
+        if let Some(link) = self.link() {
             link.demand(self);
         }
     }
@@ -176,13 +216,16 @@ impl ObjectCell {
 
     /// A pending cell with a given id (`None`: a fresh one).
     pub(crate) fn pending_as(id: Option<ObjectId>, producer: Option<Weak<Job>>) -> Arc<ObjectCell> {
-        Arc::new(ObjectCell::with_id(id.unwrap_or_else(ObjectId::fresh), Slot::pending(), producer))
+        Arc::new(match id {
+            Some(id) => ObjectCell::with_id(id, Slot::pending(), producer),
+            None => ObjectCell::new(Slot::pending(), producer),
+        })
     }
 
     /// The store this object's bytes are charged to, and whether it holds
     /// a lineage record for it (`None` if never charged).
     pub(crate) fn charged_to(&self) -> Option<(&Arc<Store>, bool)> {
-        self.charge.get().map(|c| (&c.store, c.lineage.load(Ordering::Acquire)))
+        self.charge().map(|c| (&c.store, c.lineage.load(Ordering::Acquire)))
     }
 
     /// Stores a charged value (from `Store::admit`) in a new cell.
@@ -192,7 +235,7 @@ impl ObjectCell {
         let spillable = meta.charged > 0 && value.codec().is_some();
         let cell = Arc::new(ObjectCell::new(Slot::done(Ok(value), meta), None));
         if meta.charged > 0 {
-            let _ = cell.charge.set(Charge::new(store, None));
+            let _ = cell.extras().charge.set(Charge::new(store, None));
             store.keep(&cell, meta.charged, spillable, None);
         }
         cell
@@ -212,7 +255,7 @@ impl ObjectCell {
         let spillable = meta.charged > 0 && value.codec().is_some();
         if meta.charged > 0 {
             let made_by = self.producer().map(|job| job.ctl.name.clone());
-            let _ = self.charge.set(Charge::new(store, made_by));
+            let _ = self.extras().charge.set(Charge::new(store, made_by));
         }
         let Some(wake) = self.slot.complete_deferred(Ok(value), meta) else {
             if meta.charged > 0 {
@@ -222,7 +265,7 @@ impl ObjectCell {
         };
         if meta.charged > 0 {
             let kept = store.keep(self, meta.charged, spillable, lineage);
-            if let Some(c) = self.charge.get() {
+            if let Some(c) = self.charge() {
                 c.lineage.store(kept, Ordering::Release);
             }
         }
@@ -240,8 +283,8 @@ impl ObjectCell {
                     return None;
                 }
                 Read::Value(v) => {
-                    if let Some(c) = self.charge.get() {
-                        c.store.touch(self.id);
+                    if let Some(c) = self.charge() {
+                        c.store.touch(self.id());
                     }
                     return Some(Ok(v));
                 }
@@ -282,8 +325,8 @@ impl ObjectCell {
             self.slot.finish_rebuild(Err(Err(e.clone())));
             Some(Err(e))
         };
-        let Some(charge) = self.charge.get() else {
-            return fail(Error::ObjectLost { id: self.id, reason: "moved out without a store".into() });
+        let Some(charge) = self.charge() else {
+            return fail(Error::ObjectLost { id: self.id(), reason: "moved out without a store".into() });
         };
         let store = &charge.store;
         let spill_error = match moved {
@@ -293,13 +336,13 @@ impl ObjectCell {
             },
             Moved::Evicted => None,
         };
-        match store.lineage_of(self.id) {
+        match store.lineage_of(self.id()) {
             Lookup::Record(record) => {
                 let me: Arc<dyn Resident> = self.clone();
                 record.resubmit(store.rebuild_job(me));
                 None
             }
-            Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id, task }),
+            Lookup::Evicted(task) => fail(Error::LineageEvicted { id: self.id(), task }),
             Lookup::None => {
                 let made_by = match &charge.made_by {
                     Some(name) => format!("made by one-shot task `{name}`, which cannot be re-run"),
@@ -310,7 +353,7 @@ impl ObjectCell {
                     Some(e) => format!("its spill file is unreadable ({e}); it was {made_by}"),
                     None => format!("it was moved out of memory; it was {made_by}"),
                 };
-                fail(Error::ObjectLost { id: self.id, reason: reason.into() })
+                fail(Error::ObjectLost { id: self.id(), reason: reason.into() })
             }
         }
     }
@@ -347,7 +390,7 @@ impl ObjectCell {
         // away at best, and a spin that yields the CPU only competes with
         // the threads bringing it (on a small machine the reader then
         // wakes a whole time slice late); parking costs one futex wake.
-        let remote = self.link.get().is_some_and(|l| l.is_remote());
+        let remote = self.link().is_some_and(|l| l.is_remote());
         if !queued && !remote && spin_until(&mut || self.slot.is_done()) {
             return true;
         }

@@ -43,7 +43,14 @@ struct QueueState<E> {
 
 impl<E> Queue<E> {
     fn new() -> Arc<Queue<E>> {
-        Arc::new(Queue { state: Mutex::new(QueueState { ready: VecDeque::new(), waker: None }), parker: Parker::new() })
+        Queue::with_capacity(0)
+    }
+
+    /// A queue with room for `n` entries (no growing while completions
+    /// arrive; `as_completed` knows how many will).
+    fn with_capacity(n: usize) -> Arc<Queue<E>> {
+        let state = QueueState { ready: VecDeque::with_capacity(n), waker: None };
+        Arc::new(Queue { state: Mutex::new(state), parker: Parker::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
@@ -114,8 +121,8 @@ impl<E> Queue<E> {
 }
 
 impl crate::notify::Indexed for Queue<usize> {
-    fn completed(&self, index: usize, _ok: bool) {
-        self.push(index);
+    fn completed(&self, index: u32, _ok: bool) {
+        self.push(index as usize);
     }
 }
 
@@ -154,7 +161,7 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
 /// tasks; for async code the result is also a `Stream`.
 pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectRef<T>>) -> AsCompleted<T> {
     let refs: Vec<Option<ObjectRef<T>>> = refs.into_iter().map(Some).collect();
-    let queue: Arc<Queue<usize>> = Queue::new();
+    let queue: Arc<Queue<usize>> = Queue::with_capacity(refs.len());
     let sink: Arc<dyn crate::notify::Indexed> = queue.clone();
     // The ones done now first, in input order; then the others as they
     // complete (one that completes before it is registered goes at once).
@@ -163,7 +170,15 @@ pub fn as_completed<T: Any + Send + Sync>(refs: impl IntoIterator<Item = ObjectR
     for ((i, r), was_done) in refs.iter().enumerate().zip(done) {
         let Some(cell) = r.as_ref().map(|r| r.cell()).filter(|_| !was_done) else { continue };
         cell.demand();
-        if cell.slot.register(Waiter::Indexed(sink.clone(), i)).is_err() {
+        let waiter = match u32::try_from(i) {
+            Ok(index) => Waiter::Indexed(sink.clone(), index),
+            // (Past 2^32 refs, more than any memory holds: a callback.)
+            Err(_) => {
+                let queue = queue.clone();
+                Waiter::Callback(Box::new(move |_| queue.push(i)))
+            }
+        };
+        if cell.slot.register(waiter).is_err() {
             queue.push(i); // completed meanwhile
         }
     }

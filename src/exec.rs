@@ -26,7 +26,7 @@ use crate::lineage::Rebuild;
 use crate::notify::Waiter;
 use crate::resources::Request;
 use crate::scheduler::{Scheduler, Tally};
-use crate::slot::{Meta, Wake};
+use crate::slot::{Meta, Value, Wake};
 use crate::store::{RebuildJob, Store};
 use std::any::Any;
 use std::borrow::Borrow;
@@ -153,18 +153,24 @@ fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
 /// One output.
 pub(crate) struct Single {
     pub cell: Arc<ObjectCell>,
-    pub store: Arc<Store>,
+    /// `None` if the output's type is never charged
+    /// ([`Store::never_charged`]): its value is stored without the store.
+    pub store: Option<Arc<Store>>,
 }
 
 impl<R: Any + Send + Sync> Emit<R> for Single {
     fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>) {
         let Single { cell, store } = self;
-        let wake = match store.admit(r, true) {
-            Ok((v, meta)) => cell.complete_stored(&store, v, meta, lineage),
-            Err((_, needed)) => {
-                let e = Error::StoreFull { needed, capacity: store.capacity() };
-                cell.slot.complete_deferred(Err(e), Meta::default())
-            }
+        let wake = match &store {
+            // `admit`'s first case, which needs nothing of the store.
+            None => cell.slot.complete_deferred(Ok(Value::new(r)), Meta::default()),
+            Some(store) => match store.admit(r, true) {
+                Ok((v, meta)) => cell.complete_stored(store, v, meta, lineage),
+                Err((_, needed)) => {
+                    let e = Error::StoreFull { needed, capacity: store.capacity() };
+                    cell.slot.complete_deferred(Err(e), Meta::default())
+                }
+            },
         };
         cell.job_ended();
         drop((cell, store));
@@ -181,7 +187,7 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         }
     }
     fn id(&self) -> crate::id::ObjectId {
-        self.cell.id
+        self.cell.id()
     }
 }
 
@@ -212,7 +218,7 @@ impl<R: MultiReturn> Emit<R> for Multi {
         send_all(wakes);
     }
     fn id(&self) -> crate::id::ObjectId {
-        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id)
+        self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id())
     }
 }
 
@@ -335,7 +341,7 @@ where
     let mut made = None;
     let (retries, retry_if) = (plan.retries, plan.retry_if);
     let job = Job::task(plan.req, plan.priority, plan.linger, ctl, |me| {
-        let (out, o) = outputs(Some(me.clone()));
+        let (out, o) = outputs(Some(me));
         made = Some(o);
         // Recorded only if the timeline is on now (one relaxed load otherwise).
         // Inline, not boxed: a recording task pays no allocation for it
@@ -501,7 +507,7 @@ impl Recording {
     ) {
         let end = self.recorder.now();
         let mut inputs = Vec::new();
-        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
         let outcome = match outcome {
             Ok(_) => crate::timeline::Outcome::Done,
             Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,

@@ -5,9 +5,11 @@
 //! task's control block (`cancel::TaskCtl`) and its [`Body`], the closure
 //! that owns the task's spec. Whoever takes the body out first runs it
 //! (a runner, a blocked reader running it targeted, a cancel completing
-//! it as cancelled); everyone after finds it gone, and a queue entry whose
-//! body is gone is skipped and counted once ([`Job::emptied`]).
+//! it as cancelled: one atomic swap, `claim::TakeOnce`, no lock); everyone
+//! after finds it gone, and a queue entry whose body is gone is skipped and
+//! counted once ([`Job::emptied`]).
 
+use crate::claim::TakeOnce;
 use crate::dispatch::{Queued, Tally};
 use crate::resources::Request;
 use std::sync::atomic::Ordering;
@@ -42,19 +44,24 @@ pub(crate) trait Body: Send + Sync {
     fn take_and_run(&self, job: &Arc<Job>, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally>;
     /// Takes the function out without running it.
     fn take_boxed(&self) -> Option<JobFn>;
+    /// True once the function was taken out (a lock-free hint: `false`
+    /// may be stale, `true` is final).
+    fn is_taken(&self) -> bool;
 }
 
-impl<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static> Body for std::sync::Mutex<Option<F>> {
+impl<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static> Body for TakeOnce<F> {
     fn take_and_run(&self, job: &Arc<Job>, claimed: &mut dyn FnMut(), go: Go) -> Option<Tally> {
-        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-        job.taken.store(true, Ordering::Release);
+        let f = self.take()?;
         claimed();
         Some(f(go, job))
     }
 
     fn take_boxed(&self) -> Option<JobFn> {
-        let f = self.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-        Some(Box::new(f))
+        Some(Box::new(self.take()?))
+    }
+
+    fn is_taken(&self) -> bool {
+        TakeOnce::is_taken(self)
     }
 }
 
@@ -83,9 +90,6 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     /// Its function was taken out by a cancel (so its empty entry counts
     /// as a cancelled task when a runner reaches it).
     taken_by_cancel: std::sync::atomic::AtomicBool,
-    /// Its function was taken out to run (a lock-free hint for
-    /// [`Job::queued`]; the body's own lock decides).
-    taken: std::sync::atomic::AtomicBool,
     /// The task's control block (an unnamed, empty one for other jobs).
     pub ctl: crate::cancel::TaskCtl,
     pub(crate) body: B,
@@ -94,6 +98,9 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
 /// The function type of a job that never exists (for a dangling `Weak<Job>`).
 pub(crate) type NoJob = fn(Go, &Arc<Job>) -> Tally;
 
+/// The body of a job whose function is `F`.
+type BodyOf<F> = TakeOnce<F>;
+
 impl Job {
     pub fn new<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, run: F) -> Arc<Job> {
         Job::other(req, NORMAL, run)
@@ -101,21 +108,21 @@ impl Job {
 
     /// A task's job with a priority, whose control block is `ctl` (its
     /// group, if any, is what the job belongs to for [`Scheduler::reap`]); `make` builds
-    /// its function given the job's weak self (for its output cells).
+    /// its function given the job's weak self (for its output cells; given
+    /// by value, so a single output takes it without another count).
     pub fn task<F: FnOnce(Go, &Arc<Job>) -> Tally + Send + 'static>(
         req: Request,
         priority: u8,
         linger: bool,
         ctl: crate::cancel::TaskCtl,
-        make: impl FnOnce(&std::sync::Weak<Job>) -> F,
+        make: impl FnOnce(Weak<Job>) -> F,
     ) -> Arc<Job> {
-        let job: Arc<Job<std::sync::Mutex<Option<F>>>> =
-            Arc::new_cyclic(|me: &Weak<Job<std::sync::Mutex<Option<F>>>>| {
-                let me: Weak<Job> = me.clone();
-                let mut job = Job::header(req, priority, true, ctl, std::sync::Mutex::new(Some(make(&me))));
-                job.linger = linger;
-                job
-            });
+        let job: Arc<Job<BodyOf<F>>> = Arc::new_cyclic(|me: &Weak<Job<BodyOf<F>>>| {
+            let me: Weak<Job> = me.clone();
+            let mut job = Job::header(req, priority, true, ctl, TakeOnce::new(make(me)));
+            job.linger = linger;
+            job
+        });
         job
     }
 
@@ -123,20 +130,11 @@ impl Job {
     pub fn other<F: FnOnce(Go) -> Tally + Send + 'static>(req: Request, priority: u8, run: F) -> Arc<Job> {
         let run = move |go: Go, _: &Arc<Job>| run(go);
         let ctl = crate::cancel::TaskCtl::new(crate::cancel::TaskName::Given("".into()), None, None);
-        Arc::new(Job::header(req, priority, false, ctl, std::sync::Mutex::new(Some(run))))
+        Arc::new(Job::header(req, priority, false, ctl, TakeOnce::new(run)))
     }
 
     fn header<B: Body>(req: Request, priority: u8, task: bool, ctl: crate::cancel::TaskCtl, body: B) -> Job<B> {
-        Job {
-            req,
-            priority,
-            linger: true,
-            task,
-            taken_by_cancel: std::sync::atomic::AtomicBool::new(false),
-            taken: std::sync::atomic::AtomicBool::new(false),
-            ctl,
-            body,
-        }
+        Job { req, priority, linger: true, task, taken_by_cancel: std::sync::atomic::AtomicBool::new(false), ctl, body }
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
@@ -144,7 +142,6 @@ impl Job {
     pub fn take_fn(&self) -> Option<JobFn> {
         let f = self.body.take_boxed();
         if f.is_some() {
-            self.taken.store(true, Ordering::Release);
             self.taken_by_cancel.store(true, Ordering::Release);
         }
         f
@@ -175,7 +172,7 @@ impl Job {
     /// taken yet). A runner skips one that has started: taking its
     /// function finds it empty.
     pub fn queued(self: &Arc<Self>) -> Option<Arc<Job>> {
-        (!self.taken.load(Ordering::Acquire)).then(|| self.clone())
+        (!self.body.is_taken()).then(|| self.clone())
     }
 }
 

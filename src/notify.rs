@@ -168,7 +168,7 @@ impl WaitGroup {
 /// registration).
 pub trait Indexed: Send + Sync {
     /// Registration `index` completed (`ok`: with a value).
-    fn completed(&self, index: usize, ok: bool);
+    fn completed(&self, index: u32, ok: bool);
 }
 
 /// One registration on a slot: who to tell when it completes.
@@ -182,8 +182,10 @@ pub enum Waiter {
     /// Anything else (dependency countdowns, user callbacks). The argument
     /// is true if the object completed with a value.
     Callback(Box<dyn FnOnce(bool) + Send>),
-    /// One of many registrations sharing a receiver (`as_completed`).
-    Indexed(std::sync::Arc<dyn Indexed>, usize),
+    /// One of many registrations sharing a receiver (`as_completed`). The
+    /// index is a `u32` so that a `Waiter` is three words (a slot keeps one
+    /// inline).
+    Indexed(std::sync::Arc<dyn Indexed>, u32),
 }
 
 impl Waiter {

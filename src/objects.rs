@@ -132,9 +132,9 @@ impl<A> Drop for CountedArgs<A> {
 
 /// Frees one object now (see the module docs).
 pub(crate) fn free_cell(cell: &Arc<ObjectCell>) {
-    let freed = cell.slot.free(Error::ObjectFreed { id: cell.id });
+    let freed = cell.slot.free(Error::ObjectFreed { id: cell.id() });
     if let Some((store, lineage)) = cell.charged_to() {
-        store.freed(cell.id, lineage, freed.charged, None);
+        store.freed(cell.id(), lineage, freed.charged, None);
     }
     drop(freed.spill); // removes the spill file (once no reader holds it)
     drop(freed.value);
@@ -181,7 +181,7 @@ pub(crate) fn contains_cell(cell: &ObjectCell) -> bool {
     match cell.slot.holding() {
         Holding::Pending | Holding::Gone => false,
         Holding::Value | Holding::Error | Holding::Spilled | Holding::Rebuilding => true,
-        Holding::Evicted => cell.charged_to().is_some_and(|(store, _)| store.can_rebuild(cell.id)),
+        Holding::Evicted => cell.charged_to().is_some_and(|(store, _)| store.can_rebuild(cell.id())),
     }
 }
 

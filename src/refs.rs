@@ -45,19 +45,20 @@ impl<T> Clone for ObjectRef<T> {
 
 impl<T> std::fmt::Debug for ObjectRef<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ObjectRef<{}>({})", std::any::type_name::<T>(), self.cell().id)
+        write!(f, "ObjectRef<{}>({})", std::any::type_name::<T>(), self.cell().id())
     }
 }
 
 impl<T> PartialEq for ObjectRef<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.cell().id == other.cell().id
+        // The same cell is the same object (without drawing its id).
+        Arc::ptr_eq(self.cell(), other.cell()) || self.cell().id() == other.cell().id()
     }
 }
 impl<T> Eq for ObjectRef<T> {}
 impl<T> std::hash::Hash for ObjectRef<T> {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.cell().id.hash(h)
+        self.cell().id().hash(h)
     }
 }
 
@@ -73,7 +74,7 @@ impl<T> ObjectRef<T> {
 
     /// The object's id.
     pub fn id(&self) -> ObjectId {
-        self.cell().id
+        self.cell().id()
     }
 
     /// True once the object has a value or an error (never blocks).
@@ -143,7 +144,7 @@ impl<T: Any + Send + Sync> ObjectRef<T> {
             // panic must not unwind into that thread's work.
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r))) {
                 let message = crate::error::panic_message(p.as_ref());
-                tracing::error!(object = %cell.id, %message, "an on_ready callback panicked");
+                tracing::error!(object = %cell.id(), %message, "an on_ready callback panicked");
             }
         };
         self.cell().demand();
@@ -175,14 +176,14 @@ pub struct AnyRef {
 
 impl std::fmt::Debug for AnyRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyRef({})", self.cell.id)
+        write!(f, "AnyRef({})", self.cell.id())
     }
 }
 
 impl AnyRef {
     /// The object's id.
     pub fn id(&self) -> ObjectId {
-        self.cell.id
+        self.cell.id()
     }
 
     /// True once done.

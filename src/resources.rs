@@ -26,7 +26,12 @@ pub struct Request {
     /// CPU units (a CPU is `UNIT` of them).
     pub cpu: u64,
     /// `(index in the runtime's table, units)` of each custom resource.
-    pub custom: Option<Box<[(usize, u64)]>>,
+    /// (Behind a thin pointer: a request is in every job, and most ask for
+    /// CPUs only; 8 bytes less keeps a trivial task's job in the same
+    /// allocator size class as its output cell, which the allocator then
+    /// reuses for each other: measurably fewer instructions per task.)
+    #[allow(clippy::box_collection)] // the box is the thin pointer
+    custom: Option<Box<Vec<(usize, u64)>>>,
 }
 
 impl Request {
@@ -36,7 +41,7 @@ impl Request {
     }
 
     fn custom(&self) -> &[(usize, u64)] {
-        self.custom.as_deref().unwrap_or(&[])
+        self.custom.as_deref().map_or(&[], |v| v.as_slice())
     }
 }
 
@@ -69,16 +74,23 @@ impl Totals {
     /// Turns named amounts into a request, or the `Infeasible` error of a
     /// request this runtime can never satisfy.
     /// `task` names the task in the error (formatted only then).
+    #[inline]
     pub fn request(&self, task: &dyn std::fmt::Display, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
+        if cpus == 1.0 && custom.is_empty() && self.total_cpu >= UNIT as u64 {
+            return Ok(Request::cpus(UNIT as u64)); // the common case, no float work, no call
+        }
+        self.request_slow(task, cpus, custom)
+    }
+
+    /// [`Totals::request`] past its common case.
+    #[cold]
+    fn request_slow(&self, task: &dyn std::fmt::Display, cpus: f64, custom: &[(Text, f64)]) -> Result<Request, Error> {
         let infeasible = |resource: &str, requested: f64, total: f64| Error::Infeasible {
             task: task.to_string().into(),
             resource: resource.into(),
             requested,
             total,
         };
-        if cpus == 1.0 && custom.is_empty() && self.total_cpu >= UNIT as u64 {
-            return Ok(Request::cpus(UNIT as u64)); // the common case, no float work
-        }
         if !(cpus >= 0.0 && cpus.is_finite()) {
             return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
         }
@@ -103,7 +115,7 @@ impl Totals {
                 }
             }
         }
-        Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(out.into()) } })
+        Ok(Request { cpu, custom: if out.is_empty() { None } else { Some(Box::new(out)) } })
     }
 }
 

@@ -35,6 +35,10 @@
 //! inside the critical section), and a reader that sees `done == true` with
 //! `Acquire` then takes the lock to read the state. `done` never goes back to
 //! false: an evicted object is still done (for `wait`), only not in memory.
+//! `failed` is the same for `Failed`, which no transition leaves: set with
+//! `Release` in the critical section that makes the state `Failed` (and
+//! never cleared), so [`Slot::is_failed`] is one load, no lock (`get_all`
+//! asks it of every object it reads).
 
 use crate::error::Error;
 use crate::notify::Waiter;
@@ -110,19 +114,87 @@ enum State<S> {
 /// The wake-ups of a completion, to be sent once the completer is ready.
 #[derive(Debug)]
 pub struct Wake {
-    waiters: Vec<(u64, Waiter)>,
+    waiters: Waiters,
     ok: bool,
 }
 
 impl Wake {
     /// Notifies every waiter (each exactly once).
+    #[inline]
     pub fn send(self) {
-        if self.waiters.is_empty() {
-            return; // nobody waits (most task outputs): nothing to free either
+        if matches!(self.waiters, Waiters::None) {
+            // Nobody waits (most task outputs). Nothing is owned, so
+            // forgetting it skips only the call to the (empty) drop glue.
+            std::mem::forget(self);
+            return;
         }
-        for (_, w) in self.waiters {
-            w.notify(self.ok);
+        notify_all(self.waiters, self.ok);
+    }
+}
+
+/// Notifies `waiters`, each once (out of line: most completions have none).
+fn notify_all(waiters: Waiters, ok: bool) {
+    match waiters {
+        Waiters::None => {}
+        Waiters::One(_, w) => w.notify(ok),
+        Waiters::Many(list) => list.into_iter().for_each(|(_, w)| w.notify(ok)),
+    }
+}
+
+/// A slot's registrations, each with its token. Most objects get none or
+/// one (a blocked reader, a dependant task, an `as_completed`): that one
+/// is kept inline, so registering costs no allocation (and completing no
+/// free); a second spills both into a list.
+#[derive(Debug, Default)]
+enum Waiters {
+    #[default]
+    None,
+    One(u64, Waiter),
+    Many(Vec<(u64, Waiter)>),
+}
+
+impl Waiters {
+    fn push(&mut self, token: u64, w: Waiter) {
+        *self = match std::mem::take(self) {
+            Waiters::None => Waiters::One(token, w),
+            Waiters::One(t, first) => Waiters::Many(vec![(t, first), (token, w)]),
+            Waiters::Many(mut list) => {
+                list.push((token, w));
+                Waiters::Many(list)
+            }
+        };
+    }
+
+    fn get_mut(&mut self, token: u64) -> Option<&mut Waiter> {
+        match self {
+            Waiters::None => None,
+            Waiters::One(t, w) => (*t == token).then_some(w),
+            Waiters::Many(list) => list.iter_mut().find(|(t, _)| *t == token).map(|(_, w)| w),
         }
+    }
+
+    fn remove(&mut self, token: u64) {
+        match self {
+            Waiters::None => {}
+            Waiters::One(t, _) => {
+                if *t == token {
+                    *self = Waiters::None;
+                }
+            }
+            Waiters::Many(list) => list.retain(|(t, _)| *t != token),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Waiters::None => 0,
+            Waiters::One(..) => 1,
+            Waiters::Many(list) => list.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -176,7 +248,7 @@ pub struct Freed<S> {
 #[derive(Debug)]
 struct Inner<S> {
     state: State<S>,
-    waiters: Vec<(u64, Waiter)>,
+    waiters: Waiters,
     next_token: u64,
 }
 
@@ -184,6 +256,8 @@ struct Inner<S> {
 #[derive(Debug)]
 pub struct Slot<S = ()> {
     done: AtomicBool,
+    /// The state is `Failed` (module docs); beside `done`, in padding.
+    failed: AtomicBool,
     error_read: AtomicBool,
     /// Refs to this object inside task and actor-call arguments (counted by
     /// `objects::CountedArgs`). Not part of the slot's protocol: it lives
@@ -201,7 +275,12 @@ impl<S: Clone> Slot<S> {
 
     /// A slot that already holds an outcome.
     pub fn done(outcome: Outcome, meta: Meta) -> Slot<S> {
-        Slot::with_state(Self::state_of(outcome, meta), true)
+        let failed = outcome.is_err();
+        let slot = Slot::with_state(Self::state_of(outcome, meta), true);
+        if failed {
+            slot.failed.store(true, Ordering::Release);
+        }
+        slot
     }
 
     fn state_of(outcome: Outcome, meta: Meta) -> State<S> {
@@ -214,9 +293,10 @@ impl<S: Clone> Slot<S> {
     fn with_state(state: State<S>, done: bool) -> Slot<S> {
         Slot {
             done: AtomicBool::new(done),
+            failed: AtomicBool::new(false),
             error_read: AtomicBool::new(false),
             task_uses: std::sync::atomic::AtomicU32::new(0),
-            inner: Mutex::new(Inner { state, waiters: Vec::new(), next_token: 0 }),
+            inner: Mutex::new(Inner { state, waiters: Waiters::None, next_token: 0 }),
         }
     }
 
@@ -249,6 +329,9 @@ impl<S: Clone> Slot<S> {
             return None;
         }
         g.state = Self::state_of(outcome, meta);
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
         self.done.store(true, Ordering::Release);
         Some(Wake { waiters: std::mem::take(&mut g.waiters), ok })
     }
@@ -261,7 +344,7 @@ impl<S: Clone> Slot<S> {
             State::Pending | State::Rebuilding => {
                 let t = g.next_token;
                 g.next_token += 1;
-                g.waiters.push((t, w));
+                g.waiters.push(t, w);
                 Ok(t)
             }
             _ => Err(w),
@@ -272,9 +355,9 @@ impl<S: Clone> Slot<S> {
     /// waker changed). Returns false if it is no longer registered.
     pub fn replace(&self, token: u64, w: Waiter) -> bool {
         let mut g = lock(&self.inner);
-        match g.waiters.iter_mut().find(|(t, _)| *t == token) {
+        match g.waiters.get_mut(token) {
             Some(slot) => {
-                slot.1 = w;
+                *slot = w;
                 true
             }
             None => false,
@@ -284,7 +367,7 @@ impl<S: Clone> Slot<S> {
     /// Removes a registration (a timed-out `wait`, a dropped future).
     pub fn deregister(&self, token: u64) {
         let mut g = lock(&self.inner);
-        g.waiters.retain(|(t, _)| *t != token);
+        g.waiters.remove(token);
     }
 
     /// The outcome, if done and in memory (`None` while pending or while
@@ -333,6 +416,7 @@ impl<S: Clone> Slot<S> {
         let mut g = lock(&self.inner);
         self.error_read.store(true, Ordering::Relaxed);
         let old = std::mem::replace(&mut g.state, State::Failed(Box::new(e)));
+        self.failed.store(true, Ordering::Release);
         self.done.store(true, Ordering::Release);
         let waiters = std::mem::take(&mut g.waiters);
         drop(g);
@@ -380,9 +464,10 @@ impl<S: Clone> Slot<S> {
         }
     }
 
-    /// True if done with an error (lock-free hint followed by a read).
+    /// True if done with an error (one load: `Failed` is final, see the
+    /// module docs).
     pub fn is_failed(&self) -> bool {
-        self.is_done() && matches!(lock(&self.inner).state, State::Failed(_))
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Moves an in-memory value out if no reader holds it: `decide` sees the
@@ -440,7 +525,10 @@ impl<S: Clone> Slot<S> {
             g.state = match result {
                 Ok((v, meta)) => State::Ready(v, meta),
                 Err(Ok(moved)) => State::Out(moved),
-                Err(Err(e)) => State::Failed(Box::new(e)),
+                Err(Err(e)) => {
+                    self.failed.store(true, Ordering::Release);
+                    State::Failed(Box::new(e))
+                }
             };
         }
         (Wake { waiters: std::mem::take(&mut g.waiters), ok: true }, stored)

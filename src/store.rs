@@ -270,10 +270,18 @@ impl Store {
         self.spill.as_ref().map(SpillDir::path)
     }
 
+    /// True if no `T` is ever charged: no drop glue (so no heap) and
+    /// smaller than the charged minimum. Storing one needs nothing of the
+    /// store (the first case of [`Store::admit`]), so a task returning one
+    /// does not hold the store (one shared count less per task).
+    pub(crate) fn never_charged<T>(&self) -> bool {
+        !std::mem::needs_drop::<T>() && std::mem::size_of::<T>() < self.small
+    }
+
     /// Sizes a value and reserves its bytes (waiting up to the put timeout
     /// if `wait`). Gives the value back if it cannot be stored.
     pub(crate) fn admit<T: Any + Send + Sync>(&self, value: T, wait: bool) -> Result<(Value, Meta), (T, usize)> {
-        if !std::mem::needs_drop::<T>() && std::mem::size_of::<T>() < self.small {
+        if self.never_charged::<T>() {
             // No drop glue means no heap: a small plain value is never charged
             // (and so never spilled), whatever the registry says.
             return Ok((Value::new(value), Meta::default()));

@@ -3,12 +3,12 @@
 //!
 //! Normally these are `std`'s types. Built with `RUSTFLAGS="--cfg loom"` they
 //! are [loom](https://docs.rs/loom)'s, so the protocol modules (`slot`,
-//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`, `parked`) can be model-checked by the
+//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`, `parked`, `claim`) can be model-checked by the
 //! tests in `tests/loom_*.rs`, which drive them with `loom::thread` directly
 //! (rayon cannot run inside a loom model).
 //!
-//! Invariant: a protocol module imports its `Mutex`, `Condvar`, atomics and
-//! `Arc` from here and nowhere else. Code that is not a protocol (the rayon
+//! Invariant: a protocol module imports its `Mutex`, `Condvar`, atomics,
+//! `UnsafeCell` and `Arc` from here and nowhere else. Code that is not a protocol (the rayon
 //! pool, thread-locals, the stored values themselves) uses `std` directly.
 
 #[cfg(not(loom))]
@@ -18,6 +18,29 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+/// A cell whose contents a protocol reaches through a raw pointer
+/// (`with_mut`), as loom's `UnsafeCell` (which checks those accesses for
+/// races); under std, `std::cell::UnsafeCell` with the same method.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    /// A cell holding `value`.
+    pub(crate) fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Calls `f` with a pointer to the contents (the caller's `unsafe`
+    /// block states why the access is exclusive).
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
 pub(crate) use loom::hint::spin_loop;
 #[cfg(loom)]

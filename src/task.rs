@@ -207,11 +207,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
     /// How a one-output task makes its output cell (given its job) and its
     /// ref.
     fn single<R>(&self) -> impl FnOnce(Option<Weak<Job>>) -> (Single, ObjectRef<R>) {
-        let (store, id) = (self.rt.store().clone(), self.opts.object_id);
-        move |producer| {
-            let cell = ObjectCell::pending_as(id, producer);
-            (Single { cell: cell.clone(), store }, ObjectRef::from_cell(cell))
-        }
+        single(self.rt, self.opts.object_id)
     }
 
     /// How a task with the outputs of `R` makes its cells and their refs.
@@ -300,6 +296,47 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             None => submit(sched, plan, ctl, spec, outputs, no_lineage),
         }
     }
+}
+
+/// How a one-output task of `rt` makes its output cell (given its job)
+/// and its ref; `id`: the output's id (`None`: a fresh one).
+fn single<R>(
+    rt: &Runtime,
+    id: Option<crate::id::ObjectId>,
+) -> impl FnOnce(Option<Weak<Job>>) -> (Single, ObjectRef<R>) {
+    // A type that is never charged needs no store to be stored.
+    let store = (!rt.store().never_charged::<R>()).then(|| rt.store().clone());
+    move |producer| {
+        let cell = ObjectCell::pending_as(id, producer);
+        (Single { cell: cell.clone(), store }, ObjectRef::from_cell(cell))
+    }
+}
+
+/// `Runtime::spawn`: `rt.task().spawn(f)` without the builder (its options
+/// are all defaults, so they are not built, checked and moved for every
+/// task: a tenth of a trivial task's cost). Falls back to the builder when
+/// the default request is infeasible (a runtime without a whole CPU), so
+/// the error is the builder's.
+#[track_caller]
+pub(crate) fn spawn_default<R, F>(rt: &Runtime, f: F) -> ObjectRef<R>
+where
+    R: Any + Send + Sync,
+    F: FnOnce() -> R + Send + 'static,
+{
+    let sched = rt.scheduler();
+    let name = TaskName::Caller(std::panic::Location::caller());
+    let Ok(req) = sched.totals().request(&name, 1.0, &[]) else { return TaskBuilder::new(rt).spawn(f) };
+    let plan = Plan {
+        req,
+        retries: 0,
+        retry_if: None,
+        priority: Priority::Normal as u8,
+        linger: true,
+        lineage: Default::default(),
+    };
+    let ctl = TaskCtl::new(name, crate::exec::current_task(), None);
+    let spec = Spec::new((), OnceFn(std::cell::Cell::new(Some(move |()| f()))));
+    submit(sched, plan, ctl, spec, single(rt, None), no_lineage)
 }
 
 impl<'rt> TaskBuilder<'rt, OneShot> {

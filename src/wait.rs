@@ -93,7 +93,7 @@ pub(crate) fn wait<R: Waitable>(
             refs.len()
         )));
     }
-    let mut ids: Vec<_> = refs.iter().map(|r| r.as_any_ref().cell.id).collect();
+    let mut ids: Vec<_> = refs.iter().map(|r| r.as_any_ref().cell.id()).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
         return Err(Error::invalid("wait: the list of refs contains duplicates"));
@@ -158,7 +158,12 @@ pub(crate) fn get_all<T: Any + Send + Sync>(
             return Err(Error::Timeout(deadline.map_or(Duration::MAX, |d| d.1)));
         }
     }
-    if let Some(e) = first_error() {
+    // The cursor passed every cell only over cells done without an error:
+    // then no scan for the first error (a pass over the whole list, one
+    // cache miss per object in a long one). A cell freed since fails its
+    // read below.
+    let clean = first_pending.get() == cells.len();
+    if let Some(e) = (!clean).then(first_error).flatten() {
         // The caller asked for every ref of the list and handled their
         // failure through this error: none of them is an error nobody read
         // (Ray's `ray.get([x1, x2])` reports neither), including refs

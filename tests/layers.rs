@@ -22,7 +22,20 @@ use std::path::{Path, PathBuf};
 const CORE_LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
-        &["sync", "error", "id", "notify", "countdown", "mailbox", "export", "decide", "panics", "timeline", "chrome"],
+        &[
+            "sync",
+            "error",
+            "id",
+            "notify",
+            "countdown",
+            "mailbox",
+            "export",
+            "decide",
+            "claim",
+            "panics",
+            "timeline",
+            "chrome",
+        ],
     ),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     // A task's control block (`cancel`) lives in its job (`scheduler`).

@@ -10,10 +10,17 @@
 //! - **Complete vs cancel**: cancellation is `complete(Err(Cancelled))`
 //!   racing with `complete(Ok)`; exactly one returns `true`, and every waiter
 //!   (a parked reader and a callback) sees the winner's outcome.
+//! - **`is_failed` without the lock**: the lock-free flag agrees with the
+//!   state: a reader that sees it set reads the error, one that read the
+//!   outcome under the lock sees the flag match it, and after the race it
+//!   is set exactly when the cancel won.
 //! - **Every waiter notified exactly once**: waiters registered concurrently
 //!   with completion are each notified once (by the completer, or by the
 //!   registering thread itself when `register` refuses the late waiter), and
 //!   the slot keeps no registration afterwards.
+//! - **Inline waiter**: the first registration is kept inline, a second
+//!   spills both into a list; a waiter that deregisters while the slot
+//!   completes leaves the other to be notified exactly once.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p manta --test loom_slot`
 
@@ -90,8 +97,14 @@ fn complete_vs_cancel_exactly_one_wins() {
         let s = slot.clone();
         let canceller = thread::spawn(move || s.complete(Err(cancelled())));
 
-        // Waiter 2: a `get`-style reader racing with both.
+        // Waiter 2: a `get`-style reader racing with both, after a look at
+        // the lock-free flag (set only once the error is the state, for good).
+        let early_failed = slot.is_failed();
         let got = get_style(&slot);
+        if early_failed {
+            assert_eq!(got, Err(true), "is_failed before the error was stored");
+        }
+        assert_eq!(slot.is_failed(), got.is_err(), "is_failed disagrees with the outcome read");
 
         let produced = producer.join().unwrap();
         let cancelled_won = canceller.join().unwrap();
@@ -102,6 +115,7 @@ fn complete_vs_cancel_exactly_one_wins() {
         assert_eq!(calls.load(Ordering::Relaxed), 1, "callback not notified exactly once");
         assert_eq!(seen.load(Ordering::Relaxed), if produced { 2 } else { 1 });
         assert_eq!(slot.read().map(|o| o.is_ok()), Some(produced));
+        assert_eq!(slot.is_failed(), !produced);
     });
 }
 
@@ -135,6 +149,43 @@ fn many_waiters_notified_exactly_once() {
         for c in counts.iter() {
             assert_eq!(c.load(Ordering::Relaxed), 1, "a waiter was notified {} times", c.load(Ordering::Relaxed));
         }
+        assert_eq!(slot.waiter_count(), 0, "a registration outlived completion");
+    });
+}
+
+/// A timed-out reader deregisters while the slot completes, beside a
+/// second waiter that stays: the slot keeps one registration inline and
+/// spills to a list at the second, so removing one must leave the other
+/// (inline or in the list) to be notified exactly once, and the one that
+/// left at most once.
+#[test]
+fn deregister_racing_complete_leaves_the_other_waiter() {
+    loom::model(|| {
+        let slot: Arc<Slot> = Arc::new(Slot::pending());
+        let stays = Arc::new(AtomicUsize::new(0));
+        let leaves = Arc::new(AtomicUsize::new(0));
+        let (l, st) = (leaves.clone(), stays.clone());
+        let leaving = slot.register(Waiter::Callback(Box::new(move |_| {
+            l.fetch_add(1, Ordering::Relaxed);
+        })));
+        let s = slot.clone();
+        let staying = thread::spawn(move || {
+            let w = Waiter::Callback(Box::new(move |_| {
+                st.fetch_add(1, Ordering::Relaxed);
+            }));
+            if let Err(w) = s.register(w) {
+                w.notify(true);
+            }
+        });
+        let s = slot.clone();
+        let completer = thread::spawn(move || assert!(s.complete(Ok(Value::new(5u32)))));
+        if let Ok(token) = leaving {
+            slot.deregister(token);
+        }
+        staying.join().unwrap();
+        completer.join().unwrap();
+        assert_eq!(stays.load(Ordering::Relaxed), 1, "the waiter that stayed was not notified exactly once");
+        assert!(leaves.load(Ordering::Relaxed) <= 1, "the waiter that left was notified twice");
         assert_eq!(slot.waiter_count(), 0, "a registration outlived completion");
     });
 }

@@ -2,7 +2,8 @@
 //! spill files and lineage now and readers get `ObjectFreed`; `rt.contains`
 //! says whether the runtime can still give the value (or error); ref counts
 //! for debugging leaks (`handles`, `task_uses`, `borrowers`); per-task
-//! lineage control (`lineage(false)`, `max_reconstructions(n)`).
+//! lineage control (`lineage(false)`, `max_reconstructions(n)`); an
+//! object's id, drawn when first asked for, is one id whoever asks.
 
 mod common;
 use common::*;
@@ -317,4 +318,36 @@ fn a_loss_past_max_reconstructions_is_a_typed_error() {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1 + max as usize);
     }
+}
+
+/// An object's id is drawn when first asked for (most are never asked):
+/// whichever thread asks first, every ref to it, typed or not, clone or
+/// not, then and later, sees the same id, and refs compare and hash by it.
+#[test]
+fn an_objects_id_is_one_id_whoever_asks_first() {
+    let rt = Runtime::builder().num_cpus(2).build().unwrap();
+    let refs: Vec<ObjectRef<u64>> = (0..64).map(|i| rt.spawn(move || i)).collect();
+    // Two threads race to draw each id first.
+    let (a, b) = (refs.clone(), refs.clone());
+    let ta = std::thread::spawn(move || a.iter().map(|r| r.id()).collect::<Vec<_>>());
+    let tb = std::thread::spawn(move || b.iter().rev().map(|r| r.id()).collect::<Vec<_>>());
+    let ids_a = ta.join().unwrap();
+    let mut ids_b = tb.join().unwrap();
+    ids_b.reverse();
+    assert_eq!(ids_a, ids_b, "two threads drew different ids for one object");
+    for (r, id) in refs.iter().zip(&ids_a) {
+        assert_eq!(r.id(), *id, "the id changed");
+        assert_eq!(r.clone().id(), *id);
+        assert_eq!(r.untyped().id(), *id, "the untyped view has another id");
+    }
+    let distinct: std::collections::HashSet<_> = ids_a.iter().collect();
+    assert_eq!(distinct.len(), refs.len(), "two objects share an id");
+    // Equality and hashing follow the id (a clone is the same object).
+    // (A ref's cell has interior mutability, but its hash is its id, fixed
+    // once drawn.)
+    #[allow(clippy::mutable_key_type)]
+    let set: std::collections::HashSet<ObjectRef<u64>> = refs.iter().chain(refs.iter()).cloned().collect();
+    assert_eq!(set.len(), refs.len());
+    assert!(refs.iter().zip(refs.iter().skip(1)).all(|(x, y)| x != y));
+    assert_eq!(rt.get_all(&refs).unwrap().iter().map(|v| **v).sum::<u64>(), (0..64).sum());
 }

@@ -485,7 +485,7 @@ impl<S: Send + 'static> ActorHandle<S> {
             return None;
         }
         let mut inputs = Vec::new();
-        args.for_each_dep(&mut |r| inputs.push(r.cell.id));
+        args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
         Some(Box::new(CallRec { submitted: recorder.now(), inputs: inputs.into() }))
     }
 

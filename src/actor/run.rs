@@ -363,10 +363,11 @@ impl<S: Send + 'static> ActorInner<S> {
     /// A call's timeline event so far, if the timeline is recording.
     fn start_timing(&self, out: &Out, name: &'static str, rec: Option<Box<CallRec>>) -> Option<Timing> {
         let recorder = &self.sched.recorder;
-        let id = out.as_ref()?.id;
+        let out = out.as_ref()?;
         if !recorder.is_on() {
             return None;
         }
+        let id = out.id();
         let start = recorder.now();
         let (submitted, inputs) = match rec {
             Some(r) => (r.submitted, r.inputs),

@@ -71,7 +71,7 @@ struct Origin {
 /// The cell's link, if it is one of ours (every link is: only this module
 /// makes them).
 pub(crate) fn link_of(cell: &ObjectCell) -> Option<&CellLink> {
-    cell.link.get().and_then(|l| l.as_any().downcast_ref::<CellLink>())
+    cell.link().and_then(|l| l.as_any().downcast_ref::<CellLink>())
 }
 
 impl Cluster {
@@ -93,7 +93,7 @@ impl Cluster {
 
     /// Registers a local cell (idempotent) and tells the backend once.
     pub(super) fn export(self: &Arc<Self>, cell: &Arc<ObjectCell>, encode: Encode) -> Arc<[u8]> {
-        cell.link.get_or_init(|| {
+        cell.link_or_init(|| {
             Box::new(CellLink {
                 cluster: Arc::downgrade(self),
                 origin: None,
@@ -105,18 +105,18 @@ impl Cluster {
         let cluster = link.cluster.upgrade();
         let cluster = cluster.as_ref().unwrap_or(self);
         if let Some(origin) = &link.origin {
-            cluster.table.insert_if_vacant(cell.id, cell, encode);
+            cluster.table.insert_if_vacant(cell.id(), cell, encode);
             return origin.hint.clone(); // a replica: the owner stays the owner
         }
         // A local object displaces a remote cell of the same id (a task
         // run here for another node, whose ref arrived before it started):
         // from now on this runtime serves and imports the real one.
         let remote = |old: &ObjectCell| link_of(old).is_some_and(|l| l.origin.is_some());
-        cluster.table.insert_unless(cell.id, cell, encode, |old| !remote(old));
+        cluster.table.insert_unless(cell.id(), cell, encode, |old| !remote(old));
         let backend = cluster.backend();
         if let Some(b) = &backend {
             if !link.announced.swap(true, Ordering::AcqRel) {
-                b.exported(cell.id, false);
+                b.exported(cell.id(), false);
             }
         }
         backend.map_or_else(|| Arc::from(&[][..]), |b| b.owner_hint())
@@ -186,7 +186,7 @@ impl Link for CellLink {
         let cluster = self.cluster.upgrade();
         let Some(backend) = cluster.as_ref().and_then(|c| c.backend()) else {
             let reason = "no cluster node is attached to the runtime that holds this ref".into();
-            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id, reason }));
+            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id(), reason }));
             return;
         };
         let Some(cluster) = cluster else { return };

@@ -54,7 +54,7 @@ impl std::fmt::Debug for Fetch {
 
 impl Fetch {
     pub(super) fn new(cell: Arc<ObjectCell>, cluster: Arc<Cluster>, decode: DecodeFn, hint: Arc<[u8]>) -> Fetch {
-        Fetch { id: cell.id, cell: Some(cell), cluster, decode, hint }
+        Fetch { id: cell.id(), cell: Some(cell), cluster, decode, hint }
     }
 
     /// The object to fetch.
@@ -100,7 +100,7 @@ impl Fetch {
                 // returns, the replica is already on its way to the DHT.
                 if let (Some(link), Some(b)) = (link_of(&cell), self.cluster.backend()) {
                     if link.announce() {
-                        b.exported(cell.id, true);
+                        b.exported(cell.id(), true);
                     }
                 }
                 if let Some(wake) = wake {
@@ -118,7 +118,7 @@ impl Drop for Fetch {
     fn drop(&mut self) {
         if let Some(cell) = self.cell.take() {
             let reason = "the fetch was abandoned (the node shut down)".into();
-            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id, reason }));
+            cell.slot.complete(Err(Error::PeerUnreachable { id: cell.id(), reason }));
         }
     }
 }

@@ -64,7 +64,7 @@ impl<T: Serialize + Any + Send + Sync> Serialize for ObjectRef<T> {
             ));
         };
         let owner = cluster.export(self.cell(), encoder_of::<T>()).to_vec();
-        WireRef { id: self.cell().id, owner }.serialize(s)
+        WireRef { id: self.cell().id(), owner }.serialize(s)
     }
 }
 
