@@ -176,6 +176,7 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode, WaitedFor};
 pub use secret::{load_secret, parse_secret, read_secret_file, secret_from_env, SecretError, SECRET_ENV};
 pub use transport::bulk::LaneStats;
+pub use transport::lanes::FastLaneStats;
 pub use wire::envelope::{Resource, WireError};
 pub use work::{
     ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
@@ -219,7 +220,15 @@ pub mod fuzzing {
     pub mod seal {
         pub use crate::wire::seal::{
             open_all, random_secret, seal_all, seal_records, Hello, HelloError, HelloKey, OpenReader, SealWriter,
-            Secret, HELLO_BYTES, LANE_VERSION, LAST, MAC_BYTES, MAGIC, RECORD_BYTES, TAG_BYTES,
+            Secret, HELLO_BYTES, LANE_VERSION, LAST, MAC_BYTES, MAGIC, MESSAGE_LANE_VERSION, RECORD_BYTES, TAG_BYTES,
+        };
+    }
+    /// The message lane's negotiation, sealed frames and messages.
+    pub mod lane {
+        pub use crate::wire::lane::{
+            decode_answer, decode_ask, decode_msg, encode_answer, encode_ask, encode_msg, lane_keys, open_frames,
+            seal_frames, LaneAnswer, LaneAsk, LaneMsg, Opener, Sealer, HEADER_BYTES, LANE_PROTOCOL, MAX_ANSWER_BYTES,
+            MAX_ASK_BYTES, MAX_FRAMES_PER_KEY, MAX_FRAME_BYTES, MAX_LANE_IDS, TAG_BYTES,
         };
     }
     /// Plain CBOR values from peers: arguments, named-actor records.

@@ -30,6 +30,7 @@ pub use timeline::{ClusterTrace, MissingNode, TracedNode};
 
 use crate::cluster::{DhtLookup, LoopHandle, Member, MembershipEvent, NetStats};
 use crate::transport::bulk::LaneStats;
+use crate::transport::lanes::FastLaneStats;
 use crate::work::{
     lookup, ActorBuilder, ActorClass, ActorHandle, Args, Data, IntoArgs, LookupError, RemoteFn, TaskBuilder, Work,
 };
@@ -55,6 +56,9 @@ impl Inner {
     fn stop(&self) {
         let Some(thread) = crate::sync::lock_unpoisoned(&self.thread).take() else { return };
         self.rt.backend().detach();
+        if let Some(lanes) = &self.backend.lanes {
+            lanes.shutdown();
+        }
         self.cluster.shutdown();
         if thread.thread().id() != std::thread::current().id() {
             let _ = thread.join();
@@ -206,6 +210,15 @@ impl Node {
     pub fn lane_stats(&self) -> LaneStats {
         let mut stats = self.inner.backend.lane.as_ref().map(|l| l.stats()).unwrap_or_default();
         stats.received = self.work().fetcher().bulk_received();
+        stats
+    }
+
+    /// What this node's message lanes have done (see
+    /// [`NodeBuilder::fast_lane`]); all zero when it has none. `gets` counts
+    /// objects received over them.
+    pub fn fast_lane_stats(&self) -> FastLaneStats {
+        let mut stats = self.inner.backend.lanes.as_ref().map(|l| l.stats()).unwrap_or_default();
+        stats.gets = self.work().fetcher().lane_gets();
         stats
     }
 

@@ -1,0 +1,400 @@
+//! One message lane: a TCP connection to a peer beside libp2p, carrying
+//! sealed frames (`wire::lane`) both ways, set up by `lanes`.
+//!
+//! Threads. Each lane has one blocking reader thread (started by `lanes`
+//! when the connection is made) that opens each frame, decodes it and acts
+//! on it at once: a `Get` is answered inline from the store
+//! ([`LaneService::get`], which never waits) with a `Got` written by the
+//! reader itself; a `Got` completes the call waiting under its tag, on the
+//! reader thread (the caller's reply closure decodes and completes its
+//! fetch there). Writers are whoever has something to send (a caller's
+//! thread for a `Get`, the reader for a `Got`), one at a time under the
+//! writer lock; each write call is bounded by the write timeout
+//! (`SO_SNDTIMEO`).
+//!
+//! Invariants:
+//! - a write that fails or times out *poisons* the lane (a partial frame
+//!   cannot be resumed): the socket is shut down both ways, so the reader
+//!   ends, and nothing more is written on it;
+//! - every call (a `Get` sent) has exactly one owner: its reply closure
+//!   sits in the lane's tag table from before its frame is written until
+//!   the reader takes it out and runs it once, with the items of the `Got`
+//!   under its tag, or with `None` when the lane ends (any error, the peer's
+//!   close, a call unanswered past the request timeout, the node's
+//!   shutdown): the caller then falls back to libp2p. Once the lane has
+//!   ended, no closure is accepted (`call` hands it back);
+//! - at most [`MAX_CALLS`] calls are in flight per lane (beyond: `call`
+//!   hands the closure back, the caller uses libp2p);
+//! - the reader's memory is one frame buffer ([`MAX_FRAME_BYTES`] plus a
+//!   tag) whatever a peer sends; a frame must arrive whole within the
+//!   frame deadline once its first byte has; a lane with nothing in flight
+//!   and nothing read for the idle timeout is closed;
+//! - anything a peer sends that is not a well-formed, authentic, expected
+//!   frame (a bad length, a bad tag, a message that does not decode, a
+//!   `Got` for no call or with the wrong item count) ends the lane: no
+//!   error reply, no panic.
+
+use crate::sync::lock_unpoisoned;
+use crate::wire::lane::{self, LaneMsg, Opener, Sealer, HEADER_BYTES, MAX_FRAME_BYTES, TAG_BYTES};
+use libp2p::PeerId;
+use serde_bytes::{ByteArray, ByteBuf};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most calls in flight on one lane.
+pub(crate) const MAX_CALLS: usize = 64;
+
+/// What answers a peer's `Get` (the node's object server).
+pub(crate) trait LaneService: Send + Sync + 'static {
+    /// The whole encoding of each of `ids` held here, done, small and in
+    /// memory, in order, within one frame in all; `None` for the others.
+    /// Never waits.
+    fn get(&self, peer: PeerId, ids: &[ByteArray<16>]) -> Vec<Option<ByteBuf>>;
+}
+
+/// What a call's caller does with its answer: the `Got`'s items, or `None`
+/// if the lane ended first (run once, on the lane's reader thread or on
+/// the thread that ends the lane).
+pub(crate) type Reply = Box<dyn FnOnce(Option<Vec<Option<ByteBuf>>>) + Send>;
+
+/// The bounds a lane runs under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Longest a frame may take once its first byte has come; longest a
+    /// call may wait for its answer; bound of each write call.
+    pub(crate) frame: Duration,
+    /// A lane with nothing in flight that read nothing this long is closed.
+    pub(crate) idle: Duration,
+}
+
+impl Timing {
+    /// How often the reader wakes to check deadlines while nothing comes.
+    fn tick(&self) -> Duration {
+        (self.frame.min(self.idle) / 4).max(Duration::from_millis(10))
+    }
+}
+
+/// A call waiting for its `Got`.
+struct Pending {
+    reply: Reply,
+    items: usize,
+    deadline: Instant,
+}
+
+/// The tag table.
+#[derive(Default)]
+struct Calls {
+    next: u32,
+    pending: HashMap<u32, Pending>,
+    /// Set once the lane has ended: no call is accepted after.
+    closed: bool,
+}
+
+/// The sending side: the socket and this direction's key.
+struct Writer {
+    stream: TcpStream,
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
+/// Why a lane did not take a message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LaneDown {
+    /// The lane has ended (or just did, on this write).
+    #[error("the lane is closed")]
+    Closed,
+}
+
+/// One lane, shared by its reader thread and its writers.
+pub(crate) struct Conn {
+    peer: PeerId,
+    /// True on the side that dialled it.
+    dialled: bool,
+    writer: Mutex<Writer>,
+    /// A handle on the socket, to shut it down from any thread.
+    socket: TcpStream,
+    poisoned: AtomicBool,
+    calls: Mutex<Calls>,
+    timing: Timing,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).field("dialled", &self.dialled).finish()
+    }
+}
+
+impl Conn {
+    /// A lane on `stream` (hello already exchanged) under the keys of
+    /// `root`; returns it and what its reader thread needs. Write calls are
+    /// bounded by `timing.frame`.
+    pub(crate) fn new(
+        peer: PeerId,
+        stream: TcpStream,
+        root: &[u8; 32],
+        dialled: bool,
+        timing: Timing,
+    ) -> std::io::Result<(Arc<Conn>, ReadSide)> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(timing.frame))?;
+        let (sealer, opener) = lane::lane_keys(root, dialled);
+        let writer = Writer { stream: stream.try_clone()?, sealer, buf: Vec::with_capacity(256) };
+        let socket = stream.try_clone()?;
+        let conn = Arc::new(Conn {
+            peer,
+            dialled,
+            writer: Mutex::new(writer),
+            socket,
+            poisoned: AtomicBool::new(false),
+            calls: Mutex::default(),
+            timing,
+        });
+        Ok((conn, ReadSide { stream, opener }))
+    }
+
+    /// The peer at the other end.
+    pub(crate) fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// True on the side that dialled the lane.
+    pub(crate) fn dialled(&self) -> bool {
+        self.dialled
+    }
+
+    /// True once the lane is poisoned or ended.
+    pub(crate) fn is_down(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Ends the lane: nothing more is written, the reader ends (and hands
+    /// every call in flight back to its caller).
+    pub(crate) fn poison(&self) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            let _ = self.socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Seals and writes one message; a failed write poisons the lane.
+    pub(crate) fn send(&self, msg: &LaneMsg) -> Result<(), LaneDown> {
+        let plain = lane::encode_msg(msg);
+        let mut w = lock_unpoisoned(&self.writer);
+        if self.is_down() {
+            return Err(LaneDown::Closed);
+        }
+        let Writer { stream, sealer, buf } = &mut *w;
+        buf.clear();
+        // Our own messages fit a frame (a `Get` of at most MAX_LANE_IDS
+        // ids, a `Got` within the service's budget); a key used up ends
+        // the lane like a failed write.
+        let written = sealer.seal(&plain, buf).map_err(|_| ()).and_then(|()| stream.write_all(buf).map_err(|_| ()));
+        if written.is_err() {
+            drop(w);
+            self.poison();
+            return Err(LaneDown::Closed);
+        }
+        Ok(())
+    }
+
+    /// Sends a `Get` for `ids` (at most `MAX_LANE_IDS`) and gives `reply`
+    /// to the tag table, where it waits for its `Got`; hands `reply` back
+    /// if the lane has ended or has [`MAX_CALLS`] in flight.
+    pub(crate) fn call(&self, ids: Vec<ByteArray<16>>, reply: Reply) -> Result<(), Reply> {
+        let tag = {
+            let mut calls = lock_unpoisoned(&self.calls);
+            if calls.closed || calls.pending.len() >= MAX_CALLS || self.is_down() {
+                return Err(reply);
+            }
+            let tag = calls.next;
+            calls.next = calls.next.wrapping_add(1);
+            let deadline = Instant::now() + self.timing.frame;
+            calls.pending.insert(tag, Pending { reply, items: ids.len(), deadline });
+            tag
+        };
+        // On failure the lane is poisoned and its reader hands the reply
+        // back (it owns it now).
+        let _ = self.send(&LaneMsg::Get { tag, ids });
+        Ok(())
+    }
+
+    /// Closes the tag table and hands every call in flight back (`None`).
+    fn end_calls(&self) {
+        let pending: Vec<Pending> = {
+            let mut calls = lock_unpoisoned(&self.calls);
+            calls.closed = true;
+            calls.pending.drain().map(|(_, p)| p).collect()
+        };
+        for p in pending {
+            (p.reply)(None);
+        }
+    }
+
+    /// The reply waiting under `tag` for `items` items, taken out.
+    fn take_call(&self, tag: u32, items: usize) -> Result<Reply, String> {
+        let p = lock_unpoisoned(&self.calls).pending.remove(&tag).ok_or_else(|| format!("a Got for tag {tag}"))?;
+        if p.items != items {
+            (p.reply)(None);
+            return Err(format!("a Got of {items} items for a Get of {}", p.items));
+        }
+        Ok(p.reply)
+    }
+
+    /// True if some call waited past its deadline; whether any is waiting.
+    fn overdue(&self, now: Instant) -> (bool, bool) {
+        let calls = lock_unpoisoned(&self.calls);
+        (calls.pending.values().any(|p| p.deadline <= now), !calls.pending.is_empty())
+    }
+}
+
+/// What a lane's reader thread reads from.
+pub(crate) struct ReadSide {
+    stream: TcpStream,
+    opener: Opener,
+}
+
+/// Why a reader ended (for the debug log; the lane ends either way).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Ended {
+    /// The peer closed the connection (or this side shut it down).
+    #[error("closed")]
+    Closed,
+    /// Nothing in flight and nothing read for the idle timeout.
+    #[error("idle")]
+    Idle,
+    /// A call got no answer within the request timeout.
+    #[error("a call went unanswered")]
+    Unanswered,
+    /// A frame did not arrive whole in time.
+    #[error("a frame took longer than {0:?}")]
+    Late(Duration),
+    /// Reading failed.
+    #[error("read: {0}")]
+    Io(std::io::Error),
+    /// The peer sent something that is not an expected frame.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Answering failed (the lane was poisoned by the write).
+    #[error("a reply could not be written")]
+    Write,
+    /// `keep_going` said stop (the node is shutting down).
+    #[error("the node stopped")]
+    Stopped,
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Fills `buf` from `s` by `deadline`.
+fn read_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant, frame: Duration) -> Result<(), Ended> {
+    let mut at = 0;
+    while at < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Ended::Late(frame));
+        }
+        s.set_read_timeout(Some(left)).map_err(Ended::Io)?;
+        match s.read(&mut buf[at..]) {
+            Ok(0) => return Err(Ended::Closed),
+            Ok(n) => at += n,
+            Err(e) if timed_out(&e) => return Err(Ended::Late(frame)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Ended::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a lane's reader until the lane ends (see the module docs), then
+/// poisons it and hands every call in flight back. `keep_going` is asked at
+/// every wake-up (false: the node is going). Runs on the lane's own thread.
+pub(crate) fn read_loop(
+    conn: &Conn,
+    side: ReadSide,
+    service: Option<&dyn LaneService>,
+    keep_going: &dyn Fn() -> bool,
+) -> Ended {
+    let ended = read_frames(conn, side, service, keep_going);
+    conn.poison();
+    conn.end_calls();
+    ended
+}
+
+fn read_frames(
+    conn: &Conn,
+    ReadSide { mut stream, mut opener }: ReadSide,
+    service: Option<&dyn LaneService>,
+    keep_going: &dyn Fn() -> bool,
+) -> Ended {
+    let timing = conn.timing;
+    let mut buf = vec![0u8; MAX_FRAME_BYTES + TAG_BYTES];
+    let mut last_read = Instant::now();
+    loop {
+        // Wait for a frame's first byte, waking every tick for deadlines.
+        let mut header = [0u8; HEADER_BYTES];
+        if let Err(e) = stream.set_read_timeout(Some(timing.tick())) {
+            return Ended::Io(e);
+        }
+        let got = match stream.read(&mut header) {
+            Ok(0) => return Ended::Closed,
+            Ok(n) => n,
+            Err(e) if timed_out(&e) || e.kind() == ErrorKind::Interrupted => 0,
+            Err(e) => return Ended::Io(e),
+        };
+        let now = Instant::now();
+        if got == 0 {
+            if conn.is_down() {
+                return Ended::Closed;
+            }
+            if !keep_going() {
+                return Ended::Stopped;
+            }
+            let (overdue, waiting) = conn.overdue(now);
+            if overdue {
+                return Ended::Unanswered;
+            }
+            if !waiting && now.duration_since(last_read) >= timing.idle {
+                return Ended::Idle;
+            }
+            continue;
+        }
+        let deadline = now + timing.frame;
+        if let Err(e) = read_by(&mut stream, &mut header[got..], deadline, timing.frame) {
+            return e;
+        }
+        let len = match Opener::body_len(header) {
+            Ok(len) => len,
+            Err(e) => return Ended::Refused(e.to_string()),
+        };
+        let body = &mut buf[..len + TAG_BYTES];
+        if let Err(e) = read_by(&mut stream, body, deadline, timing.frame) {
+            return e;
+        }
+        last_read = Instant::now();
+        let msg = match opener.open(header, body).and_then(lane::decode_msg) {
+            Ok(m) => m,
+            Err(e) => return Ended::Refused(e.to_string()),
+        };
+        match msg {
+            LaneMsg::Get { tag, ids } => {
+                let Some(service) = service else { return Ended::Refused("a Get on a lane that serves none".into()) };
+                let items = service.get(conn.peer, &ids);
+                if conn.send(&LaneMsg::Got { tag, items }).is_err() {
+                    return Ended::Write;
+                }
+            }
+            LaneMsg::Got { tag, items } => match conn.take_call(tag, items.len()) {
+                Ok(reply) => reply(Some(items)),
+                Err(why) => return Ended::Refused(why),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod tests;
