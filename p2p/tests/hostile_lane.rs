@@ -12,6 +12,7 @@
 //! | garbage, a 4 GiB length, a wrong tag, a reflected or replayed frame, a stray `Got`, an over-long `Get` | the lane is closed; the node serves on ([`bad_frames_close_the_lane`]) |
 //! | a frame that stalls mid-way | closed at the frame deadline ([`bad_frames_close_the_lane`]) |
 //! | a replayed hello, a wrong version, a hello without the secret, no ticket | closed without a byte, counted ([`bad_hellos_are_refused_without_a_byte`]) |
+//! | a mail batch that does not decode, one sent twice, an ack that does not decode | `Ack{invalid}` (nothing applied), its first ack again, the lane closed ([`mail_on_a_lane_is_checked_and_deduplicated_like_libp2p_mail`]) |
 //!
 //! Plus: an honest `Get` from the raw client, sealed as the protocol says,
 //! is answered with the object's bytes (the wire format is what
@@ -30,6 +31,7 @@ use manta_p2p::fuzzing::lane::{
     decode_answer, encode_ask, encode_msg, lane_keys, LaneAnswer, LaneAsk, LaneMsg, Opener, Sealer, HEADER_BYTES,
     MAX_ANSWER_BYTES, MAX_LANE_IDS, TAG_BYTES,
 };
+use manta_p2p::fuzzing::mail::{decode_ack, encode_batch, Batch, Mail};
 use manta_p2p::fuzzing::seal::{Hello, HelloKey, HELLO_BYTES, LANE_VERSION, MESSAGE_LANE_VERSION};
 use manta_p2p::{FastLaneStats, Node};
 use std::io::{Read, Write};
@@ -300,4 +302,37 @@ fn bad_hellos_are_refused_without_a_byte() {
     s.write_all(&frame(&mut sealer, &LaneMsg::Get { tag: 3, ids: vec![] })).expect("get");
     assert_eq!(read_msg(&mut s, &mut opener), LaneMsg::Got { tag: 3, items: vec![] });
     assert_eq!(a.fast_lane_stats().accepted, 2);
+}
+
+#[test]
+fn mail_on_a_lane_is_checked_and_deduplicated_like_libp2p_mail() {
+    let _serial = serial();
+    let a = node(None, None);
+    let tokio = tokio();
+    let client = start(&tokio, &a);
+    let hello = HelloKey::new(None);
+    let (mut s, mut sealer, mut opener) = redeem(&tokio, &client, &a, &hello);
+    let ack_of = |s: &mut TcpStream, opener: &mut Opener| match read_msg(s, opener) {
+        LaneMsg::Ack(bytes) => decode_ack(&bytes).expect("an ack"),
+        other => panic!("unexpected {other:?}"),
+    };
+    // A batch that does not decode: answered invalid, nothing applied, the
+    // lane stays.
+    let junk = LaneMsg::Mail(serde_bytes::ByteBuf::from(b"\xa2\x61v\x01\x64body\xff".to_vec()));
+    s.write_all(&frame(&mut sealer, &junk)).expect("mail");
+    let ack = ack_of(&mut s, &mut opener);
+    assert!(ack.invalid.is_some(), "{ack:?}");
+    // A batch with a seq (a release of nothing it holds: harmless), then
+    // the same again: both answered with the same ack.
+    let batch = encode_batch(&Batch(vec![Mail::Seq(77), Mail::Release(vec![serde_bytes::ByteArray::new([9; 16])])]));
+    for _ in 0..2 {
+        s.write_all(&frame(&mut sealer, &LaneMsg::Mail(serde_bytes::ByteBuf::from(batch.clone())))).expect("mail");
+        let ack = ack_of(&mut s, &mut opener);
+        assert_eq!((ack.seq, ack.invalid.as_ref()), (77, None), "{ack:?}");
+    }
+    assert_eq!(a.fast_lane_stats().mail_received, 3);
+    // An ack that does not decode ends the lane.
+    s.write_all(&frame(&mut sealer, &LaneMsg::Ack(serde_bytes::ByteBuf::from(vec![0xff, 0x00])))).expect("ack");
+    assert!(closed_within(&mut s, WAIT), "a bad ack closes the lane");
+    assert_eq!(lane_until(&a, |st| st.ended >= 1).ended, 1);
 }

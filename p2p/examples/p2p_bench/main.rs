@@ -606,7 +606,9 @@ fn main() -> Res<()> {
         }
         if want_small {
             eprintln!("# remote get: {SMALL_ROUNDS} fresh {SMALL_BYTES}-byte objects, batches of {SMALL_BATCH}");
-            if let Some(s) = summarize("remote_get_small_us", remote_get_small(&a, &b)?) {
+            let got = remote_get_small(&a, &b)?;
+            eprintln!("#     fast lane: b {:?}", b.fast_lane_stats());
+            if let Some(s) = summarize("remote_get_small_us", got) {
                 bench.report("remote_get_small_us", median(&s), "us");
                 bench.report("remote_get_small_p99_us", quantile(&s, 0.99), "us");
                 small_us = Some(median(&s));

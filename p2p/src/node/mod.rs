@@ -222,6 +222,16 @@ impl Node {
         stats
     }
 
+    /// Fault injection for tests: ends every message lane of this node now,
+    /// as a failure would (calls and mail in flight on them fall back to
+    /// libp2p; lanes are asked for again after a pause). Not part of the API.
+    #[doc(hidden)]
+    pub fn break_fast_lanes(&self) {
+        if let Some(lanes) = &self.inner.backend.lanes {
+            lanes.break_all();
+        }
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.inner.peer_id

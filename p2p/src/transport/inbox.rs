@@ -57,7 +57,7 @@ pub(super) async fn serve(streams: Arc<dyn Streams>, handler: Weak<dyn MailHandl
 }
 
 /// What a stream's reader hands its ack writer.
-enum Out {
+pub(super) enum Out {
     /// Send this ack (and any held) now.
     Now(Ack),
     /// An ack was held: send it (if no batch took it) within [`ACK_DELAY`].
@@ -137,7 +137,7 @@ async fn serve_stream(
 }
 
 /// What a stream's reader does after a batch.
-enum Step {
+pub(super) enum Step {
     /// Hand this to the ack writer.
     Answer(Out),
     /// Nothing to answer (acks alone, or a copy being applied elsewhere).
@@ -148,7 +148,7 @@ enum Step {
 
 /// Takes the acks riding on a batch from `peer`, then applies the rest
 /// (unless it was applied before) and says how to answer.
-fn on_batch(
+pub(super) fn on_batch(
     peer: PeerId,
     batch: Vec<Mail>,
     handler: &Weak<dyn MailHandler>,

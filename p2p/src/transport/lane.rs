@@ -7,9 +7,14 @@
 //! ([`LaneService::get`], which never waits) with a `Got` written by the
 //! reader itself; a `Got` completes the call waiting under its tag, on the
 //! reader thread (the caller's reply closure decodes and completes its
-//! fetch there). Writers are whoever has something to send (a caller's
-//! thread for a `Get`, the reader for a `Got`), one at a time under the
-//! writer lock; each write call is bounded by the write timeout
+//! fetch there); a `Mail` batch is applied in order ([`LaneMail`], as the
+//! libp2p inbox does: dedupe by seq, then the work layer, which never
+//! blocks) and its ack written by the reader at once or, held for a batch
+//! of ours to carry, after `ACK_DELAY` (the reader's own timer); an `Ack`
+//! goes to this node's outbox for the peer. Writers are whoever has
+//! something to send (a caller's thread for a `Get`, the outbox's sender
+//! task for `Mail`, the reader for `Got` and `Ack`), one at a time under
+//! the writer lock; each write call is bounded by the write timeout
 //! (`SO_SNDTIMEO`).
 //!
 //! Invariants:
@@ -31,9 +36,14 @@
 //!   and nothing read for the idle timeout is closed;
 //! - anything a peer sends that is not a well-formed, authentic, expected
 //!   frame (a bad length, a bad tag, a message that does not decode, a
-//!   `Got` for no call or with the wrong item count) ends the lane: no
-//!   error reply, no panic.
+//!   `Got` for no call or with the wrong item count, a `Get` on a lane this
+//!   side dialled, an ack that does not decode) ends the lane: no error
+//!   reply, no panic. A mail batch that does not decode is answered
+//!   `Ack{invalid}` like on libp2p, and the lane goes on;
+//! - mail that arrives on a lane is applied in the order it arrives, at
+//!   most once per seq (`mail_link::Seen`, shared with the libp2p inbox).
 
+use super::mail_link::ACK_DELAY;
 use crate::sync::lock_unpoisoned;
 use crate::wire::lane::{self, LaneMsg, Opener, Sealer, HEADER_BYTES, MAX_FRAME_BYTES, TAG_BYTES};
 use libp2p::PeerId;
@@ -41,7 +51,7 @@ use serde_bytes::{ByteArray, ByteBuf};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +64,30 @@ pub(crate) trait LaneService: Send + Sync + 'static {
     /// memory, in order, within one frame in all; `None` for the others.
     /// Never waits.
     fn get(&self, peer: PeerId, ids: &[ByteArray<16>]) -> Vec<Option<ByteBuf>>;
+}
+
+/// What a lane's reader does with mail (the node's mail link,
+/// `lane_mail`).
+pub(crate) trait LaneMail: Send + Sync + 'static {
+    /// Applies a batch from `peer` (its encoded envelope).
+    fn on_batch(&self, peer: PeerId, bytes: &[u8]) -> MailStep;
+    /// The acks held for `peer` (encoded), taken.
+    fn held_acks(&self, peer: PeerId) -> Vec<Vec<u8>>;
+    /// An ack from `peer` (encoded) for our outbox; `Err` if it does not
+    /// decode.
+    fn on_ack(&self, peer: PeerId, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// What to do after a batch.
+pub(crate) enum MailStep {
+    /// Write these acks (encoded) now.
+    Now(Vec<Vec<u8>>),
+    /// An ack is held: write what is still held after `ACK_DELAY`.
+    Held,
+    /// Nothing to answer.
+    Skip,
+    /// The node is going: end the lane.
+    Stop,
 }
 
 /// What a call's caller does with its answer: the `Got`'s items, or `None`
@@ -76,6 +110,15 @@ impl Timing {
     fn tick(&self) -> Duration {
         (self.frame.min(self.idle) / 4).max(Duration::from_millis(10))
     }
+}
+
+/// What a node's lanes carried (shared by its lanes).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Mail batches written on lanes.
+    pub(crate) mail_sent: AtomicU64,
+    /// Mail batches read from lanes.
+    pub(crate) mail_received: AtomicU64,
 }
 
 /// A call waiting for its `Got`.
@@ -118,8 +161,11 @@ pub(crate) struct Conn {
     /// A handle on the socket, to shut it down from any thread.
     socket: TcpStream,
     poisoned: AtomicBool,
+    /// Woken when the lane is poisoned (see [`Conn::ended`]).
+    down: tokio::sync::Notify,
     calls: Mutex<Calls>,
     timing: Timing,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -138,6 +184,7 @@ impl Conn {
         root: &[u8; 32],
         dialled: bool,
         timing: Timing,
+        counters: Arc<Counters>,
     ) -> std::io::Result<(Arc<Conn>, ReadSide)> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(timing.frame))?;
@@ -150,8 +197,10 @@ impl Conn {
             writer: Mutex::new(writer),
             socket,
             poisoned: AtomicBool::new(false),
+            down: tokio::sync::Notify::new(),
             calls: Mutex::default(),
             timing,
+            counters,
         });
         Ok((conn, ReadSide { stream, opener }))
     }
@@ -176,7 +225,31 @@ impl Conn {
     pub(crate) fn poison(&self) {
         if !self.poisoned.swap(true, Ordering::AcqRel) {
             let _ = self.socket.shutdown(Shutdown::Both);
+            self.down.notify_waiters();
         }
+    }
+
+    /// Resolves once the lane is poisoned or ended.
+    pub(crate) async fn ended(&self) {
+        let notified = self.down.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_down() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Writes a mail batch (its encoded envelope) on the lane.
+    pub(crate) fn send_mail(&self, bytes: &[u8]) -> Result<(), LaneDown> {
+        self.send(&LaneMsg::Mail(ByteBuf::from(bytes.to_vec())))?;
+        self.counters.mail_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes encoded acks on the lane, one frame each.
+    fn send_acks(&self, acks: Vec<Vec<u8>>) -> Result<(), LaneDown> {
+        acks.into_iter().try_for_each(|a| self.send(&LaneMsg::Ack(ByteBuf::from(a))))
     }
 
     /// Seals and writes one message; a failed write poisons the lane.
@@ -250,6 +323,16 @@ impl Conn {
     }
 }
 
+/// What a lane's reader serves: peers' gets (on lanes peers dialled) and
+/// mail (on every lane).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Serve<'a> {
+    /// Answers `Get`s; without it a `Get` ends the lane.
+    pub(crate) get: Option<&'a dyn LaneService>,
+    /// Applies `Mail` and takes `Ack`s; without it either ends the lane.
+    pub(crate) mail: Option<&'a dyn LaneMail>,
+}
+
 /// What a lane's reader thread reads from.
 pub(crate) struct ReadSide {
     stream: TcpStream,
@@ -312,13 +395,8 @@ fn read_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant, frame: Duration
 /// Runs a lane's reader until the lane ends (see the module docs), then
 /// poisons it and hands every call in flight back. `keep_going` is asked at
 /// every wake-up (false: the node is going). Runs on the lane's own thread.
-pub(crate) fn read_loop(
-    conn: &Conn,
-    side: ReadSide,
-    service: Option<&dyn LaneService>,
-    keep_going: &dyn Fn() -> bool,
-) -> Ended {
-    let ended = read_frames(conn, side, service, keep_going);
+pub(crate) fn read_loop(conn: &Conn, side: ReadSide, serve: Serve<'_>, keep_going: &dyn Fn() -> bool) -> Ended {
+    let ended = read_frames(conn, side, serve, keep_going);
     conn.poison();
     conn.end_calls();
     ended
@@ -327,16 +405,29 @@ pub(crate) fn read_loop(
 fn read_frames(
     conn: &Conn,
     ReadSide { mut stream, mut opener }: ReadSide,
-    service: Option<&dyn LaneService>,
+    serve: Serve<'_>,
     keep_going: &dyn Fn() -> bool,
 ) -> Ended {
     let timing = conn.timing;
     let mut buf = vec![0u8; MAX_FRAME_BYTES + TAG_BYTES];
     let mut last_read = Instant::now();
+    // When the acks held for the peer are due (if any are).
+    let mut acks_due: Option<Instant> = None;
     loop {
-        // Wait for a frame's first byte, waking every tick for deadlines.
+        // Wait for a frame's first byte, waking every tick for deadlines
+        // (and when held acks are due).
         let mut header = [0u8; HEADER_BYTES];
-        if let Err(e) = stream.set_read_timeout(Some(timing.tick())) {
+        let now = Instant::now();
+        if let (Some(due), Some(mail)) = (acks_due, serve.mail) {
+            if due <= now {
+                acks_due = None;
+                if conn.send_acks(mail.held_acks(conn.peer)).is_err() {
+                    return Ended::Write;
+                }
+            }
+        }
+        let wait = acks_due.map_or(timing.tick(), |due| due.saturating_duration_since(now).min(timing.tick()));
+        if let Err(e) = stream.set_read_timeout(Some(wait.max(Duration::from_micros(50)))) {
             return Ended::Io(e);
         }
         let got = match stream.read(&mut header) {
@@ -357,7 +448,7 @@ fn read_frames(
             if overdue {
                 return Ended::Unanswered;
             }
-            if !waiting && now.duration_since(last_read) >= timing.idle {
+            if !waiting && acks_due.is_none() && now.duration_since(last_read) >= timing.idle {
                 return Ended::Idle;
             }
             continue;
@@ -381,7 +472,7 @@ fn read_frames(
         };
         match msg {
             LaneMsg::Get { tag, ids } => {
-                let Some(service) = service else { return Ended::Refused("a Get on a lane that serves none".into()) };
+                let Some(service) = serve.get else { return Ended::Refused("a Get on a lane that serves none".into()) };
                 let items = service.get(conn.peer, &ids);
                 if conn.send(&LaneMsg::Got { tag, items }).is_err() {
                     return Ended::Write;
@@ -391,6 +482,29 @@ fn read_frames(
                 Ok(reply) => reply(Some(items)),
                 Err(why) => return Ended::Refused(why),
             },
+            LaneMsg::Mail(batch) => {
+                let Some(mail) = serve.mail else { return Ended::Refused("mail on a lane that takes none".into()) };
+                conn.counters.mail_received.fetch_add(1, Ordering::Relaxed);
+                match mail.on_batch(conn.peer, &batch) {
+                    MailStep::Now(acks) => {
+                        acks_due = None;
+                        if conn.send_acks(acks).is_err() {
+                            return Ended::Write;
+                        }
+                    }
+                    MailStep::Held => {
+                        acks_due.get_or_insert_with(|| Instant::now() + ACK_DELAY);
+                    }
+                    MailStep::Skip => {}
+                    MailStep::Stop => return Ended::Stopped,
+                }
+            }
+            LaneMsg::Ack(ack) => {
+                let Some(mail) = serve.mail else { return Ended::Refused("an ack on a lane that takes none".into()) };
+                if let Err(why) = mail.on_ack(conn.peer, &ack) {
+                    return Ended::Refused(why);
+                }
+            }
         }
     }
 }

@@ -30,9 +30,9 @@ fn pair() -> (TcpStream, TcpStream) {
 /// other end's raw socket.
 fn dialled_lane() -> (Arc<Conn>, std::thread::JoinHandle<Ended>, TcpStream) {
     let (a, b) = pair();
-    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, TIMING).expect("lane");
+    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, TIMING, Arc::default()).expect("lane");
     let c = conn.clone();
-    let reader = std::thread::spawn(move || read_loop(&c, side, None, &|| true));
+    let reader = std::thread::spawn(move || read_loop(&c, side, Serve::default(), &|| true));
     (conn, reader, b)
 }
 
@@ -47,12 +47,12 @@ fn reply_to(tx: &mpsc::Sender<Option<Vec<Option<ByteBuf>>>>) -> Reply {
 #[test]
 fn calls_are_answered_by_the_other_sides_service() {
     let (a, b) = pair();
-    let (client, cside) = Conn::new(PeerId::random(), a, &ROOT, true, TIMING).expect("lane");
-    let (server, sside) = Conn::new(PeerId::random(), b, &ROOT, false, TIMING).expect("lane");
+    let (client, cside) = Conn::new(PeerId::random(), a, &ROOT, true, TIMING, Arc::default()).expect("lane");
+    let (server, sside) = Conn::new(PeerId::random(), b, &ROOT, false, TIMING, Arc::default()).expect("lane");
     let c = client.clone();
-    let creader = std::thread::spawn(move || read_loop(&c, cside, None, &|| true));
+    let creader = std::thread::spawn(move || read_loop(&c, cside, Serve::default(), &|| true));
     let s = server.clone();
-    let sreader = std::thread::spawn(move || read_loop(&s, sside, Some(&Echo), &|| true));
+    let sreader = std::thread::spawn(move || read_loop(&s, sside, Serve { get: Some(&Echo), mail: None }, &|| true));
     let (tx, rx) = mpsc::channel();
     for k in 0..10u8 {
         let ids = vec![ByteArray::new([k; 16]), ByteArray::new([0; 16])];
@@ -142,9 +142,9 @@ fn a_peers_bad_frames_end_the_lane() {
 fn a_frame_that_stalls_ends_the_lane_at_the_frame_deadline() {
     let (a, mut b) = pair();
     let timing = Timing { frame: Duration::from_millis(200), idle: Duration::from_secs(60) };
-    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, timing).expect("lane");
+    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, timing, Arc::default()).expect("lane");
     let c = conn.clone();
-    let reader = std::thread::spawn(move || read_loop(&c, side, None, &|| true));
+    let reader = std::thread::spawn(move || read_loop(&c, side, Serve::default(), &|| true));
     b.write_all(&[0, 0, 1]).expect("part of a header");
     assert!(matches!(reader.join().expect("reader"), Ended::Late(_)));
     drop(b);
@@ -154,9 +154,9 @@ fn a_frame_that_stalls_ends_the_lane_at_the_frame_deadline() {
 fn an_unanswered_call_ends_the_lane_and_comes_back() {
     let (a, _b) = pair();
     let timing = Timing { frame: Duration::from_millis(100), idle: Duration::from_secs(60) };
-    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, timing).expect("lane");
+    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, timing, Arc::default()).expect("lane");
     let c = conn.clone();
-    let reader = std::thread::spawn(move || read_loop(&c, side, None, &|| true));
+    let reader = std::thread::spawn(move || read_loop(&c, side, Serve::default(), &|| true));
     let (tx, rx) = mpsc::channel();
     assert!(conn.call(vec![ByteArray::new([1; 16])], reply_to(&tx)).is_ok());
     assert!(matches!(reader.join().expect("reader"), Ended::Unanswered));
@@ -166,18 +166,12 @@ fn an_unanswered_call_ends_the_lane_and_comes_back() {
 #[test]
 fn a_stopped_node_ends_its_lanes() {
     let (a, _b) = pair();
-    let (conn, side) = Conn::new(
-        PeerId::random(),
-        a,
-        &ROOT,
-        true,
-        Timing { frame: Duration::from_millis(40), idle: Duration::from_secs(60) },
-    )
-    .expect("lane");
+    let timing = Timing { frame: Duration::from_millis(40), idle: Duration::from_secs(60) };
+    let (conn, side) = Conn::new(PeerId::random(), a, &ROOT, true, timing, Arc::default()).expect("lane");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let c = conn.clone();
-    let reader = std::thread::spawn(move || read_loop(&c, side, None, &|| !s.load(Ordering::SeqCst)));
+    let reader = std::thread::spawn(move || read_loop(&c, side, Serve::default(), &|| !s.load(Ordering::SeqCst)));
     stop.store(true, Ordering::SeqCst);
     assert!(matches!(reader.join().expect("reader"), Ended::Stopped));
     assert!(conn.is_down());

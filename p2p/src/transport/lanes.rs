@@ -1,5 +1,6 @@
 //! A node's message lanes (`lane`): asking peers for them over libp2p,
-//! handing out and redeeming their tickets, and their bounds.
+//! handing out and redeeming their tickets, and their bounds. Lanes carry
+//! small gets (`fetch_lane`) and mail (`outbox`, `lane_mail`).
 //!
 //! Setup. A node that wants a lane to a peer (`Lanes::get` found none)
 //! asks for it in the background, on the libp2p stream protocol
@@ -33,7 +34,7 @@
 //! stops) every lane is poisoned and no new one is made.
 
 use super::bulk::{self, LaneError, PeerIps, SideLane, SideStart};
-use super::lane::{self, Conn, LaneService, Timing};
+use super::lane::{self, Conn, LaneMail, LaneService, Serve, Timing};
 use super::Streams;
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{read_frame, write_frame, Frame};
@@ -160,6 +161,10 @@ pub struct FastLaneStats {
     pub up: u64,
     /// Objects received over this node's lanes.
     pub gets: u64,
+    /// Mail batches this node wrote on lanes.
+    pub mail_sent: u64,
+    /// Mail batches this node read from lanes.
+    pub mail_received: u64,
 }
 
 /// A node's message lanes.
@@ -174,7 +179,9 @@ pub(crate) struct Lanes {
     ttl: Duration,
     state: Mutex<State>,
     service: OnceLock<Arc<dyn LaneService>>,
+    mail: OnceLock<Arc<dyn LaneMail>>,
     stopped: AtomicBool,
+    counters: Arc<lane::Counters>,
     dialled: AtomicU64,
     accepted: AtomicU64,
     ended: AtomicU64,
@@ -199,7 +206,9 @@ impl Lanes {
             ttl: setup.ttl,
             state: Mutex::default(),
             service: OnceLock::new(),
+            mail: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            counters: Arc::default(),
             dialled: 0.into(),
             accepted: 0.into(),
             ended: 0.into(),
@@ -218,6 +227,12 @@ impl Lanes {
         let _ = self.service.set(service);
     }
 
+    /// Sets what applies peers' mail and takes their acks (once; before
+    /// it, mail ends the lane).
+    pub(crate) fn set_mail(&self, mail: Arc<dyn LaneMail>) {
+        let _ = self.mail.set(mail);
+    }
+
     /// What the lanes have done so far.
     pub(crate) fn stats(&self) -> FastLaneStats {
         let st = lock_unpoisoned(&self.state);
@@ -233,6 +248,8 @@ impl Lanes {
             refused: self.refused.load(Ordering::Relaxed),
             up,
             gets: 0,
+            mail_sent: self.counters.mail_sent.load(Ordering::Relaxed),
+            mail_received: self.counters.mail_received.load(Ordering::Relaxed),
         }
     }
 
@@ -255,6 +272,15 @@ impl Lanes {
             self.handle.spawn(async move { me.dial(peer).await });
         }
         None
+    }
+
+    /// Poisons every lane up now (new ones are asked for again later):
+    /// what a lane failure looks like to everything using it.
+    pub(crate) fn break_all(&self) {
+        let conns = lock_unpoisoned(&self.state).live.clone();
+        for c in conns {
+            c.poison();
+        }
     }
 
     /// Poisons every lane and refuses new ones (the node stops).
@@ -308,7 +334,8 @@ impl Lanes {
             tracing::debug!(%peer, error = %e, "lane: cannot connect");
             RETRY_AFTER
         })?;
-        let (conn, side) = Conn::new(peer, stream, &key, true, self.timing).map_err(|_| RETRY_AFTER)?;
+        let (conn, side) =
+            Conn::new(peer, stream, &key, true, self.timing, self.counters.clone()).map_err(|_| RETRY_AFTER)?;
         {
             let mut st = lock_unpoisoned(&self.state);
             if self.stopped.load(Ordering::Acquire) {
@@ -331,10 +358,14 @@ impl Lanes {
             st.live.push(conn.clone());
         }
         let me = self.me.clone();
-        let (c, service) = (conn.clone(), self.service.get().cloned());
+        // A lane answers gets on the side that accepted it; mail and acks
+        // go both ways.
+        let service = self.service.get().cloned().filter(|_| !conn.dialled());
+        let (c, mail) = (conn.clone(), self.mail.get().cloned());
         let spawned = std::thread::Builder::new().name("manta-lane".into()).spawn(move || {
             let keep_going = || me.upgrade().is_some_and(|l| !l.stopped.load(Ordering::Acquire));
-            let ended = lane::read_loop(&c, side, service.as_deref(), &keep_going);
+            let serve = Serve { get: service.as_deref(), mail: mail.as_deref() };
+            let ended = lane::read_loop(&c, side, serve, &keep_going);
             tracing::debug!(peer = %c.peer(), dialled = c.dialled(), %ended, "lane ended");
             if let Some(lanes) = me.upgrade() {
                 lanes.forget(&c);
@@ -416,7 +447,7 @@ impl SideLane for Lanes {
         let mut slot = InboundSlot { lanes: self.me.clone(), peer: t.peer, armed: true };
         Ok(Box::new(move |stream| {
             let Some(lanes) = slot.lanes.upgrade() else { return };
-            match Conn::new(t.peer, stream, &t.key, false, lanes.timing) {
+            match Conn::new(t.peer, stream, &t.key, false, lanes.timing, lanes.counters.clone()) {
                 Ok((conn, side)) => {
                     slot.disarm();
                     lanes.accepted.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,7 @@ pub(crate) mod fetch;
 pub(crate) mod guard;
 mod inbox;
 pub(crate) mod lane;
+mod lane_mail;
 pub(crate) mod lanes;
 mod mail_link;
 pub(crate) mod outbox;

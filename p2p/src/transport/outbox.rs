@@ -24,6 +24,17 @@
 //! The receiving side (reading, applying, answering, and recognising a
 //! batch sent again) is `inbox`.
 //!
+//! The message lane (`lanes`, `lane_mail`): when the node has a lane up to
+//! the peer, batches go there instead of on a libp2p stream, with the same
+//! seqs, window, fences and acks (the acks come back through the lane's
+//! reader). An outbox moves from a stream to the lane only with nothing in
+//! flight (order), and batches on the lane are cut at
+//! [`LANE_BATCH_BYTES`]; a message too big for that waits until nothing is
+//! in flight and then goes on a stream. When the lane fails (it ends, a
+//! write fails, or an ack is late) it is poisoned and every batch in
+//! flight is written again, in order, on a libp2p stream, exactly as when
+//! a stream fails; the lane is asked for again later.
+//!
 //! Mail to different peers is not ordered; [`Outboxes::mark`] takes a
 //! [`Marks`] of everything queued so far, which has *passed* once all of
 //! it is acked or given up (the work layer sends a `Release` or a `Done`
@@ -41,11 +52,15 @@
 //! still ignore duplicate submissions by result id.) An outbox is dropped
 //! when its peer is forgotten, and its sender task then ends.
 
+use super::lane;
+use super::lane_mail::{LaneInbox, LANE_BATCH_BYTES};
+use super::lanes::Lanes;
 use super::mail_link::{is_fence, protocol, AckEvent, LinkState, MailError, SEND_ATTEMPTS, WINDOW};
 use super::{MailHandler, Streams};
 use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{read_frame, write_frame, Frame};
+use crate::wire::lane::MAX_FRAME_BYTES;
 use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL};
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -85,6 +100,8 @@ pub(crate) struct Outboxes {
     handler: Weak<dyn MailHandler>,
     map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
     link: Arc<LinkState>,
+    /// The node's message lanes, if on.
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl Outboxes {
@@ -97,14 +114,19 @@ impl Outboxes {
         handle: tokio::runtime::Handle,
         timeout: Duration,
         handler: Weak<dyn MailHandler>,
+        lanes: Option<Arc<Lanes>>,
     ) -> Self {
-        Outboxes { streams, handle, timeout, handler, map: Mutex::default(), link: Arc::default() }
+        Outboxes { streams, handle, timeout, handler, map: Mutex::default(), link: Arc::default(), lanes }
     }
 
-    /// Starts the receiving side of the node's mail links (see `inbox`).
+    /// Starts the receiving side of the node's mail links (see `inbox`),
+    /// on libp2p streams and on message lanes.
     pub(crate) fn accept(&self) {
         let serve = super::inbox::serve(self.streams.clone(), self.handler.clone(), self.link.clone());
         self.handle.spawn(serve);
+        if let Some(lanes) = &self.lanes {
+            lanes.set_mail(Arc::new(LaneInbox { handler: self.handler.clone(), link: self.link.clone() }));
+        }
     }
 
     /// Queues `m` for `peer` (starting its sender task on first use).
@@ -146,6 +168,7 @@ impl Outboxes {
             handler: self.handler.clone(),
             timeout: self.timeout,
             state: Arc::downgrade(&self.link),
+            lanes: self.lanes.clone(),
         };
         self.handle.spawn(sender(link, ob.clone(), rx));
         ob
@@ -239,6 +262,15 @@ struct Link {
     handler: Weak<dyn MailHandler>,
     timeout: Duration,
     state: Weak<LinkState>,
+    lanes: Option<Arc<Lanes>>,
+}
+
+impl Link {
+    /// The lane this node dialled to the peer, if it is up (asked for in
+    /// the background if not).
+    fn lane(&self) -> Option<Arc<lane::Conn>> {
+        self.lanes.as_ref()?.get(self.peer)
+    }
 }
 
 async fn open(streams: &dyn Streams, peer: PeerId, timeout: Duration) -> Result<Stream, MailError> {
@@ -256,10 +288,11 @@ async fn open(streams: &dyn Streams, peer: PeerId, timeout: Duration) -> Result<
     Err(last)
 }
 
-/// Takes the next batch off the queue (waiting for one); `None` once closed.
-/// Cancel-safe: a hold is cleared only once it has passed, and nothing is
-/// taken off the queue before the last await.
-async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
+/// Takes the next batch off the queue (waiting for one), of about
+/// `soft_bytes` at most; `None` once closed. Cancel-safe: a hold is
+/// cleared only once it has passed, and nothing is taken off the queue
+/// before the last await.
+async fn next_batch(ob: &Outbox, soft_bytes: usize) -> Option<Vec<Mail>> {
     let hold = *lock_unpoisoned(&ob.hold);
     if let Some(until) = hold {
         tokio::time::sleep_until(until).await;
@@ -276,7 +309,7 @@ async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
                 let mut bytes = 0;
                 while let Some(m) = q.front() {
                     let size = mail_size(m);
-                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > BATCH_SOFT_BYTES) {
+                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > soft_bytes) {
                         break;
                     }
                     bytes += size;
@@ -290,6 +323,11 @@ async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
         }
         ob.notify.notified().await;
     }
+}
+
+/// The size of the message at the front of the queue (0 if none).
+fn front_bytes(ob: &Outbox) -> usize {
+    lock_unpoisoned(&ob.q).front().map_or(0, mail_size)
 }
 
 /// A message's bytes, roughly (for batch sizing).
@@ -326,23 +364,44 @@ struct InFlight {
     sent: Instant,
 }
 
-/// An open mail stream: its write half, and the task that reads acks from
-/// its other direction.
-struct Conn {
-    w: WriteHalf<Stream>,
-    reader: tokio::task::JoinHandle<()>,
+/// Where a sender writes its batches: a libp2p mail stream (its write
+/// half, and the task that reads acks from its other direction), or the
+/// message lane this node dialled to the peer (acks come through the
+/// lane's reader; a task reports the lane's end as a broken connection).
+enum Conn {
+    Stream { w: WriteHalf<Stream>, reader: tokio::task::JoinHandle<()> },
+    Lane { lane: Arc<lane::Conn>, watcher: tokio::task::JoinHandle<()> },
+}
+
+impl Conn {
+    fn is_lane(&self) -> bool {
+        matches!(self, Conn::Lane { .. })
+    }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.reader.abort();
+        match self {
+            Conn::Stream { reader, .. } => reader.abort(),
+            Conn::Lane { watcher, .. } => watcher.abort(),
+        }
     }
 }
 
-async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>) -> Result<Conn, MailError> {
+/// A connection for connection number `gen`: the lane if `lane` and one
+/// is up, else a new stream.
+async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>, lane: bool) -> Result<Conn, MailError> {
+    if let Some(lane) = lane.then(|| link.lane()).flatten() {
+        let (l, tx) = (lane.clone(), acks.clone());
+        let watcher = tokio::spawn(async move {
+            l.ended().await;
+            let _ = tx.send(AckEvent::Broken(gen, MailError::Closed));
+        });
+        return Ok(Conn::Lane { lane, watcher });
+    }
     let (r, w) = open(link.streams.as_ref(), link.peer, link.timeout).await?.split();
     let reader = tokio::spawn(read_acks(r, acks.clone(), gen));
-    Ok(Conn { w, reader })
+    Ok(Conn::Stream { w, reader })
 }
 
 async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>, gen: u64) {
@@ -364,10 +423,17 @@ async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>,
     }
 }
 
+/// Writes one batch. On a lane the write blocks this thread for at most
+/// the lane's write timeout (batches there are small: see
+/// [`LANE_BATCH_BYTES`]); a failed one poisons the lane.
 async fn write_batch(c: &mut Conn, bytes: &[u8], timeout: Duration) -> Result<(), MailError> {
+    let w = match c {
+        Conn::Lane { lane, .. } => return lane.send_mail(bytes).map_err(|_| MailError::Closed),
+        Conn::Stream { w, .. } => w,
+    };
     let io = async {
-        write_frame(&mut c.w, bytes, MAX_BATCH_BYTES).await?;
-        c.w.flush().await
+        write_frame(w, bytes, MAX_BATCH_BYTES).await?;
+        w.flush().await
     };
     match tokio::time::timeout(timeout, io).await {
         Ok(r) => r.map_err(|e| MailError::Stream(Arc::new(e))),
@@ -404,6 +470,11 @@ impl Sending {
     /// written again in order; after [`SEND_ATTEMPTS`] failures in a row (no
     /// ack in between), or when no stream opens, all of it is undeliverable.
     async fn recover(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mut why: MailError) {
+        if let Some(Conn::Lane { lane, .. }) = &self.conn {
+            // Late or failed on the lane: not used again (a new one is
+            // asked for later); its batches go again on a stream.
+            lane.poison();
+        }
         loop {
             self.conn = None;
             self.failures += 1;
@@ -416,7 +487,7 @@ impl Sending {
             }
             tokio::time::sleep(Duration::from_millis(5 << self.failures)).await;
             self.gen += 1;
-            let mut c = match connect(link, self.gen, acks).await {
+            let mut c = match connect(link, self.gen, acks, false).await {
                 Ok(c) => c,
                 Err(e) => {
                     // Not even a stream: the peer is unreachable.
@@ -462,9 +533,27 @@ impl Sending {
         let mut wire = batch.0;
         let mail = wire.split_off(head);
         let fence = is_fence(&mail);
+        let fits = bytes.len() <= MAX_FRAME_BYTES - 1024;
+        match self.conn.as_ref().map(Conn::is_lane) {
+            // Onto the lane once it is up, with nothing in flight on the
+            // stream (so nothing there can be applied after this).
+            Some(false) if fits && self.flight.is_empty() && link.lane().is_some() => self.conn = None,
+            // Off it for a batch too big for a frame (a single message
+            // waits until nothing is in flight: `sender`).
+            Some(true) if !fits => {
+                self.conn = None;
+                if !self.flight.is_empty() {
+                    // (Riding acks made it too big with batches in flight
+                    // on the lane: those go again first, in order, on a
+                    // stream, as after a failure.)
+                    self.recover(link, ob, acks, MailError::Closed).await;
+                }
+            }
+            _ => {}
+        }
         if self.conn.is_none() {
             self.gen += 1;
-            match connect(link, self.gen, acks).await {
+            match connect(link, self.gen, acks, fits && self.flight.is_empty()).await {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => return give_up(link, ob, mail, e),
             }
@@ -516,17 +605,22 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
             for f in st.flight.drain(..) {
                 give_up(&link, &ob, f.mail, MailError::PeerGone);
             }
-            while let Some(batch) = next_batch(&ob).await {
+            while let Some(batch) = next_batch(&ob, BATCH_SOFT_BYTES).await {
                 give_up(&link, &ob, batch, MailError::PeerGone);
             }
             return;
         }
-        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence);
+        let on_lane = st.conn.as_ref().is_some_and(Conn::is_lane);
+        // On the lane, a message too big for it waits until nothing is in
+        // flight (then it goes on a stream, without overtaking anything).
+        let too_big = on_lane && !st.flight.is_empty() && front_bytes(&ob) > LANE_BATCH_BYTES;
+        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big;
+        let soft_bytes = if on_lane { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
         let deadline = st.flight.front().map(|f| f.sent + link.timeout);
         let event = tokio::select! {
             biased;
             a = acks.recv() => Event::Ack(a),
-            b = next_batch(&ob), if can_send => Event::Batch(b),
+            b = next_batch(&ob, soft_bytes), if can_send => Event::Batch(b),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
         };
         match event {

@@ -1,7 +1,11 @@
 //! The wire format of the message lane (`transport::lane`): a direct TCP
 //! connection beside libp2p for small, latency-bound messages (small
-//! object gets today), set up with a ticket asked for on the libp2p
-//! stream protocol [`LANE_PROTOCOL`].
+//! object gets, mail batches and their acks), set up with a ticket asked
+//! for on the libp2p stream protocol [`LANE_PROTOCOL`].
+//!
+//! Messages: small object gets (`Get` / `Got`, as `Request::FetchSmall`
+//! with a tag) and node-to-node mail (`Mail` / `Ack`, a batch or an ack
+//! exactly as on `/manta/mail/2`, inside a byte string).
 //!
 //! Negotiation (on the Noise-secured libp2p connection): the asker writes
 //! one frame holding [`LaneAsk`], the other side answers one frame holding
@@ -121,6 +125,13 @@ pub enum LaneMsg {
         #[serde(deserialize_with = "de_items")]
         items: Vec<Option<serde_bytes::ByteBuf>>,
     },
+    /// A mail batch, exactly as on `/manta/mail/2`: the batch's own
+    /// versioned envelope as a byte string (read with `decode_batch`, its
+    /// caps and checks), answered by [`LaneMsg::Ack`]s on the same lane.
+    Mail(serde_bytes::ByteBuf),
+    /// An ack of a batch, exactly as on `/manta/mail/2` (its envelope as a
+    /// byte string, read with `decode_ack`).
+    Ack(serde_bytes::ByteBuf),
 }
 
 fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<serde_bytes::ByteArray<16>>, D::Error> {
@@ -137,6 +148,7 @@ impl LaneMsg {
         let n = match self {
             LaneMsg::Get { ids, .. } => ids.len(),
             LaneMsg::Got { items, .. } => items.len(),
+            LaneMsg::Mail(_) | LaneMsg::Ack(_) => 0,
         };
         if n > MAX_LANE_IDS {
             return Err(WireError::Malformed(format!("{n} ids or items exceed {MAX_LANE_IDS}")));

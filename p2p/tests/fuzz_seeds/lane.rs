@@ -12,6 +12,7 @@ use manta_p2p::fuzzing::lane::{
     decode_answer, decode_ask, decode_msg, encode_answer, encode_ask, encode_msg, lane_keys, open_frames, seal_frames,
     LaneAnswer, LaneAsk, LaneMsg, HEADER_BYTES, MAX_FRAME_BYTES, MAX_LANE_IDS, TAG_BYTES,
 };
+use manta_p2p::fuzzing::mail::{encode_ack, encode_batch, Ack, Batch, Mail};
 
 /// `fuzz/fuzz_targets/p2p_lane.rs`'s ticket key: the frame seeds are sealed
 /// under it.
@@ -43,6 +44,11 @@ fn ids(n: usize) -> Vec<serde_bytes::ByteArray<16>> {
 pub fn seeds() -> (Named, Named) {
     let get = LaneMsg::Get { tag: 7, ids: ids(2) };
     let got = LaneMsg::Got { tag: 7, items: vec![Some(serde_bytes::ByteBuf::from(vec![0x43, 1, 2, 3])), None] };
+    let mail = LaneMsg::Mail(serde_bytes::ByteBuf::from(encode_batch(&Batch(vec![
+        Mail::Seq(42),
+        Mail::Release(vec![serde_bytes::ByteArray::new([3; 16])]),
+    ]))));
+    let ack = LaneMsg::Ack(serde_bytes::ByteBuf::from(encode_ack(&Ack { seq: 42, ..Ack::default() })));
     let frames = seal_frames(&[get.clone(), got.clone()], &LANE_KEY);
     let first = HEADER_BYTES + encode_msg(&get).len() + TAG_BYTES;
     let flip = |at: usize| {
@@ -66,6 +72,9 @@ pub fn seeds() -> (Named, Named) {
             ("msg-got", encode_msg(&got)),
             ("msg-get-max-ids", encode_msg(&LaneMsg::Get { tag: u32::MAX, ids: ids(MAX_LANE_IDS) })),
             ("frames-get-got", frames.clone()),
+            ("msg-mail", encode_msg(&mail)),
+            ("msg-ack", encode_msg(&ack)),
+            ("frames-mail-ack", seal_frames(&[mail.clone(), ack.clone()], &LANE_KEY)),
             ("frames-none", vec![]),
             ("ask-open", encode_ask(&LaneAsk::Open)),
             ("answer-ticket", encode_answer(&ticket)),
