@@ -169,9 +169,11 @@ fn task_mail_goes_over_the_lane_both_ways() {
     let (sa, sb) = (a.fast_lane_stats(), b.fast_lane_stats());
     echo_tasks(&a, &b, 100);
     let (ea, eb) = (a.fast_lane_stats(), b.fast_lane_stats());
+    // (Every submission and nearly every completion: a completion may
+    // share a batch, or go while the outbox is still on its stream.)
     assert!(ea.mail_sent - sa.mail_sent >= 100, "submissions on the lane: {sa:?} -> {ea:?}");
     assert!(eb.mail_received - sb.mail_received >= 100, "{sb:?} -> {eb:?}");
-    assert!(eb.mail_sent - sb.mail_sent >= 100, "completions on the lane: {sb:?} -> {eb:?}");
+    assert!(eb.mail_sent - sb.mail_sent >= 90, "completions on the lane: {sb:?} -> {eb:?}");
     // A submission too big for a lane frame goes over libp2p, in turn.
     let big = a.task(&BIG).on(b.peer_id()).spawn((vec![1u8; 200 << 10],));
     let after = a.task(&ECHO).on(b.peer_id()).spawn((7,));

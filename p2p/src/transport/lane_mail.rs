@@ -59,7 +59,8 @@ impl LaneMail for LaneInbox {
             }
         };
         let held = self.link.held(peer);
-        match inbox::on_batch(peer, batch, &self.handler, &self.link, &held) {
+        let step = inbox::on_batch(peer, batch, &self.handler, &self.link, &held);
+        match step {
             Step::Answer(Out::Now(ack)) => MailStep::Now(self.acks_with(peer, Some(ack))),
             Step::Answer(Out::Held) => MailStep::Held,
             Step::Skip => MailStep::Skip,

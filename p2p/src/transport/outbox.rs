@@ -90,6 +90,12 @@ struct Outbox {
     hold: Mutex<Option<Instant>>,
     /// Acks of this outbox's batches, to its sender task.
     acks: mpsc::UnboundedSender<AckEvent>,
+    /// The next batch's seq (taken by the sender task and by direct sends).
+    next_seq: std::sync::atomic::AtomicU64,
+    /// The direct path onto the lane (`outbox_direct`); locked after `q`.
+    direct: Mutex<direct::Direct>,
+    /// Wakes the sender task after a direct send (to watch its ack).
+    kick: Notify,
 }
 
 /// Every outbox of a node: the sending side of its mail links.
@@ -142,6 +148,13 @@ impl Outboxes {
         };
         {
             let mut q = lock_unpoisoned(&ob.q);
+            // With the lane open to direct sends and nothing queued, this
+            // thread writes the batch itself (no hop to the sender task).
+            let Some(ms) = direct::try_send(&ob, &q, ms, peer, &self.link) else {
+                drop(q);
+                ob.kick.notify_one();
+                return;
+            };
             let before = q.len();
             q.extend(ms);
             lock_unpoisoned(&ob.counts).0 += (q.len() - before) as u64;
@@ -161,6 +174,12 @@ impl Outboxes {
             settled: std::sync::Condvar::new(),
             hold: Mutex::new(None),
             acks: tx,
+            // Seqs start from the clock, so an outbox made again for the
+            // same peer (after it was forgotten) never reuses one the peer
+            // still remembers.
+            next_seq: crate::wire::clock_seq().max(1).into(),
+            direct: Mutex::default(),
+            kick: Notify::new(),
         });
         let link = Link {
             peer,
@@ -230,6 +249,7 @@ impl Outboxes {
     pub(crate) fn forget(&self, peer: PeerId) {
         self.link.forget(peer);
         let Some(ob) = lock_unpoisoned(&self.map).remove(&peer) else { return };
+        direct::close(&ob);
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
         let _ = ob.acks.send(AckEvent::Closed);
@@ -305,6 +325,9 @@ async fn next_batch(ob: &Outbox, soft_bytes: usize) -> Option<Vec<Mail>> {
         {
             let mut q = lock_unpoisoned(&ob.q);
             if !q.is_empty() {
+                // The sender sends now: no direct send until it reopens
+                // the path (its batch must not be overtaken).
+                lock_unpoisoned(&ob.direct).close();
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some(m) = q.front() {
@@ -369,20 +392,47 @@ struct InFlight {
 /// message lane this node dialled to the peer (acks come through the
 /// lane's reader; a task reports the lane's end as a broken connection).
 enum Conn {
-    Stream { w: WriteHalf<Stream>, reader: tokio::task::JoinHandle<()> },
-    Lane { lane: Arc<lane::Conn>, watcher: tokio::task::JoinHandle<()> },
+    /// (`None` once retired.)
+    Stream {
+        w: Option<WriteHalf<Stream>>,
+        reader: Option<tokio::task::JoinHandle<()>>,
+    },
+    Lane {
+        lane: Arc<lane::Conn>,
+        watcher: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Conn {
     fn is_lane(&self) -> bool {
         matches!(self, Conn::Lane { .. })
     }
+
+    /// Leaves a stream for the lane, with nothing in flight on it: its
+    /// write side is closed, and its ack reader runs on until the peer
+    /// closes its side. (The peer's ack writer for that stream takes the
+    /// acks held for us when its timer fires, whichever way their batches
+    /// came, so what it writes must still be read.)
+    fn retire(mut self, timeout: Duration) {
+        if let Conn::Stream { w, reader } = &mut self {
+            drop(reader.take()); // detached, not aborted
+            if let Some(mut w) = w.take() {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, w.close()).await;
+                });
+            }
+        }
+    }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         match self {
-            Conn::Stream { reader, .. } => reader.abort(),
+            Conn::Stream { reader, .. } => {
+                if let Some(r) = reader {
+                    r.abort();
+                }
+            }
             Conn::Lane { watcher, .. } => watcher.abort(),
         }
     }
@@ -401,7 +451,7 @@ async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>, 
     }
     let (r, w) = open(link.streams.as_ref(), link.peer, link.timeout).await?.split();
     let reader = tokio::spawn(read_acks(r, acks.clone(), gen));
-    Ok(Conn::Stream { w, reader })
+    Ok(Conn::Stream { w: Some(w), reader: Some(reader) })
 }
 
 async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>, gen: u64) {
@@ -429,7 +479,8 @@ async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>,
 async fn write_batch(c: &mut Conn, bytes: &[u8], timeout: Duration) -> Result<(), MailError> {
     let w = match c {
         Conn::Lane { lane, .. } => return lane.send_mail(bytes).map_err(|_| MailError::Closed),
-        Conn::Stream { w, .. } => w,
+        Conn::Stream { w: Some(w), .. } => w,
+        Conn::Stream { w: None, .. } => return Err(MailError::Closed),
     };
     let io = async {
         write_frame(w, bytes, MAX_BATCH_BYTES).await?;
@@ -460,7 +511,6 @@ struct Sending {
     /// Number of the current stream (acks of older ones are stale).
     gen: u64,
     flight: VecDeque<InFlight>,
-    next_seq: u64,
     /// Stream failures since the last ack.
     failures: u32,
 }
@@ -518,8 +568,9 @@ impl Sending {
     /// on it.
     async fn send(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mail: Vec<Mail>) {
         probe_mail(&mail, Stage::TaskTaken, Stage::DoneTaken);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = ob.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Direct sends before this batch (closed now) are in flight first.
+        self.absorb(ob);
         let riders = link.state.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
         let mut wire = Vec::with_capacity(mail.len() + 2);
         wire.push(Mail::Seq(seq));
@@ -537,7 +588,11 @@ impl Sending {
         match self.conn.as_ref().map(Conn::is_lane) {
             // Onto the lane once it is up, with nothing in flight on the
             // stream (so nothing there can be applied after this).
-            Some(false) if fits && self.flight.is_empty() && link.lane().is_some() => self.conn = None,
+            Some(false) if fits && self.flight.is_empty() && link.lane().is_some() => {
+                if let Some(c) = self.conn.take() {
+                    c.retire(link.timeout);
+                }
+            }
             // Off it for a batch too big for a frame (a single message
             // waits until nothing is in flight: `sender`).
             Some(true) if !fits => {
@@ -589,19 +644,20 @@ enum Event {
     Batch(Option<Vec<Mail>>),
     Ack(Option<AckEvent>),
     Timeout,
+    /// A direct send happened (its deadline is watched from now).
+    Kick,
 }
 
 async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
     let acks_tx = ob.acks.clone();
-    // Seqs start from the clock, so an outbox made again for the same peer
-    // (after it was forgotten) never reuses one the peer still remembers.
-    let start = crate::wire::clock_seq().max(1);
-    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start, failures: 0 };
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), failures: 0 };
     loop {
         if link.handler.strong_count() == 0 {
             return;
         }
         if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
+            direct::close(&ob);
+            st.absorb(&ob);
             for f in st.flight.drain(..) {
                 give_up(&link, &ob, f.mail, MailError::PeerGone);
             }
@@ -610,6 +666,8 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
             }
             return;
         }
+        st.absorb(&ob);
+        st.reopen(&ob);
         let on_lane = st.conn.as_ref().is_some_and(Conn::is_lane);
         // On the lane, a message too big for it waits until nothing is in
         // flight (then it goes on a stream, without overtaking anything).
@@ -622,20 +680,31 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
             a = acks.recv() => Event::Ack(a),
             b = next_batch(&ob, soft_bytes), if can_send => Event::Batch(b),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
+            () = ob.kick.notified() => Event::Kick,
         };
+        // Batches sent directly meanwhile are in flight before anything
+        // else happens (an ack may be theirs).
+        st.absorb(&ob);
         match event {
-            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) => {}
+            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) | Event::Kick => {}
             Event::Ack(None) => return,
             Event::Batch(Some(mail)) => st.send(&link, &ob, &acks_tx, mail).await,
             Event::Ack(Some(AckEvent::Ack(ack))) => st.on_ack(&link, &ob, ack),
             Event::Ack(Some(AckEvent::Broken(gen, why))) => {
                 if gen == st.gen && st.conn.is_some() {
+                    direct::close(&ob);
+                    st.absorb(&ob);
                     st.recover(&link, &ob, &acks_tx, why).await;
                 }
             }
             Event::Timeout => {
+                direct::close(&ob);
+                st.absorb(&ob);
                 st.recover(&link, &ob, &acks_tx, MailError::NoAck(link.timeout)).await;
             }
         }
     }
 }
+
+#[path = "outbox_direct.rs"]
+mod direct;
