@@ -30,8 +30,9 @@
 //!   ended, no closure is accepted (`call` hands it back);
 //! - at most [`MAX_CALLS`] calls are in flight per lane (beyond: `call`
 //!   hands the closure back, the caller uses libp2p);
-//! - the reader's memory is one frame buffer ([`MAX_FRAME_BYTES`] plus a
-//!   tag) whatever a peer sends; a frame must arrive whole within the
+//! - the reader's memory is one buffer of two frames' worth (2 ×
+//!   ([`MAX_FRAME_BYTES`] + header + tag)) whatever a peer sends: a length
+//!   over the cap is refused before anything is read for it; a frame must arrive whole within the
 //!   frame deadline once its first byte has; a lane with nothing in flight
 //!   and nothing read for the idle timeout is closed;
 //! - anything a peer sends that is not a well-formed, authentic, expected
@@ -372,24 +373,61 @@ fn timed_out(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// Fills `buf` from `s` by `deadline`.
-fn read_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant, frame: Duration) -> Result<(), Ended> {
-    let mut at = 0;
-    while at < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Ended::Late(frame));
-        }
-        s.set_read_timeout(Some(left)).map_err(Ended::Io)?;
-        match s.read(&mut buf[at..]) {
-            Ok(0) => return Err(Ended::Closed),
-            Ok(n) => at += n,
-            Err(e) if timed_out(&e) => return Err(Ended::Late(frame)),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(Ended::Io(e)),
-        }
+/// A reader's input: bytes read ahead of the frame being parsed (up to
+/// two frames' worth), and the socket's read timeout as last set (set
+/// again only when it changes: one `read` per frame, not four syscalls).
+struct Input {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Option<Duration>,
+}
+
+impl Input {
+    fn available(&self) -> usize {
+        self.end - self.start
     }
-    Ok(())
+
+    fn set_timeout(&mut self, t: Duration) -> Result<(), Ended> {
+        let t = t.max(Duration::from_micros(50));
+        if self.timeout != Some(t) {
+            self.stream.set_read_timeout(Some(t)).map_err(Ended::Io)?;
+            self.timeout = Some(t);
+        }
+        Ok(())
+    }
+
+    /// One `read` into the free space (after moving what is buffered to
+    /// the front if the free space is short of `room`); `Ok(0)`: closed.
+    fn fill(&mut self, room: usize) -> std::io::Result<usize> {
+        if self.buf.len() - self.end < room {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Waits until `n` bytes (at most one frame) are buffered, by `deadline`.
+    fn need(&mut self, n: usize, deadline: Instant, frame: Duration) -> Result<(), Ended> {
+        while self.available() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Ended::Late(frame));
+            }
+            self.set_timeout(left)?;
+            match self.fill(n - self.available()) {
+                Ok(0) => return Err(Ended::Closed),
+                Ok(_) => {}
+                Err(e) if timed_out(&e) => return Err(Ended::Late(frame)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Ended::Io(e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs a lane's reader until the lane ends (see the module docs), then
@@ -404,19 +442,17 @@ pub(crate) fn read_loop(conn: &Conn, side: ReadSide, serve: Serve<'_>, keep_goin
 
 fn read_frames(
     conn: &Conn,
-    ReadSide { mut stream, mut opener }: ReadSide,
+    ReadSide { stream, mut opener }: ReadSide,
     serve: Serve<'_>,
     keep_going: &dyn Fn() -> bool,
 ) -> Ended {
     let timing = conn.timing;
-    let mut buf = vec![0u8; MAX_FRAME_BYTES + TAG_BYTES];
+    let frame_max = HEADER_BYTES + MAX_FRAME_BYTES + TAG_BYTES;
+    let mut input = Input { stream, buf: vec![0u8; 2 * frame_max], start: 0, end: 0, timeout: None };
     let mut last_read = Instant::now();
     // When the acks held for the peer are due (if any are).
     let mut acks_due: Option<Instant> = None;
     loop {
-        // Wait for a frame's first byte, waking every tick for deadlines
-        // (and when held acks are due).
-        let mut header = [0u8; HEADER_BYTES];
         let now = Instant::now();
         if let (Some(due), Some(mail)) = (acks_due, serve.mail) {
             if due <= now {
@@ -426,46 +462,56 @@ fn read_frames(
                 }
             }
         }
-        let wait = acks_due.map_or(timing.tick(), |due| due.saturating_duration_since(now).min(timing.tick()));
-        if let Err(e) = stream.set_read_timeout(Some(wait.max(Duration::from_micros(50)))) {
-            return Ended::Io(e);
+        if input.available() == 0 {
+            // Wait for a frame's first byte, waking every tick for the
+            // deadlines (and after `ACK_DELAY` while acks are held).
+            (input.start, input.end) = (0, 0);
+            let wait = if acks_due.is_some() { ACK_DELAY } else { timing.tick() };
+            if let Err(e) = input.set_timeout(wait) {
+                return e;
+            }
+            match input.fill(frame_max) {
+                Ok(0) => return Ended::Closed,
+                Ok(_) => {}
+                Err(e) if timed_out(&e) || e.kind() == ErrorKind::Interrupted => {
+                    let now = Instant::now();
+                    if conn.is_down() {
+                        return Ended::Closed;
+                    }
+                    if !keep_going() {
+                        return Ended::Stopped;
+                    }
+                    let (overdue, waiting) = conn.overdue(now);
+                    if overdue {
+                        return Ended::Unanswered;
+                    }
+                    if !waiting && acks_due.is_none() && now.duration_since(last_read) >= timing.idle {
+                        return Ended::Idle;
+                    }
+                    continue;
+                }
+                Err(e) => return Ended::Io(e),
+            }
         }
-        let got = match stream.read(&mut header) {
-            Ok(0) => return Ended::Closed,
-            Ok(n) => n,
-            Err(e) if timed_out(&e) || e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) => return Ended::Io(e),
-        };
-        let now = Instant::now();
-        if got == 0 {
-            if conn.is_down() {
-                return Ended::Closed;
-            }
-            if !keep_going() {
-                return Ended::Stopped;
-            }
-            let (overdue, waiting) = conn.overdue(now);
-            if overdue {
-                return Ended::Unanswered;
-            }
-            if !waiting && acks_due.is_none() && now.duration_since(last_read) >= timing.idle {
-                return Ended::Idle;
-            }
-            continue;
-        }
-        let deadline = now + timing.frame;
-        if let Err(e) = read_by(&mut stream, &mut header[got..], deadline, timing.frame) {
+        // A frame has begun: it must be whole by the frame deadline.
+        let deadline = Instant::now() + timing.frame;
+        if let Err(e) = input.need(HEADER_BYTES, deadline, timing.frame) {
             return e;
         }
+        let mut header = [0u8; HEADER_BYTES];
+        header.copy_from_slice(&input.buf[input.start..input.start + HEADER_BYTES]);
         let len = match Opener::body_len(header) {
             Ok(len) => len,
             Err(e) => return Ended::Refused(e.to_string()),
         };
-        let body = &mut buf[..len + TAG_BYTES];
-        if let Err(e) = read_by(&mut stream, body, deadline, timing.frame) {
+        let whole = HEADER_BYTES + len + TAG_BYTES;
+        if let Err(e) = input.need(whole, deadline, timing.frame) {
             return e;
         }
         last_read = Instant::now();
+        let at = input.start;
+        input.start += whole;
+        let body = &mut input.buf[at + HEADER_BYTES..at + whole];
         let msg = match opener.open(header, body).and_then(lane::decode_msg) {
             Ok(m) => m,
             Err(e) => return Ended::Refused(e.to_string()),

@@ -94,8 +94,6 @@ struct Outbox {
     next_seq: std::sync::atomic::AtomicU64,
     /// The direct path onto the lane (`outbox_direct`); locked after `q`.
     direct: Mutex<direct::Direct>,
-    /// Wakes the sender task after a direct send (to watch its ack).
-    kick: Notify,
 }
 
 /// Every outbox of a node: the sending side of its mail links.
@@ -150,11 +148,7 @@ impl Outboxes {
             let mut q = lock_unpoisoned(&ob.q);
             // With the lane open to direct sends and nothing queued, this
             // thread writes the batch itself (no hop to the sender task).
-            let Some(ms) = direct::try_send(&ob, &q, ms, peer, &self.link) else {
-                drop(q);
-                ob.kick.notify_one();
-                return;
-            };
+            let Some(ms) = direct::try_send(&ob, &q, ms, peer, &self.link) else { return };
             let before = q.len();
             q.extend(ms);
             lock_unpoisoned(&ob.counts).0 += (q.len() - before) as u64;
@@ -179,7 +173,6 @@ impl Outboxes {
             // still remembers.
             next_seq: crate::wire::clock_seq().max(1).into(),
             direct: Mutex::default(),
-            kick: Notify::new(),
         });
         let link = Link {
             peer,
@@ -644,8 +637,6 @@ enum Event {
     Batch(Option<Vec<Mail>>),
     Ack(Option<AckEvent>),
     Timeout,
-    /// A direct send happened (its deadline is watched from now).
-    Kick,
 }
 
 async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
@@ -674,19 +665,25 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
         let too_big = on_lane && !st.flight.is_empty() && front_bytes(&ob) > LANE_BATCH_BYTES;
         let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big;
         let soft_bytes = if on_lane { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
-        let deadline = st.flight.front().map(|f| f.sent + link.timeout);
+        // While direct sends are open, batches may be in flight that this
+        // task has not seen yet (their acks wake it): it looks at least
+        // once per timeout, so a lost one is sent again within two.
+        let watch = lock_unpoisoned(&ob.direct).is_open().then(|| Instant::now() + link.timeout);
+        let deadline = match (st.flight.front().map(|f| f.sent + link.timeout), watch) {
+            (Some(d), Some(w)) => Some(d.min(w)),
+            (d, w) => d.or(w),
+        };
         let event = tokio::select! {
             biased;
             a = acks.recv() => Event::Ack(a),
             b = next_batch(&ob, soft_bytes), if can_send => Event::Batch(b),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
-            () = ob.kick.notified() => Event::Kick,
         };
         // Batches sent directly meanwhile are in flight before anything
         // else happens (an ack may be theirs).
         st.absorb(&ob);
         match event {
-            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) | Event::Kick => {}
+            Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) => {}
             Event::Ack(None) => return,
             Event::Batch(Some(mail)) => st.send(&link, &ob, &acks_tx, mail).await,
             Event::Ack(Some(AckEvent::Ack(ack))) => st.on_ack(&link, &ob, ack),
@@ -696,6 +693,9 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
                     st.absorb(&ob);
                     st.recover(&link, &ob, &acks_tx, why).await;
                 }
+            }
+            Event::Timeout if st.flight.front().is_none_or(|f| f.sent + link.timeout > Instant::now()) => {
+                // (Only the look at direct sends: nothing is late.)
             }
             Event::Timeout => {
                 direct::close(&ob);

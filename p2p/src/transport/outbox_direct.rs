@@ -15,8 +15,11 @@
 //! (matching an ack, a timeout, its own next batch, a recovery). So every
 //! batch is in flight in the order it was written, whoever wrote it, and
 //! acks, timeouts, fences, dedupe and recovery work as for the sender's
-//! own batches. The sender is kicked after each direct send so it watches
-//! the batch's deadline.
+//! own batches. The sender is not woken by a direct send (a wake-up per
+//! round trip, competing for the CPU the peer's answer needs): the batch's
+//! ack wakes it, and while the path is open it looks at least once per
+//! request timeout, so a batch whose ack is lost is written again within
+//! two.
 //!
 //! Lock order: the queue, then [`Direct`], then the lane's writer.
 
@@ -34,6 +37,11 @@ pub(super) struct Direct {
 }
 
 impl Direct {
+    /// True while direct sends are open.
+    pub(super) fn is_open(&self) -> bool {
+        self.lane.is_some()
+    }
+
     /// No more direct sends until the sender reopens the path.
     pub(super) fn close(&mut self) {
         self.lane = None;
