@@ -23,13 +23,18 @@ use crate::wire::mail::{self, Ack, Batch};
 use libp2p::PeerId;
 use std::sync::{Arc, Weak};
 
-/// Largest encoded batch the outbox puts on a lane: well inside a frame,
-/// and small enough that a window of them ([`super::mail_link::WINDOW`])
-/// fits the sockets' buffers (so a peer that stops reading cannot make a
-/// write of ours wait; the write timeout is the backstop).
-pub(super) const LANE_BATCH_BYTES: usize = 8 << 10;
+/// Most bytes of messages (as the outbox estimates them, which is more
+/// than their encoding) the outbox puts in one batch on a lane: well
+/// inside a frame.
+pub(super) const LANE_BATCH_BYTES: usize = 48 << 10;
 
-const _: () = assert!(LANE_BATCH_BYTES + 64 < MAX_FRAME_BYTES);
+/// Most bytes of batches in flight on a lane from one outbox: little
+/// enough to fit the sockets' buffers, so a peer that stops reading cannot
+/// make a write of ours wait (the write timeout is the backstop), and
+/// enough for a burst of small messages to keep the link busy.
+pub(super) const LANE_INFLIGHT_BYTES: usize = 128 << 10;
+
+const _: () = assert!(LANE_BATCH_BYTES + 4096 < MAX_FRAME_BYTES && LANE_BATCH_BYTES < LANE_INFLIGHT_BYTES);
 
 /// The receiving side of mail on lanes (one per node).
 pub(super) struct LaneInbox {

@@ -29,7 +29,8 @@
 //! seqs, window, fences and acks (the acks come back through the lane's
 //! reader). An outbox moves from a stream to the lane only with nothing in
 //! flight (order), and batches on the lane are cut at
-//! [`LANE_BATCH_BYTES`]; a message too big for that waits until nothing is
+//! [`LANE_BATCH_BYTES`] (and at most [`LANE_INFLIGHT_BYTES`] in flight
+//! there); a message too big for that waits until nothing is
 //! in flight and then goes on a stream. When the lane fails (it ends, a
 //! write fails, or an ack is late) it is poisoned and every batch in
 //! flight is written again, in order, on a libp2p stream, exactly as when
@@ -53,7 +54,7 @@
 //! when its peer is forgotten, and its sender task then ends.
 
 use super::lane;
-use super::lane_mail::{LaneInbox, LANE_BATCH_BYTES};
+use super::lane_mail::{LaneInbox, LANE_BATCH_BYTES, LANE_INFLIGHT_BYTES};
 use super::lanes::Lanes;
 use super::mail_link::{is_fence, protocol, AckEvent, LinkState, MailError, SEND_ATTEMPTS, WINDOW};
 use super::{MailHandler, Streams};
@@ -663,7 +664,10 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
         // On the lane, a message too big for it waits until nothing is in
         // flight (then it goes on a stream, without overtaking anything).
         let too_big = on_lane && !st.flight.is_empty() && front_bytes(&ob) > LANE_BATCH_BYTES;
-        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big;
+        // On the lane, also at most LANE_INFLIGHT_BYTES in flight.
+        let lane_full =
+            on_lane && st.flight.iter().map(|f| f.bytes.len()).sum::<usize>() + LANE_BATCH_BYTES > LANE_INFLIGHT_BYTES;
+        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big && !lane_full;
         let soft_bytes = if on_lane { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
         // While direct sends are open, batches may be in flight that this
         // task has not seen yet (their acks wake it): it looks at least

@@ -4,9 +4,10 @@
 //! to do it (a thread hand-off on every remote round trip, at each end).
 //!
 //! The sender task opens the path ([`Direct::lane`]) only while its own
-//! connection is the lane and could send now itself (window room, no
-//! fence in flight, no hold), and closes it whenever it takes a batch off
-//! the queue, recovers, or the outbox closes. A thread sends directly only
+//! connection is the lane and nothing is in flight (no hold either), for
+//! one batch: the lone request whose round trip the path is for; a burst
+//! queues up behind it and goes in batches. It closes the path whenever it
+//! takes a batch off the queue, recovers, or the outbox closes. A thread sends directly only
 //! with the queue lock held and the queue empty, for a batch that is small
 //! (at most `LANE_BATCH_BYTES` of messages) and no fence; it takes the
 //! batch's seq from the outbox's counter, writes it under the lane's
@@ -115,14 +116,17 @@ impl Sending {
             Some(Conn::Lane { lane, .. }) if !lane.is_down() => Some(lane.clone()),
             _ => None,
         };
-        let free = self.flight.len() < WINDOW && !self.flight.back().is_some_and(|f| f.fence);
+        // Only a lone batch goes directly (the round trip it starts is what
+        // the path is for); with batches in flight, mail queues up and
+        // goes in batches, as a burst should.
+        let free = self.flight.is_empty();
         let open = lane.is_some()
             && free
             && lock_unpoisoned(&ob.hold).is_none()
             && !ob.closed.load(std::sync::atomic::Ordering::Acquire);
         let mut d = lock_unpoisoned(&ob.direct);
         if open {
-            d.room = WINDOW.saturating_sub(self.flight.len() + d.sent.len());
+            d.room = usize::from(d.sent.is_empty());
             d.lane = lane;
         } else {
             d.close();
