@@ -10,7 +10,8 @@
 //! fetch there); a `Mail` batch is applied in order ([`LaneMail`], as the
 //! libp2p inbox does: dedupe by seq, then the work layer, which never
 //! blocks) and its ack written by the reader at once or, held for a batch
-//! of ours to carry, after `ACK_DELAY` (the reader's own timer); an `Ack`
+//! of ours to carry, after `ACK_DELAY` by a timer of the node's (on a
+//! blocking thread); an `Ack`
 //! goes to this node's outbox for the peer. Writers are whoever has
 //! something to send (a caller's thread for a `Get`, the outbox's sender
 //! task for `Mail`, the reader for `Got` and `Ack`), one at a time under
@@ -83,7 +84,7 @@ pub(crate) trait LaneMail: Send + Sync + 'static {
 pub(crate) enum MailStep {
     /// Write these acks (encoded) now.
     Now(Vec<Vec<u8>>),
-    /// An ack is held: write what is still held after `ACK_DELAY`.
+    /// An ack is held: what is still held is written after `ACK_DELAY`.
     Held,
     /// Nothing to answer.
     Skip,
@@ -164,6 +165,8 @@ pub(crate) struct Conn {
     poisoned: AtomicBool,
     /// Woken when the lane is poisoned (see [`Conn::ended`]).
     down: tokio::sync::Notify,
+    /// A timer will write the held acks ([`Conn::flush_acks_later`]).
+    ack_timer: AtomicBool,
     calls: Mutex<Calls>,
     timing: Timing,
     counters: Arc<Counters>,
@@ -199,6 +202,7 @@ impl Conn {
             socket,
             poisoned: AtomicBool::new(false),
             down: tokio::sync::Notify::new(),
+            ack_timer: AtomicBool::new(false),
             calls: Mutex::default(),
             timing,
             counters,
@@ -246,6 +250,28 @@ impl Conn {
         self.send(&LaneMsg::Mail(ByteBuf::from(bytes.to_vec())))?;
         self.counters.mail_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes the acks `mail` holds for the peer after `ACK_DELAY`, on a
+    /// blocking thread of `handle` (a peer that stops reading can hold a
+    /// write up to the write timeout: never on the async threads); at most
+    /// one such timer per lane at a time.
+    pub(crate) fn flush_acks_later(self: &Arc<Self>, mail: &Arc<dyn LaneMail>, handle: &tokio::runtime::Handle) {
+        if self.ack_timer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (conn, mail, h) = (self.clone(), mail.clone(), handle.clone());
+        handle.spawn(async move {
+            tokio::time::sleep(ACK_DELAY).await;
+            // (Detached: the write is bounded by the write timeout.)
+            drop(h.spawn_blocking(move || {
+                conn.ack_timer.store(false, Ordering::Release);
+                let acks = mail.held_acks(conn.peer);
+                if !acks.is_empty() {
+                    let _ = conn.send_acks(acks);
+                }
+            }));
+        });
     }
 
     /// Writes encoded acks on the lane, one frame each.
@@ -332,6 +358,9 @@ pub(crate) struct Serve<'a> {
     pub(crate) get: Option<&'a dyn LaneService>,
     /// Applies `Mail` and takes `Ack`s; without it either ends the lane.
     pub(crate) mail: Option<&'a dyn LaneMail>,
+    /// Arms the timer that writes the acks still held after `ACK_DELAY`
+    /// ([`Conn::flush_acks_later`]).
+    pub(crate) arm_acks: Option<&'a dyn Fn()>,
 }
 
 /// What a lane's reader thread reads from.
@@ -450,24 +479,12 @@ fn read_frames(
     let frame_max = HEADER_BYTES + MAX_FRAME_BYTES + TAG_BYTES;
     let mut input = Input { stream, buf: vec![0u8; 2 * frame_max], start: 0, end: 0, timeout: None };
     let mut last_read = Instant::now();
-    // When the acks held for the peer are due (if any are).
-    let mut acks_due: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        if let (Some(due), Some(mail)) = (acks_due, serve.mail) {
-            if due <= now {
-                acks_due = None;
-                if conn.send_acks(mail.held_acks(conn.peer)).is_err() {
-                    return Ended::Write;
-                }
-            }
-        }
         if input.available() == 0 {
             // Wait for a frame's first byte, waking every tick for the
-            // deadlines (and after `ACK_DELAY` while acks are held).
+            // deadlines.
             (input.start, input.end) = (0, 0);
-            let wait = if acks_due.is_some() { ACK_DELAY } else { timing.tick() };
-            if let Err(e) = input.set_timeout(wait) {
+            if let Err(e) = input.set_timeout(timing.tick()) {
                 return e;
             }
             match input.fill(frame_max) {
@@ -485,7 +502,7 @@ fn read_frames(
                     if overdue {
                         return Ended::Unanswered;
                     }
-                    if !waiting && acks_due.is_none() && now.duration_since(last_read) >= timing.idle {
+                    if !waiting && now.duration_since(last_read) >= timing.idle {
                         return Ended::Idle;
                     }
                     continue;
@@ -533,13 +550,17 @@ fn read_frames(
                 conn.counters.mail_received.fetch_add(1, Ordering::Relaxed);
                 match mail.on_batch(conn.peer, &batch) {
                     MailStep::Now(acks) => {
-                        acks_due = None;
                         if conn.send_acks(acks).is_err() {
                             return Ended::Write;
                         }
                     }
+                    // Written after `ACK_DELAY` by the node's timer (a 1 ms
+                    // `SO_RCVTIMEO` on this thread waits 8 ms here, which
+                    // stalled bursts), unless a batch of ours takes it.
                     MailStep::Held => {
-                        acks_due.get_or_insert_with(|| Instant::now() + ACK_DELAY);
+                        if let Some(arm) = serve.arm_acks {
+                            arm();
+                        }
                     }
                     MailStep::Skip => {}
                     MailStep::Stop => return Ended::Stopped,

@@ -52,7 +52,9 @@ fn calls_are_answered_by_the_other_sides_service() {
     let c = client.clone();
     let creader = std::thread::spawn(move || read_loop(&c, cside, Serve::default(), &|| true));
     let s = server.clone();
-    let sreader = std::thread::spawn(move || read_loop(&s, sside, Serve { get: Some(&Echo), mail: None }, &|| true));
+    let sreader = std::thread::spawn(move || {
+        read_loop(&s, sside, Serve { get: Some(&Echo), mail: None, arm_acks: None }, &|| true)
+    });
     let (tx, rx) = mpsc::channel();
     for k in 0..10u8 {
         let ids = vec![ByteArray::new([k; 16]), ByteArray::new([0; 16])];

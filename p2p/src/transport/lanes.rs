@@ -362,9 +362,15 @@ impl Lanes {
         // go both ways.
         let service = self.service.get().cloned().filter(|_| !conn.dialled());
         let (c, mail) = (conn.clone(), self.mail.get().cloned());
+        let handle = self.handle.clone();
         let spawned = std::thread::Builder::new().name("manta-lane".into()).spawn(move || {
             let keep_going = || me.upgrade().is_some_and(|l| !l.stopped.load(Ordering::Acquire));
-            let serve = Serve { get: service.as_deref(), mail: mail.as_deref() };
+            let arm = || {
+                if let Some(m) = &mail {
+                    c.flush_acks_later(m, &handle);
+                }
+            };
+            let serve = Serve { get: service.as_deref(), mail: mail.as_deref(), arm_acks: Some(&arm) };
             let ended = lane::read_loop(&c, side, serve, &keep_going);
             tracing::debug!(peer = %c.peer(), dialled = c.dialled(), %ended, "lane ended");
             if let Some(lanes) = me.upgrade() {
