@@ -30,8 +30,9 @@
 //! reader). An outbox moves from a stream to the lane only with nothing in
 //! flight (order), and batches on the lane are cut at
 //! [`LANE_BATCH_BYTES`] (and at most [`LANE_INFLIGHT_BYTES`] in flight
-//! there); a message too big for that waits until nothing is
-//! in flight and then goes on a stream. When the lane fails (it ends, a
+//! there); a message too big for that, or a burst (more queued than a
+//! lane batch), waits until nothing is in flight and then goes on a
+//! stream (a burst in big batches, as before the lane). When the lane fails (it ends, a
 //! write fails, or an ack is late) it is poisoned and every batch in
 //! flight is written again, in order, on a libp2p stream, exactly as when
 //! a stream fails; the lane is asked for again later.
@@ -345,6 +346,16 @@ async fn next_batch(ob: &Outbox, soft_bytes: usize) -> Option<Vec<Mail>> {
 /// The size of the message at the front of the queue (0 if none).
 fn front_bytes(ob: &Outbox) -> usize {
     lock_unpoisoned(&ob.q).front().map_or(0, mail_size)
+}
+
+/// True if more than `limit` bytes of messages are queued (a burst).
+fn queued_over(ob: &Outbox, limit: usize) -> bool {
+    let q = lock_unpoisoned(&ob.q);
+    let mut bytes = 0;
+    q.iter().any(|m| {
+        bytes += mail_size(m);
+        bytes > limit
+    })
 }
 
 /// A message's bytes, roughly (for batch sizing).
@@ -663,12 +674,17 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
         let on_lane = st.conn.as_ref().is_some_and(Conn::is_lane);
         // On the lane, a message too big for it waits until nothing is in
         // flight (then it goes on a stream, without overtaking anything).
-        let too_big = on_lane && !st.flight.is_empty() && front_bytes(&ob) > LANE_BATCH_BYTES;
+        // A burst (more queued than a lane batch) goes on a stream, in big
+        // batches: on the lane it waits until nothing is in flight there,
+        // then is taken whole and does not fit a frame.
+        let too_big = on_lane
+            && !st.flight.is_empty()
+            && (front_bytes(&ob) > LANE_BATCH_BYTES || queued_over(&ob, LANE_BATCH_BYTES));
         // On the lane, also at most LANE_INFLIGHT_BYTES in flight.
         let lane_full =
             on_lane && st.flight.iter().map(|f| f.bytes.len()).sum::<usize>() + LANE_BATCH_BYTES > LANE_INFLIGHT_BYTES;
         let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big && !lane_full;
-        let soft_bytes = if on_lane { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
+        let soft_bytes = if on_lane && !st.flight.is_empty() { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
         // While direct sends are open, batches may be in flight that this
         // task has not seen yet (their acks wake it): it looks at least
         // once per timeout, so a lost one is sent again within two.
