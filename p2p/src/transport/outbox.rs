@@ -27,8 +27,9 @@
 //! The message lane (`lanes`, `lane_mail`): when the node has a lane up to
 //! the peer, batches go there instead of on a libp2p stream, with the same
 //! seqs, window, fences and acks (the acks come back through the lane's
-//! reader). An outbox moves from a stream to the lane only with nothing in
-//! flight (order), and batches on the lane are cut at
+//! reader). An outbox moves from a stream to the lane only for a lone
+//! batch (nothing in flight, for order, and nothing queued behind it, so a
+//! burst stays on its stream), and batches on the lane are cut at
 //! [`LANE_BATCH_BYTES`] (and at most [`LANE_INFLIGHT_BYTES`] in flight
 //! there); a message too big for that, or a burst (more queued than a
 //! lane batch), waits until nothing is in flight and then goes on a
@@ -590,10 +591,13 @@ impl Sending {
         let mail = wire.split_off(head);
         let fence = is_fence(&mail);
         let fits = bytes.len() <= MAX_FRAME_BYTES - 1024;
+        // A lone batch (nothing queued behind it) moves onto the lane; in
+        // a burst the outbox stays where it is.
+        let lone = fits && self.flight.is_empty() && lock_unpoisoned(&ob.q).is_empty();
         match self.conn.as_ref().map(Conn::is_lane) {
             // Onto the lane once it is up, with nothing in flight on the
             // stream (so nothing there can be applied after this).
-            Some(false) if fits && self.flight.is_empty() && link.lane().is_some() => {
+            Some(false) if lone && link.lane().is_some() => {
                 if let Some(c) = self.conn.take() {
                     c.retire(link.timeout);
                 }
@@ -613,7 +617,7 @@ impl Sending {
         }
         if self.conn.is_none() {
             self.gen += 1;
-            match connect(link, self.gen, acks, fits && self.flight.is_empty()).await {
+            match connect(link, self.gen, acks, lone).await {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => return give_up(link, ob, mail, e),
             }
