@@ -136,8 +136,9 @@
 //!    chunks, the sealed lane stream, owner hints);
 //! 2. `config`, `sync`: settings and lock helpers every layer shares;
 //! 3. `transport`: object streams, mail outboxes and inboxes, the bulk
-//!    lane, fetches; it reaches the network only through traits the
-//!    cluster layer implements;
+//!    lane, the message lanes (small gets and mail on their own sealed
+//!    TCP connections), fetches; it reaches libp2p only through traits
+//!    the cluster layer implements;
 //! 4. `cluster`: membership, placement, and the event loop that alone owns
 //!    the swarm and its stream control;
 //! 5. `work`: remote tasks and actors, their results, pins and registry;

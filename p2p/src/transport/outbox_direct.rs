@@ -6,10 +6,11 @@
 //! The sender task opens the path ([`Direct::lane`]) only while its own
 //! connection is the lane and nothing is in flight (no hold either), for
 //! one batch: the lone request whose round trip the path is for; a burst
-//! queues up behind it and goes in batches. It closes the path whenever it
-//! takes a batch off the queue, recovers, or the outbox closes. A thread sends directly only
-//! with the queue lock held and the queue empty, for a batch that is small
-//! (at most `LANE_BATCH_BYTES` of messages) and no fence; it takes the
+//! queues up behind it and goes in batches. It closes the path whenever
+//! it takes a batch off the queue, recovers, or the outbox closes. A
+//! thread sends directly only with the queue lock held and the queue
+//! empty, for a batch that is small (at most `LANE_BATCH_BYTES` of
+//! messages) and no fence; it takes the
 //! batch's seq from the outbox's counter, writes it under the lane's
 //! writer lock, and leaves it in [`Direct::sent`] for the sender task,
 //! which puts it in flight (`Sending::absorb`) before anything else it does
