@@ -56,6 +56,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_connections_per_ip: usize,
     pub(crate) observer: bool,
     pub(crate) bulk: bool,
+    /// The message lane for small messages (`transport::lanes`).
+    pub(crate) fast_lane: bool,
     pub(crate) work: WorkConfig,
 }
 
@@ -94,6 +96,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("observer", &self.observer)
             .field("bulk", &self.bulk)
+            .field("fast_lane", &self.fast_lane)
             .field("work", &self.work)
             .finish_non_exhaustive()
     }
@@ -132,6 +135,7 @@ impl Default for NodeConfig {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             observer: false,
             bulk: true,
+            fast_lane: true,
             work: WorkConfig::default(),
         }
     }

@@ -136,8 +136,9 @@
 //!    chunks, the sealed lane stream, owner hints);
 //! 2. `config`, `sync`: settings and lock helpers every layer shares;
 //! 3. `transport`: object streams, mail outboxes and inboxes, the bulk
-//!    lane, fetches; it reaches the network only through traits the
-//!    cluster layer implements;
+//!    lane, the message lanes (small gets and mail on their own sealed
+//!    TCP connections), fetches; it reaches libp2p only through traits
+//!    the cluster layer implements;
 //! 4. `cluster`: membership, placement, and the event loop that alone owns
 //!    the swarm and its stream control;
 //! 5. `work`: remote tasks and actors, their results, pins and registry;
@@ -176,6 +177,7 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode, WaitedFor};
 pub use secret::{load_secret, parse_secret, read_secret_file, secret_from_env, SecretError, SECRET_ENV};
 pub use transport::bulk::LaneStats;
+pub use transport::lanes::FastLaneStats;
 pub use wire::envelope::{Resource, WireError};
 pub use work::{
     ActorBuilder, ActorClass, ActorHandle, ActorRecordError, Arg, Args, Data, IntoArg, IntoArgs, Method, Registry,
@@ -219,7 +221,15 @@ pub mod fuzzing {
     pub mod seal {
         pub use crate::wire::seal::{
             open_all, random_secret, seal_all, seal_records, Hello, HelloError, HelloKey, OpenReader, SealWriter,
-            Secret, HELLO_BYTES, LANE_VERSION, LAST, MAC_BYTES, MAGIC, RECORD_BYTES, TAG_BYTES,
+            Secret, HELLO_BYTES, LANE_VERSION, LAST, MAC_BYTES, MAGIC, MESSAGE_LANE_VERSION, RECORD_BYTES, TAG_BYTES,
+        };
+    }
+    /// The message lane's negotiation, sealed frames and messages.
+    pub mod lane {
+        pub use crate::wire::lane::{
+            decode_answer, decode_ask, decode_msg, encode_answer, encode_ask, encode_msg, lane_keys, open_frames,
+            seal_frames, LaneAnswer, LaneAsk, LaneMsg, Opener, Sealer, HEADER_BYTES, LANE_PROTOCOL, MAX_ANSWER_BYTES,
+            MAX_ASK_BYTES, MAX_FRAMES_PER_KEY, MAX_FRAME_BYTES, MAX_LANE_IDS, TAG_BYTES,
         };
     }
     /// Plain CBOR values from peers: arguments, named-actor records.

@@ -27,7 +27,7 @@
 //! The framing and plain-CBOR targets (`p2p_frame`, `p2p_hint`,
 //! `p2p_chunk`, `p2p_actor_record`, `p2p_args`, `p2p_timeline`,
 //! `p2p_voucher`, `p2p_signed_record`) and their seeds are in
-//! `fuzz_seeds/`.
+//! `fuzz_seeds/`; the message lane's (`p2p_lane`) in `fuzz_seeds/lane.rs`.
 //!
 //! The `valid-*` and `bad-*` seeds are made by [`seeds`]; to rewrite them:
 //! ```text
@@ -137,7 +137,7 @@ const TARGETS: [(&str, Target); 5] = [
 /// Every target: those above, then framing and the plain decoders
 /// (`fuzz_seeds`).
 fn all_targets() -> impl Iterator<Item = (&'static str, Target)> {
-    TARGETS.into_iter().chain(fuzz_seeds::TARGETS)
+    TARGETS.into_iter().chain(fuzz_seeds::TARGETS).chain(fuzz_seeds::lane::TARGETS)
 }
 
 fn corpus_dir(target: &str) -> PathBuf {

@@ -644,7 +644,11 @@ fn protocol_doc_quotes_the_crates_names() {
     ] {
         assert!(quoted(name), "PROTOCOL.md does not quote `{name}`");
     }
-    use manta_p2p::fuzzing::seal::{HELLO_BYTES, LANE_VERSION, MAGIC, RECORD_BYTES, TAG_BYTES};
+    use manta_p2p::fuzzing::lane::{LANE_PROTOCOL, MAX_FRAME_BYTES};
+    use manta_p2p::fuzzing::seal::{HELLO_BYTES, LANE_VERSION, MAGIC, MESSAGE_LANE_VERSION, RECORD_BYTES, TAG_BYTES};
+    assert!(quoted(LANE_PROTOCOL), "PROTOCOL.md does not quote `{LANE_PROTOCOL}`");
+    assert!(doc.contains(&format!("message lane version byte `{MESSAGE_LANE_VERSION}`")), "message lane version");
+    assert!(doc.contains(&format!("<= {MAX_FRAME_BYTES} = 64 KiB")), "lane frame cap");
     assert!(quoted(std::str::from_utf8(MAGIC).unwrap()), "lane magic");
     assert!(doc.contains(&format!("lane version byte `{LANE_VERSION}`")), "lane version");
     assert!(doc.contains(&format!("{HELLO_BYTES} bytes")), "hello length");

@@ -76,6 +76,12 @@
 //!
 //! The floors run first, before any node exists, so no node thread competes
 //! with them.
+//!
+//! Nodes use the message lane ("fast lane", `NodeBuilder::fast_lane`) by
+//! default, so small gets and task mail go over it once it is up (the
+//! warm-ups bring it up; stderr shows each node's `FastLaneStats`). With
+//! `MANTA_BENCH_NO_FAST_LANE=1` in the environment every node is built
+//! without it: the libp2p-only numbers, for comparison.
 
 mod flood;
 mod remote;
@@ -121,6 +127,10 @@ const SMALL_GET_TIMEOUT: Duration = Duration::from_secs(10);
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time budget of one section: past it, its loop stops early (and says so).
 const SECTION_BUDGET: Duration = Duration::from_secs(120);
+
+/// With this variable set, every node is built with `.fast_lane(false)`
+/// (the same run's numbers over libp2p only, for comparison).
+const NO_FAST_LANE: &str = "MANTA_BENCH_NO_FAST_LANE";
 
 /// Every metric this program prints, in order.
 const METRICS: &[&str] = &[
@@ -362,7 +372,11 @@ fn tcp_rtt() -> Res<Vec<f64>> {
 /// A node on 127.0.0.1 (mDNS off: the default), 100 ms heartbeat, on a
 /// one-CPU runtime `rt`.
 fn start_node(rt: Runtime, bootstrap: Option<&Node>) -> Res<Node> {
-    let mut b = Node::builder(rt).listen("/ip4/127.0.0.1/tcp/0".parse()?).mdns(false).heartbeat(HEARTBEAT);
+    let mut b = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+        .mdns(false)
+        .heartbeat(HEARTBEAT)
+        .fast_lane(std::env::var_os(NO_FAST_LANE).is_none());
     if let Some(n) = bootstrap {
         b = b.bootstrap(n.listen_addrs()[0].clone());
     }
@@ -371,8 +385,11 @@ fn start_node(rt: Runtime, bootstrap: Option<&Node>) -> Res<Node> {
 
 /// [`start_node`] on a fresh one-CPU runtime with `registry`.
 fn start_with(registry: Registry, bootstrap: Option<&Node>) -> Res<Node> {
-    let mut b =
-        Node::builder(one_cpu()?).listen("/ip4/127.0.0.1/tcp/0".parse()?).heartbeat(HEARTBEAT).registry(registry);
+    let mut b = Node::builder(one_cpu()?)
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+        .heartbeat(HEARTBEAT)
+        .registry(registry)
+        .fast_lane(std::env::var_os(NO_FAST_LANE).is_none());
     if let Some(n) = bootstrap {
         b = b.bootstrap(n.listen_addrs()[0].clone());
     }
@@ -606,7 +623,9 @@ fn main() -> Res<()> {
         }
         if want_small {
             eprintln!("# remote get: {SMALL_ROUNDS} fresh {SMALL_BYTES}-byte objects, batches of {SMALL_BATCH}");
-            if let Some(s) = summarize("remote_get_small_us", remote_get_small(&a, &b)?) {
+            let got = remote_get_small(&a, &b)?;
+            eprintln!("#     fast lane: b {:?}", b.fast_lane_stats());
+            if let Some(s) = summarize("remote_get_small_us", got) {
                 bench.report("remote_get_small_us", median(&s), "us");
                 bench.report("remote_get_small_p99_us", quantile(&s, 0.99), "us");
                 small_us = Some(median(&s));

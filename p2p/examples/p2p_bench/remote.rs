@@ -87,6 +87,8 @@ pub fn run(bench: &Bench) -> Res<Option<f64>> {
             }
         }
         stages.print("remote_task_rtt");
+        eprintln!("#     fast lane: a {:?}", a.fast_lane_stats());
+        eprintln!("#     fast lane: b {:?}", b.fast_lane_stats());
         if let Some(s) = summarize("remote_task_rtt_us", samples) {
             bench.report("remote_task_rtt_us", median(&s), "us");
             bench.report("remote_task_rtt_p99_us", quantile(&s, 0.99), "us");

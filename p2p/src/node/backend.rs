@@ -33,6 +33,8 @@ pub(crate) struct NodeBackend {
     pub(super) cluster: LoopHandle,
     /// The bulk lane, if it is on and bound.
     pub(super) lane: Option<Arc<Lane>>,
+    /// The message lanes, if on.
+    pub(super) lanes: Option<Arc<crate::transport::lanes::Lanes>>,
     /// The node's traffic counters (shared with the layers that count).
     pub(super) traffic: Arc<Traffic>,
     /// Object streams for collecting peers' timelines.

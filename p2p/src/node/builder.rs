@@ -24,6 +24,7 @@ use crate::config::{NodeConfig, DEFAULT_CHUNK};
 use crate::stats::Traffic;
 use crate::transport::bulk::{ip_of, Lane, LaneSetup, TICKET_TTL};
 use crate::transport::fetch::FetcherConfig;
+use crate::transport::lanes::{Lanes, LanesSetup};
 use crate::transport::rpc::{self, ObjectServer, Pool};
 use crate::transport::vouch::Vouchers;
 use crate::wire::seal::HelloKey;
@@ -146,6 +147,21 @@ impl NodeBuilder {
     /// over the libp2p connection.
     pub fn bulk_lane(mut self, on: bool) -> Self {
         self.cfg.bulk = on;
+        self
+    }
+
+    /// Turns the message lane ("fast lane") on or off (default on). With
+    /// it, this node asks each peer it reads small objects from for a
+    /// direct TCP connection (over libp2p, protocol `/manta/lane/1`), and
+    /// then sends those gets there: sealed frames (AES-256-GCM under keys
+    /// from a one-use ticket) without libp2p's muxer, Noise and async
+    /// hand-offs in the way. It is accepted on the bulk lane's port, so it
+    /// needs the [bulk lane](Self::bulk_lane) on. Without it (or with a
+    /// peer that has none, or while it is being set up, or when it fails)
+    /// everything goes over libp2p, as it always can. Off, the node also
+    /// answers no peer's request for one.
+    pub fn fast_lane(mut self, on: bool) -> Self {
+        self.cfg.fast_lane = on;
         self
     }
 
@@ -356,6 +372,18 @@ async fn wire_up(
     let signer = key.clone();
     let (event_loop, parts) = EventLoop::bind(key, cfg.clone(), rt.clone()).await?;
     let lane = cfg.bulk.then(|| start_lane(&cfg, &rt, &parts, &tokio));
+    let lanes = lane.as_ref().filter(|_| cfg.fast_lane).map(|bulk| {
+        Lanes::start(LanesSetup {
+            streams: parts.streams.clone(),
+            bulk: bulk.clone(),
+            secret: cfg.secret,
+            peer_ips: parts.peer_ips.clone(),
+            handle: tokio.clone(),
+            request_timeout: cfg.request_timeout,
+            idle_timeout: cfg.idle_timeout,
+            ttl: TICKET_TTL,
+        })
+    });
     let traffic = Arc::new(Traffic::default());
     let vouchers = Arc::new(Vouchers::new(
         signer,
@@ -374,6 +402,7 @@ async fn wire_up(
         hello: HelloKey::new(cfg.secret.as_ref()),
         traffic: traffic.clone(),
         vouchers: vouchers.clone(),
+        lanes: lanes.clone(),
     };
     let setup = WorkSetup { rt: rt.clone(), registry, cfg: cfg.work.clone(), tokio: tokio.clone(), fetch };
     let work = Work::start(setup, &parts).map_err(StartError::Thread)?;
@@ -383,6 +412,7 @@ async fn wire_up(
         announcements: parts.announcements.clone(),
         cluster: parts.handle.clone(),
         lane: lane.clone(),
+        lanes: lanes.clone(),
         traffic: traffic.clone(),
         pool: Arc::new(Pool::new(parts.streams.clone(), cfg.request_timeout)),
         secret: cfg.secret.is_some(),
@@ -391,6 +421,9 @@ async fn wire_up(
         vouchers: vouchers.clone(),
     });
     let server = ObjectServer { rt, lane, hooks: backend.clone(), traffic, vouchers };
+    if let Some(lanes) = &lanes {
+        lanes.set_service(Arc::new(server.clone()));
+    }
     tokio::spawn(rpc::serve(parts.streams.clone(), server));
     Ok((event_loop, backend))
 }

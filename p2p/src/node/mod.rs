@@ -30,6 +30,7 @@ pub use timeline::{ClusterTrace, MissingNode, TracedNode};
 
 use crate::cluster::{DhtLookup, LoopHandle, Member, MembershipEvent, NetStats};
 use crate::transport::bulk::LaneStats;
+use crate::transport::lanes::FastLaneStats;
 use crate::work::{
     lookup, ActorBuilder, ActorClass, ActorHandle, Args, Data, IntoArgs, LookupError, RemoteFn, TaskBuilder, Work,
 };
@@ -55,6 +56,9 @@ impl Inner {
     fn stop(&self) {
         let Some(thread) = crate::sync::lock_unpoisoned(&self.thread).take() else { return };
         self.rt.backend().detach();
+        if let Some(lanes) = &self.backend.lanes {
+            lanes.shutdown();
+        }
         self.cluster.shutdown();
         if thread.thread().id() != std::thread::current().id() {
             let _ = thread.join();
@@ -207,6 +211,25 @@ impl Node {
         let mut stats = self.inner.backend.lane.as_ref().map(|l| l.stats()).unwrap_or_default();
         stats.received = self.work().fetcher().bulk_received();
         stats
+    }
+
+    /// What this node's message lanes have done (see
+    /// [`NodeBuilder::fast_lane`]); all zero when it has none. `gets` counts
+    /// objects received over them.
+    pub fn fast_lane_stats(&self) -> FastLaneStats {
+        let mut stats = self.inner.backend.lanes.as_ref().map(|l| l.stats()).unwrap_or_default();
+        stats.gets = self.work().fetcher().lane_gets();
+        stats
+    }
+
+    /// Fault injection for tests: ends every message lane of this node now,
+    /// as a failure would (calls and mail in flight on them fall back to
+    /// libp2p; lanes are asked for again after a pause). Not part of the API.
+    #[doc(hidden)]
+    pub fn break_fast_lanes(&self) {
+        if let Some(lanes) = &self.inner.backend.lanes {
+            lanes.break_all();
+        }
     }
 
     /// This node's peer id.

@@ -40,9 +40,16 @@
 //!   (a deadline for the whole stream), and each write is bounded by the
 //!   write timeout: a reader that stalls frees its sender in bounded time;
 //! - the object is encoded once per stream, from the ticket's offset.
+//!
+//! The message lane (`lane`) is accepted on the same listener, told apart
+//! by the hello's version byte (`MESSAGE_LANE_VERSION`): its tickets are
+//! its own ([`SideLane`]), counted here only to admit connections from
+//! the IPs they expect, under the same hello caps and deadline.
 
 use crate::sync::lock_unpoisoned;
-use crate::wire::seal::{self, Hello, HelloError, HelloKey, OpenReader, SealWriter, Secret, HELLO_BYTES};
+use crate::wire::seal::{
+    self, Hello, HelloError, HelloKey, OpenReader, SealWriter, Secret, HELLO_BYTES, MESSAGE_LANE_VERSION,
+};
 use crate::wire::Response;
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
@@ -206,6 +213,26 @@ pub(crate) enum LaneError {
     Trailing,
 }
 
+/// The message lane, as the bulk lane's listener sees it: connections
+/// whose hello has version byte `MESSAGE_LANE_VERSION` are its.
+pub(crate) trait SideLane: Send + Sync + 'static {
+    /// How many connections its outstanding tickets expect from `ip`.
+    fn expects(&self, ip: IpAddr) -> usize;
+    /// Redeems the ticket `token` names for a connection at `local` from
+    /// `remote` (a misdirected one is burnt); what takes the connection
+    /// over once it is in blocking mode.
+    fn redeem(&self, token: &Secret, local: IpAddr, remote: IpAddr) -> Result<SideStart, LaneError>;
+}
+
+/// Takes a redeemed message-lane connection over.
+pub(crate) type SideStart = Box<dyn FnOnce(std::net::TcpStream) + Send>;
+
+/// What a hello redeemed.
+enum Redeemed {
+    Bulk(Box<Ticket>),
+    Side(SideStart),
+}
+
 /// What a node's bulk lane has done (see [`Node::lane_stats`](crate::Node::lane_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -344,6 +371,8 @@ pub(crate) struct Lane {
     sent_bytes: AtomicU64,
     refused: AtomicU64,
     busy: AtomicU64,
+    /// The message lane sharing the listener, once set.
+    side: OnceLock<Arc<dyn SideLane>>,
 }
 
 impl Lane {
@@ -368,6 +397,7 @@ impl Lane {
             sent_bytes: 0.into(),
             refused: 0.into(),
             busy: 0.into(),
+            side: OnceLock::new(),
         });
         for &ip in ips {
             let _ = lane.port_for(ip);
@@ -431,6 +461,21 @@ impl Lane {
         Ok(port)
     }
 
+    /// Lets the message lane share this lane's listeners (once).
+    pub(crate) fn set_side(&self, side: Arc<dyn SideLane>) {
+        let _ = self.side.set(side);
+    }
+
+    /// Where `peer` may redeem a ticket: this node's port at the local IP
+    /// of its newest connection (bound now if needed), that IP, and the
+    /// remote IPs of its connections.
+    pub(crate) fn place_for(&self, peer: &PeerId) -> Option<(u16, IpAddr, Vec<IpAddr>)> {
+        let links = self.links.of(peer);
+        let &(local, _) = links.last()?;
+        let port = self.port_for(local)?;
+        Some((port, local, links.iter().map(|l| l.1).collect()))
+    }
+
     /// A ticket for `peer` for object `id` from byte `skip` on: `Ticket`,
     /// or `Busy` when its sender slots are taken, no address is known for
     /// it, or the OS gave no randomness.
@@ -461,7 +506,8 @@ impl Lane {
     fn admit(&self, ip: IpAddr) -> Option<WaitingSlot> {
         let now = Instant::now();
         let expected =
-            lock_unpoisoned(&self.tickets).values().filter(|t| t.expires > now && t.remotes.contains(&ip)).count();
+            lock_unpoisoned(&self.tickets).values().filter(|t| t.expires > now && t.remotes.contains(&ip)).count()
+                + self.side.get().map_or(0, |s| s.expects(ip));
         let mut w = lock_unpoisoned(&self.waiting);
         let from_ip = w.per_ip.get(&ip).copied().unwrap_or(0);
         if from_ip >= expected.min(MAX_HELLOS_PER_IP) || w.total >= MAX_HELLOS {
@@ -491,7 +537,7 @@ impl Lane {
         &self,
         mut stream: TcpStream,
         local: IpAddr,
-    ) -> Result<(Ticket, std::net::TcpStream), LaneError> {
+    ) -> Result<(Redeemed, std::net::TcpStream), LaneError> {
         // The refusal is counted while the socket is still open, so a
         // client that sees it closed also sees it counted.
         let checked = self.check_hello(&mut stream, local).await;
@@ -507,15 +553,20 @@ impl Lane {
         Ok((ticket, stream))
     }
 
-    /// Reads and checks a connection's hello; the ticket it redeems.
-    async fn check_hello(&self, stream: &mut TcpStream, local: IpAddr) -> Result<Ticket, LaneError> {
+    /// Reads and checks a connection's hello; the ticket it redeems (the
+    /// message lane's, for its version byte).
+    async fn check_hello(&self, stream: &mut TcpStream, local: IpAddr) -> Result<Redeemed, LaneError> {
         let remote = stream.peer_addr()?.ip();
         let mut hello = [0u8; HELLO_BYTES];
         tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut hello))
             .await
             .map_err(|_| LaneError::HelloTimeout(HELLO_TIMEOUT))??;
-        let hello = Hello::from_bytes(&hello, &self.key)?;
-        self.redeem(&hello.token, local, remote)
+        let (version, hello) = Hello::parse(&hello, &self.key)?;
+        if version == MESSAGE_LANE_VERSION {
+            let side = self.side.get().ok_or(LaneError::UnknownTicket)?;
+            return side.redeem(&hello.token, local, remote).map(Redeemed::Side);
+        }
+        self.redeem(&hello.token, local, remote).map(|t| Redeemed::Bulk(Box::new(t)))
     }
 
     /// Streams the ticket's object, sealed, on a blocking thread; the
@@ -568,9 +619,10 @@ async fn serve(lane: Arc<Lane>, listener: TcpListener, local: IpAddr) {
             let ticket = lane.read_ticket(stream, local).await;
             drop(waiting);
             match ticket {
-                Ok((ticket, stream)) => {
+                Ok((Redeemed::Side(start), stream)) => start(stream),
+                Ok((Redeemed::Bulk(ticket), stream)) => {
                     let sender = lane.clone();
-                    let sent = tokio::task::spawn_blocking(move || sender.send(ticket, stream)).await;
+                    let sent = tokio::task::spawn_blocking(move || sender.send(*ticket, stream)).await;
                     if let Ok(Err(e)) = sent {
                         tracing::debug!(%from, error = %e, "bulk lane: stream not completed");
                     }
@@ -631,9 +683,18 @@ pub(crate) async fn connect(
     hello: &HelloKey,
     timeout: Duration,
 ) -> Result<std::net::TcpStream, LaneError> {
+    connect_with(pass.addr, Hello { token: pass.token }.to_bytes(hello), timeout).await
+}
+
+/// [`connect`] to `addr` with the hello `hello` (either lane's).
+pub(crate) async fn connect_with(
+    addr: SocketAddr,
+    hello: [u8; HELLO_BYTES],
+    timeout: Duration,
+) -> Result<std::net::TcpStream, LaneError> {
     let io = async {
-        let mut s = TcpStream::connect(pass.addr).await?;
-        tokio::io::AsyncWriteExt::write_all(&mut s, &Hello { token: pass.token }.to_bytes(hello)).await?;
+        let mut s = TcpStream::connect(addr).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut s, &hello).await?;
         let s = s.into_std()?;
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(timeout))?;
@@ -641,8 +702,8 @@ pub(crate) async fn connect(
     };
     match tokio::time::timeout(timeout, io).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(source)) => Err(LaneError::Connect { addr: pass.addr, source }),
-        Err(_) => Err(LaneError::ConnectTimeout { addr: pass.addr, after: timeout }),
+        Ok(Err(source)) => Err(LaneError::Connect { addr, source }),
+        Err(_) => Err(LaneError::ConnectTimeout { addr, after: timeout }),
     }
 }
 

@@ -44,9 +44,13 @@
 //! in the DHT); if there is none, it fails with `OwnerDied` naming the
 //! owner as soon as the DHT has answered, never waiting for the owner.
 //!
-//! Invariant: the `Fetch` is owned by exactly one place at a time (this
-//! task, or the decoder thread of the current attempt, which hands it back
-//! on failure) and is completed exactly once; if the task is dropped (node
+//! The message lane (`fetch_lane`): with a lane up to the first holder, a
+//! fetch is first sent there from the caller's thread, and comes here only
+//! if that does not bring it.
+//!
+//! Invariant: the `Fetch` is owned by exactly one place at a time (the
+//! lane's tag table, this task, or the decoder thread of the current
+//! attempt, which hands it back on failure) and is completed exactly once; if the task is dropped (node
 //! shutdown) the `Fetch`'s drop fails the object instead of leaving it
 //! pending.
 
@@ -54,6 +58,8 @@ use super::batch::Batcher;
 use super::bulk::{self, LaneError, Pass, PeerIps};
 use super::busy::BusyBackoff;
 use super::chunks::{ChunkReader, Interrupted};
+use super::lane;
+use super::lanes::Lanes;
 use super::rpc::{CallError, ChunkBytes, Pool, Reply};
 use super::vouch::{VoucherError, Vouchers};
 use super::{Directory, Rebuilder, Streams};
@@ -100,6 +106,8 @@ pub(crate) struct FetcherConfig {
     pub(crate) traffic: Arc<crate::stats::Traffic>,
     /// The node's vouchers (checked for holders other than the owner).
     pub(crate) vouchers: Arc<Vouchers>,
+    /// The node's message lanes, if on.
+    pub(crate) lanes: Option<Arc<Lanes>>,
 }
 
 /// Runs fetches: one async task per fetched object, sharing a stream pool.
@@ -131,6 +139,10 @@ pub(crate) struct Fetcher {
     /// The runtime fetched objects belong to: entered while decoding, so
     /// refs inside a fetched value bind to it.
     rt: Runtime,
+    /// The node's message lanes, if on (small gets go there first).
+    lanes: Option<Arc<Lanes>>,
+    /// Objects received over message lanes.
+    lane_gets: AtomicU64,
 }
 
 /// Why one holder could not give the object.
@@ -227,6 +239,8 @@ impl Fetcher {
             traffic: cfg.traffic,
             vouchers: cfg.vouchers,
             rt,
+            lanes: cfg.lanes,
+            lane_gets: AtomicU64::new(0),
         }
     }
 
@@ -235,7 +249,13 @@ impl Fetcher {
     /// fails the object with `PeerUnreachable`.
     pub(crate) fn start(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) {
         probe::mark(Stage::GetStart);
-        self.handle.spawn(run(fetch, self.clone(), first));
+        let Err(fetch) = self.try_lane(fetch, first) else { return };
+        self.handle.spawn(run(fetch, self.clone(), first, None));
+    }
+
+    /// Objects received over message lanes.
+    pub(crate) fn lane_gets(&self) -> u64 {
+        self.lane_gets.load(Ordering::Relaxed)
     }
 
     /// True if `peer` was declared dead (never asked for an object).
@@ -295,8 +315,9 @@ impl Fetcher {
 
 /// Runs one fetch to its end.
 /// `first`, if given, is asked before the owner hint (a task's executor,
-/// which holds its result).
-async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
+/// which holds its result); `batched`, if given, was just asked for it in
+/// a batch (on the lane): its first try skips the batch request.
+async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Option<PeerId>) {
     probe::mark(Stage::GetTask);
     let id = fetch.id();
     // The owner the ref names (maybe this node): bytes from it, or from the
@@ -349,7 +370,8 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>) {
         let pulled = match checked {
             Ok(check) => {
                 let digest = check.as_ref().map(|c| c.0);
-                pull(fetch, peer, &ctx, lane, attempt == 0, digest).await.map(|()| check)
+                let batch = attempt == 0 && batched != Some(peer);
+                pull(fetch, peer, &ctx, lane, batch, digest).await.map(|()| check)
             }
             Err(failure) => Err((fetch, failure)),
         };
@@ -777,3 +799,6 @@ async fn pull_bulk(
         Err(_) => Ok(()),
     }
 }
+
+#[path = "fetch_lane.rs"]
+mod fetch_lane;

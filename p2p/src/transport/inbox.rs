@@ -57,7 +57,7 @@ pub(super) async fn serve(streams: Arc<dyn Streams>, handler: Weak<dyn MailHandl
 }
 
 /// What a stream's reader hands its ack writer.
-enum Out {
+pub(super) enum Out {
     /// Send this ack (and any held) now.
     Now(Ack),
     /// An ack was held: send it (if no batch took it) within [`ACK_DELAY`].
@@ -137,7 +137,7 @@ async fn serve_stream(
 }
 
 /// What a stream's reader does after a batch.
-enum Step {
+pub(super) enum Step {
     /// Hand this to the ack writer.
     Answer(Out),
     /// Nothing to answer (acks alone, or a copy being applied elsewhere).
@@ -148,7 +148,7 @@ enum Step {
 
 /// Takes the acks riding on a batch from `peer`, then applies the rest
 /// (unless it was applied before) and says how to answer.
-fn on_batch(
+pub(super) fn on_batch(
     peer: PeerId,
     batch: Vec<Mail>,
     handler: &Weak<dyn MailHandler>,
@@ -156,20 +156,22 @@ fn on_batch(
     held: &Mutex<Vec<Ack>>,
 ) -> Step {
     super::outbox::probe_mail(&batch, Stage::TaskRead, Stage::DoneRead);
-    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(batch.len()), false);
+    let (mut seq, mut rest, mut rode) = (None, Vec::with_capacity(batch.len()), Vec::new());
     for m in batch {
         match m {
             Mail::Seq(n) => seq = Some(n),
-            Mail::Acked(acks) => {
-                rode = true;
-                link.acked(peer, acks);
-            }
+            Mail::Acked(acks) => rode.extend(acks),
             other => rest.push(other),
         }
     }
-    if seq.is_none() && rest.is_empty() && rode {
+    if seq.is_none() && rest.is_empty() && !rode.is_empty() {
+        link.acked(peer, rode);
         return Step::Skip; // acks alone need no answer
     }
+    // The riding acks go to our sender once the rest is applied: waking it
+    // first would put a thread hand-off before the batch (a reply, often)
+    // reaches its reader.
+    let _rode = Rode { link, peer, acks: rode };
     if let Some(n) = seq {
         match link.seen.fresh(peer, n) {
             Fresh::Apply => {}
@@ -189,6 +191,22 @@ fn on_batch(
     } else {
         lock_unpoisoned(held).push(ack);
         Step::Answer(Out::Held)
+    }
+}
+
+/// Acks that rode on a batch, handed to our sender when dropped (after
+/// the batch is applied, whichever way `on_batch` returns).
+struct Rode<'a> {
+    link: &'a LinkState,
+    peer: PeerId,
+    acks: Vec<Ack>,
+}
+
+impl Drop for Rode<'_> {
+    fn drop(&mut self) {
+        if !self.acks.is_empty() {
+            self.link.acked(self.peer, std::mem::take(&mut self.acks));
+        }
     }
 }
 

@@ -12,7 +12,11 @@
 //! - `bulk`: the bulk lane, large objects on a TCP connection of their own
 //!   sealed with AES-256-GCM;
 //! - `fetch`: the client side of a remote `get` (holders in turn, chunks or
-//!   the lane, decoding straight into the replica);
+//!   the lane, decoding straight into the replica; `fetch_lane`: small
+//!   gets over the message lane first);
+//! - `lane` / `lanes`: the message lane, a sealed TCP connection per peer
+//!   beside libp2p for small latency-bound messages (small gets), and the
+//!   node's lanes: setup over `/manta/lane/1`, tickets, caps;
 //! - `timeline`: a node's timeline in pages for a peer collecting the
 //!   cluster's trace, and the collector's side (clock offset included);
 //! - `vouch`: owners' signed vouchers for objects' content, asked for by
@@ -34,8 +38,8 @@
 //! timeout (a server loop's wait for the next frame by the idle timeout);
 //! every per-peer resource (inbound streams, bytes of frames in progress,
 //! idle streams, batches in flight, acks held, lane tickets, senders and
-//! hellos) is capped; a `Fetch` is completed exactly once, never under a
-//! lock.
+//! hellos, message lanes and their calls) is capped; a `Fetch` is
+//! completed exactly once, never under a lock.
 
 mod batch;
 pub(crate) mod bulk;
@@ -44,6 +48,9 @@ mod chunks;
 pub(crate) mod fetch;
 pub(crate) mod guard;
 mod inbox;
+pub(crate) mod lane;
+mod lane_mail;
+pub(crate) mod lanes;
 mod mail_link;
 pub(crate) mod outbox;
 pub(crate) mod rpc;

@@ -24,6 +24,20 @@
 //! The receiving side (reading, applying, answering, and recognising a
 //! batch sent again) is `inbox`.
 //!
+//! The message lane (`lanes`, `lane_mail`): when the node has a lane up to
+//! the peer, batches go there instead of on a libp2p stream, with the same
+//! seqs, window, fences and acks (the acks come back through the lane's
+//! reader). An outbox moves from a stream to the lane only for a lone
+//! batch (nothing in flight, for order, and nothing queued behind it, so a
+//! burst stays on its stream), and batches on the lane are cut at
+//! [`LANE_BATCH_BYTES`] (and at most [`LANE_INFLIGHT_BYTES`] in flight
+//! there); a message too big for that, or a burst (more queued than a
+//! lane batch), waits until nothing is in flight and then goes on a
+//! stream (a burst in big batches, as before the lane). When the lane fails (it ends, a
+//! write fails, or an ack is late) it is poisoned and every batch in
+//! flight is written again, in order, on a libp2p stream, exactly as when
+//! a stream fails; the lane is asked for again later.
+//!
 //! Mail to different peers is not ordered; [`Outboxes::mark`] takes a
 //! [`Marks`] of everything queued so far, which has *passed* once all of
 //! it is acked or given up (the work layer sends a `Release` or a `Done`
@@ -41,11 +55,15 @@
 //! still ignore duplicate submissions by result id.) An outbox is dropped
 //! when its peer is forgotten, and its sender task then ends.
 
+use super::lane;
+use super::lane_mail::{LaneInbox, LANE_BATCH_BYTES, LANE_INFLIGHT_BYTES};
+use super::lanes::Lanes;
 use super::mail_link::{is_fence, protocol, AckEvent, LinkState, MailError, SEND_ATTEMPTS, WINDOW};
 use super::{MailHandler, Streams};
 use crate::probe::{self, Stage};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{read_frame, write_frame, Frame};
+use crate::wire::lane::MAX_FRAME_BYTES;
 use crate::wire::mail::{self, Ack, Batch, Mail, MAX_ACK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_MAIL};
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +93,10 @@ struct Outbox {
     hold: Mutex<Option<Instant>>,
     /// Acks of this outbox's batches, to its sender task.
     acks: mpsc::UnboundedSender<AckEvent>,
+    /// The next batch's seq (taken by the sender task and by direct sends).
+    next_seq: std::sync::atomic::AtomicU64,
+    /// The direct path onto the lane (`outbox_direct`); locked after `q`.
+    direct: Mutex<direct::Direct>,
 }
 
 /// Every outbox of a node: the sending side of its mail links.
@@ -85,6 +107,8 @@ pub(crate) struct Outboxes {
     handler: Weak<dyn MailHandler>,
     map: Mutex<HashMap<PeerId, Arc<Outbox>>>,
     link: Arc<LinkState>,
+    /// The node's message lanes, if on.
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl Outboxes {
@@ -97,14 +121,19 @@ impl Outboxes {
         handle: tokio::runtime::Handle,
         timeout: Duration,
         handler: Weak<dyn MailHandler>,
+        lanes: Option<Arc<Lanes>>,
     ) -> Self {
-        Outboxes { streams, handle, timeout, handler, map: Mutex::default(), link: Arc::default() }
+        Outboxes { streams, handle, timeout, handler, map: Mutex::default(), link: Arc::default(), lanes }
     }
 
-    /// Starts the receiving side of the node's mail links (see `inbox`).
+    /// Starts the receiving side of the node's mail links (see `inbox`),
+    /// on libp2p streams and on message lanes.
     pub(crate) fn accept(&self) {
         let serve = super::inbox::serve(self.streams.clone(), self.handler.clone(), self.link.clone());
         self.handle.spawn(serve);
+        if let Some(lanes) = &self.lanes {
+            lanes.set_mail(Arc::new(LaneInbox { handler: self.handler.clone(), link: self.link.clone() }));
+        }
     }
 
     /// Queues `m` for `peer` (starting its sender task on first use).
@@ -120,6 +149,9 @@ impl Outboxes {
         };
         {
             let mut q = lock_unpoisoned(&ob.q);
+            // With the lane open to direct sends and nothing queued, this
+            // thread writes the batch itself (no hop to the sender task).
+            let Some(ms) = direct::try_send(&ob, &q, ms, peer, &self.link) else { return };
             let before = q.len();
             q.extend(ms);
             lock_unpoisoned(&ob.counts).0 += (q.len() - before) as u64;
@@ -139,6 +171,11 @@ impl Outboxes {
             settled: std::sync::Condvar::new(),
             hold: Mutex::new(None),
             acks: tx,
+            // Seqs start from the clock, so an outbox made again for the
+            // same peer (after it was forgotten) never reuses one the peer
+            // still remembers.
+            next_seq: crate::wire::clock_seq().max(1).into(),
+            direct: Mutex::default(),
         });
         let link = Link {
             peer,
@@ -146,6 +183,7 @@ impl Outboxes {
             handler: self.handler.clone(),
             timeout: self.timeout,
             state: Arc::downgrade(&self.link),
+            lanes: self.lanes.clone(),
         };
         self.handle.spawn(sender(link, ob.clone(), rx));
         ob
@@ -207,6 +245,7 @@ impl Outboxes {
     pub(crate) fn forget(&self, peer: PeerId) {
         self.link.forget(peer);
         let Some(ob) = lock_unpoisoned(&self.map).remove(&peer) else { return };
+        direct::close(&ob);
         ob.closed.store(true, std::sync::atomic::Ordering::Release);
         ob.notify.notify_one();
         let _ = ob.acks.send(AckEvent::Closed);
@@ -239,6 +278,15 @@ struct Link {
     handler: Weak<dyn MailHandler>,
     timeout: Duration,
     state: Weak<LinkState>,
+    lanes: Option<Arc<Lanes>>,
+}
+
+impl Link {
+    /// The lane this node dialled to the peer, if it is up (asked for in
+    /// the background if not).
+    fn lane(&self) -> Option<Arc<lane::Conn>> {
+        self.lanes.as_ref()?.get(self.peer)
+    }
 }
 
 async fn open(streams: &dyn Streams, peer: PeerId, timeout: Duration) -> Result<Stream, MailError> {
@@ -256,10 +304,11 @@ async fn open(streams: &dyn Streams, peer: PeerId, timeout: Duration) -> Result<
     Err(last)
 }
 
-/// Takes the next batch off the queue (waiting for one); `None` once closed.
-/// Cancel-safe: a hold is cleared only once it has passed, and nothing is
-/// taken off the queue before the last await.
-async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
+/// Takes the next batch off the queue (waiting for one), of about
+/// `soft_bytes` at most; `None` once closed. Cancel-safe: a hold is
+/// cleared only once it has passed, and nothing is taken off the queue
+/// before the last await.
+async fn next_batch(ob: &Outbox, soft_bytes: usize) -> Option<Vec<Mail>> {
     let hold = *lock_unpoisoned(&ob.hold);
     if let Some(until) = hold {
         tokio::time::sleep_until(until).await;
@@ -272,11 +321,14 @@ async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
         {
             let mut q = lock_unpoisoned(&ob.q);
             if !q.is_empty() {
+                // The sender sends now: no direct send until it reopens
+                // the path (its batch must not be overtaken).
+                lock_unpoisoned(&ob.direct).close();
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some(m) = q.front() {
                     let size = mail_size(m);
-                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > BATCH_SOFT_BYTES) {
+                    if !batch.is_empty() && (batch.len() >= MAIL_PER_BATCH || bytes + size > soft_bytes) {
                         break;
                     }
                     bytes += size;
@@ -290,6 +342,21 @@ async fn next_batch(ob: &Outbox) -> Option<Vec<Mail>> {
         }
         ob.notify.notified().await;
     }
+}
+
+/// The size of the message at the front of the queue (0 if none).
+fn front_bytes(ob: &Outbox) -> usize {
+    lock_unpoisoned(&ob.q).front().map_or(0, mail_size)
+}
+
+/// True if more than `limit` bytes of messages are queued (a burst).
+fn queued_over(ob: &Outbox, limit: usize) -> bool {
+    let q = lock_unpoisoned(&ob.q);
+    let mut bytes = 0;
+    q.iter().any(|m| {
+        bytes += mail_size(m);
+        bytes > limit
+    })
 }
 
 /// A message's bytes, roughly (for batch sizing).
@@ -326,23 +393,71 @@ struct InFlight {
     sent: Instant,
 }
 
-/// An open mail stream: its write half, and the task that reads acks from
-/// its other direction.
-struct Conn {
-    w: WriteHalf<Stream>,
-    reader: tokio::task::JoinHandle<()>,
+/// Where a sender writes its batches: a libp2p mail stream (its write
+/// half, and the task that reads acks from its other direction), or the
+/// message lane this node dialled to the peer (acks come through the
+/// lane's reader; a task reports the lane's end as a broken connection).
+enum Conn {
+    /// (`None` once retired.)
+    Stream {
+        w: Option<WriteHalf<Stream>>,
+        reader: Option<tokio::task::JoinHandle<()>>,
+    },
+    Lane {
+        lane: Arc<lane::Conn>,
+        watcher: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Conn {
+    fn is_lane(&self) -> bool {
+        matches!(self, Conn::Lane { .. })
+    }
+
+    /// Leaves a stream for the lane, with nothing in flight on it: its
+    /// write side is closed, and its ack reader runs on until the peer
+    /// closes its side. (The peer's ack writer for that stream takes the
+    /// acks held for us when its timer fires, whichever way their batches
+    /// came, so what it writes must still be read.)
+    fn retire(mut self, timeout: Duration) {
+        if let Conn::Stream { w, reader } = &mut self {
+            drop(reader.take()); // detached, not aborted
+            if let Some(mut w) = w.take() {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, w.close()).await;
+                });
+            }
+        }
+    }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.reader.abort();
+        match self {
+            Conn::Stream { reader, .. } => {
+                if let Some(r) = reader {
+                    r.abort();
+                }
+            }
+            Conn::Lane { watcher, .. } => watcher.abort(),
+        }
     }
 }
 
-async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>) -> Result<Conn, MailError> {
+/// A connection for connection number `gen`: the lane if `lane` and one
+/// is up, else a new stream.
+async fn connect(link: &Link, gen: u64, acks: &mpsc::UnboundedSender<AckEvent>, lane: bool) -> Result<Conn, MailError> {
+    if let Some(lane) = lane.then(|| link.lane()).flatten() {
+        let (l, tx) = (lane.clone(), acks.clone());
+        let watcher = tokio::spawn(async move {
+            l.ended().await;
+            let _ = tx.send(AckEvent::Broken(gen, MailError::Closed));
+        });
+        return Ok(Conn::Lane { lane, watcher });
+    }
     let (r, w) = open(link.streams.as_ref(), link.peer, link.timeout).await?.split();
     let reader = tokio::spawn(read_acks(r, acks.clone(), gen));
-    Ok(Conn { w, reader })
+    Ok(Conn::Stream { w: Some(w), reader: Some(reader) })
 }
 
 async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>, gen: u64) {
@@ -364,10 +479,18 @@ async fn read_acks(mut r: ReadHalf<Stream>, tx: mpsc::UnboundedSender<AckEvent>,
     }
 }
 
+/// Writes one batch. On a lane the write blocks this thread for at most
+/// the lane's write timeout (batches there are small: see
+/// [`LANE_BATCH_BYTES`]); a failed one poisons the lane.
 async fn write_batch(c: &mut Conn, bytes: &[u8], timeout: Duration) -> Result<(), MailError> {
+    let w = match c {
+        Conn::Lane { lane, .. } => return lane.send_mail(bytes).map_err(|_| MailError::Closed),
+        Conn::Stream { w: Some(w), .. } => w,
+        Conn::Stream { w: None, .. } => return Err(MailError::Closed),
+    };
     let io = async {
-        write_frame(&mut c.w, bytes, MAX_BATCH_BYTES).await?;
-        c.w.flush().await
+        write_frame(w, bytes, MAX_BATCH_BYTES).await?;
+        w.flush().await
     };
     match tokio::time::timeout(timeout, io).await {
         Ok(r) => r.map_err(|e| MailError::Stream(Arc::new(e))),
@@ -394,7 +517,6 @@ struct Sending {
     /// Number of the current stream (acks of older ones are stale).
     gen: u64,
     flight: VecDeque<InFlight>,
-    next_seq: u64,
     /// Stream failures since the last ack.
     failures: u32,
 }
@@ -404,6 +526,11 @@ impl Sending {
     /// written again in order; after [`SEND_ATTEMPTS`] failures in a row (no
     /// ack in between), or when no stream opens, all of it is undeliverable.
     async fn recover(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mut why: MailError) {
+        if let Some(Conn::Lane { lane, .. }) = &self.conn {
+            // Late or failed on the lane: not used again (a new one is
+            // asked for later); its batches go again on a stream.
+            lane.poison();
+        }
         loop {
             self.conn = None;
             self.failures += 1;
@@ -416,7 +543,7 @@ impl Sending {
             }
             tokio::time::sleep(Duration::from_millis(5 << self.failures)).await;
             self.gen += 1;
-            let mut c = match connect(link, self.gen, acks).await {
+            let mut c = match connect(link, self.gen, acks, false).await {
                 Ok(c) => c,
                 Err(e) => {
                     // Not even a stream: the peer is unreachable.
@@ -447,8 +574,9 @@ impl Sending {
     /// on it.
     async fn send(&mut self, link: &Link, ob: &Outbox, acks: &mpsc::UnboundedSender<AckEvent>, mail: Vec<Mail>) {
         probe_mail(&mail, Stage::TaskTaken, Stage::DoneTaken);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = ob.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Direct sends before this batch (closed now) are in flight first.
+        self.absorb(ob);
         let riders = link.state.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
         let mut wire = Vec::with_capacity(mail.len() + 2);
         wire.push(Mail::Seq(seq));
@@ -462,9 +590,34 @@ impl Sending {
         let mut wire = batch.0;
         let mail = wire.split_off(head);
         let fence = is_fence(&mail);
+        let fits = bytes.len() <= MAX_FRAME_BYTES - 1024;
+        // A lone batch (nothing queued behind it) moves onto the lane; in
+        // a burst the outbox stays where it is.
+        let lone = fits && self.flight.is_empty() && lock_unpoisoned(&ob.q).is_empty();
+        match self.conn.as_ref().map(Conn::is_lane) {
+            // Onto the lane once it is up, with nothing in flight on the
+            // stream (so nothing there can be applied after this).
+            Some(false) if lone && link.lane().is_some() => {
+                if let Some(c) = self.conn.take() {
+                    c.retire(link.timeout);
+                }
+            }
+            // Off it for a batch too big for a frame (a single message
+            // waits until nothing is in flight: `sender`).
+            Some(true) if !fits => {
+                self.conn = None;
+                if !self.flight.is_empty() {
+                    // (Riding acks made it too big with batches in flight
+                    // on the lane: those go again first, in order, on a
+                    // stream, as after a failure.)
+                    self.recover(link, ob, acks, MailError::Closed).await;
+                }
+            }
+            _ => {}
+        }
         if self.conn.is_none() {
             self.gen += 1;
-            match connect(link, self.gen, acks).await {
+            match connect(link, self.gen, acks, lone).await {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => return give_up(link, ob, mail, e),
             }
@@ -504,31 +657,55 @@ enum Event {
 
 async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<AckEvent>) {
     let acks_tx = ob.acks.clone();
-    // Seqs start from the clock, so an outbox made again for the same peer
-    // (after it was forgotten) never reuses one the peer still remembers.
-    let start = crate::wire::clock_seq().max(1);
-    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), next_seq: start, failures: 0 };
+    let mut st = Sending { conn: None, gen: 0, flight: VecDeque::new(), failures: 0 };
     loop {
         if link.handler.strong_count() == 0 {
             return;
         }
         if ob.closed.load(std::sync::atomic::Ordering::Acquire) {
+            direct::close(&ob);
+            st.absorb(&ob);
             for f in st.flight.drain(..) {
                 give_up(&link, &ob, f.mail, MailError::PeerGone);
             }
-            while let Some(batch) = next_batch(&ob).await {
+            while let Some(batch) = next_batch(&ob, BATCH_SOFT_BYTES).await {
                 give_up(&link, &ob, batch, MailError::PeerGone);
             }
             return;
         }
-        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence);
-        let deadline = st.flight.front().map(|f| f.sent + link.timeout);
+        st.absorb(&ob);
+        st.reopen(&ob);
+        let on_lane = st.conn.as_ref().is_some_and(Conn::is_lane);
+        // On the lane, a message too big for it waits until nothing is in
+        // flight (then it goes on a stream, without overtaking anything).
+        // A burst (more queued than a lane batch) goes on a stream, in big
+        // batches: on the lane it waits until nothing is in flight there,
+        // then is taken whole and does not fit a frame.
+        let too_big = on_lane
+            && !st.flight.is_empty()
+            && (front_bytes(&ob) > LANE_BATCH_BYTES || queued_over(&ob, LANE_BATCH_BYTES));
+        // On the lane, also at most LANE_INFLIGHT_BYTES in flight.
+        let lane_full =
+            on_lane && st.flight.iter().map(|f| f.bytes.len()).sum::<usize>() + LANE_BATCH_BYTES > LANE_INFLIGHT_BYTES;
+        let can_send = st.flight.len() < WINDOW && !st.flight.back().is_some_and(|f| f.fence) && !too_big && !lane_full;
+        let soft_bytes = if on_lane && !st.flight.is_empty() { LANE_BATCH_BYTES } else { BATCH_SOFT_BYTES };
+        // While direct sends are open, batches may be in flight that this
+        // task has not seen yet (their acks wake it): it looks at least
+        // once per timeout, so a lost one is sent again within two.
+        let watch = lock_unpoisoned(&ob.direct).is_open().then(|| Instant::now() + link.timeout);
+        let deadline = match (st.flight.front().map(|f| f.sent + link.timeout), watch) {
+            (Some(d), Some(w)) => Some(d.min(w)),
+            (d, w) => d.or(w),
+        };
         let event = tokio::select! {
             biased;
             a = acks.recv() => Event::Ack(a),
-            b = next_batch(&ob), if can_send => Event::Batch(b),
+            b = next_batch(&ob, soft_bytes), if can_send => Event::Batch(b),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Timeout,
         };
+        // Batches sent directly meanwhile are in flight before anything
+        // else happens (an ack may be theirs).
+        st.absorb(&ob);
         match event {
             Event::Batch(None) | Event::Ack(Some(AckEvent::Closed)) => {}
             Event::Ack(None) => return,
@@ -536,12 +713,22 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
             Event::Ack(Some(AckEvent::Ack(ack))) => st.on_ack(&link, &ob, ack),
             Event::Ack(Some(AckEvent::Broken(gen, why))) => {
                 if gen == st.gen && st.conn.is_some() {
+                    direct::close(&ob);
+                    st.absorb(&ob);
                     st.recover(&link, &ob, &acks_tx, why).await;
                 }
             }
+            Event::Timeout if st.flight.front().is_none_or(|f| f.sent + link.timeout > Instant::now()) => {
+                // (Only the look at direct sends: nothing is late.)
+            }
             Event::Timeout => {
+                direct::close(&ob);
+                st.absorb(&ob);
                 st.recover(&link, &ob, &acks_tx, MailError::NoAck(link.timeout)).await;
             }
         }
     }
 }
+
+#[path = "outbox_direct.rs"]
+mod direct;

@@ -30,6 +30,7 @@
 
 use super::bulk::Lane;
 use super::guard::{self, Guarded, Limits, StreamCap, MAX_OBJECT_STREAMS_PER_PEER};
+use super::lane::LaneService;
 use super::vouch::Vouchers;
 use super::{timeline, ObjectHooks, Streams};
 use crate::probe::{self, Stage};
@@ -300,7 +301,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
             }
             Incoming::Valid(Request::FetchSmall { ids }) => {
-                let resp = server.answer_small(peer, &ids);
+                let resp = Response::Objects { items: server.answer_small(peer, &ids, SMALL_REPLY_BYTES) };
                 if let (Some(_), Response::Objects { items }) = (start, &resp) {
                     let served = ids.iter().zip(items).filter_map(|(id, b)| Some((**id, b.as_ref()?.len() as u64)));
                     sent.extend(served.map(|(id, n)| (ObjectId::from_bytes(id), n, TransferLane::Small)));
@@ -431,14 +432,18 @@ impl ObjectServer {
 
     /// Answers a batch of small-object requests (see `batch`): the whole
     /// encoding of each object held here, done, in memory and at most
-    /// [`SMALL_OBJECT_BYTES`], within [`SMALL_REPLY_BYTES`] in all;
-    /// nothing for the others (the requester fetches those alone). Never
-    /// waits: a pending object is left to the single fetch, which does.
-    fn answer_small(&self, peer: PeerId, ids: &[serde_bytes::ByteArray<16>]) -> Response {
+    /// [`SMALL_OBJECT_BYTES`], within `budget` bytes in all; nothing for
+    /// the others (the requester fetches those alone). Never waits: a
+    /// pending object is left to the single fetch, which does.
+    fn answer_small(
+        &self,
+        peer: PeerId,
+        ids: &[serde_bytes::ByteArray<16>],
+        budget: usize,
+    ) -> Vec<Option<serde_bytes::ByteBuf>> {
         let backend = self.rt.backend();
-        let mut budget = SMALL_REPLY_BYTES;
-        let items = ids
-            .iter()
+        let mut budget = budget;
+        ids.iter()
             .map(|id| {
                 let id = ObjectId::from_bytes(**id);
                 let held = self.hooks.serve_as(id, peer);
@@ -457,8 +462,7 @@ impl ObjectServer {
                     _ => None,
                 }
             })
-            .collect();
-        Response::Objects { items }
+            .collect()
     }
 
     /// Answers `peer`'s bulk-lane ticket request.
@@ -474,6 +478,34 @@ impl ObjectServer {
                 }
             }
         }
+    }
+}
+
+/// Object bytes in one lane `Got` at most: a frame, less room for the
+/// envelope and the items' headers.
+const LANE_REPLY_BYTES: usize = crate::wire::lane::MAX_FRAME_BYTES - 2048;
+
+impl LaneService for ObjectServer {
+    /// [`ObjectServer::answer_small`] within one lane frame, counted and
+    /// recorded (while the timeline records) like a `FetchSmall`.
+    fn get(&self, peer: PeerId, ids: &[serde_bytes::ByteArray<16>]) -> Vec<Option<serde_bytes::ByteBuf>> {
+        let backend = self.rt.backend();
+        let start = backend.timeline_on().then(|| backend.timeline_now());
+        let items = self.answer_small(peer, ids, LANE_REPLY_BYTES);
+        for b in items.iter().flatten() {
+            self.traffic.transfer_out();
+            self.traffic.sent_bytes(b.len() as u64);
+        }
+        if let Some(start) = start {
+            let peer: Arc<str> = Arc::from(peer.to_string());
+            for (id, b) in ids.iter().zip(&items) {
+                let Some(b) = b else { continue };
+                let (id, bytes, peer) = (ObjectId::from_bytes(**id), b.len() as u64, peer.clone());
+                let (direction, lane) = (TransferDirection::Out, TransferLane::Small);
+                backend.record_transfer(Transfer { id, bytes, peer, direction, lane, start });
+            }
+        }
+        items
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `codec`: length-prefixed framing on a stream, and the object codec;
 //! - `chunk`: chunk replies written and read without copying their data;
 //! - `seal`: the bulk lane's hello and AES-256-GCM sealed record stream;
+//! - `lane`: the message lane's negotiation, sealed frames and messages;
 //! - `hint`: the owner hint a serialized ref carries;
 //! - `timeline`: a page of a node's timeline, as a peer collecting the
 //!   cluster's trace receives it;
@@ -35,6 +36,7 @@ pub(crate) mod chunk;
 pub(crate) mod codec;
 pub(crate) mod envelope;
 pub(crate) mod hint;
+pub(crate) mod lane;
 pub(crate) mod mail;
 pub(crate) mod plain;
 pub(crate) mod seal;

@@ -48,6 +48,10 @@ pub const MAGIC: &[u8; 8] = b"mantaBLK";
 /// carries a MAC).
 pub const LANE_VERSION: u8 = 2;
 
+/// The hello's version byte on a message lane (`wire::lane`), accepted on
+/// the same listener as the bulk lane.
+pub const MESSAGE_LANE_VERSION: u8 = 3;
+
 /// Bytes of a hello's MAC.
 pub const MAC_BYTES: usize = 32;
 
@@ -100,9 +104,15 @@ const MAC_AT: usize = HELLO_BYTES - MAC_BYTES;
 impl Hello {
     /// The hello's wire form, its MAC made under `key`.
     pub fn to_bytes(&self, key: &HelloKey) -> [u8; HELLO_BYTES] {
+        self.to_bytes_version(key, LANE_VERSION)
+    }
+
+    /// The hello's wire form with version byte `version` ([`LANE_VERSION`]
+    /// or [`MESSAGE_LANE_VERSION`]), its MAC made under `key`.
+    pub fn to_bytes_version(&self, key: &HelloKey, version: u8) -> [u8; HELLO_BYTES] {
         let mut b = [0u8; HELLO_BYTES];
         b[..8].copy_from_slice(MAGIC);
-        b[8] = LANE_VERSION;
+        b[8] = version;
         b[9..MAC_AT].copy_from_slice(&self.token);
         let mac = hmac::sign(&key.0, &b[..MAC_AT]);
         b[MAC_AT..].copy_from_slice(mac.as_ref());
@@ -111,17 +121,29 @@ impl Hello {
 
     /// Parses a hello: a wrong magic or version, or a MAC that does not
     /// verify under `key` (checked in constant time), is an error.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_bytes(b: &[u8; HELLO_BYTES], key: &HelloKey) -> Result<Hello, HelloError> {
+        match Hello::parse(b, key)? {
+            (LANE_VERSION, hello) => Ok(hello),
+            (v, _) => Err(HelloError::Version(v)),
+        }
+    }
+
+    /// Parses a hello of either lane: its version byte ([`LANE_VERSION`] or
+    /// [`MESSAGE_LANE_VERSION`]) and the hello. A wrong magic, another
+    /// version, or a MAC that does not verify under `key` (checked in
+    /// constant time; the version byte is under the MAC) is an error.
+    pub fn parse(b: &[u8; HELLO_BYTES], key: &HelloKey) -> Result<(u8, Hello), HelloError> {
         if &b[..8] != MAGIC {
             return Err(HelloError::NotAHello);
         }
-        if b[8] != LANE_VERSION {
+        if b[8] != LANE_VERSION && b[8] != MESSAGE_LANE_VERSION {
             return Err(HelloError::Version(b[8]));
         }
         hmac::verify(&key.0, &b[..MAC_AT], &b[MAC_AT..]).map_err(|_| HelloError::BadMac)?;
         let mut token = [0u8; 32];
         token.copy_from_slice(&b[9..MAC_AT]);
-        Ok(Hello { token })
+        Ok((b[8], Hello { token }))
     }
 }
 

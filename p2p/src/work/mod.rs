@@ -148,6 +148,7 @@ impl Work {
     /// loop's events.
     pub(crate) fn start(setup: WorkSetup, parts: &ClusterParts) -> std::io::Result<Arc<Work>> {
         let timeout = setup.fetch.request_timeout;
+        let lanes = setup.fetch.lanes.clone();
         let work = Arc::new_cyclic(|this: &Weak<Work>| {
             let handler: Weak<dyn MailHandler> = this.clone();
             let rebuilder: Weak<dyn Rebuilder> = this.clone();
@@ -170,7 +171,7 @@ impl Work {
                 registry: setup.registry,
                 cfg: setup.cfg,
                 this: this.clone(),
-                boxes: Outboxes::new(parts.streams.clone(), setup.tokio.clone(), timeout, handler),
+                boxes: Outboxes::new(parts.streams.clone(), setup.tokio.clone(), timeout, handler, lanes),
                 tokio: setup.tokio,
                 view: parts.view.clone(),
                 cluster: parts.handle.clone(),

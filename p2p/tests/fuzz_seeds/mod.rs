@@ -7,6 +7,8 @@
 //! accepted, `bad-*` refused.
 
 use super::{prefixed, Named, Target};
+
+pub mod lane;
 use libp2p::identity::Keypair;
 use manta_p2p::fuzzing::chunk::{chunk_prefix, split_chunk};
 use manta_p2p::fuzzing::codec::read_frames;
@@ -421,6 +423,7 @@ pub fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                 ],
             )
         }
+        "p2p_lane" => lane::seeds(),
         _ => return None,
     };
     Some(prefixed(valid, bad))
