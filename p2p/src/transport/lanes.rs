@@ -242,7 +242,7 @@ impl Lanes {
         FastLaneStats {
             dialled: self.dialled.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
-            ended: self.ended.load(Ordering::Relaxed),
+            ended: self.ended.load(Ordering::Acquire),
             failed_setups: self.failed_setups.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
@@ -386,7 +386,6 @@ impl Lanes {
     /// A lane ended: its place is freed (a dialled one is asked for again
     /// after a pause).
     fn forget(&self, conn: &Arc<Conn>) {
-        self.ended.fetch_add(1, Ordering::Relaxed);
         let mut st = lock_unpoisoned(&self.state);
         st.live.retain(|c| !Arc::ptr_eq(c, conn));
         let peer = conn.peer();
@@ -400,6 +399,9 @@ impl Lanes {
                 st.inbound.remove(&peer);
             }
         }
+        // Counted once its place is free (and under the lock): whoever
+        // sees the count sees the place given back, so a peer may ask again.
+        self.ended.fetch_add(1, Ordering::Release);
     }
 
     /// The answer to `peer`'s ask: a ticket, or `Busy`.
