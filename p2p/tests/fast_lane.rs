@@ -9,6 +9,9 @@
 //! the background after a first get, so the tests poll its stats (a
 //! bounded poll, never a sleep standing in for an event).
 
+#[allow(dead_code)] // a lane helper only
+mod common;
+
 use manta::{ObjectRef, Runtime};
 use manta_p2p::{ActorClass, FastLaneStats, Method, Node, NodeBuilder, Registry, RemoteFn};
 use std::time::{Duration, Instant};
@@ -61,14 +64,7 @@ fn get_on(a: &Node, b: &Node, value: Vec<u8>) -> Vec<u8> {
 
 /// Polls `n`'s lane stats until `done` holds (bounded).
 fn lane_until(n: &Node, done: impl Fn(&FastLaneStats) -> bool) -> FastLaneStats {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = n.fast_lane_stats();
-        if done(&s) || Instant::now() > deadline {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::lane_until(n, WAIT, done)
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {

@@ -22,6 +22,8 @@
 //! threads); only 127.0.0.1; every wait is bounded (reads have timeouts,
 //! polls a deadline).
 
+#[allow(dead_code)] // a lane helper only
+mod common;
 #[allow(dead_code)]
 mod hostile_client;
 
@@ -37,7 +39,7 @@ use manta_p2p::{FastLaneStats, Node};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LANE: &str = "/manta/lane/1";
 
@@ -121,14 +123,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 
 /// Polls `n`'s lane stats until `done` holds (bounded).
 fn lane_until(n: &Node, done: impl Fn(&FastLaneStats) -> bool) -> FastLaneStats {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = n.fast_lane_stats();
-        if done(&s) || Instant::now() > deadline {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::lane_until(n, WAIT, done)
 }
 
 /// An honest get of a small object on `b` from `a` (over b's lane once up).

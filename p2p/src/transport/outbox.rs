@@ -578,17 +578,7 @@ impl Sending {
         // Direct sends before this batch (closed now) are in flight first.
         self.absorb(ob);
         let riders = link.state.upgrade().map(|s| s.take_held(link.peer, MAX_BATCH_MAIL)).unwrap_or_default();
-        let mut wire = Vec::with_capacity(mail.len() + 2);
-        wire.push(Mail::Seq(seq));
-        if !riders.is_empty() {
-            wire.push(Mail::Acked(riders));
-        }
-        let head = wire.len();
-        wire.extend(mail);
-        let batch = Batch(wire);
-        let bytes = mail::encode_batch(&batch);
-        let mut wire = batch.0;
-        let mail = wire.split_off(head);
+        let (bytes, mail) = encode_seq_batch(seq, riders, mail);
         let fence = is_fence(&mail);
         let fits = bytes.len() <= MAX_FRAME_BYTES - 1024;
         // A lone batch (nothing queued behind it) moves onto the lane; in
@@ -732,3 +722,21 @@ async fn sender(link: Link, ob: Arc<Outbox>, mut acks: mpsc::UnboundedReceiver<A
 
 #[path = "outbox_direct.rs"]
 mod direct;
+
+/// Encodes batch `seq` of `mail` with `riders` (held acks riding on it):
+/// the bytes to write, and `mail` handed back (kept in flight until its
+/// ack, for a resend).
+pub(super) fn encode_seq_batch(seq: u64, riders: Vec<Ack>, mail: Vec<Mail>) -> (Vec<u8>, Vec<Mail>) {
+    let mut wire = Vec::with_capacity(mail.len() + 2);
+    wire.push(Mail::Seq(seq));
+    if !riders.is_empty() {
+        wire.push(Mail::Acked(riders));
+    }
+    let head = wire.len();
+    wire.extend(mail);
+    let batch = Batch(wire);
+    let bytes = mail::encode_batch(&batch);
+    let mut wire = batch.0;
+    let mail = wire.split_off(head);
+    (bytes, mail)
+}

@@ -80,16 +80,7 @@ pub(super) fn try_send(
     probe_mail(&mail, Stage::TaskTaken, Stage::DoneTaken);
     let seq = ob.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let riders = link.take_held(peer, MAX_BATCH_MAIL - 2 - mail.len());
-    let mut wire = Vec::with_capacity(mail.len() + 2);
-    wire.push(Mail::Seq(seq));
-    if !riders.is_empty() {
-        wire.push(Mail::Acked(riders));
-    }
-    let head = wire.len();
-    wire.extend(mail);
-    let batch = Batch(wire);
-    let bytes = mail::encode_batch(&batch);
-    let mail = { batch.0 }.split_off(head);
+    let (bytes, mail) = encode_seq_batch(seq, riders, mail);
     // A failed write poisons the lane: its watcher tells the sender, which
     // writes everything in flight (this batch too) again on a stream.
     let written = lane.send_mail(&bytes);
