@@ -59,6 +59,10 @@ pub(crate) const MAX_LANES: usize = 64;
 /// Most inbound lanes and outstanding tickets of one peer.
 pub(crate) const MAX_INBOUND_PER_PEER: usize = 1;
 
+/// Longest an ask waits for the event loop to record its connection's
+/// addresses (see `Lanes::await_links`).
+const LINKS_WAIT: Duration = Duration::from_secs(1);
+
 /// Pause before asking a peer again after its lane failed or could not be
 /// set up.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -422,6 +426,18 @@ impl Lanes {
         LaneAnswer::Ticket { port, token, key }
     }
 
+    /// Waits (at most [`LINKS_WAIT`]) until the event loop has recorded a
+    /// connection of `peer`'s addresses: a stream of a connection can reach
+    /// `serve` before the event loop has seen that connection, and a ticket
+    /// needs its IPs (without them the answer would be `Busy`, and a peer
+    /// that asks right after connecting would wait [`RETRY_AFTER`]).
+    async fn await_links(&self, peer: PeerId) {
+        let deadline = Instant::now() + LINKS_WAIT;
+        while self.bulk.place_for(&peer).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn busy(&self) -> LaneAnswer {
         self.busy.fetch_add(1, Ordering::Relaxed);
         LaneAnswer::Busy
@@ -516,7 +532,10 @@ async fn serve(lanes: Arc<Lanes>) {
                     _ => return,
                 };
                 let answer = match ask {
-                    Ok(LaneAsk::Open) => lanes.issue(peer),
+                    Ok(LaneAsk::Open) => {
+                        lanes.await_links(peer).await;
+                        lanes.issue(peer)
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "lane: invalid ask");
                         return;
