@@ -362,6 +362,9 @@ impl<J: Queued> Dispatch<J> {
     /// loads the note, each with a SeqCst fence between (Dekker's
     /// pattern): either the canceller sees the place free and starts a
     /// runner, or that runner sees the note and stays to reap.
+    /// (The scheduler runs its pieces, `note_reap`, a fence it may share
+    /// with other protocols, and `reap_fenced`; the loom model runs this.)
+    #[cfg_attr(not(loom), allow(dead_code))]
     #[inline(always)]
     pub fn reap(&self) -> bool {
         self.note_reap();

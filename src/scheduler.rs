@@ -262,12 +262,7 @@ impl Scheduler {
         parked.bump();
         fence(Ordering::SeqCst);
         self.deciders.quiesce_fenced();
-        let readers = parked.any_reader();
-        if self.dispatch.reap_fenced() {
-            self.start_runner();
-        } else if readers && self.dispatch.every_place_busy() && self.dispatch.has_queued() {
-            self.reap_on_service();
-        }
+        self.reap_noted(parked.any_reader());
     }
 
     /// Has the queued tasks that are cancelled taken out of the queue and
@@ -283,7 +278,17 @@ impl Scheduler {
     /// that parks later looks for the cancelled tasks itself.
     #[inline(always)]
     pub fn reap(self: &Arc<Self>, readers: bool) {
-        if self.dispatch.reap() {
+        self.dispatch.note_reap();
+        fence(Ordering::SeqCst);
+        self.reap_noted(readers);
+    }
+
+    /// [`Scheduler::reap`] once the note is left and a SeqCst fence issued
+    /// (shared with `cancelled`): a runner if a place is idle, else the
+    /// service thread when a reader is parked.
+    #[inline(always)]
+    fn reap_noted(self: &Arc<Self>, readers: bool) {
+        if self.dispatch.reap_fenced() {
             self.start_runner();
         } else if readers && self.dispatch.every_place_busy() && self.dispatch.has_queued() {
             self.reap_on_service();
