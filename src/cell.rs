@@ -5,8 +5,14 @@
 //! (when its bytes are charged) and to a cluster backend (when it is
 //! exported or imported). Refs (`refs`) point at cells.
 //!
-//! Invariant: the producer link never keeps a job's memory once the job
-//! has run, so finished objects cost their cell and value only.
+//! Invariant: the producer link never keeps a job's contents once the
+//! job has run (its closure, spec and control block are dropped then).
+//! A small job's bare allocation, at most [`KEEP_JOB_BYTES`], stays until
+//! its last output cell goes ([`Ran`]): it is then freed by the thread
+//! that drops the refs, mostly the one that allocated it. A block freed
+//! on another thread than its allocator's costs glibc malloc its arena
+//! lock, contended with the spawning thread's allocations, and that alone
+//! halved `tasks_async_per_s`.
 //!
 //! Reading a cell ([`ObjectCell::read_value`]) brings a moved-out value
 //! back first: from its spill file, or by rebuilding it from lineage.
@@ -55,9 +61,11 @@ pub struct ObjectCell {
     pub(crate) slot: Slot<SpillHandle>,
     /// The job that completes it next, weakly: its task's until that job
     /// ends, then a rebuild's while one runs (a reader waiting for it may
-    /// run it; `cancel` stops it). Forgotten (a dangling `Weak`) once the
-    /// job has run, so a finished task's job is freed with it, not kept
-    /// by its outputs. `None`: not made by a task.
+    /// run it; `cancel` stops it). Once the job has run it never upgrades
+    /// again (nothing holds the job strongly but tasks it submitted, and
+    /// its function is gone, so it is never queued), and it is forgotten
+    /// (a dangling `Weak`) unless the job is small ([`Ran`]). `None`: not
+    /// made by a task.
     producer: std::sync::Mutex<Option<Weak<Job>>>,
     /// What only some objects have (a charge, a cluster link), made on
     /// first need. Boxed: one pointer in every cell, the rest only in
@@ -99,6 +107,29 @@ impl Resident for ObjectCell {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The largest job (header, control block and closure, as laid out in
+/// its allocation) whose allocation its outputs keep after it has run.
+/// Its contents are dropped when it ends; what stays is bare memory, at
+/// most this much per output object until its refs are dropped (bounded
+/// like `bytes_per_queued_task`, whose goal is 512).
+pub(crate) const KEEP_JOB_BYTES: usize = 512;
+
+/// How big the job that just completed a cell is ([`ObjectCell::job_ended`]
+/// keeps a link to a small one, so that its allocation is freed with the
+/// cell, on the thread that drops the refs, not on the runner).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ran(usize);
+
+impl Ran {
+    /// The job `job`, which has run.
+    pub(crate) fn of(job: &Job) -> Ran {
+        Ran(std::mem::size_of_val(job))
+    }
+
+    /// No job ran (a task rejected at submission): forget the link.
+    pub(crate) const NONE: Ran = Ran(usize::MAX);
 }
 
 /// A producer link to a job that has run (never upgrades).
@@ -185,8 +216,12 @@ impl ObjectCell {
         drop(old); // outside the lock: may free the job's memory
     }
 
-    /// The producing job has run: forget it (see `producer`).
-    pub(crate) fn job_ended(&self) {
+    /// The producing job has run: forget it, unless it is small enough to
+    /// keep its allocation until this cell goes (see [`Ran`]).
+    pub(crate) fn job_ended(&self, ran: Ran) {
+        if ran.0 <= KEEP_JOB_BYTES {
+            return;
+        }
         let old = self.lock_producer().as_mut().map(|w| std::mem::replace(w, ended_job()));
         drop(old); // outside the lock: may free the job's memory
     }
@@ -478,4 +513,46 @@ thread_local! {
 /// re-checks its condition after waking: a stale unpark costs one extra turn.
 pub(crate) fn thread_parker() -> crate::sync::Arc<Parker> {
     PARKER.with(|p| p.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Tally;
+    use crate::resources::Request;
+
+    /// A job whose closure owns `N` bytes inline.
+    fn job_of<const N: usize>() -> Arc<Job> {
+        let bytes = [1u8; N];
+        Job::new(Request::default(), move |_| Tally {
+            done: bytes.iter().map(|&b| u32::from(b)).sum(),
+            ..Tally::default()
+        })
+    }
+
+    /// After its job has run and gone, a cell links to a small job's
+    /// allocation (freed with the cell) and forgets a big one's (freed
+    /// with the job); neither link upgrades.
+    #[test]
+    fn outputs_keep_only_a_small_jobs_allocation() {
+        for (job, kept) in [(job_of::<8>(), true), (job_of::<{ KEEP_JOB_BYTES }>(), false)] {
+            let cell = ObjectCell::pending(Some(Arc::downgrade(&job)));
+            cell.job_ended(Ran::of(&job));
+            let at = Arc::as_ptr(&job).cast::<()>();
+            drop(job);
+            let link = cell.lock_producer().clone().expect("made by a job");
+            assert!(link.upgrade().is_none());
+            assert_eq!(link.as_ptr().cast::<()>() == at, kept, "kept the allocation of a job is {kept}");
+            assert!(cell.producer().is_none());
+        }
+    }
+
+    #[test]
+    fn a_task_rejected_at_submission_forgets_its_link() {
+        let job = job_of::<8>();
+        let cell = ObjectCell::pending(Some(Arc::downgrade(&job)));
+        cell.job_ended(Ran::NONE);
+        let link = cell.lock_producer().clone().expect("a link");
+        assert!(link.as_ptr().cast::<()>() != Arc::as_ptr(&job).cast::<()>());
+    }
 }

@@ -18,7 +18,7 @@
 
 use crate::args::{MultiReturn, TaskArgs};
 use crate::cancel::{deciding, Ended, GroupState, TaskCtl};
-use crate::cell::ObjectCell;
+use crate::cell::{ObjectCell, Ran};
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error, TaskFailure};
 use crate::job::{Go, Job};
@@ -140,8 +140,9 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(task: &TaskCtl, e: E) ->
 /// complete the output(s), drop their references, and only then wake the
 /// waiters, so a woken `get` finds the runtime holding nothing of the task.
 pub(crate) trait Emit<R>: Send + 'static {
-    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>);
-    fn err(self, e: Error);
+    /// `ran`: the job that ran (how long the outputs link to it).
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran);
+    fn err(self, e: Error, ran: Ran);
     /// The (first) output's id (for the timeline).
     fn id(&self) -> crate::id::ObjectId;
 }
@@ -159,7 +160,7 @@ pub(crate) struct Single {
 }
 
 impl<R: Any + Send + Sync> Emit<R> for Single {
-    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>) {
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran) {
         let Single { cell, store } = self;
         let wake = match &store {
             // `admit`'s first case, which needs nothing of the store.
@@ -172,15 +173,15 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
                 }
             },
         };
-        cell.job_ended();
+        cell.job_ended(ran);
         drop((cell, store));
         if let Some(wake) = wake {
             wake.send();
         }
     }
-    fn err(self, e: Error) {
+    fn err(self, e: Error, ran: Ran) {
         let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
-        self.cell.job_ended();
+        self.cell.job_ended(ran);
         drop(self);
         if let Some(wake) = wake {
             wake.send();
@@ -198,7 +199,7 @@ pub(crate) struct Multi {
 }
 
 impl<R: MultiReturn> Emit<R> for Multi {
-    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>) {
+    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>, ran: Ran) {
         let values = r.admit(&self.store);
         let wakes: Vec<_> = (self.cells.iter().zip(values))
             .map(|(c, v)| match v {
@@ -206,14 +207,14 @@ impl<R: MultiReturn> Emit<R> for Multi {
                 Err(e) => c.slot.complete_deferred(Err(e), Meta::default()),
             })
             .collect();
-        self.cells.iter().for_each(|c| c.job_ended());
+        self.cells.iter().for_each(|c| c.job_ended(ran));
         drop(self);
         send_all(wakes);
     }
-    fn err(self, e: Error) {
+    fn err(self, e: Error, ran: Ran) {
         let wakes: Vec<_> =
             self.cells.iter().map(|c| c.slot.complete_deferred(Err(e.clone()), Meta::default())).collect();
-        self.cells.iter().for_each(|c| c.job_ended());
+        self.cells.iter().for_each(|c| c.job_ended(ran));
         drop(self);
         send_all(wakes);
     }
@@ -450,8 +451,8 @@ where
         // task finished has every result known.
         let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
         match outcome {
-            Ok(v) => out.ok(v, lineage(job)),
-            Err(e) => out.err(e),
+            Ok(v) => out.ok(v, lineage(job), Ran::of(job)),
+            Err(e) => out.err(e, Ran::of(job)),
         }
         count_end(ctl.group.as_ref(), ended);
         tally_of(ended)
@@ -483,7 +484,7 @@ pub(crate) fn reject<R, E: Emit<R>>(group: Option<&Arc<GroupState>>, out: E, e: 
         g.submitted();
     }
     let cancelled = e.is_cancelled();
-    out.err(e);
+    out.err(e, Ran::NONE);
     count_end(group, Err(cancelled));
 }
 
