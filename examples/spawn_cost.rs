@@ -9,7 +9,8 @@
 //! are held by two gate tasks until then: the registration and
 //! notification path that `completed` mostly skips when its tasks finish
 //! before it looks), `named` is `async` through the task builder
-//! (`rt.task().name(..).spawn`, as groups and `map` submit). One warm-up round of the
+//! (`rt.task().name(..).spawn`, as groups and `map` submit), `timeline`
+//! is `async` with timeline recording on (`tasks_async_timeline_per_s`). One warm-up round of the
 //! same size runs first, so thread start and first allocations are not
 //! counted against the second; divide the difference of two runs of
 //! different N by the difference of N for a per-task figure.
@@ -67,6 +68,7 @@ fn main() {
     let mode = args.next().unwrap_or_else(|| "async".into());
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let rt = Runtime::builder().num_cpus(2).build().expect("runtime");
+    rt.record_timeline(mode == "timeline");
     let expect = n * n.saturating_sub(1) / 2;
     assert_eq!(round(&rt, &mode, n), expect);
     assert_eq!(round(&rt, &mode, n), expect);

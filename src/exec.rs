@@ -350,7 +350,7 @@ where
         let rec = sched
             .recorder
             .is_on()
-            .then(|| Recording { submitted: sched.recorder.now(), recorder: sched.recorder.clone() });
+            .then(|| Recording { submitted: sched.recorder.now(), stamp: sched.recorder.stamp() });
         job_fn(spec, retries, retry_if, out, lineage, rec)
     });
     let Some(made) = made else { unreachable!("Job::task calls make") };
@@ -431,7 +431,7 @@ where
         let s = spec.borrow();
         let ctl = &job.ctl;
         let task = || ctl.name_text();
-        let start = rec.as_ref().map(|r| r.recorder.now());
+        let start = rec.as_ref().map(|r| r.stamp.now());
         ATTEMPTS.with(|a| a.set(0));
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
@@ -493,7 +493,10 @@ pub(crate) fn reject<R, E: Emit<R>>(group: Option<&Arc<GroupState>>, out: E, e: 
 /// the job (16 bytes; the output's id and the CPUs are read when the
 /// event is made), so recording costs no allocation per task.
 struct Recording {
-    recorder: Arc<crate::timeline::Recorder>,
+    /// The recorder, by key (a counted reference would be taken on the
+    /// submitting thread and dropped on the worker: a shared line bounced
+    /// for every task).
+    stamp: crate::timeline::Stamp,
     submitted: u64,
 }
 
@@ -506,7 +509,7 @@ impl Recording {
         start: u64,
         outcome: &Result<T, Error>,
     ) {
-        let end = self.recorder.now();
+        let end = self.stamp.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
         let outcome = match outcome {
@@ -515,9 +518,9 @@ impl Recording {
             Err(_) => crate::timeline::Outcome::Failed,
         };
         let attempts = ATTEMPTS.with(|a| a.get());
-        let Recording { recorder, submitted } = self;
+        let Recording { stamp, submitted } = self;
         let name = ctl.name.label();
-        recorder.record(|thread| crate::timeline::Event::Task {
+        stamp.record(|thread| crate::timeline::Event::Task {
             id,
             name,
             submitted,

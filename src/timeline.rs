@@ -15,9 +15,13 @@
 //!
 //! Cost: with recording off, one relaxed load per task. With it on, each
 //! thread appends to a buffer of its own (a lock nobody else takes, except
-//! a reader copying it out), and a task reads the clock three times (the
-//! CPU's time-stamp counter through `quanta`, a few nanoseconds each); see
-//! `microbench timeline` for the figure.
+//! a reader copying it out) in chunks that never move ([`Log`]), a task
+//! reads the clock three times (the CPU's time-stamp counter through
+//! `quanta`, a few nanoseconds each), and it names its recorder by a key
+//! ([`Recorder::key`]), not a counted reference: a count taken on the
+//! submitting thread and dropped on the worker would bounce the recorder's
+//! cache line between them for every task. See `microbench timeline` for
+//! the figure.
 //!
 //! Invariants: timestamps are nanoseconds since recording first began, from
 //! one clock for every thread, so causality holds in the trace (a task
@@ -27,7 +31,7 @@
 use crate::error::Text;
 use crate::id::ObjectId;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// The process's timeline clock, calibrated on first use (only when some
@@ -202,34 +206,163 @@ pub enum Event {
 }
 
 /// One thread's events.
-type Buffer = Arc<Mutex<Vec<Event>>>;
+type Buffer = Arc<Mutex<Log>>;
+
+/// Events per chunk of a [`Log`] (about 26 KiB: under glibc's mmap
+/// threshold, so a chunk comes from the heap, not from fresh pages).
+const CHUNK: usize = 256;
+
+/// One thread's events in chunks that never move once written: a growing
+/// `Vec` would copy every event recorded so far each time it doubles, on
+/// the worker's hot path. Cleared chunks are kept for the next events, as
+/// a cleared `Vec` keeps its capacity: recording again after a clear
+/// writes into memory already mapped (a page fault costs more than the
+/// rest of an event).
+#[derive(Debug, Default)]
+struct Log {
+    full: Vec<Vec<Event>>,
+    /// The chunk being filled (allocated at its first event).
+    cur: Vec<Event>,
+    /// Empty chunks left by [`Log::clear`].
+    spare: Vec<Vec<Event>>,
+}
+
+impl Log {
+    fn push(&mut self, e: Event) {
+        if self.cur.len() == self.cur.capacity() {
+            self.next_chunk();
+        }
+        self.cur.push(e);
+    }
+
+    #[cold]
+    fn next_chunk(&mut self) {
+        let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.cur, next);
+        if !full.is_empty() {
+            self.full.push(full);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.full.iter().flatten().chain(&self.cur)
+    }
+
+    /// Drops every event; the chunks stay for the next ones.
+    fn clear(&mut self) {
+        for mut chunk in self.full.drain(..) {
+            chunk.clear();
+            self.spare.push(chunk);
+        }
+        self.cur.clear();
+    }
+}
 
 /// A runtime's recorder: the switch, the clock's origin, every thread's
 /// buffer.
 #[derive(Debug)]
 pub(crate) struct Recorder {
+    /// Never the same for two recorders of the process ([`Recorder::key`]).
+    key: u64,
     on: AtomicBool,
     /// The clock's raw reading when recording first began (set once).
     epoch: OnceLock<u64>,
-    buffers: Mutex<Vec<(u32, String, Buffer)>>,
+    /// Every thread's buffer: its id on the timeline, its name, the buffer
+    /// and the thread itself (found again when it comes back after
+    /// recording for another runtime).
+    buffers: Mutex<Vec<(u32, String, Buffer, std::thread::ThreadId)>>,
     next_thread: AtomicU32,
 }
 
 thread_local! {
-    /// This thread's buffer for the recorder it last recorded for.
-    static LOCAL: RefCell<Option<(Weak<Recorder>, u32, Buffer)>> = const { RefCell::new(None) };
+    /// This thread's view of the recorder it last recorded for.
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// A recorder named by key: reads its clock and records like the recorder
+/// itself, holding no reference to it (each thread finds the recorder's
+/// buffer and clock origin in its own cache, [`LOCAL`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    key: u64,
+}
+
+impl Stamp {
+    /// [`Recorder::now`] (0 if the recorder is gone and this thread never
+    /// recorded for it).
+    #[inline]
+    pub fn now(&self) -> u64 {
+        with_local(self.key, |local| {
+            let c = clock();
+            c.delta_as_nanos(local.epoch, c.raw())
+        })
+        .unwrap_or(0)
+    }
+
+    /// [`Recorder::record`]. If the recorder is gone, the event is dropped,
+    /// or kept in the thread's orphaned buffer until the thread records
+    /// for another recorder (checking on every event would cost a lock).
+    pub fn record(&self, make: impl FnOnce(u32) -> Event) {
+        with_local(self.key, |local| {
+            let e = make(local.tid);
+            local.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        });
+    }
+}
+
+/// A thread's view of the recorder it last recorded for.
+struct Local {
+    key: u64,
+    /// The thread's id on the recorder's timeline.
+    tid: u32,
+    buf: Buffer,
+    /// The recorder's clock origin (set before any task records).
+    epoch: u64,
+}
+
+/// Runs `f` on the calling thread's view of the recorder whose key is
+/// `key` (made on its first event for it); `None` if that recorder is gone.
+#[inline]
+fn with_local<R>(key: u64, f: impl FnOnce(&Local) -> R) -> Option<R> {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.as_ref().is_none_or(|local| local.key != key) {
+            *l = Some(Recorder::live(key)?.add_thread());
+        }
+        l.as_ref().map(f)
+    })
+}
+
+/// Every live recorder by key, for a thread's first event for one of them
+/// through [`Recorder::record_by_key`] (a rare path: once per thread and
+/// recorder, or when a thread alternates between runtimes).
+static LIVE: Mutex<Vec<(u64, Weak<Recorder>)>> = Mutex::new(Vec::new());
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _)| *k != self.key);
+    }
 }
 
 impl Recorder {
     pub fn new(on: bool) -> Arc<Recorder> {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
         let r = Arc::new(Recorder {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             on: AtomicBool::new(false),
             epoch: OnceLock::new(),
             buffers: Mutex::new(Vec::new()),
             next_thread: AtomicU32::new(1),
         });
         r.set_on(on);
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).push((r.key, Arc::downgrade(&r)));
         r
+    }
+
+    /// What a task carries instead of a counted reference to this
+    /// recorder: its key.
+    pub fn stamp(&self) -> Stamp {
+        Stamp { key: self.key }
     }
 
     /// True while recording (one relaxed load).
@@ -271,29 +404,32 @@ impl Recorder {
     }
 
     /// Appends an event to this thread's buffer.
-    pub fn record(self: &Arc<Self>, make: impl FnOnce(u32) -> Event) {
-        self.with_local(|tid, buf| {
-            let e = make(tid);
-            buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        });
+    pub fn record(&self, make: impl FnOnce(u32) -> Event) {
+        self.stamp().record(make);
     }
 
-    fn with_local<R>(self: &Arc<Self>, f: impl FnOnce(u32, &Buffer) -> R) -> R {
-        LOCAL.with(|l| {
-            let mut l = l.borrow_mut();
-            let mine = l.as_ref().is_some_and(|(r, _, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(self)));
-            if !mine {
+    /// The calling thread's view: its buffer, listed under a new thread id
+    /// the first time.
+    fn add_thread(&self) -> Local {
+        let me = std::thread::current();
+        let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        let (tid, buf) = match buffers.iter().find(|b| b.3 == me.id()) {
+            Some((tid, _, buf, _)) => (*tid, buf.clone()),
+            None => {
                 let tid = self.next_thread.fetch_add(1, Ordering::Relaxed);
-                let buf = Arc::new(Mutex::new(Vec::new()));
-                let name = std::thread::current().name().unwrap_or("thread").to_string();
-                self.buffers.lock().unwrap_or_else(|p| p.into_inner()).push((tid, name, buf.clone()));
-                *l = Some((Arc::downgrade(self), tid, buf));
+                let buf = Buffer::default();
+                buffers.push((tid, me.name().unwrap_or("thread").to_string(), buf.clone(), me.id()));
+                (tid, buf)
             }
-            match l.as_ref() {
-                Some((_, tid, buf)) => f(*tid, buf),
-                None => unreachable!("just set"),
-            }
-        })
+        };
+        Local { key: self.key, tid, buf, epoch: *self.epoch.get_or_init(|| clock().raw()) }
+    }
+
+    /// The live recorder whose key is `key`.
+    #[cold]
+    fn live(key: u64) -> Option<Arc<Recorder>> {
+        let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter().find(|(k, _)| *k == key)?.1.upgrade()
     }
 
     /// A copy of everything recorded so far.
@@ -301,7 +437,7 @@ impl Recorder {
         let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         let mut events = Vec::new();
         let mut threads = Vec::new();
-        for (tid, name, buf) in buffers.iter() {
+        for (tid, name, buf, _) in buffers.iter() {
             threads.push((*tid, name.clone()));
             events.extend(buf.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         }
@@ -310,7 +446,7 @@ impl Recorder {
 
     /// Forgets everything recorded so far.
     pub fn clear(&self) {
-        for (_, _, buf) in self.buffers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (_, _, buf, _) in self.buffers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             buf.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
     }
@@ -340,5 +476,71 @@ impl Timeline {
     /// Writes [`Timeline::to_chrome_json`] to `path`.
     pub fn write_chrome_trace(&self, path: impl AsRef<std::path::Path>, process: &str) -> std::io::Result<()> {
         std::fs::write(path, self.to_chrome_json(process))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store event told apart by its byte count.
+    fn store_event(n: u64) -> Event {
+        Event::Store { op: StoreOp::Spill, id: ObjectId::fresh(), bytes: n as usize, thread: 0, start: 0, end: 0 }
+    }
+
+    fn ids(log: &Log) -> Vec<u64> {
+        log.iter()
+            .map(|e| match e {
+                Event::Store { bytes, .. } => *bytes as u64,
+                _ => unreachable!("only store events here"),
+            })
+            .collect()
+    }
+
+    /// Events come back in order across chunks; a clear keeps the chunks
+    /// and the next events go into them.
+    #[test]
+    fn a_log_keeps_order_across_chunks_and_reuses_them_after_a_clear() {
+        let mut log = Log::default();
+        let n = CHUNK as u64 * 2 + 3;
+        (0..n).for_each(|i| log.push(store_event(i)));
+        assert_eq!(ids(&log), (0..n).collect::<Vec<_>>());
+        assert_eq!(log.full.len(), 2);
+        log.clear();
+        assert!(ids(&log).is_empty());
+        assert_eq!(log.spare.len(), 2);
+        (0..n).for_each(|i| log.push(store_event(i + 100)));
+        assert_eq!(ids(&log), (100..n + 100).collect::<Vec<_>>());
+        assert!(log.spare.is_empty(), "the kept chunks were used again");
+    }
+
+    /// One thread records for two recorders in turn: each event lands in
+    /// its own recorder's timeline, under one thread id per recorder, and
+    /// a stamp of a dropped recorder touches no live one.
+    #[test]
+    fn a_thread_alternating_recorders_keeps_their_events_apart() {
+        let (a, b) = (Recorder::new(true), Recorder::new(true));
+        for i in 0..3 {
+            a.record(|_| store_event(i));
+            b.record(|_| store_event(10 + i));
+        }
+        let of = |r: &Recorder| -> Vec<u64> {
+            r.snapshot()
+                .events
+                .iter()
+                .map(|e| match e {
+                    Event::Store { bytes, .. } => *bytes as u64,
+                    _ => unreachable!("only store events here"),
+                })
+                .collect()
+        };
+        assert_eq!(of(&a), [0, 1, 2]);
+        assert_eq!(of(&b), [10, 11, 12]);
+        assert_eq!(a.snapshot().threads.len(), 1);
+        assert_eq!(b.snapshot().threads.len(), 1);
+        let stamp = a.stamp();
+        drop(a);
+        stamp.record(|_| store_event(99));
+        assert_eq!(of(&b), [10, 11, 12]);
     }
 }
