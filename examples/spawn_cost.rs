@@ -9,7 +9,8 @@
 //! are held by two gate tasks until then: the registration and
 //! notification path that `completed` mostly skips when its tasks finish
 //! before it looks), `named` is `async` through the task builder
-//! (`rt.task().name(..).spawn`, as groups and `map` submit), `timeline`
+//! (`rt.task().name(..).spawn`, as `map` submits), `group` is `async`
+//! through a `Group` (`group.spawn`), `timeline`
 //! is `async` with timeline recording on (`tasks_async_timeline_per_s`). One warm-up round of the
 //! same size runs first, so thread start and first allocations are not
 //! counted against the second; divide the difference of two runs of
@@ -52,8 +53,11 @@ fn round(rt: &Runtime, mode: &str, n: u64) -> u64 {
         let sum: u64 = completed.map(|r| *r.get().expect("task")).sum();
         return sum + rt.get_all(&blockers).expect("blockers").iter().map(|v| **v).sum::<u64>();
     }
+    let group = rt.group();
     let refs: Vec<ObjectRef<u64>> = if mode == "named" {
         (0..n).map(|i| rt.task().name("t").spawn(move || i)).collect()
+    } else if mode == "group" {
+        (0..n).map(|i| group.spawn(move || i)).collect()
     } else {
         (0..n).map(|i| rt.spawn(move || i)).collect()
     };

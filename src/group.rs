@@ -153,7 +153,7 @@ impl Group {
         R: Any + Send + Sync,
         F: FnOnce() -> R + Send + 'static,
     {
-        self.task().spawn(f)
+        crate::task::spawn_default(&self.inner.rt, Some(&self.state), f)
     }
 
     /// Submits a task with arguments in the group (like [`Runtime::spawn_with`]).

@@ -493,7 +493,7 @@ impl Runtime {
         R: Any + Send + Sync,
         F: FnOnce() -> R + Send + 'static,
     {
-        crate::task::spawn_default(self, f)
+        crate::task::spawn_default(self, None, f)
     }
 
     /// Submits a task that runs when all `args` are ready; the closure

@@ -312,20 +312,25 @@ fn single<R>(
     }
 }
 
-/// `Runtime::spawn`: `rt.task().spawn(f)` without the builder (its options
-/// are all defaults, so they are not built, checked and moved for every
-/// task: a tenth of a trivial task's cost). Falls back to the builder when
-/// the default request is infeasible (a runtime without a whole CPU), so
-/// the error is the builder's.
+/// `Runtime::spawn` and `Group::spawn` (`group`): `rt.task().spawn(f)`
+/// without the builder (its options are all defaults, so they are not
+/// built, checked and moved for every task: a tenth of a trivial task's
+/// cost). Falls back to the builder when the default request is infeasible
+/// (a runtime without a whole CPU), so the error is the builder's.
 #[track_caller]
-pub(crate) fn spawn_default<R, F>(rt: &Runtime, f: F) -> ObjectRef<R>
+pub(crate) fn spawn_default<R, F>(rt: &Runtime, group: Option<&Arc<GroupState>>, f: F) -> ObjectRef<R>
 where
     R: Any + Send + Sync,
     F: FnOnce() -> R + Send + 'static,
 {
     let sched = rt.scheduler();
     let name = TaskName::Caller(std::panic::Location::caller());
-    let Ok(req) = sched.totals().request(&name, 1.0, &[]) else { return TaskBuilder::new(rt).spawn(f) };
+    let Ok(req) = sched.totals().request(&name, 1.0, &[]) else {
+        return match group {
+            Some(g) => TaskBuilder::new(rt).in_group(g).spawn(f),
+            None => TaskBuilder::new(rt).spawn(f),
+        };
+    };
     let plan = Plan {
         req,
         retries: 0,
@@ -334,7 +339,7 @@ where
         linger: true,
         lineage: Default::default(),
     };
-    let ctl = TaskCtl::new(name, crate::exec::current_task(), None);
+    let ctl = TaskCtl::new(name, crate::exec::current_task(), group.cloned());
     let spec = Spec::new((), OnceFn(std::cell::Cell::new(Some(move |()| f()))));
     submit(sched, plan, ctl, spec, single(rt, None), no_lineage)
 }

@@ -374,6 +374,12 @@ fn default_names_are_the_call_site() {
     assert!(text.contains(&format!("tests/groups.rs:{line}")), "{text}");
     let named = rt.task().name("resize").spawn(|| -> u32 { panic!("boom") }).get().unwrap_err();
     assert!(named.to_string().contains("`resize`"), "{named}");
+    // A group's tasks too (they skip the builder, as `rt.spawn` does).
+    let group = rt.group();
+    let line = line!() + 1;
+    let e = group.spawn(|| -> u32 { panic!("boom") }).get().unwrap_err();
+    assert!(e.to_string().contains(&format!("tests/groups.rs:{line}")), "{e}");
+    assert_eq!(group.progress().total, 1);
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
