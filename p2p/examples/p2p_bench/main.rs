@@ -30,7 +30,12 @@
 //!   transfers. The value is checked
 //!   against the source afterwards (untimed). stderr shows, per round, the
 //!   process's CPU time during the timed part (`/proc/self/stat`): CPU
-//!   nanoseconds per byte, and how many cores were busy on average.
+//!   nanoseconds per byte, and how many cores were busy on average; and
+//!   how many cores other processes kept busy meanwhile (`/proc/stat`
+//!   less this process, in 10 ms ticks: rough). A transfer needs both
+//!   cores of a 2-core machine where the fresh-write floor needs one, so
+//!   a cold round during which another process held a core says little
+//!   about `transfer_cold_vs_fresh_write`.
 //! - `transfer_best_gbps`: the best of those rounds.
 //! - `transfer_cold_gbps`: the first round alone: its replica is written
 //!   into fresh memory (a page fault per 4 KiB), as any first transfer is
@@ -58,7 +63,8 @@
 //! - `fresh_write_gbps`: the other floor of `transfer_gbps`: copying 100 MB
 //!   into a newly allocated `Vec` in 1 MiB steps (the page faults and
 //!   zeroing every new replica costs; the TCP floor reads into one reused
-//!   buffer and pays none). Median of 5.
+//!   buffer and pays none). Median of 5; stderr shows each round with the
+//!   cores other processes kept busy meanwhile.
 //! - `tcp_rtt_us`: the floor of `remote_get_small_us`: a 64-byte ping-pong
 //!   round trip over one such connection (an echo thread); median of 2,000
 //!   (after 100 warm-ups). `tcp_rtt_p99_us`: their 99th percentile.
@@ -235,6 +241,38 @@ fn process_cpu_s() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU seconds the whole machine has been busy so far (all CPUs: user,
+/// nice, system, irq, softirq and steal time), from the first line of
+/// `/proc/stat` (in clock ticks, taken as 100 per second); `None` where
+/// that file is not readable.
+fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| ticks.get(i).copied()).sum::<Option<f64>>()?;
+    Some(busy / 100.0)
+}
+
+/// The CPU other processes use while something is timed: a round whose
+/// figure is near a whole core did not have the machine to itself (a
+/// transfer needs both cores of a 2-core machine, a fresh write one).
+/// Clock ticks are 10 ms, so over a 50 ms round this is a rough figure.
+struct Others {
+    busy0: Option<f64>,
+    cpu0: Option<f64>,
+}
+
+impl Others {
+    fn start() -> Others {
+        Others { busy0: machine_busy_s(), cpu0: process_cpu_s() }
+    }
+
+    /// Cores other processes kept busy on average over `d` since `start`.
+    fn cores(&self, d: Duration) -> Option<f64> {
+        let (b0, c0, b1, c1) = (self.busy0?, self.cpu0?, machine_busy_s()?, process_cpu_s()?);
+        Some((((b1 - b0) - (c1 - c0)) / d.as_secs_f64()).max(0.0))
+    }
+}
+
 fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
@@ -248,7 +286,8 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
 fn fresh_write() -> Vec<f64> {
     let src: Vec<u8> = (0..LARGE_BYTES).map(|i| (i % 251) as u8).collect();
     (0..LARGE_ROUNDS)
-        .map(|_| {
+        .map(|round| {
+            let others = Others::start();
             let t = Instant::now();
             let mut v: Vec<u8> = Vec::with_capacity(LARGE_BYTES);
             for c in src.chunks(TCP_WRITE) {
@@ -256,6 +295,9 @@ fn fresh_write() -> Vec<f64> {
             }
             let d = t.elapsed();
             assert_eq!(std::hint::black_box(&v).len(), LARGE_BYTES);
+            if let Some(o) = others.cores(d) {
+                eprintln!("#     round {round}: {:.0} ms, other processes {o:.1} cores busy", d.as_secs_f64() * 1e3);
+            }
             gbps(LARGE_BYTES, d)
         })
         .collect()
@@ -417,6 +459,7 @@ fn transfer(a: &Node, b: &Node) -> Res<Vec<f64>> {
         let wire = a.encode_ref(&r)?;
         let pooled_mb = b.runtime().store_stats().bytes_recycled as f64 / 1e6;
         let cpu0 = process_cpu_s();
+        let others = Others::start();
         let t = Instant::now();
         let there: ObjectRef<Vec<u8>> = b.decode_ref(&wire)?;
         let got = there.get_timeout(LARGE_GET_TIMEOUT)?;
@@ -425,8 +468,9 @@ fn transfer(a: &Node, b: &Node) -> Res<Vec<f64>> {
             let cpu = c1 - c0;
             let per_byte = cpu * 1e9 / LARGE_BYTES as f64;
             let busy = cpu / d.as_secs_f64();
+            let others = others.cores(d).map_or(String::new(), |o| format!(", other processes {o:.1} cores busy"));
             eprintln!(
-                "#     round {round}: {:.0} ms, process cpu {cpu:.2} s ({per_byte:.1} ns/byte, {busy:.2} cores busy), {pooled_mb:.0} MB pooled on b before",
+                "#     round {round}: {:.0} ms, process cpu {cpu:.2} s ({per_byte:.1} ns/byte, {busy:.2} cores busy), {pooled_mb:.0} MB pooled on b before{others}",
                 d.as_secs_f64() * 1e3
             );
         }
