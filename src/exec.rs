@@ -431,8 +431,10 @@ where
         let s = spec.borrow();
         let ctl = &job.ctl;
         let task = || ctl.name_text();
-        let start = rec.as_ref().map(|r| r.stamp.now());
-        ATTEMPTS.with(|a| a.set(0));
+        let start = rec.as_ref().map(|_| {
+            ATTEMPTS.with(|a| a.set(0));
+            crate::timeline::Stamp::raw_now()
+        });
         let outcome = match go {
             Go::Shutdown => Err(Error::RuntimeShutdown),
             Go::InputFailed(cause) => Err(Error::dependency(task(), cause)),
@@ -509,7 +511,6 @@ impl Recording {
         start: u64,
         outcome: &Result<T, Error>,
     ) {
-        let end = self.stamp.now();
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
         let outcome = match outcome {
@@ -520,7 +521,7 @@ impl Recording {
         let attempts = ATTEMPTS.with(|a| a.get());
         let Recording { stamp, submitted } = self;
         let name = ctl.name.label();
-        stamp.record(|thread| crate::timeline::Event::Task {
+        stamp.record_since(start, |thread, start, end| crate::timeline::Event::Task {
             id,
             name,
             submitted,

@@ -288,15 +288,11 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// [`Recorder::now`] (0 if the recorder is gone and this thread never
-    /// recorded for it).
+    /// The clock's raw reading now, for [`Stamp::record_since`] (no
+    /// lookup of the recorder: a worker reads it when a task starts).
     #[inline]
-    pub fn now(&self) -> u64 {
-        with_local(self.key, |local| {
-            let c = clock();
-            c.delta_as_nanos(local.epoch, c.raw())
-        })
-        .unwrap_or(0)
+    pub fn raw_now() -> u64 {
+        clock().raw()
     }
 
     /// [`Recorder::record`]. If the recorder is gone, the event is dropped,
@@ -305,6 +301,19 @@ impl Stamp {
     pub fn record(&self, make: impl FnOnce(u32) -> Event) {
         with_local(self.key, |local| {
             let e = make(local.tid);
+            local.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        });
+    }
+
+    /// Records an event that began at the raw reading `start`
+    /// ([`Stamp::raw_now`]) and ends now: `make` is given the thread's id,
+    /// the start and the end in the recorder's nanoseconds. One lookup of
+    /// the recorder per event. A gone recorder as for [`Stamp::record`].
+    pub fn record_since(&self, start: u64, make: impl FnOnce(u32, u64, u64) -> Event) {
+        let c = clock();
+        let end = c.raw();
+        with_local(self.key, |local| {
+            let e = make(local.tid, c.delta_as_nanos(local.epoch, start), c.delta_as_nanos(local.epoch, end));
             local.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
         });
     }
