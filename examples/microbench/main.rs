@@ -153,9 +153,6 @@ fn main() {
     if b.wants(&["bytes_per_queued_task"]) {
         bytes_per_queued_task(&b, &rt);
     }
-    if b.wants(&["init_s"]) {
-        init(&b);
-    }
     if b.wants(&["tasks_async_per_s", "rayon_tasks_async_per_s"]) {
         tasks_async(&b, &rt);
     }
@@ -189,6 +186,14 @@ fn main() {
     }
     if b.wants(cancel::METRICS) {
         cancel::cancel(&b);
+    }
+    // Last: building and dropping 320 runtimes starts and ends about a
+    // thousand threads, and glibc hands its malloc arenas out as threads
+    // come and go; measured first, it left a later runtime's workers
+    // sharing an arena with the spawning thread in some processes, which
+    // halves task throughput (README, Numbers).
+    if b.wants(&["init_s"]) {
+        init(&b);
     }
     eprintln!("# done in {:.1} s", start.elapsed().as_secs_f64());
 }
