@@ -452,9 +452,10 @@ where
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
         let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
+        let ran = Ran::of(job);
         match outcome {
-            Ok(v) => out.ok(v, lineage(job), Ran::of(job)),
-            Err(e) => out.err(e, Ran::of(job)),
+            Ok(v) => out.ok(v, lineage(job), ran),
+            Err(e) => out.err(e, ran),
         }
         count_end(ctl.group.as_ref(), ended);
         tally_of(ended)

@@ -18,7 +18,7 @@
 //! a reader copying it out) in chunks that never move ([`Log`]), a task
 //! reads the clock three times (the CPU's time-stamp counter through
 //! `quanta`, a few nanoseconds each), and it names its recorder by a key
-//! ([`Recorder::key`]), not a counted reference: a count taken on the
+//! ([`Stamp`]), not a counted reference: a count taken on the
 //! submitting thread and dropped on the worker would bounce the recorder's
 //! cache line between them for every task. See `microbench timeline` for
 //! the figure.
@@ -262,7 +262,7 @@ impl Log {
 /// buffer.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    /// Never the same for two recorders of the process ([`Recorder::key`]).
+    /// Never the same for two recorders of the process ([`Stamp`]).
     key: u64,
     on: AtomicBool,
     /// The clock's raw reading when recording first began (set once).
@@ -299,10 +299,7 @@ impl Stamp {
     /// or kept in the thread's orphaned buffer until the thread records
     /// for another recorder (checking on every event would cost a lock).
     pub fn record(&self, make: impl FnOnce(u32) -> Event) {
-        with_local(self.key, |local| {
-            let e = make(local.tid);
-            local.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        });
+        with_local(self.key, |local| local.push(make(local.tid)));
     }
 
     /// Records an event that began at the raw reading `start`
@@ -313,8 +310,7 @@ impl Stamp {
         let c = clock();
         let end = c.raw();
         with_local(self.key, |local| {
-            let e = make(local.tid, c.delta_as_nanos(local.epoch, start), c.delta_as_nanos(local.epoch, end));
-            local.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+            local.push(make(local.tid, c.delta_as_nanos(local.epoch, start), c.delta_as_nanos(local.epoch, end)))
         });
     }
 }
@@ -327,6 +323,13 @@ struct Local {
     buf: Buffer,
     /// The recorder's clock origin (set before any task records).
     epoch: u64,
+}
+
+impl Local {
+    /// Appends `e` to this thread's buffer.
+    fn push(&self, e: Event) {
+        self.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    }
 }
 
 /// Runs `f` on the calling thread's view of the recorder whose key is
@@ -343,8 +346,8 @@ fn with_local<R>(key: u64, f: impl FnOnce(&Local) -> R) -> Option<R> {
 }
 
 /// Every live recorder by key, for a thread's first event for one of them
-/// through [`Recorder::record_by_key`] (a rare path: once per thread and
-/// recorder, or when a thread alternates between runtimes).
+/// through a [`Stamp`] (a rare path: once per thread and recorder, or when
+/// a thread alternates between runtimes).
 static LIVE: Mutex<Vec<(u64, Weak<Recorder>)>> = Mutex::new(Vec::new());
 
 impl Drop for Recorder {
@@ -497,8 +500,8 @@ mod tests {
         Event::Store { op: StoreOp::Spill, id: ObjectId::fresh(), bytes: n as usize, thread: 0, start: 0, end: 0 }
     }
 
-    fn ids(log: &Log) -> Vec<u64> {
-        log.iter()
+    fn ids<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<u64> {
+        events
             .map(|e| match e {
                 Event::Store { bytes, .. } => *bytes as u64,
                 _ => unreachable!("only store events here"),
@@ -513,13 +516,13 @@ mod tests {
         let mut log = Log::default();
         let n = CHUNK as u64 * 2 + 3;
         (0..n).for_each(|i| log.push(store_event(i)));
-        assert_eq!(ids(&log), (0..n).collect::<Vec<_>>());
+        assert_eq!(ids(log.iter()), (0..n).collect::<Vec<_>>());
         assert_eq!(log.full.len(), 2);
         log.clear();
-        assert!(ids(&log).is_empty());
+        assert!(ids(log.iter()).is_empty());
         assert_eq!(log.spare.len(), 2);
         (0..n).for_each(|i| log.push(store_event(i + 100)));
-        assert_eq!(ids(&log), (100..n + 100).collect::<Vec<_>>());
+        assert_eq!(ids(log.iter()), (100..n + 100).collect::<Vec<_>>());
         assert!(log.spare.is_empty(), "the kept chunks were used again");
     }
 
@@ -533,16 +536,7 @@ mod tests {
             a.record(|_| store_event(i));
             b.record(|_| store_event(10 + i));
         }
-        let of = |r: &Recorder| -> Vec<u64> {
-            r.snapshot()
-                .events
-                .iter()
-                .map(|e| match e {
-                    Event::Store { bytes, .. } => *bytes as u64,
-                    _ => unreachable!("only store events here"),
-                })
-                .collect()
-        };
+        let of = |r: &Recorder| ids(r.snapshot().events.iter());
         assert_eq!(of(&a), [0, 1, 2]);
         assert_eq!(of(&b), [10, 11, 12]);
         assert_eq!(a.snapshot().threads.len(), 1);
