@@ -56,8 +56,10 @@ pub(crate) trait Link: Send + Sync + 'static {
 pub struct ObjectCell {
     /// Its id, drawn on first use ([`ObjectCell::id`]): most task outputs
     /// are read and dropped without anyone asking for it, and drawing one
-    /// costs about 60 instructions (see `id`), 2% of a trivial task.
-    id_once: OnceLock<ObjectId>,
+    /// costs about 60 instructions (see `id`), 2% of a trivial task. Set
+    /// once (module `lazy`: a known id costs no atomic operation, a drawn
+    /// one a compare-exchange, where `OnceLock` costs two).
+    id: crate::lazy::Lazy<ObjectId>,
     pub(crate) slot: Slot<SpillHandle>,
     /// The job that completes it next, weakly: its task's until that job
     /// ends, then a rebuild's while one runs (a reader waiting for it may
@@ -162,7 +164,7 @@ impl ObjectCell {
     /// A cell whose id is drawn when first asked for.
     fn new(slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
         let producer = std::sync::Mutex::new(producer);
-        ObjectCell { id_once: OnceLock::new(), slot, producer, extras: OnceLock::new() }
+        ObjectCell { id: crate::lazy::Lazy::unset(), slot, producer, extras: OnceLock::new() }
     }
 
     /// The cell's extras, made now if it has none yet.
@@ -187,15 +189,14 @@ impl ObjectCell {
     }
 
     fn with_id(id: ObjectId, slot: Slot<SpillHandle>, producer: Option<Weak<Job>>) -> ObjectCell {
-        let cell = ObjectCell::new(slot, producer);
-        let _ = cell.id_once.set(id);
-        cell
+        let producer = std::sync::Mutex::new(producer);
+        ObjectCell { id: crate::lazy::Lazy::new(id), slot, producer, extras: OnceLock::new() }
     }
 
     /// The object's id (drawn now if nobody asked before; the same for
     /// every caller, whichever thread asks first).
     pub(crate) fn id(&self) -> ObjectId {
-        *self.id_once.get_or_init(ObjectId::fresh)
+        self.id.get_or(ObjectId::fresh)
     }
 
     /// The producing task's job, while it lives (queued, running, or kept

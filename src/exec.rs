@@ -346,7 +346,7 @@ where
         made = Some(o);
         // Recorded only if the timeline is on now (one relaxed load otherwise).
         // Inline, not boxed: a recording task pays no allocation for it
-        // (the timeline's cost stays under 5% of `tasks_async_per_s`).
+        // (see `microbench timeline` for what recording costs).
         let rec = sched
             .recorder
             .is_on()

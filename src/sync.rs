@@ -3,7 +3,8 @@
 //!
 //! Normally these are `std`'s types. Built with `RUSTFLAGS="--cfg loom"` they
 //! are [loom](https://docs.rs/loom)'s, so the protocol modules (`slot`,
-//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`, `parked`, `claim`) can be model-checked by the
+//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`, `parked`, `claim`,
+//! `eventlog`, `lazy`) can be model-checked by the
 //! tests in `tests/loom_*.rs`, which drive them with `loom::thread` directly
 //! (rayon cannot run inside a loom model).
 //!
@@ -14,7 +15,7 @@
 #[cfg(not(loom))]
 pub(crate) use std::hint::spin_loop;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -37,6 +38,12 @@ impl<T> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+
+    /// Calls `f` with a read-only pointer to the contents (the caller's
+    /// `unsafe` block states why no write races with the read).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
 }
 
 #[cfg(loom)]
@@ -44,7 +51,7 @@ pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
 pub(crate) use loom::hint::spin_loop;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 

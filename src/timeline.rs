@@ -14,14 +14,16 @@
 //! (module `chrome`).
 //!
 //! Cost: with recording off, one relaxed load per task. With it on, each
-//! thread appends to a buffer of its own (a lock nobody else takes, except
-//! a reader copying it out) in chunks that never move ([`Log`]), a task
+//! thread appends to a buffer of its own without a lock (module
+//! `eventlog`: a write and a release store; readers copy it out), a task
 //! reads the clock three times (the CPU's time-stamp counter through
-//! `quanta`, a few nanoseconds each), and it names its recorder by a key
-//! ([`Stamp`]), not a counted reference: a count taken on the
-//! submitting thread and dropped on the worker would bounce the recorder's
-//! cache line between them for every task. See `microbench timeline` for
-//! the figure.
+//! `quanta`: no system call, though about 9 ns each on the 2-core VM the
+//! benchmarks run on), its output's id is drawn (module `lazy`: no atomic
+//! read-modify-write beyond one compare-exchange), and it names its
+//! recorder by a key ([`Stamp`]), not a counted reference: a count taken
+//! on the submitting thread and dropped on the worker would bounce the
+//! recorder's cache line between them for every task. See `microbench
+//! timeline` for the figure.
 //!
 //! Invariants: timestamps are nanoseconds since recording first began, from
 //! one clock for every thread, so causality holds in the trace (a task
@@ -29,6 +31,7 @@
 //! to by its thread.
 
 use crate::error::Text;
+use crate::eventlog::{EventLog, Writer};
 use crate::id::ObjectId;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -205,58 +208,9 @@ pub enum Event {
     },
 }
 
-/// One thread's events.
-type Buffer = Arc<Mutex<Log>>;
-
-/// Events per chunk of a [`Log`] (about 26 KiB: under glibc's mmap
-/// threshold, so a chunk comes from the heap, not from fresh pages).
-const CHUNK: usize = 256;
-
-/// One thread's events in chunks that never move once written: a growing
-/// `Vec` would copy every event recorded so far each time it doubles, on
-/// the worker's hot path. Cleared chunks are kept for the next events, as
-/// a cleared `Vec` keeps its capacity: recording again after a clear
-/// writes into memory already mapped (a page fault costs more than the
-/// rest of an event).
-#[derive(Debug, Default)]
-struct Log {
-    full: Vec<Vec<Event>>,
-    /// The chunk being filled (allocated at its first event).
-    cur: Vec<Event>,
-    /// Empty chunks left by [`Log::clear`].
-    spare: Vec<Vec<Event>>,
-}
-
-impl Log {
-    fn push(&mut self, e: Event) {
-        if self.cur.len() == self.cur.capacity() {
-            self.next_chunk();
-        }
-        self.cur.push(e);
-    }
-
-    #[cold]
-    fn next_chunk(&mut self) {
-        let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
-        let full = std::mem::replace(&mut self.cur, next);
-        if !full.is_empty() {
-            self.full.push(full);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Event> {
-        self.full.iter().flatten().chain(&self.cur)
-    }
-
-    /// Drops every event; the chunks stay for the next ones.
-    fn clear(&mut self) {
-        for mut chunk in self.full.drain(..) {
-            chunk.clear();
-            self.spare.push(chunk);
-        }
-        self.cur.clear();
-    }
-}
+/// One thread's events: appended by that thread without a lock, read by
+/// snapshots from any thread (module `eventlog`).
+type Buffer = EventLog<Event>;
 
 /// A runtime's recorder: the switch, the clock's origin, every thread's
 /// buffer.
@@ -320,28 +274,33 @@ struct Local {
     key: u64,
     /// The thread's id on the recorder's timeline.
     tid: u32,
-    buf: Buffer,
+    /// The writing end of the thread's buffer.
+    buf: Writer<Event>,
     /// The recorder's clock origin (set before any task records).
     epoch: u64,
 }
 
 impl Local {
     /// Appends `e` to this thread's buffer.
-    fn push(&self, e: Event) {
-        self.buf.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    #[inline]
+    fn push(&mut self, e: Event) {
+        self.buf.push(e);
     }
 }
 
 /// Runs `f` on the calling thread's view of the recorder whose key is
 /// `key` (made on its first event for it); `None` if that recorder is gone.
 #[inline]
-fn with_local<R>(key: u64, f: impl FnOnce(&Local) -> R) -> Option<R> {
+fn with_local<R>(key: u64, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         if l.as_ref().is_none_or(|local| local.key != key) {
+            // The old view (and its writer) goes first: coming back to a
+            // recorder, the thread writes its buffer again.
+            *l = None;
             *l = Some(Recorder::live(key)?.add_thread());
         }
-        l.as_ref().map(f)
+        l.as_mut().map(f)
     })
 }
 
@@ -425,13 +384,16 @@ impl Recorder {
     fn add_thread(&self) -> Local {
         let me = std::thread::current();
         let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        let (tid, buf) = match buffers.iter().find(|b| b.3 == me.id()) {
-            Some((tid, _, buf, _)) => (*tid, buf.clone()),
+        // The thread's buffer from an earlier visit, if its writer is free
+        // (it is: the thread dropped its old view before coming back).
+        let known = buffers.iter().find(|b| b.3 == me.id()).and_then(|(tid, _, buf, _)| Some((*tid, buf.writer()?)));
+        let (tid, buf) = match known {
+            Some(found) => found,
             None => {
                 let tid = self.next_thread.fetch_add(1, Ordering::Relaxed);
-                let buf = Buffer::default();
-                buffers.push((tid, me.name().unwrap_or("thread").to_string(), buf.clone(), me.id()));
-                (tid, buf)
+                let (buf, writer) = Buffer::with_writer();
+                buffers.push((tid, me.name().unwrap_or("thread").to_string(), buf, me.id()));
+                (tid, writer)
             }
         };
         Local { key: self.key, tid, buf, epoch: *self.epoch.get_or_init(|| clock().raw()) }
@@ -451,7 +413,7 @@ impl Recorder {
         let mut threads = Vec::new();
         for (tid, name, buf, _) in buffers.iter() {
             threads.push((*tid, name.clone()));
-            events.extend(buf.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+            events.extend(buf.snapshot());
         }
         Timeline { events, threads }
     }
@@ -459,7 +421,7 @@ impl Recorder {
     /// Forgets everything recorded so far.
     pub fn clear(&self) {
         for (_, _, buf, _) in self.buffers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            buf.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            buf.clear();
         }
     }
 }
@@ -507,23 +469,6 @@ mod tests {
                 _ => unreachable!("only store events here"),
             })
             .collect()
-    }
-
-    /// Events come back in order across chunks; a clear keeps the chunks
-    /// and the next events go into them.
-    #[test]
-    fn a_log_keeps_order_across_chunks_and_reuses_them_after_a_clear() {
-        let mut log = Log::default();
-        let n = CHUNK as u64 * 2 + 3;
-        (0..n).for_each(|i| log.push(store_event(i)));
-        assert_eq!(ids(log.iter()), (0..n).collect::<Vec<_>>());
-        assert_eq!(log.full.len(), 2);
-        log.clear();
-        assert!(ids(log.iter()).is_empty());
-        assert_eq!(log.spare.len(), 2);
-        (0..n).for_each(|i| log.push(store_event(i + 100)));
-        assert_eq!(ids(log.iter()), (100..n + 100).collect::<Vec<_>>());
-        assert!(log.spare.is_empty(), "the kept chunks were used again");
     }
 
     /// One thread records for two recorders in turn: each event lands in

@@ -32,6 +32,8 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
             "export",
             "decide",
             "claim",
+            "lazy",
+            "eventlog",
             "panics",
             "timeline",
             "chrome",
