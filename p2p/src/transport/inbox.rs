@@ -170,7 +170,10 @@ pub(super) fn on_batch(
     }
     // The riding acks go to our sender once the rest is applied: waking it
     // first would put a thread hand-off before the batch (a reply, often)
-    // reaches its reader.
+    // reaches its reader. Our outbox sees them now, though: the reply's
+    // reader may send the next request at once, and the direct path has
+    // room again only once the last request's batch is acked.
+    link.tap(peer, &rode);
     let _rode = Rode { link, peer, acks: rode };
     if let Some(n) = seq {
         match link.seen.fresh(peer, n) {
@@ -205,7 +208,7 @@ struct Rode<'a> {
 impl Drop for Rode<'_> {
     fn drop(&mut self) {
         if !self.acks.is_empty() {
-            self.link.acked(self.peer, std::mem::take(&mut self.acks));
+            self.link.forward(self.peer, std::mem::take(&mut self.acks));
         }
     }
 }

@@ -182,11 +182,27 @@ impl Seen {
     }
 }
 
+/// What an outbox does with an ack of one of its batches the moment a
+/// reader has it, before its sender task hears of it (the direct path's
+/// room, `outbox_direct`).
+pub(super) trait AckTap: Send + Sync {
+    /// `ack` came in for a batch of this outbox.
+    fn tap(&self, ack: &Ack);
+}
+
+/// Where acks of our batches to one peer go.
+struct Route {
+    /// The outbox's sender task.
+    tx: mpsc::UnboundedSender<AckEvent>,
+    /// The outbox itself, for [`AckTap::tap`].
+    tap: std::sync::Weak<dyn AckTap>,
+}
+
 /// The per-peer state a node's senders and receivers share.
 #[derive(Default)]
 pub(super) struct LinkState {
-    /// Where acks of our batches to each peer go: its sender task.
-    routes: Mutex<HashMap<PeerId, mpsc::UnboundedSender<AckEvent>>>,
+    /// Where acks of our batches to each peer go: its outbox.
+    routes: Mutex<HashMap<PeerId, Route>>,
     /// Acks of each peer's batches, held to ride on our next batch to it.
     held: Mutex<HashMap<PeerId, Arc<Mutex<Vec<Ack>>>>>,
     /// Batches applied from each peer.
@@ -194,9 +210,10 @@ pub(super) struct LinkState {
 }
 
 impl LinkState {
-    /// Routes acks from `peer` to its sender task from now on.
-    pub(super) fn route(&self, peer: PeerId, acks: mpsc::UnboundedSender<AckEvent>) {
-        lock_unpoisoned(&self.routes).insert(peer, acks);
+    /// Routes acks from `peer` to its outbox (`tap`, then its sender task
+    /// through `acks`) from now on.
+    pub(super) fn route(&self, peer: PeerId, acks: mpsc::UnboundedSender<AckEvent>, tap: std::sync::Weak<dyn AckTap>) {
+        lock_unpoisoned(&self.routes).insert(peer, Route { tx: acks, tap });
     }
 
     /// The acks held for `peer` (pushed by its streams' readers).
@@ -212,11 +229,30 @@ impl LinkState {
         h.drain(..n).collect()
     }
 
-    /// Hands acks that came from `peer` to our sender for it.
+    /// Hands acks that came from `peer` to our outbox for it: its tap at
+    /// once, then its sender task.
     pub(super) fn acked(&self, peer: PeerId, acks: Vec<Ack>) {
+        self.tap(peer, &acks);
+        self.forward(peer, acks);
+    }
+
+    /// Shows acks that came from `peer` to our outbox's tap only (the
+    /// sender task hears of them through [`LinkState::forward`] later).
+    pub(super) fn tap(&self, peer: PeerId, acks: &[Ack]) {
+        if acks.is_empty() {
+            return;
+        }
+        let tap = lock_unpoisoned(&self.routes).get(&peer).and_then(|r| r.tap.upgrade());
+        if let Some(tap) = tap {
+            acks.iter().for_each(|a| tap.tap(a));
+        }
+    }
+
+    /// Hands acks that came from `peer` to our sender task for it.
+    pub(super) fn forward(&self, peer: PeerId, acks: Vec<Ack>) {
         if let Some(route) = lock_unpoisoned(&self.routes).get(&peer) {
             for a in acks {
-                let _ = route.send(AckEvent::Ack(a));
+                let _ = route.tx.send(AckEvent::Ack(a));
             }
         }
     }
@@ -227,7 +263,7 @@ impl LinkState {
     pub(super) fn forget(&self, peer: PeerId) {
         lock_unpoisoned(&self.held).remove(&peer);
         if let Some(route) = lock_unpoisoned(&self.routes).remove(&peer) {
-            let _ = route.send(AckEvent::Closed);
+            let _ = route.tx.send(AckEvent::Closed);
         }
     }
 }

@@ -162,7 +162,6 @@ impl Outboxes {
     /// A new outbox for `peer`, with its sender task started.
     fn open_outbox(&self, peer: PeerId) -> Arc<Outbox> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.link.route(peer, tx.clone());
         let ob = Arc::new(Outbox {
             q: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
@@ -177,6 +176,8 @@ impl Outboxes {
             next_seq: crate::wire::clock_seq().max(1).into(),
             direct: Mutex::default(),
         });
+        let tap: Arc<dyn super::mail_link::AckTap> = ob.clone();
+        self.link.route(peer, ob.acks.clone(), Arc::downgrade(&tap));
         let link = Link {
             peer,
             streams: self.streams.clone(),
@@ -386,6 +387,8 @@ pub(super) fn probe_mail(mail: &[Mail], submit: Stage, done: Stage) {
 /// A batch written and not yet acked.
 struct InFlight {
     seq: u64,
+    /// Written by the direct path (`outbox_direct`), not the sender task.
+    direct: bool,
     mail: Vec<Mail>,
     /// Its encoding (with the acks that rode on it), to write again.
     bytes: Vec<u8>,
@@ -617,7 +620,7 @@ impl Sending {
             None => Err(MailError::Closed),
         };
         probe_mail(&mail, Stage::TaskWritten, Stage::DoneWritten);
-        self.flight.push_back(InFlight { seq, mail, bytes, fence, sent: Instant::now() });
+        self.flight.push_back(InFlight { seq, mail, bytes, fence, direct: false, sent: Instant::now() });
         if let Err(e) = written {
             self.recover(link, ob, acks, e).await;
         }
@@ -631,6 +634,9 @@ impl Sending {
             seq => self.flight.iter().position(|f| f.seq == seq),
         };
         let Some(f) = at.and_then(|i| self.flight.remove(i)) else { return };
+        if f.direct {
+            direct::settled(ob, f.seq);
+        }
         self.failures = 0;
         settle(ob, f.mail.len());
         if let Some(h) = link.handler.upgrade() {
