@@ -197,11 +197,11 @@ impl Sending {
             Some(Conn::Lane { lane, .. }) if !lane.is_down() => Some(lane.clone()),
             _ => None,
         };
-        // Only a lone batch goes directly (the round trip it starts is what
-        // the path is for); with batches in flight, mail queues up and
-        // goes in batches, as a burst should. Batches this path wrote do
-        // not count: the path keeps its own room for them (`Room`, given
-        // back by the reader that sees their acks).
+        // Open only while nothing the sender task wrote is in flight: with
+        // its batches in flight, mail queues up and goes in batches, as a
+        // burst should. Batches this path wrote do not count: the path
+        // keeps its own room for them (`Room`, given back by the reader
+        // that sees their acks).
         let free = self.flight.iter().all(|f| f.direct);
         let open = lane.is_some()
             && free
