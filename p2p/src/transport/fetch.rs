@@ -29,7 +29,7 @@
 //! a DHT provider) is first asked for the owner's voucher (`vouch`): one
 //! that is missing, not for this id, or not signed by the owner's key gets
 //! the holder refused before any byte is read; otherwise its bytes are
-//! checked against the voucher's length and SHA-256 (in chunks, not over
+//! checked against the voucher's length and BLAKE3 hash (in chunks, not over
 //! the lane: hashed as they are decoded) and the object is stored only if
 //! they match. A refused holder is a `debug!` line and a count
 //! (`p2p_holders_rejected_total`), and the next one is tried; if every
@@ -170,7 +170,7 @@ enum HolderError {
     Lane(#[from] LaneError),
     #[error("content not verified: {0}")]
     Unverified(#[from] VoucherError),
-    #[error("content not verified: its bytes ({} bytes, SHA-256 {}..) do not match the owner's voucher ({} bytes, {}..)", .got.len, hex::encode(&.got.sha256[..6]), .expected.len, hex::encode(&.expected.sha256[..6]))]
+    #[error("content not verified: its bytes ({} bytes, BLAKE3 {}..) do not match the owner's voucher ({} bytes, {}..)", .got.len, hex::encode(&.got.hash[..6]), .expected.len, hex::encode(&.expected.hash[..6]))]
     Mismatch { expected: Digest, got: Digest },
 }
 
@@ -640,7 +640,7 @@ async fn pull_from(
     *how = (total, TransferLane::Chunks);
     if let Some(expected) = check.filter(|d| d.len != total) {
         // Not the length the owner vouches for: no need to read it.
-        let got = Digest { len: total, sha256: [0; 32] };
+        let got = Digest { len: total, hash: [0; 32] };
         return Err((fetch, Failure::refused(HolderError::Mismatch { expected, got })));
     }
     if data.bytes().len() as u64 == total {

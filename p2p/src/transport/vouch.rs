@@ -2,7 +2,7 @@
 //! from any other holder can be checked (`wire::signed`).
 //!
 //! - Owner side ([`Vouchers::answer`], on `Request::Vouch`): a node signs
-//!   `(id, length, SHA-256)` of the encoding it serves for an object it
+//!   `(id, length, BLAKE3 hash)` of the encoding it serves for an object it
 //!   holds, with its identity key. The digest is computed on demand, once
 //!   per object (the encoding is written through a hasher on a blocking
 //!   thread, never on the path that serves the bytes), and the signed

