@@ -22,7 +22,8 @@
 //! hold makes its next beat a full one that asks every member for theirs.
 //!
 //! DHT announcements are taken from [`Announcements`] every
-//! [`ANNOUNCE_EVERY`] and started as provider records.
+//! [`ANNOUNCE_EVERY`] (those queued a period before: see `announce`; all of
+//! them on a flush) and started as provider records.
 //!
 //! Discovery: bootstrap addresses are dialled at start (and re-dialled each
 //! heartbeat, at most `MAX_REDIALS` times, until some peer is connected);
@@ -80,7 +81,8 @@ const LEAVE_GRACE: Duration = Duration::from_secs(1);
 /// Longest binding the listen addresses may take.
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often queued DHT announcements go out (see `Announcements`).
+/// How often due DHT announcements go out (see `Announcements`: a copy goes
+/// out one to two periods after it is made).
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 
 /// One provider lookup in the DHT, measured (`Node::dht_lookup`).
@@ -284,7 +286,10 @@ impl EventLoop {
                     let (due, now) = (timer.deadline() + period, tokio::time::Instant::now());
                     timer.as_mut().reset(if due > now { due } else { now + period });
                 }
-                _ = announce.tick() => self.announce(),
+                _ = announce.tick() => {
+                    let due = self.announcements.take_due();
+                    self.announce(due);
+                }
             }
         }
         tracing::debug!(peer = %self.swarm.local_peer_id(), "node event loop stopped");
@@ -393,9 +398,9 @@ impl EventLoop {
         }
     }
 
-    /// Announces the queued objects in the DHT.
-    fn announce(&mut self) {
-        for id in self.announcements.take_queued() {
+    /// Announces `ids` in the DHT (those still held).
+    fn announce(&mut self, ids: Vec<manta::ObjectId>) {
+        for id in ids {
             if !self.rt.backend().holds_object(id) {
                 continue; // freed (or failed) before its turn
             }
@@ -481,7 +486,8 @@ impl EventLoop {
                 }
             }
             Command::Flush(done) => {
-                self.announce();
+                let all = self.announcements.take_all();
+                self.announce(all);
                 let _ = done.send(());
             }
             Command::Unprovide(id) => {

@@ -330,8 +330,9 @@ impl Node {
     /// and asks the owners of the copies fetched here for their vouchers
     /// now, returning once they answered (so these copies can be served to
     /// readers that need one even if their owners die right after).
-    /// Announcements otherwise go out every 100 ms, in batches, and voucher
-    /// requests 100 ms after a copy is made.
+    /// Otherwise a copy is announced, and its voucher asked for, once it
+    /// has been held for 100 ms (in batches: between 100 and 200 ms after
+    /// it was made; copies dropped sooner cost neither).
     pub fn flush_announcements(&self) -> Result<(), NodeError> {
         futures::executor::block_on(self.inner.cluster.flush_announcements()).map_err(|_| NodeError::Shutdown)?;
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -8,11 +8,13 @@
 //!   thread, never on the path that serves the bytes), and the signed
 //!   voucher is kept in a bounded table.
 //! - Replica side ([`Vouchers::stored`]): a node that fetched a copy from
-//!   its owner asks the owner for its voucher in the background, in one
-//!   batch per owner after [`ASK_AFTER`] (a small `get` pays one queue
-//!   push; copies dropped by then are not asked for), and keeps it to
-//!   serve with the bytes (`Node::flush_announcements` asks at once,
-//!   [`Vouchers::flush`]). A copy fetched from another holder keeps the
+//!   its owner asks the owner for its voucher in the background, once the
+//!   copy has been held for [`ASK_AFTER`], in one batch per owner for the
+//!   copies that are that old (a small `get` pays one queue push; copies
+//!   dropped by then are not asked for, whenever they were made: a copy
+//!   made just before another's request went out waits for the next), and
+//!   keeps it to serve with the bytes (`Node::flush_announcements` asks at
+//!   once, [`Vouchers::flush`]). A copy fetched from another holder keeps the
 //!   voucher it was checked against ([`Vouchers::keep`]).
 //! - Reader side ([`Vouchers::check`], from `fetch`): before reading an
 //!   object from a holder that is not its owner, a reader asks that holder
@@ -44,7 +46,7 @@ use libp2p::PeerId;
 use manta::{ObjectId, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Vouchers kept (this node's own and owners' for copies held here).
 pub(crate) const MAX_KEPT: usize = 16_384;
@@ -52,10 +54,10 @@ pub(crate) const MAX_KEPT: usize = 16_384;
 /// Ids waiting to be asked of their owners, in all.
 pub(crate) const MAX_QUEUED: usize = 65_536;
 
-/// How long a copy fetched from its owner waits before its voucher is
-/// asked for (with the others fetched from that owner meanwhile): as long
-/// as its DHT announcement may (announcements go out every 100 ms), so a
-/// copy dropped sooner costs its owner no signature.
+/// How long a copy fetched from its owner is held before its voucher is
+/// asked for (with the others from that owner that are as old): as long as
+/// before its DHT announcement (a period of 100 ms, `cluster::announce`),
+/// so a copy dropped sooner costs its owner no signature.
 pub(crate) const ASK_AFTER: Duration = Duration::from_millis(100);
 
 /// A node's vouchers (see the module docs).
@@ -66,8 +68,10 @@ pub(crate) struct Vouchers {
     handle: tokio::runtime::Handle,
     /// Encoded vouchers by object.
     kept: Mutex<HashMap<ObjectId, Arc<[u8]>>>,
-    /// Copies waiting to ask their owner, by owner.
-    queue: Mutex<HashMap<PeerId, Vec<ObjectId>>>,
+    /// Copies waiting to ask their owner, by owner, oldest first, with
+    /// when each was queued. An owner is a key while it has copies queued,
+    /// and then one task (`asker`) asks it as they come due.
+    queue: Mutex<HashMap<PeerId, Vec<(ObjectId, Instant)>>>,
     /// Fetches in flight from an object's owner: once the copy is stored
     /// ([`Vouchers::stored`]), it is queued to ask that owner.
     from_owner: Mutex<HashMap<ObjectId, PeerId>>,
@@ -193,29 +197,66 @@ impl Vouchers {
                 return;
             }
             let ids = queue.entry(owner).or_default();
-            ids.push(id);
+            ids.push((id, Instant::now()));
             ids.len() == 1
         };
         if first {
             let me = self.clone();
-            self.handle.spawn(async move {
-                tokio::time::sleep(ASK_AFTER).await;
-                me.ask(owner).await;
-            });
+            self.handle.spawn(async move { me.asker(owner).await });
         }
+    }
+
+    /// Asks `owner` for the vouchers of its queued copies as they come
+    /// due, until none is queued: one request per round, rounds at least
+    /// [`ASK_AFTER`] apart (so a copy is asked for between one and two
+    /// `ASK_AFTER`s after it was made, and a steady stream of copies costs
+    /// its owner one request per period, not one per copy).
+    async fn asker(&self, owner: PeerId) {
+        let mut next = lock_unpoisoned(&self.queue).get(&owner).and_then(|q| q.first()).map(|(_, at)| *at + ASK_AFTER);
+        while let Some(at) = next {
+            tokio::time::sleep_until(at.into()).await;
+            let round = Instant::now();
+            let due;
+            (due, next) = self.take(owner, false);
+            self.ask(owner, due).await;
+            next = next.map(|n| n.max(round + ASK_AFTER));
+        }
+    }
+
+    /// Takes `owner`'s queued copies that are due (all of them if `all`):
+    /// their ids, and when the next of the rest is due (`None`: no more,
+    /// and `owner` is no longer a key, so the next copy queued for it
+    /// starts a new asker).
+    fn take(&self, owner: PeerId, all: bool) -> (Vec<ObjectId>, Option<Instant>) {
+        let mut queue = lock_unpoisoned(&self.queue);
+        let Some(q) = queue.get_mut(&owner) else { return (Vec::new(), None) };
+        let now = Instant::now();
+        let n = if all { q.len() } else { q.partition_point(|(_, at)| *at + ASK_AFTER <= now) };
+        let due = q.drain(..n).map(|(id, _)| id).collect();
+        let next = q.first().map(|(_, at)| *at + ASK_AFTER);
+        if next.is_none() {
+            queue.remove(&owner);
+        }
+        (due, next)
     }
 
     /// Asks every owner now for the vouchers of the copies queued for it,
     /// and returns once all have answered (or failed).
     pub(crate) async fn flush(&self) {
         let owners: Vec<PeerId> = lock_unpoisoned(&self.queue).keys().copied().collect();
-        futures::future::join_all(owners.into_iter().map(|o| self.ask(o))).await;
+        futures::future::join_all(owners.into_iter().map(|o| {
+            let (ids, _) = self.take(o, true);
+            self.ask(o, ids)
+        }))
+        .await;
     }
 
-    /// Asks `owner` for the vouchers of the copies queued for it that are
-    /// still held, and keeps those that verify.
-    async fn ask(&self, owner: PeerId) {
-        let ids = lock_unpoisoned(&self.queue).remove(&owner).unwrap_or_default();
+    /// Asks `owner` for the vouchers of `ids` (those still held), and keeps
+    /// those that verify.
+    async fn ask(&self, owner: PeerId, ids: Vec<ObjectId>) {
+        if ids.is_empty() {
+            return;
+        }
         let backend = self.rt.backend();
         let held: Vec<ObjectId> = ids.into_iter().filter(|id| backend.holds_object(*id)).collect();
         for batch in held.chunks(MAX_BATCH_IDS) {
