@@ -68,10 +68,8 @@ pub(crate) struct Vouchers {
     handle: tokio::runtime::Handle,
     /// Encoded vouchers by object.
     kept: Mutex<HashMap<ObjectId, Arc<[u8]>>>,
-    /// Copies waiting to ask their owner, by owner, oldest first, with
-    /// when each was queued. An owner is a key while it has copies queued,
-    /// and then one task (`asker`) asks it as they come due.
-    queue: Mutex<HashMap<PeerId, Vec<(ObjectId, Instant)>>>,
+    /// Copies waiting to ask their owner ([`AskQueue`]).
+    queue: Mutex<AskQueue>,
     /// Fetches in flight from an object's owner: once the copy is stored
     /// ([`Vouchers::stored`]), it is queued to ask that owner.
     from_owner: Mutex<HashMap<ObjectId, PeerId>>,
@@ -190,15 +188,9 @@ impl Vouchers {
     /// A copy of `id` was fetched from its owner `owner`: ask it for its
     /// voucher soon, with the others from that owner (see [`ASK_AFTER`]).
     fn want(self: &Arc<Self>, id: ObjectId, owner: PeerId) {
-        let first = {
-            let mut queue = lock_unpoisoned(&self.queue);
-            if queue.values().map(Vec::len).sum::<usize>() >= MAX_QUEUED {
-                tracing::debug!(object = %id, "voucher queue full: this copy will be served without one");
-                return;
-            }
-            let ids = queue.entry(owner).or_default();
-            ids.push((id, Instant::now()));
-            ids.len() == 1
+        let Some(first) = lock_unpoisoned(&self.queue).push(owner, id, Instant::now()) else {
+            tracing::debug!(object = %id, "voucher queue full: this copy will be served without one");
+            return;
         };
         if first {
             let me = self.clone();
@@ -212,40 +204,23 @@ impl Vouchers {
     /// `ASK_AFTER`s after it was made, and a steady stream of copies costs
     /// its owner one request per period, not one per copy).
     async fn asker(&self, owner: PeerId) {
-        let mut next = lock_unpoisoned(&self.queue).get(&owner).and_then(|q| q.first()).map(|(_, at)| *at + ASK_AFTER);
+        let mut next = lock_unpoisoned(&self.queue).next_due(owner);
         while let Some(at) = next {
             tokio::time::sleep_until(at.into()).await;
             let round = Instant::now();
             let due;
-            (due, next) = self.take(owner, false);
+            (due, next) = lock_unpoisoned(&self.queue).take(owner, Some(round));
             self.ask(owner, due).await;
             next = next.map(|n| n.max(round + ASK_AFTER));
         }
     }
 
-    /// Takes `owner`'s queued copies that are due (all of them if `all`):
-    /// their ids, and when the next of the rest is due (`None`: no more,
-    /// and `owner` is no longer a key, so the next copy queued for it
-    /// starts a new asker).
-    fn take(&self, owner: PeerId, all: bool) -> (Vec<ObjectId>, Option<Instant>) {
-        let mut queue = lock_unpoisoned(&self.queue);
-        let Some(q) = queue.get_mut(&owner) else { return (Vec::new(), None) };
-        let now = Instant::now();
-        let n = if all { q.len() } else { q.partition_point(|(_, at)| *at + ASK_AFTER <= now) };
-        let due = q.drain(..n).map(|(id, _)| id).collect();
-        let next = q.first().map(|(_, at)| *at + ASK_AFTER);
-        if next.is_none() {
-            queue.remove(&owner);
-        }
-        (due, next)
-    }
-
     /// Asks every owner now for the vouchers of the copies queued for it,
     /// and returns once all have answered (or failed).
     pub(crate) async fn flush(&self) {
-        let owners: Vec<PeerId> = lock_unpoisoned(&self.queue).keys().copied().collect();
+        let owners = lock_unpoisoned(&self.queue).owners();
         futures::future::join_all(owners.into_iter().map(|o| {
-            let (ids, _) = self.take(o, true);
+            let (ids, _) = lock_unpoisoned(&self.queue).take(o, None);
             self.ask(o, ids)
         }))
         .await;
@@ -311,4 +286,102 @@ fn digest(rt: &Runtime, id: ObjectId) -> Option<Digest> {
     let mut h = Hasher::default();
     let total = rt.backend().write_object(id, 0, &mut h).ok()?;
     (total == h.count()).then(|| h.finish())
+}
+
+/// The copies waiting to ask their owners for vouchers: per owner, oldest
+/// first, with when each was queued. An owner is a key while it has copies
+/// queued (and then one `asker` task asks it as they come due); at most
+/// [`MAX_QUEUED`] copies in all.
+#[derive(Debug, Default)]
+struct AskQueue {
+    by_owner: HashMap<PeerId, Vec<(ObjectId, Instant)>>,
+    len: usize,
+}
+
+impl AskQueue {
+    /// Queues `id` for `owner` at `now`: `Some(true)` if it is the owner's
+    /// first (start an asker), `None` if the queue is full.
+    fn push(&mut self, owner: PeerId, id: ObjectId, now: Instant) -> Option<bool> {
+        if self.len >= MAX_QUEUED {
+            return None;
+        }
+        let ids = self.by_owner.entry(owner).or_default();
+        ids.push((id, now));
+        self.len += 1;
+        Some(ids.len() == 1)
+    }
+
+    /// When `owner`'s oldest queued copy is due.
+    fn next_due(&self, owner: PeerId) -> Option<Instant> {
+        self.by_owner.get(&owner).and_then(|q| q.first()).map(|(_, at)| *at + ASK_AFTER)
+    }
+
+    /// Takes `owner`'s copies due at `now` (all of them if `None`): their
+    /// ids, and when the next of the rest is due (`None`: no more, and
+    /// `owner` is no longer a key, so the next copy queued for it starts a
+    /// new asker).
+    fn take(&mut self, owner: PeerId, now: Option<Instant>) -> (Vec<ObjectId>, Option<Instant>) {
+        let Some(q) = self.by_owner.get_mut(&owner) else { return (Vec::new(), None) };
+        let n = match now {
+            None => q.len(),
+            Some(now) => q.partition_point(|(_, at)| *at + ASK_AFTER <= now),
+        };
+        let due: Vec<ObjectId> = q.drain(..n).map(|(id, _)| id).collect();
+        self.len -= due.len();
+        let next = self.next_due(owner);
+        if next.is_none() {
+            self.by_owner.remove(&owner);
+        }
+        (due, next)
+    }
+
+    /// The owners with copies queued.
+    fn owners(&self) -> Vec<PeerId> {
+        self.by_owner.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_asked_for_once_held_long_enough_and_the_owner_leaves_when_empty() {
+        let mut q = AskQueue::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let (x, y, z) = (ObjectId::fresh(), ObjectId::fresh(), ObjectId::fresh());
+        assert_eq!(q.push(a, x, t0), Some(true), "a's first copy starts an asker");
+        assert_eq!(q.push(a, y, t0 + ASK_AFTER / 2), Some(false));
+        assert_eq!(q.push(b, z, t0), Some(true), "owners are independent");
+        assert_eq!(q.next_due(a), Some(t0 + ASK_AFTER));
+
+        // Nothing is due before its copy is ASK_AFTER old.
+        assert_eq!(q.take(a, Some(t0 + ASK_AFTER / 2)), (vec![], Some(t0 + ASK_AFTER)));
+        // At t0 + ASK_AFTER, x is due and y (queued later) waits.
+        assert_eq!(q.take(a, Some(t0 + ASK_AFTER)), (vec![x], Some(t0 + ASK_AFTER * 3 / 2)));
+        assert_eq!(q.take(a, Some(t0 + ASK_AFTER * 2)), (vec![y], None));
+        assert!(!q.owners().contains(&a), "an owner with nothing queued is no key");
+        assert_eq!(q.push(a, x, t0 + ASK_AFTER * 2), Some(true), "its next copy starts a new asker");
+
+        // A flush takes everything, due or not.
+        assert_eq!(q.take(b, None), (vec![z], None));
+        assert_eq!(q.take(a, None), (vec![x], None));
+        assert!(q.owners().is_empty());
+        assert_eq!(q.len, 0);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_all() {
+        let mut q = AskQueue::default();
+        let t0 = Instant::now();
+        let owner = PeerId::random();
+        for _ in 0..MAX_QUEUED {
+            assert!(q.push(owner, ObjectId::fresh(), t0).is_some());
+        }
+        assert_eq!(q.push(PeerId::random(), ObjectId::fresh(), t0), None, "full, whichever owner");
+        let (taken, next) = q.take(owner, None);
+        assert_eq!((taken.len(), next), (MAX_QUEUED, None));
+        assert!(q.push(owner, ObjectId::fresh(), t0).is_some(), "room again");
+    }
 }
