@@ -431,6 +431,7 @@ where
         let s = spec.borrow();
         let ctl = &job.ctl;
         let task = || ctl.name_text();
+        let reaped = matches!(go, Go::Cancelled);
         let start = rec.as_ref().map(|_| {
             ATTEMPTS.with(|a| a.set(0));
             crate::timeline::Stamp::raw_now()
@@ -447,8 +448,12 @@ where
         }
         // The job has ended: the closure and its inputs go before anyone
         // is woken (lineage keeps its own reference when the output may
-        // need rebuilding).
-        drop(spec);
+        // need rebuilding). Those of a queued task of a cancelled group
+        // go once the group has stopped (`GroupState::bury`).
+        match ctl.group.as_ref().filter(|g| reaped && g.chain_cancelled()) {
+            Some(g) => g.bury(Box::new(spec)),
+            None => drop(spec),
+        }
         // Counted once the result is stored, so a group that says every
         // task finished has every result known.
         let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());

@@ -56,7 +56,8 @@
 //! [`Runtime::group`] makes a [`Group`]: tasks spawned in it are cancelled
 //! together with [`Group::cancel`], O(1) on the caller (no queued task of
 //! the group starts after it returns; running ones see [`is_cancelled`];
-//! closures and arguments are dropped off the calling thread).
+//! queued tasks' closures and arguments are dropped off the calling
+//! thread, once the group has stopped).
 //! [`Group::progress`], [`Group::wait_stopped`] and [`Group::join`] tell
 //! what is left. [`as_completed`] yields refs as they finish;
 //! [`Runtime::map`] runs a closure over a collection with a cap on tasks in

@@ -99,6 +99,55 @@ fn cancelling_a_group_stops_every_queued_task_off_the_calling_thread() {
     assert_eq!((p.total, p.cancelled, p.running, p.queued), (2_000, 2_000, 0, 0), "{p:?}");
 }
 
+/// The closures (and inputs) of a cancelled group's queued tasks are
+/// dropped once the group has stopped, on the service thread, not while
+/// its running tasks wind down (their frees would then wait on the
+/// allocator behind the reaper's); their results are known at once.
+#[test]
+fn a_cancelled_groups_queued_closures_are_dropped_once_it_has_stopped() {
+    let rt = rt(2);
+    let g = rt.group();
+    let started = Arc::new(Barrier::new(3));
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    // Two tasks of the group hold both CPUs and ignore the cancel.
+    let running: Vec<ObjectRef<()>> = (0..2)
+        .map(|_| {
+            let (started, gate) = (started.clone(), gate.clone());
+            g.spawn(move || {
+                started.wait();
+                let _ = gate.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    started.wait();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let queued: Vec<ObjectRef<usize>> = (0..50)
+        .map(|i| {
+            let guard = DropSignal(dropped_tx.clone());
+            g.spawn(move || {
+                let _keep = &guard;
+                i
+            })
+        })
+        .collect();
+    drop(dropped_tx);
+    assert_eq!(g.progress().queued, 50);
+    assert!(g.cancel());
+    for r in &queued {
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled(), "known at once");
+    }
+    assert_eq!(g.running(), 2);
+    assert!(dropped.try_recv().is_err(), "a queued closure was dropped while the group's tasks still ran");
+    drop(release);
+    rt.get_all(&running).unwrap();
+    assert!(g.wait_stopped(Some(LONG)));
+    for _ in 0..50 {
+        let by = dropped.recv_timeout(LONG).expect("every queued closure is dropped once the group stopped");
+        assert_eq!(by, "manta-service");
+    }
+}
+
 #[test]
 fn running_tasks_see_the_cancel_and_stopped_comes_after_they_return() {
     let rt = rt(2);
