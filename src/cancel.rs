@@ -227,6 +227,9 @@ impl GroupState {
         // later access until its (cold) line arrives; the store lets the
         // cancel's other lines be fetched meanwhile. Two racing cancels may
         // both return true.
+        // Every other line this call touches, fetched at once (see
+        // `Scheduler::warm_cancel`).
+        sched.warm_cancel();
         if self.cancelled.load(Ordering::Acquire) {
             return false;
         }

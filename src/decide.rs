@@ -150,8 +150,11 @@ impl Deciders {
     #[inline(always)]
     pub fn warm(&self) {
         #[cfg(not(loom))]
-        for d in self.fixed.iter() {
-            std::hint::black_box(d.0.load(Ordering::Relaxed));
+        {
+            for d in self.fixed.iter() {
+                std::hint::black_box(d.0.load(Ordering::Relaxed));
+            }
+            std::hint::black_box(self.spare_count.load(Ordering::Relaxed));
         }
     }
 

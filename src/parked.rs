@@ -63,6 +63,16 @@ impl Parked {
         self.readers.load(Ordering::SeqCst) > 0
     }
 
+    /// Brings this line into the caller's cache ahead of a canceller's
+    /// [`Parked::bump`] (a locked add that waits for it, after the
+    /// canceller's earlier stores: see `Scheduler::warm_cancel`). Not
+    /// part of the protocol: the value is not used.
+    #[inline(always)]
+    pub fn warm(&self) {
+        #[cfg(not(loom))]
+        std::hint::black_box(self.epoch.load(Ordering::Relaxed));
+    }
+
     /// The cancellations made so far.
     pub fn epoch(&self) -> usize {
         self.epoch.load(Ordering::SeqCst)

@@ -258,11 +258,26 @@ impl Scheduler {
     pub fn cancelled(self: &Arc<Self>) {
         let parked = crate::parked::global();
         self.dispatch.note_reap();
-        self.deciders.warm();
         parked.bump();
         fence(Ordering::SeqCst);
         self.deciders.quiesce_fenced();
         self.reap_noted(parked.any_reader());
+    }
+
+    /// Loads (and discards) every line [`Scheduler::cancelled`] reads or
+    /// writes besides the canceller's own flag: the deciding flags, the
+    /// parked readers' line, the runner count. Called first by a
+    /// canceller, so that these cache misses overlap one another and the
+    /// flag's: otherwise the locked add of `Parked::bump` waits for the
+    /// stores before it to drain, then misses on its own line, in series.
+    /// Measured (`microbench cancel`, 18 cancels each): `group_cancel_us`
+    /// median 0.61 µs without the parked and runner-count lines warmed,
+    /// 0.47 with them. Not part of any protocol: the values are not used.
+    #[inline(always)]
+    pub fn warm_cancel(&self) {
+        crate::parked::global().warm();
+        self.deciders.warm();
+        std::hint::black_box(self.dispatch.every_place_busy());
     }
 
     /// Has the queued tasks that are cancelled taken out of the queue and
