@@ -16,16 +16,22 @@ fn rt(cpus: usize) -> Runtime {
 
 /// Occupies every CPU of the runtime until the returned sender is dropped.
 fn hold_cpus(rt: &Runtime, n: usize) -> (mpsc::Sender<()>, Vec<ObjectRef<()>>) {
+    hold(n, |f| rt.spawn(f))
+}
+
+/// [`hold_cpus`] with `n` tasks submitted by `spawn` (in a group, say),
+/// returning once all of them run.
+fn hold(n: usize, spawn: impl Fn(Box<dyn FnOnce() + Send>) -> ObjectRef<()>) -> (mpsc::Sender<()>, Vec<ObjectRef<()>>) {
     let (release, rx) = mpsc::channel::<()>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let started = Arc::new(Barrier::new(n + 1));
     let holders = (0..n)
         .map(|_| {
             let (rx, started) = (rx.clone(), started.clone());
-            rt.spawn(move || {
+            spawn(Box::new(move || {
                 started.wait();
                 let _ = rx.lock().unwrap().recv();
-            })
+            }))
         })
         .collect();
     started.wait();
@@ -107,20 +113,8 @@ fn cancelling_a_group_stops_every_queued_task_off_the_calling_thread() {
 fn a_cancelled_groups_queued_closures_are_dropped_once_it_has_stopped() {
     let rt = rt(2);
     let g = rt.group();
-    let started = Arc::new(Barrier::new(3));
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = Arc::new(std::sync::Mutex::new(gate));
     // Two tasks of the group hold both CPUs and ignore the cancel.
-    let running: Vec<ObjectRef<()>> = (0..2)
-        .map(|_| {
-            let (started, gate) = (started.clone(), gate.clone());
-            g.spawn(move || {
-                started.wait();
-                let _ = gate.lock().unwrap().recv();
-            })
-        })
-        .collect();
-    started.wait();
+    let (release, running) = hold(2, |f| g.spawn(f));
     let (dropped_tx, dropped) = mpsc::channel();
     let queued: Vec<ObjectRef<usize>> = (0..50)
         .map(|i| {
