@@ -30,13 +30,15 @@
 //! finished by outcome (done, failed, cancelled). *Stopped* means no task
 //! of the group runs and none can start any more (all finished, or the
 //! group is cancelled); waiters for it are woken when `running` drops to
-//! zero or the last task finishes.
+//! zero or the last task finishes, and by a cancel (module `watchers`,
+//! model-checked by `tests/loom_watchers.rs`).
 
 use crate::job::Job;
 use crate::scheduler::Scheduler;
+use crate::watchers::Watchers;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// 1 once any cancellation was made in this process (a fast path: zero
 /// means no chain can be cancelled).
@@ -168,11 +170,9 @@ pub(crate) struct GroupState {
     parent: Option<Arc<Job>>,
     counters: Counters,
     /// Watchers of changes that may make the group stopped or finished
-    /// (each called once, then re-registers if it still waits).
-    waiters: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
-    /// True once a watcher was ever registered (cancel skips the waiters'
-    /// lock while no one ever watched).
-    watched: AtomicBool,
+    /// (each called once, then re-registers if it still waits; the
+    /// protocol is `watchers`, model-checked).
+    watchers: Watchers,
 }
 
 impl std::fmt::Debug for GroupState {
@@ -199,8 +199,7 @@ impl GroupState {
             cancelled: AtomicBool::new(false),
             parent,
             counters: Counters::default(),
-            waiters: Mutex::new(Vec::new()),
-            watched: AtomicBool::new(false),
+            watchers: Watchers::default(),
         })
     }
 
@@ -242,8 +241,8 @@ impl GroupState {
         // A watcher registers (SeqCst) before it looks at the flag, so
         // either it sees the cancellation or this sees `watched` and wakes
         // it (the waiters' lock orders a push that comes after the take).
-        if self.watched.load(Ordering::SeqCst) {
-            self.wake();
+        if self.watchers.watched() {
+            self.watchers.wake();
         }
         true
     }
@@ -306,17 +305,7 @@ impl GroupState {
     /// if it is), on the manta service thread: never on the thread that
     /// cancels, never on a worker.
     pub fn on_stopped(self: &Arc<Self>, f: Box<dyn FnOnce() + Send>) {
-        if self.is_stopped() {
-            crate::scheduler::service(f);
-            return;
-        }
-        let me = self.clone();
-        // Woken on each change that may matter; look again, re-arm.
-        self.watch(Box::new(move || me.on_stopped(f)));
-        // A change between the check and the watch woke nobody: check.
-        if self.is_stopped() {
-            self.wake();
-        }
+        crate::watchers::when(self, |g| &g.watchers, |g| g.is_stopped(), crate::scheduler::service, f);
     }
 
     /// Drops `item` (the closure and inputs of a queued task of this group,
@@ -334,14 +323,10 @@ impl GroupState {
     /// Calls `f` once, on the next change that may make the group stopped
     /// or finished.
     pub fn watch(&self, f: Box<dyn FnOnce() + Send>) {
-        self.watched.store(true, Ordering::SeqCst);
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        self.watchers.watch(f);
     }
 
     fn wake(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for f in waiters {
-            f();
-        }
+        self.watchers.wake();
     }
 }

@@ -128,6 +128,7 @@ mod sync;
 mod task;
 mod timeline;
 mod wait;
+mod watchers;
 
 pub use actor::{ActorBuilder, ActorHandle};
 pub use args::{MultiReturn, TaskArg, TaskArgs, Val};
@@ -190,4 +191,5 @@ pub mod protocols {
     pub use crate::parked::Parked;
     pub use crate::resources::{Request, Totals};
     pub use crate::slot::{Meta, Moved, Read, Slot, Value};
+    pub use crate::watchers::{when, Watchers};
 }

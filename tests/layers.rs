@@ -34,6 +34,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
             "claim",
             "lazy",
             "eventlog",
+            "watchers",
             "panics",
             "timeline",
             "chrome",
