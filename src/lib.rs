@@ -191,5 +191,5 @@ pub mod protocols {
     pub use crate::parked::Parked;
     pub use crate::resources::{Request, Totals};
     pub use crate::slot::{Meta, Moved, Read, Slot, Value};
-    pub use crate::watchers::{when, Watchers};
+    pub use crate::watchers::{when, when_racy, Watchers};
 }

@@ -64,25 +64,6 @@ impl Watchers {
             f();
         }
     }
-
-    /// The seeded bug for the loom model: the watcher registers without
-    /// looking again after its push (a change between its first look and
-    /// the push wakes nobody, and the callback never runs).
-    #[cfg(loom)]
-    pub fn when_racy<P: Clone + Send + 'static>(
-        owner: &P,
-        watchers: fn(&P) -> &Watchers,
-        holds: fn(&P) -> bool,
-        run: fn(Box<dyn FnOnce() + Send>),
-        f: Box<dyn FnOnce() + Send>,
-    ) {
-        if holds(owner) {
-            run(f);
-            return;
-        }
-        let me = owner.clone();
-        watchers(owner).watch(Box::new(move || Watchers::when_racy(&me, watchers, holds, run, f)));
-    }
 }
 
 /// Has `run(f)` called once `holds(owner)` is true: at once if it is, else
@@ -96,16 +77,40 @@ pub fn when<P: Clone + Send + 'static>(
     run: fn(Box<dyn FnOnce() + Send>),
     f: Box<dyn FnOnce() + Send>,
 ) {
+    when_looking(owner, (watchers, holds, run), f, true);
+}
+
+/// The seeded bug for the loom model: [`when`] without the look after
+/// registering (a change between the first look and the registration
+/// wakes nobody, and `f` never runs).
+#[cfg(loom)]
+pub fn when_racy<P: Clone + Send + 'static>(
+    owner: &P,
+    watchers: fn(&P) -> &Watchers,
+    holds: fn(&P) -> bool,
+    run: fn(Box<dyn FnOnce() + Send>),
+    f: Box<dyn FnOnce() + Send>,
+) {
+    when_looking(owner, (watchers, holds, run), f, false);
+}
+
+/// How [`when`] reaches the owner's watchers, looks at the condition and
+/// hands `f` over.
+type Ways<P> = (fn(&P) -> &Watchers, fn(&P) -> bool, fn(Box<dyn FnOnce() + Send>));
+
+/// [`when`], with the look after registering only if `look_again`.
+fn when_looking<P: Clone + Send + 'static>(owner: &P, ways: Ways<P>, f: Box<dyn FnOnce() + Send>, look_again: bool) {
+    let (watchers, holds, run) = ways;
     if holds(owner) {
         run(f);
         return;
     }
     let me = owner.clone();
     // Woken on each change that may matter: look again, register again.
-    watchers(owner).watch(Box::new(move || when(&me, watchers, holds, run, f)));
+    watchers(owner).watch(Box::new(move || when_looking(&me, ways, f, look_again)));
     // A change between the look and the registration woke nobody: look
     // (after `watch`'s fence).
-    if holds(owner) {
+    if look_again && holds(owner) {
         watchers(owner).wake();
     }
 }

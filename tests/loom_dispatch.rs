@@ -28,11 +28,14 @@ use loom::sync::Arc;
 use loom::thread;
 use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Tally, Totals};
 
+/// What a model job runs, given the dispatch it was taken from.
+type Body = Box<dyn FnOnce(&Arc<Dispatch<TestJob>>) + Send>;
+
 /// A job of the model: a one-CPU request and a body.
 struct TestJob {
     req: Request,
     cancelled: Arc<AtomicBool>,
-    body: Box<dyn FnOnce(&Arc<Dispatch<TestJob>>) + Send>,
+    body: Body,
 }
 
 impl Queued for TestJob {

@@ -12,7 +12,7 @@
 //!   runs, racing both wakers, runs exactly once by the end.
 //! - **Only when stopped**: when it runs, the group is stopped.
 //! - **Seeded bug**: without the second look after registering
-//!   (`Watchers::when_racy`), a change between the first look and the
+//!   (`when_racy`), a change between the first look and the
 //!   registration wakes nobody and the callback never runs; the model must
 //!   catch it.
 //!
@@ -21,7 +21,7 @@
 use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use manta::protocols::{when, Watchers};
+use manta::protocols::{when, when_racy, Watchers};
 
 /// The parts of a group the protocol reads.
 #[derive(Default)]
@@ -96,5 +96,5 @@ fn a_watcher_runs_exactly_once_once_the_group_has_stopped() {
 #[test]
 #[should_panic]
 fn seeded_bug_no_second_look_after_registering_loses_the_wake() {
-    loom::model(|| race(|g, f| Watchers::when_racy(g, watchers, stopped, run_here, f)));
+    loom::model(|| race(|g, f| when_racy(g, watchers, stopped, run_here, f)));
 }
