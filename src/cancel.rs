@@ -222,13 +222,13 @@ impl GroupState {
     /// UI thread (see `Scheduler::cancelled`).
     #[inline(always)]
     pub fn cancel(&self, sched: &Arc<Scheduler>) -> bool {
+        // Every other line this call touches, fetched at once (see
+        // `Scheduler::warm_cancel`).
+        sched.warm_cancel();
         // A load and a store, not a swap: a locked swap would hold every
         // later access until its (cold) line arrives; the store lets the
         // cancel's other lines be fetched meanwhile. Two racing cancels may
         // both return true.
-        // Every other line this call touches, fetched at once (see
-        // `Scheduler::warm_cancel`).
-        sched.warm_cancel();
         if self.cancelled.load(Ordering::Acquire) {
             return false;
         }
@@ -257,7 +257,7 @@ impl GroupState {
 
     pub fn stopped_running(&self) {
         if self.counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.wake();
+            self.watchers.wake();
         }
     }
 
@@ -269,7 +269,7 @@ impl GroupState {
         };
         counter.fetch_add(1, Ordering::AcqRel);
         if self.finished() >= self.counters.submitted.load(Ordering::Acquire) {
-            self.wake();
+            self.watchers.wake();
         }
     }
 
@@ -324,9 +324,5 @@ impl GroupState {
     /// or finished.
     pub fn watch(&self, f: Box<dyn FnOnce() + Send>) {
         self.watchers.watch(f);
-    }
-
-    fn wake(&self) {
-        self.watchers.wake();
     }
 }

@@ -202,7 +202,10 @@ impl Vouchers {
     /// due, until none is queued: one request per round, rounds at least
     /// [`ASK_AFTER`] apart (so a copy is asked for between one and two
     /// `ASK_AFTER`s after it was made, and a steady stream of copies costs
-    /// its owner one request per period, not one per copy).
+    /// its owner one request per period, not one per copy). After a flush
+    /// emptied the owner's queue, an asker still asleep may run beside a
+    /// new one until it wakes to nothing: each id is still taken, and
+    /// asked for, once.
     async fn asker(&self, owner: PeerId) {
         let mut next = lock_unpoisoned(&self.queue).next_due(owner);
         while let Some(at) = next {
