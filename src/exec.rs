@@ -350,7 +350,7 @@ where
         let rec = sched
             .recorder
             .is_on()
-            .then(|| Recording { submitted: sched.recorder.now(), stamp: sched.recorder.stamp() });
+            .then(|| Recording { submitted: crate::timeline::Stamp::raw_now(), stamp: sched.recorder.stamp() });
         job_fn(spec, retries, retry_if, out, lineage, rec)
     });
     let Some(made) = made else { unreachable!("Job::task calls make") };
@@ -443,8 +443,7 @@ where
             Go::Run => start_and_run(s, job, retries, retry_if.as_ref()),
         };
         if let (Some(rec), Some(start)) = (rec, start) {
-            let cpus = job.req.cpu as f64 / crate::resources::UNIT;
-            rec.record(s, ctl, (out.id(), cpus), start, &outcome);
+            rec.record(s, ctl, (out.id(), job.req.cpu as f64 / crate::resources::UNIT), start, &outcome);
         }
         // The job has ended: the closure and its inputs go before anyone
         // is woken (lineage keeps its own reference when the output may
@@ -497,14 +496,16 @@ pub(crate) fn reject<R, E: Emit<R>>(group: Option<&Arc<GroupState>>, out: E, e: 
 }
 
 /// What a task records on the timeline (present only if it was on when
-/// the task was submitted): one event, when its job ends. Kept inline in
+/// the task was submitted): one record, when its job ends. Kept inline in
 /// the job (16 bytes; the output's id and the CPUs are read when the
-/// event is made), so recording costs no allocation per task.
+/// record is made), so recording costs no allocation per task.
 struct Recording {
     /// The recorder, by key (a counted reference would be taken on the
     /// submitting thread and dropped on the worker: a shared line bounced
     /// for every task).
     stamp: crate::timeline::Stamp,
+    /// The clock's raw reading at submission (scaled when the timeline is
+    /// read).
     submitted: u64,
 }
 
@@ -524,19 +525,14 @@ impl Recording {
             Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,
             Err(_) => crate::timeline::Outcome::Failed,
         };
-        let attempts = ATTEMPTS.with(|a| a.get());
-        let Recording { stamp, submitted } = self;
-        let name = ctl.name.label();
-        stamp.record_since(start, |thread, start, end| crate::timeline::Event::Task {
+        let end = crate::timeline::Stamp::raw_now();
+        self.stamp.record_task(crate::timeline::TaskRecord {
             id,
-            name,
-            submitted,
-            thread,
-            start,
-            end,
-            outcome,
+            name: ctl.name.label(),
+            raw: [self.submitted, start, end],
             cpus,
-            attempts,
+            attempts: ATTEMPTS.with(|a| a.get()),
+            outcome,
             inputs: inputs.into(),
         });
     }

@@ -22,8 +22,10 @@
 //! read-modify-write beyond one compare-exchange), and it names its
 //! recorder by a key ([`Stamp`]), not a counted reference: a count taken
 //! on the submitting thread and dropped on the worker would bounce the
-//! recorder's cache line between them for every task. See `microbench
-//! timeline` for the figure.
+//! recorder's cache line between them for every task. A task appends a
+//! [`TaskRecord`] of plain values and raw clock readings; the readings
+//! are scaled to nanoseconds and the [`Event`] is built only when the
+//! timeline is read. See `microbench timeline` for the figure.
 //!
 //! Invariants: timestamps are nanoseconds since recording first began, from
 //! one clock for every thread, so causality holds in the trace (a task
@@ -208,9 +210,67 @@ pub enum Event {
     },
 }
 
+/// A task's event as its worker records it ([`Stamp::record_task`]):
+/// plain values and the clock's raw readings, made into an
+/// [`Event::Task`] only when the timeline is read ([`Raw::event`]).
+/// Scaling three readings to nanoseconds and building the event on the
+/// worker was most of what recording a trivial task cost.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskRecord {
+    /// The task's (first) output.
+    pub id: ObjectId,
+    /// The task's name.
+    pub name: Label,
+    /// The clock's raw readings ([`Stamp::raw_now`]) at submission, start
+    /// and end.
+    pub raw: [u64; 3],
+    /// CPUs it held.
+    pub cpus: f64,
+    /// Runs of its body.
+    pub attempts: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The objects it read.
+    pub inputs: Box<[ObjectId]>,
+}
+
+/// What a thread's buffer holds: a task's record, or any other event as
+/// it is (those are rare next to tasks).
+#[derive(Debug, Clone)]
+enum Raw {
+    Task(TaskRecord),
+    Event(Event),
+}
+
+impl Raw {
+    /// The event, with times in nanoseconds since `epoch` (a raw reading)
+    /// and `thread` as the recording thread's id.
+    fn event(self, epoch: u64, thread: u32) -> Event {
+        match self {
+            Raw::Event(e) => e,
+            Raw::Task(TaskRecord { id, name, raw: [submitted, start, end], cpus, attempts, outcome, inputs }) => {
+                let c = clock();
+                let at = |raw: u64| c.delta_as_nanos(epoch, raw);
+                Event::Task {
+                    id,
+                    name,
+                    submitted: at(submitted),
+                    thread,
+                    start: at(start),
+                    end: at(end),
+                    outcome,
+                    cpus,
+                    attempts,
+                    inputs,
+                }
+            }
+        }
+    }
+}
+
 /// One thread's events: appended by that thread without a lock, read by
 /// snapshots from any thread (module `eventlog`).
-type Buffer = EventLog<Event>;
+type Buffer = EventLog<Raw>;
 
 /// A runtime's recorder: the switch, the clock's origin, every thread's
 /// buffer.
@@ -242,7 +302,7 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// The clock's raw reading now, for [`Stamp::record_since`] (no
+    /// The clock's raw reading now, for a [`TaskRecord`] (no
     /// lookup of the recorder: a worker reads it when a task starts).
     #[inline]
     pub fn raw_now() -> u64 {
@@ -253,19 +313,14 @@ impl Stamp {
     /// or kept in the thread's orphaned buffer until the thread records
     /// for another recorder (checking on every event would cost a lock).
     pub fn record(&self, make: impl FnOnce(u32) -> Event) {
-        with_local(self.key, |local| local.push(make(local.tid)));
+        with_local(self.key, |local| local.push(Raw::Event(make(local.tid))));
     }
 
-    /// Records an event that began at the raw reading `start`
-    /// ([`Stamp::raw_now`]) and ends now: `make` is given the thread's id,
-    /// the start and the end in the recorder's nanoseconds. One lookup of
-    /// the recorder per event. A gone recorder as for [`Stamp::record`].
-    pub fn record_since(&self, start: u64, make: impl FnOnce(u32, u64, u64) -> Event) {
-        let c = clock();
-        let end = c.raw();
-        with_local(self.key, |local| {
-            local.push(make(local.tid, c.delta_as_nanos(local.epoch, start), c.delta_as_nanos(local.epoch, end)))
-        });
+    /// Records a task's event as it is (made into an [`Event::Task`] when
+    /// the timeline is read); a gone recorder as for [`Stamp::record`].
+    #[inline]
+    pub fn record_task(&self, task: TaskRecord) {
+        with_local(self.key, |local| local.push(Raw::Task(task)));
     }
 }
 
@@ -275,15 +330,13 @@ struct Local {
     /// The thread's id on the recorder's timeline.
     tid: u32,
     /// The writing end of the thread's buffer.
-    buf: Writer<Event>,
-    /// The recorder's clock origin (set before any task records).
-    epoch: u64,
+    buf: Writer<Raw>,
 }
 
 impl Local {
     /// Appends `e` to this thread's buffer.
     #[inline]
-    fn push(&mut self, e: Event) {
+    fn push(&mut self, e: Raw) {
         self.buf.push(e);
     }
 }
@@ -396,7 +449,9 @@ impl Recorder {
                 (tid, writer)
             }
         };
-        Local { key: self.key, tid, buf, epoch: *self.epoch.get_or_init(|| clock().raw()) }
+        // The clock's origin is set before anything is recorded.
+        self.epoch.get_or_init(|| clock().raw());
+        Local { key: self.key, tid, buf }
     }
 
     /// The live recorder whose key is `key`.
@@ -411,9 +466,11 @@ impl Recorder {
         let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         let mut events = Vec::new();
         let mut threads = Vec::new();
+        // Nothing was recorded before the origin was set.
+        let epoch = self.epoch.get().copied().unwrap_or(0);
         for (tid, name, buf, _) in buffers.iter() {
             threads.push((*tid, name.clone()));
-            events.extend(buf.snapshot());
+            events.extend(buf.snapshot().into_iter().map(|raw| raw.event(epoch, *tid)));
         }
         Timeline { events, threads }
     }
