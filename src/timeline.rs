@@ -214,7 +214,8 @@ pub enum Event {
 /// plain values and the clock's raw readings, made into an
 /// [`Event::Task`] only when the timeline is read ([`Raw::event`]).
 /// Scaling three readings to nanoseconds and building the event on the
-/// worker was most of what recording a trivial task cost.
+/// worker cost about a fifth of what recording a trivial task costs
+/// (`microbench timeline`: 20.4% → 16.6% of `tasks_async`).
 #[derive(Debug, Clone)]
 pub(crate) struct TaskRecord {
     /// The task's (first) output.
