@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loom model checks of manta's concurrency protocols (tests/loom_*.rs):
 # slot, countdown, mailbox, notify, refcount, export, dispatch, decide, parked, claim,
-# eventlog, lazy, watchers. The whole crate is built with
+# eventlog, lazy, watchers, group counts. The whole crate is built with
 # `--cfg loom`, so the `sync` shim resolves to loom's types.
 #
 # Separate target dir: RUSTFLAGS differ from the normal build, and sharing

@@ -31,8 +31,11 @@
 //! of the group runs and none can start any more (all finished, or the
 //! group is cancelled); waiters for it are woken when `running` drops to
 //! zero or the last task finishes, and by a cancel (module `watchers`,
-//! model-checked by `tests/loom_watchers.rs`).
+//! model-checked by `tests/loom_watchers.rs`). The counts and what they
+//! say are module `group_counts` (model-checked with `decide` by
+//! `tests/loom_group.rs`).
 
+use crate::group_counts::Counts;
 use crate::job::Job;
 use crate::scheduler::Scheduler;
 use crate::watchers::Watchers;
@@ -152,13 +155,7 @@ pub(crate) fn deciding<R>(decide: impl FnOnce() -> R) -> R {
     crate::scheduler::with_deciding(decide)
 }
 
-/// How a group's task ended (for its counts).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Ended {
-    Done,
-    Failed,
-    Cancelled,
-}
+pub(crate) use crate::group_counts::Ended;
 
 /// The shared state of a [`Group`](crate::Group). Its counters, which
 /// workers write on every task, have cache lines of their own, apart from
@@ -168,7 +165,7 @@ pub(crate) struct GroupState {
     pub name: Option<Cow<'static, str>>,
     cancelled: AtomicBool,
     parent: Option<Arc<Job>>,
-    counters: Counters,
+    counters: Counts,
     /// Watchers of changes that may make the group stopped or finished
     /// (each called once, then re-registers if it still waits; the
     /// protocol is `watchers`, model-checked).
@@ -181,24 +178,13 @@ impl std::fmt::Debug for GroupState {
     }
 }
 
-/// A group's task counts (see [`GroupState`]).
-#[repr(align(128))]
-#[derive(Default)]
-struct Counters {
-    submitted: AtomicUsize,
-    running: AtomicUsize,
-    done: AtomicUsize,
-    failed: AtomicUsize,
-    cancelled_tasks: AtomicUsize,
-}
-
 impl GroupState {
     pub fn new(name: Option<Cow<'static, str>>, parent: Option<Arc<Job>>) -> Arc<GroupState> {
         Arc::new(GroupState {
             name,
             cancelled: AtomicBool::new(false),
             parent,
-            counters: Counters::default(),
+            counters: Counts::default(),
             watchers: Watchers::default(),
         })
     }
@@ -248,57 +234,39 @@ impl GroupState {
     }
 
     pub fn submitted(&self) {
-        self.counters.submitted.fetch_add(1, Ordering::AcqRel);
+        self.counters.submitted();
     }
 
+    /// Called inside the task's start decision (module `group_counts`).
     pub fn started(&self) {
-        self.counters.running.fetch_add(1, Ordering::AcqRel);
+        self.counters.started();
     }
 
     pub fn stopped_running(&self) {
-        if self.counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.counters.stopped_running() {
             self.watchers.wake();
         }
     }
 
     pub fn ended(&self, how: Ended) {
-        let counter = match how {
-            Ended::Done => &self.counters.done,
-            Ended::Failed => &self.counters.failed,
-            Ended::Cancelled => &self.counters.cancelled_tasks,
-        };
-        counter.fetch_add(1, Ordering::AcqRel);
-        if self.finished() >= self.counters.submitted.load(Ordering::Acquire) {
+        if self.counters.ended(how) {
             self.watchers.wake();
         }
     }
 
-    fn finished(&self) -> usize {
-        self.counters.done.load(Ordering::Acquire)
-            + self.counters.failed.load(Ordering::Acquire)
-            + self.counters.cancelled_tasks.load(Ordering::Acquire)
-    }
-
     /// `(submitted, running, done, failed, cancelled)`.
     pub fn counts(&self) -> (usize, usize, usize, usize, usize) {
-        (
-            self.counters.submitted.load(Ordering::Acquire),
-            self.counters.running.load(Ordering::Acquire),
-            self.counters.done.load(Ordering::Acquire),
-            self.counters.failed.load(Ordering::Acquire),
-            self.counters.cancelled_tasks.load(Ordering::Acquire),
-        )
+        self.counters.get()
     }
 
     /// No task runs and none can start any more (module docs).
     pub fn is_stopped(&self) -> bool {
-        self.counters.running.load(Ordering::Acquire) == 0
-            && (self.chain_cancelled() || self.finished() >= self.counters.submitted.load(Ordering::Acquire))
+        self.counters.is_stopped(|| self.chain_cancelled())
     }
 
     /// Every task submitted so far has finished (its result is known).
     pub fn is_finished(&self) -> bool {
-        self.finished() >= self.counters.submitted.load(Ordering::Acquire)
+        self.counters.is_finished()
     }
 
     /// Runs `f` once the group [is stopped](GroupState::is_stopped) (at once

@@ -106,6 +106,7 @@ mod eventlog;
 mod exec;
 mod export;
 mod group;
+mod group_counts;
 mod heap_size;
 mod id;
 mod job;
@@ -185,6 +186,7 @@ pub mod protocols {
     pub use crate::dispatch::{Dispatch, Next, Queued, Tally};
     pub use crate::eventlog::{EventLog, Writer, CHUNK};
     pub use crate::export::{Claim, Table};
+    pub use crate::group_counts::{Counts, Ended};
     pub use crate::lazy::Lazy;
     pub use crate::mailbox::Mailbox;
     pub use crate::notify::{Parker, WaitGroup, Waiter};

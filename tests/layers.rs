@@ -35,6 +35,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
             "lazy",
             "eventlog",
             "watchers",
+            "group_counts",
             "panics",
             "timeline",
             "chrome",
