@@ -35,7 +35,7 @@
 //! say are module `group_counts` (model-checked with `decide` by
 //! `tests/loom_group.rs`).
 
-use crate::group_counts::Counts;
+use crate::group_counts::{Counts, Ended};
 use crate::job::Job;
 use crate::scheduler::Scheduler;
 use crate::watchers::Watchers;
@@ -154,8 +154,6 @@ fn note_cancel() {
 pub(crate) fn deciding<R>(decide: impl FnOnce() -> R) -> R {
     crate::scheduler::with_deciding(decide)
 }
-
-pub(crate) use crate::group_counts::Ended;
 
 /// The shared state of a [`Group`](crate::Group). Its counters, which
 /// workers write on every task, have cache lines of their own, apart from

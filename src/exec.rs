@@ -17,10 +17,11 @@
 //! failed chain of any length never overflows the stack.
 
 use crate::args::{MultiReturn, TaskArgs};
-use crate::cancel::{deciding, Ended, GroupState, TaskCtl};
+use crate::cancel::{deciding, GroupState, TaskCtl};
 use crate::cell::{ObjectCell, Ran};
 use crate::countdown::Countdown;
 use crate::error::{panic_message, Error, TaskFailure};
+use crate::group_counts::Ended;
 use crate::job::{Go, Job};
 use crate::lineage::Rebuild;
 use crate::notify::Waiter;
