@@ -1,7 +1,9 @@
 //! Remote tasks on three in-process nodes (127.0.0.1, joined by bootstrap):
 //! resource placement, spreading when saturated, locality, recursive
 //! tasks with nested gets across nodes, errors, unknown functions,
-//! back-pressure, a task placed again when its node dies, a large
+//! back-pressure (busy is not infeasible: a CPU-less node's flood onto
+//! one small worker waits and runs), a task placed again when its node
+//! dies, a large
 //! result lost with its node rebuilt from lineage, and mail acks with and
 //! without traffic going back.
 
@@ -181,6 +183,31 @@ fn a_busy_node_pushes_back_and_every_task_still_runs() {
     let refs: Vec<_> = (0..10u32).map(|i| a.task(&DOUBLE).on(b.peer_id()).spawn((i,))).collect();
     let got: Vec<u32> = refs.iter().map(|r| *r.get().unwrap()).collect();
     assert_eq!(got, (0..10).map(|i| 2 * i).collect::<Vec<_>>());
+}
+
+#[test]
+fn tasks_refused_busy_by_the_only_node_that_can_run_them_wait_and_run() {
+    // A has no CPU: every task must go to B, which holds two at a time.
+    // Those it refuses as busy (and those A holds back, B's share being
+    // full) wait and go to B again: none fails as if no node could run it.
+    let a = {
+        let rt = Runtime::builder().num_cpus(0).build().unwrap();
+        Node::builder(rt)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .heartbeat(Duration::from_millis(100))
+            .failure_timeout(Duration::from_secs(5))
+            .max_accepted_tasks(2)
+            .registry(registry())
+            .start()
+            .unwrap()
+    };
+    let b = node(Some(&a), false, registry(), 2);
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let refs: Vec<_> = (0..20u32).map(|i| a.spawn(&NAP, (u64::from(i % 3),))).collect();
+    for r in &refs {
+        assert_eq!(*r.get().unwrap(), b.peer_id().to_string());
+    }
 }
 
 #[test]

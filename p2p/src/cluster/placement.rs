@@ -18,7 +18,10 @@
 //! does not), divided by its CPUs. Only live peers with this node's
 //! function-table hash are candidates, minus those excluded (busy), and
 //! minus those this node finds unreachable (missed heartbeats: a partition
-//! or a death not yet declared) unless only they have the resources.
+//! or a death not yet declared) unless only they have the resources. A
+//! task this node cannot run whose every capable peer is excluded still
+//! goes to the least loaded of those (the caller sends it after a pause):
+//! busy is not infeasible.
 
 use super::membership::Member;
 use libp2p::PeerId;
@@ -96,16 +99,20 @@ pub(crate) fn choose(
         let cpus = total_of(&member_totals(m), "CPU").max(1e-3);
         (m.queue_len as f64).max(mine) / cpus
     };
-    let reachable: Vec<&Member> = members
+    let capable: Vec<&Member> = members
         .iter()
-        .filter(|m| m.alive && !m.is_self && m.fn_hash == local.fn_hash && !excluded.contains(&m.peer))
+        .filter(|m| m.alive && !m.is_self && m.fn_hash == local.fn_hash)
         .filter(|m| short(need, &member_totals(m)).is_none())
         .collect();
+    let reachable: Vec<&Member> = capable.iter().copied().filter(|m| !excluded.contains(&m.peer)).collect();
     let able: Vec<&Member> = reachable.iter().copied().filter(|m| !m.suspect).collect();
     let least_loaded =
         |ms: &[&Member]| ms.iter().min_by(|a, b| load(a).total_cmp(&load(b)).then(a.peer.cmp(&b.peer))).map(|m| m.peer);
     if let Some((resource, requested)) = short(need, &local.totals) {
-        return match least_loaded(&able).or_else(|| least_loaded(&reachable)) {
+        // Every capable peer excluded (busy): still the least loaded of
+        // them; the caller waits before sending (it is not infeasible).
+        let busy = || least_loaded(&capable);
+        return match least_loaded(&able).or_else(|| least_loaded(&reachable)).or_else(busy) {
             Some(p) => Place::Peer(p),
             None => {
                 let most = members
@@ -189,8 +196,12 @@ mod tests {
             choose(&tpu, &local(0), &members, &HashMap::new(), &HashMap::new(), &[]),
             Place::Infeasible { resource, .. } if resource == "TPU"
         ));
+        // The only GPU node is busy: it still goes there (the caller
+        // waits first), it is not infeasible.
+        assert_eq!(choose(&gpu, &local(0), &members, &HashMap::new(), &HashMap::new(), &[c]), Place::Peer(c));
+        let dead = Member { alive: false, ..members[1].clone() };
         assert!(matches!(
-            choose(&gpu, &local(0), &members, &HashMap::new(), &HashMap::new(), &[c]),
+            choose(&gpu, &local(0), &[members[0].clone(), dead], &HashMap::new(), &HashMap::new(), &[]),
             Place::Infeasible { .. }
         ));
     }

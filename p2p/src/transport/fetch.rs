@@ -35,7 +35,7 @@
 //! (`p2p_holders_rejected_total`), and the next one is tried; if every
 //! holder that had it was refused so, the object fails with `Unverified`.
 //!
-//! Owner death: a peer declared dead (by the member table) is never asked
+//! Owner death: a peer declared dead (by the member table) is not asked
 //! (not even the owner the hint names, nor a provider whose record
 //! outlived it), and a request in flight to a holder that is declared dead
 //! meanwhile (a partition: no reply would come before the request timeout)
@@ -43,6 +43,9 @@
 //! from any live node that holds the object in full (a replica, announced
 //! in the DHT); if there is none, it fails with `OwnerDied` naming the
 //! owner as soon as the DHT has answered, never waiting for the owner.
+//! A holder skipped so that is back by then (a healed partition: the
+//! member table revived it while the DHT answered) is asked after all,
+//! once, before the fetch fails.
 //!
 //! The message lane (`fetch_lane`): with a lane up to the first holder, a
 //! fetch is first sent there from the caller's thread, and comes here only
@@ -332,12 +335,25 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Op
     let mut tried: HashMap<PeerId, u32> = HashMap::new();
     let mut lane_broken: HashSet<PeerId> = HashSet::new();
     let mut asked_dht = false;
+    // Holders not asked because this node had declared them dead; one
+    // that is back (its partition healed) by the end gets its try then.
+    let mut skipped_dead: Vec<PeerId> = Vec::new();
     let (mut unreachable, mut refused, mut unverified) = (Vec::new(), Vec::new(), Vec::new());
     let mut fetch = fetch;
     loop {
         let Some(peer) = candidates.pop_front() else {
             if asked_dht {
-                break;
+                let back: Vec<PeerId> = skipped_dead.extract_if(.., |p| !ctx.is_dead(*p)).collect();
+                if back.is_empty() {
+                    break;
+                }
+                for p in back {
+                    // One try (as a second attempt: never skipped again).
+                    tracing::debug!(object = %id, peer = %p, "declared dead, now back: asked after all");
+                    tried.insert(p, 1);
+                    candidates.push_back(p);
+                }
+                continue;
             }
             asked_dht = true;
             let Ok(mut found) = ctx.directory.providers(id).await else { break };
@@ -353,7 +369,9 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Op
         }
         if ctx.is_dead(peer) {
             tracing::debug!(object = %id, %peer, "not asked: declared dead");
-            tried.insert(peer, 2);
+            if tried.insert(peer, 2).is_none() {
+                skipped_dead.push(peer);
+            }
             continue;
         }
         tried.insert(peer, attempt + 1);

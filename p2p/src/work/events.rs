@@ -8,9 +8,10 @@
 //! created there restart elsewhere; only then is the change passed to the
 //! subscribers (`Node::subscribe`), so a subscriber that hears of a death
 //! sees its consequences. A joining (or revived) node may be one that a
-//! waiting actor needs: those are tried again. A tick drops expired
-//! out-of-band pins, sends fenced mail whose wait is over, and restarts
-//! (or gives up on) waiting actors. A peer gone (no connection for a
+//! waiting actor or a parked task needs: those are tried again. A tick
+//! drops expired out-of-band pins, sends fenced mail whose wait is over,
+//! restarts (or gives up on) waiting actors and places one parked task
+//! again. A peer gone (no connection for a
 //! failure timeout, not a live member: a raw client, say) loses its pins
 //! and the actors it created here.
 //!
@@ -42,13 +43,17 @@ fn run(events: &crossbeam_channel::Receiver<ClusterEvent>, work: &Weak<Work>) {
                 if let Some(w) = work.upgrade() {
                     w.sweep_sent();
                     w.retry_waiting();
+                    w.unpark(1);
                 }
             }
             ClusterEvent::Membership(change) => {
                 match (&change, work.upgrade()) {
                     (MembershipEvent::Died(peer), Some(w)) => w.peer_died(*peer),
                     // A node with an actor's resources may have come.
-                    (MembershipEvent::Joined(_) | MembershipEvent::Revived(_), Some(w)) => w.retry_waiting(),
+                    (MembershipEvent::Joined(_) | MembershipEvent::Revived(_), Some(w)) => {
+                        w.retry_waiting();
+                        w.unpark(usize::MAX);
+                    }
                     (_, None) => {}
                 }
                 subscribers.retain(|s| s.send(change.clone()).is_ok());

@@ -8,7 +8,11 @@
 //!   output has the submitter's id, exported, and pinned for the submitter
 //!   until it releases it; a submitter's tasks beyond one per worker thread
 //!   run at `Low` priority (a flood waits behind other peers' tasks). Its
-//!   `Done` goes back when it finishes.
+//!   `Done` goes back when it finishes. A submitter this node has declared
+//!   dead is refused `Busy` too (it placed the task elsewhere), until its
+//!   heartbeat revives it here: a healed partition revives each side at
+//!   its own time, and the task would read its arguments from an owner
+//!   this node still takes for dead (they would fail with `OwnerDied`).
 //! - `NewActor` / `Call` / `DropActor`: actors hosted here, one mailbox
 //!   each; calls from one peer arrive in the order sent (one stream per
 //!   peer, applied in order), so they run in that order. Calls count with
@@ -206,6 +210,10 @@ impl Work {
         tracing::trace!(%from, %id, func, "task from a peer");
         if self.duplicate(from, id) {
             return Ok(());
+        }
+        if self.is_dead_peer(from) {
+            tracing::debug!(%from, %id, func, "task from a peer declared dead here: refused busy");
+            return Err(Refusal::Busy);
         }
         let Some(run) = self.registry.function_named(func) else {
             let reason = format!("not registered on node {}", self.me);

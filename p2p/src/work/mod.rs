@@ -12,7 +12,8 @@
 //! - `hosted`: actors hosted here for other nodes;
 //! - `owned`: actors this node created elsewhere (hosts, restarts, and
 //!   those waiting for a node with their resources, holding their calls);
-//! - `load`: tasks sent to each peer and work accepted from peers.
+//! - `load`: tasks sent to each peer and work accepted from peers;
+//! - `parked`: tasks whose every capable peer is busy, waiting for room.
 //!
 //! Behaviour, as methods of [`Work`], the coordinator that owns those and
 //! does the I/O they decide on (mail, fetches, tasks) outside their locks:
@@ -57,6 +58,7 @@ mod fenced;
 mod hosted;
 mod load;
 mod owned;
+mod parked;
 mod pins;
 mod registry;
 mod replace;
@@ -90,6 +92,7 @@ use load::{Accepted, SentCounts};
 use manta::backend::Fetch;
 use manta::{AnyRef, Error, ObjectId, Runtime};
 use owned::OwnedActors;
+use parked::Parked;
 use pins::{Aliases, Pins};
 use results::Results;
 use std::any::Any;
@@ -129,6 +132,8 @@ pub(crate) struct Work {
     owned: OwnedActors,
     sent: SentCounts,
     accepted: Accepted,
+    /// Tasks whose every capable peer refused them as busy.
+    parked: Parked,
     /// The node's traffic counters (remote tasks and calls are counted here).
     traffic: Arc<crate::stats::Traffic>,
     /// Releases and completions waiting for earlier mail to other peers.
@@ -181,6 +186,7 @@ impl Work {
                 hosted: HostedActors::default(),
                 owned: OwnedActors::default(),
                 sent: SentCounts::default(),
+                parked: Parked::default(),
                 fenced: Fenced::default(),
                 aliases: Aliases::default(),
                 deaths: tokio::sync::watch::Sender::new(0),

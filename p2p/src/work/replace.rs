@@ -3,8 +3,11 @@
 //! actors this node created on a dead peer.
 //!
 //! A task goes to another peer (never one that refused it), or runs here
-//! after `max_hops` tries, or fails `Infeasible`; one pinned to a node
-//! (`.on(peer)`) is asked again after a short pause while that node lives.
+//! after `max_hops` tries if this node has its resources, or, if every
+//! node that could run it refused it as busy, waits in `parked` until
+//! room may have come; it fails `Infeasible` only if no live node has its
+//! resources. One pinned to a node (`.on(peer)`) is asked again after a
+//! short pause while that node lives.
 //! Actor calls in flight to a dead peer fail with `ActorDead`; actors with
 //! restarts left start again elsewhere under the same id, or, if no live
 //! node has their resources, wait for one to join (holding the calls made
@@ -23,7 +26,7 @@ use super::owned::{HeldCall, Restart};
 use super::registry::OnDone;
 use super::results::Retry;
 use super::Work;
-use crate::cluster::placement::Place;
+use crate::cluster::placement::{self, Need, Place};
 use crate::wire::mail::Mail;
 use libp2p::PeerId;
 use manta::{AnyRef, Error, ObjectId};
@@ -40,12 +43,24 @@ impl Work {
         if let Some(peer) = retry.pinned {
             return self.ask_again(peer, id, retry, keep);
         }
-        let place = if retry.hops > self.cfg.max_hops {
+        let place = if retry.hops > self.cfg.max_hops && self.fits_here(&retry.need) {
             Place::Local
         } else {
             let excluded = retry.excluded.clone();
             self.place(&retry.need, &keep, &excluded)
         };
+        match place {
+            // Every peer that could run it said busy: it waits (`parked`).
+            Place::Peer(peer) if retry.excluded.contains(&peer) => {
+                tracing::debug!(task = %id, "every node that can run it is busy: parked");
+                self.parked.park((id, Retry { excluded: Vec::new(), ..retry }, keep));
+            }
+            place => self.send_placed(id, place, retry, keep),
+        }
+    }
+
+    /// Sends task `id` where `place` says, or fails it if infeasible.
+    fn send_placed(&self, id: ObjectId, place: Place, retry: Retry, keep: Vec<AnyRef>) {
         match place {
             Place::Peer(peer) => self.submit_to(peer, id, retry, keep),
             Place::Local => self.run_here(id, retry, keep),
@@ -55,6 +70,28 @@ impl Work {
                 self.fail(id, e)
             }
         }
+    }
+
+    /// Places up to `n` parked tasks again (all, for `usize::MAX`), oldest
+    /// first; one whose promise is gone is dropped. One whose capable peers
+    /// are all still busy is sent to the least loaded of them, which parks
+    /// it again if it refuses.
+    pub(super) fn unpark(&self, n: usize) {
+        let tasks =
+            if n == usize::MAX { self.parked.take_all() } else { (0..n).map_while(|_| self.parked.pop()).collect() };
+        for (id, retry, keep) in tasks {
+            if !self.results.contains(id) {
+                continue;
+            }
+            let place = self.place(&retry.need, &keep, &[]);
+            self.send_placed(id, place, retry, keep);
+        }
+    }
+
+    /// True if this node has enough of every resource `need` names.
+    fn fits_here(&self, need: &Need) -> bool {
+        let totals: Vec<(String, f64)> = self.rt.resources().into_iter().map(|(n, t, _)| (n.to_string(), t)).collect();
+        placement::short(need, &totals).is_none()
     }
 
     /// Sends a task pinned to `peer` there again after a pause (only that
