@@ -442,7 +442,7 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Op
             tracing::warn!(object = %id, owner = %o, "object lost with its owner: no live node holds a copy");
             Error::OwnerDied { id, owner: o.to_string().into() }
         }
-        None => final_error(id, unreachable, refused),
+        None => final_error(id, unreachable, refused, &skipped_dead),
     };
     // One of this node's task results, lost with its executor: rebuilt.
     let fetch = match ctx.rebuilder.upgrade() {
@@ -507,12 +507,16 @@ fn complete(fetch: Fetch, decoded: Decoded, encoded: usize) {
     }
 }
 
-fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>) -> Error {
+fn final_error(id: ObjectId, unreachable: Vec<String>, refused: Vec<String>, dead: &[PeerId]) -> Error {
     if !unreachable.is_empty() {
         let all: Vec<String> = unreachable.into_iter().chain(refused).collect();
         Error::PeerUnreachable { id, reason: all.join("; ").into() }
-    } else if refused.is_empty() {
+    } else if refused.is_empty() && dead.is_empty() {
         Error::ObjectLost { id, reason: "no node holds it (its owner is unknown and the DHT has no provider)".into() }
+    } else if refused.is_empty() {
+        let dead: Vec<String> = dead.iter().map(|p| p.to_string()).collect();
+        let reason = format!("no live node holds it (declared dead here: {}; no other provider)", dead.join(", "));
+        Error::ObjectLost { id, reason: reason.into() }
     } else {
         Error::ObjectLost { id, reason: format!("no holder could serve it: {}", refused.join("; ")).into() }
     }
