@@ -73,14 +73,14 @@ impl Work {
     }
 
     /// Places up to `n` parked tasks again (all, for `usize::MAX`), oldest
-    /// first; one whose promise is gone is dropped. One whose capable peers
-    /// are all still busy is sent to the least loaded of them, which parks
-    /// it again if it refuses.
+    /// first; one whose promise is gone or settled (cancelled, say) is
+    /// dropped. One whose capable peers are all still busy is sent to the
+    /// least loaded of them, which parks it again if it refuses.
     pub(super) fn unpark(&self, n: usize) {
         let tasks =
             if n == usize::MAX { self.parked.take_all() } else { (0..n).map_while(|_| self.parked.pop()).collect() };
         for (id, retry, keep) in tasks {
-            if !self.results.contains(id) {
+            if !self.results.is_waiting(id) {
                 continue;
             }
             let place = self.place(&retry.need, &keep, &[]);

@@ -115,6 +115,13 @@ impl Results {
         lock_unpoisoned(&self.map).contains_key(&id)
     }
 
+    /// True if `id` is one of our results and not done yet (a parked
+    /// task whose promise was dropped, failed or cancelled meanwhile is
+    /// not sent).
+    pub(super) fn is_waiting(&self, id: ObjectId) -> bool {
+        lock_unpoisoned(&self.map).get(&id).is_some_and(|p| matches!(p.state, ResultState::Waiting(_)))
+    }
+
     /// Waits until result `id` is done wherever it runs; true if it is (or
     /// is not one of ours) within `timeout`.
     pub(super) fn wait_settled(&self, id: ObjectId, timeout: Duration) -> bool {
