@@ -8,10 +8,10 @@
 //! created there restart elsewhere; only then is the change passed to the
 //! subscribers (`Node::subscribe`), so a subscriber that hears of a death
 //! sees its consequences. A joining (or revived) node may be one that a
-//! waiting actor or a parked task needs: those are tried again. A tick
+//! waiting actor or a task in the backlog needs: those are tried again. A tick
 //! drops expired out-of-band pins, sends fenced mail whose wait is over,
-//! restarts (or gives up on) waiting actors and places one parked task
-//! again. A peer gone (no connection for a
+//! restarts (or gives up on) waiting actors and places one task of the
+//! backlog again. A peer gone (no connection for a
 //! failure timeout, not a live member: a raw client, say) loses its pins
 //! and the actors it created here.
 //!
@@ -43,7 +43,7 @@ fn run(events: &crossbeam_channel::Receiver<ClusterEvent>, work: &Weak<Work>) {
                 if let Some(w) = work.upgrade() {
                     w.sweep_sent();
                     w.retry_waiting();
-                    w.unpark(1);
+                    w.retry_backlog(1);
                 }
             }
             ClusterEvent::Membership(change) => {
@@ -52,7 +52,7 @@ fn run(events: &crossbeam_channel::Receiver<ClusterEvent>, work: &Weak<Work>) {
                     // A node with an actor's resources may have come.
                     (MembershipEvent::Joined(_) | MembershipEvent::Revived(_), Some(w)) => {
                         w.retry_waiting();
-                        w.unpark(usize::MAX);
+                        w.retry_backlog(usize::MAX);
                     }
                     (_, None) => {}
                 }

@@ -13,7 +13,7 @@
 //! - `owned`: actors this node created elsewhere (hosts, restarts, and
 //!   those waiting for a node with their resources, holding their calls);
 //! - `load`: tasks sent to each peer and work accepted from peers;
-//! - `parked`: tasks whose every capable peer is busy, waiting for room.
+//! - `backlog`: tasks whose every capable peer is busy, waiting for room.
 //!
 //! Behaviour, as methods of [`Work`], the coordinator that owns those and
 //! does the I/O they decide on (mail, fetches, tasks) outside their locks:
@@ -52,13 +52,13 @@
 
 mod actor;
 mod args;
+mod backlog;
 mod events;
 mod exec;
 mod fenced;
 mod hosted;
 mod load;
 mod owned;
-mod parked;
 mod pins;
 mod registry;
 mod replace;
@@ -85,6 +85,7 @@ use crate::transport::outbox::Outboxes;
 use crate::transport::{MailError, MailHandler, Rebuilder};
 use crate::wire::hint;
 use crate::wire::mail::{Ack, Mail};
+use backlog::Backlog;
 use fenced::Fenced;
 use hosted::HostedActors;
 use libp2p::PeerId;
@@ -92,7 +93,6 @@ use load::{Accepted, SentCounts};
 use manta::backend::Fetch;
 use manta::{AnyRef, Error, ObjectId, Runtime};
 use owned::OwnedActors;
-use parked::Parked;
 use pins::{Aliases, Pins};
 use results::Results;
 use std::any::Any;
@@ -133,7 +133,7 @@ pub(crate) struct Work {
     sent: SentCounts,
     accepted: Accepted,
     /// Tasks whose every capable peer refused them as busy.
-    parked: Parked,
+    backlog: Backlog,
     /// The node's traffic counters (remote tasks and calls are counted here).
     traffic: Arc<crate::stats::Traffic>,
     /// Releases and completions waiting for earlier mail to other peers.
@@ -186,7 +186,7 @@ impl Work {
                 hosted: HostedActors::default(),
                 owned: OwnedActors::default(),
                 sent: SentCounts::default(),
-                parked: Parked::default(),
+                backlog: Backlog::default(),
                 fenced: Fenced::default(),
                 aliases: Aliases::default(),
                 deaths: tokio::sync::watch::Sender::new(0),

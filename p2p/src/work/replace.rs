@@ -4,7 +4,7 @@
 //!
 //! A task goes to another peer (never one that refused it), or runs here
 //! after `max_hops` tries if this node has its resources, or, if every
-//! node that could run it refused it as busy, waits in `parked` until
+//! node that could run it refused it as busy, waits in the `backlog` until
 //! room may have come; it fails `Infeasible` only if no live node has its
 //! resources. One pinned to a node (`.on(peer)`) is asked again after a
 //! short pause while that node lives.
@@ -50,10 +50,10 @@ impl Work {
             self.place(&retry.need, &keep, &excluded)
         };
         match place {
-            // Every peer that could run it said busy: it waits (`parked`).
+            // Every peer that could run it said busy: it waits (`backlog`).
             Place::Peer(peer) if retry.excluded.contains(&peer) => {
-                tracing::debug!(task = %id, "every node that can run it is busy: parked");
-                self.parked.park((id, Retry { excluded: Vec::new(), ..retry }, keep));
+                tracing::debug!(task = %id, "every node that can run it is busy: in the backlog");
+                self.backlog.push((id, Retry { excluded: Vec::new(), ..retry }, keep));
             }
             place => self.send_placed(id, place, retry, keep),
         }
@@ -72,13 +72,14 @@ impl Work {
         }
     }
 
-    /// Places up to `n` parked tasks again (all, for `usize::MAX`), oldest
-    /// first; one whose promise is gone or settled (cancelled, say) is
-    /// dropped. One whose capable peers are all still busy is sent to the
-    /// least loaded of them, which parks it again if it refuses.
-    pub(super) fn unpark(&self, n: usize) {
+    /// Places up to `n` tasks of the backlog again (all, for
+    /// `usize::MAX`), oldest first; one whose promise is gone or settled
+    /// (cancelled, say) is dropped. One whose capable peers are all still
+    /// busy is sent to the least loaded of them, and comes back to the
+    /// backlog if it refuses.
+    pub(super) fn retry_backlog(&self, n: usize) {
         let tasks =
-            if n == usize::MAX { self.parked.take_all() } else { (0..n).map_while(|_| self.parked.pop()).collect() };
+            if n == usize::MAX { self.backlog.take_all() } else { (0..n).map_while(|_| self.backlog.pop()).collect() };
         for (id, retry, keep) in tasks {
             if !self.results.is_waiting(id) {
                 continue;

@@ -115,9 +115,8 @@ impl Results {
         lock_unpoisoned(&self.map).contains_key(&id)
     }
 
-    /// True if `id` is one of our results and not done yet (a parked
-    /// task whose promise was dropped, failed or cancelled meanwhile is
-    /// not sent).
+    /// True if `id` is one of our results and not done yet (a task of the
+    /// backlog whose promise was dropped or settled meanwhile is not sent).
     pub(super) fn is_waiting(&self, id: ObjectId) -> bool {
         lock_unpoisoned(&self.map).get(&id).is_some_and(|p| matches!(p.state, ResultState::Waiting(_)))
     }

@@ -128,8 +128,8 @@ impl Work {
         };
         if from != self.me {
             self.sent.done(from);
-            // It has room for one more: a parked task may go.
-            self.unpark(1);
+            // It has room for one more: a task of the backlog may go.
+            self.retry_backlog(1);
         }
         if let Some((f, peer)) = parked.and_then(|f| deliver(&self.rt, f, &completion, from)) {
             self.fetch_from(f, peer);

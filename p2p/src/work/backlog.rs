@@ -1,14 +1,15 @@
-//! Tasks waiting for room: work this node cannot run itself whose every
-//! capable peer refused it as busy (or took this node for dead, see
-//! `exec`). Busy is not infeasible: such a task waits here, in the order
-//! it was parked, and is placed again when room may have come (`replace`):
+//! The backlog: tasks waiting for room, work this node cannot run itself
+//! whose every capable peer refused it as busy (or took this node for
+//! dead, see `exec`). Busy is not infeasible: such a task waits here, in
+//! the order it came, and is placed again when room may have come
+//! (`replace`):
 //! one task when a peer finishes one of this node's tasks, one per
 //! heartbeat tick (room made by other nodes' work is not seen here), and
 //! all of them when a node joins or comes back.
 //!
-//! Invariants: a parked task holds its retry (taken out of `results`, so
-//! no other re-placement can send it meanwhile: a peer's death, say);
-//! each parked task is handed out once; its refs are dropped outside the
+//! Invariants: a task in the backlog holds its retry (taken out of
+//! `results`, so no other re-placement can send it meanwhile: a peer's
+//! death, say); each is handed out once; its refs are dropped outside the
 //! lock.
 
 use super::results::Retry;
@@ -18,28 +19,29 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// One parked task: its id, how to send it, the refs it keeps alive.
-pub(super) type ParkedTask = (ObjectId, Retry, Vec<AnyRef>);
+/// One task in the backlog: its id, how to send it, the refs it keeps
+/// alive.
+pub(super) type Waiting = (ObjectId, Retry, Vec<AnyRef>);
 
-/// The queue of parked tasks (FIFO).
+/// The backlog (FIFO).
 #[derive(Default)]
-pub(super) struct Parked {
-    queue: Mutex<VecDeque<ParkedTask>>,
+pub(super) struct Backlog {
+    queue: Mutex<VecDeque<Waiting>>,
     /// True while the queue may hold a task (read without the lock on
     /// every completion).
     some: AtomicBool,
 }
 
-impl Parked {
-    /// Parks `task` at the back.
-    pub(super) fn park(&self, task: ParkedTask) {
+impl Backlog {
+    /// Adds `task` at the back.
+    pub(super) fn push(&self, task: Waiting) {
         let mut q = lock_unpoisoned(&self.queue);
         q.push_back(task);
         self.some.store(true, Ordering::Release);
     }
 
-    /// The oldest parked task, if any.
-    pub(super) fn pop(&self) -> Option<ParkedTask> {
+    /// The oldest task, if any.
+    pub(super) fn pop(&self) -> Option<Waiting> {
         if !self.some.load(Ordering::Acquire) {
             return None;
         }
@@ -51,8 +53,8 @@ impl Parked {
         t
     }
 
-    /// Every parked task, oldest first.
-    pub(super) fn take_all(&self) -> Vec<ParkedTask> {
+    /// Every task, oldest first.
+    pub(super) fn take_all(&self) -> Vec<Waiting> {
         if !self.some.load(Ordering::Acquire) {
             return Vec::new();
         }
