@@ -212,7 +212,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
 
     /// How a task with the outputs of `R` makes its cells and their refs.
     fn multi<R: MultiReturn>(&self) -> impl FnOnce(Option<Weak<Job>>) -> (Multi, R::Refs) {
-        let (store, id) = (self.rt.store().clone(), self.opts.object_id);
+        let (store, id) = (self.rt.store().clone(), self.opts.object_id.or_else(|| recorded_id(self.rt)));
         move |producer| {
             let mut cells = vec![ObjectCell::pending_as(id, producer.clone())];
             cells.extend((1..R::N).map(|_| ObjectCell::pending(producer.clone())));
@@ -298,6 +298,15 @@ impl<'rt, K> TaskBuilder<'rt, K> {
     }
 }
 
+/// With the timeline on, a fresh id for a task's (first) output, drawn
+/// now on the submitting thread: the worker's record names the output,
+/// and an id set at construction is read without the lazy claim (a
+/// compare-exchange on the worker's turn, which recording lengthens).
+/// `None` with it off: the id is drawn only if someone asks.
+fn recorded_id(rt: &Runtime) -> Option<crate::id::ObjectId> {
+    rt.scheduler().recorder.is_on().then(crate::id::ObjectId::fresh)
+}
+
 /// How a one-output task of `rt` makes its output cell (given its job)
 /// and its ref; `id`: the output's id (`None`: a fresh one).
 fn single<R>(
@@ -306,6 +315,7 @@ fn single<R>(
 ) -> impl FnOnce(Option<Weak<Job>>) -> (Single, ObjectRef<R>) {
     // A type that is never charged needs no store to be stored.
     let store = (!rt.store().never_charged::<R>()).then(|| rt.store().clone());
+    let id = id.or_else(|| recorded_id(rt));
     move |producer| {
         let cell = ObjectCell::pending_as(id, producer);
         (Single { cell: cell.clone(), store }, ObjectRef::from_cell(cell))
