@@ -28,6 +28,13 @@ fn record_bytes() -> usize {
     assert_eq!(r.get().unwrap().len(), MB);
     let bytes = rt.store_stats().lineage_bytes;
     assert!(bytes > 0, "a re-runnable task's charged output keeps a lineage record");
+    // The worker publishes the result a moment before it lets go of its
+    // handle to the output: wait for that, so `r` is the last one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while r.ref_counts().handles > 1 {
+        assert!(std::time::Instant::now() < deadline, "the worker kept its handle: {:?}", r.ref_counts());
+        std::thread::yield_now();
+    }
     drop(r);
     assert_eq!(rt.store_stats().lineage_bytes, 0, "the record goes with its object");
     bytes
