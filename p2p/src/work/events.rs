@@ -8,12 +8,12 @@
 //! created there restart elsewhere; only then is the change passed to the
 //! subscribers (`Node::subscribe`), so a subscriber that hears of a death
 //! sees its consequences. A joining (or revived) node may be one that a
-//! waiting actor or a task in the backlog needs: those are tried again. A tick
-//! drops expired out-of-band pins, sends fenced mail whose wait is over,
-//! restarts (or gives up on) waiting actors and places one task of the
-//! backlog again. A peer gone (no connection for a
-//! failure timeout, not a live member: a raw client, say) loses its pins
-//! and the actors it created here.
+//! waiting actor or a task in the backlog needs: those are tried again.
+//! A tick drops expired out-of-band pins, sends fenced mail whose wait is
+//! over, restarts (or gives up on) waiting actors and places one task of
+//! the backlog again. A peer gone (no connection for a failure timeout,
+//! not a live member: a raw client, say) loses its pins and the actors it
+//! created here.
 //!
 //! Invariants: changes are handled in the order the loop saw them; a
 //! subscriber hears of every change handled after its subscription (which
