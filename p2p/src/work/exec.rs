@@ -103,10 +103,14 @@ impl Work {
         // Actors a call of this batch found this node full for: their
         // later calls are refused too, so the caller resends them in order.
         let mut full: Vec<[u8; 16]> = Vec::new();
+        // Whether this node takes the sender for dead: looked up once per
+        // batch (its tasks are refused busy, see the module docs).
+        let dead = mail.iter().any(|m| matches!(m, Mail::Submit { .. })) && self.is_dead_peer(from);
         for (i, m) in mail.into_iter().enumerate() {
             match m {
                 Mail::Submit { id, func, args, opts } => {
-                    if let Err(r) = self.accept_task(from, ObjectId::from_bytes(id), &func, &args, &opts) {
+                    let task = (ObjectId::from_bytes(id), func.as_str(), args.as_slice(), &opts);
+                    if let Err(r) = self.accept_task(from, dead, task) {
                         ack.refused.push((i as u32, r));
                     }
                     probe::mark(Stage::TaskAccepted);
@@ -199,19 +203,19 @@ impl Work {
         }
     }
 
+    /// Accepts task `(id, func, args, opts)` from `from` (`dead`: this node
+    /// takes `from` for dead), or says why not.
     fn accept_task(
         &self,
         from: PeerId,
-        id: ObjectId,
-        func: &str,
-        args: &[u8],
-        opts: &mail::Opts,
+        dead: bool,
+        (id, func, args, opts): (ObjectId, &str, &[u8], &mail::Opts),
     ) -> Result<(), Refusal> {
         tracing::trace!(%from, %id, func, "task from a peer");
         if self.duplicate(from, id) {
             return Ok(());
         }
-        if self.is_dead_peer(from) {
+        if dead {
             tracing::debug!(%from, %id, func, "task from a peer declared dead here: refused busy");
             return Err(Refusal::Busy);
         }
@@ -273,8 +277,7 @@ impl Work {
         }
         let label = opts.name.clone().unwrap_or_else(|| format!("{class}@{actor}"));
         let need = Need { cpus: opts.cpus, resources: opts.resources.clone() };
-        let totals: Vec<(String, f64)> =
-            self.rt.resources().into_iter().map(|(n, total, _)| (n.to_string(), total)).collect();
+        let totals = self.totals();
         let short = placement::short(&need, &totals);
         let made = match self.registry.class_named(class) {
             // This node cannot host it (pinned here, or its creator's view

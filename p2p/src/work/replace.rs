@@ -91,8 +91,7 @@ impl Work {
 
     /// True if this node has enough of every resource `need` names.
     fn fits_here(&self, need: &Need) -> bool {
-        let totals: Vec<(String, f64)> = self.rt.resources().into_iter().map(|(n, t, _)| (n.to_string(), t)).collect();
-        placement::short(need, &totals).is_none()
+        placement::short(need, &self.totals()).is_none()
     }
 
     /// Sends a task pinned to `peer` there again after a pause (only that

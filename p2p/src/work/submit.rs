@@ -59,13 +59,18 @@ impl Work {
             .chain(excluded.iter().copied())
             .collect();
         let local = Local {
-            totals: self.rt.resources().into_iter().map(|(n, t, _)| (n.to_string(), t)).collect(),
+            totals: self.totals(),
             queued: self.rt.queued_tasks(),
             threshold: self.cfg.threshold,
             arg_bytes,
             fn_hash: self.registry.hash(),
         };
         placement::choose(need, &local, &self.view.members(), &sent, &bytes, &full)
+    }
+
+    /// `(name, total)` of every resource of this node (`"CPU"` included).
+    pub(super) fn totals(&self) -> Vec<(String, f64)> {
+        self.rt.resources().into_iter().map(|(n, t, _)| (n.to_string(), t)).collect()
     }
 
     /// A promise that is already failed with `e`.
