@@ -33,17 +33,40 @@
 //! ([`Next::Exit`]), so the excess is temporary (as Ray lends a blocked
 //! task's CPUs and starts extra workers).
 //!
+//! # The inbox
+//! A submit that finds every place busy (`active` ≥ `threads`, read from
+//! its lock-free hint) does not take the lock: it pushes the job onto the
+//! inbox (`inbox`, a lock-free queue), issues a SeqCst fence and reads the
+//! hint again. A busy runner takes the job when it next asks for work:
+//! every taking of the lock first drains the inbox into the queue, in
+//! order, so the queue is what it would be had the job been submitted at
+//! that moment. A runner that leaves (or hands its place over) stores the
+//! lower `active`, issues a SeqCst fence and drains the inbox once more
+//! before it decides (Dekker's pattern, as for the reap note): either the
+//! submit sees the place free and decides under the lock as any submit
+//! does, or the runner sees the job. So the spawning thread and the
+//! runners no longer contend for the lock on every task, which was half
+//! of a trivial task's dispatch cost (`microbench tasks_async`,
+//! `as_completed`). Shutdown likewise: it stores `shut`, fences and
+//! drains; a submit that sees `shut` after its push takes back what is
+//! left.
+//!
 //! # Invariants (all under the one lock)
 //! - `active` = runners started and not exited, minus those blocked.
 //! - No lost work: whenever a job is queued, fits the free resources and
 //!   `active < threads`, the call that made it so returns `true` (start a
-//!   runner). A runner decides to exit under the lock, so a submit never
-//!   counts on a runner that is leaving.
+//!   runner). A runner decides to exit under the lock, so a submit that
+//!   takes the lock never counts on a runner that is leaving; one that
+//!   puts its job in the inbox is seen by it (above).
+//! - Every job in the inbox is moved into the queue by the next taking of
+//!   the lock; the queue's counts (`queued`, `submitted`) include it from
+//!   then.
 //! - Resources: every job handed out by `next` holds its request until its
 //!   runner's next `next` (or `release` for targeted jobs) returns it.
 
+use crate::inbox::Inbox;
 use crate::resources::{Pool, Request, Totals};
-use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, lock, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -155,6 +178,11 @@ struct Note {
 /// The admission queue and runner count of one runtime (module docs).
 pub struct Dispatch<J> {
     state: Mutex<State<J>>,
+    /// Jobs submitted while every place was busy, not yet in the queue
+    /// (module docs, "The inbox").
+    inbox: Inbox<J>,
+    /// `shutdown`, readable without the lock (for a submit to the inbox).
+    shut: AtomicBool,
     /// `queued`, readable without the lock (a hint for lingering runners).
     queued_hint: AtomicUsize,
     /// The canceller's line: `active` readable without the lock, and the
@@ -166,6 +194,10 @@ pub struct Dispatch<J> {
     /// place (the old "help instead of hand over" protocol).
     #[cfg(loom)]
     keep_place_when_blocked: bool,
+    /// Seeded bug for the loom model: a runner leaves without looking at
+    /// the inbox once more (a job submitted as it leaves is stranded).
+    #[cfg(loom)]
+    leave_without_inbox: bool,
 }
 
 impl<J: Queued> Dispatch<J> {
@@ -183,6 +215,8 @@ impl<J: Queued> Dispatch<J> {
                 active: 0,
                 shutdown: false,
             }),
+            inbox: Inbox::new(),
+            shut: AtomicBool::new(false),
             queued_hint: AtomicUsize::new(0),
             note: Note {
                 active_hint: AtomicUsize::new(0),
@@ -192,6 +226,8 @@ impl<J: Queued> Dispatch<J> {
             threads: threads.max(1),
             #[cfg(loom)]
             keep_place_when_blocked: false,
+            #[cfg(loom)]
+            leave_without_inbox: false,
         }
     }
 
@@ -202,32 +238,72 @@ impl<J: Queued> Dispatch<J> {
         self
     }
 
+    /// The model's other seeded bug (see `leave_without_inbox`).
+    #[cfg(loom)]
+    pub fn with_inbox_bug(mut self) -> Self {
+        self.leave_without_inbox = true;
+        self
+    }
+
     /// The number of runner places.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Queues a job. `Ok(true)`: start a runner. `Err(job)`: shut down,
-    /// the job is handed back to be completed as such.
-    pub fn submit(&self, job: J) -> Result<bool, J> {
-        let mut st = lock(&self.state);
+    /// Queues a job. `Ok(true)`: start a runner. `Err(jobs)`: shut down,
+    /// the jobs (this one, and any others a racing submit left in the
+    /// inbox) are handed back to be completed as such.
+    pub fn submit(&self, job: J) -> Result<bool, Vec<J>> {
+        if self.every_place_busy() {
+            // Every place busy: one of those runners takes the job when it
+            // asks for its next, so no need for the lock (module docs).
+            self.inbox.push(job);
+            fence(Ordering::SeqCst);
+            if self.every_place_busy() && !self.shut.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            // A place came free (or the runtime shut down) meanwhile: the
+            // job is queued now (the lock drains the inbox); decide as a
+            // submit under the lock does.
+            let mut st = self.lock();
+            if st.shutdown {
+                return Err(st.take_all());
+            }
+            return Ok(st.any_fits() && self.take_place(&mut st));
+        }
+        let mut st = self.lock();
         if st.shutdown {
-            return Err(job);
+            let mut jobs = st.take_all();
+            jobs.push(job);
+            return Err(jobs);
         }
         let fits = st.pool.fits(job.req());
-        if job.is_task() {
-            st.counts.submitted += 1;
-        }
-        st.push(job);
+        st.admit(job);
         self.queued_hint.store(st.queued, Ordering::Relaxed);
         Ok(fits && self.take_place(&mut st))
+    }
+
+    /// The state, locked, with the inbox drained into the queue.
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
+        let mut st = lock(&self.state);
+        self.drain(&mut st);
+        st
+    }
+
+    /// Moves the inbox's jobs into the queue (under the lock).
+    #[inline]
+    fn drain(&self, st: &mut State<J>) {
+        if !self.inbox.is_empty() {
+            self.inbox.drain(|j| st.admit(j));
+            self.queued_hint.store(st.queued, Ordering::Relaxed);
+        }
     }
 
     /// A runner asks for its next job, first releasing `finished` (the
     /// request of the job it just ran, if any, and how it ended). See
     /// [`Next`].
     pub fn next(&self, finished: Option<(&Request, Tally)>, lingered: bool) -> Next<J> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if let Some((req, tally)) = finished {
             st.pool.release(req);
             st.add_ran(tally);
@@ -259,10 +335,27 @@ impl<J: Queued> Dispatch<J> {
                 // load on both sides): look at the note once more.
                 fence(Ordering::SeqCst);
                 if !st.shutdown {
+                    // Likewise a submit that saw every place busy put its
+                    // job in the inbox and relied on us (module docs).
+                    #[cfg(loom)]
+                    if self.leave_without_inbox {
+                        return Next::Exit;
+                    }
+                    self.drain(&mut st);
                     if let Some(jobs) = self.take_reaped(&mut st) {
                         st.active += 1;
                         self.note.active_hint.store(st.active, Ordering::Relaxed);
                         return Next::Reap(jobs);
+                    }
+                    if let Some(job) = st.pop_fitting() {
+                        st.active += 1;
+                        self.note.active_hint.store(st.active, Ordering::Relaxed);
+                        if job.is_task() {
+                            st.started += 1;
+                        }
+                        self.queued_hint.store(st.queued, Ordering::Relaxed);
+                        let more = st.active < self.threads && st.any_fits() && self.take_place(&mut st);
+                        return Next::Run { job, more };
                     }
                 }
                 Next::Exit
@@ -273,14 +366,14 @@ impl<J: Queued> Dispatch<J> {
 
     /// True if something is queued (lock-free hint, for lingering).
     pub fn has_queued(&self) -> bool {
-        self.queued_hint.load(Ordering::Relaxed) > 0
+        self.queued_hint.load(Ordering::Relaxed) > 0 || !self.inbox.is_empty()
     }
 
     /// A job blocks: it lends its `cpu` units to others until
     /// [`Dispatch::resume`]. True: start a runner (queued work now fits and
     /// a place is free).
     pub fn lend(&self, cpu: u64) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.pool.adjust_cpu(cpu as i64);
         st.any_fits() && self.take_place(&mut st)
     }
@@ -294,11 +387,13 @@ impl<J: Queued> Dispatch<J> {
         if self.keep_place_when_blocked {
             return false;
         }
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.active -= 1;
         self.note.active_hint.store(st.active, Ordering::Relaxed);
-        // A cancel that saw this place busy counted on it to read its note.
+        // A cancel that saw this place busy counted on it to read its note,
+        // and a submit that saw it busy, to take its job from the inbox.
         fence(Ordering::SeqCst);
+        self.drain(&mut st);
         let reap = st.queued > 0 && self.note.reap_pending.load(Ordering::Acquire);
         (reap || st.any_fits()) && self.take_place(&mut st)
     }
@@ -306,7 +401,7 @@ impl<J: Queued> Dispatch<J> {
     /// The blocked job resumes: takes its CPUs back and, if it handed its
     /// place over, the place too, even past the limits for a moment.
     pub fn resume(&self, cpu: u64, handed_over: bool) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.pool.adjust_cpu(-(cpu as i64));
         if handed_over {
             st.active += 1;
@@ -317,7 +412,7 @@ impl<J: Queued> Dispatch<J> {
     /// A runner that was counted could not be started (no thread): gives
     /// its place back.
     pub fn not_started(&self) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.active = st.active.saturating_sub(1);
         self.note.active_hint.store(st.active, Ordering::Relaxed);
     }
@@ -325,7 +420,7 @@ impl<J: Queued> Dispatch<J> {
     /// Takes a targeted job's resources (a blocked worker runs the job that
     /// produces what it waits for), even if that oversubscribes.
     pub fn acquire(&self, req: &Request, task: bool) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.pool.acquire(req);
         if task {
             st.started += 1;
@@ -335,7 +430,7 @@ impl<J: Queued> Dispatch<J> {
     /// Returns a targeted job's resources, with how it ended. True: start a
     /// runner (queued work now fits).
     pub fn release(&self, req: &Request, tally: Tally) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.pool.release(req);
         st.add_ran(tally);
         st.any_fits() && self.take_place(&mut st)
@@ -344,11 +439,15 @@ impl<J: Queued> Dispatch<J> {
     /// Stops admitting work; returns every queued job (to complete as shut
     /// down).
     pub fn shutdown(&self) -> Vec<J> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.shutdown = true;
+        // A submit that put its job in the inbox before this store, and
+        // checks `shut` after it, takes it out itself (`submit`).
+        self.shut.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.drain(&mut st);
         self.queued_hint.store(0, Ordering::Relaxed);
-        st.queued = 0;
-        st.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
+        st.take_all()
     }
 
     /// Asks the next runner (in its next [`Dispatch::next`]) to take the
@@ -395,7 +494,7 @@ impl<J: Queued> Dispatch<J> {
     #[cold]
     #[inline(never)]
     fn place_for_reaper(&self) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.queued > 0 && self.take_place(&mut st)
     }
 
@@ -408,7 +507,7 @@ impl<J: Queued> Dispatch<J> {
     /// The queued jobs that are cancelled, taken out, if a note asks and no
     /// runner took it yet (for a reaper that is not a runner).
     pub fn reap_if_noted(&self) -> Option<Vec<J>> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         self.reap_now(&mut st)
     }
 
@@ -435,7 +534,7 @@ impl<J: Queued> Dispatch<J> {
 
     /// Counts tasks that ended without running (a failed input, shutdown).
     pub fn count(&self, tally: Tally) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.counts.done += tally.done as u64;
         st.counts.failed += tally.failed as u64;
         st.counts.cancelled += tally.cancelled as u64;
@@ -443,7 +542,7 @@ impl<J: Queued> Dispatch<J> {
 
     /// The task counts now (one lock; the queue length counts every job).
     pub fn counts(&self) -> Counts {
-        let st = lock(&self.state);
+        let st = self.lock();
         let mut c = st.counts;
         c.queued = st.queued as u64;
         c.running = st.started.saturating_sub(st.ran);
@@ -452,18 +551,18 @@ impl<J: Queued> Dispatch<J> {
 
     /// Jobs waiting for resources or a runner.
     pub fn queued(&self) -> usize {
-        lock(&self.state).queued
+        self.lock().queued
     }
 
     /// Runners counted as active (started, not blocked, not exited).
     #[cfg(loom)]
     pub fn active(&self) -> usize {
-        lock(&self.state).active
+        self.lock().active
     }
 
     /// `(name, total, free)` for every resource.
     pub fn resources(&self) -> Vec<(crate::error::Text, f64, f64)> {
-        lock(&self.state).pool.snapshot()
+        self.lock().pool.snapshot()
     }
 
     /// Counts a new runner if a place is free.
@@ -507,6 +606,20 @@ impl<J: Queued> State<J> {
         }
         self.queued -= out.len();
         out
+    }
+
+    /// Queues a submitted job, counting it.
+    fn admit(&mut self, job: J) {
+        if job.is_task() {
+            self.counts.submitted += 1;
+        }
+        self.push(job);
+    }
+
+    /// Every queued job, taken out (at shutdown).
+    fn take_all(&mut self) -> Vec<J> {
+        self.queued = 0;
+        self.classes.drain(..).flat_map(|c| c.queue.into_iter().map(|(_, j)| j)).collect()
     }
 
     fn push(&mut self, job: J) {

@@ -109,6 +109,7 @@ mod group;
 mod group_counts;
 mod heap_size;
 mod id;
+mod inbox;
 mod job;
 mod lazy;
 mod lineage;

@@ -355,7 +355,7 @@ impl Scheduler {
         match self.dispatch.submit(job) {
             Ok(true) => self.start_runner(),
             Ok(false) => {}
-            Err(job) => self.dispatch.count(job.finish(Go::Shutdown)),
+            Err(jobs) => jobs.into_iter().for_each(|job| self.dispatch.count(job.finish(Go::Shutdown))),
         }
     }
 

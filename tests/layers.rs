@@ -33,6 +33,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
             "decide",
             "claim",
             "lazy",
+            "inbox",
             "eventlog",
             "watchers",
             "group_counts",

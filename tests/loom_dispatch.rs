@@ -13,8 +13,12 @@
 //!   when it could not help), loom finds the deadlock:
 //!   `a_job_that_keeps_its_place_when_blocked_deadlocks` expects it.
 //! - **No lost runner**: a job submitted while the only runner decides to
-//!   leave always runs (the exit decision and the submit's "start one?"
-//!   are taken under the same lock).
+//!   leave always runs: the submit either takes the lock (a place was
+//!   free) or, seeing every place busy, puts the job in the lock-free
+//!   inbox, and then the leaving runner's last look at the inbox (after
+//!   its store of `active` and a fence, as the submit's push and load)
+//!   finds it. With that last look left out (a seeded bug), loom finds
+//!   the stranded job.
 //! - **Places balance**: once every runner has left, no place is counted
 //!   (oversubscription after a resume is given back by the next `next`).
 //! - **No lost reap note**: a cancel's note (`Dispatch::reap`), left while
@@ -160,32 +164,58 @@ fn a_job_that_keeps_its_place_when_blocked_deadlocks() {
     assert!(stderr.contains("deadlock"), "expected loom to report a deadlock:\n{stderr}");
 }
 
+/// A job submitted from another thread while the only runner finishes
+/// its job and decides to leave: the submit sees the place busy and puts
+/// the job in the inbox, or sees it free and starts a runner.
+fn submit_while_leaving_model(d: Dispatch<TestJob>) {
+    let d = Arc::new(d);
+    let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    if let Ok(true) = d.submit(job(move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
+    })) {
+        start(&d, &spawned);
+    }
+    // Races with the runner finishing its job and leaving.
+    let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
+    let submitter = thread::spawn(move || {
+        if let Ok(true) = d2.submit(job(move |_| {
+            r2.fetch_add(1, Ordering::Relaxed);
+        })) {
+            start(&d2, &s2);
+        }
+    });
+    submitter.join().unwrap();
+    join_all(&spawned);
+    assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
+    assert_eq!(d.active(), 0);
+}
+
 #[test]
 fn a_job_submitted_while_the_runner_leaves_still_runs() {
-    loom::model(|| {
-        let d = Arc::new(one_thread());
-        let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
-        if let Ok(true) = d.submit(job(move |_| {
-            r.fetch_add(1, Ordering::Relaxed);
-        })) {
-            start(&d, &spawned);
-        }
-        // Races with the runner finishing its job and leaving.
-        let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
-        let submitter = thread::spawn(move || {
-            if let Ok(true) = d2.submit(job(move |_| {
-                r2.fetch_add(1, Ordering::Relaxed);
-            })) {
-                start(&d2, &s2);
-            }
-        });
-        submitter.join().unwrap();
-        join_all(&spawned);
-        assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
-        assert_eq!(d.active(), 0);
-    });
+    loom::model(|| submit_while_leaving_model(one_thread()));
+}
+
+/// The inbox's seeded bug (a runner leaves without a last look at the
+/// inbox) must be caught: a job is stranded. Run in a child process, as
+/// for the other seeded bug.
+#[test]
+fn a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job() {
+    const NAME: &str = "a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job";
+    if std::env::var_os("MANTA_LOOM_SEEDED_BUG").is_some() {
+        loom::model(|| submit_while_leaving_model(one_thread().with_inbox_bug()));
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("MANTA_LOOM_SEEDED_BUG", "1")
+        .output()
+        .expect("run the seeded model");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the seeded bug went unnoticed");
+    assert!(stderr.contains("stranded"), "expected the model to find a stranded job:\n{stderr}");
 }
 
 #[test]
