@@ -35,8 +35,10 @@
 //!
 //! # The inbox
 //! A submit that finds every place busy (`active` ≥ `threads`, read from
-//! its lock-free hint) does not take the lock: it pushes the job onto the
-//! inbox (`inbox`, a lock-free queue), issues a SeqCst fence and reads the
+//! its lock-free hint) and the lock held does not wait for the lock: it
+//! pushes the job onto the
+//! inbox (`inbox`, a bounded lock-free ring; when it is full the submit
+//! takes the lock, which drains it), issues a SeqCst fence and reads the
 //! hint again. A busy runner takes the job when it next asks for work:
 //! every taking of the lock first drains the inbox into the queue, in
 //! order, so the queue is what it would be had the job been submitted at
@@ -254,24 +256,21 @@ impl<J: Queued> Dispatch<J> {
     /// the jobs (this one, and any others a racing submit left in the
     /// inbox) are handed back to be completed as such.
     pub fn submit(&self, job: J) -> Result<bool, Vec<J>> {
-        if self.every_place_busy() {
-            // Every place busy: one of those runners takes the job when it
-            // asks for its next, so no need for the lock (module docs).
-            self.inbox.push(job);
-            fence(Ordering::SeqCst);
-            if self.every_place_busy() && !self.shut.load(Ordering::Relaxed) {
-                return Ok(false);
+        let (job, mut st) = if self.every_place_busy() {
+            // Every place busy, and a runner holds the lock: one of those
+            // runners takes the job when it asks for its next, so no need
+            // to wait for the lock (module docs).
+            match self.state.try_lock() {
+                Ok(st) => (job, self.drained(st)),
+                Err(std::sync::TryLockError::Poisoned(p)) => (job, self.drained(p.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => match self.inbox.push(job) {
+                    Ok(()) => return self.pushed(),
+                    Err(job) => (job, self.lock()), // the inbox is full: the lock drains it
+                },
             }
-            // A place came free (or the runtime shut down) meanwhile: the
-            // job is queued now (the lock drains the inbox); decide as a
-            // submit under the lock does.
-            let mut st = self.lock();
-            if st.shutdown {
-                return Err(st.take_all());
-            }
-            return Ok(st.any_fits() && self.take_place(&mut st));
-        }
-        let mut st = self.lock();
+        } else {
+            (job, self.lock())
+        };
         if st.shutdown {
             let mut jobs = st.take_all();
             jobs.push(job);
@@ -283,9 +282,29 @@ impl<J: Queued> Dispatch<J> {
         Ok(fits && self.take_place(&mut st))
     }
 
+    /// A submit's check after its push to the inbox (module docs).
+    fn pushed(&self) -> Result<bool, Vec<J>> {
+        fence(Ordering::SeqCst);
+        if self.every_place_busy() && !self.shut.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // A place came free (or the runtime shut down) meanwhile: the
+        // job is queued now (the lock drains the inbox); decide as a
+        // submit under the lock does.
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(st.take_all());
+        }
+        Ok(st.any_fits() && self.take_place(&mut st))
+    }
+
     /// The state, locked, with the inbox drained into the queue.
     fn lock(&self) -> MutexGuard<'_, State<J>> {
-        let mut st = lock(&self.state);
+        self.drained(lock(&self.state))
+    }
+
+    /// `st` with the inbox drained into the queue.
+    fn drained<'a>(&self, mut st: MutexGuard<'a, State<J>>) -> MutexGuard<'a, State<J>> {
         self.drain(&mut st);
         st
     }
@@ -293,8 +312,11 @@ impl<J: Queued> Dispatch<J> {
     /// Moves the inbox's jobs into the queue (under the lock).
     #[inline]
     fn drain(&self, st: &mut State<J>) {
-        if !self.inbox.is_empty() {
-            self.inbox.drain(|j| st.admit(j));
+        if let Some(first) = self.inbox.pop() {
+            st.admit(first);
+            while let Some(j) = self.inbox.pop() {
+                st.admit(j);
+            }
             self.queued_hint.store(st.queued, Ordering::Relaxed);
         }
     }
@@ -527,6 +549,9 @@ impl<J: Queued> Dispatch<J> {
         if !self.note.reap_pending.swap(false, Ordering::AcqRel) {
             return None;
         }
+        // The note was taken after the lock's drain: a job pushed before
+        // the note was left (so visible now) may be in the inbox still.
+        self.drain(st);
         let jobs = st.take_matching(|j| j.cancelled());
         self.queued_hint.store(st.queued, Ordering::Relaxed);
         Some(jobs)

@@ -197,6 +197,39 @@ fn a_job_submitted_while_the_runner_leaves_still_runs() {
     loom::model(|| submit_while_leaving_model(one_thread()));
 }
 
+/// Two submitters race the leaving runner: a submit whose push is held
+/// back behind another's unfinished one (the ring hands values out in
+/// order) still gets its job run, by that other submit's own check.
+#[test]
+fn two_jobs_submitted_from_two_threads_while_the_runner_leaves_both_run() {
+    loom::model(|| {
+        let d = Arc::new(one_thread());
+        let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let ran = Arc::new(AtomicUsize::new(0));
+        if let Ok(true) = d.submit(job(|_| {})) {
+            start(&d, &spawned);
+        }
+        // One submit from a thread of its own, one from this thread (loom
+        // allows few threads).
+        let submit = |d: &Arc<Dispatch<TestJob>>,
+                      s: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
+                      r: Arc<AtomicUsize>| {
+            if let Ok(true) = d.submit(job(move |_| {
+                r.fetch_add(1, Ordering::Relaxed);
+            })) {
+                start(d, s);
+            }
+        };
+        let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
+        let other = thread::spawn(move || submit(&d2, &s2, r2));
+        submit(&d, &spawned, ran.clone());
+        other.join().unwrap();
+        join_all(&spawned);
+        assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
+        assert_eq!(d.active(), 0);
+    });
+}
+
 /// The inbox's seeded bug (a runner leaves without a last look at the
 /// inbox) must be caught: a job is stranded. Run in a child process, as
 /// for the other seeded bug.
