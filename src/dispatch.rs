@@ -35,23 +35,30 @@
 //!
 //! # The inbox
 //! A submit that finds every place busy (`active` ≥ `threads`, read from
-//! its lock-free hint) and the lock held does not wait for the lock: it
-//! pushes the job onto the
-//! inbox (`inbox`, a bounded lock-free ring; when it is full the submit
-//! takes the lock, which drains it), issues a SeqCst fence and reads the
-//! hint again. A busy runner takes the job when it next asks for work:
-//! every taking of the lock first drains the inbox into the queue, in
-//! order, so the queue is what it would be had the job been submitted at
-//! that moment. A runner that leaves (or hands its place over) stores the
-//! lower `active`, issues a SeqCst fence and drains the inbox once more
-//! before it decides (Dekker's pattern, as for the reap note): either the
-//! submit sees the place free and decides under the lock as any submit
-//! does, or the runner sees the job. So the spawning thread and the
-//! runners no longer contend for the lock on every task, which was half
-//! of a trivial task's dispatch cost (`microbench tasks_async`,
-//! `as_completed`). Shutdown likewise: it stores `shut`, fences and
-//! drains; a submit that sees `shut` after its push takes back what is
-//! left.
+//! its lock-free hint) and the lock held (`try_lock`) does not wait for
+//! the lock: it pushes the job onto the inbox (`inbox`, a bounded
+//! lock-free ring; when it is full the submit takes the lock, which
+//! drains it), issues a SeqCst fence and reads the hint again. A busy
+//! runner takes the job when it next asks for work: every taking of the
+//! lock first drains the inbox into the queue, in order, so the queue is
+//! what it would be had the job been submitted at that moment. A runner
+//! that leaves (or hands its place over) stores the lower `active`,
+//! issues a SeqCst fence and drains the inbox once more before it decides
+//! (Dekker's pattern, as for the reap note): either the submit sees the
+//! place free and decides under the lock as any submit does, or the
+//! runner sees the job. A reap drains the inbox again after taking its
+//! note (a job pushed before the note was left may still be there).
+//! Shutdown likewise: it stores `shut`, fences and drains; a submit that
+//! sees `shut` after its push takes back what is left.
+//!
+//! Why only when the lock is held: a spawning thread that waits for the
+//! lock behind a runner (or behind a preempted holder) stalls; one that
+//! finds it free is better off queueing the job itself, since the
+//! runners, the bottleneck when tasks are trivial, would otherwise do
+//! that work (`microbench tasks_async`: a ring used for every submit
+//! while the places were busy lost 10 – 15% in the VM's faster phase and
+//! gained about 50% in its slow one; this way the slow phase gains about
+//! 25% and the faster one stays level).
 //!
 //! # Invariants (all under the one lock)
 //! - `active` = runners started and not exited, minus those blocked.

@@ -3,7 +3,7 @@
 //!
 //! Normally these are `std`'s types. Built with `RUSTFLAGS="--cfg loom"` they
 //! are [loom](https://docs.rs/loom)'s, so the protocol modules (`slot`,
-//! `notify`, `countdown`, `mailbox`, `export`, `dispatch`, `decide`, `parked`, `claim`,
+//! `notify`, `countdown`, `mailbox`, `export`, `dispatch` (with its `inbox`), `decide`, `parked`, `claim`,
 //! `eventlog`, `lazy`, `watchers`, `group_counts`) can be model-checked by the
 //! tests in `tests/loom_*.rs`, which drive them with `loom::thread` directly
 //! (rayon cannot run inside a loom model).
