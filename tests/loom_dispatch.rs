@@ -148,20 +148,28 @@ fn a_blocked_job_hands_its_place_over() {
 /// child process (this test binary again) whose failure is checked here.
 #[test]
 fn a_job_that_keeps_its_place_when_blocked_deadlocks() {
-    const NAME: &str = "a_job_that_keeps_its_place_when_blocked_deadlocks";
+    seeded_bug_is_caught("a_job_that_keeps_its_place_when_blocked_deadlocks", "deadlock", || {
+        blocked_job_model(one_thread().with_seeded_bug())
+    });
+}
+
+/// Runs `model` (a model with a seeded bug) in a child process, this test
+/// binary again running test `name`, and checks that it failed with
+/// `expect` in its output.
+fn seeded_bug_is_caught(name: &str, expect: &str, model: fn()) {
     if std::env::var_os("MANTA_LOOM_SEEDED_BUG").is_some() {
-        loom::model(|| blocked_job_model(one_thread().with_seeded_bug()));
+        loom::model(model);
         return;
     }
     let exe = std::env::current_exe().expect("test binary");
     let out = std::process::Command::new(exe)
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env("MANTA_LOOM_SEEDED_BUG", "1")
         .output()
         .expect("run the seeded model");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the seeded bug went unnoticed");
-    assert!(stderr.contains("deadlock"), "expected loom to report a deadlock:\n{stderr}");
+    assert!(stderr.contains(expect), "expected the model to report {expect:?}:\n{stderr}");
 }
 
 /// A job submitted from another thread while the only runner finishes
@@ -235,20 +243,9 @@ fn two_jobs_submitted_from_two_threads_while_the_runner_leaves_both_run() {
 /// for the other seeded bug.
 #[test]
 fn a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job() {
-    const NAME: &str = "a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job";
-    if std::env::var_os("MANTA_LOOM_SEEDED_BUG").is_some() {
-        loom::model(|| submit_while_leaving_model(one_thread().with_inbox_bug()));
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new(exe)
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env("MANTA_LOOM_SEEDED_BUG", "1")
-        .output()
-        .expect("run the seeded model");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the seeded bug went unnoticed");
-    assert!(stderr.contains("stranded"), "expected the model to find a stranded job:\n{stderr}");
+    seeded_bug_is_caught("a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job", "stranded", || {
+        submit_while_leaving_model(one_thread().with_inbox_bug())
+    });
 }
 
 #[test]
