@@ -346,16 +346,7 @@ impl<J: Queued> Dispatch<J> {
             return Next::Exit;
         }
         match st.pop_fitting() {
-            Some(job) => {
-                if job.is_task() {
-                    st.started += 1;
-                }
-                self.queued_hint.store(st.queued, Ordering::Relaxed);
-                // (A place first: with every place taken, as in a burst,
-                // no need to scan the classes.)
-                let more = st.active < self.threads && st.any_fits() && self.take_place(&mut st);
-                Next::Run { job, more }
-            }
+            Some(job) => self.hand_out(&mut st, job),
             None if lingered || st.shutdown => {
                 st.active -= 1;
                 self.note.active_hint.store(st.active, Ordering::Relaxed);
@@ -379,18 +370,27 @@ impl<J: Queued> Dispatch<J> {
                     if let Some(job) = st.pop_fitting() {
                         st.active += 1;
                         self.note.active_hint.store(st.active, Ordering::Relaxed);
-                        if job.is_task() {
-                            st.started += 1;
-                        }
-                        self.queued_hint.store(st.queued, Ordering::Relaxed);
-                        let more = st.active < self.threads && st.any_fits() && self.take_place(&mut st);
-                        return Next::Run { job, more };
+                        return self.hand_out(&mut st, job);
                     }
                 }
                 Next::Exit
             }
             None => Next::Linger,
         }
+    }
+
+    /// Hands `job` (just popped, its resources taken) to the asking runner,
+    /// which holds a place: counts it started, and says whether to start
+    /// another runner.
+    fn hand_out(&self, st: &mut State<J>, job: J) -> Next<J> {
+        if job.is_task() {
+            st.started += 1;
+        }
+        self.queued_hint.store(st.queued, Ordering::Relaxed);
+        // (A place first: with every place taken, as in a burst, no need
+        // to scan the classes.)
+        let more = st.active < self.threads && st.any_fits() && self.take_place(st);
+        Next::Run { job, more }
     }
 
     /// True if something is queued (lock-free hint, for lingering).
