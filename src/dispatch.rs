@@ -62,11 +62,24 @@
 //!
 //! # Invariants (all under the one lock)
 //! - `active` = runners started and not exited, minus those blocked.
-//! - No lost work: whenever a job is queued, fits the free resources and
-//!   `active < threads`, the call that made it so returns `true` (start a
-//!   runner). A runner decides to exit under the lock, so a submit that
-//!   takes the lock never counts on a runner that is leaving; one that
-//!   puts its job in the inbox is seen by it (above).
+//! - `lingering` = runners told to linger ([`Next::Linger`]) that have
+//!   not asked again; each still holds its place, and asks again (`next`
+//!   with `from_linger`) within `LINGER`, at once when it sees something
+//!   queued.
+//! - No lost work: whenever a job is queued, fits the free resources,
+//!   `active < threads` and more jobs are queued than runners linger, the
+//!   call that made it so returns `true` (start a runner). A runner
+//!   decides to exit under the lock, so a submit that takes the lock never
+//!   counts on a runner that is leaving; one that puts its job in the
+//!   inbox is seen by it (above); one that counts on a lingering runner is
+//!   seen when that runner asks again, which it always does (a runner that
+//!   asks again having lingered in vain still takes a queued job that
+//!   fits before it leaves). Starting a runner for a job a lingering one
+//!   will take would wake a thread for nothing: in a loop of one submit
+//!   and one `get`, the spare runner left at the end of each linger and
+//!   the next submit woke it again, a thread wake-up per task
+//!   (`microbench tasks_sync` fell from ~1 M/s to ~30 k/s after a burst
+//!   of tasks had left both runners lingering).
 //! - Every job in the inbox is moved into the queue by the next taking of
 //!   the lock; the queue's counts (`queued`, `submitted`) include it from
 //!   then.
@@ -148,6 +161,10 @@ struct State<J> {
     seq: u64,
     queued: usize,
     active: usize,
+    /// Runners that were told to linger and have not asked again (each
+    /// holds a place and asks again within `LINGER`, at once if something
+    /// is queued).
+    lingering: usize,
     shutdown: bool,
 }
 
@@ -222,6 +239,7 @@ impl<J: Queued> Dispatch<J> {
                 seq: 0,
                 queued: 0,
                 active: 0,
+                lingering: 0,
                 shutdown: false,
             }),
             inbox: Inbox::new(),
@@ -286,7 +304,7 @@ impl<J: Queued> Dispatch<J> {
         let fits = st.pool.fits(job.req());
         st.admit(job);
         self.queued_hint.store(st.queued, Ordering::Relaxed);
-        Ok(fits && self.take_place(&mut st))
+        Ok(fits && st.unclaimed() && self.take_place(&mut st))
     }
 
     /// A submit's check after its push to the inbox (module docs).
@@ -302,7 +320,7 @@ impl<J: Queued> Dispatch<J> {
         if st.shutdown {
             return Err(st.take_all());
         }
-        Ok(st.any_fits() && self.take_place(&mut st))
+        Ok(st.any_fits() && st.unclaimed() && self.take_place(&mut st))
     }
 
     /// The state, locked, with the inbox drained into the queue.
@@ -330,9 +348,14 @@ impl<J: Queued> Dispatch<J> {
 
     /// A runner asks for its next job, first releasing `finished` (the
     /// request of the job it just ran, if any, and how it ended). See
-    /// [`Next`].
-    pub fn next(&self, finished: Option<(&Request, Tally)>, lingered: bool) -> Next<J> {
+    /// [`Next`]. `lingered`: it lingered and saw nothing (it leaves if
+    /// nothing fits now); `from_linger`: it was told to linger and asks
+    /// again (it is no longer counted as lingering).
+    pub fn next(&self, finished: Option<(&Request, Tally)>, lingered: bool, from_linger: bool) -> Next<J> {
         let mut st = self.lock();
+        if from_linger {
+            st.lingering = st.lingering.saturating_sub(1);
+        }
         if let Some((req, tally)) = finished {
             st.pool.release(req);
             st.add_ran(tally);
@@ -375,7 +398,10 @@ impl<J: Queued> Dispatch<J> {
                 }
                 Next::Exit
             }
-            None => Next::Linger,
+            None => {
+                st.lingering += 1;
+                Next::Linger
+            }
         }
     }
 
@@ -389,7 +415,7 @@ impl<J: Queued> Dispatch<J> {
         self.queued_hint.store(st.queued, Ordering::Relaxed);
         // (A place first: with every place taken, as in a burst, no need
         // to scan the classes.)
-        let more = st.active < self.threads && st.any_fits() && self.take_place(st);
+        let more = st.active < self.threads && st.any_fits() && st.unclaimed() && self.take_place(st);
         Next::Run { job, more }
     }
 
@@ -683,6 +709,17 @@ impl<J: Queued> State<J> {
             }
         }
         best.map(|(i, _, _)| i)
+    }
+
+    /// More jobs queued than lingering runners to take them: a new runner
+    /// is worth its wake-up. (A lingering runner asks again within
+    /// `LINGER`, at once when it sees something queued, so a job it will
+    /// take needs no runner of its own: starting one anyway wakes a thread
+    /// that finds nothing, and in a submit-and-get loop the spare runner
+    /// left at the end of each linger, and was woken again by the next
+    /// submit, one thread wake-up per task.)
+    fn unclaimed(&self) -> bool {
+        self.queued > self.lingering
     }
 
     fn any_fits(&self) -> bool {

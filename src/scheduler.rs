@@ -17,7 +17,10 @@
 //!   starts without a wake-up; except after a task whose caller waits on
 //!   another machine (`TaskBuilder::caller_afar`: its next task is a network
 //!   round trip away, and the spin would take a core from the threads that
-//!   carry the result there).
+//!   carry the result there). A submit starts no runner for a job a
+//!   lingering runner will take (`dispatch`: as many runners linger as
+//!   jobs are queued), so a submit-and-get loop keeps one runner and
+//!   wakes no thread.
 //! - **Blocking** ([`block_until`]): a task blocked in `get`/`wait` lends
 //!   its CPUs, runs inline only the queued jobs that make what it waits for
 //!   (targeted, at most [`MAX_TARGET_DEPTH`] deep), and otherwise hands its
@@ -450,12 +453,15 @@ impl Scheduler {
         IN_LOOP.with(|l| l.set(true));
         PLACE.with(|p| p.set(true));
         let mut finished: Option<(Arc<Job>, Tally)> = None;
-        let mut lingered = false;
+        let (mut lingered, mut from_linger) = (false, false);
         loop {
             // After a job whose caller waits on another machine, no spin:
             // leave at once if nothing is queued.
             let linger_after = finished.as_ref().is_none_or(|(j, _)| j.linger);
-            match self.dispatch.next(finished.as_ref().map(|(j, t)| (&j.req, *t)), lingered || !linger_after) {
+            let done = finished.as_ref().map(|(j, t)| (&j.req, *t));
+            let next = self.dispatch.next(done, lingered || !linger_after, from_linger);
+            from_linger = false;
+            match next {
                 Next::Run { job, more } => {
                     if more {
                         self.start_runner();
@@ -467,6 +473,7 @@ impl Scheduler {
                 Next::Linger => {
                     finished = None;
                     lingered = !self.linger();
+                    from_linger = true;
                 }
                 Next::Reap(jobs) => {
                     finished = None;

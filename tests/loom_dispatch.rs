@@ -21,6 +21,10 @@
 //!   the stranded job.
 //! - **Places balance**: once every runner has left, no place is counted
 //!   (oversubscription after a resume is given back by the next `next`).
+//! - **A lingering runner is counted on**: a submit starts no runner
+//!   while as many runners linger as jobs are queued; the lingering
+//!   runner always asks again and takes the job (with the seeded bug, a
+//!   runner that leaves while lingering, loom finds the stranded job).
 //! - **No lost reap note**: a cancel's note (`Dispatch::reap`), left while
 //!   the only runner finishes and leaves, is read by that runner or by one
 //!   the canceller starts, so a cancelled job never stays queued.
@@ -60,7 +64,7 @@ fn job(body: impl FnOnce(&Arc<Dispatch<TestJob>>) + Send + 'static) -> TestJob {
 fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
     let mut finished: Option<Request> = None;
     loop {
-        match d.next(finished.as_ref().map(|r| (r, Tally::default())), true) {
+        match d.next(finished.as_ref().map(|r| (r, Tally::default())), true, false) {
             Next::Run { job, more } => {
                 if more {
                     start(&d, &spawned);
@@ -245,6 +249,91 @@ fn two_jobs_submitted_from_two_threads_while_the_runner_leaves_both_run() {
 fn a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job() {
     seeded_bug_is_caught("a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job", "stranded", || {
         submit_while_leaving_model(one_thread().with_inbox_bug())
+    });
+}
+
+/// A runner that lingers (`Next::Linger`): it looks at the queue once
+/// (its spin, cut to one look) and asks again, as having seen work or as
+/// having lingered in vain. With `leave_while_lingering` (a seeded bug) it
+/// leaves without asking again, as a runner that took the linger for an
+/// exit would.
+fn lingering_runner(
+    d: Arc<Dispatch<TestJob>>,
+    spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
+    leave_while_lingering: bool,
+) {
+    let mut finished: Option<Request> = None;
+    let (mut lingered, mut from_linger) = (false, false);
+    loop {
+        let next = d.next(finished.as_ref().map(|r| (r, Tally::default())), lingered, from_linger);
+        from_linger = false;
+        match next {
+            Next::Run { job, more } => {
+                if more {
+                    start(&d, &spawned);
+                }
+                let req = job.req.clone();
+                (job.body)(&d);
+                finished = Some(req);
+                lingered = false;
+            }
+            Next::Linger if leave_while_lingering => return,
+            Next::Linger => {
+                finished = None;
+                lingered = !d.has_queued();
+                from_linger = true;
+            }
+            Next::Reap(jobs) => drop(jobs),
+            Next::Exit => return,
+        }
+    }
+}
+
+/// Two places, one runner: a job submitted while that runner lingers.
+/// The submit counts on it (a place is free, but it starts no runner
+/// while as many runners linger as jobs are queued), and the runner,
+/// which always asks again, runs it; or the runner has left, or is busy
+/// with the first job, and the submit starts one.
+fn submit_while_lingering_model(leave_while_lingering: bool) {
+    let d = Arc::new(Dispatch::new(Totals::new(2.0, &[]), 2));
+    let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let first = job(move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
+    });
+    assert!(matches!(d.submit(first), Ok(true)));
+    let d2 = d.clone();
+    let s2 = spawned.clone();
+    let lingerer = thread::spawn(move || lingering_runner(d2, s2, leave_while_lingering));
+    let r = ran.clone();
+    if let Ok(true) = d.submit(job(move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
+    })) {
+        start(&d, &spawned);
+    }
+    lingerer.join().unwrap();
+    join_all(&spawned);
+    assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
+    // (The seeded bug also leaves the lingerer's place counted; only the
+    // stranded job is checked then, so that the model must find it.)
+    if !leave_while_lingering {
+        assert_eq!(d.active(), 0);
+        assert_eq!(d.queued(), 0);
+    }
+}
+
+#[test]
+fn a_job_submitted_while_the_runner_lingers_is_run_by_it() {
+    loom::model(|| submit_while_lingering_model(false));
+}
+
+/// The lingering runner's seeded bug (it leaves without asking again)
+/// must be caught: the job that counted on it is stranded.
+#[test]
+fn a_lingering_runner_that_never_asks_again_strands_a_job() {
+    seeded_bug_is_caught("a_lingering_runner_that_never_asks_again_strands_a_job", "stranded", || {
+        submit_while_lingering_model(true)
     });
 }
 
