@@ -193,7 +193,7 @@ fn main() {
     // thousand threads, and glibc hands its malloc arenas out as threads
     // come and go; measured first, it left a later runtime's workers
     // sharing an arena with the spawning thread in some processes, which
-    // halves task throughput (README, Numbers).
+    // halves task throughput (PERFORMANCE.md).
     if b.wants(&["init_s"]) {
         init(&b);
     }
