@@ -59,12 +59,54 @@ fn job(body: impl FnOnce(&Arc<Dispatch<TestJob>>) + Send + 'static) -> TestJob {
     TestJob { req: Request::cpus(10_000), cancelled: Arc::new(AtomicBool::new(false)), body: Box::new(body) }
 }
 
-/// One runner: the scheduler's loop, minus the lingering (a runner that
-/// finds nothing leaves at once, which only makes leaving races likelier).
+/// A job that counts its run in `ran`.
+fn counting(ran: &Arc<AtomicUsize>) -> TestJob {
+    let r = ran.clone();
+    job(move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+/// Submits a job that counts its run in `ran`, and starts a runner if the
+/// submit asks for one.
+fn submit_counting(
+    d: &Arc<Dispatch<TestJob>>,
+    spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
+    ran: &Arc<AtomicUsize>,
+) {
+    if let Ok(true) = d.submit(counting(ran)) {
+        start(d, spawned);
+    }
+}
+
+/// How a model runner treats [`Next::Linger`].
+#[derive(Clone, Copy, PartialEq)]
+enum Linger {
+    /// It never lingers: it always asks as having lingered in vain, so a
+    /// runner that finds nothing leaves at once (which only makes leaving
+    /// races likelier).
+    Never,
+    /// It lingers: looks at the queue once (the real spin, cut to one
+    /// look) and asks again, as having seen work or not.
+    Once,
+    /// The seeded bug: it leaves without asking again, as a runner that
+    /// took the linger for an exit would.
+    LeaveWithoutAsking,
+}
+
+/// One runner: the scheduler's loop (`scheduler::run_loop`).
 fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+    run_loop(d, spawned, Linger::Never)
+}
+
+fn run_loop(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>, linger: Linger) {
     let mut finished: Option<Request> = None;
+    let never = linger == Linger::Never;
+    let (mut lingered, mut from_linger) = (never, false);
     loop {
-        match d.next(finished.as_ref().map(|r| (r, Tally::default())), true, false) {
+        let next = d.next(finished.as_ref().map(|r| (r, Tally::default())), lingered, from_linger);
+        from_linger = false;
+        match next {
             Next::Run { job, more } => {
                 if more {
                     start(&d, &spawned);
@@ -72,9 +114,21 @@ fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::
                 let req = job.req.clone();
                 (job.body)(&d);
                 finished = Some(req);
+                lingered = never;
             }
-            Next::Linger => unreachable!("lingered is always set"),
-            Next::Reap(jobs) => drop(jobs),
+            Next::Linger => match linger {
+                Linger::Never => unreachable!("lingered is always set"),
+                Linger::LeaveWithoutAsking => return,
+                Linger::Once => {
+                    finished = None;
+                    lingered = !d.has_queued();
+                    from_linger = true;
+                }
+            },
+            Next::Reap(jobs) => {
+                finished = None;
+                drop(jobs);
+            }
             Next::Exit => return,
         }
     }
@@ -183,21 +237,10 @@ fn submit_while_leaving_model(d: Dispatch<TestJob>) {
     let d = Arc::new(d);
     let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = ran.clone();
-    if let Ok(true) = d.submit(job(move |_| {
-        r.fetch_add(1, Ordering::Relaxed);
-    })) {
-        start(&d, &spawned);
-    }
+    submit_counting(&d, &spawned, &ran);
     // Races with the runner finishing its job and leaving.
     let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
-    let submitter = thread::spawn(move || {
-        if let Ok(true) = d2.submit(job(move |_| {
-            r2.fetch_add(1, Ordering::Relaxed);
-        })) {
-            start(&d2, &s2);
-        }
-    });
+    let submitter = thread::spawn(move || submit_counting(&d2, &s2, &r2));
     submitter.join().unwrap();
     join_all(&spawned);
     assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
@@ -223,18 +266,9 @@ fn two_jobs_submitted_from_two_threads_while_the_runner_leaves_both_run() {
         }
         // One submit from a thread of its own, one from this thread (loom
         // allows few threads).
-        let submit = |d: &Arc<Dispatch<TestJob>>,
-                      s: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
-                      r: Arc<AtomicUsize>| {
-            if let Ok(true) = d.submit(job(move |_| {
-                r.fetch_add(1, Ordering::Relaxed);
-            })) {
-                start(d, s);
-            }
-        };
         let (d2, s2, r2) = (d.clone(), spawned.clone(), ran.clone());
-        let other = thread::spawn(move || submit(&d2, &s2, r2));
-        submit(&d, &spawned, ran.clone());
+        let other = thread::spawn(move || submit_counting(&d2, &s2, &r2));
+        submit_counting(&d, &spawned, &ran);
         other.join().unwrap();
         join_all(&spawned);
         assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
@@ -252,43 +286,6 @@ fn a_runner_that_leaves_without_a_last_look_at_the_inbox_strands_a_job() {
     });
 }
 
-/// A runner that lingers (`Next::Linger`): it looks at the queue once
-/// (its spin, cut to one look) and asks again, as having seen work or as
-/// having lingered in vain. With `leave_while_lingering` (a seeded bug) it
-/// leaves without asking again, as a runner that took the linger for an
-/// exit would.
-fn lingering_runner(
-    d: Arc<Dispatch<TestJob>>,
-    spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
-    leave_while_lingering: bool,
-) {
-    let mut finished: Option<Request> = None;
-    let (mut lingered, mut from_linger) = (false, false);
-    loop {
-        let next = d.next(finished.as_ref().map(|r| (r, Tally::default())), lingered, from_linger);
-        from_linger = false;
-        match next {
-            Next::Run { job, more } => {
-                if more {
-                    start(&d, &spawned);
-                }
-                let req = job.req.clone();
-                (job.body)(&d);
-                finished = Some(req);
-                lingered = false;
-            }
-            Next::Linger if leave_while_lingering => return,
-            Next::Linger => {
-                finished = None;
-                lingered = !d.has_queued();
-                from_linger = true;
-            }
-            Next::Reap(jobs) => drop(jobs),
-            Next::Exit => return,
-        }
-    }
-}
-
 /// Two places, one runner: a job submitted while that runner lingers.
 /// The submit counts on it (a place is free, but it starts no runner
 /// while as many runners linger as jobs are queued), and the runner,
@@ -298,20 +295,11 @@ fn submit_while_lingering_model(leave_while_lingering: bool) {
     let d = Arc::new(Dispatch::new(Totals::new(2.0, &[]), 2));
     let spawned = Arc::new(loom::sync::Mutex::new(Vec::new()));
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = ran.clone();
-    let first = job(move |_| {
-        r.fetch_add(1, Ordering::Relaxed);
-    });
-    assert!(matches!(d.submit(first), Ok(true)));
-    let d2 = d.clone();
-    let s2 = spawned.clone();
-    let lingerer = thread::spawn(move || lingering_runner(d2, s2, leave_while_lingering));
-    let r = ran.clone();
-    if let Ok(true) = d.submit(job(move |_| {
-        r.fetch_add(1, Ordering::Relaxed);
-    })) {
-        start(&d, &spawned);
-    }
+    assert!(matches!(d.submit(counting(&ran)), Ok(true)));
+    let (d2, s2) = (d.clone(), spawned.clone());
+    let linger = if leave_while_lingering { Linger::LeaveWithoutAsking } else { Linger::Once };
+    let lingerer = thread::spawn(move || run_loop(d2, s2, linger));
+    submit_counting(&d, &spawned, &ran);
     lingerer.join().unwrap();
     join_all(&spawned);
     assert_eq!(ran.load(Ordering::Relaxed), 2, "a job was stranded without a runner");
