@@ -470,9 +470,9 @@ impl Scheduler {
                     let tally = execute(&job);
                     finished = Some((job, tally));
                 }
-                Next::Linger => {
+                Next::Linger { seen } => {
                     finished = None;
-                    lingered = !self.linger();
+                    lingered = !self.linger(seen);
                     from_linger = true;
                 }
                 Next::Reap(jobs) => {
@@ -489,12 +489,13 @@ impl Scheduler {
         }
     }
 
-    /// Spins up to [`LINGER`] for work to arrive; true if some did.
-    fn linger(&self) -> bool {
+    /// Spins up to [`LINGER`] for new work to arrive (since the work
+    /// count `seen` it was told to linger at); true if some did.
+    fn linger(&self, seen: usize) -> bool {
         let start = Instant::now();
         let mut i = 0u32;
         loop {
-            if self.dispatch.has_queued() {
+            if self.dispatch.new_work(seen) {
                 return true;
             }
             i += 1;

@@ -44,7 +44,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ),
     ("store", &["slot", "heap_size", "spill", "store", "lineage"]),
     // A task's control block (`cancel`) lives in its job (`scheduler`).
-    ("sched", &["resources", "dispatch", "job", "scheduler", "cancel", "parked"]),
+    ("sched", &["resources", "dispatch", "dispatch_tests", "job", "scheduler", "cancel", "parked"]),
     ("object", &["cell"]),
     (
         "api",

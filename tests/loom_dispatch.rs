@@ -116,12 +116,12 @@ fn run_loop(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread
                 finished = Some(req);
                 lingered = never;
             }
-            Next::Linger => match linger {
+            Next::Linger { seen } => match linger {
                 Linger::Never => unreachable!("lingered is always set"),
                 Linger::LeaveWithoutAsking => return,
                 Linger::Once => {
                     finished = None;
-                    lingered = !d.has_queued();
+                    lingered = !d.new_work(seen);
                     from_linger = true;
                 }
             },
