@@ -64,8 +64,11 @@
 //! - `active` = runners started and not exited, minus those blocked.
 //! - `lingering` = runners told to linger ([`Next::Linger`]) that have
 //!   not asked again; each still holds its place, and asks again (`next`
-//!   with `from_linger`) within `LINGER`, at once when it sees something
-//!   queued.
+//!   with `from_linger`) within `LINGER`, at once when it sees new work
+//!   (`work` changed, or a job in the inbox: [`Dispatch::new_work`]).
+//! - `work` changes whenever a job is queued or resources are freed
+//!   outside a runner's own `next` (a loan, a targeted job's end); its
+//!   hint is published after the change, under the lock.
 //! - No lost work: whenever a job is queued, fits the free resources,
 //!   `active < threads` and more jobs are queued than runners linger, the
 //!   call that made it so returns `true` (start a runner). A runner

@@ -20,7 +20,10 @@
 //!   carry the result there). A submit starts no runner for a job a
 //!   lingering runner will take (`dispatch`: as many runners linger as
 //!   jobs are queued), so a submit-and-get loop keeps one runner and
-//!   wakes no thread.
+//!   wakes no thread; and a linger ends early only for new work (a job
+//!   queued, resources freed), not for queued jobs that do not fit, which
+//!   would keep it spinning for as long as they wait
+//!   (`Dispatch::new_work`).
 //! - **Blocking** ([`block_until`]): a task blocked in `get`/`wait` lends
 //!   its CPUs, runs inline only the queued jobs that make what it waits for
 //!   (targeted, at most [`MAX_TARGET_DEPTH`] deep), and otherwise hands its
