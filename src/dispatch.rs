@@ -165,8 +165,8 @@ struct State<J> {
     queued: usize,
     active: usize,
     /// Runners that were told to linger and have not asked again (each
-    /// holds a place and asks again within `LINGER`, at once if something
-    /// is queued).
+    /// holds a place and asks again within `LINGER`, at once when it sees
+    /// new work: [`Dispatch::new_work`]).
     lingering: usize,
     /// Bumped whenever a job is queued or resources come free outside a
     /// runner's `next` (a blocked job lends its CPUs, a targeted job
@@ -754,7 +754,7 @@ impl<J: Queued> State<J> {
 
     /// More jobs queued than lingering runners to take them: a new runner
     /// is worth its wake-up. (A lingering runner asks again within
-    /// `LINGER`, at once when it sees something queued, so a job it will
+    /// `LINGER`, at once when a job is queued, so a job it will
     /// take needs no runner of its own: starting one anyway wakes a thread
     /// that finds nothing, and in a submit-and-get loop the spare runner
     /// left at the end of each linger, and was woken again by the next

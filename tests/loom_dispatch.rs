@@ -36,6 +36,9 @@ use loom::sync::Arc;
 use loom::thread;
 use manta::protocols::{Dispatch, Next, Parker, Queued, Request, Tally, Totals};
 
+/// The runners a model started, joined at its end.
+type Spawned = Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>;
+
 /// What a model job runs, given the dispatch it was taken from.
 type Body = Box<dyn FnOnce(&Arc<Dispatch<TestJob>>) + Send>;
 
@@ -69,11 +72,7 @@ fn counting(ran: &Arc<AtomicUsize>) -> TestJob {
 
 /// Submits a job that counts its run in `ran`, and starts a runner if the
 /// submit asks for one.
-fn submit_counting(
-    d: &Arc<Dispatch<TestJob>>,
-    spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>,
-    ran: &Arc<AtomicUsize>,
-) {
+fn submit_counting(d: &Arc<Dispatch<TestJob>>, spawned: &Spawned, ran: &Arc<AtomicUsize>) {
     if let Ok(true) = d.submit(counting(ran)) {
         start(d, spawned);
     }
@@ -95,11 +94,11 @@ enum Linger {
 }
 
 /// One runner: the scheduler's loop (`scheduler::run_loop`).
-fn runner(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+fn runner(d: Arc<Dispatch<TestJob>>, spawned: Spawned) {
     run_loop(d, spawned, Linger::Never)
 }
 
-fn run_loop(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>, linger: Linger) {
+fn run_loop(d: Arc<Dispatch<TestJob>>, spawned: Spawned, linger: Linger) {
     let mut finished: Option<Request> = None;
     let never = linger == Linger::Never;
     let (mut lingered, mut from_linger) = (never, false);
@@ -134,13 +133,13 @@ fn run_loop(d: Arc<Dispatch<TestJob>>, spawned: Arc<loom::sync::Mutex<Vec<thread
     }
 }
 
-fn start(d: &Arc<Dispatch<TestJob>>, spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+fn start(d: &Arc<Dispatch<TestJob>>, spawned: &Spawned) {
     let (d2, s2) = (d.clone(), spawned.clone());
     let h = thread::spawn(move || runner(d2, s2));
     spawned.lock().unwrap().push(h);
 }
 
-fn join_all(spawned: &Arc<loom::sync::Mutex<Vec<thread::JoinHandle<()>>>>) {
+fn join_all(spawned: &Spawned) {
     loop {
         let next = spawned.lock().unwrap().pop();
         match next {
