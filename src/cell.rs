@@ -490,6 +490,11 @@ impl ObjectCell {
         // its queue entry, which stays behind, empty, and is skipped.
         let job_fn = task.take_fn();
         let started = job_fn.is_none();
+        if !started {
+            // Its queue entry, now empty, leaves the queue (and is counted
+            // as cancelled) at the next reap, not when a runner reaches it.
+            crate::scheduler::Scheduler::note_reap_everywhere();
+        }
         crate::scheduler::service(Box::new(move || {
             if let Some(run) = job_fn {
                 run(crate::job::Go::Cancelled, &task);

@@ -156,8 +156,12 @@ impl ChromeTrace {
                             us(end.saturating_sub(*start) as i64),
                             ids(inputs)
                         ));
+                        // A task that never ran (cancelled, or its input
+                        // failed) read no input: an arrow only from those
+                        // that had ended when it did.
+                        let read = |m: &&(usize, u32, i64)| *attempts > 0 || m.2 <= *start as i64 + off;
                         for input in inputs.iter() {
-                            arrow(&mut ev, made_by.get(input), pid, *thread, at(*start, off));
+                            arrow(&mut ev, made_by.get(input).filter(read), pid, *thread, at(*start, off));
                         }
                         let sender = sent_from.get(id).filter(|s| s.0 != pid);
                         arrow(&mut ev, sender, pid, *thread, at(*start, off));

@@ -513,13 +513,19 @@ impl<J: Queued> Dispatch<J> {
     }
 
     /// Takes a targeted job's resources (a blocked worker runs the job that
-    /// produces what it waits for), even if that oversubscribes.
-    pub fn acquire(&self, req: &Request, task: bool) {
+    /// produces what it waits for): its CPUs even if that oversubscribes
+    /// (the blocked worker lent its own), its custom resources only if
+    /// they are free (false: nothing taken).
+    pub fn acquire(&self, req: &Request, task: bool) -> bool {
         let mut st = self.lock();
+        if !st.pool.fits_custom(req) {
+            return false;
+        }
         st.pool.acquire(req);
         if task {
             st.started += 1;
         }
+        true
     }
 
     /// Returns a targeted job's resources, with how it ended. True: start a

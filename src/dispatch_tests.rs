@@ -76,3 +76,18 @@ fn resources_lent_by_a_blocked_job_are_new_work_for_a_lingering_runner() {
     assert!(d.new_work(seen));
     assert!(matches!(d.next(None, false, true), Next::Run { .. }));
 }
+
+#[test]
+fn a_targeted_job_takes_lent_cpus_but_only_free_custom_resources() {
+    let totals = Totals::new(1.0, &[("GPU".into(), 1.0)]);
+    let d: Dispatch<TestJob> = Dispatch::new(totals.clone(), 1);
+    let gpu = totals.request(&"t", 1.0, &[("GPU".into(), 1.0)]).unwrap();
+    assert!(d.acquire(&gpu, true), "the GPU is free: taken");
+    // Another targeted run of a GPU job: the CPU would be lent, but the
+    // only GPU is held.
+    assert!(!d.acquire(&gpu, true), "the GPU is held: nothing taken");
+    assert!(d.acquire(&Request::cpus(10_000), true), "CPUs oversubscribe");
+    let done = Tally { done: 1, ..Tally::default() };
+    d.release(&gpu, done);
+    assert!(d.acquire(&gpu, true), "free again");
+}

@@ -141,11 +141,16 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(task: &TaskCtl, e: E) ->
 /// complete the output(s), drop their references, and only then wake the
 /// waiters, so a woken `get` finds the runtime holding nothing of the task.
 pub(crate) trait Emit<R>: Send + 'static {
-    /// `ran`: the job that ran (how long the outputs link to it).
-    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran);
+    /// `ran`: the job that ran (how long the outputs link to it). False if
+    /// the (first) output was already done, so the value was not stored:
+    /// a cancel completed it as cancelled while the task ran.
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran) -> bool;
     fn err(self, e: Error, ran: Ran);
     /// The (first) output's id (for the timeline).
     fn id(&self) -> crate::id::ObjectId;
+    /// True if the (first) output is already done (a cancel completed it
+    /// while the task ran; for the timeline).
+    fn is_done(&self) -> bool;
 }
 
 fn send_all(wakes: impl IntoIterator<Item = Option<Wake>>) {
@@ -161,7 +166,7 @@ pub(crate) struct Single {
 }
 
 impl<R: Any + Send + Sync> Emit<R> for Single {
-    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran) {
+    fn ok(self, r: R, lineage: Option<Arc<dyn Rebuild>>, ran: Ran) -> bool {
         let Single { cell, store } = self;
         let wake = match &store {
             // `admit`'s first case, which needs nothing of the store.
@@ -176,9 +181,11 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
         };
         cell.job_ended(ran);
         drop((cell, store));
+        let stored = wake.is_some();
         if let Some(wake) = wake {
             wake.send();
         }
+        stored
     }
     fn err(self, e: Error, ran: Ran) {
         let wake = self.cell.slot.complete_deferred(Err(e), Meta::default());
@@ -191,6 +198,9 @@ impl<R: Any + Send + Sync> Emit<R> for Single {
     fn id(&self) -> crate::id::ObjectId {
         self.cell.id()
     }
+    fn is_done(&self) -> bool {
+        self.cell.slot.is_done()
+    }
 }
 
 /// One output per element of a tuple (`spawn_multi`).
@@ -200,7 +210,7 @@ pub(crate) struct Multi {
 }
 
 impl<R: MultiReturn> Emit<R> for Multi {
-    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>, ran: Ran) {
+    fn ok(self, r: R, _: Option<Arc<dyn Rebuild>>, ran: Ran) -> bool {
         let values = r.admit(&self.store);
         let wakes: Vec<_> = (self.cells.iter().zip(values))
             .map(|(c, v)| match v {
@@ -210,7 +220,9 @@ impl<R: MultiReturn> Emit<R> for Multi {
             .collect();
         self.cells.iter().for_each(|c| c.job_ended(ran));
         drop(self);
+        let stored = wakes.first().is_none_or(Option::is_some);
         send_all(wakes);
+        stored
     }
     fn err(self, e: Error, ran: Ran) {
         let wakes: Vec<_> =
@@ -221,6 +233,9 @@ impl<R: MultiReturn> Emit<R> for Multi {
     }
     fn id(&self) -> crate::id::ObjectId {
         self.cells.first().map_or_else(crate::id::ObjectId::fresh, |c| c.id())
+    }
+    fn is_done(&self) -> bool {
+        self.cells.first().is_some_and(|c| c.slot.is_done())
     }
 }
 
@@ -443,8 +458,18 @@ where
             Go::Cancelled => Err(Error::Cancelled { task: task() }),
             Go::Run => start_and_run(s, job, retries, retry_if.as_ref()),
         };
+        // Recorded before anyone is woken: a reader finds the task on the
+        // timeline once it has its result, and a consumer never starts
+        // before its input ended. A value whose output a cancel already
+        // completed (while the task ran) is recorded as the cancellation
+        // its readers see.
         if let (Some(rec), Some(start)) = (rec, start) {
-            rec.record(s, ctl, (out.id(), job.req.cpu as f64 / crate::resources::UNIT), start, &outcome);
+            let ended = match &outcome {
+                Ok(_) if out.is_done() => Err(true),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.is_cancelled()),
+            };
+            rec.record(s, ctl, (out.id(), job.req.cpu as f64 / crate::resources::UNIT), start, ended);
         }
         // The job has ended: the closure and its inputs go before anyone
         // is woken (lineage keeps its own reference when the output may
@@ -455,13 +480,21 @@ where
             None => drop(spec),
         }
         // Counted once the result is stored, so a group that says every
-        // task finished has every result known.
-        let ended = outcome.as_ref().map(|_| ()).map_err(|e| e.is_cancelled());
+        // task finished has every result known. A value that was not
+        // stored (a cancel completed the output while the task ran) counts
+        // as the cancellation its readers see.
         let ran = Ran::of(job);
-        match outcome {
-            Ok(v) => out.ok(v, lineage(job), ran),
-            Err(e) => out.err(e, ran),
-        }
+        let ended = match outcome {
+            Ok(v) => match out.ok(v, lineage(job), ran) {
+                true => Ok(()),
+                false => Err(true),
+            },
+            Err(e) => {
+                let cancelled = e.is_cancelled();
+                out.err(e, ran);
+                Err(cancelled)
+            }
+        };
         count_end(ctl.group.as_ref(), ended);
         tally_of(ended)
     }
@@ -470,6 +503,9 @@ where
 /// Queues `job` once every pending input is done (or fails it as soon as
 /// one fails).
 fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<ObjectCell>>) {
+    // A reader blocked on its output must not run it before its inputs are
+    // ready (it would find them pending): it waits, lending its CPU.
+    job.set_waiting(true);
     let waiting = Arc::new(Waiting { countdown: Countdown::new(pending.len() + 1), job: Mutex::new(Some(job)) });
     for cell in pending {
         let w = waiting.clone();
@@ -486,14 +522,34 @@ fn wait_for_inputs(sched: &Arc<Scheduler>, job: Arc<Job>, pending: Vec<Arc<Objec
 }
 
 /// Completes a task that cannot be submitted (e.g. infeasible) with `e`,
-/// counting it in its group.
-pub(crate) fn reject<R, E: Emit<R>>(group: Option<&Arc<GroupState>>, out: E, e: Error) {
+/// counting it in its group and in the runtime's counts (as a failed
+/// input's task is: ended, never queued), and recording it on the
+/// timeline (an instant at submission: it never ran).
+pub(crate) fn reject<R, E: Emit<R>>(
+    sched: &Scheduler,
+    (group, name): (Option<&Arc<GroupState>>, &crate::cancel::TaskName),
+    out: E,
+    e: Error,
+) {
     if let Some(g) = group {
         g.submitted();
     }
-    let cancelled = e.is_cancelled();
+    let ended = Err(e.is_cancelled());
+    if sched.recorder.is_on() {
+        let now = crate::timeline::Stamp::raw_now();
+        sched.recorder.stamp().record_task(crate::timeline::TaskRecord {
+            id: out.id(),
+            name: name.label(),
+            raw: [now; 3],
+            cpus: 0.0,
+            attempts: 0,
+            outcome: crate::timeline::Outcome::Failed,
+            inputs: Box::new([]),
+        });
+    }
     out.err(e, Ran::NONE);
-    count_end(group, Err(cancelled));
+    count_end(group, ended);
+    sched.count(tally_of(ended));
 }
 
 /// What a task records on the timeline (present only if it was on when
@@ -511,20 +567,21 @@ struct Recording {
 }
 
 impl Recording {
-    fn record<A: TaskArgs, B, R, T>(
+    /// Records the task, which ended as `ended` (`Err(cancelled?)`).
+    fn record<A: TaskArgs, B, R>(
         self,
         spec: &Spec<A, B, R>,
         ctl: &TaskCtl,
         (id, cpus): (crate::id::ObjectId, f64),
         start: u64,
-        outcome: &Result<T, Error>,
+        ended: Result<(), bool>,
     ) {
         let mut inputs = Vec::new();
         spec.args.for_each_dep(&mut |r| inputs.push(r.cell.id()));
-        let outcome = match outcome {
-            Ok(_) => crate::timeline::Outcome::Done,
-            Err(e) if e.is_cancelled() => crate::timeline::Outcome::Cancelled,
-            Err(_) => crate::timeline::Outcome::Failed,
+        let outcome = match ended {
+            Ok(()) => crate::timeline::Outcome::Done,
+            Err(true) => crate::timeline::Outcome::Cancelled,
+            Err(false) => crate::timeline::Outcome::Failed,
         };
         let end = crate::timeline::Stamp::raw_now();
         self.stamp.record_task(crate::timeline::TaskRecord {
@@ -605,10 +662,11 @@ where
         ATTEMPTS.with(|a| a.set(attempt + 1));
         CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
         let e = match r {
+            // Whatever a task returns once it was cancelled (itself, its
+            // group, a parent) is the task stopping early: its readers see
+            // it cancelled, as Ray's do, and it counts as cancelled.
+            Ok(_) if cancelled() => return Err(Error::Cancelled { task: ctl.name_text() }),
             Ok(Ok(v)) => return Ok(v),
-            // An error returned after the task was cancelled is the
-            // task stopping early: it counts as cancelled, not failed.
-            Ok(Err(_)) if cancelled() => return Err(Error::Cancelled { task: ctl.name_text() }),
             Ok(Err(e)) => {
                 let again = retry_if.is_some_and(|p| matches!(e, Error::TaskFailed { .. }) && p(&e));
                 if !again {
@@ -643,6 +701,7 @@ impl Waiting {
 
     fn release(&self, sched: &Arc<Scheduler>) {
         if let Some(job) = self.take() {
+            job.set_waiting(false);
             sched.submit(job);
         }
     }

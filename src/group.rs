@@ -177,8 +177,12 @@ impl Group {
         self.inner.rt.task().in_group(&self.state)
     }
 
-    /// Cancels every task of the group (module docs). Returns false if it
-    /// was already cancelled. O(1) on the caller (plus a wait of a few
+    /// Cancels every task of the group: no queued task starts once this
+    /// returns, and their results are completed as
+    /// [`Error::Cancelled`](crate::Error::Cancelled) off this thread;
+    /// running tasks see [`is_cancelled`](crate::is_cancelled) turn true,
+    /// and whatever they return is recorded as `Cancelled` too. Returns
+    /// false if it was already cancelled. O(1) on the caller (plus a wait of a few
     /// nanoseconds per worker thread for any that is deciding, right now,
     /// whether to start a task).
     #[inline]

@@ -90,6 +90,9 @@ pub(crate) struct Job<B: ?Sized + Body = dyn Body> {
     /// Its function was taken out by a cancel (so its empty entry counts
     /// as a cancelled task when a runner reaches it).
     taken_by_cancel: std::sync::atomic::AtomicBool,
+    /// Its task still waits for inputs (not queued yet): a blocked reader
+    /// must not run it ([`Job::queued`]), its arguments are not ready.
+    waiting: std::sync::atomic::AtomicBool,
     /// The task's control block (an unnamed, empty one for other jobs).
     pub ctl: crate::cancel::TaskCtl,
     pub(crate) body: B,
@@ -134,7 +137,8 @@ impl Job {
     }
 
     fn header<B: Body>(req: Request, priority: u8, task: bool, ctl: crate::cancel::TaskCtl, body: B) -> Job<B> {
-        Job { req, priority, linger: true, task, taken_by_cancel: std::sync::atomic::AtomicBool::new(false), ctl, body }
+        let no = || std::sync::atomic::AtomicBool::new(false);
+        Job { req, priority, linger: true, task, taken_by_cancel: no(), waiting: no(), ctl, body }
     }
 
     /// Takes the job's function out, so nobody else runs it (cancelling
@@ -168,11 +172,19 @@ impl Job {
         }
     }
 
-    /// The job if it may still be run by whoever asks (its function not
-    /// taken yet). A runner skips one that has started: taking its
-    /// function finds it empty.
+    /// The job if it may still be run by whoever asks: its function not
+    /// taken yet, and its inputs ready, or its task cancelled (it then
+    /// ends as cancelled without reading them). A runner skips one that
+    /// has started: taking its function finds it empty.
     pub fn queued(self: &Arc<Self>) -> Option<Arc<Job>> {
-        (!self.body.is_taken()).then(|| self.clone())
+        let ready = !self.waiting.load(Ordering::Acquire) || (self.task && self.ctl.chain_cancelled());
+        (ready && !self.body.is_taken()).then(|| self.clone())
+    }
+
+    /// Marks the job as waiting for its inputs (before anything can see it
+    /// waiting), or as ready (before it is queued).
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
     }
 }
 

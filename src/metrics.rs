@@ -8,10 +8,16 @@
 //! from the moment a worker takes it until it returns, and then *done*,
 //! *failed* or *cancelled* (a task cancelled or failed before it reached
 //! the queue — its input failed — is counted when that is known; one
-//! cancelled while it still waits for inputs that never come is not). A
-//! worker reports how a task ended when it asks for its next job, a moment
-//! after the result is stored: a reader may see a result before the counts
-//! include it. Store
+//! cancelled while it still waits for inputs that never come is not; one
+//! that cannot run at all, e.g. infeasible, counts as failed). A worker
+//! reports how a task ended when it asks for its next job, a moment after
+//! the result is stored: a reader may see a result before the counts
+//! include it. A queued task that is cancelled leaves the queue, and is
+//! counted as cancelled, at the next reap; a snapshot does that reap
+//! itself, so it counts every task cancelled before it was taken, even
+//! while every worker is busy. A running task whose result a cancel
+//! completed counts as cancelled, whatever its body returned (its readers
+//! see `Cancelled`). Store
 //! figures are the store's ([`StoreStats`]); a cluster backend adds its own
 //! (transfers, remote tasks) through
 //! [`RemoteBackend::metrics`](crate::backend::RemoteBackend::metrics).
@@ -50,8 +56,10 @@ pub struct Metrics {
 
 impl Runtime {
     /// A snapshot of the runtime's metrics (see [`Metrics`]). Cheap: a few
-    /// locks, no walk over tasks or objects.
+    /// locks, no walk over tasks or objects (except, once after a cancel,
+    /// over the queue, to take out the tasks it cancelled).
     pub fn metrics(&self) -> Metrics {
+        self.scheduler().settle_reaps();
         let c = self.scheduler().counts();
         let cluster = self.backend().attached().map(|b| b.metrics()).unwrap_or_default();
         Metrics {

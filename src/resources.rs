@@ -129,6 +129,11 @@ impl Pool {
         self.cpu >= r.cpu as i64 && r.custom().iter().all(|&(i, a)| self.free[i] >= a as i64)
     }
 
+    /// True if `r`'s custom resources (not its CPUs) are free.
+    pub fn fits_custom(&self, r: &Request) -> bool {
+        r.custom().iter().all(|&(i, a)| self.free[i] >= a as i64)
+    }
+
     pub fn acquire(&mut self, r: &Request) {
         self.cpu -= r.cpu as i64;
         for &(i, a) in r.custom() {

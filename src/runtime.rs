@@ -454,7 +454,8 @@ impl Runtime {
         refs: &[ObjectRef<T>],
         timeout: Duration,
     ) -> Result<Vec<Arc<T>>, Error> {
-        crate::wait::get_all(refs, Some((Instant::now() + timeout, timeout)))
+        // A timeout past what an `Instant` holds waits forever.
+        crate::wait::get_all(refs, Instant::now().checked_add(timeout).map(|d| (d, timeout)))
     }
 
     /// Waits until `num_returns` of `refs` are done or `timeout` passes

@@ -341,6 +341,47 @@ impl Scheduler {
         }
         self.dispatch.count(tally);
     }
+    /// Takes the queued tasks a reap note asks for out of the queue now and
+    /// counts them as cancelled, so that a metrics snapshot taken after a
+    /// cancel includes them even while every worker is busy (a runner
+    /// would reap them only when it next asks for work). Their functions
+    /// still run on the service thread, as any reap's (outputs completed,
+    /// callbacks, closures dropped or buried): taken out here, each would
+    /// count as cancelled there too (`Go::Cancelled`), so it is counted
+    /// here instead. O(queued), under the dispatch lock, and only when a
+    /// cancel left a note.
+    pub fn settle_reaps(&self) {
+        let Some(jobs) = self.dispatch.reap_if_noted() else { return };
+        let mut tally = Tally::default();
+        let mut taken = Vec::new();
+        for job in jobs {
+            match job.take_fn() {
+                Some(f) => {
+                    tally.cancelled += u32::from(job.task);
+                    taken.push((f, job));
+                }
+                None => tally.cancelled += job.emptied().cancelled,
+            }
+        }
+        self.dispatch.count(tally);
+        if !taken.is_empty() {
+            service(Box::new(move || {
+                for (f, job) in taken {
+                    let _ = f(Go::Cancelled, &job);
+                }
+            }));
+        }
+    }
+
+    /// Leaves a reap note on every live scheduler (a cancel that took a
+    /// queued task's function: its empty entry leaves the queue at the
+    /// next reap, not when a runner reaches it).
+    pub fn note_reap_everywhere() {
+        for s in lock_std(live_schedulers()).iter().filter_map(Weak::upgrade) {
+            s.dispatch.note_reap();
+        }
+    }
+
     /// True on a thread of some runtime's pool (cheap: no upgrade).
     pub fn on_worker() -> bool {
         WORKER_OF.with(|w| w.borrow().strong_count() > 0)
@@ -519,13 +560,24 @@ impl Scheduler {
         if depth >= MAX_TARGET_DEPTH {
             return false;
         }
+        // Its CPUs are this blocked worker's (lent); its other resources
+        // (a GPU) must be free, or it waits for them in the queue.
+        if !self.dispatch.acquire(&job.req, job.task) {
+            return false;
+        }
         let mut prev = None;
         let claimed = &mut || {
-            self.dispatch.acquire(&job.req, job.task);
             TARGET_DEPTH.with(|d| d.set(depth + 1));
             prev = Some(TASK_CPU.with(|c| c.replace(job.req.cpu)));
         };
-        let Some(tally) = job.body.take_and_run(job, claimed, Go::Run) else { return false };
+        let Some(tally) = job.body.take_and_run(job, claimed, Go::Run) else {
+            // Someone else ran it meanwhile: give the resources back.
+            let none = Tally { skipped: u32::from(job.task), ..Tally::default() };
+            if self.dispatch.release(&job.req, none) {
+                self.start_runner();
+            }
+            return false;
+        };
         TASK_CPU.with(|c| c.set(prev.unwrap_or(0)));
         TARGET_DEPTH.with(|d| d.set(depth));
         if self.dispatch.release(&job.req, tally) {
@@ -672,7 +724,9 @@ pub(crate) fn block_until(
         if ready() {
             break true;
         }
-        if let Some(job) = targets() {
+        // Not under a deadline: a job run inline could not be left when
+        // the deadline passes.
+        if let Some(job) = targets().filter(|_| deadline.is_none()) {
             if sched.run_targeted(&job) {
                 continue;
             }

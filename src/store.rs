@@ -308,7 +308,8 @@ impl Store {
         if size > self.cap {
             return false;
         }
-        let deadline = Instant::now() + if wait { self.put_timeout } else { Duration::ZERO };
+        // `None`: a put timeout past what an `Instant` holds (wait forever).
+        let deadline = Instant::now().checked_add(if wait { self.put_timeout } else { Duration::ZERO });
         loop {
             let mut unpooled = Vec::new();
             let victims = {
@@ -357,14 +358,15 @@ impl Store {
                 continue;
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return false;
             }
             let g = self.lock();
             if g.bytes + size <= self.cap {
                 continue;
             }
-            let _ = self.freed.wait_timeout(g, (deadline - now).min(RETRY));
+            let left = deadline.map_or(RETRY, |d| d - now);
+            let _ = self.freed.wait_timeout(g, left.min(RETRY));
         }
     }
 
@@ -485,6 +487,7 @@ impl Store {
                         self.stats.spills.fetch_add(1, Ordering::Relaxed);
                         self.stats.spilled_bytes.fetch_add(meta.charged, Ordering::Relaxed);
                         self.stats.spilled_objects.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(object = %id, bytes = meta.charged, "spilled to disk");
                         let file = SpillFile { path, type_name: v.type_name, decode, meta, stats: self.stats.clone() };
                         return Some(Moved::Spilled(Arc::new(file)));
                     }
@@ -517,6 +520,7 @@ impl Store {
             }
         };
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(object = %obj.id(), bytes = meta.charged, "restored from disk");
         self.record(crate::timeline::StoreOp::Restore, obj.id(), meta.charged, start);
         if meta.charged == 0 || self.reserve(meta.charged, false) {
             let (wake, stored) = obj.slot().finish_rebuild_deferred(Ok((value.clone(), meta)));

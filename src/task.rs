@@ -236,7 +236,7 @@ impl<'rt, K> TaskBuilder<'rt, K> {
             Ok(r) => r,
             Err(e) => {
                 let (out, made) = outputs(None);
-                reject(group.as_ref(), out, e);
+                reject(sched, (group.as_ref(), &name), out, e);
                 return Err(made);
             }
         };

@@ -328,3 +328,24 @@ fn actor_dead_names_the_actor_and_its_cause() {
     let actor = e.dead_actor().expect("an actor error");
     assert_eq!((actor.name(), actor.id(), actor.cause()), ("remote", None, &ActorDeathCause::Other));
 }
+
+/// An actor state whose `Drop` panics (on kill, or on a restart) costs the
+/// runtime no worker: later tasks and calls still run, on one CPU too.
+#[test]
+fn a_state_that_panics_when_dropped_does_not_take_a_worker_with_it() {
+    struct Explodes;
+    impl Drop for Explodes {
+        fn drop(&mut self) {
+            panic!("state drop panicked");
+        }
+    }
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let a = rt.actor(Explodes);
+    a.call(|_| 1).get().unwrap();
+    a.kill(true);
+    assert_eq!(*rt.spawn(|| 1).get_timeout(Duration::from_secs(30)).unwrap(), 1);
+    let b = rt.actor_builder().max_restarts(1).spawn_factory(|| Explodes);
+    assert!(b.call(|_| -> u32 { panic!("method") }).get().is_err());
+    assert_eq!(*b.call(|_| 2).get_timeout(Duration::from_secs(30)).unwrap(), 2);
+    assert_eq!(*rt.spawn(|| 3).get_timeout(Duration::from_secs(30)).unwrap(), 3);
+}

@@ -134,7 +134,10 @@ fn a_cancelled_groups_queued_closures_are_dropped_once_it_has_stopped() {
     assert_eq!(g.running(), 2);
     assert!(dropped.try_recv().is_err(), "a queued closure was dropped while the group's tasks still ran");
     drop(release);
-    rt.get_all(&running).unwrap();
+    for r in &running {
+        // They ran on past the cancel: what they returned is the cancellation.
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
+    }
     assert!(g.wait_stopped(Some(LONG)));
     for _ in 0..50 {
         let by = dropped.recv_timeout(LONG).expect("every queued closure is dropped once the group stopped");
@@ -167,13 +170,14 @@ fn running_tasks_see_the_cancel_and_stopped_comes_after_they_return() {
     g.cancel();
     assert!(g.wait_stopped(Some(LONG)), "the running tasks returned");
     assert_eq!(g.running(), 0);
-    // They returned values: they were running, so their results are theirs.
+    // They returned values once cancelled: their readers see the
+    // cancellation (Ray's `TaskCancelledError`), as for `ObjectRef::cancel`.
     for r in refs {
-        assert!(r.get().is_ok());
+        assert!(r.get().unwrap_err().is_cancelled());
     }
     assert!(g.join(Some(LONG)), "every result counted");
     let p = g.progress();
-    assert_eq!((p.done, p.cancelled), (2, 0), "{p:?}");
+    assert_eq!((p.done, p.cancelled), (0, 2), "{p:?}");
 }
 
 #[test]
@@ -230,8 +234,9 @@ fn cancelling_a_task_cancels_what_it_submitted_recursively_and_it_is_never_retri
     assert!(parent.cancel());
     go_tx.send(()).unwrap();
     assert!(parent.get().unwrap_err().is_cancelled());
-    // The child saw the cancel (its loop ended); the grandchild too.
-    assert_eq!(*child.get_timeout(LONG).unwrap(), 7);
+    // The child saw the cancel (its loop ended; what it returned then is
+    // the cancellation); the grandchild too.
+    assert!(child.get_timeout(LONG).unwrap_err().is_cancelled());
     assert_eq!(runs.load(Ordering::SeqCst), 1, "a cancelled task is never retried");
 }
 
@@ -694,4 +699,27 @@ fn a_parked_reader_of_a_cancelled_tasks_queued_child_sees_it_cancelled_while_eve
     assert!(!holders[0].is_ready(), "resolved while the worker was still busy");
     drop(go_tx);
     release_all(release, holders);
+}
+
+/// A running task of a cancelled group that returns a value anyway is
+/// cancelled for its readers and its counts, as `ObjectRef::cancel` and
+/// Ray's `TaskCancelledError` say.
+#[test]
+fn a_running_task_that_returns_after_its_group_was_cancelled_is_cancelled() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let g = rt.group();
+    let (started_tx, started) = mpsc::channel::<()>();
+    let r = g.spawn(move || {
+        started_tx.send(()).unwrap();
+        while !manta::is_cancelled() {
+            std::hint::spin_loop();
+        }
+        0u32
+    });
+    started.recv().unwrap();
+    assert!(g.cancel());
+    assert!(matches!(r.get(), Err(Error::Cancelled { .. })));
+    assert!(g.wait_stopped(Some(Duration::from_secs(30))));
+    let p = g.progress();
+    assert_eq!((p.done, p.cancelled), (0, 1), "{p:?}");
 }

@@ -121,3 +121,93 @@ fn prometheus_text_is_well_formed() {
     assert!(names.contains("manta_tasks_done_total"));
     assert!(text.contains("manta_tasks_done_total 1\n"), "{text}");
 }
+
+/// Two tasks that hold both workers until `release` is dropped.
+fn hold_both_workers(rt: &Runtime) -> (mpsc::Sender<()>, Vec<manta::ObjectRef<()>>) {
+    let (release, hold) = mpsc::channel::<()>();
+    let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
+    let (started_tx, started) = mpsc::channel::<()>();
+    let blockers = (0..2)
+        .map(|_| {
+            let (hold, started_tx) = (hold.clone(), started_tx.clone());
+            rt.spawn(move || {
+                started_tx.send(()).unwrap();
+                // Each waits for the sender to go (one holds the lock, the
+                // other waits for it).
+                let _ = hold.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    started.recv().unwrap();
+    started.recv().unwrap();
+    (release, blockers)
+}
+
+#[test]
+fn tasks_cancelled_in_the_queue_are_counted_at_once_while_every_worker_is_busy() {
+    let rt = Runtime::builder().num_cpus(2).build().unwrap();
+    let (release, blockers) = hold_both_workers(&rt);
+    let singles: Vec<_> = (0..3).map(|i| rt.spawn(move || i)).collect();
+    let group = rt.group();
+    let members: Vec<_> = (0..5).map(|i| group.spawn(move || i)).collect();
+    let m = rt.metrics();
+    assert_eq!((m.tasks_queued, m.tasks_running), (8, 2), "{m:?}");
+    for r in &singles {
+        assert!(r.cancel());
+    }
+    assert!(group.cancel());
+    let m = rt.metrics();
+    assert_eq!(m.tasks_cancelled, 8, "{m:?}");
+    assert_eq!((m.tasks_queued, m.tasks_running), (0, 2), "{m:?}");
+    for r in singles.iter().chain(&members) {
+        assert!(r.get().unwrap_err().is_cancelled());
+    }
+    drop(release);
+    rt.get_all(&blockers).unwrap();
+    let m = settled(&rt);
+    assert_eq!((m.tasks_done, m.tasks_cancelled, m.tasks_queued), (2, 8, 0), "{m:?}");
+    assert_eq!(m.tasks_submitted, 10, "{m:?}");
+}
+
+#[test]
+fn a_running_task_whose_result_a_cancel_completed_counts_as_cancelled() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    rt.record_timeline(true);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let r = rt.task().name("stops").spawn(move || {
+        started_tx.send(()).unwrap();
+        while !manta::is_cancelled() {
+            std::hint::spin_loop();
+        }
+        7u32 // returned anyway: the cancel already completed the result
+    });
+    started.recv().unwrap();
+    assert!(r.cancel());
+    assert!(r.get().unwrap_err().is_cancelled());
+    let m = settled(&rt);
+    assert_eq!((m.tasks_done, m.tasks_cancelled), (0, 1), "{m:?}");
+    let t = rt.timeline();
+    let outcome = t.events.iter().find_map(|e| match e {
+        manta::TimelineEvent::Task { name, outcome, .. } if name.to_string() == "stops" => Some(*outcome),
+        _ => None,
+    });
+    assert_eq!(outcome, Some(manta::TimelineOutcome::Cancelled), "{:?}", t.events);
+}
+
+#[test]
+fn an_infeasible_task_counts_as_failed_and_is_on_the_timeline() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    rt.record_timeline(true);
+    let r = rt.task().name("gpu").resource("GPU", 1.0).spawn(|| 1u32);
+    assert!(r.get().is_err());
+    let m = rt.metrics();
+    assert_eq!((m.tasks_submitted, m.tasks_failed), (0, 1), "{m:?}");
+    let t = rt.timeline();
+    let outcome = t.events.iter().find_map(|e| match e {
+        manta::TimelineEvent::Task { name, outcome, attempts, .. } if name.to_string() == "gpu" => {
+            Some((*outcome, *attempts))
+        }
+        _ => None,
+    });
+    assert_eq!(outcome, Some((manta::TimelineOutcome::Failed, 0)), "{:?}", t.events);
+}

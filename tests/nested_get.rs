@@ -179,3 +179,87 @@ fn recursive_trees_still_run_on_one_thread() {
         assert_eq!(*rt.spawn(|| fib(18)).get().unwrap(), 2584);
     });
 }
+
+/// A ref whose producer still waits for its own inputs, read inside a task
+/// (a blocked reader used to run that producer before its inputs were
+/// ready, failing it with "task input is not ready").
+#[test]
+fn a_task_reads_a_ref_whose_producer_still_waits_for_its_inputs() {
+    for cpus in [1, 2] {
+        let rt = Runtime::builder().num_cpus(cpus).build().unwrap();
+        let r = rt.spawn(|| {
+            let rt = Runtime::current().unwrap();
+            let (_tx, rx) = mpsc::channel::<()>();
+            // Not done when `c` is submitted (the wait only widens the
+            // window; the assertion holds whatever the timing).
+            let b = rt.spawn(move || {
+                let _ = rx.recv_timeout(Duration::from_millis(20));
+                1u32
+            });
+            let c = rt.spawn_with((b,), |(b,)| *b + 1);
+            let viaw = rt.spawn_with((c.clone(),), |(c,)| *c * 10);
+            (*c.get().unwrap(), *rt.get_all(&[viaw]).unwrap()[0])
+        });
+        assert_eq!(*r.get_timeout(LIMIT).unwrap(), (2, 20), "cpus {cpus}");
+    }
+}
+
+/// A blocked reader lends its CPUs to the job it runs inline, never a
+/// custom resource that another task holds.
+#[test]
+fn a_task_run_inline_waits_for_its_custom_resources() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let rt = Runtime::builder().num_cpus(2).resource("GPU", 1.0).build().unwrap();
+    let (in_use, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gpu = |in_use: Arc<AtomicUsize>, peak: Arc<AtomicUsize>, gate: Option<mpsc::Receiver<()>>| {
+        move || {
+            let n = in_use.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(n, Ordering::SeqCst);
+            if let Some(g) = gate {
+                let _ = g.recv_timeout(LIMIT);
+            }
+            in_use.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
+    let (release, gate) = mpsc::channel::<()>();
+    let t1 = rt.task().resource("GPU", 1.0).spawn(gpu(in_use.clone(), peak.clone(), Some(gate)));
+    while in_use.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let (iu, pk) = (in_use.clone(), peak.clone());
+    let a = rt.spawn(move || {
+        let rt = Runtime::current().unwrap();
+        rt.task().resource("GPU", 1.0).spawn(gpu(iu, pk, None)).get().is_ok()
+    });
+    // The inner GPU task waits in the queue (or, wrongly, runs at once).
+    let deadline = std::time::Instant::now() + LIMIT;
+    while rt.metrics().tasks_queued == 0 && peak.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the inner task neither queued nor ran");
+        std::thread::yield_now();
+    }
+    drop(release);
+    assert!(*a.get_timeout(LIMIT).unwrap());
+    t1.get_timeout(LIMIT).unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "two tasks held the only GPU at once");
+}
+
+/// A timed get inside a task gives up on time, even when it could run the
+/// producer inline (it does not: it could not leave it at the deadline).
+#[test]
+fn a_timed_get_inside_a_task_gives_up_on_time() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let r = rt.spawn(|| {
+        let rt = Runtime::current().unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let slow = rt.spawn(move || rx.recv_timeout(LIMIT).is_ok());
+        let got = slow.get_timeout(Duration::from_millis(20));
+        drop(tx);
+        let timed_out = matches!(got, Err(Error::Timeout(_)));
+        let waited = rt.wait(std::slice::from_ref(&slow), 1, Some(Duration::from_millis(20))).unwrap();
+        (timed_out, waited.0.len() + waited.1.len())
+    });
+    let (timed_out, n) = *r.get_timeout(LIMIT).unwrap();
+    assert!(timed_out, "get_timeout inside a task ran the producer inline past its deadline");
+    assert_eq!(n, 1);
+}

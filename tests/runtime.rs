@@ -253,3 +253,13 @@ fn zero_cpu_runtime_holds_objects_runs_zero_cpu_work_and_refuses_cpu_tasks() {
     let outer = rt.task().cpus(0.0).spawn(move || *rt2.task().cpus(0.0).spawn(|| 5).get().unwrap() * 2);
     assert_eq!(*outer.get().unwrap(), 10);
 }
+
+#[test]
+fn the_longest_timeouts_wait_forever_without_overflowing() {
+    let rt = Runtime::builder().num_cpus(1).put_timeout(Duration::MAX).build().unwrap();
+    let big = rt.put(vec![0u8; 4096]).unwrap();
+    assert_eq!(big.get().unwrap().len(), 4096);
+    let r = rt.spawn(|| 5u32);
+    assert_eq!(*rt.get_all_timeout(std::slice::from_ref(&r), Duration::MAX).unwrap()[0], 5);
+    assert_eq!(*r.get_timeout(Duration::MAX).unwrap(), 5);
+}

@@ -225,3 +225,33 @@ fn several_timelines_merge_into_one_trace_on_one_clock() {
     let ends: Vec<u64> = evs.iter().filter(|e| e["ph"] == "f").map(|e| e["pid"].as_u64().unwrap()).collect();
     assert_eq!(ends, [2, 2], "{evs:?}");
 }
+
+#[test]
+fn no_arrow_into_a_task_cancelled_before_its_input_ended() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    rt.record_timeline(true);
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let input = rt.task().name("input").spawn(move || {
+        started_tx.send(()).unwrap();
+        let _ = hold.recv();
+        1u32
+    });
+    started.recv().unwrap();
+    let group = rt.group();
+    let never = group.task().name("never").spawn_with((input.clone(),), |(x,)| *x);
+    assert!(group.cancel());
+    assert!(never.get().unwrap_err().is_cancelled());
+    drop(release);
+    assert_eq!(*input.get().unwrap(), 1);
+    let read = rt.task().name("read").spawn_with((input.clone(),), |(x,)| *x + 1);
+    assert_eq!(*read.get().unwrap(), 2);
+    rt.record_timeline(false);
+    let evs = events(&rt.timeline().to_chrome_json("manta test"));
+    check_schema(&evs);
+    let starts: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "s").collect();
+    let finishes: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "f").collect();
+    // Only input -> read: the cancelled task never read its input.
+    assert_eq!((starts.len(), finishes.len()), (1, 1), "{evs:?}");
+    assert!(starts[0]["ts"].as_f64() <= finishes[0]["ts"].as_f64());
+}

@@ -336,7 +336,13 @@ fn admit<R: Any + Send + Sync>(store: &Store, r: R) -> Admitted {
 impl<S: Send + 'static> ActorHandle<S> {
     /// Calls a method: `f` runs on the actor's state, after every call made
     /// before it through this handle. Returns at once. The result is stored
-    /// like a task's (charged, spilled, restored; see the module docs).
+    /// like a task's (charged, spilled, restored, or `StoreFull`). If `f`
+    /// panics, this call fails with `TaskPanicked` and the state it ran on
+    /// is dropped (it may be half-updated): the actor restarts from its
+    /// factory if it has restarts left
+    /// ([`ActorBuilder::max_restarts`]), and is dead otherwise (later calls
+    /// fail with [`Error::ActorDead`], cause `Panicked`). Return a `Result`
+    /// from `f` for errors that leave the state valid.
     pub fn call<R, F>(&self, f: F) -> ObjectRef<R>
     where
         R: Any + Send + Sync,

@@ -144,6 +144,24 @@ impl<S> Held<S> {
     }
 }
 
+/// The state's last drop (its actor's last handle and queued calls are
+/// gone) runs the app's `Drop` on whichever thread let go last: a panic
+/// there is caught and logged, as one on a restart or a kill is.
+impl<S> Drop for Held<S> {
+    fn drop(&mut self) {
+        drop_state(std::mem::replace(&mut self.life, Life::Unborn), None);
+    }
+}
+
+/// Drops an actor's state, catching and logging a panic in its `Drop`.
+fn drop_state<S>(life: Life<S>, actor: Option<&Text>) {
+    if let Err(payload) = catching(|| catch_unwind(AssertUnwindSafe(|| drop(life)))) {
+        let message = panic_message(payload.as_ref());
+        let actor = actor.map(|a| a.to_string()).unwrap_or_default();
+        tracing::warn!(%actor, %message, "an actor's state panicked while being dropped");
+    }
+}
+
 /// A call's output cell (`None` for markers).
 type Out = Option<Arc<ObjectCell>>;
 
@@ -243,7 +261,10 @@ impl<S: Send + 'static> ActorInner<S> {
     }
 
     fn set_life(&self, held: &mut Held<S>, life: Life<S>) {
-        held.life = Life::Unborn; // the old state goes before a new one is built
+        // The old state goes before a new one is built. Its `Drop` is the
+        // app's code: a panic there is caught and logged, so the drainer
+        // (and the worker's place) is not lost.
+        drop_state(std::mem::replace(&mut held.life, Life::Unborn), Some(&self.name));
         if matches!(life, Life::Dead(..)) {
             self.control.dead.store(true, Ordering::Release);
         }
