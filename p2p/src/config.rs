@@ -19,6 +19,16 @@ pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
 /// to its size, so that the heartbeat traffic each node forwards stays
 /// about what it is at this size (p2p/SCALING.md).
 pub const ADAPTIVE_FROM: usize = 20;
+/// Most an adaptive heartbeat stretches the period and failure timeout
+/// (reached at `ADAPTIVE_FROM * MAX_ADAPTIVE_STRETCH` = 100 members; 5 s
+/// and 25 s at the defaults). Members are counted from the member table,
+/// which any peer can fill with made-up members (each a fresh key signing
+/// a heartbeat): without a cap, 800 of them stretched the failure timeout
+/// to 200 s, so real deaths went unnoticed. With it, the worst an inflated
+/// table does is this factor. Beyond 100 real members each node's gossip
+/// grows with n again (p2p/SCALING.md); such a cluster sets its own
+/// `heartbeat` and `failure_timeout`.
+pub const MAX_ADAPTIVE_STRETCH: usize = 5;
 /// Default idle-connection timeout (libp2p's own default is 10 s, too short
 /// for a cluster whose peers talk in bursts).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,12 +116,12 @@ impl NodeConfig {
     /// The heartbeat period and failure timeout in a cluster of `members`
     /// live nodes (this one included): as configured up to
     /// [`ADAPTIVE_FROM`] members (or always, if not adaptive); beyond, both
-    /// times `members / ADAPTIVE_FROM`.
+    /// times `members / ADAPTIVE_FROM`, at most [`MAX_ADAPTIVE_STRETCH`].
     pub(crate) fn timing(&self, members: usize) -> (Duration, Duration) {
         if !self.adaptive_heartbeat || members <= ADAPTIVE_FROM {
             return (self.heartbeat, self.failure_timeout);
         }
-        let stretch = members as f64 / ADAPTIVE_FROM as f64;
+        let stretch = (members as f64 / ADAPTIVE_FROM as f64).min(MAX_ADAPTIVE_STRETCH as f64);
         (self.heartbeat.mul_f64(stretch), self.failure_timeout.mul_f64(stretch))
     }
 }
@@ -155,9 +165,15 @@ mod tests {
         assert_eq!(cfg.timing(32), (Duration::from_millis(1600), s(8)));
         assert_eq!(cfg.timing(40), (s(2), s(10)));
         // Beats per second times members (what each node forwards) stays put.
-        for n in [ADAPTIVE_FROM, 32, 64, 1000] {
+        for n in [ADAPTIVE_FROM, 32, 64, 100] {
             let rate = n as f64 / cfg.timing(n).0.as_secs_f64();
             assert!((rate - ADAPTIVE_FROM as f64).abs() < 1e-6, "n = {n}: {rate}");
+        }
+        // ... up to the cap: a member table inflated by made-up members
+        // stretches the failure timeout by at most `MAX_ADAPTIVE_STRETCH`.
+        let most = MAX_ADAPTIVE_STRETCH as u32;
+        for n in [101, 802, 1 << 20] {
+            assert_eq!(cfg.timing(n), (s(1) * most, s(5) * most), "n = {n}");
         }
         let fixed = NodeConfig { adaptive_heartbeat: false, ..NodeConfig::default() };
         assert_eq!(fixed.timing(32), (s(1), s(5)));

@@ -166,12 +166,12 @@ mod work;
 
 pub use cluster::placement::LOCALITY_MIN_BYTES;
 pub use cluster::{
-    BehaviourError, DhtLookup, Health, Member, MembershipEvent, NetStats, SwarmError, DOWN_REPORT_FOR, HEARTBEAT_TOPIC,
-    KAD_PROTOCOL,
+    BehaviourError, DhtLookup, Health, Member, MembershipEvent, NetStats, SwarmError, DOWN_REPORT_FOR,
+    FORGET_GONE_AFTER, HEARTBEAT_TOPIC, KAD_PROTOCOL, MAX_MEMBERS, MAX_MEMBER_ADDRS, MAX_MEMBER_ADDR_BYTES,
 };
 pub use config::{
     ADAPTIVE_FROM, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, MAX_ADAPTIVE_STRETCH,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{ClusterTrace, MissingNode, Node, NodeBuilder, NodeError, StartError, TracedNode, WaitedFor};
@@ -264,5 +264,13 @@ pub mod fuzzing {
             decode_page, encode_page, Kind, Page, WireEvent, MAX_COLLECTED_EVENTS, MAX_INPUTS, MAX_PAGE_BYTES,
             MAX_PAGE_EVENTS, MAX_TEXT_BYTES, MAX_THREADS,
         };
+    }
+    /// Per-peer shares of the DHT store and of the transfer byte budget.
+    pub mod limits {
+        pub use crate::cluster::dht_store::{
+            MAX_FOREIGN_PROVIDER_RECORDS, MAX_PROVIDER_ADDRS, MAX_PROVIDER_ADDR_BYTES, MAX_PROVIDER_RECORDS_PER_PEER,
+            MAX_RECORDS_PER_HOST,
+        };
+        pub use crate::transport::guard::{BUDGET_PER_PEER, BUDGET_TOTAL};
     }
 }

@@ -6,7 +6,13 @@
 //! [`Rejections`] counts what the node refused from peers (and rate-limits
 //! the WARN lines about it: one per peer).
 //!
-//! Invariants: counts only grow; each update is one relaxed atomic add (no
+//! [`Traffic::hold_reply`] also keeps a gauge (and its high-water mark) of
+//! the bytes of object replies built and not yet written or dropped: what
+//! peers make the object server hold; the budget bounds it (see
+//! `transport::rpc`).
+//!
+//! Invariants: counts only grow (but the gauge, which goes back down when
+//! each [`HeldReply`] is dropped); each update is one relaxed atomic add (no
 //! lock, no ordering with anything else: readers see a snapshot that may be
 //! a few updates behind, which is all a metric needs).
 
@@ -26,6 +32,23 @@ pub(crate) struct Traffic {
     tasks_received: AtomicU64,
     calls_sent: AtomicU64,
     calls_received: AtomicU64,
+    /// Bytes of object replies built and not yet written or dropped.
+    replies_held: AtomicU64,
+    /// The most `replies_held` has been.
+    replies_held_peak: AtomicU64,
+}
+
+/// Bytes of a reply counted in [`Traffic`]'s gauge until dropped.
+#[derive(Debug)]
+pub(crate) struct HeldReply {
+    traffic: std::sync::Arc<Traffic>,
+    bytes: u64,
+}
+
+impl Drop for HeldReply {
+    fn drop(&mut self) {
+        self.traffic.replies_held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// What [`Traffic`] has counted so far.
@@ -80,6 +103,20 @@ impl Traffic {
     /// An actor call from a peer was accepted for an actor hosted here.
     pub(crate) fn call_received(&self) {
         add(&self.calls_received, 1);
+    }
+
+    /// Counts `bytes` of a reply built for a peer as held until the guard
+    /// is dropped (once written, or dropped unwritten).
+    pub(crate) fn hold_reply(self: &std::sync::Arc<Self>, bytes: usize) -> HeldReply {
+        let bytes = bytes as u64;
+        let now = self.replies_held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.replies_held_peak.fetch_max(now, Ordering::Relaxed);
+        HeldReply { traffic: self.clone(), bytes }
+    }
+
+    /// Bytes of replies held now, and the most held at once so far.
+    pub(crate) fn replies_held(&self) -> (u64, u64) {
+        (self.replies_held.load(Ordering::Relaxed), self.replies_held_peak.load(Ordering::Relaxed))
     }
 
     /// The counts so far.
@@ -163,6 +200,18 @@ mod tests {
         assert_eq!((s.transfers_in, s.transfer_in_bytes), (2, 15));
         assert_eq!((s.transfers_out, s.transfer_out_bytes), (1, 7));
         assert_eq!((s.tasks_sent, s.tasks_received, s.calls_sent, s.calls_received), (1, 2, 1, 1));
+    }
+
+    #[test]
+    fn held_replies_are_a_gauge_with_a_peak() {
+        let t = std::sync::Arc::new(Traffic::default());
+        let a = t.hold_reply(10);
+        let b = t.hold_reply(5);
+        drop(a);
+        let c = t.hold_reply(3);
+        assert_eq!(t.replies_held(), (8, 15));
+        drop((b, c));
+        assert_eq!(t.replies_held(), (0, 15));
     }
 
     #[test]

@@ -148,3 +148,47 @@ fn timeline_collects_a_members_tasks_into_a_chrome_trace() {
     let _ = std::fs::remove_dir_all(&dir);
     node.shutdown();
 }
+
+#[test]
+fn timeline_works_on_a_default_local_cluster_without_a_secret() {
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let node = Node::builder(rt)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .heartbeat(Duration::from_millis(100))
+        .timeline(true)
+        .start()
+        .unwrap();
+    let r = node.runtime().task().name("no_secret_task").spawn(|| 1 + 1);
+    assert_eq!(*r.get().unwrap(), 2);
+    let boot = node.listen_addrs()[0].to_string();
+    let dir = std::env::temp_dir().join(format!("manta-cli-timeline-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("trace.json").to_string_lossy().into_owned();
+    let out = run(MANTA, &["timeline", "--bootstrap", &boot, "--timeout", "30", "-o", &p], None);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 node(s)"), "{}", text(&out.stdout));
+    let trace = std::fs::read_to_string(&p).unwrap();
+    assert!(trace.contains("no_secret_task"), "the task is in the trace");
+    let _ = std::fs::remove_dir_all(&dir);
+    node.shutdown();
+}
+
+#[test]
+fn no_peer_and_an_overlong_timeout_are_clear_errors_not_panics() {
+    // Port 9 (discard) on loopback: nothing listens there in tests.
+    let dir = std::env::temp_dir().join(format!("manta-cli-nopeer-{}", std::process::id()));
+    let p = dir.join("x.json").to_string_lossy().into_owned();
+    let out = run(MANTA, &["timeline", "--bootstrap", "/ip4/127.0.0.1/tcp/9", "--timeout", "1", "-o", &p], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("no peer answered"), "{err}");
+    let huge = ["--bootstrap", "/ip4/127.0.0.1/tcp/9", "--timeout", "1e30"];
+    let status: Vec<&str> = ["status"].iter().chain(&huge).copied().collect();
+    let timeline: Vec<&str> = ["timeline"].iter().chain(&huge).chain(&["-o", &p]).copied().collect();
+    for args in [status, timeline] {
+        let out = run(MANTA, &args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error, not a panic: {err}");
+        assert!(err.contains("non-negative number of seconds"), "{err}");
+    }
+}

@@ -154,8 +154,13 @@ enum CliError {
     Stdout(#[source] std::io::Error),
     #[error("cannot collect the cluster's timeline")]
     Timeline(#[source] manta_p2p::NodeError),
-    #[error("no member answered with its timeline ({missing} missing)")]
-    NoTimeline { missing: usize },
+    #[error(
+        "no peer answered within {timeout:?} (bootstrap {bootstrap}): is a node running there, and does this \
+         command have the cluster's secret?"
+    )]
+    NoTimelinePeer { timeout: Duration, bootstrap: String },
+    #[error("no member answered with its timeline ({} missing){}", .missing.len(), reasons(.missing))]
+    NoTimeline { missing: Vec<manta_p2p::MissingNode> },
     #[error("cannot write the trace to {path}")]
     WriteTrace { path: PathBuf, source: std::io::Error },
 }
@@ -165,16 +170,19 @@ enum CliError {
 enum SecsError {
     #[error("not a number of seconds")]
     NotANumber(#[source] std::num::ParseFloatError),
-    #[error("must be a non-negative number of seconds")]
+    #[error("must be a non-negative number of seconds, at most about 5.8e11")]
     OutOfRange,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, SecsError> {
     let secs: f64 = s.parse().map_err(SecsError::NotANumber)?;
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(SecsError::OutOfRange);
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // `try_`: a finite number of seconds may still overflow a `Duration`.
+    Duration::try_from_secs_f64(secs).map_err(|_| SecsError::OutOfRange)
+}
+
+/// Each missing node and why, one per line (for an error message).
+fn reasons(missing: &[manta_p2p::MissingNode]) -> String {
+    missing.iter().map(|m| format!("\n  missing {}: {}", m.peer, m.reason)).collect()
 }
 
 fn health(h: Health) -> &'static str {
@@ -361,8 +369,12 @@ fn collect(node: &Node, args: &TimelineArgs) -> Result<(), CliError> {
     // Fewer members than asked for is not fatal: collect from those seen.
     let _ = node.wait_for_peers(args.join.peers, args.join.timeout);
     let trace = node.cluster_timeline(args.join.timeout).map_err(CliError::Timeline)?;
+    if trace.nodes.is_empty() && trace.missing.is_empty() {
+        let bootstrap: Vec<String> = args.join.bootstrap.iter().map(|a| a.to_string()).collect();
+        return Err(CliError::NoTimelinePeer { timeout: args.join.timeout, bootstrap: bootstrap.join(", ") });
+    }
     if trace.nodes.is_empty() {
-        return Err(CliError::NoTimeline { missing: trace.missing.len() });
+        return Err(CliError::NoTimeline { missing: trace.missing });
     }
     trace.write(&args.output).map_err(|source| CliError::WriteTrace { path: args.output.clone(), source })?;
     let mut text = String::new();

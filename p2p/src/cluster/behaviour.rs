@@ -5,7 +5,13 @@
 //!   (`transport::rpc`) and mail (`transport::outbox`/`inbox`) run over
 //!   long-lived streams with manta's own framing, opened and accepted
 //!   through the stream control that only the event loop hands out.
-//! - `gossip`: gossipsub, signed messages, for heartbeats.
+//! - `gossip`: gossipsub, signed messages, for heartbeats. A message is
+//!   forwarded only once the event loop has checked it
+//!   (`validate_messages`: `Accept`, `Reject` or `Ignore`, see
+//!   `event_loop::gossip`), never before. Peer scoring counts only
+//!   rejected messages ([`gossip_scoring`]): a peer that relays about nine
+//!   within a few seconds is graylisted (its RPCs ignored) until its count
+//!   decays.
 //! - `kad`: Kademlia in server mode (forced: small clusters never confirm an
 //!   external address), or client mode for an observer (so it is never put
 //!   in anyone's routing table). Inbound records are filtered
@@ -13,13 +19,16 @@
 //!   only for a 16-byte object id, and a named-actor record only from the
 //!   peer its owner hint names as host (see `event_loop::on_kad`); nothing
 //!   else is stored for others. Store caps suit manta ([`MAX_DHT_KEYS`]
-//!   provided keys, [`MAX_RECORDS`] records of at most [`MAX_RECORD_BYTES`]).
+//!   keys this node provides, [`MAX_RECORDS`] records of at most
+//!   [`MAX_RECORD_BYTES`]), and every other peer gets a share of the store
+//!   (`dht_store`: records per host, provider records per peer).
 //! - `identify`: tells peers our listen addresses (fed to Kademlia) and
 //!   names manta and its version as agent (`manta/0.1.0`).
 //! - `ping`: keeps connections alive and measures them.
 //! - `mdns`: LAN discovery, present only when enabled.
 //! - `limits`, `ip_limits`: connection bounds (see `limits`).
 
+use super::dht_store::DhtStore;
 use super::limits::{self, IpLimits};
 use crate::config::NodeConfig;
 use crate::wire::signed::MAX_SIGNED_RECORD_BYTES;
@@ -31,8 +40,8 @@ use std::time::Duration;
 
 /// Kademlia protocol name (a private DHT, not the public IPFS one).
 pub const KAD_PROTOCOL: &str = "/manta/kad/1";
-/// Most provider keys (objects) a node keeps in the DHT, its own and
-/// others' (each is a small in-memory entry).
+/// Most provider keys (objects) this node provides in the DHT (others'
+/// provider records are capped apart, in `dht_store`).
 pub(crate) const MAX_DHT_KEYS: usize = 1 << 18;
 /// Most records (named actors) a node keeps for the DHT.
 pub(crate) const MAX_RECORDS: usize = 4096;
@@ -70,6 +79,45 @@ fn short_message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
     gossipsub::MessageId::new(&d.as_ref()[..16])
 }
 
+/// How much one rejected heartbeat counts against the peer that relayed it
+/// (gossipsub's P4, weight -1 on the squared count).
+const INVALID_WEIGHT: f64 = -1.0;
+/// How much of that count is left after each second (decay interval).
+const INVALID_DECAY: f64 = 0.9;
+
+/// Gossipsub peer scoring that penalises only invalid messages: those the
+/// event loop rejects (malformed, or naming a peer that did not sign them)
+/// and those whose signature fails. Every other component (time in mesh,
+/// deliveries, IP colocation: all nodes of a test share 127.0.0.1,
+/// behaviour, slow peers, the application's score) is off, so honest
+/// members all score 0. The score of a peer is `-(count^2)`; at the default
+/// thresholds it is no longer gossiped to below -10 (4 rejected messages),
+/// not published to below -50 (8) and graylisted below -80 (9): its RPCs,
+/// subscriptions included, are ignored until the count decays
+/// ([`INVALID_DECAY`] per second). Scores outlive a reconnection (an
+/// hour, gossipsub's default).
+fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_WEIGHT,
+        invalid_message_deliveries_decay: INVALID_DECAY,
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        topics: [(gossipsub::IdentTopic::new(HEARTBEAT_TOPIC).hash(), topic)].into_iter().collect(),
+        app_specific_weight: 0.0,
+        ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_weight: 0.0,
+        slow_peer_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
 /// Why the behaviours could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BehaviourError {
@@ -79,6 +127,9 @@ pub enum BehaviourError {
     /// gossipsub could not be built.
     #[error("gossipsub: {0}")]
     Gossip(&'static str),
+    /// gossipsub's peer scoring was refused.
+    #[error("gossipsub scoring: {0}")]
+    GossipScore(String),
     /// gossipsub could not subscribe to the heartbeat topic.
     #[error("gossipsub: {0}")]
     Subscribe(#[source] gossipsub::SubscriptionError),
@@ -94,7 +145,7 @@ pub(crate) struct Behaviour {
     pub(crate) ip_limits: IpLimits,
     pub(crate) stream: libp2p_stream::Behaviour,
     pub(crate) gossip: gossipsub::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: kad::Behaviour<DhtStore>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -127,10 +178,14 @@ impl Behaviour {
             .gossip_lazy(0)
             .gossip_factor(0.0)
             .history_gossip(1)
+            // Forward nothing before the event loop checked it.
+            .validate_messages()
             .build()
             .map_err(BehaviourError::GossipConfig)?;
         let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
             .map_err(BehaviourError::Gossip)?;
+        let (params, thresholds) = gossip_scoring();
+        gossip.with_peer_score(params, thresholds).map_err(BehaviourError::GossipScore)?;
         gossip.subscribe(&gossipsub::IdentTopic::new(HEARTBEAT_TOPIC)).map_err(BehaviourError::Subscribe)?;
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_query_timeout(cfg.request_timeout);
@@ -142,13 +197,8 @@ impl Behaviour {
         kad_cfg.set_caching(kad::Caching::Disabled);
         // Every object held here may be a provided key (the default store
         // stops at 1,024); records are named actors only.
-        let store_cfg = kad::store::MemoryStoreConfig {
-            max_records: MAX_RECORDS,
-            max_value_bytes: MAX_RECORD_BYTES + 1,
-            max_provided_keys: MAX_DHT_KEYS,
-            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
-        };
-        let store = kad::store::MemoryStore::with_config(me, store_cfg);
+        // Each peer gets a share of the store (see `dht_store`).
+        let store = DhtStore::new(me);
         let mut kad = kad::Behaviour::with_config(me, store, kad_cfg);
         // An observer asks, never answers: in client mode it does not
         // advertise the protocol, so no node puts it in its routing table.

@@ -16,10 +16,13 @@
 //! - the stream control, only inside the [`StreamControl`] it makes once,
 //!   through which transport opens and accepts streams.
 //!
-//! Beats: each heartbeat period (and on a new gossip subscription) this
-//! node publishes its full heartbeat or an alive beat, as `BeatPlan`
-//! decides (see `beats`); an alive beat from a peer whose state it does not
-//! hold makes its next beat a full one that asks every member for theirs.
+//! Beats: each heartbeat period (and on a peer's first gossip
+//! subscription, at most once per period) this node publishes its full
+//! heartbeat or an alive beat, as `BeatPlan` decides (see `beats`); an
+//! alive beat from a peer whose state it does not hold makes its next beat
+//! a full one that asks every member for theirs. Gossip messages are
+//! checked before gossipsub forwards them, and repeated subscriptions are
+//! ignored (see `gossip`).
 //!
 //! DHT announcements are taken from [`Announcements`] every
 //! [`ANNOUNCE_EVERY`] (those queued a period before: see `announce`; all of
@@ -36,9 +39,13 @@
 //! DHT records from peers reach the store only through [`EventLoop::on_kad`]'s
 //! checks (the behaviour filters inserts): a provider record for a 16-byte
 //! object id from the connected peer it names (Kademlia itself drops one
-//! whose provider is not its sender), at most `MAX_HINT_ADDRS` addresses
-//! kept; a record only under a named-actor key, holding an actor record that
-//! decodes (capped) and whose owner hint names its sender as host.
+//! whose provider is not its sender); a record only under a named-actor
+//! key, holding an actor record that decodes (capped) and whose owner hint
+//! names its sender as host. The store (`dht_store`) then gives each peer
+//! a share: named records per host, provider records (and their addresses)
+//! per provider, this node's own always stored; a provider's records are
+//! forgotten once it has been neither connected nor a live member for a
+//! failure timeout (`sweep_providers`, each tick).
 //!
 //! Each connection's local and remote IP go to `PeerLinks` (where the bulk
 //! lane issues that peer's tickets), its remote IP to `PeerIps` (where this
@@ -49,7 +56,7 @@ use super::beats::BeatPlan;
 use super::behaviour::{Behaviour, BehaviourEvent, HEARTBEAT_TOPIC, KAD_PROTOCOL};
 use super::command::{Command, LoopHandle};
 use super::counted::NetCounters;
-use super::membership::{AliveBeat, Member, Membership, MembershipEvent};
+use super::membership::{Member, Membership, MembershipEvent};
 use super::streams::StreamControl;
 use super::swarm::{self, SwarmError};
 use super::view::ClusterView;
@@ -59,7 +66,7 @@ use crate::sync::lock_unpoisoned;
 use crate::transport::bulk::{ip_of, route_source, PeerIps, PeerLinks};
 use crate::transport::guard::Limits;
 use crate::transport::Streams;
-use crate::wire::{self, hint, signed, Beat, Heartbeat, Resource};
+use crate::wire::{self, signed, Heartbeat, Resource};
 use futures::StreamExt;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{gossipsub, identify, identity, kad, mdns, Multiaddr, PeerId, Swarm};
@@ -69,6 +76,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+mod gossip;
 mod records;
 
 /// Most times the bootstrap addresses are re-dialled while no peer is
@@ -138,6 +146,10 @@ pub(crate) struct EventLoop {
     seq: u64,
     /// Full heartbeat or alive beat, each period.
     beats: BeatPlan,
+    /// Peers subscribed to the heartbeat topic (see `gossip`).
+    subs: gossip::Subscriptions,
+    /// A beat changed the member table since `view` was last set.
+    view_stale: bool,
     /// Set once shutting down (the last heartbeat says so).
     leaving: bool,
     redials: u32,
@@ -201,6 +213,8 @@ impl EventLoop {
             // than its old ones (peers drop stale sequence numbers).
             seq: wire::clock_seq(),
             beats: BeatPlan::default(),
+            subs: gossip::Subscriptions::default(),
+            view_stale: false,
             leaving: false,
             redials: 0,
             dht: HashMap::new(),
@@ -289,6 +303,7 @@ impl EventLoop {
                 _ = announce.tick() => {
                     let due = self.announcements.take_due();
                     self.announce(due);
+                    self.flush_view();
                 }
             }
         }
@@ -417,6 +432,7 @@ impl EventLoop {
         let table: Vec<Member> =
             self.members.snapshot(self.me(), Instant::now()).into_iter().filter(|m| !m.is_self).collect();
         self.view.set_members(table);
+        self.view_stale = false;
         for ev in self.changes.try_iter() {
             if let MembershipEvent::Died(peer) = &ev {
                 // Lookups stop asking it (its heartbeats put it back), and
@@ -435,6 +451,7 @@ impl EventLoop {
     /// closed for a failure timeout and that are not live members (a
     /// member's end is its death, from the membership).
     fn report_gone(&mut self, now: Instant, timeout: Duration) {
+        self.sweep_providers(now, timeout);
         let due: Vec<PeerId> =
             self.closed.iter().filter(|(_, at)| now.duration_since(**at) >= timeout).map(|(p, _)| *p).collect();
         for peer in due {
@@ -449,6 +466,7 @@ impl EventLoop {
     fn on_tick(&mut self) -> Duration {
         let (period, timeout) = self.cfg.timing(self.members.live_count() + 1);
         self.members.set_timing(period, timeout);
+        self.subs.set_period(period);
         let _ = self.events.send(ClusterEvent::Tick);
         self.report_gone(Instant::now(), timeout);
         self.publish_heartbeat();
@@ -594,6 +612,7 @@ impl EventLoop {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
                 self.links.remove(peer_id, connection_id);
                 if num_established == 0 {
+                    self.subs.gone(&peer_id);
                     self.closed.insert(peer_id, Instant::now());
                     lock_unpoisoned(&self.peer_ips).remove(&peer_id);
                 }
@@ -602,62 +621,6 @@ impl EventLoop {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");
             }
             _ => {}
-        }
-    }
-
-    fn on_gossip(&mut self, e: gossipsub::Event) {
-        match e {
-            gossipsub::Event::Message { message, .. } => {
-                let Some(source) = message.source else { return };
-                let hb = match wire::decode_beat(&message.data) {
-                    Ok(Beat::Full(hb)) => hb,
-                    Ok(Beat::Alive(seq)) => return self.on_alive(source, seq),
-                    Err(err) => {
-                        tracing::warn!(%source, error = %err, "malformed heartbeat dropped");
-                        return;
-                    }
-                };
-                let (leaving, wants) = (hb.leaving, hb.want_full);
-                match self.members.on_heartbeat(source, hb, Instant::now()) {
-                    Ok(addrs) => {
-                        if wants {
-                            self.beats.peer_wants_full();
-                        }
-                        for a in addrs {
-                            self.learn(source, a);
-                        }
-                        self.share_members();
-                        if leaving {
-                            // Closing tells the leaving node its goodbye
-                            // arrived, so it can stop (see `leave`).
-                            let _ = self.swarm.disconnect_peer_id(source);
-                        }
-                    }
-                    Err(err) => tracing::warn!(%source, error = %err, "heartbeat refused"),
-                }
-            }
-            gossipsub::Event::Subscribed { peer_id, .. } => {
-                // A node new to us (or an observer, which never publishes)
-                // needs every member's state: ask them all for it.
-                if !self.members.is_alive(&peer_id) {
-                    self.beats.want_full();
-                }
-                self.beats.peer_wants_full();
-                self.publish_heartbeat();
-            }
-            _ => {}
-        }
-    }
-
-    /// An alive beat from `source` (see `beats` and `Membership::on_alive`).
-    fn on_alive(&mut self, source: PeerId, seq: u64) {
-        match self.members.on_alive(source, seq, Instant::now()) {
-            Ok(AliveBeat::Applied) => self.share_members(),
-            Ok(AliveBeat::Stale) => {}
-            // We lack its state (it is new to us, or we declared it dead
-            // and it is back): ask for full heartbeats.
-            Ok(AliveBeat::NotLive) => self.beats.want_full(),
-            Err(err) => tracing::warn!(%source, error = %err, "alive beat refused"),
         }
     }
 
@@ -730,15 +693,16 @@ impl EventLoop {
     }
 
     /// A provider record (Kademlia has checked that its sender is the
-    /// provider): kept only for an object id, from a connected peer.
-    fn on_provider(&mut self, mut record: kad::ProviderRecord) {
+    /// provider): kept only for an object id, from a connected peer, within
+    /// that peer's share of the store (which also bounds its addresses:
+    /// see `dht_store`).
+    fn on_provider(&mut self, record: kad::ProviderRecord) {
         use kad::store::RecordStore;
         let source = record.provider;
         if record.key.as_ref().len() != 16 || !self.swarm.is_connected(&source) {
             tracing::debug!(%source, "DHT provider record refused: not an object id, or not from its provider");
             return;
         }
-        record.addresses.truncate(hint::MAX_HINT_ADDRS);
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
             tracing::debug!(%source, error = %e, "DHT provider record not stored");
         }

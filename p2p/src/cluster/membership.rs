@@ -27,6 +27,11 @@
 //! revive a dead or departed one (only a newer full heartbeat does), nor
 //! speak for any peer but its signer.
 //!
+//! What one heartbeat may put in the table, and how many peers the table
+//! holds, are bounded (see `bounds`): at most `MAX_MEMBERS` peers, live
+//! ones never evicted for newcomers, gone ones forgotten after
+//! `FORGET_GONE_AFTER`; a refused newcomer is `HeartbeatRefused::TableFull`.
+//!
 //! Invariants: the local node is never in the table (it is added to
 //! snapshots from live data); each transition (joined, died, revived) is
 //! reported exactly once to every subscriber and logged once, as is each
@@ -34,11 +39,16 @@
 //! not above the last one seen from a live peer are stale and ignored.
 
 use crate::wire::{Heartbeat, Resource, MAX_DOWN};
+use bounds::{cap_reports, kept_addrs, kept_resources};
 use crossbeam_channel::Sender;
 use libp2p::identity::ParseError;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+mod bounds;
+
+pub use bounds::{FORGET_GONE_AFTER, MAX_MEMBERS, MAX_MEMBER_ADDRS, MAX_MEMBER_ADDR_BYTES};
 
 /// One node of the cluster as the local node sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +142,8 @@ struct Entry {
     left: bool,
     /// When it was declared dead (silent), if it is.
     died: Option<Instant>,
+    /// When it stopped being alive (declared dead, or left), if it did.
+    gone: Option<Instant>,
     /// Peers its last heartbeat reports down.
     down: Vec<PeerId>,
     /// Its last full heartbeat said it reads alive beats.
@@ -155,6 +167,19 @@ pub(crate) enum HeartbeatRefused {
     /// It is this node's own.
     #[error("own heartbeat")]
     Own,
+    /// From a peer new to the table, which is full of live members
+    /// (`bounds::MAX_MEMBERS`).
+    #[error("member table full ({} live members)", MAX_MEMBERS)]
+    TableFull,
+}
+
+impl HeartbeatRefused {
+    /// Whether no honest member sends or relays such a heartbeat (it names
+    /// a peer that did not sign it, or no peer): its relay is at fault.
+    /// Otherwise the heartbeat may be honest and was only not wanted here.
+    pub(crate) fn is_forged(&self) -> bool {
+        matches!(self, HeartbeatRefused::BadPeerId(_) | HeartbeatRefused::Forged { .. })
+    }
 }
 
 /// What an alive beat did (see [`Membership::on_alive`]).
@@ -199,14 +224,16 @@ impl Membership {
     }
 
     /// Applies a heartbeat sent by `source` (gossipsub's authenticated
-    /// author). Returns the sender's addresses (for the DHT), or why the
+    /// author). Returns the sender's addresses (for the DHT; those the
+    /// table keeps, see `bounds`) if it applied, `None` if it changed
+    /// nothing (stale, or the leave of a peer not live here), or why the
     /// heartbeat was refused.
     pub(crate) fn on_heartbeat(
         &mut self,
         source: PeerId,
         hb: Heartbeat,
         now: Instant,
-    ) -> Result<Vec<Multiaddr>, HeartbeatRefused> {
+    ) -> Result<Option<Vec<Multiaddr>>, HeartbeatRefused> {
         // Heartbeats of this version leave out the sender (gossipsub's
         // signed source names it); one that names it must name the signer.
         let peer = match hb.peer.is_empty() {
@@ -226,17 +253,19 @@ impl Membership {
                 e.member.suspect = false;
                 e.seq = hb.seq;
                 e.left = true;
+                e.gone = Some(now);
                 e.down.clear();
                 tracing::info!(%peer, "peer left the cluster");
                 self.emit(MembershipEvent::Died(peer));
+                return Ok(Some(Vec::new()));
             }
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let addrs: Vec<Multiaddr> = hb.addrs.iter().filter_map(|a| Multiaddr::try_from(a.clone()).ok()).collect();
+        let addrs = kept_addrs(&hb.addrs);
         let member = Member {
             peer,
             addrs: addrs.clone(),
-            resources: hb.resources,
+            resources: kept_resources(hb.resources),
             queue_len: hb.queue_len,
             store_bytes: hb.store_bytes,
             store_capacity: hb.store_capacity,
@@ -260,11 +289,11 @@ impl Membership {
             // heartbeat sent before a leave may arrive after it; and an old
             // signed heartbeat replayed by a member (once gossipsub's
             // duplicate cache forgot it) must not bring a dead peer back.
-            Some(e) if hb.seq <= e.seq => return Ok(addrs),
+            Some(e) if hb.seq <= e.seq => return Ok(None),
             Some(e) => {
                 let (was_alive, was_suspect, died) = (e.member.alive, e.member.suspect, e.died);
                 let silent = now.saturating_duration_since(e.seen);
-                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats };
+                *e = Entry { member, seen: now, seq: hb.seq, left: false, died: None, gone: None, down, alive_beats };
                 if was_suspect {
                     tracing::info!(%peer, silent_s = silent.as_secs_f64(), "peer reachable again");
                 }
@@ -275,16 +304,20 @@ impl Membership {
                 (!was_alive).then_some(MembershipEvent::Revived(peer))
             }
             None => {
+                if !self.make_room() {
+                    return Err(HeartbeatRefused::TableFull);
+                }
                 tracing::debug!(%peer, "peer joined");
-                self.members
-                    .insert(peer, Entry { member, seen: now, seq: hb.seq, left: false, died: None, down, alive_beats });
+                let entry =
+                    Entry { member, seen: now, seq: hb.seq, left: false, died: None, gone: None, down, alive_beats };
+                self.members.insert(peer, entry);
                 Some(MembershipEvent::Joined(peer))
             }
         };
         if let Some(ev) = event {
             self.emit(ev);
         }
-        Ok(addrs)
+        Ok(Some(addrs))
     }
 
     /// Applies an alive beat with sequence number `seq` signed by `source`
@@ -332,8 +365,10 @@ impl Membership {
     }
 
     /// Marks peers silent for more than two heartbeat periods as
-    /// unreachable, and those silent for the failure timeout as dead.
+    /// unreachable, and those silent for the failure timeout as dead;
+    /// forgets those gone for `FORGET_GONE_AFTER`.
     pub(crate) fn tick(&mut self, now: Instant) {
+        self.forget_gone(now);
         let (timeout, suspect_after) = (self.timeout, self.suspect_after);
         let mut died = Vec::new();
         for e in self.members.values_mut().filter(|e| e.member.alive) {
@@ -343,6 +378,7 @@ impl Membership {
                 e.member.alive = false;
                 e.member.suspect = false;
                 e.died = Some(now);
+                e.gone = Some(now);
                 e.down.clear();
                 tracing::warn!(%peer, silent_s = silent.as_secs_f64(), "peer declared dead: no heartbeat for the failure timeout");
                 died.push(peer);
@@ -382,6 +418,11 @@ impl Membership {
         self.members.get(peer).is_some_and(|e| e.member.alive)
     }
 
+    /// Whether the table holds `peer` (live or gone).
+    pub(crate) fn knows(&self, peer: &PeerId) -> bool {
+        self.members.contains_key(peer)
+    }
+
     /// Live peers (not the local node).
     #[cfg(test)]
     pub(crate) fn live_peers(&self) -> impl Iterator<Item = &Member> {
@@ -389,8 +430,9 @@ impl Membership {
     }
 
     /// The table, the local node first; then every peer heard from, and
-    /// every peer only reported down by live members (never heard here:
-    /// dead, no addresses, `last_heartbeat_age` of `Duration::MAX`).
+    /// the peers only reported down by live members (never heard here:
+    /// dead, no addresses, `last_heartbeat_age` of `Duration::MAX`; at most
+    /// `bounds::MAX_REPORTED_ONLY`, the most reported first).
     pub(crate) fn snapshot(&self, me: Member, now: Instant) -> Vec<Member> {
         let mut reports: HashMap<PeerId, Vec<PeerId>> = HashMap::new();
         for e in self.members.values().filter(|e| e.member.alive) {
@@ -408,7 +450,7 @@ impl Membership {
             })
             .collect();
         let me_reported = reports.remove(&self.me).unwrap_or_default();
-        rest.extend(reports.into_iter().map(|(peer, by)| Member {
+        rest.extend(cap_reports(reports).into_iter().map(|(peer, by)| Member {
             peer,
             addrs: Vec::new(),
             resources: Vec::new(),

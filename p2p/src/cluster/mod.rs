@@ -13,6 +13,7 @@
 //!   streams;
 //! - `view`: what the loop publishes (addresses, owner hint, members);
 //! - `announce`: the DHT announcement queue;
+//! - `dht_store`: the Kademlia record store, with a share per peer;
 //! - `membership`: the member table built from gossip heartbeats;
 //! - `beats`: whether a beat is a full heartbeat or an alive beat;
 //! - `placement`: where a task runs, a pure function of what the node knows.
@@ -33,6 +34,7 @@ mod beats;
 mod behaviour;
 mod command;
 mod counted;
+pub(crate) mod dht_store;
 mod event_loop;
 mod limits;
 mod membership;
@@ -47,7 +49,10 @@ pub(crate) use command::LoopHandle;
 pub use counted::NetStats;
 pub use event_loop::DhtLookup;
 pub(crate) use event_loop::{ClusterParts, EventLoop};
-pub use membership::{Health, Member, MembershipEvent, DOWN_REPORT_FOR};
+pub use membership::{
+    Health, Member, MembershipEvent, DOWN_REPORT_FOR, FORGET_GONE_AFTER, MAX_MEMBERS, MAX_MEMBER_ADDRS,
+    MAX_MEMBER_ADDR_BYTES,
+};
 pub use swarm::SwarmError;
 pub(crate) use view::ClusterView;
 

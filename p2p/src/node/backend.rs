@@ -5,7 +5,7 @@
 //! `metrics` adds the node's counters to `Runtime::metrics` (named
 //! `p2p_*`, so `manta_p2p_*` in Prometheus text): transfers in and out and their bytes, remote tasks and
 //! actor calls sent and received, libp2p socket bytes, peers alive and
-//! down.
+//! down, and the bytes of object replies held for peers (now and at most).
 //!
 //! Invariants: every method returns at once (work is handed to the node's
 //! threads; `metrics` only reads relaxed atomics and copies the member
@@ -41,6 +41,9 @@ pub(crate) struct NodeBackend {
     pub(super) pool: Arc<Pool>,
     /// Whether the cluster has a secret (every connection proves it).
     pub(super) secret: bool,
+    /// Whether the node may be reached from other hosts without a secret
+    /// (`NodeBuilder::insecure_open_network`).
+    pub(super) insecure_open: bool,
     /// Whether this node is an observer (in no member table).
     pub(super) observer: bool,
     /// The node's tokio runtime.
@@ -102,7 +105,8 @@ impl RemoteBackend for NodeBackend {
         let alive = others().filter(|m| m.alive).count();
         let down = others().count() - alive;
         let (holders, records, invalid) = self.vouchers.rejections.stats();
-        let pairs: [(&'static str, u64); 15] = [
+        let (held, held_peak) = self.traffic.replies_held();
+        let pairs: [(&'static str, u64); 17] = [
             ("p2p_transfers_in_total", t.transfers_in),
             ("p2p_transfer_in_bytes_total", t.transfer_in_bytes),
             ("p2p_transfers_out_total", t.transfers_out),
@@ -118,6 +122,8 @@ impl RemoteBackend for NodeBackend {
             ("p2p_holders_rejected_total", holders),
             ("p2p_actor_records_rejected_total", records),
             ("p2p_invalid_requests_total", invalid),
+            ("p2p_reply_bytes_held", held),
+            ("p2p_reply_bytes_held_peak", held_peak),
         ];
         pairs.into_iter().map(|(name, v)| (Cow::Borrowed(name), v as f64)).collect()
     }
@@ -132,10 +138,12 @@ impl ObjectHooks for NodeBackend {
         self.work.serve_as(id, peer)
     }
 
-    /// A member: with a cluster secret, any peer that connected (it holds
-    /// the secret, observers included); without one, a peer in the member
-    /// table.
+    /// With a cluster secret, any peer that connected (it holds the
+    /// secret, observers included). Without one, a node listens on
+    /// loopback only, so any peer that connected runs on this host (an
+    /// observer such as `manta timeline` included); with the insecure
+    /// opt-out, only a peer in the member table.
     fn may_read_timeline(&self, peer: libp2p::PeerId) -> bool {
-        self.secret || self.view.members().iter().any(|m| m.peer == peer && !m.is_self)
+        self.secret || !self.insecure_open || self.view.members().iter().any(|m| m.peer == peer && !m.is_self)
     }
 }

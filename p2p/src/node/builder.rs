@@ -416,6 +416,7 @@ async fn wire_up(
         traffic: traffic.clone(),
         pool: Arc::new(Pool::new(parts.streams.clone(), cfg.request_timeout)),
         secret: cfg.secret.is_some(),
+        insecure_open: cfg.insecure_open,
         observer: cfg.observer,
         tokio,
         vouchers: vouchers.clone(),

@@ -43,10 +43,10 @@ pub(crate) const MAX_MAIL_STREAMS_PER_PEER: usize = 4;
 
 /// Bytes of large frames one peer may have in progress (one largest mail
 /// batch, 16 MiB, plus a chunk reply).
-pub(crate) const BUDGET_PER_PEER: usize = 20 << 20;
+pub const BUDGET_PER_PEER: usize = 20 << 20;
 
 /// Bytes of large frames all peers together may have in progress.
-pub(crate) const BUDGET_TOTAL: usize = 96 << 20;
+pub const BUDGET_TOTAL: usize = 96 << 20;
 
 /// Inbound streams of one protocol, counted per peer.
 #[derive(Debug)]
@@ -155,6 +155,27 @@ impl Budget {
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
         lock_unpoisoned(&self.state).1
+    }
+}
+
+impl Charge {
+    /// Gives back what this charge holds beyond `bytes` (a reply built
+    /// shorter than charged for); never grows it.
+    pub(crate) fn shrink(&mut self, bytes: usize) {
+        let extra = self.bytes.saturating_sub(bytes);
+        if extra == 0 {
+            return;
+        }
+        {
+            let mut st = lock_unpoisoned(&self.budget.state);
+            let (per_peer, total) = &mut *st;
+            *total = total.saturating_sub(extra);
+            if let Some(mine) = per_peer.get_mut(&self.peer) {
+                *mine = mine.saturating_sub(extra);
+            }
+        }
+        self.bytes -= extra;
+        self.budget.freed.notify_waiters();
     }
 }
 
@@ -277,6 +298,21 @@ mod tests {
         drop(first);
         assert!(waiter.await.expect("joins"));
         drop(other);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_shrunk_charge_gives_back_the_rest_at_once() {
+        let budget = Budget::new(10, 15);
+        let a = PeerId::random();
+        let soon = || Instant::now() + Duration::from_millis(100);
+        let mut big = budget.charge(a, 9, soon()).await.expect("fits");
+        assert!(budget.charge(a, 5, soon()).await.is_none(), "over a's share");
+        big.shrink(4);
+        big.shrink(8); // never grows
+        assert_eq!(budget.in_use(), 4);
+        let more = budget.charge(a, 6, soon()).await.expect("room again");
+        drop((big, more));
         assert_eq!(budget.in_use(), 0);
     }
 

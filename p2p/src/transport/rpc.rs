@@ -18,8 +18,13 @@
 //! `MAX_OBJECT_STREAMS_PER_PEER` streams per peer (more are reset), a
 //! request must arrive within the frame deadline once begun and the next
 //! within the idle timeout, a reply must be written within the frame
-//! deadline, and a chunk reply over one step is served only once its bytes
-//! are charged to the peer's budget (else, by the deadline, `Busy`).
+//! deadline, and a chunk reply (or a batch of small objects) over one step
+//! is built only once the bytes asked for are charged to the peer's budget
+//! (else, by the deadline, `Busy`, and nothing is built): what a peer that
+//! never reads its replies makes the node hold is within its budget (20
+//! MiB, 96 MiB for all peers; the node's `p2p_reply_bytes_held` gauge and
+//! its peak show it). What was charged beyond the reply built is given
+//! back at once; the rest when the reply is written (or dropped).
 //!
 //! Invariants: a stream goes back to the pool only after a complete
 //! request/response exchange (so it is never mid-frame); a call that fails
@@ -34,6 +39,7 @@ use super::lane::LaneService;
 use super::vouch::Vouchers;
 use super::{timeline, ObjectHooks, Streams};
 use crate::probe::{self, Stage};
+use crate::stats::{HeldReply, Traffic};
 use crate::sync::lock_unpoisoned;
 use crate::wire::codec::{self, object_protocol, Incoming, ObjectCodec, OBJECT_PROTOCOL};
 use crate::wire::{self, chunk, Request, Response, WireError};
@@ -284,29 +290,38 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
             }
         };
         probe::mark(Stage::GetServerRead);
-        let mut charge = None;
+        let mut hold = Hold::new(peer, &limits, &server.traffic);
         let backend = server.rt.backend();
         // Objects served by this reply, for the timeline while it records.
         let start = backend.timeline_on().then(|| backend.timeline_now());
         let mut sent: Vec<(ObjectId, u64, TransferLane)> = Vec::new();
+        // Chunk and small-object replies are charged before they are built
+        // (`answer_fetch`, `reserve`): what a peer that never reads makes
+        // this node hold stays within its budget.
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                let resp = server.answer_fetch(peer, ObjectId::from_bytes(id), offset, len).await;
+                let resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len, &mut hold).await;
                 if let (Some(_), Response::Chunk { data, .. }) = (start, &resp) {
                     sent.push((ObjectId::from_bytes(id), data.len() as u64, TransferLane::Chunks));
                 }
-                (charged(resp, peer, &limits, &mut charge).await, false)
+                (resp, false)
             }
             Incoming::Valid(Request::Bulk { id, offset }) => {
                 (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
             }
             Incoming::Valid(Request::FetchSmall { ids }) => {
-                let resp = Response::Objects { items: server.answer_small(peer, &ids, SMALL_REPLY_BYTES) };
+                let most = ids.len().saturating_mul(SMALL_OBJECT_BYTES).min(SMALL_REPLY_BYTES);
+                let resp = if hold.reserve(most).await {
+                    Response::Objects { items: server.answer_small(peer, &ids, most) }
+                } else {
+                    Response::Busy
+                };
+                hold.built(&resp);
                 if let (Some(_), Response::Objects { items }) = (start, &resp) {
                     let served = ids.iter().zip(items).filter_map(|(id, b)| Some((**id, b.as_ref()?.len() as u64)));
                     sent.extend(served.map(|(id, n)| (ObjectId::from_bytes(id), n, TransferLane::Small)));
                 }
-                (charged(resp, peer, &limits, &mut charge).await, false)
+                (resp, false)
             }
             Incoming::Valid(Request::Timeline { upto, skip }) => {
                 let resp = if server.hooks.may_read_timeline(peer) {
@@ -315,14 +330,14 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                     tracing::debug!(%peer, "timeline asked by a peer that is not a member: refused");
                     Response::Invalid { reason: "the timeline is only for members of this cluster".into() }
                 };
-                (charged(resp, peer, &limits, &mut charge).await, false)
+                (charged(resp, &mut hold).await, false)
             }
             Incoming::Valid(Request::Vouch { ids }) => {
                 // A digest encodes the whole object: off the async thread.
                 let vouchers = server.vouchers.clone();
                 let answer = tokio::task::spawn_blocking(move || vouchers.answer(&ids)).await;
                 let resp = answer.unwrap_or_else(|_| Response::Failed { message: "vouching failed".into() });
-                (charged(resp, peer, &limits, &mut charge).await, false)
+                (charged(resp, &mut hold).await, false)
             }
             Incoming::Invalid(WireError::Truncated) => {
                 // The peer closed its side (between requests, or in the
@@ -342,10 +357,13 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
             }
         };
         probe::mark(Stage::GetServerAnswered);
+        if hold.counted.is_none() {
+            hold.built(&resp);
+        }
         count_out(&server.traffic, &resp);
         let written = tokio::time::timeout(limits.frame, write_response(&mut s, &mut codec, resp)).await;
         probe::mark(Stage::GetServerWrote);
-        drop(charge);
+        drop(hold);
         if let (Some(start), true) = (start, matches!(written, Ok(Ok(())))) {
             let peer: Arc<str> = Arc::from(peer.to_string());
             for (id, bytes, lane) in sent {
@@ -380,36 +398,85 @@ fn count_out(traffic: &crate::stats::Traffic, resp: &Response) {
     }
 }
 
-/// A large reply is written only once its bytes are charged to the peer's
-/// budget (held in `charge` until written); by the frame deadline it is
-/// dropped instead, and the answer is `Busy`.
-async fn charged(resp: Response, peer: PeerId, limits: &Limits, charge: &mut Option<guard::Charge>) -> Response {
-    let bytes = match &resp {
+/// The bytes of data a reply holds (its object bytes, page or vouchers).
+fn reply_bytes(resp: &Response) -> usize {
+    match resp {
         Response::Chunk { data, .. } => data.len(),
         Response::Objects { items } => items.iter().flatten().map(|b| b.len()).sum(),
         Response::Timeline { page } => page.len(),
         Response::Vouchers { items } => items.iter().flatten().map(|b| b.len()).sum(),
         _ => 0,
-    };
-    if bytes <= codec::STEP_BYTES {
-        return resp;
     }
-    let deadline = tokio::time::Instant::now() + limits.frame;
-    *charge = limits.budget.charge(peer, bytes, deadline).await;
-    if charge.is_some() {
+}
+
+/// What a reply being built holds until it is written (or dropped): its
+/// bytes charged to the peer's budget, and counted in the node's gauge of
+/// reply bytes held from the moment they are built.
+struct Hold<'a> {
+    peer: PeerId,
+    limits: &'a Limits,
+    traffic: &'a Arc<Traffic>,
+    charge: Option<guard::Charge>,
+    counted: Option<HeldReply>,
+}
+
+impl<'a> Hold<'a> {
+    fn new(peer: PeerId, limits: &'a Limits, traffic: &'a Arc<Traffic>) -> Hold<'a> {
+        Hold { peer, limits, traffic, charge: None, counted: None }
+    }
+
+    /// Charges `bytes` of a reply about to be built to the peer's budget
+    /// (in place of what was charged before), waiting at most the frame
+    /// deadline; false if they did not fit by then (answer `Busy`, build
+    /// nothing). A reply of one step or less is not charged.
+    async fn reserve(&mut self, bytes: usize) -> bool {
+        self.charge = None;
+        if bytes <= codec::STEP_BYTES {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + self.limits.frame;
+        self.charge = self.limits.budget.charge(self.peer, bytes, deadline).await;
+        self.charge.is_some()
+    }
+
+    /// `resp` was built: its bytes are counted as held (in place of what
+    /// was counted before), and what was charged beyond them is given back.
+    fn built(&mut self, resp: &Response) {
+        let bytes = reply_bytes(resp);
+        self.counted = (bytes > 0).then(|| self.traffic.hold_reply(bytes));
+        match &mut self.charge {
+            Some(c) if bytes > 0 => c.shrink(bytes),
+            _ => self.charge = None,
+        }
+    }
+}
+
+/// A large reply that was built before it could be charged (a timeline
+/// page, vouchers: both small or for members only; counted as held from
+/// then) is written only once its bytes are charged to the peer's budget
+/// (held until written); by the frame deadline it is dropped instead, and
+/// the answer is `Busy`.
+async fn charged(resp: Response, hold: &mut Hold<'_>) -> Response {
+    hold.built(&resp);
+    if hold.reserve(reply_bytes(&resp)).await {
         resp
     } else {
+        hold.counted = None;
         Response::Busy
     }
 }
 
 impl ObjectServer {
     /// Answers a chunk request: the chunk, or `NotFound`, or `Busy` if the
-    /// object's task is still running after a bounded wait.
-    async fn answer_fetch(&self, peer: PeerId, id: ObjectId, offset: u64, len: u32) -> Response {
-        let held = self.hooks.serve_as(id, peer);
+    /// object's task is still running after a bounded wait, or if the
+    /// peer's budget has no room for the chunk by the frame deadline. A
+    /// window over one step is copied only once its bytes are charged
+    /// (`hold`, until the reply is written), so the chunks a peer makes
+    /// this node build stay within its budget.
+    async fn answer_fetch(&self, id: ObjectId, offset: u64, len: u32, hold: &mut Hold<'_>) -> Response {
+        let held = self.hooks.serve_as(id, hold.peer);
         // Encoding a window (or restoring a spilled object) blocks.
-        let mut resp = serve_fetch(&self.rt, held, offset, len);
+        let mut resp = self.serve_charged(held, offset, len, hold).await;
         let ours = matches!(resp, Some(Response::NotFound)) && self.hooks.prefetch(id);
         if ours {
             // One of our task results, not here yet: fetch it from its
@@ -420,7 +487,7 @@ impl ObjectServer {
             // Its task is still running: wait (bounded) for it, then
             // answer, or say `Busy` so the requester asks again.
             let _ = tokio::time::timeout(PENDING_WAIT, self.rt.backend().object_done(held)).await;
-            resp = serve_fetch(&self.rt, held, offset, len);
+            resp = self.serve_charged(held, offset, len, hold).await;
             if ours && matches!(resp, Some(Response::NotFound)) {
                 // Still on its way here (run again after its node died,
                 // or still being fetched): not lost, so `Busy`.
@@ -428,6 +495,31 @@ impl ObjectServer {
             }
         }
         resp.unwrap_or(Response::Busy)
+    }
+
+    /// One window of `held` (as `serve_fetch`), built only once the peer's
+    /// budget holds its bytes if it may be over one step: the budget is
+    /// charged for the window asked (at most a chunk) before the copy, and
+    /// `Busy` answers if it has no room by the frame deadline. An object
+    /// not done when looked at (pending, missing, failed: no copy is made
+    /// then) is asked for one step at most, so if it is done meanwhile no
+    /// more than a step is built uncharged; it is then charged and served.
+    async fn serve_charged(&self, held: ObjectId, offset: u64, len: u32, hold: &mut Hold<'_>) -> Option<Response> {
+        let want = (len as usize).min(wire::CHUNK_BYTES);
+        if want > codec::STEP_BYTES {
+            if !self.rt.backend().holds_object(held) {
+                match serve_fetch(&self.rt, held, offset, codec::STEP_BYTES as u32) {
+                    Some(Response::Chunk { .. }) => {} // done meanwhile
+                    other => return other,
+                }
+            }
+            if !hold.reserve(want).await {
+                return Some(Response::Busy);
+            }
+        }
+        let resp = serve_fetch(&self.rt, held, offset, len)?;
+        hold.built(&resp);
+        Some(resp)
     }
 
     /// Answers a batch of small-object requests (see `batch`): the whole

@@ -6,6 +6,11 @@
 //! the lookup goes on to the next record, ending with none if no record
 //! verifies.
 //!
+//! Stored records count against their host's share of the store
+//! (`dht_store`), and a stored record's publisher is its sender. Provider
+//! records of a peer that has been neither connected nor a live member for
+//! a failure timeout are forgotten ([`EventLoop::sweep_providers`]).
+//!
 //! Invariant: what `Command::GetRecord` answers is an encoded
 //! `ActorRecord` whose signature by its host, for that key, verified.
 
@@ -14,11 +19,13 @@ use crate::stats::Rejections;
 use crate::wire::plain::actor_name;
 use crate::wire::signed;
 use libp2p::{kad, PeerId};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 impl EventLoop {
     /// A record `source` asks this node to store: kept only if it is a
     /// named actor's record naming `source` as its host.
-    pub(super) fn on_record(&mut self, source: PeerId, record: kad::Record) {
+    pub(super) fn on_record(&mut self, source: PeerId, mut record: kad::Record) {
         use kad::store::RecordStore;
         if let Err(why) = check_record(source, &record) {
             crate::stats::Rejections::count(&self.rejections.records, 1);
@@ -36,8 +43,25 @@ impl EventLoop {
                 return;
             }
         }
+        // Its publisher is its sender (the host), not what the sender wrote
+        // there: Kademlia republishes the records whose publisher is this
+        // node as its own.
+        record.publisher = Some(source);
+        // Within the host's share of the store (`dht_store`).
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
             tracing::debug!(%source, error = %e, "DHT record not stored");
+        }
+    }
+
+    /// Forgets the provider records of providers that have been neither
+    /// connected nor live members for `timeout` (see `DhtStore::sweep`).
+    pub(super) fn sweep_providers(&mut self, now: Instant, timeout: Duration) {
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        let members = &self.members;
+        let present = |p: &PeerId| connected.contains(p) || members.is_alive(p);
+        let forgotten = self.swarm.behaviour_mut().kad.store_mut().sweep(now, timeout, present);
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "provider records of peers gone for a failure timeout forgotten");
         }
     }
 
