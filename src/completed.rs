@@ -136,7 +136,10 @@ fn when_done(cell: &Arc<ObjectCell>, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Yields refs in the order their objects complete (value or error); see
-/// [`as_completed`]. Also a `futures_core::Stream`.
+/// [`as_completed`]. Also a `futures_core::Stream`: with both traits in
+/// scope, methods they share (`map`, `collect`, ...) are ambiguous, so
+/// name the trait (`futures::StreamExt::next(&mut it).await`,
+/// `Iterator::map(it, f)`).
 pub struct AsCompleted<T> {
     refs: Vec<Option<ObjectRef<T>>>,
     queue: Arc<Queue<usize>>,

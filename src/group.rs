@@ -1,34 +1,6 @@
 //! Task groups: a job of many tasks, cancelled with one call.
 //!
-//! `let g = rt.group();` then `g.spawn(..)` / `g.task().name(..).spawn(..)`
-//! for each item. [`Group::cancel`] is O(1) on the calling thread for any
-//! number of tasks and bytes: once it returns, no queued task of the group
-//! starts; running ones see [`is_cancelled`](crate::is_cancelled) turn
-//! true (so do tasks they submitted, recursively); the queued ones are
-//! taken out of the queue and their results completed as
-//! [`Error::Cancelled`](crate::Error::Cancelled) by a runner or the manta
-//! service thread, never on the caller's (so `on_ready` callbacks of
-//! cancelled tasks do not run there either). Their closures and arguments
-//! are dropped on the service thread once the group
-//! [has stopped](Group::is_stopped): freed while the group's running tasks
-//! wind down, they would have those tasks wait for the allocator (a 700 MB
-//! free held a running task's return back by 60 – 90 ms), and a std pool
-//! or rayon frees its queued jobs only once a worker is free too.
-//!
-//! Two events, both observable: a task's *result is known* (its ref is
-//! ready), and *the group has stopped* ([`Group::is_stopped`],
-//! [`Group::wait_stopped`]): no task of it runs and none can start any
-//! more. After a cancel, a task that was running keeps running until it
-//! returns (it polls `is_cancelled()`); `wait_stopped` tells when the last
-//! one did. [`Group::progress`] counts tasks by state.
-//!
-//! This is in the spirit of tokio's `JoinSet` and `CancellationToken` and
-//! of Ray's `cancel(recursive=True)`; rayon's `scope` is the borrowing
-//! counterpart, which manta tasks cannot be (their results are objects that
-//! outlive any stack frame, and closures run on other threads after the
-//! call returns): inside a task, use `rayon::scope`/`par_iter` to borrow.
-//! A group made inside a task is that task's child: cancelling the task
-//! cancels the group.
+//! The docs are on [`Group`] (this module is private).
 
 use crate::cancel::GroupState;
 use crate::refs::ObjectRef;
@@ -41,7 +13,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A group of tasks that can be cancelled, waited for and counted
-/// together (module docs). Cheap to clone: clones share the group.
+/// together. Cheap to clone: clones share the group.
+///
+/// `let g = rt.group();` then `g.spawn(..)` / `g.task().name(..).spawn(..)`
+/// for each item. [`Group::cancel`] is O(1) on the calling thread for any
+/// number of tasks and bytes: once it returns, no queued task of the group
+/// starts; running ones see [`is_cancelled`](crate::is_cancelled) turn
+/// true (so do tasks they submitted, recursively); the queued ones are
+/// taken out of the queue and their results completed as
+/// [`Error::Cancelled`](crate::Error::Cancelled) by a runner or the manta
+/// service thread, never on the caller's (so `on_ready` callbacks of
+/// cancelled tasks do not run there either). Their closures and arguments
+/// are dropped on the service thread once the group
+/// [has stopped](Group::is_stopped): freed while the group's running tasks
+/// wind down, they would have those tasks wait for the allocator (a 700 MB
+/// free held a running task's return back by 60 – 90 ms), and a std pool
+/// or rayon frees its queued jobs only once a worker is free too.
+///
+/// Two events, both observable: a task's *result is known* (its ref is
+/// ready), and *the group has stopped* ([`Group::is_stopped`],
+/// [`Group::wait_stopped`]): no task of it runs and none can start any
+/// more. After a cancel, a task that was running keeps running until it
+/// returns (it polls `is_cancelled()`), and what it returns is recorded as
+/// `Cancelled`; `wait_stopped` tells when the last one did. [`Group::progress`] counts tasks by state.
+///
+/// This is in the spirit of tokio's `JoinSet` and `CancellationToken` and
+/// of Ray's `cancel(recursive=True)`; rayon's `scope` is the borrowing
+/// counterpart, which manta tasks cannot be (their results are objects that
+/// outlive any stack frame, and closures run on other threads after the
+/// call returns): inside a task, use `rayon::scope`/`par_iter` to borrow.
+/// A group made inside a task is that task's child: cancelling the task
+/// cancels the group.
 #[derive(Clone)]
 pub struct Group {
     /// The group's state and its runtime's scheduler, held here as well as
@@ -100,7 +102,7 @@ impl Progress {
 }
 
 impl Runtime {
-    /// A new task group (module docs of [`Group`]).
+    /// A new task group (see [`Group`]).
     pub fn group(&self) -> Group {
         Group::new(self, None, false)
     }

@@ -67,7 +67,10 @@ fn refill(b: &mut Batch) {
 }
 
 impl ObjectId {
-    /// A fresh, unguessable id (see the module docs).
+    /// A fresh id: 128 bits from a per-thread cryptographically secure
+    /// keystream, so unique in practice cluster-wide without coordination,
+    /// and unguessable from any other id (holding a ref is the capability
+    /// to read its object).
     pub fn fresh() -> ObjectId {
         BATCH_IDS.with(|b| {
             let mut b = b.borrow_mut();

@@ -58,7 +58,12 @@ impl Drop for Owner {
 }
 
 /// A manta runtime: a work-stealing pool, a scheduler with resources, and an
-/// object store. Cheap to clone; see the module docs for its lifetime.
+/// object store. Cheap to clone: clones share it. When the last owning
+/// clone is dropped the runtime shuts down: queued tasks complete with
+/// `RuntimeShutdown`, running ones finish, and the worker threads are
+/// joined before `drop` returns (unless that drop runs on one of its own
+/// workers). Refs may outlive it. Handles from [`Runtime::current`] inside
+/// a task do not own it.
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
