@@ -16,7 +16,7 @@
 mod hostile_client;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use hostile_client::{Client, CALL};
+use hostile_client::{field_bytes as field, varint, Client, CALL};
 use libp2p::identity::Keypair;
 use libp2p::{kad, Multiaddr, PeerId, Stream};
 use manta::{ObjectRef, Runtime};
@@ -119,21 +119,6 @@ fn name_squatting_is_capped_per_host_and_honest_names_resolve() {
     b.get_actor(&THING, "after", wait).expect("B resolves its own actor");
     b.get_actor(&THING, "mine", wait).expect("B resolves A's new actor");
     a.get_actor(&THING, "mine", wait).expect("A resolves its own actor");
-}
-
-/// A protobuf varint.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn field(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(tag, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
 }
 
 /// A Kademlia message (`type`, `key`, one peer in field `peers` if

@@ -57,16 +57,21 @@ use std::time::{Duration, Instant};
 /// Most named-actor records one host (other than this node) has stored
 /// here: 1/32 of [`MAX_RECORDS`], so 32 hosts fill the store before any
 /// fair-share eviction starts.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const MAX_RECORDS_PER_HOST: usize = MAX_RECORDS / 32;
 /// Most provider records one peer (other than this node) has stored here.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const MAX_PROVIDER_RECORDS_PER_PEER: usize = 8192;
 /// Most provider records of other peers stored here in all (8 peers at
 /// their cap).
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const MAX_FOREIGN_PROVIDER_RECORDS: usize = 8 * MAX_PROVIDER_RECORDS_PER_PEER;
 /// Most addresses kept per foreign provider record.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const MAX_PROVIDER_ADDRS: usize = 4;
 /// Longest address kept in a foreign provider record (an IPv6 address,
 /// a port and a peer id take about 60).
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const MAX_PROVIDER_ADDR_BYTES: usize = 128;
 
 /// The caps of a [`DhtStore`] (smaller ones in unit tests).

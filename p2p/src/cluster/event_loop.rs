@@ -581,7 +581,9 @@ impl EventLoop {
                 self.addrs.push(address);
                 self.view.set_addrs(&self.addrs);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, num_established, .. } => {
+                let (addr, dialer) = (endpoint.get_remote_address(), endpoint.is_dialer());
+                tracing::debug!(%peer_id, %addr, dialer, num_established, "connection established");
                 self.closed.remove(&peer_id);
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     lock_unpoisoned(&self.peer_ips).insert(peer_id, ip);

@@ -219,7 +219,12 @@ impl Membership {
     }
 
     fn emit(&mut self, ev: MembershipEvent) {
-        tracing::debug!(?ev, "membership");
+        let (change, peer) = match &ev {
+            MembershipEvent::Joined(p) => ("joined", p),
+            MembershipEvent::Died(p) => ("died", p),
+            MembershipEvent::Revived(p) => ("revived", p),
+        };
+        tracing::debug!(%peer, change, "membership change");
         self.subs.retain(|s| s.send(ev.clone()).is_ok());
     }
 
@@ -307,7 +312,6 @@ impl Membership {
                 if !self.make_room() {
                     return Err(HeartbeatRefused::TableFull);
                 }
-                tracing::debug!(%peer, "peer joined");
                 let entry =
                     Entry { member, seen: now, seq: hb.seq, left: false, died: None, gone: None, down, alive_beats };
                 self.members.insert(peer, entry);

@@ -85,7 +85,9 @@ fn member_totals(m: &Member) -> Vec<(String, f64)> {
 
 /// Chooses where a task runs (module docs). `sent` counts tasks in flight
 /// per peer; `bytes` the argument bytes each peer holds; `excluded` peers
-/// said busy.
+/// said busy. A task sent to a peer, or infeasible, is a `debug` line
+/// saying why (inside the caller's `manta_p2p.submit` span, which names
+/// the task); one kept here a `trace` line.
 pub(crate) fn choose(
     need: &Need,
     local: &Local,
@@ -113,7 +115,11 @@ pub(crate) fn choose(
         // them; the caller waits before sending (it is not infeasible).
         let busy = || least_loaded(&capable);
         return match least_loaded(&able).or_else(|| least_loaded(&reachable)).or_else(busy) {
-            Some(p) => Place::Peer(p),
+            Some(p) => {
+                let why = "needs a resource this node lacks";
+                tracing::debug!(to = %p, why, %resource, requested, busy = excluded.contains(&p), "placed on a peer");
+                Place::Peer(p)
+            }
             None => {
                 let most = members
                     .iter()
@@ -121,6 +127,7 @@ pub(crate) fn choose(
                     .map(|m| total_of(&member_totals(m), &resource))
                     .chain([total_of(&local.totals, &resource)])
                     .fold(0.0, f64::max);
+                tracing::debug!(%resource, requested, most, "infeasible: no live node has enough");
                 Place::Infeasible { resource, requested, most }
             }
         };
@@ -136,17 +143,22 @@ pub(crate) fn choose(
         .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     if let Some((b, peer)) = holder {
         if b >= LOCALITY_MIN_BYTES && b > 2 * local.arg_bytes {
+            let why = "locality: it holds most of the arguments";
+            tracing::debug!(to = %peer, why, arg_bytes_there = b, arg_bytes_here = local.arg_bytes, "placed on a peer");
             return Place::Peer(peer);
         }
     }
     if local.queued >= local.threshold {
         if let Some(p) = least_loaded(&able) {
             let m = able.iter().find(|m| m.peer == p);
-            if m.is_some_and(|m| load(m) < local_load) {
+            if let Some(m) = m.filter(|m| load(m) < local_load) {
+                let (why, queued) = ("this node is saturated", local.queued);
+                tracing::debug!(to = %p, why, queued, load_here = local_load, load_there = load(m), "placed on a peer");
                 return Place::Peer(p);
             }
         }
     }
+    tracing::trace!(queued = local.queued, "runs here");
     Place::Local
 }
 

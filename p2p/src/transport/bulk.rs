@@ -571,7 +571,11 @@ impl Lane {
 
     /// Streams the ticket's object, sealed, on a blocking thread; the
     /// ticket's sender slot is freed when this returns.
+    /// A `manta_p2p.bulk_send` span (debug), with a line when it is sent.
     fn send(&self, t: Ticket, stream: std::net::TcpStream) -> Result<(), LaneError> {
+        let _span =
+            tracing::debug_span!("manta_p2p.bulk_send", peer = %t.peer, object = %t.id, from_byte = t.skip).entered();
+        let started = Instant::now();
         let out = DeadlineWriter { stream, start: Instant::now(), written: 0, per_write: self.write_timeout };
         let mut w = SealWriter::new(out, &t.key);
         let backend = self.rt.backend();
@@ -583,6 +587,8 @@ impl Lane {
         let out = w.finish()?;
         self.served.fetch_add(1, Ordering::Relaxed);
         self.sent_bytes.fetch_add(out.written, Ordering::Relaxed);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(bytes = total.saturating_sub(t.skip), sealed = out.written, ms, "sent over the bulk lane");
         if let Some(start) = start {
             backend.record_transfer(manta::backend::Transfer {
                 id: t.id,

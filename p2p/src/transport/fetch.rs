@@ -83,6 +83,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Bound of `Fetcher::known` (cleared when full: it is only a cache).
 const MAX_KNOWN: usize = 4096;
@@ -252,10 +253,13 @@ impl Fetcher {
     /// Starts a fetch, asking `first` before the owner hint and the DHT. If
     /// the node's tokio runtime has shut down, the fetch is dropped, which
     /// fails the object with `PeerUnreachable`.
+    /// The whole get is one `manta_p2p.fetch` span (trace), held until the
+    /// fetch ends (on the lane's reply or in `run`).
     pub(crate) fn start(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) {
         probe::mark(Stage::GetStart);
-        let Err(fetch) = self.try_lane(fetch, first) else { return };
-        self.handle.spawn(run(fetch, self.clone(), first, None));
+        let span = tracing::trace_span!("manta_p2p.fetch", object = %fetch.id(), first = ?first);
+        let Err(fetch) = self.try_lane(fetch, first, &span) else { return };
+        self.handle.spawn(run(fetch, self.clone(), first, None).instrument(span));
     }
 
     /// Objects received over message lanes.
@@ -403,6 +407,7 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Op
                 if let Some((_, voucher)) = check {
                     ctx.vouchers.keep(id, voucher);
                 }
+                tracing::trace!(%peer, attempt, "fetched");
                 return;
             }
             Err((f, failure)) => {

@@ -24,16 +24,25 @@
 use super::*;
 
 /// What the holder `peer` answered for a fetch sent on its lane.
-fn on_reply(ctx: &Arc<Fetcher>, fetch: Fetch, peer: PeerId, first: Option<PeerId>, got: Option<Option<Vec<u8>>>) {
+/// `span`: the fetch's `manta_p2p.fetch` span (entered here, and handed
+/// on to `run` if the fetch falls back).
+fn on_reply(
+    ctx: &Arc<Fetcher>,
+    fetch: Fetch,
+    (peer, first): (PeerId, Option<PeerId>),
+    got: Option<Option<Vec<u8>>>,
+    span: tracing::Span,
+) {
     let id = fetch.id();
     let bytes = match got {
         Some(Some(bytes)) => bytes,
         // Not served small there (pending, large, not held): the ordinary
         // way, without asking that holder in a batch again.
-        Some(None) => return ctx.fall_back(fetch, first, Some(peer)),
+        Some(None) => return ctx.fall_back(fetch, first, Some(peer), span),
         // The lane ended first.
-        None => return ctx.fall_back(fetch, first, None),
+        None => return ctx.fall_back(fetch, first, None, span),
     };
+    let entered = span.enter();
     probe::mark(Stage::GetFetchWoke);
     match decode_in(&ctx.rt, &fetch, &mut &bytes[..]) {
         Ok(decoded) => {
@@ -54,18 +63,25 @@ fn on_reply(ctx: &Arc<Fetcher>, fetch: Fetch, peer: PeerId, first: Option<PeerId
                 });
             }
             probe::mark(Stage::GetCompleted);
+            tracing::trace!(%peer, bytes = bytes.len(), "fetched on the message lane");
         }
         Err(e) => {
             tracing::debug!(object = %id, %peer, error = %e, "lane: bytes did not decode; over libp2p");
-            ctx.fall_back(fetch, first, None);
+            drop(entered);
+            ctx.fall_back(fetch, first, None, span);
         }
     }
 }
 
 impl Fetcher {
     /// Sends the fetch over the lane to its first holder, if there is one
-    /// up; hands it back otherwise.
-    pub(super) fn try_lane(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>) -> Result<(), Fetch> {
+    /// up; hands it back otherwise. `span` is the fetch's (see `start`).
+    pub(super) fn try_lane(
+        self: &Arc<Self>,
+        fetch: Fetch,
+        first: Option<PeerId>,
+        span: &tracing::Span,
+    ) -> Result<(), Fetch> {
         let Some(lanes) = &self.lanes else { return Err(fetch) };
         if self.rt.backend().timeline_on() {
             return Err(fetch);
@@ -81,9 +97,10 @@ impl Fetcher {
             self.vouchers.fetching_from_owner(id, peer);
         }
         let ctx = self.clone();
+        let span = span.clone();
         let reply: lane::Reply = Box::new(move |got| {
             let got = got.map(|items| items.into_iter().next().flatten().map(serde_bytes::ByteBuf::into_vec));
-            on_reply(&ctx, fetch, peer, first, got);
+            on_reply(&ctx, fetch, (peer, first), got, span);
         });
         probe::mark(Stage::GetSent);
         if let Err(reply) = conn.call(vec![serde_bytes::ByteArray::new(id.to_bytes())], reply) {
@@ -95,9 +112,9 @@ impl Fetcher {
     }
 
     /// Fetches the ordinary way (`run`); `batched`: a holder that was just
-    /// asked (its first try skips the batch request).
-    fn fall_back(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>, batched: Option<PeerId>) {
+    /// asked (its first try skips the batch request); in the fetch's `span`.
+    fn fall_back(self: &Arc<Self>, fetch: Fetch, first: Option<PeerId>, batched: Option<PeerId>, span: tracing::Span) {
         self.vouchers.fetched(fetch.id());
-        self.handle.spawn(run(fetch, self.clone(), first, batched));
+        self.handle.spawn(run(fetch, self.clone(), first, batched).instrument(span));
     }
 }

@@ -171,6 +171,9 @@ async fn pull_from(
     }
     let head = data.bytes().len() as u64;
     if let Some(pass) = if lane { bulk_pass(ctx, peer, id, head).await } else { None } {
+        // A large transfer: a `debug` span, and a line when it is in.
+        let span = tracing::debug_span!("manta_p2p.bulk_recv", %peer, object = %id, bytes = total);
+        let started = std::time::Instant::now();
         let connected = tokio::select! {
             c = bulk::connect(&pass, &ctx.hello, ctx.pool.timeout()) => Some(c),
             () = ctx.died(peer) => None,
@@ -180,21 +183,36 @@ async fn pull_from(
         };
         match connected {
             Ok(stream) => {
-                let pulled = pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).await;
-                if pulled.is_ok() {
-                    *how = (total, TransferLane::Bulk);
-                    ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
-                    ctx.traffic.transfer_in(total);
+                let pulled =
+                    pull_bulk(fetch, &ctx.rt, data, stream, pass.key, total - head).instrument(span.clone()).await;
+                let _entered = span.enter();
+                match &pulled {
+                    Ok(()) => {
+                        *how = (total, TransferLane::Bulk);
+                        ctx.bulk_received.fetch_add(1, Ordering::Relaxed);
+                        ctx.traffic.transfer_in(total);
+                        let ms = started.elapsed().as_secs_f64() * 1e3;
+                        tracing::debug!(bytes = total, ms, "fetched over the bulk lane");
+                    }
+                    Err((_, f)) => tracing::debug!(error = %f.error, "bulk lane transfer failed"),
                 }
                 return pulled;
             }
             // The lane is out of reach (a firewall?): chunks still work.
-            Err(e) => tracing::debug!(object = %id, %peer, "{e}; fetching in chunks"),
+            Err(e) => span.in_scope(|| tracing::debug!(object = %id, %peer, "{e}; fetching in chunks")),
         }
     }
-    let pulled = pull_chunks(fetch, peer, ctx, data, (total, check)).await;
-    if pulled.is_ok() {
-        ctx.traffic.transfer_in(total);
+    let span = tracing::debug_span!("manta_p2p.chunks_recv", %peer, object = %id, bytes = total, chunk = ctx.chunk);
+    let started = std::time::Instant::now();
+    let pulled = pull_chunks(fetch, peer, ctx, data, (total, check)).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match &pulled {
+        Ok(()) => {
+            ctx.traffic.transfer_in(total);
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            tracing::debug!(bytes = total, ms, checked = check.is_some(), "fetched in chunks");
+        }
+        Err((_, f)) => tracing::debug!(error = %f.error, "chunked transfer failed"),
     }
     pulled
 }

@@ -43,9 +43,11 @@ pub(crate) const MAX_MAIL_STREAMS_PER_PEER: usize = 4;
 
 /// Bytes of large frames one peer may have in progress (one largest mail
 /// batch, 16 MiB, plus a chunk reply).
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const BUDGET_PER_PEER: usize = 20 << 20;
 
 /// Bytes of large frames all peers together may have in progress.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))] // (re-exported for tests)
 pub const BUDGET_TOTAL: usize = 96 << 20;
 
 /// Inbound streams of one protocol, counted per peer.

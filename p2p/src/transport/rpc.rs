@@ -54,6 +54,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Largest window served inline on the async thread (bigger ones, and
 /// objects not in memory, are served with `block_in_place`).
@@ -300,14 +301,23 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
         // this node hold stays within its budget.
         let (resp, close) = match req {
             Incoming::Valid(Request::Fetch { id, offset, len }) => {
-                let resp = server.answer_fetch(ObjectId::from_bytes(id), offset, len, &mut hold).await;
+                let object = ObjectId::from_bytes(id);
+                let span = tracing::trace_span!("manta_p2p.serve_chunk", %peer, %object, offset, len);
+                let answer = server.answer_fetch(object, offset, len, &mut hold);
+                let resp = answer.instrument(span.clone()).await;
+                span.in_scope(|| {
+                    tracing::trace!(reply = reply_kind(&resp), bytes = reply_bytes(&resp), "chunk request answered")
+                });
                 if let (Some(_), Response::Chunk { data, .. }) = (start, &resp) {
                     sent.push((ObjectId::from_bytes(id), data.len() as u64, TransferLane::Chunks));
                 }
                 (resp, false)
             }
             Incoming::Valid(Request::Bulk { id, offset }) => {
-                (server.answer_bulk(peer, ObjectId::from_bytes(id), offset), false)
+                let object = ObjectId::from_bytes(id);
+                let resp = server.answer_bulk(peer, object, offset);
+                tracing::trace!(%peer, %object, offset, reply = reply_kind(&resp), "bulk lane ticket asked");
+                (resp, false)
             }
             Incoming::Valid(Request::FetchSmall { ids }) => {
                 let most = ids.len().saturating_mul(SMALL_OBJECT_BYTES).min(SMALL_REPLY_BYTES);
@@ -395,6 +405,19 @@ fn count_out(traffic: &crate::stats::Traffic, resp: &Response) {
             }
         }
         _ => {}
+    }
+}
+
+/// A reply's kind, for trace lines.
+fn reply_kind(resp: &Response) -> &'static str {
+    match resp {
+        Response::Chunk { .. } => "chunk",
+        Response::Ticket { .. } => "ticket",
+        Response::NotFound => "not found",
+        Response::Busy => "busy",
+        Response::Failed { .. } => "failed",
+        Response::Invalid { .. } => "invalid",
+        _ => "other",
     }
 }
 

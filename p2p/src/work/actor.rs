@@ -398,9 +398,14 @@ impl<'n, A: Data, S: Send + 'static> ActorBuilder<'n, A, S> {
     fn host(&self) -> Result<PeerId, (String, f64, f64)> {
         let work = self.work;
         let need = Need { cpus: self.opts.cpus, resources: self.opts.resources.clone() };
+        let class = self.class.name();
+        let _span = tracing::trace_span!("manta_p2p.actor_place", actor = class).entered();
         let place = match self.on {
             Some(p) if p == work.me() => Place::Local,
-            Some(p) => Place::Peer(p),
+            Some(p) => {
+                tracing::debug!(actor = class, to = %p, why = "pinned (.on)", "placed on a peer");
+                Place::Peer(p)
+            }
             None => work.place(&need, &[], &[]),
         };
         match place {

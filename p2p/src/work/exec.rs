@@ -156,11 +156,24 @@ impl Work {
     }
 
     /// Sends the result's `Done` to `to` when it finishes; the work (a task
-    /// or call from a peer) leaves the accepted count then.
-    fn on_done_to(&self, to: PeerId, id: ObjectId, bytes: usize) -> OnDone {
+    /// or call from a peer) leaves the accepted count then. `span` (the
+    /// work's `manta_p2p.run_task` or `manta_p2p.run_call`) lives until
+    /// then, and says `what` ran (with how long, if it is on).
+    fn on_done_to(
+        &self,
+        to: PeerId,
+        id: ObjectId,
+        bytes: usize,
+        (span, what): (tracing::Span, &'static str),
+    ) -> OnDone {
         let w = self.this.clone();
+        let started = (!span.is_disabled()).then(std::time::Instant::now);
         Box::new(move |res| {
             probe::mark(Stage::TaskRan);
+            if let Some(started) = started {
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                span.in_scope(|| tracing::trace!(ok = res.is_ok(), ms, "{what}"));
+            }
             let Some(w) = w.upgrade() else { return };
             w.accepted.release(to, bytes);
             w.send_done(to, id, completion_of(res));
@@ -211,7 +224,9 @@ impl Work {
         dead: bool,
         (id, func, args, opts): (ObjectId, &str, &[u8], &mail::Opts),
     ) -> Result<(), Refusal> {
-        tracing::trace!(%from, %id, func, "task from a peer");
+        let span = tracing::trace_span!("manta_p2p.run_task", %from, object = %id, func);
+        let _entered = span.enter();
+        tracing::trace!("task from a peer");
         if self.duplicate(from, id) {
             return Ok(());
         }
@@ -237,7 +252,8 @@ impl Work {
         // The id may be here already (see the module header): the task
         // then runs under a fresh id, never replacing the entry.
         let (out_id, alias) = self.result_id(id);
-        match run(&self.rt, args, &opts_here, out_id, Some(self.on_done_to(from, id, args.len()))) {
+        let on_done = self.on_done_to(from, id, args.len(), (span.clone(), "ran remote task"));
+        match run(&self.rt, args, &opts_here, out_id, Some(on_done)) {
             Ok(out) => {
                 if alias {
                     self.aliases.insert(id, out_id, from);
@@ -365,7 +381,10 @@ impl Work {
 
     /// Runs a call from peer `from` on an actor hosted here; a failure is
     /// reported to the caller by `Done`.
+    /// A `manta_p2p.run_call` span (trace) until the call is done.
     fn call_hosted(&self, from: PeerId, actor: ObjectId, method: &str, args: &[u8], id: ObjectId) {
+        let span = tracing::trace_span!("manta_p2p.run_call", %from, %actor, method, object = %id);
+        let _entered = span.enter();
         if self.duplicate(from, id) {
             return;
         }
@@ -386,7 +405,8 @@ impl Work {
         self.traffic.call_received();
         // As for a task: never under an id taken here.
         let (out_id, alias) = self.result_id(id);
-        match self.try_call(actor, method, args, out_id, Some(self.on_done_to(from, id, args.len()))) {
+        let on_done = self.on_done_to(from, id, args.len(), (span.clone(), "ran remote call"));
+        match self.try_call(actor, method, args, out_id, Some(on_done)) {
             Ok(out) => {
                 if alias {
                     self.aliases.insert(id, out_id, from);

@@ -95,6 +95,7 @@ impl Work {
             args: retry.args.clone(),
             opts: retry.opts.clone(),
         };
+        tracing::trace!(%peer, object = %id, func = %retry.func, hops = retry.hops, "task sent");
         self.sent.add(peer);
         self.traffic.task_sent();
         self.rt.backend().record_submit(id, || peer.to_string().into());
@@ -104,7 +105,7 @@ impl Work {
     }
 
     /// Sends a call of `method` on actor `actor` (of type `class`) to its
-    /// host; its result's promise.
+    /// host; its result's promise. A `manta_p2p.call` span (trace).
     pub(super) fn call_remote<R: Data>(
         &self,
         host: PeerId,
@@ -115,6 +116,10 @@ impl Work {
         keep: Vec<AnyRef>,
     ) -> ObjectRef<R> {
         let r = self.rt.backend().remote_promise::<R>(self.hint());
+        let span =
+            tracing::trace_span!("manta_p2p.call", actor = %class, actor_id = %actor, %method, %host, object = %r.id());
+        let _entered = span.enter();
+        tracing::trace!(args = args.len(), "actor call sent");
         self.results.insert_call(r.id(), host, class.to_string(), keep);
         let call = Mail::Call { actor: actor.to_bytes(), method: method.to_string(), args, id: r.id().to_bytes() };
         self.traffic.call_sent();

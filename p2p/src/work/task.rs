@@ -98,6 +98,9 @@ fn spawn<A: Args, R: Data>(
     opts: Opts,
     pinned: Option<PeerId>,
 ) -> ObjectRef<R> {
+    // Placement and sending (the placement line says where and why).
+    let task = opts.name.as_deref().unwrap_or(f.name());
+    let _span = tracing::trace_span!("manta_p2p.submit", task, func = f.name()).entered();
     let refs = A::refs(&wire);
     let need = Need { cpus: opts.cpus, resources: opts.resources.clone() };
     let place = match pinned {
@@ -106,10 +109,13 @@ fn spawn<A: Args, R: Data>(
             let reason = format!("node {p} is not a live member running this program");
             return work.failed_promise(Error::PeerUnreachable { id: manta::ObjectId::fresh(), reason: reason.into() });
         }
-        Some(p) => Place::Peer(p),
+        Some(p) => {
+            tracing::debug!(task, to = %p, why = "pinned (.on)", "placed on a peer");
+            Place::Peer(p)
+        }
         None => work.place(&need, &refs, &[]),
     };
-    let task = opts.name.clone().unwrap_or_else(|| f.name().to_string());
+    let task = task.to_string();
     let peer = match place {
         Place::Peer(p) => p,
         Place::Infeasible { resource, requested, most } => {

@@ -385,7 +385,8 @@ pub async fn closed_within(s: &mut Stream, within: Duration) -> bool {
 }
 
 /// A protobuf varint.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
+#[allow(dead_code)] // (not every test file writes protobuf)
+pub fn varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -393,7 +394,9 @@ fn varint(mut n: u64, out: &mut Vec<u8>) {
     out.push(n as u8);
 }
 
-fn field_bytes(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
+/// A length-delimited protobuf field under the full `tag` (field and wire type).
+#[allow(dead_code)] // (not every test file writes protobuf)
+pub fn field_bytes(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
     varint(tag, out);
     varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
