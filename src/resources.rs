@@ -43,6 +43,11 @@ impl Request {
     fn custom(&self) -> &[(usize, u64)] {
         self.custom.as_deref().map_or(&[], |v| v.as_slice())
     }
+
+    /// True if it asks for any custom resource (not only CPUs).
+    pub fn has_custom(&self) -> bool {
+        self.custom.is_some()
+    }
 }
 
 /// The runtime's resources: names and totals (fixed at build time).

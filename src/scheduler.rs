@@ -560,21 +560,29 @@ impl Scheduler {
         if depth >= MAX_TARGET_DEPTH {
             return false;
         }
-        // Its CPUs are this blocked worker's (lent); its other resources
-        // (a GPU) must be free, or it waits for them in the queue.
-        if !self.dispatch.acquire(&job.req, job.task) {
+        // Its CPUs are this blocked worker's (lent): taken once the job is
+        // claimed. Its other resources (a GPU) must be free, or it waits for
+        // them in the queue: taken first, and given back if someone else
+        // ran it meanwhile (CPU-only jobs, the nested-get path, pay no lock
+        // for a job they do not get).
+        let custom = job.req.has_custom();
+        if custom && !self.dispatch.acquire(&job.req, job.task) {
             return false;
         }
         let mut prev = None;
         let claimed = &mut || {
+            if !custom {
+                self.dispatch.acquire(&job.req, job.task);
+            }
             TARGET_DEPTH.with(|d| d.set(depth + 1));
             prev = Some(TASK_CPU.with(|c| c.replace(job.req.cpu)));
         };
         let Some(tally) = job.body.take_and_run(job, claimed, Go::Run) else {
-            // Someone else ran it meanwhile: give the resources back.
-            let none = Tally { skipped: u32::from(job.task), ..Tally::default() };
-            if self.dispatch.release(&job.req, none) {
-                self.start_runner();
+            if custom {
+                let none = Tally { skipped: u32::from(job.task), ..Tally::default() };
+                if self.dispatch.release(&job.req, none) {
+                    self.start_runner();
+                }
             }
             return false;
         };
