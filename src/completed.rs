@@ -369,7 +369,11 @@ impl<I: Send + 'static, R: Any + Send + Sync> Feed<I, R> {
     }
 }
 
-/// The results of [`Runtime::map`], in input order.
+/// The results of [`Runtime::map`], in input order. Dropping it before
+/// the last result was yielded cancels the map's group (its tasks not
+/// started yet never start), as dropping tokio's `JoinSet` aborts its
+/// tasks: read it to the end, or keep it, for every item to run.
+#[must_use = "dropping a Map cancels the tasks it has not run yet"]
 pub struct Map<R> {
     feed: Arc<dyn MapFeed<R>>,
     buffered: BTreeMap<usize, ObjectRef<R>>,
@@ -377,7 +381,8 @@ pub struct Map<R> {
 }
 
 /// The results of [`Runtime::map_unordered`], as they complete, with
-/// their input index.
+/// their input index. Dropping it early cancels the map, as for [`Map`].
+#[must_use = "dropping a MapUnordered cancels the tasks it has not run yet"]
 pub struct MapUnordered<R> {
     feed: Arc<dyn MapFeed<R>>,
     yielded: usize,
@@ -442,9 +447,11 @@ where
 
 impl Runtime {
     /// Runs `f` on every item as a task, at most `concurrency` at once, and
-    /// yields the results in input order. Tasks are submitted as earlier
+    /// yields the results in input order. The items are collected when
+    /// this is called (a finite collection). Tasks are submitted as earlier
     /// ones complete, whether or not the results are being read; they form
-    /// a [`Group`] ([`Map::group`]): cancel it to stop the rest.
+    /// a [`Group`] ([`Map::group`]): cancel it, or drop the `Map`, to stop
+    /// the rest.
     pub fn map<I, R, F>(&self, items: impl IntoIterator<Item = I>, concurrency: usize, f: F) -> Map<R>
     where
         I: Send + 'static,
@@ -487,6 +494,22 @@ impl<R> MapUnordered<R> {
     /// The group the map's tasks run in (cancel it to stop the map).
     pub fn group(&self) -> &Group {
         self.feed.group()
+    }
+}
+
+impl<R> Drop for Map<R> {
+    fn drop(&mut self) {
+        if !self.feed.finished(self.next) {
+            self.feed.group().cancel();
+        }
+    }
+}
+
+impl<R> Drop for MapUnordered<R> {
+    fn drop(&mut self) {
+        if !self.feed.finished(self.yielded) {
+            self.feed.group().cancel();
+        }
     }
 }
 

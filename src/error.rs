@@ -561,9 +561,9 @@ impl<T> From<StoreFull<T>> for Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// A custom resource was given an amount that is negative, infinite or
-    /// not a number.
-    #[error("resource `{name}` has invalid amount {amount}")]
+    /// A custom resource was given an empty name, or an amount that is
+    /// negative, infinite or not a number.
+    #[error("resource `{name}` with amount {amount}: a resource needs a name and a finite, non-negative amount")]
     InvalidResource {
         /// The resource.
         name: Text,

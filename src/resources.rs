@@ -96,8 +96,15 @@ impl Totals {
             requested,
             total,
         };
+        // A negative or non-finite amount is a mistake, not a demand no
+        // node meets (Ray raises `ValueError`).
+        let invalid = |resource: &str, amount: f64| {
+            Error::invalid(format!(
+                "task `{task}` asks for {amount} of {resource}: amounts must be finite and non-negative"
+            ))
+        };
         if !(cpus >= 0.0 && cpus.is_finite()) {
-            return Err(infeasible("CPU", cpus, from_units(self.total_cpu)));
+            return Err(invalid("CPU", cpus));
         }
         let cpu = to_units(cpus);
         if cpu > self.total_cpu {
@@ -108,10 +115,16 @@ impl Totals {
         }
         let mut out = Vec::with_capacity(custom.len());
         for (name, amount) in custom {
+            if !(*amount >= 0.0 && amount.is_finite()) {
+                return Err(invalid(name, *amount));
+            }
+            let want = to_units(*amount);
+            if want == 0 {
+                continue; // none of it asked for (as Ray ignores a zero amount)
+            }
             let idx = self.names.iter().position(|n| n == name);
             let total = idx.map(|i| self.total[i]).unwrap_or(0);
-            let want = to_units(*amount);
-            if !(*amount >= 0.0 && amount.is_finite()) || want > total || idx.is_none() {
+            if want > total || idx.is_none() {
                 return Err(infeasible(name, *amount, from_units(total)));
             }
             if want > 0 {

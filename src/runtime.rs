@@ -222,7 +222,7 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, BuildError> {
         let cpus = self.cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         for (name, amount) in &self.resources {
-            if !(amount.is_finite() && *amount >= 0.0) {
+            if !(amount.is_finite() && *amount >= 0.0) || name.trim().is_empty() {
                 return Err(BuildError::InvalidResource { name: name.clone(), amount: *amount });
             }
             if &**name == "CPU" {

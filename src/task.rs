@@ -107,8 +107,11 @@ impl Default for TaskOptions {
     }
 }
 
-/// Builds a task with options: `rt.task().name("resize").cpus(0.5).spawn(f)`;
-/// see the module docs for the closure rule and [`TaskBuilder::rerunnable`].
+/// Builds a task with options: `rt.task().name("resize").cpus(0.5).spawn(f)`.
+/// One closure rule: every `spawn*` takes a one-shot `FnOnce`, here as on
+/// [`Runtime`](crate::Runtime) and [`Group`](crate::Group); a task that may
+/// run more than once (retried, or rebuilt from lineage) is asked for by
+/// type with [`TaskBuilder::rerunnable`], whose `spawn*` take `Fn`.
 ///
 /// Retries need a re-runnable task, by type:
 /// ```compile_fail
@@ -159,12 +162,16 @@ impl<'rt, K> TaskBuilder<'rt, K> {
     }
 
     /// CPUs the task holds while it runs (fractional allowed). Default 1.
+    /// More than the runtime has fails the task with `Error::Infeasible`; a
+    /// negative or non-finite amount with `Error::InvalidArgument`.
     pub fn cpus(mut self, cpus: f64) -> Self {
         self.opts.cpus = cpus;
         self
     }
 
-    /// An amount of a custom resource the task holds while it runs.
+    /// An amount of a custom resource the task holds while it runs (zero
+    /// asks for none; more than the runtime has: `Error::Infeasible`; a
+    /// negative or non-finite amount: `Error::InvalidArgument`).
     pub fn resource(mut self, name: &str, amount: f64) -> Self {
         self.opts.resources.push((name.into(), amount));
         self
@@ -451,7 +458,8 @@ impl<'rt> TaskBuilder<'rt, Rerunnable> {
 
     /// Which errors a body returns (`spawn_try`) are worth running it again
     /// for, within [`TaskBuilder::retries`] (Ray's `retry_exceptions`). By
-    /// default only panics are retried. E.g.
+    /// default only panics are retried; the predicate sees returned errors
+    /// only (a panic is always retried while retries are left). E.g.
     /// `.retry_if(|e| e.downcast_ref::<std::io::Error>().is_some())`.
     pub fn retry_if(mut self, pred: impl Fn(&Error) -> bool + Send + Sync + 'static) -> Self {
         self.opts.retry_if = Some(Arc::new(pred));

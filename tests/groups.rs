@@ -723,3 +723,32 @@ fn a_running_task_that_returns_after_its_group_was_cancelled_is_cancelled() {
     let p = g.progress();
     assert_eq!((p.done, p.cancelled), (0, 1), "{p:?}");
 }
+
+/// Dropping a map before its last result cancels the items not run yet,
+/// as dropping tokio's `JoinSet` aborts its tasks.
+#[test]
+fn dropping_a_map_early_stops_it() {
+    let rt = rt(1);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let (r, g) = (ran.clone(), gate.clone());
+    let mut m = rt.map(0..1_000u32, 2, move |x| {
+        let _ = g.lock().unwrap().recv();
+        r.fetch_add(1, Ordering::SeqCst);
+        x
+    });
+    open.send(()).unwrap();
+    assert_eq!(*m.next().unwrap().unwrap(), 0);
+    let group = m.group().clone();
+    drop(m);
+    assert!(group.is_cancelled(), "dropping the map cancelled its group");
+    drop(open);
+    assert!(group.wait_stopped(Some(LONG)));
+    assert!(ran.load(Ordering::SeqCst) <= 3, "{} items ran", ran.load(Ordering::SeqCst));
+    // A map read to the end is not cancelled by its drop.
+    let m = rt.map(0..4u32, 2, |x| x);
+    let group = m.group().clone();
+    assert_eq!(m.map(|r| *r.unwrap()).sum::<u32>(), 6);
+    assert!(!group.is_cancelled());
+}

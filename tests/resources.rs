@@ -219,3 +219,17 @@ fn a_task_blocked_in_get_gives_back_cpus_but_keeps_its_gpu() {
     assert!(*holder.get().unwrap());
     assert_eq!(*other_gpu.get().unwrap(), "gpu");
 }
+
+#[test]
+fn bad_amounts_are_invalid_arguments_and_zero_amounts_ask_for_nothing() {
+    let rt = Runtime::builder().num_cpus(2).build().unwrap();
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let r = rt.task().cpus(bad).spawn(|| 1);
+        assert!(matches!(r.get(), Err(Error::InvalidArgument(_))), "cpus({bad})");
+        let r = rt.task().resource("GPU", bad).spawn(|| 1);
+        assert!(matches!(r.get(), Err(Error::InvalidArgument(_))), "GPU {bad}");
+    }
+    // As in Ray, a zero amount of a resource the runtime lacks is no demand.
+    assert_eq!(*rt.task().resource("GPU", 0.0).spawn(|| 7).get_timeout(LONG).unwrap(), 7);
+    assert!(Runtime::builder().resource("", 1.0).build().is_err(), "a resource needs a name");
+}
