@@ -199,7 +199,8 @@ pub enum ActorDeathCause {
     /// A method panicked and the actor had no restarts left (or could have
     /// none: it was started from a value).
     Panicked {
-        /// The method (the closure's type name).
+        /// The method: its function's type name (`app::Counter::increment`),
+        /// or, for a closure, where it was called (`src/app.rs:42`).
         method: Text,
         /// The panic message.
         message: Text,

@@ -278,3 +278,32 @@ fn a_method_waiting_on_another_actor_and_a_task_on_one_cpu() {
     });
     assert_eq!(*r.get_timeout(LONG).unwrap(), 111);
 }
+
+/// A call's name in errors is its function's path, or, for a closure (whose
+/// type name says nothing), where it was called.
+#[test]
+fn a_calls_name_is_its_function_or_where_a_closure_was_called() {
+    #[derive(Default)]
+    struct Counter;
+    impl Counter {
+        fn explode(&mut self) -> u32 {
+            panic!("by method")
+        }
+    }
+    let rt = Runtime::builder().num_cpus(1).build().unwrap();
+    let a = rt.actor(Counter);
+    let line = line!() + 1;
+    assert!(a.call(|_: &mut Counter| -> u32 { panic!("by closure") }).get().is_err());
+    match a.call(|_| 1u32).get() {
+        Err(Error::ActorDead { reason, .. }) => {
+            assert!(reason.contains(&format!("{}:{line}", file!())), "the call site: {reason}");
+        }
+        other => panic!("expected ActorDead, got {other:?}"),
+    }
+    let b = rt.actor(Counter);
+    assert!(b.call(Counter::explode).get().is_err());
+    match b.call(|_| 1u32).get() {
+        Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("Counter::explode"), "{reason}"),
+        other => panic!("expected ActorDead, got {other:?}"),
+    }
+}

@@ -115,11 +115,61 @@ enum Invoke<S> {
     Wake,
 }
 
+/// A call's name (in errors, logs and the timeline): its function's type
+/// name (`app::Counter::increment`), or, for a closure, whose type name is
+/// only its enclosing function's path and `{{closure}}`, where it was
+/// called (`src/app.rs:42`), as a task's default name is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Method {
+    Type(&'static str),
+    At(&'static std::panic::Location<'static>),
+}
+
+impl Method {
+    /// The name of a call of `F` made here (one suffix check: a closure's
+    /// type name ends in `}}`).
+    #[track_caller]
+    #[inline]
+    pub(crate) fn of<F>() -> Method {
+        let t = std::any::type_name::<F>();
+        if t.ends_with("}}") {
+            Method::At(std::panic::Location::caller())
+        } else {
+            Method::Type(t)
+        }
+    }
+
+    /// As text (for an error).
+    pub(crate) fn text(self) -> Text {
+        match self {
+            Method::Type(t) => t.into(),
+            Method::At(_) => self.to_string().into(),
+        }
+    }
+
+    /// As a timeline label.
+    pub(crate) fn label(self) -> crate::timeline::Label {
+        match self {
+            Method::Type(t) => crate::timeline::Label::Static(t),
+            Method::At(l) => crate::timeline::Label::Caller(l),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Type(t) => f.write_str(t),
+            Method::At(l) => write!(f, "{}:{}", l.file(), l.line()),
+        }
+    }
+}
+
 /// One queued method call (or marker).
 struct Call<S> {
     /// The result's cell (`None` for markers).
     out: Option<Arc<ObjectCell>>,
-    name: &'static str,
+    name: Method,
     invoke: Invoke<S>,
     /// Set when an input failed: the call completes with this, unrun.
     failed: Option<Error>,
@@ -343,29 +393,31 @@ impl<S: Send + 'static> ActorHandle<S> {
     /// ([`ActorBuilder::max_restarts`]), and is dead otherwise (later calls
     /// fail with [`Error::ActorDead`], cause `Panicked`). Return a `Result`
     /// from `f` for errors that leave the state valid.
+    #[track_caller]
     pub fn call<R, F>(&self, f: F) -> ObjectRef<R>
     where
         R: Any + Send + Sync,
         F: FnOnce(&mut S) -> R + Send + 'static,
     {
-        self.call_as(None, std::any::type_name::<F>(), (), move |s, ()| f(s))
+        self.call_as(None, Method::of::<F>(), (), move |s, ()| f(s))
     }
 
     /// Calls a method with arguments that may be refs; the call waits for
     /// them (holding back later calls from this handle only).
+    #[track_caller]
     pub fn call_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        self.call_as(None, std::any::type_name::<F>(), args, f)
+        self.call_as(None, Method::of::<F>(), args, f)
     }
 
     /// [`ActorHandle::call_with`] whose result gets id `id` (fresh if
     /// `None`; see `backend::Backend::call_with_id`); `name` is the user's
     /// closure's type name (for errors and the timeline).
-    pub(crate) fn call_as<A, R, F>(&self, id: Option<ObjectId>, name: &'static str, args: A, f: F) -> ObjectRef<R>
+    pub(crate) fn call_as<A, R, F>(&self, id: Option<ObjectId>, name: Method, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
@@ -378,7 +430,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         let invoke = Invoke::Mut(Box::new(move |state: &mut S, store: &Store| {
             let r = match args.resolve() {
                 Ok(input) => admit(store, f(state, input)),
-                Err(cause) => Err(Error::dependency(name.into(), cause)),
+                Err(cause) => Err(Error::dependency(name.text(), cause)),
             };
             drop(args); // before the result wakes anyone
             r
@@ -393,26 +445,28 @@ impl<S: Send + 'static> ActorHandle<S> {
     /// later call (and it is not failed by a [`kill`](ActorHandle::kill)
     /// that restarts the actor: it runs on the new state). With no retries
     /// or restarts left its last panic is its error, as for `call`.
+    #[track_caller]
     pub fn call_rerunnable<R, F>(&self, f: F) -> ObjectRef<R>
     where
         R: Any + Send + Sync,
         F: Fn(&mut S) -> R + Send + 'static,
     {
-        self.rerunnable_as(std::any::type_name::<F>(), (), move |s, ()| f(s))
+        self.rerunnable_as(Method::of::<F>(), (), move |s, ()| f(s))
     }
 
     /// [`ActorHandle::call_rerunnable`] with arguments that may be refs
     /// (resolved again for each run).
+    #[track_caller]
     pub fn call_rerunnable_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
         F: Fn(&mut S, A::Output) -> R + Send + 'static,
     {
-        self.rerunnable_as(std::any::type_name::<F>(), args, f)
+        self.rerunnable_as(Method::of::<F>(), args, f)
     }
 
-    fn rerunnable_as<A, R, F>(&self, name: &'static str, args: A, f: F) -> ObjectRef<R>
+    fn rerunnable_as<A, R, F>(&self, name: Method, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
@@ -424,7 +478,7 @@ impl<S: Send + 'static> ActorHandle<S> {
         let args = CountedArgs::new(args);
         let invoke = Invoke::Rerun(Box::new(move |state: &mut S, store: &Store| match args.resolve() {
             Ok(input) => admit(store, f(state, input)),
-            Err(cause) => Err(Error::dependency(name.into(), cause)),
+            Err(cause) => Err(Error::dependency(name.text(), cause)),
         }));
         self.submit(Some(out.clone()), name, invoke, pending, rec);
         ObjectRef::from_cell(out)
@@ -454,7 +508,14 @@ impl<S: Send + 'static> ActorHandle<S> {
         inner.control.kill(inner, no_restart);
         // Wake the drainer so an idle actor's state goes now; a marker
         // skips the caller queues (a kill does not wait for inputs).
-        inner.deliver(Call { out: None, name: "kill", invoke: Invoke::Wake, failed: None, gen: u64::MAX, rec: None });
+        inner.deliver(Call {
+            out: None,
+            name: Method::Type("kill"),
+            invoke: Invoke::Wake,
+            failed: None,
+            gen: u64::MAX,
+            rec: None,
+        });
     }
 
     /// Stops the actor gracefully (Ray's `actor.__ray_terminate__()`): the
@@ -467,14 +528,21 @@ impl<S: Send + 'static> ActorHandle<S> {
     /// when the actor stops, fails the same way.
     pub fn terminate(&self) {
         let gen = self.inner.control.close();
-        let marker = Call { out: None, name: "terminate", invoke: Invoke::Terminate, failed: None, gen, rec: None };
+        let marker = Call {
+            out: None,
+            name: Method::Type("terminate"),
+            invoke: Invoke::Terminate,
+            failed: None,
+            gen,
+            rec: None,
+        };
         self.submit_call(marker, Vec::new());
     }
 
     fn submit(
         &self,
         out: Option<Arc<ObjectCell>>,
-        name: &'static str,
+        name: Method,
         invoke: Invoke<S>,
         pending: Vec<Arc<ObjectCell>>,
         rec: Option<Box<CallRec>>,
@@ -598,25 +666,27 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
     /// Calls a read-only method: `f` gets `&S`. Ordered like [`ActorHandle::call`];
     /// with [`ActorBuilder::max_concurrency`] above 1, consecutive read-only
     /// calls run at once. The result is stored like a task's.
+    #[track_caller]
     pub fn call_ref<R, F>(&self, f: F) -> ObjectRef<R>
     where
         R: Any + Send + Sync,
         F: FnOnce(&S) -> R + Send + 'static,
     {
-        self.call_ref_as(std::any::type_name::<F>(), (), move |s, ()| f(s))
+        self.call_ref_as(Method::of::<F>(), (), move |s, ()| f(s))
     }
 
     /// [`ActorHandle::call_ref`] with arguments that may be refs.
+    #[track_caller]
     pub fn call_ref_with<A, R, F>(&self, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
         F: FnOnce(&S, A::Output) -> R + Send + 'static,
     {
-        self.call_ref_as(std::any::type_name::<F>(), args, f)
+        self.call_ref_as(Method::of::<F>(), args, f)
     }
 
-    fn call_ref_as<A, R, F>(&self, name: &'static str, args: A, f: F) -> ObjectRef<R>
+    fn call_ref_as<A, R, F>(&self, name: Method, args: A, f: F) -> ObjectRef<R>
     where
         A: TaskArgs,
         R: Any + Send + Sync,
@@ -629,7 +699,7 @@ impl<S: Send + Sync + 'static> ActorHandle<S> {
         let body: RefCall<S> = Box::new(move |state: &S, store: &Store| {
             let r = match args.resolve() {
                 Ok(input) => admit(store, f(state, input)),
-                Err(cause) => Err(Error::dependency(name.into(), cause)),
+                Err(cause) => Err(Error::dependency(name.text(), cause)),
             };
             drop(args);
             r

@@ -36,7 +36,7 @@ use std::sync::Arc;
 /// A running call's timeline facts (see `ActorInner::start_timing`).
 struct Timing {
     id: crate::id::ObjectId,
-    name: &'static str,
+    name: super::Method,
     submitted: u64,
     start: u64,
     inputs: Box<[crate::id::ObjectId]>,
@@ -307,7 +307,7 @@ impl<S: Send + 'static> ActorInner<S> {
     /// Why a call must not run, if so (besides the actor being dead).
     fn refused(&self, held: &Held<S>, call: &Call<S>) -> Option<Error> {
         if let Some(cause) = &call.failed {
-            return Some(Error::dependency(call.name.into(), cause.clone()));
+            return Some(Error::dependency(call.name.text(), cause.clone()));
         }
         let replayed = matches!(call.invoke, Invoke::Rerun(_))
             && self.max_task_retries > 0
@@ -352,7 +352,7 @@ impl<S: Send + 'static> ActorInner<S> {
             return 0;
         }
         let Call { out, name, invoke, rec, .. } = call;
-        let _span = tracing::trace_span!("manta.actor_call", actor = %self.name, method = name).entered();
+        let _span = tracing::trace_span!("manta.actor_call", actor = %self.name, method = %name).entered();
         let timing = self.start_timing(&out, name, rec);
         match invoke {
             Invoke::Mut(f) => {
@@ -382,7 +382,7 @@ impl<S: Send + 'static> ActorInner<S> {
     }
 
     /// A call's timeline event so far, if the timeline is recording.
-    fn start_timing(&self, out: &Out, name: &'static str, rec: Option<Box<CallRec>>) -> Option<Timing> {
+    fn start_timing(&self, out: &Out, name: super::Method, rec: Option<Box<CallRec>>) -> Option<Timing> {
         let recorder = &self.sched.recorder;
         let out = out.as_ref()?;
         if !recorder.is_on() {
@@ -406,7 +406,7 @@ impl<S: Send + 'static> ActorInner<S> {
         let actor = self.name.clone();
         recorder.record(|thread| crate::timeline::Event::Call {
             actor,
-            method: crate::timeline::Label::Static(name),
+            method: name.label(),
             id,
             submitted,
             thread,
@@ -418,14 +418,14 @@ impl<S: Send + 'static> ActorInner<S> {
     }
 
     /// Fails a call that panicked with its panic.
-    fn fail_panicked(&self, out: Out, name: &str, message: Text) {
+    fn fail_panicked(&self, out: Out, name: super::Method, message: Text) {
         let task: Text = format!("{}::{}", self.name, name).into();
         complete(&self.store, out, Err(Error::TaskPanicked { task, message }));
     }
 
     /// After a call panicked (`message` in `method`): the state it may
     /// have broken goes, and the actor is rebuilt or dies.
-    fn restart_after(&self, held: &mut Held<S>, method: &str, message: &Text) {
+    fn restart_after(&self, held: &mut Held<S>, method: super::Method, message: &Text) {
         if !matches!(held.life, Life::Live(_)) {
             return;
         }
@@ -437,7 +437,7 @@ impl<S: Send + 'static> ActorInner<S> {
     /// Runs a re-runnable call, again on the restarted state after each
     /// panic while task retries and restarts last.
     /// Returns whether it ended with a value.
-    fn run_rerunnable(&self, held: &mut Held<S>, out: Out, name: &str, mut f: super::RerunCall<S>) -> bool {
+    fn run_rerunnable(&self, held: &mut Held<S>, out: Out, name: super::Method, mut f: super::RerunCall<S>) -> bool {
         let mut retries = 0;
         loop {
             let Life::Live(state) = &mut held.life else {
@@ -456,7 +456,7 @@ impl<S: Send + 'static> ActorInner<S> {
             self.restart_after(held, name, &message);
             if retries < self.max_task_retries && matches!(held.life, Life::Live(_)) {
                 retries += 1;
-                tracing::debug!(actor = %self.name, method = name, retry = retries, "re-running the call on the restarted actor");
+                tracing::debug!(actor = %self.name, method = %name, retry = retries, "re-running the call on the restarted actor");
                 continue;
             }
             drop(f);
@@ -470,7 +470,7 @@ impl<S: Send + 'static> ActorInner<S> {
     fn run_read_only(
         &self,
         held: &mut Held<S>,
-        first: (Out, &'static str, RefCall<S>, Option<Timing>),
+        first: (Out, super::Method, RefCall<S>, Option<Timing>),
         run: super::RunBatch<S>,
     ) -> usize {
         let mut batch = vec![first];
@@ -534,10 +534,10 @@ impl<S: Send + 'static> ActorInner<S> {
         }
     }
 
-    fn after_panic(&self, method: &str, message: &Text) -> Life<S> {
+    fn after_panic(&self, method: super::Method, message: &Text) -> Life<S> {
         if self.factory.is_some() {
             if let Some(restart) = take_restart(&self.restarts, self.max_restarts) {
-                tracing::warn!(actor = %self.name, method, %message, restart, "actor panicked; restarting");
+                tracing::warn!(actor = %self.name, %method, %message, restart, "actor panicked; restarting");
                 return self.construct();
             }
         }
@@ -547,7 +547,7 @@ impl<S: Send + 'static> ActorInner<S> {
         } else {
             format!("method `{method}` panicked ({message}) and the actor has no restarts")
         };
-        let cause = ActorDeathCause::Panicked { method: method.into(), message: message.clone(), restarts: used };
+        let cause = ActorDeathCause::Panicked { method: method.text(), message: message.clone(), restarts: used };
         Life::Dead(cause, reason.into())
     }
 }

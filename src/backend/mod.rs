@@ -323,7 +323,7 @@ impl<'rt> Backend<'rt> {
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        actor.call_as(Some(id), std::any::type_name::<F>(), args, f)
+        actor.call_as(Some(id), crate::actor::Method::Type(std::any::type_name::<F>()), args, f)
     }
 }
 
