@@ -432,7 +432,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let chunk =
                 |total, offset, data: &[u8]| encode_response(&Response::Chunk { total, offset, data: data.to_vec() });
             let base = chunk(100, 10, &[1, 2, 3]);
-            let failed = encode_response(&Response::Failed { message: "abc".into() });
+            let failed = encode_response(&Response::failed("abc"));
             let ticket = |port| encode_response(&Response::Ticket { port, token: [0x11; 32], key: [0x22; 32] });
             let items = vec![Some(serde_bytes::ByteBuf::from(vec![0x18, 42])), None];
             let objects = encode_response(&Response::Objects { items });

@@ -134,7 +134,7 @@ fn recursive_fib_with_nested_gets_across_nodes() {
 
 #[test]
 fn errors_flow_through_the_graph_across_nodes() {
-    let (a, b, _c) = three();
+    let (a, b, c) = three();
     let bad = a.task(&BOOM).on(b.peer_id()).name("exploder").spawn((7,));
     match bad.get() {
         Err(Error::TaskPanicked { task, message }) => {
@@ -148,6 +148,19 @@ fn errors_flow_through_the_graph_across_nodes() {
     let e = next.get().unwrap_err();
     assert!(matches!(e, Error::DependencyFailed { .. }), "{e:?}");
     assert!(matches!(e.root_cause(), Error::TaskPanicked { .. }));
+    // Read on a third node (from the owner, or from the executor) and as
+    // the input of a task run there, the failure keeps its type: the
+    // error, not a lost object.
+    let here_failed = a.task(&BOOM).on(a.peer_id()).name("local_exploder").spawn((8,));
+    assert!(here_failed.get().is_err());
+    for failed in [&bad, &here_failed] {
+        let at_c: ObjectRef<u32> = c.decode(&a.encode(failed).unwrap()).unwrap();
+        let e = at_c.get_timeout(WAIT).unwrap_err();
+        assert!(matches!(e, Error::TaskPanicked { .. }), "read on C: {e:?}");
+        let on_c = a.task(&DOUBLE).on(c.peer_id()).spawn((failed,));
+        let e = on_c.get_timeout(WAIT).unwrap_err();
+        assert!(matches!(e.root_cause(), Error::TaskPanicked { .. }), "a dependant on C: {e:?}");
+    }
     // And a good value passed by ref crosses nodes both ways.
     let four = a.task(&DOUBLE).on(b.peer_id()).spawn((2,));
     let eight = b.spawn(&DOUBLE, (b.decode::<ObjectRef<u32>>(&a.encode(&four).unwrap()).unwrap(),));

@@ -71,8 +71,8 @@ fn responses() -> Vec<Response> {
         Response::Chunk { total: 10, offset: 3, data: vec![1, 2, 3, 4, 5] },
         Response::Chunk { total: u64::MAX, offset: u64::MAX - 2, data: vec![9, 9] },
         Response::NotFound,
-        Response::Failed { message: "disk on fire".into() },
-        Response::Failed { message: String::new() },
+        Response::failed("disk on fire"),
+        Response::failed(String::new()),
         Response::Invalid { reason: "message truncated — ünïcode".into() },
         Response::Busy,
     ]
@@ -321,7 +321,7 @@ fn huge_length_headers_do_not_allocate() {
     let chunk = encode_response(&Response::Chunk { total: 10, offset: 0, data: vec![1, 2, 3] });
     let hb = encode_heartbeat(&heartbeat());
     let fetch = encode_request(&fetch(3, 0, 1));
-    let failed = encode_response(&Response::Failed { message: "abc".into() });
+    let failed = encode_response(&Response::failed("abc"));
     let big32 = [0xff, 0xff, 0xff, 0xff];
     let big64 = [0xff; 8];
     let cases: Vec<(&str, Vec<u8>, Decode)> = vec![
@@ -570,7 +570,7 @@ fn codec_refuses_to_write_invalid_or_oversized() {
     let mut io = Cursor::new(Vec::new());
     let r = block_on(ObjectCodec.write_request(&object_protocol(), &mut io, Incoming::Invalid(WireError::Truncated)));
     assert_eq!(r.expect_err("refused").kind(), io::ErrorKind::InvalidInput);
-    let huge = Response::Failed { message: "x".repeat(MAX_RESPONSE_BYTES) };
+    let huge = Response::failed("x".repeat(MAX_RESPONSE_BYTES));
     let r = block_on(ObjectCodec.write_response(&object_protocol(), &mut io, huge));
     assert_eq!(r.expect_err("refused").kind(), io::ErrorKind::InvalidInput);
     assert!(io.into_inner().is_empty(), "nothing written");

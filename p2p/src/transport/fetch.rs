@@ -160,6 +160,9 @@ enum HolderError {
     NotFound,
     #[error("holds it but failed to serve it: {0}")]
     Failed(String),
+    /// The holder's copy is an error (the object's task failed).
+    #[error("holds it as an error: {0}")]
+    Holds(manta::Error),
     #[error("refused our request: {0}")]
     Refused(String),
     #[error("answered busy")]
@@ -412,6 +415,14 @@ async fn run(fetch: Fetch, ctx: Arc<Fetcher>, first: Option<PeerId>, batched: Op
             }
             Err((f, failure)) => {
                 fetch = f;
+                if let (true, HolderError::Holds(e)) = (trusted, &failure.error) {
+                    // The owner, or the executor this node chose, says the
+                    // object is this error (its task failed): that is its
+                    // value, typed, as it is on the node that made it.
+                    tracing::trace!(object = %id, %peer, "an error, from a trusted holder");
+                    fetch.complete(Err(e.clone()));
+                    return;
+                }
                 if failure.lane {
                     lane_broken.insert(peer);
                 }

@@ -29,7 +29,12 @@ fn chunk_of(reply: Reply, offset: u64, total: Option<u64>) -> Result<(u64, Chunk
             }
         }
         Reply::Other(Response::NotFound) => Err(Failure::refused(HolderError::NotFound)),
-        Reply::Other(Response::Failed { message }) => Err(Failure::refused(HolderError::Failed(message))),
+        Reply::Other(Response::Failed { message, error }) => match Response::failed_error(error.as_ref()) {
+            // The object's value is an error (its task failed): `run`
+            // takes it from a trusted holder.
+            Some(e) => Err(Failure::refused(HolderError::Holds(e))),
+            None => Err(Failure::refused(HolderError::Failed(message))),
+        },
         Reply::Other(Response::Invalid { reason }) => Err(Failure::refused(HolderError::Refused(reason))),
         Reply::Other(Response::Busy) => Err(Failure::unreachable(HolderError::Busy)),
         Reply::Other(

@@ -346,7 +346,7 @@ async fn serve_stream(peer: PeerId, mut s: Stream, server: ObjectServer, limits:
                 // A digest encodes the whole object: off the async thread.
                 let vouchers = server.vouchers.clone();
                 let answer = tokio::task::spawn_blocking(move || vouchers.answer(&ids)).await;
-                let resp = answer.unwrap_or_else(|_| Response::Failed { message: "vouching failed".into() });
+                let resp = answer.unwrap_or_else(|_| Response::failed("vouching failed"));
                 (charged(resp, &mut hold).await, false)
             }
             Incoming::Invalid(WireError::Truncated) => {
@@ -667,7 +667,7 @@ fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> 
         }
         Served::Chunk { total, data } => Response::Chunk { total, offset, data },
         Served::NotFound => Response::NotFound,
-        Served::Failed(e) => Response::Failed { message: e.to_string() },
+        Served::Failed(e) => Response::failed_with(&e),
         Served::Pending => return None,
     })
 }

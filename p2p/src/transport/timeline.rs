@@ -51,7 +51,7 @@ pub(crate) fn answer(rt: &Runtime, upto: u64, skip: u32) -> Response {
     }
     let bytes = encode_page(&page);
     if bytes.len() > MAX_PAGE_BYTES {
-        return Response::Failed { message: format!("a timeline page of {} bytes", bytes.len()) };
+        return Response::failed(format!("a timeline page of {} bytes", bytes.len()));
     }
     Response::Timeline { page: bytes }
 }

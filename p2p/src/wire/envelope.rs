@@ -166,6 +166,36 @@ pub enum Request {
     },
 }
 
+/// Most bytes of the typed error a [`Response::Failed`] may carry.
+pub(crate) const MAX_FAILED_ERROR_BYTES: usize = 16 * 1024;
+
+impl Response {
+    /// A failure to serve, with no typed error.
+    pub fn failed(message: impl Into<String>) -> Response {
+        Response::Failed { message: message.into(), error: None }
+    }
+
+    /// A failure to serve an object whose value is the error `e` (its
+    /// task failed): the message, and the error typed, if it encodes
+    /// within 16 KiB.
+    pub fn failed_with(e: &manta::Error) -> Response {
+        let remote = super::mail::RemoteError::from(e);
+        let mut bytes = Vec::new();
+        let typed = ciborium::into_writer(&remote, &mut bytes).is_ok() && bytes.len() <= MAX_FAILED_ERROR_BYTES;
+        Response::Failed { message: e.to_string(), error: typed.then(|| serde_bytes::ByteBuf::from(bytes)) }
+    }
+
+    /// The typed error a [`Response::Failed`] carries, if any, decoded and
+    /// checked (`None`: absent, or malformed).
+    pub fn failed_error(error: Option<&serde_bytes::ByteBuf>) -> Option<manta::Error> {
+        let bytes = error?;
+        let remote: super::mail::RemoteError =
+            super::plain::decode_capped(bytes, MAX_FAILED_ERROR_BYTES, MAX_DEPTH).ok()?;
+        remote.validate().ok()?;
+        Some(remote.into())
+    }
+}
+
 /// A reply on the object-transfer protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -186,6 +216,13 @@ pub enum Response {
     Failed {
         /// What went wrong, for logs.
         message: String,
+        /// The object's own error, when it is one (its task failed): a
+        /// [`RemoteError`](super::mail::RemoteError) in plain CBOR, at most
+        /// 16 KiB. A reader takes it as the object's
+        /// value only from the owner the ref names or the executor it
+        /// chose; left out by older nodes and for other failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<serde_bytes::ByteBuf>,
     },
     /// The request was malformed, oversized or of another wire version.
     Invalid {
