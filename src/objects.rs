@@ -74,8 +74,9 @@ pub struct RefCounts {
     /// if their output must be rebuilt. One per argument position (a task
     /// taking the same ref twice counts two).
     pub task_uses: usize,
-    /// Remote borrowers (other nodes holding a ref), as the cluster layer
-    /// reports them; always 0 in-process.
+    /// Remote borrowers: other nodes holding a ref, each counted once
+    /// while its borrow is registered here (`manta-p2p` reports them);
+    /// always 0 in-process.
     pub borrowers: usize,
 }
 

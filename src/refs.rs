@@ -77,7 +77,9 @@ impl<T> ObjectRef<T> {
         self.cell().id()
     }
 
-    /// True once the object has a value or an error (never blocks).
+    /// True once the object has a value or an error here (never blocks).
+    /// For a ref to an object on another node (`manta-p2p`), that is once
+    /// it was fetched: `get`, `wait` or `on_ready` fetch it.
     pub fn is_ready(&self) -> bool {
         self.cell().slot.is_done()
     }

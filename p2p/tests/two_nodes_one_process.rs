@@ -120,3 +120,20 @@ fn tasks_see_their_own_runtimes_node_and_bind_refs_to_it() {
     assert_eq!(*on_a_side.call(&WHERE, ()).get_timeout(WAIT).unwrap(), b_id);
     assert_eq!(*on_b_side.call(&WHERE, ()).get_timeout(WAIT).unwrap(), b_id);
 }
+
+#[test]
+fn the_owner_counts_a_peer_borrowing_its_object() {
+    let a = node(None);
+    let b = node(Some(&a));
+    a.wait_for_peers(1, WAIT).unwrap();
+    b.wait_for_peers(1, WAIT).unwrap();
+    let obj = a.runtime().put(vec![1u8; 10]).unwrap();
+    assert_eq!(obj.ref_counts().borrowers, 0);
+    let at_b: ObjectRef<Vec<u8>> = b.decode_ref(&a.encode_ref(&obj).unwrap()).unwrap();
+    // B's borrow reaches A by mail; once B's mail is applied, A counts it.
+    assert!(b.flush_mail(WAIT));
+    assert_eq!(obj.ref_counts().borrowers, 1, "{:?}", obj.ref_counts());
+    drop(at_b);
+    assert!(b.flush_mail(WAIT));
+    assert_eq!(obj.ref_counts().borrowers, 0, "{:?}", obj.ref_counts());
+}

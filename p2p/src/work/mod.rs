@@ -182,7 +182,14 @@ impl Work {
                 cluster: parts.handle.clone(),
                 fetcher: Arc::new(fetcher),
                 results: Results::default(),
-                pins: Pins::default(),
+                pins: {
+                    let w = this.clone();
+                    Pins::with_borrowers(Box::new(move |r, d| {
+                        if let Some(w) = w.upgrade() {
+                            w.rt.backend().add_borrowers(r, d);
+                        }
+                    }))
+                },
                 hosted: HostedActors::default(),
                 owned: OwnedActors::default(),
                 sent: SentCounts::default(),

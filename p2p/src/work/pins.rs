@@ -12,6 +12,8 @@
 //!   alive until a peer registers a borrow of them or [`SENT_PIN_TTL`]
 //!   passes.
 //!
+//! - Each peer's borrow of an object starting and ending is reported
+//!   (`Pins::with_borrowers`), for `RefCounts::borrowers`.
 //! - Aliases: results made here under another id than their submitter's
 //!   (`exec`), served under the submitter's id while they live.
 //!
@@ -61,14 +63,31 @@ impl Borrows {
     }
 }
 
+/// Told when a peer starts (+1) or stops (-1) borrowing an object (what
+/// `RefCounts::borrowers` reports: `Backend::add_borrowers`).
+pub(super) type OnBorrowers = Box<dyn Fn(&AnyRef, isize) + Send + Sync>;
+
 /// Every pin this node holds for its peers.
 #[derive(Default)]
 pub(super) struct Pins {
     borrows: Mutex<Borrows>,
     sent: Mutex<HashMap<ObjectId, (Instant, AnyRef)>>,
+    on_borrowers: Option<OnBorrowers>,
 }
 
 impl Pins {
+    /// Pins that report each peer's borrow starting and ending to `f`.
+    pub(super) fn with_borrowers(f: OnBorrowers) -> Pins {
+        Pins { on_borrowers: Some(f), ..Pins::default() }
+    }
+
+    /// Reports a borrower more (+1) or fewer (-1) for `held`.
+    fn borrowers(&self, held: Option<&AnyRef>, delta: isize) {
+        if let (Some(f), Some(r)) = (&self.on_borrowers, held) {
+            f(r, delta);
+        }
+    }
+
     /// Applies a borrow (`delta` +1) or release (-1) of `id` by `from`;
     /// `known` is the object if the caller has it, else `lookup` finds it
     /// (to pin it) when a count starts. False if it was not counted: a
@@ -92,7 +111,9 @@ impl Pins {
                     if e.count > 0 {
                         (true, None)
                     } else {
-                        (true, b.remove(&k).and_then(|e| e.held))
+                        let gone = b.remove(&k).and_then(|e| e.held);
+                        self.borrowers(gone.as_ref(), -1);
+                        (true, gone)
                     }
                 }
                 None if delta <= 0 => (false, None),
@@ -100,6 +121,7 @@ impl Pins {
                 None => match known.or_else(|| lookup(id)) {
                     None => (false, None),
                     Some(held) => {
+                        self.borrowers(Some(&held), 1);
                         b.map.insert(k, BorrowPin { count: delta, held: Some(held) });
                         *b.per_peer.entry(from).or_default() += 1;
                         (true, None)
@@ -135,6 +157,9 @@ impl Pins {
             let keys: Vec<_> = b.map.keys().filter(|(p, _)| *p == peer).copied().collect();
             keys.iter().filter_map(|k| b.map.remove(k)).collect()
         };
+        for pin in &gone {
+            self.borrowers(pin.held.as_ref(), -1);
+        }
         drop(gone);
     }
 

@@ -290,17 +290,22 @@ impl Work {
     }
 
     /// A batch could not be delivered to `to`: its submissions are placed
-    /// again, its calls fail.
+    /// again, its calls fail with `ActorDead`, as calls in flight to a
+    /// host that dies do (the README's fault table; Ray's `RayActorError`):
+    /// a host that cannot be reached over the lane or libp2p has, for its
+    /// callers, lost the actor (a creator with restarts left rebuilds it
+    /// elsewhere once the host is declared dead).
     pub(super) fn undeliverable(&self, to: PeerId, sent: Vec<Mail>, why: &MailError) {
         self.send_unfenced();
         tracing::debug!(peer = %to, %why, n = sent.len(), "mail undeliverable");
         for m in sent {
             match m {
                 Mail::Submit { id, .. } => self.replace(ObjectId::from_bytes(id), Some(to)),
-                Mail::Call { id, .. } => {
+                Mail::Call { id, actor, .. } => {
                     let id = ObjectId::from_bytes(id);
-                    let e = Error::PeerUnreachable { id, reason: format!("actor host {to}: {why}").into() };
-                    self.fail(id, e);
+                    let actor = ObjectId::from_bytes(actor).to_string();
+                    let reason = format!("its host {to} could not be reached: {why}");
+                    self.fail(id, Error::ActorDead { actor: actor.into(), reason: reason.into() });
                 }
                 _ => {}
             }
