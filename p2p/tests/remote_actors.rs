@@ -38,6 +38,9 @@ static FRAGILE: ActorClass<(i64,), Counter> = ActorClass::new("Fragile", |(start
 static GHOST: ActorClass<(), Counter> = ActorClass::new("Ghost", |()| Counter { value: 0 });
 /// Registered on no node.
 static NOWHERE: Method<Counter, (), i64> = Method::new("Counter.nowhere", |c, ()| c.value);
+/// Panics (the actor, started from a value-less class with no restarts,
+/// dies with it).
+static EXPLODE: Method<Counter, (), i64> = Method::new("Counter.explode", |_, ()| panic!("exploded"));
 
 static MAKE: RemoteFn<(usize,), Vec<u8>> = RemoteFn::new("make", |(n,)| vec![7; n]);
 static LEN2: RemoteFn<(Vec<u8>, Vec<u8>), usize> = RemoteFn::new("len2", |(a, b)| a.len() + b.len());
@@ -64,6 +67,7 @@ fn registry() -> Registry {
         .method(&GATED)
         .actor(&FRAGILE)
         .method(&INCREMENT)
+        .method(&EXPLODE)
         .method(&ADD_TO)
         .method(&WHERE)
         .function(&MAKE)
@@ -201,6 +205,9 @@ fn a_failed_constructor_or_an_unknown_method_is_an_error_not_a_hang() {
         other => panic!("expected UnknownFunction, got {other:?}"),
     }
     assert_eq!(*fine.call(&INCREMENT, ()).get().unwrap(), 42, "the actor still works");
+    // A method's panic names the method by its registered name.
+    let e = fine.call(&EXPLODE, ()).get().unwrap_err();
+    assert!(matches!(e, Error::TaskPanicked { ref task, .. } if task.contains("Counter.explode")), "{e:?}");
     let ghost: ActorHandle<Counter> = a.actor_builder(&GHOST).on(b.peer_id()).spawn(());
     match ghost.call(&INCREMENT, ()).get() {
         Err(Error::ActorDead { reason, .. }) => assert!(reason.contains("`Ghost` is not registered"), "{reason}"),

@@ -315,15 +315,23 @@ impl<'rt> Backend<'rt> {
 
     /// Calls an actor method like [`ActorHandle::call_with`], giving the
     /// result id `id` (for a node running a call made elsewhere: the caller
-    /// chose the id). The id must not be in use in this runtime.
-    pub fn call_with_id<S, A, R, F>(&self, actor: &ActorHandle<S>, id: ObjectId, args: A, f: F) -> ObjectRef<R>
+    /// chose the id) and naming it `method` (its registered name, in
+    /// errors, logs and the timeline). The id must not be in use in this
+    /// runtime.
+    pub fn call_with_id<S, A, R, F>(
+        &self,
+        actor: &ActorHandle<S>,
+        (id, method): (ObjectId, &'static str),
+        args: A,
+        f: F,
+    ) -> ObjectRef<R>
     where
         S: Send + 'static,
         A: TaskArgs,
         R: Any + Send + Sync,
         F: FnOnce(&mut S, A::Output) -> R + Send + 'static,
     {
-        actor.call_as(Some(id), crate::actor::Method::Type(std::any::type_name::<F>()), args, f)
+        actor.call_as(Some(id), crate::actor::Method::Type(method), args, f)
     }
 }
 

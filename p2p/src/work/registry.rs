@@ -268,7 +268,7 @@ impl Registry {
                     return Err(RegistryError::WrongActorType(name));
                 };
                 let wire = decode_wire::<A>(rt, args)?;
-                let r = rt.backend().call_with_id(h, id, wire, f);
+                let r = rt.backend().call_with_id(h, (id, name), wire, f);
                 rt.backend().export_object(&r);
                 if let Some(on_done) = on_done {
                     finish(&r, on_done);
