@@ -370,21 +370,29 @@ fn map_keeps_order_and_its_concurrency_cap() {
     assert_eq!(unordered, (0..50).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
 }
 
-#[test]
-fn cancelling_a_map_stops_submitting() {
-    let rt = rt(1);
+/// A map of 1,000 items, two at a time, each waiting at a gate (so the
+/// map cannot run ahead of the test), after its first result was read:
+/// the map, the gate (dropping it lets every waiting item go on) and the
+/// count of items that ran.
+fn gated_map(rt: &Runtime) -> (manta::Map<u32>, mpsc::Sender<()>, Arc<AtomicUsize>) {
     let ran = Arc::new(AtomicUsize::new(0));
     let (open, gate) = mpsc::channel::<()>();
     let gate = Arc::new(std::sync::Mutex::new(gate));
-    let (r, g) = (ran.clone(), gate.clone());
-    // Each item waits at the gate, so the map cannot run ahead of the test.
+    let r = ran.clone();
     let mut m = rt.map(0..1_000u32, 2, move |x| {
-        let _ = g.lock().unwrap().recv();
+        let _ = gate.lock().unwrap().recv();
         r.fetch_add(1, Ordering::SeqCst);
         x
     });
     open.send(()).unwrap();
     assert_eq!(*m.next().unwrap().unwrap(), 0);
+    (m, open, ran)
+}
+
+#[test]
+fn cancelling_a_map_stops_submitting() {
+    let rt = rt(1);
+    let (m, open, ran) = gated_map(&rt);
     m.group().cancel();
     drop(open); // every waiting item goes on now
     let rest: Vec<_> = m.collect();
@@ -729,17 +737,7 @@ fn a_running_task_that_returns_after_its_group_was_cancelled_is_cancelled() {
 #[test]
 fn dropping_a_map_early_stops_it() {
     let rt = rt(1);
-    let ran = Arc::new(AtomicUsize::new(0));
-    let (open, gate) = mpsc::channel::<()>();
-    let gate = Arc::new(std::sync::Mutex::new(gate));
-    let (r, g) = (ran.clone(), gate.clone());
-    let mut m = rt.map(0..1_000u32, 2, move |x| {
-        let _ = g.lock().unwrap().recv();
-        r.fetch_add(1, Ordering::SeqCst);
-        x
-    });
-    open.send(()).unwrap();
-    assert_eq!(*m.next().unwrap().unwrap(), 0);
+    let (m, open, ran) = gated_map(&rt);
     let group = m.group().clone();
     drop(m);
     assert!(group.is_cancelled(), "dropping the map cancelled its group");

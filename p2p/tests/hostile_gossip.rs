@@ -296,6 +296,15 @@ async fn next_from(beats: &mut tokio::sync::mpsc::UnboundedReceiver<gossipsub::M
 /// publishes about one beat per period as at rest, not one per SUBSCRIBE
 /// (counted from the gossipsub sequence numbers of its messages, which
 /// grow by one per message it publishes).
+/// Publishes a first heartbeat of a fresh member on `s`, a marker: once a
+/// node holds that member, it has handled everything written before it.
+async fn publish_marker(s: &mut libp2p::Stream) -> PeerId {
+    let marker = Keypair::generate_ed25519();
+    s.write_all(&publish_frame(&marker, 1, &full(Heartbeat { seq: 1, ..Default::default() }))).await.expect("write");
+    s.flush().await.expect("flush");
+    marker.public().to_peer_id()
+}
+
 #[test]
 fn a_subscribe_flood_makes_no_heartbeat_flood() {
     let _serial = serial();
@@ -312,12 +321,7 @@ fn a_subscribe_flood_makes_no_heartbeat_flood() {
         let burst: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * SUBSCRIBES).collect();
         s.write_all(&burst).await.expect("write");
         // A marker after the flood: once a holds it, every SUBSCRIBE was handled.
-        let marker = Keypair::generate_ed25519();
-        s.write_all(&publish_frame(&marker, 1, &full(Heartbeat { seq: 1, ..Default::default() })))
-            .await
-            .expect("write");
-        s.flush().await.expect("flush");
-        let marker = marker.public().to_peer_id();
+        let marker = publish_marker(&mut s).await;
         until("the marker", || status_of(&a, marker));
         // Every beat a published so far is numbered below the next one.
         let s1 = next_from(&mut beats, a.peer_id()).await;
@@ -359,12 +363,7 @@ fn malformed_beats_are_one_warning_and_not_relayed() {
         // what it accepted before it.
         let (mut control, _rx2, task2) = run_client(gossip_swarm(false), &a.listen_addrs()[0]).await;
         let mut s = meshsub(&mut control, a.peer_id()).await;
-        let marker = Keypair::generate_ed25519();
-        s.write_all(&publish_frame(&marker, 1, &full(Heartbeat { seq: 1, ..Default::default() })))
-            .await
-            .expect("write");
-        s.flush().await.expect("flush");
-        let marker = marker.public().to_peer_id();
+        let marker = publish_marker(&mut s).await;
         until("the marker at b", || status_of(&b, marker));
         task.abort();
         task2.abort();
