@@ -210,7 +210,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(p.request(&"t", 3.0, &[]), Err(Error::Infeasible { .. })));
-        assert!(matches!(p.request(&"t", f64::NAN, &[]), Err(Error::Infeasible { .. })));
+        // Not a demand no node meets, but a mistake (Ray: ValueError).
+        assert!(matches!(p.request(&"t", f64::NAN, &[]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(p.request(&"t", -1.0, &[]), Err(Error::InvalidArgument(_))));
+        assert!(p.request(&"t", 1.0, &[("GPU".into(), 0.0)]).is_ok(), "a zero amount asks for nothing");
         assert!(Totals::new(0.5, &[]).request(&"t", 1.0, &[]).is_err());
     }
 }
