@@ -667,6 +667,14 @@ fn fetch(rt: &Runtime, id: ObjectId, offset: u64, len: u32) -> Option<Response> 
         }
         Served::Chunk { total, data } => Response::Chunk { total, offset, data },
         Served::NotFound => Response::NotFound,
+        // This holder's own trouble (an encoding that failed, a copy it
+        // lost): untyped, so the reader asks the next holder. Anything
+        // else is the object's value, an error its task ended with: typed.
+        Served::Failed(
+            e @ (manta::Error::ObjectLost { .. }
+            | manta::Error::PeerUnreachable { .. }
+            | manta::Error::Unverified { .. }),
+        ) => Response::failed(e.to_string()),
         Served::Failed(e) => Response::failed_with(&e),
         Served::Pending => return None,
     })
