@@ -156,12 +156,10 @@ impl Method {
     }
 }
 
+/// As its timeline label shows it (`file:line` for a call site).
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Method::Type(t) => f.write_str(t),
-            Method::At(l) => write!(f, "{}:{}", l.file(), l.line()),
-        }
+        self.label().fmt(f)
     }
 }
 
